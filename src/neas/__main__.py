@@ -1,0 +1,5 @@
+import sys
+
+from neas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""Cost model: MACs, paper-convention FLOPs and params from a per-(layer, op) table (§5).
+
+The table is built once per (space, input size, classes) by running each real module once on
+a dummy input with forward hooks; an ensemble's cost is then a sum of table entries,
+counting stem + L0 + shared layers once and private layers + head K times.
+
+Conventions:
+    macs: multiply-accumulates of convolutions and linear layers (no bias), which is what
+        ``torch.utils.flop_counter.FlopCounterMode`` reports divided by 2.
+    paper_flops: the paper's tables (ptflops): conv/linear MACs plus bias, 2 per BN output
+        element, 1 per ReLU output element, 1 per pooled input element (SE squeeze and the
+        head's global pool); Swish, sigmoid gates, SE product and residual adds are free.
+    params: trainable parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+from timm.models._efficientnet_blocks import SqueezeExcite
+
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
+from neas.space import EnsembleArch, Op, SearchSpace
+
+__all__ = ["Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int = 0
+    paper_flops: int = 0
+    params: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.macs + other.macs, self.paper_flops + other.paper_flops, self.params + other.params)
+
+    def __mul__(self, n: int) -> "Cost":
+        return Cost(self.macs * n, self.paper_flops * n, self.params * n)
+
+    __rmul__ = __mul__
+
+    def to_json(self) -> dict:
+        return {"macs": self.macs, "paper_flops": self.paper_flops, "params": self.params}
+
+
+def _measure(modules: list[nn.Module], x: torch.Tensor) -> tuple[Cost, torch.Tensor]:
+    """Runs ``modules`` in sequence on ``x`` (batch 1) and counts their cost with hooks."""
+    counts = {"macs": 0, "paper": 0}
+
+    def hook(module, inputs, output):
+        n = output.numel()
+        if isinstance(module, nn.Conv2d):
+            macs = n * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+            counts["macs"] += macs
+            counts["paper"] += macs + (n if module.bias is not None else 0)
+        elif isinstance(module, nn.Linear):
+            macs = n * module.in_features
+            counts["macs"] += macs
+            counts["paper"] += macs + (n if module.bias is not None else 0)
+        elif isinstance(module, nn.BatchNorm2d):
+            counts["paper"] += 2 * n
+        elif isinstance(module, nn.ReLU):
+            counts["paper"] += n
+        elif isinstance(module, SqueezeExcite):
+            counts["paper"] += inputs[0].numel()  # the squeeze: global average pool
+
+    handles = [m.register_forward_hook(hook) for mod in modules for m in mod.modules()]
+    try:
+        with torch.no_grad():
+            for mod in modules:
+                x = mod(x)
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for mod in modules for p in mod.parameters())
+    return Cost(counts["macs"], counts["paper"], params), x
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Costs of every piece of a space: the fixed stem + L0, each (layer, op), one head."""
+
+    fixed: Cost
+    layers: tuple[dict, ...]  # layers[i][op] for layer L{i+1}; skip costs nothing
+    head: Cost  # one path's head (head conv, pool, conv head, classifier)
+
+    def cost(self, arch: EnsembleArch) -> Cost:
+        total = self.fixed
+        for index, ops in enumerate(zip(*arch.paths), start=1):
+            used = ops[:1] if index <= arch.split else ops
+            for op in used:
+                total = total + self.layers[index - 1][op]
+        return total + self.head * arch.num_paths
+
+    def cheapest(self, space: SearchSpace) -> Cost:
+        """A lower bound of any ensemble's cost (by MACs) in the full space."""
+        return self._extreme(space, min)
+
+    def most_expensive(self, space: SearchSpace) -> Cost:
+        return self._extreme(space, max)
+
+    def _extreme(self, space: SearchSpace, pick) -> Cost:
+        best = None
+        for s in space.split_points:
+            total = self.fixed + self.head * space.num_paths
+            for spec in space.layers:
+                costs = sorted((self.layers[spec.index - 1][op] for op in spec.ops), key=lambda c: c.macs)
+                if spec.index <= s:
+                    total = total + pick(costs, key=lambda c: c.macs)
+                else:
+                    chosen = costs[: space.num_paths] if pick is min else costs[-space.num_paths :]
+                    for c in chosen:
+                        total = total + c
+            if best is None or pick(total, best, key=lambda c: c.macs) is total:
+                best = total
+        return best
+
+
+@lru_cache(maxsize=32)
+def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | None" = None) -> CostTable:
+    """Builds (once, cached) the cost table of ``space`` at ``input_size`` (default: the space's)."""
+    size = input_size or space.input_size
+    x = torch.zeros(1, space.in_channels, size, size)
+    stem_conv, stem_bn = make_stem(space)
+    fixed, x = _measure([stem_conv, stem_bn, make_first_block(space)], x)
+    layers = []
+    for spec in space.layers:
+        entry, out = {}, None
+        for op in spec.ops:
+            if op.is_skip:
+                entry[op] = Cost()
+                continue
+            entry[op], out = _measure([make_block(spec, op)], x)
+        layers.append(entry)
+        x = out
+    head_conv = make_head_conv(space)
+    head, y = _measure([head_conv], x)
+    pool = Cost(0, y.numel(), 0)  # the global average pool
+    rest, _ = _measure([make_conv_head(space)], y.mean((2, 3), keepdim=True))
+    classifier, _ = _measure([make_classifier(space, num_classes)], torch.zeros(1, space.channels(space.feature_channels)))
+    return CostTable(fixed, tuple(layers), head + pool + rest + classifier)
+
+
+def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None) -> Cost:
+    """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
+    arch.validate(space)
+    return cost_table(space, num_classes, input_size).cost(arch)
+
+
+def parse_amount(text: "str | int | float") -> int:
+    """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
+    from neas.errors import NeasError
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return int(text)
+    raw = str(text).strip()
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(raw[-1:].lower(), 1)
+    number = raw[:-1] if scale != 1 else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise NeasError(f"cannot read {text!r} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M") from None
+    if value < 0:
+        raise NeasError(f"amount {text!r} must not be negative")
+    return int(round(value * scale))

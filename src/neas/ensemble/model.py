@@ -1,0 +1,106 @@
+"""The plain ensemble network: only the chosen blocks, no supernet machinery (DESIGN.md §3).
+
+Its state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``,
+``sharing_blocks.0.<j>`` (L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's
+non-skip private blocks, then its head conv), ``conv_heads.<k>``, ``classifiers.<k>``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from neas.errors import NeasError
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
+from neas.space import EnsembleArch, SearchSpace
+from neas.supernet import Supernet, scale_grad
+
+__all__ = ["EnsembleNet", "build_ensemble"]
+
+
+class EnsembleNet(nn.Module):
+    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits."""
+
+    def __init__(self, space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True):
+        super().__init__()
+        arch.validate(space)
+        if num_classes < 1:
+            raise NeasError(f"num_classes must be positive, got {num_classes}")
+        self.space, self.arch, self.num_classes = space, arch, num_classes
+        self.scale_shared_grad = scale_shared_grad
+        self.conv_stem, self.bn1 = make_stem(space)
+        shared = [make_first_block(space)]
+        shared += [make_block(space.layer(i), op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip]
+        self.sharing_blocks = nn.Sequential(nn.Sequential(*shared))
+        self.blocks = nn.ModuleList()
+        for k in range(arch.num_paths):
+            private = [
+                make_block(space.layer(i), op)
+                for i, op in enumerate(arch.private(k), start=arch.split + 1)
+                if not op.is_skip
+            ]
+            self.blocks.append(nn.Sequential(nn.Sequential(*private, make_head_conv(space))))
+        self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(arch.num_paths))
+        self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(arch.num_paths))
+
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the shared feature map after L{split}."""
+        return self.sharing_blocks(self.bn1(self.conv_stem(x)))
+
+    def path_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per path: logits (B, num_classes) and pooled penultimate features (B, feature_channels)."""
+        shared = self.forward_shared(x)
+        if self.scale_shared_grad:
+            shared = scale_grad(shared, 1.0 / self.arch.num_paths)
+        return [
+            pool_classify(self.blocks[k](shared), self.conv_heads[k], self.classifiers[k], self.space.dropout, self.training)
+            for k in range(self.arch.num_paths)
+        ]
+
+    def path_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> K logits, each (B, num_classes)."""
+        return [logits for logits, _ in self.path_outputs(x)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> mean of the K path logits, (B, num_classes)."""
+        return torch.stack(self.path_logits(x)).mean(0)
+
+    def _supernet_pairs(self, supernet: Supernet):
+        """(own module, the supernet module that holds its weights) for every module."""
+        arch = self.arch
+        yield self.conv_stem, supernet.conv_stem
+        yield self.bn1, supernet.bn1
+        trunk = [supernet.first_block] + [
+            supernet.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip
+        ]
+        yield from zip(self.sharing_blocks[0], trunk, strict=True)
+        for k in range(arch.num_paths):
+            private = [
+                supernet.block(i, op) for i, op in enumerate(arch.private(k), start=arch.split + 1) if not op.is_skip
+            ]
+            yield from zip(self.blocks[k][0], private + [supernet.head_convs[k]], strict=True)
+            yield self.conv_heads[k], supernet.conv_heads[k]
+            yield self.classifiers[k], supernet.classifiers[k]
+
+    @torch.no_grad()
+    def inherit(self, supernet: Supernet) -> "EnsembleNet":
+        """Copies this arch's weights and BN statistics out of a (trained) supernet."""
+        if supernet.space != self.space:
+            raise NeasError(f"cannot inherit: the supernet's space {supernet.space.name!r} differs from {self.space.name!r}")
+        if supernet.num_classes != self.num_classes:
+            raise NeasError(f"cannot inherit: the supernet has {supernet.num_classes} classes, this ensemble {self.num_classes}")
+        for own, theirs in self._supernet_pairs(supernet):
+            own.load_state_dict(theirs.state_dict())
+        return self
+
+
+def build_ensemble(
+    space: SearchSpace,
+    arch: EnsembleArch,
+    num_classes: int,
+    supernet: "Supernet | None" = None,
+    scale_shared_grad: bool = True,
+) -> EnsembleNet:
+    """Builds the plain network of ``arch``; with ``supernet``, it inherits its weights."""
+    net = EnsembleNet(space, arch, num_classes, scale_shared_grad)
+    return net.inherit(supernet) if supernet is not None else net

@@ -1,0 +1,268 @@
+"""Ensemble architectures: K paths plus a split point (DESIGN.md §3).
+
+``EnsembleArch(split, paths)`` holds one op per searchable layer for each path. Layers
+L1..L{split} are shared (all paths agree there); on every later layer the K paths use K
+distinct ops, so a supernet with one module per (layer, op) never uses a weight twice in a
+step. Construction checks these structural rules; :meth:`EnsembleArch.validate` adds the
+rules of a particular (optionally shrunk) space.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neas.errors import NeasError, suggest
+from neas.space.ops import Op, op_from_official, op_to_official, parse_op
+from neas.space.shrunk import ShrunkSpace
+from neas.space.space import SearchSpace
+
+__all__ = ["EnsembleArch", "Generator"]
+
+Generator = "random.Random | torch.Generator | int | None"
+
+
+def _randbelow(gen, n: int) -> int:
+    if isinstance(gen, torch.Generator):
+        return int(torch.randint(n, (1,), generator=gen).item())
+    return gen.randrange(n)
+
+
+def _permutation(gen, n: int) -> list[int]:
+    if isinstance(gen, torch.Generator):
+        return torch.randperm(n, generator=gen).tolist()
+    order = list(range(n))
+    gen.shuffle(order)
+    return order
+
+
+def as_generator(gen) -> "random.Random | torch.Generator":
+    """Accepts a ``random.Random``, a ``torch.Generator``, a seed, or ``None`` (fresh entropy)."""
+    if gen is None or isinstance(gen, int):
+        return random.Random(gen)
+    if isinstance(gen, (random.Random, torch.Generator)):
+        return gen
+    raise TypeError(f"expected random.Random, torch.Generator, int or None, got {type(gen).__name__}")
+
+
+@dataclass(frozen=True)
+class EnsembleArch:
+    """An ensemble of K paths sharing layers L1..L{split}.
+
+    Attributes:
+        split: the split point s; layers L0..Ls are computed once and shared.
+        paths: K tuples with one :class:`Op` per searchable layer (index i is layer L{i+1}).
+    """
+
+    split: int
+    paths: tuple[tuple[Op, ...], ...]
+
+    def __post_init__(self):
+        if isinstance(self.split, bool) or not isinstance(self.split, int):
+            raise NeasError(f"arch: split must be an integer, got {self.split!r}")
+        if not isinstance(self.paths, (list, tuple)) or len(self.paths) < 2:
+            raise NeasError("arch: an ensemble needs at least 2 paths")
+        paths = []
+        for k, path in enumerate(self.paths):
+            if isinstance(path, str) or not isinstance(path, (list, tuple)):
+                raise NeasError(f"arch: path {k} must be a list of ops, got {path!r}")
+            paths.append(tuple(parse_op(o) for o in path))
+        object.__setattr__(self, "paths", tuple(paths))
+        n = len(paths[0])
+        for k, path in enumerate(paths):
+            if len(path) != n:
+                raise NeasError(f"arch: path {k} has {len(path)} layers but path 0 has {n}")
+        if not 0 <= self.split <= n:
+            raise NeasError(f"arch: split {self.split} is outside 0..{n} (the number of layers)")
+        for i in range(n):
+            column = [path[i] for path in paths]
+            if i < self.split and len(set(column)) != 1:
+                raise NeasError(
+                    f"arch: layer L{i + 1} is shared (split={self.split}) but the paths differ there: "
+                    f"{'/'.join(map(str, column))}"
+                )
+            if i >= self.split and len(set(column)) != len(column):
+                raise NeasError(
+                    f"arch: layer L{i + 1} is private (split={self.split}) but repeats an op across paths: "
+                    f"{'/'.join(map(str, column))}; the K paths must use K distinct ops there"
+                )
+
+    # ---- views --------------------------------------------------------------------------------
+    @property
+    def num_paths(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.paths[0])
+
+    @property
+    def shared(self) -> tuple[Op, ...]:
+        """Ops of the shared layers L1..L{split}."""
+        return self.paths[0][: self.split]
+
+    def private(self, k: int) -> tuple[Op, ...]:
+        """Ops of path ``k`` on layers L{split+1}..Ln."""
+        return self.paths[k][self.split :]
+
+    def combination(self, index: int) -> tuple[Op, ...]:
+        """The ops used at layer ``L{index}`` by the K paths (one op if shared)."""
+        column = tuple(path[index - 1] for path in self.paths)
+        return column[:1] if index <= self.split else column
+
+    def __str__(self) -> str:
+        shared = " ".join(map(str, self.shared)) or "-"
+        paths = " | ".join(" ".join(map(str, self.private(k))) or "-" for k in range(self.num_paths))
+        return f"split={self.split} shared=[{shared}] paths=[{paths}]"
+
+    # ---- space rules ----------------------------------------------------------------------------
+    def validate(self, space: SearchSpace, shrunk: "ShrunkSpace | None" = None) -> "EnsembleArch":
+        """Checks the arch against ``space`` (and ``shrunk``); returns it, or raises naming the layer."""
+        where = f"space {space.name!r}"
+        if self.num_paths != space.num_paths:
+            raise NeasError(f"arch has {self.num_paths} paths but {where} has num_paths={space.num_paths}")
+        if self.num_layers != space.num_layers:
+            raise NeasError(f"arch has {self.num_layers} layers per path but {where} has {space.num_layers} searchable layers")
+        lo, hi = space.split
+        if not lo <= self.split <= hi:
+            raise NeasError(f"arch: split {self.split} is outside the split range [{lo}, {hi}] of {where}")
+        for spec in space.layers:
+            for k, path in enumerate(self.paths):
+                op = path[spec.index - 1]
+                if op.is_skip and spec.first_of_stage:
+                    raise NeasError(f"arch: layer {spec.name} (path {k}): skip is not allowed on the first layer of a stage")
+                if op not in spec.ops:
+                    raise NeasError(
+                        f"arch: layer {spec.name} (path {k}): op {op} is not a candidate of {where}"
+                        f"{suggest(op, spec.ops)}; candidates: {', '.join(map(str, spec.ops))}"
+                    )
+            if shrunk is not None:
+                ops = self.combination(spec.index)
+                if spec.index <= self.split:
+                    if ops[0] not in shrunk.shared_ops(spec.index):
+                        raise NeasError(f"arch: shared layer {spec.name} uses {ops[0]}, which the shrunk space removed")
+                elif shrunk.canonical(ops) not in shrunk.layer_combinations(spec.index):
+                    raise NeasError(
+                        f"arch: layer {spec.name} uses the combination {'/'.join(map(str, ops))}, which the shrunk space removed"
+                    )
+        return self
+
+    def is_valid(self, space: SearchSpace, shrunk: "ShrunkSpace | None" = None) -> bool:
+        try:
+            self.validate(space, shrunk)
+        except NeasError:
+            return False
+        return True
+
+    # ---- sampling ----------------------------------------------------------------------------------
+    @staticmethod
+    def sample(
+        space: SearchSpace,
+        generator=None,
+        shrunk: "ShrunkSpace | None" = None,
+        split: "int | None" = None,
+    ) -> "EnsembleArch":
+        """Samples uniformly: the split point, an allowed op per shared layer, and per private
+        layer a surviving combination assigned to the paths in random order (DESIGN.md §4)."""
+        gen = as_generator(generator)
+        shrunk = shrunk or ShrunkSpace.full(space)
+        points = list(space.split_points)
+        s = points[_randbelow(gen, len(points))] if split is None else split
+        if s not in points:
+            raise NeasError(f"split {s} is outside the split range {list(space.split)} of space {space.name!r}")
+        columns = []
+        for spec in space.layers:
+            if spec.index <= s:
+                ops = shrunk.shared_ops(spec.index)
+                columns.append((ops[_randbelow(gen, len(ops))],) * space.num_paths)
+            else:
+                combos = shrunk.layer_combinations(spec.index)
+                combo = combos[_randbelow(gen, len(combos))]
+                columns.append(tuple(combo[i] for i in _permutation(gen, len(combo))))
+        return EnsembleArch(s, tuple(zip(*columns)))
+
+    # ---- formats -------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"split": self.split, "paths": [[str(o) for o in path] for path in self.paths]}
+
+    @staticmethod
+    def from_json(data: "dict | str") -> "EnsembleArch":
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise NeasError(f"malformed arch JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        if not isinstance(data, dict) or "split" not in data or "paths" not in data:
+            raise NeasError("arch JSON must be an object with the keys 'split' and 'paths'")
+        return EnsembleArch(data["split"], data["paths"])
+
+    def save(self, path: "str | Path", **extra) -> None:
+        Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=2) + "\n")
+
+    @staticmethod
+    def load(path: "str | Path") -> "EnsembleArch":
+        path = Path(path)
+        if not path.is_file():
+            raise NeasError(f"{path}: no such arch file")
+        try:
+            return EnsembleArch.from_json(path.read_text())
+        except NeasError as exc:
+            raise NeasError(f"{path}: {exc}") from None
+
+    @staticmethod
+    def preset(name: str) -> "EnsembleArch":
+        """The released models: ``neas-s``, ``neas-m``, ``neas-l`` (imagenet space)."""
+        from neas.space.presets import ARCH_PRESETS
+
+        key = name.lower()
+        if key not in ARCH_PRESETS:
+            raise NeasError(f"unknown arch preset {name!r}{suggest(key, ARCH_PRESETS)}; presets: {', '.join(ARCH_PRESETS)}")
+        return EnsembleArch.from_official(ARCH_PRESETS[key])
+
+    @staticmethod
+    def resolve(spec: "str | Path | EnsembleArch") -> "EnsembleArch":
+        """A preset name, or a JSON file (``arch.json`` of a search), or an arch."""
+        if isinstance(spec, EnsembleArch):
+            return spec
+        text = str(spec)
+        from neas.space.presets import ARCH_PRESETS
+
+        if text.lower() in ARCH_PRESETS:
+            return EnsembleArch.preset(text)
+        if text.endswith(".json") or Path(text).exists():
+            return EnsembleArch.load(text)
+        return EnsembleArch.preset(text)
+
+    def to_official(self) -> list[int]:
+        """The official flat list ``[s, K, 0, <L1..Ls>, (<L(s+1)..Ln>, 0) * K]``."""
+        flat = [self.split, self.num_paths, 0, *(op_to_official(o) for o in self.shared)]
+        for k in range(self.num_paths):
+            flat += [*(op_to_official(o) for o in self.private(k)), 0]
+        return flat
+
+    @staticmethod
+    def from_official(arch_list) -> "EnsembleArch":
+        """Parses the official flat ``arch_list`` (see :meth:`to_official`)."""
+        items = list(arch_list)
+        if len(items) < 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise NeasError(f"official arch_list must be a list of integers [s, K, ...], got {arch_list!r}")
+        s, k = items[0], items[1]
+        if k < 2 or s < 0:
+            raise NeasError(f"official arch_list: split {s} and K={k} must satisfy split >= 0 and K >= 2")
+        rest = len(items) - 3 - s  # K * (n - s + 1)
+        if rest < k or rest % k:
+            raise NeasError(
+                f"official arch_list of length {len(items)} does not fit split={s}, K={k}: expected "
+                f"3 + s + K * (n - s + 1) entries for some number of layers n >= s"
+            )
+        private = rest // k - 1
+        shared = [op_from_official(v) for v in items[3 : 3 + s]]
+        paths = []
+        for j in range(k):
+            start = 3 + s + j * (private + 1)
+            paths.append(shared + [op_from_official(v) for v in items[start : start + private]])
+        return EnsembleArch(s, tuple(tuple(p) for p in paths))

@@ -1,0 +1,99 @@
+"""The K-path supernet: one module per (layer, op), K heads (DESIGN.md §4).
+
+The supernet is stateless with respect to the architecture: ``supernet(x, arch)`` runs the
+stem, L0 and the shared layers L1..Ls **once**, then each path's private layers and head, and
+returns the K path logits.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+from neas.nn import pool_classify, make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
+from neas.space import EnsembleArch, Op, SearchSpace
+from neas.supernet.grad import scale_grad
+
+__all__ = ["Supernet"]
+
+
+@lru_cache(maxsize=8192)
+def _validated(space: SearchSpace, arch: EnsembleArch) -> EnsembleArch:
+    return arch.validate(space)
+
+
+class Supernet(nn.Module):
+    """Weight-sharing supernet of an ensemble search space.
+
+    Args:
+        space: the search space.
+        num_classes: classifier outputs of every head.
+        scale_shared_grad: divide the gradient entering the shared part by K.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, scale_shared_grad: bool = True):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.space = space
+        self.num_classes = num_classes
+        self.scale_shared_grad = scale_shared_grad
+        self.conv_stem, self.bn1 = make_stem(space)
+        self.first_block = make_first_block(space)
+        # layers[i][str(op)]: the block of op at layer L{i+1}; skip has no module.
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({str(op): make_block(spec, op) for op in spec.ops if not op.is_skip}) for spec in space.layers
+        )
+        k = space.num_paths
+        self.head_convs = nn.ModuleList(make_head_conv(space) for _ in range(k))
+        self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(k))
+        self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(k))
+
+    def block(self, index: int, op: Op) -> "nn.Module | None":
+        """The module of ``op`` at layer ``L{index}``; ``None`` for skip."""
+        return None if op.is_skip else self.layers[index - 1][str(op)]
+
+    def forward_shared(self, x: torch.Tensor, arch: EnsembleArch) -> torch.Tensor:
+        """Stem, L0 and L1..L{split}: (B, 3, H, W) -> the shared feature map."""
+        _validated(self.space, arch)
+        x = self.first_block(self.bn1(self.conv_stem(x)))
+        for index, op in enumerate(arch.shared, start=1):
+            if not op.is_skip:
+                x = self.layers[index - 1][str(op)](x)
+        return x
+
+    def forward_path(self, x: torch.Tensor, arch: EnsembleArch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Path ``k`` from the shared feature map: its private layers and head.
+
+        Returns:
+            logits (B, num_classes) and pooled penultimate features (B, feature_channels).
+        """
+        for index, op in enumerate(arch.private(k), start=arch.split + 1):
+            if not op.is_skip:
+                x = self.layers[index - 1][str(op)](x)
+        x = self.head_convs[k](x)
+        return pool_classify(x, self.conv_heads[k], self.classifiers[k], self.space.dropout, self.training)
+
+    def forward(self, x: torch.Tensor, arch: EnsembleArch, return_features: bool = False):
+        """Runs ensemble ``arch``: (B, 3, H, W) -> K logits (B, num_classes).
+
+        With ``return_features`` also returns the K pooled penultimate features.
+        """
+        shared = self.forward_shared(x, arch)
+        if self.scale_shared_grad:
+            shared = scale_grad(shared, 1.0 / arch.num_paths)
+        outs = [self.forward_path(shared, arch, k) for k in range(arch.num_paths)]
+        logits = [o[0] for o in outs]
+        return (logits, [o[1] for o in outs]) if return_features else logits
+
+    def used_modules(self, arch: EnsembleArch) -> list[nn.Module]:
+        """Every module that ``arch`` runs (stem, L0, its blocks, its heads)."""
+        _validated(self.space, arch)
+        mods = [self.conv_stem, self.bn1, self.first_block]
+        for index in range(1, self.space.num_layers + 1):
+            for op in set(arch.combination(index)):
+                if not op.is_skip:
+                    mods.append(self.layers[index - 1][str(op)])
+        return mods + [*self.head_convs, *self.conv_heads, *self.classifiers]
