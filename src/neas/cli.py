@@ -51,6 +51,39 @@ def _cmd_space(args) -> int:
     return 0
 
 
+def recipe_config(cls, args, fields):
+    """Resolves a recipe config: dataclass defaults <- ``--config`` YAML <- explicit CLI flags."""
+    from neas.config import from_dict, load_yaml
+
+    data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    try:
+        return from_dict(cls, data)
+    except NeasError as exc:
+        where = f"{args.config}: " if getattr(args, "config", None) else ""
+        raise NeasError(f"{where}{exc}") from None
+
+
+def _cmd_train_supernet(args) -> int:
+    from neas.recipes.train_supernet import SupernetConfig, train_supernet
+
+    cfg = recipe_config(SupernetConfig, args, SupernetConfig.__dataclass_fields__)
+    run = train_supernet(cfg)
+    from neas import dist
+
+    if dist.is_main_process():
+        print(f"supernet: {run / 'supernet.safetensors'}")
+    dist.cleanup()
+    return 0
+
+
+def _bool_flag(p, name, help):
+    p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neas", description="One-shot neural ensemble architecture search (NEAS).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -68,6 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="preset (imagenet, cifar, tiny) or YAML file")
     p.add_argument("--yaml", action="store_true", help="print the resolved space as YAML")
     p.set_defaults(func=_cmd_space)
+
+    p = sub.add_parser("train-supernet", help="train the K-path supernet with search-space shrinking")
+    p.add_argument("--config", help="YAML file with any of the options below as keys")
+    p.add_argument("--space", help="search space preset or YAML file (default tiny)")
+    p.add_argument("--data", help="digits | cifar10 | cifar100 | imagefolder (default digits)")
+    p.add_argument("--data-dir", help="dataset root")
+    _bool_flag(p, "download", "let torchvision download cifar10/cifar100")
+    p.add_argument("--out", help="run directory (default runs/supernet)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="images per process and step")
+    p.add_argument("--lr", type=float, help="base learning rate (default 0.5 x global batch / 1024)")
+    p.add_argument("--holdout", type=float, help="held-out fraction of the training split (default 0.1)")
+    _bool_flag(p, "augment", "random crops (+ flips except on digits) for in-memory data (default on)")
+    p.add_argument("--shrink", help="diversity | accuracy | none")
+    p.add_argument("--shrink-every", type=int, help="E: epochs between shrinking rounds")
+    p.add_argument("--shrink-drop", type=int, help="k: combinations dropped per round")
+    p.add_argument("--shrink-until", type=int, help="T: stop shrinking at this many combinations")
+    p.add_argument("--shrink-samples", type=int, help="Z: ensembles sampled per round")
+    p.add_argument("--shrink-beta", type=float, help="beta of the similarity exp(-beta * distance)")
+    p.add_argument("--shrink-gamma", type=float, help="gamma of the quality exp(gamma * accuracy)")
+    p.add_argument("--bn-batches", type=int, help="R: BN recalibration batches per probed ensemble")
+    p.add_argument("--probe-images", type=int, help="held-out images each probed ensemble is scored on")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    _bool_flag(p, "amp", "mixed precision on CUDA (default on)")
+    p.add_argument("--workers", type=int, help="loader processes for on-disk datasets")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=_cmd_train_supernet)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
 from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
@@ -42,6 +43,7 @@ class EnsembleNet(nn.Module):
             self.blocks.append(nn.Sequential(nn.Sequential(*private, make_head_conv(space))))
         self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(arch.num_paths))
         self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(arch.num_paths))
+        efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> the shared feature map after L{split}."""

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn as nn
+from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.nn import pool_classify, make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
 from neas.space import EnsembleArch, Op, SearchSpace
@@ -50,6 +51,7 @@ class Supernet(nn.Module):
         self.head_convs = nn.ModuleList(make_head_conv(space) for _ in range(k))
         self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(k))
         self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(k))
+        efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
 
     def block(self, index: int, op: Op) -> "nn.Module | None":
         """The module of ``op`` at layer ``L{index}``; ``None`` for skip."""

@@ -1,0 +1,187 @@
+"""Datasets (DESIGN.md §10): ``digits``, ``cifar10``/``cifar100``, ``imagefolder``.
+
+Small datasets are decoded once into a uint8 tensor (N, 3, S, S) at the space's input size
+and kept in memory (:class:`ImageTensors`), so epochs never re-decode images. Large image
+folders (more than ``max_memory_gb`` once decoded) stream from disk instead
+(:class:`ImageFiles`). Search runs never see the ``test`` split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neas.errors import NeasError, suggest
+
+__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "DATASETS", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass
+class ImageTensors:
+    """A decoded dataset in memory: uint8 images (N, 3, S, S) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, index: torch.Tensor) -> "ImageTensors":
+        return ImageTensors(self.images[index], self.labels[index], self.classes)
+
+
+@dataclass
+class ImageFiles:
+    """A dataset too large for memory: file paths and labels, decoded by the loader."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    classes: list[str]
+    input_size: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, index: torch.Tensor) -> "ImageFiles":
+        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size)
+
+
+def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images.contiguous()
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _digits(split: str, input_size: int) -> ImageTensors:
+    from sklearn.datasets import load_digits
+
+    from neas.data.split import holdout_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None].repeat(1, 3, 1, 1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    train, test = holdout_split(labels, _DIGITS_TEST_FRACTION)  # digits ships no test split: carve a fixed one
+    index = test if split == "test" else train
+    return ImageTensors(_resize_uint8(images[index], input_size), labels[index], [str(i) for i in range(10)])
+
+
+def _cifar(name: str, root: "Path | None", split: str, input_size: int, download: bool) -> "ImageTensors | ImageFiles":
+    if root is not None and (root / split).is_dir():
+        return _imagefolder(root, split, input_size)
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    if root is None:
+        raise NeasError(f"{name}: --data-dir is required (a torchvision download location or an ImageFolder copy)")
+    try:
+        ds = cls(str(root), train=split != "test", download=download)
+    except RuntimeError as exc:
+        raise NeasError(
+            f"{name}: no dataset in {root} ({exc}); pass --download when online, or point --data-dir at an "
+            f"ImageFolder copy with {root}/{split}/<class>/<image>"
+        ) from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageTensors(_resize_uint8(images, input_size), torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
+
+
+def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
+    base = root / split
+    if not root.is_dir():
+        raise NeasError(f"data directory {root} does not exist")
+    if not base.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise NeasError(f"data directory {root} has no '{split}' split (expected {root}/{split}/<class>/<image>; found: {present or 'nothing'})")
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    if not classes:
+        raise NeasError(f"{base} has no class folders (expected {base}/<class>/<image>)")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        for dirpath, _, files in os.walk(base / c):
+            for f in sorted(files):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(dirpath, f))
+                    labels.append(i)
+    if not paths:
+        raise NeasError(f"{base} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return paths, labels, classes
+
+
+def decode_image(path: str, input_size: int) -> torch.Tensor:
+    """One image file -> (3, S, S) uint8: short side resized to S, center crop. Errors name the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = input_size / min(w, h)
+            if (w, h) != (input_size, input_size):
+                img = img.resize((max(input_size, round(w * scale)), max(input_size, round(h * scale))), Image.BILINEAR)
+                w, h = img.size
+                left, top = (w - input_size) // 2, (h - input_size) // 2
+                img = img.crop((left, top, left + input_size, top + input_size))
+            array = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:  # PIL raises many types for broken files
+        raise NeasError(f"cannot read image {path}: {exc}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
+    paths, labels, classes = _scan(root, split)
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
+    if len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30:
+        log.info("%s/%s: %d images stream from disk (too large to keep decoded in memory)", root, split, len(paths))
+        return ImageFiles(paths, label_tensor, classes, input_size)
+    images = torch.empty(len(paths), 3, input_size, input_size, dtype=torch.uint8)
+
+    def work(i):
+        images[i] = decode_image(paths[i], input_size)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(work, range(len(paths))))
+    return ImageTensors(images, label_tensor, classes)
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    input_size: int,
+    data_dir: "str | Path | None" = None,
+    download: bool = False,
+    max_memory_gb: float = 8.0,
+) -> "ImageTensors | ImageFiles":
+    """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``."""
+    if name not in DATASETS:
+        raise NeasError(f"unknown dataset {name!r}{suggest(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
+    root = Path(data_dir).expanduser() if data_dir else None
+    if name == "digits":
+        return _digits(split, input_size)
+    if name in ("cifar10", "cifar100"):
+        return _cifar(name, root, split, input_size, download)
+    if root is None:
+        raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
+    return _imagefolder(root, split, input_size, max_memory_gb)

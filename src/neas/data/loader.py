@@ -1,0 +1,165 @@
+"""Batches for training and evaluation, the same on every rank up to its shard.
+
+In-memory data (:class:`ImageTensors`) is augmented per batch on the device (random crop
+with padding, optional horizontal flip) and normalised there, so a step costs one index and
+one copy. Streamed data (:class:`ImageFiles`) goes through a torch ``DataLoader`` with
+torchvision transforms. Shuffling depends only on (seed, epoch): a resumed run sees the same
+batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from neas.data.datasets import ImageFiles, ImageTensors, decode_image
+
+__all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation for in-memory images."""
+
+    pad: int = 4  # random-crop padding in pixels (0: none)
+    flip: bool = True  # random horizontal flips (off for digits: a mirrored digit is another glyph)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float normalised with the ImageNet mean and std."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+def _augment(images: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    b, _, h, w = images.shape
+    if aug.pad:
+        padded = F.pad(images, (aug.pad,) * 4, mode="reflect")
+        offsets = torch.randint(0, 2 * aug.pad + 1, (b, 2), generator=gen).tolist()
+        images = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+    if aug.flip:
+        flip = torch.rand(b, generator=gen) < 0.5
+        images = torch.where(flip.to(images.device).view(b, 1, 1, 1), images.flip(3), images)
+    return images
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, data: ImageFiles, train: bool):
+        from torchvision import transforms
+
+        size = data.input_size
+        self.data = data
+        self.transform = (
+            transforms.Compose([transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()])
+            if train
+            else None
+        )
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        if self.transform is None:
+            image = decode_image(self.data.paths[i], self.data.input_size)
+        else:
+            with Image.open(self.data.paths[i]) as img:
+                image = self.transform(torch.from_numpy(__import__("numpy").asarray(img.convert("RGB")).copy()).permute(2, 0, 1))
+        return image, self.data.labels[i]
+
+
+class BatchLoader:
+    """Iterates over one rank's batches of an epoch: ``for x, y in loader.epoch(e)``.
+
+    Args:
+        data: in-memory or streamed images.
+        batch_size: images per batch on this rank.
+        train: shuffle (per epoch), augment and drop the last incomplete batch.
+        augment: the in-memory augmentation when ``train``.
+        seed: shuffling and augmentation seed.
+        rank, world: this process's shard of every epoch (equal sizes on all ranks).
+        device: where batches go; ``channels_last`` sets their memory format.
+    """
+
+    def __init__(
+        self,
+        data: "ImageTensors | ImageFiles",
+        batch_size: int,
+        train: bool,
+        augment: "Augment | None" = None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        device: "torch.device | str" = "cpu",
+        channels_last: bool = True,
+        workers: int = 0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data, self.batch_size, self.train = data, batch_size, train
+        self.augment = augment if train else None
+        self.seed, self.rank, self.world = seed, rank, world
+        self.device = torch.device(device)
+        self.channels_last, self.workers = channels_last, workers
+        if isinstance(data, ImageTensors):
+            data.images = data.images.to(self.device)  # decoded once, kept on the device
+            data.labels = data.labels.to(self.device)
+
+    def _indices(self, epoch: int) -> torch.Tensor:
+        n = len(self.data)
+        if self.train:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        else:
+            order = torch.arange(n)
+        per_rank = n // self.world if self.train else -(-n // self.world)
+        shard = order[self.rank :: self.world][:per_rank]
+        if self.train:
+            shard = shard[: len(shard) // self.batch_size * self.batch_size]
+        return shard
+
+    def __len__(self) -> int:
+        return -(-len(self._indices(0)) // self.batch_size)
+
+    def _finish(self, images: torch.Tensor, labels: torch.Tensor):
+        x = normalize(images.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels.to(self.device, non_blocking=True)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        index = self._indices(epoch)
+        if isinstance(self.data, ImageTensors):
+            gen = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 64 + self.rank)
+            for start in range(0, len(index), self.batch_size):
+                batch = index[start : start + self.batch_size].to(self.device)
+                images = self.data.images[batch]
+                if self.augment is not None:
+                    images = _augment(images, self.augment, gen)
+                yield self._finish(images, self.data.labels[batch])
+            return
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(_FileDataset(self.data, self.train), index.tolist()),
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.train,
+        )
+        for images, labels in loader:
+            yield self._finish(images, labels)
+
+    def take(self, num_batches: int, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``num_batches`` batches of an epoch, materialised (probe and BN batches)."""
+        out = []
+        for batch in self.epoch(epoch):
+            if len(out) == num_batches:
+                break
+            out.append(batch)
+        return out

@@ -1,0 +1,96 @@
+"""The only module that speaks torch.distributed (DDP under torchrun; NCCL on GPU, gloo on CPU).
+
+Usage: ``torchrun --nproc_per_node N -m neas train-supernet ...``. Outside torchrun every
+function degrades to the single-process answer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "init",
+    "cleanup",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "barrier",
+    "all_gather_object",
+    "broadcast_object",
+    "all_reduce_mean",
+    "local_device",
+]
+
+
+def init(device: str = "auto") -> torch.device:
+    """Initialises the process group when launched by torchrun; returns this rank's device."""
+    dev = local_device(device)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+    return dev
+
+
+def local_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_mean(values: dict[str, float], device: "torch.device | None" = None) -> dict[str, float]:
+    """Averages a dict of scalars over ranks."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: v / get_world_size() for k, v in zip(keys, t.tolist())}

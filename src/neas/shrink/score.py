@@ -1,0 +1,36 @@
+"""Scores of operation combinations: the DPP diversity score (§3.2, Eq. 4 and 8) and the
+accuracy baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neas.shrink.statistics import LayerStats, ProbeSample
+from neas.space import Op
+
+__all__ = ["diversity_scores", "accuracy_scores"]
+
+
+def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:
+    """``det(L_m[h, h])`` for each combination h, with ``L_m = diag(r) S diag(r)`` (Eq. 4, 8)."""
+    kernel = stats.r[:, None] * stats.S * stats.r[None, :]
+    pos = {op: i for i, op in enumerate(stats.ops)}
+    out = []
+    for combo in combinations:
+        idx = [pos[op] for op in combo]
+        out.append(float(np.linalg.det(kernel[np.ix_(idx, idx)])))
+    return out
+
+
+def accuracy_scores(index: int, samples: list[ProbeSample], combinations: list[tuple[Op, ...]]) -> list[float]:
+    """Mean ensemble accuracy of the sampled ensembles whose private layer ``L{index}`` uses
+    exactly combination h; combinations never sampled get the mean over the sampled ones."""
+    totals: dict[frozenset, list[float]] = {}
+    for sample in samples:
+        if index <= sample.arch.split:
+            continue
+        key = frozenset(path[index - 1] for path in sample.arch.paths)
+        totals.setdefault(key, []).append(sample.ensemble_acc)
+    means = {key: float(np.mean(v)) for key, v in totals.items()}
+    fill = float(np.mean(list(means.values()))) if means else 0.0
+    return [means.get(frozenset(combo), fill) for combo in combinations]

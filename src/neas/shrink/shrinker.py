@@ -1,0 +1,152 @@
+"""One round of search-space shrinking (Algorithm 1, lines 4-6; DESIGN.md §6).
+
+Sample Z ensembles from the current shrunk space, score each on the probe set after BN
+recalibration, score every surviving combination of every layer (``diversity``: the DPP score;
+``accuracy``: the baseline), and drop the k lowest across all layers, never leaving a layer
+without a combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from neas import dist
+from neas.search.bn import recalibrate_bn
+from neas.shrink.score import accuracy_scores, diversity_scores
+from neas.shrink.statistics import ProbeSample, layer_statistics
+from neas.space import EnsembleArch, ShrunkSpace
+from neas.supernet import Supernet
+
+__all__ = ["ShrinkSettings", "probe_arch", "select_drops", "shrink_round", "SHRINK_MODES"]
+
+log = logging.getLogger(__name__)
+
+SHRINK_MODES = ("diversity", "accuracy", "none")
+
+
+@dataclass(frozen=True)
+class ShrinkSettings:
+    mode: str = "diversity"  # diversity | accuracy | none
+    drop: int = 20  # k: combinations dropped per round
+    until: int = 0  # T: stop once at most this many combinations remain
+    samples: int = 20  # Z: ensembles sampled per round
+    beta: float = 1e-3  # feature-distance scale in S (paper: 1e-3 for 1280-d features)
+    gamma: float = 5.0  # accuracy weight in r = exp(gamma * acc)
+
+
+@torch.no_grad()
+def probe_arch(
+    supernet: Supernet,
+    arch: EnsembleArch,
+    bn_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    probe_batches: list[tuple[torch.Tensor, torch.Tensor]],
+) -> ProbeSample:
+    """Recalibrates ``arch``'s BNs, then measures path accuracies and feature distances."""
+    recalibrate_bn(lambda x: supernet(x, arch), supernet.used_modules(arch), (x for x, _ in bn_batches), root=supernet)
+    k = arch.num_paths
+    correct, ens_correct, total = torch.zeros(k), 0.0, 0
+    dist_sum = {pq: 0.0 for pq in itertools.combinations(range(k), 2)}
+    for x, y in probe_batches:
+        logits, feats = supernet(x, arch, return_features=True)
+        for j, l in enumerate(logits):
+            correct[j] += (l.argmax(1) == y).sum().item()
+        ens_correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()
+        for p, q in dist_sum:
+            dist_sum[(p, q)] += torch.linalg.vector_norm(feats[p].float() - feats[q].float(), dim=1).sum().item()
+        total += len(y)
+    return ProbeSample(
+        arch,
+        [float(c) / total for c in correct],
+        ens_correct / total,
+        {pq: d / total for pq, d in dist_sum.items()},
+    )
+
+
+def select_drops(scored: dict[int, list[tuple[tuple, float]]], k: int) -> dict[int, list[tuple]]:
+    """The k lowest-scoring combinations over all layers, keeping >= 1 per layer.
+
+    Args:
+        scored: ``{layer index: [(combination, score), ...]}`` of the surviving combinations.
+    """
+    remaining = {index: len(items) for index, items in scored.items()}
+    ranked = sorted(
+        ((score, index, order, combo) for index, items in scored.items() for order, (combo, score) in enumerate(items)),
+        key=lambda t: (t[0], t[1], t[2]),
+    )
+    drops: dict[int, list[tuple]] = {}
+    for score, index, _, combo in ranked:
+        if sum(len(v) for v in drops.values()) >= k:
+            break
+        if remaining[index] <= 1:
+            continue
+        drops.setdefault(index, []).append(combo)
+        remaining[index] -= 1
+    return drops
+
+
+def shrink_round(
+    supernet: Supernet,
+    shrunk: ShrunkSpace,
+    settings: ShrinkSettings,
+    bn_batches: list,
+    probe_batches: list,
+    generator,
+    progress=None,
+) -> tuple[ShrunkSpace, dict]:
+    """Runs one shrinking round; returns the new shrunk space and the round's record (JSON)."""
+    space = supernet.space
+    # Every rank draws the same Z archs, probes its share, and all gather the results, so
+    # every rank derives the same drops from the same numbers.
+    archs = [EnsembleArch.sample(space, generator, shrunk) for _ in range(settings.samples)]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = []
+    for i in range(rank, len(archs), world):
+        mine.append((i, probe_arch(supernet, archs[i], bn_batches, probe_batches)))
+        if progress is not None:
+            progress.update(world)
+    samples = [s for _, s in sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda t: t[0])]
+    stats = layer_statistics(space, samples, settings.beta, settings.gamma)
+    scored = {}
+    for layer in stats:
+        combos = list(shrunk.layer_combinations(layer.index))
+        scores = (
+            diversity_scores(layer, combos)
+            if settings.mode == "diversity"
+            else accuracy_scores(layer.index, samples, combos)
+        )
+        scored[layer.index] = list(zip(combos, scores))
+    drops = select_drops(scored, settings.drop)
+    new = shrunk.without(drops)
+    record = {
+        "mode": settings.mode,
+        "settings": {"drop": settings.drop, "until": settings.until, "samples": settings.samples, "beta": settings.beta, "gamma": settings.gamma},
+        "combinations_before": shrunk.num_combinations,
+        "combinations_after": new.num_combinations,
+        "dropped": [
+            {"layer": f"L{index}", "ops": [str(o) for o in combo], "score": dict(scored[index])[combo]}
+            for index, combos in sorted(drops.items())
+            for combo in combos
+        ],
+        "layers": [
+            {
+                "layer": f"L{layer.index}",
+                "ops": [str(o) for o in layer.ops],
+                "S": layer.S.round(6).tolist(),
+                "r": layer.r.round(6).tolist(),
+                "pair_counts": layer.pair_counts.astype(int).tolist(),
+                "op_counts": layer.op_counts.astype(int).tolist(),
+                "scores": [
+                    {"ops": [str(o) for o in combo], "score": score, "dropped": combo in drops.get(layer.index, [])}
+                    for combo, score in scored[layer.index]
+                ],
+            }
+            for layer in stats
+        ],
+        "samples": [s.to_json() for s in samples],
+    }
+    log.debug("shrink: %d -> %d combinations", shrunk.num_combinations, new.num_combinations)
+    return new, record

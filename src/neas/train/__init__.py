@@ -1,0 +1,1 @@
+"""Training pieces: checkpoints, schedules, AMP, run directories."""
