@@ -187,6 +187,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     full, loader, bn_batches, probe_batches = _data(cfg, space, device, rank, world)
+    seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -237,8 +238,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         metrics["combinations"] = shrunk.num_combinations
         if dist.is_main_process():
             state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps}
+            logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
             save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
-            logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
             log.info(
                 "epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s",
                 epoch + 1, cfg.epochs, metrics["loss"], 100 * metrics["ensemble_acc"], metrics["lr"],

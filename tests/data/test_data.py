@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data.datasets import ImageTensors
+from neas.errors import NeasError
+
+
+def test_holdout_is_stratified_deterministic_and_disjoint():
+    labels = torch.arange(10).repeat_interleave(50)
+    keep, held = holdout_split(labels, 0.1)
+    assert len(held) == 50 and len(keep) == 450
+    assert set(keep.tolist()).isdisjoint(held.tolist())
+    assert torch.bincount(labels[held]).tolist() == [5] * 10
+    k2, h2 = holdout_split(labels, 0.1)
+    assert torch.equal(held, h2) and torch.equal(keep, k2)
+
+
+def test_digits_train_and_test_are_disjoint():
+    train, test = load_dataset("digits", "train", 16), load_dataset("digits", "test", 16)
+    assert len(train) + len(test) == 1797 and train.images.shape[1:] == (3, 16, 16)
+    assert train.images.dtype == torch.uint8 and train.num_classes == 10
+    # no test image appears in the training split
+    flat_train = {bytes(x.flatten().tolist()) for x in train.images}
+    assert sum(bytes(x.flatten().tolist()) in flat_train for x in test.images) < 5  # digits has a few exact duplicates
+
+
+def _data(n=100):
+    return ImageTensors(torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 10, [str(i) for i in range(10)])
+
+
+def test_epochs_are_reproducible_and_differ():
+    loader = BatchLoader(_data(), 16, True, Augment(pad=2), seed=1)
+    a = [x for x, _ in loader.epoch(0)]
+    b = [x for x, _ in loader.epoch(0)]
+    c = [x for x, _ in loader.epoch(1)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    assert len(a) == 6 and a[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_rank_shards_are_disjoint_and_equal():
+    data = _data(100)
+    labels = [torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)]
+    assert len(labels[0]) == len(labels[1]) == 50
+
+
+def test_eval_loader_keeps_every_image_in_order():
+    data = _data(37)
+    ys = torch.cat([y for _, y in BatchLoader(data, 10, False).epoch(0)])
+    assert torch.equal(ys, data.labels)
+
+
+def test_streamed_imagefolder(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20 + i, 18), (i * 40, 0, 0)).save(tmp_path / "train" / c / f"{i}.png")
+    mem = load_dataset("imagefolder", "train", 16, tmp_path)
+    assert mem.images.shape == (6, 3, 16, 16) and mem.classes == ["a", "b"]
+    files = load_dataset("imagefolder", "train", 16, tmp_path, max_memory_gb=0)
+    batches = list(BatchLoader(files, 4, False).epoch(0))
+    assert sum(len(y) for _, y in batches) == 6
+    x_mem = next(BatchLoader(mem, 6, False).epoch(0))[0]
+    x_files = torch.cat([x for x, _ in batches])
+    torch.testing.assert_close(x_mem, x_files)
+    with pytest.raises(NeasError, match="has no 'test' split"):
+        load_dataset("imagefolder", "test", 16, tmp_path)

@@ -1,0 +1,239 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import neas.train.checkpoint as checkpoint
+from neas.cli import main
+from neas.errors import NeasError
+from neas.log import MetricLogger
+from neas.recipes.train_supernet import SupernetConfig, load_supernet, train_supernet
+from neas.space import EnsembleArch
+
+
+def small(out, **kw):
+    base = dict(out=str(out), space="tiny", data="digits", epochs=4, batch_size=64, lr=0.2, shrink="diversity",
+                shrink_every=1, shrink_drop=3, shrink_samples=4, bn_batches=1, probe_images=64, seed=3, device="cpu")
+    return SupernetConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sn") / "run"
+    train_supernet(small(out))
+    return out
+
+
+def test_run_directory(finished):
+    for name in ("config.yaml", "state.json", "supernet.safetensors", "metrics.jsonl", "shrunk_space.json"):
+        assert (finished / name).is_file(), name
+    rounds = sorted((finished / "shrink").glob("round_*.json"))
+    assert [p.name for p in rounds] == ["round_00.json", "round_01.json", "round_02.json"]  # not after the last epoch
+    record = json.loads(rounds[0].read_text())
+    assert record["combinations_before"] == 32 and record["combinations_after"] == 29
+    assert {"S", "r", "scores"} <= set(record["layers"][0])
+    metrics = MetricLogger.read(finished)
+    assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]
+    assert {"loss", "lr", "ensemble_acc", "images_per_s", "combinations"} <= set(metrics[0])
+    assert list((finished / "tb").iterdir())
+    model, shrunk, meta = load_supernet(finished)
+    assert shrunk.num_combinations == 32 - 9 and int(meta["num_classes"]) == 10
+    arch = EnsembleArch.sample(model.space, 0, shrunk)
+    assert len(model(torch.randn(2, 3, 32, 32), arch)) == 2
+
+
+def _weights(run):
+    return load_file(str(Path(run) / "supernet.safetensors"))
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_resume_after_a_kill_between_epochs(finished, tmp_path, monkeypatch):
+    real, calls = checkpoint.save_checkpoint, []
+
+    def dying(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed()
+
+    monkeypatch.setattr("neas.recipes.train_supernet.save_checkpoint", dying)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_supernet(small(out))
+    monkeypatch.setattr("neas.recipes.train_supernet.save_checkpoint", real)
+    train_supernet(small(out, resume=True))
+    _assert_same(_weights(out), _weights(finished))
+    assert [m["epoch"] for m in MetricLogger.read(out)] == [0, 1, 2, 3]
+    assert sorted(p.name for p in (out / "shrink").iterdir()) == sorted(p.name for p in (finished / "shrink").iterdir())
+
+
+def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, monkeypatch):
+    real, calls = checkpoint.save_file, []
+
+    def dying(tensors, path, metadata=None):
+        calls.append(1)
+        if len(calls) == 3:  # the third checkpoint: die with a half-written temporary file
+            Path(path).write_bytes(b"\x00" * 100)
+            raise Killed()
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", dying)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_supernet(small(out))
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    train_supernet(small(out, resume=True))
+    _assert_same(_weights(out), _weights(finished))
+
+
+def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
+    out = tmp_path / "run"
+    args = ["--space", "tiny", "--data", "digits", "--epochs", "4", "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1",
+            "--shrink-drop", "3", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "64", "--seed", "3",
+            "--device", "cpu", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "neas", "train-supernet", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "epoch_0001.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert main(["train-supernet", *args, "--resume"]) == 0
+    _assert_same(_weights(out), _weights(finished))
+
+
+def test_ddp_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "neas",
+           "train-supernet", "--space", "tiny", "--data", "digits", "--epochs", "2", "--batch-size", "32", "--shrink-every", "1",
+           "--shrink-drop", "2", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "32", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "supernet.safetensors").is_file() and (out / "shrink" / "round_00.json").is_file()
+    metrics = MetricLogger.read(out)
+    assert [m["epoch"] for m in metrics] == [0, 1]  # rank 0 alone writes
+    assert all(torch.isfinite(v.float()).all() for v in _weights(out).values())
+
+
+@pytest.mark.slow
+def test_sampled_ensemble_accuracy_rises_well_above_chance(tmp_path):
+    train_supernet(small(tmp_path / "run", epochs=12, batch_size=32, lr=0.1, augment=False, shrink_every=3, shrink_drop=4))
+    metrics = MetricLogger.read(tmp_path / "run")
+    assert metrics[-1]["ensemble_acc"] > 0.6 > 0.1  # chance is 0.1
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv):
+    code = main(["train-supernet", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_existing_run_directory_is_not_overwritten(finished, capsys):
+    before = (finished / "supernet.safetensors").read_bytes()
+    code, err = run_cli(capsys, "--out", str(finished))
+    assert code == 2 and "already exists" in err and "--resume" in err
+    assert (finished / "supernet.safetensors").read_bytes() == before
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    code, err = run_cli(capsys, "--out", str(tmp_path / "nothing"), "--resume")
+    assert code == 2 and "no checkpoint to resume from" in err
+
+
+def test_resume_with_a_different_config(finished, capsys):
+    code, err = run_cli(capsys, "--out", str(finished), "--resume", "--space", "tiny", "--data", "digits", "--epochs", "9",
+                        "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1", "--shrink-drop", "3", "--shrink-samples", "4",
+                        "--bn-batches", "1", "--probe-images", "64", "--seed", "3")
+    assert code == 2 and "config differs" in err and "epochs: 4 -> 9" in err
+
+
+def test_unknown_yaml_key_suggests(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("space: tiny\nshrink_evry: 3\n")
+    code, err = run_cli(capsys, "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown key 'shrink_evry' (did you mean 'shrink_every'?)" in err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--data", "imagefolder", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
+        (["--data", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--shrink", "diversty"], "did you mean 'diversity'"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_bad_options(tmp_path, capsys, argv, message):
+    code, err = run_cli(capsys, "--out", str(tmp_path / "r"), *argv)
+    assert code == 2 and message in err
+
+
+def test_imagefolder_errors(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r1"))
+    assert code == 2 and "has no class folders" in err
+    (root / "train" / "cat").mkdir()
+    (root / "train" / "dog").mkdir()
+    code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r2"))
+    assert code == 2 and "contains no images" in err
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "red").save(root / "train" / "cat" / "a.png")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r3"))
+    assert code == 2 and "cannot read image" in err and "broken.jpg" in err
+
+
+def test_space_dataset_mismatch(tmp_path, capsys):
+    space = tmp_path / "gray.yaml"
+    from neas.space import SearchSpace
+
+    data = SearchSpace.preset("tiny").to_dict()
+    data["in_channels"] = 1
+    import yaml
+
+    space.write_text(yaml.safe_dump(data))
+    code, err = run_cli(capsys, "--space", str(space), "--out", str(tmp_path / "r"))
+    assert code == 2 and "in_channels=1" in err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import types
+
+    import torch.nn.functional as F
+
+    import neas.recipes.train_supernet as recipe
+
+    calls = []
+
+    def cross_entropy(logits, y):
+        calls.append(1)
+        loss = F.cross_entropy(logits, y)
+        return loss * float("nan") if len(calls) > 2 * 25 else loss  # K=2 losses per step: NaN from step 25
+
+    monkeypatch.setattr(recipe, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    out = tmp_path / "run"
+    with pytest.raises(NeasError, match=r"loss became nan at step 25 \(epoch 2\); stopping — the last good checkpoint is kept"):
+        train_supernet(small(out, shrink="none"))
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 0 and (out / state["checkpoint"]).is_file()
