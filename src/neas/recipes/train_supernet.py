@@ -32,7 +32,7 @@ from neas.shrink import SHRINK_MODES, ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.train.checkpoint import atomic_save_file, atomic_write_text, load_checkpoint, save_checkpoint
-from neas.train.loop import autocast, linear_lr, prepare_run_dir, seed_everything, truncate_metrics
+from neas.train.loop import autocast, grad_scaler, linear_lr, prepare_run_dir, seed_everything, truncate_metrics
 
 __all__ = ["SupernetConfig", "train_supernet", "load_supernet"]
 
@@ -141,6 +141,7 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, ShrunkSpa
 def _train_epoch(model, net, optimizer, loader, space, shrunk, cfg, epoch, steps_per_epoch, total_steps, base_lr, device):
     """One epoch; returns (metrics dict, arch digest). ``net`` may be the DDP wrapper of ``model``."""
     model.train()
+    scaler = grad_scaler(device, cfg.amp)
     arch_gen = random.Random(f"{cfg.seed}:{epoch}:arch")  # identical on every rank
     digest = hashlib.sha256()
     loss_sum, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
@@ -159,13 +160,14 @@ def _train_epoch(model, net, optimizer, loader, space, shrunk, cfg, epoch, steps
         if not torch.isfinite(loss):
             raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — the last good checkpoint is kept")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if net is not model:  # DDP reduces zeros for unused blocks: leave them untouched (grad None)
             used = {id(p) for m in model.used_modules(arch) for p in m.parameters()}
             for p in model.parameters():
                 if id(p) not in used:
                     p.grad = None
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         with torch.no_grad():
             loss_sum += loss.item() * len(y)
             correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()

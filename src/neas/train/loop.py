@@ -15,7 +15,9 @@ from neas.config import to_dict
 from neas.errors import NeasError
 
 __all__ = [
+    "amp_dtype",
     "autocast",
+    "grad_scaler",
     "linear_lr",
     "seed_everything",
     "prepare_run_dir",
@@ -24,12 +26,21 @@ __all__ = [
 ]
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); nothing on CPU."""
+def amp_dtype(device: torch.device, enabled: bool = True) -> "torch.dtype | None":
+    """bf16 on CUDA (fp16 where bf16 is unsupported); ``None`` (full precision) on CPU."""
     if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    dtype = amp_dtype(device, enabled)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """A loss scaler, active only for fp16 autocast (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, enabled) == torch.float16)
 
 
 def linear_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
