@@ -80,6 +80,35 @@ def _cmd_train_supernet(args) -> int:
     return 0
 
 
+def _cmd_search(args) -> int:
+    from neas import dist
+    from neas.recipes.search import SearchConfig, search
+
+    cfg = recipe_config(SearchConfig, args, SearchConfig.__dataclass_fields__)
+    run = search(cfg)
+    if dist.is_main_process():
+        print(f"arch: {run / 'arch.json'}")
+    dist.cleanup()
+    return 0
+
+
+def _cmd_latency_table(args) -> int:
+    from tqdm import tqdm
+
+    from neas.cost.latency import measure_latency_table
+    from neas.dist import local_device
+    from neas.space import SearchSpace
+
+    space = SearchSpace.resolve(args.space)
+    device = local_device(args.device)
+    total = sum(1 for spec in space.layers for op in spec.ops if not op.is_skip)
+    with tqdm(total=total, desc="latency table", disable=None) as bar:
+        table = measure_latency_table(space, args.num_classes, device, args.batch_size, args.repeats, progress=bar)
+    table.save(args.out)
+    print(f"latency table of {space.name!r} on {table.device}: {args.out}")
+    return 0
+
+
 def _bool_flag(p, name, help):
     p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
 
@@ -129,6 +158,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="loader processes for on-disk datasets")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_train_supernet)
+
+    p = sub.add_parser("search", help="search the trained supernet for the best ensemble under a budget")
+    p.add_argument("--config", help="YAML file with any of the options below as keys")
+    p.add_argument("--supernet", help="supernet-training run directory")
+    p.add_argument("--out", help="search directory (default runs/search)")
+    p.add_argument("--strategy", help="evolution | random")
+    for metric in ("macs", "paper-flops", "params"):
+        p.add_argument(f"--min-{metric}", help=f"lower bound on {metric} (K/M/G suffixes)")
+        p.add_argument(f"--max-{metric}", help=f"upper bound on {metric} (K/M/G suffixes)")
+    p.add_argument("--min-latency-ms", type=float)
+    p.add_argument("--max-latency-ms", type=float, help="latency bound, from a table measured on this machine")
+    p.add_argument("--latency-mode", help="sequential | parallel (how the K paths' latencies combine)")
+    p.add_argument("--population", type=int, help="P (default 50)")
+    p.add_argument("--parents", type=int, help="top-k parents (default 10)")
+    p.add_argument("--generations", type=int, help="default 20")
+    p.add_argument("--mutations", type=int, help="per generation (default 25)")
+    p.add_argument("--crossovers", type=int, help="per generation (default 25)")
+    p.add_argument("--p-split", type=float, help="P_s (default 0.1)")
+    p.add_argument("--p-layer", type=float, help="P_m (default 0.1)")
+    p.add_argument("--evaluations", type=int, help="random search: candidates (default population x generations)")
+    p.add_argument("--bn-batches", type=int, help="R: BN recalibration batches (default 4)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--val-images", type=int, help="held-out images per candidate (default all)")
+    p.add_argument("--data-dir", help="where the supernet's dataset lives now")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--resume", action="store_true", default=None)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("latency-table", help="measure the per-(layer, op) latency table of a space on this machine")
+    p.add_argument("--space", required=True)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_latency_table)
     return parser
 
 

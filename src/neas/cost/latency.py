@@ -1,0 +1,141 @@
+"""Measured latency: a per-(layer, op) table timed on the machine in use (DESIGN.md §5).
+
+Each piece (stem + L0, every layer's every op, one head) is timed alone on an input of the
+shape it sees in the network, as the median of repeated runs after warm-up. An ensemble's
+latency is the sum of its pieces, counting shared layers once; the K paths are summed
+(``sequential``, one device running them in turn) or max-ed (``parallel``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from neas.errors import NeasError
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
+from neas.space import EnsembleArch, SearchSpace, parse_op
+
+__all__ = ["LatencyTable", "measure_latency_table"]
+
+
+class _Head(nn.Module):
+    def __init__(self, space: SearchSpace, num_classes: int):
+        super().__init__()
+        self.head_conv, self.conv_head = make_head_conv(space), make_conv_head(space)
+        self.classifier, self.dropout = make_classifier(space, num_classes), space.dropout
+
+    def forward(self, x):
+        return pool_classify(self.head_conv(x), self.conv_head, self.classifier, self.dropout, False)[0]
+
+
+def _time_ms(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.no_grad():
+        for _ in range(warmup):
+            module(x)
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module(x)
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu:{platform.processor() or platform.machine()}:{torch.get_num_threads()}threads"
+
+
+@dataclass
+class LatencyTable:
+    """Latency in milliseconds of each piece of a space on one device and batch size."""
+
+    space_name: str
+    device: str
+    batch_size: int
+    input_size: int
+    fixed_ms: float
+    layers_ms: list[dict[str, float]]  # [layer][op name]
+    head_ms: float
+
+    def latency_ms(self, arch: EnsembleArch, mode: str = "sequential") -> float:
+        shared = self.fixed_ms + sum(self.layers_ms[i][str(op)] for i, op in enumerate(arch.shared))
+        paths = [
+            sum(self.layers_ms[arch.split + j][str(op)] for j, op in enumerate(arch.private(k))) + self.head_ms
+            for k in range(arch.num_paths)
+        ]
+        return shared + (sum(paths) if mode == "sequential" else max(paths))
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    def save(self, path: "str | Path") -> None:
+        from neas.train.checkpoint import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
+
+    @staticmethod
+    def load(path: "str | Path") -> "LatencyTable":
+        try:
+            return LatencyTable(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise NeasError(f"{path}: not a latency table ({exc})") from None
+
+
+def measure_latency_table(
+    space: SearchSpace,
+    num_classes: int = 1000,
+    device: "str | torch.device" = "cpu",
+    batch_size: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    progress=None,
+) -> LatencyTable:
+    """Times every piece of ``space`` on ``device`` (channels_last, eval mode)."""
+    device = torch.device(device)
+    fmt = torch.channels_last
+
+    def prep(m):
+        return m.to(device, memory_format=fmt).eval()
+
+    x = torch.randn(batch_size, space.in_channels, space.input_size, space.input_size, device=device).contiguous(memory_format=fmt)
+    conv, bn = make_stem(space)
+    fixed = prep(nn.Sequential(conv, bn, make_first_block(space)))
+    fixed_ms = _time_ms(fixed, x, repeats, warmup)
+    with torch.no_grad():
+        x = fixed(x)
+    layers = []
+    for spec in space.layers:
+        entry, out = {}, None
+        for op in spec.ops:
+            if op.is_skip:
+                entry[str(op)] = 0.0
+                continue
+            block = prep(make_block(spec, op))
+            entry[str(op)] = _time_ms(block, x, repeats, warmup)
+            with torch.no_grad():
+                out = block(x)
+            if progress is not None:
+                progress.update(1)
+        layers.append(entry)
+        x = out
+    head_ms = _time_ms(prep(_Head(space, num_classes)), x, repeats, warmup)
+    return LatencyTable(space.name, device_name(device), batch_size, space.input_size, fixed_ms, layers, head_ms)
+
+
+def check_table(table: LatencyTable, space: SearchSpace) -> LatencyTable:
+    if len(table.layers_ms) != space.num_layers or any(
+        set(entry) != {str(op) for op in spec.ops} for entry, spec in zip(table.layers_ms, space.layers)
+    ):
+        raise NeasError(f"latency table of space {table.space_name!r} does not fit space {space.name!r}")
+    return table

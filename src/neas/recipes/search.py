@@ -1,0 +1,254 @@
+"""Phase 2: K-path evolution search under cost constraints, with BN recalibration.
+
+    neas search --supernet runs/supernet --out runs/search --max-macs 3M --generations 10
+
+Every candidate lies in the supernet's shrunk space and within the budget; it is scored by
+ensemble top-1 on the held-out part of the training split after BN recalibration (DESIGN.md
+§7-8), once. Writes ``arch.json`` (the best ensemble, its costs and accuracies),
+``generation_XX.json``, ``metrics.jsonl`` and ``state.json`` (``--resume`` continues).
+Under torchrun the candidates of a generation are split across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from neas import dist
+from neas.cost import cost_table, parse_amount
+from neas.cost.latency import LatencyTable, check_table, measure_latency_table
+from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.errors import NeasError, suggest
+from neas.log import MetricLogger
+from neas.search.constraints import Constraints, cost_range
+from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
+from neas.search.fitness import CandidateEvaluator, Evaluation
+from neas.space import EnsembleArch
+from neas.train.checkpoint import atomic_write_text, read_state
+from neas.train.loop import prepare_run_dir
+
+__all__ = ["SearchConfig", "search"]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("evolution", "random")
+
+
+@dataclass
+class SearchConfig:
+    """Every option of ``neas search``; each is also a YAML key."""
+
+    supernet: str = "runs/supernet"  # the supernet-training run directory
+    out: str = "runs/search"
+    strategy: str = "evolution"  # evolution | random
+    min_macs: "str | None" = None  # budgets accept K/M/G suffixes: 300M
+    max_macs: "str | None" = None
+    min_paper_flops: "str | None" = None
+    max_paper_flops: "str | None" = None
+    min_params: "str | None" = None
+    max_params: "str | None" = None
+    min_latency_ms: "float | None" = None
+    max_latency_ms: "float | None" = None
+    latency_mode: str = "sequential"  # paths run one after another, or in parallel
+    population: int = 50
+    parents: int = 10
+    generations: int = 20
+    mutations: int = 25
+    crossovers: int = 25
+    p_split: float = 0.1
+    p_layer: float = 0.1
+    evaluations: "int | None" = None  # random search: candidates (default population x generations)
+    bn_batches: int = 4  # R
+    batch_size: int = 128
+    val_images: "int | None" = None  # held-out images per candidate (default: all)
+    data_dir: "str | None" = None  # where the supernet's dataset lives now (default: as trained)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 4
+    resume: bool = False
+
+    def constraints(self) -> Constraints:
+        amounts = {}
+        for key in ("min_macs", "max_macs", "min_paper_flops", "max_paper_flops", "min_params", "max_params"):
+            value = getattr(self, key)
+            amounts[key] = None if value is None else parse_amount(value)
+        return Constraints(**amounts, min_latency_ms=self.min_latency_ms, max_latency_ms=self.max_latency_ms, latency_mode=self.latency_mode)
+
+    def settings(self) -> EvolutionSettings:
+        return EvolutionSettings(self.population, self.parents, self.generations, self.mutations, self.crossovers, self.p_split, self.p_layer)
+
+    def validate(self) -> "SearchConfig":
+        if self.strategy not in STRATEGIES:
+            raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
+        for key in ("bn_batches", "batch_size"):
+            if getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        self.constraints()
+        self.settings()
+        return self
+
+
+def _data(cfg: SearchConfig, meta: dict, space, device):
+    trained = json.loads(meta["config"])
+    data_dir = cfg.data_dir or trained.get("data_dir")
+    full = load_dataset(trained["data"], "train", space.input_size, data_dir, False)
+    keep, held = holdout_split(full.labels, trained["holdout"])
+    train, val = full.subset(keep), full.subset(held if len(held) else keep)
+    if cfg.val_images is not None:
+        val = val.subset(torch.arange(min(cfg.val_images, len(val))))
+    bn = [x for x, _ in BatchLoader(train, cfg.batch_size, False, device=device, workers=cfg.workers).take(cfg.bn_batches)]
+    val_batches = list(BatchLoader(val, cfg.batch_size, False, device=device, workers=cfg.workers).epoch(0))
+    return bn, val_batches, len(val)
+
+
+def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
+    if not cfg.constraints().needs_latency:
+        return None
+    path = run / "latency_table.json"
+    if path.is_file():
+        return check_table(LatencyTable.load(path), space)
+    log.info("measuring the latency table of %r on %s (cached in %s)", space.name, device, path)
+    table = measure_latency_table(space, num_classes, device)
+    if dist.is_main_process():
+        table.save(path)
+    return table
+
+
+def _describe_range(table, shrunk) -> str:
+    lo, hi = cost_range(table, shrunk, "macs")
+    plo, phi = cost_range(table, shrunk, "params")
+    return f"the space's ensembles span {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs and {plo / 1e6:.3f}M-{phi / 1e6:.3f}M params"
+
+
+def _check_feasible(constraints: Constraints, table, shrunk) -> None:
+    for metric in ("macs", "paper_flops", "params"):
+        lo_c, hi_c = getattr(constraints, f"min_{metric}"), getattr(constraints, f"max_{metric}")
+        lo, hi = cost_range(table, shrunk, metric)
+        if (hi_c is not None and hi_c < lo) or (lo_c is not None and lo_c > hi):
+            bound = f"max_{metric}={hi_c}" if hi_c is not None and hi_c < lo else f"min_{metric}={lo_c}"
+            raise NeasError(
+                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo}, the most expensive {hi} "
+                f"({_describe_range(table, shrunk)})"
+            )
+
+
+def search(cfg: SearchConfig) -> Path:
+    """Runs (or resumes) the search; returns the output directory."""
+    from neas.recipes.train_supernet import load_supernet
+
+    cfg.validate()
+    device = dist.init(cfg.device)
+    sn_dir = Path(cfg.supernet)
+    if not sn_dir.is_dir():
+        raise NeasError(f"supernet directory {sn_dir} does not exist")
+    if not (sn_dir / "supernet.safetensors").is_file():
+        raise NeasError(f"supernet directory {sn_dir} is incomplete: no supernet.safetensors (did the training finish?)")
+    supernet, shrunk, meta = load_supernet(sn_dir, device)
+    supernet = supernet.to(memory_format=torch.channels_last).eval()
+    space, num_classes = supernet.space, supernet.num_classes
+    constraints = cfg.constraints()
+    table = cost_table(space, num_classes)
+    _check_feasible(constraints, table, shrunk)
+    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
+    dist.barrier()
+    latency = _latency(cfg, run, space, num_classes, device)
+    bn, val_batches, n_val = _data(cfg, meta, space, device)
+    evaluator = CandidateEvaluator(supernet, bn, val_batches)
+    costs_of = {}
+
+    def ok(arch: EnsembleArch) -> bool:
+        if arch not in costs_of:
+            costs_of[arch] = constraints.measure(arch, table, latency)
+        return constraints.satisfied(costs_of[arch])
+
+    rng = random.Random(f"{cfg.seed}:{cfg.strategy}")
+    history, start = {}, 0
+    if cfg.resume:
+        state = read_state(run)
+        start = state["generation"] + 1
+        version, internal, gauss = state["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        for g in range(start):
+            for m in json.loads((run / f"generation_{g:02d}.json").read_text())["members"]:
+                arch = EnsembleArch.from_json(m)
+                evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]))
+                history[arch] = m["ensemble_acc"]
+        log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
+
+    def evaluate(archs: list[EnsembleArch]) -> list[float]:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        bar = tqdm(total=len(archs), desc=f"generation {len(generations_done)}", leave=False, disable=None if dist.is_main_process() else True)
+        bar.set_postfix(best=f"{max(history.values(), default=0.0):.1%}")
+        mine = {}
+        for i in range(rank, len(archs), world):
+            mine[i] = evaluator.evaluate(archs[i])
+            bar.update(world)
+        bar.close()
+        results = {}
+        for part in dist.all_gather_object(mine):
+            results.update(part)
+        for i, res in results.items():
+            evaluator.memo[archs[i]] = res
+        return [results[i].ensemble_acc for i in range(len(archs))]
+
+    generations_done = list(range(start))
+    logger = MetricLogger(run)
+
+    def on_generation(g, members, accs, origins):
+        generations_done.append(g)
+        history.update(zip(members, accs))
+        best_arch = max(history, key=lambda a: history[a])
+        record = {
+            "generation": g,
+            "strategy": cfg.strategy,
+            "members": [
+                {**a.to_json(), "origin": o, **costs_of[a], "ensemble_acc": acc, "path_acc": list(evaluator.memo[a].path_acc)}
+                for a, acc, o in zip(members, accs, origins)
+            ],
+            "best": {**best_arch.to_json(), "ensemble_acc": history[best_arch]},
+            "evaluations": len(history),
+        }
+        if dist.is_main_process():
+            atomic_write_text(run / f"generation_{g:02d}.json", json.dumps(record) + "\n")
+            logger.log(g, generation=g, evaluations=len(history), best_acc=history[best_arch],
+                       mean_acc=sum(accs) / len(accs), members=len(members))
+            state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history)}
+            atomic_write_text(run / "state.json", json.dumps(state) + "\n")
+            log.info("generation %d: %d candidates, best %.2f%%, mean %.2f%% (%d evaluated)",
+                     g, len(members), 100 * history[best_arch], 100 * sum(accs) / len(accs), len(history))
+
+    if dist.is_main_process():
+        log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
+                 cfg.strategy, space.name, shrunk.num_combinations, n_val, constraints.active() or "none")
+    if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
+        raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; {_describe_range(table, shrunk)}")
+    if cfg.strategy == "evolution":
+        history = evolve(shrunk, cfg.settings(), ok, evaluate, rng, on_generation, start, history)
+    else:
+        budget = cfg.evaluations or cfg.population * cfg.generations
+        history = random_search(shrunk, budget, cfg.population, ok, evaluate, rng, on_generation, start, history)
+    best = max(history, key=lambda a: history[a])
+    result = {
+        **best.to_json(),
+        **(costs_of.get(best) or constraints.measure(best, table, latency)),
+        "supernet_acc": history[best],
+        "path_acc": list(evaluator.memo[best].path_acc),
+        "num_classes": num_classes,
+        "space": space.to_dict(),
+        "strategy": cfg.strategy,
+        "evaluations": len(history),
+        "constraints": constraints.active(),
+        "supernet": str(sn_dir),
+    }
+    if dist.is_main_process():
+        atomic_write_text(run / "arch.json", json.dumps(result, indent=1) + "\n")
+        log.info("best ensemble: %s  acc %.2f%%  %.3fM MACs  %.3fM params", best, 100 * history[best], result["macs"] / 1e6, result["params"] / 1e6)
+    logger.close()
+    dist.barrier()
+    return run

@@ -1,0 +1,83 @@
+"""Budget constraints on an ensemble: MACs, paper FLOPs, params and latency, each min/max."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from neas.cost import CostTable
+from neas.cost.latency import LatencyTable
+from neas.errors import NeasError
+from neas.space import EnsembleArch, ShrunkSpace
+
+__all__ = ["Constraints", "cost_range"]
+
+_METRICS = ("macs", "paper_flops", "params", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Inclusive bounds; ``None`` means unbounded."""
+
+    min_macs: "int | None" = None
+    max_macs: "int | None" = None
+    min_paper_flops: "int | None" = None
+    max_paper_flops: "int | None" = None
+    min_params: "int | None" = None
+    max_params: "int | None" = None
+    min_latency_ms: "float | None" = None
+    max_latency_ms: "float | None" = None
+    latency_mode: str = "sequential"  # sequential | parallel paths
+
+    def __post_init__(self):
+        for metric in _METRICS:
+            lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
+            if lo is not None and hi is not None and lo > hi:
+                raise NeasError(f"contradictory constraints: min_{metric}={lo} is larger than max_{metric}={hi}")
+        if self.latency_mode not in ("sequential", "parallel"):
+            raise NeasError(f"latency_mode must be 'sequential' or 'parallel', got {self.latency_mode!r}")
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.min_latency_ms is not None or self.max_latency_ms is not None
+
+    def active(self) -> dict:
+        """The bounds that are set (and the latency mode when latency is bounded)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency_mode" and getattr(self, f.name) is not None}
+        if self.needs_latency:
+            out["latency_mode"] = self.latency_mode
+        return out
+
+    def measure(self, arch: EnsembleArch, table: CostTable, latency: "LatencyTable | None") -> dict:
+        cost = table.cost(arch)
+        out = cost.to_json()
+        if latency is not None:
+            out["latency_ms"] = latency.latency_ms(arch, self.latency_mode)
+        return out
+
+    def satisfied(self, costs: dict) -> bool:
+        for metric in _METRICS:
+            lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
+            value = costs.get(metric)
+            if value is None:
+                continue
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                return False
+        return True
+
+
+def cost_range(table: CostTable, shrunk: ShrunkSpace, metric: str) -> tuple[int, int]:
+    """Exact min and max of ``metric`` (macs, paper_flops or params) over the shrunk space."""
+    space = shrunk.space
+    lows, highs = [], []
+    for s in space.split_points:
+        lo = hi = getattr(table.fixed, metric) + getattr(table.head, metric) * space.num_paths
+        for spec in space.layers:
+            entry = table.layers[spec.index - 1]
+            if spec.index <= s:
+                values = [getattr(entry[op], metric) for op in shrunk.shared_ops(spec.index)]
+            else:
+                values = [sum(getattr(entry[op], metric) for op in combo) for combo in shrunk.layer_combinations(spec.index)]
+            lo, hi = lo + min(values), hi + max(values)
+        lows.append(lo)
+        highs.append(hi)
+    return min(lows), max(highs)

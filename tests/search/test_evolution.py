@@ -1,0 +1,133 @@
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neas.cost import cost_table
+from neas.search.constraints import Constraints
+from neas.search.evolution import EvolutionSettings, crossover, mutate, repair, sample_within
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
+
+SPACE = SearchSpace.preset("tiny")
+BIG = SearchSpace.preset("imagenet")
+
+
+def _shrunk(space, seed):
+    rng = random.Random(seed)
+    full = ShrunkSpace.full(space)
+    drops = {}
+    for index in range(1, space.num_layers + 1):
+        combos = list(full.layer_combinations(index))
+        rng.shuffle(combos)
+        drops[index] = combos[: rng.randrange(len(combos))]
+    return full.without(drops)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), space=st.sampled_from([SPACE, BIG]), p_split=st.sampled_from([0.0, 0.5, 1.0]))
+def test_mutation_children_are_valid_in_space_and_budget(seed, space, p_split):
+    rng = random.Random(seed)
+    shrunk = _shrunk(space, seed)
+    table = cost_table(space, 10)
+    parent = EnsembleArch.sample(space, rng, shrunk)
+    budget = Constraints(max_macs=table.cost(parent).macs)
+    ok = lambda a: budget.satisfied(table.cost(a).to_json())
+    for _ in range(5):
+        child = mutate(parent, shrunk, p_split, 0.3, rng)
+        if child is not None:
+            child.validate(space, shrunk)
+            if ok(child):
+                assert table.cost(child).macs <= budget.max_macs
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), space=st.sampled_from([SPACE, BIG]))
+def test_crossover_children_are_valid(seed, space):
+    rng = random.Random(seed)
+    shrunk = _shrunk(space, seed + 1)
+    a, b = EnsembleArch.sample(space, rng, shrunk), EnsembleArch.sample(space, rng, shrunk)
+    for _ in range(5):
+        child = crossover(a, b, shrunk, rng)
+        if child is not None:
+            child.validate(space, shrunk)
+            assert child.split in (a.split, b.split)
+            for i in range(space.num_layers):
+                column = tuple(p[i] for p in child.paths)
+                # an untouched column comes from one parent; a repaired one keeps an op of one
+                assert column in {tuple(p[i] for p in a.paths), tuple(p[i] for p in b.paths)} or any(
+                    op in column for op in (a.paths[0][i], b.paths[0][i], a.paths[-1][i], b.paths[-1][i])
+                )
+
+
+def test_split_growth_takes_one_paths_ops():
+    shrunk = ShrunkSpace.full(BIG)
+    rng = random.Random(0)
+    grew = 0
+    for _ in range(200):
+        parent = EnsembleArch.sample(BIG, rng, shrunk, split=12)
+        child = mutate(parent, shrunk, 1.0, 0.0, rng)
+        if child is None or child.split <= 12:
+            continue
+        grew += 1
+        new_shared = [child.paths[0][i] for i in range(12, child.split)]
+        assert any(new_shared == [p[i] for i in range(12, child.split)] for p in parent.paths)
+        assert child.paths[0][:12] == parent.paths[0][:12]
+    assert grew > 20
+
+
+def test_split_shrink_keeps_the_shared_op_in_the_new_combination():
+    shrunk = ShrunkSpace.full(BIG)
+    rng = random.Random(1)
+    shrank = 0
+    for _ in range(200):
+        parent = EnsembleArch.sample(BIG, rng, shrunk, split=18)
+        child = mutate(parent, shrunk, 1.0, 0.0, rng)
+        if child is None or child.split >= 18:
+            continue
+        shrank += 1
+        for i in range(child.split, 18):
+            column = [p[i] for p in child.paths]
+            assert parent.paths[0][i] in column and len(set(column)) == 2
+        assert child.paths[0][18:] == parent.paths[0][18:] and child.paths[1][18:] == parent.paths[1][18:]
+    assert shrank > 20
+
+
+def test_layer_mutation_with_p_one_redraws_within_the_space():
+    shrunk = _shrunk(SPACE, 3)
+    rng = random.Random(2)
+    parent = EnsembleArch.sample(SPACE, rng, shrunk)
+    children = {mutate(parent, shrunk, 0.0, 1.0, rng) for _ in range(50)}
+    assert len(children) > 3 and all(c.split == parent.split for c in children)
+
+
+def test_repair_drops_children_outside_the_shrunk_space():
+    from neas.space import parse_op
+
+    k3e3, k3e6, k5e3 = parse_op("k3e3"), parse_op("k3e6"), parse_op("k5e3")
+    only = ShrunkSpace.full(SPACE).without({2: [c for c in SPACE.combinations(2) if c != (k3e3, k3e6)]})
+    rng = random.Random(0)
+    arch = EnsembleArch.sample(SPACE, rng, only, split=2)
+    columns = [tuple(p[i] for p in arch.paths) for i in range(4)]
+    columns[1] = (k5e3, k5e3)  # L2 becomes private: no surviving combination contains k5e3
+    assert repair(columns, 1, only, rng) is None
+    columns[1] = (k3e3, k3e3)  # ... but one contains k3e3: re-drawn to k3e3/k3e6
+    child = repair(columns, 1, only, rng)
+    assert child is not None and set(child.combination(2)) == {k3e3, k3e6}
+
+
+def test_sample_within_respects_the_budget():
+    table = cost_table(SPACE, 10)
+    budget = Constraints(max_macs=600_000)
+    rng = random.Random(0)
+    for _ in range(20):
+        arch = sample_within(ShrunkSpace.full(SPACE), rng, lambda a: budget.satisfied(table.cost(a).to_json()))
+        assert table.cost(arch).macs <= 600_000
+
+
+def test_bad_settings():
+    with pytest.raises(NeasError, match="population \\(5\\) must not be smaller than the number of parents \\(10\\)"):
+        EvolutionSettings(population=5, parents=10)
+    with pytest.raises(NeasError, match="contradictory constraints: min_macs=5 is larger than max_macs=3"):
+        Constraints(min_macs=5, max_macs=3)

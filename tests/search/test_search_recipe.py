@@ -1,0 +1,156 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from neas.cli import main
+from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.errors import NeasError
+from neas.recipes.search import SearchConfig, search
+from neas.recipes.train_supernet import load_supernet
+from neas.search.fitness import CandidateEvaluator
+from neas.space import EnsembleArch
+
+BUDGET = "0.8M"
+
+
+def cfg(supernet, out, **kw):
+    base = dict(supernet=str(supernet), out=str(out), max_macs=BUDGET, population=12, parents=4, generations=4,
+                mutations=4, crossovers=4, bn_batches=2, batch_size=64, device="cpu", seed=1)
+    return SearchConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def evolution_run(trained_supernet, tmp_path_factory):
+    return search(cfg(trained_supernet, tmp_path_factory.mktemp("s") / "evo"))
+
+
+def test_outputs(evolution_run):
+    arch = json.loads((evolution_run / "arch.json").read_text())
+    assert arch["macs"] <= 800_000 and 0 < arch["supernet_acc"] <= 1 and len(arch["path_acc"]) == 2
+    EnsembleArch.from_json(arch)
+    gens = sorted(evolution_run.glob("generation_*.json"))
+    assert len(gens) == 4
+    members = [m for g in gens for m in json.loads(g.read_text())["members"]]
+    assert all(m["macs"] <= 800_000 for m in members)
+    keys = [json.dumps([m["split"], m["paths"]]) for m in members]
+    assert len(keys) == len(set(keys))  # every candidate evaluated once
+    assert {m["origin"] for m in members} >= {"random", "mutation"}
+    best = max(m["ensemble_acc"] for m in members)
+    assert arch["supernet_acc"] == best
+    # `neas arch` reads the space stored in arch.json
+    assert main(["arch", str(evolution_run / "arch.json"), "--json", "--num-classes", "10"]) == 0
+
+
+def test_evolution_is_not_worse_than_random_at_equal_evaluations(trained_supernet, evolution_run, tmp_path):
+    evaluations = json.loads((evolution_run / "state.json").read_text())["evaluations"]
+    rand = search(cfg(trained_supernet, tmp_path / "rand", strategy="random", evaluations=evaluations))
+    evo_acc = json.loads((evolution_run / "arch.json").read_text())["supernet_acc"]
+    rand_arch = json.loads((rand / "arch.json").read_text())
+    assert rand_arch["evaluations"] == evaluations
+    assert evo_acc >= rand_arch["supernet_acc"]
+
+
+def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, monkeypatch):
+    import neas.recipes.search as recipe
+
+    real = recipe.atomic_write_text
+
+    class Killed(BaseException):
+        pass
+
+    def dying(path, text):
+        real(path, text)
+        if str(path).endswith("state.json") and json.loads(text)["generation"] == 1:
+            raise Killed()
+
+    monkeypatch.setattr(recipe, "atomic_write_text", dying)
+    out = tmp_path / "evo"
+    with pytest.raises(Killed):
+        search(cfg(trained_supernet, out))
+    monkeypatch.setattr(recipe, "atomic_write_text", real)
+    search(cfg(trained_supernet, out, resume=True))
+    for name in ["arch.json"] + [f"generation_{g:02d}.json" for g in range(4)]:
+        assert json.loads((out / name).read_text()) == json.loads((evolution_run / name).read_text()), name
+
+
+def _evaluator(supernet_dir, reuse):
+    model, shrunk, meta = load_supernet(supernet_dir)
+    full = load_dataset("digits", "train", 32)
+    keep, held = holdout_split(full.labels, 0.1)
+    bn = [x for x, _ in BatchLoader(full.subset(keep), 64, False).take(2)]
+    val = list(BatchLoader(full.subset(held), 64, False).epoch(0))
+    return CandidateEvaluator(model.eval(), bn, val, reuse_shared=reuse), shrunk, model.space
+
+
+def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_supernet):
+    fast, shrunk, space = _evaluator(trained_supernet, True)
+    slow, _, _ = _evaluator(trained_supernet, False)
+    import random
+
+    rng = random.Random(0)
+    base = EnsembleArch.sample(space, rng, shrunk, split=2)
+    archs = [base] + [a for a in (EnsembleArch.sample(space, rng, shrunk, split=2) for _ in range(30)) if a.shared == base.shared][:3]
+    archs += [EnsembleArch.sample(space, rng, shrunk) for _ in range(4)]
+    got = fast.evaluate_many(archs + archs)
+    want = [slow.evaluate(a) for a in archs]
+    assert got[: len(archs)] == want and got[len(archs) :] == want
+    distinct_shared = len({(a.split, a.shared) for a in archs})
+    assert fast.shared_computed == distinct_shared < len(set(archs))
+    assert len(fast.memo) == len(set(archs))
+
+
+def test_distributed_search_equals_single_process(trained_supernet, evolution_run, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", "-m", "neas", "search",
+           "--supernet", str(trained_supernet), "--out", str(out), "--max-macs", BUDGET, "--population", "12", "--parents", "4",
+           "--generations", "4", "--mutations", "4", "--crossovers", "4", "--bn-batches", "2", "--batch-size", "64",
+           "--device", "cpu", "--seed", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ["arch.json"] + [f"generation_{g:02d}.json" for g in range(4)]:
+        a, b = json.loads((out / name).read_text()), json.loads((evolution_run / name).read_text())
+        a.pop("supernet", None), b.pop("supernet", None)
+        assert a == b, name
+
+
+def test_impossible_budget_names_the_range(trained_supernet, tmp_path, capsys):
+    code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "x"), "--max-macs", "10K"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no ensemble of the space meets max_macs=10000" in err and "the cheapest has macs=" in err
+    assert "most expensive" in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--min-macs", "2M", "--max-macs", "1M"], "contradictory constraints: min_macs=2000000 is larger than max_macs=1000000"),
+        (["--population", "4", "--parents", "10"], "population (4) must not be smaller than the number of parents (10)"),
+        (["--max-macs", "lots"], "cannot read 'lots' as an amount"),
+        (["--strategy", "evolutoin"], "did you mean 'evolution'"),
+    ],
+)
+def test_bad_options(trained_supernet, tmp_path, capsys, extra, message):
+    code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "x"), *extra])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_or_incomplete_supernet(tmp_path, capsys):
+    code = main(["search", "--supernet", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "state.json").write_text("{}")
+    code = main(["search", "--supernet", str(tmp_path / "half"), "--out", str(tmp_path / "x")])
+    assert code == 2 and "incomplete: no supernet.safetensors" in capsys.readouterr().err
+
+
+def test_latency_constraint_and_table(trained_supernet, tmp_path, capsys):
+    assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "lat.json"), "--repeats", "3", "--num-classes", "10"]) == 0
+    table = json.loads((tmp_path / "lat.json").read_text())
+    assert len(table["layers_ms"]) == 4 and table["layers_ms"][1]["skip"] == 0.0 and table["fixed_ms"] > 0
+    out = search(cfg(trained_supernet, tmp_path / "lat", max_macs=None, max_latency_ms=1000.0, generations=1, population=4))
+    arch = json.loads((out / "arch.json").read_text())
+    assert (out / "latency_table.json").is_file() and 0 < arch["latency_ms"] <= 1000.0
