@@ -109,6 +109,54 @@ def _cmd_latency_table(args) -> int:
     return 0
 
 
+def _cmd_retrain(args) -> int:
+    from neas import dist
+    from neas.recipes.retrain import RetrainConfig, retrain
+
+    cfg = recipe_config(RetrainConfig, args, RetrainConfig.__dataclass_fields__)
+    run = retrain(cfg)
+    if dist.is_main_process():
+        print(f"model: {run / 'model.safetensors'}")
+    dist.cleanup()
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from neas.recipes.evaluate import EvaluateConfig, evaluate, format_result
+
+    cfg = recipe_config(EvaluateConfig, args, EvaluateConfig.__dataclass_fields__)
+    result = evaluate(cfg)
+    if args.json is not None:
+        text = json.dumps(result, indent=1)
+        if args.json == "-":
+            print(text)
+            return 0
+        Path(args.json).write_text(text + "\n")
+    print(format_result(result))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from neas.ensemble.export import export
+    from neas.ensemble.io import load_ensemble
+    from neas.ensemble.official import load_official
+
+    if (args.checkpoint is None) == (args.official_checkpoint is None):
+        raise NeasError("give exactly one of --checkpoint or --official-checkpoint")
+    if args.checkpoint is not None:
+        net, meta = load_ensemble(args.checkpoint)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
+    else:
+        if args.arch is None:
+            raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
+        net, meta = load_official(args.official_checkpoint, args.arch), {"weights": "official"}
+    diff = export(net, args.format, args.out, meta=meta, opset=args.opset)
+    print(f"exported {args.format} to {args.out}; verified on a batch: max |difference| from PyTorch {diff:.2e}")
+    return 0
+
+
 def _bool_flag(p, name, help):
     p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
 
@@ -196,6 +244,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_latency_table)
+
+    p = sub.add_parser("retrain", help="retrain an ensemble from scratch with the released models' recipe")
+    p.add_argument("--config", help="YAML file with any of the options below as keys")
+    p.add_argument("--arch", help="neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
+    p.add_argument("--space", help="search space (default: the arch file's, else imagenet)")
+    p.add_argument("--data")
+    p.add_argument("--data-dir")
+    _bool_flag(p, "download", "let torchvision download cifar10/cifar100")
+    p.add_argument("--out")
+    p.add_argument("--recipe", help="small | imagenet (defaults for the options below)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr-per-2048", type=float, help="learning rate per 2048 images")
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--randaugment", help="timm RandAugment policy, or none")
+    p.add_argument("--erase-prob", type=float)
+    p.add_argument("--ema-decay", type=float, help="0 disables the EMA")
+    p.add_argument("--holdout", type=float, help="leave out this held-out fraction of the training split")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    _bool_flag(p, "amp", "mixed precision on CUDA")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--resume", action="store_true", default=None)
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5/loss of an ensemble and of each path, with cost and latency")
+    p.add_argument("--checkpoint", help="a neas weights file or retrain run directory")
+    p.add_argument("--official-checkpoint", help="a released NEAS .pth.tar file")
+    p.add_argument("--arch", help="with --official-checkpoint: neas-s, neas-m or neas-l")
+    p.add_argument("--data", help="default: the dataset the weights were trained on")
+    p.add_argument("--data-dir")
+    p.add_argument("--split", help="default test")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    _bool_flag(p, "latency", "measure the latency (default on)")
+    p.add_argument("--json", nargs="?", const="-", help="print JSON, or write it to this file")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="export an ensemble as one module (safetensors or ONNX), verified")
+    p.add_argument("--checkpoint", help="a neas weights file or retrain run directory")
+    p.add_argument("--official-checkpoint", help="a released NEAS .pth.tar file")
+    p.add_argument("--arch", help="with --official-checkpoint: neas-s, neas-m or neas-l")
+    p.add_argument("--format", required=True, help="safetensors | onnx")
+    p.add_argument("--out", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -29,6 +29,8 @@ class Augment:
 
     pad: int = 4  # random-crop padding in pixels (0: none)
     flip: bool = True  # random horizontal flips (off for digits: a mirrored digit is another glyph)
+    randaugment: "str | None" = None  # timm RandAugment policy, e.g. 'rand-m9-mstd0.5'
+    erase_prob: float = 0.0  # timm random erasing probability (per image, on normalised pixels)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,26 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
+def _randaugment(images: torch.Tensor, policy: str) -> torch.Tensor:
+    """timm's RandAugment, image by image (PIL); draws from Python's ``random``."""
+    import numpy as np
+    from PIL import Image
+    from timm.data.auto_augment import rand_augment_transform
+
+    transform = _randaugment_cache.get(policy)
+    if transform is None:
+        transform = _randaugment_cache[policy] = rand_augment_transform(policy, {"img_mean": tuple(round(255 * m) for m in MEAN)})
+    out = images.cpu().permute(0, 2, 3, 1).numpy()
+    done = [np.asarray(transform(Image.fromarray(img)), dtype=np.uint8) for img in out]
+    return torch.from_numpy(np.stack(done)).permute(0, 3, 1, 2).to(images.device)
+
+
+_randaugment_cache: dict = {}
+
+
 def _augment(images: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    if aug.randaugment:
+        images = _randaugment(images, aug.randaugment)
     b, _, h, w = images.shape
     if aug.pad:
         padded = F.pad(images, (aug.pad,) * 4, mode="reflect")
@@ -130,6 +151,10 @@ class BatchLoader:
 
     def _finish(self, images: torch.Tensor, labels: torch.Tensor):
         x = normalize(images.to(self.device, non_blocking=True))
+        if self.augment is not None and self.augment.erase_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            x = RandomErasing(self.augment.erase_prob, mode="pixel", device=str(x.device))(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels.to(self.device, non_blocking=True)

@@ -69,12 +69,18 @@ def save_checkpoint(
     optimizer: "torch.optim.Optimizer | None",
     state: dict,
     keep: int = 2,
+    extra: "dict[str, torch.nn.Module] | None" = None,
 ) -> Path:
-    """Writes ``<run>/checkpoints/<name>.safetensors`` then points ``<run>/state.json`` at it."""
+    """Writes ``<run>/checkpoints/<name>.safetensors`` then points ``<run>/state.json`` at it.
+
+    ``extra`` modules (e.g. ``{"ema": ema_model}``) are stored under their prefix.
+    """
     run_dir = Path(run_dir)
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for prefix, module in (extra or {}).items():
+        tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
     optim_json = None
     if optimizer is not None:
         optim_tensors, optim_json = _optimizer_tensors(optimizer)
@@ -100,8 +106,14 @@ def read_state(run_dir: "str | Path") -> dict:
         raise NeasError(f"{path}: corrupt state file ({exc.msg})") from None
 
 
-def load_checkpoint(run_dir: "str | Path", model: torch.nn.Module, optimizer: "torch.optim.Optimizer | None") -> dict:
-    """Restores the model and optimizer of the checkpoint ``state.json`` names; returns the state."""
+def load_checkpoint(
+    run_dir: "str | Path",
+    model: torch.nn.Module,
+    optimizer: "torch.optim.Optimizer | None",
+    extra: "dict[str, torch.nn.Module] | None" = None,
+) -> dict:
+    """Restores the model, optimizer (and ``extra`` modules) of the checkpoint ``state.json``
+    names; returns the state."""
     state = read_state(run_dir)
     path = Path(run_dir) / state["checkpoint"]
     try:
@@ -114,6 +126,8 @@ def load_checkpoint(run_dir: "str | Path", model: torch.nn.Module, optimizer: "t
         raise NeasError(f"{path}: unreadable checkpoint ({exc})") from None
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_state)
+    for prefix, module in (extra or {}).items():
+        module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
     if optimizer is not None and meta.get("optimizer") not in (None, "null"):
         optim_json = json.loads(meta["optimizer"])
         per_param: dict[int, dict] = {}

@@ -1,0 +1,61 @@
+"""Export the whole ensemble as one module — safetensors or ONNX (output: the mean logits) —
+and verify the export by running it on a batch and comparing with PyTorch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from neas.ensemble.io import load_ensemble, save_ensemble
+from neas.ensemble.model import EnsembleNet
+from neas.errors import NeasError, suggest
+
+__all__ = ["export", "FORMATS"]
+
+FORMATS = ("safetensors", "onnx")
+
+
+def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    size = net.space.input_size
+    return torch.randn(batch_size, net.space.in_channels, size, size, generator=gen)
+
+
+def _onnx(net: EnsembleNet, path: Path, x: torch.Tensor, opset: int) -> torch.Tensor:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise NeasError("ONNX export needs the packages onnx and onnxruntime (pip install onnx onnxruntime)") from None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (x,), str(path), input_names=["images"], output_names=["logits"], opset_version=opset,
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+
+
+def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, meta: "dict | None" = None) -> float:
+    """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
+    model's output from PyTorch's on a random batch (raises if it exceeds 1e-4)."""
+    if fmt not in FORMATS:
+        raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    net = net.cpu().eval()
+    x = _batch(net, batch_size)
+    with torch.no_grad():
+        expected = net(x)
+    if fmt == "onnx":
+        got = _onnx(net, out, x, opset)
+    else:
+        save_ensemble(net, out, **(meta or {}))
+        with torch.no_grad():
+            got = load_ensemble(out)[0](x)
+    diff = (got - expected).abs().max().item()
+    if not diff <= 1e-4:
+        raise NeasError(f"export check failed: the {fmt} model differs from PyTorch by {diff:.3g} (> 1e-4)")
+    return diff

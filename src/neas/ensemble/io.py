@@ -1,0 +1,47 @@
+"""The ensemble weights file: safetensors with the arch, space and classes in its metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neas.ensemble.model import EnsembleNet, build_ensemble
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace
+from neas.train.checkpoint import atomic_save_file, load_weights
+
+__all__ = ["save_ensemble", "load_ensemble", "FORMAT"]
+
+FORMAT = "neas.ensemble/1"
+
+
+def save_ensemble(net: EnsembleNet, path: "str | Path", **meta) -> None:
+    """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it."""
+    metadata = {
+        "format": FORMAT,
+        "arch": json.dumps(net.arch.to_json()),
+        "space": json.dumps(net.space.to_dict()),
+        "num_classes": str(net.num_classes),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
+    }
+    atomic_save_file(net.state_dict(), path, metadata)
+
+
+def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
+    """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, meta = load_weights(path)
+    if meta.get("format") != FORMAT:
+        raise NeasError(f"{path}: not a neas ensemble file (format {meta.get('format')!r}); released .pth.tar files load with --official-checkpoint")
+    space = SearchSpace.from_dict(json.loads(meta["space"]))
+    arch = EnsembleArch.from_json(meta["arch"])
+    net = build_ensemble(space, arch, int(meta["num_classes"]))
+    own = net.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        raise NeasError(f"{path}: weights do not fit the stored arch (missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {bad[:5]})")
+    net.load_state_dict(tensors)
+    return net.to(device).eval(), meta

@@ -1,0 +1,56 @@
+"""Ensemble and per-path top-1 / top-5 / loss on a dataset, and measured latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from neas.ensemble.model import EnsembleNet
+
+__all__ = ["evaluate_ensemble", "measure_latency_ms"]
+
+
+@torch.no_grad()
+def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
+    """Top-1, top-5 and cross-entropy of the ensemble (mean logits) and of each path."""
+    net.eval()
+    k = net.arch.num_paths
+    top5 = min(5, net.num_classes)
+    sums = {"ensemble": [0.0, 0, 0]} | {f"path{j}": [0.0, 0, 0] for j in range(k)}  # loss, top1, top5
+    total = 0
+    for x, y in batches:
+        logits = [l.float() for l in net.path_logits(x)]
+        named = {"ensemble": torch.stack(logits).mean(0)} | {f"path{j}": l for j, l in enumerate(logits)}
+        for name, l in named.items():
+            sums[name][0] += F.cross_entropy(l, y, reduction="sum").item()
+            best = l.topk(top5, dim=1).indices
+            sums[name][1] += (best[:, 0] == y).sum().item()
+            sums[name][2] += (best == y[:, None]).any(1).sum().item()
+        total += len(y)
+        if progress is not None:
+            progress.update(1)
+    if total == 0:
+        raise ValueError("no images to evaluate")
+    return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {"images": total}
+
+
+@torch.no_grad()
+def measure_latency_ms(net: EnsembleNet, device, batch_size: int = 1, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one forward pass of the whole ensemble (channels_last, eval mode)."""
+    net.eval()
+    size = net.space.input_size
+    x = torch.randn(batch_size, net.space.in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    for _ in range(warmup):
+        net(x)
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        net(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)

@@ -1,0 +1,102 @@
+"""Loading the authors' released NEAS-S/M/L checkpoints without executing code from them.
+
+The released ``.pth.tar`` files are ``torch.save`` dicts holding ``state_dict`` (often also
+``state_dict_ema``) plus the training arguments as a pickled ``argparse.Namespace``. Before
+anything is unpickled, the file's globals are listed (``get_unsafe_globals_in_checkpoint``);
+any global beyond the tensor machinery and ``argparse.Namespace`` refuses the file. It is
+then read with ``torch.load(weights_only=True)``, whose unpickler builds only tensors, plain
+containers and the allowlisted ``Namespace`` (a plain attribute bag), never calling code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from neas.ensemble.model import EnsembleNet, build_ensemble
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace
+
+__all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
+
+_ALLOWED_GLOBALS = {"argparse.Namespace"}
+IGNORED_SUFFIXES = ("conv_dwl.weight", "bn4.weight", "bn4.bias", "bn4.running_mean", "bn4.running_var", "bn4.num_batches_tracked")
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise NeasError(f"{path}: no such checkpoint file")
+    try:
+        if zipfile.is_zipfile(path):
+            unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+            refused = sorted(unsafe - _ALLOWED_GLOBALS)
+            if refused:
+                raise NeasError(
+                    f"{path}: refused — the checkpoint references code objects ({', '.join(refused)}); "
+                    "only tensors, containers and argparse.Namespace are accepted, and nothing was executed"
+                )
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except NeasError:
+        raise
+    except pickle.UnpicklingError as exc:
+        raise NeasError(f"{path}: refused — {str(exc).splitlines()[0]} (nothing was executed)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise NeasError(f"{path}: not a readable checkpoint (truncated or not a torch file: {str(exc).splitlines()[0]})") from None
+    if isinstance(obj, dict) and ("state_dict" in obj or "state_dict_ema" in obj):
+        return obj
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}
+    raise NeasError(f"{path}: not a checkpoint (expected a dict with 'state_dict' or a state_dict of tensors)")
+
+
+def read_official_state_dict(path: "str | Path", ema: bool = True) -> dict[str, torch.Tensor]:
+    """The released state_dict (EMA weights when present and ``ema``), 'module.' prefixes removed."""
+    obj = _load(Path(path))
+    state = obj.get("state_dict_ema") if ema and obj.get("state_dict_ema") else obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise NeasError(f"{path}: 'state_dict' is not a mapping of tensors")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise NeasError(f"{path}: entry {key!r} of the state_dict is not a tensor")
+        out[key[len("module.") :] if key.startswith("module.") else key] = value
+    return out
+
+
+def load_official(path: "str | Path", arch: "str | EnsembleArch", num_classes: int = 1000, ema: bool = True) -> EnsembleNet:
+    """Builds the released ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an arch) in the
+    imagenet space and loads the authors' checkpoint into it. The unused ``conv_dwl``/``bn4``
+    tensors are ignored; any other missing or unexpected key, or a shape mismatch, is an error
+    that lists them. ``forward`` returns the mean of the paths' logits, like the authors' model."""
+    arch = EnsembleArch.resolve(arch)
+    net = build_ensemble(SearchSpace.preset("imagenet"), arch, num_classes)
+    state = {k: v for k, v in read_official_state_dict(path, ema).items() if not k.endswith(IGNORED_SUFFIXES)}
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}")
+        raise NeasError(f"{path}: the checkpoint does not fit {arch_name(arch)} ({'; '.join(parts)})")
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def arch_name(arch: EnsembleArch) -> str:
+    from neas.space.presets import ARCH_PRESETS
+
+    for name, flat in ARCH_PRESETS.items():
+        if EnsembleArch.from_official(flat) == arch:
+            return name.upper()
+    return f"arch {arch}"
