@@ -7,6 +7,8 @@ Public API::
 
 from neas.cost import Cost, count_cost
 from neas.ensemble import EnsembleNet, build_ensemble
+from neas.ensemble.io import load_ensemble, save_ensemble
+from neas.ensemble.official import load_official
 from neas.errors import NeasError
 from neas.space import EnsembleArch, Op, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
@@ -24,4 +26,7 @@ __all__ = [
     "Supernet",
     "build_ensemble",
     "count_cost",
+    "load_ensemble",
+    "load_official",
+    "save_ensemble",
 ]

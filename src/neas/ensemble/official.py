@@ -68,14 +68,18 @@ def read_official_state_dict(path: "str | Path", ema: bool = True) -> dict[str, 
     return out
 
 
-def load_official(path: "str | Path", arch: "str | EnsembleArch", num_classes: int = 1000, ema: bool = True) -> EnsembleNet:
+def load_official(path: "str | Path", arch: "str | EnsembleArch", num_classes: "int | None" = None, ema: bool = True) -> EnsembleNet:
     """Builds the released ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an arch) in the
     imagenet space and loads the authors' checkpoint into it. The unused ``conv_dwl``/``bn4``
     tensors are ignored; any other missing or unexpected key, or a shape mismatch, is an error
-    that lists them. ``forward`` returns the mean of the paths' logits, like the authors' model."""
+    that lists them. ``forward`` returns the mean of the paths' logits, like the authors' model.
+    ``num_classes`` defaults to what the checkpoint's classifier holds (1000 for ImageNet)."""
     arch = EnsembleArch.resolve(arch)
-    net = build_ensemble(SearchSpace.preset("imagenet"), arch, num_classes)
     state = {k: v for k, v in read_official_state_dict(path, ema).items() if not k.endswith(IGNORED_SUFFIXES)}
+    if num_classes is None:
+        head = state.get("classifiers.0.weight")
+        num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else 1000
+    net = build_ensemble(SearchSpace.preset("imagenet"), arch, num_classes)
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -51,7 +51,11 @@ def linear_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
 
 
 def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's (timm's RandAugment draws from it) and torch's global RNGs."""
+    import numpy as np
+
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import neas.recipes.retrain as recipe
+from neas.cli import main
+from neas.ensemble.io import load_ensemble
+from neas.errors import NeasError
+from neas.log import MetricLogger
+from neas.recipes.retrain import RetrainConfig, retrain
+from neas.space import EnsembleArch, SearchSpace
+
+ARCH = EnsembleArch.sample(SearchSpace.preset("tiny"), 5)
+
+
+def small(out, arch_file, **kw):
+    base = dict(arch=str(arch_file), data="digits", out=str(out), epochs=6, batch_size=64, device="cpu", seed=2, eval_every=3)
+    return RetrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def arch_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "arch.json"
+    ARCH.save(path, space=SearchSpace.preset("tiny").to_dict())
+    return path
+
+
+@pytest.fixture(scope="module")
+def retrained(arch_file, tmp_path_factory):
+    return retrain(small(tmp_path_factory.mktemp("rt") / "run", arch_file))
+
+
+def test_retrain_reaches_high_test_accuracy(retrained):
+    result = json.loads((retrained / "eval.json").read_text())
+    assert result["split"] == "test" and result["images"] == 359
+    assert result["ensemble"]["top1"] > 0.85  # chance: 0.10
+    metrics = MetricLogger.read(retrained)
+    assert [m["epoch"] for m in metrics] == list(range(6)) and "test_top1" in metrics[2] and "test_top1" not in metrics[0]
+    net, meta = load_ensemble(retrained)
+    assert net.arch == ARCH and meta["weights"] == "ema"
+
+
+def test_evaluate_cli_json(retrained, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ensemble" in text and "path1" in text and "latency" in text
+    result = json.loads(out.read_text())
+    saved = json.loads((retrained / "eval.json").read_text())
+    assert result["ensemble"]["top1"] == pytest.approx(saved["ensemble"]["top1"])
+    assert {"top1", "top5", "loss"} <= set(result["path0"]) and result["macs"] > 0 and result["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_export_is_verified(retrained, tmp_path, capsys, fmt):
+    out = tmp_path / f"model.{fmt}"
+    assert main(["export", "--checkpoint", str(retrained), "--format", fmt, "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and "max |difference| from PyTorch" in capsys.readouterr().out
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        net, _ = load_ensemble(retrained)
+        x = torch.randn(7, 3, 32, 32)
+        got = ort.InferenceSession(str(out)).run(None, {"images": x.numpy()})[0]
+        with torch.no_grad():
+            assert (torch.from_numpy(got) - net(x)).abs().max() < 1e-4
+
+
+def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, monkeypatch):
+    real, calls = recipe.save_checkpoint, []
+
+    class Killed(BaseException):
+        pass
+
+    def dying(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed()
+
+    monkeypatch.setattr(recipe, "save_checkpoint", dying)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        retrain(small(out, arch_file))
+    monkeypatch.setattr(recipe, "save_checkpoint", real)
+    retrain(small(out, arch_file, resume=True))
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(retrained / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_inputs(retrained, tmp_path, capsys):
+    code = main(["retrain", "--arch", "neas-s", "--space", "tiny", "--out", str(tmp_path / "x")])
+    assert code == 2 and "20 layers per path but space 'tiny' has 4" in capsys.readouterr().err
+    code = main(["export", "--checkpoint", str(retrained), "--format", "tflite", "--out", str(tmp_path / "m")])
+    assert code == 2 and "unknown export format 'tflite'" in capsys.readouterr().err
+    code = main(["retrain", "--arch", "neas-s", "--recipe", "tiny", "--out", str(tmp_path / "y")])
+    assert code == 2 and "recipe: unknown 'tiny'" in capsys.readouterr().err
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((retrained / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(NeasError, match="not a readable safetensors file"):
+        load_ensemble(broken)
+    # weights of another architecture: a file whose arch metadata does not match its tensors
+    from neas.ensemble import build_ensemble
+    from neas.ensemble.io import save_ensemble
+
+    other = build_ensemble(SearchSpace.preset("tiny"), EnsembleArch.sample(SearchSpace.preset("tiny"), 99, split=1), 10)
+    save_ensemble(other, tmp_path / "other.safetensors")
+    tensors = load_file(str(tmp_path / "other.safetensors"))
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(retrained / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    save_file(tensors, str(tmp_path / "mixed.safetensors"), metadata=meta)
+    with pytest.raises(NeasError, match="weights do not fit the stored arch"):
+        load_ensemble(tmp_path / "mixed.safetensors")
