@@ -157,6 +157,34 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from neas import dist
+    from neas.config import from_dict, load_yaml
+    from neas.recipes.run import DEMO, RunConfig, format_summary, run_pipeline
+
+    data = load_yaml(args.config or DEMO)
+    if args.out is not None:
+        data["out"] = args.out
+    if args.resume:
+        data["resume"] = True
+    try:
+        cfg = from_dict(RunConfig, data)
+    except NeasError as exc:
+        raise NeasError(f"{args.config or DEMO}: {exc}") from None
+    summary = run_pipeline(cfg)
+    if dist.is_main_process():
+        print(format_summary(summary))
+    dist.cleanup()
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from neas.report import build_report
+
+    print(f"report: {build_report(args.run)}")
+    return 0
+
+
 def _bool_flag(p, name, help):
     p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
 
@@ -294,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("run", help="the whole pipeline in one run directory (no arguments: the digits demo)")
+    p.add_argument("--config", help="YAML pipeline config (default: the built-in demo, configs/demo.yaml)")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report/index.html with the run's plots")
+    p.add_argument("run", help="a `neas run` directory")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -56,7 +56,7 @@ class LayerStats:
 
 def layer_statistics(space: SearchSpace, samples: list[ProbeSample], beta: float, gamma: float) -> list[LayerStats]:
     """S and r of every searchable layer from the probe samples."""
-    stats = []
+    raw = []
     for spec in space.layers:
         ops = spec.ops
         pos = {op: i for i, op in enumerate(ops)}
@@ -77,13 +77,21 @@ def layer_statistics(space: SearchSpace, samples: list[ProbeSample], beta: float
                 sim[j, i] += value
                 pairs[i, j] += 1
                 pairs[j, i] += 1
+        mean_acc = acc.sum() / uses.sum() if uses.sum() else 0.0
+        r = np.exp(gamma * np.where(uses > 0, acc / np.maximum(uses, 1), mean_acc))
+        raw.append((spec, ops, sim, pairs, r, uses))
+    observed = [sim[i, j] / pairs[i, j] for _, ops, sim, pairs, _, _ in raw for i in range(len(ops)) for j in range(len(ops)) if i != j and pairs[i, j]]
+    global_fill = float(np.mean(observed)) if observed else 0.0
+    stats = []
+    for spec, ops, sim, pairs, r, uses in raw:
+        n = len(ops)
         seen = pairs > 0
         S = np.where(seen, sim / np.maximum(pairs, 1), 0.0)
         off = ~np.eye(n, dtype=bool)
-        fill = S[seen & off].mean() if (seen & off).any() else 0.0
+        # unobserved pairs: the mean of the layer's observed pairs; a layer never private in any
+        # sample (e.g. below the smallest split point) takes the mean over all layers
+        fill = S[seen & off].mean() if (seen & off).any() else global_fill
         S = np.where(seen | ~off, S, fill)
         np.fill_diagonal(S, 1.0)
-        mean_acc = acc.sum() / uses.sum() if uses.sum() else 0.0
-        r = np.exp(gamma * np.where(uses > 0, acc / np.maximum(uses, 1), mean_acc))
         stats.append(LayerStats(spec.index, ops, S, r, pairs, uses))
     return stats

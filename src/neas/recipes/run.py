@@ -1,0 +1,140 @@
+"""``neas run``: the whole pipeline in one run directory — supernet training with shrinking,
+evolution search under the budget (and, optionally, random search at equal evaluations),
+retraining, evaluation on the test split, and the report.
+
+    neas run                                  # the demo: digits, the tiny space, a few minutes on 2 CPU cores
+    neas run --config configs/cifar10.yaml --out runs/cifar10
+    neas run --config configs/demo.yaml --out runs/demo --resume
+
+Each stage lives in its own sub-directory (``supernet/``, ``search/``, ``search_random/``,
+``retrain/``, ``report/``). A finished stage is skipped; an interrupted one resumes from its
+last checkpoint, so ``--resume`` continues where the run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from neas import dist
+from neas.config import from_dict, to_dict
+from neas.errors import NeasError
+from neas.recipes.retrain import RetrainConfig, retrain
+from neas.recipes.search import SearchConfig, search
+from neas.recipes.train_supernet import SupernetConfig, train_supernet
+from neas.train.checkpoint import atomic_write_text
+
+__all__ = ["RunConfig", "run_pipeline", "DEMO"]
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
+DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
+
+_SHARED = ("space", "data", "data_dir", "download", "seed", "device")
+
+
+@dataclass
+class RunConfig:
+    """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
+
+    out: str = "runs/demo"
+    space: str = "tiny"
+    data: str = "digits"
+    data_dir: "str | None" = None
+    download: bool = False  # let torchvision download cifar10/cifar100
+    seed: int = 0
+    device: str = "auto"
+    compare_random: bool = False  # also run random search with as many evaluations
+    supernet: dict = field(default_factory=dict)  # keys of `neas train-supernet`
+    search: dict = field(default_factory=dict)  # keys of `neas search`
+    retrain: dict = field(default_factory=dict)  # keys of `neas retrain`
+    resume: bool = False
+
+    def stages(self) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
+        run = Path(self.out)
+        shared = {k: getattr(self, k) for k in _SHARED}
+        for section, managed in (("supernet", {"out", "resume", *_SHARED}), ("search", {"out", "supernet", "resume", "seed", "device", "data_dir"}),
+                                 ("retrain", {"out", "arch", "resume", *_SHARED})):
+            for key in getattr(self, section):
+                if key in managed:
+                    raise NeasError(f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}")
+        sn = from_dict(SupernetConfig, {**self.supernet, **shared, "out": str(run / "supernet")}, "supernet")
+        se = from_dict(SearchConfig, {**self.search, "supernet": str(run / "supernet"), "out": str(run / "search"),
+                                      "seed": self.seed, "device": self.device, "data_dir": self.data_dir}, "search")
+        rt = from_dict(RetrainConfig, {**self.retrain, **shared, "arch": str(run / "search" / "arch.json"), "out": str(run / "retrain")}, "retrain")
+        sn.validate(), se.validate(), rt.resolved()
+        return sn, se, rt
+
+
+def _stage(directory: Path, done: "list[str]", runner, cfg, name: str):
+    """Skips a finished stage, resumes an interrupted one, starts a new one."""
+    if all((directory / f).is_file() for f in done):
+        log.info("%s: done already (%s)", name, directory)
+        return
+    resumable = (directory / "state.json").is_file()
+    if directory.exists() and not resumable and dist.is_main_process():
+        log.info("%s: restarting (it stopped before its first checkpoint)", name)
+        shutil.rmtree(directory)
+    dist.barrier()
+    runner(dataclasses.replace(cfg, resume=resumable))
+
+
+def run_pipeline(cfg: RunConfig) -> dict:
+    """Runs every stage; returns the final summary (also written to ``summary.json``)."""
+    run = Path(cfg.out)
+    sn, se, rt = cfg.stages()
+    if run.exists() and any(run.iterdir()) and not cfg.resume:
+        raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
+    if dist.is_main_process():
+        run.mkdir(parents=True, exist_ok=True)
+        config_path = run / "config.yaml"
+        new = yaml.safe_dump(to_dict(dataclasses.replace(cfg, resume=False)), sort_keys=False)
+        if config_path.is_file() and config_path.read_text() != new:
+            raise NeasError(f"--resume: the config differs from the one {run} was started with ({config_path})")
+        atomic_write_text(config_path, new)
+    dist.barrier()
+    _stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
+    _stage(run / "search", ["arch.json"], search, se, "search")
+    if cfg.compare_random:
+        evaluations = json.loads((run / "search" / "arch.json").read_text())["evaluations"]
+        rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
+        _stage(run / "search_random", ["arch.json"], search, rand, "random search")
+    _stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
+    summary = {}
+    if dist.is_main_process():
+        from neas.report import build_report
+
+        arch = json.loads((run / "search" / "arch.json").read_text())
+        result = json.loads((run / "retrain" / "eval.json").read_text())
+        report = build_report(run)
+        summary = {
+            "report": str(report),
+            "test_top1": result["ensemble"]["top1"],
+            "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
+            "supernet_acc": arch["supernet_acc"],
+            "macs": arch["macs"],
+            "paper_flops": arch["paper_flops"],
+            "params": arch["params"],
+            "constraints": arch["constraints"],
+            "arch": {"split": arch["split"], "paths": arch["paths"]},
+        }
+        atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
+    dist.barrier()
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    limits = ", ".join(f"{k} {v / 1e6:g}M" if isinstance(v, int) else f"{k} {v}" for k, v in summary["constraints"].items()) or "none"
+    return (
+        f"final: test top-1 {100 * summary['test_top1']:.2f}% "
+        f"(paths: {', '.join(f'{100 * a:.2f}%' for a in summary['path_test_top1'])}), "
+        f"{summary['macs'] / 1e6:.3f}M MACs, {summary['params'] / 1e6:.3f}M params; budget: {limits}\n"
+        f"report: {summary['report']}"
+    )

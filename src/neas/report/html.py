@@ -1,0 +1,81 @@
+"""``neas report RUN_DIR``: ``report/index.html`` with the PNG figures of a ``neas run``
+directory (``supernet/``, ``search/``, ``search_random/``, ``retrain/``); missing stages are
+skipped."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from neas.errors import NeasError
+from neas.report import plots
+from neas.space import EnsembleArch, SearchSpace
+
+__all__ = ["build_report"]
+
+
+def _figure(name: str, caption: str) -> str:
+    return f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def build_report(run: "str | Path") -> Path:
+    """Renders every figure the run's artefacts allow; returns the path of index.html."""
+    run = Path(run)
+    if not run.is_dir():
+        raise NeasError(f"run directory {run} does not exist")
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    parts, summary = [], []
+    arch_file = run / "search" / "arch.json"
+    chosen = json.loads(arch_file.read_text()) if arch_file.is_file() else None
+    eval_file = run / "retrain" / "eval.json"
+    result = json.loads(eval_file.read_text()) if eval_file.is_file() else None
+    if chosen:
+        budget = chosen.get("constraints", {})
+        summary.append(f"<li>chosen ensemble: <code>{html.escape(str(EnsembleArch.from_json(chosen)))}</code></li>")
+        summary.append(
+            f"<li>cost: {chosen['macs'] / 1e6:.3f}M MACs, {chosen['paper_flops'] / 1e6:.3f}M paper FLOPs, "
+            f"{chosen['params'] / 1e6:.3f}M params; constraints: {html.escape(json.dumps(budget))}</li>"
+        )
+        summary.append(f"<li>held-out top-1 with supernet weights: {100 * chosen['supernet_acc']:.2f}% "
+                       f"({chosen['evaluations']} candidates evaluated, {chosen['strategy']})</li>")
+    if result:
+        paths = ", ".join(f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%" for j in range(len(chosen["paths"]) if chosen else 0))
+        summary.append(f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); {paths}</li>")
+    if summary:
+        parts.append("<h2>Result</h2><ul>" + "".join(summary) + "</ul>")
+
+    if plots.plot_training(run, out / "training.png"):
+        parts.append("<h2>Training</h2>" + _figure("training.png", "Supernet training (dotted: shrinking rounds) and retraining"))
+    rounds = sorted((run / "supernet" / "shrink").glob("round_*.json"))
+    if rounds:
+        parts.append("<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops (mean exp(−β·feature distance) "
+                     "between paths), quality r, and every surviving combination's score; red bars were dropped.</p>")
+        for p in rounds:
+            record = json.loads(p.read_text())
+            name = f"shrink_round_{record['round']:02d}.png"
+            plots.plot_shrink_round(record, out / name)
+            parts.append(_figure(name, f"Round {record['round']}: {record['combinations_before']} → {record['combinations_after']} combinations"))
+    if plots.plot_evolution(run / "search", out / "evolution.png", run / "search_random"):
+        parts.append("<h2>Search</h2>" + _figure("evolution.png", "Evolution progress, and the best candidate found vs candidates evaluated"))
+    if chosen:
+        budget = chosen.get("constraints", {})
+        metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")
+        plots.plot_pareto(run / "search", out / "pareto.png", budget.get(f"max_{metric}"), metric, chosen)
+        parts.append(_figure("pareto.png", "Accuracy vs cost of every evaluated candidate, with the Pareto front and the budget"))
+        space = SearchSpace.from_dict(chosen["space"])
+        plots.plot_arch(EnsembleArch.from_json(chosen), space, out / "arch.png")
+        parts.append("<h2>The chosen ensemble</h2>" + _figure("arch.png", "Shared trunk, split point and each path's blocks"))
+    if not parts:
+        raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>NEAS report: {html.escape(run.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} figure{{margin:1em 0}}
+img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%}} code{{background:#f4f4f4}}</style></head>
+<body><h1>NEAS report: {html.escape(str(run))}</h1>
+{''.join(parts)}
+</body></html>
+"""
+    (out / "index.html").write_text(page)
+    return out / "index.html"

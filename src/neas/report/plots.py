@@ -1,0 +1,212 @@
+"""The report's figures (matplotlib, Agg): training curves, shrinking heat maps, evolution
+progress, accuracy-vs-cost with the Pareto front, and a diagram of the chosen ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
+
+from neas.log import MetricLogger  # noqa: E402
+from neas.space import EnsembleArch, parse_op  # noqa: E402
+
+__all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch"]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(run: Path, path: Path) -> "Path | None":
+    """Supernet loss and sampled-ensemble accuracy; retraining loss and test top-1."""
+    sn, rt = MetricLogger.read(run / "supernet"), MetricLogger.read(run / "retrain")
+    if not sn and not rt:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    if sn:
+        ep = [m["epoch"] + 1 for m in sn]
+        ax.plot(ep, [m["loss"] for m in sn], "o-", label="supernet loss (sum of K paths)")
+        shrinks = [m["epoch"] + 1 for a, m in zip([None] + sn[:-1], sn) if a is not None and m["combinations"] < a["combinations"]]
+        for i, e in enumerate(shrinks):
+            ax.axvline(e, color="grey", ls=":", lw=1, label="shrinking round" if i == 0 else None)
+    if rt:
+        ax.plot([m["epoch"] + 1 for m in rt], [m["loss"] for m in rt], "s-", label="retrain loss")
+    ax.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    ax.legend()
+    ax = axes[1]
+    if sn:
+        ax.plot([m["epoch"] + 1 for m in sn], [100 * m["ensemble_acc"] for m in sn], "o-", label="supernet: sampled ensembles (train batches)")
+    tests = [m for m in rt if "test_top1" in m]
+    if tests:
+        ax.plot([m["epoch"] + 1 for m in tests], [100 * m["test_top1"] for m in tests], "s-", label="retrained ensemble (test, EMA)")
+    ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Accuracy", ylim=(0, 100))
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def _heat(ax, fig, matrix, xlabels, ylabels, title, mask=None, vmin=None, vmax=None):
+    im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(xlabels)), xlabels, rotation=45, fontsize=7)
+    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if mask is not None:
+        for i, j in zip(*np.nonzero(mask)):
+            ax.text(j, i, "x", ha="center", va="center", color="red", fontsize=12, fontweight="bold")
+
+
+def plot_shrink_round(record: dict, path: Path) -> Path:
+    """Per layer, heat maps of the similarity S, the quality r and every surviving
+    combination's score (K = 2: an op x op matrix; otherwise one row), dropped ones marked x."""
+    layers = record["layers"]
+    fig, axes = plt.subplots(len(layers), 3, figsize=(13, 2.8 * len(layers)), squeeze=False)
+    dropped = {(d["layer"], tuple(d["ops"])) for d in record["dropped"]}
+    for row, layer in zip(axes, layers):
+        ops, name = layer["ops"], layer["layer"]
+        S = np.array(layer["S"])
+        _heat(row[0], fig, S, ops, ops, f"{name}: similarity S", vmin=S.min(), vmax=1.0)
+        _heat(row[1], fig, np.array([layer["r"]]), ops, ["r"], f"{name}: quality r = exp(γ·acc)")
+        scores = layer["scores"]
+        if scores and len(scores[0]["ops"]) == 2:
+            pos = {op: i for i, op in enumerate(ops)}
+            matrix, mask = np.full((len(ops), len(ops)), np.nan), np.zeros((len(ops), len(ops)), bool)
+            for c in scores:
+                i, j = sorted(pos[o] for o in c["ops"])
+                matrix[i, j] = c["score"]
+                mask[i, j] = (name, tuple(c["ops"])) in dropped
+            _heat(row[2], fig, matrix, ops, ops, f"{name}: combination scores (x: dropped)", mask)
+        else:
+            labels = ["/".join(c["ops"]) for c in scores]
+            mask = np.array([[(name, tuple(c["ops"])) in dropped for c in scores]])
+            _heat(row[2], fig, np.array([[c["score"] for c in scores]]), labels, ["score"], f"{name}: combination scores (x: dropped)", mask)
+    fig.suptitle(
+        f"Shrinking round {record['round']} after epoch {record['epoch']} ({record['mode']}): "
+        f"{record['combinations_before']} -> {record['combinations_after']} combinations",
+        fontsize=11,
+    )
+    return _save(fig, path)
+
+
+def _generations(search_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(search_dir.glob("generation_*.json"))]
+
+
+def plot_evolution(search_dir: Path, path: Path, random_dir: "Path | None" = None) -> "Path | None":
+    """Best-so-far and population accuracy per generation; the best found vs evaluations for
+    evolution and random search (like the paper's Figure 5)."""
+    gens = _generations(search_dir)
+    if not gens:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    g = [r["generation"] for r in gens]
+    ax.plot(g, [100 * r["best"]["ensemble_acc"] for r in gens], "o-", label="best so far")
+    ax.plot(g, [100 * np.mean([m["ensemble_acc"] for m in r["members"]]) for r in gens], "s--", label="population mean")
+    ax.set(xlabel="generation", ylabel="held-out top-1 (%)", title="Evolution progress")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend()
+    ax = axes[1]
+    for name, folder in (("evolution", search_dir), ("random", random_dir)):
+        if folder is None or not folder.is_dir():
+            continue
+        accs = [m["ensemble_acc"] for r in _generations(folder) for m in r["members"]]
+        if accs:
+            ax.plot(range(1, len(accs) + 1), 100 * np.maximum.accumulate(accs), label=name)
+    ax.set(xlabel="candidates evaluated", ylabel="best held-out top-1 (%)", title="Evolution vs random search")
+    ax.legend()
+    return _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy."""
+    front, best = [], -np.inf
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
+
+
+def plot_pareto(search_dir: Path, path: Path, budget: "float | None" = None, metric: str = "macs", chosen: "dict | None" = None) -> "Path | None":
+    members = [m for r in _generations(search_dir) for m in r["members"]]
+    if not members:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"random": "tab:grey", "mutation": "tab:blue", "crossover": "tab:orange"}
+    for origin, color in colors.items():
+        pts = [(m[metric] / 1e6, 100 * m["ensemble_acc"]) for m in members if m.get("origin") == origin]
+        if pts:
+            ax.scatter(*zip(*pts), s=14, alpha=0.6, color=color, label=origin)
+    front = pareto_front([(m[metric] / 1e6, 100 * m["ensemble_acc"]) for m in members])
+    ax.step(*zip(*front), where="post", color="black", lw=1.5, marker="o", ms=4, label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget / 1e6, color="tab:red", ls="--", label=f"budget {budget / 1e6:g}M")
+    if chosen is not None:
+        ax.scatter([chosen[metric] / 1e6], [100 * chosen["supernet_acc"]], marker="*", s=250, color="gold", edgecolor="black", zorder=5, label="chosen")
+    ax.set(xlabel=f"{metric} (M)", ylabel="held-out top-1 with supernet weights (%)", title="Every evaluated candidate")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
+    """The ensemble like the paper's Figure 3: the shared trunk, the split point, and each path's
+    blocks drawn with width by kernel size and height by expansion ratio."""
+    k = arch.num_paths
+    n = space.num_layers
+    fig, ax = plt.subplots(figsize=(max(8, 0.62 * (n + 4)), 1.2 + 1.1 * k))
+    cmap = plt.get_cmap("tab10")
+    kernels = sorted({o.kernel for o in space.ops if not o.is_skip})
+    color_of = {kern: cmap(i) for i, kern in enumerate(kernels)}
+    exps = sorted({o.expansion for o in space.ops if not o.is_skip})
+    y_mid = (k - 1) / 2
+
+    def block(x, y, op):
+        if op.is_skip:
+            ax.plot([x - 0.25, x + 0.25], [y, y], color="grey", ls=":", lw=1.5)
+            return
+        w = 0.25 + 0.07 * op.kernel
+        h = 0.3 + 0.5 * (exps.index(op.expansion) + 1) / len(exps)
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", color=color_of[op.kernel], alpha=0.9))
+        ax.text(x, y, f"{op.kernel}\n{op.expansion}", ha="center", va="center", fontsize=6, color="white")
+
+    ax.add_patch(Rectangle((-1.4, y_mid - 0.3), 0.6, 0.6, color="black"))
+    ax.text(-1.1, y_mid - 0.55, "stem", ha="center", fontsize=7)
+    ax.add_patch(Rectangle((-0.6, y_mid - 0.3), 0.6, 0.6, color="dimgrey"))
+    ax.text(-0.3, y_mid - 0.55, "L0", ha="center", fontsize=7)
+    for i in range(1, n + 1):
+        spec = space.layer(i)
+        if i <= arch.split:
+            block(i, y_mid, arch.paths[0][i - 1])
+        else:
+            for j in range(k):
+                block(i, j, arch.paths[j][i - 1])
+        if spec.first_of_stage:
+            ax.axvline(i - 0.5, color="lightgrey", lw=0.8, zorder=0)
+    split_x = arch.split + 0.5
+    ax.axvline(split_x, color="tab:red", ls="--", lw=1.2)
+    ax.text(split_x, k - 0.35, f"split point {arch.split}", color="tab:red", fontsize=8, ha="center")
+    for j in range(k):
+        ax.add_patch(Rectangle((n + 0.7, j - 0.3), 0.8, 0.6, color="tab:purple"))
+        ax.text(n + 1.1, j, "head", ha="center", va="center", color="white", fontsize=7)
+        ax.text(n + 1.8, j, f"path {j}", va="center", fontsize=8)
+    handles = [Rectangle((0, 0), 1, 1, color=color_of[kern]) for kern in kernels]
+    ax.legend(handles, [f"kernel {kern}" for kern in kernels], loc="upper left", fontsize=7, ncol=len(kernels), bbox_to_anchor=(0, 1.18))
+    ax.set_xlim(-1.6, n + 2.6)
+    ax.set_ylim(-0.8, k - 0.1)
+    ax.set_xticks(range(1, n + 1), [f"L{i}" for i in range(1, n + 1)], fontsize=7)
+    ax.set_yticks([])
+    ax.set_title(title or "Chosen ensemble (block labels: kernel / expansion; dotted: skip)", fontsize=10)
+    for spine in ("left", "right", "top"):
+        ax.spines[spine].set_visible(False)
+    return _save(fig, path)

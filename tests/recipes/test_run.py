@@ -1,0 +1,139 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neas.cli import main
+from neas.config import from_dict, load_yaml
+from neas.errors import NeasError
+from neas.recipes.run import CONFIGS, DEMO, RunConfig, run_pipeline
+
+SMALL = {
+    "space": "tiny",
+    "data": "digits",
+    "seed": 4,
+    "device": "cpu",
+    "supernet": {"epochs": 4, "batch_size": 64, "lr": 0.2, "shrink_every": 1, "shrink_drop": 3, "shrink_samples": 4,
+                 "bn_batches": 1, "probe_images": 64},
+    "search": {"max_macs": "0.7M", "population": 6, "parents": 2, "generations": 3, "mutations": 2, "crossovers": 2, "bn_batches": 1},
+    "compare_random": True,
+    "retrain": {"epochs": 3, "batch_size": 64, "eval_every": 3},
+}
+
+
+def cfg(out, **kw):
+    return from_dict(RunConfig, {**SMALL, "out": str(out), **kw})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_pipeline(cfg(out))
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = from_dict(RunConfig, load_yaml(path))
+    sn, se, rt = config.stages()
+    assert Path(sn.out).parent == Path(config.out) and se.supernet == sn.out
+    assert path.read_text().startswith("# neas run") or "torchrun" in path.read_text().splitlines()[1]
+
+
+def test_paper_settings_in_the_imagenet_config():
+    sn, se, rt = from_dict(RunConfig, load_yaml(CONFIGS / "imagenet.yaml")).stages()
+    assert (sn.epochs, sn.shrink_every, sn.shrink_drop, sn.shrink_beta) == (120, 20, 20, 1e-3)
+    assert (se.population, se.generations) == (50, 20)
+    assert rt.resolved().epochs == 350
+
+
+def test_run_directory_and_report(finished):
+    for stage in ("supernet", "search", "search_random", "retrain", "report"):
+        assert (finished / stage).is_dir(), stage
+    summary = json.loads((finished / "summary.json").read_text())
+    assert summary["macs"] <= 700_000 and 0 < summary["test_top1"] <= 1
+    report = finished / "report"
+    html = (report / "index.html").read_text()
+    images = ["training.png", "evolution.png", "pareto.png", "arch.png"] + [f"shrink_round_{i:02d}.png" for i in range(3)]
+    for name in images:
+        assert (report / name).stat().st_size > 5000, name
+        assert name in html
+
+
+def _killing(monkeypatch, module, attr, after):
+    real = getattr(module, attr)
+    calls = []
+
+    class Killed(BaseException):
+        pass
+
+    def dying(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == after:
+            raise Killed()
+        return out
+
+    monkeypatch.setattr(module, attr, dying)
+    return Killed, lambda: monkeypatch.setattr(module, attr, real)
+
+
+@pytest.mark.parametrize("stage", ["supernet", "search", "retrain"])
+def test_kill_in_any_stage_and_resume(finished, tmp_path, monkeypatch, stage):
+    import neas.recipes.retrain as retrain_mod
+    import neas.recipes.search as search_mod
+    import neas.recipes.train_supernet as sn_mod
+
+    module, attr = {"supernet": (sn_mod, "save_checkpoint"), "search": (search_mod, "atomic_write_text"),
+                    "retrain": (retrain_mod, "save_checkpoint")}[stage]
+    Killed, restore = _killing(monkeypatch, module, attr, 2)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        run_pipeline(cfg(out))
+    restore()
+    with pytest.raises(NeasError, match="already exists: pass --resume"):
+        run_pipeline(cfg(out))
+    run_pipeline(cfg(out, resume=True))
+    a, b = json.loads((out / "summary.json").read_text()), json.loads((finished / "summary.json").read_text())
+    a.pop("report"), b.pop("report")
+    assert a == b
+    wa, wb = load_file(str(out / "retrain" / "model.safetensors")), load_file(str(finished / "retrain" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_with_another_config_is_refused(finished):
+    with pytest.raises(NeasError, match="config differs"):
+        run_pipeline(cfg(finished, seed=5, resume=True))
+
+
+def test_bad_section_keys(tmp_path):
+    with pytest.raises(NeasError, match="unknown key 'supernet.shrink_evry' \\(did you mean 'shrink_every'\\?\\)"):
+        cfg(tmp_path / "x", supernet={"shrink_evry": 2}).stages()
+    with pytest.raises(NeasError, match="supernet.space: set by `neas run` itself"):
+        cfg(tmp_path / "x", supernet={"space": "cifar"}).stages()
+
+
+def test_report_cli(finished, capsys, tmp_path):
+    assert main(["report", str(finished)]) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+
+
+def test_demo_is_the_default():
+    assert DEMO.is_file()
+    demo = from_dict(RunConfig, load_yaml(DEMO))
+    assert demo.space == "tiny" and demo.data == "digits" and demo.search["max_macs"] == "0.6M"
+
+
+def test_the_demo_runs_end_to_end(tmp_path, capsys):
+    """`neas run` with no arguments (here with --out): the whole demo, about a minute on 2 cores."""
+    assert main(["run", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "final: test top-1" in out and "budget: max_macs 0.6M" in out and "report:" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["macs"] <= 600_000 and summary["test_top1"] > 0.9
