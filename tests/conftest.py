@@ -35,3 +35,17 @@ def trained_supernet(tmp_path_factory):
                        shrink_every=3, shrink_drop=4, shrink_samples=6, bn_batches=2, probe_images=128, device="cpu")
     )
     return out
+
+
+def random_shrunk(space, seed):
+    """A random shrunk space: every layer keeps a random non-empty subset of its combinations."""
+    from neas.space import ShrunkSpace
+
+    rng = random.Random(seed)
+    full = ShrunkSpace.full(space)
+    drops = {}
+    for index in range(1, space.num_layers + 1):
+        combos = list(full.layer_combinations(index))
+        rng.shuffle(combos)
+        drops[index] = combos[: rng.randrange(len(combos))]  # keep at least one
+    return full.without(drops)

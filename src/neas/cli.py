@@ -67,29 +67,28 @@ def recipe_config(cls, args, fields):
         raise NeasError(f"{where}{exc}") from None
 
 
-def _cmd_train_supernet(args) -> int:
-    from neas.recipes.train_supernet import SupernetConfig, train_supernet
+def _training_command(module: str, config: str, runner: str, artefact: str):
+    """A subcommand that resolves a recipe config, runs it, and prints its main artefact."""
 
-    cfg = recipe_config(SupernetConfig, args, SupernetConfig.__dataclass_fields__)
-    run = train_supernet(cfg)
-    from neas import dist
+    def command(args) -> int:
+        import importlib
 
-    if dist.is_main_process():
-        print(f"supernet: {run / 'supernet.safetensors'}")
-    dist.cleanup()
-    return 0
+        from neas import dist
+
+        recipe = importlib.import_module(f"neas.recipes.{module}")
+        cls = getattr(recipe, config)
+        run = getattr(recipe, runner)(recipe_config(cls, args, cls.__dataclass_fields__))
+        if dist.is_main_process():
+            print(f"{artefact.split('.')[0]}: {run / artefact}")
+        dist.cleanup()
+        return 0
+
+    return command
 
 
-def _cmd_search(args) -> int:
-    from neas import dist
-    from neas.recipes.search import SearchConfig, search
-
-    cfg = recipe_config(SearchConfig, args, SearchConfig.__dataclass_fields__)
-    run = search(cfg)
-    if dist.is_main_process():
-        print(f"arch: {run / 'arch.json'}")
-    dist.cleanup()
-    return 0
+_cmd_train_supernet = _training_command("train_supernet", "SupernetConfig", "train_supernet", "supernet.safetensors")
+_cmd_search = _training_command("search", "SearchConfig", "search", "arch.json")
+_cmd_retrain = _training_command("retrain", "RetrainConfig", "retrain", "model.safetensors")
 
 
 def _cmd_latency_table(args) -> int:
@@ -106,18 +105,6 @@ def _cmd_latency_table(args) -> int:
         table = measure_latency_table(space, args.num_classes, device, args.batch_size, args.repeats, progress=bar)
     table.save(args.out)
     print(f"latency table of {space.name!r} on {table.device}: {args.out}")
-    return 0
-
-
-def _cmd_retrain(args) -> int:
-    from neas import dist
-    from neas.recipes.retrain import RetrainConfig, retrain
-
-    cfg = recipe_config(RetrainConfig, args, RetrainConfig.__dataclass_fields__)
-    run = retrain(cfg)
-    if dist.is_main_process():
-        print(f"model: {run / 'model.safetensors'}")
-    dist.cleanup()
     return 0
 
 

@@ -10,26 +10,17 @@ from neas.search.evolution import EvolutionSettings, crossover, mutate, repair, 
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
+from ..conftest import random_shrunk
+
 SPACE = SearchSpace.preset("tiny")
 BIG = SearchSpace.preset("imagenet")
-
-
-def _shrunk(space, seed):
-    rng = random.Random(seed)
-    full = ShrunkSpace.full(space)
-    drops = {}
-    for index in range(1, space.num_layers + 1):
-        combos = list(full.layer_combinations(index))
-        rng.shuffle(combos)
-        drops[index] = combos[: rng.randrange(len(combos))]
-    return full.without(drops)
 
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), space=st.sampled_from([SPACE, BIG]), p_split=st.sampled_from([0.0, 0.5, 1.0]))
 def test_mutation_children_are_valid_in_space_and_budget(seed, space, p_split):
     rng = random.Random(seed)
-    shrunk = _shrunk(space, seed)
+    shrunk = random_shrunk(space, seed)
     table = cost_table(space, 10)
     parent = EnsembleArch.sample(space, rng, shrunk)
     budget = Constraints(max_macs=table.cost(parent).macs)
@@ -46,7 +37,7 @@ def test_mutation_children_are_valid_in_space_and_budget(seed, space, p_split):
 @given(seed=st.integers(0, 2**31 - 1), space=st.sampled_from([SPACE, BIG]))
 def test_crossover_children_are_valid(seed, space):
     rng = random.Random(seed)
-    shrunk = _shrunk(space, seed + 1)
+    shrunk = random_shrunk(space, seed + 1)
     a, b = EnsembleArch.sample(space, rng, shrunk), EnsembleArch.sample(space, rng, shrunk)
     for _ in range(5):
         child = crossover(a, b, shrunk, rng)
@@ -95,7 +86,7 @@ def test_split_shrink_keeps_the_shared_op_in_the_new_combination():
 
 
 def test_layer_mutation_with_p_one_redraws_within_the_space():
-    shrunk = _shrunk(SPACE, 3)
+    shrunk = random_shrunk(SPACE, 3)
     rng = random.Random(2)
     parent = EnsembleArch.sample(SPACE, rng, shrunk)
     children = {mutate(parent, shrunk, 0.0, 1.0, rng) for _ in range(50)}

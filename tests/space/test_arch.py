@@ -10,7 +10,7 @@ from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace, parse_op
 from neas.space.presets import ARCH_PRESETS
 
-from ..conftest import PRESETS
+from ..conftest import PRESETS, random_shrunk
 
 SPACES = {name: SearchSpace.preset(name) for name in PRESETS}
 
@@ -46,14 +46,7 @@ def test_sampled_archs_are_valid_and_round_trip(name, seed):
 @given(seed=st.integers(0, 2**31 - 1), drop_seed=st.integers(0, 2**31 - 1))
 def test_sampling_respects_a_shrunk_space(seed, drop_seed):
     space = SPACES["tiny"]
-    rng = random.Random(drop_seed)
-    full = ShrunkSpace.full(space)
-    drops = {}
-    for index in range(1, space.num_layers + 1):
-        combos = list(full.layer_combinations(index))
-        rng.shuffle(combos)
-        drops[index] = combos[: rng.randrange(len(combos))]  # keep at least one
-    shrunk = full.without(drops)
+    shrunk = random_shrunk(space, drop_seed)
     arch = EnsembleArch.sample(space, random.Random(seed), shrunk=shrunk)
     _check_invariants(arch, space, shrunk)
     arch.validate(space, shrunk)

@@ -22,7 +22,7 @@ from neas.errors import NeasError
 from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
 from neas.space import EnsembleArch, SearchSpace, parse_op
 
-__all__ = ["LatencyTable", "measure_latency_table"]
+__all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms"]
 
 
 class _Head(nn.Module):
@@ -35,7 +35,8 @@ class _Head(nn.Module):
         return pool_classify(self.head_conv(x), self.conv_head, self.classifier, self.dropout, False)[0]
 
 
-def _time_ms(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
+def time_forward_ms(module, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time (ms) of ``module(x)`` without gradients, after ``warmup`` calls."""
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     with torch.no_grad():
         for _ in range(warmup):
@@ -111,7 +112,7 @@ def measure_latency_table(
     x = torch.randn(batch_size, space.in_channels, space.input_size, space.input_size, device=device).contiguous(memory_format=fmt)
     conv, bn = make_stem(space)
     fixed = prep(nn.Sequential(conv, bn, make_first_block(space)))
-    fixed_ms = _time_ms(fixed, x, repeats, warmup)
+    fixed_ms = time_forward_ms(fixed, x, repeats, warmup)
     with torch.no_grad():
         x = fixed(x)
     layers = []
@@ -122,14 +123,14 @@ def measure_latency_table(
                 entry[str(op)] = 0.0
                 continue
             block = prep(make_block(spec, op))
-            entry[str(op)] = _time_ms(block, x, repeats, warmup)
+            entry[str(op)] = time_forward_ms(block, x, repeats, warmup)
             with torch.no_grad():
                 out = block(x)
             if progress is not None:
                 progress.update(1)
         layers.append(entry)
         x = out
-    head_ms = _time_ms(prep(_Head(space, num_classes)), x, repeats, warmup)
+    head_ms = time_forward_ms(prep(_Head(space, num_classes)), x, repeats, warmup)
     return LatencyTable(space.name, device_name(device), batch_size, space.input_size, fixed_ms, layers, head_ms)
 
 

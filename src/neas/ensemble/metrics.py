@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -37,20 +34,10 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
     return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {"images": total}
 
 
-@torch.no_grad()
 def measure_latency_ms(net: EnsembleNet, device, batch_size: int = 1, repeats: int = 30, warmup: int = 5) -> float:
     """Median wall time of one forward pass of the whole ensemble (channels_last, eval mode)."""
-    net.eval()
+    from neas.cost.latency import time_forward_ms
+
     size = net.space.input_size
     x = torch.randn(batch_size, net.space.in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    for _ in range(warmup):
-        net(x)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        net(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return time_forward_ms(net.eval(), x, repeats, warmup)
