@@ -8,6 +8,14 @@ from neas.space import SearchSpace
 PRESETS = ["tiny", "cifar", "imagenet"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _decode_cache(tmp_path_factory):
+    """Decoded image folders are cached per test session, never in the user's home."""
+    import os
+
+    os.environ["NEAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decode-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)

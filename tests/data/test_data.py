@@ -68,3 +68,24 @@ def test_streamed_imagefolder(tmp_path):
     torch.testing.assert_close(x_mem, x_files)
     with pytest.raises(NeasError, match="has no 'test' split"):
         load_dataset("imagefolder", "test", 16, tmp_path)
+
+
+def test_decoded_folders_are_cached_and_invalidated(tmp_path):
+    import os
+    import time
+
+    from PIL import Image
+
+    from neas.data.datasets import cache_dir
+
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        Image.new("RGB", (12, 12), (200 if c == "a" else 10, 0, 0)).save(tmp_path / "train" / c / "x.png")
+    first = load_dataset("imagefolder", "train", 8, tmp_path)
+    files = list(cache_dir().glob("*.npy"))
+    second = load_dataset("imagefolder", "train", 8, tmp_path)
+    assert torch.equal(first.images, second.images) and list(cache_dir().glob("*.npy")) == files
+    time.sleep(0.01)
+    Image.new("RGB", (12, 12), (0, 255, 0)).save(tmp_path / "train" / "a" / "x.png")  # changed file: new key
+    third = load_dataset("imagefolder", "train", 8, tmp_path)
+    assert not torch.equal(third.images, first.images) and len(list(cache_dir().glob("*.npy"))) == len(files) + 1

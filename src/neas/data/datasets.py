@@ -8,6 +8,7 @@ folders (more than ``max_memory_gb`` once decoded) stream from disk instead
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -150,12 +151,32 @@ def decode_image(path: str, input_size: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def cache_dir() -> Path:
+    """Where decoded image folders are cached (``$NEAS_CACHE_DIR``, else ``~/.cache/neas``)."""
+    return Path(os.environ.get("NEAS_CACHE_DIR") or Path.home() / ".cache" / "neas")
+
+
+def _cache_key(paths: list[str], input_size: int) -> str:
+    digest = hashlib.sha256(f"v1:{input_size}".encode())
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
 def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     if len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30:
         log.info("%s/%s: %d images stream from disk (too large to keep decoded in memory)", root, split, len(paths))
         return ImageFiles(paths, label_tensor, classes, input_size)
+    # Decoded once, then cached as one uint8 array keyed by the files' names, sizes and times.
+    cached = cache_dir() / f"{_cache_key(paths, input_size)}.npy"
+    if cached.is_file():
+        try:
+            return ImageTensors(torch.from_numpy(np.load(cached)), label_tensor, classes)
+        except (OSError, ValueError):
+            log.warning("ignoring a damaged decode cache %s", cached)
     images = torch.empty(len(paths), 3, input_size, input_size, dtype=torch.uint8)
 
     def work(i):
@@ -163,6 +184,14 @@ def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float =
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(work, range(len(paths))))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, images.numpy())
+        os.replace(tmp, cached)
+    except OSError as exc:  # a read-only home: decoding every time still works
+        log.warning("could not write the decode cache %s: %s", cached, exc)
     return ImageTensors(images, label_tensor, classes)
 
 

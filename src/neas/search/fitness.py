@@ -55,14 +55,33 @@ class CandidateEvaluator:
         self.cache_size = cache_size
         self.memo: dict[EnsembleArch, Evaluation] = {}
         self._shared: OrderedDict = OrderedDict()
+        self._base = None  # stem + L0 activations: the same for every candidate
         self.shared_computed = 0  # how many shared parts were computed (for tests/benchmarks)
 
     # ---- the shared part -------------------------------------------------------------------
-    def _shared_modules(self, arch: EnsembleArch):
+    @torch.no_grad()
+    def _recalibrated(self, modules, run, bn_inputs, val_inputs):
+        """Recalibrates the BNs of ``modules`` on ``bn_inputs``; returns ``run``'s outputs on the
+        recalibration inputs (train mode) and on the held-out inputs (eval mode)."""
         sn = self.supernet
-        return [sn.conv_stem, sn.bn1, sn.first_block] + [
-            sn.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip
-        ]
+        norms = batch_norms(modules)
+        momenta = _reset(norms)
+        sn.train()
+        bn_out = [run(x) for x in bn_inputs]
+        for bn, m in zip(norms, momenta):
+            bn.momentum = m
+        sn.eval()
+        return bn_out, [run(x) for x in val_inputs]
+
+    def _stem(self):
+        """Stem + L0 are the same in every candidate: recalibrated and run once."""
+        if self._base is None:
+            sn = self.supernet
+            self._base = self._recalibrated(
+                [sn.conv_stem, sn.bn1, sn.first_block], lambda x: sn.first_block(sn.bn1(sn.conv_stem(x))),
+                self.bn_batches, [x for x, _ in self.val_batches],
+            )
+        return self._base
 
     @torch.no_grad()
     def _shared_part(self, arch: EnsembleArch):
@@ -71,14 +90,15 @@ class CandidateEvaluator:
             self._shared.move_to_end(key)
             return self._shared[key]
         sn = self.supernet
-        norms = batch_norms(self._shared_modules(arch))
-        momenta = _reset(norms)
-        sn.train()
-        bn_acts = [sn.forward_shared(x, arch) for x in self.bn_batches]
-        for bn, m in zip(norms, momenta):
-            bn.momentum = m
-        sn.eval()
-        val_acts = [sn.forward_shared(x, arch) for x, _ in self.val_batches]
+        blocks = [sn.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip]
+
+        def run(h):
+            for block in blocks:
+                h = block(h)
+            return h
+
+        base_bn, base_val = self._stem()
+        bn_acts, val_acts = self._recalibrated(blocks, run, base_bn, base_val)
         self.shared_computed += 1
         self._shared[key] = (bn_acts, val_acts)
         while len(self._shared) > self.cache_size:
@@ -95,16 +115,9 @@ class CandidateEvaluator:
     def _evaluate_reusing(self, arch: EnsembleArch) -> Evaluation:
         sn, k_paths = self.supernet, arch.num_paths
         bn_acts, val_acts = self._shared_part(arch)
-        norms = batch_norms(m for k in range(k_paths) for m in self._path_modules(arch, k))
-        momenta = _reset(norms)
-        sn.train()
-        for h in bn_acts:
-            for k in range(k_paths):
-                sn.forward_path(h, arch, k)
-        for bn, m in zip(norms, momenta):
-            bn.momentum = m
-        sn.eval()
-        return self._score(arch, ([sn.forward_path(h, arch, k)[0] for k in range(k_paths)] for h in val_acts))
+        modules = [m for k in range(k_paths) for m in self._path_modules(arch, k)]
+        _, logits = self._recalibrated(modules, lambda h: [sn.forward_path(h, arch, k)[0] for k in range(k_paths)], bn_acts, val_acts)
+        return self._score(arch, logits)
 
     @torch.no_grad()
     def _evaluate_whole(self, arch: EnsembleArch) -> Evaluation:

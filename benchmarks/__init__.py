@@ -1,0 +1,1 @@
+"""neas benchmarks: ``python -m benchmarks [--size cpu|imagenet] [--json FILE] [--only N ...]``."""

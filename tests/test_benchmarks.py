@@ -1,0 +1,33 @@
+"""The benchmarks' own correctness checks, at a size that runs in seconds."""
+
+import torch
+
+from benchmarks.bench_eval import candidate_evaluation, candidates_like_evolution
+from benchmarks.bench_step import shared_once, supernet_vs_plain
+from benchmarks.common import interleaved
+from neas import SearchSpace
+
+TINY = {"batch": 4, "imagenet_input": 64, "imagenet_batch": 2, "repeats": 1, "warmup": 0, "candidates": 6}
+
+
+def test_interleaved_times_every_callable():
+    calls = []
+    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert set(t) == {"a", "b"} and calls.count("a") == 4 and calls.count("b") == 4
+
+
+def test_candidate_evaluation_accuracies_are_identical():
+    result = candidate_evaluation(TINY)
+    assert result.extra["identical_accuracies"] and result.extra["candidates"] == 6
+    assert result.ours_s > 0 and result.baseline_s > 0
+
+
+def test_evolution_like_candidates_share_parts():
+    archs = candidates_like_evolution(SearchSpace.preset("cifar"), 12)
+    assert len(set(archs)) == 12 and len({(a.split, a.shared) for a in archs}) < 12
+
+
+def test_step_benchmarks_run():
+    assert supernet_vs_plain("tiny", TINY).ratio > 0
+    result = shared_once("tiny", TINY)
+    assert {"full", "shared", "path0", "path1"} <= set(result.extra)
