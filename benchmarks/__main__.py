@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     suite = {
         1: [lambda: supernet_vs_plain("cifar", size, args.device), lambda: supernet_vs_plain("imagenet", size, args.device)],
         2: [lambda: shared_once("cifar", size, args.device), lambda: shared_once("imagenet", size, args.device)],
-        3: [lambda: candidate_evaluation(size, args.device)],
+        3: [lambda: candidate_evaluation(size, args.device), lambda: candidate_evaluation(size, args.device, kind="evolution")],
         4: [lambda: data_feed(size, args.device)],
         5: [lambda: compiled_retrain(size, args.device)],
     }

@@ -21,6 +21,8 @@ CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
+    """Images/s of supernet training over one epoch: data decoded from disk once (then cached)
+    vs the same tensors already in memory; the streamed (decode every epoch) path for reference."""
     if not (CIFAR / "train").is_dir():
         return None
     space = SearchSpace.preset("cifar")
@@ -31,14 +33,14 @@ def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
     disk = load_dataset("imagefolder", "train", 32, CIFAR)
     warm_load = time.perf_counter() - start
     memory = ImageTensors(disk.images.clone(), disk.labels.clone(), disk.classes)  # "already in memory"
+    streamed = load_dataset("imagefolder", "train", 32, CIFAR, max_memory_gb=0)  # decode every epoch
     torch.manual_seed(0)
     supernet = Supernet(space, 10).to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
 
-    def train(data_fn):
+    def train(data, workers=0):
         def run():
-            data = data_fn()
-            loader = BatchLoader(data, size["batch"], True, Augment(pad=4), seed=0, device=device)
+            loader = BatchLoader(data, size["batch"], True, Augment(pad=4), seed=0, device=device, workers=workers)
             rng = random.Random(0)
             for i, (x, y) in enumerate(loader.epoch(0)):
                 if i == steps:
@@ -50,12 +52,15 @@ def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
 
         return run
 
-    t = interleaved({"disk": train(lambda: load_dataset("imagefolder", "train", 32, CIFAR)), "memory": train(lambda: memory)},
-                    max(3, size["repeats"] // 2), 1, device)
-    ratio = t["memory"] / t["disk"]
-    step_s = t["memory"] / steps
-    epoch_s = step_s * len(disk) // size["batch"]
-    return Result("4. data from disk", f"ImageFolder on disk ({steps} steps incl. load)", "tensors in memory",
-                  t["disk"], t["memory"], ">= 0.95", ratio, ratio >= 0.95,
-                  {"first_load_s": first_load, "warm_load_s": warm_load, "images": len(disk),
-                   "epoch_ratio_with_warm_load": epoch_s / (epoch_s + warm_load)})
+    t = interleaved({"disk": train(disk), "memory": train(memory)}, size["repeats"], 1, device)
+    # streamed apart: its worker processes must not overlap the two measured sides
+    t.update(interleaved({"streamed": train(streamed, workers=2)}, 2, 1, device))
+    epoch_steps = len(disk) // size["batch"]
+    epoch_memory = t["memory"] / steps * epoch_steps
+    epoch_disk = t["disk"] / steps * epoch_steps + warm_load  # the load happens once per run
+    ratio = epoch_memory / epoch_disk
+    return Result("4. data from disk", "ImageFolder decoded once + cached", "tensors in memory",
+                  epoch_disk, epoch_memory, ">= 0.95", ratio, ratio >= 0.95,
+                  {"unit": "seconds per epoch", "first_load_s": first_load, "warm_load_s": warm_load, "images": len(disk),
+                   "step_disk_ms": 1e3 * t["disk"] / steps, "step_memory_ms": 1e3 * t["memory"] / steps,
+                   "streamed_ratio": t["memory"] / t["streamed"]})

@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, help="0 disables the EMA")
     p.add_argument("--holdout", type=float, help="leave out this held-out fraction of the training split")
     p.add_argument("--eval-every", type=int)
+    p.add_argument("--compile", help="torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     _bool_flag(p, "amp", "mixed precision on CUDA")

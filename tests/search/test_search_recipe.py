@@ -98,8 +98,11 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
     got = fast.evaluate_many(archs + archs)
     want = [slow.evaluate(a) for a in archs]
     assert got[: len(archs)] == want and got[len(archs) :] == want
-    distinct_shared = len({(a.split, a.shared) for a in archs})
-    assert fast.shared_computed == distinct_shared < len(set(archs))
+    # each (prefix, layer) is computed once: at most the number of distinct non-skip path prefixes
+    prefixes = {tuple(p[:j]) for a in archs for p in a.paths for j in range(1, len(p) + 1) if not p[j - 1].is_skip}
+    assert fast.layers_computed == len(prefixes)
+    naive = sum(1 for a in set(archs) for p in a.paths for op in p if not op.is_skip)
+    assert fast.layers_computed < naive
     assert len(fast.memo) == len(set(archs))
 
 

@@ -1,11 +1,13 @@
 """Scoring candidates with supernet weights (DESIGN.md §7-8): BN recalibration, then ensemble
 top-1 (mean of the path logits) on the held-out images.
 
-Candidates that share a shared part (same split point and shared ops) reuse it: its BNs are
-recalibrated once, and its activations on the R recalibration batches (train mode) and on the
-held-out images (eval mode) are kept, so a candidate only runs its private layers and heads.
-This gives exactly the numbers of recalibrating and evaluating each whole network on its own.
-Every candidate is evaluated once (memoised).
+A path's activations after layer j depend only on its ops on L1..Lj (its *prefix*), and so do
+the recalibrated statistics of the BNs on the way. The evaluator keeps a prefix tree of
+activations — on the R recalibration batches (train mode) and on the held-out images (eval
+mode) — so stem + L0 run once for all candidates, a shared part runs once for all paths, and a
+candidate reuses the longest prefix any earlier path computed (mutated children share most of
+their parents' prefixes). This gives exactly the numbers of recalibrating and evaluating each
+whole network on its own (tested). Every candidate is evaluated once (memoised).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from neas.search.bn import batch_norms, recalibrate_bn
 from neas.space import EnsembleArch
+from neas.nn import pool_classify
 from neas.supernet import Supernet
 
 __all__ = ["Evaluation", "CandidateEvaluator"]
@@ -43,81 +46,76 @@ class CandidateEvaluator:
         supernet: trained weights (left in eval mode; BN statistics are overwritten).
         bn_batches: R batches of training images for BN recalibration.
         val_batches: (images, labels) batches of the held-out part.
-        reuse_shared: share the shared part between candidates (off: whole network each time).
-        cache_size: shared parts kept (each holds its activations on every batch).
+        reuse_shared: reuse prefixes between paths and candidates (off: whole network each time).
+        cache_bytes: memory for cached activations (least recently used prefixes are dropped).
     """
 
-    def __init__(self, supernet: Supernet, bn_batches, val_batches, reuse_shared: bool = True, cache_size: int = 4):
+    def __init__(self, supernet: Supernet, bn_batches, val_batches, reuse_shared: bool = True, cache_bytes: int = 2 * 2**30):
         self.supernet = supernet
         self.bn_batches = list(bn_batches)
         self.val_batches = list(val_batches)
         self.reuse_shared = reuse_shared
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.memo: dict[EnsembleArch, Evaluation] = {}
-        self._shared: OrderedDict = OrderedDict()
-        self._base = None  # stem + L0 activations: the same for every candidate
-        self.shared_computed = 0  # how many shared parts were computed (for tests/benchmarks)
+        self._prefixes: OrderedDict = OrderedDict()  # ops of L1..Lj -> (bn activations, val activations)
+        self._bytes = 0
+        self.layers_computed = 0  # (prefix, layer) computations, for tests and benchmarks
 
-    # ---- the shared part -------------------------------------------------------------------
     @torch.no_grad()
     def _recalibrated(self, modules, run, bn_inputs, val_inputs):
         """Recalibrates the BNs of ``modules`` on ``bn_inputs``; returns ``run``'s outputs on the
         recalibration inputs (train mode) and on the held-out inputs (eval mode)."""
-        sn = self.supernet
         norms = batch_norms(modules)
         momenta = _reset(norms)
-        sn.train()
+        for m in modules:  # only these: toggling the whole supernet walks thousands of modules
+            m.train()
         bn_out = [run(x) for x in bn_inputs]
         for bn, m in zip(norms, momenta):
             bn.momentum = m
-        sn.eval()
+        for m in modules:
+            m.eval()
         return bn_out, [run(x) for x in val_inputs]
 
-    def _stem(self):
-        """Stem + L0 are the same in every candidate: recalibrated and run once."""
-        if self._base is None:
-            sn = self.supernet
-            self._base = self._recalibrated(
-                [sn.conv_stem, sn.bn1, sn.first_block], lambda x: sn.first_block(sn.bn1(sn.conv_stem(x))),
-                self.bn_batches, [x for x, _ in self.val_batches],
-            )
-        return self._base
+    def _store(self, key, value):
+        self._prefixes[key] = value
+        self._bytes += sum(t.numel() * t.element_size() for part in value for t in part)
+        while self._bytes > self.cache_bytes and len(self._prefixes) > 1:
+            _, old = self._prefixes.popitem(last=False)
+            self._bytes -= sum(t.numel() * t.element_size() for part in old for t in part)
 
-    @torch.no_grad()
-    def _shared_part(self, arch: EnsembleArch):
-        key = (arch.split, arch.shared)
-        if key in self._shared:
-            self._shared.move_to_end(key)
-            return self._shared[key]
+    def _prefix(self, ops: tuple) -> tuple[list, list]:
+        """Activations after L{len(ops)} of a path whose ops on L1.. are ``ops``."""
+        if ops in self._prefixes:
+            self._prefixes.move_to_end(ops)
+            return self._prefixes[ops]
         sn = self.supernet
-        blocks = [sn.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip]
-
-        def run(h):
-            for block in blocks:
-                h = block(h)
-            return h
-
-        base_bn, base_val = self._stem()
-        bn_acts, val_acts = self._recalibrated(blocks, run, base_bn, base_val)
-        self.shared_computed += 1
-        self._shared[key] = (bn_acts, val_acts)
-        while len(self._shared) > self.cache_size:
-            self._shared.popitem(last=False)
-        return bn_acts, val_acts
-
-    # ---- candidates -----------------------------------------------------------------------------
-    def _path_modules(self, arch: EnsembleArch, k: int):
-        sn = self.supernet
-        blocks = [sn.block(i, op) for i, op in enumerate(arch.private(k), start=arch.split + 1) if not op.is_skip]
-        return blocks + [sn.head_convs[k]]
+        if not ops:  # stem + L0: the same in every candidate
+            modules = [sn.conv_stem, sn.bn1, sn.first_block]
+            value = self._recalibrated(modules, lambda x: sn.first_block(sn.bn1(sn.conv_stem(x))), self.bn_batches,
+                                       [x for x, _ in self.val_batches])
+        else:
+            parent = self._prefix(ops[:-1])
+            op = ops[-1]
+            if op.is_skip:
+                value = parent
+            else:
+                block = sn.block(len(ops), op)
+                value = self._recalibrated([block], block, *parent)
+                self.layers_computed += 1
+        self._store(ops, value)
+        return value
 
     @torch.no_grad()
     def _evaluate_reusing(self, arch: EnsembleArch) -> Evaluation:
-        sn, k_paths = self.supernet, arch.num_paths
-        bn_acts, val_acts = self._shared_part(arch)
-        modules = [m for k in range(k_paths) for m in self._path_modules(arch, k)]
-        _, logits = self._recalibrated(modules, lambda h: [sn.forward_path(h, arch, k)[0] for k in range(k_paths)], bn_acts, val_acts)
-        return self._score(arch, logits)
+        sn = self.supernet
+        logits = []
+        for k, path in enumerate(arch.paths):
+            bn_acts, val_acts = self._prefix(tuple(path))
+            head = [sn.head_convs[k]]
+            _, out = self._recalibrated(head, lambda h, k=k: pool_classify(sn.head_convs[k](h), sn.conv_heads[k], sn.classifiers[k], 0.0, False)[0],
+                                        bn_acts, val_acts)
+            logits.append(out)
+        return self._score(arch, [list(per_batch) for per_batch in zip(*logits)])
 
     @torch.no_grad()
     def _evaluate_whole(self, arch: EnsembleArch) -> Evaluation:
@@ -138,12 +136,13 @@ class CandidateEvaluator:
     def evaluate(self, arch: EnsembleArch) -> Evaluation:
         """The (memoised) evaluation of one candidate."""
         if arch not in self.memo:
+            arch.validate(self.supernet.space)
             self.memo[arch] = self._evaluate_reusing(arch) if self.reuse_shared else self._evaluate_whole(arch)
         return self.memo[arch]
 
     def evaluate_many(self, archs: list[EnsembleArch], progress=None) -> list[Evaluation]:
-        """Evaluates a batch of candidates, grouped by shared part; results in input order."""
-        order = sorted(range(len(archs)), key=lambda i: (archs[i].split, tuple(map(str, archs[i].shared))))
+        """Evaluates a batch of candidates, in prefix order (cache locality); results in input order."""
+        order = sorted(range(len(archs)), key=lambda i: [tuple(map(str, p)) for p in archs[i].paths])
         out: list = [None] * len(archs)
         for i in order:
             out[i] = self.evaluate(archs[i])
