@@ -172,6 +172,14 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_subimagenet(args) -> int:
+    from neas.data.subimagenet import make_subimagenet
+
+    listing = make_subimagenet(args.imagenet, args.out, args.classes, args.train_per_class, args.val_per_class, args.seed)
+    print(f"subImageNet: {len(listing['classes'])} classes in {args.out} (listed in {args.out}/classes.json)")
+    return 0
+
+
 def _bool_flag(p, name, help):
     p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
 
@@ -316,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("subimagenet", help="write the paper's 100-class subImageNet (250 train + 50 val per class)")
+    p.add_argument("--imagenet", required=True, help="ImageNet root with train/<class>/ and val/<class>/")
+    p.add_argument("--out", required=True)
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--train-per-class", type=int, default=250)
+    p.add_argument("--val-per-class", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_subimagenet)
 
     p = sub.add_parser("report", help="write RUN_DIR/report/index.html with the run's plots")
     p.add_argument("run", help="a `neas run` directory")
