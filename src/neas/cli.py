@@ -172,6 +172,20 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_rank(args) -> int:
+    from neas.recipes.rank import RankConfig, rank
+
+    cfg = RankConfig(supernet=args.supernet, out=args.out, num_archs=args.num_archs, from_space=args.from_space,
+                     scratch_epochs=args.scratch_epochs, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
+    results = rank(cfg)
+    for path, r in results["supernets"].items():
+        lo, hi = r["kendall_tau_ci95"]
+        print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"Spearman rho {r['spearman_rho']:.3f} over {r['n']} ensembles")
+    print(f"rank: {args.out}/rank.json")
+    return 0
+
+
 def _cmd_subimagenet(args) -> int:
     from neas.data.subimagenet import make_subimagenet
 
@@ -288,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--erase-prob", type=float)
     p.add_argument("--ema-decay", type=float, help="0 disables the EMA")
     p.add_argument("--holdout", type=float, help="leave out this held-out fraction of the training split")
+    p.add_argument("--eval-split", help="test (default) or holdout")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--compile", help="torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
     p.add_argument("--seed", type=int)
@@ -324,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("rank", help="Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)")
+    p.add_argument("--supernet", nargs="+", required=True, help="supernet run directories to compare")
+    p.add_argument("--num-archs", type=int, default=30)
+    p.add_argument("--from-space", default="full", help="'full' or a supernet run directory whose shrunk space to sample")
+    p.add_argument("--scratch-epochs", type=int, default=10)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_rank)
 
     p = sub.add_parser("subimagenet", help="write the paper's 100-class subImageNet (250 train + 50 val per class)")
     p.add_argument("--imagenet", required=True, help="ImageNet root with train/<class>/ and val/<class>/")

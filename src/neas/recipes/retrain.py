@@ -67,6 +67,7 @@ class RetrainConfig:
     erase_prob: "float | None" = None
     ema_decay: "float | None" = None  # 0 disables the EMA
     holdout: float = 0.0  # train without this held-out fraction (to mirror a search's split)
+    eval_split: str = "test"  # test | holdout (score on the held-out part, e.g. for ranking studies)
     eval_every: int = 1  # epochs between test evaluations
     compile: str = "auto"  # torch.compile the training forward: on | off | auto (on for runs of >= 5000 steps)
     seed: int = 0
@@ -127,10 +128,15 @@ def retrain(cfg: RetrainConfig) -> Path:
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
-    test = load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
+    if cfg.eval_split not in ("test", "holdout"):
+        raise NeasError(f"eval_split must be test or holdout, got {cfg.eval_split!r}")
+    if cfg.eval_split == "holdout" and not cfg.holdout:
+        raise NeasError("eval_split holdout needs a holdout fraction > 0")
+    test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
     if cfg.holdout:
-        keep, _ = holdout_split(train_full.labels, cfg.holdout)
-        train_full = train_full.subset(keep)
+        keep, held = holdout_split(train_full.labels, cfg.holdout)
+        train_full, held_out = train_full.subset(keep), train_full.subset(held)
+        test = test if test is not None else held_out
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     augment = Augment(
@@ -214,7 +220,7 @@ def retrain(cfg: RetrainConfig) -> Path:
         save_ensemble(report, run / "model.safetensors", **meta)
         from neas.train.checkpoint import atomic_write_text
 
-        atomic_write_text(run / "eval.json", json.dumps({"split": "test", **result}, indent=1) + "\n")
+        atomic_write_text(run / "eval.json", json.dumps({"split": cfg.eval_split, **result}, indent=1) + "\n")
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
     logger.close()

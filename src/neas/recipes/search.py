@@ -23,7 +23,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.cost import cost_table, parse_amount
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
-from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.search.data import heldout_batches
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.search.constraints import Constraints, cost_range
@@ -94,19 +94,6 @@ class SearchConfig:
         return self
 
 
-def _data(cfg: SearchConfig, meta: dict, space, device):
-    trained = json.loads(meta["config"])
-    data_dir = cfg.data_dir or trained.get("data_dir")
-    full = load_dataset(trained["data"], "train", space.input_size, data_dir, False)
-    keep, held = holdout_split(full.labels, trained["holdout"])
-    train, val = full.subset(keep), full.subset(held if len(held) else keep)
-    if cfg.val_images is not None:
-        val = val.subset(torch.arange(min(cfg.val_images, len(val))))
-    bn = [x for x, _ in BatchLoader(train, cfg.batch_size, False, device=device, workers=cfg.workers).take(cfg.bn_batches)]
-    val_batches = list(BatchLoader(val, cfg.batch_size, False, device=device, workers=cfg.workers).epoch(0))
-    return bn, val_batches, len(val)
-
-
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
     if not cfg.constraints().needs_latency:
         return None
@@ -158,7 +145,7 @@ def search(cfg: SearchConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     latency = _latency(cfg, run, space, num_classes, device)
-    bn, val_batches, n_val = _data(cfg, meta, space, device)
+    bn, val_batches, n_val = heldout_batches(meta, space, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
 

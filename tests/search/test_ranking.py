@@ -1,0 +1,39 @@
+import json
+
+import pytest
+from scipy import stats
+
+import neas.recipes.rank as rank_mod
+from neas.cli import main
+from neas.search.ranking import rank_correlation
+
+
+def test_known_rankings():
+    perfect = rank_correlation([0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.6, 0.7, 0.8, 0.9], bootstrap=200)
+    assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["spearman_rho"] == pytest.approx(1.0)
+    assert perfect["kendall_tau_ci95"] == pytest.approx([1.0, 1.0])
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1], bootstrap=50)["kendall_tau"] == pytest.approx(-1.0)
+    x, y = [0.3, 0.1, 0.5, 0.2, 0.9, 0.7], [0.2, 0.3, 0.6, 0.1, 0.8, 0.5]
+    r = rank_correlation(x, y, bootstrap=300)
+    assert r["kendall_tau"] == pytest.approx(stats.kendalltau(x, y).statistic)
+    lo, hi = r["kendall_tau_ci95"]
+    assert -1 <= lo <= r["kendall_tau"] <= hi <= 1
+
+
+def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, monkeypatch):
+    argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "4", "--scratch-epochs", "1", "--bootstrap", "50",
+            "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
+    assert main(argv) == 0
+    assert "Kendall tau" in capsys.readouterr().out
+    result = json.loads((tmp_path / "rank" / "rank.json").read_text())
+    entry = result["supernets"][str(trained_supernet)]
+    assert entry["kendall_tau"] == pytest.approx(stats.kendalltau(entry["oneshot_acc"], result["scratch_acc"]).statistic)
+    assert len(list((tmp_path / "rank" / "scratch").glob("*/eval.json"))) == 4
+    assert list((tmp_path / "rank").glob("rank_*.png"))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a from-scratch run was redone")
+
+    monkeypatch.setattr(rank_mod, "retrain", never)
+    assert main(argv) == 0  # everything cached
+    assert json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"] == result["scratch_acc"]
