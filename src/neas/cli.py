@@ -127,18 +127,10 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from neas.ensemble.export import export
-    from neas.ensemble.io import load_ensemble
-    from neas.ensemble.official import load_official
+    from neas.recipes.evaluate import load_model
 
-    if (args.checkpoint is None) == (args.official_checkpoint is None):
-        raise NeasError("give exactly one of --checkpoint or --official-checkpoint")
-    if args.checkpoint is not None:
-        net, meta = load_ensemble(args.checkpoint)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
-    else:
-        if args.arch is None:
-            raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
-        net, meta = load_official(args.official_checkpoint, args.arch), {"weights": "official"}
+    net, meta = load_model(args.checkpoint, args.official_checkpoint, args.arch)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
     diff = export(net, args.format, args.out, meta=meta, opset=args.opset)
     print(f"exported {args.format} to {args.out}; verified on a batch: max |difference| from PyTorch {diff:.2e}")
     return 0

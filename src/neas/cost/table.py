@@ -95,28 +95,23 @@ class CostTable:
                 total = total + self.layers[index - 1][op]
         return total + self.head * arch.num_paths
 
-    def cheapest(self, space: SearchSpace) -> Cost:
-        """A lower bound of any ensemble's cost (by MACs) in the full space."""
-        return self._extreme(space, min)
-
-    def most_expensive(self, space: SearchSpace) -> Cost:
-        return self._extreme(space, max)
-
-    def _extreme(self, space: SearchSpace, pick) -> Cost:
-        best = None
+    def range(self, shrunk, metric: str) -> tuple[int, int]:
+        """Exact min and max of ``metric`` (macs, paper_flops or params) over a shrunk space:
+        costs are additive and, for a given split point, every layer is chosen independently."""
+        space = shrunk.space
+        lows, highs = [], []
         for s in space.split_points:
-            total = self.fixed + self.head * space.num_paths
+            lo = hi = getattr(self.fixed, metric) + getattr(self.head, metric) * space.num_paths
             for spec in space.layers:
-                costs = sorted((self.layers[spec.index - 1][op] for op in spec.ops), key=lambda c: c.macs)
+                entry = self.layers[spec.index - 1]
                 if spec.index <= s:
-                    total = total + pick(costs, key=lambda c: c.macs)
+                    values = [getattr(entry[op], metric) for op in shrunk.shared_ops(spec.index)]
                 else:
-                    chosen = costs[: space.num_paths] if pick is min else costs[-space.num_paths :]
-                    for c in chosen:
-                        total = total + c
-            if best is None or pick(total, best, key=lambda c: c.macs) is total:
-                best = total
-        return best
+                    values = [sum(getattr(entry[op], metric) for op in combo) for combo in shrunk.layer_combinations(spec.index)]
+                lo, hi = lo + min(values), hi + max(values)
+            lows.append(lo)
+            highs.append(hi)
+        return min(lows), max(highs)
 
 
 @lru_cache(maxsize=32)

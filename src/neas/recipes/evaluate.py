@@ -22,7 +22,7 @@ from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.official import load_official
 from neas.errors import NeasError
 
-__all__ = ["EvaluateConfig", "evaluate"]
+__all__ = ["EvaluateConfig", "evaluate", "load_model"]
 
 
 @dataclass
@@ -38,19 +38,19 @@ class EvaluateConfig:
     latency: bool = True
 
 
-def _model(cfg: EvaluateConfig):
-    if (cfg.checkpoint is None) == (cfg.official_checkpoint is None):
+def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):
+    """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its metadata."""
+    if (checkpoint is None) == (official_checkpoint is None):
         raise NeasError("give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)")
-    if cfg.official_checkpoint is not None:
-        if cfg.arch is None:
+    if official_checkpoint is not None:
+        if arch is None:
             raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
-        return load_official(cfg.official_checkpoint, cfg.arch), {"weights": "official"}
-    net, meta = load_ensemble(cfg.checkpoint)
-    return net, meta
+        return load_official(official_checkpoint, arch), {"weights": "official"}
+    return load_ensemble(checkpoint)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
-    net, meta = _model(cfg)
+    net, meta = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     device = local_device(cfg.device)
     data = cfg.data or json.loads(meta.get("data", "{}")).get("data")
     data_dir = cfg.data_dir or json.loads(meta.get("data", "{}")).get("data_dir")

@@ -236,7 +236,6 @@ def train_supernet(cfg: SupernetConfig) -> Path:
                 atomic_write_text(run / "shrink" / f"round_{rounds:02d}.json", json.dumps(record) + "\n")
             rounds += 1
             note = f"  shrink {before} -> {shrunk.num_combinations}"
-            metrics["combinations"] = shrunk.num_combinations
         metrics["combinations"] = shrunk.num_combinations
         if dist.is_main_process():
             state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps}

@@ -66,18 +66,5 @@ class Constraints:
 
 
 def cost_range(table: CostTable, shrunk: ShrunkSpace, metric: str) -> tuple[int, int]:
-    """Exact min and max of ``metric`` (macs, paper_flops or params) over the shrunk space."""
-    space = shrunk.space
-    lows, highs = [], []
-    for s in space.split_points:
-        lo = hi = getattr(table.fixed, metric) + getattr(table.head, metric) * space.num_paths
-        for spec in space.layers:
-            entry = table.layers[spec.index - 1]
-            if spec.index <= s:
-                values = [getattr(entry[op], metric) for op in shrunk.shared_ops(spec.index)]
-            else:
-                values = [sum(getattr(entry[op], metric) for op in combo) for combo in shrunk.layer_combinations(spec.index)]
-            lo, hi = lo + min(values), hi + max(values)
-        lows.append(lo)
-        highs.append(hi)
-    return min(lows), max(highs)
+    """Exact min and max of ``metric`` over the shrunk space (see :meth:`CostTable.range`)."""
+    return table.range(shrunk, metric)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 from pathlib import Path
 
@@ -112,7 +111,3 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
     from neas.train.checkpoint import atomic_write_text
 
     atomic_write_text(path, "".join(l + "\n" for l in keep))
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)
