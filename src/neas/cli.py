@@ -168,7 +168,7 @@ def _cmd_rank(args) -> int:
     from neas.recipes.rank import RankConfig, rank
 
     cfg = RankConfig(supernet=args.supernet, out=args.out, num_archs=args.num_archs, from_space=args.from_space,
-                     scratch_epochs=args.scratch_epochs, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
+                     scratch_epochs=args.scratch_epochs, scratch_batch_size=args.scratch_batch_size, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
     results = rank(cfg)
     for path, r in results["supernets"].items():
         lo, hi = r["kendall_tau_ci95"]
@@ -178,12 +178,74 @@ def _cmd_rank(args) -> int:
     return 0
 
 
+def _cmd_ablate(args) -> int:
+    from neas.recipes import ablate
+    from neas.recipes.retrain import RetrainConfig
+
+    if args.ablation in ("homo-hetero", "split"):
+        base = recipe_config(RetrainConfig, args, [f for f in RetrainConfig.__dataclass_fields__ if f not in ("arch", "out", "resume")])
+        if args.ablation == "homo-hetero":
+            record = ablate.homo_hetero(args.arch, base, args.out)
+        else:
+            record = ablate.split_ablation(args.arch, base, args.out, equal_budget=args.equal_budget)
+    elif args.ablation == "paths":
+        reuse = {}
+        for item in args.reuse or []:
+            k, sep, run = item.partition("=")
+            if not sep or not k.isdigit():
+                raise NeasError(f"--reuse {item!r}: expected K=RUN_DIR, e.g. 2=runs/cifar10")
+            reuse[int(k)] = run
+        record = ablate.paths_ablation(args.config, args.paths, args.out, reuse)
+    else:
+        record = ablate.search_ablation(args.run, args.out, args.top)
+    print(Path(args.out, "ablate.md").read_text().rstrip())
+    print(f"ablate: {args.out}/ablate.json ({record['ablation']})")
+    return 0
+
+
 def _cmd_subimagenet(args) -> int:
     from neas.data.subimagenet import make_subimagenet
 
     listing = make_subimagenet(args.imagenet, args.out, args.classes, args.train_per_class, args.val_per_class, args.seed)
     print(f"subImageNet: {len(listing['classes'])} classes in {args.out} (listed in {args.out}/classes.json)")
     return 0
+
+
+def _cmd_carve_test(args) -> int:
+    from neas.data.carve import carve_test_split
+
+    listing = carve_test_split(args.src, args.out, args.test_fraction, args.split)
+    test = sum(len(v) for v in listing["test"].values())
+    print(f"carved: {listing['train']} train / {test} test images in {args.out} (test files listed in {args.out}/split.json)")
+    return 0
+
+
+def _retrain_flags(p) -> None:
+    """The options of `neas retrain` other than --arch/--out/--resume (shared with `neas ablate`)."""
+    p.add_argument("--config", help="YAML file with any of the options below as keys")
+    p.add_argument("--space", help="search space (default: the arch file's, else imagenet)")
+    p.add_argument("--data")
+    p.add_argument("--data-dir")
+    _bool_flag(p, "download", "let torchvision download cifar10/cifar100")
+    p.add_argument("--recipe", help="small | imagenet (defaults for the options below)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr-per-2048", type=float, help="learning rate per 2048 images")
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--randaugment", help="timm RandAugment policy, or none")
+    p.add_argument("--erase-prob", type=float)
+    p.add_argument("--ema-decay", type=float, help="0 disables the EMA")
+    p.add_argument("--holdout", type=float, help="leave out this held-out fraction of the training split")
+    p.add_argument("--eval-split", help="test (default) or holdout")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--compile", help="torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    _bool_flag(p, "amp", "mixed precision on CUDA")
+    p.add_argument("--workers", type=int)
 
 
 def _bool_flag(p, name, help):
@@ -247,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-latency-ms", type=float)
     p.add_argument("--max-latency-ms", type=float, help="latency bound, from a table measured on this machine")
     p.add_argument("--latency-mode", help="sequential | parallel (how the K paths' latencies combine)")
+    p.add_argument("--split", type=int, nargs="+", metavar="S", help="search only split points LO [HI] (0: no shared layers)")
     p.add_argument("--population", type=int, help="P (default 50)")
     p.add_argument("--parents", type=int, help="top-k parents (default 10)")
     p.add_argument("--generations", type=int, help="default 20")
@@ -275,33 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_latency_table)
 
     p = sub.add_parser("retrain", help="retrain an ensemble from scratch with the released models' recipe")
-    p.add_argument("--config", help="YAML file with any of the options below as keys")
     p.add_argument("--arch", help="neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
-    p.add_argument("--space", help="search space (default: the arch file's, else imagenet)")
-    p.add_argument("--data")
-    p.add_argument("--data-dir")
-    _bool_flag(p, "download", "let torchvision download cifar10/cifar100")
     p.add_argument("--out")
-    p.add_argument("--recipe", help="small | imagenet (defaults for the options below)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr-per-2048", type=float, help="learning rate per 2048 images")
-    p.add_argument("--warmup-epochs", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--randaugment", help="timm RandAugment policy, or none")
-    p.add_argument("--erase-prob", type=float)
-    p.add_argument("--ema-decay", type=float, help="0 disables the EMA")
-    p.add_argument("--holdout", type=float, help="leave out this held-out fraction of the training split")
-    p.add_argument("--eval-split", help="test (default) or holdout")
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--compile", help="torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device")
-    _bool_flag(p, "amp", "mixed precision on CUDA")
-    p.add_argument("--workers", type=int)
     p.add_argument("--resume", action="store_true", default=None)
+    _retrain_flags(p)
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("evaluate", help="top-1/top-5/loss of an ensemble and of each path, with cost and latency")
@@ -337,11 +377,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-archs", type=int, default=30)
     p.add_argument("--from-space", default="full", help="'full' or a supernet run directory whose shrunk space to sample")
     p.add_argument("--scratch-epochs", type=int, default=10)
+    p.add_argument("--scratch-batch-size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_rank)
+
+    p = sub.add_parser("ablate", help="the paper's ablations: homo-hetero, split, paths, search (resumable drivers)")
+    ab = p.add_subparsers(dest="ablation", required=True, metavar="ABLATION")
+    q = ab.add_parser("homo-hetero", help="retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)")
+    q.add_argument("--arch", required=True, help="an arch JSON file (a search's arch.json) or neas-s/m/l")
+    q.add_argument("--out", required=True)
+    _retrain_flags(q)
+    q.set_defaults(func=_cmd_ablate)
+    q = ab.add_parser("split", help="retrain the ensemble with and without shared layers, and the best unshared one under the same budget (Table 4)")
+    q.add_argument("--arch", required=True, help="an arch JSON file (a search's arch.json) or neas-s/m/l")
+    q.add_argument("--out", required=True)
+    _bool_flag(q, "equal-budget", "also search the best unshared ensemble under the search's budget (default: on when the arch comes from `neas search`)")
+    _retrain_flags(q)
+    q.set_defaults(func=_cmd_ablate, equal_budget=True)
+    q = ab.add_parser("paths", help="run one `neas run` config for K = 2, 3, 5 ... paths under its budget (Table 5)")
+    q.add_argument("--config", required=True, help="a `neas run` YAML config (its budget and stages are used for every K)")
+    q.add_argument("--paths", type=int, nargs="+", default=[2, 3, 5], help="values of K (default 2 3 5)")
+    q.add_argument("--reuse", nargs="+", metavar="K=RUN", help="a finished `neas run` of the same config to use for K")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=_cmd_ablate)
+    q = ab.add_parser("search", help="evolution vs random search at equal evaluations, from runs with compare_random (Figure 5)")
+    q.add_argument("--run", nargs="+", required=True, help="`neas run` directories with search/ and search_random/")
+    q.add_argument("--top", type=int, default=10, help="also track the mean of the top-N ensembles found (default 10)")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("subimagenet", help="write the paper's 100-class subImageNet (250 train + 50 val per class)")
     p.add_argument("--imagenet", required=True, help="ImageNet root with train/<class>/ and val/<class>/")
@@ -351,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_subimagenet)
+
+    p = sub.add_parser("carve-test", help="split a train-only image folder into fixed, stratified train/ and test/ parts")
+    p.add_argument("src", help="a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--split", default="train", help="the sub-folder to split (default: train)")
+    p.set_defaults(func=_cmd_carve_test)
 
     p = sub.add_parser("report", help="write RUN_DIR/report/index.html with the run's plots")
     p.add_argument("run", help="a `neas run` directory")

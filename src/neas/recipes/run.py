@@ -73,7 +73,7 @@ class RunConfig:
         return sn, se, rt
 
 
-def _stage(directory: Path, done: "list[str]", runner, cfg, name: str):
+def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
     """Skips a finished stage, resumes an interrupted one, starts a new one."""
     if all((directory / f).is_file() for f in done):
         log.info("%s: done already (%s)", name, directory)
@@ -100,13 +100,13 @@ def run_pipeline(cfg: RunConfig) -> dict:
             raise NeasError(f"--resume: the config differs from the one {run} was started with ({config_path})")
         atomic_write_text(config_path, new)
     dist.barrier()
-    _stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
-    _stage(run / "search", ["arch.json"], search, se, "search")
+    run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
+    run_stage(run / "search", ["arch.json"], search, se, "search")
     if cfg.compare_random:
         evaluations = json.loads((run / "search" / "arch.json").read_text())["evaluations"]
         rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
-        _stage(run / "search_random", ["arch.json"], search, rand, "random search")
-    _stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
+        run_stage(run / "search_random", ["arch.json"], search, rand, "random search")
+    run_stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
     summary = {}
     if dist.is_main_process():
         from neas.report import build_report

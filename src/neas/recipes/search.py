@@ -11,6 +11,7 @@ Under torchrun the candidates of a generation are split across ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from neas.log import MetricLogger
 from neas.search.constraints import Constraints, cost_range
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
-from neas.space import EnsembleArch
+from neas.space import EnsembleArch, ShrunkSpace
 from neas.train.checkpoint import atomic_write_text, read_state
 from neas.train.loop import prepare_run_dir
 
@@ -56,6 +57,7 @@ class SearchConfig:
     min_latency_ms: "float | None" = None
     max_latency_ms: "float | None" = None
     latency_mode: str = "sequential"  # paths run one after another, or in parallel
+    split: "list[int] | None" = None  # [lo, hi]: search only these split points ([0, 0]: no shared layers)
     population: int = 50
     parents: int = 10
     generations: int = 20
@@ -89,9 +91,23 @@ class SearchConfig:
         for key in ("bn_batches", "batch_size"):
             if getattr(self, key) < 1:
                 raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.split is not None and len(self.split) == 1:
+            self.split = [self.split[0], self.split[0]]
+        if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
+            raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
         self.constraints()
         self.settings()
         return self
+
+
+def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
+    """The shrunk space with its split range narrowed to ``split`` (inside the supernet's range)."""
+    if split is None:
+        return shrunk
+    lo, hi = shrunk.space.split
+    if not lo <= split[0] <= split[1] <= hi:
+        raise NeasError(f"split {list(split)} is outside the supernet space's split range [{lo}, {hi}]")
+    return ShrunkSpace(dataclasses.replace(shrunk.space, split=tuple(split)), shrunk.combinations)
 
 
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
@@ -139,6 +155,7 @@ def search(cfg: SearchConfig) -> Path:
     supernet, shrunk, meta = load_supernet(sn_dir, device)
     supernet = supernet.to(memory_format=torch.channels_last).eval()
     space, num_classes = supernet.space, supernet.num_classes
+    shrunk = _restrict_split(shrunk, cfg.split)
     constraints = cfg.constraints()
     table = cost_table(space, num_classes)
     _check_feasible(constraints, table, shrunk)

@@ -3,7 +3,8 @@
 ``EnsembleArch(split, paths)`` holds one op per searchable layer for each path. Layers
 L1..L{split} are shared (all paths agree there); on every later layer the K paths use K
 distinct ops, so a supernet with one module per (layer, op) never uses a weight twice in a
-step. Construction checks these structural rules; :meth:`EnsembleArch.validate` adds the
+step (``distinct=False`` lifts that rule for the ablations' ensembles outside the search space:
+mirrored paths, no sharing). Construction checks these structural rules; :meth:`EnsembleArch.validate` adds the
 rules of a particular (optionally shrunk) space.
 """
 
@@ -56,10 +57,14 @@ class EnsembleArch:
     Attributes:
         split: the split point s; layers L0..Ls are computed once and shared.
         paths: K tuples with one :class:`Op` per searchable layer (index i is layer L{i+1}).
+        distinct: the paths use K distinct ops on every private layer (the search space's rule);
+            ``False`` allows repeats — homogeneous (mirrored) ensembles and unshared copies,
+            which can be built and retrained but are never searched.
     """
 
     split: int
     paths: tuple[tuple[Op, ...], ...]
+    distinct: bool = True
 
     def __post_init__(self):
         if isinstance(self.split, bool) or not isinstance(self.split, int):
@@ -78,6 +83,8 @@ class EnsembleArch:
                 raise NeasError(f"arch: path {k} has {len(path)} layers but path 0 has {n}")
         if not 0 <= self.split <= n:
             raise NeasError(f"arch: split {self.split} is outside 0..{n} (the number of layers)")
+        if not isinstance(self.distinct, bool):
+            raise NeasError(f"arch: distinct must be true or false, got {self.distinct!r}")
         for i in range(n):
             column = [path[i] for path in paths]
             if i < self.split and len(set(column)) != 1:
@@ -85,7 +92,7 @@ class EnsembleArch:
                     f"arch: layer L{i + 1} is shared (split={self.split}) but the paths differ there: "
                     f"{'/'.join(map(str, column))}"
                 )
-            if i >= self.split and len(set(column)) != len(column):
+            if self.distinct and i >= self.split and len(set(column)) != len(column):
                 raise NeasError(
                     f"arch: layer L{i + 1} is private (split={self.split}) but repeats an op across paths: "
                     f"{'/'.join(map(str, column))}; the K paths must use K distinct ops there"
@@ -117,7 +124,7 @@ class EnsembleArch:
     def __str__(self) -> str:
         shared = " ".join(map(str, self.shared)) or "-"
         paths = " | ".join(" ".join(map(str, self.private(k))) or "-" for k in range(self.num_paths))
-        return f"split={self.split} shared=[{shared}] paths=[{paths}]"
+        return f"split={self.split} shared=[{shared}] paths=[{paths}]" + ("" if self.distinct else " (repeats allowed)")
 
     # ---- space rules ----------------------------------------------------------------------------
     def validate(self, space: SearchSpace, shrunk: "ShrunkSpace | None" = None) -> "EnsembleArch":
@@ -142,6 +149,8 @@ class EnsembleArch:
                     )
             if shrunk is not None:
                 ops = self.combination(spec.index)
+                if spec.index > self.split and len(set(ops)) != len(ops):
+                    raise NeasError(f"arch: layer {spec.name} repeats {'/'.join(map(str, ops))} across paths, which no shrunk space holds")
                 if spec.index <= self.split:
                     if ops[0] not in shrunk.shared_ops(spec.index):
                         raise NeasError(f"arch: shared layer {spec.name} uses {ops[0]}, which the shrunk space removed")
@@ -187,7 +196,8 @@ class EnsembleArch:
 
     # ---- formats -------------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {"split": self.split, "paths": [[str(o) for o in path] for path in self.paths]}
+        out = {"split": self.split, "paths": [[str(o) for o in path] for path in self.paths]}
+        return out if self.distinct else {**out, "distinct": False}
 
     @staticmethod
     def from_json(data: "dict | str") -> "EnsembleArch":
@@ -198,7 +208,7 @@ class EnsembleArch:
                 raise NeasError(f"malformed arch JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
         if not isinstance(data, dict) or "split" not in data or "paths" not in data:
             raise NeasError("arch JSON must be an object with the keys 'split' and 'paths'")
-        return EnsembleArch(data["split"], data["paths"])
+        return EnsembleArch(data["split"], data["paths"], data.get("distinct", True))
 
     def save(self, path: "str | Path", **extra) -> None:
         Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=2) + "\n")

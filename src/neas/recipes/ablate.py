@@ -1,0 +1,277 @@
+"""``neas ablate``: the paper's ablations as resumable drivers (docs/RESULTS.md).
+
+    neas ablate homo-hetero --arch runs/x/search/arch.json --data cifar10 --data-dir D --out runs/homo_hetero
+    neas ablate split       --arch runs/x/search/arch.json --data cifar10 --data-dir D --out runs/split
+    neas ablate paths       --config cfg.yaml --paths 2 3 5 --out runs/paths
+    neas ablate search      --run runs/a runs/b --out runs/search_curve
+
+``homo-hetero`` (Table 3) retrains the searched ensemble and, for each path k, the homogeneous
+ensemble whose K paths all copy path k. ``split`` (Table 4) retrains the ensemble as searched,
+the same ensemble with no shared layers (the shared layers copied into every path, which costs
+more), and — when the arch file comes from ``neas search`` — the best ensemble that the same
+search finds with no shared layers under the same budget. ``paths`` (Table 5) runs the whole
+pipeline of a ``neas run`` config once per K under the config's budget. ``search`` (Figure 5)
+draws evolution against random search at equal evaluations from runs made with
+``compare_random: true``. Every retrain/run lives in a sub-directory of ``--out`` and resumes
+after an interruption; finished ones are skipped. Each driver writes ``ablate.json`` and a
+Markdown table ``ablate.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from neas.config import from_dict, load_yaml, to_dict
+from neas.cost import cost_table
+from neas.errors import NeasError
+from neas.recipes.retrain import RetrainConfig, resolve_arch_and_space, retrain
+from neas.recipes.run import RunConfig, run_pipeline, run_stage
+from neas.recipes.search import SearchConfig, search
+from neas.space import EnsembleArch, SearchSpace
+from neas.train.checkpoint import atomic_write_text
+
+__all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve"]
+
+log = logging.getLogger(__name__)
+
+
+def mirror(arch: EnsembleArch, k: int) -> EnsembleArch:
+    """The homogeneous ensemble whose K paths all copy path ``k`` (split point kept)."""
+    if not 0 <= k < arch.num_paths:
+        raise NeasError(f"path {k} does not exist (the ensemble has {arch.num_paths} paths)")
+    return EnsembleArch(arch.split, (arch.paths[k],) * arch.num_paths, distinct=False)
+
+
+def unshare(arch: EnsembleArch) -> EnsembleArch:
+    """The same ensemble with no shared layers: every path gets its own copy of L1..L{split}."""
+    return EnsembleArch(0, arch.paths, distinct=False)
+
+
+def _write_once(path: Path, text: str) -> None:
+    """Writes ``text``; refuses to replace a different existing file (another ablation's input)."""
+    if path.is_file():
+        if path.read_text() != text:
+            raise NeasError(f"{path} already exists with different content: {path.parent} belongs to another "
+                            f"ablation; choose another --out")
+        return
+    atomic_write_text(path, text)
+
+
+def _finish(out: Path, kind: str, results: dict, table: str) -> dict:
+    record = {"ablation": kind, **results}
+    atomic_write_text(out / "ablate.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out / "ablate.md", table)
+    log.info("%s:\n%s", kind, table)
+    return record
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
+    """Retrains each ``name -> (arch, space)`` with one recipe in ``out/name``; collects results."""
+    results = {}
+    for name, (arch, space) in variants.items():
+        arch_file = out / f"{name}.arch.json"
+        _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
+        cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(out / name), resume=False)
+        run_stage(out / name, ["model.safetensors", "eval.json"], retrain, cfg, name)
+        ev = json.loads((out / name / "eval.json").read_text())
+        k = arch.num_paths
+        cost = cost_table(space, _num_classes(out / name)).cost(arch)
+        results[name] = {"arch": arch.to_json(), "split": arch.split, "top1": ev["ensemble"]["top1"],
+                         "top5": ev["ensemble"]["top5"], "path_top1": [ev[f"path{j}"]["top1"] for j in range(k)],
+                         "eval_split": ev.get("split", "test"), "images": ev["images"], "macs": cost.macs,
+                         "paper_flops": cost.paper_flops, "params": cost.params}
+    return results
+
+
+def _num_classes(run: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        return int(f.metadata()["num_classes"])
+
+
+def _variant_table(results: dict, title: str) -> str:
+    k = max(len(r["path_top1"]) for r in results.values())
+    lines = [f"## {title}", "", "| model | split | " + " | ".join(f"path {j + 1} top-1 (%)" for j in range(k))
+             + " | ensemble top-1 (%) | MACs (M) | params (M) |", "|---|---|" + "---|" * k + "---|---|---|"]
+    for name, r in results.items():
+        paths = [_pct(a) for a in r["path_top1"]] + [""] * (k - len(r["path_top1"]))
+        lines.append(f"| {name} | {r['split']} | " + " | ".join(paths)
+                     + f" | {_pct(r['top1'])} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
+    """Table 3: the searched (heterogeneous) ensemble against its K mirrored (homogeneous) ones."""
+    arch, space = resolve_arch_and_space(arch_spec, base.space)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    variants = {"hetero": (arch, space)} | {f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)}
+    results = _retrain_variants(variants, base, out)
+    return _finish(out, "homo-hetero", {"source": str(arch_spec), "variants": results},
+                   _variant_table(results, f"Homogeneous vs heterogeneous paths ({arch_spec})"))
+
+
+def _search_without_sharing(arch_spec: str, out: Path) -> "EnsembleArch | None":
+    """Reruns the search that produced ``arch_spec`` with the split point fixed at 0, same budget."""
+    config = Path(arch_spec).parent / "config.yaml"
+    if not str(arch_spec).endswith(".json") or not config.is_file():
+        log.info("split: %s does not come from `neas search` (no config.yaml beside it); no equal-budget search", arch_spec)
+        return None
+    cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
+    stored = json.loads(Path(arch_spec).read_text()).get("supernet")
+    supernet = Path(stored) if stored else Path(cfg.supernet)
+    cfg = dataclasses.replace(cfg, supernet=str(supernet), out=str(out / "search_no_sharing"), split=[0, 0], resume=False)
+    lo = SearchSpace.from_dict(json.loads(Path(arch_spec).read_text())["space"]).split[0]
+    if lo > 0:
+        log.info("split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget search", lo)
+        return None
+    run_stage(out / "search_no_sharing", ["arch.json"], search, cfg, "search without sharing")
+    return EnsembleArch.load(out / "search_no_sharing" / "arch.json")
+
+
+def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal_budget: bool = True) -> dict:
+    """Table 4: the ensemble as searched, the same ensemble unshared, and (equal budget) the best
+    unshared ensemble the same search finds."""
+    arch, space = resolve_arch_and_space(arch_spec, base.space)
+    if arch.split == 0:
+        raise NeasError(f"{arch_spec}: the ensemble shares no layers (split 0); nothing to compare")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wide = dataclasses.replace(space, split=(0, space.split[1]))
+    variants = {"shared": (arch, space), "no_sharing_same_ops": (unshare(arch), wide)}
+    searched = _search_without_sharing(arch_spec, out) if equal_budget else None
+    if searched is not None:
+        variants["no_sharing_searched"] = (searched, wide)
+    results = _retrain_variants(variants, base, out)
+    return _finish(out, "split", {"source": str(arch_spec), "variants": results},
+                   _variant_table(results, f"Layer sharing ({arch_spec})"))
+
+
+def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "dict[int, str] | None" = None) -> dict:
+    """Table 5: the whole pipeline of one ``neas run`` config (one budget) for each K in ``paths``."""
+    base = load_yaml(config)
+    base.pop("resume", None)
+    space = SearchSpace.resolve(base.get("space", "tiny"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reuse = reuse or {}
+    results = {}
+    for k in sorted(set(paths) | set(reuse)):
+        if k < 2:
+            raise NeasError(f"--paths: an ensemble needs K >= 2 paths, got {k}")
+        if k in reuse:
+            run = Path(reuse[k])
+            _check_reuse(run, base, k)
+        else:
+            space_k = dataclasses.replace(space, num_paths=k, name=f"{space.name}-k{k}")
+            space_file = out / f"space_k{k}.yaml"
+            _write_once(space_file, space_k.to_yaml())
+            run = out / f"k{k}"
+            cfg = from_dict(RunConfig, {**base, "space": str(space_file), "out": str(run), "resume": run.exists()}, str(config))
+            run_pipeline(cfg)
+        summary = json.loads((run / "summary.json").read_text())
+        results[str(k)] = {"run": str(run), "top1": summary["test_top1"], "path_top1": summary["path_test_top1"],
+                           "supernet_acc": summary["supernet_acc"], "split": summary["arch"]["split"],
+                           "macs": summary["macs"], "params": summary["params"], "constraints": summary["constraints"]}
+    lines = ["## Number of paths K (one budget)", "", "| K | split | ensemble top-1 (%) | mean path top-1 (%) | supernet top-1 (%) | MACs (M) | params (M) |",
+             "|---|---|---|---|---|---|---|"]
+    for k, r in results.items():
+        lines.append(f"| {k} | {r['split']} | {_pct(r['top1'])} | {_pct(sum(r['path_top1']) / len(r['path_top1']))} | "
+                     f"{_pct(r['supernet_acc'])} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
+    return _finish(out, "paths", {"config": str(config), "runs": results}, "\n".join(lines) + "\n")
+
+
+def _check_reuse(run: Path, base: dict, k: int) -> None:
+    """A reused run must be finished and made with the same config apart from the space's K."""
+    if not (run / "summary.json").is_file():
+        raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no summary.json)")
+    used = yaml.safe_load((run / "config.yaml").read_text())
+    base = to_dict(from_dict(RunConfig, {**base, "out": str(run)}))
+    differ = [key for key in sorted(set(used) | set(base)) if key not in ("space", "out", "resume") and used.get(key) != base.get(key)]
+    if differ:
+        raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
+    runs_k = json.loads((run / "search" / "arch.json").read_text())["paths"]
+    if len(runs_k) != k:
+        raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
+
+
+def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
+    """Evaluation-ordered accuracies of a search run: the best and the mean of the ``top`` best
+    ensembles found after each new evaluation (repeats of a memoised candidate do not count)."""
+    search_dir = Path(search_dir)
+    files = sorted(search_dir.glob("generation_*.json"))
+    if not files:
+        raise NeasError(f"{search_dir}: no generation_XX.json files (not a `neas search` directory, or it never finished a generation)")
+    seen, accs = set(), []
+    generations = []
+    for f in files:
+        record = json.loads(f.read_text())
+        generations.append([m["ensemble_acc"] for m in record["members"]])
+        for m in record["members"]:
+            key = json.dumps({"split": m["split"], "paths": m["paths"]})
+            if key not in seen:
+                seen.add(key)
+                accs.append(m["ensemble_acc"])
+    best, top_mean, found = [], [], []
+    for acc in accs:
+        found.append(acc)
+        found.sort(reverse=True)
+        del found[top:]
+        best.append(found[0])
+        top_mean.append(sum(found) / len(found))
+    last = generations[-1]
+    return {"evaluations": len(accs), "best": best, "top_mean": top_mean, "top": top,
+            "last_generation_mean": sum(last) / len(last)}
+
+
+def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict:
+    """Figure 5: evolution against random search at equal evaluations, for each ``neas run``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for run in map(Path, runs):
+        if not (run / "search_random").is_dir():
+            raise NeasError(f"{run}: no search_random/ (run it with `compare_random: true`, or pass a run that has one)")
+        evo, rnd = search_curve(run / "search", top), search_curve(run / "search_random", top)
+        n = min(evo["evaluations"], rnd["evaluations"])
+        results[str(run)] = {"evolution": evo, "random": rnd, "equal_evaluations": n,
+                             "evolution_best": evo["best"][n - 1], "random_best": rnd["best"][n - 1],
+                             "evolution_top_mean": evo["top_mean"][n - 1], "random_top_mean": rnd["top_mean"][n - 1]}
+    _plot_curves(results, out / "search_curve.png", top)
+    lines = [f"## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
+             f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | last generation mean |",
+             "|---|---|---|---|---|---|---|"]
+    for run, r in results.items():
+        lines.append(f"| {run} | {r['equal_evaluations']} | {_pct(r['evolution_best'])} | {_pct(r['random_best'])} | "
+                     f"{_pct(r['evolution_top_mean'])} | {_pct(r['random_top_mean'])} | {_pct(r['evolution']['last_generation_mean'])} |")
+    return _finish(out, "search", {"top": top, "runs": results}, "\n".join(lines) + "\n")
+
+
+def _plot_curves(results: dict, path: Path, top: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (run, r) in zip(axes[0], results.items()):
+        for name, style in (("evolution", "-"), ("random", "--")):
+            curve = r[name]
+            x = range(1, curve["evaluations"] + 1)
+            ax.plot(x, [100 * a for a in curve["top_mean"]], style, color="C0" if name == "evolution" else "C1", label=f"{name}: top-{top} mean")
+            ax.plot(x, [100 * a for a in curve["best"]], style, color="C0" if name == "evolution" else "C1", alpha=0.4, label=f"{name}: best")
+        ax.set(xlabel="ensembles evaluated", ylabel="supernet top-1 on search-val (%)", title=Path(run).name)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
