@@ -5,10 +5,13 @@
 #   bash experiments/cifar10/run.sh data        # carve the fixed final-test split (once)
 #   bash experiments/cifar10/run.sh shrink      # K=2 pipelines with none / accuracy / diversity shrinking
 #   bash experiments/cifar10/run.sh rank        # Kendall tau of the three supernets on 30 ensembles
-#   bash experiments/cifar10/run.sh ablate      # homo/hetero, sharing, K = 2, 3, 5, evolution vs random
-#   bash experiments/cifar10/run.sh tables      # docs/results/*.json and *.png from the runs
+#   bash experiments/cifar10/run.sh ablate      # homo/hetero and layer sharing on the diversity run's ensemble
+#   bash experiments/cifar10/run.sh paths       # K = 2, 3, 5 under one budget
+#   bash experiments/cifar10/run.sh search      # evolution vs random at equal evaluations
+#   bash experiments/cifar10/run.sh collect     # copy every result into docs/results/
 #
-# The groups `shrink` and `rank` can run side by side (rank waits for the first supernet).
+# Two groups can run side by side, e.g. `shrink` then `ablate` beside `paths` then `rank`
+# (`rank` waits for the three supernets of `shrink`).
 # Every process uses one thread: two of them keep both cores of a 2-core machine busy.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -29,15 +32,29 @@ case "${1:-}" in
   shrink)
     run k2_diversity; run k2_none; run k2_accuracy ;;
   rank)
-    until [ -f "$RUNS/k2_diversity/supernet/supernet.safetensors" ]; do sleep 30; done
+    for m in diversity none accuracy; do
+      until [ -f "$RUNS/k2_$m/supernet/supernet.safetensors" ]; do sleep 30; done
+    done
     neas rank --supernet "$RUNS"/k2_{diversity,none,accuracy}/supernet --num-archs 30 --from-space full \
       --scratch-epochs 3 --scratch-batch-size 128 --seed 0 --out "$RUNS/rank" ;;
   ablate)
     arch="$RUNS/k2_diversity/search/arch.json"
     neas ablate homo-hetero --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs 8 --batch-size 128 --out "$RUNS/homo_hetero"
-    neas ablate split --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs 8 --batch-size 128 --out "$RUNS/split"
-    neas ablate paths --config "$HERE/k2_diversity.yaml" --paths 3 5 --reuse 2="$RUNS/k2_diversity" --out "$RUNS/paths"
+    neas ablate split --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs 8 --batch-size 128 --out "$RUNS/split"    ;;
+  paths)
+    until [ -f "$RUNS/k2_diversity/summary.json" ]; do sleep 30; done
+    neas ablate paths --config "$HERE/k2_diversity.yaml" --paths 3 5 --reuse 2="$RUNS/k2_diversity" --out "$RUNS/paths" ;;
+  search)
     neas ablate search --run "$RUNS"/k2_{diversity,none,accuracy} --out "$RUNS/search" ;;
+  collect)
+    mkdir -p docs/results
+    cp "$RUNS"/rank/rank.json docs/results/rank.json
+    cp "$RUNS"/rank/rank_k2_*_supernet.png docs/results/
+    for r in k2_diversity k2_none k2_accuracy; do cp "$RUNS/$r/summary.json" "docs/results/summary_$r.json"; done
+    for a in homo_hetero split paths search; do
+      cp "$RUNS/$a/ablate.json" "docs/results/$a.json"; cp "$RUNS/$a/ablate.md" "docs/results/$a.md"
+    done
+    cp "$RUNS/search/search_curve.png" docs/results/ ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,18p' "$0"; exit 2 ;;
 esac

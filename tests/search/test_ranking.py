@@ -37,3 +37,7 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     monkeypatch.setattr(rank_mod, "retrain", never)
     assert main(argv) == 0  # everything cached
     assert json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"] == result["scratch_acc"]
+    # an unfinished supernet is refused before any from-scratch training
+    capsys.readouterr()
+    assert main([*argv[:2], str(trained_supernet), str(tmp_path / "nope"), *argv[3:]]) == 2
+    assert "not a finished supernet run" in capsys.readouterr().err

@@ -61,6 +61,9 @@ def rank(cfg: RankConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     supernets = [Path(p) for p in cfg.supernet]
+    missing = [str(p) for p in supernets if not (p / "supernet.safetensors").is_file()]
+    if missing:  # checked before the (long) from-scratch runs, not after
+        raise NeasError(f"not a finished supernet run (no supernet.safetensors): {', '.join(missing)}")
     first, first_shrunk, first_meta = load_supernet(supernets[0])
     space = first.space
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1]
@@ -91,7 +94,9 @@ def rank(cfg: RankConfig) -> dict:
         model, _, meta = load_supernet(path, cfg.device)
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
-        cache = out / f"oneshot_{path.name}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]}.json"
+        weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
+        tag = f"{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
+        cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
         if cache.is_file():
             oneshot = json.loads(cache.read_text())
         else:
