@@ -15,8 +15,10 @@
 # Every process uses one thread: two of them keep both cores of a 2-core machine busy.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-HERE=experiments/cifar10
+HERE=${EXP:-experiments/cifar10}           # experiments/cifar10-gpu: the one-GPU configuration
 RUNS=${RUNS:-runs/cifar10-cpu}
+SCRATCH_EPOCHS=${SCRATCH_EPOCHS:-3}          # from-scratch epochs of the ranking study
+RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-8}          # epochs of the ablations' retrains (as the configs' retrain)
 DATA=data/cifar10-carved
 
 run() {  # neas run, resuming when the run directory exists
@@ -36,11 +38,11 @@ case "${1:-}" in
       until [ -f "$RUNS/k2_$m/supernet/supernet.safetensors" ]; do sleep 30; done
     done
     neas rank --supernet "$RUNS"/k2_{diversity,none,accuracy}/supernet --num-archs 30 --from-space full \
-      --scratch-epochs 3 --scratch-batch-size 128 --seed 0 --out "$RUNS/rank" ;;
+      --scratch-epochs "$SCRATCH_EPOCHS" --scratch-batch-size 128 --seed 0 --out "$RUNS/rank" ;;
   ablate)
     arch="$RUNS/k2_diversity/search/arch.json"
-    neas ablate homo-hetero --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs 8 --batch-size 128 --out "$RUNS/homo_hetero"
-    neas ablate split --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs 8 --batch-size 128 --out "$RUNS/split"    ;;
+    neas ablate homo-hetero --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs "$RETRAIN_EPOCHS" --batch-size 128 --out "$RUNS/homo_hetero"
+    neas ablate split --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs "$RETRAIN_EPOCHS" --batch-size 128 --out "$RUNS/split"    ;;
   paths)
     until [ -f "$RUNS/k2_diversity/summary.json" ]; do sleep 30; done
     neas ablate paths --config "$HERE/k2_diversity.yaml" --paths 3 5 --reuse 2="$RUNS/k2_diversity" --out "$RUNS/paths" ;;
