@@ -50,7 +50,7 @@ case "${1:-}" in
     neas ablate search --run "$RUNS"/k2_{diversity,none,accuracy} --out "$RUNS/search" ;;
   collect)
     mkdir -p docs/results
-    cp "$RUNS"/rank/rank.json docs/results/rank.json
+    cp "$RUNS"/rank/rank.json "$RUNS"/rank/rank.md docs/results/
     cp "$RUNS"/rank/rank_k2_*_supernet.png docs/results/
     for r in k2_diversity k2_none k2_accuracy; do cp "$RUNS/$r/summary.json" "docs/results/summary_$r.json"; done
     for a in homo_hetero split paths search; do

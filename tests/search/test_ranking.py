@@ -5,7 +5,7 @@ from scipy import stats
 
 import neas.recipes.rank as rank_mod
 from neas.cli import main
-from neas.search.ranking import rank_correlation
+from neas.search.ranking import rank_correlation, tau_difference
 
 
 def test_known_rankings():
@@ -20,6 +20,19 @@ def test_known_rankings():
     assert -1 <= lo <= r["kendall_tau"] <= hi <= 1
 
 
+def test_tau_difference_is_paired():
+    y = [0.2, 0.3, 0.6, 0.1, 0.8, 0.5, 0.4, 0.7]
+    a = [0.25, 0.35, 0.55, 0.1, 0.9, 0.5, 0.45, 0.6]
+    b = [0.5, 0.2, 0.3, 0.6, 0.1, 0.4, 0.7, 0.8]
+    d = tau_difference(a, b, y, bootstrap=300)
+    assert d["tau_difference"] == pytest.approx(stats.kendalltau(a, y).statistic - stats.kendalltau(b, y).statistic)
+    assert d["ci95"][0] <= d["tau_difference"] <= d["ci95"][1]
+    assert d["ci95"][0] > 0  # a ranks clearly better than b
+    assert tau_difference(a, a, y, bootstrap=100)["ci95"] == [0.0, 0.0]  # pairing: identical supernets never differ
+    with pytest.raises(ValueError):
+        tau_difference(a, b[:-1], y)
+
+
 def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, monkeypatch):
     argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "4", "--scratch-epochs", "1", "--bootstrap", "50",
             "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
@@ -30,6 +43,7 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert entry["kendall_tau"] == pytest.approx(stats.kendalltau(entry["oneshot_acc"], result["scratch_acc"]).statistic)
     assert len(list((tmp_path / "rank" / "scratch").glob("*/eval.json"))) == 4
     assert list((tmp_path / "rank").glob("rank_*.png"))
+    assert "Kendall τ" in (tmp_path / "rank" / "rank.md").read_text()
 
     def never(*args, **kwargs):
         raise AssertionError("a from-scratch run was redone")

@@ -27,7 +27,7 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
 from neas.recipes.train_supernet import load_supernet
 from neas.search.fitness import CandidateEvaluator
-from neas.search.ranking import rank_correlation
+from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.train.checkpoint import atomic_write_text
 
@@ -108,8 +108,29 @@ def rank(cfg: RankConfig) -> dict:
         results["supernets"][str(path)] = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot}
         _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
     results["scratch_acc"] = scratch
+    names = list(results["supernets"])
+    results["differences"] = {
+        f"{a} - {b}": tau_difference(results["supernets"][a]["oneshot_acc"], results["supernets"][b]["oneshot_acc"],
+                                     scratch, cfg.bootstrap, cfg.seed)
+        for i, a in enumerate(names) for b in names[i + 1:]
+    }
     atomic_write_text(out / "rank.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "rank.md", _table(results))
     return results
+
+
+def _table(results: dict) -> str:
+    lines = [f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs", "",
+             "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) |", "|---|---|---|---|---|"]
+    for path, r in results["supernets"].items():
+        (tl, th), (rl, rh) = r["kendall_tau_ci95"], r["spearman_rho_ci95"]
+        lines.append(f"| {path} | {r['shrink']} | {r['kendall_tau']:.3f} [{tl:.3f}, {th:.3f}] | "
+                     f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | {100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} |")
+    if results["differences"]:
+        lines += ["", "| τ difference (paired bootstrap) | Δτ [95 % CI] |", "|---|---|"]
+        for pair, d in results["differences"].items():
+            lines.append(f"| {pair} | {d['tau_difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+    return "\n".join(lines) + "\n"
 
 
 def _scatter(oneshot, scratch, corr, path: Path, title: str) -> None:
