@@ -61,6 +61,9 @@ def test_mirror_and_unshare(tiny):
     assert "distinct" not in arch.to_json()
     with pytest.raises(NeasError, match="path 2 does not exist"):
         ablate.mirror(arch, 2)
+    shared = EnsembleArch(4, [arch.paths[0]] * 2)
+    with pytest.raises(NeasError, match="share every layer"):
+        ablate.homo_hetero(shared, RetrainConfig(space="tiny"), "unused")
     with pytest.raises(NeasError, match="repeats an op"):  # the search space's rule still holds by default
         EnsembleArch(2, homo.paths)
     with pytest.raises(NeasError, match="no shrunk space holds"):
@@ -77,8 +80,10 @@ def test_mirror_and_unshare(tiny):
         assert cost_table(space, 10).cost(a).macs == counter.get_total_flops() // 2
 
 
-def test_homo_hetero_cli(finished, tmp_path, capsys):
-    arch_file = finished / "search" / "arch.json"
+def test_homo_hetero_cli(space_file, tmp_path, capsys):
+    arch_file = tmp_path / "arch.json"
+    EnsembleArch(2, [["k3e3", "k3e6", "k3e3", "skip"], ["k3e3", "k3e6", "k5e3", "k3e6"]]).save(
+        arch_file, space=SearchSpace.resolve(str(space_file)).to_dict())
     out = tmp_path / "hh"
     assert main(["ablate", "homo-hetero", "--arch", str(arch_file), "--out", str(out), *RETRAIN]) == 0
     record = json.loads((out / "ablate.json").read_text())
@@ -100,7 +105,7 @@ def test_homo_hetero_cli(finished, tmp_path, capsys):
     assert (out / "hetero" / "model.safetensors").stat().st_mtime_ns == before
     assert json.loads((out / "ablate.json").read_text()) == record
     # another ablation's directory is refused, nothing is overwritten
-    ablate.mirror(searched, 0).save(tmp_path / "other.json", space=json.loads(arch_file.read_text())["space"])
+    ablate.mirror(searched, 1).save(tmp_path / "other.json", space=json.loads(arch_file.read_text())["space"])
     with pytest.raises(NeasError, match="belongs to another ablation"):
         mod.homo_hetero(str(tmp_path / "other.json"), from_dict(RetrainConfig, {"data": "digits", "epochs": 1}), out)
     assert EnsembleArch.load(out / "hetero.arch.json") == searched

@@ -113,6 +113,9 @@ def _variant_table(results: dict, title: str) -> str:
 def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
     """Table 3: the searched (heterogeneous) ensemble against its K mirrored (homogeneous) ones."""
     arch, space = resolve_arch_and_space(arch_spec, base.space)
+    if arch.split == arch.num_layers:
+        raise NeasError(f"{arch_spec}: its paths share every layer (split {arch.split}); they differ only in their heads, "
+                        f"so mirroring a path changes nothing — pick an ensemble with private layers (e.g. `neas search --split 0 {arch.num_layers - 1}`)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     variants = {"hetero": (arch, space)} | {f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)}
