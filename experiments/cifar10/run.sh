@@ -41,7 +41,15 @@ case "${1:-}" in
       --scratch-epochs "$SCRATCH_EPOCHS" --scratch-batch-size 128 --seed 0 --out "$RUNS/rank" ;;
   ablate)
     arch="$RUNS/k2_diversity/search/arch.json"
-    neas ablate homo-hetero --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs "$RETRAIN_EPOCHS" --batch-size 128 --out "$RUNS/homo_hetero"
+    hh="$arch"
+    if ! python -c "import json, sys; a = json.load(open('$arch')); sys.exit(a['split'] == len(a['paths'][0]))"; then
+      # the searched ensemble shares every layer (its paths differ only in their heads): mirror the
+      # best ensemble with private layers that the same search finds under the same budget instead
+      hh="$RUNS/search_private/arch.json"
+      resume=(); [ -f "$RUNS/search_private/state.json" ] && resume=(--resume)
+      [ -f "$hh" ] || neas search --config "$RUNS/k2_diversity/search/config.yaml" --split 0 3 --out "$RUNS/search_private" "${resume[@]}"
+    fi
+    neas ablate homo-hetero --arch "$hh" --data cifar10 --data-dir "$DATA" --recipe small --epochs "$RETRAIN_EPOCHS" --batch-size 128 --out "$RUNS/homo_hetero"
     neas ablate split --arch "$arch" --data cifar10 --data-dir "$DATA" --recipe small --epochs "$RETRAIN_EPOCHS" --batch-size 128 --out "$RUNS/split"    ;;
   paths)
     until [ -f "$RUNS/k2_diversity/summary.json" ]; do sleep 30; done

@@ -97,6 +97,8 @@ def test_homo_hetero_cli(space_file, tmp_path, capsys):
         ev = json.loads((out / f"homo_path{k + 1}" / "eval.json").read_text())
         assert variants[f"homo_path{k + 1}"]["top1"] == ev["ensemble"]["top1"]
     assert "| hetero |" in capsys.readouterr().out
+    div = variants["hetero"]["diversity"]
+    assert 0 <= div["disagreement"] <= 1 and max(variants["hetero"]["path_top1"]) <= div["oracle_top1"] <= 1
     # finished variants are never retrained
     import neas.recipes.ablate as mod
 

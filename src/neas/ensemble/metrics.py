@@ -12,14 +12,20 @@ __all__ = ["evaluate_ensemble", "measure_latency_ms"]
 
 @torch.no_grad()
 def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
-    """Top-1, top-5 and cross-entropy of the ensemble (mean logits) and of each path."""
+    """Top-1, top-5 and cross-entropy of the ensemble (mean logits) and of each path, and how
+    diverse the paths are: ``disagreement`` (fraction of images on which two paths' top-1
+    predictions differ, averaged over pairs) and ``oracle_top1`` (some path is right)."""
     net.eval()
     k = net.arch.num_paths
     top5 = min(5, net.num_classes)
     sums = {"ensemble": [0.0, 0, 0]} | {f"path{j}": [0.0, 0, 0] for j in range(k)}  # loss, top1, top5
-    total = 0
+    total, differ, oracle = 0, 0, 0
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     for x, y in batches:
         logits = [l.float() for l in net.path_logits(x)]
+        preds = torch.stack([l.argmax(1) for l in logits])
+        differ += sum((preds[i] != preds[j]).sum().item() for i, j in pairs)
+        oracle += (preds == y).any(0).sum().item()
         named = {"ensemble": torch.stack(logits).mean(0)} | {f"path{j}": l for j, l in enumerate(logits)}
         for name, l in named.items():
             sums[name][0] += F.cross_entropy(l, y, reduction="sum").item()
@@ -31,7 +37,9 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
             progress.update(1)
     if total == 0:
         raise ValueError("no images to evaluate")
-    return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {"images": total}
+    diversity = {"disagreement": differ / (total * len(pairs)), "oracle_top1": oracle / total}
+    return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {
+        "diversity": diversity, "images": total}
 
 
 def measure_latency_ms(net: EnsembleNet, device, batch_size: int = 1, repeats: int = 30, warmup: int = 5) -> float:

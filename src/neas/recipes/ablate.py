@@ -87,7 +87,7 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
         results[name] = {"arch": arch.to_json(), "split": arch.split, "top1": ev["ensemble"]["top1"],
                          "top5": ev["ensemble"]["top5"], "path_top1": [ev[f"path{j}"]["top1"] for j in range(k)],
-                         "eval_split": ev.get("split", "test"), "images": ev["images"], "macs": cost.macs,
+                         "diversity": ev.get("diversity"), "eval_split": ev.get("split", "test"), "images": ev["images"], "macs": cost.macs,
                          "paper_flops": cost.paper_flops, "params": cost.params}
     return results
 
@@ -102,11 +102,13 @@ def _num_classes(run: Path) -> int:
 def _variant_table(results: dict, title: str) -> str:
     k = max(len(r["path_top1"]) for r in results.values())
     lines = [f"## {title}", "", "| model | split | " + " | ".join(f"path {j + 1} top-1 (%)" for j in range(k))
-             + " | ensemble top-1 (%) | MACs (M) | params (M) |", "|---|---|" + "---|" * k + "---|---|---|"]
+             + " | ensemble top-1 (%) | disagreement (%) | oracle top-1 (%) | MACs (M) | params (M) |", "|---|---|" + "---|" * k + "---|---|---|---|---|"]
     for name, r in results.items():
         paths = [_pct(a) for a in r["path_top1"]] + [""] * (k - len(r["path_top1"]))
+        div = r["diversity"] or {}
+        diversity = " | ".join(_pct(div[key]) if key in div else "-" for key in ("disagreement", "oracle_top1"))
         lines.append(f"| {name} | {r['split']} | " + " | ".join(paths)
-                     + f" | {_pct(r['top1'])} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
+                     + f" | {_pct(r['top1'])} | {diversity} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
     return "\n".join(lines) + "\n"
 
 

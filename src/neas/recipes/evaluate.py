@@ -78,6 +78,9 @@ def format_result(result: dict) -> str:
     for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
         r = result[name]
         lines.append(f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%{r['loss']:>8.4f}")
+    if "diversity" in result and k > 1:
+        d = result["diversity"]
+        lines.append(f"paths disagree on {100 * d['disagreement']:.2f}% of the images; some path is right on {100 * d['oracle_top1']:.2f}%")
     extra = f", latency {result['latency_ms']:.2f} ms ({result['latency_device']}, batch 1)" if "latency_ms" in result else ""
     lines.append(f"MACs {result['macs'] / 1e6:.2f}M, paper FLOPs {result['paper_flops'] / 1e6:.2f}M, params {result['params'] / 1e6:.2f}M{extra}")
     return "\n".join(lines)
