@@ -44,6 +44,7 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert len(list((tmp_path / "rank" / "scratch").glob("*/eval.json"))) == 4
     assert list((tmp_path / "rank").glob("rank_*.png"))
     assert "Kendall τ" in (tmp_path / "rank" / "rank.md").read_text()
+    assert entry["in_shrunk_space"] == [0, 1, 2, 3]  # sampled from that supernet's shrunk space
 
     def never(*args, **kwargs):
         raise AssertionError("a from-scratch run was redone")

@@ -91,7 +91,7 @@ def rank(cfg: RankConfig) -> dict:
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {}}
     for path in supernets:
-        model, _, meta = load_supernet(path, cfg.device)
+        model, its_shrunk, meta = load_supernet(path, cfg.device)
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
         weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
@@ -105,7 +105,13 @@ def rank(cfg: RankConfig) -> dict:
             oneshot = [e.ensemble_acc for e in evaluator.evaluate_many(archs)]
             atomic_write_text(cache, json.dumps(oneshot) + "\n")
         corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
-        results["supernets"][str(path)] = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot}
+        # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
+        inside = [i for i, a in enumerate(archs) if a.is_valid(space, its_shrunk)]
+        entry = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot, "in_shrunk_space": inside}
+        if 3 <= len(inside) < len(archs):
+            entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside], [scratch[i] for i in inside],
+                                                                    cfg.bootstrap, cfg.seed)
+        results["supernets"][str(path)] = entry
         _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
     results["scratch_acc"] = scratch
     names = list(results["supernets"])
@@ -121,11 +127,15 @@ def rank(cfg: RankConfig) -> dict:
 
 def _table(results: dict) -> str:
     lines = [f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs", "",
-             "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) |", "|---|---|---|---|---|"]
+             "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) "
+             "| in its shrunk space | Kendall τ on those [95 % CI] |", "|---|---|---|---|---|---|---|"]
     for path, r in results["supernets"].items():
         (tl, th), (rl, rh) = r["kendall_tau_ci95"], r["spearman_rho_ci95"]
+        sub = r.get("in_shrunk_space_correlation")
+        within = f"{sub['kendall_tau']:.3f} [{sub['kendall_tau_ci95'][0]:.3f}, {sub['kendall_tau_ci95'][1]:.3f}]" if sub else "(all)"
         lines.append(f"| {path} | {r['shrink']} | {r['kendall_tau']:.3f} [{tl:.3f}, {th:.3f}] | "
-                     f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | {100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} |")
+                     f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | {100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} | "
+                     f"{len(r['in_shrunk_space'])} / {len(r['oneshot_acc'])} | {within} |")
     if results["differences"]:
         lines += ["", "| τ difference (paired bootstrap) | Δτ [95 % CI] |", "|---|---|"]
         for pair, d in results["differences"].items():
