@@ -56,3 +56,42 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     capsys.readouterr()
     assert main([*argv[:2], str(trained_supernet), str(tmp_path / "nope"), *argv[3:]]) == 2
     assert "not a finished supernet run" in capsys.readouterr().err
+
+
+def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_path, monkeypatch):
+    import neas.recipes.retrain as retrain_mod
+
+    argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "3", "--scratch-epochs", "2", "--bootstrap", "20",
+            "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
+
+    class Killed(BaseException):
+        pass
+
+    real_save = retrain_mod.save_checkpoint
+    saves = []
+
+    def dying_save(*args, **kwargs):  # the second scratch run dies after its first epoch's checkpoint
+        real_save(*args, **kwargs)
+        saves.append(1)
+        if len(saves) == 3:
+            raise Killed()
+
+    monkeypatch.setattr(retrain_mod, "save_checkpoint", dying_save)
+    with pytest.raises(Killed):
+        main(argv)
+    runs = sorted(p for p in (tmp_path / "rank" / "scratch").iterdir() if p.is_dir())
+    done = [p for p in runs if (p / "eval.json").is_file()]
+    assert len(runs) == 2 and len(done) == 1
+    interrupted = next(p for p in runs if p not in done)
+    assert json.loads((interrupted / "state.json").read_text())["epoch"] == 0
+    finished_weights = (done[0] / "model.safetensors").read_bytes()
+    monkeypatch.setattr(retrain_mod, "save_checkpoint", real_save)
+    epochs = []
+    real_seed = retrain_mod.seed_everything
+    monkeypatch.setattr(retrain_mod, "seed_everything", lambda s: (epochs.append(s), real_seed(s)))
+    assert main(argv) == 0
+    # seeds: one at the start of each run, then cfg.seed * 1000 + 16 * epoch per epoch trained:
+    # the interrupted run trains only its second epoch (16), the third run both (0, 16)
+    assert epochs == [0, 16, 0, 0, 16]
+    assert (done[0] / "model.safetensors").read_bytes() == finished_weights  # the finished run was not redone
+    assert len(json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"]) == 3
