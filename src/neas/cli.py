@@ -167,9 +167,7 @@ def _cmd_report(args) -> int:
 def _cmd_rank(args) -> int:
     from neas.recipes.rank import RankConfig, rank
 
-    cfg = RankConfig(supernet=args.supernet, out=args.out, num_archs=args.num_archs, from_space=args.from_space,
-                     scratch_epochs=args.scratch_epochs, scratch_batch_size=args.scratch_batch_size, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
-    results = rank(cfg)
+    results = rank(recipe_config(RankConfig, args, RankConfig.__dataclass_fields__))
     for path, r in results["supernets"].items():
         lo, hi = r["kendall_tau_ci95"]
         print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], "

@@ -20,11 +20,11 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
     top5 = min(5, net.num_classes)
     sums = {"ensemble": [0.0, 0, 0]} | {f"path{j}": [0.0, 0, 0] for j in range(k)}  # loss, top1, top5
     total, differ, oracle = 0, 0, 0
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    pairs = k * (k - 1) // 2
     for x, y in batches:
         logits = [l.float() for l in net.path_logits(x)]
         preds = torch.stack([l.argmax(1) for l in logits])
-        differ += sum((preds[i] != preds[j]).sum().item() for i, j in pairs)
+        differ += (preds[:, None] != preds[None]).sum().item() // 2  # every unordered pair of paths once
         oracle += (preds == y).any(0).sum().item()
         named = {"ensemble": torch.stack(logits).mean(0)} | {f"path{j}": l for j, l in enumerate(logits)}
         for name, l in named.items():
@@ -37,7 +37,7 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
             progress.update(1)
     if total == 0:
         raise ValueError("no images to evaluate")
-    diversity = {"disagreement": differ / (total * len(pairs)), "oracle_top1": oracle / total}
+    diversity = {"disagreement": differ / (total * pairs), "oracle_top1": oracle / total}
     return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {
         "diversity": diversity, "images": total}
 

@@ -126,20 +126,18 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
                    _variant_table(results, f"Homogeneous vs heterogeneous paths ({arch_spec})"))
 
 
-def _search_without_sharing(arch_spec: str, out: Path) -> "EnsembleArch | None":
+def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "EnsembleArch | None":
     """Reruns the search that produced ``arch_spec`` with the split point fixed at 0, same budget."""
     config = Path(arch_spec).parent / "config.yaml"
     if not str(arch_spec).endswith(".json") or not config.is_file():
         log.info("split: %s does not come from `neas search` (no config.yaml beside it); no equal-budget search", arch_spec)
         return None
-    cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
-    stored = json.loads(Path(arch_spec).read_text()).get("supernet")
-    supernet = Path(stored) if stored else Path(cfg.supernet)
-    cfg = dataclasses.replace(cfg, supernet=str(supernet), out=str(out / "search_no_sharing"), split=[0, 0], resume=False)
-    lo = SearchSpace.from_dict(json.loads(Path(arch_spec).read_text())["space"]).split[0]
-    if lo > 0:
-        log.info("split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget search", lo)
+    if space.split[0] > 0:
+        log.info("split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget search", space.split[0])
         return None
+    cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
+    supernet = json.loads(Path(arch_spec).read_text()).get("supernet") or cfg.supernet
+    cfg = dataclasses.replace(cfg, supernet=supernet, out=str(out / "search_no_sharing"), split=[0, 0], resume=False)
     run_stage(out / "search_no_sharing", ["arch.json"], search, cfg, "search without sharing")
     return EnsembleArch.load(out / "search_no_sharing" / "arch.json")
 
@@ -154,7 +152,7 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
     out.mkdir(parents=True, exist_ok=True)
     wide = dataclasses.replace(space, split=(0, space.split[1]))
     variants = {"shared": (arch, space), "no_sharing_same_ops": (unshare(arch), wide)}
-    searched = _search_without_sharing(arch_spec, out) if equal_budget else None
+    searched = _search_without_sharing(arch_spec, space, out) if equal_budget else None
     if searched is not None:
         variants["no_sharing_searched"] = (searched, wide)
     results = _retrain_variants(variants, base, out)
@@ -164,9 +162,8 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
 
 def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "dict[int, str] | None" = None) -> dict:
     """Table 5: the whole pipeline of one ``neas run`` config (one budget) for each K in ``paths``."""
-    base = load_yaml(config)
-    base.pop("resume", None)
-    space = SearchSpace.resolve(base.get("space", "tiny"))
+    base = from_dict(RunConfig, {**load_yaml(config), "resume": False}, str(config))
+    space = SearchSpace.resolve(base.space)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reuse = reuse or {}
@@ -182,8 +179,7 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
             space_file = out / f"space_k{k}.yaml"
             _write_once(space_file, space_k.to_yaml())
             run = out / f"k{k}"
-            cfg = from_dict(RunConfig, {**base, "space": str(space_file), "out": str(run), "resume": run.exists()}, str(config))
-            run_pipeline(cfg)
+            run_pipeline(dataclasses.replace(base, space=str(space_file), out=str(run), resume=run.exists()))
         summary = json.loads((run / "summary.json").read_text())
         results[str(k)] = {"run": str(run), "top1": summary["test_top1"], "path_top1": summary["path_test_top1"],
                            "supernet_acc": summary["supernet_acc"], "split": summary["arch"]["split"],
@@ -196,13 +192,12 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
     return _finish(out, "paths", {"config": str(config), "runs": results}, "\n".join(lines) + "\n")
 
 
-def _check_reuse(run: Path, base: dict, k: int) -> None:
+def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     """A reused run must be finished and made with the same config apart from the space's K."""
     if not (run / "summary.json").is_file():
         raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no summary.json)")
-    used = yaml.safe_load((run / "config.yaml").read_text())
-    base = to_dict(from_dict(RunConfig, {**base, "out": str(run)}))
-    differ = [key for key in sorted(set(used) | set(base)) if key not in ("space", "out", "resume") and used.get(key) != base.get(key)]
+    used, given = yaml.safe_load((run / "config.yaml").read_text()), to_dict(base)
+    differ = [key for key in sorted(set(used) | set(given)) if key not in ("space", "out", "resume") and used.get(key) != given.get(key)]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
     runs_k = json.loads((run / "search" / "arch.json").read_text())["paths"]
@@ -223,7 +218,7 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
         record = json.loads(f.read_text())
         generations.append([m["ensemble_acc"] for m in record["members"]])
         for m in record["members"]:
-            key = json.dumps({"split": m["split"], "paths": m["paths"]})
+            key = EnsembleArch.from_json(m)
             if key not in seen:
                 seen.add(key)
                 accs.append(m["ensemble_acc"])

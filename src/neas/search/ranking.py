@@ -9,28 +9,39 @@ from scipy import stats
 __all__ = ["rank_correlation", "tau_difference"]
 
 
+def _bootstrap(arrays, statistic, bootstrap: int, seed: int) -> list:
+    """``statistic(*resampled)`` for percentile-bootstrap resamples of the paired ``arrays``
+    (the same indices for all); resamples where some array is constant have no ranking and
+    are skipped."""
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    out = []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, n, n)
+        if min(np.ptp(a[idx]) for a in arrays) == 0:
+            continue
+        out.append(statistic(*(a[idx] for a in arrays)))
+    return out
+
+
+def _ci95(values) -> list:
+    values = [v for v in values if np.isfinite(v)]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else [float("nan")] * 2
+
+
+def _tau(x, y) -> float:
+    return stats.kendalltau(x, y).statistic
+
+
 def rank_correlation(supernet_acc, scratch_acc, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Kendall τ and Spearman ρ with percentile bootstrap 95 % CIs (resampling the ensembles)."""
     x, y = np.asarray(supernet_acc, float), np.asarray(scratch_acc, float)
     if len(x) != len(y) or len(x) < 3:
         raise ValueError("need at least 3 paired accuracies")
-    tau = float(stats.kendalltau(x, y).statistic)
-    rho = float(stats.spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    taus, rhos = [], []
-    for _ in range(bootstrap):
-        idx = rng.integers(0, len(x), len(x))
-        if np.ptp(x[idx]) == 0 or np.ptp(y[idx]) == 0:
-            continue  # a constant resample has no ranking
-        taus.append(stats.kendalltau(x[idx], y[idx]).statistic)
-        rhos.append(stats.spearmanr(x[idx], y[idx]).statistic)
-
-    def ci(values):
-        values = [v for v in values if np.isfinite(v)]
-        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else [float("nan")] * 2
-
-    return {"n": int(len(x)), "kendall_tau": tau, "kendall_tau_ci95": ci(taus), "spearman_rho": rho,
-            "spearman_rho_ci95": ci(rhos), "bootstrap": bootstrap}
+    pairs = _bootstrap((x, y), lambda x, y: (_tau(x, y), stats.spearmanr(x, y).statistic), bootstrap, seed)
+    return {"n": int(len(x)), "kendall_tau": float(_tau(x, y)), "kendall_tau_ci95": _ci95([t for t, _ in pairs]),
+            "spearman_rho": float(stats.spearmanr(x, y).statistic), "spearman_rho_ci95": _ci95([r for _, r in pairs]),
+            "bootstrap": bootstrap}
 
 
 def tau_difference(acc_a, acc_b, scratch_acc, bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -39,19 +50,5 @@ def tau_difference(acc_a, acc_b, scratch_acc, bootstrap: int = 1000, seed: int =
     a, b, y = (np.asarray(v, float) for v in (acc_a, acc_b, scratch_acc))
     if not len(a) == len(b) == len(y) or len(y) < 3:
         raise ValueError("need the same >= 3 ensembles scored by both supernets")
-
-    def tau(x, idx=slice(None)):
-        return stats.kendalltau(x[idx], y[idx]).statistic
-
-    diff = float(tau(a) - tau(b))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(bootstrap):
-        idx = rng.integers(0, len(y), len(y))
-        if min(np.ptp(a[idx]), np.ptp(b[idx]), np.ptp(y[idx])) == 0:
-            continue
-        d = tau(a, idx) - tau(b, idx)
-        if np.isfinite(d):
-            diffs.append(d)
-    ci = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))] if diffs else [float("nan")] * 2
-    return {"tau_difference": diff, "ci95": ci, "bootstrap": bootstrap}
+    diffs = _bootstrap((a, b, y), lambda a, b, y: _tau(a, y) - _tau(b, y), bootstrap, seed)
+    return {"tau_difference": float(_tau(a, y) - _tau(b, y)), "ci95": _ci95(diffs), "bootstrap": bootstrap}
