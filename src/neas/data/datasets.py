@@ -57,6 +57,7 @@ class ImageFiles:
     labels: torch.Tensor
     classes: list[str]
     input_size: int
+    crop_pct: float = 1.0  # the evaluation view (see :func:`decode_image`)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,7 +67,7 @@ class ImageFiles:
         return len(self.classes)
 
     def subset(self, index: torch.Tensor) -> "ImageFiles":
-        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size)
+        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size, self.crop_pct)
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -121,7 +122,8 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
         raise NeasError(f"{base} has no class folders (expected {base}/<class>/<image>)")
     paths, labels = [], []
     for i, c in enumerate(classes):
-        for dirpath, _, files in os.walk(base / c):
+        for dirpath, dirs, files in os.walk(base / c):
+            dirs.sort()  # os.walk lists sub-folders in directory order: make the file order the same everywhere
             for f in sorted(files):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, f))
@@ -131,20 +133,39 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
     return paths, labels, classes
 
 
-def decode_image(path: str, input_size: int) -> torch.Tensor:
-    """One image file -> (3, S, S) uint8: short side resized to S, center crop. Errors name the file."""
+def crop_pct_for(split: str) -> float:
+    """The evaluation view of a split: timm's center crop (``crop_pct`` 0.875) for held-out test
+    images, the whole short side (1.0) for the training split, which is augmented from it."""
+    from timm.data import DEFAULT_CROP_PCT
+
+    return 1.0 if split == "train" else DEFAULT_CROP_PCT
+
+
+_eval_transforms: dict = {}
+
+
+def eval_transform(input_size: int, crop_pct: float):
+    """timm's evaluation transform (bicubic resize to ``input_size / crop_pct``, center crop),
+    returning uint8 (3, S, S) tensors: normalisation happens on the device."""
+    key = (input_size, crop_pct)
+    if key not in _eval_transforms:
+        from timm.data import create_transform, resolve_data_config
+
+        config = resolve_data_config({"input_size": (3, input_size, input_size), "crop_pct": crop_pct, "interpolation": "bicubic"})
+        _eval_transforms[key] = create_transform(**config, is_training=False, use_prefetcher=True)
+    return _eval_transforms[key]
+
+
+def decode_image(path: str, input_size: int, crop_pct: float = 1.0) -> torch.Tensor:
+    """One image file -> (3, S, S) uint8 with timm's evaluation transform; an image already
+    S x S (e.g. CIFAR) is kept as it is. Errors name the file."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            w, h = img.size
-            scale = input_size / min(w, h)
-            if (w, h) != (input_size, input_size):
-                img = img.resize((max(input_size, round(w * scale)), max(input_size, round(h * scale))), Image.BILINEAR)
-                w, h = img.size
-                left, top = (w - input_size) // 2, (h - input_size) // 2
-                img = img.crop((left, top, left + input_size, top + input_size))
+            if img.size != (input_size, input_size):
+                return eval_transform(input_size, crop_pct)(img).contiguous()
             array = np.asarray(img, dtype=np.uint8)
     except Exception as exc:  # PIL raises many types for broken files
         raise NeasError(f"cannot read image {path}: {exc}") from None
@@ -156,8 +177,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NEAS_CACHE_DIR") or Path.home() / ".cache" / "neas")
 
 
-def _cache_key(paths: list[str], input_size: int) -> str:
-    digest = hashlib.sha256(f"v1:{input_size}".encode())
+def _cache_key(paths: list[str], input_size: int, crop_pct: float) -> str:
+    digest = hashlib.sha256(f"v2:{input_size}:{crop_pct}".encode())
     for p in paths:
         st = os.stat(p)
         digest.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -167,11 +188,12 @@ def _cache_key(paths: list[str], input_size: int) -> str:
 def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
+    crop_pct = crop_pct_for(split)
     if len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30:
         log.info("%s/%s: %d images stream from disk (too large to keep decoded in memory)", root, split, len(paths))
-        return ImageFiles(paths, label_tensor, classes, input_size)
+        return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
     # Decoded once, then cached as one uint8 array keyed by the files' names, sizes and times.
-    cached = cache_dir() / f"{_cache_key(paths, input_size)}.npy"
+    cached = cache_dir() / f"{_cache_key(paths, input_size, crop_pct)}.npy"
     if cached.is_file():
         try:
             return ImageTensors(torch.from_numpy(np.load(cached)), label_tensor, classes)
@@ -180,7 +202,7 @@ def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float =
     images = torch.empty(len(paths), 3, input_size, input_size, dtype=torch.uint8)
 
     def work(i):
-        images[i] = decode_image(paths[i], input_size)
+        images[i] = decode_image(paths[i], input_size, crop_pct)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(work, range(len(paths))))

@@ -2,8 +2,9 @@
 
 In-memory data (:class:`ImageTensors`) is augmented per batch on the device (random crop
 with padding, optional horizontal flip) and normalised there, so a step costs one index and
-one copy. Streamed data (:class:`ImageFiles`) goes through a torch ``DataLoader`` with
-torchvision transforms. Shuffling depends only on (seed, epoch): a resumed run sees the same
+one copy. Streamed data (:class:`ImageFiles`) goes through a torch ``DataLoader`` with timm's
+transforms: for training, RandomResizedCrop, flip and the same RandAugment policy; random
+erasing is applied on the device to both (it works on normalised pixels). Shuffling depends only on (seed, epoch): a resumed run sees the same
 batches as an uninterrupted one.
 """
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from neas.data.datasets import ImageFiles, ImageTensors, decode_image
+from neas.errors import NeasError
 
 __all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
 
@@ -72,16 +74,18 @@ def _augment(images: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
 
 
 class _FileDataset(torch.utils.data.Dataset):
-    def __init__(self, data: ImageFiles, train: bool):
-        from torchvision import transforms
+    """Images decoded per item: timm's training transform with ``augment``, else the evaluation view."""
 
-        size = data.input_size
+    def __init__(self, data: ImageFiles, augment: "Augment | None"):
         self.data = data
-        self.transform = (
-            transforms.Compose([transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()])
-            if train
-            else None
-        )
+        self.transform = None
+        if augment is not None:
+            from timm.data import create_transform
+
+            self.transform = create_transform(
+                data.input_size, is_training=True, hflip=0.5 if augment.flip else 0.0, color_jitter=None,
+                auto_augment=augment.randaugment or None, use_prefetcher=True,  # uint8 out; normalised on the device
+            )
 
     def __len__(self):
         return len(self.data)
@@ -89,11 +93,14 @@ class _FileDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
+        path = self.data.paths[i]
         if self.transform is None:
-            image = decode_image(self.data.paths[i], self.data.input_size)
-        else:
-            with Image.open(self.data.paths[i]) as img:
-                image = self.transform(torch.from_numpy(__import__("numpy").asarray(img.convert("RGB")).copy()).permute(2, 0, 1))
+            return decode_image(path, self.data.input_size, self.data.crop_pct), self.data.labels[i]
+        try:
+            with Image.open(path) as img:
+                image = self.transform(img.convert("RGB"))
+        except OSError as exc:
+            raise NeasError(f"cannot read image {path}: {exc}") from None
         return image, self.data.labels[i]
 
 
@@ -171,7 +178,7 @@ class BatchLoader:
                 yield self._finish(images, self.data.labels[batch])
             return
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(_FileDataset(self.data, self.train), index.tolist()),
+            torch.utils.data.Subset(_FileDataset(self.data, self.augment), index.tolist()),
             batch_size=self.batch_size,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",

@@ -95,19 +95,22 @@ def rank(cfg: RankConfig) -> dict:
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
         weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
-        tag = f"{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
+        # "scoring/2": stratified BN and scoring sets; caches of the class-sorted sets are not reused
+        tag = f"scoring/2:{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
         cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
         if cache.is_file():
-            oneshot = json.loads(cache.read_text())
+            scored = json.loads(cache.read_text())
         else:
-            bn, val, _ = heldout_batches(meta, space, torch.device(cfg.device), cfg.bn_batches, cfg.batch_size)
+            bn, val, calibration = heldout_batches(meta, space, torch.device(cfg.device), cfg.bn_batches, cfg.batch_size)
             evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
-            oneshot = [e.ensemble_acc for e in evaluator.evaluate_many(archs)]
-            atomic_write_text(cache, json.dumps(oneshot) + "\n")
+            scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
+            atomic_write_text(cache, json.dumps(scored) + "\n")
+        oneshot = scored["oneshot_acc"]
         corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
         # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
         inside = [i for i, a in enumerate(archs) if a.is_valid(space, its_shrunk)]
-        entry = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot, "in_shrunk_space": inside}
+        entry = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot, "in_shrunk_space": inside,
+                 "calibration": scored["calibration"]}
         if 3 <= len(inside) < len(archs):
             entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside], [scratch[i] for i in inside],
                                                                     cfg.bootstrap, cfg.seed)

@@ -162,7 +162,7 @@ def search(cfg: SearchConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     latency = _latency(cfg, run, space, num_classes, device)
-    bn, val_batches, n_val = heldout_batches(meta, space, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
+    bn, val_batches, calibration = heldout_batches(meta, space, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
 
@@ -229,7 +229,7 @@ def search(cfg: SearchConfig) -> Path:
 
     if dist.is_main_process():
         log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
-                 cfg.strategy, space.name, shrunk.num_combinations, n_val, constraints.active() or "none")
+                 cfg.strategy, space.name, shrunk.num_combinations, calibration["score_images"], constraints.active() or "none")
     if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
         raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; {_describe_range(table, shrunk)}")
     if cfg.strategy == "evolution":
@@ -249,6 +249,7 @@ def search(cfg: SearchConfig) -> Path:
         "evaluations": len(history),
         "constraints": constraints.active(),
         "supernet": str(sn_dir),
+        "calibration": calibration,
     }
     if dist.is_main_process():
         atomic_write_text(run / "arch.json", json.dumps(result, indent=1) + "\n")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from neas import dist
-from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.shrink import SHRINK_MODES, ShrinkSettings, shrink_round
@@ -94,17 +94,16 @@ def _data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int
         raise NeasError(f"space {space.name!r} expects in_channels={space.in_channels}, but dataset {cfg.data!r} has 3-channel images")
     if full.num_classes < 2:
         raise NeasError(f"dataset {cfg.data!r} has {full.num_classes} class; at least 2 are needed")
-    keep, held = holdout_split(full.labels.cpu(), cfg.holdout)
-    train, val = full.subset(keep), full.subset(held if len(held) else keep)
+    sets = calibration_sets(full, cfg.holdout, cfg.bn_batches * cfg.batch_size, cfg.probe_images)
+    train = sets.train
     if len(train) < cfg.batch_size * world:
         raise NeasError(f"the training part has {len(train)} images, fewer than one global batch ({cfg.batch_size} x {world})")
     augment = Augment(pad=max(1, space.input_size // 8), flip=cfg.data != "digits") if cfg.augment else None
     loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
     # BN and probe batches are identical on every rank (every rank derives the same drops).
-    bn = BatchLoader(train, cfg.batch_size, False, device=device, workers=cfg.workers).take(cfg.bn_batches)
-    probe_set = val.subset(torch.arange(min(cfg.probe_images, len(val))))
-    probe = BatchLoader(probe_set, min(cfg.batch_size * 4, len(probe_set)), False, device=device, workers=cfg.workers)
-    return full, loader, bn, probe.take(10**9)
+    bn = sets.bn_batches(cfg.batch_size, device, cfg.workers)
+    probe = sets.score_batches(min(cfg.batch_size * 4, len(sets.score)), device, cfg.workers)
+    return full, loader, bn, probe, sets.record()
 
 
 def supernet_metadata(space: SearchSpace, shrunk: ShrunkSpace, num_classes: int, classes, cfg: SupernetConfig, epoch: int) -> dict:
@@ -188,7 +187,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     space = SearchSpace.resolve(cfg.space)
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
-    full, loader, bn_batches, probe_batches = _data(cfg, space, device, rank, world)
+    full, loader, bn_batches, probe_batches, calibration = _data(cfg, space, device, rank, world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
@@ -231,7 +230,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
             before = shrunk.num_combinations
             shrunk, record = shrink_round(model, shrunk, settings, bn_batches, probe_batches, gen, bar)
             bar.close()
-            record = {"round": rounds, "epoch": epoch + 1, **record}
+            record = {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record}
             if dist.is_main_process():
                 atomic_write_text(run / "shrink" / f"round_{rounds:02d}.json", json.dumps(record) + "\n")
             rounds += 1

@@ -78,7 +78,10 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
         _heat(row[0], fig, S, ops, ops, f"{name}: similarity S", vmin=S.min(), vmax=1.0)
         _heat(row[1], fig, np.array([layer["r"]]), ops, ["r"], f"{name}: quality r = exp(γ·acc)")
         scores = layer["scores"]
-        if scores and len(scores[0]["ops"]) == 2:
+        if not scores:  # a layer shared in every ensemble is not scored
+            row[2].axis("off")
+            row[2].text(0.5, 0.5, f"{name}: shared in every ensemble, not scored", ha="center", va="center", fontsize=9)
+        elif len(scores[0]["ops"]) == 2:
             pos = {op: i for i, op in enumerate(ops)}
             matrix, mask = np.full((len(ops), len(ops)), np.nan), np.zeros((len(ops), len(ops)), bool)
             for c in scores:

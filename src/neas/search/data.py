@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 
-import torch
-
-from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.data import calibration_sets, load_dataset
 
 __all__ = ["heldout_batches"]
 
 
 def heldout_batches(meta: dict, space, device, bn_batches: int, batch_size: int, val_images: "int | None" = None,
                     data_dir: "str | None" = None, workers: int = 0):
-    """Returns (BN batches of images, held-out (images, labels) batches, number of held-out images)."""
+    """Returns (BN batches of images, held-out (images, labels) batches, the ``calibration`` record).
+
+    Both sets are stratified, seeded subsets (:func:`neas.data.calibration_sets`): the first R
+    batches of an image folder would otherwise be one class.
+    """
     trained = json.loads(meta["config"])
     full = load_dataset(trained["data"], "train", space.input_size, data_dir or trained.get("data_dir"), False)
-    keep, held = holdout_split(full.labels, trained["holdout"])
-    train, val = full.subset(keep), full.subset(held if len(held) else keep)
-    if val_images is not None:
-        val = val.subset(torch.arange(min(val_images, len(val))))
-    bn = [x for x, _ in BatchLoader(train, batch_size, False, device=device, workers=workers).take(bn_batches)]
-    val_batches = list(BatchLoader(val, batch_size, False, device=device, workers=workers).epoch(0))
-    return bn, val_batches, len(val)
+    sets = calibration_sets(full, trained["holdout"], bn_batches * batch_size, val_images)
+    bn = [x for x, _ in sets.bn_batches(batch_size, device, workers)]
+    return bn, sets.score_batches(batch_size, device, workers), sets.record()

@@ -12,13 +12,17 @@ __all__ = ["diversity_scores", "accuracy_scores"]
 
 
 def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:
-    """``det(L_m[h, h])`` for each combination h, with ``L_m = diag(r) S diag(r)`` (Eq. 4, 8)."""
+    """``det(L_m[h, h])`` for each combination h, with ``L_m = diag(r) S diag(r)`` (Eq. 4, 8).
+
+    S is positive semi-definite (:func:`~neas.shrink.statistics.nearest_psd`), so every score is
+    >= 0; a determinant that rounding makes negative is reported as 0.
+    """
     kernel = stats.r[:, None] * stats.S * stats.r[None, :]
     pos = {op: i for i, op in enumerate(stats.ops)}
     out = []
     for combo in combinations:
         idx = [pos[op] for op in combo]
-        out.append(float(np.linalg.det(kernel[np.ix_(idx, idx)])))
+        out.append(max(0.0, float(np.linalg.det(kernel[np.ix_(idx, idx)]))))
     return out
 
 

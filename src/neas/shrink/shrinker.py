@@ -1,9 +1,11 @@
 """One round of search-space shrinking (Algorithm 1, lines 4-6; DESIGN.md §6).
 
 Sample Z ensembles from the current shrunk space, score each on the probe set after BN
-recalibration, score every surviving combination of every layer (``diversity``: the DPP score;
-``accuracy``: the baseline), and drop the k lowest across all layers, never leaving a layer
-without a combination.
+recalibration, score every surviving combination of every layer that can be private
+(``diversity``: the DPP score; ``accuracy``: the baseline), and drop the k lowest across those
+layers, never leaving a layer without a combination. A layer at or below the smallest split
+point is shared in every ensemble: no sample tells anything about its combinations, and
+dropping one would not change which ensembles exist, so it is never scored nor dropped.
 """
 
 from __future__ import annotations
@@ -110,8 +112,11 @@ def shrink_round(
             progress.update(world)
     samples = [s for _, s in sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda t: t[0])]
     stats = layer_statistics(space, samples, settings.beta, settings.gamma)
+    always_shared = space.split[0]  # L1..L{split min} are shared in every ensemble
     scored = {}
     for layer in stats:
+        if layer.index <= always_shared:
+            continue
         combos = list(shrunk.layer_combinations(layer.index))
         scores = (
             diversity_scores(layer, combos)
@@ -135,13 +140,15 @@ def shrink_round(
             {
                 "layer": f"L{layer.index}",
                 "ops": [str(o) for o in layer.ops],
+                "always_shared": layer.index <= always_shared,
                 "S": layer.S.round(6).tolist(),
+                "S_min_eigenvalue": round(layer.S_min_eigenvalue, 6),
                 "r": layer.r.round(6).tolist(),
                 "pair_counts": layer.pair_counts.astype(int).tolist(),
                 "op_counts": layer.op_counts.astype(int).tolist(),
                 "scores": [
                     {"ops": [str(o) for o in combo], "score": score, "dropped": combo in drops.get(layer.index, [])}
-                    for combo, score in scored[layer.index]
+                    for combo, score in scored.get(layer.index, [])
                 ],
             }
             for layer in stats

@@ -10,6 +10,11 @@ features. From Z such samples, for every layer m:
 - ``r_m[i]`` = ``exp(gamma * mean accuracy of the paths that use op i at layer m)`` (DESIGN §6.3:
   the exponential form, so gamma trades accuracy against diversity); unobserved ops take the
   layer's mean accuracy.
+
+S estimated this way (means over different samples, filled gaps) need not be positive
+semi-definite, and a DPP score of an indefinite S can be negative for K >= 3: S is projected
+onto the PSD cone (eigenvalues clipped at ``PSD_EPS``, then rescaled to a unit diagonal). An S
+that is already PSD is left exactly as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import numpy as np
 
 from neas.space import EnsembleArch, Op, SearchSpace
 
-__all__ = ["ProbeSample", "LayerStats", "layer_statistics"]
+__all__ = ["ProbeSample", "LayerStats", "layer_statistics", "nearest_psd", "PSD_EPS"]
+
+PSD_EPS = 1e-6  # smallest eigenvalue S keeps after projection
 
 
 @dataclass
@@ -48,10 +55,24 @@ class LayerStats:
 
     index: int
     ops: tuple[Op, ...]
-    S: np.ndarray  # (N, N) similarity, symmetric, unit diagonal
+    S: np.ndarray  # (N, N) similarity, symmetric, unit diagonal, positive semi-definite
     r: np.ndarray  # (N,) quality
     pair_counts: np.ndarray  # (N, N) how many path pairs observed each (i, j)
     op_counts: np.ndarray  # (N,) how many paths used each op
+    S_min_eigenvalue: float = 1.0  # of S as estimated, before the PSD projection
+
+
+def nearest_psd(S: np.ndarray, eps: float = PSD_EPS) -> np.ndarray:
+    """``S`` itself when its eigenvalues are all >= ``eps``; otherwise S with its eigenvalues
+    clipped at ``eps``, rescaled to a unit diagonal (a similarity matrix again)."""
+    S = (S + S.T) / 2
+    values, vectors = np.linalg.eigh(S)
+    if values.min() >= eps:
+        return S
+    P = (vectors * np.maximum(values, eps)) @ vectors.T
+    d = np.sqrt(np.diag(P))
+    P = P / d[:, None] / d[None, :]
+    return (P + P.T) / 2
 
 
 def layer_statistics(space: SearchSpace, samples: list[ProbeSample], beta: float, gamma: float) -> list[LayerStats]:
@@ -93,5 +114,5 @@ def layer_statistics(space: SearchSpace, samples: list[ProbeSample], beta: float
         fill = S[seen & off].mean() if (seen & off).any() else global_fill
         S = np.where(seen | ~off, S, fill)
         np.fill_diagonal(S, 1.0)
-        stats.append(LayerStats(spec.index, ops, S, r, pairs, uses))
+        stats.append(LayerStats(spec.index, ops, nearest_psd(S), r, pairs, uses, float(np.linalg.eigvalsh(S).min())))
     return stats

@@ -1,0 +1,58 @@
+"""The sets a run calibrates and scores candidates on (DESIGN.md §8), and their record.
+
+One owner for all of them — shrinking's BN batches and probe images, a search's BN batches
+and held-out images (``--val-images``), ``neas rank``'s one-shot scoring: the training split is
+cut into a training part and a held-out part (:func:`holdout_split`), the BN images are a
+stratified subset of the training part, the scoring images one of the held-out part
+(:func:`stratified_subset`). Runs write :meth:`CalibrationSets.record` beside their results so
+a reader sees at a glance that the sets cover every class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from neas.data.datasets import ImageFiles, ImageTensors
+from neas.data.loader import BatchLoader
+from neas.data.split import class_counts, holdout_split, stratified_subset
+
+__all__ = ["CalibrationSets", "calibration_sets"]
+
+Dataset = "ImageTensors | ImageFiles"
+
+
+@dataclass
+class CalibrationSets:
+    """The training part of a split, and the BN and scoring sets drawn from it."""
+
+    train: Dataset  # the training part: the split without its held-out images
+    bn: Dataset  # BN recalibration images, from the training part
+    score: Dataset  # scoring images, from the held-out part (the training part when nothing is held out)
+
+    def bn_batches(self, batch_size: int, device, workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(BatchLoader(self.bn, batch_size, False, device=device, workers=workers).epoch(0))
+
+    def score_batches(self, batch_size: int, device, workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(BatchLoader(self.score, batch_size, False, device=device, workers=workers).epoch(0))
+
+    def record(self) -> dict:
+        """The ``calibration`` block of shrink rounds, ``arch.json`` and ``rank.json``."""
+        return {
+            "bn_images": len(self.bn),
+            "bn_classes": class_counts(self.bn.labels, self.bn.classes),
+            "score_images": len(self.score),
+            "score_classes": class_counts(self.score.labels, self.score.classes),
+        }
+
+
+def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images: "int | None" = None) -> CalibrationSets:
+    """Splits ``full`` (a training split) and draws ``bn_images`` BN and ``score_images`` scoring
+    images (all held-out images when None), each stratified, seeded and in interleaved class order."""
+    labels = full.labels.cpu()
+    keep, held = holdout_split(labels, holdout)
+    held = held if len(held) else keep
+    bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
+    score = held[stratified_subset(labels[held], score_images, "score")]
+    return CalibrationSets(full.subset(keep), full.subset(bn), full.subset(score))
