@@ -41,8 +41,11 @@ def test_epochs_are_reproducible_and_differ():
 
 def test_rank_shards_are_disjoint_and_equal():
     data = _data(100)
-    labels = [torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)]
-    assert len(labels[0]) == len(labels[1]) == 50
+    data.labels = torch.arange(100)  # each image's label is its index
+    shards = [torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 50
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert sorted(shards[0].tolist() + shards[1].tolist()) == list(range(100))
 
 
 def test_eval_loader_keeps_every_image_in_order():

@@ -45,6 +45,11 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert list((tmp_path / "rank").glob("rank_*.png"))
     assert "Kendall τ" in (tmp_path / "rank" / "rank.md").read_text()
     assert entry["in_shrunk_space"] == [0, 1, 2, 3]  # sampled from that supernet's shrunk space
+    calibration = entry["calibration"]  # what the one-shot scores were calibrated and scored on
+    for part in ("bn", "score"):
+        counts = calibration[f"{part}_classes"]
+        assert len(counts) == 10 and max(counts.values()) <= 1.5 * min(counts.values()), counts
+        assert sum(counts.values()) == calibration[f"{part}_images"]
 
     def never(*args, **kwargs):
         raise AssertionError("a from-scratch run was redone")

@@ -112,3 +112,64 @@ def test_shrink_round_on_a_real_supernet(tiny):
         arch = EnsembleArch.sample(tiny, rng, new).validate(tiny, new)
         for index in range(1, arch.split + 1):
             assert arch.paths[0][index - 1] in new.shared_ops(index)
+
+
+def test_the_indefinite_similarity_of_the_issue_scores_positive():
+    from neas.shrink.statistics import LayerStats
+
+    S = np.array([[1.0, 0.95, 0.95], [0.95, 1.0, 0.80], [0.95, 0.80, 1.0]])
+    assert np.linalg.det(S) < 0  # as estimated: not a similarity kernel
+    stats = LayerStats(1, tuple(ops[:3]), S, np.array([1.2, 1.1, 1.3]), np.ones((3, 3)), np.ones(3))
+    assert diversity_scores(stats, [tuple(ops[:3])])[0] > 0
+
+
+def test_a_psd_similarity_is_left_as_it_is():
+    from neas.shrink.statistics import nearest_psd
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(5, 8))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    S = v @ v.T  # a Gram matrix: PSD, unit diagonal
+    assert np.array_equal(nearest_psd(S), S)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_random_statistics_give_non_negative_scores_for_k(imagenet, k):
+    import dataclasses
+
+    space = dataclasses.replace(imagenet, num_paths=k, split=(0, imagenet.num_layers))
+    lowest, layers = [], []
+    for seed in range(12):
+        rng = random.Random(seed)
+        shrunk = ShrunkSpace.full(space)
+        samples = []
+        for _ in range(rng.randrange(2, 8)):
+            arch = EnsembleArch.sample(space, rng, shrunk)
+            distances = {pq: rng.uniform(0.0, 10.0) for pq in itertools.combinations(range(k), 2)}
+            samples.append(ProbeSample(arch, [rng.random() for _ in range(k)], rng.random(), distances))
+        for layer in layer_statistics(space, samples, beta=0.3, gamma=2.0):
+            lowest.append(min(diversity_scores(layer, list(shrunk.layer_combinations(layer.index)))))
+            layers.append(layer)
+    assert min(lowest) >= 0, sorted(lowest)[:5]
+    assert all(np.linalg.eigvalsh(layer.S).min() > 0 for layer in layers)  # the S recorded is the S scored
+    assert sum(layer.S_min_eigenvalue < 0 for layer in layers) > 0  # estimates were indefinite: the projection ran
+
+
+@pytest.mark.parametrize("mode", ["accuracy", "diversity"])
+def test_layers_shared_in_every_ensemble_are_never_dropped(tiny, mode):
+    import dataclasses
+
+    from neas.supernet import Supernet
+
+    space = dataclasses.replace(tiny, split=(2, 4))  # L1 and L2 are always shared
+    torch.manual_seed(0)
+    supernet = Supernet(space, 10)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    full = ShrunkSpace.full(space)
+    new, record = shrink_round(supernet, full, ShrinkSettings(mode=mode, drop=6, samples=6, beta=0.1), [(x, y)], [(x, y)],
+                               random.Random(0))
+    assert len(record["dropped"]) == 6 and {d["layer"] for d in record["dropped"]} <= {"L3", "L4"}
+    for index in (1, 2):
+        assert new.layer_combinations(index) == full.layer_combinations(index)
+    assert [layer["always_shared"] for layer in record["layers"]] == [True, True, False, False]
+    assert record["layers"][0]["scores"] == [] and record["layers"][2]["scores"]

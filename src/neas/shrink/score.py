@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neas.shrink.statistics import LayerStats, ProbeSample
+from neas.shrink.statistics import LayerStats, ProbeSample, nearest_psd
 from neas.space import Op
 
 __all__ = ["diversity_scores", "accuracy_scores"]
@@ -14,10 +14,12 @@ __all__ = ["diversity_scores", "accuracy_scores"]
 def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:
     """``det(L_m[h, h])`` for each combination h, with ``L_m = diag(r) S diag(r)`` (Eq. 4, 8).
 
-    S is positive semi-definite (:func:`~neas.shrink.statistics.nearest_psd`), so every score is
-    >= 0; a determinant that rounding makes negative is reported as 0.
+    S is projected onto the PSD cone first (:func:`~neas.shrink.statistics.nearest_psd`; a no-op
+    for the S of :func:`layer_statistics`, which is projected already), so every score is >= 0; a
+    determinant that rounding makes negative is reported as 0.
     """
-    kernel = stats.r[:, None] * stats.S * stats.r[None, :]
+    S = nearest_psd(stats.S)
+    kernel = stats.r[:, None] * S * stats.r[None, :]
     pos = {op: i for i, op in enumerate(stats.ops)}
     out = []
     for combo in combinations:
