@@ -54,7 +54,7 @@ def supernet_vs_plain(space_name: str, size: dict, device="cpu") -> Result:
     archs = [EnsembleArch.sample(space, rng) for _ in range(3)]
     ours, base = 0.0, 0.0
     for arch in archs:  # a few random ensembles, each timed side by side
-        plain = build_ensemble(space, arch, 100, supernet=supernet).to(device, memory_format=torch.channels_last).train()
+        plain = supernet.extract(arch).to(device, memory_format=torch.channels_last).train()
         supernet.train()
         t = interleaved(
             {"supernet": _step(lambda x, a=arch: supernet(x, a), supernet.parameters(), x, y, device),

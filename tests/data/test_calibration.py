@@ -86,10 +86,13 @@ def _classes_of(images: torch.Tensor) -> list[int]:
 
 
 def _scored_sets(root, **kw):
-    meta = {"config": json.dumps({"data": "imagefolder", "data_dir": str(root), "holdout": 0.25})}
-    from neas.space import SearchSpace
+    from neas.space import SearchSpace, ShrunkSpace
+    from neas.supernet.io import SupernetFile
 
-    return heldout_batches(meta, SearchSpace.preset("tiny"), "cpu", bn_batches=2, batch_size=16, val_images=40, **kw)
+    space = SearchSpace.preset("tiny")
+    info = SupernetFile(space, ShrunkSpace.full(space), tuple(f"class{i}" for i in range(10)), "imagefolder", str(root), 0.25,
+                        "diversity", 0, {})
+    return heldout_batches(info, "cpu", bn_batches=2, batch_size=16, val_images=40, **kw)
 
 
 def test_search_sets_on_a_class_sorted_image_folder_are_balanced(tmp_path):

@@ -22,7 +22,7 @@ def test_inherited_ensemble_equals_supernet(name, size):
     x = torch.randn(2, 3, size, size)
     for _ in range(3):
         arch = EnsembleArch.sample(space, rng)
-        net = build_ensemble(space, arch, 10, supernet=supernet).eval()
+        net = supernet.extract(arch).eval()
         with torch.no_grad():
             expected = supernet(x, arch)
             got = net.path_logits(x)
@@ -61,10 +61,10 @@ def test_se_matches_design():
 def test_inherit_checks_space_and_classes(tiny):
     arch = EnsembleArch.sample(tiny, 0)
     with pytest.raises(NeasError, match="classes"):
-        build_ensemble(tiny, arch, 5, supernet=Supernet(tiny, 10))
+        Supernet(tiny, 10).copy_into(build_ensemble(tiny, arch, 5))
     other = SearchSpace.from_dict({**tiny.to_dict(), "name": "other", "head_channels": 32})
     with pytest.raises(NeasError, match="space"):
-        build_ensemble(tiny, arch, 10, supernet=Supernet(other, 10))
+        Supernet(other, 10).copy_into(build_ensemble(tiny, arch, 10))
 
 
 def test_bad_arch_is_rejected(tiny):

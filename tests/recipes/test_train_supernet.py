@@ -12,7 +12,8 @@ import neas.train.checkpoint as checkpoint
 from neas.cli import main
 from neas.errors import NeasError
 from neas.log import MetricLogger
-from neas.recipes.train_supernet import SupernetConfig, load_supernet, train_supernet
+from neas.recipes.train_supernet import SupernetConfig, train_supernet
+from neas.supernet.io import load_supernet
 from neas.space import EnsembleArch
 
 
@@ -41,8 +42,9 @@ def test_run_directory(finished):
     assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]
     assert {"loss", "lr", "ensemble_acc", "images_per_s", "combinations"} <= set(metrics[0])
     assert list((finished / "tb").iterdir())
-    model, shrunk, meta = load_supernet(finished)
-    assert shrunk.num_combinations == 32 - 9 and int(meta["num_classes"]) == 10
+    model, info = load_supernet(finished)
+    shrunk = info.shrunk
+    assert shrunk.num_combinations == 32 - 9 and info.num_classes == 10
     arch = EnsembleArch.sample(model.space, 0, shrunk)
     assert len(model(torch.randn(2, 3, 32, 32), arch)) == 2
 

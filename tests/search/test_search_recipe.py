@@ -10,7 +10,7 @@ from neas.cli import main
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.errors import NeasError
 from neas.recipes.search import SearchConfig, search
-from neas.recipes.train_supernet import load_supernet
+from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
 from neas.space import EnsembleArch
 
@@ -79,7 +79,8 @@ def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_
 
 
 def _evaluator(supernet_dir, reuse):
-    model, shrunk, meta = load_supernet(supernet_dir)
+    model, info = load_supernet(supernet_dir)
+    shrunk = info.shrunk
     full = load_dataset("digits", "train", 32)
     keep, held = holdout_split(full.labels, 0.1)
     bn = [x for x, _ in BatchLoader(full.subset(keep), 64, False).take(2)]

@@ -5,7 +5,8 @@ import torch
 
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
-from neas.supernet import Supernet, scale_grad
+from neas.nn import scale_grad
+from neas.supernet import Supernet
 
 
 def _randomize_bn(module, seed=0):

@@ -12,9 +12,8 @@ import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify, scale_grad
 from neas.space import EnsembleArch, SearchSpace
-from neas.supernet import Supernet, scale_grad
 
 __all__ = ["EnsembleNet", "build_ensemble"]
 
@@ -67,42 +66,7 @@ class EnsembleNet(nn.Module):
         """(B, 3, H, W) -> mean of the K path logits, (B, num_classes)."""
         return torch.stack(self.path_logits(x)).mean(0)
 
-    def _supernet_pairs(self, supernet: Supernet):
-        """(own module, the supernet module that holds its weights) for every module."""
-        arch = self.arch
-        yield self.conv_stem, supernet.conv_stem
-        yield self.bn1, supernet.bn1
-        trunk = [supernet.first_block] + [
-            supernet.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip
-        ]
-        yield from zip(self.sharing_blocks[0], trunk, strict=True)
-        for k in range(arch.num_paths):
-            private = [
-                supernet.block(i, op) for i, op in enumerate(arch.private(k), start=arch.split + 1) if not op.is_skip
-            ]
-            yield from zip(self.blocks[k][0], private + [supernet.head_convs[k]], strict=True)
-            yield self.conv_heads[k], supernet.conv_heads[k]
-            yield self.classifiers[k], supernet.classifiers[k]
 
-    @torch.no_grad()
-    def inherit(self, supernet: Supernet) -> "EnsembleNet":
-        """Copies this arch's weights and BN statistics out of a (trained) supernet."""
-        if supernet.space != self.space:
-            raise NeasError(f"cannot inherit: the supernet's space {supernet.space.name!r} differs from {self.space.name!r}")
-        if supernet.num_classes != self.num_classes:
-            raise NeasError(f"cannot inherit: the supernet has {supernet.num_classes} classes, this ensemble {self.num_classes}")
-        for own, theirs in self._supernet_pairs(supernet):
-            own.load_state_dict(theirs.state_dict())
-        return self
-
-
-def build_ensemble(
-    space: SearchSpace,
-    arch: EnsembleArch,
-    num_classes: int,
-    supernet: "Supernet | None" = None,
-    scale_shared_grad: bool = True,
-) -> EnsembleNet:
-    """Builds the plain network of ``arch``; with ``supernet``, it inherits its weights."""
-    net = EnsembleNet(space, arch, num_classes, scale_shared_grad)
-    return net.inherit(supernet) if supernet is not None else net
+def build_ensemble(space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True) -> EnsembleNet:
+    """Builds the plain network of ``arch`` (weights inherited from a supernet: ``Supernet.extract``)."""
+    return EnsembleNet(space, arch, num_classes, scale_shared_grad)

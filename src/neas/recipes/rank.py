@@ -25,7 +25,7 @@ import torch
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
-from neas.recipes.train_supernet import load_supernet
+from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
@@ -64,9 +64,9 @@ def rank(cfg: RankConfig) -> dict:
     missing = [str(p) for p in supernets if not (p / "supernet.safetensors").is_file()]
     if missing:  # checked before the (long) from-scratch runs, not after
         raise NeasError(f"not a finished supernet run (no supernet.safetensors): {', '.join(missing)}")
-    first, first_shrunk, first_meta = load_supernet(supernets[0])
+    first, first_info = load_supernet(supernets[0])
     space = first.space
-    shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1]
+    shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []
     while len(archs) < cfg.num_archs:
@@ -74,7 +74,6 @@ def rank(cfg: RankConfig) -> dict:
         if arch not in archs:
             archs.append(arch)
     atomic_write_text(out / "archs.json", json.dumps([a.to_json() for a in archs], indent=1) + "\n")
-    trained = json.loads(first_meta["config"])
     # from scratch: cached per arch, resumable
     scratch = []
     for arch in archs:
@@ -84,14 +83,14 @@ def rank(cfg: RankConfig) -> dict:
             arch_file.parent.mkdir(parents=True, exist_ok=True)
             arch.save(arch_file, space=space.to_dict())
             resume = (run / "state.json").is_file()
-            retrain(RetrainConfig(arch=str(arch_file), data=trained["data"], data_dir=trained.get("data_dir"), out=str(run),
-                                  epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=trained["holdout"],
+            retrain(RetrainConfig(arch=str(arch_file), data=first_info.data, data_dir=first_info.data_dir, out=str(run),
+                                  epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=first_info.holdout,
                                   eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
                                   compile="off", resume=resume))
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {}}
     for path in supernets:
-        model, its_shrunk, meta = load_supernet(path, cfg.device)
+        model, info = load_supernet(path, cfg.device)
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
         weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
@@ -101,15 +100,15 @@ def rank(cfg: RankConfig) -> dict:
         if cache.is_file():
             scored = json.loads(cache.read_text())
         else:
-            bn, val, calibration = heldout_batches(meta, space, torch.device(cfg.device), cfg.bn_batches, cfg.batch_size)
+            bn, val, calibration = heldout_batches(info, torch.device(cfg.device), cfg.bn_batches, cfg.batch_size)
             evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
             scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
             atomic_write_text(cache, json.dumps(scored) + "\n")
         oneshot = scored["oneshot_acc"]
         corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
         # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
-        inside = [i for i, a in enumerate(archs) if a.is_valid(space, its_shrunk)]
-        entry = {**corr, "shrink": json.loads(meta["config"])["shrink"], "oneshot_acc": oneshot, "in_shrunk_space": inside,
+        inside = [i for i, a in enumerate(archs) if a.is_valid(space, info.shrunk)]
+        entry = {**corr, "shrink": info.shrink, "oneshot_acc": oneshot, "in_shrunk_space": inside,
                  "calibration": scored["calibration"]}
         if 3 <= len(inside) < len(archs):
             entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside], [scratch[i] for i in inside],

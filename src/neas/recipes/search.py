@@ -25,6 +25,7 @@ from neas import dist
 from neas.cost import cost_table, parse_amount
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
 from neas.search.data import heldout_batches
+from neas.supernet.io import load_supernet
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.search.constraints import Constraints, cost_range
@@ -143,8 +144,6 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
 
 def search(cfg: SearchConfig) -> Path:
     """Runs (or resumes) the search; returns the output directory."""
-    from neas.recipes.train_supernet import load_supernet
-
     cfg.validate()
     device = dist.init(cfg.device)
     sn_dir = Path(cfg.supernet)
@@ -152,7 +151,8 @@ def search(cfg: SearchConfig) -> Path:
         raise NeasError(f"supernet directory {sn_dir} does not exist")
     if not (sn_dir / "supernet.safetensors").is_file():
         raise NeasError(f"supernet directory {sn_dir} is incomplete: no supernet.safetensors (did the training finish?)")
-    supernet, shrunk, meta = load_supernet(sn_dir, device)
+    supernet, info = load_supernet(sn_dir, device)
+    shrunk = info.shrunk
     supernet = supernet.to(memory_format=torch.channels_last).eval()
     space, num_classes = supernet.space, supernet.num_classes
     shrunk = _restrict_split(shrunk, cfg.split)
@@ -162,7 +162,7 @@ def search(cfg: SearchConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     latency = _latency(cfg, run, space, num_classes, device)
-    bn, val_batches, calibration = heldout_batches(meta, space, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
+    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
 

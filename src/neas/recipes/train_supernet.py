@@ -31,10 +31,11 @@ from neas.log import MetricLogger
 from neas.shrink import SHRINK_MODES, ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
-from neas.train.checkpoint import atomic_save_file, atomic_write_text, load_checkpoint, save_checkpoint
+from neas.supernet.io import SupernetFile, save_supernet
+from neas.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from neas.train.loop import autocast, grad_scaler, linear_lr, prepare_run_dir, seed_everything, truncate_metrics
 
-__all__ = ["SupernetConfig", "train_supernet", "load_supernet"]
+__all__ = ["SupernetConfig", "train_supernet"]
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +105,6 @@ def _data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int
     bn = sets.bn_batches(cfg.batch_size, device, cfg.workers)
     probe = sets.score_batches(min(cfg.batch_size * 4, len(sets.score)), device, cfg.workers)
     return full, loader, bn, probe, sets.record()
-
-
-def supernet_metadata(space: SearchSpace, shrunk: ShrunkSpace, num_classes: int, classes, cfg: SupernetConfig, epoch: int) -> dict:
-    return {
-        "format": "neas.supernet/1",
-        "space": json.dumps(space.to_dict()),
-        "shrunk": json.dumps(shrunk.to_json()),
-        "num_classes": str(num_classes),
-        "classes": json.dumps(list(classes)),
-        "config": json.dumps(asdict(cfg)),
-        "epoch": str(epoch),
-    }
-
-
-def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, ShrunkSpace, dict]:
-    """Loads ``supernet.safetensors`` (or a run directory): the supernet, its shrunk space, metadata."""
-    from neas.train.checkpoint import load_weights
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "supernet.safetensors"
-    tensors, meta = load_weights(path)
-    if meta.get("format") != "neas.supernet/1":
-        raise NeasError(f"{path}: not a neas supernet file (format {meta.get('format')!r})")
-    space = SearchSpace.from_dict(json.loads(meta["space"]))
-    model = Supernet(space, int(meta["num_classes"]))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise NeasError(f"{path}: weights do not fit the space (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    shrunk = ShrunkSpace.from_json(space, json.loads(meta["shrunk"]))
-    return model.to(device), shrunk, meta
 
 
 def _train_epoch(model, net, optimizer, loader, space, shrunk, cfg, epoch, steps_per_epoch, total_steps, base_lr, device):
@@ -247,8 +217,9 @@ def train_supernet(cfg: SupernetConfig) -> Path:
             )
         dist.barrier()
     if dist.is_main_process():
-        meta = supernet_metadata(space, shrunk, full.num_classes, full.classes, cfg, cfg.epochs - 1)
-        atomic_save_file(model.state_dict(), run / "supernet.safetensors", meta)
+        info = SupernetFile(space, shrunk, tuple(full.classes), cfg.data, cfg.data_dir, cfg.holdout, cfg.shrink, cfg.epochs - 1,
+                            asdict(cfg))
+        save_supernet(model, info, run / "supernet.safetensors")
         atomic_write_text(run / "shrunk_space.json", json.dumps(shrunk.to_json(), indent=1) + "\n")
         log.info("supernet written to %s", run / "supernet.safetensors")
     logger.close()

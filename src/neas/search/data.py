@@ -3,22 +3,20 @@ training part and the held-out part, rebuilt from the supernet's own training co
 
 from __future__ import annotations
 
-import json
-
 from neas.data import calibration_sets, load_dataset
+from neas.supernet.io import SupernetFile
 
 __all__ = ["heldout_batches"]
 
 
-def heldout_batches(meta: dict, space, device, bn_batches: int, batch_size: int, val_images: "int | None" = None,
+def heldout_batches(info: SupernetFile, device, bn_batches: int, batch_size: int, val_images: "int | None" = None,
                     data_dir: "str | None" = None, workers: int = 0):
     """Returns (BN batches of images, held-out (images, labels) batches, the ``calibration`` record).
 
     Both sets are stratified, seeded subsets (:func:`neas.data.calibration_sets`): the first R
     batches of an image folder would otherwise be one class.
     """
-    trained = json.loads(meta["config"])
-    full = load_dataset(trained["data"], "train", space.input_size, data_dir or trained.get("data_dir"), False)
-    sets = calibration_sets(full, trained["holdout"], bn_batches * batch_size, val_images)
+    full = load_dataset(info.data, "train", info.space.input_size, data_dir or info.data_dir, False)
+    sets = calibration_sets(full, info.holdout, bn_batches * batch_size, val_images)
     bn = [x for x, _ in sets.bn_batches(batch_size, device, workers)]
     return bn, sets.score_batches(batch_size, device, workers), sets.record()

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neas.search.bn import batch_norms, recalibrate_bn
+from neas.nn import pool_classify, recalibrate_bn, recalibrating
 from neas.space import EnsembleArch
-from neas.nn import pool_classify
 from neas.supernet import Supernet
 
 __all__ = ["Evaluation", "CandidateEvaluator"]
@@ -29,14 +28,6 @@ __all__ = ["Evaluation", "CandidateEvaluator"]
 class Evaluation:
     ensemble_acc: float  # top-1 of the mean logits on the held-out images
     path_acc: tuple[float, ...]  # top-1 of each path
-
-
-def _reset(norms):
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the R batches
-    return momenta
 
 
 class CandidateEvaluator:
@@ -65,15 +56,8 @@ class CandidateEvaluator:
     def _recalibrated(self, modules, run, bn_inputs, val_inputs):
         """Recalibrates the BNs of ``modules`` on ``bn_inputs``; returns ``run``'s outputs on the
         recalibration inputs (train mode) and on the held-out inputs (eval mode)."""
-        norms = batch_norms(modules)
-        momenta = _reset(norms)
-        for m in modules:  # only these: toggling the whole supernet walks thousands of modules
-            m.train()
-        bn_out = [run(x) for x in bn_inputs]
-        for bn, m in zip(norms, momenta):
-            bn.momentum = m
-        for m in modules:
-            m.eval()
+        with recalibrating(modules):
+            bn_out = [run(x) for x in bn_inputs]
         return bn_out, [run(x) for x in val_inputs]
 
     def _store(self, key, value):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from neas import dist
-from neas.search.bn import recalibrate_bn
+from neas.nn import recalibrate_bn
 from neas.shrink.score import accuracy_scores, diversity_scores
 from neas.shrink.statistics import ProbeSample, layer_statistics
 from neas.space import EnsembleArch, ShrunkSpace

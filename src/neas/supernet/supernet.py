@@ -8,14 +8,17 @@ returns the K path logits.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
-from neas.nn import pool_classify, make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify, scale_grad
 from neas.space import EnsembleArch, Op, SearchSpace
-from neas.supernet.grad import scale_grad
+
+if TYPE_CHECKING:
+    from neas.ensemble import EnsembleNet
 
 __all__ = ["Supernet"]
 
@@ -99,3 +102,35 @@ class Supernet(nn.Module):
                 if not op.is_skip:
                     mods.append(self.layers[index - 1][str(op)])
         return mods + [*self.head_convs, *self.conv_heads, *self.classifiers]
+
+    def _ensemble_pairs(self, net: "EnsembleNet"):
+        """(the plain ensemble's module, the supernet module that holds its weights) for every module."""
+        arch = net.arch
+        yield net.conv_stem, self.conv_stem
+        yield net.bn1, self.bn1
+        trunk = [self.first_block] + [self.block(i, op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip]
+        yield from zip(net.sharing_blocks[0], trunk, strict=True)
+        for k in range(arch.num_paths):
+            private = [self.block(i, op) for i, op in enumerate(arch.private(k), start=arch.split + 1) if not op.is_skip]
+            yield from zip(net.blocks[k][0], private + [self.head_convs[k]], strict=True)
+            yield net.conv_heads[k], self.conv_heads[k]
+            yield net.classifiers[k], self.classifiers[k]
+
+    @torch.no_grad()
+    def copy_into(self, net: "EnsembleNet") -> "EnsembleNet":
+        """Copies the weights and BN statistics of ``net``'s arch into the plain ensemble ``net``."""
+        from neas.errors import NeasError
+
+        if net.space != self.space:
+            raise NeasError(f"cannot inherit: the supernet's space {self.space.name!r} differs from {net.space.name!r}")
+        if net.num_classes != self.num_classes:
+            raise NeasError(f"cannot inherit: the supernet has {self.num_classes} classes, this ensemble {net.num_classes}")
+        for own, theirs in self._ensemble_pairs(net):
+            own.load_state_dict(theirs.state_dict())
+        return net
+
+    def extract(self, arch: EnsembleArch) -> "EnsembleNet":
+        """The plain ensemble network of ``arch`` with this supernet's weights and BN statistics."""
+        from neas.ensemble import build_ensemble
+
+        return self.copy_into(build_ensemble(self.space, arch, self.num_classes, self.scale_shared_grad))

@@ -1,4 +1,4 @@
-"""BN recalibration (DESIGN.md §8).
+"""BN recalibration (paper §3.3; docs/DESIGN.md): the one implementation shrinking and search use.
 
 Before a candidate is scored with supernet weights, the running statistics of the BNs it uses
 are reset and re-estimated as a cumulative average (momentum ``None``) over R training batches,
@@ -8,15 +8,17 @@ BNs see the shared activations once; each path's private BNs see that path's act
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 
-__all__ = ["recalibrate_bn", "batch_norms"]
+__all__ = ["batch_norms", "recalibrating", "recalibrate_bn"]
 
 
 def batch_norms(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BN inside ``modules``, each once."""
     seen, out = set(), []
     for module in modules:
         for m in module.modules():
@@ -24,6 +26,30 @@ def batch_norms(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._Batc
                 seen.add(id(m))
                 out.append(m)
     return out
+
+
+@contextmanager
+def recalibrating(modules: Iterable[nn.Module], mode_modules: "Iterable[nn.Module] | None" = None) -> Iterator[None]:
+    """Inside the block, the BNs of ``modules`` start from reset statistics and average every
+    batch forwarded (momentum ``None``), with ``mode_modules`` (default: ``modules``) in train
+    mode. On exit — an exception included — momenta are restored and the modules are in eval mode.
+    """
+    modules = list(modules)
+    mode_modules = modules if mode_modules is None else list(mode_modules)
+    norms = batch_norms(modules)
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: the exact mean over the R batches
+    for m in mode_modules:  # only these: toggling a whole supernet walks thousands of modules
+        m.train()
+    try:
+        yield
+    finally:
+        for bn, m in zip(norms, momenta):
+            bn.momentum = m
+        for m in mode_modules:
+            m.eval()
 
 
 @torch.no_grad()
@@ -41,18 +67,6 @@ def recalibrate_bn(
         batches: R batches of training images.
         root: the network to put in train mode for the passes (eval mode afterwards).
     """
-    norms = batch_norms(modules)
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: the exact mean over the R batches
-    if root is not None:
-        root.train()
-    try:
+    with recalibrating(modules, [root] if root is not None else []):
         for x in batches:
             forward(x)
-    finally:
-        for bn, m in zip(norms, momenta):
-            bn.momentum = m
-        if root is not None:
-            root.eval()

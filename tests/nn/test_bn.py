@@ -1,6 +1,6 @@
 import torch
 
-from neas.search import recalibrate_bn
+from neas.nn import recalibrate_bn
 from neas.space import EnsembleArch
 from neas.supernet import Supernet
 

@@ -1,0 +1,90 @@
+"""The supernet weights file, ``supernet.safetensors``: the weights, and in the safetensors
+metadata everything a later stage needs to use them (typed here, JSON strings on disk).
+
+Written by ``neas train-supernet``; read by ``neas search``, ``neas rank`` and ``neas ablate``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from neas.errors import NeasError
+from neas.space import SearchSpace, ShrunkSpace
+from neas.supernet.supernet import Supernet
+from neas.train.checkpoint import atomic_save_file, load_weights
+
+__all__ = ["SupernetFile", "save_supernet", "load_supernet", "FORMAT"]
+
+FORMAT = "neas.supernet/1"
+
+
+@dataclass(frozen=True)
+class SupernetFile:
+    """What a supernet file says about its weights."""
+
+    space: SearchSpace
+    shrunk: ShrunkSpace  # the space left after the last shrinking round
+    classes: tuple[str, ...]
+    data: str  # the dataset it was trained on, and how: later stages rebuild the same splits
+    data_dir: "str | None"
+    holdout: float  # the held-out fraction candidates are scored on
+    shrink: str  # the shrinking mode it was trained with
+    epoch: int  # the last epoch trained (0-based)
+    config: dict  # the whole training configuration, for provenance
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "space": json.dumps(self.space.to_dict()),
+            "shrunk": json.dumps(self.shrunk.to_json()),
+            "num_classes": str(self.num_classes),
+            "classes": json.dumps(list(self.classes)),
+            "config": json.dumps(self.config),
+            "epoch": str(self.epoch),
+        }
+
+    @staticmethod
+    def from_metadata(meta: dict[str, str], where: str = "supernet file") -> "SupernetFile":
+        if meta.get("format") != FORMAT:
+            raise NeasError(f"{where}: not a neas supernet file (format {meta.get('format')!r})")
+        try:
+            space = SearchSpace.from_dict(json.loads(meta["space"]))
+            config = json.loads(meta["config"])
+            return SupernetFile(
+                space=space,
+                shrunk=ShrunkSpace.from_json(space, json.loads(meta["shrunk"])),
+                classes=tuple(json.loads(meta["classes"])),
+                data=config["data"],
+                data_dir=config.get("data_dir"),
+                holdout=float(config["holdout"]),
+                shrink=config.get("shrink", "diversity"),
+                epoch=int(meta["epoch"]),
+                config=config,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise NeasError(f"{where}: damaged supernet metadata ({exc!r})") from None
+
+
+def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> None:
+    """Writes ``model``'s weights with ``info`` (atomically)."""
+    atomic_save_file(model.state_dict(), path, info.metadata())
+
+
+def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetFile]:
+    """Loads ``supernet.safetensors`` (or the run directory holding it): the model and its file info."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "supernet.safetensors"
+    tensors, meta = load_weights(path)
+    info = SupernetFile.from_metadata(meta, str(path))
+    model = Supernet(info.space, info.num_classes)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise NeasError(f"{path}: weights do not fit the space (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(device), info
