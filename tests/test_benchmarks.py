@@ -1,6 +1,5 @@
 """The benchmarks' own correctness checks, at a size that runs in seconds."""
 
-import torch
 
 from benchmarks.bench_eval import candidate_evaluation, candidates_like_evolution
 from benchmarks.bench_step import shared_once, supernet_vs_plain

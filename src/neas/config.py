@@ -1,15 +1,28 @@
-"""Dataclass schemas from plain dicts (YAML), with errors that name the key.
+"""Dataclass schemas: one declaration per option, read from YAML, the command line and
+``key=value`` overrides, with errors that name the key.
 
-One helper turns a nested ``dict`` into a (frozen) dataclass, checking that every key exists
-(an unknown key is named, with the nearest valid key suggested) and that every value has the
-declared type. It serves the search-space YAML and every recipe config.
+A stage's config dataclass is its single schema. Each field is declared once with
+:func:`option` (default and help text); library settings dataclasses nest inside it
+(``shrink: ShrinkSettings``) with a ``prefix``, and are spelled *flat* outside Python — YAML keys
+and CLI flags alike (``shrink_every`` / ``--shrink-every`` for ``cfg.shrink.every``). From the
+schema come:
+
+- :func:`from_dict` / :func:`to_dict`: flat mapping <-> dataclass, checking every key (an
+  unknown one is named with the nearest valid key) and every value's type;
+- :func:`add_options`: the argparse flags of a command, with help and defaults;
+- :func:`resolve_config`: defaults <- ``--config`` YAML <- flags <- ``key=value`` overrides.
+
+Validation lives in each dataclass's ``__post_init__`` and raises :class:`NeasError`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,9 +30,74 @@ import yaml
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides"]
+__all__ = ["option", "from_dict", "to_dict", "load_yaml", "apply_overrides", "add_options", "resolve_config", "flat_fields"]
 
 T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
+           prefix: "str | None" = None, rename: "dict | None" = None, cli: bool = True, default_help: "str | None" = None,
+           positional: bool = False, required: bool = False):
+    """A config field declared once: its default and help text become the YAML key's and the flag's.
+
+    Args:
+        prefix: for a nested settings dataclass, what its fields' keys start with (``"shrink_"``).
+        rename: for a nested one, keys spelled otherwise (``{"mode": "shrink"}``).
+        cli: whether the command line gets a flag for it.
+        default_help: how help describes the default when the value itself would not say it.
+        positional, required: a positional argument, or a flag that must be given (small commands).
+    """
+    metadata = {"help": help, "cli": cli, "default_help": default_help, "positional": positional, "required": required}
+    if prefix is not None:
+        metadata.update(prefix=prefix, rename=rename or {})
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class FlatField:
+    """One key of a schema as written outside Python."""
+
+    key: str  # YAML key; the flag is --key-with-dashes
+    path: tuple[str, ...]  # attribute path in the dataclass (one element unless nested)
+    hint: Any
+    default: Any
+    help: str
+    cli: bool
+    default_help: "str | None"
+    positional: bool = False
+    required: bool = False
+
+
+def _nested(f: dataclasses.Field, hint: Any) -> bool:
+    return "prefix" in f.metadata and dataclasses.is_dataclass(hint)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+@lru_cache(maxsize=None)
+def flat_fields(cls: type) -> tuple[FlatField, ...]:
+    """The keys of ``cls`` as written in YAML and on the command line, nested settings flattened."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        hint = hints[f.name]
+        if _nested(f, hint):
+            for sub in flat_fields(hint):
+                key = f.metadata["rename"].get(sub.key, f.metadata["prefix"] + sub.key)
+                out.append(dataclasses.replace(sub, key=key, path=(f.name, *sub.path), cli=sub.cli and f.metadata.get("cli", True)))
+        else:
+            meta = f.metadata
+            out.append(FlatField(f.name, (f.name,), hint, _default(f), meta.get("help", ""), meta.get("cli", True),
+                                 meta.get("default_help"), meta.get("positional", False), meta.get("required", False)))
+    return tuple(out)
 
 
 def load_yaml(path: "str | Path") -> dict:
@@ -49,12 +127,23 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise NeasError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
+    nested = {name: {} for name, f in fields.items() if _nested(f, hints[name])}
+    routes = {ff.key: ff.path for ff in flat_fields(cls) if len(ff.path) > 1}
+    keys = [ff.key for ff in flat_fields(cls)]
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise NeasError(f"unknown key {path!r}{suggest(key, fields)}; valid keys: {', '.join(fields)}")
+        if key in routes:  # a nested settings field, spelled flat
+            node = nested[routes[key][0]]
+            for part in routes[key][1:-1]:
+                node = node.setdefault(part, {})
+            node[routes[key][-1]] = value
+            continue
+        if key not in fields or key in nested:
+            raise NeasError(f"unknown key {path!r}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
         kwargs[key] = _coerce(hints[key], value, path)
+    for name, values in nested.items():
+        kwargs[name] = from_dict(hints[name], values, where)
     missing = [
         name
         for name, f in fields.items()
@@ -66,11 +155,21 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Inverse of :func:`from_dict`: dataclasses become dicts, tuples lists, values ``str()`` if custom."""
+    """Inverse of :func:`from_dict`: dataclasses become (flat) dicts, tuples lists, values ``str()`` if custom."""
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int) and callable(getattr(type(obj), "parse", None)):
+        return int(obj)  # amounts: an int with a parser for "300M"
     if callable(getattr(type(obj), "parse", None)):
         return str(obj)  # values with a string form (ops)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        out = {}
+        for ff in flat_fields(type(obj)):
+            value = obj
+            for part in ff.path:
+                value = getattr(value, part)
+            out[ff.key] = to_dict(value)
+        return out
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -151,3 +250,56 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise NeasError(f"{path}: cannot interpret {value!r} as {getattr(hint, '__name__', hint)}")
+
+
+def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
+    """(argparse type, nargs) of a field's type hint; ``None`` type: a string."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple) or hint in (list, tuple):
+        inner = (typing.get_args(hint) or (str,))[0]
+        return (inner if inner in (int, float) else None), "+"
+    if hint in (int, float):
+        return hint, None
+    return None, None
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = ()) -> None:
+    """Adds a flag (``--key-with-dashes``) for every key of ``cls``'s schema, except ``skip``.
+
+    Flags default to ``None``, so a flag that is not given leaves the YAML's or the default's
+    value; help shows the field's help and its default. Boolean keys get ``--key/--no-key``.
+    """
+    for ff in flat_fields(cls):
+        if not ff.cli or ff.key in skip:
+            continue
+        shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
+        help_text = ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown})"
+        name = ff.key.replace("_", "-")
+        if ff.positional:
+            parser.add_argument(ff.key, help=help_text)
+            continue
+        hint = ff.hint
+        if hint is bool:
+            parser.add_argument(f"--{name}", dest=ff.key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        kind, nargs = _flag_type(hint)
+        parser.add_argument(f"--{name}", dest=ff.key, type=kind, nargs=nargs, default=None, help=help_text, required=ff.required,
+                            metavar=ff.key.upper() if nargs is None else ff.key[0].upper())
+
+
+def resolve_config(cls: type[T], config_file: "str | Path | None", flags: "dict | None" = None,
+                   overrides: "list[str] | None" = None, fixed: "dict | None" = None) -> T:
+    """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
+    that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values."""
+    data = load_yaml(config_file) if config_file else {}
+    keys = {ff.key for ff in flat_fields(cls)}
+    data.update({k: v for k, v in (flags or {}).items() if k in keys and v is not None})
+    data = apply_overrides(data, overrides or [])
+    data.update(fixed or {})
+    try:
+        return from_dict(cls, data)
+    except NeasError as exc:
+        raise NeasError(f"{config_file}: {exc}" if config_file else str(exc)) from None

@@ -1,10 +1,8 @@
 """The sets runs calibrate BNs and score candidates on: stratified, seeded, never a prefix of a
 class-sorted split (an ImageFolder lists its files class by class)."""
 
-import json
 
 import numpy as np
-import pytest
 import torch
 
 from neas.data import ImageTensors

@@ -74,7 +74,6 @@ def test_streamed_imagefolder(tmp_path):
 
 
 def test_decoded_folders_are_cached_and_invalidated(tmp_path):
-    import os
     import time
 
     from PIL import Image

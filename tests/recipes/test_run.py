@@ -44,9 +44,9 @@ def test_every_shipped_config_loads(path):
 
 def test_paper_settings_in_the_imagenet_config():
     sn, se, rt = from_dict(RunConfig, load_yaml(CONFIGS / "imagenet.yaml")).stages()
-    assert (sn.epochs, sn.shrink_every, sn.shrink_drop, sn.shrink_beta) == (120, 20, 20, 1e-3)
-    assert (se.population, se.generations) == (50, 20)
-    assert rt.resolved().epochs == 350
+    assert (sn.epochs, sn.shrink.every, sn.shrink.drop, sn.shrink.beta) == (120, 20, 20, 1e-3)
+    assert (se.evolution.population, se.evolution.generations) == (50, 20)
+    assert rt.epochs == 350
 
 
 def test_run_directory_and_report(finished):

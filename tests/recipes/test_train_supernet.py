@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import neas.train.checkpoint as checkpoint
 from neas.cli import main
+from neas.config import from_dict
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
@@ -20,7 +21,7 @@ from neas.space import EnsembleArch
 def small(out, **kw):
     base = dict(out=str(out), space="tiny", data="digits", epochs=4, batch_size=64, lr=0.2, shrink="diversity",
                 shrink_every=1, shrink_drop=3, shrink_samples=4, bn_batches=1, probe_images=64, seed=3, device="cpu")
-    return SupernetConfig(**{**base, **kw})
+    return from_dict(SupernetConfig, {**base, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from neas.cli import main
+from neas.config import from_dict
 from neas.data import BatchLoader, holdout_split, load_dataset
-from neas.errors import NeasError
 from neas.recipes.search import SearchConfig, search
 from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
@@ -20,7 +19,7 @@ BUDGET = "0.8M"
 def cfg(supernet, out, **kw):
     base = dict(supernet=str(supernet), out=str(out), max_macs=BUDGET, population=12, parents=4, generations=4,
                 mutations=4, crossovers=4, bn_batches=2, batch_size=64, device="cpu", seed=1)
-    return SearchConfig(**{**base, **kw})
+    return from_dict(SearchConfig, {**base, **kw})
 
 
 @pytest.fixture(scope="module")

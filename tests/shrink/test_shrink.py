@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neas.shrink import ProbeSample, accuracy_scores, diversity_scores, layer_statistics, select_drops, shrink_round, ShrinkSettings
-from neas.space import EnsembleArch, SearchSpace, ShrunkSpace, parse_op
+from neas.space import EnsembleArch, ShrunkSpace, parse_op
 
 ops = [parse_op(o) for o in ("k3e3", "k3e6", "k5e3", "k5e6", "skip")]
 

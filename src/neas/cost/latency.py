@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from neas.errors import NeasError
 from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
-from neas.space import EnsembleArch, SearchSpace, parse_op
+from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms"]
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
 from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
-from neas.space import EnsembleArch, Op, SearchSpace
+from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
 
@@ -143,6 +143,14 @@ def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, 
     """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
     arch.validate(space)
     return cost_table(space, num_classes, input_size).cost(arch)
+
+
+class Amount(int):
+    """A count (MACs, FLOPs, params) that configs and flags may write as ``300M``, ``1.5G``, ``800K``."""
+
+    @classmethod
+    def parse(cls, value: "str | int | float") -> "Amount":
+        return cls(parse_amount(value))
 
 
 def parse_amount(text: "str | int | float") -> int:

@@ -11,6 +11,7 @@ a reader sees at a glance that the sets cover every class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 
@@ -20,7 +21,7 @@ from neas.data.split import class_counts, holdout_split, stratified_subset
 
 __all__ = ["CalibrationSets", "calibration_sets"]
 
-Dataset = "ImageTensors | ImageFiles"
+Dataset = Union[ImageTensors, ImageFiles]
 
 
 @dataclass

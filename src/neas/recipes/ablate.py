@@ -29,10 +29,10 @@ import yaml
 from neas.config import from_dict, load_yaml, to_dict
 from neas.cost import cost_table
 from neas.errors import NeasError
-from neas.recipes.retrain import RetrainConfig, resolve_arch_and_space, retrain
+from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.run import RunConfig, run_pipeline, run_stage
 from neas.recipes.search import SearchConfig, search
-from neas.space import EnsembleArch, SearchSpace
+from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve"]
@@ -248,7 +248,7 @@ def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict
                              "evolution_best": evo["best"][n - 1], "random_best": rnd["best"][n - 1],
                              "evolution_top_mean": evo["top_mean"][n - 1], "random_top_mean": rnd["top_mean"][n - 1]}
     _plot_curves(results, out / "search_curve.png", top)
-    lines = [f"## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
+    lines = ["## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
              f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | last generation mean |",
              "|---|---|---|---|---|---|---|"]
     for run, r in results.items():

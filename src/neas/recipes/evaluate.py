@@ -20,6 +20,7 @@ from neas.dist import local_device
 from neas.ensemble.io import load_ensemble
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.official import load_official
+from neas.config import option
 from neas.errors import NeasError
 
 __all__ = ["EvaluateConfig", "evaluate", "load_model"]
@@ -27,15 +28,17 @@ __all__ = ["EvaluateConfig", "evaluate", "load_model"]
 
 @dataclass
 class EvaluateConfig:
-    checkpoint: "str | None" = None  # a neas weights file or retrain run directory
-    official_checkpoint: "str | None" = None  # an authors' .pth.tar file
-    arch: "str | None" = None  # with --official-checkpoint: neas-s | neas-m | neas-l
-    data: "str | None" = None  # default: the dataset the weights were trained on
-    data_dir: "str | None" = None
-    split: str = "test"
-    batch_size: int = 128
-    device: str = "auto"
-    latency: bool = True
+    """The schema of ``neas evaluate``."""
+
+    checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
+    official_checkpoint: "str | None" = option(None, "a released NEAS .pth.tar file")
+    arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
+    data: "str | None" = option(None, "dataset", default_help="the dataset the weights were trained on")
+    data_dir: "str | None" = option(None, "dataset root")
+    split: str = option("test", "the split to evaluate")
+    batch_size: int = option(128, "images per batch")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    latency: bool = option(True, "measure the latency")
 
 
 def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):

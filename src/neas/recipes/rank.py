@@ -17,11 +17,12 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from neas.config import option
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
@@ -38,17 +39,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankConfig:
-    supernet: list = field(default_factory=list)  # supernet run directories to compare
-    out: str = "runs/rank"
-    num_archs: int = 30
-    from_space: str = "full"  # 'full' or a supernet run directory whose shrunk space to sample
-    scratch_epochs: int = 10
-    scratch_batch_size: int = 64
-    bn_batches: int = 4
-    batch_size: int = 128
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "cpu"
+    """The schema of ``neas rank``."""
+
+    supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
+    out: str = option("runs/rank", "output directory")
+    num_archs: int = option(30, "ensembles sampled and trained from scratch")
+    from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
+    scratch_epochs: int = option(10, "from-scratch training epochs per ensemble")
+    scratch_batch_size: int = option(64, "from-scratch batch size")
+    bn_batches: int = option(4, "R: BN recalibration batches")
+    batch_size: int = option(128, "images per recalibration and scoring batch")
+    bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals")
+    seed: int = option(0, "seed of the sampled ensembles and the bootstrap")
+    device: str = option("cpu", "auto | cpu | cuda | cuda:N")
 
 
 def _key(arch: EnsembleArch) -> str:

@@ -15,98 +15,88 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from timm.loss import LabelSmoothingCrossEntropy
-from timm.optim import RMSpropTF
-from timm.optim._param_groups import param_groups_weight_decay
+from timm.optim import RMSpropTF, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
-from tqdm import tqdm
 
 from neas import dist
+from neas.config import option
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
-from neas.space import EnsembleArch, SearchSpace
-from neas.train.checkpoint import load_checkpoint, save_checkpoint
-from neas.train.loop import autocast, grad_scaler, prepare_run_dir, seed_everything, truncate_metrics
-from neas.train.recipes import RETRAIN_PRESETS
+from neas.space import resolve_arch_and_space
+from neas.train.checkpoint import atomic_write_text, save_checkpoint
+from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.presets import RETRAIN_PRESETS
 
-__all__ = ["RetrainConfig", "retrain", "resolve_arch_and_space"]
+__all__ = ["RetrainConfig", "retrain"]
 
 log = logging.getLogger(__name__)
 
 
+_FROM_RECIPE = "the recipe's"
+
+
 @dataclass
 class RetrainConfig:
-    """Every option of ``neas retrain``; each is also a YAML key. ``None`` takes the recipe's value."""
+    """The schema of ``neas retrain``: every field is a YAML key and a flag. Fields left ``None``
+    take the value of the chosen ``recipe`` (``neas.train.presets``) when the config is built."""
 
-    arch: str = "neas-s"  # neas-s/m/l or an arch JSON file (a search's arch.json)
-    space: "str | None" = None  # default: the arch file's space, else imagenet
-    data: str = "digits"
-    data_dir: "str | None" = None
-    download: bool = False
-    out: str = "runs/retrain"
-    recipe: str = "small"  # small | imagenet: defaults for the fields below
-    epochs: "int | None" = None
-    batch_size: "int | None" = None  # per process
-    lr_per_2048: "float | None" = None  # learning rate per 2048 images (scaled by the global batch)
-    warmup_epochs: "int | None" = None
-    weight_decay: "float | None" = None
-    label_smoothing: "float | None" = None
-    dropout: "float | None" = None
-    randaugment: "str | None" = None  # a timm policy, or 'none'
-    erase_prob: "float | None" = None
-    ema_decay: "float | None" = None  # 0 disables the EMA
-    holdout: float = 0.0  # train without this held-out fraction (to mirror a search's split)
-    eval_split: str = "test"  # test | holdout (score on the held-out part, e.g. for ranking studies)
-    eval_every: int = 1  # epochs between test evaluations
-    compile: str = "auto"  # torch.compile the training forward: on | off | auto (on for runs of >= 5000 steps)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 4
-    resume: bool = False
+    arch: str = option("neas-s", "neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
+    space: "str | None" = option(None, "search space", default_help="the arch file's, else imagenet")
+    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
+    data_dir: "str | None" = option(None, "dataset root")
+    download: bool = option(False, "let torchvision download cifar10/cifar100")
+    out: str = option("runs/retrain", "run directory")
+    recipe: str = option("small", "small | imagenet: defaults for the options below")
+    epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE)
+    batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE)
+    lr_per_2048: "float | None" = option(None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE)
+    warmup_epochs: "int | None" = option(None, "warm-up epochs", default_help=_FROM_RECIPE)
+    weight_decay: "float | None" = option(None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE)
+    label_smoothing: "float | None" = option(None, "label smoothing", default_help=_FROM_RECIPE)
+    dropout: "float | None" = option(None, "dropout before each classifier", default_help=_FROM_RECIPE)
+    randaugment: "str | None" = option(None, "timm RandAugment policy, or none", default_help=_FROM_RECIPE)
+    erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE)
+    ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE)
+    holdout: float = option(0.0, "leave out this held-out fraction of the training split (to mirror a search's)")
+    eval_split: str = option("test", "test | holdout: score on the test split or on the held-out part")
+    eval_every: int = option(1, "epochs between evaluations")
+    compile: str = option("auto", "torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
+    seed: int = option(0, "run seed")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    amp: bool = option(True, "mixed precision on CUDA")
+    workers: int = option(4, "loader processes for on-disk datasets")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
-    def resolved(self) -> "RetrainConfig":
+    def __post_init__(self):
         if self.recipe not in RETRAIN_PRESETS:
             raise NeasError(f"recipe: unknown {self.recipe!r}{suggest(self.recipe, RETRAIN_PRESETS)}; recipes: {', '.join(RETRAIN_PRESETS)}")
-        preset = RETRAIN_PRESETS[self.recipe]
-        values = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in preset.items()}
-        cfg = dataclasses.replace(self, **values)
-        if cfg.randaugment in ("none", ""):
-            cfg = dataclasses.replace(cfg, randaugment="none")
+        for key, value in RETRAIN_PRESETS[self.recipe].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.randaugment in ("none", ""):
+            self.randaugment = "none"
         for key in ("epochs", "batch_size", "eval_every"):
-            if getattr(cfg, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(cfg, key)}")
-        if cfg.compile not in ("auto", "on", "off"):
-            raise NeasError(f"compile must be auto, on or off, got {cfg.compile!r}")
-        if not 0 <= cfg.ema_decay < 1:
-            raise NeasError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-        return cfg
-
-
-def resolve_arch_and_space(arch_spec: str, space_spec: "str | None") -> tuple[EnsembleArch, SearchSpace]:
-    arch = EnsembleArch.resolve(arch_spec)
-    stored = None
-    if str(arch_spec).endswith(".json") and Path(arch_spec).is_file():
-        stored = json.loads(Path(arch_spec).read_text()).get("space")
-    if space_spec is not None:
-        space = SearchSpace.resolve(space_spec)
-    elif isinstance(stored, dict):
-        space = SearchSpace.from_dict(stored)
-    else:
-        space = SearchSpace.resolve(stored or "imagenet")
-    arch.validate(space)
-    return arch, space
+            if getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.compile not in ("auto", "on", "off"):
+            raise NeasError(f"compile must be auto, on or off, got {self.compile!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise NeasError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.eval_split not in ("test", "holdout"):
+            raise NeasError(f"eval_split must be test or holdout, got {self.eval_split!r}")
+        if self.eval_split == "holdout" and not self.holdout:
+            raise NeasError("eval_split holdout needs a holdout fraction > 0")
 
 
 class _PathLogits(nn.Module):
@@ -122,16 +112,11 @@ class _PathLogits(nn.Module):
 
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
-    cfg = cfg.resolved()
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
-    if cfg.eval_split not in ("test", "holdout"):
-        raise NeasError(f"eval_split must be test or holdout, got {cfg.eval_split!r}")
-    if cfg.eval_split == "holdout" and not cfg.holdout:
-        raise NeasError("eval_split holdout needs a holdout fraction > 0")
     test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
     if cfg.holdout:
         keep, held = holdout_split(train_full.labels, cfg.holdout)
@@ -156,10 +141,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     extra = {"ema": ema.module} if ema is not None else {}
     start = 0
     if cfg.resume:
-        state = load_checkpoint(run, net, optimizer, extra)
-        start = state["epoch"] + 1
-        if dist.is_main_process():
-            truncate_metrics(run, state["epoch"])
+        start = resume_run(run, net, optimizer, extra)["epoch"] + 1
         log.info("resuming %s after epoch %d", run, start)
     wrapped = _PathLogits(net)
     # torch.compile: 1.13x faster steps on 2 CPU cores but ~2 minutes to compile (docs/PERFORMANCE.md),
@@ -177,31 +159,19 @@ def retrain(cfg: RetrainConfig) -> Path:
         log.info("retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, device %s x%d",
                  arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, world)
     result = None
+
+    def forward(x, y, step):
+        logits = wrapped(x)
+        return sum(criterion(l.float(), y) for l in logits), logits
+
+    def update_ema(step):
+        ema.update(net, step=step)
+
     for epoch in range(start, cfg.epochs):
-        seed_everything(cfg.seed * 1000 + epoch * 16 + rank)
-        net.train()
-        loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader.epoch(epoch), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if dist.is_main_process() else True)
-        for i, (x, y) in enumerate(bar):
-            step = epoch * steps + i
-            scheduler.step_update(step)
-            with autocast(device, cfg.amp):
-                loss = sum(criterion(l.float(), y) for l in wrapped(x))
-            if not torch.isfinite(loss):
-                raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — the last good checkpoint is kept")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update(net, step=step)
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
-        metrics = dist.all_reduce_mean({"loss": loss_sum / max(seen, 1)}, device)
-        metrics["images_per_s"] = seen * world / (time.perf_counter() - t0)
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        seed_everything(epoch_seed(cfg.seed, epoch, rank))
+        metrics = train_epoch(net, loader.epoch(epoch), forward, optimizer, scaler, epoch=epoch, steps=steps, device=device, amp=cfg.amp,
+                              set_lr=scheduler.step_update, after_step=update_ema if ema is not None else None,
+                              desc=f"epoch {epoch + 1}/{cfg.epochs}")
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             result = evaluate_ensemble(report, test_loader.epoch(0))
             metrics.update({"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_loss": result["ensemble"]["loss"]})
@@ -218,8 +188,6 @@ def retrain(cfg: RetrainConfig) -> Path:
         meta = {"classes": train_full.classes, "weights": "ema" if ema is not None else "raw",
                 "data": {"data": cfg.data, "data_dir": cfg.data_dir}, "recipe": cfg.recipe}
         save_ensemble(report, run / "model.safetensors", **meta)
-        from neas.train.checkpoint import atomic_write_text
-
         atomic_write_text(run / "eval.json", json.dumps({"split": cfg.eval_split, **result}, indent=1) + "\n")
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))

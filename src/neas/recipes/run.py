@@ -17,13 +17,13 @@ import dataclasses
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from neas import dist
-from neas.config import from_dict, to_dict
+from neas.config import flat_fields, from_dict, option, to_dict
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
@@ -44,33 +44,37 @@ _SHARED = ("space", "data", "data_dir", "download", "seed", "device")
 class RunConfig:
     """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
 
-    out: str = "runs/demo"
-    space: str = "tiny"
-    data: str = "digits"
-    data_dir: "str | None" = None
-    download: bool = False  # let torchvision download cifar10/cifar100
-    seed: int = 0
-    device: str = "auto"
-    compare_random: bool = False  # also run random search with as many evaluations
-    supernet: dict = field(default_factory=dict)  # keys of `neas train-supernet`
-    search: dict = field(default_factory=dict)  # keys of `neas search`
-    retrain: dict = field(default_factory=dict)  # keys of `neas retrain`
-    resume: bool = False
+    out: str = option("runs/demo", "run directory")
+    space: str = option("tiny", "search space preset or YAML file")
+    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
+    data_dir: "str | None" = option(None, "dataset root")
+    download: bool = option(False, "let torchvision download cifar10/cifar100")
+    seed: int = option(0, "seed of every stage")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    compare_random: bool = option(False, "also run random search with as many evaluations")
+    supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
+    search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
+    retrain: dict = option(default_factory=dict, help="keys of `neas retrain`", cli=False)
+    resume: bool = option(False, "continue an interrupted run")
 
     def stages(self) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
+        """The three stages' configs: each section's keys, plus the shared keys its schema has and
+        the paths `neas run` sets itself (which a section may not set)."""
         run = Path(self.out)
-        shared = {k: getattr(self, k) for k in _SHARED}
-        for section, managed in (("supernet", {"out", "resume", *_SHARED}), ("search", {"out", "supernet", "resume", "seed", "device", "data_dir"}),
-                                 ("retrain", {"out", "arch", "resume", *_SHARED})):
+        own = {
+            "supernet": (SupernetConfig, {"out": str(run / "supernet")}),
+            "search": (SearchConfig, {"supernet": str(run / "supernet"), "out": str(run / "search")}),
+            "retrain": (RetrainConfig, {"arch": str(run / "search" / "arch.json"), "out": str(run / "retrain")}),
+        }
+        configs = []
+        for section, (cls, paths) in own.items():
+            keys = {ff.key for ff in flat_fields(cls)}
+            fixed = {**{k: getattr(self, k) for k in _SHARED if k in keys}, **paths}
             for key in getattr(self, section):
-                if key in managed:
+                if key in fixed or key == "resume":
                     raise NeasError(f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}")
-        sn = from_dict(SupernetConfig, {**self.supernet, **shared, "out": str(run / "supernet")}, "supernet")
-        se = from_dict(SearchConfig, {**self.search, "supernet": str(run / "supernet"), "out": str(run / "search"),
-                                      "seed": self.seed, "device": self.device, "data_dir": self.data_dir}, "search")
-        rt = from_dict(RetrainConfig, {**self.retrain, **shared, "arch": str(run / "search" / "arch.json"), "out": str(run / "retrain")}, "retrain")
-        sn.validate(), se.validate(), rt.resolved()
-        return sn, se, rt
+            configs.append(from_dict(cls, {**getattr(self, section), **fixed}, section))
+        return tuple(configs)
 
 
 def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):

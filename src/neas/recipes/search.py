@@ -22,10 +22,11 @@ import torch
 from tqdm import tqdm
 
 from neas import dist
-from neas.cost import cost_table, parse_amount
+from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
 from neas.search.data import heldout_batches
 from neas.supernet.io import load_supernet
+from neas.config import option
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.search.constraints import Constraints, cost_range
@@ -44,49 +45,26 @@ STRATEGIES = ("evolution", "random")
 
 @dataclass
 class SearchConfig:
-    """Every option of ``neas search``; each is also a YAML key."""
+    """The schema of ``neas search``: every field is a YAML key and a flag."""
 
-    supernet: str = "runs/supernet"  # the supernet-training run directory
-    out: str = "runs/search"
-    strategy: str = "evolution"  # evolution | random
-    min_macs: "str | None" = None  # budgets accept K/M/G suffixes: 300M
-    max_macs: "str | None" = None
-    min_paper_flops: "str | None" = None
-    max_paper_flops: "str | None" = None
-    min_params: "str | None" = None
-    max_params: "str | None" = None
-    min_latency_ms: "float | None" = None
-    max_latency_ms: "float | None" = None
-    latency_mode: str = "sequential"  # paths run one after another, or in parallel
-    split: "list[int] | None" = None  # [lo, hi]: search only these split points ([0, 0]: no shared layers)
-    population: int = 50
-    parents: int = 10
-    generations: int = 20
-    mutations: int = 25
-    crossovers: int = 25
-    p_split: float = 0.1
-    p_layer: float = 0.1
-    evaluations: "int | None" = None  # random search: candidates (default population x generations)
-    bn_batches: int = 4  # R
-    batch_size: int = 128
-    val_images: "int | None" = None  # held-out images per candidate (default: all)
-    data_dir: "str | None" = None  # where the supernet's dataset lives now (default: as trained)
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 4
-    resume: bool = False
+    supernet: str = option("runs/supernet", "the supernet-training run directory")
+    out: str = option("runs/search", "search directory")
+    strategy: str = option("evolution", "evolution | random")
+    constraints: Constraints = option(default_factory=Constraints, prefix="")
+    split: "list[int] | None" = option(None, "search only split points LO [HI] (0: no shared layers)",
+                                       default_help="the space's range")
+    evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
+    evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations")
+    bn_batches: int = option(4, "R: BN recalibration batches")
+    batch_size: int = option(128, "images per recalibration and scoring batch")
+    val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all")
+    data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
+    seed: int = option(0, "search seed")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    workers: int = option(4, "loader processes for on-disk datasets")
+    resume: bool = option(False, "continue the search in --out")
 
-    def constraints(self) -> Constraints:
-        amounts = {}
-        for key in ("min_macs", "max_macs", "min_paper_flops", "max_paper_flops", "min_params", "max_params"):
-            value = getattr(self, key)
-            amounts[key] = None if value is None else parse_amount(value)
-        return Constraints(**amounts, min_latency_ms=self.min_latency_ms, max_latency_ms=self.max_latency_ms, latency_mode=self.latency_mode)
-
-    def settings(self) -> EvolutionSettings:
-        return EvolutionSettings(self.population, self.parents, self.generations, self.mutations, self.crossovers, self.p_split, self.p_layer)
-
-    def validate(self) -> "SearchConfig":
+    def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
         for key in ("bn_batches", "batch_size"):
@@ -96,9 +74,6 @@ class SearchConfig:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
             raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
-        self.constraints()
-        self.settings()
-        return self
 
 
 def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
@@ -112,7 +87,7 @@ def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpa
 
 
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
-    if not cfg.constraints().needs_latency:
+    if not cfg.constraints.needs_latency:
         return None
     path = run / "latency_table.json"
     if path.is_file():
@@ -144,7 +119,6 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
 
 def search(cfg: SearchConfig) -> Path:
     """Runs (or resumes) the search; returns the output directory."""
-    cfg.validate()
     device = dist.init(cfg.device)
     sn_dir = Path(cfg.supernet)
     if not sn_dir.is_dir():
@@ -156,7 +130,7 @@ def search(cfg: SearchConfig) -> Path:
     supernet = supernet.to(memory_format=torch.channels_last).eval()
     space, num_classes = supernet.space, supernet.num_classes
     shrunk = _restrict_split(shrunk, cfg.split)
-    constraints = cfg.constraints()
+    constraints = cfg.constraints
     table = cost_table(space, num_classes)
     _check_feasible(constraints, table, shrunk)
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
@@ -233,10 +207,10 @@ def search(cfg: SearchConfig) -> Path:
     if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
         raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; {_describe_range(table, shrunk)}")
     if cfg.strategy == "evolution":
-        history = evolve(shrunk, cfg.settings(), ok, evaluate, rng, on_generation, start, history)
+        history = evolve(shrunk, cfg.evolution, ok, evaluate, rng, on_generation, start, history)
     else:
-        budget = cfg.evaluations or cfg.population * cfg.generations
-        history = random_search(shrunk, budget, cfg.population, ok, evaluate, rng, on_generation, start, history)
+        budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
+        history = random_search(shrunk, budget, cfg.evolution.population, ok, evaluate, rng, on_generation, start, history)
     best = max(history, key=lambda a: history[a])
     result = {
         **best.to_json(),

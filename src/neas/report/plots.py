@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 
 from neas.log import MetricLogger  # noqa: E402
-from neas.space import EnsembleArch, parse_op  # noqa: E402
+from neas.space import EnsembleArch  # noqa: E402
 
 __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from neas.cost import CostTable
+from neas.config import option
+from neas.cost import Amount, CostTable
 from neas.cost.latency import LatencyTable
 from neas.errors import NeasError
 from neas.space import EnsembleArch, ShrunkSpace
@@ -18,15 +19,15 @@ _METRICS = ("macs", "paper_flops", "params", "latency_ms")
 class Constraints:
     """Inclusive bounds; ``None`` means unbounded."""
 
-    min_macs: "int | None" = None
-    max_macs: "int | None" = None
-    min_paper_flops: "int | None" = None
-    max_paper_flops: "int | None" = None
-    min_params: "int | None" = None
-    max_params: "int | None" = None
-    min_latency_ms: "float | None" = None
-    max_latency_ms: "float | None" = None
-    latency_mode: str = "sequential"  # sequential | parallel paths
+    min_macs: "Amount | None" = option(None, "lower bound on MACs (K/M/G suffixes: 300M)")
+    max_macs: "Amount | None" = option(None, "upper bound on MACs (K/M/G suffixes: 300M)")
+    min_paper_flops: "Amount | None" = option(None, "lower bound on FLOPs, the paper's convention")
+    max_paper_flops: "Amount | None" = option(None, "upper bound on FLOPs, the paper's convention")
+    min_params: "Amount | None" = option(None, "lower bound on parameters")
+    max_params: "Amount | None" = option(None, "upper bound on parameters")
+    min_latency_ms: "float | None" = option(None, "lower bound on latency, from a table measured on this machine")
+    max_latency_ms: "float | None" = option(None, "upper bound on latency, from a table measured on this machine")
+    latency_mode: str = option("sequential", "sequential | parallel: how the K paths' latencies combine")
 
     def __post_init__(self):
         for metric in _METRICS:

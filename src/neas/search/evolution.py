@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from neas.config import option
 from neas.errors import NeasError
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
@@ -25,13 +26,13 @@ Columns = list[tuple[Op, ...]]
 
 @dataclass(frozen=True)
 class EvolutionSettings:
-    population: int = 50  # P: members per generation
-    parents: int = 10  # top-k kept as parents
-    generations: int = 20
-    mutations: int = 25  # mutated children per generation
-    crossovers: int = 25  # crossover children per generation
-    p_split: float = 0.1  # P_s: probability of moving the split point
-    p_layer: float = 0.1  # P_m: probability of re-drawing each layer
+    population: int = option(50, "P: members per generation")
+    parents: int = option(10, "top-k of everything evaluated kept as parents")
+    generations: int = option(20, "generations")
+    mutations: int = option(25, "mutated children per generation")
+    crossovers: int = option(25, "crossover children per generation")
+    p_split: float = option(0.1, "P_s: probability of moving the split point")
+    p_layer: float = option(0.1, "P_m: probability of re-drawing each layer")
 
     def __post_init__(self):
         if self.population < self.parents:

@@ -22,7 +22,7 @@ from neas.space.ops import Op, op_from_official, op_to_official, parse_op
 from neas.space.shrunk import ShrunkSpace
 from neas.space.space import SearchSpace
 
-__all__ = ["EnsembleArch", "Generator"]
+__all__ = ["EnsembleArch", "resolve_arch_and_space"]
 
 Generator = "random.Random | torch.Generator | int | None"
 
@@ -276,3 +276,20 @@ class EnsembleArch:
             start = 3 + s + j * (private + 1)
             paths.append(shared + [op_from_official(v) for v in items[start : start + private]])
         return EnsembleArch(s, tuple(tuple(p) for p in paths))
+
+
+def resolve_arch_and_space(arch_spec: str, space_spec: "str | None" = None) -> tuple[EnsembleArch, SearchSpace]:
+    """An arch (``neas-s/m/l`` or a JSON file) and its space: ``space_spec`` if given, else the
+    space stored in the arch file (a search's ``arch.json``), else the imagenet space; validated."""
+    arch = EnsembleArch.resolve(arch_spec)
+    stored = None
+    if str(arch_spec).endswith(".json") and Path(arch_spec).is_file():
+        stored = json.loads(Path(arch_spec).read_text()).get("space")
+    if space_spec is not None:
+        space = SearchSpace.resolve(space_spec)
+    elif isinstance(stored, dict):
+        space = SearchSpace.from_dict(stored)
+    else:
+        space = SearchSpace.resolve(stored or "imagenet")
+    arch.validate(space)
+    return arch, space

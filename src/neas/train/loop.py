@@ -1,16 +1,20 @@
-"""Pieces shared by the training recipes: device setup, AMP, learning-rate schedules, run dirs."""
+"""The training loop both training recipes run (:func:`train_epoch`), and what they share
+around it: AMP, learning-rate schedules, seeding, run directories and resuming."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import random
+import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import yaml
+from tqdm import tqdm
 
-from neas.config import to_dict
+from neas.config import from_dict, to_dict
 from neas.errors import NeasError
 
 __all__ = [
@@ -22,7 +26,94 @@ __all__ = [
     "prepare_run_dir",
     "check_resume_config",
     "truncate_metrics",
+    "resume_run",
+    "epoch_seed",
+    "train_epoch",
 ]
+
+
+Forward = Callable[[torch.Tensor, torch.Tensor, int], "tuple[torch.Tensor, list[torch.Tensor]]"]
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    forward: Forward,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    epoch: int,
+    steps: int,
+    device: torch.device,
+    amp: bool = True,
+    set_lr: "Callable[[int], None] | None" = None,
+    after_backward: "Callable[[int], None] | None" = None,
+    after_step: "Callable[[int], None] | None" = None,
+    accuracy: bool = False,
+    desc: str = "",
+) -> dict:
+    """Trains ``model`` for one epoch; returns its metrics, averaged over ranks.
+
+    Per step ``i`` (global step ``epoch * steps + i``): ``set_lr(step)``; ``forward(x, y, step)``
+    under autocast returns the loss and the K path logits; a non-finite loss stops the run,
+    naming the step; backward through the scaler, ``after_backward(step)``, the optimizer step,
+    ``after_step(step)``.
+
+    Returns:
+        ``loss`` (mean per image), ``ensemble_acc`` (top-1 of the mean logits, with
+        ``accuracy``), ``images_per_s`` (all ranks) and the last ``lr``.
+    """
+    from neas import dist
+
+    model.train()
+    loss_sum, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
+    bar = tqdm(batches, total=steps, desc=desc, leave=False, disable=None if dist.is_main_process() else True)
+    for i, (x, y) in enumerate(bar):
+        step = epoch * steps + i
+        if set_lr is not None:
+            set_lr(step)
+        with autocast(device, amp):
+            loss, logits = forward(x, y, step)
+        if not torch.isfinite(loss):
+            raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — the last good checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward(step)
+        scaler.step(optimizer)
+        scaler.update()
+        if after_step is not None:
+            after_step(step)
+        with torch.no_grad():
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            if accuracy:
+                correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()
+        postfix = {"loss": f"{loss_sum / seen:.3f}", **({"acc": f"{correct / seen:.1%}"} if accuracy else {})}
+        bar.set_postfix(postfix, refresh=False)
+    elapsed = time.perf_counter() - start
+    metrics = {"loss": loss_sum / max(seen, 1), **({"ensemble_acc": correct / max(seen, 1)} if accuracy else {})}
+    metrics = dist.all_reduce_mean(metrics, device)
+    metrics["images_per_s"] = seen * dist.get_world_size() / elapsed
+    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    return metrics
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The global RNG seed of an epoch on a rank (dropout, RandAugment): a resumed run repeats it."""
+    return seed * 1000 + epoch * 16 + rank
+
+
+def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None" = None) -> dict:
+    """Loads the last complete checkpoint of ``run`` into ``model``/``optimizer`` (and ``extra``
+    modules), drops the metric lines of the epochs that will be redone; returns the saved state."""
+    from neas import dist
+    from neas.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run, model, optimizer, extra or {})
+    if dist.is_main_process():
+        truncate_metrics(run, state["epoch"])
+    return state
 
 
 def amp_dtype(device: torch.device, enabled: bool = True) -> "torch.dtype | None":
@@ -86,6 +177,10 @@ def check_resume_config(run: Path, config, ignore) -> None:
     if not path.is_file():
         return
     old = yaml.safe_load(path.read_text()) or {}
+    try:  # compare values, not spellings: "1.5M" and 1500000 are one budget
+        old = to_dict(from_dict(type(config), old))
+    except NeasError:
+        pass
     new = to_dict(config)
     diff = [k for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)]
     if diff:

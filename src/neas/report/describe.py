@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from neas.cost import count_cost
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PAPER_RESULTS
@@ -74,7 +72,3 @@ def space_report(space: SearchSpace) -> str:
     lines.append(f"head: {space.channels(space.head_channels)} -> pool -> {space.channels(space.feature_channels)} -> classes, per path")
     lines.append(f"size: {size:,} ensembles (~10^{len(str(size)) - 1})")
     return "\n".join(lines)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2)
