@@ -84,8 +84,9 @@ def _default(f: dataclasses.Field) -> Any:
 def flat_fields(cls: type) -> tuple[FlatField, ...]:
     """The keys of ``cls`` as written in YAML and on the command line, nested settings flattened."""
     hints = typing.get_type_hints(cls)
+    own = cls.__dict__.get("__annotations__", {})
     out = []
-    for f in dataclasses.fields(cls):
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):  # a mixin's options after the class's own
         if not f.init:
             continue
         hint = hints[f.name]

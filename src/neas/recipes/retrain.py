@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.config import option
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data.options import DataOptions
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
@@ -35,7 +36,7 @@ from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import RunOptions, epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -47,15 +48,12 @@ _FROM_RECIPE = "the recipe's"
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(DataOptions, RunOptions):
     """The schema of ``neas retrain``: every field is a YAML key and a flag. Fields left ``None``
     take the value of the chosen ``recipe`` (``neas.train.presets``) when the config is built."""
 
     arch: str = option("neas-s", "neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
     space: "str | None" = option(None, "search space", default_help="the arch file's, else imagenet")
-    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
-    data_dir: "str | None" = option(None, "dataset root")
-    download: bool = option(False, "let torchvision download cifar10/cifar100")
     out: str = option("runs/retrain", "run directory")
     recipe: str = option("small", "small | imagenet: defaults for the options below")
     epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE)
@@ -72,11 +70,6 @@ class RetrainConfig:
     eval_split: str = option("test", "test | holdout: score on the test split or on the held-out part")
     eval_every: int = option(1, "epochs between evaluations")
     compile: str = option("auto", "torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
-    seed: int = option(0, "run seed")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    amp: bool = option(True, "mixed precision on CUDA")
-    workers: int = option(4, "loader processes for on-disk datasets")
-    resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
     def __post_init__(self):
         if self.recipe not in RETRAIN_PRESETS:

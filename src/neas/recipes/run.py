@@ -24,6 +24,7 @@ import yaml
 
 from neas import dist
 from neas.config import flat_fields, from_dict, option, to_dict
+from neas.data.options import DataOptions
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
@@ -41,14 +42,11 @@ _SHARED = ("space", "data", "data_dir", "download", "seed", "device")
 
 
 @dataclass
-class RunConfig:
+class RunConfig(DataOptions):
     """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
 
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
-    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
-    data_dir: "str | None" = option(None, "dataset root")
-    download: bool = option(False, "let torchvision download cifar10/cifar100")
     seed: int = option(0, "seed of every stage")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     compare_random: bool = option(False, "also run random search with as many evaluations")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import option, to_dict
 from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
+from neas.data.options import DataOptions
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.shrink import ShrinkSettings, shrink_round
@@ -34,7 +35,7 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import RunOptions, epoch_seed, grad_scaler, linear_lr, prepare_run_dir, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -42,14 +43,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SupernetConfig:
+class SupernetConfig(DataOptions, RunOptions):
     """The schema of ``neas train-supernet``: every field is a YAML key and a flag."""
 
     out: str = option("runs/supernet", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
-    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
-    data_dir: "str | None" = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
-    download: bool = option(False, "let torchvision download cifar10/cifar100")
     holdout: float = option(0.1, "fraction of the training split held out to score candidates")
     epochs: int = option(12, "training epochs")
     batch_size: int = option(64, "images per process and step")
@@ -62,11 +60,6 @@ class SupernetConfig:
     shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
     bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble")
     probe_images: int = option(256, "held-out images each probed ensemble is scored on")
-    seed: int = option(0, "run seed")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    amp: bool = option(True, "mixed precision on CUDA")
-    workers: int = option(4, "loader processes for on-disk datasets")
-    resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "bn_batches", "probe_images"):
