@@ -9,9 +9,9 @@ latency is the sum of its pieces, counting shared layers once; the K paths are s
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +36,15 @@ class _Head(nn.Module):
 
 
 def time_forward_ms(module, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time (ms) of ``module(x)`` without gradients, after ``warmup`` calls."""
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    """Median wall time (ms) of ``repeats`` timed calls of ``module(x)`` without gradients, after
+    ``warmup`` calls (``torch.utils.benchmark.Timer``: it synchronises CUDA around each)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # importing the Timer warns about CUDA_HOME on CPU builds
+    from torch.utils.benchmark import Timer
+
+    timer = Timer("module(x)", globals={"module": module, "x": x})
     with torch.no_grad():
-        for _ in range(warmup):
-            module(x)
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            module(x)
-            sync()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        timer.timeit(warmup)
+        return statistics.median(timer.timeit(1).median for _ in range(repeats)) * 1e3
 
 
 def device_name(device: torch.device) -> str:

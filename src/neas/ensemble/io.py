@@ -8,7 +8,7 @@ from pathlib import Path
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
-from neas.train.checkpoint import atomic_save_file, load_weights
+from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
 
 __all__ = ["save_ensemble", "load_ensemble", "FORMAT"]
 
@@ -38,10 +38,5 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
     space = SearchSpace.from_dict(json.loads(meta["space"]))
     arch = EnsembleArch.from_json(meta["arch"])
     net = build_ensemble(space, arch, int(meta["num_classes"]))
-    own = net.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
-    if missing or unexpected or bad:
-        raise NeasError(f"{path}: weights do not fit the stored arch (missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {bad[:5]})")
-    net.load_state_dict(tensors)
+    load_matching(net, tensors, f"{path}: the weights do not fit the stored arch")
     return net.to(device).eval(), meta

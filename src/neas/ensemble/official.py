@@ -20,6 +20,7 @@ import torch
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
+from neas.train.checkpoint import load_matching
 
 __all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
 
@@ -80,20 +81,7 @@ def load_official(path: "str | Path", arch: "str | EnsembleArch", num_classes: "
         head = state.get("classifiers.0.weight")
         num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else 1000
     net = build_ensemble(SearchSpace.preset("imagenet"), arch, num_classes)
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}")
-        raise NeasError(f"{path}: the checkpoint does not fit {arch_name(arch)} ({'; '.join(parts)})")
-    net.load_state_dict(state)
+    load_matching(net, state, f"{path}: the checkpoint does not fit {arch_name(arch)}", source="checkpoint")
     return net.eval()
 
 

@@ -29,7 +29,7 @@ from neas.supernet.io import load_supernet
 from neas.config import option
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
-from neas.search.constraints import Constraints, cost_range
+from neas.search.constraints import Constraints
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
@@ -100,15 +100,15 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "
 
 
 def _describe_range(table, shrunk) -> str:
-    lo, hi = cost_range(table, shrunk, "macs")
-    plo, phi = cost_range(table, shrunk, "params")
+    lo, hi = table.range(shrunk, "macs")
+    plo, phi = table.range(shrunk, "params")
     return f"the space's ensembles span {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs and {plo / 1e6:.3f}M-{phi / 1e6:.3f}M params"
 
 
 def _check_feasible(constraints: Constraints, table, shrunk) -> None:
     for metric in ("macs", "paper_flops", "params"):
         lo_c, hi_c = getattr(constraints, f"min_{metric}"), getattr(constraints, f"max_{metric}")
-        lo, hi = cost_range(table, shrunk, metric)
+        lo, hi = table.range(shrunk, metric)
         if (hi_c is not None and hi_c < lo) or (lo_c is not None and lo_c > hi):
             bound = f"max_{metric}={hi_c}" if hi_c is not None and hi_c < lo else f"min_{metric}={lo_c}"
             raise NeasError(

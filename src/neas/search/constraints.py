@@ -8,9 +8,9 @@ from neas.config import option
 from neas.cost import Amount, CostTable
 from neas.cost.latency import LatencyTable
 from neas.errors import NeasError
-from neas.space import EnsembleArch, ShrunkSpace
+from neas.space import EnsembleArch
 
-__all__ = ["Constraints", "cost_range"]
+__all__ = ["Constraints"]
 
 _METRICS = ("macs", "paper_flops", "params", "latency_ms")
 
@@ -64,8 +64,3 @@ class Constraints:
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 return False
         return True
-
-
-def cost_range(table: CostTable, shrunk: ShrunkSpace, metric: str) -> tuple[int, int]:
-    """Exact min and max of ``metric`` over the shrunk space (see :meth:`CostTable.range`)."""
-    return table.range(shrunk, metric)

@@ -13,7 +13,7 @@ from pathlib import Path
 from neas.errors import NeasError
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
-from neas.train.checkpoint import atomic_save_file, load_weights
+from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
 
 __all__ = ["SupernetFile", "save_supernet", "load_supernet", "FORMAT"]
 
@@ -83,8 +83,5 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetF
         path = path / "supernet.safetensors"
     tensors, meta = load_weights(path)
     info = SupernetFile.from_metadata(meta, str(path))
-    model = Supernet(info.space, info.num_classes)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise NeasError(f"{path}: weights do not fit the space (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model = load_matching(Supernet(info.space, info.num_classes), tensors, f"{path}: the weights do not fit the stored space")
     return model.to(device), info

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from neas.errors import NeasError
 
-__all__ = ["atomic_write_text", "atomic_save_file", "save_checkpoint", "load_checkpoint", "read_state", "load_weights"]
+__all__ = ["atomic_write_text", "atomic_save_file", "save_checkpoint", "load_checkpoint", "read_state", "load_weights", "load_matching"]
 
 
 def _fsync_replace(tmp: Path, path: Path) -> None:
@@ -124,10 +124,9 @@ def load_checkpoint(
             meta = f.metadata() or {}
     except (OSError, SafetensorError) as exc:
         raise NeasError(f"{path}: unreadable checkpoint ({exc})") from None
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_state)
-    for prefix, module in (extra or {}).items():
-        module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    for prefix, module in {"model": model, **(extra or {})}.items():
+        part = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        load_matching(module, part, f"{path}: the checkpoint's {prefix} weights do not fit this run's {prefix}")
     if optimizer is not None and meta.get("optimizer") not in (None, "null"):
         optim_json = json.loads(meta["optimizer"])
         per_param: dict[int, dict] = {}
@@ -139,6 +138,24 @@ def load_checkpoint(
             per_param.setdefault(int(index), {}).update(scalars)
         optimizer.load_state_dict({"state": per_param, "param_groups": optim_json["param_groups"]})
     return state
+
+
+def load_matching(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file") -> torch.nn.Module:
+    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
+    otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
+    ``{source} (..) vs model (..)``)."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    mismatched = [f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+    parts = [f"{label} {len(keys)} key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}")
+    if parts:
+        raise NeasError(f"{what} ({'; '.join(parts)})")
+    module.load_state_dict(tensors)
+    return module
 
 
 def load_weights(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict]:
