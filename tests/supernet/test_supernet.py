@@ -117,3 +117,19 @@ def test_features_are_returned(tiny_supernet):
 def test_arch_of_another_space_is_rejected(tiny_supernet):
     with pytest.raises(NeasError, match="layers per path"):
         tiny_supernet(torch.randn(1, 3, 32, 32), EnsembleArch.preset("neas-s"))
+
+
+def test_a_supernet_file_with_the_old_key_names_still_loads(tmp_path, tiny):
+    from safetensors.torch import save_file
+
+    from neas.space import ShrunkSpace
+    from neas.supernet.io import SupernetFile, load_supernet
+
+    model = Supernet(tiny, 10)
+    info = SupernetFile(tiny, ShrunkSpace.full(tiny), tuple(map(str, range(10))), "digits", None, 0.1, "diversity", 0, {})
+    old = {k.replace("last_blocks.", "head_convs."): v.contiguous() for k, v in model.state_dict().items()}
+    assert any(k.startswith("head_convs.") for k in old)
+    save_file(old, str(tmp_path / "supernet.safetensors"), info.metadata())
+    loaded, _ = load_supernet(tmp_path)
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k

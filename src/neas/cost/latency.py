@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from neas.cost.table import walk_pieces
 from neas.errors import NeasError
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify
+from neas.nn import make_classifier, make_conv_head, make_last_block, pool_classify
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms"]
@@ -28,11 +29,11 @@ __all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms"]
 class _Head(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int):
         super().__init__()
-        self.head_conv, self.conv_head = make_head_conv(space), make_conv_head(space)
+        self.last_block, self.conv_head = make_last_block(space), make_conv_head(space)
         self.classifier, self.dropout = make_classifier(space, num_classes), space.dropout
 
     def forward(self, x):
-        return pool_classify(self.head_conv(x), self.conv_head, self.classifier, self.dropout, False)[0]
+        return pool_classify(self.last_block(x), self.conv_head, self.classifier, self.dropout, False)[0]
 
 
 def time_forward_ms(module, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
@@ -106,26 +107,18 @@ def measure_latency_table(
         return m.to(device, memory_format=fmt).eval()
 
     x = torch.randn(batch_size, space.in_channels, space.input_size, space.input_size, device=device).contiguous(memory_format=fmt)
-    conv, bn = make_stem(space)
-    fixed = prep(nn.Sequential(conv, bn, make_first_block(space)))
-    fixed_ms = time_forward_ms(fixed, x, repeats, warmup)
-    with torch.no_grad():
-        x = fixed(x)
-    layers = []
-    for spec in space.layers:
-        entry, out = {}, None
-        for op in spec.ops:
-            if op.is_skip:
-                entry[str(op)] = 0.0
-                continue
-            block = prep(make_block(spec, op))
-            entry[str(op)] = time_forward_ms(block, x, repeats, warmup)
-            with torch.no_grad():
-                out = block(x)
-            if progress is not None:
-                progress.update(1)
-        layers.append(entry)
-        x = out
+
+    def measure(modules, x):
+        module = prep(nn.Sequential(*modules))
+        ms = time_forward_ms(module, x, repeats, warmup)
+        with torch.no_grad():
+            out = module(x)
+        if progress is not None and len(modules) == 1:
+            progress.update(1)
+        return ms, out
+
+    fixed_ms, layers, x = walk_pieces(space, x, measure, 0.0)
+    layers = [{str(op): ms for op, ms in entry.items()} for entry in layers]
     head_ms = time_forward_ms(prep(_Head(space, num_classes)), x, repeats, warmup)
     return LatencyTable(space.name, device_name(device), batch_size, space.input_size, fixed_ms, layers, head_ms)
 

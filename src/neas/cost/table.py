@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
@@ -114,25 +114,34 @@ class CostTable:
         return min(lows), max(highs)
 
 
-@lru_cache(maxsize=32)
-def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | None" = None) -> CostTable:
-    """Builds (once, cached) the cost table of ``space`` at ``input_size`` (default: the space's)."""
-    size = input_size or space.input_size
-    x = torch.zeros(1, space.in_channels, size, size)
+def walk_pieces(space: SearchSpace, x: torch.Tensor, measure, zero):
+    """Measures the pieces of ``space`` in order: stem + L0, then every op of every layer on the
+    previous layer's output. ``measure(modules, x) -> (value, output)``; skip ops get ``zero``.
+
+    Returns:
+        (the stem's value, per layer ``{op: value}``, the last layer's output for the head).
+    """
     stem_conv, stem_bn = make_stem(space)
-    fixed, x = _measure([stem_conv, stem_bn, make_first_block(space)], x)
+    fixed, x = measure([stem_conv, stem_bn, make_first_block(space)], x)
     layers = []
     for spec in space.layers:
         entry, out = {}, None
         for op in spec.ops:
             if op.is_skip:
-                entry[op] = Cost()
+                entry[op] = zero
                 continue
-            entry[op], out = _measure([make_block(spec, op)], x)
+            entry[op], out = measure([make_block(spec, op)], x)
         layers.append(entry)
         x = out
-    head_conv = make_head_conv(space)
-    head, y = _measure([head_conv], x)
+    return fixed, layers, x
+
+
+@lru_cache(maxsize=32)
+def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | None" = None) -> CostTable:
+    """Builds (once, cached) the cost table of ``space`` at ``input_size`` (default: the space's)."""
+    size = input_size or space.input_size
+    fixed, layers, x = walk_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, Cost())
+    head, y = _measure([make_last_block(space)], x)
     pool = Cost(0, y.numel(), 0)  # the global average pool
     rest, _ = _measure([make_conv_head(space)], y.mean((2, 3), keepdim=True))
     classifier, _ = _measure([make_classifier(space, num_classes)], torch.zeros(1, space.channels(space.feature_channels)))

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify, scale_grad
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem, pool_classify, scale_grad
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["EnsembleNet", "build_ensemble"]
@@ -39,7 +39,7 @@ class EnsembleNet(nn.Module):
                 for i, op in enumerate(arch.private(k), start=arch.split + 1)
                 if not op.is_skip
             ]
-            self.blocks.append(nn.Sequential(nn.Sequential(*private, make_head_conv(space))))
+            self.blocks.append(nn.Sequential(nn.Sequential(*private, make_last_block(space))))
         self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(arch.num_paths))
         self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(arch.num_paths))
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN

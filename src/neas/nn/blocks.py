@@ -17,7 +17,7 @@ from timm.layers import BatchNormAct2d
 from neas.space.ops import Op
 from neas.space.space import LayerSpec, SearchSpace
 
-__all__ = ["SE_LAYER", "make_stem", "make_first_block", "make_block", "make_head_conv", "make_conv_head", "make_classifier"]
+__all__ = ["SE_LAYER", "make_stem", "make_first_block", "make_block", "make_last_block", "make_conv_head", "make_classifier"]
 
 # SE of the released models: reduce to make_divisible(0.25 * mid, 8) with ReLU, hard-sigmoid gate.
 SE_LAYER = partial(SqueezeExcite, rd_round_fn=make_divisible, force_act_layer=nn.ReLU, gate_layer="hard_sigmoid")
@@ -58,13 +58,14 @@ def make_block(spec: LayerSpec, op: Op) -> "InvertedResidual | None":
     )
 
 
-def make_head_conv(space: SearchSpace) -> ConvBnAct:
-    """Per-path 1x1 conv + BN + Swish to ``head_channels`` (the released '960 conv')."""
+def make_last_block(space: SearchSpace) -> ConvBnAct:
+    """Per-path last block before pooling: 1x1 conv + BN + Swish to ``head_channels`` (the
+    released '960 conv', stored as the last block of each path)."""
     return ConvBnAct(space.last_channels, space.channels(space.head_channels), 1, act_layer=ACT_LAYER)
 
 
 def make_conv_head(space: SearchSpace) -> nn.Conv2d:
-    """Per-path 1x1 conv with bias after global pooling (Swish follows, no BN)."""
+    """Per-path 1x1 conv with bias after global pooling (Swish follows, no BN): timm's ``conv_head``."""
     return nn.Conv2d(space.channels(space.head_channels), space.channels(space.feature_channels), 1, bias=True)
 
 

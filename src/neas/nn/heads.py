@@ -1,7 +1,7 @@
 """The end of a path's head: global pool, 1x1 conv + Swish, dropout, linear.
 
-(The head starts with a 1x1 conv + BN + Swish, ``make_head_conv``, which the released
-checkpoints store as the last block of each path.)
+(Before it, each path ends with a 1x1 conv + BN + Swish, :func:`make_last_block`, which the
+released checkpoints store as the last block of each path.)
 """
 
 from __future__ import annotations

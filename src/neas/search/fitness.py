@@ -95,8 +95,8 @@ class CandidateEvaluator:
         logits = []
         for k, path in enumerate(arch.paths):
             bn_acts, val_acts = self._prefix(tuple(path))
-            head = [sn.head_convs[k]]
-            _, out = self._recalibrated(head, lambda h, k=k: pool_classify(sn.head_convs[k](h), sn.conv_heads[k], sn.classifiers[k], 0.0, False)[0],
+            head = [sn.last_blocks[k]]
+            _, out = self._recalibrated(head, lambda h, k=k: pool_classify(sn.last_blocks[k](h), sn.conv_heads[k], sn.classifiers[k], 0.0, False)[0],
                                         bn_acts, val_acts)
             logits.append(out)
         return self._score(arch, [list(per_batch) for per_batch in zip(*logits)])

@@ -14,13 +14,15 @@ import torch
 import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_head_conv, make_stem, pool_classify, scale_grad
+from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem, pool_classify, scale_grad
 from neas.space import EnsembleArch, Op, SearchSpace
 
 if TYPE_CHECKING:
     from neas.ensemble import EnsembleNet
 
 __all__ = ["Supernet"]
+
+_LEGACY_PREFIXES = {"head_convs.": "last_blocks."}  # renamed after neas 0.1.0's first supernet files
 
 
 @lru_cache(maxsize=8192)
@@ -51,10 +53,21 @@ class Supernet(nn.Module):
             nn.ModuleDict({str(op): make_block(spec, op) for op in spec.ops if not op.is_skip}) for spec in space.layers
         )
         k = space.num_paths
-        self.head_convs = nn.ModuleList(make_head_conv(space) for _ in range(k))
+        self.last_blocks = nn.ModuleList(make_last_block(space) for _ in range(k))
         self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(k))
         self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(k))
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
+
+    @staticmethod
+    def upgrade_state_dict(tensors: dict) -> dict:
+        """A state dict of an older supernet file with today's key names."""
+        out = {}
+        for key, value in tensors.items():
+            for old, new in _LEGACY_PREFIXES.items():
+                if key.startswith(old):
+                    key = new + key[len(old):]
+            out[key] = value
+        return out
 
     def block(self, index: int, op: Op) -> "nn.Module | None":
         """The module of ``op`` at layer ``L{index}``; ``None`` for skip."""
@@ -78,7 +91,7 @@ class Supernet(nn.Module):
         for index, op in enumerate(arch.private(k), start=arch.split + 1):
             if not op.is_skip:
                 x = self.layers[index - 1][str(op)](x)
-        x = self.head_convs[k](x)
+        x = self.last_blocks[k](x)
         return pool_classify(x, self.conv_heads[k], self.classifiers[k], self.space.dropout, self.training)
 
     def forward(self, x: torch.Tensor, arch: EnsembleArch, return_features: bool = False):
@@ -101,7 +114,7 @@ class Supernet(nn.Module):
             for op in set(arch.combination(index)):
                 if not op.is_skip:
                     mods.append(self.layers[index - 1][str(op)])
-        return mods + [*self.head_convs, *self.conv_heads, *self.classifiers]
+        return mods + [*self.last_blocks, *self.conv_heads, *self.classifiers]
 
     def _ensemble_pairs(self, net: "EnsembleNet"):
         """(the plain ensemble's module, the supernet module that holds its weights) for every module."""
@@ -112,7 +125,7 @@ class Supernet(nn.Module):
         yield from zip(net.sharing_blocks[0], trunk, strict=True)
         for k in range(arch.num_paths):
             private = [self.block(i, op) for i, op in enumerate(arch.private(k), start=arch.split + 1) if not op.is_skip]
-            yield from zip(net.blocks[k][0], private + [self.head_convs[k]], strict=True)
+            yield from zip(net.blocks[k][0], private + [self.last_blocks[k]], strict=True)
             yield net.conv_heads[k], self.conv_heads[k]
             yield net.classifiers[k], self.classifiers[k]
 
