@@ -126,8 +126,7 @@ def test_a_supernet_file_with_the_old_key_names_still_loads(tmp_path, tiny):
     from neas.supernet.io import SupernetFile, load_supernet
 
     model = Supernet(tiny, 10)
-    info = SupernetFile(tiny, ShrunkSpace.full(tiny), tuple(map(str, range(10))), "digits", None, 0.1, "diversity", 0,
-                        {"data": "digits", "holdout": 0.1})
+    info = SupernetFile(tiny, ShrunkSpace.full(tiny), tuple(map(str, range(10))), "digits", None, 0.1, "diversity", 0, {})
     old = {k.replace("last_blocks.", "head_convs."): v.contiguous() for k, v in model.state_dict().items()}
     assert any(k.startswith("head_convs.") for k in old)
     save_file(old, str(tmp_path / "supernet.safetensors"), info.metadata())

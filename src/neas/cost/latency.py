@@ -1,4 +1,4 @@
-"""Measured latency: a per-(layer, op) table timed on the machine in use (DESIGN.md §5).
+"""Measured latency: a per-(layer, op) table timed on the machine in use (docs/DESIGN.md §5).
 
 Each piece (stem + L0, every layer's every op, one head) is timed alone on an input of the
 shape it sees in the network, as the median of repeated runs after warm-up. An ensemble's

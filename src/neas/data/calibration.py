@@ -1,4 +1,4 @@
-"""The sets a run calibrates and scores candidates on (DESIGN.md §8), and their record.
+"""The sets a run calibrates and scores candidates on (docs/DESIGN.md §8), and their record.
 
 One owner for all of them — shrinking's BN batches and probe images, a search's BN batches
 and held-out images (``--val-images``), ``neas rank``'s one-shot scoring: the training split is

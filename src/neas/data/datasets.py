@@ -1,4 +1,4 @@
-"""Datasets (DESIGN.md §10): ``digits``, ``cifar10``/``cifar100``, ``imagefolder``.
+"""Datasets (docs/DESIGN.md §10): ``digits``, ``cifar10``/``cifar100``, ``imagefolder``.
 
 Small datasets are decoded once into a uint8 tensor (N, 3, S, S) at the space's input size
 and kept in memory (:class:`ImageTensors`), so epochs never re-decode images. Large image

@@ -1,4 +1,4 @@
-"""The plain ensemble network: only the chosen blocks, no supernet machinery (DESIGN.md §3).
+"""The plain ensemble network: only the chosen blocks, no supernet machinery (docs/DESIGN.md §3).
 
 Its state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``,
 ``sharing_blocks.0.<j>`` (L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's

@@ -1,4 +1,4 @@
-"""Thin builders over timm's EfficientNet blocks (DESIGN.md §2).
+"""Thin builders over timm's EfficientNet blocks (docs/DESIGN.md §2).
 
 Every network of the project (supernet, plain ensemble, released checkpoints) gets its
 modules from these functions, so a block's parameters have the same names and shapes

@@ -1,4 +1,4 @@
-"""BN recalibration (paper §3.3; docs/DESIGN.md): the one implementation shrinking and search use.
+"""BN recalibration (paper §3.3; docs/DESIGN.md §8): the one implementation shrinking and search use.
 
 Before a candidate is scored with supernet weights, the running statistics of the BNs it uses
 are reset and re-estimated as a cumulative average (momentum ``None``) over R training batches,

@@ -1,5 +1,5 @@
 """Gradient scaling at the split point: the shared trunk gets the mean, not the sum, of the
-K paths' gradients (the released models do this; ../shared/DESIGN.md §4)."""
+K paths' gradients (the released models do this; docs/DESIGN.md §4)."""
 
 from __future__ import annotations
 

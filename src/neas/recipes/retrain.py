@@ -1,4 +1,4 @@
-"""Retrain the found ensemble from scratch with the released models' recipe (DESIGN.md §9).
+"""Retrain the found ensemble from scratch with the released models' recipe (docs/DESIGN.md §9).
 
     neas retrain --arch runs/search/arch.json --data digits --out runs/retrain
     torchrun --nproc_per_node 8 -m neas retrain --arch neas-m --data imagefolder \\

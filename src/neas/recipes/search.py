@@ -3,7 +3,7 @@
     neas search --supernet runs/supernet --out runs/search --max-macs 3M --generations 10
 
 Every candidate lies in the supernet's shrunk space and within the budget; it is scored by
-ensemble top-1 on the held-out part of the training split after BN recalibration (DESIGN.md
+ensemble top-1 on the held-out part of the training split after BN recalibration (docs/DESIGN.md
 §7-8), once. Writes ``arch.json`` (the best ensemble, its costs and accuracies),
 ``generation_XX.json``, ``metrics.jsonl`` and ``state.json`` (``--resume`` continues).
 Under torchrun the candidates of a generation are split across ranks.

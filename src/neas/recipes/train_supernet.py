@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 8 -m neas train-supernet --config configs/imagenet.yaml --out runs/in1k
 
 Every step samples an ensemble uniformly from the current shrunk space (split point
-included) and minimises the sum of the K path losses (DESIGN.md §4); every ``shrink_every``
+included) and minimises the sum of the K path losses (docs/DESIGN.md §4); every ``shrink_every``
 epochs the space is shrunk (§6) until at most ``shrink_until`` combinations remain. The run
 directory holds ``config.yaml``, ``state.json`` + ``checkpoints/`` (resumable),
 ``supernet.safetensors``, ``shrink/round_XX.json``, ``metrics.jsonl`` and TensorBoard events.

@@ -1,4 +1,4 @@
-"""K-path evolution search (paper §3.4 and Appendix B; DESIGN.md §7) and its random baseline.
+"""K-path evolution search (paper §3.4 and Appendix B; docs/DESIGN.md §7) and its random baseline.
 
 Operators work on *columns* (the K ops of one layer) and a split point, then restore the
 invariants of an ensemble: a layer that becomes shared takes the op of one randomly chosen

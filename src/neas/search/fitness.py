@@ -1,4 +1,4 @@
-"""Scoring candidates with supernet weights (DESIGN.md §7-8): BN recalibration, then ensemble
+"""Scoring candidates with supernet weights (docs/DESIGN.md §7-8): BN recalibration, then ensemble
 top-1 (mean of the path logits) on the held-out images.
 
 A path's activations after layer j depend only on its ops on L1..Lj (its *prefix*), and so do

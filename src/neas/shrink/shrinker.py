@@ -1,4 +1,4 @@
-"""One round of search-space shrinking (Algorithm 1, lines 4-6; DESIGN.md §6).
+"""One round of search-space shrinking (Algorithm 1, lines 4-6; docs/DESIGN.md §6).
 
 Sample Z ensembles from the current shrunk space, score each on the probe set after BN
 recalibration, score every surviving combination of every layer that can be private

@@ -7,7 +7,7 @@ features. From Z such samples, for every layer m:
 - ``S_m[i, j]`` = mean over the samples where two paths use ops i and j at private layer m of
   ``exp(-beta * mean_x ||v_p(x) - v_q(x)||_2)``; ``S_m[i, i] = 1``; pairs never observed take
   the mean of the observed entries of that layer.
-- ``r_m[i]`` = ``exp(gamma * mean accuracy of the paths that use op i at layer m)`` (DESIGN §6.3:
+- ``r_m[i]`` = ``exp(gamma * mean accuracy of the paths that use op i at layer m)`` (docs/DESIGN.md §6.3:
   the exponential form, so gamma trades accuracy against diversity); unobserved ops take the
   layer's mean accuracy.
 

@@ -1,4 +1,4 @@
-"""Ensemble architectures: K paths plus a split point (DESIGN.md §3).
+"""Ensemble architectures: K paths plus a split point (docs/DESIGN.md §3).
 
 ``EnsembleArch(split, paths)`` holds one op per searchable layer for each path. Layers
 L1..L{split} are shared (all paths agree there); on every later layer the K paths use K
@@ -176,7 +176,7 @@ class EnsembleArch:
         split: "int | None" = None,
     ) -> "EnsembleArch":
         """Samples uniformly: the split point, an allowed op per shared layer, and per private
-        layer a surviving combination assigned to the paths in random order (DESIGN.md §4)."""
+        layer a surviving combination assigned to the paths in random order (docs/DESIGN.md §4)."""
         gen = as_generator(generator)
         shrunk = shrunk or ShrunkSpace.full(space)
         points = list(space.split_points)

@@ -64,7 +64,7 @@ def parse_op(name: "str | Op") -> Op:
     return Op(kernel, expansion)
 
 
-# Official ids of the released NEAS code (DESIGN.md §2).
+# Official ids of the released NEAS code (docs/DESIGN.md §2).
 OFFICIAL_IDS: dict[int, Op] = {
     0: Op(3, 4),
     1: Op(3, 6),

@@ -1,4 +1,4 @@
-"""Named presets: the search spaces and the three released NEAS ensembles (DESIGN.md §2-3)."""
+"""Named presets: the search spaces and the three released NEAS ensembles (docs/DESIGN.md §2-3)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ SPACE_PRESETS: dict[str, dict] = {
     },
 }
 
-# The released models as official flat arch lists (DESIGN.md §3), all in the imagenet space.
+# The released models as official flat arch lists (docs/DESIGN.md §3), all in the imagenet space.
 ARCH_PRESETS: dict[str, list[int]] = {
     "neas-s": [20, 2, 0, 0, -1, 0, 2, 0, 0, 2, -1, 0, -1, 0, 3, 2, 4, 0, 2, 5, 0, 4, 3, 0, 0],
     "neas-m": [16, 2, 0, 3, 2, 0, 2, 5, 0, -1, 3, 0, 2, 0, 0, 3, 5, 4, 0, 5, 0, 5, 4, 0, 3, 5, 2, 5, 0],

@@ -1,7 +1,7 @@
 """The shrunk space: per layer, the operation combinations that survive shrinking (§3.2).
 
 Shrinking removes combinations (sets of K distinct ops) of private layers. A layer's shared
-op may be any op that still appears in one of its surviving combinations (DESIGN.md §6.6).
+op may be any op that still appears in one of its surviving combinations (docs/DESIGN.md §6.6).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A space is a stem, a fixed depthwise-separable block L0, then stages of searchable layers
 L1..Ln (each layer chooses one candidate op; the first layer of a stage applies the stride
 and changes width, so it cannot be skip), then one head per path. The split point ``s``
-makes L0..Ls shared by all K paths (DESIGN.md §2). This module knows nothing of torch.
+makes L0..Ls shared by all K paths (docs/DESIGN.md §2). This module knows nothing of torch.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """An ensemble search space (DESIGN.md §2). Channels are scaled by ``width_mult``."""
+    """An ensemble search space (docs/DESIGN.md §2). Channels are scaled by ``width_mult``."""
 
     stages: tuple[Stage, ...]  # searchable stages, in order
     ops: tuple[Op, ...]  # candidate ops of every searchable layer ('skip' allowed)

@@ -45,7 +45,8 @@ class SupernetFile:
             "shrunk": json.dumps(self.shrunk.to_json()),
             "num_classes": str(self.num_classes),
             "classes": json.dumps(list(self.classes)),
-            "config": json.dumps(self.config),
+            "config": json.dumps({**self.config, "data": self.data, "data_dir": self.data_dir, "holdout": self.holdout,
+                                  "shrink": self.shrink}),
             "epoch": str(self.epoch),
         }
 

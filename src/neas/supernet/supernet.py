@@ -1,4 +1,4 @@
-"""The K-path supernet: one module per (layer, op), K heads (DESIGN.md §4).
+"""The K-path supernet: one module per (layer, op), K heads (docs/DESIGN.md §4).
 
 The supernet is stateless with respect to the architecture: ``supernet(x, arch)`` runs the
 stem, L0 and the shared layers L1..Ls **once**, then each path's private layers and head, and

@@ -1,4 +1,4 @@
-"""Retraining recipe presets (../shared/DESIGN.md §9): the released models' ImageNet recipe, and one
+"""Retraining recipe presets (docs/DESIGN.md §9): the released models' ImageNet recipe, and one
 for small data (CIFAR-size images, digits) that finishes in minutes on a CPU."""
 
 from __future__ import annotations
