@@ -16,6 +16,15 @@ def _decode_cache(tmp_path_factory):
     os.environ["NEAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decode-cache"))
 
 
+@pytest.fixture
+def kill_after(monkeypatch):
+    """``kill_after(target, attr, after=N, when=..., instead=...)``: :func:`tests.helpers.arm_kill`;
+    returns the function that restores ``target.attr``."""
+    from .helpers import arm_kill
+
+    return lambda target, attr, **kw: arm_kill(monkeypatch, target, attr, **kw)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)

@@ -12,6 +12,8 @@ from neas.log import MetricLogger
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.space import EnsembleArch, SearchSpace
 
+from ..helpers import Killed
+
 ARCH = EnsembleArch.sample(SearchSpace.preset("tiny"), 5)
 
 
@@ -68,23 +70,12 @@ def test_export_is_verified(retrained, tmp_path, capsys, fmt):
             assert (torch.from_numpy(got) - net(x)).abs().max() < 1e-4
 
 
-def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, monkeypatch):
-    real, calls = recipe.save_checkpoint, []
-
-    class Killed(BaseException):
-        pass
-
-    def dying(*args, **kwargs):
-        real(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:
-            raise Killed()
-
-    monkeypatch.setattr(recipe, "save_checkpoint", dying)
+def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, kill_after):
+    restore = kill_after(recipe, "save_checkpoint", after=2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         retrain(small(out, arch_file))
-    monkeypatch.setattr(recipe, "save_checkpoint", real)
+    restore()
     retrain(small(out, arch_file, resume=True))
     a, b = load_file(str(out / "model.safetensors")), load_file(str(retrained / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -10,6 +10,8 @@ from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
 from neas.recipes.run import CONFIGS, DEMO, RunConfig, run_pipeline
 
+from ..helpers import Killed
+
 SMALL = {
     "space": "tiny",
     "data": "digits",
@@ -62,33 +64,16 @@ def test_run_directory_and_report(finished):
         assert name in html
 
 
-def _killing(monkeypatch, module, attr, after):
-    real = getattr(module, attr)
-    calls = []
-
-    class Killed(BaseException):
-        pass
-
-    def dying(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == after:
-            raise Killed()
-        return out
-
-    monkeypatch.setattr(module, attr, dying)
-    return Killed, lambda: monkeypatch.setattr(module, attr, real)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["supernet", "search", "retrain"])
-def test_kill_in_any_stage_and_resume(finished, tmp_path, monkeypatch, stage):
+def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
     import neas.recipes.retrain as retrain_mod
     import neas.recipes.search as search_mod
     import neas.recipes.train_supernet as sn_mod
 
     module, attr = {"supernet": (sn_mod, "save_checkpoint"), "search": (search_mod, "atomic_write_text"),
                     "retrain": (retrain_mod, "save_checkpoint")}[stage]
-    Killed, restore = _killing(monkeypatch, module, attr, 2)
+    restore = kill_after(module, attr, after=2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         run_pipeline(cfg(out))
@@ -130,6 +115,7 @@ def test_demo_is_the_default():
     assert demo.space == "tiny" and demo.data == "digits" and demo.search["max_macs"] == "0.6M"
 
 
+@pytest.mark.slow
 def test_the_demo_runs_end_to_end(tmp_path, capsys):
     """`neas run` with no arguments (here with --out): the whole demo, about a minute on 2 cores."""
     assert main(["run", "--out", str(tmp_path / "demo")]) == 0

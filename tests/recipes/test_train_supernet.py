@@ -17,6 +17,8 @@ from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.supernet.io import load_supernet
 from neas.space import EnsembleArch
 
+from ..helpers import Killed
+
 
 def small(out, **kw):
     base = dict(out=str(out), space="tiny", data="digits", epochs=4, batch_size=64, lr=0.2, shrink="diversity",
@@ -60,50 +62,34 @@ def _assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-class Killed(BaseException):
-    pass
+def test_resume_after_a_kill_between_epochs(finished, tmp_path, kill_after):
+    import neas.recipes.train_supernet as recipe
 
-
-def test_resume_after_a_kill_between_epochs(finished, tmp_path, monkeypatch):
-    real, calls = checkpoint.save_checkpoint, []
-
-    def dying(*args, **kwargs):
-        real(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:
-            raise Killed()
-
-    monkeypatch.setattr("neas.recipes.train_supernet.save_checkpoint", dying)
+    restore = kill_after(recipe, "save_checkpoint", after=2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train_supernet(small(out))
-    monkeypatch.setattr("neas.recipes.train_supernet.save_checkpoint", real)
+    restore()
     train_supernet(small(out, resume=True))
     _assert_same(_weights(out), _weights(finished))
     assert [m["epoch"] for m in MetricLogger.read(out)] == [0, 1, 2, 3]
     assert sorted(p.name for p in (out / "shrink").iterdir()) == sorted(p.name for p in (finished / "shrink").iterdir())
 
 
-def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, monkeypatch):
-    real, calls = checkpoint.save_file, []
-
-    def dying(tensors, path, metadata=None):
-        calls.append(1)
-        if len(calls) == 3:  # the third checkpoint: die with a half-written temporary file
-            Path(path).write_bytes(b"\x00" * 100)
-            raise Killed()
-        return real(tensors, path, metadata=metadata)
-
-    monkeypatch.setattr(checkpoint, "save_file", dying)
+def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, kill_after):
+    # the third checkpoint: die with a half-written temporary file
+    restore = kill_after(checkpoint, "save_file", after=3,
+                         instead=lambda tensors, path, metadata=None: Path(path).write_bytes(b"\x00" * 100))
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train_supernet(small(out))
     assert json.loads((out / "state.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(checkpoint, "save_file", real)
+    restore()
     train_supernet(small(out, resume=True))
     _assert_same(_weights(out), _weights(finished))
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
     out = tmp_path / "run"
     args = ["--space", "tiny", "--data", "digits", "--epochs", "4", "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1",
@@ -121,10 +107,11 @@ def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
     _assert_same(_weights(out), _weights(finished))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "neas",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas",
            "train-supernet", "--space", "tiny", "--data", "digits", "--epochs", "2", "--batch-size", "32", "--shrink-every", "1",
            "--shrink-drop", "2", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "32", "--device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

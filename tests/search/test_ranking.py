@@ -7,6 +7,8 @@ import neas.recipes.rank as rank_mod
 from neas.cli import main
 from neas.search.ranking import rank_correlation, tau_difference
 
+from ..helpers import Killed
+
 
 def test_known_rankings():
     perfect = rank_correlation([0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.6, 0.7, 0.8, 0.9], bootstrap=200)
@@ -63,25 +65,13 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert "not a finished supernet run" in capsys.readouterr().err
 
 
-def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_path, monkeypatch):
+def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_path, monkeypatch, kill_after):
     import neas.recipes.retrain as retrain_mod
 
     argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "3", "--scratch-epochs", "2", "--bootstrap", "20",
             "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
 
-    class Killed(BaseException):
-        pass
-
-    real_save = retrain_mod.save_checkpoint
-    saves = []
-
-    def dying_save(*args, **kwargs):  # the second scratch run dies after its first epoch's checkpoint
-        real_save(*args, **kwargs)
-        saves.append(1)
-        if len(saves) == 3:
-            raise Killed()
-
-    monkeypatch.setattr(retrain_mod, "save_checkpoint", dying_save)
+    restore = kill_after(retrain_mod, "save_checkpoint", after=3)  # the second scratch run dies after its first epoch
     with pytest.raises(Killed):
         main(argv)
     runs = sorted(p for p in (tmp_path / "rank" / "scratch").iterdir() if p.is_dir())
@@ -90,7 +80,7 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
     interrupted = next(p for p in runs if p not in done)
     assert json.loads((interrupted / "state.json").read_text())["epoch"] == 0
     finished_weights = (done[0] / "model.safetensors").read_bytes()
-    monkeypatch.setattr(retrain_mod, "save_checkpoint", real_save)
+    restore()
     epochs = []
     real_seed = retrain_mod.seed_everything
     monkeypatch.setattr(retrain_mod, "seed_everything", lambda s: (epochs.append(s), real_seed(s)))

@@ -13,6 +13,8 @@ from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
 from neas.space import EnsembleArch
 
+from ..helpers import Killed
+
 BUDGET = "0.8M"
 
 
@@ -54,24 +56,15 @@ def test_random_search_runs_as_many_evaluations(trained_supernet, evolution_run,
     assert 0 < rand_arch["supernet_acc"] <= 1 and 0 < evo_acc <= 1
 
 
-def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, monkeypatch):
+def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, kill_after):
     import neas.recipes.search as recipe
 
-    real = recipe.atomic_write_text
-
-    class Killed(BaseException):
-        pass
-
-    def dying(path, text):
-        real(path, text)
-        if str(path).endswith("state.json") and json.loads(text)["generation"] == 1:
-            raise Killed()
-
-    monkeypatch.setattr(recipe, "atomic_write_text", dying)
+    restore = kill_after(recipe, "atomic_write_text",
+                         when=lambda path, text: str(path).endswith("state.json") and json.loads(text)["generation"] == 1)
     out = tmp_path / "evo"
     with pytest.raises(Killed):
         search(cfg(trained_supernet, out))
-    monkeypatch.setattr(recipe, "atomic_write_text", real)
+    restore()
     search(cfg(trained_supernet, out, resume=True))
     for name in ["arch.json"] + [f"generation_{g:02d}.json" for g in range(4)]:
         assert json.loads((out / name).read_text()) == json.loads((evolution_run / name).read_text()), name
@@ -107,9 +100,10 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
     assert len(fast.memo) == len(set(archs))
 
 
+@pytest.mark.slow
 def test_distributed_search_equals_single_process(trained_supernet, evolution_run, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", "-m", "neas", "search",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas", "search",
            "--supernet", str(trained_supernet), "--out", str(out), "--max-macs", BUDGET, "--population", "12", "--parents", "4",
            "--generations", "4", "--mutations", "4", "--crossovers", "4", "--bn-batches", "2", "--batch-size", "64",
            "--device", "cpu", "--seed", "1"]

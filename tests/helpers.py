@@ -1,0 +1,33 @@
+"""Helpers shared by the tests (fixtures that wrap them live in conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Killed(BaseException):
+    """Stands in for kill -9 or Ctrl-C inside a run: not an Exception, so nothing catches it."""
+
+
+def arm_kill(monkeypatch, target, attr: str, after: int = 1, when: "Callable[..., bool] | None" = None,
+             instead: "Callable[..., None] | None" = None) -> Callable[[], None]:
+    """Makes ``target.attr`` raise :class:`Killed` on its ``after``-th call (counting only calls
+    for which ``when(*args, **kwargs)`` is true, if given). The call itself completes first, unless
+    ``instead`` is given: then ``instead(*args, **kwargs)`` runs in its place (a half-written
+    file, say). Returns a function that restores the original."""
+    real = getattr(target, attr)
+    calls = []
+
+    def dying(*args, **kwargs):
+        if when is None or when(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == after:
+                if instead is not None:
+                    instead(*args, **kwargs)
+                else:
+                    real(*args, **kwargs)
+                raise Killed()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attr, dying)
+    return lambda: monkeypatch.setattr(target, attr, real)
