@@ -106,12 +106,11 @@ COMMANDS = {
     "carve-test": ("split a train-only image folder into fixed, stratified train/ and test/ parts", _TOOLS + "CarveTestCommand", None, ()),
     "report": ("write RUN_DIR/report/index.html with the run's plots", _TOOLS + "ReportCommand", None, ()),
 }
-_ARCH_OUT = (("--arch", {"required": True, "help": "an arch JSON file (a search's arch.json) or neas-s/m/l"}), ("--out", {"required": True}))
 ABLATIONS = {
-    "homo-hetero": ("retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)", _RETRAIN, _ARCH_OUT),
+    "homo-hetero": ("retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)", _RETRAIN, ()),
     "split": ("retrain the ensemble with and without shared layers, and the best unshared one under the same budget (Table 4)", _RETRAIN,
-              _ARCH_OUT + (("--equal-budget", {"action": argparse.BooleanOptionalAction, "default": True,
-                                               "help": "also search the best unshared ensemble under the search's budget (default: on)"}),)),
+              (("--equal-budget", {"action": argparse.BooleanOptionalAction, "default": True,
+                                   "help": "also search the best unshared ensemble under the search's budget (default: on)"}),)),
     "paths": ("run one `neas run` config for K = 2, 3, 5 ... paths under its budget (Table 5)", None, (
         ("--config", {"required": True, "help": "a `neas run` YAML config (its budget and stages are used for every K)"}),
         ("--paths", {"type": int, "nargs": "+", "default": [2, 3, 5], "help": "values of K (default: 2 3 5)"}),
@@ -128,19 +127,19 @@ def _schema(spec: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=()) -> None:
+def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=(), required=()) -> None:
     p = sub.add_parser(name, help=help, description=help)
     if schema is not None:
         cls = _schema(schema)
         yaml_config = not schema.startswith(_TOOLS)
         if yaml_config:
             p.add_argument("--config", help="YAML file with any of the options below as keys")
-        add_options(p, cls, skip)
+        add_options(p, cls, skip, required)
         if yaml_config:
             p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of YAML keys, e.g. epochs=3 (run: supernet.epochs=3)")
     for flag, kw in extra:
         p.add_argument(flag, **kw)
-    p.set_defaults(handler=handler, schema=schema, skip=skip)
+    p.set_defaults(handler=handler, schema=schema, fixed=required)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="the paper's ablations: homo-hetero, split, paths, search (resumable drivers)")
     ab = ab.add_subparsers(dest="ablation", required=True, metavar="ABLATION")
     for name, (help, schema, extra) in ABLATIONS.items():
-        _command(ab, name, help, schema, _ablate, extra, skip=("arch", "out", "resume") if schema else ())
+        _command(ab, name, help, schema, _ablate, extra, skip=("resume",), required=("arch", "out") if schema else ())
     return parser
 
 
@@ -164,7 +163,7 @@ def _config(args):
         from neas.recipes.run import DEMO
 
         args.config = args.config or DEMO
-    fixed = {k: getattr(args, k) for k in args.skip if getattr(args, k, None) is not None}
+    fixed = {k: getattr(args, k) for k in args.fixed}  # given as flags only: a YAML file may not move them
     return resolve_config(cls, getattr(args, "config", None), vars(args), getattr(args, "overrides", None), fixed)
 
 

@@ -267,15 +267,20 @@ def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
     return None, None
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = ()) -> None:
+def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = (), required: "tuple[str, ...]" = ()) -> None:
     """Adds a flag (``--key-with-dashes``) for every key of ``cls``'s schema, except ``skip``.
 
     Flags default to ``None``, so a flag that is not given leaves the YAML's or the default's
     value; help shows the field's help and its default. Boolean keys get ``--key/--no-key``.
+    Keys in ``required`` must be given as flags here.
     """
     for ff in flat_fields(cls):
         if not ff.cli or ff.key in skip:
             continue
+        if ff.key in required:
+            ff = dataclasses.replace(ff, required=True)
+        if ff.key in required:
+            ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
         help_text = ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown})"
         name = ff.key.replace("_", "-")

@@ -30,10 +30,11 @@ from neas.config import from_dict, load_yaml, to_dict
 from neas.cost import cost_table
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig, retrain
-from neas.recipes.run import RunConfig, run_pipeline, run_stage
+from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text
+from neas.train.loop import run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve"]
 

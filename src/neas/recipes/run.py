@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.train.checkpoint import atomic_write_text
+from neas.train.loop import run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -73,19 +73,6 @@ class RunConfig(DataOptions):
                     raise NeasError(f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}")
             configs.append(from_dict(cls, {**getattr(self, section), **fixed}, section))
         return tuple(configs)
-
-
-def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
-    """Skips a finished stage, resumes an interrupted one, starts a new one."""
-    if all((directory / f).is_file() for f in done):
-        log.info("%s: done already (%s)", name, directory)
-        return
-    resumable = (directory / "state.json").is_file()
-    if directory.exists() and not resumable and dist.is_main_process():
-        log.info("%s: restarting (it stopped before its first checkpoint)", name)
-        shutil.rmtree(directory)
-    dist.barrier()
-    runner(dataclasses.replace(cfg, resume=resumable))
 
 
 def run_pipeline(cfg: RunConfig) -> dict:

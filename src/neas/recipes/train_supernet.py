@@ -101,7 +101,7 @@ def _setup_ddp(model: Supernet, device, world: int):
     )
 
 
-def _epoch(model: Supernet, net, optimizer, scaler, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, epoch: int, base_lr: float,
+def _epoch(model: Supernet, net, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, scaler, base_lr: float,
            device) -> tuple[dict, str]:
     """One epoch of uniformly sampled ensembles; returns its metrics and a digest of the ensembles sampled."""
     steps = len(loader)
@@ -166,7 +166,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         )
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, rank))  # dropout: a function of (seed, epoch, rank)
-        metrics, digest = _epoch(model, net, optimizer, scaler, loader, shrunk, cfg, epoch, base_lr, device)
+        metrics, digest = _epoch(model, net, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, scaler=scaler, base_lr=base_lr,
+                                 device=device)
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")
         note = ""

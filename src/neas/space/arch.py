@@ -24,8 +24,6 @@ from neas.space.space import SearchSpace
 
 __all__ = ["EnsembleArch", "resolve_arch_and_space"]
 
-Generator = "random.Random | torch.Generator | int | None"
-
 
 def _randbelow(gen, n: int) -> int:
     if isinstance(gen, torch.Generator):

@@ -4,8 +4,11 @@ around it: AMP, learning-rate schedules, seeding, run directories and resuming."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ __all__ = [
     "epoch_seed",
     "train_epoch",
     "RunOptions",
+    "run_stage",
 ]
 
 
@@ -44,6 +48,8 @@ class RunOptions:
     workers: int = option(4, "loader processes for on-disk datasets")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
+
+log = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor, torch.Tensor, int], "tuple[torch.Tensor, list[torch.Tensor]]"]
 
@@ -219,3 +225,19 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
     from neas.train.checkpoint import atomic_write_text
 
     atomic_write_text(path, "".join(l + "\n" for l in keep))
+
+
+def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
+    """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``): skips it when
+    every file in ``done`` exists, resumes it when it has a checkpoint, starts it otherwise."""
+    if all((directory / f).is_file() for f in done):
+        log.info("%s: done already (%s)", name, directory)
+        return
+    resumable = (directory / "state.json").is_file()
+    from neas import dist
+
+    if directory.exists() and not resumable and dist.is_main_process():
+        log.info("%s: restarting (it stopped before its first checkpoint)", name)
+        shutil.rmtree(directory)
+    dist.barrier()
+    runner(dataclasses.replace(cfg, resume=resumable))
