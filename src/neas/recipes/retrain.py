@@ -103,39 +103,38 @@ class _PathLogits(nn.Module):
         return self.net.path_logits(x)
 
 
-def retrain(cfg: RetrainConfig) -> Path:
-    """Runs (or resumes) the retraining; returns the run directory."""
-    device = dist.init(cfg.device)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
-    space = dataclasses.replace(space, dropout=cfg.dropout)
-    train_full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
+def _setup_data(cfg: RetrainConfig, space):
+    """(training split without its held-out part, evaluation split); ``eval_split`` picks the test
+    split or the held-out part."""
+    train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
     test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
     if cfg.holdout:
-        keep, held = holdout_split(train_full.labels, cfg.holdout)
-        train_full, held_out = train_full.subset(keep), train_full.subset(held)
+        keep, held = holdout_split(train.labels, cfg.holdout)
+        train, held_out = train.subset(keep), train.subset(held)
         test = test if test is not None else held_out
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
-    dist.barrier()
+    return train, test
+
+
+def _setup_loaders(cfg: RetrainConfig, space, train, test, device, rank: int, world: int):
     augment = Augment(
         pad=max(1, space.input_size // 8), flip=cfg.data != "digits",
         randaugment=None if cfg.randaugment == "none" else cfg.randaugment, erase_prob=cfg.erase_prob,
     )
-    loader = BatchLoader(train_full, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
-    test_loader = BatchLoader(test, cfg.batch_size * 2, False, device=device, workers=cfg.workers)
-    seed_everything(cfg.seed)
-    net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
+    loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
+    return loader, BatchLoader(test, cfg.batch_size * 2, False, device=device, workers=cfg.workers)
+
+
+def _setup_optimizer(cfg: RetrainConfig, net, steps: int, world: int):
+    """The released recipe: RMSpropTF, no weight decay on biases and BN, cosine schedule with warm-up."""
     lr = cfg.lr_per_2048 * cfg.batch_size * world / 2048
     optimizer = RMSpropTF(param_groups_weight_decay(net, cfg.weight_decay), lr=lr, alpha=0.9, eps=1e-3, momentum=0.9)
-    steps = len(loader)
     scheduler = CosineLRScheduler(optimizer, t_initial=steps * cfg.epochs, warmup_t=steps * cfg.warmup_epochs,
                                   warmup_lr_init=lr * 1e-3, lr_min=lr * 1e-3, t_in_epochs=False)
-    ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
-    extra = {"ema": ema.module} if ema is not None else {}
-    start = 0
-    if cfg.resume:
-        start = resume_run(run, net, optimizer, extra)["epoch"] + 1
-        log.info("resuming %s after epoch %d", run, start)
+    return optimizer, scheduler, lr
+
+
+def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
+    """The module a step runs: every path's logits from one forward, compiled and DDP-wrapped as configured."""
     wrapped = _PathLogits(net)
     # torch.compile: 1.13x faster steps on 2 CPU cores but ~2 minutes to compile (docs/PERFORMANCE.md),
     # so "auto" compiles only runs long enough to win it back
@@ -144,6 +143,30 @@ def retrain(cfg: RetrainConfig) -> Path:
         wrapped = torch.compile(wrapped)
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+    return wrapped
+
+
+def retrain(cfg: RetrainConfig) -> Path:
+    """Runs (or resumes) the retraining; returns the run directory."""
+    device = dist.init(cfg.device)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
+    space = dataclasses.replace(space, dropout=cfg.dropout)
+    train_full, test = _setup_data(cfg, space)
+    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
+    dist.barrier()
+    loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, rank, world)
+    steps = len(loader)
+    seed_everything(cfg.seed)  # the initial weights are a function of the seed
+    net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
+    optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, world)
+    ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
+    extra = {"ema": ema.module} if ema is not None else {}
+    start = 0
+    if cfg.resume:
+        start = resume_run(run, net, optimizer, extra)["epoch"] + 1
+        log.info("resuming %s after epoch %d", run, start)
+    wrapped = _setup_forward(cfg, net, steps, device, world)
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
     scaler = grad_scaler(device, cfg.amp)
     logger = MetricLogger(run)

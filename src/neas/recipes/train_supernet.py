@@ -74,7 +74,7 @@ class SupernetConfig(DataOptions, RunOptions):
             raise NeasError(f"lr must be a finite number > 0, got {self.lr}")
 
 
-def _data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
+def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
     full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
     if space.in_channels != 3:
         raise NeasError(f"space {space.name!r} expects in_channels={space.in_channels}, but dataset {cfg.data!r} has 3-channel images")
@@ -141,7 +141,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     space = SearchSpace.resolve(cfg.space)
     run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
-    full, loader, bn_batches, probe_batches, calibration = _data(cfg, space, device, rank, world)
+    full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, rank, world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
