@@ -10,7 +10,7 @@ from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
 from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
 
-__all__ = ["save_ensemble", "load_ensemble", "FORMAT"]
+__all__ = ["save_ensemble", "load_ensemble", "load_model", "FORMAT"]
 
 FORMAT = "neas.ensemble/1"
 
@@ -40,3 +40,16 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
     net = build_ensemble(space, arch, int(meta["num_classes"]))
     load_matching(net, tensors, f"{path}: the weights do not fit the stored arch")
     return net.to(device).eval(), meta
+
+
+def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):
+    """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its metadata."""
+    if (checkpoint is None) == (official_checkpoint is None):
+        raise NeasError("give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)")
+    if official_checkpoint is not None:
+        from neas.ensemble.official import load_official
+
+        if arch is None:
+            raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
+        return load_official(official_checkpoint, arch), {"weights": "official"}
+    return load_ensemble(checkpoint)

@@ -17,13 +17,12 @@ from tqdm import tqdm
 from neas.cost import count_cost
 from neas.data import BatchLoader, load_dataset
 from neas.dist import local_device
-from neas.ensemble.io import load_ensemble
+from neas.ensemble.io import load_model
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
-from neas.ensemble.official import load_official
 from neas.config import option
 from neas.errors import NeasError
 
-__all__ = ["EvaluateConfig", "evaluate", "load_model"]
+__all__ = ["EvaluateConfig", "evaluate"]
 
 
 @dataclass
@@ -39,17 +38,6 @@ class EvaluateConfig:
     batch_size: int = option(128, "images per batch")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     latency: bool = option(True, "measure the latency")
-
-
-def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):
-    """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its metadata."""
-    if (checkpoint is None) == (official_checkpoint is None):
-        raise NeasError("give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)")
-    if official_checkpoint is not None:
-        if arch is None:
-            raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
-        return load_official(official_checkpoint, arch), {"weights": "official"}
-    return load_ensemble(checkpoint)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

@@ -88,7 +88,7 @@ class ExportCommand:
 
     def __call__(self) -> None:
         from neas.ensemble.export import export
-        from neas.recipes.evaluate import load_model
+        from neas.ensemble.io import load_model
 
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
