@@ -3,30 +3,39 @@
 Public API::
 
     from neas import SearchSpace, EnsembleArch, Supernet, build_ensemble, count_cost
+
+Names load on first use, so ``import neas.ensemble`` (a deployed model) does not pull in the
+supernet or the search machinery.
 """
 
-from neas.cost import Cost, count_cost
-from neas.ensemble import EnsembleNet, build_ensemble
-from neas.ensemble.io import load_ensemble, save_ensemble
-from neas.ensemble.official import load_official
-from neas.errors import NeasError
-from neas.space import EnsembleArch, Op, SearchSpace, ShrunkSpace
-from neas.supernet import Supernet
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Cost",
-    "EnsembleArch",
-    "EnsembleNet",
-    "NeasError",
-    "Op",
-    "SearchSpace",
-    "ShrunkSpace",
-    "Supernet",
-    "build_ensemble",
-    "count_cost",
-    "load_ensemble",
-    "load_official",
-    "save_ensemble",
-]
+_EXPORTS = {
+    "Cost": "neas.cost",
+    "EnsembleArch": "neas.space",
+    "EnsembleNet": "neas.ensemble",
+    "NeasError": "neas.errors",
+    "Op": "neas.space",
+    "SearchSpace": "neas.space",
+    "ShrunkSpace": "neas.space",
+    "Supernet": "neas.supernet",
+    "build_ensemble": "neas.ensemble",
+    "count_cost": "neas.cost",
+    "load_ensemble": "neas.ensemble.io",
+    "load_official": "neas.ensemble.official",
+    "save_ensemble": "neas.ensemble.io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'neas' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

@@ -102,8 +102,9 @@ COMMANDS = {
     "space": ("print a search space", _TOOLS + "SpaceCommand", None, ()),
     "latency-table": ("measure the per-(layer, op) latency table of a space on this machine", _TOOLS + "LatencyTableCommand", None, ()),
     "export": ("export an ensemble as one module (safetensors or ONNX), verified", _TOOLS + "ExportCommand", None, ()),
-    "subimagenet": ("write the paper's 100-class subImageNet (250 train + 50 val per class)", _TOOLS + "SubImageNetCommand", None, ()),
-    "carve-test": ("split a train-only image folder into fixed, stratified train/ and test/ parts", _TOOLS + "CarveTestCommand", None, ()),
+    "subimagenet": ("write the paper's 100-class subImageNet (250 train + 50 val per class)", "neas.data.subimagenet:SubImageNetCommand",
+                    None, ()),
+    "carve-test": ("split a train-only image folder into fixed, stratified train/ and test/ parts", "neas.data.carve:CarveTestCommand", None, ()),
     "report": ("write RUN_DIR/report/index.html with the run's plots", _TOOLS + "ReportCommand", None, ()),
 }
 ABLATIONS = {
@@ -131,9 +132,10 @@ def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(),
     p = sub.add_parser(name, help=help, description=help)
     if schema is not None:
         cls = _schema(schema)
-        yaml_config = not schema.startswith(_TOOLS)
+        yaml_config = not schema.split(":")[1].endswith("Command")
         if yaml_config:
-            p.add_argument("--config", help="YAML file with any of the options below as keys")
+            p.add_argument("--config", help="YAML file with any of the options below as keys"
+                           + (" (default: the built-in digits demo, configs/demo.yaml, which sets its own values)" if name == "run" else ""))
         add_options(p, cls, skip, required)
         if yaml_config:
             p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of YAML keys, e.g. epochs=3 (run: supernet.epochs=3)")
@@ -172,7 +174,7 @@ def main(argv: "list[str] | None" = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         cfg = _config(args)
-        (args.handler or (lambda cfg, args: cfg()))(cfg, args)
+        (args.handler or (lambda cfg, args: print(cfg())))(cfg, args)
         return 0
     except NeasError as exc:
         print(f"neas: error: {exc}", file=sys.stderr)

@@ -129,16 +129,19 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     nested = {name: {} for name, f in fields.items() if _nested(f, hints[name])}
-    routes = {ff.key: ff.path for ff in flat_fields(cls) if len(ff.path) > 1}
+    routes = {ff.key: ff for ff in flat_fields(cls) if len(ff.path) > 1}
     keys = [ff.key for ff in flat_fields(cls)]
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key in routes:  # a nested settings field, spelled flat
-            node = nested[routes[key][0]]
-            for part in routes[key][1:-1]:
+        if key in routes:  # a nested settings field, spelled flat: checked under the user's spelling
+            ff = routes[key]
+            if isinstance(value, dict):
+                raise NeasError(f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)")
+            node = nested[ff.path[0]]
+            for part in ff.path[1:-1]:
                 node = node.setdefault(part, {})
-            node[routes[key][-1]] = value
+            node[ff.path[-1]] = _coerce(ff.hint, value, path)
             continue
         if key not in fields or key in nested:
             raise NeasError(f"unknown key {path!r}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
@@ -190,7 +193,9 @@ def apply_overrides(data: dict, overrides: "list[str]") -> dict:
         value = yaml.safe_load(raw) if raw else None
         node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
+            if node.get(part) is not None and not isinstance(node[part], dict):
+                raise NeasError(f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
             node[part] = dict(node.get(part) or {})
             node = node[part]
         node[parts[-1]] = value
@@ -277,8 +282,6 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
     for ff in flat_fields(cls):
         if not ff.cli or ff.key in skip:
             continue
-        if ff.key in required:
-            ff = dataclasses.replace(ff, required=True)
         if ff.key in required:
             ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)

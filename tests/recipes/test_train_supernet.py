@@ -227,3 +227,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         train_supernet(small(out, shrink="none"))
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 0 and (out / state["checkpoint"]).is_file()
+
+
+def test_resume_refuses_a_run_calibrated_on_other_sets(finished, tmp_path):
+    import shutil
+
+    import yaml
+
+    out = tmp_path / "old"
+    shutil.copytree(finished, out)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump({**config, "out": str(out)}, sort_keys=False))
+    state = json.loads((out / "state.json").read_text())
+    assert state.pop("calibration")["bn_images"] == 64
+    (out / "state.json").write_text(json.dumps(state))  # as a run started before the sets were stratified
+    with pytest.raises(NeasError, match="calibrated its shrinking rounds on other BN/probe sets"):
+        train_supernet(small(out, resume=True))

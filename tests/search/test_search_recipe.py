@@ -75,7 +75,7 @@ def _evaluator(supernet_dir, reuse):
     shrunk = info.shrunk
     full = load_dataset("digits", "train", 32)
     keep, held = holdout_split(full.labels, 0.1)
-    bn = [x for x, _ in BatchLoader(full.subset(keep), 64, False).take(2)]
+    bn = [x for x, _ in list(BatchLoader(full.subset(keep), 64, False).epoch(0))[:2]]
     val = list(BatchLoader(full.subset(held), 64, False).epoch(0))
     return CandidateEvaluator(model.eval(), bn, val, reuse_shared=reuse), shrunk, model.space
 

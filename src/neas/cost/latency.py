@@ -42,7 +42,7 @@ def time_forward_ms(module, x: torch.Tensor, repeats: int = 20, warmup: int = 3)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # importing the Timer warns about CUDA_HOME on CPU builds
     from torch.utils.benchmark import Timer
 
-    timer = Timer("module(x)", globals={"module": module, "x": x})
+    timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads())
     with torch.no_grad():
         timer.timeit(warmup)
         return statistics.median(timer.timeit(1).median for _ in range(repeats)) * 1e3

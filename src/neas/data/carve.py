@@ -14,15 +14,17 @@ search stages then hold their search-val part out of ``train/`` (``holdout``) an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from neas.config import option
 from neas.data.split import SPLIT_SEED, holdout_split
 from neas.data.subimagenet import _images, _link
 from neas.errors import NeasError
 
-__all__ = ["carve_test_split"]
+__all__ = ["carve_test_split", "CarveTestCommand"]
 
 
 def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float = 0.2, split: str = "train") -> dict:
@@ -51,3 +53,18 @@ def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float 
                 listing["test"][c].append(f.name)
     (out / "split.json").write_text(json.dumps(listing, indent=1) + "\n")
     return listing
+
+
+@dataclass
+class CarveTestCommand:
+    """split a train-only image folder into fixed, stratified train/ and test/ parts"""
+
+    src: str = option(None, "a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)", positional=True)
+    out: str = option(None, "where to write the carved copy", required=True)
+    test_fraction: float = option(0.2, "fraction of every class moved to test/")
+    split: str = option("train", "the sub-folder to split")
+
+    def __call__(self) -> str:
+        listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)
+        test = sum(len(v) for v in listing["test"].values())
+        return f"carved: {listing['train']} train / {test} test images in {self.out} (test files listed in {self.out}/split.json)"

@@ -186,12 +186,3 @@ class BatchLoader:
         )
         for images, labels in loader:
             yield self._finish(images, labels)
-
-    def take(self, num_batches: int, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``num_batches`` batches of an epoch, materialised (probe and BN batches)."""
-        out = []
-        for batch in self.epoch(epoch):
-            if len(out) == num_batches:
-                break
-            out.append(batch)
-        return out

@@ -12,12 +12,14 @@ import json
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from neas.config import option
 from neas.data.datasets import IMAGE_EXTENSIONS
 from neas.errors import NeasError
 
-__all__ = ["make_subimagenet"]
+__all__ = ["make_subimagenet", "SubImageNetCommand"]
 
 
 def _images(folder: Path) -> list[Path]:
@@ -63,3 +65,19 @@ def make_subimagenet(imagenet: "str | Path", out: "str | Path", classes: int = 1
             listing[split][c] = [f.name for f in files]
     (out / "classes.json").write_text(json.dumps(listing, indent=1) + "\n")
     return listing
+
+
+@dataclass
+class SubImageNetCommand:
+    """write the paper's 100-class subImageNet (250 train + 50 val per class)"""
+
+    imagenet: str = option(None, "ImageNet root with train/<class>/ and val/<class>/", required=True)
+    out: str = option(None, "where to write it", required=True)
+    classes: int = option(100, "classes drawn")
+    train_per_class: int = option(250, "training images per class")
+    val_per_class: int = option(50, "validation images per class")
+    seed: int = option(0, "seed of the draw")
+
+    def __call__(self) -> str:
+        listing = make_subimagenet(self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed)
+        return f"subImageNet: {len(listing['classes'])} classes in {self.out} (listed in {self.out}/classes.json)"

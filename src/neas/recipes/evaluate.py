@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from neas.config import option
 from neas.cost import count_cost
 from neas.data import BatchLoader, load_dataset
 from neas.dist import local_device
 from neas.ensemble.io import load_model
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
-from neas.config import option
 from neas.errors import NeasError
+from neas.options import DEVICE_HELP
 
 __all__ = ["EvaluateConfig", "evaluate"]
 
@@ -36,8 +37,12 @@ class EvaluateConfig:
     data_dir: "str | None" = option(None, "dataset root")
     split: str = option("test", "the split to evaluate")
     batch_size: int = option(128, "images per batch")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    device: str = option("auto", DEVICE_HELP)
     latency: bool = option(True, "measure the latency")
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise NeasError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 
 from neas.config import option
+from neas.dist import local_device
 from neas.errors import NeasError
+from neas.options import DeviceOptions, ScoringOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
-from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
+from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text
 
 __all__ = ["RankConfig", "rank"]
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RankConfig:
+class RankConfig(DeviceOptions, ScoringOptions):
     """The schema of ``neas rank``."""
 
     supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
@@ -47,11 +49,15 @@ class RankConfig:
     from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
     scratch_epochs: int = option(10, "from-scratch training epochs per ensemble")
     scratch_batch_size: int = option(64, "from-scratch batch size")
-    bn_batches: int = option(4, "R: BN recalibration batches")
-    batch_size: int = option(128, "images per recalibration and scoring batch")
     bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals")
-    seed: int = option(0, "seed of the sampled ensembles and the bootstrap")
-    device: str = option("cpu", "auto | cpu | cuda | cuda:N")
+
+    def __post_init__(self):
+        if self.num_archs < 3:
+            raise NeasError(f"num_archs must be at least 3 (a rank correlation needs them), got {self.num_archs}")
+        for key in ("scratch_epochs", "scratch_batch_size", "bootstrap"):
+            if getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        super().__post_init__()
 
 
 def _key(arch: EnsembleArch) -> str:
@@ -63,6 +69,7 @@ def rank(cfg: RankConfig) -> dict:
         raise NeasError("--supernet needs at least one supernet run directory")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = local_device(cfg.device)
     supernets = [Path(p) for p in cfg.supernet]
     missing = [str(p) for p in supernets if not (p / "supernet.safetensors").is_file()]
     if missing:  # checked before the (long) from-scratch runs, not after
@@ -93,7 +100,7 @@ def rank(cfg: RankConfig) -> dict:
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {}}
     for path in supernets:
-        model, info = load_supernet(path, cfg.device)
+        model, info = load_supernet(path, device)
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
         weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
@@ -103,7 +110,7 @@ def rank(cfg: RankConfig) -> dict:
         if cache.is_file():
             scored = json.loads(cache.read_text())
         else:
-            bn, val, calibration = heldout_batches(info, torch.device(cfg.device), cfg.bn_batches, cfg.batch_size)
+            bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size)
             evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
             scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
             atomic_write_text(cache, json.dumps(scored) + "\n")

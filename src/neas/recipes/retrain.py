@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +29,15 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.config import option
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
-from neas.data.options import DataOptions
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
+from neas.options import DataOptions, TrainOptions
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import RunOptions, epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -48,7 +49,7 @@ _FROM_RECIPE = "the recipe's"
 
 
 @dataclass
-class RetrainConfig(DataOptions, RunOptions):
+class RetrainConfig(DataOptions, TrainOptions):
     """The schema of ``neas retrain``: every field is a YAML key and a flag. Fields left ``None``
     take the value of the chosen ``recipe`` (``neas.train.presets``) when the config is built."""
 
@@ -90,6 +91,17 @@ class RetrainConfig(DataOptions, RunOptions):
             raise NeasError(f"eval_split must be test or holdout, got {self.eval_split!r}")
         if self.eval_split == "holdout" and not self.holdout:
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
+        if not 0.0 <= self.holdout < 1.0:
+            raise NeasError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not (math.isfinite(self.lr_per_2048) and self.lr_per_2048 > 0):
+            raise NeasError(f"lr_per_2048 must be a finite number > 0, got {self.lr_per_2048}")
+        for key in ("weight_decay", "warmup_epochs"):
+            if not getattr(self, key) >= 0:
+                raise NeasError(f"{key} must not be negative, got {getattr(self, key)}")
+        for key in ("label_smoothing", "dropout", "erase_prob"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise NeasError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        super().__post_init__()
 
 
 class _PathLogits(nn.Module):

@@ -23,13 +23,13 @@ import yaml
 
 from neas import dist
 from neas.config import flat_fields, from_dict, option, to_dict
-from neas.data.options import DataOptions
 from neas.errors import NeasError
+from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.train.checkpoint import atomic_write_text
-from neas.train.loop import run_stage
+from neas.train.loop import check_resume_config, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -42,13 +42,11 @@ _SHARED = ("space", "data", "data_dir", "download", "seed", "device")
 
 
 @dataclass
-class RunConfig(DataOptions):
+class RunConfig(DataOptions, DeviceOptions):
     """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
 
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
-    seed: int = option(0, "seed of every stage")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
     compare_random: bool = option(False, "also run random search with as many evaluations")
     supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
     search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
@@ -83,11 +81,9 @@ def run_pipeline(cfg: RunConfig) -> dict:
         raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
     if dist.is_main_process():
         run.mkdir(parents=True, exist_ok=True)
-        config_path = run / "config.yaml"
-        new = yaml.safe_dump(to_dict(dataclasses.replace(cfg, resume=False)), sort_keys=False)
-        if config_path.is_file() and config_path.read_text() != new:
-            raise NeasError(f"--resume: the config differs from the one {run} was started with ({config_path})")
-        atomic_write_text(config_path, new)
+        fresh = dataclasses.replace(cfg, resume=False)
+        check_resume_config(run, fresh, ignore=("resume",))  # values, not text: key order and spellings may change
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(fresh), sort_keys=False))
     dist.barrier()
     run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
     run_stage(run / "search", ["arch.json"], search, se, "search")

@@ -22,17 +22,18 @@ import torch
 from tqdm import tqdm
 
 from neas import dist
+from neas.config import option
 from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
-from neas.search.data import heldout_batches
-from neas.supernet.io import load_supernet
-from neas.config import option
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
+from neas.options import RunOptions, ScoringOptions
 from neas.search.constraints import Constraints
+from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
+from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
 from neas.train.loop import prepare_run_dir
 
@@ -44,7 +45,7 @@ STRATEGIES = ("evolution", "random")
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(RunOptions, ScoringOptions):
     """The schema of ``neas search``: every field is a YAML key and a flag."""
 
     supernet: str = option("runs/supernet", "the supernet-training run directory")
@@ -55,25 +56,20 @@ class SearchConfig:
                                        default_help="the space's range")
     evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
     evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations")
-    bn_batches: int = option(4, "R: BN recalibration batches")
-    batch_size: int = option(128, "images per recalibration and scoring batch")
     val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all")
     data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
-    seed: int = option(0, "search seed")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    workers: int = option(4, "loader processes for on-disk datasets")
-    resume: bool = option(False, "continue the search in --out")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
-        for key in ("bn_batches", "batch_size"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("evaluations", "val_images"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1 (or left out), got {getattr(self, key)}")
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
             raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
+        super().__post_init__()
 
 
 def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
@@ -149,6 +145,9 @@ def search(cfg: SearchConfig) -> Path:
     history, start = {}, 0
     if cfg.resume:
         state = read_state(run)
+        if state.get("calibration") != calibration:
+            raise NeasError(f"--resume: {run} scored its candidates on other BN/held-out sets than this version draws "
+                            f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start a new search")
         start = state["generation"] + 1
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))
@@ -196,7 +195,8 @@ def search(cfg: SearchConfig) -> Path:
             atomic_write_text(run / f"generation_{g:02d}.json", json.dumps(record) + "\n")
             logger.log(g, generation=g, evaluations=len(history), best_acc=history[best_arch],
                        mean_acc=sum(accs) / len(accs), members=len(members))
-            state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history)}
+            state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history),
+                     "calibration": calibration}
             atomic_write_text(run / "state.json", json.dumps(state) + "\n")
             log.info("generation %d: %d candidates, best %.2f%%, mean %.2f%% (%d evaluated)",
                      g, len(members), 100 * history[best_arch], 100 * sum(accs) / len(accs), len(history))

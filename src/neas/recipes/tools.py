@@ -1,6 +1,7 @@
-"""The small commands — ``arch``, ``space``, ``latency-table``, ``export``, ``subimagenet``,
-``carve-test``, ``report`` — each a schema (its options, declared once) and a ``__call__`` that
-runs it and prints its result. The CLI builds their flags from the schemas like the stages'.
+"""The small commands — ``arch``, ``space``, ``latency-table``, ``export``, ``report`` — each a
+schema (its options, declared once) and a ``__call__`` that runs it and returns what to print.
+The CLI builds their flags from the schemas like the stages'. (``subimagenet`` and
+``carve-test`` live beside the data code they run: ``neas.data.subimagenet``, ``neas.data.carve``.)
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import json
 from dataclasses import dataclass
 
 from neas.config import option
+from neas.options import DEVICE_HELP
 
-__all__ = ["ArchCommand", "SpaceCommand", "LatencyTableCommand", "ExportCommand", "SubImageNetCommand", "CarveTestCommand", "ReportCommand"]
+__all__ = ["ArchCommand", "SpaceCommand", "LatencyTableCommand", "ExportCommand", "ReportCommand"]
 
 
 @dataclass
@@ -23,15 +25,14 @@ class ArchCommand:
     num_classes: int = option(1000, "classifier outputs")
     json: bool = option(False, "print one JSON object")
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         from neas.report.describe import arch_report, arch_summary
         from neas.space import resolve_arch_and_space
 
         arch, space = resolve_arch_and_space(self.arch, self.space)
         if self.json:
-            print(json.dumps(arch_summary(space, arch, self.num_classes, self.input_size)))
-        else:
-            print(arch_report(space, arch, self.num_classes, self.input_size, title=str(self.arch)))
+            return json.dumps(arch_summary(space, arch, self.num_classes, self.input_size))
+        return arch_report(space, arch, self.num_classes, self.input_size, title=str(self.arch))
 
 
 @dataclass
@@ -41,12 +42,12 @@ class SpaceCommand:
     space: str = option(None, "preset (imagenet, cifar, tiny) or YAML file", positional=True)
     yaml: bool = option(False, "print the resolved space as YAML")
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         from neas.report.describe import space_report
         from neas.space import SearchSpace
 
         space = SearchSpace.resolve(self.space)
-        print(space.to_yaml() if self.yaml else space_report(space))
+        return space.to_yaml() if self.yaml else space_report(space)
 
 
 @dataclass
@@ -58,9 +59,9 @@ class LatencyTableCommand:
     num_classes: int = option(1000, "classifier outputs")
     batch_size: int = option(1, "images per timed forward")
     repeats: int = option(20, "timed runs per piece (the median is kept)")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    device: str = option("auto", DEVICE_HELP)
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         from tqdm import tqdm
 
         from neas.cost.latency import measure_latency_table
@@ -72,7 +73,7 @@ class LatencyTableCommand:
         with tqdm(total=total, desc="latency table", disable=None) as bar:
             table = measure_latency_table(space, self.num_classes, local_device(self.device), self.batch_size, self.repeats, progress=bar)
         table.save(self.out)
-        print(f"latency table of {space.name!r} on {table.device}: {self.out}")
+        return f"latency table of {space.name!r} on {table.device}: {self.out}"
 
 
 @dataclass
@@ -86,49 +87,14 @@ class ExportCommand:
     out: str = option(None, "file to write", required=True)
     opset: int = option(17, "ONNX opset")
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         from neas.ensemble.export import export
         from neas.ensemble.io import load_model
 
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
         diff = export(net, self.format, self.out, meta=meta, opset=self.opset)
-        print(f"exported {self.format} to {self.out}; verified on a batch: max |difference| from PyTorch {diff:.2e}")
-
-
-@dataclass
-class SubImageNetCommand:
-    """write the paper's 100-class subImageNet (250 train + 50 val per class)"""
-
-    imagenet: str = option(None, "ImageNet root with train/<class>/ and val/<class>/", required=True)
-    out: str = option(None, "where to write it", required=True)
-    classes: int = option(100, "classes drawn")
-    train_per_class: int = option(250, "training images per class")
-    val_per_class: int = option(50, "validation images per class")
-    seed: int = option(0, "seed of the draw")
-
-    def __call__(self) -> None:
-        from neas.data.subimagenet import make_subimagenet
-
-        listing = make_subimagenet(self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed)
-        print(f"subImageNet: {len(listing['classes'])} classes in {self.out} (listed in {self.out}/classes.json)")
-
-
-@dataclass
-class CarveTestCommand:
-    """split a train-only image folder into fixed, stratified train/ and test/ parts"""
-
-    src: str = option(None, "a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)", positional=True)
-    out: str = option(None, "where to write the carved copy", required=True)
-    test_fraction: float = option(0.2, "fraction of every class moved to test/")
-    split: str = option("train", "the sub-folder to split")
-
-    def __call__(self) -> None:
-        from neas.data.carve import carve_test_split
-
-        listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)
-        test = sum(len(v) for v in listing["test"].values())
-        print(f"carved: {listing['train']} train / {test} test images in {self.out} (test files listed in {self.out}/split.json)")
+        return f"exported {self.format} to {self.out}; verified on a batch: max |difference| from PyTorch {diff:.2e}"
 
 
 @dataclass
@@ -137,7 +103,7 @@ class ReportCommand:
 
     run: str = option(None, "a `neas run` directory", positional=True)
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         from neas.report import build_report
 
-        print(f"report: {build_report(self.run)}")
+        return f"report: {build_report(self.run)}"

@@ -27,15 +27,15 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import option, to_dict
 from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
-from neas.data.options import DataOptions
 from neas.errors import NeasError
 from neas.log import MetricLogger
+from neas.options import DataOptions, TrainOptions
 from neas.shrink import ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import RunOptions, epoch_seed, grad_scaler, linear_lr, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SupernetConfig(DataOptions, RunOptions):
+class SupernetConfig(DataOptions, TrainOptions):
     """The schema of ``neas train-supernet``: every field is a YAML key and a flag."""
 
     out: str = option("runs/supernet", "run directory")
@@ -65,13 +65,15 @@ class SupernetConfig(DataOptions, RunOptions):
         for key in ("epochs", "batch_size", "bn_batches", "probe_images"):
             if getattr(self, key) < 1:
                 raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("warmup_epochs", "workers"):
-            if getattr(self, key) < 0:
-                raise NeasError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.warmup_epochs < 0:
+            raise NeasError(f"warmup_epochs must not be negative, got {self.warmup_epochs}")
         if not 0.0 <= self.holdout < 1.0:
             raise NeasError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise NeasError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise NeasError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}")
+        super().__post_init__()
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
@@ -90,6 +92,14 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     bn = sets.bn_batches(cfg.batch_size, device, cfg.workers)
     probe = sets.score_batches(min(cfg.batch_size * 4, len(sets.score)), device, cfg.workers)
     return full, loader, bn, probe, sets.record()
+
+
+def _check_same_calibration(run: Path, state: dict, calibration: dict) -> None:
+    """Refuses to resume a run whose shrinking calibrated on other sets (e.g. one started before
+    the sets were stratified): its rounds would mix two measurements."""
+    if state.get("calibration") != calibration:
+        raise NeasError(f"--resume: {run} calibrated its shrinking rounds on other BN/probe sets than this version draws "
+                        f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start a new run")
 
 
 def _setup_ddp(model: Supernet, device, world: int):
@@ -149,11 +159,11 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
     if cfg.resume:
         state = resume_run(run, model, optimizer)
+        _check_same_calibration(run, state, calibration)
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
         start_epoch, rounds = state["epoch"] + 1, state["shrink_rounds"]
         log.info("resuming %s after epoch %d (%d combinations left)", run, state["epoch"] + 1, shrunk.num_combinations)
     net = _setup_ddp(model, device, world)
-    scaler = grad_scaler(device, cfg.amp)
     logger = MetricLogger(run)
     steps = len(loader)
     if dist.is_main_process():
@@ -166,8 +176,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         )
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, rank))  # dropout: a function of (seed, epoch, rank)
-        metrics, digest = _epoch(model, net, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, scaler=scaler, base_lr=base_lr,
-                                 device=device)
+        metrics, digest = _epoch(model, net, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
+                                 scaler=grad_scaler(device, cfg.amp))  # per epoch: a resumed run starts each epoch alike
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")
         note = ""
@@ -185,7 +195,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
             note = f"  shrink {before} -> {shrunk.num_combinations}"
         metrics["combinations"] = shrunk.num_combinations
         if dist.is_main_process():
-            state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps}
+            state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps,
+                     "calibration": calibration}
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
             save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
             log.info(

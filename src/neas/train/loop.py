@@ -10,7 +10,6 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,7 +17,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from neas.config import from_dict, option, to_dict
+from neas.config import from_dict, to_dict
 from neas.errors import NeasError
 
 __all__ = [
@@ -33,20 +32,8 @@ __all__ = [
     "resume_run",
     "epoch_seed",
     "train_epoch",
-    "RunOptions",
     "run_stage",
 ]
-
-
-@dataclass
-class RunOptions:
-    """How a training run runs (a mixin of the training recipes' schemas)."""
-
-    seed: int = option(0, "run seed")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    amp: bool = option(True, "mixed precision on CUDA")
-    workers: int = option(4, "loader processes for on-disk datasets")
-    resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
 
 log = logging.getLogger(__name__)
