@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from neas.config import option
 from neas.cost.table import walk_pieces
 from neas.errors import NeasError
 from neas.nn import make_classifier, make_conv_head, make_last_block, pool_classify
+from neas.options import DEVICE_HELP
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms"]
+__all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms", "LatencyTableCommand"]
 
 
 class _Head(nn.Module):
@@ -129,3 +131,28 @@ def check_table(table: LatencyTable, space: SearchSpace) -> LatencyTable:
     ):
         raise NeasError(f"latency table of space {table.space_name!r} does not fit space {space.name!r}")
     return table
+
+
+@dataclass
+class LatencyTableCommand:
+    """measure the per-(layer, op) latency table of a space on this machine"""
+
+    space: str = option(None, "search space preset or YAML file", required=True)
+    out: str = option(None, "JSON file to write", required=True)
+    num_classes: int = option(1000, "classifier outputs")
+    batch_size: int = option(1, "images per timed forward")
+    repeats: int = option(20, "timed runs per piece (the median is kept)")
+    device: str = option("auto", DEVICE_HELP)
+
+    def __call__(self) -> str:
+        from tqdm import tqdm
+
+        from neas.dist import local_device
+        from neas.space import SearchSpace
+
+        space = SearchSpace.resolve(self.space)
+        total = sum(1 for spec in space.layers for op in spec.ops if not op.is_skip)
+        with tqdm(total=total, desc="latency table", disable=None) as bar:
+            table = measure_latency_table(space, self.num_classes, local_device(self.device), self.batch_size, self.repeats, progress=bar)
+        table.save(self.out)
+        return f"latency table of {space.name!r} on {table.device}: {self.out}"

@@ -1,7 +1,8 @@
-"""The small commands — ``arch``, ``space``, ``latency-table``, ``export``, ``report`` — each a
+"""The small commands — ``arch``, ``space``, ``export``, ``report`` — each a
 schema (its options, declared once) and a ``__call__`` that runs it and returns what to print.
 The CLI builds their flags from the schemas like the stages'. (``subimagenet`` and
-``carve-test`` live beside the data code they run: ``neas.data.subimagenet``, ``neas.data.carve``.)
+``carve-test`` and ``latency-table`` live beside the code they run: ``neas.data.subimagenet``,
+``neas.data.carve``, ``neas.cost.latency``.)
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import json
 from dataclasses import dataclass
 
 from neas.config import option
-from neas.options import DEVICE_HELP
 
-__all__ = ["ArchCommand", "SpaceCommand", "LatencyTableCommand", "ExportCommand", "ReportCommand"]
+__all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
 
 @dataclass
@@ -48,32 +48,6 @@ class SpaceCommand:
 
         space = SearchSpace.resolve(self.space)
         return space.to_yaml() if self.yaml else space_report(space)
-
-
-@dataclass
-class LatencyTableCommand:
-    """measure the per-(layer, op) latency table of a space on this machine"""
-
-    space: str = option(None, "search space preset or YAML file", required=True)
-    out: str = option(None, "JSON file to write", required=True)
-    num_classes: int = option(1000, "classifier outputs")
-    batch_size: int = option(1, "images per timed forward")
-    repeats: int = option(20, "timed runs per piece (the median is kept)")
-    device: str = option("auto", DEVICE_HELP)
-
-    def __call__(self) -> str:
-        from tqdm import tqdm
-
-        from neas.cost.latency import measure_latency_table
-        from neas.dist import local_device
-        from neas.space import SearchSpace
-
-        space = SearchSpace.resolve(self.space)
-        total = sum(1 for spec in space.layers for op in spec.ops if not op.is_skip)
-        with tqdm(total=total, desc="latency table", disable=None) as bar:
-            table = measure_latency_table(space, self.num_classes, local_device(self.device), self.batch_size, self.repeats, progress=bar)
-        table.save(self.out)
-        return f"latency table of {space.name!r} on {table.device}: {self.out}"
 
 
 @dataclass
