@@ -129,6 +129,7 @@ def _schema(spec: str) -> type:
 
 
 def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=(), required=()) -> None:
+    help = help.replace("%", "%%")  # argparse formats help strings with %
     p = sub.add_parser(name, help=help, description=help)
     if schema is not None:
         cls = _schema(schema)
@@ -169,19 +170,33 @@ def _config(args):
     return resolve_config(cls, getattr(args, "config", None), vars(args), getattr(args, "overrides", None), fixed)
 
 
+def _fail(message: str, status: int = 2) -> int:
+    print(f"neas: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return status
+
+
 def main(argv: "list[str] | None" = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    """The one top-level handler: every error a user can cause is one line on stderr, exit status 2
+    (130 for Ctrl-C); ``NEAS_DEBUG=1`` shows the traceback of an unexpected one."""
+    import os
+
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
         (args.handler or (lambda cfg, args: print(cfg())))(cfg, args)
         return 0
     except NeasError as exc:
-        print(f"neas: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     except KeyboardInterrupt:
-        print("neas: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted (a run resumes with --resume from its last checkpoint)", 130)
+    except OSError as exc:  # an unwritable, missing or wrong output or input path
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback on request
+        if os.environ.get("NEAS_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (set NEAS_DEBUG=1 to see the traceback)")
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
         if ff.key in required:
             ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
-        help_text = ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown})"
+        help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown})").replace("%", "%%")
         name = ff.key.replace("_", "-")
         if ff.positional:
             parser.add_argument(ff.key, help=help_text)

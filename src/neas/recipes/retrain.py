@@ -37,7 +37,7 @@ from neas.log import MetricLogger
 from neas.options import DataOptions, TrainOptions
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, release_run_dir, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -165,8 +165,9 @@ def retrain(cfg: RetrainConfig) -> Path:
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test = _setup_data(cfg, space)
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
+    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "retrain") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
+    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, rank, world)
     steps = len(loader)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
@@ -175,7 +176,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     extra = {"ema": ema.module} if ema is not None else {}
     start = 0
-    if cfg.resume:
+    if resuming:
         start = resume_run(run, net, optimizer, extra)["epoch"] + 1
         log.info("resuming %s after epoch %d", run, start)
     wrapped = _setup_forward(cfg, net, steps, device, world)
@@ -221,4 +222,5 @@ def retrain(cfg: RetrainConfig) -> Path:
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
     logger.close()
     dist.barrier()
+    release_run_dir(run)
     return run

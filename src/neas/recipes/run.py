@@ -19,17 +19,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from neas import dist
-from neas.config import flat_fields, from_dict, option, to_dict
+from neas.config import flat_fields, from_dict, option
 from neas.errors import NeasError
 from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.train.checkpoint import atomic_write_text
-from neas.train.loop import check_resume_config, run_stage
+from neas.train.loop import prepare_run_dir, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -77,13 +75,9 @@ def run_pipeline(cfg: RunConfig) -> dict:
     """Runs every stage; returns the final summary (also written to ``summary.json``)."""
     run = Path(cfg.out)
     sn, se, rt = cfg.stages()
-    if run.exists() and any(run.iterdir()) and not cfg.resume:
-        raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
-    if dist.is_main_process():
-        run.mkdir(parents=True, exist_ok=True)
-        fresh = dataclasses.replace(cfg, resume=False)
-        check_resume_config(run, fresh, ignore=("resume",))  # values, not text: key order and spellings may change
-        atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(fresh), sort_keys=False))
+    if dist.is_main_process():  # --resume of a directory that is not there yet just starts it
+        resume = cfg.resume and run.is_dir() and any(run.iterdir())
+        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", ignore=("resume", "out"), legacy=("config.yaml",))
     dist.barrier()
     run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
     run_stage(run / "search", ["arch.json"], search, se, "search")

@@ -35,7 +35,7 @@ from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
-from neas.train.loop import prepare_run_dir
+from neas.train.loop import prepare_run_dir, release_run_dir
 
 __all__ = ["SearchConfig", "search"]
 
@@ -129,8 +129,9 @@ def search(cfg: SearchConfig) -> Path:
     constraints = cfg.constraints
     table = cost_table(space, num_classes)
     _check_feasible(constraints, table, shrunk)
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
+    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "search") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
+    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
     latency = _latency(cfg, run, space, num_classes, device)
     bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
@@ -143,7 +144,7 @@ def search(cfg: SearchConfig) -> Path:
 
     rng = random.Random(f"{cfg.seed}:{cfg.strategy}")
     history, start = {}, 0
-    if cfg.resume:
+    if resuming:
         state = read_state(run)
         if state.get("calibration") != calibration:
             raise NeasError(f"--resume: {run} scored its candidates on other BN/held-out sets than this version draws "
@@ -230,4 +231,5 @@ def search(cfg: SearchConfig) -> Path:
         log.info("best ensemble: %s  acc %.2f%%  %.3fM MACs  %.3fM params", best, 100 * history[best], result["macs"] / 1e6, result["params"] / 1e6)
     logger.close()
     dist.barrier()
+    release_run_dir(run)
     return run

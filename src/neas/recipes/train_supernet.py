@@ -35,7 +35,7 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, release_run_dir, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -149,15 +149,16 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     space = SearchSpace.resolve(cfg.space)
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg) if dist.is_main_process() else Path(cfg.out)
+    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "train-supernet") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
+    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, rank, world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
-    if cfg.resume:
+    if resuming:
         state = resume_run(run, model, optimizer)
         _check_same_calibration(run, state, calibration)
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
@@ -213,4 +214,5 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         log.info("supernet written to %s", run / "supernet.safetensors")
     logger.close()
     dist.barrier()
+    release_run_dir(run)
     return run

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -27,6 +26,9 @@ __all__ = [
     "linear_lr",
     "seed_everything",
     "prepare_run_dir",
+    "is_run_dir",
+    "release_run_dir",
+    "MARKER",
     "check_resume_config",
     "truncate_metrics",
     "resume_run",
@@ -155,27 +157,96 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(out: "str | Path", resume: bool, config, ignore=("resume", "device", "workers")) -> Path:
-    """Creates the run directory, or checks it for ``--resume``; writes ``config.yaml``.
+MARKER = "neas-run.json"  # written first into every run directory: what a run may touch
+_LOCKS: dict[str, object] = {}  # run directory -> its open, locked lock file (held until released or exit)
+
+
+def lock_run_dir(run: Path) -> None:
+    """Takes the exclusive lock of ``run`` (``.neas.lock``, ``fcntl``) for this process; a second
+    process on the same directory is refused with the holder's PID. The lock goes with the process,
+    so a killed run leaves no stale lock behind."""
+    import fcntl
+    import os
+
+    key = str(run.resolve())
+    if key in _LOCKS:
+        return
+    handle = open(run / ".neas.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise NeasError(f"{run} is in use by another neas process (PID {holder}): wait for it to finish or stop it") from None
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous and previous != str(os.getpid()):
+        log.info("%s: taking over from process %s, which no longer runs", run, previous)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _LOCKS[key] = handle
+
+
+def release_run_dir(run: Path) -> None:
+    handle = _LOCKS.pop(str(Path(run).resolve()), None)
+    if handle is not None:
+        handle.close()  # closing the file releases the lock
+
+
+def is_run_dir(run: Path, legacy: "tuple[str, ...]" = ("state.json", "config.yaml")) -> bool:
+    """Whether ``run`` is a neas run directory: it has the marker, or (written before markers
+    existed) all of the ``legacy`` files."""
+    return (run / MARKER).is_file() or all((run / name).is_file() for name in legacy)
+
+
+def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=("resume", "device", "workers", "out"),
+                    legacy: "tuple[str, ...]" = ("state.json", "config.yaml")) -> Path:
+    """Creates the run directory, or checks it for ``--resume``; locks it; writes the marker and
+    ``config.yaml``.
 
     Refuses to reuse a non-empty directory without ``--resume`` (nothing is overwritten), and
-    refuses ``--resume`` with a different config (the differing keys are listed).
+    ``--resume`` of a directory that is not a neas run of this ``kind`` (nothing in it is touched)
+    or whose config differs (the differing keys are listed; paths compare resolved, and ``out``
+    not at all, so a moved or copied run resumes). A run that stopped before its first checkpoint
+    starts over in place.
     """
     run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise NeasError(f"--out {run} is a file, not a directory")
     if resume:
-        if not (run / "state.json").is_file():
-            raise NeasError(f"--resume: {run} has no checkpoint to resume from (no state.json)")
+        if not run.is_dir():
+            raise NeasError(f"--resume: {run} does not exist, so there is no checkpoint to resume from")
+        if not is_run_dir(run, legacy):
+            raise NeasError(f"--resume: {run} is not a neas run directory (no {MARKER}); nothing in it was touched")
+        marker = json.loads((run / MARKER).read_text()) if (run / MARKER).is_file() else {"kind": kind}
+        if marker.get("kind") != kind:
+            raise NeasError(f"--resume: {run} is a {marker.get('kind')} run, not a {kind} run")
+        lock_run_dir(run)
         check_resume_config(run, config, ignore)
+        if "state.json" in legacy and not (run / "state.json").is_file():
+            log.info("%s stopped before its first checkpoint: starting it over in place", run)
+            truncate_metrics(run, -1)
     elif run.exists() and any(run.iterdir()):
-        raise NeasError(f"run directory {run} already exists and is not empty: pass --resume to continue it, or choose another --out")
+        raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
-    from neas import dist
+    lock_run_dir(run)
+    from neas.train.checkpoint import atomic_write_text
 
-    if dist.is_main_process():
-        from neas.train.checkpoint import atomic_write_text
-
-        atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    if not (run / MARKER).is_file():
+        atomic_write_text(run / MARKER, json.dumps({"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     return run
+
+
+def _normalised(value):
+    """A config value as compared on resume: an existing path resolved, so ``o``, ``./o`` and
+    ``/abs/o`` are one directory."""
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 def check_resume_config(run: Path, config, ignore) -> None:
@@ -188,7 +259,7 @@ def check_resume_config(run: Path, config, ignore) -> None:
     except NeasError:
         pass
     new = to_dict(config)
-    diff = [k for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)]
+    diff = [k for k in sorted(set(old) | set(new)) if k not in ignore and _normalised(old.get(k)) != _normalised(new.get(k))]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise NeasError(f"--resume: the config differs from the one {run} was started with ({detail})")
@@ -216,15 +287,12 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
 
 def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
     """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``): skips it when
-    every file in ``done`` exists, resumes it when it has a checkpoint, starts it otherwise."""
+    every file in ``done`` exists, resumes (or restarts in place) a stage directory it created,
+    starts it otherwise. A directory that is not a neas run is refused, never deleted."""
     if all((directory / f).is_file() for f in done):
         log.info("%s: done already (%s)", name, directory)
         return
-    resumable = (directory / "state.json").is_file()
-    from neas import dist
-
-    if directory.exists() and not resumable and dist.is_main_process():
-        log.info("%s: restarting (it stopped before its first checkpoint)", name)
-        shutil.rmtree(directory)
-    dist.barrier()
-    runner(dataclasses.replace(cfg, resume=resumable))
+    exists = directory.is_dir() and any(directory.iterdir())
+    if exists and not is_run_dir(directory):
+        raise NeasError(f"{directory} exists but is not a neas run directory (no {MARKER}): move it away; nothing was deleted")
+    runner(dataclasses.replace(cfg, resume=exists))
