@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from neas.config import add_options, resolve_config
-from neas.errors import NeasError
+from neas.errors import NeasError, report_error
 
 __all__ = ["main", "build_parser"]
 
@@ -36,12 +36,16 @@ def _artefact(runner: str, name: str):
 def _evaluate(cfg, args) -> None:
     from neas.recipes.evaluate import evaluate, format_result
 
+    from neas.train.checkpoint import atomic_write_text, check_output
+
+    if args.json not in (None, "-"):
+        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json")
     result = evaluate(cfg)
     if args.json is not None:
         text = json.dumps(result, indent=1)
         if args.json == "-":
             return print(text)
-        Path(args.json).write_text(text + "\n")
+        atomic_write_text(args.json, text + "\n")
     print(format_result(result))
 
 
@@ -95,7 +99,8 @@ COMMANDS = {
                _artefact("search", "arch.json"), ()),
     "retrain": ("retrain an ensemble from scratch with the released models' recipe", _RETRAIN, _artefact("retrain", "model.safetensors"), ()),
     "evaluate": ("top-1/top-5/loss of an ensemble and of each path, with cost and latency", "neas.recipes.evaluate:EvaluateConfig",
-                 _evaluate, (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),)),
+                 _evaluate, (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
+                             ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}))),
     "rank": ("Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)", "neas.recipes.rank:RankConfig", _rank, ()),
     "run": ("the whole pipeline in one run directory (no arguments: the digits demo)", "neas.recipes.run:RunConfig", _run, ()),
     "arch": ("print an ensemble architecture with its cost", _TOOLS + "ArchCommand", None, ()),
@@ -170,33 +175,16 @@ def _config(args):
     return resolve_config(cls, getattr(args, "config", None), vars(args), getattr(args, "overrides", None), fixed)
 
 
-def _fail(message: str, status: int = 2) -> int:
-    print(f"neas: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return status
-
-
 def main(argv: "list[str] | None" = None) -> int:
-    """The one top-level handler: every error a user can cause is one line on stderr, exit status 2
-    (130 for Ctrl-C); ``NEAS_DEBUG=1`` shows the traceback of an unexpected one."""
-    import os
-
+    """Every error a user can cause ends as one line on stderr (:func:`neas.errors.report_error`)."""
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
         (args.handler or (lambda cfg, args: print(cfg())))(cfg, args)
         return 0
-    except NeasError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        return _fail("interrupted (a run resumes with --resume from its last checkpoint)", 130)
-    except OSError as exc:  # an unwritable, missing or wrong output or input path
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        return _fail(f"{exc.strerror or exc}{where}")
-    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback on request
-        if os.environ.get("NEAS_DEBUG"):
-            raise
-        return _fail(f"unexpected {type(exc).__name__}: {exc} (set NEAS_DEBUG=1 to see the traceback)")
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - argparse's SystemExit passes through
+        return report_error(exc)
 
 
 if __name__ == "__main__":

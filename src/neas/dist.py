@@ -38,11 +38,23 @@ def init(device: str = "auto") -> torch.device:
 
 
 def local_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when there is a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
+    from neas.errors import NeasError
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NeasError(f"device: {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise NeasError(f"device: {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NeasError(f"device: {device!r} asked for, but this machine has no CUDA GPU; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise NeasError(f"device: {device!r}, but there are {torch.cuda.device_count()} GPUs")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev

@@ -8,8 +8,10 @@ CLI prints it without a traceback and exits non-zero.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 
-__all__ = ["NeasError", "suggest"]
+__all__ = ["NeasError", "suggest", "report_error"]
 
 
 class NeasError(ValueError):
@@ -20,3 +22,21 @@ def suggest(word: str, choices) -> str:
     """Returns `` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def report_error(exc: BaseException) -> int:
+    """Prints ``exc`` as one line ``neas: error: ...`` on stderr; returns the exit status (2, or
+    130 for Ctrl-C). An unexpected exception is re-raised when ``NEAS_DEBUG`` is set."""
+    if isinstance(exc, KeyboardInterrupt):
+        message, status = "interrupted (a run resumes with --resume from its last checkpoint)", 130
+    elif isinstance(exc, NeasError):
+        message, status = str(exc), 2
+    elif isinstance(exc, OSError):  # an unwritable, missing or wrong path
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        message, status = f"{exc.strerror or exc}{where}", 2
+    elif os.environ.get("NEAS_DEBUG"):
+        raise exc
+    else:
+        message, status = f"unexpected {type(exc).__name__}: {exc} (set NEAS_DEBUG=1 to see the traceback)", 2
+    print(f"neas: error: {' '.join(message.split())}", file=sys.stderr)
+    return status

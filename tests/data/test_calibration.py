@@ -148,9 +148,10 @@ def test_eval_view_of_large_images_is_timms(tmp_path):
 
     from neas.data import load_dataset
 
-    (tmp_path / "test" / "a").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (50, 64, 3), dtype=np.uint8)).save(tmp_path / "test" / "a" / "x.png")
+    for c in ("a", "b"):
+        (tmp_path / "test" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (50, 64, 3), dtype=np.uint8)).save(tmp_path / "test" / c / "x.png")
     image = load_dataset("imagefolder", "test", 32, tmp_path).images[0]
     expected = create_transform(32, is_training=False, crop_pct=0.875, interpolation="bicubic", use_prefetcher=True)(
         Image.open(tmp_path / "test" / "a" / "x.png").convert("RGB"))

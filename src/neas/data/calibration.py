@@ -18,6 +18,7 @@ import torch
 from neas.data.datasets import ImageFiles, ImageTensors
 from neas.data.loader import BatchLoader
 from neas.data.split import class_counts, holdout_split, stratified_subset
+from neas.errors import NeasError
 
 __all__ = ["CalibrationSets", "calibration_sets"]
 
@@ -30,7 +31,7 @@ class CalibrationSets:
 
     train: Dataset  # the training part: the split without its held-out images
     bn: Dataset  # BN recalibration images, from the training part
-    score: Dataset  # scoring images, from the held-out part (the training part when nothing is held out)
+    score: Dataset  # scoring images, from the held-out part
 
     def bn_batches(self, batch_size: int, device, workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return list(BatchLoader(self.bn, batch_size, False, device=device, workers=workers).epoch(0))
@@ -53,7 +54,8 @@ def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images
     images (all held-out images when None), each stratified, seeded and in interleaved class order."""
     labels = full.labels.cpu()
     keep, held = holdout_split(labels, holdout)
-    held = held if len(held) else keep
+    if not len(held):
+        raise NeasError(f"holdout {holdout} holds out no image: candidates would be scored on their own training images")
     bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
     score = held[stratified_subset(labels[held], score_images, "score")]
     return CalibrationSets(full.subset(keep), full.subset(bn), full.subset(score))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "DATASETS", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "check_same_classes", "DATASETS", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,30 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
     if not base.is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise NeasError(f"data directory {root} has no '{split}' split (expected {root}/{split}/<class>/<image>; found: {present or 'nothing'})")
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
-    if not classes:
+    folders = sorted(p.name for p in base.iterdir() if p.is_dir())
+    hidden = [c for c in folders if c.startswith(".")]
+    if hidden:
+        log.warning("%s: ignoring hidden folders %s", base, ", ".join(hidden))
+    per_class = {}
+    for c in (c for c in folders if not c.startswith(".")):
+        files = []
+        for dirpath, dirs, names in os.walk(base / c):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the same file order on every file system
+            files += [os.path.join(dirpath, f) for f in sorted(names) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        per_class[c] = files
+    empty = [c for c, files in per_class.items() if not files]
+    if empty:
+        log.warning("%s: ignoring class folders without images: %s", base, ", ".join(empty))
+    if not per_class:
         raise NeasError(f"{base} has no class folders (expected {base}/<class>/<image>)")
-    paths, labels = [], []
-    for i, c in enumerate(classes):
-        for dirpath, dirs, files in os.walk(base / c):
-            dirs.sort()  # os.walk lists sub-folders in directory order: make the file order the same everywhere
-            for f in sorted(files):
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(dirpath, f))
-                    labels.append(i)
-    if not paths:
+    classes = [c for c, files in per_class.items() if files]
+    if not classes:
         raise NeasError(f"{base} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    if len(classes) < 2:
+        raise NeasError(f"{base} has {len(classes)} class folder(s) with images ({', '.join(classes) or 'none'}); "
+                        f"at least 2 are needed (expected {base}/<class>/<image>, looked for {', '.join(IMAGE_EXTENSIONS)})")
+    paths = [f for c in classes for f in per_class[c]]
+    labels = [i for i, c in enumerate(classes) for _ in per_class[c]]
     return paths, labels, classes
 
 
@@ -228,7 +239,11 @@ def load_dataset(
     """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``."""
     if name not in DATASETS:
         raise NeasError(f"unknown dataset {name!r}{suggest(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
+    if name != "imagefolder" and split not in ("train", "test"):
+        raise NeasError(f"split: {name} has the splits train and test, not {split!r}{suggest(split, ('train', 'test'))}")
     root = Path(data_dir).expanduser() if data_dir else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise NeasError(f"data_dir {root} is a file, not a directory")
     if name == "digits":
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100"):
@@ -236,3 +251,12 @@ def load_dataset(
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
     return _imagefolder(root, split, input_size, max_memory_gb)
+
+
+def check_same_classes(expected: "list[str]", got: "list[str]", where: str) -> None:
+    """Classes are matched by name, not position: ``got`` must be ``expected``, in the same order."""
+    if list(expected) == list(got):
+        return
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    detail = f"missing {missing}, unexpected {extra}" if missing or extra else "the same names in another order"
+    raise NeasError(f"{where}: its classes do not match the training classes ({detail})")

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from neas.config import option
 from neas.cost import count_cost
 from neas.data import BatchLoader, load_dataset
+from neas.data.datasets import check_same_classes
 from neas.dist import local_device
 from neas.ensemble.io import load_model
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
@@ -55,6 +56,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir)
     if dataset.num_classes != net.num_classes:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
+    if "classes" in meta:  # matched by name: a test folder with other classes is not scored by position
+        check_same_classes(json.loads(meta["classes"]), dataset.classes, f"{data!r}/{cfg.split}")
     net = net.to(device, memory_format=torch.channels_last)
     loader = BatchLoader(dataset, cfg.batch_size, False, device=device)
     with tqdm(total=len(loader), desc=f"evaluate {cfg.split}", leave=False, disable=None) as bar:

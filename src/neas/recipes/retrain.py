@@ -29,6 +29,7 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.config import option
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data.datasets import check_same_classes
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
@@ -120,6 +121,8 @@ def _setup_data(cfg: RetrainConfig, space):
     split or the held-out part."""
     train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
     test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
+    if test is not None:
+        check_same_classes(train.classes, test.classes, f"{cfg.data} test split")
     if cfg.holdout:
         keep, held = holdout_split(train.labels, cfg.holdout)
         train, held_out = train.subset(keep), train.subset(held)

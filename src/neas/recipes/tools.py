@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from neas.config import option
+from neas.errors import NeasError
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -59,12 +60,19 @@ class ExportCommand:
     arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
     format: str = option(None, "safetensors | onnx", required=True)
     out: str = option(None, "file to write", required=True)
-    opset: int = option(17, "ONNX opset")
+    opset: int = option(17, "ONNX opset (9-21)")
+    force: bool = option(False, "overwrite an existing --out")
+
+    def __post_init__(self):
+        if not 9 <= self.opset <= 21:
+            raise NeasError(f"opset must be in 9..21, got {self.opset}")
 
     def __call__(self) -> str:
         from neas.ensemble.export import export
         from neas.ensemble.io import load_model
+        from neas.train.checkpoint import check_output
 
+        check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force)
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
         diff = export(net, self.format, self.out, meta=meta, opset=self.opset)

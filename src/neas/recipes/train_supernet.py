@@ -67,8 +67,9 @@ class SupernetConfig(DataOptions, TrainOptions):
                 raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.warmup_epochs < 0:
             raise NeasError(f"warmup_epochs must not be negative, got {self.warmup_epochs}")
-        if not 0.0 <= self.holdout < 1.0:
-            raise NeasError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not 0.0 < self.holdout < 1.0:
+            raise NeasError(f"holdout must be in (0, 1), got {self.holdout}: shrinking and the search score candidates on the "
+                            f"held-out images, never on the ones the supernet trained on")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise NeasError(f"lr must be a finite number > 0, got {self.lr}")
         if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):

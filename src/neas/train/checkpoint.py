@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from neas.errors import NeasError
 
-__all__ = ["atomic_write_text", "atomic_save_file", "save_checkpoint", "load_checkpoint", "read_state", "load_weights", "load_matching"]
+__all__ = ["atomic_write_text", "atomic_save_file", "save_checkpoint", "load_checkpoint", "read_state", "load_weights", "load_matching", "check_output"]
 
 
 def _fsync_replace(tmp: Path, path: Path) -> None:
@@ -140,6 +140,24 @@ def load_checkpoint(
             per_param.setdefault(int(index), {}).update(scalars)
         optimizer.load_state_dict({"state": per_param, "param_groups": optim_json["param_groups"]})
     return state
+
+
+def check_output(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
+    """Refuses an output path that is one of the ``inputs`` (never, even with ``force``), a
+    directory, or an existing file (unless ``force``); returns it."""
+    out = Path(out)
+    for given in inputs:
+        if given is None:
+            continue
+        given = Path(given)
+        candidates = [given, *(given / name for name in ("model.safetensors", "supernet.safetensors"))] if given.is_dir() else [given]
+        if any(out.resolve() == c.resolve() for c in candidates):
+            raise NeasError(f"{flag} {out} is an input of this command; it would be overwritten")
+    if out.is_dir():
+        raise NeasError(f"{flag} {out} is a directory; give a file name")
+    if out.exists() and not force:
+        raise NeasError(f"{flag} {out} already exists; pass --force to overwrite it")
+    return out
 
 
 def load_matching(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file") -> torch.nn.Module:

@@ -83,7 +83,9 @@ def train_epoch(
         with autocast(device, amp):
             loss, logits = forward(x, y, step)
         if not torch.isfinite(loss):
-            raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — the last good checkpoint is kept")
+            # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
+            kept = "the last good checkpoint is kept" if epoch > 0 else "no checkpoint was written yet (--resume starts it over in place)"
+            raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — {kept}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if after_backward is not None:
