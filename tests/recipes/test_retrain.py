@@ -107,3 +107,19 @@ def test_bad_inputs(retrained, tmp_path, capsys):
     save_file(tensors, str(tmp_path / "mixed.safetensors"), metadata=meta)
     with pytest.raises(NeasError, match="weights do not fit the stored arch"):
         load_ensemble(tmp_path / "mixed.safetensors")
+
+
+def test_3_outputs_never_overwrite_inputs_or_existing_files(retrained, tmp_path, capsys):
+    model = retrained / "model.safetensors"
+    before = model.read_bytes()
+    assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(model), "--no-latency"]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(model), "--force", "--no-latency"]) == 2
+    assert model.read_bytes() == before
+    existing = tmp_path / "m.safetensors"
+    existing.write_text("mine")
+    assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err and existing.read_text() == "mine"
+    assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing), "--force"]) == 0
+    assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(tmp_path), "--no-latency"]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -144,6 +144,11 @@ class LatencyTableCommand:
     repeats: int = option(20, "timed runs per piece (the median is kept)")
     device: str = option("auto", DEVICE_HELP)
 
+    def __post_init__(self):
+        for key in ("num_classes", "batch_size", "repeats"):
+            if getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+
     def __call__(self) -> str:
         from tqdm import tqdm
 

@@ -16,6 +16,7 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from functools import lru_cache
 
 import torch
@@ -175,6 +176,6 @@ def parse_amount(text: "str | int | float") -> int:
         value = float(number)
     except ValueError:
         raise NeasError(f"cannot read {text!r} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M") from None
-    if value < 0:
-        raise NeasError(f"amount {text!r} must not be negative")
+    if not math.isfinite(value) or value < 0:
+        raise NeasError(f"amount {text!r} must be a finite number >= 0")
     return int(round(value * scale))

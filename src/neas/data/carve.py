@@ -64,6 +64,10 @@ class CarveTestCommand:
     test_fraction: float = option(0.2, "fraction of every class moved to test/")
     split: str = option("train", "the sub-folder to split")
 
+    def __post_init__(self):
+        if not 0.0 < self.test_fraction < 1.0:
+            raise NeasError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
     def __call__(self) -> str:
         listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)
         test = sum(len(v) for v in listing["test"].values())

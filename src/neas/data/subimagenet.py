@@ -78,6 +78,11 @@ class SubImageNetCommand:
     val_per_class: int = option(50, "validation images per class")
     seed: int = option(0, "seed of the draw")
 
+    def __post_init__(self):
+        for key in ("classes", "train_per_class", "val_per_class"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+
     def __call__(self) -> str:
         listing = make_subimagenet(self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed)
         return f"subImageNet: {len(listing['classes'])} classes in {self.out} (listed in {self.out}/classes.json)"

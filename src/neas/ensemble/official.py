@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -44,8 +45,12 @@ def _load(path: Path) -> dict:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except NeasError:
         raise
-    except pickle.UnpicklingError as exc:
-        raise NeasError(f"{path}: refused — {str(exc).splitlines()[0]} (nothing was executed)") from None
+    except pickle.UnpicklingError as exc:  # torch's message advises weights_only=False: not ours to repeat
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL [^\s]+|Unsupported operand[^.\n]*", text)
+        detail = found.group(0) if found else "it holds objects other than tensors"
+        raise NeasError(f"{path}: refused — {detail}; only tensors, containers and argparse.Namespace are accepted, "
+                        f"and nothing was executed") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise NeasError(f"{path}: not a readable checkpoint (truncated or not a torch file: {str(exc).splitlines()[0]})") from None
     if isinstance(obj, dict) and ("state_dict" in obj or "state_dict_ema" in obj):

@@ -241,6 +241,8 @@ def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for run in map(Path, runs):
+        if not run.is_dir():
+            raise NeasError(f"--run {run}: no such directory")
         if not (run / "search_random").is_dir():
             raise NeasError(f"{run}: no search_random/ (run it with `compare_random: true`, or pass a run that has one)")
         evo, rnd = search_curve(run / "search", top), search_curve(run / "search_random", top)

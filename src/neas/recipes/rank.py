@@ -31,7 +31,7 @@ from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
-from neas.supernet.io import load_supernet
+from neas.supernet.io import load_supernet, read_supernet_info
 from neas.train.checkpoint import atomic_write_text
 
 __all__ = ["RankConfig", "rank"]
@@ -76,6 +76,9 @@ def rank(cfg: RankConfig) -> dict:
         raise NeasError(f"not a finished supernet run (no supernet.safetensors): {', '.join(missing)}")
     first, first_info = load_supernet(supernets[0])
     space = first.space
+    other = [str(p) for p in supernets[1:] if read_supernet_info(p).space != space]
+    if other:  # checked before the (long) from-scratch runs, not after
+        raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space")
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +93,16 @@ class RetrainConfig(DataOptions, TrainOptions):
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
         if not 0.0 <= self.holdout < 1.0:
             raise NeasError(f"holdout must be in [0, 1), got {self.holdout}")
-        if not (math.isfinite(self.lr_per_2048) and self.lr_per_2048 > 0):
-            raise NeasError(f"lr_per_2048 must be a finite number > 0, got {self.lr_per_2048}")
+        if not 0 < self.lr_per_2048 <= 100:
+            raise NeasError(f"lr_per_2048 must be in (0, 100], got {self.lr_per_2048}")
+        if self.randaugment != "none":
+            from timm.data.auto_augment import rand_augment_transform
+
+            try:
+                rand_augment_transform(self.randaugment, {})
+            except Exception:  # noqa: BLE001 - timm raises assorted errors for a malformed policy
+                raise NeasError(f"randaugment: {self.randaugment!r} is not a timm RandAugment policy (e.g. rand-m9-mstd0.5), "
+                                f"or none") from None
         for key in ("weight_decay", "warmup_epochs"):
             if not getattr(self, key) >= 0:
                 raise NeasError(f"{key} must not be negative, got {getattr(self, key)}")

@@ -117,6 +117,10 @@ def search(cfg: SearchConfig) -> Path:
     """Runs (or resumes) the search; returns the output directory."""
     device = dist.init(cfg.device)
     sn_dir = Path(cfg.supernet)
+    if sn_dir.is_file() and sn_dir.name.endswith(".safetensors"):
+        sn_dir = sn_dir.parent  # the supernet file itself: its run directory holds the data config
+    if sn_dir.exists() and not sn_dir.is_dir():
+        raise NeasError(f"--supernet {sn_dir} is a file, not a train-supernet run directory")
     if not sn_dir.is_dir():
         raise NeasError(f"supernet directory {sn_dir} does not exist")
     if not (sn_dir / "supernet.safetensors").is_file():

@@ -70,8 +70,8 @@ class SupernetConfig(DataOptions, TrainOptions):
         if not 0.0 < self.holdout < 1.0:
             raise NeasError(f"holdout must be in (0, 1), got {self.holdout}: shrinking and the search score candidates on the "
                             f"held-out images, never on the ones the supernet trained on")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise NeasError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr <= 100:
+            raise NeasError(f"lr must be a finite number > 0 (at most 100), got {self.lr}")
         if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise NeasError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}")
         super().__post_init__()

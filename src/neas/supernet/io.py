@@ -15,7 +15,7 @@ from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
 from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
 
-__all__ = ["SupernetFile", "save_supernet", "load_supernet", "FORMAT"]
+__all__ = ["SupernetFile", "save_supernet", "load_supernet", "read_supernet_info", "FORMAT"]
 
 FORMAT = "neas.supernet/1"
 
@@ -75,6 +75,21 @@ class SupernetFile:
 def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> None:
     """Writes ``model``'s weights with ``info`` (atomically)."""
     atomic_save_file(model.state_dict(), path, info.metadata())
+
+
+def read_supernet_info(path: "str | Path") -> SupernetFile:
+    """What a supernet file (or run directory) says about its weights, without loading them."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "supernet.safetensors"
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise NeasError(f"{path}: not a readable supernet file ({exc})") from None
+    return SupernetFile.from_metadata(meta, str(path))
 
 
 def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetFile]:

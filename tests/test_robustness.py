@@ -1,0 +1,212 @@
+"""Nothing lost, nothing silently wrong (issue 14): each numbered case of the fuzzing report,
+and a table of bad inputs run against every subcommand."""
+
+import fcntl
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from neas.cli import main
+from neas.config import from_dict
+from neas.errors import NeasError
+from neas.recipes.train_supernet import SupernetConfig, train_supernet
+from neas.train.loop import MARKER, prepare_run_dir, release_run_dir
+
+from .helpers import Killed
+
+
+def _snapshot(root: Path, skip=()) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and not any(str(p).startswith(str(s)) for s in skip)}
+
+
+def _one_error_line(capsys, code, fragment=""):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("neas: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert fragment in err, err
+    return err
+
+
+def _tiny(out, **kw):
+    base = dict(out=str(out), space="tiny", data="digits", epochs=2, batch_size=64, lr=0.2, shrink_every=1, shrink_drop=3,
+                shrink_samples=2, bn_batches=1, probe_images=32, device="cpu")
+    return from_dict(SupernetConfig, {**base, **kw})
+
+
+def _folder(root, split, classes, n=3):
+    for c in classes:
+        (root / split / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(root / split / c / f"{i}.png")
+    return root
+
+
+# --- data loss -----------------------------------------------------------------------------
+
+def test_1_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
+    (tmp_path / "v" / "supernet").mkdir(parents=True)
+    (tmp_path / "v" / "supernet" / "notes.txt").write_text("precious")
+    _one_error_line(capsys, main(["run", "--out", str(tmp_path / "v"), "--resume"]), "not a neas run directory")
+    assert (tmp_path / "v" / "supernet" / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["supernet"]  # nothing written into it either
+
+
+def test_1_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, capsys):
+    from neas.train.loop import run_stage
+
+    stage = tmp_path / "run" / "supernet"
+    stage.mkdir(parents=True)
+    (stage / "notes.txt").write_text("precious")
+    with pytest.raises(NeasError, match="not a neas run directory"):
+        run_stage(stage, ["supernet.safetensors"], train_supernet, _tiny(stage), "supernet")
+    assert (stage / "notes.txt").read_text() == "precious"
+
+
+def test_2_a_run_directory_has_one_owner(tmp_path):
+    run = prepare_run_dir(tmp_path / "r", False, _tiny(tmp_path / "r"), "train-supernet")
+    assert json.loads((run / MARKER).read_text())["kind"] == "train-supernet"
+    release_run_dir(run)
+    other = open(run / ".neas.lock", "a+")  # another process holding the lock
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    other.seek(0), other.truncate(), other.write("4242\n"), other.flush()
+    try:
+        with pytest.raises(NeasError, match=r"in use by another neas process \(PID 4242\)"):
+            train_supernet(_tiny(run, resume=True))
+    finally:
+        other.close()
+
+
+# --- resume dead-ends ----------------------------------------------------------------------
+
+def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
+    import neas.recipes.train_supernet as recipe
+
+    out = tmp_path / "run"
+    restore = kill_after(recipe, "save_checkpoint", after=1, instead=lambda *a, **k: None)
+    with pytest.raises(Killed):
+        train_supernet(_tiny(out))
+    restore()
+    assert not (out / "state.json").exists() and (out / MARKER).exists()
+    with pytest.raises(NeasError, match="already exists: pass --resume"):
+        train_supernet(_tiny(out))
+    train_supernet(_tiny(out, resume=True))
+    assert (out / "supernet.safetensors").is_file()
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_10_resume_accepts_the_same_run_spelled_or_placed_differently(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    train_supernet(_tiny("o", epochs=1))
+    train_supernet(_tiny("./o", epochs=1, resume=True))
+    train_supernet(_tiny(str(tmp_path / "o"), epochs=1, resume=True))
+    shutil.copytree(tmp_path / "o", tmp_path / "moved")
+    train_supernet(_tiny(str(tmp_path / "moved"), epochs=1, resume=True))
+    with pytest.raises(NeasError, match=r"config differs .*epochs: 1 -> 3"):
+        train_supernet(_tiny("o", epochs=3, resume=True))
+
+
+# --- silent wrong results ------------------------------------------------------------------
+
+def test_4_test_classes_are_matched_by_name(tmp_path, capsys):
+    root = _folder(_folder(tmp_path / "d", "train", ["a", "b"]), "test", ["a", "c"])
+    code = main(["retrain", "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r"), "--device", "cpu",
+                 "--arch", str(_arch_file(tmp_path))])
+    _one_error_line(capsys, code, "classes do not match the training classes (missing ['b'], unexpected ['c'])")
+
+
+def _arch_file(tmp_path):
+    from neas.space import EnsembleArch, SearchSpace
+
+    space = SearchSpace.preset("tiny")
+    path = tmp_path / "arch.json"
+    EnsembleArch.sample(space, 0).save(path, space=space.to_dict())
+    return path
+
+
+def test_5_and_8_splits_and_folders(tmp_path, capsys, caplog):
+    from neas.data import load_dataset
+
+    with pytest.raises(NeasError, match="digits has the splits train and test, not 'tset'"):
+        load_dataset("digits", "tset", 16)
+    root = _folder(tmp_path / "d", "train", ["a", "b"])
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "empty").mkdir()
+    data = load_dataset("imagefolder", "train", 16, root)
+    assert data.classes == ["a", "b"]
+    assert "hidden folders .ipynb_checkpoints" in caplog.text and "without images: empty" in caplog.text
+    single = _folder(tmp_path / "s", "train", ["only"])
+    with pytest.raises(NeasError, match="at least 2 are needed"):
+        load_dataset("imagefolder", "train", 16, single)
+
+
+# --- the fuzz table: every subcommand, bad inputs ------------------------------------------
+
+BAD = [
+    (["train-supernet", "--shrink-beta", "nan"], "shrink_beta must be a finite number >= 0"),  # 6
+    (["train-supernet", "--shrink-beta", "-1"], "shrink_beta"),
+    (["train-supernet", "--shrink-gamma", "inf"], "shrink_gamma"),
+    (["train-supernet", "--holdout", "0"], "holdout must be in (0, 1)"),  # 7
+    (["train-supernet", "--lr", "inf"], "lr must be a finite number > 0"),  # 8
+    (["train-supernet", "--weight-decay", "-1"], "weight_decay >= 0"),
+    (["train-supernet", "--momentum", "1.5"], "momentum must be in [0, 1)"),
+    (["train-supernet", "--device", "tpu"], "device: 'tpu' is not"),  # 13
+    (["train-supernet", "--device", "cuda"], "no CUDA GPU"),
+    (["train-supernet", "--epochs", "0"], "epochs must be at least 1"),
+    (["train-supernet", "--config", "{yaml_bad}"], "malformed YAML"),
+    (["train-supernet", "--config", "{latin1}"], "not a UTF-8 text file"),
+    (["search", "--evaluations", "0"], "evaluations must be at least 1"),  # 8
+    (["search", "--val-images", "0"], "val_images must be at least 1"),  # 13
+    (["search", "--max-macs", "nan"], "must be a finite number"),
+    (["search", "--strategy", "genetic"], "strategy: unknown 'genetic'"),
+    (["retrain", "--erase-prob", "5"], "erase_prob must be in [0, 1)"),  # 8
+    (["retrain", "--holdout", "1"], "holdout must be in [0, 1)"),  # 13
+    (["retrain", "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
+    (["retrain", "--lr-per-2048", "nan"], "lr_per_2048 must be in (0, 100]"),
+    (["retrain", "--randaugment", "foo"], "randaugment: 'foo' is not a timm RandAugment policy"),
+    (["train-supernet", "--lr", "1e300"], "at most 100"),
+    (["search", "--supernet", "{file}"], "is a file, not a train-supernet run directory"),
+    (["ablate", "homo-hetero", "--arch", "neas-s", "--out", "{tmp}/hh", "--epochs", "0"], "epochs must be at least 1"),
+    (["ablate", "split", "--arch", "{missing}", "--out", "{tmp}/sp"], ""),
+    (["evaluate", "--batch-size", "0"], "batch_size must be at least 1"),
+    (["evaluate", "--checkpoint", "{missing}"], ""),
+    (["export", "--format", "onnx", "--out", "{tmp}/m.onnx", "--opset", "3"], "opset must be in 9..21"),
+    (["export", "--format", "onnx", "--out", "{tmp}/m.onnx", "--opset", "999"], "opset must be in 9..21"),
+    (["rank", "--supernet", "x", "--num-archs", "1"], "num_archs must be at least 3"),
+    (["subimagenet", "--imagenet", "{tmp}", "--out", "{tmp}/sub", "--classes", "0"], "classes must be at least 1"),
+    (["carve-test", "{tmp}", "--out", "{tmp}/c", "--test-fraction", "1.5"], "test_fraction must be in (0, 1)"),
+    (["latency-table", "--space", "tiny", "--out", "{tmp}/l.json", "--repeats", "0"], "repeats must be at least 1"),
+    (["arch", "neas-x"], "neas-x"),
+    (["space", "huge"], "huge"),
+    (["report", "{missing}"], ""),
+    (["run", "--config", "{missing}"], "no such file"),
+    (["run", "supernet.epochs.x=3"], "is a value, not a section"),
+    (["ablate", "search", "--run", "{missing}", "--out", "{tmp}/ab"], "no such directory"),
+    (["train-supernet", "--out", "{file}"], "is a file, not a directory"),  # 12
+]
+
+
+@pytest.mark.parametrize("argv, fragment", BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, argv, fragment):
+    (tmp_path / "bad.yaml").write_text("epochs: [1, 2\n")
+    (tmp_path / "latin1.yaml").write_bytes("epochs: 3 # caf\xe9\n".encode("latin-1"))
+    (tmp_path / "afile").write_text("x")
+    values = {"{yaml_bad}": str(tmp_path / "bad.yaml"), "{latin1}": str(tmp_path / "latin1.yaml"), "{tmp}": str(tmp_path),
+              "{missing}": str(tmp_path / "nothere"), "{file}": str(tmp_path / "afile")}
+    argv = [values.get(a, a) for a in argv]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] in ("train-supernet", "search", "retrain") and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "run")]
+    before = _snapshot(tmp_path)
+    _one_error_line(capsys, main(argv), fragment)
+    assert _snapshot(tmp_path, skip=[tmp_path / "run"]) == before
+
+
+def test_11_help_works(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "rank" in capsys.readouterr().out
