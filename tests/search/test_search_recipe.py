@@ -119,6 +119,7 @@ def test_impossible_budget_names_the_range(trained_supernet, tmp_path, capsys):
     code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "x"), "--max-macs", "10K"])
     err = capsys.readouterr().err
     assert code == 2 and "no ensemble of the space meets max_macs=10000" in err and "the cheapest has macs=" in err
+    assert "(split=" in err  # it names the cheapest ensemble itself (issue 14, case 14)
     assert "most expensive" in err and not (tmp_path / "x").exists()
 
 

@@ -96,6 +96,27 @@ class CostTable:
                 total = total + self.layers[index - 1][op]
         return total + self.head * arch.num_paths
 
+    def extremes(self, shrunk, metric: str) -> "tuple[EnsembleArch, EnsembleArch]":
+        """The cheapest and the most expensive ensemble of ``metric`` in a shrunk space (their
+        costs are :meth:`range`): per split point, every layer's cheapest (dearest) choice."""
+        space = shrunk.space
+        found = {}
+        for s in space.split_points:
+            for pick in (min, max):
+                columns = []
+                for spec in space.layers:
+                    entry = self.layers[spec.index - 1]
+                    if spec.index <= s:
+                        op = pick(shrunk.shared_ops(spec.index), key=lambda o: getattr(entry[o], metric))
+                        columns.append((op,) * space.num_paths)
+                    else:
+                        columns.append(pick(shrunk.layer_combinations(spec.index), key=lambda c: sum(getattr(entry[o], metric) for o in c)))
+                arch = EnsembleArch(s, tuple(zip(*columns)))
+                value = getattr(self.cost(arch), metric)
+                if pick not in found or (value < found[pick][0] if pick is min else value > found[pick][0]):
+                    found[pick] = (value, arch)
+        return found[min][1], found[max][1]
+
     def range(self, shrunk, metric: str) -> tuple[int, int]:
         """Exact min and max of ``metric`` (macs, paper_flops or params) over a shrunk space:
         costs are additive and, for a given split point, every layer is chosen independently."""

@@ -107,9 +107,10 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
         lo, hi = table.range(shrunk, metric)
         if (hi_c is not None and hi_c < lo) or (lo_c is not None and lo_c > hi):
             bound = f"max_{metric}={hi_c}" if hi_c is not None and hi_c < lo else f"min_{metric}={lo_c}"
+            cheapest, dearest = table.extremes(shrunk, metric)
             raise NeasError(
-                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo}, the most expensive {hi} "
-                f"({_describe_range(table, shrunk)})"
+                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo} ({cheapest}), the most expensive {hi} "
+                f"({dearest}); {_describe_range(table, shrunk)}"
             )
 
 
