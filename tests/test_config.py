@@ -73,3 +73,16 @@ def test_cli_errors_are_one_line(capsys):
     assert err.startswith("neas: error: shrink_every: expected an integer") and err.count("\n") == 1
     assert main(["retrain", "--holdout", "1.5"]) == 2
     assert "holdout must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_every_numeric_option_declares_its_valid_range():
+    import typing
+
+    from neas.cli import COMMANDS, _schema
+    from neas.cost import Amount
+
+    for name, (_, schema, _, _) in COMMANDS.items():
+        for ff in flat_fields(_schema(schema)):
+            kinds = set(typing.get_args(ff.hint)) or {ff.hint}
+            if kinds & {int, float} and bool not in kinds and Amount not in kinds:  # amounts parse as finite, >= 0
+                assert ff.valid, f"{name}: --{ff.key.replace('_', '-')} declares no valid range"

@@ -151,8 +151,8 @@ BAD = [
     (["train-supernet", "--shrink-beta", "-1"], "shrink_beta"),
     (["train-supernet", "--shrink-gamma", "inf"], "shrink_gamma"),
     (["train-supernet", "--holdout", "0"], "holdout must be in (0, 1)"),  # 7
-    (["train-supernet", "--lr", "inf"], "lr must be a finite number > 0"),  # 8
-    (["train-supernet", "--weight-decay", "-1"], "weight_decay >= 0"),
+    (["train-supernet", "--lr", "inf"], "lr must be in (0, 100]"),  # 8
+    (["train-supernet", "--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     (["train-supernet", "--momentum", "1.5"], "momentum must be in [0, 1)"),
     (["train-supernet", "--device", "tpu"], "device: 'tpu' is not"),  # 13
     (["train-supernet", "--device", "cuda"], "no CUDA GPU"),
@@ -163,12 +163,15 @@ BAD = [
     (["search", "--val-images", "0"], "val_images must be at least 1"),  # 13
     (["search", "--max-macs", "nan"], "must be a finite number"),
     (["search", "--strategy", "genetic"], "strategy: unknown 'genetic'"),
-    (["retrain", "--erase-prob", "5"], "erase_prob must be in [0, 1)"),  # 8
+    (["retrain", "--erase-prob", "5"], "erase_prob must be in [0, 1]"),  # 8
     (["retrain", "--holdout", "1"], "holdout must be in [0, 1)"),  # 13
     (["retrain", "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
     (["retrain", "--lr-per-2048", "nan"], "lr_per_2048 must be in (0, 100]"),
     (["retrain", "--randaugment", "foo"], "randaugment: 'foo' is not a timm RandAugment policy"),
-    (["train-supernet", "--lr", "1e300"], "at most 100"),
+    (["train-supernet", "--lr", "1e300"], "lr must be in (0, 100]"),
+    (["search", "--p-split", "2"], "p_split must be in [0, 1]"),
+    (["search", "--mutations", "-1"], "mutations must not be negative"),
+    (["train-supernet", "--seed", "-3"], "seed must not be negative"),
     (["search", "--supernet", "{file}"], "is a file, not a train-supernet run directory"),
     (["ablate", "homo-hetero", "--arch", "neas-s", "--out", "{tmp}/hh", "--epochs", "0"], "epochs must be at least 1"),
     (["ablate", "split", "--arch", "{missing}", "--out", "{tmp}/sp"], ""),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -30,14 +31,14 @@ import yaml
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["option", "from_dict", "to_dict", "load_yaml", "apply_overrides", "add_options", "resolve_config", "flat_fields"]
+__all__ = ["option", "check_valid", "validate_fields", "from_dict", "to_dict", "load_yaml", "apply_overrides", "add_options", "resolve_config", "flat_fields"]
 
 T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
            prefix: "str | None" = None, rename: "dict | None" = None, cli: bool = True, default_help: "str | None" = None,
-           positional: bool = False, required: bool = False):
+           positional: bool = False, required: bool = False, valid: "str | None" = None):
     """A config field declared once: its default and help text become the YAML key's and the flag's.
 
     Args:
@@ -46,8 +47,11 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factor
         cli: whether the command line gets a flag for it.
         default_help: how help describes the default when the value itself would not say it.
         positional, required: a positional argument, or a flag that must be given (small commands).
+        valid: the valid values of a number — ``">= 1"``, ``"> 0"``, ``"[0, 1)"`` (an interval) or
+            ``"9..21"`` (integers); checked for YAML, flags and Python alike, shown in the help.
     """
-    metadata = {"help": help, "cli": cli, "default_help": default_help, "positional": positional, "required": required}
+    metadata = {"help": help, "cli": cli, "default_help": default_help, "positional": positional, "required": required,
+                "valid": valid}
     if prefix is not None:
         metadata.update(prefix=prefix, rename=rename or {})
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
@@ -66,6 +70,41 @@ class FlatField:
     default_help: "str | None"
     positional: bool = False
     required: bool = False
+    valid: "str | None" = None
+
+
+def check_valid(spec: "str | None", value: Any, name: str) -> Any:
+    """``value`` if it is ``None`` or within ``spec`` (see :func:`option`); else a NeasError naming ``name``."""
+    if spec is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    integer = isinstance(value, int)
+    finite = integer or math.isfinite(value)
+    spec = spec.strip()
+    if ".." in spec:
+        lo, hi = (int(x) for x in spec.split(".."))
+        ok, phrase = lo <= value <= hi, f"be in {spec}"
+    elif spec.startswith(">"):
+        strict = not spec.startswith(">=")
+        bound = spec[1 if strict else 2:].strip()
+        ok = finite and (value > float(bound) if strict else value >= float(bound))
+        if integer:
+            least = int(float(bound)) + strict
+            phrase = "not be negative" if least == 0 else f"be at least {least}"
+        else:
+            phrase = f"be a finite number {'>' if strict else '>='} {bound}"
+    else:
+        lo, hi = (float(x) for x in spec[1:-1].split(","))
+        ok = finite and (value >= lo if spec[0] == "[" else value > lo) and (value <= hi if spec[-1] == "]" else value < hi)
+        phrase = f"be in {spec}"
+    if not ok:
+        raise NeasError(f"{name} must {phrase}, got {value!r}")
+    return value
+
+
+def validate_fields(obj) -> None:
+    """Checks every field of the dataclass ``obj`` that declares ``valid`` (mixins' fields included)."""
+    for f in dataclasses.fields(obj):
+        check_valid(f.metadata.get("valid"), getattr(obj, f.name), f.name)
 
 
 def _nested(f: dataclasses.Field, hint: Any) -> bool:
@@ -97,7 +136,8 @@ def flat_fields(cls: type) -> tuple[FlatField, ...]:
         else:
             meta = f.metadata
             out.append(FlatField(f.name, (f.name,), hint, _default(f), meta.get("help", ""), meta.get("cli", True),
-                                 meta.get("default_help"), meta.get("positional", False), meta.get("required", False)))
+                                 meta.get("default_help"), meta.get("positional", False), meta.get("required", False),
+                                 meta.get("valid")))
     return tuple(out)
 
 
@@ -145,11 +185,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
             node = nested[ff.path[0]]
             for part in ff.path[1:-1]:
                 node = node.setdefault(part, {})
-            node[ff.path[-1]] = _coerce(ff.hint, value, path)
+            node[ff.path[-1]] = check_valid(ff.valid, _coerce(ff.hint, value, path), path)
             continue
         if key not in fields or key in nested:
             raise NeasError(f"unknown key {path!r}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
-        kwargs[key] = _coerce(hints[key], value, path)
+        kwargs[key] = check_valid(fields[key].metadata.get("valid"), _coerce(hints[key], value, path), path)
     for name, values in nested.items():
         kwargs[name] = from_dict(hints[name], values, where)
     missing = [
@@ -289,7 +329,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
         if ff.key in required:
             ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
-        help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown})").replace("%", "%%")
+        valid = f"; valid: {ff.valid}" if ff.valid else ""
+        help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown}{valid})").replace("%", "%%")
         name = ff.key.replace("_", "-")
         if ff.positional:
             parser.add_argument(ff.key, help=help_text)

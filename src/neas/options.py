@@ -1,22 +1,15 @@
-"""Option groups several commands share, declared once (mixins of the commands' schemas)."""
+"""Option groups several commands share, declared once (mixins of the commands' schemas; each
+command's ``__post_init__`` checks their declared ranges with :func:`neas.config.validate_fields`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from neas.config import option
-from neas.errors import NeasError
 
 __all__ = ["DEVICE_HELP", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions"]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
-
-
-def _next_post_init(obj, cls) -> None:
-    """Runs the next ``__post_init__`` after ``cls``'s in ``obj``'s MRO: every mixin validates its own options."""
-    follow = getattr(super(cls, obj), "__post_init__", None)
-    if follow is not None:
-        follow()
 
 
 @dataclass
@@ -28,7 +21,7 @@ class DataOptions:
 
 @dataclass
 class DeviceOptions:
-    seed: int = option(0, "seed of everything the command draws")
+    seed: int = option(0, "seed of everything the command draws", valid=">= 0")
     device: str = option("auto", DEVICE_HELP)
 
 
@@ -36,13 +29,9 @@ class DeviceOptions:
 class RunOptions(DeviceOptions):
     """A command that writes a resumable run directory."""
 
-    workers: int = option(4, "loader processes for on-disk datasets")
+    workers: int = option(4, "loader processes for on-disk datasets", valid=">= 0")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
-    def __post_init__(self):
-        if self.workers < 0:
-            raise NeasError(f"workers must not be negative, got {self.workers}")
-        _next_post_init(self, RunOptions)
 
 
 @dataclass
@@ -54,11 +43,5 @@ class TrainOptions(RunOptions):
 class ScoringOptions:
     """How candidates are scored with supernet weights."""
 
-    bn_batches: int = option(4, "R: BN recalibration batches")
-    batch_size: int = option(128, "images per recalibration and scoring batch")
-
-    def __post_init__(self):
-        for key in ("bn_batches", "batch_size"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
-        _next_post_init(self, ScoringOptions)
+    bn_batches: int = option(4, "R: BN recalibration batches", valid=">= 1")
+    batch_size: int = option(128, "images per recalibration and scoring batch", valid=">= 1")

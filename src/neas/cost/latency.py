@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.cost.table import walk_pieces
 from neas.errors import NeasError
 from neas.nn import make_classifier, make_conv_head, make_last_block, pool_classify
@@ -139,15 +139,13 @@ class LatencyTableCommand:
 
     space: str = option(None, "search space preset or YAML file", required=True)
     out: str = option(None, "JSON file to write", required=True)
-    num_classes: int = option(1000, "classifier outputs")
-    batch_size: int = option(1, "images per timed forward")
-    repeats: int = option(20, "timed runs per piece (the median is kept)")
+    num_classes: int = option(1000, "classifier outputs", valid=">= 1")
+    batch_size: int = option(1, "images per timed forward", valid=">= 1")
+    repeats: int = option(20, "timed runs per piece (the median is kept)", valid=">= 1")
     device: str = option("auto", DEVICE_HELP)
 
     def __post_init__(self):
-        for key in ("num_classes", "batch_size", "repeats"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        validate_fields(self)
 
     def __call__(self) -> str:
         from tqdm import tqdm

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.data.split import SPLIT_SEED, holdout_split
 from neas.data.subimagenet import _images, _link
 from neas.errors import NeasError
@@ -61,12 +61,11 @@ class CarveTestCommand:
 
     src: str = option(None, "a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)", positional=True)
     out: str = option(None, "where to write the carved copy", required=True)
-    test_fraction: float = option(0.2, "fraction of every class moved to test/")
+    test_fraction: float = option(0.2, "fraction of every class moved to test/", valid="(0, 1)")
     split: str = option("train", "the sub-folder to split")
 
     def __post_init__(self):
-        if not 0.0 < self.test_fraction < 1.0:
-            raise NeasError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        validate_fields(self)
 
     def __call__(self) -> str:
         listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.data.datasets import IMAGE_EXTENSIONS
 from neas.errors import NeasError
 
@@ -73,15 +73,13 @@ class SubImageNetCommand:
 
     imagenet: str = option(None, "ImageNet root with train/<class>/ and val/<class>/", required=True)
     out: str = option(None, "where to write it", required=True)
-    classes: int = option(100, "classes drawn")
-    train_per_class: int = option(250, "training images per class")
-    val_per_class: int = option(50, "validation images per class")
-    seed: int = option(0, "seed of the draw")
+    classes: int = option(100, "classes drawn", valid=">= 1")
+    train_per_class: int = option(250, "training images per class", valid=">= 1")
+    val_per_class: int = option(50, "validation images per class", valid=">= 1")
+    seed: int = option(0, "seed of the draw", valid=">= 0")
 
     def __post_init__(self):
-        for key in ("classes", "train_per_class", "val_per_class"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        validate_fields(self)
 
     def __call__(self) -> str:
         listing = make_subimagenet(self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.cost import count_cost
 from neas.data import BatchLoader, load_dataset
 from neas.data.datasets import check_same_classes
@@ -37,13 +37,12 @@ class EvaluateConfig:
     data: "str | None" = option(None, "dataset", default_help="the dataset the weights were trained on")
     data_dir: "str | None" = option(None, "dataset root")
     split: str = option("test", "the split to evaluate")
-    batch_size: int = option(128, "images per batch")
+    batch_size: int = option(128, "images per batch", valid=">= 1")
     device: str = option("auto", DEVICE_HELP)
     latency: bool = option(True, "measure the latency")
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise NeasError(f"batch_size must be at least 1, got {self.batch_size}")
+        validate_fields(self)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.dist import local_device
 from neas.errors import NeasError
 from neas.options import DeviceOptions, ScoringOptions
@@ -45,19 +45,14 @@ class RankConfig(DeviceOptions, ScoringOptions):
 
     supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
     out: str = option("runs/rank", "output directory")
-    num_archs: int = option(30, "ensembles sampled and trained from scratch")
+    num_archs: int = option(30, "ensembles sampled and trained from scratch", valid=">= 3")
     from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
-    scratch_epochs: int = option(10, "from-scratch training epochs per ensemble")
-    scratch_batch_size: int = option(64, "from-scratch batch size")
-    bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals")
+    scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
+    scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
+    bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals", valid=">= 1")
 
     def __post_init__(self):
-        if self.num_archs < 3:
-            raise NeasError(f"num_archs must be at least 3 (a rank correlation needs them), got {self.num_archs}")
-        for key in ("scratch_epochs", "scratch_batch_size", "bootstrap"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
-        super().__post_init__()
+        validate_fields(self)
 
 
 def _key(arch: EnsembleArch) -> str:

@@ -26,7 +26,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 from neas import dist
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
 from neas.data.datasets import check_same_classes
 from neas.ensemble import build_ensemble
@@ -57,19 +57,19 @@ class RetrainConfig(DataOptions, TrainOptions):
     space: "str | None" = option(None, "search space", default_help="the arch file's, else imagenet")
     out: str = option("runs/retrain", "run directory")
     recipe: str = option("small", "small | imagenet: defaults for the options below")
-    epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE)
-    batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE)
-    lr_per_2048: "float | None" = option(None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE)
-    warmup_epochs: "int | None" = option(None, "warm-up epochs", default_help=_FROM_RECIPE)
-    weight_decay: "float | None" = option(None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE)
-    label_smoothing: "float | None" = option(None, "label smoothing", default_help=_FROM_RECIPE)
-    dropout: "float | None" = option(None, "dropout before each classifier", default_help=_FROM_RECIPE)
+    epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
+    batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
+    lr_per_2048: "float | None" = option(None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE, valid="(0, 100]")
+    warmup_epochs: "int | None" = option(None, "warm-up epochs", default_help=_FROM_RECIPE, valid=">= 0")
+    weight_decay: "float | None" = option(None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE, valid=">= 0")
+    label_smoothing: "float | None" = option(None, "label smoothing", default_help=_FROM_RECIPE, valid="[0, 1)")
+    dropout: "float | None" = option(None, "dropout before each classifier", default_help=_FROM_RECIPE, valid="[0, 1)")
     randaugment: "str | None" = option(None, "timm RandAugment policy, or none", default_help=_FROM_RECIPE)
-    erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE)
-    ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE)
-    holdout: float = option(0.0, "leave out this held-out fraction of the training split (to mirror a search's)")
+    erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE, valid="[0, 1]")
+    ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE, valid="[0, 1)")
+    holdout: float = option(0.0, "leave out this held-out fraction of the training split (to mirror a search's)", valid="[0, 1)")
     eval_split: str = option("test", "test | holdout: score on the test split or on the held-out part")
-    eval_every: int = option(1, "epochs between evaluations")
+    eval_every: int = option(1, "epochs between evaluations", valid=">= 1")
     compile: str = option("auto", "torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
 
     def __post_init__(self):
@@ -80,21 +80,13 @@ class RetrainConfig(DataOptions, TrainOptions):
                 setattr(self, key, value)
         if self.randaugment in ("none", ""):
             self.randaugment = "none"
-        for key in ("epochs", "batch_size", "eval_every"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
+        validate_fields(self)  # the preset's values too
         if self.compile not in ("auto", "on", "off"):
             raise NeasError(f"compile must be auto, on or off, got {self.compile!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise NeasError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.eval_split not in ("test", "holdout"):
             raise NeasError(f"eval_split must be test or holdout, got {self.eval_split!r}")
         if self.eval_split == "holdout" and not self.holdout:
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
-        if not 0.0 <= self.holdout < 1.0:
-            raise NeasError(f"holdout must be in [0, 1), got {self.holdout}")
-        if not 0 < self.lr_per_2048 <= 100:
-            raise NeasError(f"lr_per_2048 must be in (0, 100], got {self.lr_per_2048}")
         if self.randaugment != "none":
             from timm.data.auto_augment import rand_augment_transform
 
@@ -103,13 +95,6 @@ class RetrainConfig(DataOptions, TrainOptions):
             except Exception:  # noqa: BLE001 - timm raises assorted errors for a malformed policy
                 raise NeasError(f"randaugment: {self.randaugment!r} is not a timm RandAugment policy (e.g. rand-m9-mstd0.5), "
                                 f"or none") from None
-        for key in ("weight_decay", "warmup_epochs"):
-            if not getattr(self, key) >= 0:
-                raise NeasError(f"{key} must not be negative, got {getattr(self, key)}")
-        for key in ("label_smoothing", "dropout", "erase_prob"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise NeasError(f"{key} must be in [0, 1), got {getattr(self, key)}")
-        super().__post_init__()
 
 
 class _PathLogits(nn.Module):

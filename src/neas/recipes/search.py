@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from neas import dist
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
 from neas.errors import NeasError, suggest
@@ -55,21 +55,18 @@ class SearchConfig(RunOptions, ScoringOptions):
     split: "list[int] | None" = option(None, "search only split points LO [HI] (0: no shared layers)",
                                        default_help="the space's range")
     evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
-    evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations")
-    val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all")
+    evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations", valid=">= 1")
+    val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1")
     data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
-        for key in ("evaluations", "val_images"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1 (or left out), got {getattr(self, key)}")
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
             raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
-        super().__post_init__()
+        validate_fields(self)
 
 
 def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:

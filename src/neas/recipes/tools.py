@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from neas.config import option
-from neas.errors import NeasError
+from neas.config import option, validate_fields
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -22,8 +21,8 @@ class ArchCommand:
 
     arch: str = option(None, "neas-s, neas-m, neas-l or an arch JSON file", positional=True)
     space: "str | None" = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
-    input_size: "int | None" = option(None, "input resolution", default_help="the space's")
-    num_classes: int = option(1000, "classifier outputs")
+    input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 1")
+    num_classes: int = option(1000, "classifier outputs", valid=">= 1")
     json: bool = option(False, "print one JSON object")
 
     def __call__(self) -> str:
@@ -60,12 +59,11 @@ class ExportCommand:
     arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
     format: str = option(None, "safetensors | onnx", required=True)
     out: str = option(None, "file to write", required=True)
-    opset: int = option(17, "ONNX opset (9-21)")
+    opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
-        if not 9 <= self.opset <= 21:
-            raise NeasError(f"opset must be in 9..21, got {self.opset}")
+        validate_fields(self)
 
     def __call__(self) -> str:
         from neas.ensemble.export import export

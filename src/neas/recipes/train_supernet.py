@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from neas import dist
-from neas.config import option, to_dict
+from neas.config import option, to_dict, validate_fields
 from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
 from neas.errors import NeasError
 from neas.log import MetricLogger
@@ -48,33 +47,22 @@ class SupernetConfig(DataOptions, TrainOptions):
 
     out: str = option("runs/supernet", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
-    holdout: float = option(0.1, "fraction of the training split held out to score candidates")
-    epochs: int = option(12, "training epochs")
-    batch_size: int = option(64, "images per process and step")
-    lr: "float | None" = option(None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(4e-5, "SGD weight decay")
-    warmup_epochs: int = option(0, "linear warm-up epochs")
+    holdout: float = option(0.1, "fraction of the training split held out to score candidates (never trained on)", valid="(0, 1)")
+    epochs: int = option(12, "training epochs", valid=">= 1")
+    batch_size: int = option(64, "images per process and step", valid=">= 1")
+    lr: "float | None" = option(None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024",
+                                valid="(0, 100]")
+    momentum: float = option(0.9, "SGD momentum", valid="[0, 1)")
+    weight_decay: float = option(4e-5, "SGD weight decay", valid=">= 0")
+    warmup_epochs: int = option(0, "linear warm-up epochs", valid=">= 0")
     scale_shared_grad: bool = option(True, "divide the shared part's gradient by K")
     augment: bool = option(True, "random crops (+ flips except on digits)")
     shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
-    bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble")
-    probe_images: int = option(256, "held-out images each probed ensemble is scored on")
+    bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
+    probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "bn_batches", "probe_images"):
-            if getattr(self, key) < 1:
-                raise NeasError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.warmup_epochs < 0:
-            raise NeasError(f"warmup_epochs must not be negative, got {self.warmup_epochs}")
-        if not 0.0 < self.holdout < 1.0:
-            raise NeasError(f"holdout must be in (0, 1), got {self.holdout}: shrinking and the search score candidates on the "
-                            f"held-out images, never on the ones the supernet trained on")
-        if self.lr is not None and not 0 < self.lr <= 100:
-            raise NeasError(f"lr must be a finite number > 0 (at most 100), got {self.lr}")
-        if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise NeasError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}")
-        super().__post_init__()
+        validate_fields(self)
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.cost import Amount, CostTable
 from neas.cost.latency import LatencyTable
 from neas.errors import NeasError
@@ -25,11 +25,12 @@ class Constraints:
     max_paper_flops: "Amount | None" = option(None, "upper bound on FLOPs, the paper's convention")
     min_params: "Amount | None" = option(None, "lower bound on parameters")
     max_params: "Amount | None" = option(None, "upper bound on parameters")
-    min_latency_ms: "float | None" = option(None, "lower bound on latency, from a table measured on this machine")
-    max_latency_ms: "float | None" = option(None, "upper bound on latency, from a table measured on this machine")
+    min_latency_ms: "float | None" = option(None, "lower bound on latency, from a table measured on this machine", valid=">= 0")
+    max_latency_ms: "float | None" = option(None, "upper bound on latency, from a table measured on this machine", valid=">= 0")
     latency_mode: str = option("sequential", "sequential | parallel: how the K paths' latencies combine")
 
     def __post_init__(self):
+        validate_fields(self)
         for metric in _METRICS:
             lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
             if lo is not None and hi is not None and lo > hi:

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.errors import NeasError
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
@@ -26,24 +26,18 @@ Columns = list[tuple[Op, ...]]
 
 @dataclass(frozen=True)
 class EvolutionSettings:
-    population: int = option(50, "P: members per generation")
-    parents: int = option(10, "top-k of everything evaluated kept as parents")
-    generations: int = option(20, "generations")
-    mutations: int = option(25, "mutated children per generation")
-    crossovers: int = option(25, "crossover children per generation")
-    p_split: float = option(0.1, "P_s: probability of moving the split point")
-    p_layer: float = option(0.1, "P_m: probability of re-drawing each layer")
+    population: int = option(50, "P: members per generation", valid=">= 1")
+    parents: int = option(10, "top-k of everything evaluated kept as parents", valid=">= 1")
+    generations: int = option(20, "generations", valid=">= 1")
+    mutations: int = option(25, "mutated children per generation", valid=">= 0")
+    crossovers: int = option(25, "crossover children per generation", valid=">= 0")
+    p_split: float = option(0.1, "P_s: probability of moving the split point", valid="[0, 1]")
+    p_layer: float = option(0.1, "P_m: probability of re-drawing each layer", valid="[0, 1]")
 
     def __post_init__(self):
+        validate_fields(self)
         if self.population < self.parents:
             raise NeasError(f"population ({self.population}) must not be smaller than the number of parents ({self.parents})")
-        if self.parents < 1 or self.generations < 1:
-            raise NeasError("parents and generations must be at least 1")
-        if self.mutations < 0 or self.crossovers < 0:
-            raise NeasError("mutations and crossovers must not be negative")
-        for name in ("p_split", "p_layer"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise NeasError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
 
 def _columns(arch: EnsembleArch) -> Columns:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
 
 from neas import dist
-from neas.config import option
+from neas.config import option, validate_fields
 from neas.errors import NeasError, suggest
 from neas.nn import recalibrate_bn
 from neas.shrink.score import accuracy_scores, diversity_scores
@@ -39,26 +38,17 @@ class ShrinkSettings:
     ``shrink_<name>`` (the mode: ``shrink``), as in ``neas train-supernet --shrink-every 20``."""
 
     mode: str = option("diversity", "diversity | accuracy | none")
-    every: int = option(20, "E: epochs between shrinking rounds")
-    drop: int = option(20, "k: combinations dropped per round")
-    until: int = option(0, "T: stop shrinking once at most this many combinations remain")
-    samples: int = option(20, "Z: ensembles sampled per round")
-    beta: float = option(1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)")
-    gamma: float = option(5.0, "gamma of the quality exp(gamma * accuracy)")
+    every: int = option(20, "E: epochs between shrinking rounds", valid=">= 1")
+    drop: int = option(20, "k: combinations dropped per round", valid=">= 0")
+    until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
+    samples: int = option(20, "Z: ensembles sampled per round", valid=">= 1")
+    beta: float = option(1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0")
+    gamma: float = option(5.0, "gamma of the quality exp(gamma * accuracy)", valid=">= 0")
 
     def __post_init__(self):
         if self.mode not in SHRINK_MODES:
             raise NeasError(f"shrink: unknown mode {self.mode!r}{suggest(self.mode, SHRINK_MODES)}; modes: {', '.join(SHRINK_MODES)}")
-        for name in ("every", "samples"):
-            if getattr(self, name) < 1:
-                raise NeasError(f"shrink_{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("drop", "until"):
-            if getattr(self, name) < 0:
-                raise NeasError(f"shrink_{name} must not be negative, got {getattr(self, name)}")
-        for name in ("beta", "gamma"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise NeasError(f"shrink_{name} must be a finite number >= 0, got {value}")
+        validate_fields(self)  # flags and YAML are checked under their flat names (shrink_every) before this
 
 
 @torch.no_grad()
