@@ -3,6 +3,7 @@ and a table of bad inputs run against every subcommand."""
 
 import fcntl
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,34 @@ def test_11_help_works(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0 and "rank" in capsys.readouterr().out
+
+
+def test_14_an_impossible_latency_budget_is_refused_up_front(trained_supernet, tmp_path, capsys):
+    code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "s"), "--max-latency-ms", "0.0001",
+                 "--device", "cpu"])
+    _one_error_line(capsys, code, "the fastest takes at least")
+
+
+def test_15_the_pickle_refusal_gives_no_unsafe_advice(tmp_path, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pth.tar"
+    path.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    code = main(["export", "--official-checkpoint", str(path), "--arch", "neas-s", "--format", "safetensors",
+                 "--out", str(tmp_path / "x.safetensors")])
+    err = _one_error_line(capsys, code, "refused")
+    assert "weights_only=False" not in err and "\x1b[" not in err and "nothing was executed" in err
+
+
+def test_16_clear_messages_for_files_given_as_directories(trained_supernet, tmp_path, capsys):
+    # a supernet file instead of its run directory is accepted
+    assert main(["search", "--supernet", str(trained_supernet / "supernet.safetensors"), "--out", str(tmp_path / "s"),
+                 "--population", "4", "--parents", "2", "--generations", "1", "--mutations", "0", "--crossovers", "0",
+                 "--device", "cpu"]) == 0
+    capsys.readouterr()
+    _one_error_line(capsys, main(["train-supernet", "--data", "imagefolder", "--data-dir", str(trained_supernet / "config.yaml"),
+                                  "--out", str(tmp_path / "t")]), "is a file, not a directory")

@@ -76,6 +76,31 @@ class LatencyTable:
         ]
         return shared + (sum(paths) if mode == "sequential" else max(paths))
 
+    def bounds(self, shrunk, mode: str = "sequential") -> tuple[float, float]:
+        """Bounds on the latency of the ensembles of a shrunk space: exact for ``sequential`` paths
+        (latency adds up layer by layer); for ``parallel`` ones, the slowest path is at least the
+        mean of the paths and at most their sum."""
+        space, k = shrunk.space, shrunk.space.num_paths
+        lows, highs = [], []
+        for s in space.split_points:
+            shared_lo = shared_hi = private_lo = private_hi = 0.0
+            for spec in space.layers:
+                entry = self.layers_ms[spec.index - 1]
+                if spec.index <= s:
+                    times = [entry[str(op)] for op in shrunk.shared_ops(spec.index)]
+                    shared_lo, shared_hi = shared_lo + min(times), shared_hi + max(times)
+                else:
+                    times = [sum(entry[str(op)] for op in combo) for combo in shrunk.layer_combinations(spec.index)]
+                    private_lo, private_hi = private_lo + min(times), private_hi + max(times)
+            base = self.fixed_ms
+            if mode == "sequential":
+                lows.append(base + shared_lo + private_lo + k * self.head_ms)
+                highs.append(base + shared_hi + private_hi + k * self.head_ms)
+            else:
+                lows.append(base + shared_lo + private_lo / k + self.head_ms)
+                highs.append(base + shared_hi + private_hi + self.head_ms)
+        return min(lows), max(highs)
+
     def to_json(self) -> dict:
         return dict(self.__dict__)
 

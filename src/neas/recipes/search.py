@@ -135,6 +135,12 @@ def search(cfg: SearchConfig) -> Path:
     dist.barrier()
     resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
     latency = _latency(cfg, run, space, num_classes, device)
+    if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
+        fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
+        lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
+        if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
+            raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} the fastest takes at least "
+                            f"{fastest:.3f} ms and the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
     bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
