@@ -190,6 +190,8 @@ BAD = [
     (["run", "--config", "{missing}"], "no such file"),
     (["run", "supernet.epochs.x=3"], "is a value, not a section"),
     (["ablate", "search", "--run", "{missing}", "--out", "{tmp}/ab"], "no such directory"),
+    (["ablate", "paths", "--config", "{missing}", "--out", "{tmp}/ap"], ""),
+    (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # 12: an unwritable output
     (["train-supernet", "--out", "{file}"], "is a file, not a directory"),  # 12
 ]
 
@@ -245,3 +247,39 @@ def test_16_clear_messages_for_files_given_as_directories(trained_supernet, tmp_
     capsys.readouterr()
     _one_error_line(capsys, main(["train-supernet", "--data", "imagefolder", "--data-dir", str(trained_supernet / "config.yaml"),
                                   "--out", str(tmp_path / "t")]), "is a file, not a directory")
+
+
+def test_13_ctrl_c_at_any_moment_is_one_line(monkeypatch, capsys):
+    import neas.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(neas.cli, "_config", interrupted)
+    assert main(["space", "tiny"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("neas: error: interrupted") and err.count("\n") == 1
+
+
+def test_13_a_config_or_arch_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_bytes('{"split": 1, "paths": [["caf\xe9"]]}'.encode("latin-1"))
+    _one_error_line(capsys, main(["arch", str(arch)]), "not a UTF-8 text file")
+
+
+def test_16_rank_refuses_mixed_spaces_before_any_training(trained_supernet, tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from neas.space import SearchSpace, ShrunkSpace
+    from neas.supernet.io import read_supernet_info
+
+    info = read_supernet_info(trained_supernet)
+    other = SearchSpace.from_dict({**info.space.to_dict(), "name": "other", "head_channels": 32})
+    fake = tmp_path / "other"
+    fake.mkdir()
+    meta = {**info.metadata(), "space": json.dumps(other.to_dict()), "shrunk": json.dumps(ShrunkSpace.full(other).to_json())}
+    save_file({"x": torch.zeros(1)}, str(fake / "supernet.safetensors"), meta)
+    code = main(["rank", "--supernet", str(trained_supernet), str(fake), "--num-archs", "3", "--out", str(tmp_path / "rank")])
+    _one_error_line(capsys, code, "a space other than")
+    assert not (tmp_path / "rank" / "scratch").exists()  # refused before any from-scratch training

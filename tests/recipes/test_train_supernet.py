@@ -227,6 +227,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         train_supernet(small(out, shrink="none"))
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 0 and (out / state["checkpoint"]).is_file()
+    calls.clear()
+    monkeypatch.setattr(recipe, "F", types.SimpleNamespace(cross_entropy=lambda logits, y: F.cross_entropy(logits, y) * float("nan")))
+    with pytest.raises(NeasError, match=r"loss became nan at step 0 \(epoch 1\); stopping — no checkpoint was written yet"):
+        train_supernet(small(tmp_path / "first", shrink="none"))
 
 
 def test_resume_refuses_a_run_calibrated_on_other_sets(finished, tmp_path):

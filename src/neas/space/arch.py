@@ -217,7 +217,9 @@ class EnsembleArch:
         if not path.is_file():
             raise NeasError(f"{path}: no such arch file")
         try:
-            return EnsembleArch.from_json(path.read_text())
+            return EnsembleArch.from_json(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise NeasError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
         except NeasError as exc:
             raise NeasError(f"{path}: {exc}") from None
 
@@ -279,10 +281,10 @@ class EnsembleArch:
 def resolve_arch_and_space(arch_spec: str, space_spec: "str | None" = None) -> tuple[EnsembleArch, SearchSpace]:
     """An arch (``neas-s/m/l`` or a JSON file) and its space: ``space_spec`` if given, else the
     space stored in the arch file (a search's ``arch.json``), else the imagenet space; validated."""
-    arch = EnsembleArch.resolve(arch_spec)
+    arch = EnsembleArch.resolve(arch_spec)  # a file that is not UTF-8 JSON is refused here
     stored = None
     if str(arch_spec).endswith(".json") and Path(arch_spec).is_file():
-        stored = json.loads(Path(arch_spec).read_text()).get("space")
+        stored = json.loads(Path(arch_spec).read_text(encoding="utf-8")).get("space")
     if space_spec is not None:
         space = SearchSpace.resolve(space_spec)
     elif isinstance(stored, dict):
