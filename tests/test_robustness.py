@@ -83,6 +83,7 @@ def test_2_a_run_directory_has_one_owner(tmp_path):
 # --- resume dead-ends ----------------------------------------------------------------------
 
 def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
+    """... even with a corrected option: nothing of the first attempt is kept."""
     import neas.recipes.train_supernet as recipe
 
     out = tmp_path / "run"
@@ -93,7 +94,7 @@ def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_pat
     assert not (out / "state.json").exists() and (out / MARKER).exists()
     with pytest.raises(NeasError, match="already exists: pass --resume"):
         train_supernet(_tiny(out))
-    train_supernet(_tiny(out, resume=True))
+    train_supernet(_tiny(out, resume=True, lr=0.1))  # a corrected option: accepted, there is nothing to continue
     assert (out / "supernet.safetensors").is_file()
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
@@ -172,7 +173,9 @@ BAD = [
     (["train-supernet", "--lr", "1e300"], "lr must be in (0, 100]"),
     (["search", "--p-split", "2"], "p_split must be in [0, 1]"),
     (["search", "--mutations", "-1"], "mutations must not be negative"),
-    (["train-supernet", "--seed", "-3"], "seed must not be negative"),
+    (["train-supernet", "--seed", "-3"], "seed must be in 0..2147483647"),
+    (["train-supernet", "--shrink-gamma", "1000"], "shrink_gamma must be in [0, 50]"),
+    (["arch", "neas-s", "--input-size", "1"], "input_size must be at least 8"),
     (["search", "--supernet", "{file}"], "is a file, not a train-supernet run directory"),
     (["ablate", "homo-hetero", "--arch", "neas-s", "--out", "{tmp}/hh", "--epochs", "0"], "epochs must be at least 1"),
     (["ablate", "split", "--arch", "{missing}", "--out", "{tmp}/sp"], ""),

@@ -290,6 +290,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise NeasError(f"{path}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise NeasError(f"{path}: expected a number, got {value!r}")
         return float(value)

@@ -21,7 +21,7 @@ class DataOptions:
 
 @dataclass
 class DeviceOptions:
-    seed: int = option(0, "seed of everything the command draws", valid=">= 0")
+    seed: int = option(0, "seed of everything the command draws", valid="0..2147483647")
     device: str = option("auto", DEVICE_HELP)
 
 

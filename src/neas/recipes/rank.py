@@ -33,6 +33,7 @@ from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet, read_supernet_info
 from neas.train.checkpoint import atomic_write_text
+from neas.train.loop import run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -90,11 +91,11 @@ def rank(cfg: RankConfig) -> dict:
             arch_file = out / "scratch" / f"{_key(arch)}.json"
             arch_file.parent.mkdir(parents=True, exist_ok=True)
             arch.save(arch_file, space=space.to_dict())
-            resume = (run / "state.json").is_file()
-            retrain(RetrainConfig(arch=str(arch_file), data=first_info.data, data_dir=first_info.data_dir, out=str(run),
-                                  epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=first_info.holdout,
-                                  eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
-                                  compile="off", resume=resume))
+            scratch_cfg = RetrainConfig(arch=str(arch_file), data=first_info.data, data_dir=first_info.data_dir, out=str(run),
+                                        epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=first_info.holdout,
+                                        eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
+                                        compile="off")
+            run_stage(run, ["eval.json"], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {}}
     for path in supernets:

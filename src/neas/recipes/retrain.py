@@ -155,6 +155,13 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
 
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
+    try:
+        return _retrain(cfg)
+    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
+        release_run_dir(Path(cfg.out))
+
+
+def _retrain(cfg: RetrainConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
@@ -217,5 +224,4 @@ def retrain(cfg: RetrainConfig) -> Path:
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
     logger.close()
     dist.barrier()
-    release_run_dir(run)
     return run

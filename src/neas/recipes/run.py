@@ -77,7 +77,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
     sn, se, rt = cfg.stages()
     if dist.is_main_process():  # --resume of a directory that is not there yet just starts it
         resume = cfg.resume and run.is_dir() and any(run.iterdir())
-        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", ignore=("resume", "out"), legacy=("config.yaml",))
+        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", ignore=("resume", "out"), legacy=("config.yaml", "supernet/config.yaml"))
     dist.barrier()
     run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
     run_stage(run / "search", ["arch.json"], search, se, "search")

@@ -113,6 +113,13 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
 
 def search(cfg: SearchConfig) -> Path:
     """Runs (or resumes) the search; returns the output directory."""
+    try:
+        return _search(cfg)
+    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
+        release_run_dir(Path(cfg.out))
+
+
+def _search(cfg: SearchConfig) -> Path:
     device = dist.init(cfg.device)
     sn_dir = Path(cfg.supernet)
     if sn_dir.is_file() and sn_dir.name.endswith(".safetensors"):
@@ -239,5 +246,4 @@ def search(cfg: SearchConfig) -> Path:
         log.info("best ensemble: %s  acc %.2f%%  %.3fM MACs  %.3fM params", best, 100 * history[best], result["macs"] / 1e6, result["params"] / 1e6)
     logger.close()
     dist.barrier()
-    release_run_dir(run)
     return run

@@ -21,7 +21,7 @@ class ArchCommand:
 
     arch: str = option(None, "neas-s, neas-m, neas-l or an arch JSON file", positional=True)
     space: "str | None" = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
-    input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 1")
+    input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 8")
     num_classes: int = option(1000, "classifier outputs", valid=">= 1")
     json: bool = option(False, "print one JSON object")
 

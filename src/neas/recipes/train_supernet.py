@@ -135,6 +135,13 @@ def _epoch(model: Supernet, net, loader, shrunk: ShrunkSpace, cfg: SupernetConfi
 
 def train_supernet(cfg: SupernetConfig) -> Path:
     """Runs (or resumes) supernet training; returns the run directory."""
+    try:
+        return _train_supernet(cfg)
+    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
+        release_run_dir(Path(cfg.out))
+
+
+def _train_supernet(cfg: SupernetConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     space = SearchSpace.resolve(cfg.space)
@@ -203,5 +210,4 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         log.info("supernet written to %s", run / "supernet.safetensors")
     logger.close()
     dist.barrier()
-    release_run_dir(run)
     return run

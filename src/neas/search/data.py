@@ -4,6 +4,7 @@ training part and the held-out part, rebuilt from the supernet's own training co
 from __future__ import annotations
 
 from neas.data import calibration_sets, load_dataset
+from neas.data.datasets import check_same_classes
 from neas.supernet.io import SupernetFile
 
 __all__ = ["heldout_batches"]
@@ -17,6 +18,7 @@ def heldout_batches(info: SupernetFile, device, bn_batches: int, batch_size: int
     batches of an image folder would otherwise be one class.
     """
     full = load_dataset(info.data, "train", info.space.input_size, data_dir or info.data_dir, False)
+    check_same_classes(list(info.classes), full.classes, f"the supernet's training data ({data_dir or info.data_dir or info.data})")
     sets = calibration_sets(full, info.holdout, bn_batches * batch_size, val_images)
     bn = [x for x, _ in sets.bn_batches(batch_size, device, workers)]
     return bn, sets.score_batches(batch_size, device, workers), sets.record()

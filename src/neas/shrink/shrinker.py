@@ -43,7 +43,7 @@ class ShrinkSettings:
     until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
     samples: int = option(20, "Z: ensembles sampled per round", valid=">= 1")
     beta: float = option(1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0")
-    gamma: float = option(5.0, "gamma of the quality exp(gamma * accuracy)", valid=">= 0")
+    gamma: float = option(5.0, "gamma of the quality exp(gamma * accuracy)", valid="[0, 50]")  # exp(2 K gamma) stays finite
 
     def __post_init__(self):
         if self.mode not in SHRINK_MODES:

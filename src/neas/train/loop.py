@@ -176,7 +176,7 @@ def lock_run_dir(run: Path) -> None:
     handle = open(run / ".neas.lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
@@ -226,11 +226,14 @@ def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=(
         marker = json.loads((run / MARKER).read_text()) if (run / MARKER).is_file() else {"kind": kind}
         if marker.get("kind") != kind:
             raise NeasError(f"--resume: {run} is a {marker.get('kind')} run, not a {kind} run")
-        lock_run_dir(run)
-        check_resume_config(run, config, ignore)
         if "state.json" in legacy and not (run / "state.json").is_file():
+            # nothing to continue: start over in place, with the corrected config if it changed
             log.info("%s stopped before its first checkpoint: starting it over in place", run)
+            lock_run_dir(run)
             truncate_metrics(run, -1)
+        else:
+            check_resume_config(run, config, ignore)
+            lock_run_dir(run)
     elif run.exists() and any(run.iterdir()):
         raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
@@ -255,7 +258,12 @@ def check_resume_config(run: Path, config, ignore) -> None:
     path = run / "config.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text()) or {}
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise NeasError(f"--resume: {path} is not a readable config") from None
+    if not isinstance(old, dict):
+        raise NeasError(f"--resume: {path} is not a neas config (not a mapping)")
     try:  # compare values, not spellings: "1.5M" and 1500000 are one budget
         old = to_dict(from_dict(type(config), old))
     except NeasError:
