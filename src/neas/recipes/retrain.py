@@ -37,7 +37,7 @@ from neas.log import MetricLogger
 from neas.options import DataOptions, TrainOptions
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, release_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -153,15 +153,9 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
     return wrapped
 
 
+@releases_run_dir
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
-    try:
-        return _retrain(cfg)
-    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
-        release_run_dir(Path(cfg.out))
-
-
-def _retrain(cfg: RetrainConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)

@@ -35,7 +35,7 @@ from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
-from neas.train.loop import prepare_run_dir, release_run_dir
+from neas.train.loop import prepare_run_dir, releases_run_dir
 
 __all__ = ["SearchConfig", "search"]
 
@@ -111,15 +111,9 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
             )
 
 
+@releases_run_dir
 def search(cfg: SearchConfig) -> Path:
     """Runs (or resumes) the search; returns the output directory."""
-    try:
-        return _search(cfg)
-    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
-        release_run_dir(Path(cfg.out))
-
-
-def _search(cfg: SearchConfig) -> Path:
     device = dist.init(cfg.device)
     sn_dir = Path(cfg.supernet)
     if sn_dir.is_file() and sn_dir.name.endswith(".safetensors"):

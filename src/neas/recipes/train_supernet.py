@@ -34,7 +34,7 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, release_run_dir, resume_run, seed_everything, train_epoch
+from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -133,15 +133,9 @@ def _epoch(model: Supernet, net, loader, shrunk: ShrunkSpace, cfg: SupernetConfi
     return metrics, digest.hexdigest()
 
 
+@releases_run_dir
 def train_supernet(cfg: SupernetConfig) -> Path:
     """Runs (or resumes) supernet training; returns the run directory."""
-    try:
-        return _train_supernet(cfg)
-    finally:  # a failed or interrupted run lets go of its directory too (a notebook keeps its process)
-        release_run_dir(Path(cfg.out))
-
-
-def _train_supernet(cfg: SupernetConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     space = SearchSpace.resolve(cfg.space)

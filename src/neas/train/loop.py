@@ -28,6 +28,7 @@ __all__ = [
     "prepare_run_dir",
     "is_run_dir",
     "release_run_dir",
+    "releases_run_dir",
     "MARKER",
     "check_resume_config",
     "truncate_metrics",
@@ -196,6 +197,21 @@ def release_run_dir(run: Path) -> None:
     handle = _LOCKS.pop(str(Path(run).resolve()), None)
     if handle is not None:
         handle.close()  # closing the file releases the lock
+
+
+def releases_run_dir(recipe):
+    """Decorates a recipe ``recipe(cfg)``: whatever happens, its run directory's lock is let go when it
+    returns (a notebook keeps its process; a failed run must not keep the lock)."""
+    import functools
+
+    @functools.wraps(recipe)
+    def run(cfg):
+        try:
+            return recipe(cfg)
+        finally:
+            release_run_dir(Path(cfg.out))
+
+    return run
 
 
 def is_run_dir(run: Path, legacy: "tuple[str, ...]" = ("state.json", "config.yaml")) -> bool:
