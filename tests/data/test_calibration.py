@@ -3,6 +3,7 @@ class-sorted split (an ImageFolder lists its files class by class)."""
 
 
 import numpy as np
+import pytest
 import torch
 
 from neas.data import ImageTensors
@@ -103,6 +104,19 @@ def test_search_sets_on_a_class_sorted_image_folder_are_balanced(tmp_path):
     assert record["bn_images"] == 32 and record["score_images"] == 40
     _balanced(record["bn_classes"], KEPT)
     _balanced(record["score_classes"], HELD)
+
+
+def test_a_search_refuses_data_whose_classes_differ_from_the_supernets(tmp_path):
+    from neas.errors import NeasError
+    from neas.space import SearchSpace, ShrunkSpace
+    from neas.supernet.io import SupernetFile
+
+    root = _folder(tmp_path, [f"class{i}" for i in range(10)])
+    space = SearchSpace.preset("tiny")
+    renamed = tuple(f"class{i}" for i in range(9)) + ("dog",)  # trained on another folder
+    info = SupernetFile(space, ShrunkSpace.full(space), renamed, "imagefolder", str(root), 0.25, "diversity", 0, {})
+    with pytest.raises(NeasError, match=r"classes do not match the training classes \(missing \['dog'\], unexpected \['class9'\]\)"):
+        heldout_batches(info, "cpu", bn_batches=1, batch_size=8)
 
 
 def test_reversing_the_class_names_changes_no_class_count(tmp_path):

@@ -20,7 +20,7 @@ from neas.data.loader import BatchLoader
 from neas.data.split import class_counts, holdout_split, stratified_subset
 from neas.errors import NeasError
 
-__all__ = ["CalibrationSets", "calibration_sets"]
+__all__ = ["CalibrationSets", "calibration_sets", "check_same_calibration"]
 
 Dataset = Union[ImageTensors, ImageFiles]
 
@@ -59,3 +59,11 @@ def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images
     bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
     score = held[stratified_subset(labels[held], score_images, "score")]
     return CalibrationSets(full.subset(keep), full.subset(bn), full.subset(score))
+
+
+def check_same_calibration(run, state: dict, calibration: dict) -> None:
+    """Refuses to resume a run whose ``state`` recorded other calibration/scoring sets than
+    ``calibration`` (e.g. one started before the sets were stratified): it would mix two measurements."""
+    if state.get("calibration") != calibration:
+        raise NeasError(f"--resume: {run} calibrated or scored on other BN/held-out sets than this version draws "
+                        f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start it anew")

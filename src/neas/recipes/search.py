@@ -25,6 +25,7 @@ from neas import dist
 from neas.config import option, validate_fields
 from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table, measure_latency_table
+from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.options import RunOptions, ScoringOptions
@@ -155,9 +156,7 @@ def search(cfg: SearchConfig) -> Path:
     history, start = {}, 0
     if resuming:
         state = read_state(run)
-        if state.get("calibration") != calibration:
-            raise NeasError(f"--resume: {run} scored its candidates on other BN/held-out sets than this version draws "
-                            f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start a new search")
+        check_same_calibration(run, state, calibration)
         start = state["generation"] + 1
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import option, to_dict, validate_fields
 from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
+from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.options import DataOptions, TrainOptions
@@ -81,14 +82,6 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     bn = sets.bn_batches(cfg.batch_size, device, cfg.workers)
     probe = sets.score_batches(min(cfg.batch_size * 4, len(sets.score)), device, cfg.workers)
     return full, loader, bn, probe, sets.record()
-
-
-def _check_same_calibration(run: Path, state: dict, calibration: dict) -> None:
-    """Refuses to resume a run whose shrinking calibrated on other sets (e.g. one started before
-    the sets were stratified): its rounds would mix two measurements."""
-    if state.get("calibration") != calibration:
-        raise NeasError(f"--resume: {run} calibrated its shrinking rounds on other BN/probe sets than this version draws "
-                        f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start a new run")
 
 
 def _setup_ddp(model: Supernet, device, world: int):
@@ -150,7 +143,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
     if resuming:
         state = resume_run(run, model, optimizer)
-        _check_same_calibration(run, state, calibration)
+        check_same_calibration(run, state, calibration)
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
         start_epoch, rounds = state["epoch"] + 1, state["shrink_rounds"]
         log.info("resuming %s after epoch %d (%d combinations left)", run, state["epoch"] + 1, shrunk.num_combinations)
