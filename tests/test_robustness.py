@@ -112,6 +112,109 @@ def test_10_resume_accepts_the_same_run_spelled_or_placed_differently(tmp_path, 
         train_supernet(_tiny("o", epochs=3, resume=True))
 
 
+def test_10_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_meaning(tmp_path, monkeypatch):
+    import shutil
+
+    from neas.recipes.search import SearchConfig
+
+    def stage(root, **kw):
+        return from_dict(SearchConfig, {"supernet": f"{root}/supernet", "out": f"{root}/search", **kw})
+
+    (tmp_path / "a" / "supernet").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    prepare_run_dir("search", False, stage("."), "search")  # started with relative paths, from inside the run
+    release_run_dir(Path("search"))
+    Path("search/state.json").write_text("{}")  # it has a checkpoint: its config is checked
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    for root in (tmp_path / "a", tmp_path / "b", "b"):  # the same run, and its copy: the stage's paths moved with it
+        prepare_run_dir(f"{root}/search", True, stage(root), "search")
+        release_run_dir(Path(f"{root}/search"))
+    with pytest.raises(NeasError, match=r"config differs .*supernet: 'b/supernet' -> "):  # another supernet: refused
+        prepare_run_dir(f"{tmp_path}/b/search", True, stage(tmp_path / "b", supernet=str(tmp_path / "a" / "supernet")), "search")
+    # "data" meant a/data when the run was resumed from inside a/; from tmp_path the same spelling is another folder
+    monkeypatch.chdir(tmp_path / "a")
+    Path("search/state.json").unlink()  # restarted in place (a new config) from inside a/
+    prepare_run_dir("search", True, stage(".", data_dir="data"), "search")
+    release_run_dir(Path("search"))
+    Path("search/state.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "a" / "data").mkdir()
+    with pytest.raises(NeasError, match="data_dir: 'data' -> 'data'"):
+        prepare_run_dir("a/search", True, stage("a", data_dir="data"), "search")
+    prepare_run_dir("a/search", True, stage("a", data_dir="a/data"), "search")
+    release_run_dir(Path("a/search"))
+
+
+def test_10_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
+    from neas.recipes.run import NOT_COMPARED, RunConfig
+    from neas.train.loop import run_stage
+
+    run = tmp_path / "r"
+    cfg = from_dict(RunConfig, {"out": str(run), "retrain": {"epochs": 3}})
+    prepare_run_dir(run, False, cfg, "run", ignore=())
+    release_run_dir(run)
+    corrected = from_dict(RunConfig, {"out": str(run), "retrain": {"epochs": 5}})
+    prepare_run_dir(run, True, corrected, "run", ignore=NOT_COMPARED)
+    release_run_dir(run)
+    # a finished stage is never silently reused under settings it was not made with
+    retrain_cfg = corrected.stages()[2]
+    done = run / "retrain"
+    prepare_run_dir(done, False, cfg.stages()[2], "retrain")
+    release_run_dir(done)
+    (done / "eval.json").write_text("{}")
+    with pytest.raises(NeasError, match="epochs: 3 -> 5"):
+        run_stage(done, ["eval.json"], lambda c: pytest.fail("ran"), retrain_cfg, "retrain")
+    run_stage(done, ["eval.json"], lambda c: pytest.fail("ran"), cfg.stages()[2], "retrain")  # same settings: skipped
+
+
+def test_9_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_path):
+    from neas.train.loop import truncate_metrics
+
+    run = tmp_path / "s"
+    prepare_run_dir(run, False, _tiny(run), "supernet")
+    release_run_dir(run)
+    (run / "metrics.jsonl").write_text('{"generation": 0}\n{"generation": 1}\n')
+    prepare_run_dir(run, True, _tiny(run), "supernet")  # no state.json: starts over in place
+    assert not (run / "metrics.jsonl").exists()
+    (run / "metrics.jsonl").write_text('{"generation": 0}\n{"generation": 1}\n{"generation": 2}\n')
+    truncate_metrics(run, 1, "generation")  # a resumed search redoes generation 2
+    assert [json.loads(l)["generation"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_3_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    _one_error_line(capsys, main(["ablate", "split", "--arch", "neas-s", "--out", str(tmp_path / "mine")]), "not a neas ablate split directory")
+    from neas.train.loop import claim_dir
+
+    with pytest.raises(NeasError, match="not a neas rank directory"):
+        claim_dir(tmp_path / "mine", "rank", legacy=("archs.json",))
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    claim_dir(tmp_path / "r", "rank", legacy=("archs.json",))
+    release_run_dir(tmp_path / "r")
+    claim_dir(tmp_path / "r", "rank", legacy=("archs.json",))  # its own: reused
+    release_run_dir(tmp_path / "r")
+    with pytest.raises(NeasError, match="is a rank directory, not a ablate split one"):
+        claim_dir(tmp_path / "r", "ablate split", legacy=("ablate.json",))
+
+
+def test_3_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, monkeypatch):
+    from neas.ensemble import export as export_module
+    from neas.ensemble.model import EnsembleNet
+    from neas.space import SearchSpace, resolve_arch_and_space
+
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+    monkeypatch.setattr(export_module, "_onnx", lambda net, path, x, opset: (Path(path).write_bytes(b"bad"), net(x) + 1)[1])
+    with pytest.raises(NeasError, match="export check failed"):
+        arch, space = resolve_arch_and_space("neas-s", None)
+        export_module.export(EnsembleNet(SearchSpace.resolve("cifar") if space is None else space, arch, 10), "onnx", out)
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 # --- silent wrong results ------------------------------------------------------------------
 
 def test_4_test_classes_are_matched_by_name(tmp_path, capsys):
@@ -196,6 +299,8 @@ BAD = [
     (["ablate", "paths", "--config", "{missing}", "--out", "{tmp}/ap"], ""),
     (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # 12: an unwritable output
     (["train-supernet", "--out", "{file}"], "is a file, not a directory"),  # 12
+    (["latency-table", "--space", "tiny", "--out", "{file}"], "already exists; pass --force"),  # 3
+    (["rank", "--supernet", "{missing}", "--out", "{tmp}"], "not a finished supernet run"),
 ]
 
 

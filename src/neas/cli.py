@@ -69,6 +69,17 @@ def _run(cfg, args) -> None:
 
 
 def _ablate(cfg, args) -> None:
+    from neas.train.loop import release_run_dir
+
+    try:
+        record = _run_ablation(cfg, args)
+    finally:
+        release_run_dir(Path(args.out))
+    print(Path(args.out, "ablate.md").read_text().rstrip())
+    print(f"ablate: {args.out}/ablate.json ({record['ablation']})")
+
+
+def _run_ablation(cfg, args) -> dict:
     from neas.recipes import ablate
 
     if args.ablation == "paths":
@@ -85,8 +96,7 @@ def _ablate(cfg, args) -> None:
         record = ablate.homo_hetero(args.arch, cfg, args.out)
     else:
         record = ablate.split_ablation(args.arch, cfg, args.out, equal_budget=args.equal_budget)
-    print(Path(args.out, "ablate.md").read_text().rstrip())
-    print(f"ablate: {args.out}/ablate.json ({record['ablation']})")
+    return record
 
 
 _RETRAIN = "neas.recipes.retrain:RetrainConfig"

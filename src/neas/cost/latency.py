@@ -168,6 +168,7 @@ class LatencyTableCommand:
     batch_size: int = option(1, "images per timed forward", valid=">= 1")
     repeats: int = option(20, "timed runs per piece (the median is kept)", valid=">= 1")
     device: str = option("auto", DEVICE_HELP)
+    force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
@@ -177,7 +178,9 @@ class LatencyTableCommand:
 
         from neas.dist import local_device
         from neas.space import SearchSpace
+        from neas.train.checkpoint import check_output
 
+        check_output(self.out, (self.space,), self.force)
         space = SearchSpace.resolve(self.space)
         total = sum(1 for spec in space.layers for op in spec.ops if not op.is_skip)
         with tqdm(total=total, desc="latency table", disable=None) as bar:

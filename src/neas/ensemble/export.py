@@ -3,6 +3,7 @@ and verify the export by running it on a batch and comparing with PyTorch."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -49,13 +50,18 @@ def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, o
     x = _batch(net, batch_size)
     with torch.no_grad():
         expected = net(x)
-    if fmt == "onnx":
-        got = _onnx(net, out, x, opset)
-    else:
-        save_ensemble(net, out, **(meta or {}))
-        with torch.no_grad():
-            got = load_ensemble(out)[0](x)
-    diff = (got - expected).abs().max().item()
-    if not diff <= 1e-4:
-        raise NeasError(f"export check failed: the {fmt} model differs from PyTorch by {diff:.3g} (> 1e-4)")
+    tmp = out.with_name(f".{out.name}.tmp")  # verified before it replaces anything at ``out``
+    try:
+        if fmt == "onnx":
+            got = _onnx(net, tmp, x, opset)
+        else:
+            save_ensemble(net, tmp, **(meta or {}))
+            with torch.no_grad():
+                got = load_ensemble(tmp)[0](x)
+        diff = (got - expected).abs().max().item()
+        if not diff <= 1e-4:
+            raise NeasError(f"export check failed: the {fmt} model differs from PyTorch by {diff:.3g} (> 1e-4); {out} was not written")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return diff

@@ -34,7 +34,7 @@ from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text
-from neas.train.loop import run_stage
+from neas.train.loop import claim_dir, run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve"]
 
@@ -119,8 +119,7 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
     if arch.split == arch.num_layers:
         raise NeasError(f"{arch_spec}: its paths share every layer (split {arch.split}); they differ only in their heads, "
                         f"so mirroring a path changes nothing — pick an ensemble with private layers (e.g. `neas search --split 0 {arch.num_layers - 1}`)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(out, "ablate homo-hetero", legacy=("ablate.json",))
     variants = {"hetero": (arch, space)} | {f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)}
     results = _retrain_variants(variants, base, out)
     return _finish(out, "homo-hetero", {"source": str(arch_spec), "variants": results},
@@ -149,8 +148,7 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
     arch, space = resolve_arch_and_space(arch_spec, base.space)
     if arch.split == 0:
         raise NeasError(f"{arch_spec}: the ensemble shares no layers (split 0); nothing to compare")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(out, "ablate split", legacy=("ablate.json",))
     wide = dataclasses.replace(space, split=(0, space.split[1]))
     variants = {"shared": (arch, space), "no_sharing_same_ops": (unshare(arch), wide)}
     searched = _search_without_sharing(arch_spec, space, out) if equal_budget else None
@@ -165,8 +163,7 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
     """Table 5: the whole pipeline of one ``neas run`` config (one budget) for each K in ``paths``."""
     base = from_dict(RunConfig, {**load_yaml(config), "resume": False}, str(config))
     space = SearchSpace.resolve(base.space)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(out, "ablate paths", legacy=("ablate.json",))
     reuse = reuse or {}
     results = {}
     for k in sorted(set(paths) | set(reuse)):
@@ -237,8 +234,6 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
 
 def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict:
     """Figure 5: evolution against random search at equal evaluations, for each ``neas run``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for run in map(Path, runs):
         if not run.is_dir():
@@ -250,6 +245,7 @@ def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict
         results[str(run)] = {"evolution": evo, "random": rnd, "equal_evaluations": n,
                              "evolution_best": evo["best"][n - 1], "random_best": rnd["best"][n - 1],
                              "evolution_top_mean": evo["top_mean"][n - 1], "random_top_mean": rnd["top_mean"][n - 1]}
+    out = claim_dir(out, "ablate search", legacy=("ablate.json",))
     _plot_curves(results, out / "search_curve.png", top)
     lines = ["## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
              f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | last generation mean |",

@@ -33,7 +33,7 @@ from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet, read_supernet_info
 from neas.train.checkpoint import atomic_write_text
-from neas.train.loop import run_stage
+from neas.train.loop import claim_dir, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -60,11 +60,10 @@ def _key(arch: EnsembleArch) -> str:
     return hashlib.sha1(json.dumps(arch.to_json()).encode()).hexdigest()[:12]
 
 
+@releases_run_dir
 def rank(cfg: RankConfig) -> dict:
     if not cfg.supernet:
         raise NeasError("--supernet needs at least one supernet run directory")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = local_device(cfg.device)
     supernets = [Path(p) for p in cfg.supernet]
     missing = [str(p) for p in supernets if not (p / "supernet.safetensors").is_file()]
@@ -76,6 +75,7 @@ def rank(cfg: RankConfig) -> dict:
     if other:  # checked before the (long) from-scratch runs, not after
         raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space")
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
+    out = claim_dir(cfg.out, "rank", legacy=("archs.json",))
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []
     while len(archs) < cfg.num_archs:
@@ -85,10 +85,11 @@ def rank(cfg: RankConfig) -> dict:
     atomic_write_text(out / "archs.json", json.dumps([a.to_json() for a in archs], indent=1) + "\n")
     # from scratch: cached per arch, resumable
     scratch = []
+    recipe = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"  # other settings, other runs: never a stale result
     for arch in archs:
-        run = out / "scratch" / _key(arch)
+        run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(recipe.encode()).hexdigest()[:6]}"
         if not (run / "eval.json").is_file():
-            arch_file = out / "scratch" / f"{_key(arch)}.json"
+            arch_file = out / "scratch" / f"{run.name}.json"
             arch_file.parent.mkdir(parents=True, exist_ok=True)
             arch.save(arch_file, space=space.to_dict())
             scratch_cfg = RetrainConfig(arch=str(arch_file), data=first_info.data, data_dir=first_info.data_dir, out=str(run),

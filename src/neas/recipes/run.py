@@ -37,6 +37,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs 
 DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 
 _SHARED = ("space", "data", "data_dir", "download", "seed", "device")
+# not compared on --resume at the top: each stage checks its own section (a stage that has not started
+# may be corrected; a finished one is never reused under other settings), and random search may be added
+NOT_COMPARED = ("resume", "out", "device", "workers", "compare_random", "supernet", "search", "retrain")
 
 
 @dataclass
@@ -77,7 +80,8 @@ def run_pipeline(cfg: RunConfig) -> dict:
     sn, se, rt = cfg.stages()
     if dist.is_main_process():  # --resume of a directory that is not there yet just starts it
         resume = cfg.resume and run.is_dir() and any(run.iterdir())
-        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", ignore=("resume", "out"), legacy=("config.yaml", "supernet/config.yaml"))
+        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", legacy=("config.yaml", "supernet/config.yaml"),
+                        ignore=NOT_COMPARED)
     dist.barrier()
     run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
     run_stage(run / "search", ["arch.json"], search, se, "search")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import option, validate_fields
 from neas.cost import cost_table
-from neas.cost.latency import LatencyTable, check_table, measure_latency_table
+from neas.cost.latency import LatencyTable, check_table, device_name, measure_latency_table
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
@@ -36,7 +36,7 @@ from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
-from neas.train.loop import prepare_run_dir, releases_run_dir
+from neas.train.loop import prepare_run_dir, releases_run_dir, truncate_metrics
 
 __all__ = ["SearchConfig", "search"]
 
@@ -84,8 +84,11 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "
     if not cfg.constraints.needs_latency:
         return None
     path = run / "latency_table.json"
-    if path.is_file():
-        return check_table(LatencyTable.load(path), space)
+    if path.is_file():  # the table the search started with: its budget keeps one meaning on resume
+        table = check_table(LatencyTable.load(path), space)
+        if table.device != device_name(device):
+            log.warning("the latency budget refers to %s, where %s was measured, not to %s", table.device, path, device_name(device))
+        return table
     log.info("measuring the latency table of %r on %s (cached in %s)", space.name, device, path)
     table = measure_latency_table(space, num_classes, device)
     if dist.is_main_process():
@@ -165,6 +168,8 @@ def search(cfg: SearchConfig) -> Path:
                 arch = EnsembleArch.from_json(m)
                 evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]))
                 history[arch] = m["ensemble_acc"]
+        if dist.is_main_process():
+            truncate_metrics(run, start - 1, "generation")
         log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
 
     def evaluate(archs: list[EnsembleArch]) -> list[float]:

@@ -27,6 +27,7 @@ __all__ = [
     "seed_everything",
     "prepare_run_dir",
     "is_run_dir",
+    "claim_dir",
     "release_run_dir",
     "releases_run_dir",
     "MARKER",
@@ -220,6 +221,43 @@ def is_run_dir(run: Path, legacy: "tuple[str, ...]" = ("state.json", "config.yam
     return (run / MARKER).is_file() or all((run / name).is_file() for name in legacy)
 
 
+def claim_dir(out: "str | Path", kind: str, legacy: "tuple[str, ...]") -> Path:
+    """The output directory of a command whose results accumulate across calls (``rank``,
+    ``ablate``: each call reuses what earlier ones finished): created with the marker, or one this
+    kind of command made before (or, before markers, one holding all of ``legacy``); any other
+    non-empty directory is refused, untouched. Locked like a run directory."""
+    run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise NeasError(f"--out {run} is a file, not a directory")
+    if run.is_dir() and any(run.iterdir()):
+        if not is_run_dir(run, legacy):
+            raise NeasError(f"--out {run} exists and is not a neas {kind} directory (no {MARKER}); choose another --out; nothing was touched")
+        _check_kind(run, kind)
+    run.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run)
+    _write_marker(run, kind)
+    return run
+
+
+def _check_kind(run: Path, kind: str) -> None:
+    marker = json.loads((run / MARKER).read_text()) if (run / MARKER).is_file() else {"kind": kind}
+    if marker.get("kind") != kind:
+        raise NeasError(f"{run} is a {marker.get('kind')} directory, not a {kind} one; choose another --out")
+
+
+def _write_marker(run: Path, kind: str) -> None:
+    """Writes the marker (kept once written), with ``cwd``: what the relative paths of the
+    ``config.yaml`` written beside it mean."""
+    from neas.train.checkpoint import atomic_write_text
+
+    try:
+        marker = json.loads((run / MARKER).read_text())
+    except (OSError, ValueError):
+        marker = {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if isinstance(marker, dict) and marker.get("cwd") != str(Path.cwd()):
+        atomic_write_text(run / MARKER, json.dumps({**marker, "cwd": str(Path.cwd())}) + "\n")
+
+
 def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=("resume", "device", "workers", "out"),
                     legacy: "tuple[str, ...]" = ("state.json", "config.yaml")) -> Path:
     """Creates the run directory, or checks it for ``--resume``; locks it; writes the marker and
@@ -239,14 +277,12 @@ def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=(
             raise NeasError(f"--resume: {run} does not exist, so there is no checkpoint to resume from")
         if not is_run_dir(run, legacy):
             raise NeasError(f"--resume: {run} is not a neas run directory (no {MARKER}); nothing in it was touched")
-        marker = json.loads((run / MARKER).read_text()) if (run / MARKER).is_file() else {"kind": kind}
-        if marker.get("kind") != kind:
-            raise NeasError(f"--resume: {run} is a {marker.get('kind')} run, not a {kind} run")
+        _check_kind(run, kind)
         if "state.json" in legacy and not (run / "state.json").is_file():
             # nothing to continue: start over in place, with the corrected config if it changed
             log.info("%s stopped before its first checkpoint: starting it over in place", run)
             lock_run_dir(run)
-            truncate_metrics(run, -1)
+            (run / "metrics.jsonl").unlink(missing_ok=True)  # ours (the directory carries the marker)
         else:
             check_resume_config(run, config, ignore)
             lock_run_dir(run)
@@ -256,18 +292,24 @@ def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=(
     lock_run_dir(run)
     from neas.train.checkpoint import atomic_write_text
 
-    if not (run / MARKER).is_file():
-        atomic_write_text(run / MARKER, json.dumps({"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    _write_marker(run, kind)
     atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     return run
 
 
-def _normalised(value):
-    """A config value as compared on resume: an existing path resolved, so ``o``, ``./o`` and
-    ``/abs/o`` are one directory."""
-    if isinstance(value, str) and value and Path(value).exists():
-        return str(Path(value).resolve())
-    return value
+def _same_value(old, new, old_home: Path, old_cwd: Path, new_home: Path) -> bool:
+    """Whether a config value is unchanged: equal, or paths naming the same place — resolved (old
+    relative paths against the directory the run was started from), or at the same place relative
+    to the run's home (the directory holding ``out``), so a moved or copied pipeline resumes."""
+    if not (isinstance(old, str) and isinstance(new, str) and old and new):
+        return old == new
+    old_path, new_path = (old_cwd / old).resolve(), Path(new).resolve()
+    if old_path == new_path or (old == new and not old_path.exists() and not new_path.exists()):
+        return True  # (a name, not a path: a preset, a dataset, a mode)
+    try:
+        return old_path.relative_to(old_home) == new_path.relative_to(new_home)
+    except ValueError:
+        return False
 
 
 def check_resume_config(run: Path, config, ignore) -> None:
@@ -285,14 +327,22 @@ def check_resume_config(run: Path, config, ignore) -> None:
     except NeasError:
         pass
     new = to_dict(config)
-    diff = [k for k in sorted(set(old) | set(new)) if k not in ignore and _normalised(old.get(k)) != _normalised(new.get(k))]
+    try:
+        old_cwd = Path(json.loads((run / MARKER).read_text()).get("cwd") or Path.cwd())
+    except (OSError, ValueError, AttributeError):
+        old_cwd = Path.cwd()
+    old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
+    new_home = Path(str(new.get("out") or run)).resolve().parent
+    diff = [k for k in sorted(set(old) | set(new))
+            if k not in ignore and not _same_value(old.get(k), new.get(k), old_home, old_cwd, new_home)]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise NeasError(f"--resume: the config differs from the one {run} was started with ({detail})")
 
 
-def truncate_metrics(run: Path, last_epoch: int) -> None:
-    """Drops metric lines of epochs after ``last_epoch`` (they are redone on resume)."""
+def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
+    """Drops metric lines of epochs (or another ``key``: generations) after ``last_epoch``: they
+    are redone on resume."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         return
@@ -304,7 +354,7 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by the crash
-        if record.get("epoch", -1) <= last_epoch:
+        if record.get(key, -1) <= last_epoch:
             keep.append(line)
     from neas.train.checkpoint import atomic_write_text
 
@@ -316,6 +366,7 @@ def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
     every file in ``done`` exists, resumes (or restarts in place) a stage directory it created,
     starts it otherwise. A directory that is not a neas run is refused, never deleted."""
     if all((directory / f).is_file() for f in done):
+        check_resume_config(directory, cfg, ("resume", "device", "workers", "out"))  # never a stale result for new settings
         log.info("%s: done already (%s)", name, directory)
         return
     exists = directory.is_dir() and any(directory.iterdir())
