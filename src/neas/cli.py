@@ -108,7 +108,7 @@ COMMANDS = {
     "search": ("search the trained supernet for the best ensemble under a budget", "neas.recipes.search:SearchConfig",
                _artefact("search", "arch.json"), ()),
     "retrain": ("retrain an ensemble from scratch with the released models' recipe", _RETRAIN, _artefact("retrain", "model.safetensors"), ()),
-    "evaluate": ("top-1/top-5/loss of an ensemble and of each path, with cost and latency", "neas.recipes.evaluate:EvaluateConfig",
+    "evaluate": ("top-1, NLL, ECE, Brier of an ensemble, its paths and anytime sub-ensembles; calibration, corruptions, cost, latency", "neas.recipes.evaluate:EvaluateConfig",
                  _evaluate, (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
                              ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}))),
     "rank": ("Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)", "neas.recipes.rank:RankConfig", _rank, ()),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from neas.config import option
 
-__all__ = ["DEVICE_HELP", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions"]
+__all__ = ["DEVICE_HELP", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions", "QualityOptions"]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
@@ -45,3 +45,28 @@ class ScoringOptions:
 
     bn_batches: int = option(4, "R: BN recalibration batches", valid=">= 1")
     batch_size: int = option(128, "images per recalibration and scoring batch", valid=">= 1")
+
+
+TEMPERATURE_MODES = ("auto", "fit", "none")
+
+
+@dataclass
+class QualityOptions:
+    """What an evaluation reports beyond top-1 (``neas evaluate``, ``neas retrain``'s eval.json)."""
+
+    temperature: str = option("auto", "temperature scaling, fitted on the held-out part of the training split: fit | none | "
+                                      "auto (retrain: fit when --holdout > 0; evaluate: use the model's stored one)")
+    corruptions: "list[str]" = option(default_factory=list, help="also score corrupted copies of the split: all, or names "
+                                                                  "(gaussian_noise, motion_blur, fog, ...)")
+    severities: str = option("1-5", "corruption severities: 1-5, 3 or 1,3,5")
+    corruption_seed: int = option(0, "seed of the corrupted copies", valid="0..2147483647")
+
+    def check_quality(self) -> None:
+        from neas.data.corruptions import parse_corruptions, parse_severities
+        from neas.errors import NeasError, suggest
+
+        if self.temperature not in TEMPERATURE_MODES:
+            raise NeasError(f"temperature: unknown {self.temperature!r}{suggest(self.temperature, TEMPERATURE_MODES)}; "
+                            f"choose {', '.join(TEMPERATURE_MODES)}")
+        self.corruptions = parse_corruptions(self.corruptions)
+        parse_severities(self.severities)

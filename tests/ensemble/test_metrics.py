@@ -18,7 +18,7 @@ def test_evaluate_ensemble_against_a_direct_computation():
     mean = torch.stack(logits).mean(0)
     assert result["images"] == 24
     assert result["ensemble"]["top1"] == (mean.argmax(1) == y).double().mean().item()
-    assert abs(result["ensemble"]["loss"] - F.cross_entropy(mean, y).item()) < 1e-5
+    assert abs(result["ensemble"]["nll"] - F.cross_entropy(mean, y).item()) < 1e-5
     preds = [l.argmax(1) for l in logits]
     for j in range(3):
         assert result[f"path{j}"]["top1"] == (preds[j] == y).double().mean().item()

@@ -52,7 +52,7 @@ def test_evaluate_cli_json(retrained, tmp_path, capsys):
     result = json.loads(out.read_text())
     saved = json.loads((retrained / "eval.json").read_text())
     assert result["ensemble"]["top1"] == pytest.approx(saved["ensemble"]["top1"])
-    assert {"top1", "top5", "loss"} <= set(result["path0"]) and result["macs"] > 0 and result["latency_ms"] > 0
+    assert {"top1", "top5", "nll", "ece", "brier"} <= set(result["path0"]) and result["macs"] > 0 and result["latency_ms"] > 0
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors"])

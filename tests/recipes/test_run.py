@@ -21,7 +21,8 @@ SMALL = {
                  "bn_batches": 1, "probe_images": 64},
     "search": {"max_macs": "0.7M", "population": 6, "parents": 2, "generations": 3, "mutations": 2, "crossovers": 2, "bn_batches": 1},
     "compare_random": True,
-    "retrain": {"epochs": 3, "batch_size": 64, "eval_every": 3},
+    "retrain": {"epochs": 3, "batch_size": 64, "eval_every": 3, "holdout": 0.1, "corruptions": ["gaussian_noise", "fog"],
+                "severities": "1,5"},
 }
 
 
@@ -58,7 +59,14 @@ def test_run_directory_and_report(finished):
     assert summary["macs"] <= 700_000 and 0 < summary["test_top1"] <= 1
     report = finished / "report"
     html = (report / "index.html").read_text()
-    images = ["training.png", "evolution.png", "pareto.png", "arch.png"] + [f"shrink_round_{i:02d}.png" for i in range(3)]
+    images = ["training.png", "evolution.png", "pareto.png", "arch.png", "reliability.png", "anytime.png", "corruptions.png"]
+    images += [f"shrink_round_{i:02d}.png" for i in range(3)]
+    result = json.loads((finished / "retrain" / "eval.json").read_text())
+    for member in ("ensemble", "path0", "path1"):
+        assert {"nll", "ece", "brier"} <= set(result[member]), member
+    assert result["temperature"]["images"] == 143 and "calibrated" in result["ensemble"]
+    assert len(result["anytime"]) == 2 and all("macs" in e and "latency_ms" in e for e in result["anytime"])
+    assert set(result["corruptions"]["results"]) == {"gaussian_noise", "fog"} and result["corruptions"]["severities"] == [1, 5]
     for name in images:
         assert (report / name).stat().st_size > 5000, name
         assert name in html
@@ -123,3 +131,6 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
     assert "final: test top-1" in out and "budget: max_macs 0.6M" in out and "report:" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["macs"] <= 600_000 and summary["test_top1"] > 0.9
+    result = json.loads((tmp_path / "demo" / "retrain" / "eval.json").read_text())
+    assert {"nll", "ece", "brier"} <= set(result["ensemble"]) and "temperature" in result and "corruptions" in result
+    assert len(result["anytime"]) == 2

@@ -70,7 +70,7 @@ def test_custom_yaml(tmp_path):
         ({"ops": ["k3e4", "k3e4"]}, "lists an op twice"),
         ({"ops": ["k3e4", "skip"]}, "needs 2 distinct non-skip ops"),
         ({"split": [3, 30]}, "split range"),
-        ({"num_paths": 1}, "num_paths must be at least 2"),
+        ({"num_paths": 0}, "num_paths must be at least 1"),
         ({"ops": ["k3e4", "k9x"]}, "unknown op 'k9x'"),
         ({"stages": [{"channels": 8, "layers": 2, "stride": 3}]}, r"stages\[0\].stride"),
         ({"split": [1]}, "expected 2 values"),

@@ -115,6 +115,8 @@ class BatchLoader:
         seed: shuffling and augmentation seed.
         rank, world: this process's shard of every epoch (equal sizes on all ranks).
         device: where batches go; ``channels_last`` sets their memory format.
+        workers: loader processes for streamed or corrupted images.
+        corruption: a :class:`neas.data.corruptions.Corruption` applied to every image (evaluation only).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class BatchLoader:
         device: "torch.device | str" = "cpu",
         channels_last: bool = True,
         workers: int = 0,
+        corruption=None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -137,6 +140,9 @@ class BatchLoader:
         self.seed, self.rank, self.world = seed, rank, world
         self.device = torch.device(device)
         self.channels_last, self.workers = channels_last, workers
+        if corruption is not None and train:
+            raise ValueError("corruptions are for evaluation, not training")
+        self.corruption = corruption
         if isinstance(data, ImageTensors):
             data.images = data.images.to(self.device)  # decoded once, kept on the device
             data.labels = data.labels.to(self.device)
@@ -168,7 +174,7 @@ class BatchLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self._indices(epoch)
-        if isinstance(self.data, ImageTensors):
+        if isinstance(self.data, ImageTensors) and self.corruption is None:
             gen = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 64 + self.rank)
             for start in range(0, len(index), self.batch_size):
                 batch = index[start : start + self.batch_size].to(self.device)
@@ -177,8 +183,14 @@ class BatchLoader:
                     images = _augment(images, self.augment, gen)
                 yield self._finish(images, self.data.labels[batch])
             return
+        if self.corruption is not None:
+            from neas.data.corruptions import CorruptedImages
+
+            items = CorruptedImages(self.data, self.corruption)
+        else:
+            items = _FileDataset(self.data, self.augment)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(_FileDataset(self.data, self.augment), index.tolist()),
+            torch.utils.data.Subset(items, index.tolist()),
             batch_size=self.batch_size,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",

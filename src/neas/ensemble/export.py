@@ -13,7 +13,7 @@ from neas.ensemble.io import load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError, suggest
 
-__all__ = ["export", "FORMATS"]
+__all__ = ["export", "FORMATS", "Calibrated"]
 
 FORMATS = ("safetensors", "onnx")
 
@@ -24,7 +24,7 @@ def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
     return torch.randn(batch_size, net.space.in_channels, size, size, generator=gen)
 
 
-def _onnx(net: EnsembleNet, path: Path, x: torch.Tensor, opset: int) -> torch.Tensor:
+def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int) -> torch.Tensor:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -39,9 +39,22 @@ def _onnx(net: EnsembleNet, path: Path, x: torch.Tensor, opset: int) -> torch.Te
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
-def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, meta: "dict | None" = None) -> float:
+class Calibrated(torch.nn.Module):
+    """The ensemble's mean logits divided by a fitted temperature (what ONNX exports then)."""
+
+    def __init__(self, net: EnsembleNet, temperature: float):
+        super().__init__()
+        self.net, self.temperature = net, float(temperature)
+
+    def forward(self, x):
+        return self.net(x) / self.temperature
+
+
+def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, meta: "dict | None" = None,
+           temperature: "float | None" = None) -> float:
     """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
-    model's output from PyTorch's on a random batch (raises if it exceeds 1e-4)."""
+    model's output from PyTorch's on a random batch (raises if it exceeds 1e-4). With a
+    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps it in ``meta``."""
     if fmt not in FORMATS:
         raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
     out = Path(out)
@@ -50,10 +63,12 @@ def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, o
     x = _batch(net, batch_size)
     with torch.no_grad():
         expected = net(x)
+    if fmt == "onnx" and temperature is not None:
+        expected = expected / temperature
     tmp = out.with_name(f".{out.name}.tmp")  # verified before it replaces anything at ``out``
     try:
         if fmt == "onnx":
-            got = _onnx(net, tmp, x, opset)
+            got = _onnx(net if temperature is None else Calibrated(net, temperature), tmp, x, opset)
         else:
             save_ensemble(net, tmp, **(meta or {}))
             with torch.no_grad():

@@ -10,7 +10,7 @@ from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
 from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
 
-__all__ = ["save_ensemble", "load_ensemble", "load_model", "FORMAT"]
+__all__ = ["save_ensemble", "load_ensemble", "load_model", "store_metadata", "FORMAT"]
 
 FORMAT = "neas.ensemble/1"
 
@@ -40,6 +40,18 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
     net = build_ensemble(space, arch, int(meta["num_classes"]))
     load_matching(net, tensors, f"{path}: the weights do not fit the stored arch")
     return net.to(device).eval(), meta
+
+
+def store_metadata(path: "str | Path", **meta) -> Path:
+    """Adds ``meta`` to a neas weights file's metadata (atomically; the weights are unchanged)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, old = load_weights(path)
+    if old.get("format") != FORMAT:
+        raise NeasError(f"{path}: not a neas ensemble file; nothing was written")
+    atomic_save_file(tensors, path, {**old, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}})
+    return path
 
 
 def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):

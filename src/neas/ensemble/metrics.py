@@ -1,45 +1,133 @@
-"""Ensemble and per-path top-1 / top-5 / loss on a dataset, and measured latency."""
+"""What an ensemble is judged by, on one dataset: top-1, top-5, NLL, ECE and Brier score of the
+ensemble (the mean of its paths' logits, as the model computes it), of every path, and of every
+anytime sub-ensemble (its first j paths); how diverse the paths are; and measured latency.
+
+- NLL: mean cross-entropy of the softmax of the logits (natural log).
+- ECE: torchmetrics' top-label calibration error, 15 equal-width confidence bins, L1.
+- Brier: mean over images of the squared distance between the probability vector and the
+  one-hot label, summed over classes (so it lies in [0, 2]).
+
+Everything accumulates batch by batch, so a split of any size is scored in one pass.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.classification import MulticlassCalibrationError
 
 from neas.ensemble.model import EnsembleNet
 
-__all__ = ["evaluate_ensemble", "measure_latency_ms"]
+__all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ECE_BINS"]
+
+ECE_BINS = 15
+
+
+class Scores:
+    """Running top-1, top-5, NLL, ECE, Brier (and a reliability diagram) of one predictor."""
+
+    def __init__(self, num_classes: int, calibration: bool = True):
+        self.num_classes, self.calibration = num_classes, calibration
+        self.top5 = min(5, num_classes)
+        self.n, self.top1_sum, self.top5_sum, self.nll_sum, self.brier_sum = 0, 0, 0, 0.0, 0.0
+        self.ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1") if calibration else None
+        self.confidence, self.correct = [], []
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.float()
+        probs = logits.softmax(1)
+        best = logits.topk(self.top5, dim=1).indices
+        self.n += len(y)
+        self.top1_sum += int((best[:, 0] == y).sum())
+        self.top5_sum += int((best == y[:, None]).any(1).sum())
+        self.nll_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        self.brier_sum += float((probs - F.one_hot(y, self.num_classes).float()).pow(2).sum())
+        if self.ece is not None:
+            self.ece.update(probs.cpu(), y.cpu())
+            self.confidence.append(probs.max(1).values.cpu())
+            self.correct.append((best[:, 0] == y).cpu())
+
+    def compute(self) -> dict:
+        if self.n == 0:
+            raise ValueError("no images to evaluate")
+        out = {"top1": self.top1_sum / self.n, "top5": self.top5_sum / self.n, "nll": self.nll_sum / self.n,
+               "brier": self.brier_sum / self.n}
+        if self.ece is not None:
+            out["ece"] = float(self.ece.compute())
+        return out
+
+    def reliability(self) -> dict:
+        """Per equal-width confidence bin: images, mean confidence and accuracy (the diagram)."""
+        conf, correct = torch.cat(self.confidence), torch.cat(self.correct).float()
+        index = (conf * ECE_BINS).long().clamp(max=ECE_BINS - 1)
+        count = torch.bincount(index, minlength=ECE_BINS)
+        safe = count.clamp(min=1)
+        return {"bins": ECE_BINS, "count": count.tolist(),
+                "confidence": (torch.bincount(index, conf, ECE_BINS) / safe).tolist(),
+                "accuracy": (torch.bincount(index, correct, ECE_BINS) / safe).tolist()}
 
 
 @torch.no_grad()
-def evaluate_ensemble(net: EnsembleNet, batches, progress=None) -> dict:
-    """Top-1, top-5 and cross-entropy of the ensemble (mean logits) and of each path, and how
-    diverse the paths are: ``disagreement`` (fraction of images on which two paths' top-1
-    predictions differ, averaged over pairs) and ``oracle_top1`` (some path is right)."""
+def path_logits_on(net: EnsembleNet, batches, progress=None):
+    """Yields ``(K path logits, labels)`` per batch, in eval mode."""
     net.eval()
-    k = net.arch.num_paths
-    top5 = min(5, net.num_classes)
-    sums = {"ensemble": [0.0, 0, 0]} | {f"path{j}": [0.0, 0, 0] for j in range(k)}  # loss, top1, top5
-    total, differ, oracle = 0, 0, 0
-    pairs = k * (k - 1) // 2
     for x, y in batches:
-        logits = [l.float() for l in net.path_logits(x)]
-        preds = torch.stack([l.argmax(1) for l in logits])
-        differ += (preds[:, None] != preds[None]).sum().item() // 2  # every unordered pair of paths once
-        oracle += (preds == y).any(0).sum().item()
-        named = {"ensemble": torch.stack(logits).mean(0)} | {f"path{j}": l for j, l in enumerate(logits)}
-        for name, l in named.items():
-            sums[name][0] += F.cross_entropy(l, y, reduction="sum").item()
-            best = l.topk(top5, dim=1).indices
-            sums[name][1] += (best[:, 0] == y).sum().item()
-            sums[name][2] += (best == y[:, None]).any(1).sum().item()
-        total += len(y)
+        yield [l.float() for l in net.path_logits(x)], y
         if progress is not None:
             progress.update(1)
+
+
+@torch.no_grad()
+def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[int] | None" = None,
+                      temperature: "float | None" = None, calibration: bool = True) -> dict:
+    """Scores the ensemble, each path and the anytime sub-ensembles on ``batches``.
+
+    Args:
+        order: the anytime order of the paths (best first); ``anytime[j-1]`` is the sub-ensemble of
+            its first j paths, and ``anytime[K-1]`` is the whole ensemble. Default: path order.
+        temperature: also score the ensemble's logits divided by it (``ensemble.calibrated``).
+        calibration: ECE and reliability diagrams (off: the training loop's quick evaluation).
+
+    Returns:
+        ``ensemble``, ``path0``.. (top1, top5, nll, brier, ece), ``anytime`` (a list of K such
+        dicts with their ``paths``), ``diversity`` (``disagreement``: fraction of images on which
+        two paths' predictions differ, averaged over pairs; ``oracle_top1``: some path is right),
+        ``reliability`` (per predictor) and ``images``.
+    """
+    k = net.arch.num_paths
+    order = list(range(k)) if order is None else list(order)
+    c = net.num_classes
+    scores = {"ensemble": Scores(c, calibration)} | {f"path{j}": Scores(c, calibration) for j in range(k)}
+    prefixes = {j: Scores(c, calibration) for j in range(1, k)}  # j = K is the ensemble itself
+    calibrated = Scores(c, calibration) if temperature is not None else None
+    total, differ, oracle = 0, 0, 0
+    for logits, y in path_logits_on(net, batches, progress):
+        preds = torch.stack([l.argmax(1) for l in logits])
+        differ += int((preds[:, None] != preds[None]).sum()) // 2  # every unordered pair of paths once
+        oracle += int((preds == y).any(0).sum())
+        mean = torch.stack(logits).mean(0)
+        scores["ensemble"].update(mean, y)
+        for j, l in enumerate(logits):
+            scores[f"path{j}"].update(l, y)
+        for j, s in prefixes.items():
+            s.update(torch.stack([logits[i] for i in order[:j]]).mean(0), y)
+        if calibrated is not None:
+            calibrated.update(mean / temperature, y)
+        total += len(y)
     if total == 0:
         raise ValueError("no images to evaluate")
-    diversity = {"disagreement": differ / (total * pairs), "oracle_top1": oracle / total}
-    return {name: {"top1": v[1] / total, "top5": v[2] / total, "loss": v[0] / total} for name, v in sums.items()} | {
-        "diversity": diversity, "images": total}
+    pairs = k * (k - 1) // 2
+    result = {name: s.compute() for name, s in scores.items()}
+    if calibrated is not None:
+        result["ensemble"]["calibrated"] = {key: v for key, v in calibrated.compute().items() if key not in ("top1", "top5")}
+    result["anytime"] = [{"paths": order[:j], **prefixes[j].compute()} for j in range(1, k)]
+    result["anytime"].append({"paths": order, **result["ensemble"]})
+    result["anytime"][-1].pop("calibrated", None)
+    result["diversity"] = {"disagreement": differ / (total * pairs) if pairs else 0.0, "oracle_top1": oracle / total}
+    if calibration:
+        result["reliability"] = {name: s.reliability() for name, s in scores.items()}
+    result["images"] = total
+    return result
 
 
 def measure_latency_ms(net: EnsembleNet, device, batch_size: int = 1, repeats: int = 30, warmup: int = 5) -> float:

@@ -66,6 +66,21 @@ class EnsembleNet(nn.Module):
         """(B, 3, H, W) -> mean of the K path logits, (B, num_classes)."""
         return torch.stack(self.path_logits(x)).mean(0)
 
+    def select(self, paths: "list[int]") -> "EnsembleNet":
+        """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
+        space has ``len(paths)`` paths and this split point."""
+        import dataclasses
+
+        if not paths or len(set(paths)) != len(paths) or not all(0 <= k < self.arch.num_paths for k in paths):
+            raise NeasError(f"paths {list(paths)}: expected distinct path indices in 0..{self.arch.num_paths - 1}")
+        space = dataclasses.replace(self.space, num_paths=len(paths), split=(self.arch.split, self.arch.split))
+        arch = EnsembleArch(self.arch.split, tuple(self.arch.paths[k] for k in paths), distinct=self.arch.distinct)
+        sub = EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad)  # then given this network's modules
+        sub.conv_stem, sub.bn1, sub.sharing_blocks = self.conv_stem, self.bn1, self.sharing_blocks
+        for name in ("blocks", "conv_heads", "classifiers"):
+            setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
+        return sub.train(self.training)
+
 
 def build_ensemble(space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True) -> EnsembleNet:
     """Builds the plain network of ``arch`` (weights inherited from a supernet: ``Supernet.extract``)."""

@@ -1,34 +1,38 @@
-"""``neas evaluate``: ensemble and per-path top-1/top-5 and loss on a split, with MACs, params
-and measured latency — for a neas weights file (EMA weights when retrained with EMA) or a
-released NEAS-S/M/L checkpoint.
+"""``neas evaluate``: what an ensemble is worth on a split — top-1, top-5, NLL, ECE and Brier
+score of the ensemble and of every path, the anytime sub-ensembles with their costs, diversity,
+MACs, params and measured latency; optionally a fitted temperature and corrupted copies of the
+split — for a neas weights file (EMA weights when retrained with EMA) or a released NEAS-S/M/L
+checkpoint.
 
     neas evaluate --checkpoint runs/retrain --split test --json
+    neas evaluate --checkpoint runs/retrain --temperature fit --corruptions all --severities 1-5
     neas evaluate --official-checkpoint neas_m.pth.tar --arch neas-m --data imagefolder --data-dir /data/imagenet --split val
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
-import torch
-from tqdm import tqdm
-
 from neas.config import option, validate_fields
-from neas.cost import count_cost
-from neas.data import BatchLoader, load_dataset
+from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes
 from neas.dist import local_device
-from neas.ensemble.io import load_model
-from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
+from neas.ensemble.assess import assess
+from neas.ensemble.calibration import ensemble_logits, fit_temperature
+from neas.ensemble.io import load_model, store_metadata
 from neas.errors import NeasError
-from neas.options import DEVICE_HELP
+from neas.options import DEVICE_HELP, QualityOptions
 
-__all__ = ["EvaluateConfig", "evaluate"]
+__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(QualityOptions):
     """The schema of ``neas evaluate``."""
 
     checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
@@ -38,11 +42,41 @@ class EvaluateConfig:
     data_dir: "str | None" = option(None, "dataset root")
     split: str = option("test", "the split to evaluate")
     batch_size: int = option(128, "images per batch", valid=">= 1")
+    workers: int = option(2, "loader processes for on-disk or corrupted images", valid=">= 0")
     device: str = option("auto", DEVICE_HELP)
     latency: bool = option(True, "measure the latency")
 
     def __post_init__(self):
         validate_fields(self)
+        self.check_quality()
+
+
+def fit_on_heldout(net, data: str, data_dir, holdout: float, input_size: int, device, batch_size: int = 256) -> dict:
+    """Fits the ensemble's temperature on the held-out part of the training split (the part a
+    retraining with ``--holdout`` left out); returns the record stored with the model."""
+    train = load_dataset(data, "train", input_size, data_dir)
+    _, held = holdout_split(train.labels, holdout)
+    logits, labels = ensemble_logits(net.to(device).eval(), BatchLoader(train.subset(held), batch_size, False, device=device).epoch(0))
+    record = fit_temperature(logits, labels)
+    record["fitted_on"] = f"held-out part of the training split ({holdout:g} of it)"
+    log.info("temperature %.3f: held-out NLL %.4f -> %.4f on %d images", record["temperature"], record["nll_before"],
+             record["nll_after"], record["images"])
+    return record
+
+
+def _temperature(cfg: EvaluateConfig, net, meta: dict, data, data_dir, device) -> "dict | None":
+    if cfg.temperature == "none":
+        return None
+    if cfg.temperature == "auto":
+        return json.loads(meta["temperature"]) if "temperature" in meta else None
+    holdout = float(json.loads(meta.get("holdout", "0")))
+    if cfg.official_checkpoint is not None or not holdout:
+        raise NeasError("--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
+                        "retrain with --holdout 0.1 (or use --temperature none)")
+    record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size)
+    path = store_metadata(cfg.checkpoint, temperature=record)
+    log.info("stored the temperature in %s", path)
+    return record
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -57,28 +91,45 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
     if "classes" in meta:  # matched by name: a test folder with other classes is not scored by position
         check_same_classes(json.loads(meta["classes"]), dataset.classes, f"{data!r}/{cfg.split}")
-    net = net.to(device, memory_format=torch.channels_last)
-    loader = BatchLoader(dataset, cfg.batch_size, False, device=device)
-    with tqdm(total=len(loader), desc=f"evaluate {cfg.split}", leave=False, disable=None) as bar:
-        result = evaluate_ensemble(net, loader.epoch(0), bar)
-    cost = count_cost(net.space, net.arch, net.num_classes)
-    out = {"split": cfg.split, "data": data, "weights": meta.get("weights", "raw"), **result, **cost.to_json(), "arch": net.arch.to_json()}
-    if cfg.latency:
-        out["latency_ms"] = measure_latency_ms(net, device)
-        out["latency_device"] = str(device)
-    return out
+    temperature = _temperature(cfg, net, meta, data, data_dir, device)
+    order = json.loads(meta.get("path_order", "{}"))
+    result = assess(net, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers, order=order.get("order"),
+                    order_by=order.get("by", "path index"), temperature=temperature, corruptions=cfg.corruptions,
+                    severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, latency=cfg.latency,
+                    desc=f"evaluate {cfg.split}")
+    return {"split": cfg.split, "data": data, "weights": meta.get("weights", "raw"), **result, "arch": net.arch.to_json()}
 
 
 def format_result(result: dict) -> str:
+    """The human-readable table of an evaluation (``eval.json``)."""
     k = len(result["arch"]["paths"])
     lines = [f"{result['data']} / {result['split']}: {result['images']} images, {result['weights']} weights"]
-    lines.append(f"{'':<10}{'top-1':>8}{'top-5':>8}{'loss':>8}")
+    lines.append(f"{'':<10}{'top-1':>8}{'top-5':>8}{'NLL':>8}{'ECE':>8}{'Brier':>8}")
+
+    def row(name, r):
+        return f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%{r['nll']:>8.4f}{100 * r['ece']:>7.2f}%{r['brier']:>8.4f}"
+
     for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
-        r = result[name]
-        lines.append(f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%{r['loss']:>8.4f}")
-    if "diversity" in result and k > 1:
+        lines.append(row(name, result[name]))
+    if "temperature" in result:
+        t, c = result["temperature"], result["ensemble"]["calibrated"]
+        lines.append(f"temperature {t['temperature']:.3f} ({t['fitted_on']}): ensemble NLL {result['ensemble']['nll']:.4f} -> "
+                     f"{c['nll']:.4f}, ECE {100 * result['ensemble']['ece']:.2f}% -> {100 * c['ece']:.2f}%")
+    if k > 1:
         d = result["diversity"]
         lines.append(f"paths disagree on {100 * d['disagreement']:.2f}% of the images; some path is right on {100 * d['oracle_top1']:.2f}%")
+        order = result["anytime_order"]
+        lines.append(f"anytime (paths by {order['by']}):")
+        for entry in result["anytime"]:
+            extra = f", {entry['latency_ms']:.2f} ms" if "latency_ms" in entry else ""
+            lines.append(f"  first {len(entry['paths'])} {str(entry['paths']):<12} top-1 {100 * entry['top1']:.2f}%  NLL {entry['nll']:.4f}  "
+                         f"ECE {100 * entry['ece']:.2f}%  {entry['macs'] / 1e6:.2f}M MACs{extra}")
+    if "corruptions" in result:
+        c = result["corruptions"]
+        lines.append(f"corruptions ({len(c['names'])} x severities {c['severities']}), mean:")
+        for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
+            m = c["mean"][name]
+            lines.append(f"  {name:<10} top-1 {100 * m['top1']:.2f}%  NLL {m['nll']:.4f}  ECE {100 * m['ece']:.2f}%")
     extra = f", latency {result['latency_ms']:.2f} ms ({result['latency_device']}, batch 1)" if "latency_ms" in result else ""
     lines.append(f"MACs {result['macs'] / 1e6:.2f}M, paper FLOPs {result['paper_flops'] / 1e6:.2f}M, params {result['params'] / 1e6:.2f}M{extra}")
     return "\n".join(lines)

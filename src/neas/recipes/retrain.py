@@ -31,10 +31,13 @@ from neas.data import Augment, BatchLoader, holdout_split, load_dataset
 from neas.data.datasets import check_same_classes
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
+from neas.data.corruptions import parse_severities
+from neas.ensemble.assess import anytime_order, assess, held_out_order
+from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
-from neas.options import DataOptions, TrainOptions
+from neas.options import DataOptions, QualityOptions, TrainOptions
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text, save_checkpoint
 from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
@@ -49,7 +52,7 @@ _FROM_RECIPE = "the recipe's"
 
 
 @dataclass
-class RetrainConfig(DataOptions, TrainOptions):
+class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     """The schema of ``neas retrain``: every field is a YAML key and a flag. Fields left ``None``
     take the value of the chosen ``recipe`` (``neas.train.presets``) when the config is built."""
 
@@ -87,6 +90,10 @@ class RetrainConfig(DataOptions, TrainOptions):
             raise NeasError(f"eval_split must be test or holdout, got {self.eval_split!r}")
         if self.eval_split == "holdout" and not self.holdout:
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
+        self.check_quality()
+        if self.temperature == "fit" and (not self.holdout or self.eval_split == "holdout"):
+            raise NeasError("temperature fit needs a held-out part that is not the evaluated split: set --holdout 0.1 "
+                            "with --eval-split test (or --temperature none)")
         if self.randaugment != "none":
             from timm.data.auto_augment import rand_augment_transform
 
@@ -109,17 +116,18 @@ class _PathLogits(nn.Module):
 
 
 def _setup_data(cfg: RetrainConfig, space):
-    """(training split without its held-out part, evaluation split); ``eval_split`` picks the test
-    split or the held-out part."""
+    """(training split without its held-out part, evaluation split, held-out part or None);
+    ``eval_split`` picks the test split or the held-out part."""
     train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
     test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
     if test is not None:
         check_same_classes(train.classes, test.classes, f"{cfg.data} test split")
+    held_out = None
     if cfg.holdout:
         keep, held = holdout_split(train.labels, cfg.holdout)
         train, held_out = train.subset(keep), train.subset(held)
         test = test if test is not None else held_out
-    return train, test
+    return train, test, held_out
 
 
 def _setup_loaders(cfg: RetrainConfig, space, train, test, device, rank: int, world: int):
@@ -153,6 +161,37 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
     return wrapped
 
 
+def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
+    """The anytime order of the paths (by top-1 on the held-out part; without one, by the search's
+    held-out supernet top-1 in the arch file; else index order) and, when configured, the fitted
+    temperature — both stored with the model."""
+    out = {}
+    if held_out is not None and cfg.eval_split == "test":
+        held = BatchLoader(held_out, cfg.batch_size * 2, False, device=device)
+        order, acc = held_out_order(net, held.epoch(0))
+        out["path_order"] = {"order": order, "by": "held-out top-1 at retraining", "path_top1": acc}
+        if cfg.temperature in ("fit", "auto"):
+            record = fit_temperature(*ensemble_logits(net, held.epoch(0)))
+            out["temperature"] = {**record, "fitted_on": f"held-out part of the training split ({cfg.holdout:g} of it)"}
+            log.info("temperature %.3f: held-out NLL %.4f -> %.4f", record["temperature"], record["nll_before"], record["nll_after"])
+    else:
+        acc = _search_path_acc(cfg.arch)
+        out["path_order"] = ({"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
+                             if acc else {"order": list(range(net.arch.num_paths)), "by": "path index"})
+    return out
+
+
+def _search_path_acc(arch_spec: str) -> "list[float] | None":
+    path = Path(arch_spec)
+    if not path.is_file():
+        return None
+    try:
+        acc = json.loads(path.read_text()).get("path_acc")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [float(a) for a in acc] if isinstance(acc, list) else None
+
+
 @releases_run_dir
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
@@ -160,7 +199,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     rank, world = dist.get_rank(), dist.get_world_size()
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
-    train_full, test = _setup_data(cfg, space)
+    train_full, test, held_out = _setup_data(cfg, space)
     run = prepare_run_dir(cfg.out, cfg.resume, cfg, "retrain") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
@@ -183,7 +222,6 @@ def retrain(cfg: RetrainConfig) -> Path:
     if dist.is_main_process():
         log.info("retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, device %s x%d",
                  arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, world)
-    result = None
 
     def forward(x, y, step):
         logits = wrapped(x)
@@ -198,8 +236,8 @@ def retrain(cfg: RetrainConfig) -> Path:
                               set_lr=scheduler.step_update, after_step=update_ema if ema is not None else None,
                               desc=f"epoch {epoch + 1}/{cfg.epochs}")
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            result = evaluate_ensemble(report, test_loader.epoch(0))
-            metrics.update({"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_loss": result["ensemble"]["loss"]})
+            result = evaluate_ensemble(report, test_loader.epoch(0), calibration=False)
+            metrics.update({"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_nll": result["ensemble"]["nll"]})
             metrics.update({f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(arch.num_paths)})
         if dist.is_main_process():
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
@@ -207,12 +245,14 @@ def retrain(cfg: RetrainConfig) -> Path:
             test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
             log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"], metrics["images_per_s"], test_note)
         dist.barrier()
-    if result is None:  # resumed after the last epoch
-        result = evaluate_ensemble(report, test_loader.epoch(0))
     if dist.is_main_process():
         meta = {"classes": train_full.classes, "weights": "ema" if ema is not None else "raw",
-                "data": {"data": cfg.data, "data_dir": cfg.data_dir}, "recipe": cfg.recipe}
+                "data": {"data": cfg.data, "data_dir": cfg.data_dir}, "recipe": cfg.recipe, "holdout": cfg.holdout,
+                **_order_and_temperature(cfg, report, held_out, device)}
         save_ensemble(report, run / "model.safetensors", **meta)
+        result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=meta["path_order"]["order"],
+                        order_by=meta["path_order"]["by"], temperature=meta.get("temperature"), corruptions=cfg.corruptions,
+                        severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
         atomic_write_text(run / "eval.json", json.dumps({"split": cfg.eval_split, **result}, indent=1) + "\n")
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))

@@ -100,6 +100,8 @@ def run_pipeline(cfg: RunConfig) -> dict:
         summary = {
             "report": str(report),
             "test_top1": result["ensemble"]["top1"],
+            "test_nll": result["ensemble"]["nll"],
+            "test_ece": result["ensemble"]["ece"],
             "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
             "supernet_acc": arch["supernet_acc"],
             "macs": arch["macs"],

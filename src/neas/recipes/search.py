@@ -32,7 +32,7 @@ from neas.options import RunOptions, ScoringOptions
 from neas.search.constraints import Constraints
 from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
-from neas.search.fitness import CandidateEvaluator, Evaluation
+from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
@@ -52,6 +52,7 @@ class SearchConfig(RunOptions, ScoringOptions):
     supernet: str = option("runs/supernet", "the supernet-training run directory")
     out: str = option("runs/search", "search directory")
     strategy: str = option("evolution", "evolution | random")
+    objective: str = option("top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)")
     constraints: Constraints = option(default_factory=Constraints, prefix="")
     split: "list[int] | None" = option(None, "search only split points LO [HI] (0: no shared layers)",
                                        default_help="the space's range")
@@ -63,11 +64,17 @@ class SearchConfig(RunOptions, ScoringOptions):
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
+        if self.objective not in OBJECTIVES:
+            raise NeasError(f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose {' or '.join(OBJECTIVES)}")
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
             raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
         validate_fields(self)
+
+
+def _scores(e: Evaluation) -> dict:
+    return {"ensemble_acc": e.ensemble_acc, "ensemble_nll": e.ensemble_nll, "path_acc": list(e.path_acc)}
 
 
 def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
@@ -166,8 +173,8 @@ def search(cfg: SearchConfig) -> Path:
         for g in range(start):
             for m in json.loads((run / f"generation_{g:02d}.json").read_text())["members"]:
                 arch = EnsembleArch.from_json(m)
-                evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]))
-                history[arch] = m["ensemble_acc"]
+                evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), m.get("ensemble_nll", float("nan")))
+                history[arch] = evaluator.memo[arch].fitness(cfg.objective)
         if dist.is_main_process():
             truncate_metrics(run, start - 1, "generation")
         log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
@@ -186,34 +193,34 @@ def search(cfg: SearchConfig) -> Path:
             results.update(part)
         for i, res in results.items():
             evaluator.memo[archs[i]] = res
-        return [results[i].ensemble_acc for i in range(len(archs))]
+        return [results[i].fitness(cfg.objective) for i in range(len(archs))]
 
     generations_done = list(range(start))
     logger = MetricLogger(run)
 
-    def on_generation(g, members, accs, origins):
+    def on_generation(g, members, fits, origins):
         generations_done.append(g)
-        history.update(zip(members, accs))
+        history.update(zip(members, fits))
         best_arch = max(history, key=lambda a: history[a])
+        accs = [evaluator.memo[a].ensemble_acc for a in members]
         record = {
             "generation": g,
             "strategy": cfg.strategy,
-            "members": [
-                {**a.to_json(), "origin": o, **costs_of[a], "ensemble_acc": acc, "path_acc": list(evaluator.memo[a].path_acc)}
-                for a, acc, o in zip(members, accs, origins)
-            ],
-            "best": {**best_arch.to_json(), "ensemble_acc": history[best_arch]},
+            "objective": cfg.objective,
+            "members": [{**a.to_json(), "origin": o, **costs_of[a], **_scores(evaluator.memo[a])} for a, o in zip(members, origins)],
+            "best": {**best_arch.to_json(), **_scores(evaluator.memo[best_arch])},
             "evaluations": len(history),
         }
         if dist.is_main_process():
             atomic_write_text(run / f"generation_{g:02d}.json", json.dumps(record) + "\n")
-            logger.log(g, generation=g, evaluations=len(history), best_acc=history[best_arch],
-                       mean_acc=sum(accs) / len(accs), members=len(members))
+            logger.log(g, generation=g, evaluations=len(history), best_acc=evaluator.memo[best_arch].ensemble_acc,
+                       best_nll=evaluator.memo[best_arch].ensemble_nll, mean_acc=sum(accs) / len(accs), members=len(members))
             state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history),
                      "calibration": calibration}
             atomic_write_text(run / "state.json", json.dumps(state) + "\n")
-            log.info("generation %d: %d candidates, best %.2f%%, mean %.2f%% (%d evaluated)",
-                     g, len(members), 100 * history[best_arch], 100 * sum(accs) / len(accs), len(history))
+            best = evaluator.memo[best_arch]
+            log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
+                     g, len(members), cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs), len(history))
 
     if dist.is_main_process():
         log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
@@ -226,10 +233,13 @@ def search(cfg: SearchConfig) -> Path:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
         history = random_search(shrunk, budget, cfg.evolution.population, ok, evaluate, rng, on_generation, start, history)
     best = max(history, key=lambda a: history[a])
+    ranked = sorted(history, key=lambda a: -history[a])
     result = {
         **best.to_json(),
         **(costs_of.get(best) or constraints.measure(best, table, latency)),
-        "supernet_acc": history[best],
+        "supernet_acc": evaluator.memo[best].ensemble_acc,
+        "supernet_nll": evaluator.memo[best].ensemble_nll,
+        "objective": cfg.objective,
         "path_acc": list(evaluator.memo[best].path_acc),
         "num_classes": num_classes,
         "space": space.to_dict(),
@@ -238,10 +248,13 @@ def search(cfg: SearchConfig) -> Path:
         "constraints": constraints.active(),
         "supernet": str(sn_dir),
         "calibration": calibration,
+        # every candidate, best first by the objective, with both numbers
+        "candidates": [{**a.to_json(), **_scores(evaluator.memo[a])} for a in ranked],
     }
     if dist.is_main_process():
         atomic_write_text(run / "arch.json", json.dumps(result, indent=1) + "\n")
-        log.info("best ensemble: %s  acc %.2f%%  %.3fM MACs  %.3fM params", best, 100 * history[best], result["macs"] / 1e6, result["params"] / 1e6)
+        log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", cfg.objective, best,
+                 100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
     logger.close()
     dist.barrier()
     return run

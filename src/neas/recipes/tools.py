@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from neas.config import option, validate_fields
+from neas.errors import NeasError
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -60,6 +61,8 @@ class ExportCommand:
     format: str = option(None, "safetensors | onnx", required=True)
     out: str = option(None, "file to write", required=True)
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
+    paths: "int | None" = option(None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all",
+                                 valid=">= 1")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
@@ -73,8 +76,24 @@ class ExportCommand:
         check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force)
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
-        diff = export(net, self.format, self.out, meta=meta, opset=self.opset)
-        return f"exported {self.format} to {self.out}; verified on a batch: max |difference| from PyTorch {diff:.2e}"
+        notes = []
+        if self.paths is not None and self.paths != net.arch.num_paths:
+            if self.paths > net.arch.num_paths:
+                raise NeasError(f"paths: the ensemble has {net.arch.num_paths} paths, got {self.paths}")
+            order = json.loads(meta.get("path_order", "{}"))
+            order.setdefault("order", list(range(net.arch.num_paths)))
+            chosen = order["order"][: self.paths]
+            net = net.select(chosen)
+            meta["path_order"] = json.dumps({"order": list(range(self.paths)), "by": f"paths {chosen} of the original, by {order.get('by', 'path index')}"})
+            if meta.pop("temperature", None) is not None:
+                notes.append("the stored temperature was fitted for all paths and is not carried over")
+            notes.append(f"paths {chosen} of the {len(order['order'])}-path ensemble")
+        temperature = json.loads(meta["temperature"])["temperature"] if "temperature" in meta else None
+        diff = export(net, self.format, self.out, meta=meta, opset=self.opset, temperature=temperature)
+        if temperature is not None:
+            notes.append(f"temperature {temperature:.3f} {'in the graph' if self.format == 'onnx' else 'in the metadata'}")
+        return (f"exported {self.format} to {self.out}{' (' + '; '.join(notes) + ')' if notes else ''}; "
+                f"verified on a batch: max |difference| from PyTorch {diff:.2e}")
 
 
 @dataclass

@@ -43,6 +43,12 @@ def build_report(run: "str | Path") -> Path:
     if result:
         paths = ", ".join(f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%" for j in range(len(chosen["paths"]) if chosen else 0))
         summary.append(f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); {paths}</li>")
+        e = result["ensemble"]
+        if "nll" in e:
+            calibrated = e.get("calibrated")
+            after = (f"; with temperature {result['temperature']['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
+                     f"ECE {100 * calibrated['ece']:.2f}%") if calibrated else ""
+            summary.append(f"<li>ensemble NLL {e['nll']:.4f}, ECE {100 * e['ece']:.2f}%, Brier {e['brier']:.4f}{after}</li>")
     if summary:
         parts.append("<h2>Result</h2><ul>" + "".join(summary) + "</ul>")
 
@@ -67,6 +73,13 @@ def build_report(run: "str | Path") -> Path:
         space = SearchSpace.from_dict(chosen["space"])
         plots.plot_arch(EnsembleArch.from_json(chosen), space, out / "arch.png")
         parts.append("<h2>The chosen ensemble</h2>" + _figure("arch.png", "Shared trunk, split point and each path's blocks"))
+    if result:
+        figures = [(plots.plot_reliability, "reliability.png", "Reliability diagram: accuracy vs confidence, ensemble and each path"),
+                   (plots.plot_anytime, "anytime.png", "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs"),
+                   (plots.plot_corruptions, "corruptions.png", "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths")]
+        shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
+        if shown:
+            parts.append("<h2>Ensemble quality</h2>" + "".join(shown))
     if not parts:
         raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
     page = f"""<!doctype html>

@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, Agg): training curves, shrinking heat maps, evolution
-progress, accuracy-vs-cost with the Pareto front, and a diagram of the chosen ensemble."""
+progress, accuracy-vs-cost with the Pareto front, a diagram of the chosen ensemble, and the
+evaluation's reliability diagram, corruption-severity curves and anytime-K curve."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 from neas.log import MetricLogger  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
 
-__all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch"]
+__all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
+           "plot_corruptions", "plot_anytime"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -212,4 +214,67 @@ def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
     ax.set_title(title or "Chosen ensemble (block labels: kernel / expansion; dotted: skip)", fontsize=10)
     for spine in ("left", "right", "top"):
         ax.spines[spine].set_visible(False)
+    return _save(fig, path)
+
+
+def _members(result: dict) -> list[str]:
+    return ["ensemble"] + sorted(k for k in result if k.startswith("path") and k[4:].isdigit())
+
+
+def plot_reliability(result: dict, path: Path) -> "Path | None":
+    """Reliability diagram of ``eval.json``: accuracy vs confidence per bin, ensemble and paths."""
+    rel = result.get("reliability")
+    if not rel:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 100], [0, 100], color="grey", ls=":", lw=1, label="perfect calibration")
+    for i, name in enumerate(_members(result)):
+        r = rel[name]
+        pts = [(c, a) for c, a, n in zip(r["confidence"], r["accuracy"], r["count"]) if n > 0]
+        ece = result[name].get("ece", float("nan"))
+        style = dict(lw=2.5, color="black", marker="o") if name == "ensemble" else dict(lw=1, color=f"C{i}", marker=".", alpha=0.8)
+        ax.plot([100 * c for c, _ in pts], [100 * a for _, a in pts], label=f"{name} (ECE {100 * ece:.1f}%)", **style)
+    ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
+           title=f"Reliability ({result['reliability']['ensemble']['bins']} bins, {result.get('split', '')} split)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_corruptions(result: dict, path: Path) -> "Path | None":
+    """Accuracy and NLL vs corruption severity (averaged over corruptions), ensemble vs paths;
+    severity 0 is the clean split."""
+    block = result.get("corruptions")
+    if not block:
+        return None
+    sev = [0] + list(block["severities"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, name in enumerate(_members(result)):
+        style = dict(lw=2.5, color="black", marker="o") if name == "ensemble" else dict(lw=1, color=f"C{i}", marker=".")
+        acc = [result[name]["top1"]] + [block["by_severity"][str(s)][name]["top1"] for s in block["severities"]]
+        nll = [result[name]["nll"]] + [block["by_severity"][str(s)][name]["nll"] for s in block["severities"]]
+        axes[0].plot(sev, [100 * a for a in acc], label=name, **style)
+        axes[1].plot(sev, nll, label=name, **style)
+    axes[0].set(xlabel="severity (0: clean)", ylabel="top-1 (%)", title=f"Accuracy under {len(block['names'])} corruptions")
+    axes[1].set(xlabel="severity (0: clean)", ylabel="NLL", title="NLL under corruption")
+    for ax in axes:
+        ax.set_xticks(sev)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_anytime(result: dict, path: Path) -> "Path | None":
+    """Top-1 and NLL vs MACs of the sub-ensembles of the first j paths, j = 1..K."""
+    anytime = result.get("anytime")
+    if not anytime or len(anytime) < 2:
+        return None
+    macs = [e["macs"] / 1e6 for e in anytime]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(macs, [100 * e["top1"] for e in anytime], "o-", color="black")
+    axes[1].plot(macs, [e["nll"] for e in anytime], "o-", color="black")
+    for e, x in zip(anytime, macs):
+        axes[0].annotate(f"j={len(e['paths'])}", (x, 100 * e["top1"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        axes[1].annotate(f"j={len(e['paths'])}", (x, e["nll"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    by = result.get("anytime_order", {}).get("by", "path index")
+    axes[0].set(xlabel="MACs (M)", ylabel="top-1 (%)", title=f"Anytime: the first j paths (by {by})")
+    axes[1].set(xlabel="MACs (M)", ylabel="NLL", title="Anytime: NLL")
     return _save(fig, path)

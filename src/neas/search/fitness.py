@@ -1,5 +1,5 @@
 """Scoring candidates with supernet weights (docs/DESIGN.md §7-8): BN recalibration, then ensemble
-top-1 (mean of the path logits) on the held-out images.
+top-1 and NLL (of the mean of the path logits) on the held-out images.
 
 A path's activations after layer j depend only on its ops on L1..Lj (its *prefix*), and so do
 the recalibrated statistics of the BNs on the way. The evaluator keeps a prefix tree of
@@ -21,13 +21,21 @@ from neas.nn import pool_classify, recalibrate_bn, recalibrating
 from neas.space import EnsembleArch
 from neas.supernet import Supernet
 
-__all__ = ["Evaluation", "CandidateEvaluator"]
+__all__ = ["Evaluation", "CandidateEvaluator", "OBJECTIVES"]
+
+
+OBJECTIVES = ("top1", "nll")
 
 
 @dataclass(frozen=True)
 class Evaluation:
     ensemble_acc: float  # top-1 of the mean logits on the held-out images
     path_acc: tuple[float, ...]  # top-1 of each path
+    ensemble_nll: float = float("nan")  # mean cross-entropy of the mean logits
+
+    def fitness(self, objective: str = "top1") -> float:
+        """What the search maximises: top-1, or minus the NLL."""
+        return self.ensemble_acc if objective == "top1" else -self.ensemble_nll
 
 
 class CandidateEvaluator:
@@ -109,13 +117,15 @@ class CandidateEvaluator:
 
     def _score(self, arch: EnsembleArch, logits_per_batch) -> Evaluation:
         k_paths = arch.num_paths
-        correct, ens, total = [0] * k_paths, 0, 0
+        correct, ens, nll, total = [0] * k_paths, 0, 0.0, 0
         for logits, (_, y) in zip(logits_per_batch, self.val_batches):
             for k, l in enumerate(logits):
                 correct[k] += int((l.argmax(1) == y).sum())
-            ens += int((torch.stack(logits).float().mean(0).argmax(1) == y).sum())
+            mean = torch.stack(logits).float().mean(0)
+            ens += int((mean.argmax(1) == y).sum())
+            nll += float(torch.nn.functional.cross_entropy(mean, y, reduction="sum"))
             total += len(y)
-        return Evaluation(ens / total, tuple(c / total for c in correct))
+        return Evaluation(ens / total, tuple(c / total for c in correct), nll / total)
 
     def evaluate(self, arch: EnsembleArch) -> Evaluation:
         """The (memoised) evaluation of one candidate."""

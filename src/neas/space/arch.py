@@ -67,8 +67,8 @@ class EnsembleArch:
     def __post_init__(self):
         if isinstance(self.split, bool) or not isinstance(self.split, int):
             raise NeasError(f"arch: split must be an integer, got {self.split!r}")
-        if not isinstance(self.paths, (list, tuple)) or len(self.paths) < 2:
-            raise NeasError("arch: an ensemble needs at least 2 paths")
+        if not isinstance(self.paths, (list, tuple)) or len(self.paths) < 1:
+            raise NeasError("arch: needs at least 1 path (1: a single network)")
         paths = []
         for k, path in enumerate(self.paths):
             if isinstance(path, str) or not isinstance(path, (list, tuple)):

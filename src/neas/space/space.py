@@ -184,8 +184,8 @@ class SearchSpace:
             raise NeasError(f"{where}: 'ops' is empty")
         if len(set(self.ops)) != len(self.ops):
             raise NeasError(f"{where}: 'ops' lists an op twice: {[str(o) for o in self.ops]}")
-        if self.num_paths < 2:
-            raise NeasError(f"{where}: num_paths must be at least 2 (an ensemble), got {self.num_paths}")
+        if self.num_paths < 1:
+            raise NeasError(f"{where}: num_paths must be at least 1 (1: a single network), got {self.num_paths}")
         if self.stem_stride not in (1, 2):
             raise NeasError(f"{where}: stem_stride must be 1 or 2, got {self.stem_stride}")
         for key in ("input_size", "in_channels", "stem_channels", "first_block_channels", "head_channels", "feature_channels"):

@@ -1,0 +1,113 @@
+"""The full evaluation of a trained ensemble — what ``neas evaluate`` prints and what ``eval.json``
+holds, written by one function for both ``neas evaluate`` and ``neas retrain``:
+
+- the scores of :func:`neas.ensemble.metrics.evaluate_ensemble` (ensemble, paths, diversity,
+  reliability diagrams), calibrated with a temperature when one is given;
+- ``anytime``: for j = 1..K the sub-ensemble of the first j paths of the anytime order (best
+  held-out path first), with its scores, MACs / paper FLOPs / params (shared part once, as the
+  cost model counts it) and measured latency;
+- ``corruptions``: per corruption and severity, and averaged, the scores of the ensemble and of
+  each path on corrupted copies of the split;
+- the whole ensemble's costs and latency.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tqdm import tqdm
+
+from neas.cost import count_cost
+from neas.data import BatchLoader
+from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
+from neas.ensemble.model import EnsembleNet
+
+__all__ = ["assess", "anytime_order", "held_out_order"]
+
+log = logging.getLogger(__name__)
+
+_CORRUPTION_KEYS = ("top1", "nll", "ece")
+
+
+def anytime_order(path_acc: "list[float] | None") -> list[int]:
+    """Paths by held-out top-1, best first (ties: lower index first); index order without scores."""
+    if not path_acc:
+        return []
+    return sorted(range(len(path_acc)), key=lambda k: (-path_acc[k], k))
+
+
+def held_out_order(net: EnsembleNet, batches) -> tuple[list[int], list[float]]:
+    """The anytime order from each path's top-1 on held-out ``batches``, and those accuracies."""
+    scores = evaluate_ensemble(net, batches, calibration=False)
+    acc = [scores[f"path{k}"]["top1"] for k in range(net.arch.num_paths)]
+    return anytime_order(acc), acc
+
+
+def assess(net: EnsembleNet, data, device, *, batch_size: int = 256, workers: int = 0, order: "list[int] | None" = None,
+           order_by: str = "path index", temperature: "dict | None" = None, corruptions: "list[str] | None" = None,
+           severities: "list[int] | None" = None, corruption_seed: int = 0, latency: bool = True, desc: str = "evaluate") -> dict:
+    """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
+
+    Args:
+        order: the anytime order (default: path index order), recorded with ``order_by``.
+        temperature: a fitted temperature (:func:`neas.ensemble.calibration.fit_temperature`'s
+            record): recorded, and the ensemble's calibrated scores added.
+        corruptions, severities: corrupted copies of ``data`` to score (none by default).
+    """
+    k = net.arch.num_paths
+    order = list(range(k)) if not order else list(order)
+    net = net.to(device, memory_format=torch.channels_last).eval()
+    loader = BatchLoader(data, batch_size, False, device=device, workers=workers)
+    t = temperature["temperature"] if temperature else None
+    with tqdm(total=len(loader), desc=desc, leave=False, disable=None) as bar:
+        result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t)
+    if temperature:
+        result["temperature"] = temperature
+    result["anytime_order"] = {"order": order, "by": order_by}
+    for j, entry in enumerate(result["anytime"], start=1):
+        sub = net.select(order[:j])
+        entry.update(count_cost(sub.space, sub.arch, net.num_classes).to_json())
+        if latency:
+            entry["latency_ms"] = measure_latency_ms(sub, device)
+    result.update(count_cost(net.space, net.arch, net.num_classes).to_json())
+    if latency:
+        result["latency_ms"] = result["anytime"][-1]["latency_ms"]
+        result["latency_device"] = str(device)
+    if corruptions:
+        result["corruptions"] = corruption_scores(net, data, device, corruptions, severities or [1, 2, 3, 4, 5],
+                                                  corruption_seed, batch_size, workers)
+    return result
+
+
+def corruption_scores(net: EnsembleNet, data, device, names: "list[str]", severities: "list[int]", seed: int,
+                      batch_size: int, workers: int) -> dict:
+    """Top-1, NLL and ECE of the ensemble and each path per (corruption, severity), and their means."""
+    import os
+
+    from neas.data.corruptions import Corruption
+    from neas.errors import NeasError
+
+    if net.space.input_size < 32:
+        raise NeasError(f"corruptions need images of at least 32x32 pixels; space {net.space.name!r} takes {net.space.input_size}")
+    workers = min(workers, os.cpu_count() or 1)
+    members = ["ensemble"] + [f"path{j}" for j in range(net.arch.num_paths)]
+    results = {}
+    with tqdm(total=len(names) * len(severities), desc="corruptions", leave=False, disable=None) as bar:
+        for name in names:
+            results[name] = {}
+            for severity in severities:
+                loader = BatchLoader(data, batch_size, False, device=device, workers=workers,
+                                     corruption=Corruption(name, severity, seed))
+                scores = evaluate_ensemble(net, loader.epoch(0))
+                results[name][str(severity)] = {m: {key: scores[m][key] for key in _CORRUPTION_KEYS} for m in members}
+                bar.update(1)
+    cells = [cell for per_name in results.values() for cell in per_name.values()]
+    mean = {m: {key: sum(c[m][key] for c in cells) / len(cells) for key in _CORRUPTION_KEYS} for m in members}
+    by_severity = {str(s): {m: {key: sum(results[n][str(s)][m][key] for n in names) / len(names) for key in _CORRUPTION_KEYS}
+                            for m in members} for s in severities}
+    log.info("corruptions: mean ensemble top-1 %.2f%% over %d corruptions x %d severities", 100 * mean["ensemble"]["top1"],
+             len(names), len(severities))
+    return {"names": names, "severities": severities, "seed": seed, "images": len(data), "results": results,
+            "mean": mean, "by_severity": by_severity,
+            "library": "imagecorruptions (imagecorruptions-imaug), ImageNet-C parameters"}

@@ -1,0 +1,185 @@
+"""Ensemble quality beyond top-1 (issue 15): NLL, ECE and Brier against independent computations,
+temperature scaling, corruptions, anytime-K, the NLL search objective and calibrated export."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from neas.cost import count_cost
+from neas.data import BatchLoader
+from neas.data.corruptions import CORRUPTIONS, Corruption, parse_corruptions, parse_severities
+from neas.data.datasets import ImageTensors
+from neas.ensemble import build_ensemble
+from neas.ensemble.assess import anytime_order, assess
+from neas.ensemble.calibration import fit_temperature
+from neas.ensemble.metrics import Scores, evaluate_ensemble
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace
+
+
+def _fixed_logits(n=400, c=7, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(c, (n,), generator=gen)
+    logits = torch.randn(n, c, generator=gen) * 2
+    logits[torch.arange(n), y] += 1.5  # better than chance, not perfect
+    return logits, y
+
+
+def _reference(logits, y, bins=15):
+    """NLL, Brier and top-label ECE computed independently, in NumPy."""
+    z = logits.double().numpy()
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    labels = y.numpy()
+    nll = -np.mean(np.log(p[np.arange(len(labels)), labels]))
+    onehot = np.eye(p.shape[1])[labels]
+    brier = np.mean(((p - onehot) ** 2).sum(1))
+    conf, pred = p.max(1), p.argmax(1)
+    ece = 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += inside.mean() * abs((pred[inside] == labels[inside]).mean() - conf[inside].mean())
+    return nll, brier, ece
+
+
+def test_nll_ece_brier_match_an_independent_computation():
+    logits, y = _fixed_logits()
+    scores = Scores(7)
+    for part in torch.split(torch.arange(len(y)), 64):  # batch by batch, as the evaluation runs
+        scores.update(logits[part], y[part])
+    got = scores.compute()
+    nll, brier, ece = _reference(logits, y)
+    assert got["nll"] == pytest.approx(nll, abs=1e-5)
+    assert got["brier"] == pytest.approx(brier, abs=1e-5)
+    assert got["ece"] == pytest.approx(ece, abs=1e-5)
+    assert got["top1"] == pytest.approx((logits.argmax(1) == y).double().mean().item())
+    rel = scores.reliability()
+    assert sum(rel["count"]) == len(y) and len(rel["accuracy"]) == 15
+
+
+def test_temperature_scaling_tames_an_overconfident_model():
+    logits, y = _fixed_logits(n=2000, seed=1)
+    overconfident = logits * 4
+    held, test = slice(0, 1000), slice(1000, None)
+    record = fit_temperature(overconfident[held], y[held])
+    assert record["temperature"] > 2 and record["nll_after"] < record["nll_before"] - 0.2
+    # it generalises to images it never saw
+    before, after = Scores(7), Scores(7)
+    before.update(overconfident[test], y[test])
+    after.update(overconfident[test] / record["temperature"], y[test])
+    assert after.compute()["nll"] < before.compute()["nll"] and after.compute()["ece"] < before.compute()["ece"]
+    with pytest.raises(NeasError, match="no held-out images"):
+        fit_temperature(logits[:0], y[:0])
+
+
+def test_retrain_fits_the_temperature_on_the_held_out_part_only(tmp_path, monkeypatch):
+    import neas.recipes.retrain as recipe
+
+    seen = []
+    real = recipe.fit_temperature
+
+    def spy(logits, labels):
+        seen.append(len(labels))
+        return real(logits, labels)
+
+    monkeypatch.setattr(recipe, "fit_temperature", spy)
+    space = SearchSpace.preset("tiny")
+    arch = EnsembleArch.sample(space, 3)
+    arch.save(tmp_path / "arch.json", space=space.to_dict())
+    run = recipe.retrain(recipe.RetrainConfig(arch=str(tmp_path / "arch.json"), data="digits", out=str(tmp_path / "rt"), epochs=1,
+                                              batch_size=64, device="cpu", holdout=0.1, ema_decay=0))
+    from neas.data import holdout_split, load_dataset
+
+    result = json.loads((run / "eval.json").read_text())
+    held = len(holdout_split(load_dataset("digits", "train", 32).labels, 0.1)[1])
+    assert seen == [held] and result["temperature"]["images"] == held  # the 10 % held out of 1438 training images
+    assert result["images"] == 359  # reported on the test split, which the fit never saw
+    assert result["ensemble"]["calibrated"]["nll"] <= result["ensemble"]["nll"] + 0.05
+    with pytest.raises(NeasError, match="temperature fit needs a held-out part"):
+        recipe.RetrainConfig(temperature="fit")  # no held-out part: refused up front
+
+
+def test_corruptions_are_deterministic_per_seed_and_differ_by_severity():
+    image = torch.from_numpy(np.random.RandomState(0).randint(0, 256, (3, 32, 32), dtype=np.uint8))
+    for name in CORRUPTIONS:
+        a, b = Corruption(name, 3, seed=1)(image, 7), Corruption(name, 3, seed=1)(image, 7)
+        assert a.dtype == torch.uint8 and a.shape == image.shape and torch.equal(a, b), name
+        assert not torch.equal(Corruption(name, 1, seed=1)(image, 7), Corruption(name, 5, seed=1)(image, 7)), name
+    noisy = [Corruption("gaussian_noise", 3, seed=s)(image, 7) for s in (1, 2)]
+    assert not torch.equal(*noisy)  # another seed, other noise
+    assert not torch.equal(Corruption("gaussian_noise", 3, 1)(image, 7), Corruption("gaussian_noise", 3, 1)(image, 8))
+    assert parse_corruptions(["all"]) == list(CORRUPTIONS) and len(CORRUPTIONS) == 15
+    assert parse_severities("1-5") == [1, 2, 3, 4, 5] and parse_severities("5,1") == [1, 5] and parse_severities(3) == [3]
+    for bad in ("0-5", "6", "1-", "x"):
+        with pytest.raises(NeasError, match="severities"):
+            parse_severities(bad)
+    with pytest.raises(NeasError, match="did you mean 'fog'"):
+        parse_corruptions(["fgo"])
+
+
+def test_corrupted_batches_do_not_depend_on_batch_size_or_workers():
+    gen = torch.Generator().manual_seed(0)
+    data = ImageTensors(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(10) % 3, ["a", "b", "c"])
+    corruption = Corruption("shot_noise", 2, seed=5)
+    runs = [torch.cat([x for x, _ in BatchLoader(data, bs, False, workers=w, corruption=corruption).epoch(0)])
+            for bs, w in ((10, 0), (3, 2))]
+    assert torch.equal(*runs)
+    clean = torch.cat([x for x, _ in BatchLoader(data, 10, False).epoch(0)])
+    assert not torch.equal(clean, runs[0])
+
+
+@pytest.fixture(scope="module")
+def three_paths():
+    space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": 3})
+    net = build_ensemble(space, EnsembleArch.sample(space, random.Random(2)), 10).eval()
+    gen = torch.Generator().manual_seed(3)
+    data = ImageTensors(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(40) % 10,
+                        [str(c) for c in range(10)])
+    return net, data
+
+
+def test_anytime_k_ends_at_the_full_ensemble_with_the_cost_models_macs(three_paths):
+    net, data = three_paths
+    order = [2, 0, 1]
+    result = assess(net, data, "cpu", batch_size=16, order=order, order_by="test", latency=False)
+    anytime = result["anytime"]
+    assert [e["paths"] for e in anytime] == [[2], [2, 0], [2, 0, 1]]
+    full = {k: v for k, v in anytime[-1].items() if k not in ("paths", "macs", "paper_flops", "params")}
+    assert full == {k: v for k, v in result["ensemble"].items()}  # j = K is the ensemble, exactly
+    assert anytime[-1]["macs"] == count_cost(net.space, net.arch, 10).macs == result["macs"]
+    assert anytime[0]["top1"] == result["path2"]["top1"]  # j = 1 is the best path alone
+    sub = net.select([2, 0])
+    direct = evaluate_ensemble(sub, BatchLoader(data, 16, False).epoch(0))
+    assert anytime[1]["nll"] == pytest.approx(direct["ensemble"]["nll"], abs=1e-6)
+    assert anytime[1]["macs"] == count_cost(sub.space, sub.arch, 10).macs
+    assert anytime[0]["macs"] < anytime[1]["macs"] < anytime[2]["macs"]
+    assert anytime_order([0.5, 0.9, 0.7]) == [1, 2, 0] and anytime_order([0.5, 0.5]) == [0, 1]
+
+
+def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from neas.cli import main
+    from neas.ensemble.io import load_ensemble, save_ensemble
+
+    net, _ = three_paths
+    save_ensemble(net, tmp_path / "m.safetensors", temperature={"temperature": 2.5}, path_order={"order": [1, 2, 0], "by": "test"})
+    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "temperature 2.500 in the graph" in capsys.readouterr().out
+    x = torch.randn(2, 3, 32, 32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, (net(x) / 2.5).numpy(), atol=1e-4)
+    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "2",
+                 "--out", str(tmp_path / "two.safetensors")]) == 0
+    two, meta = load_ensemble(tmp_path / "two.safetensors")
+    assert two.arch.paths == (net.arch.paths[1], net.arch.paths[2]) and "temperature" not in meta
+    with torch.no_grad():
+        assert torch.allclose(two(x), (net.path_logits(x)[1] + net.path_logits(x)[2]) / 2, atol=1e-5)
+    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "4",
+                 "--out", str(tmp_path / "four.safetensors")]) == 2
