@@ -92,6 +92,8 @@ def _run_ablation(cfg, args) -> dict:
         record = ablate.paths_ablation(args.config, args.paths, args.out, reuse)
     elif args.ablation == "search":
         record = ablate.search_ablation(args.run, args.out, args.top)
+    elif args.ablation == "deep-ensemble":
+        record = ablate.deep_ensemble(args.arch, cfg, args.copies, args.out)
     elif args.ablation == "homo-hetero":
         record = ablate.homo_hetero(args.arch, cfg, args.out)
     else:
@@ -131,6 +133,8 @@ ABLATIONS = {
         ("--config", {"required": True, "help": "a `neas run` YAML config (its budget and stages are used for every K)"}),
         ("--paths", {"type": int, "nargs": "+", "default": [2, 3, 5], "help": "values of K (default: 2 3 5)"}),
         ("--reuse", {"nargs": "+", "metavar": "K=RUN", "help": "a finished `neas run` of the same config to use for K"}), ("--out", {"required": True}))),
+    "deep-ensemble": ("retrain one arch N times from independent initialisations and score their average (a deep ensemble)", _RETRAIN,
+                      (("--copies", {"type": int, "default": 2, "help": "independently trained copies (default: 2)"}),)),
     "search": ("evolution vs random search at equal evaluations, from runs with compare_random (Figure 5)", None, (
         ("--run", {"nargs": "+", "required": True, "help": "`neas run` directories with search/ and search_random/"}),
         ("--top", {"type": int, "default": 10, "help": "also track the mean of the top-N ensembles found (default: 10)"}),
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help, schema, handler, extra) in COMMANDS.items():
         _command(sub, name, help, schema, handler, extra)
-    ab = sub.add_parser("ablate", help="the paper's ablations: homo-hetero, split, paths, search (resumable drivers)")
+    ab = sub.add_parser("ablate", help="the paper's ablations, and a deep ensemble: homo-hetero, split, paths, search, deep-ensemble (resumable)")
     ab = ab.add_subparsers(dest="ablation", required=True, metavar="ABLATION")
     for name, (help, schema, extra) in ABLATIONS.items():
         _command(ab, name, help, schema, _ablate, extra, skip=("resume",), required=("arch", "out") if schema else ())

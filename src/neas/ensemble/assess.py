@@ -40,7 +40,7 @@ def anytime_order(path_acc: "list[float] | None") -> list[int]:
 def held_out_order(net: EnsembleNet, batches) -> tuple[list[int], list[float]]:
     """The anytime order from each path's top-1 on held-out ``batches``, and those accuracies."""
     scores = evaluate_ensemble(net, batches, calibration=False)
-    acc = [scores[f"path{k}"]["top1"] for k in range(net.arch.num_paths)]
+    acc = [scores[f"path{k}"]["top1"] for k in range(net.num_paths)]
     return anytime_order(acc), acc
 
 
@@ -55,7 +55,7 @@ def assess(net: EnsembleNet, data, device, *, batch_size: int = 256, workers: in
             record): recorded, and the ensemble's calibrated scores added.
         corruptions, severities: corrupted copies of ``data`` to score (none by default).
     """
-    k = net.arch.num_paths
+    k = net.num_paths
     order = list(range(k)) if not order else list(order)
     net = net.to(device, memory_format=torch.channels_last).eval()
     loader = BatchLoader(data, batch_size, False, device=device, workers=workers)
@@ -91,7 +91,7 @@ def corruption_scores(net: EnsembleNet, data, device, names: "list[str]", severi
     if net.space.input_size < 32:
         raise NeasError(f"corruptions need images of at least 32x32 pixels; space {net.space.name!r} takes {net.space.input_size}")
     workers = min(workers, os.cpu_count() or 1)
-    members = ["ensemble"] + [f"path{j}" for j in range(net.arch.num_paths)]
+    members = ["ensemble"] + [f"path{j}" for j in range(net.num_paths)]
     results = {}
     with tqdm(total=len(names) * len(severities), desc="corruptions", leave=False, disable=None) as bar:
         for name in names:

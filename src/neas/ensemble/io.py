@@ -15,26 +15,31 @@ __all__ = ["save_ensemble", "load_ensemble", "load_model", "store_metadata", "FO
 FORMAT = "neas.ensemble/1"
 
 
+def _as_metadata(meta: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
 def save_ensemble(net: EnsembleNet, path: "str | Path", **meta) -> None:
     """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it."""
-    metadata = {
-        "format": FORMAT,
-        "arch": json.dumps(net.arch.to_json()),
-        "space": json.dumps(net.space.to_dict()),
-        "num_classes": str(net.num_classes),
-        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
-    }
+    metadata = {"format": FORMAT, "arch": json.dumps(net.arch.to_json()), "space": json.dumps(net.space.to_dict()),
+                "num_classes": str(net.num_classes), **_as_metadata(meta)}
     atomic_save_file(net.state_dict(), path, metadata)
 
 
-def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
-    """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
+def _read(path: "str | Path") -> tuple[Path, dict, dict]:
+    """A neas weights file (or a run directory's ``model.safetensors``): its path, tensors and metadata."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     tensors, meta = load_weights(path)
     if meta.get("format") != FORMAT:
         raise NeasError(f"{path}: not a neas ensemble file (format {meta.get('format')!r}); released .pth.tar files load with --official-checkpoint")
+    return path, tensors, meta
+
+
+def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
+    """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
+    path, tensors, meta = _read(path)
     space = SearchSpace.from_dict(json.loads(meta["space"]))
     arch = EnsembleArch.from_json(meta["arch"])
     net = build_ensemble(space, arch, int(meta["num_classes"]))
@@ -44,13 +49,8 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
 
 def store_metadata(path: "str | Path", **meta) -> Path:
     """Adds ``meta`` to a neas weights file's metadata (atomically; the weights are unchanged)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    tensors, old = load_weights(path)
-    if old.get("format") != FORMAT:
-        raise NeasError(f"{path}: not a neas ensemble file; nothing was written")
-    atomic_save_file(tensors, path, {**old, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}})
+    path, tensors, old = _read(path)
+    atomic_save_file(tensors, path, {**old, **_as_metadata(meta)})
     return path
 
 

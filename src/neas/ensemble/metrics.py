@@ -94,7 +94,7 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[
         two paths' predictions differ, averaged over pairs; ``oracle_top1``: some path is right),
         ``reliability`` (per predictor) and ``images``.
     """
-    k = net.arch.num_paths
+    k = net.num_paths
     order = list(range(k)) if order is None else list(order)
     c = net.num_classes
     scores = {"ensemble": Scores(c, calibration)} | {f"path{j}": Scores(c, calibration) for j in range(k)}

@@ -15,7 +15,7 @@ from neas.errors import NeasError
 from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem, pool_classify, scale_grad
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["EnsembleNet", "build_ensemble"]
+__all__ = ["EnsembleNet", "DeepEnsemble", "build_ensemble"]
 
 
 class EnsembleNet(nn.Module):
@@ -66,20 +66,57 @@ class EnsembleNet(nn.Module):
         """(B, 3, H, W) -> mean of the K path logits, (B, num_classes)."""
         return torch.stack(self.path_logits(x)).mean(0)
 
+    @property
+    def num_paths(self) -> int:
+        return self.arch.num_paths
+
     def select(self, paths: "list[int]") -> "EnsembleNet":
         """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
         space has ``len(paths)`` paths and this split point."""
         import dataclasses
 
+        paths = list(paths)
         if not paths or len(set(paths)) != len(paths) or not all(0 <= k < self.arch.num_paths for k in paths):
             raise NeasError(f"paths {list(paths)}: expected distinct path indices in 0..{self.arch.num_paths - 1}")
-        space = dataclasses.replace(self.space, num_paths=len(paths), split=(self.arch.split, self.arch.split))
-        arch = EnsembleArch(self.arch.split, tuple(self.arch.paths[k] for k in paths), distinct=self.arch.distinct)
+        single = len(paths) == 1  # a single network shares nothing: split 0, its layers all its own
+        split = 0 if single else self.arch.split
+        space = dataclasses.replace(self.space, num_paths=len(paths), split=(split, split))
+        arch = EnsembleArch(split, tuple(self.arch.paths[k] for k in paths), distinct=self.arch.distinct)
         sub = EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad)  # then given this network's modules
-        sub.conv_stem, sub.bn1, sub.sharing_blocks = self.conv_stem, self.bn1, self.sharing_blocks
-        for name in ("blocks", "conv_heads", "classifiers"):
+        sub.conv_stem, sub.bn1 = self.conv_stem, self.bn1
+        if single:  # the canonical layout of a one-path network: L0 alone is "shared"
+            trunk = self.sharing_blocks[0]
+            sub.sharing_blocks = nn.Sequential(nn.Sequential(trunk[0]))
+            sub.blocks = nn.ModuleList([nn.Sequential(nn.Sequential(*trunk[1:], *self.blocks[paths[0]][0]))])
+        else:
+            sub.sharing_blocks = self.sharing_blocks
+            sub.blocks = nn.ModuleList(self.blocks[k] for k in paths)
+        for name in ("conv_heads", "classifiers"):
             setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
         return sub.train(self.training)
+
+
+class DeepEnsemble(nn.Module):
+    """Independently trained networks averaged at the logits (a deep ensemble, Lakshminarayanan
+    et al. 2017): every member's paths are its paths, nothing is shared, not even the stem."""
+
+    def __init__(self, members: "list[EnsembleNet]"):
+        super().__init__()
+        if not members or any(m.num_classes != members[0].num_classes or m.space.input_size != members[0].space.input_size
+                              for m in members):
+            raise NeasError("a deep ensemble needs members with one input size and one set of classes")
+        self.members = nn.ModuleList(members)
+        self.space, self.num_classes = members[0].space, members[0].num_classes
+
+    @property
+    def num_paths(self) -> int:
+        return sum(m.num_paths for m in self.members)
+
+    def path_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [logits for m in self.members for logits in m.path_logits(x)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.path_logits(x)).mean(0)
 
 
 def build_ensemble(space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True) -> EnsembleNet:

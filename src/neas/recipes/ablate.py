@@ -4,6 +4,7 @@
     neas ablate split       --arch runs/x/search/arch.json --data cifar10 --data-dir D --out runs/split
     neas ablate paths       --config cfg.yaml --paths 2 3 5 --out runs/paths
     neas ablate search      --run runs/a runs/b --out runs/search_curve
+    neas ablate deep-ensemble --arch runs/k1/search/arch.json --copies 2 --data cifar10 --data-dir D --out runs/deep
 
 ``homo-hetero`` (Table 3) retrains the searched ensemble and, for each path k, the homogeneous
 ensemble whose K paths all copy path k. ``split`` (Table 4) retrains the ensemble as searched,
@@ -12,7 +13,10 @@ more), and — when the arch file comes from ``neas search`` — the best ensemb
 search finds with no shared layers under the same budget. ``paths`` (Table 5) runs the whole
 pipeline of a ``neas run`` config once per K under the config's budget. ``search`` (Figure 5)
 draws evolution against random search at equal evaluations from runs made with
-``compare_random: true``. Every retrain/run lives in a sub-directory of ``--out`` and resumes
+``compare_random: true``. ``deep-ensemble`` retrains one architecture (typically a searched
+K = 1 network) ``--copies`` times from independent initialisations (seeds seed, seed+1, ...) and
+scores the average of their logits: the plain deep ensemble a searched ensemble must beat at
+equal cost. Every retrain/run lives in a sub-directory of ``--out`` and resumes
 after an interruption; finished ones are skipped. Each driver writes ``ablate.json`` and a
 Markdown table ``ablate.md``.
 """
@@ -36,7 +40,7 @@ from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.train.checkpoint import atomic_write_text
 from neas.train.loop import claim_dir, run_stage
 
-__all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve"]
+__all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +171,8 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
     reuse = reuse or {}
     results = {}
     for k in sorted(set(paths) | set(reuse)):
-        if k < 2:
-            raise NeasError(f"--paths: an ensemble needs K >= 2 paths, got {k}")
+        if k < 1:
+            raise NeasError(f"--paths: K must be at least 1 (1: a single network), got {k}")
         if k in reuse:
             run = Path(reuse[k])
             _check_reuse(run, base, k)
@@ -274,3 +278,54 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path") -> dict:
+    """Retrains ``arch_spec`` ``copies`` times (seeds ``base.seed + i``) and scores the average of
+    the copies' logits on the evaluation split, with the summed costs."""
+    import torch
+
+    from neas.data import BatchLoader
+    from neas.data.datasets import load_dataset
+    from neas.dist import local_device
+    from neas.ensemble.io import load_ensemble
+    from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
+    from neas.ensemble.model import DeepEnsemble
+
+    if copies < 2:
+        raise NeasError(f"--copies: a deep ensemble needs at least 2 copies, got {copies}")
+    arch, space = resolve_arch_and_space(arch_spec, base.space)
+    out = claim_dir(out, "ablate deep-ensemble", legacy=("ablate.json",))
+    arch_file = out / "arch.json"
+    _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
+    members, singles = [], []
+    for i in range(copies):
+        run = out / f"copy{i}"
+        cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(run), seed=base.seed + i, resume=False)
+        run_stage(run, ["model.safetensors", "eval.json"], retrain, cfg, f"copy {i} (seed {base.seed + i})")
+        members.append(load_ensemble(run)[0])
+        ev = json.loads((run / "eval.json").read_text())
+        singles.append({"seed": base.seed + i, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
+    device = local_device(base.device)
+    net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()
+    split = "test" if base.eval_split == "test" else "train"
+    data = load_dataset(base.data, split, space.input_size, base.data_dir)
+    if base.eval_split == "holdout":
+        from neas.data import holdout_split
+
+        data = data.subset(holdout_split(data.labels, base.holdout)[1])
+    scores = evaluate_ensemble(net, BatchLoader(data, 256, False, device=device).epoch(0))
+    cost = cost_table(space, members[0].num_classes).cost(arch)
+    result = {"source": str(arch_spec), "copies": copies, "arch": arch.to_json(), "members": singles,
+              "ensemble": scores["ensemble"], "diversity": scores["diversity"], "images": scores["images"], "eval_split": base.eval_split,
+              "macs": copies * cost.macs, "paper_flops": copies * cost.paper_flops, "params": copies * cost.params,
+              "latency_ms": measure_latency_ms(net, device)}
+    e = result["ensemble"]
+    table = "\n".join([
+        f"## Deep ensemble: {copies} independently trained copies of {arch_spec}", "",
+        "| model | top-1 (%) | NLL | ECE (%) | Brier | MACs (M) | params (M) |", "|---|---|---|---|---|---|---|",
+        *(f"| copy {i} (seed {m['seed']}) | {_pct(m['top1'])} | {m['nll']:.4f} | {_pct(m['ece'])} | {m['brier']:.4f} | "
+          f"{cost.macs / 1e6:.3f} | {cost.params / 1e6:.3f} |" for i, m in enumerate(singles)),
+        f"| deep ensemble | {_pct(e['top1'])} | {e['nll']:.4f} | {_pct(e['ece'])} | {e['brier']:.4f} | {result['macs'] / 1e6:.3f} | "
+        f"{result['params'] / 1e6:.3f} |", ""])
+    return _finish(out, "deep-ensemble", result, table)

@@ -132,6 +132,9 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     device = dist.init(cfg.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     space = SearchSpace.resolve(cfg.space)
+    if space.num_paths == 1 and cfg.shrink.mode == "diversity":
+        raise NeasError(f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
+                        f"use shrink quality, accuracy or none")
     run = prepare_run_dir(cfg.out, cfg.resume, cfg, "train-supernet") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over

@@ -8,7 +8,7 @@ import numpy as np
 from neas.shrink.statistics import LayerStats, ProbeSample, nearest_psd
 from neas.space import Op
 
-__all__ = ["diversity_scores", "accuracy_scores"]
+__all__ = ["diversity_scores", "quality_scores", "accuracy_scores"]
 
 
 def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:
@@ -26,6 +26,13 @@ def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> l
         idx = [pos[op] for op in combo]
         out.append(max(0.0, float(np.linalg.det(kernel[np.ix_(idx, idx)]))))
     return out
+
+
+def quality_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:
+    """The DPP score with S = I: ``prod r_i^2`` over the combination's ops — quality alone, to
+    isolate what the similarity matrix contributes."""
+    pos = {op: i for i, op in enumerate(stats.ops)}
+    return [float(np.prod([stats.r[pos[op]] ** 2 for op in combo])) for combo in combinations]
 
 
 def accuracy_scores(index: int, samples: list[ProbeSample], combinations: list[tuple[Op, ...]]) -> list[float]:

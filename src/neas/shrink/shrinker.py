@@ -2,7 +2,7 @@
 
 Sample Z ensembles from the current shrunk space, score each on the probe set after BN
 recalibration, score every surviving combination of every layer that can be private
-(``diversity``: the DPP score; ``accuracy``: the baseline), and drop the k lowest across those
+(``diversity``: the DPP score; ``quality``: the DPP score with S = I; ``accuracy``: the baseline), and drop the k lowest across those
 layers, never leaving a layer without a combination. A layer at or below the smallest split
 point is shared in every ensemble: no sample tells anything about its combinations, and
 dropping one would not change which ensembles exist, so it is never scored nor dropped.
@@ -20,7 +20,7 @@ from neas import dist
 from neas.config import option, validate_fields
 from neas.errors import NeasError, suggest
 from neas.nn import recalibrate_bn
-from neas.shrink.score import accuracy_scores, diversity_scores
+from neas.shrink.score import accuracy_scores, diversity_scores, quality_scores
 from neas.shrink.statistics import ProbeSample, layer_statistics
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet import Supernet
@@ -29,7 +29,7 @@ __all__ = ["ShrinkSettings", "probe_arch", "select_drops", "shrink_round", "SHRI
 
 log = logging.getLogger(__name__)
 
-SHRINK_MODES = ("diversity", "accuracy", "none")
+SHRINK_MODES = ("diversity", "quality", "accuracy", "none")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ShrinkSettings:
     """How a supernet's space is shrunk (Algorithm 1). Outside Python each key is spelled
     ``shrink_<name>`` (the mode: ``shrink``), as in ``neas train-supernet --shrink-every 20``."""
 
-    mode: str = option("diversity", "diversity | accuracy | none")
+    mode: str = option("diversity", "diversity | quality (S = I: quality alone) | accuracy | none")
     every: int = option(20, "E: epochs between shrinking rounds", valid=">= 1")
     drop: int = option(20, "k: combinations dropped per round", valid=">= 0")
     until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
@@ -129,11 +129,12 @@ def shrink_round(
         if layer.index <= always_shared:
             continue
         combos = list(shrunk.layer_combinations(layer.index))
-        scores = (
-            diversity_scores(layer, combos)
-            if settings.mode == "diversity"
-            else accuracy_scores(layer.index, samples, combos)
-        )
+        if settings.mode == "diversity":
+            scores = diversity_scores(layer, combos)
+        elif settings.mode == "quality":
+            scores = quality_scores(layer, combos)
+        else:
+            scores = accuracy_scores(layer.index, samples, combos)
         scored[layer.index] = list(zip(combos, scores))
     drops = select_drops(scored, settings.drop)
     new = shrunk.without(drops)

@@ -75,6 +75,8 @@ class SearchSpace:
         object.__setattr__(self, "ops", tuple(parse_op(o) for o in self.ops))
         object.__setattr__(self, "stages", tuple(from_dict(Stage, s, "stages") for s in self.stages))
         object.__setattr__(self, "split", tuple(self.split))
+        if self.num_paths == 1:  # one path shares nothing: its split range is accepted and ignored
+            object.__setattr__(self, "split", (0, 0))
         self._validate()
 
     # ---- construction -------------------------------------------------------------------
