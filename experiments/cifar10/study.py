@@ -1,0 +1,278 @@
+"""The CIFAR-10 study of docs/RESULTS.md, rerun with seeds (issue 17): a resumable driver.
+
+    python experiments/cifar10/study.py run --workers 2 --commit   # every unit not yet in docs/results/study/
+    python experiments/cifar10/study.py status                     # what is done, running, waiting
+    python experiments/cifar10/study.py tables                     # docs/results/study/tables.md from the summaries
+
+Every unit (a `neas run` pipeline, an extra retraining seed, a deep ensemble) writes one small
+summary JSON under docs/results/study/ when it finishes, and with --commit commits it at once,
+so the study can be finished piecewise on fresh machines: a unit whose summary exists is
+skipped. Run directories live under runs/study/ (not committed); a unit that needs another's
+result (a retraining seed needs the searched arch) reads it from that unit's committed summary.
+Every process uses one thread (OMP_NUM_THREADS=1); --workers processes run side by side.
+Set NEAS to the `neas` executable to run (e.g. one installed from a fixed checkout, so edits to
+the working tree do not reach running experiments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+RESULTS = Path(os.environ.get("STUDY_RESULTS", ROOT / "docs" / "results" / "study"))
+RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
+SMOKE = os.environ.get("STUDY_SMOKE") == "1"  # seconds-long units, to check the driver itself
+DATA = ROOT / "data" / "cifar10-carved"
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
+SEEDS = (0, 1, 2)
+RETRAIN_SEEDS = (1, 2)  # extra retraining seeds per searched ensemble (the pipeline's own retrain is the third)
+BUDGET, HALF = "1.5M", "0.75M"
+
+# the settings of docs/RESULTS.md (experiments/cifar10/k2_diversity.yaml), for every pipeline
+BASE = yaml.safe_load((HERE / "k2_diversity.yaml").read_text())
+
+
+def pipeline_config(mode: str, k: int, seed: int, budget: str) -> dict:
+    cfg = copy.deepcopy(BASE)
+    cfg.update(seed=seed, data_dir=str(DATA), space=str(HERE / ("space.yaml" if k == 2 else "space_k1.yaml")))
+    cfg["supernet"]["shrink"] = mode
+    cfg["search"]["max_macs"] = budget
+    cfg["compare_random"] = seed == 0  # evolution vs random (Figure 5) from the seed-0 searches
+    if SMOKE:
+        cfg["supernet"].update(epochs=1, shrink_every=1, shrink_samples=2, probe_images=64)
+        cfg["search"].update(population=4, parents=2, generations=1, mutations=1, crossovers=1, val_images=200)
+        cfg["retrain"].update(epochs=1, holdout=0.9)
+    return cfg
+
+
+def units() -> dict[str, dict]:
+    """name -> {kind, deps, ...}; the order is the order of work."""
+    out = {}
+    for seed in SEEDS:
+        for mode in ("diversity", "none", "accuracy", "quality"):
+            out[f"k2_{mode}_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config(mode, 2, seed, BUDGET), "deps": []}
+        out[f"k1_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, BUDGET), "deps": []}
+        out[f"k1half_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, HALF), "deps": []}
+        out[f"deep_seed{seed}"] = {"kind": "deep", "source": f"k1half_seed{seed}", "deps": [f"k1half_seed{seed}"]}
+    for seed in SEEDS:
+        for name in ("k2_diversity", "k2_none", "k2_accuracy", "k2_quality", "k1"):
+            source = f"{name}_seed{seed}"
+            for r in RETRAIN_SEEDS:
+                out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r + seed, "deps": [source]}
+    return out
+
+
+def _neas() -> list[str]:
+    return [os.environ.get("NEAS", "neas")]
+
+
+def _sh(cmd: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {log}")
+
+
+def _scores(ev: dict) -> dict:
+    keep = ("top1", "top5", "nll", "ece", "brier")
+    k = len(ev.get("anytime", [])) or sum(1 for key in ev if key.startswith("path") and key[4:].isdigit())
+    return {"ensemble": {x: ev["ensemble"][x] for x in keep}, "paths": [{x: ev[f"path{j}"][x] for x in keep} for j in range(k)],
+            "diversity": ev["diversity"], "macs": ev["macs"], "paper_flops": ev["paper_flops"], "params": ev["params"],
+            "latency_ms": ev.get("latency_ms"), "images": ev["images"]}
+
+
+def run_pipeline(name: str, unit: dict) -> dict:
+    run = RUNS / name
+    config = RUNS / "configs" / f"{name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(unit["config"], sort_keys=False))
+    cmd = [*_neas(), "run", "--config", str(config), "--out", str(run)]
+    if (run / "neas-run.json").is_file():
+        cmd.append("--resume")
+    _sh(cmd, RUNS / "logs" / f"{name}.log")
+    arch = json.loads((run / "search" / "arch.json").read_text())
+    arch.pop("candidates", None)
+    summary = {"supernet_acc": arch["supernet_acc"], "supernet_nll": arch.get("supernet_nll"), "evaluations": arch["evaluations"]}
+    if (run / "search_random" / "arch.json").is_file():
+        rnd = json.loads((run / "search_random" / "arch.json").read_text())
+        summary["random_supernet_acc"] = rnd["supernet_acc"]
+    rounds = sorted((run / "supernet" / "shrink").glob("round_*.json"))
+    return {"config": unit["config"], "search": summary, "arch": arch,
+            "combinations_after": json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None,
+            "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
+            "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
+            "wall_s": {stage: _span(run / stage) for stage in ("supernet", "search", "search_random", "retrain") if (run / stage).is_dir()}}
+
+
+def _span(path: Path) -> float:
+    times = [p.stat().st_mtime for p in path.rglob("*") if p.is_file()]
+    return round(max(times) - min(times), 1) if times else 0.0
+
+
+def _arch_file(source: str) -> Path:
+    """The searched arch of a finished pipeline, from its committed summary."""
+    arch = json.loads((RESULTS / f"{source}.json").read_text())["arch"]
+    path = RUNS / "archs" / f"{source}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(arch, indent=1) + "\n")
+    return path
+
+
+def run_retrain(name: str, unit: dict) -> dict:
+    source = json.loads((RESULTS / f"{unit['source']}.json").read_text())
+    cfg = {k: v for k, v in source["retrain_config"].items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
+    cfg.update(arch=str(_arch_file(unit["source"])), seed=unit["retrain_seed"], device="cpu", workers=0)
+    config = RUNS / "configs" / f"{name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = RUNS / name
+    cmd = [*_neas(), "retrain", "--config", str(config), "--out", str(run)]
+    if (run / "neas-run.json").is_file():
+        cmd.append("--resume")
+    if not (run / "eval.json").is_file():
+        _sh(cmd, RUNS / "logs" / f"{name}.log")
+    return {"source": unit["source"], "retrain_seed": unit["retrain_seed"], "eval": _scores(json.loads((run / "eval.json").read_text())),
+            "wall_s": _span(run)}
+
+
+def run_deep(name: str, unit: dict) -> dict:
+    source = json.loads((RESULTS / f"{unit['source']}.json").read_text())
+    rt = source["retrain_config"]
+    seed = 100 + source["config"]["seed"] * 10
+    run = RUNS / name
+    cmd = [*_neas(), "ablate", "deep-ensemble", "--arch", str(_arch_file(unit["source"])), "--copies", "2", "--data", rt["data"],
+           "--data-dir", rt["data_dir"], "--recipe", rt["recipe"], "--epochs", str(rt["epochs"]), "--batch-size", str(rt["batch_size"]),
+           "--seed", str(seed), "--device", "cpu", "--workers", "0", "--out", str(run)]
+    _sh(cmd, RUNS / "logs" / f"{name}.log")
+    record = json.loads((run / "ablate.json").read_text())
+    return {"source": unit["source"], "seeds": [m["seed"] for m in record["members"]], "record": record,
+            "wall_s": _span(run)}
+
+
+RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep}
+
+
+def _done(name: str) -> bool:
+    return (RESULTS / f"{name}.json").is_file()
+
+
+def _commit(path: Path, message: str) -> None:
+    rel = str(path.relative_to(ROOT))
+    for attempt in range(20):  # another git process (a person committing) may hold the index
+        add = subprocess.run(["git", "add", rel], cwd=ROOT, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=ROOT,
+                                                      capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(3 + attempt)
+    print(f"could not commit {rel}; it is written, commit it by hand", file=sys.stderr)
+
+
+def work(commit: bool) -> None:
+    """Takes the next unit that is not done, not taken by another worker, and whose dependencies
+    are done; runs it; writes (and commits) its summary; repeats until none is left."""
+    claims = RUNS / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    all_units = units()
+    while True:
+        pending = [n for n in all_units if not _done(n)]
+        if not pending:
+            return
+        ready = [n for n in pending if all(_done(d) for d in all_units[n]["deps"])]
+        took = None
+        for name in ready:
+            handle = open(claims / name, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            if _done(name):
+                handle.close()
+                continue
+            took = (name, handle)
+            break
+        if took is None:
+            if not any(all(_done(d) for d in all_units[n]["deps"]) for n in pending) and not _running(all_units, pending):
+                return
+            time.sleep(30)
+            continue
+        name, handle = took
+        unit = all_units[name]
+        start = time.time()
+        print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
+        try:
+            result = RUNNERS[unit["kind"]](name, unit)
+        except Exception as exc:  # noqa: BLE001 - a failed unit is reported and left for a rerun
+            print(f"{time.strftime('%H:%M:%S')} FAILED {name}: {exc}", flush=True)
+            handle.close()
+            time.sleep(5)
+            continue
+        summary = {"unit": name, "kind": unit["kind"], **result, "unit_wall_s": round(time.time() - start, 1),
+                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        os.replace(tmp, path)
+        print(f"{time.strftime('%H:%M:%S')} done {name} ({(time.time() - start) / 60:.1f} min)", flush=True)
+        if commit:
+            _commit(path, f"study: {name} ({(time.time() - start) / 60:.0f} min)")
+        handle.close()
+
+
+def _running(all_units, pending) -> bool:
+    """Whether another worker holds a claim (its unit will unblock others)."""
+    for name in pending:
+        path = RUNS / "claims" / name
+        if not path.exists():
+            continue
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="study.py")
+    parser.add_argument("action", choices=("run", "status", "tables", "worker"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--commit", action="store_true", help="commit each summary as soon as it is written")
+    args = parser.parse_args(argv)
+    if args.action == "status":
+        for name, unit in units().items():
+            print(f"{'done   ' if _done(name) else 'pending'} {unit['kind']:<8} {name}")
+        return 0
+    if args.action == "tables":
+        from tables import write_tables  # experiments/cifar10/tables.py
+
+        print(write_tables(RESULTS))
+        return 0
+    if not (DATA / "test").is_dir():
+        _sh([*_neas(), "carve-test", str(SHARED_CIFAR), "--out", str(DATA), "--test-fraction", "0.2"], RUNS / "logs" / "data.log")
+    if args.action == "worker":
+        work(args.commit)
+        return 0
+    procs = [subprocess.Popen([sys.executable, __file__, "worker", *(["--commit"] if args.commit else [])]) for _ in range(args.workers)]
+    return max(p.wait() for p in procs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
