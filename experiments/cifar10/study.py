@@ -70,6 +70,11 @@ def units() -> dict[str, dict]:
             source = f"{name}_seed{seed}"
             for r in RETRAIN_SEEDS:
                 out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r + seed, "deps": [source]}
+    only = os.environ.get("STUDY_ONLY")  # a comma-separated subset (and what it needs), for checks
+    if only:
+        keep = set(only.split(","))
+        keep |= {d for n in keep for d in out[n]["deps"]}
+        out = {n: u for n, u in out.items() if n in keep}
     return out
 
 
