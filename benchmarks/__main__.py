@@ -15,7 +15,10 @@ import torch
 from benchmarks.bench_data import data_feed
 from benchmarks.bench_eval import candidate_evaluation
 from benchmarks.bench_retrain import compiled_retrain
+from benchmarks.bench_compile import compiled_blocks
+from benchmarks.bench_ddp import ddp_reduction
 from benchmarks.bench_step import shared_once, supernet_vs_plain
+from benchmarks.bench_timm import versus_timm
 from benchmarks.common import SIZES, dump
 
 
@@ -33,6 +36,9 @@ def main(argv=None) -> int:
         3: [lambda: candidate_evaluation(size, args.device), lambda: candidate_evaluation(size, args.device, kind="evolution")],
         4: [lambda: data_feed(size, args.device)],
         5: [lambda: compiled_retrain(size, args.device)],
+        6: [lambda: versus_timm(size, args.device)],
+        8: [lambda: ddp_reduction(size, "cifar"), lambda: ddp_reduction(size, "imagenet")],
+        9: [lambda: compiled_blocks("cifar", size, args.device)],
     }
     meta = {"size": args.size, "device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.machine(), "processor": platform.processor(),
@@ -41,12 +47,13 @@ def main(argv=None) -> int:
     results = []
     for number in sorted(args.only or suite):
         for bench in suite[number]:
-            result = bench()
-            if result is None:
+            outcome = bench()
+            if outcome is None:
                 print(f"{number}. skipped (data not found)")
                 continue
-            print(result.line(), flush=True)
-            results.append(result)
+            for result in outcome if isinstance(outcome, list) else [outcome]:
+                print(result.line(), flush=True)
+                results.append(result)
     if args.json:
         dump(results, args.json, meta)
     return 0 if all(r.ok for r in results) else 1

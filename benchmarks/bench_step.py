@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import Result, interleaved
-from neas import EnsembleArch, SearchSpace, Supernet, build_ensemble
+from neas import EnsembleArch, SearchSpace, Supernet
 from neas.train.loop import autocast
 
 __all__ = ["supernet_vs_plain", "shared_once"]

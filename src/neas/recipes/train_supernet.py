@@ -61,9 +61,13 @@ class SupernetConfig(DataOptions, TrainOptions):
     shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
     bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
     probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
+    compile: str = option("off", "off | blocks: torch.compile every (layer, op) block and head once, reused by every "
+                                 "sampled ensemble (docs/PERFORMANCE.md: when it pays)")
 
     def __post_init__(self):
         validate_fields(self)
+        if self.compile not in ("off", "blocks"):
+            raise NeasError(f"compile must be off or blocks, got {self.compile!r}")
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
@@ -84,22 +88,13 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     return full, loader, bn, probe, sets.record()
 
 
-def _setup_ddp(model: Supernet, device, world: int):
-    """The network the steps run: ``model``, or its DDP wrapper under torchrun."""
-    if world == 1:
-        return model
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-    )
-
-
-def _epoch(model: Supernet, net, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, scaler, base_lr: float,
+def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, scaler, base_lr: float,
            device) -> tuple[dict, str]:
     """One epoch of uniformly sampled ensembles; returns its metrics and a digest of the ensembles sampled."""
-    steps = len(loader)
+    steps, world = len(loader), dist.get_world_size()
     arch_gen = random.Random(f"{cfg.seed}:{epoch}:arch")  # identical on every rank
     digest = hashlib.sha256()
-    archs = {}
+    archs, communicated = {}, []
 
     def set_lr(step):
         lr = linear_lr(base_lr, step, steps * cfg.epochs, cfg.warmup_epochs * steps)
@@ -109,20 +104,22 @@ def _epoch(model: Supernet, net, loader, shrunk: ShrunkSpace, cfg: SupernetConfi
     def forward(x, y, step):
         arch = archs[step] = EnsembleArch.sample(model.space, arch_gen, shrunk)
         digest.update(str(arch).encode())
-        logits = net(x, arch)
+        logits = model(x, arch)
         return sum(F.cross_entropy(l.float(), y) for l in logits), logits
 
     def after_backward(step):
+        # under torchrun: average the gradients of exactly the sampled ensemble's weights (every rank
+        # sampled the same one); the rest keep grad None, so the optimizer leaves them untouched
         arch = archs.pop(step)
-        if net is not model:  # DDP reduces zeros for unused blocks: leave them untouched (grad None)
-            used = {id(p) for m in model.used_modules(arch) for p in m.parameters()}
-            for p in model.parameters():
-                if id(p) not in used:
-                    p.grad = None
+        if world > 1:
+            params = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
+            communicated.append(dist.all_reduce_grads(params))
 
     metrics = train_epoch(model, loader.epoch(epoch), forward, optimizer, scaler, epoch=epoch, steps=steps, device=device, amp=cfg.amp,
                           set_lr=set_lr, after_backward=after_backward, accuracy=True,
                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
+    if communicated:
+        metrics["allreduce_mb_per_step"] = sum(communicated) / len(communicated) / 2**20
     return metrics, digest.hexdigest()
 
 
@@ -141,6 +138,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, rank, world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
+    if cfg.compile == "blocks":
+        model.compile_blocks()
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
@@ -150,7 +149,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
         start_epoch, rounds = state["epoch"] + 1, state["shrink_rounds"]
         log.info("resuming %s after epoch %d (%d combinations left)", run, state["epoch"] + 1, shrunk.num_combinations)
-    net = _setup_ddp(model, device, world)
+    dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
     logger = MetricLogger(run)
     steps = len(loader)
     if dist.is_main_process():
@@ -163,7 +162,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         )
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, rank))  # dropout: a function of (seed, epoch, rank)
-        metrics, digest = _epoch(model, net, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
+        metrics, digest = _epoch(model, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
                                  scaler=grad_scaler(device, cfg.amp))  # per epoch: a resumed run starts each epoch alike
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")

@@ -106,6 +106,14 @@ class Supernet(nn.Module):
         logits = [o[0] for o in outs]
         return (logits, [o[1] for o in outs]) if return_features else logits
 
+    def compile_blocks(self, **options) -> None:
+        """``torch.compile`` (in place, so weights and keys are unchanged) every module a sampled
+        ensemble is built from — each (layer, op) block, L0, the stem and the heads — once; every
+        ensemble then reuses the compiled blocks, whatever its shape."""
+        for module in [self.conv_stem, self.bn1, self.first_block, *(m for layer in self.layers for m in layer.values()),
+                       *self.last_blocks, *self.conv_heads, *self.classifiers]:
+            module.compile(**options)
+
     def used_modules(self, arch: EnsembleArch) -> list[nn.Module]:
         """Every module that ``arch`` runs (stem, L0, its blocks, its heads)."""
         _validated(self.space, arch)

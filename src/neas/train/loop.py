@@ -61,13 +61,17 @@ def train_epoch(
     after_step: "Callable[[int], None] | None" = None,
     accuracy: bool = False,
     desc: str = "",
+    check_every: int = 50,
 ) -> dict:
     """Trains ``model`` for one epoch; returns its metrics, averaged over ranks.
 
     Per step ``i`` (global step ``epoch * steps + i``): ``set_lr(step)``; ``forward(x, y, step)``
-    under autocast returns the loss and the K path logits; a non-finite loss stops the run,
-    naming the step; backward through the scaler, ``after_backward(step)``, the optimizer step,
-    ``after_step(step)``.
+    under autocast returns the loss and the K path logits; backward through the scaler,
+    ``after_backward(step)``, the optimizer step, ``after_step(step)``.
+
+    No step waits for the device: the loss sum, the correct count and the first non-finite step
+    stay on the device, and the host looks at them every ``check_every`` steps and at the end
+    (a non-finite loss then stops the run, naming its step, before any checkpoint is written).
 
     Returns:
         ``loss`` (mean per image), ``ensemble_acc`` (top-1 of the mean logits, with
@@ -76,18 +80,29 @@ def train_epoch(
     from neas import dist
 
     model.train()
-    loss_sum, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step with a non-finite loss
+    bad_value = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
+    seen, start = 0, time.perf_counter()
     bar = tqdm(batches, total=steps, desc=desc, leave=False, disable=None if dist.is_main_process() else True)
+
+    def check(step: int) -> None:
+        bad = int(first_bad)  # the one host sync, every check_every steps
+        if bad >= 0:
+            # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
+            kept = "the last good checkpoint is kept" if epoch > 0 else "no checkpoint was written yet (--resume starts it over in place)"
+            raise NeasError(f"the loss became {float(bad_value)} at step {bad} (epoch {epoch + 1}); stopping — {kept}")
+        postfix = {"loss": f"{float(loss_sum) / max(seen, 1):.3f}", **({"acc": f"{int(correct) / max(seen, 1):.1%}"} if accuracy else {})}
+        bar.set_postfix(postfix, refresh=False)
+
+    step = epoch * steps
     for i, (x, y) in enumerate(bar):
         step = epoch * steps + i
         if set_lr is not None:
             set_lr(step)
         with autocast(device, amp):
             loss, logits = forward(x, y, step)
-        if not torch.isfinite(loss):
-            # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
-            kept = "the last good checkpoint is kept" if epoch > 0 else "no checkpoint was written yet (--resume starts it over in place)"
-            raise NeasError(f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopping — {kept}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if after_backward is not None:
@@ -97,14 +112,19 @@ def train_epoch(
         if after_step is not None:
             after_step(step)
         with torch.no_grad():
-            loss_sum += loss.item() * len(y)
+            loss = loss.detach()
+            new_bad = (first_bad < 0) & ~torch.isfinite(loss)
+            first_bad = torch.where(new_bad, step, first_bad)
+            bad_value = torch.where(new_bad, loss.float(), bad_value)
+            loss_sum += loss.double() * len(y)
             seen += len(y)
             if accuracy:
-                correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()
-        postfix = {"loss": f"{loss_sum / seen:.3f}", **({"acc": f"{correct / seen:.1%}"} if accuracy else {})}
-        bar.set_postfix(postfix, refresh=False)
+                correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum()
+        if (i + 1) % check_every == 0:
+            check(step)
+    check(step)
     elapsed = time.perf_counter() - start
-    metrics = {"loss": loss_sum / max(seen, 1), **({"ensemble_acc": correct / max(seen, 1)} if accuracy else {})}
+    metrics = {"loss": float(loss_sum) / max(seen, 1), **({"ensemble_acc": int(correct) / max(seen, 1)} if accuracy else {})}
     metrics = dist.all_reduce_mean(metrics, device)
     metrics["images_per_s"] = seen * dist.get_world_size() / elapsed
     metrics["lr"] = optimizer.param_groups[0]["lr"]

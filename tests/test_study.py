@@ -1,0 +1,76 @@
+"""The CIFAR-10 study's driver and table script (experiments/cifar10/, issue 17)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+HERE = Path(__file__).resolve().parents[1] / "experiments" / "cifar10"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pipeline(name, top1, nll, seed):
+    ens = {"top1": top1, "top5": 0.9, "nll": nll, "ece": 0.05, "brier": 0.4}
+    return {"unit": name, "kind": "pipeline", "unit_wall_s": 600.0, "config": {"seed": seed},
+            "eval": {"ensemble": ens, "paths": [], "diversity": {"disagreement": 0.1, "oracle_top1": 0.8}, "macs": 1_000_000,
+                     "paper_flops": 1, "params": 50_000, "latency_ms": 1.0, "images": 10000}}
+
+
+def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
+    tables = _module("tables")
+    units = {}
+    for seed, (a, b) in enumerate([(0.70, 0.66), (0.72, 0.69), (0.69, 0.67)]):
+        units[f"k2_diversity_seed{seed}"] = _pipeline(f"k2_diversity_seed{seed}", a, 0.9, seed)
+        units[f"k2_diversity_seed{seed}_retrain1"] = _pipeline("r", a + 0.02, 0.9, seed)  # a second retraining seed
+        units[f"k2_none_seed{seed}"] = _pipeline(f"k2_none_seed{seed}", b, 1.0, seed)
+    for name, summary in units.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(summary))
+    text = tables.write_tables(tmp_path)
+    per_seed = [a + 0.01 for a in (0.70, 0.72, 0.69)]  # the mean of each seed's two retrains
+    mean = sum(per_seed) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_seed) / 2)
+    lo, hi = stats.t.interval(0.95, 2, loc=mean, scale=sd / math.sqrt(3))
+    assert f"{100 * mean:.2f} ± {100 * sd:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in text
+    assert "| 3 × 2/2/2 |" in text and "not run yet" in text
+    diffs = [p - b for p, b in zip(per_seed, (0.66, 0.69, 0.67))]
+    m, _, dlo, dhi = tables.ci95(diffs)
+    assert f"{100 * m:+.2f} [{100 * dlo:+.2f}, {100 * dhi:+.2f}]" in text
+    assert ("within noise" in text) == (dlo <= 0 <= dhi)
+    assert (tmp_path / "tables.md").read_text() == text
+
+
+def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
+    study = _module("study")
+    units = study.units()
+    pipelines = [n for n, u in units.items() if u["kind"] == "pipeline"]
+    assert len(pipelines) == 18 and {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
+    assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
+    assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"] and units["k1_seed2_retrain2"]["retrain_seed"] == 2002
+    assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
+    assert units["k1half_seed0"]["config"]["search"]["max_macs"] == "0.75M"
+    assert units["k2_quality_seed0"]["config"]["supernet"]["shrink"] == "quality"
+    # every config is a valid `neas run` config
+    from neas.config import from_dict
+    from neas.recipes.run import RunConfig
+
+    for name in pipelines:
+        from_dict(RunConfig, {**units[name]["config"], "out": "x"}).stages()
+
+
+@pytest.mark.parametrize("name", ["k2_diversity_seed0", "k2_none_seed0"])
+def test_committed_summaries_carry_what_the_tables_need(name):
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "study" / f"{name}.json"
+    if not path.is_file():
+        pytest.skip("not run yet")
+    summary = json.loads(path.read_text())
+    assert {"top1", "nll", "ece", "brier"} <= set(summary["eval"]["ensemble"]) and summary["arch"]["paths"]
+    assert summary["retrain_config"]["data_dir"] and summary["unit_wall_s"] > 0
