@@ -134,3 +134,20 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
     result = json.loads((tmp_path / "demo" / "retrain" / "eval.json").read_text())
     assert {"nll", "ece", "brier"} <= set(result["ensemble"]) and "temperature" in result and "corruptions" in result
     assert len(result["anytime"]) == 2
+
+
+@pytest.mark.slow
+def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
+    search = {**SMALL["search"], "max_macs": None, "population": 8, "parents": 4, "generations": 2}
+    summary = run_pipeline(cfg(tmp_path / "b", budgets=["0.5M", "0.6M", "0.8M"], compare_random=False, search=search,
+                               retrain={"epochs": 1, "batch_size": 64}))
+    budgets = summary["budgets"]
+    assert [b["budget"] for b in budgets] == ["0.5M", "0.6M", "0.8M"]
+    pareto = json.loads((tmp_path / "b" / "search" / "pareto.json").read_text())
+    for b, limit in zip(budgets, (5e5, 6e5, 8e5)):
+        assert b["macs"] <= limit and (Path(b["dir"]) / "retrain" / "model.safetensors").is_file()
+        within = [m for m in pareto["front"] if m["macs"] <= limit]
+        assert b["supernet_acc"] == max(m["ensemble_acc"] for m in within)  # the best member within the budget
+    assert (tmp_path / "b" / "report" / "front.png").stat().st_size > 5000
+    assert main(["run", "--out", str(tmp_path / "x"), "budgets=[0.5M, lots]"]) == 2
+    assert "budgets: 'lots' is not a macs amount" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from neas.errors import NeasError
 from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
+from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.train.checkpoint import atomic_write_text
 from neas.train.loop import prepare_run_dir, run_stage
@@ -39,7 +40,7 @@ DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 _SHARED = ("space", "data", "data_dir", "download", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
 # may be corrected; a finished one is never reused under other settings), and random search may be added
-NOT_COMPARED = ("resume", "out", "device", "workers", "compare_random", "supernet", "search", "retrain")
+NOT_COMPARED = ("resume", "out", "device", "workers", "compare_random", "supernet", "search", "retrain", "budgets")
 
 
 @dataclass
@@ -49,6 +50,9 @@ class RunConfig(DataOptions, DeviceOptions):
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
     compare_random: bool = option(False, "also run random search with as many evaluations")
+    budgets: "list[str]" = option(default_factory=list, help="one Pareto search, then retrain the best member within each budget "
+                                                              "(e.g. 0.8M 1.2M 1.5M), one sub-directory each")
+    budget_metric: str = option("macs", "what the budgets bound: macs | paper_flops | params | latency_ms")
     supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
     search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
     retrain: dict = option(default_factory=dict, help="keys of `neas retrain`", cli=False)
@@ -74,10 +78,52 @@ class RunConfig(DataOptions, DeviceOptions):
         return tuple(configs)
 
 
+def _budget_value(metric: str, text: str) -> float:
+    from neas.cost import parse_amount
+
+    try:
+        return float(text) if metric == "latency_ms" else float(parse_amount(text))
+    except (ValueError, NeasError):
+        raise NeasError(f"budgets: {text!r} is not a {metric} amount (e.g. 1.5M{' or 12.5' if metric == 'latency_ms' else ''})") from None
+
+
+def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]:
+    """Picks the best member of the search's Pareto front within each budget and retrains each in
+    ``budgets/<metric>_<budget>/`` (resumable); returns one record per budget."""
+    from neas.search.pareto import pick_for_budgets
+
+    pareto = json.loads((run / "search" / "pareto.json").read_text())
+    values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}
+    picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
+    records = []
+    for text, value in values.items():
+        member = picks[value]
+        folder = run / "budgets" / f"{cfg.budget_metric}_{text}"
+        folder.mkdir(parents=True, exist_ok=True)
+        arch = {**{k: member[k] for k in ("split", "paths", "distinct") if k in member}, "space": pareto["space"],
+                "path_acc": member["path_acc"], "supernet_acc": member["ensemble_acc"], "budget": {cfg.budget_metric: value},
+                **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
+        if not (folder / "arch.json").is_file():
+            atomic_write_text(folder / "arch.json", json.dumps(arch, indent=1) + "\n")
+        stage = dataclasses.replace(rt, arch=str(folder / "arch.json"), out=str(folder / "retrain"))
+        run_stage(folder / "retrain", ["model.safetensors", "eval.json"], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
+        result = json.loads((folder / "retrain" / "eval.json").read_text())
+        records.append({"budget": text, "metric": cfg.budget_metric, "arch": {"split": member["split"], "paths": member["paths"]},
+                        "supernet_acc": member["ensemble_acc"], "test_top1": result["ensemble"]["top1"], "test_nll": result["ensemble"]["nll"],
+                        "macs": member["macs"], "params": member["params"], "dir": str(folder)})
+    return records
+
+
 def run_pipeline(cfg: RunConfig) -> dict:
     """Runs every stage; returns the final summary (also written to ``summary.json``)."""
     run = Path(cfg.out)
     sn, se, rt = cfg.stages()
+    if cfg.budgets:  # one search for every budget: its Pareto front
+        if cfg.budget_metric not in PARETO_METRICS:
+            raise NeasError(f"budget_metric: unknown {cfg.budget_metric!r}; choose {', '.join(PARETO_METRICS)}")
+        for text in cfg.budgets:
+            _budget_value(cfg.budget_metric, text)
+        se = dataclasses.replace(se, pareto=cfg.budget_metric)
     if dist.is_main_process():  # --resume of a directory that is not there yet just starts it
         resume = cfg.resume and run.is_dir() and any(run.iterdir())
         prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", legacy=("config.yaml", "supernet/config.yaml"),
@@ -89,12 +135,22 @@ def run_pipeline(cfg: RunConfig) -> dict:
         evaluations = json.loads((run / "search" / "arch.json").read_text())["evaluations"]
         rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
         run_stage(run / "search_random", ["arch.json"], search, rand, "random search")
-    run_stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
+    budgets = []
+    if cfg.budgets:
+        budgets = _retrain_budgets(cfg, run, rt)
+        largest = Path(budgets[-1]["dir"])
+        if not (run / "retrain").exists():  # the report's and summary's retrain: the largest budget's
+            (run / "retrain").symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+        arch_file = largest / "arch.json"
+    else:
+        run_stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
+        arch_file = run / "search" / "arch.json"
     summary = {}
     if dist.is_main_process():
         from neas.report import build_report
 
-        arch = json.loads((run / "search" / "arch.json").read_text())
+        arch = {**json.loads((run / "search" / "arch.json").read_text()), **json.loads(arch_file.read_text())}
+        arch.setdefault("constraints", {})
         result = json.loads((run / "retrain" / "eval.json").read_text())
         report = build_report(run)
         summary = {
@@ -109,6 +165,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             "params": arch["params"],
             "constraints": arch["constraints"],
             "arch": {"split": arch["split"], "paths": arch["paths"]},
+            **({"budgets": budgets} if budgets else {}),
         }
         atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
     dist.barrier()
@@ -116,6 +173,10 @@ def run_pipeline(cfg: RunConfig) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    if "budgets" in summary:
+        lines = [f"within {b['metric']} {b['budget']}: test top-1 {100 * b['test_top1']:.2f}%, NLL {b['test_nll']:.4f}, "
+                 f"{b['macs'] / 1e6:.3f}M MACs, {b['params'] / 1e6:.3f}M params  ({b['dir']})" for b in summary["budgets"]]
+        return "one search, every budget:\n" + "\n".join(lines) + f"\nreport: {summary['report']}"
     limits = ", ".join(f"{k} {v / 1e6:g}M" if isinstance(v, int) else f"{k} {v}" for k, v in summary["constraints"].items()) or "none"
     return (
         f"final: test top-1 {100 * summary['test_top1']:.2f}% "

@@ -33,6 +33,7 @@ from neas.search.constraints import Constraints
 from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
 from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
+from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import atomic_write_text, read_state
@@ -53,6 +54,8 @@ class SearchConfig(RunOptions, ScoringOptions):
     out: str = option("runs/search", "search directory")
     strategy: str = option("evolution", "evolution | random")
     objective: str = option("top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)")
+    pareto: "str | None" = option(None, "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
+                                        "macs | paper_flops | params | latency_ms", default_help="one budget, one best ensemble")
     constraints: Constraints = option(default_factory=Constraints, prefix="")
     split: "list[int] | None" = option(None, "search only split points LO [HI] (0: no shared layers)",
                                        default_help="the space's range")
@@ -64,6 +67,8 @@ class SearchConfig(RunOptions, ScoringOptions):
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
+        if self.pareto is not None and self.pareto not in PARETO_METRICS:
+            raise NeasError(f"pareto: unknown cost {self.pareto!r}{suggest(self.pareto, PARETO_METRICS)}; choose {', '.join(PARETO_METRICS)}")
         if self.objective not in OBJECTIVES:
             raise NeasError(f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose {' or '.join(OBJECTIVES)}")
         if self.split is not None and len(self.split) == 1:
@@ -88,7 +93,7 @@ def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpa
 
 
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
-    if not cfg.constraints.needs_latency:
+    if not cfg.constraints.needs_latency and cfg.pareto != "latency_ms":
         return None
     path = run / "latency_table.json"
     if path.is_file():  # the table the search started with: its budget keeps one meaning on resume
@@ -227,8 +232,18 @@ def search(cfg: SearchConfig) -> Path:
                  cfg.strategy, space.name, shrunk.num_combinations, calibration["score_images"], constraints.active() or "none")
     if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
         raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; {_describe_range(table, shrunk)}")
+    def objectives(archs):  # minimised: (-fitness, cost)
+        for a in archs:
+            ok(a)  # measures it (members restored on resume were measured in an earlier process)
+        return [(-history[a], costs_of[a][cfg.pareto]) for a in archs]
+
+    def pareto_parents(history, k):
+        archs = list(history)
+        return [archs[i] for i in nsga2_select(objectives(archs), k)]
+
     if cfg.strategy == "evolution":
-        history = evolve(shrunk, cfg.evolution, ok, evaluate, rng, on_generation, start, history)
+        history = evolve(shrunk, cfg.evolution, ok, evaluate, rng, on_generation, start, history,
+                         select_parents=pareto_parents if cfg.pareto else None)
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
         history = random_search(shrunk, budget, cfg.evolution.population, ok, evaluate, rng, on_generation, start, history)
@@ -252,6 +267,15 @@ def search(cfg: SearchConfig) -> Path:
         "candidates": [{**a.to_json(), **_scores(evaluator.memo[a])} for a in ranked],
     }
     if dist.is_main_process():
+        if cfg.pareto:
+            archs = list(history)
+            front = [{**archs[i].to_json(), **costs_of[archs[i]], **_scores(evaluator.memo[archs[i]]), "fitness": history[archs[i]]}
+                     for i in front_indices(objectives(archs))]
+            pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(history),
+                      "constraints": constraints.active(), "space": space.to_dict(), "num_classes": num_classes, "front": front}
+            atomic_write_text(run / "pareto.json", json.dumps(pareto, indent=1) + "\n")
+            log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
+                     front[0][cfg.pareto], front[-1][cfg.pareto])
         atomic_write_text(run / "arch.json", json.dumps(result, indent=1) + "\n")
         log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", cfg.objective, best,
                  100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)

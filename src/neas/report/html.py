@@ -65,6 +65,16 @@ def build_report(run: "str | Path") -> Path:
             parts.append(_figure(name, f"Round {record['round']}: {record['combinations_before']} → {record['combinations_after']} combinations"))
     if plots.plot_evolution(run / "search", out / "evolution.png", run / "search_random"):
         parts.append("<h2>Search</h2>" + _figure("evolution.png", "Evolution progress, and the best candidate found vs candidates evaluated"))
+    if plots.plot_front(run, out / "front.png"):
+        parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, and the member picked for each budget"))
+        rows = []
+        for folder in sorted((run / "budgets").glob("*/retrain/eval.json")):
+            ev = json.loads(folder.read_text())
+            rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
+                        f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td><td>{ev['params'] / 1e6:.3f}</td></tr>")
+        if rows:
+            parts.append("<table><tr><th>budget</th><th>test top-1 (%)</th><th>NLL</th><th>MACs (M)</th><th>params (M)</th></tr>"
+                         + "".join(rows) + "</table>")
     if chosen:
         budget = chosen.get("constraints", {})
         metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")

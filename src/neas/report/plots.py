@@ -19,7 +19,7 @@ from neas.log import MetricLogger  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
 
 __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
-           "plot_corruptions", "plot_anytime"]
+           "plot_corruptions", "plot_anytime", "plot_front"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -277,4 +277,31 @@ def plot_anytime(result: dict, path: Path) -> "Path | None":
     by = result.get("anytime_order", {}).get("by", "path index")
     axes[0].set(xlabel="MACs (M)", ylabel="top-1 (%)", title=f"Anytime: the first j paths (by {by})")
     axes[1].set(xlabel="MACs (M)", ylabel="NLL", title="Anytime: NLL")
+    return _save(fig, path)
+
+
+def plot_front(run: Path, path: Path) -> "Path | None":
+    """The Pareto front of one search (``search/pareto.json``), random search's front at equal
+    evaluations, and the members picked for each budget (``budgets/*/arch.json``)."""
+    evo = run / "search" / "pareto.json"
+    if not evo.is_file():
+        return None
+    pareto = json.loads(evo.read_text())
+    metric = pareto["metric"]
+    scale = 1.0 if metric == "latency_ms" else 1e-6
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for source, style, label in ((evo, "o-", "evolution (NSGA-II)"), (run / "search_random" / "pareto.json", "s--", "random search")):
+        if source.is_file():
+            front = json.loads(source.read_text())
+            ax.plot([m[metric] * scale for m in front["front"]], [100 * m["ensemble_acc"] for m in front["front"]], style,
+                    label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated", drawstyle="steps-post")
+    for folder in sorted((run / "budgets").glob("*/arch.json")):
+        picked = json.loads(folder.read_text())
+        budget = next(iter(picked["budget"].values()))
+        ax.axvline(budget * scale, color="grey", ls=":", lw=1)
+        ax.scatter([picked[metric] * scale], [100 * picked["supernet_acc"]], marker="*", s=220, color="gold", edgecolor="black", zorder=5)
+    unit = "ms" if metric == "latency_ms" else "M"
+    ax.set(xlabel=f"{metric} ({unit})", ylabel="held-out top-1 with supernet weights (%)",
+           title="Pareto front (stars: picked per budget; dotted: budgets)")
+    ax.legend(fontsize=8)
     return _save(fig, path)

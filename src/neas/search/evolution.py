@@ -145,19 +145,25 @@ def evolve(
     on_generation: Callable[[int, list[EnsembleArch], list[float], str], None],
     start: int = 0,
     history: "dict[EnsembleArch, float] | None" = None,
+    select_parents: "Callable[[dict[EnsembleArch, float], int], list[EnsembleArch]] | None" = None,
 ) -> dict[EnsembleArch, float]:
-    """Runs generations ``start..generations-1``; returns every evaluated member's accuracy.
+    """Runs generations ``start..generations-1``; returns every evaluated member's fitness.
 
     Generation 0 is P random members; each later one holds up to ``mutations`` mutated and
-    ``crossovers`` crossed children of the top ``parents`` found so far, topped up with random
-    members to P. ``on_generation(g, members, accuracies, origin_per_member)`` persists each.
+    ``crossovers`` crossed children of ``parents`` members found so far — the fittest, or whom
+    ``select_parents(history, parents)`` picks (the Pareto search: NSGA-II survivors) — topped
+    up with random members to P. ``on_generation(g, members, fitnesses, origin_per_member)``
+    persists each.
     """
     history = dict(history or {})
     for g in range(start, settings.generations):
         seen = set(history)
         members, origins = [], []
         if g > 0:
-            ranked = sorted(history, key=lambda a: -history[a])[: settings.parents]
+            if select_parents is None:
+                ranked = sorted(history, key=lambda a: -history[a])[: settings.parents]
+            else:
+                ranked = select_parents(history, settings.parents)
             muts = _children(lambda: mutate(rng.choice(ranked), shrunk, settings.p_split, settings.p_layer, rng), settings.mutations, ok, seen)
             members += muts
             origins += ["mutation"] * len(muts)
