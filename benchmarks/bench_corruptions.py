@@ -4,7 +4,7 @@
     python -m benchmarks.bench_corruptions --images 2000 --corruptions gaussian_noise frost
 
 Issue 15's target: all 15 corruptions x 5 severities of CIFAR-10's 10 000 test images, for a
-~1.5M-MAC ensemble of the ``cifar`` space, in under 10 minutes on 2 CPU cores. The test split
+~1.5M-MAC ensemble of the CIFAR study's space (experiments/cifar10/space.yaml), in under 10 minutes on 2 CPU cores. The test split
 is not on this machine, so a stratified 10 000-image subset of the training folder stands in
 (same image size and statistics); without it, random images. Prints the wall time, its split
 into corrupting and scoring, and — measured side by side in the same run — the ratio of the
@@ -32,6 +32,7 @@ from neas.ensemble.metrics import evaluate_ensemble
 from neas.space import EnsembleArch, SearchSpace
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+STUDY_SPACE = Path(__file__).resolve().parents[1] / "experiments" / "cifar10" / "space.yaml"
 
 
 def ensemble_near(space: SearchSpace, macs: float, num_classes: int = 10, seed: int = 0) -> EnsembleArch:
@@ -61,9 +62,10 @@ def main(argv=None) -> int:
     parser.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data-dir", default=str(CIFAR))
+    parser.add_argument("--space", default=str(STUDY_SPACE))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    space = SearchSpace.preset("cifar")
+    space = SearchSpace.resolve(args.space)
     arch = ensemble_near(space, args.macs)
     net = build_ensemble(space, arch, 10).eval().to(memory_format=torch.channels_last)
     data, source = images(args.images, space, Path(args.data_dir))
