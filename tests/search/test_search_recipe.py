@@ -177,3 +177,18 @@ def test_objective_nll_ranks_candidates_by_ensemble_nll(trained_supernet, evolut
     assert all(m["ensemble_nll"] > 0 for m in members)
     with pytest.raises(Exception, match="objective: unknown 'acc'"):
         cfg(trained_supernet, tmp_path / "x", objective="acc")
+
+
+def test_a_given_latency_table_is_the_budgets_meaning(trained_supernet, tmp_path, capsys):
+    from neas.cost.latency import LatencyTable
+    from neas.supernet.io import read_supernet_info
+
+    space = read_supernet_info(trained_supernet).space
+    layers = [{str(op): (0.0 if op.is_skip else 1.0) for op in spec.ops} for spec in space.layers]
+    table = LatencyTable(space.name, "phone", 1, space.input_size, 2.0, layers, 0.5, runtime="onnxruntime", overhead_ms=1.0)
+    table.save(tmp_path / "phone.json")
+    args = ["search", "--supernet", str(trained_supernet), "--latency-table", str(tmp_path / "phone.json"), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "s"), "--max-latency-ms", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "on phone (onnxruntime) the fastest takes at least 4.000 ms (e.g. split=" in err  # 2 + 2 heads x 0.5 + 1
+    assert not (tmp_path / "s" / "latency_table.json").exists()

@@ -20,12 +20,12 @@ import torch.nn as nn
 
 from neas.config import option, validate_fields
 from neas.cost.table import walk_pieces
-from neas.errors import NeasError
+from neas.errors import NeasError, suggest
 from neas.nn import make_classifier, make_conv_head, make_last_block, pool_classify
 from neas.options import DEVICE_HELP
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["LatencyTable", "measure_latency_table", "time_forward_ms", "LatencyTableCommand"]
+__all__ = ["LatencyTable", "measure_latency_table", "validate_table", "fit_overhead", "time_forward_ms", "LatencyTableCommand"]
 
 
 class _Head(nn.Module):
@@ -67,14 +67,27 @@ class LatencyTable:
     fixed_ms: float
     layers_ms: list[dict[str, float]]  # [layer][op name]
     head_ms: float
+    runtime: str = "torch"  # what the pieces ran in: torch | onnxruntime
+    overhead_ms: float = 0.0  # fitted: a constant per ensemble ...
+    per_block_ms: float = 0.0  # ... and a term per block run (what timing pieces alone misses)
+    fit: "dict | None" = None  # how the two were fitted (networks timed end to end, residuals)
+
+    def pieces_ms(self, arch: EnsembleArch, mode: str = "sequential") -> tuple[float, int]:
+        """The sum of the ensemble's piece timings (shared layers once) and how many blocks run."""
+        shared = self.fixed_ms + sum(self.layers_ms[i][str(op)] for i, op in enumerate(arch.shared))
+        blocks = 1 + sum(not op.is_skip for op in arch.shared)
+        paths = [sum(self.layers_ms[arch.split + j][str(op)] for j, op in enumerate(arch.private(k))) + self.head_ms
+                 for k in range(arch.num_paths)]
+        path_blocks = [sum(not op.is_skip for op in arch.private(k)) + 1 for k in range(arch.num_paths)]
+        if mode == "sequential":
+            return shared + sum(paths), blocks + sum(path_blocks)
+        slowest = max(range(arch.num_paths), key=lambda k: paths[k])
+        return shared + paths[slowest], blocks + path_blocks[slowest]
 
     def latency_ms(self, arch: EnsembleArch, mode: str = "sequential") -> float:
-        shared = self.fixed_ms + sum(self.layers_ms[i][str(op)] for i, op in enumerate(arch.shared))
-        paths = [
-            sum(self.layers_ms[arch.split + j][str(op)] for j, op in enumerate(arch.private(k))) + self.head_ms
-            for k in range(arch.num_paths)
-        ]
-        return shared + (sum(paths) if mode == "sequential" else max(paths))
+        """The predicted latency: the pieces, plus the fitted per-ensemble and per-block overhead."""
+        ms, blocks = self.pieces_ms(arch, mode)
+        return ms + self.overhead_ms + self.per_block_ms * blocks
 
     def bounds(self, shrunk, mode: str = "sequential") -> tuple[float, float]:
         """Bounds on the latency of the ensembles of a shrunk space: exact for ``sequential`` paths
@@ -99,7 +112,30 @@ class LatencyTable:
             else:
                 lows.append(base + shared_lo + private_lo / k + self.head_ms)
                 highs.append(base + shared_hi + private_hi + self.head_ms)
-        return min(lows), max(highs)
+        # the fitted overhead: from 1 block + K heads (every layer skipped) to every layer run by every path
+        few, many = 1 + (k if mode == "sequential" else 1), 1 + (space.num_layers + 1) * (k if mode == "sequential" else 1)
+        lo_extra = self.overhead_ms + min(self.per_block_ms * few, self.per_block_ms * many)
+        hi_extra = self.overhead_ms + max(self.per_block_ms * few, self.per_block_ms * many)
+        return min(lows) + lo_extra, max(highs) + hi_extra
+
+    def fastest(self, shrunk) -> EnsembleArch:
+        """The ensemble of the shrunk space with the smallest summed piece latency (exact for
+        ``sequential`` paths without per-block overhead; a fast one otherwise)."""
+        space = shrunk.space
+        best = None
+        for s in space.split_points:
+            columns = []
+            for spec in space.layers:
+                entry = self.layers_ms[spec.index - 1]
+                if spec.index <= s:
+                    op = min(shrunk.shared_ops(spec.index), key=lambda o: (entry[str(o)], str(o)))
+                    columns.append((op,) * space.num_paths)
+                else:
+                    columns.append(min(shrunk.layer_combinations(spec.index), key=lambda c: (sum(entry[str(o)] for o in c), list(map(str, c)))))
+            arch = EnsembleArch(s, tuple(tuple(col[k] for col in columns) for k in range(space.num_paths)))
+            if best is None or self.latency_ms(arch) < self.latency_ms(best):
+                best = arch
+        return best
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -117,6 +153,53 @@ class LatencyTable:
             raise NeasError(f"{path}: not a latency table ({exc})") from None
 
 
+def _inputs(space: SearchSpace, batch_size: int, device) -> torch.Tensor:
+    size = space.input_size
+    return torch.randn(batch_size, space.in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+
+def _prep(module: nn.Module, device) -> nn.Module:
+    return module.to(device, memory_format=torch.channels_last).eval()
+
+
+def _random_archs(space: SearchSpace, n: int, seed: int) -> list[EnsembleArch]:
+    import random
+
+    rng, out = random.Random(seed), []
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        arch = EnsembleArch.sample(space, rng)
+        if arch not in out:
+            out.append(arch)
+    return out
+
+
+def time_ensembles(space: SearchSpace, archs: "list[EnsembleArch]", num_classes: int, device, batch_size: int, repeats: int,
+                   runtime: str, progress=None) -> list[float]:
+    """End-to-end milliseconds of each ensemble (built as a plain network), timed interleaved."""
+    from neas.cost.runtime import interleaved_ms, runner
+    from neas.ensemble.model import build_ensemble
+
+    x = _inputs(space, batch_size, device)
+    runs = {str(i): runner(_prep(build_ensemble(space, arch, num_classes), device), x, runtime) for i, arch in enumerate(archs)}
+    ms = interleaved_ms(runs, repeats, warmup=2, progress=progress)
+    return [ms[str(i)] for i in range(len(archs))]
+
+
+def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]") -> tuple[float, float, dict]:
+    """Least squares ``measured - pieces = overhead + per_block * blocks``; returns the two terms
+    and the fit's record (with the residuals' spread)."""
+    import numpy as np
+
+    y = np.asarray(measured_ms, float) - np.asarray(pieces_ms, float)
+    design = np.stack([np.ones(len(y)), np.asarray(blocks, float)], 1)
+    (overhead, per_block), *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ np.array([overhead, per_block])
+    return float(overhead), float(per_block), {"networks": len(y), "residual_ms_sd": float(residual.std()),
+                                               "mean_gap_ms": float(y.mean()), "mean_gap_pct": float(100 * (y / np.asarray(measured_ms)).mean())}
+
+
 def measure_latency_table(
     space: SearchSpace,
     num_classes: int = 1000,
@@ -125,29 +208,82 @@ def measure_latency_table(
     repeats: int = 20,
     warmup: int = 3,
     progress=None,
+    runtime: str = "torch",
+    fit_networks: int = 8,
+    seed: int = 0,
 ) -> LatencyTable:
-    """Times every piece of ``space`` on ``device`` (channels_last, eval mode)."""
+    """Times every piece of ``space`` in ``runtime`` on ``device`` (interleaved), then times
+    ``fit_networks`` random ensembles end to end and fits the overhead the pieces miss."""
+    from neas.cost.runtime import interleaved_ms, runner
+
     device = torch.device(device)
-    fmt = torch.channels_last
+    x = _inputs(space, batch_size, device)
+    modules = {}
 
-    def prep(m):
-        return m.to(device, memory_format=fmt).eval()
-
-    x = torch.randn(batch_size, space.in_channels, space.input_size, space.input_size, device=device).contiguous(memory_format=fmt)
-
-    def measure(modules, x):
-        module = prep(nn.Sequential(*modules))
-        ms = time_forward_ms(module, x, repeats, warmup)
+    def build(pieces, x):  # walk the space once, keeping each piece and its input
+        module = _prep(nn.Sequential(*pieces), device)
         with torch.no_grad():
             out = module(x)
-        if progress is not None and len(modules) == 1:
-            progress.update(1)
-        return ms, out
+        modules[len(modules)] = (module, x)
+        return len(modules) - 1, out
 
-    fixed_ms, layers, x = walk_pieces(space, x, measure, 0.0)
-    layers = [{str(op): ms for op, ms in entry.items()} for entry in layers]
-    head_ms = time_forward_ms(prep(_Head(space, num_classes)), x, repeats, warmup)
-    return LatencyTable(space.name, device_name(device), batch_size, space.input_size, fixed_ms, layers, head_ms)
+    fixed_id, layer_ids, x_head = walk_pieces(space, x, build, None)
+    head_id = len(modules)
+    modules[head_id] = (_prep(_Head(space, num_classes), device), x_head)
+    runs = {str(i): runner(module, inp, runtime) for i, (module, inp) in modules.items()}
+    ms = interleaved_ms(runs, repeats, warmup, progress=progress)
+    layers = [{str(op): (0.0 if i is None else ms[str(i)]) for op, i in entry.items()} for entry in layer_ids]
+    table = LatencyTable(space.name, device_name(device), batch_size, space.input_size, ms[str(fixed_id)], layers, ms[str(head_id)],
+                         runtime=runtime)
+    if fit_networks >= 2:
+        archs = _random_archs(space, fit_networks, seed=10_000 + seed)
+        measured = time_ensembles(space, archs, num_classes, device, batch_size, max(5, repeats // 2), runtime)
+        pieces = [table.pieces_ms(a) for a in archs]
+        table.overhead_ms, table.per_block_ms, table.fit = fit_overhead([p for p, _ in pieces], [b for _, b in pieces], measured)
+    return table
+
+
+def validate_table(table: LatencyTable, space: SearchSpace, num_classes: int, device, n: int, repeats: int = 15,
+                   seed: int = 1, progress=None) -> dict:
+    """Times ``n`` random ensembles end to end twice (two interleaved passes) and compares the
+    table's predictions with the first: MAPE, bias, Kendall tau; beside the test-retest tau of the
+    two passes, which bounds how well any prediction can rank them."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    archs = _random_archs(space, n, seed=20_000 + seed)
+    first = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
+    second = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
+    predicted = np.array([table.latency_ms(a) for a in archs])
+    measured = np.asarray(first)
+    return {"runtime": table.runtime, "device": table.device, "batch_size": table.batch_size, "ensembles": n,
+            "mape_pct": float(100 * np.mean(np.abs(predicted - measured) / measured)),
+            "bias_pct": float(100 * (np.mean(predicted / measured) - 1)),
+            "kendall_tau": float(kendalltau(predicted, measured)[0]),
+            "test_retest_tau": float(kendalltau(first, second)[0]),
+            "records": [{"arch": a.to_json(), "predicted_ms": float(p), "measured_ms": m, "retest_ms": r}
+                        for a, p, m, r in zip(archs, predicted, first, second)]}
+
+
+def plot_validation(report: dict, path: "str | Path") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = [r["predicted_ms"] for r in report["records"]]
+    meas = [r["measured_ms"] for r in report["records"]]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(meas, pred, s=16)
+    lo, hi = min(pred + meas), max(pred + meas)
+    ax.plot([lo, hi], [lo, hi], color="grey", ls=":")
+    ax.set(xlabel="measured end to end (ms)", ylabel="predicted by the table (ms)",
+           title=f"{report['runtime']}, batch {report['batch_size']}: MAPE {report['mape_pct']:.1f}%, bias {report['bias_pct']:+.1f}%\n"
+                 f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def check_table(table: LatencyTable, space: SearchSpace) -> LatencyTable:
@@ -168,10 +304,19 @@ class LatencyTableCommand:
     batch_size: int = option(1, "images per timed forward", valid=">= 1")
     repeats: int = option(20, "timed runs per piece (the median is kept)", valid=">= 1")
     device: str = option("auto", DEVICE_HELP)
+    runtime: str = option("torch", "what the pieces and networks run in: torch | onnxruntime (CPU execution provider)")
+    fit_networks: int = option(8, "random ensembles timed end to end to fit the per-ensemble and per-block overhead "
+                                  "(0: no fit)", valid=">= 0")
+    validate: int = option(0, "also time this many other random ensembles end to end, twice, against the table's "
+                              "predictions (OUT.validation.json and .png)", valid=">= 0")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
+        from neas.cost.runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise NeasError(f"runtime: unknown {self.runtime!r}{suggest(self.runtime, RUNTIMES)}; choose {' or '.join(RUNTIMES)}")
 
     def __call__(self) -> str:
         from tqdm import tqdm
@@ -182,8 +327,24 @@ class LatencyTableCommand:
 
         check_output(self.out, (self.space,), self.force)
         space = SearchSpace.resolve(self.space)
-        total = sum(1 for spec in space.layers for op in spec.ops if not op.is_skip)
-        with tqdm(total=total, desc="latency table", disable=None) as bar:
-            table = measure_latency_table(space, self.num_classes, local_device(self.device), self.batch_size, self.repeats, progress=bar)
+        device = local_device(self.device)
+        with tqdm(total=self.repeats, desc=f"latency table ({self.runtime})", disable=None) as bar:
+            table = measure_latency_table(space, self.num_classes, device, self.batch_size, self.repeats, progress=bar,
+                                          runtime=self.runtime, fit_networks=self.fit_networks)
         table.save(self.out)
-        return f"latency table of {space.name!r} on {table.device}: {self.out}"
+        text = f"latency table of {space.name!r} on {table.device} in {table.runtime}: {self.out}"
+        if table.fit:
+            text += (f"\noverhead fitted on {table.fit['networks']} networks: {table.overhead_ms:.3f} ms per ensemble + "
+                     f"{table.per_block_ms:.4f} ms per block (the pieces alone missed {table.fit['mean_gap_pct']:.1f}%)")
+        if self.validate:
+            with tqdm(total=2 * 15, desc=f"validate on {self.validate} ensembles", disable=None) as bar:
+                report = validate_table(table, space, self.num_classes, device, self.validate, progress=bar)
+            stem = str(self.out)[:-5] if str(self.out).endswith(".json") else str(self.out)
+            from neas.train.checkpoint import atomic_write_text
+
+            atomic_write_text(f"{stem}.validation.json", json.dumps(report, indent=1) + "\n")
+            plot_validation(report, f"{stem}.validation.png")
+            text += (f"\nvalidation on {self.validate} other ensembles: MAPE {report['mape_pct']:.1f}%, bias {report['bias_pct']:+.1f}%, "
+                     f"Kendall tau {report['kendall_tau']:.2f} (measurements' test-retest tau {report['test_retest_tau']:.2f}): "
+                     f"{stem}.validation.json")
+        return text

@@ -62,6 +62,8 @@ class SearchConfig(RunOptions, ScoringOptions):
     evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
     evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations", valid=">= 1")
     val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1")
+    latency_table: "str | None" = option(None, "a `neas latency-table` file for the latency budget (e.g. measured in onnxruntime on the "
+                                               "target)", default_help="measured here in torch")
     data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
 
     def __post_init__(self):
@@ -96,6 +98,11 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "
     if not cfg.constraints.needs_latency and cfg.pareto != "latency_ms":
         return None
     path = run / "latency_table.json"
+    if cfg.latency_table and not path.is_file():  # the user's table, copied into the run: it stays what the budget meant
+        table = check_table(LatencyTable.load(cfg.latency_table), space)
+        if dist.is_main_process():
+            table.save(path)
+        return table
     if path.is_file():  # the table the search started with: its budget keeps one meaning on resume
         table = check_table(LatencyTable.load(path), space)
         if table.device != device_name(device):
@@ -156,8 +163,10 @@ def search(cfg: SearchConfig) -> Path:
         fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
         lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
         if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
-            raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} the fastest takes at least "
-                            f"{fastest:.3f} ms and the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
+            quick = latency.fastest(shrunk)
+            raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} ({latency.runtime}) the fastest "
+                            f"takes at least {fastest:.3f} ms (e.g. {quick}: {latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and "
+                            f"the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
     bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}

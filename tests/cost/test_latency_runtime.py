@@ -1,0 +1,71 @@
+"""Latency for the runtime you deploy on (issue 18): the overhead fit, the fastest ensemble,
+and tables measured in PyTorch and ONNX Runtime."""
+
+import random
+
+import numpy as np
+import pytest
+
+from neas.cli import main
+from neas.cost.latency import LatencyTable, fit_overhead, measure_latency_table, validate_table
+from neas.cost.runtime import interleaved_ms, runner
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
+
+
+def test_the_overhead_fit_recovers_synthetic_terms():
+    rng = np.random.default_rng(0)
+    pieces = rng.uniform(1, 5, 20)
+    blocks = rng.integers(4, 15, 20)
+    measured = pieces + 0.4 + 0.07 * blocks
+    overhead, per_block, record = fit_overhead(pieces.tolist(), blocks.tolist(), measured.tolist())
+    assert overhead == pytest.approx(0.4) and per_block == pytest.approx(0.07)
+    assert record["residual_ms_sd"] < 1e-9 and record["networks"] == 20
+    noisy = measured + rng.normal(0, 0.01, 20)
+    overhead, per_block, _ = fit_overhead(pieces.tolist(), blocks.tolist(), noisy.tolist())
+    assert overhead == pytest.approx(0.4, abs=0.05) and per_block == pytest.approx(0.07, abs=0.01)
+
+
+def _table(space):
+    rng = random.Random(0)
+    layers = [{str(op): (0.0 if op.is_skip else rng.uniform(0.1, 1.0)) for op in spec.ops} for spec in space.layers]
+    return LatencyTable(space.name, "cpu", 1, space.input_size, 0.5, layers, 0.3, overhead_ms=0.2, per_block_ms=0.05)
+
+
+def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest():
+    space = SearchSpace.preset("tiny")
+    table = _table(space)
+    arch = EnsembleArch.sample(space, 3)
+    pieces, blocks = table.pieces_ms(arch)
+    assert table.latency_ms(arch) == pytest.approx(pieces + 0.2 + 0.05 * blocks)
+    assert blocks == 1 + sum(not o.is_skip for o in arch.shared) + sum(sum(not o.is_skip for o in arch.private(k)) + 1 for k in range(2))
+    shrunk = ShrunkSpace.full(space)
+    fastest = table.fastest(shrunk)
+    lo, hi = table.bounds(shrunk)
+    samples = [EnsembleArch.sample(space, random.Random(i), shrunk) for i in range(300)]
+    assert all(table.latency_ms(fastest) <= table.latency_ms(a) + 1e-9 for a in samples)
+    assert lo <= table.latency_ms(fastest) and all(lo - 1e-9 <= table.latency_ms(a) <= hi + 1e-9 for a in samples)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_tables_are_measured_in_either_runtime(runtime):
+    space = SearchSpace.preset("tiny")
+    table = measure_latency_table(space, 10, "cpu", repeats=2, warmup=1, runtime=runtime, fit_networks=3)
+    assert table.runtime == runtime and table.fit["networks"] == 3
+    assert all(v > 0 for entry in table.layers_ms for op, v in entry.items() if op != "skip") and table.head_ms > 0
+    report = validate_table(table, space, 10, "cpu", 3, repeats=2)
+    assert report["ensembles"] == 3 and len(report["records"]) == 3 and report["mape_pct"] >= 0
+    assert LatencyTable(**table.to_json()) == table
+
+
+def test_interleaved_timing_runs_everything_alike():
+    calls = []
+    got = interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=4, warmup=1)
+    assert set(got) == {"a", "b"} and calls.count("a") == calls.count("b") == 5
+    with pytest.raises(NeasError, match="runtime: unknown 'tensorrt'"):
+        runner(None, None, "tensorrt")
+
+
+def test_latency_table_cli_refuses_an_unknown_runtime(tmp_path, capsys):
+    assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "l.json"), "--runtime", "onnx"]) == 2
+    assert "did you mean 'onnxruntime'" in capsys.readouterr().err and not (tmp_path / "l.json").exists()
