@@ -17,19 +17,21 @@ def test_the_overhead_fit_recovers_synthetic_terms():
     rng = np.random.default_rng(0)
     pieces = rng.uniform(1, 5, 20)
     blocks = rng.integers(4, 15, 20)
-    measured = pieces + 0.4 + 0.07 * blocks
-    overhead, per_block, record = fit_overhead(pieces.tolist(), blocks.tolist(), measured.tolist())
-    assert overhead == pytest.approx(0.4) and per_block == pytest.approx(0.07)
+    measured = 0.8 * pieces + 0.4 + 0.07 * blocks
+    scale, overhead, per_block, record = fit_overhead(pieces.tolist(), blocks.tolist(), measured.tolist())
+    assert scale == pytest.approx(0.8) and overhead == pytest.approx(0.4) and per_block == pytest.approx(0.07)
     assert record["residual_ms_sd"] < 1e-9 and record["networks"] == 20
     noisy = measured + rng.normal(0, 0.01, 20)
-    overhead, per_block, _ = fit_overhead(pieces.tolist(), blocks.tolist(), noisy.tolist())
-    assert overhead == pytest.approx(0.4, abs=0.05) and per_block == pytest.approx(0.07, abs=0.01)
+    scale, overhead, per_block, _ = fit_overhead(pieces.tolist(), blocks.tolist(), noisy.tolist())
+    assert scale == pytest.approx(0.8, abs=0.02) and overhead == pytest.approx(0.4, abs=0.1) and per_block == pytest.approx(0.07, abs=0.01)
+    scale, overhead, per_block, _ = fit_overhead([1.0, 2.0, 3.0], [4, 5, 7], [1.5, 2.6, 3.8])  # too few for a scale
+    assert scale == 1.0
 
 
 def _table(space):
     rng = random.Random(0)
     layers = [{str(op): (0.0 if op.is_skip else rng.uniform(0.1, 1.0)) for op in spec.ops} for spec in space.layers]
-    return LatencyTable(space.name, "cpu", 1, space.input_size, 0.5, layers, 0.3, overhead_ms=0.2, per_block_ms=0.05)
+    return LatencyTable(space.name, "cpu", 1, space.input_size, 0.5, layers, 0.3, overhead_ms=0.2, per_block_ms=0.05, scale=0.9)
 
 
 def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest():
@@ -37,7 +39,7 @@ def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest
     table = _table(space)
     arch = EnsembleArch.sample(space, 3)
     pieces, blocks = table.pieces_ms(arch)
-    assert table.latency_ms(arch) == pytest.approx(pieces + 0.2 + 0.05 * blocks)
+    assert table.latency_ms(arch) == pytest.approx(0.9 * pieces + 0.2 + 0.05 * blocks)
     assert blocks == 1 + sum(not o.is_skip for o in arch.shared) + sum(sum(not o.is_skip for o in arch.private(k)) + 1 for k in range(2))
     shrunk = ShrunkSpace.full(space)
     fastest = table.fastest(shrunk)

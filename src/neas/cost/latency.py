@@ -69,7 +69,8 @@ class LatencyTable:
     head_ms: float
     runtime: str = "torch"  # what the pieces ran in: torch | onnxruntime
     overhead_ms: float = 0.0  # fitted: a constant per ensemble ...
-    per_block_ms: float = 0.0  # ... and a term per block run (what timing pieces alone misses)
+    per_block_ms: float = 0.0  # ... a term per block run (what timing pieces alone misses) ...
+    scale: float = 1.0  # ... and a factor on the pieces (a runtime that fuses across them runs the whole faster)
     fit: "dict | None" = None  # how the two were fitted (networks timed end to end, residuals)
 
     def pieces_ms(self, arch: EnsembleArch, mode: str = "sequential") -> tuple[float, int]:
@@ -87,7 +88,7 @@ class LatencyTable:
     def latency_ms(self, arch: EnsembleArch, mode: str = "sequential") -> float:
         """The predicted latency: the pieces, plus the fitted per-ensemble and per-block overhead."""
         ms, blocks = self.pieces_ms(arch, mode)
-        return ms + self.overhead_ms + self.per_block_ms * blocks
+        return self.scale * ms + self.overhead_ms + self.per_block_ms * blocks
 
     def bounds(self, shrunk, mode: str = "sequential") -> tuple[float, float]:
         """Bounds on the latency of the ensembles of a shrunk space: exact for ``sequential`` paths
@@ -116,7 +117,7 @@ class LatencyTable:
         few, many = 1 + (k if mode == "sequential" else 1), 1 + (space.num_layers + 1) * (k if mode == "sequential" else 1)
         lo_extra = self.overhead_ms + min(self.per_block_ms * few, self.per_block_ms * many)
         hi_extra = self.overhead_ms + max(self.per_block_ms * few, self.per_block_ms * many)
-        return min(lows) + lo_extra, max(highs) + hi_extra
+        return self.scale * min(lows) + lo_extra, self.scale * max(highs) + hi_extra
 
     def fastest(self, shrunk) -> EnsembleArch:
         """The ensemble of the shrunk space with the smallest summed piece latency (exact for
@@ -187,17 +188,21 @@ def time_ensembles(space: SearchSpace, archs: "list[EnsembleArch]", num_classes:
     return [ms[str(i)] for i in range(len(archs))]
 
 
-def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]") -> tuple[float, float, dict]:
-    """Least squares ``measured - pieces = overhead + per_block * blocks``; returns the two terms
-    and the fit's record (with the residuals' spread)."""
+def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]") -> tuple[float, float, float, dict]:
+    """Least squares ``measured = scale * pieces + overhead + per_block * blocks``; returns the
+    three terms and the fit's record (with the residuals' spread). With fewer than 4 networks the
+    scale stays 1."""
     import numpy as np
 
-    y = np.asarray(measured_ms, float) - np.asarray(pieces_ms, float)
-    design = np.stack([np.ones(len(y)), np.asarray(blocks, float)], 1)
-    (overhead, per_block), *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ np.array([overhead, per_block])
-    return float(overhead), float(per_block), {"networks": len(y), "residual_ms_sd": float(residual.std()),
-                                               "mean_gap_ms": float(y.mean()), "mean_gap_pct": float(100 * (y / np.asarray(measured_ms)).mean())}
+    pieces, measured = np.asarray(pieces_ms, float), np.asarray(measured_ms, float)
+    columns = [np.ones(len(pieces)), np.asarray(blocks, float)] + ([pieces] if len(pieces) >= 4 else [])
+    target = measured if len(columns) == 3 else measured - pieces
+    coef, *_ = np.linalg.lstsq(np.stack(columns, 1), target, rcond=None)
+    overhead, per_block, scale = float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) == 3 else 1.0
+    residual = measured - (scale * pieces + overhead + per_block * np.asarray(blocks, float))
+    gap = measured - pieces
+    return scale, overhead, per_block, {"networks": len(pieces), "residual_ms_sd": float(residual.std()),
+                                        "mean_gap_ms": float(gap.mean()), "mean_gap_pct": float(100 * (gap / measured).mean())}
 
 
 def measure_latency_table(
@@ -239,7 +244,8 @@ def measure_latency_table(
         archs = _random_archs(space, fit_networks, seed=10_000 + seed)
         measured = time_ensembles(space, archs, num_classes, device, batch_size, max(5, repeats // 2), runtime)
         pieces = [table.pieces_ms(a) for a in archs]
-        table.overhead_ms, table.per_block_ms, table.fit = fit_overhead([p for p, _ in pieces], [b for _, b in pieces], measured)
+        table.scale, table.overhead_ms, table.per_block_ms, table.fit = fit_overhead([p for p, _ in pieces], [b for _, b in pieces],
+                                                                                      measured)
     return table
 
 
@@ -334,7 +340,7 @@ class LatencyTableCommand:
         table.save(self.out)
         text = f"latency table of {space.name!r} on {table.device} in {table.runtime}: {self.out}"
         if table.fit:
-            text += (f"\noverhead fitted on {table.fit['networks']} networks: {table.overhead_ms:.3f} ms per ensemble + "
+            text += (f"\nfitted on {table.fit['networks']} networks: {table.scale:.3f} x pieces + {table.overhead_ms:.3f} ms per ensemble + "
                      f"{table.per_block_ms:.4f} ms per block (the pieces alone missed {table.fit['mean_gap_pct']:.1f}%)")
         if self.validate:
             with tqdm(total=2 * 15, desc=f"validate on {self.validate} ensembles", disable=None) as bar:

@@ -44,6 +44,8 @@ def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> 
         torch.onnx.export(module, (x,), buffer, input_names=["x"], opset_version=17, dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # many sessions are timed in turn: idle ones must not keep their threads spinning on the cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     feed = {"x": x.contiguous().numpy()}

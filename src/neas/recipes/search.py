@@ -94,25 +94,27 @@ def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpa
     return ShrunkSpace(dataclasses.replace(shrunk.space, split=tuple(split)), shrunk.combinations)
 
 
-def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device) -> "LatencyTable | None":
+def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resuming: bool) -> "LatencyTable | None":
+    """The latency table of the budget: on resume, the one the search started with (so the budget
+    keeps its meaning); else the user's ``--latency-table``, or one measured here. It is saved into
+    the run only once the budget is known to be feasible (:func:`_keep_latency`)."""
     if not cfg.constraints.needs_latency and cfg.pareto != "latency_ms":
         return None
     path = run / "latency_table.json"
-    if cfg.latency_table and not path.is_file():  # the user's table, copied into the run: it stays what the budget meant
-        table = check_table(LatencyTable.load(cfg.latency_table), space)
-        if dist.is_main_process():
-            table.save(path)
-        return table
-    if path.is_file():  # the table the search started with: its budget keeps one meaning on resume
+    if resuming and path.is_file():
         table = check_table(LatencyTable.load(path), space)
-        if table.device != device_name(device):
+        if table.device != device_name(device) and not cfg.latency_table:
             log.warning("the latency budget refers to %s, where %s was measured, not to %s", table.device, path, device_name(device))
         return table
-    log.info("measuring the latency table of %r on %s (cached in %s)", space.name, device, path)
-    table = measure_latency_table(space, num_classes, device)
-    if dist.is_main_process():
-        table.save(path)
-    return table
+    if cfg.latency_table:
+        return check_table(LatencyTable.load(cfg.latency_table), space)
+    log.info("measuring the latency table of %r on %s (kept in %s)", space.name, device, path)
+    return measure_latency_table(space, num_classes, device)
+
+
+def _keep_latency(table: "LatencyTable | None", run: Path, resuming: bool) -> None:
+    if table is not None and dist.is_main_process() and not resuming:  # a restart replaces an earlier attempt's
+        table.save(run / "latency_table.json")
 
 
 def _describe_range(table, shrunk) -> str:
@@ -158,7 +160,7 @@ def search(cfg: SearchConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg, "search") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
-    latency = _latency(cfg, run, space, num_classes, device)
+    latency = _latency(cfg, run, space, num_classes, device, resuming)
     if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
         fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
         lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
@@ -167,6 +169,7 @@ def search(cfg: SearchConfig) -> Path:
             raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} ({latency.runtime}) the fastest "
                             f"takes at least {fastest:.3f} ms (e.g. {quick}: {latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and "
                             f"the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
+    _keep_latency(latency, run, resuming)
     bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
