@@ -35,7 +35,10 @@ def init(device: str = "auto") -> torch.device:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend)
+        import datetime
+
+        # long enough for rank 0's evaluation at the end of a retraining (corruptions, latency) while the others wait
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=4))
     return dev
 
 

@@ -199,6 +199,9 @@ def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "li
     target = measured if len(columns) == 3 else measured - pieces
     coef, *_ = np.linalg.lstsq(np.stack(columns, 1), target, rcond=None)
     overhead, per_block, scale = float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) == 3 else 1.0
+    if scale <= 0:  # pieces and block counts correlate: an ill-posed fit keeps the pieces as measured
+        coef, *_ = np.linalg.lstsq(np.stack(columns[:2], 1), measured - pieces, rcond=None)
+        overhead, per_block, scale = float(coef[0]), float(coef[1]), 1.0
     residual = measured - (scale * pieces + overhead + per_block * np.asarray(blocks, float))
     gap = measured - pieces
     return scale, overhead, per_block, {"networks": len(pieces), "residual_ms_sd": float(residual.std()),

@@ -99,18 +99,19 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
     for text, value in values.items():
         member = picks[value]
         folder = run / "budgets" / f"{cfg.budget_metric}_{text}"
-        folder.mkdir(parents=True, exist_ok=True)
         arch = {**{k: member[k] for k in ("split", "paths", "distinct") if k in member}, "space": pareto["space"],
                 "path_acc": member["path_acc"], "supernet_acc": member["ensemble_acc"], "budget": {cfg.budget_metric: value},
                 **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
-        if not (folder / "arch.json").is_file():
+        if dist.is_main_process() and not (folder / "arch.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(folder / "arch.json", json.dumps(arch, indent=1) + "\n")
+        dist.barrier()
         stage = dataclasses.replace(rt, arch=str(folder / "arch.json"), out=str(folder / "retrain"))
         run_stage(folder / "retrain", ["model.safetensors", "eval.json"], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
         result = json.loads((folder / "retrain" / "eval.json").read_text())
         records.append({"budget": text, "metric": cfg.budget_metric, "arch": {"split": member["split"], "paths": member["paths"]},
                         "supernet_acc": member["ensemble_acc"], "test_top1": result["ensemble"]["top1"], "test_nll": result["ensemble"]["nll"],
-                        "macs": member["macs"], "params": member["params"], "dir": str(folder)})
+                        "macs": member["macs"], "params": member["params"], "dir": str(folder), "value": value})
     return records
 
 
@@ -138,9 +139,14 @@ def run_pipeline(cfg: RunConfig) -> dict:
     budgets = []
     if cfg.budgets:
         budgets = _retrain_budgets(cfg, run, rt)
-        largest = Path(budgets[-1]["dir"])
-        if not (run / "retrain").exists():  # the report's and summary's retrain: the largest budget's
-            (run / "retrain").symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+        largest = Path(max(budgets, key=lambda b: b["value"])["dir"])
+        link = run / "retrain"  # the report's and summary's retrain: the largest budget's (a link we made)
+        if dist.is_main_process():
+            if link.is_symlink():
+                link.unlink()
+            if not link.exists():
+                link.symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+        dist.barrier()
         arch_file = largest / "arch.json"
     else:
         run_stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
@@ -156,8 +162,8 @@ def run_pipeline(cfg: RunConfig) -> dict:
         summary = {
             "report": str(report),
             "test_top1": result["ensemble"]["top1"],
-            "test_nll": result["ensemble"]["nll"],
-            "test_ece": result["ensemble"]["ece"],
+            "test_nll": result["ensemble"].get("nll", result["ensemble"].get("loss")),  # (loss: eval.json before NLL/ECE)
+            "test_ece": result["ensemble"].get("ece"),
             "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
             "supernet_acc": arch["supernet_acc"],
             "macs": arch["macs"],

@@ -160,7 +160,8 @@ def search(cfg: SearchConfig) -> Path:
     run = prepare_run_dir(cfg.out, cfg.resume, cfg, "search") if dist.is_main_process() else Path(cfg.out)
     dist.barrier()
     resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
-    latency = _latency(cfg, run, space, num_classes, device, resuming)
+    # one table for every rank: the budget and the Pareto parents must agree everywhere
+    latency = dist.broadcast_object(_latency(cfg, run, space, num_classes, device, resuming) if dist.is_main_process() else None)
     if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
         fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
         lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms

@@ -88,6 +88,13 @@ def train_epoch(
     bar = tqdm(batches, total=steps, desc=desc, leave=False, disable=None if dist.is_main_process() else True)
 
     def check(step: int) -> None:
+        if dist.get_world_size() > 1:  # a NaN on any rank stops every rank (none is left waiting in a collective)
+            import torch.distributed as tdist
+
+            flag = first_bad.clone()
+            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+            if int(flag) >= 0 and int(first_bad) < 0:
+                raise NeasError(f"the loss became non-finite on another rank by step {int(flag)} (epoch {epoch + 1}); stopping")
         bad = int(first_bad)  # the one host sync, every check_every steps
         if bad >= 0:
             # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
