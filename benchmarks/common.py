@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -44,20 +42,18 @@ def _sync(device) -> None:
 
 
 def interleaved(fns: dict, repeats: int, warmup: int, device="cpu") -> dict[str, float]:
-    """Median seconds of each callable, timed in alternating order round after round."""
-    for fn in fns.values():
-        for _ in range(warmup):
+    """Median seconds of each callable, timed in alternating order round after round
+    (:func:`neas.cost.runtime.interleaved_ms`, with a CUDA sync after each call)."""
+    from neas.cost.runtime import interleaved_ms
+
+    def synced(fn):
+        def run():
             fn()
-    _sync(device)
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            start = time.perf_counter()
-            fns[name]()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+
+        return run
+
+    return {name: ms / 1e3 for name, ms in interleaved_ms({name: synced(fn) for name, fn in fns.items()}, repeats, warmup).items()}
 
 
 def dump(results: list[Result], path: str, meta: dict) -> None:
