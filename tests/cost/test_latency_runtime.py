@@ -28,6 +28,19 @@ def test_the_overhead_fit_recovers_synthetic_terms():
     assert scale == 1.0
 
 
+def test_the_overhead_fit_never_predicts_below_zero():
+    """Timings where the unconstrained fit's intercept is negative (a CI machine under load once
+    produced such a table, and an impossible budget of 0.0001 ms then looked feasible)."""
+    pieces = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    blocks = np.array([4, 9, 6, 12, 8, 14])
+    measured = 1.2 * pieces - 0.5 + np.array([0.0, 0.02, -0.01, 0.01, 0.0, -0.02])
+    unconstrained = np.linalg.lstsq(np.stack([np.ones(6), blocks, pieces], 1), measured, rcond=None)[0]
+    assert unconstrained[0] < 0 or unconstrained[1] < 0  # the data do ask for a negative term
+    scale, overhead, per_block, _ = fit_overhead(pieces.tolist(), blocks.tolist(), measured.tolist())
+    assert scale > 0 and overhead >= 0 and per_block >= 0
+    assert min(scale * p + overhead + per_block * b for p, b in zip([0.001], [1])) > 0
+
+
 def _table(space):
     rng = random.Random(0)
     layers = [{str(op): (0.0 if op.is_skip else rng.uniform(0.1, 1.0)) for op in spec.ops} for spec in space.layers]

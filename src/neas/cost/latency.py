@@ -189,18 +189,20 @@ def time_ensembles(space: SearchSpace, archs: "list[EnsembleArch]", num_classes:
 
 
 def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]") -> tuple[float, float, float, dict]:
-    """Least squares ``measured = scale * pieces + overhead + per_block * blocks``; returns the
-    three terms and the fit's record (with the residuals' spread). With fewer than 4 networks the
-    scale stays 1."""
+    """Non-negative least squares ``measured = scale * pieces + overhead + per_block * blocks``;
+    returns the three terms and the fit's record (with the residuals' spread). Every term is kept
+    at or above zero, so no prediction falls below zero (a negative intercept from noisy timings
+    once made an impossible budget look feasible). With fewer than 4 networks the scale stays 1."""
     import numpy as np
+    from scipy.optimize import nnls
 
     pieces, measured = np.asarray(pieces_ms, float), np.asarray(measured_ms, float)
     columns = [np.ones(len(pieces)), np.asarray(blocks, float)] + ([pieces] if len(pieces) >= 4 else [])
     target = measured if len(columns) == 3 else measured - pieces
-    coef, *_ = np.linalg.lstsq(np.stack(columns, 1), target, rcond=None)
+    coef, _ = nnls(np.stack(columns, 1), target)
     overhead, per_block, scale = float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) == 3 else 1.0
     if scale <= 0:  # pieces and block counts correlate: an ill-posed fit keeps the pieces as measured
-        coef, *_ = np.linalg.lstsq(np.stack(columns[:2], 1), measured - pieces, rcond=None)
+        coef, _ = nnls(np.stack(columns[:2], 1), measured - pieces)
         overhead, per_block, scale = float(coef[0]), float(coef[1]), 1.0
     residual = measured - (scale * pieces + overhead + per_block * np.asarray(blocks, float))
     gap = measured - pieces
