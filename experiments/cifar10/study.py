@@ -37,6 +37,11 @@ DATA = ROOT / "data" / "cifar10-carved"
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SEEDS = (0, 1, 2)
 RETRAIN_SEEDS = (1, 2)  # extra retraining seeds per searched ensemble (the pipeline's own retrain is the third)
+RANK_MODES = ("diversity", "none", "accuracy", "quality")  # supernets whose ranking is measured, per pipeline seed
+# the ranking study's from-scratch scores (docs/results/rank.json: 30 ensembles, 3 epochs), reused as scratch.json
+OLD_RANK = ROOT / "docs" / "results" / "rank.json"
+SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
+RANK_ARGS = ["--num-archs", "30", "--from-space", "full", "--scratch-epochs", "3", "--scratch-batch-size", "128", "--seed", "0"]
 BUDGET, HALF = "1.5M", "0.75M"
 
 # the settings of docs/RESULTS.md (experiments/cifar10/k2_diversity.yaml), for every pipeline
@@ -65,6 +70,9 @@ def units() -> dict[str, dict]:
         out[f"k1_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, BUDGET), "deps": []}
         out[f"k1half_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, HALF), "deps": []}
         out[f"deep_seed{seed}"] = {"kind": "deep", "source": f"k1half_seed{seed}", "deps": [f"k1half_seed{seed}"]}
+    for seed in SEEDS:  # Kendall tau of each shrinking mode's supernet, per supernet seed
+        for mode in RANK_MODES:
+            out[f"rank_{mode}_seed{seed}"] = {"kind": "rank", "mode": mode, "seed": seed, "deps": []}
     for seed in SEEDS:
         for name in ("k2_diversity", "k2_none", "k2_accuracy", "k2_quality", "k1"):
             source = f"{name}_seed{seed}"
@@ -169,7 +177,58 @@ def run_deep(name: str, unit: dict) -> dict:
             "wall_s": _span(run)}
 
 
-RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep}
+def _scratch_file() -> Path:
+    """``neas rank``'s scratch.json for the 30 ensembles of the old ranking study, whose
+    from-scratch scores did not depend on the BN bug: the ensembles are drawn exactly as
+    ``neas rank --seed 0 --from-space full`` draws them, the scores are docs/results/rank.json's."""
+    if SCRATCH.is_file():
+        return SCRATCH
+    import random
+
+    from neas.space import EnsembleArch, SearchSpace
+
+    old = json.loads(OLD_RANK.read_text())
+    space = SearchSpace.resolve(str(HERE / "space.yaml"))
+    rng, archs = random.Random("0:rank"), []
+    while len(archs) < old["archs"]:
+        arch = EnsembleArch.sample(space, rng)
+        if arch not in archs:
+            archs.append(arch)
+    record = {"source": "docs/results/rank.json (neas rank " + " ".join(RANK_ARGS) + ", 2026-11-27)",
+              "recipe": {"epochs": 3, "batch_size": 128, "seed": 0, "data": "cifar10", "holdout": 0.1},
+              "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, old["scratch_acc"])]}
+    SCRATCH.parent.mkdir(parents=True, exist_ok=True)
+    SCRATCH.write_text(json.dumps(record, indent=1) + "\n")
+    return SCRATCH
+
+
+def run_rank(name: str, unit: dict) -> dict:
+    """Trains the supernet of one shrinking mode and seed (the settings of that pipeline, so the
+    same supernet) and ranks the 30 ensembles of the ranking study with it."""
+    import hashlib
+
+    cfg = pipeline_config(unit["mode"], 2, unit["seed"], BUDGET)
+    sn_cfg = {**{k: cfg[k] for k in ("space", "data", "data_dir", "seed", "device")}, **cfg["supernet"]}
+    config = RUNS / "configs" / f"{name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(sn_cfg, sort_keys=False))
+    run = RUNS / name
+    supernet = run / "supernet"
+    if not (supernet / "supernet.safetensors").is_file():
+        cmd = [*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)]
+        _sh(cmd + (["--resume"] if (supernet / "neas-run.json").is_file() else []), RUNS / "logs" / f"{name}.log")
+    _sh([*_neas(), "rank", "--supernet", str(supernet), *RANK_ARGS, "--scratch", str(_scratch_file()), "--device", "cpu",
+         "--out", str(run / "rank")], RUNS / "logs" / f"{name}.log")
+    result = json.loads((run / "rank" / "rank.json").read_text())
+    rounds = sorted((supernet / "shrink").glob("round_*.json"))
+    return {"mode": unit["mode"], "seed": unit["seed"], "supernet_config": sn_cfg, "rank": result["supernets"][str(supernet)],
+            "scratch_acc": result["scratch_acc"], "scratch_reused": result["scratch_reused"],
+            "supernet_sha256": hashlib.sha256((supernet / "supernet.safetensors").read_bytes()).hexdigest(),
+            "combinations_after": json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None,
+            "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")}}
+
+
+RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank}
 
 
 def _done(name: str) -> bool:

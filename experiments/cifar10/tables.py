@@ -35,6 +35,87 @@ def _load(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
+RANK_MODES = ("diversity", "none", "accuracy", "quality")
+RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "quality"), ("none", "accuracy"))
+OLD_RANK = Path(__file__).resolve().parents[2] / "docs" / "results" / "rank.json"  # before the BN fix, seed 0
+
+
+def _rank_units(units: dict) -> dict[str, dict[int, dict]]:
+    """{mode: {supernet seed: that rank unit's summary}}."""
+    out = {m: {} for m in RANK_MODES}
+    for u in units.values():
+        if u["kind"] == "rank":
+            out[u["mode"]][u["seed"]] = u
+    return out
+
+
+def ranking(units: dict) -> str:
+    """Kendall tau per shrinking mode: per supernet seed (bootstrap CI over the 30 ensembles) and
+    pooled over seeds (mean, Student-t CI over the seeds); paired differences by seed."""
+    by_mode = _rank_units(units)
+    lines = ["| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [95 % CI over seeds] | "
+             "Spearman ρ pooled | mean one-shot top-1 (%) | in the shrunk space (of 30) |", "|---|---|---|---|---|---|"]
+    for mode, seeds in by_mode.items():
+        if not seeds:
+            lines.append(f"| {mode} | not run yet | | | | |")
+            continue
+        per = "; ".join(f"s{s}: {u['rank']['kendall_tau']:.3f} [{u['rank']['kendall_tau_ci95'][0]:.2f}, {u['rank']['kendall_tau_ci95'][1]:.2f}]"
+                        for s, u in sorted(seeds.items()))
+        taus = [u["rank"]["kendall_tau"] for u in seeds.values()]
+        rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
+        acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
+        inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
+        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
+    lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [95 % CI over seeds] | verdict |",
+              "|---|---|---|---|"]
+    from neas.search.ranking import tau_difference
+
+    for a, b in RANK_PAIRS:
+        common = sorted(set(by_mode[a]) & set(by_mode[b]))
+        if not common:
+            continue
+        per, diffs = [], []
+        for s in common:
+            ua, ub = by_mode[a][s], by_mode[b][s]
+            d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], 1000, s)
+            per.append(f"s{s}: {d['tau_difference']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
+            diffs.append(d["tau_difference"])
+        m, _, lo, hi = ci95(diffs)
+        verdict = "needs 2+ seeds" if math.isnan(lo) else ("within noise" if lo <= 0 <= hi else (f"{a} better" if m > 0 else f"{b} better"))
+        ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
+        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} | {verdict} |")
+    return "\n".join(lines)
+
+
+def diagnostic(units: dict) -> str:
+    """The BN bug's size: one-shot accuracy and ranking before the fix (the old study's supernets,
+    class-sorted BN batches, seed 0) and after (this study's supernets, every seed)."""
+    by_mode = _rank_units(units)
+    old = json.loads(OLD_RANK.read_text()) if OLD_RANK.is_file() else {"supernets": {}}
+    old_by_mode = {e["shrink"]: e for e in old["supernets"].values()}
+    scratch = 100 * np.mean(old.get("scratch_acc", [float("nan")]))
+    searched_old = {}
+    for mode in ("diversity", "none", "accuracy"):
+        path = OLD_RANK.parent / f"summary_k2_{mode}.json"
+        if path.is_file():
+            searched_old[mode] = json.loads(path.read_text())["supernet_acc"]
+    lines = [f"30 ensembles drawn from the full space; from scratch (3 epochs, search-val) they score {scratch:.2f} % on average.", "",
+             "| shrinking | one-shot top-1 (%), before | after (mean over seeds) | Kendall τ before | after (pooled) | "
+             "searched ensemble's one-shot top-1 (%), before | after |", "|---|---|---|---|---|---|---|"]
+    for mode in RANK_MODES:
+        before = old_by_mode.get(mode)
+        seeds = by_mode[mode]
+        pipes = [u["search"]["supernet_acc"] for n, u in units.items() if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed")]
+        cells = [f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
+                 _cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
+                 f"{before['kendall_tau']:.3f}" if before else "-",
+                 _cell([u["rank"]["kendall_tau"] for u in seeds.values()], 1, 3) if seeds else "-",
+                 f"{100 * searched_old[mode]:.2f}" if mode in searched_old else "-",
+                 _cell([100 * a for a in pipes], 1, 2) if pipes else "-"]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _values(summary: dict) -> dict:
     """top-1, NLL, ECE, diversity and costs of one finished unit."""
     if summary["kind"] == "deep":
@@ -130,16 +211,21 @@ ROWS_BY_PREFIX = {prefix: name for name, (prefix, _) in ROWS.items()}
 def wall_times(units: dict) -> str:
     pipes = [u for u in units.values() if u["kind"] == "pipeline"]
     rest = [u for u in units.values() if u["kind"] != "pipeline"]
+    ranks = [u for u in units.values() if u["kind"] == "rank"]
     total = sum(u["unit_wall_s"] for u in units.values()) / 3600
     mean_pipe = np.mean([u["unit_wall_s"] for u in pipes]) / 60 if pipes else float("nan")
     return (f"{len(units)} units finished, {total:.1f} h of one thread in all; a pipeline takes {mean_pipe:.1f} min on average "
-            f"({len(pipes)} pipelines, {len(rest)} retrains and deep ensembles).")
+            f"({len(pipes)} pipelines, {len(rest) - len(ranks)} retrains and deep ensembles, {len(ranks)} ranking supernets"
+            + (f", {np.mean([u['unit_wall_s'] for u in ranks]) / 60:.1f} min each" if ranks else "") + ").")
 
 
 def write_tables(results: Path) -> str:
-    units = _load(results)
+    units = {name: u for name, u in _load(results).items() if "kind" in u}
     text = "\n\n".join(["## Main table: CIFAR-10 final-test, ≤ 1.5M MACs", main_table(units),
-                        "## Paired differences (by pipeline seed)", differences(units), "## Wall time", wall_times(units)]) + "\n"
+                        "## Paired differences (by pipeline seed)", differences(units),
+                        "## Ranking: Kendall τ of each shrinking mode's supernet", ranking(units),
+                        "## Supernet-quality diagnostic: before and after the BN fix", diagnostic(units),
+                        "## Wall time", wall_times(units)]) + "\n"
     (results / "tables.md").write_text(text)
     return text
 

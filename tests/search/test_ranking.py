@@ -59,6 +59,16 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     monkeypatch.setattr(rank_mod, "retrain", never)
     assert main(argv) == 0  # everything cached
     assert json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"] == result["scratch_acc"]
+    # another rank reuses the from-scratch scores through scratch.json, in a new directory
+    reuse = [*argv[:-1], str(tmp_path / "again"), "--scratch", str(tmp_path / "rank" / "scratch.json")]
+    assert main(reuse) == 0
+    again = json.loads((tmp_path / "again" / "rank.json").read_text())
+    assert again["scratch_acc"] == result["scratch_acc"] and again["scratch_reused"] == 4
+    assert not (tmp_path / "again" / "scratch").exists()
+    capsys.readouterr()  # another recipe's scores are refused, before anything is written
+    assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch-epochs", "2", *reuse[-2:]]) == 2
+    err = capsys.readouterr().err
+    assert "--scratch" in err and "epochs: 1 there, 2 here" in err and not (tmp_path / "other").exists()
     # an unfinished supernet is refused before any from-scratch training
     capsys.readouterr()
     assert main([*argv[:2], str(trained_supernet), str(tmp_path / "nope"), *argv[3:]]) == 2

@@ -8,7 +8,9 @@ scores each with inherited weights after BN recalibration in every given superne
 from scratch with a fixed short recipe on the supernet's training part and scores it on the
 held-out part, then reports Kendall τ and Spearman ρ with bootstrap 95 % CIs per supernet
 (``rank.json`` and ``rank_<name>.png``). From-scratch runs are cached in ``scratch/`` and
-resumable — they are the expensive part and are never redone.
+resumable — they are the expensive part and are never redone. Their scores also go to
+``scratch.json`` (each ensemble's arch and top-1, and the recipe), which ``--scratch`` takes
+back: ranking new supernets against ensembles already trained from scratch costs seconds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RankConfig(DeviceOptions, ScoringOptions):
     scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
     scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
     bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals", valid=">= 1")
+    scratch: "str | None" = option(None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused")
 
     def __post_init__(self):
         validate_fields(self)
@@ -75,6 +78,9 @@ def rank(cfg: RankConfig) -> dict:
     if other:  # checked before the (long) from-scratch runs, not after
         raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space")
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
+    recipe = {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": first_info.data,
+              "holdout": first_info.holdout}
+    known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
     out = claim_dir(cfg.out, "rank", legacy=("archs.json",))
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []
@@ -83,11 +89,14 @@ def rank(cfg: RankConfig) -> dict:
         if arch not in archs:
             archs.append(arch)
     atomic_write_text(out / "archs.json", json.dumps([a.to_json() for a in archs], indent=1) + "\n")
-    # from scratch: cached per arch, resumable
+    # from scratch: reused from --scratch, else cached per arch and resumable
     scratch = []
-    recipe = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"  # other settings, other runs: never a stale result
+    key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"  # other settings, other runs: never a stale result
     for arch in archs:
-        run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(recipe.encode()).hexdigest()[:6]}"
+        if arch in known:
+            scratch.append(known[arch])
+            continue
+        run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
         if not (run / "eval.json").is_file():
             arch_file = out / "scratch" / f"{run.name}.json"
             arch_file.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +107,10 @@ def rank(cfg: RankConfig) -> dict:
                                         compile="off")
             run_stage(run, ["eval.json"], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
-    results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {}}
+    atomic_write_text(out / "scratch.json", json.dumps({"recipe": recipe, "ensembles": [
+        {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]}, indent=1) + "\n")
+    results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},
+               "scratch_reused": sum(a in known for a in archs)}
     for path in supernets:
         model, info = load_supernet(path, device)
         if model.space != space:
@@ -135,6 +147,24 @@ def rank(cfg: RankConfig) -> dict:
     atomic_write_text(out / "rank.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(out / "rank.md", _table(results))
     return results
+
+
+def _read_scratch(path: str, recipe: dict) -> "dict[EnsembleArch, float]":
+    """The from-scratch scores of an earlier rank's ``scratch.json``, refused unless its recipe is
+    this run's (another recipe's scores would be silently wrong)."""
+    try:
+        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+        given = record["recipe"]
+        scores = {EnsembleArch.from_json(e["arch"]): float(e["top1"]) for e in record["ensembles"]}
+    except FileNotFoundError:
+        raise NeasError(f"--scratch {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, NeasError) as exc:
+        raise NeasError(f"--scratch {path}: not a scratch.json written by neas rank ({type(exc).__name__}: {exc})") from None
+    differ = {k: (given.get(k), v) for k, v in recipe.items() if given.get(k) != v}
+    if differ:
+        named = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+        raise NeasError(f"--scratch {path}: made with another from-scratch recipe ({named}); its scores do not apply")
+    return scores
 
 
 def _table(results: dict) -> str:
