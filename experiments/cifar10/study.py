@@ -3,6 +3,7 @@
     python experiments/cifar10/study.py run --workers 2 --commit   # every unit not yet in docs/results/study/
     python experiments/cifar10/study.py status                     # what is done, running, waiting
     python experiments/cifar10/study.py tables                     # docs/results/study/tables.md from the summaries
+    python experiments/cifar10/study.py latency                    # CPU latency of every final model, on a quiet machine
 
 Every unit (a `neas run` pipeline, an extra retraining seed, a deep ensemble) writes one small
 summary JSON under docs/results/study/ when it finishes, and with --commit commits it at once,
@@ -314,15 +315,64 @@ def _running(all_units, pending) -> bool:
     return False
 
 
+LATENCY = RESULTS / "inputs" / "latency.json"
+
+
+def measure_latency(repeats: int = 60) -> dict:
+    """Every finished pipeline's final network and every deep ensemble, timed on a quiet machine:
+    batch 1, one thread, channels_last, all models interleaved (neas.cost.runtime), twice, so the
+    test-retest agreement is on record. The main table's latency column reads this file."""
+    import platform
+
+    import torch
+
+    from neas.cost.runtime import interleaved_ms, runner
+    from neas.ensemble.model import DeepEnsemble, build_ensemble
+    from neas.space import EnsembleArch, SearchSpace
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    models = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        unit = json.loads(path.read_text())
+        if unit.get("kind") not in ("pipeline", "deep"):
+            continue
+        source = unit if unit["kind"] == "pipeline" else json.loads((RESULTS / f"{unit['source']}.json").read_text())
+        space = SearchSpace.from_dict(source["arch"]["space"])
+        arch = EnsembleArch.from_json(source["arch"])
+        if unit["kind"] == "pipeline":
+            models[path.stem] = build_ensemble(space, arch, 10)
+        else:
+            models[path.stem] = DeepEnsemble([build_ensemble(space, arch, 10) for _ in range(2)])
+    size = next(iter(models.values())).space.input_size
+    x = torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    runs = {name: runner(m.to(memory_format=torch.channels_last).eval(), x) for name, m in models.items()}
+    first = interleaved_ms(runs, repeats)
+    second = interleaved_ms(runs, repeats)
+    from scipy import stats
+
+    record = {"how": f"batch 1, 1 thread, channels_last, torch {torch.__version__}, {repeats} interleaved repeats, median; twice",
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "test_retest_kendall_tau": float(stats.kendalltau([first[n] for n in runs], [second[n] for n in runs]).statistic),
+              "latency_ms": {n: {"ms": round(first[n], 4), "retest_ms": round(second[n], 4)} for n in runs}}
+    LATENCY.parent.mkdir(parents=True, exist_ok=True)
+    LATENCY.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="study.py")
-    parser.add_argument("action", choices=("run", "status", "tables", "worker"))
+    parser.add_argument("action", choices=("run", "status", "tables", "worker", "latency"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commit", action="store_true", help="commit each summary as soon as it is written")
     args = parser.parse_args(argv)
     if args.action == "status":
         for name, unit in units().items():
             print(f"{'done   ' if _done(name) else 'pending'} {unit['kind']:<8} {name}")
+        return 0
+    if args.action == "latency":  # run on a quiet machine (no study, no tests beside it)
+        record = measure_latency()
+        print(f"{len(record['latency_ms'])} models timed; test-retest Kendall tau {record['test_retest_kendall_tau']:.3f} -> {LATENCY}")
         return 0
     if args.action == "tables":
         from tables import write_tables  # experiments/cifar10/tables.py
