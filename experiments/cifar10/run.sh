@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates every number of docs/RESULTS.md on CPU. Each step is resumable: rerun the same
-# command after an interruption and finished work is skipped.
+# The single-seed study (one seed per experiment) and the one-GPU configuration of docs/RESULTS.md;
+# the seeded CPU study of docs/RESULTS.md is experiments/cifar10/study.py. Each step is resumable:
+# rerun the same command after an interruption and finished work is skipped.
 #
 #   bash experiments/cifar10/run.sh data        # carve the fixed final-test split (once)
 #   bash experiments/cifar10/run.sh shrink      # K=2 pipelines with none / accuracy / diversity shrinking
@@ -8,7 +9,7 @@
 #   bash experiments/cifar10/run.sh ablate      # homo/hetero and layer sharing on the diversity run's ensemble
 #   bash experiments/cifar10/run.sh paths       # K = 2, 3, 5 under one budget
 #   bash experiments/cifar10/run.sh search      # evolution vs random at equal evaluations
-#   bash experiments/cifar10/run.sh collect     # copy every result into docs/results/
+#   bash experiments/cifar10/run.sh collect     # copy every result into docs/results/<runs folder name>/
 #
 # Two groups can run side by side, e.g. `shrink` then `ablate` beside `paths` then `rank`
 # (`rank` waits for the three supernets of `shrink`).
@@ -56,15 +57,16 @@ case "${1:-}" in
     neas ablate paths --config "$HERE/k2_diversity.yaml" --paths 3 5 --reuse 2="$RUNS/k2_diversity" --out "$RUNS/paths" ;;
   search)
     neas ablate search --run "$RUNS"/k2_{diversity,none,accuracy} --out "$RUNS/search" ;;
-  collect)
-    mkdir -p docs/results
-    cp "$RUNS"/rank/rank.json "$RUNS"/rank/rank.md docs/results/
-    cp "$RUNS"/rank/rank_k2_*_supernet.png docs/results/
-    for r in k2_diversity k2_none k2_accuracy; do cp "$RUNS/$r/summary.json" "docs/results/summary_$r.json"; done
+  collect)  # into docs/results/<runs folder name>/ (e.g. cifar10-gpu): never over another study's files
+    OUT=docs/results/$(basename "$RUNS")
+    mkdir -p "$OUT"
+    cp "$RUNS"/rank/rank.json "$RUNS"/rank/rank.md "$OUT"/
+    cp "$RUNS"/rank/rank_k2_*_supernet.png "$OUT"/
+    for r in k2_diversity k2_none k2_accuracy; do cp "$RUNS/$r/summary.json" "$OUT/summary_$r.json"; done
     for a in homo_hetero split paths search; do
-      cp "$RUNS/$a/ablate.json" "docs/results/$a.json"; cp "$RUNS/$a/ablate.md" "docs/results/$a.md"
+      cp "$RUNS/$a/ablate.json" "$OUT/$a.json"; cp "$RUNS/$a/ablate.md" "$OUT/$a.md"
     done
-    cp "$RUNS/search/search_curve.png" docs/results/ ;;
+    cp "$RUNS/search/search_curve.png" "$OUT"/ ;;
   *)
     sed -n '2,18p' "$0"; exit 2 ;;
 esac

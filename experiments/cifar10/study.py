@@ -39,8 +39,8 @@ SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SEEDS = (0, 1, 2)
 RETRAIN_SEEDS = (1, 2)  # extra retraining seeds per searched ensemble (the pipeline's own retrain is the third)
 RANK_MODES = ("diversity", "none", "accuracy", "quality")  # supernets whose ranking is measured, per pipeline seed
-# the ranking study's from-scratch scores (docs/results/rank.json: 30 ensembles, 3 epochs), reused as scratch.json
-OLD_RANK = ROOT / "docs" / "results" / "rank.json"
+# the ranking study's from-scratch scores (docs/results/before_fix/rank.json: 30 ensembles, 3 epochs), reused as scratch.json
+OLD_RANK = ROOT / "docs" / "results" / "before_fix" / "rank.json"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
 RANK_ARGS = ["--num-archs", "30", "--from-space", "full", "--scratch-epochs", "3", "--scratch-batch-size", "128", "--seed", "0"]
 BUDGET, HALF = "1.5M", "0.75M"
@@ -51,7 +51,7 @@ BASE = yaml.safe_load((HERE / "k2_diversity.yaml").read_text())
 
 def pipeline_config(mode: str, k: int, seed: int, budget: str) -> dict:
     cfg = copy.deepcopy(BASE)
-    cfg.update(seed=seed, data_dir=str(DATA), space=str(HERE / ("space.yaml" if k == 2 else "space_k1.yaml")))
+    cfg.update(seed=seed, data_dir=str(DATA), space=str(HERE / ("space.yaml" if k == 2 else f"space_k{k}.yaml")))
     cfg["supernet"]["shrink"] = mode
     cfg["search"]["max_macs"] = budget
     cfg["compare_random"] = seed == 0  # evolution vs random (Figure 5) from the seed-0 searches
@@ -79,6 +79,16 @@ def units() -> dict[str, dict]:
             source = f"{name}_seed{seed}"
             for r in RETRAIN_SEEDS:
                 out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r + seed, "deps": [source]}
+    # the ablations (paper Tables 3-5) on the seed-0 searches, three retraining seeds each
+    for k in (3, 5):  # K paths under the same budget; K = 2 is k2_diversity
+        source = f"k{k}_diversity_seed0"
+        out[source] = {"kind": "pipeline", "config": pipeline_config("diversity", k, 0, BUDGET), "deps": []}
+        for r in RETRAIN_SEEDS:
+            out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r, "deps": [source]}
+    for which in ("homo-hetero", "split"):
+        for r in (0, *RETRAIN_SEEDS):
+            out[f"{which.replace('-', '')}_seed0_retrain{r}"] = {"kind": "ablate", "which": which, "source": "k2_diversity_seed0",
+                                                                 "retrain_seed": 1000 * r, "deps": ["k2_diversity_seed0"]}
     only = os.environ.get("STUDY_ONLY")  # a comma-separated subset (and what it needs), for checks
     if only:
         keep = set(only.split(","))
@@ -181,7 +191,7 @@ def run_deep(name: str, unit: dict) -> dict:
 def _scratch_file() -> Path:
     """``neas rank``'s scratch.json for the 30 ensembles of the old ranking study, whose
     from-scratch scores did not depend on the BN bug: the ensembles are drawn exactly as
-    ``neas rank --seed 0 --from-space full`` draws them, the scores are docs/results/rank.json's."""
+    ``neas rank --seed 0 --from-space full`` draws them, the scores are docs/results/before_fix/rank.json's."""
     if SCRATCH.is_file():
         return SCRATCH
     import random
@@ -195,7 +205,7 @@ def _scratch_file() -> Path:
         arch = EnsembleArch.sample(space, rng)
         if arch not in archs:
             archs.append(arch)
-    record = {"source": "docs/results/rank.json (neas rank " + " ".join(RANK_ARGS) + ", 2026-11-27)",
+    record = {"source": "docs/results/before_fix/rank.json (neas rank " + " ".join(RANK_ARGS) + ", 2026-11-27)",
               "recipe": {"epochs": 3, "batch_size": 128, "seed": 0, "data": "cifar10", "holdout": 0.1},
               "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, old["scratch_acc"])]}
     SCRATCH.parent.mkdir(parents=True, exist_ok=True)
@@ -203,21 +213,29 @@ def _scratch_file() -> Path:
     return SCRATCH
 
 
+def _supernet(mode: str, seed: int) -> tuple[Path, dict]:
+    """The K = 2 supernet of one shrinking mode and pipeline seed, trained here with that
+    pipeline's settings (so the same supernet: training is seeded) unless already trained."""
+    cfg = pipeline_config(mode, 2, seed, BUDGET)
+    sn_cfg = {**{k: cfg[k] for k in ("space", "data", "data_dir", "seed", "device")}, **cfg["supernet"]}
+    name = f"rank_{mode}_seed{seed}"
+    config = RUNS / "configs" / f"{name}_supernet.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(sn_cfg, sort_keys=False))
+    supernet = RUNS / name / "supernet"
+    if not (supernet / "supernet.safetensors").is_file():
+        cmd = [*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)]
+        _sh(cmd + (["--resume"] if (supernet / "neas-run.json").is_file() else []), RUNS / "logs" / f"{name}.log")
+    return supernet, sn_cfg
+
+
 def run_rank(name: str, unit: dict) -> dict:
     """Trains the supernet of one shrinking mode and seed (the settings of that pipeline, so the
     same supernet) and ranks the 30 ensembles of the ranking study with it."""
     import hashlib
 
-    cfg = pipeline_config(unit["mode"], 2, unit["seed"], BUDGET)
-    sn_cfg = {**{k: cfg[k] for k in ("space", "data", "data_dir", "seed", "device")}, **cfg["supernet"]}
-    config = RUNS / "configs" / f"{name}.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(sn_cfg, sort_keys=False))
+    supernet, sn_cfg = _supernet(unit["mode"], unit["seed"])
     run = RUNS / name
-    supernet = run / "supernet"
-    if not (supernet / "supernet.safetensors").is_file():
-        cmd = [*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)]
-        _sh(cmd + (["--resume"] if (supernet / "neas-run.json").is_file() else []), RUNS / "logs" / f"{name}.log")
     _sh([*_neas(), "rank", "--supernet", str(supernet), *RANK_ARGS, "--scratch", str(_scratch_file()), "--device", "cpu",
          "--out", str(run / "rank")], RUNS / "logs" / f"{name}.log")
     result = json.loads((run / "rank" / "rank.json").read_text())
@@ -229,7 +247,45 @@ def run_rank(name: str, unit: dict) -> dict:
             "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")}}
 
 
-RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank}
+def _reproduced_search(source: str) -> tuple[Path, bool]:
+    """The search of pipeline ``source`` rerun on its (retrained) supernet, so that `neas ablate
+    split` finds the search's config and supernet beside the arch; returns the arch file and
+    whether it is the committed one."""
+    summary = json.loads((RESULTS / f"{source}.json").read_text())
+    cfg = summary["config"]
+    supernet, _ = _supernet(cfg["supernet"]["shrink"], cfg["seed"])
+    search = RUNS / f"{source}_search" / "search"
+    if not (search / "arch.json").is_file():
+        config = RUNS / "configs" / f"{source}_search.yaml"
+        config.write_text(yaml.safe_dump({**cfg["search"], "seed": cfg["seed"], "device": "cpu", "data_dir": cfg["data_dir"]},
+                                         sort_keys=False))
+        cmd = [*_neas(), "search", "--config", str(config), "--supernet", str(supernet), "--out", str(search)]
+        _sh(cmd + (["--resume"] if (search / "neas-run.json").is_file() else []), RUNS / "logs" / f"{source}_search.log")
+    found = json.loads((search / "arch.json").read_text())
+    return search / "arch.json", (found["split"], found["paths"]) == (summary["arch"]["split"], summary["arch"]["paths"])
+
+
+def run_ablate(name: str, unit: dict) -> dict:
+    """`neas ablate homo-hetero` or `split` on a pipeline's searched ensemble, one retraining seed."""
+    source = json.loads((RESULTS / f"{unit['source']}.json").read_text())
+    cfg = {k: v for k, v in source["retrain_config"].items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
+    cfg.update(seed=unit["retrain_seed"], device="cpu", workers=0, **({"epochs": 1} if SMOKE else {}))
+    config = RUNS / "configs" / f"{name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    reproduced = None
+    if unit["which"] == "split":  # its equal-budget search needs the search's directory
+        arch, reproduced = _reproduced_search(unit["source"])
+    else:
+        arch = _arch_file(unit["source"])
+    run = RUNS / name
+    _sh([*_neas(), "ablate", unit["which"], "--config", str(config), "--arch", str(arch), "--out", str(run)],
+        RUNS / "logs" / f"{name}.log")
+    return {"which": unit["which"], "source": unit["source"], "retrain_seed": unit["retrain_seed"],
+            "search_reproduced": reproduced, "record": json.loads((run / "ablate.json").read_text()), "wall_s": _span(run)}
+
+
+RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank, "ablate": run_ablate}
 
 
 def _done(name: str) -> bool:

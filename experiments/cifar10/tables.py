@@ -1,6 +1,7 @@
 """The tables of docs/RESULTS.md, computed from the per-seed summaries in docs/results/study/.
 
-    python experiments/cifar10/tables.py            # prints the tables and writes docs/results/study/tables.md
+    python experiments/cifar10/tables.py            # prints the tables, writes docs/results/study/tables.md
+                                                    # and the tables of docs/RESULTS.md (between its markers)
 
 Each row's number per pipeline seed is the mean over its retraining seeds (the pipeline's own
 retrain and the extra ones); the row reports the mean over pipeline seeds ± their standard
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def _load(results: Path) -> dict[str, dict]:
 
 RANK_MODES = ("diversity", "none", "accuracy", "quality")
 RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "quality"), ("none", "accuracy"))
-OLD_RANK = Path(__file__).resolve().parents[2] / "docs" / "results" / "rank.json"  # before the BN fix, seed 0
+OLD_RANK = Path(__file__).resolve().parents[2] / "docs" / "results" / "before_fix" / "rank.json"  # before the BN fix, seed 0
 
 
 def _rank_units(units: dict) -> dict[str, dict[int, dict]]:
@@ -224,20 +226,112 @@ def wall_times(units: dict) -> str:
             + (f", {np.mean([u['unit_wall_s'] for u in ranks]) / 60:.1f} min each" if ranks else "") + ").")
 
 
-def write_tables(results: Path) -> str:
+def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, extra=()) -> str:
+    """One line per row (mean ± sd [t CI] over retraining seeds), then each row minus the
+    reference, paired by retraining seed. ``rows``: name -> {retrain seed: values}."""
+    lines = ["| model | retraining seeds | top-1 (%) | Δ top-1 vs " + reference + " (pp) [paired 95 % CI] | disagreement (%) | "
+             "oracle top-1 (%) | MACs (M) | params (M) |" + "".join(f" {e} |" for e, _ in extra),
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
+    ref = rows.get(reference, {})
+    for name, seeds in rows.items():
+        if not seeds:
+            lines.append(f"| {name} | not run yet |" + " |" * (6 + len(extra)))
+            continue
+        vals = list(seeds.values())
+        common = sorted(set(seeds) & set(ref))
+        if name == reference:
+            delta = "—"
+        elif len(common) >= 2:
+            m, _, lo, hi = ci95([seeds[c]["top1"] - ref[c]["top1"] for c in common])
+            delta = f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + (" within noise" if lo <= 0 <= hi else "")
+        else:
+            delta = "needs 2+ paired seeds"
+        cells = [_cell([v["top1"] for v in vals], 100, 2), delta, _cell([v["disagreement"] for v in vals], 100, 2),
+                 _cell([v["oracle_top1"] for v in vals], 100, 2), f"{np.mean([v['macs'] for v in vals]) / 1e6:.3f}",
+                 f"{np.mean([v['params'] for v in vals]) / 1e6:.3f}"] + [fn(vals) for _, fn in extra]
+        lines.append(f"| {name} | {len(vals)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paths_table(units: dict) -> str:
+    """Paper Table 5: K = 2, 3, 5 under one budget, seed-0 searches, three retraining seeds."""
+    rows = {}
+    for k in (2, 3, 5):
+        base = f"k{k}_diversity_seed0"
+        rows[f"K = {k}"] = {}
+        for r, name in enumerate([base, f"{base}_retrain1", f"{base}_retrain2"]):
+            if name in units:
+                u = units[name]
+                rows[f"K = {k}"][r] = {**_values(u), "path_mean": float(np.mean([p["top1"] for p in u["eval"]["paths"]])),
+                                      "split": (units[base]["arch"]["split"])}
+    return _rows_with_differences(rows, "K = 2", extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
+                                                        ("searched split", lambda v: str(v[0]["split"]))))
+
+
+def ablation_table(units: dict, which: str, reference: str) -> str:
+    """Paper Tables 3 and 4 on the seed-0 diversity search: each variant over retraining seeds."""
+    rows = {}
+    for u in units.values():
+        if u["kind"] == "ablate" and u["which"] == which:
+            for name, v in u["record"]["variants"].items():
+                rows.setdefault(name, {})[u["retrain_seed"]] = {"top1": v["top1"], **(v.get("diversity") or {}), "macs": v["macs"],
+                                                               "params": v["params"], "split": v["split"]}
+    if not rows:
+        return "not run yet"
+    rows = {reference: rows.pop(reference, {}), **rows}
+    note = ""
+    reproduced = [u.get("search_reproduced") for u in units.values() if u["kind"] == "ablate" and u["which"] == which]
+    if which == "split" and reproduced:
+        note = ("\n\nThe equal-budget search reruns the seed-0 search on its supernet, retrained here with the same settings; "
+                f"it reproduced the committed searched ensemble: {all(reproduced)}.")
+    return _rows_with_differences(rows, reference, extra=(("split", lambda v: str(v[0]["split"])),)) + note
+
+
+def evolution_vs_random(units: dict) -> str:
+    """Paper Figure 5, in numbers: the best one-shot top-1 (search-val) each seed-0 search found,
+    evolution against random search with as many evaluations."""
+    lines = ["| pipeline (seed 0) | evaluations | best one-shot top-1, evolution (%) | best, random (%) | evolution − random (pp) |",
+             "|---|---|---|---|---|"]
+    for name, u in units.items():
+        if u["kind"] == "pipeline" and name.endswith("_seed0") and u["search"].get("random_supernet_acc") is not None:
+            ev, rnd = u["search"]["supernet_acc"], u["search"]["random_supernet_acc"]
+            lines.append(f"| {name} | {u['search']['evaluations']} | {100 * ev:.2f} | {100 * rnd:.2f} | {100 * (ev - rnd):+.2f} |")
+    return "\n".join(lines)
+
+
+RESULTS_MD = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
+
+
+def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
+    """Writes every table to ``results/tables.md`` and into docs/RESULTS.md between its
+    ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers (the text around them is
+    written by hand; the numbers only ever come from here)."""
     units = {name: u for name, u in _load(results).items() if "kind" in u}
     quiet = results / "inputs" / "latency.json"
     QUIET.clear()
     QUIET.update(json.loads(quiet.read_text())["latency_ms"] if quiet.is_file() else {})
-    text = "\n\n".join(["## Main table: CIFAR-10 final-test, ≤ 1.5M MACs", main_table(units),
-                        "## Paired differences (by pipeline seed)", differences(units),
-                        "## Ranking: Kendall τ of each shrinking mode's supernet", ranking(units),
-                        "## Supernet-quality diagnostic: before and after the BN fix", diagnostic(units),
-                        "## Wall time", wall_times(units)]) + "\n"
+    sections = {
+        "main": ("Main table: CIFAR-10 final-test, ≤ 1.5M MACs", main_table(units)),
+        "differences": ("Paired differences (by pipeline seed)", differences(units)),
+        "ranking": ("Ranking: Kendall τ of each shrinking mode's supernet", ranking(units)),
+        "diagnostic": ("Supernet-quality diagnostic: before and after the BN fix", diagnostic(units)),
+        "paths": ("Number of paths K under one budget (seed-0 searches)", paths_table(units)),
+        "homo-hetero": ("Heterogeneous vs homogeneous paths (seed-0 diversity search)", ablation_table(units, "homo-hetero", "hetero")),
+        "split": ("Layer sharing (seed-0 diversity search)", ablation_table(units, "split", "shared")),
+        "evolution": ("Evolution vs random search (seed-0 searches)", evolution_vs_random(units)),
+        "wall": ("Wall time", wall_times(units)),
+    }
+    text = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections.values()) + "\n"
     (results / "tables.md").write_text(text)
+    if results_md is not None and results_md.is_file():
+        doc = results_md.read_text()
+        for name, (_, body) in sections.items():
+            pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+            doc = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), doc)
+        results_md.write_text(doc)
     return text
 
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2] / "docs" / "results" / "study"
-    print(write_tables(Path(sys.argv[1]) if len(sys.argv) > 1 else root))
+    print(write_tables(Path(sys.argv[1]), None) if len(sys.argv) > 1 else write_tables(root))
