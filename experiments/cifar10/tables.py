@@ -56,18 +56,21 @@ def ranking(units: dict) -> str:
     pooled over seeds (mean, Student-t CI over the seeds); paired differences by seed."""
     by_mode = _rank_units(units)
     lines = ["| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [95 % CI over seeds] | "
-             "Spearman ρ pooled | mean one-shot top-1 (%) | in the shrunk space (of 30) |", "|---|---|---|---|---|---|"]
+             "Spearman ρ per seed [bootstrap 95 % CI] | pooled ρ | mean one-shot top-1 (%) | in the shrunk space (of 30) |",
+             "|---|---|---|---|---|---|---|"]
     for mode, seeds in by_mode.items():
         if not seeds:
-            lines.append(f"| {mode} | not run yet | | | | |")
+            lines.append(f"| {mode} | not run yet | | | | | |")
             continue
         per = "; ".join(f"s{s}: {u['rank']['kendall_tau']:.3f} [{u['rank']['kendall_tau_ci95'][0]:.2f}, {u['rank']['kendall_tau_ci95'][1]:.2f}]"
                         for s, u in sorted(seeds.items()))
+        per_rho = "; ".join(f"s{s}: {u['rank']['spearman_rho']:.3f} [{u['rank']['spearman_rho_ci95'][0]:.2f}, "
+                            f"{u['rank']['spearman_rho_ci95'][1]:.2f}]" for s, u in sorted(seeds.items()))
         taus = [u["rank"]["kendall_tau"] for u in seeds.values()]
         rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
         acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
         inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
-        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
+        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} | {per_rho} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
     lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [95 % CI over seeds] | verdict |",
               "|---|---|---|---|"]
     from neas.search.ranking import tau_difference
