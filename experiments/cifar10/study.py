@@ -247,22 +247,18 @@ def run_rank(name: str, unit: dict) -> dict:
             "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")}}
 
 
-def _reproduced_search(source: str) -> tuple[Path, bool]:
-    """The search of pipeline ``source`` rerun on its (retrained) supernet, so that `neas ablate
-    split` finds the search's config and supernet beside the arch; returns the arch file and
-    whether it is the committed one."""
+def _split_source(source: str) -> Path:
+    """The committed arch of pipeline ``source`` beside its search's config, pointing at its
+    (retrained) supernet: what `neas ablate split` needs to rerun that search unshared."""
     summary = json.loads((RESULTS / f"{source}.json").read_text())
     cfg = summary["config"]
     supernet, _ = _supernet(cfg["supernet"]["shrink"], cfg["seed"])
-    search = RUNS / f"{source}_search" / "search"
-    if not (search / "arch.json").is_file():
-        config = RUNS / "configs" / f"{source}_search.yaml"
-        config.write_text(yaml.safe_dump({**cfg["search"], "seed": cfg["seed"], "device": "cpu", "data_dir": cfg["data_dir"]},
-                                         sort_keys=False))
-        cmd = [*_neas(), "search", "--config", str(config), "--supernet", str(supernet), "--out", str(search)]
-        _sh(cmd + (["--resume"] if (search / "neas-run.json").is_file() else []), RUNS / "logs" / f"{source}_search.log")
-    found = json.loads((search / "arch.json").read_text())
-    return search / "arch.json", (found["split"], found["paths"]) == (summary["arch"]["split"], summary["arch"]["paths"])
+    folder = RUNS / f"{source}_search"
+    folder.mkdir(parents=True, exist_ok=True)
+    search = {**cfg["search"], "seed": cfg["seed"], "device": "cpu", "data_dir": cfg["data_dir"], "supernet": str(supernet)}
+    (folder / "config.yaml").write_text(yaml.safe_dump(search, sort_keys=False))
+    (folder / "arch.json").write_text(json.dumps({**summary["arch"], "supernet": str(supernet)}, indent=1) + "\n")
+    return folder / "arch.json"
 
 
 def run_ablate(name: str, unit: dict) -> dict:
@@ -273,16 +269,13 @@ def run_ablate(name: str, unit: dict) -> dict:
     config = RUNS / "configs" / f"{name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    reproduced = None
-    if unit["which"] == "split":  # its equal-budget search needs the search's directory
-        arch, reproduced = _reproduced_search(unit["source"])
-    else:
-        arch = _arch_file(unit["source"])
+    # the split ablation's equal-budget search needs the search's config and supernet beside the arch
+    arch = _split_source(unit["source"]) if unit["which"] == "split" else _arch_file(unit["source"])
     run = RUNS / name
     _sh([*_neas(), "ablate", unit["which"], "--config", str(config), "--arch", str(arch), "--out", str(run)],
         RUNS / "logs" / f"{name}.log")
     return {"which": unit["which"], "source": unit["source"], "retrain_seed": unit["retrain_seed"],
-            "search_reproduced": reproduced, "record": json.loads((run / "ablate.json").read_text()), "wall_s": _span(run)}
+            "record": json.loads((run / "ablate.json").read_text()), "wall_s": _span(run)}
 
 
 RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank, "ablate": run_ablate}
@@ -310,8 +303,9 @@ def work(commit: bool) -> None:
     claims = RUNS / "claims"
     claims.mkdir(parents=True, exist_ok=True)
     all_units = units()
+    failed = set()  # a unit that failed is left for the next run of the driver, not retried in a loop
     while True:
-        pending = [n for n in all_units if not _done(n)]
+        pending = [n for n in all_units if not _done(n) and n not in failed]
         if not pending:
             return
         ready = [n for n in pending if all(_done(d) for d in all_units[n]["deps"])]
@@ -341,6 +335,7 @@ def work(commit: bool) -> None:
             result = RUNNERS[unit["kind"]](name, unit)
         except Exception as exc:  # noqa: BLE001 - a failed unit is reported and left for a rerun
             print(f"{time.strftime('%H:%M:%S')} FAILED {name}: {exc}", flush=True)
+            failed.add(name)
             handle.close()
             time.sleep(5)
             continue
