@@ -34,7 +34,7 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
         units[f"k2_none_seed{seed}"] = _pipeline(f"k2_none_seed{seed}", b, 1.0, seed)
     for name, summary in units.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(summary))
-    text = tables.write_tables(tmp_path)
+    text = tables.write_tables(tmp_path, None)  # never into docs/RESULTS.md
     per_seed = [a + 0.01 for a in (0.70, 0.72, 0.69)]  # the mean of each seed's two retrains
     mean = sum(per_seed) / 3
     sd = math.sqrt(sum((x - mean) ** 2 for x in per_seed) / 2)
@@ -52,7 +52,10 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     study = _module("study")
     units = study.units()
     pipelines = [n for n, u in units.items() if u["kind"] == "pipeline"]
-    assert len(pipelines) == 18 and {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
+    assert len(pipelines) == 20 and {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
+    assert units["k5_diversity_seed0"]["config"]["space"].endswith("space_k5.yaml")
+    assert units["split_seed0_retrain1"]["deps"] == ["k2_diversity_seed0", "rank_diversity_seed0"]  # its supernet
+    assert {units[f"rank_{m}_seed2"]["mode"] for m in study.SHRINK_MODES} == set(study.SHRINK_MODES)
     assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
     assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"] and units["k1_seed2_retrain2"]["retrain_seed"] == 2002
     assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
@@ -74,3 +77,38 @@ def test_committed_summaries_carry_what_the_tables_need(name):
     summary = json.loads(path.read_text())
     assert {"top1", "nll", "ece", "brier"} <= set(summary["eval"]["ensemble"]) and summary["arch"]["paths"]
     assert summary["retrain_config"]["data_dir"] and summary["unit_wall_s"] > 0
+
+
+def _rank_unit(mode, seed, oneshot, scratch):
+    rank = {"kendall_tau": stats.kendalltau(oneshot, scratch).statistic, "kendall_tau_ci95": [0.0, 1.0],
+            "spearman_rho": stats.spearmanr(oneshot, scratch).statistic, "spearman_rho_ci95": [0.0, 1.0],
+            "oneshot_acc": oneshot, "in_shrunk_space": list(range(len(oneshot)))}
+    return {"unit": f"rank_{mode}_seed{seed}", "kind": "rank", "mode": mode, "seed": seed, "rank": rank, "scratch_acc": scratch,
+            "unit_wall_s": 60.0, "finished": "2026-11-29T06:00:00"}
+
+
+def test_ranking_pools_tau_over_seeds_and_pairs_differences_by_seed(tmp_path):
+    import numpy as np
+
+    tables = _module("tables")
+    rng = np.random.default_rng(0)
+    scratch = rng.uniform(0.5, 0.6, 30).tolist()
+    units, taus = {}, {"diversity": [], "none": []}
+    for seed in range(3):
+        for mode, noise in (("diversity", 0.005), ("none", 0.05)):
+            oneshot = (np.asarray(scratch) + rng.normal(0, noise, 30)).tolist()
+            units[f"rank_{mode}_seed{seed}"] = _rank_unit(mode, seed, oneshot, scratch)
+            taus[mode].append(stats.kendalltau(oneshot, scratch).statistic)
+    for name, summary in units.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(summary))
+    text = tables.write_tables(tmp_path, None)
+    mean, sd, lo, hi = tables.ci95(taus["diversity"])
+    assert f"{mean:.3f} ± {sd:.3f} [{lo:.3f}, {hi:.3f}]" in text
+    diffs = [a - b for a, b in zip(taus["diversity"], taus["none"])]
+    assert f"| diversity − none | " in text and f"{np.mean(diffs):+.3f} [" in text
+    assert "| diversity − none |" in text and "diversity better" in text  # far less noise: a real difference
+    # units compared with other from-scratch scores cannot be paired
+    units["rank_none_seed1"]["scratch_acc"] = scratch[::-1]
+    (tmp_path / "rank_none_seed1.json").write_text(json.dumps(units["rank_none_seed1"]))
+    with pytest.raises(ValueError, match="cannot be paired"):
+        tables.write_tables(tmp_path, None)

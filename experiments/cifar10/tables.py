@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study.py beside this file, however this one was loaded
+from study import OLD_RANK, SHRINK_MODES, units as study_units  # noqa: E402
+
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
     "quality-only shrinking, S = I (K=2)": ("k2_quality", "isolates the similarity matrix"),
@@ -37,25 +40,52 @@ def _load(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
-RANK_MODES = ("diversity", "none", "accuracy", "quality")
 RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "quality"), ("none", "accuracy"))
-OLD_RANK = Path(__file__).resolve().parents[2] / "docs" / "results" / "before_fix" / "rank.json"  # before the BN fix, seed 0
+
+
+def _pooled_bootstrap(a: "list[list[float]]", b: "list[list[float]] | None", scratch: "list[float]", resamples: int = 1000) -> list:
+    """Percentile 95 % CI of the mean over supernet seeds of τ(a_s, scratch) (minus τ(b_s, scratch)),
+    resampling the ranked ensembles with the same indices for every seed: the noise of the
+    30-ensemble sample, which a t interval over 3 seeds does not see."""
+    rng = np.random.default_rng(0)
+    y, xa = np.asarray(scratch), [np.asarray(v) for v in a]
+    xb = [np.asarray(v) for v in b] if b is not None else None
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        if np.ptp(y[idx]) == 0 or any(np.ptp(x[idx]) == 0 for x in xa + (xb or [])):
+            continue
+        t = np.mean([stats.kendalltau(x[idx], y[idx]).statistic for x in xa])
+        if xb is not None:
+            t -= np.mean([stats.kendalltau(x[idx], y[idx]).statistic for x in xb])
+        values.append(t)
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
 def _rank_units(units: dict) -> dict[str, dict[int, dict]]:
     """{mode: {supernet seed: that rank unit's summary}}."""
-    out = {m: {} for m in RANK_MODES}
+    out = {m: {} for m in SHRINK_MODES}
     for u in units.values():
         if u["kind"] == "rank":
             out[u["mode"]][u["seed"]] = u
     return out
 
 
+def _scratch_of(rank_units) -> list:
+    """The from-scratch scores every rank unit was compared with: one list, or the pairing breaks."""
+    lists = [u["scratch_acc"] for u in rank_units]
+    if any(x != lists[0] for x in lists):
+        raise ValueError("rank units compared with different from-scratch scores; they cannot be paired")
+    return lists[0]
+
+
 def ranking(units: dict) -> str:
     """Kendall tau per shrinking mode: per supernet seed (bootstrap CI over the 30 ensembles) and
-    pooled over seeds (mean, Student-t CI over the seeds); paired differences by seed."""
+    pooled over seeds (mean ± sd, with a Student-t CI over the seeds and a bootstrap CI over the
+    ensembles); paired differences by seed, judged by both CIs."""
     by_mode = _rank_units(units)
-    lines = ["| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [95 % CI over seeds] | "
+    lines = ["| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [t CI over seeds] "
+             "{bootstrap CI over ensembles} | "
              "Spearman ρ per seed [bootstrap 95 % CI] | pooled ρ | mean one-shot top-1 (%) | in the shrunk space (of 30) |",
              "|---|---|---|---|---|---|---|"]
     for mode, seeds in by_mode.items():
@@ -70,9 +100,10 @@ def ranking(units: dict) -> str:
         rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
         acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
         inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
-        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} | {per_rho} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
-    lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [95 % CI over seeds] | verdict |",
-              "|---|---|---|---|"]
+        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))
+        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} {{{boot[0]:.3f}, {boot[1]:.3f}}} | {per_rho} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
+    lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [t CI over seeds] "
+              "{bootstrap CI over ensembles} | verdict |", "|---|---|---|---|"]
     from neas.search.ranking import tau_difference
 
     for a, b in RANK_PAIRS:
@@ -86,9 +117,16 @@ def ranking(units: dict) -> str:
             per.append(f"s{s}: {d['tau_difference']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
             diffs.append(d["tau_difference"])
         m, _, lo, hi = ci95(diffs)
-        verdict = "needs 2+ seeds" if math.isnan(lo) else ("within noise" if lo <= 0 <= hi else (f"{a} better" if m > 0 else f"{b} better"))
+        blo, bhi = _pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+                                     [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
+        if math.isnan(lo):
+            verdict = "needs 2+ seeds"
+        elif lo <= 0 <= hi or blo <= 0 <= bhi:  # either source of noise can explain it
+            verdict = "within noise"
+        else:
+            verdict = f"{a} better" if m > 0 else f"{b} better"
         ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
-        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} | {verdict} |")
+        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -125,10 +163,11 @@ def diagnostic(units: dict) -> str:
              + _alignment_check(), "",
              "| shrinking | one-shot top-1 (%), before | after (mean over seeds) | Kendall τ before | after (pooled) | "
              "searched ensemble's one-shot top-1 (%), before | after |", "|---|---|---|---|---|---|---|"]
-    for mode in RANK_MODES:
+    for mode in SHRINK_MODES:
         before = old_by_mode.get(mode)
         seeds = by_mode[mode]
-        pipes = [u["search"]["supernet_acc"] for n, u in units.items() if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed")]
+        pipes = [u["search"]["supernet_acc"] for n, u in units.items()
+                 if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed") and "search" in u]
         cells = [f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
                  _cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
                  f"{before['kendall_tau']:.3f}" if before else "-",
@@ -146,13 +185,11 @@ def _values(summary: dict) -> dict:
     """top-1, NLL, ECE, diversity and costs of one finished unit; the latency is the quiet
     re-measurement of its network when there is one (a retraining seed: its pipeline's network)."""
     quiet = QUIET.get(summary["unit"]) or QUIET.get(summary.get("source", "") if summary["kind"] == "retrain" else "")
-    if summary["kind"] == "deep":
-        r = summary["record"]
-        return {**{k: r["ensemble"][k] for k in ("top1", "nll", "ece")}, **r["diversity"], "macs": r["macs"], "params": r["params"],
-                "latency_ms": quiet["ms"] if quiet else r.get("latency_ms")}
-    e = summary["eval"]
-    return {**{k: e["ensemble"][k] for k in ("top1", "nll", "ece")}, **e["diversity"], "macs": e["macs"], "params": e["params"],
-            "latency_ms": quiet["ms"] if quiet else e.get("latency_ms")}
+    record = summary["record"] if summary["kind"] == "deep" else summary["eval"]
+    # once the quiet re-measurement exists, only its numbers are used: never a mix of the two kinds
+    latency = quiet["ms"] if quiet else (None if QUIET else record.get("latency_ms"))
+    return {**{k: record["ensemble"][k] for k in ("top1", "nll", "ece")}, **record["diversity"], "macs": record["macs"],
+            "params": record["params"], "latency_ms": latency}
 
 
 def per_seed(units: dict, prefix: str) -> dict[int, dict]:
@@ -237,14 +274,16 @@ ROWS_BY_PREFIX = {prefix: name for name, (prefix, _) in ROWS.items()}
 
 
 def wall_times(units: dict) -> str:
-    pipes = [u for u in units.values() if u["kind"] == "pipeline"]
-    rest = [u for u in units.values() if u["kind"] != "pipeline"]
-    ranks = [u for u in units.values() if u["kind"] == "rank"]
     total = sum(u["unit_wall_s"] for u in units.values()) / 3600
-    mean_pipe = np.mean([u["unit_wall_s"] for u in pipes]) / 60 if pipes else float("nan")
-    return (f"{len(units)} units finished, {total:.1f} h of one thread in all; a pipeline takes {mean_pipe:.1f} min on average "
-            f"({len(pipes)} pipelines, {len(rest) - len(ranks)} retrains and deep ensembles, {len(ranks)} ranking supernets"
-            + (f", {np.mean([u['unit_wall_s'] for u in ranks]) / 60:.1f} min each" if ranks else "") + ").")
+    kinds = {"pipeline": "pipelines", "retrain": "extra retraining seeds", "deep": "deep ensembles", "rank": "ranking supernets",
+             "ablate": "ablation retrains (3 models each)"}
+    parts = []
+    for kind, label in kinds.items():
+        times = [u["unit_wall_s"] for u in units.values() if u["kind"] == kind]
+        if times:
+            parts.append(f"{len(times)} {label}, {np.mean(times) / 60:.1f} min each")
+    return (f"{len(units)} units finished, {total:.1f} h of one thread in all ({'; '.join(parts)}), with two one-thread "
+            f"units side by side on the 2 cores.")
 
 
 def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, extra=()) -> str:
@@ -281,10 +320,10 @@ def paths_table(units: dict) -> str:
         base = f"k{k}_diversity_seed0"
         rows[f"K = {k}"] = {}
         for r, name in enumerate([base, f"{base}_retrain1", f"{base}_retrain2"]):
-            if name in units:
-                u = units[name]
-                rows[f"K = {k}"][r] = {**_values(u), "path_mean": float(np.mean([p["top1"] for p in u["eval"]["paths"]])),
-                                      "split": (units[base]["arch"]["split"])}
+            if name in units and base in units:
+                u, paths = units[name], [p["top1"] for p in units[name]["eval"]["paths"]]
+                rows[f"K = {k}"][r] = {**_values(u), "path_mean": float(np.mean(paths)) if paths else float("nan"),
+                                      "split": units[base].get("arch", {}).get("split", "-")}
     return _rows_with_differences(rows, "K = 2", extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
                                                         ("searched split", lambda v: str(v[0]["split"]))))
 
@@ -309,10 +348,22 @@ def evolution_vs_random(units: dict) -> str:
     lines = ["| pipeline (seed 0) | evaluations | best one-shot top-1, evolution (%) | best, random (%) | evolution − random (pp) |",
              "|---|---|---|---|---|"]
     for name, u in units.items():
-        if u["kind"] == "pipeline" and name.endswith("_seed0") and u["search"].get("random_supernet_acc") is not None:
+        if u["kind"] == "pipeline" and name.endswith("_seed0") and u.get("search", {}).get("random_supernet_acc") is not None:
             ev, rnd = u["search"]["supernet_acc"], u["search"]["random_supernet_acc"]
             lines.append(f"| {name} | {u['search']['evaluations']} | {100 * ev:.2f} | {100 * rnd:.2f} | {100 * (ev - rnd):+.2f} |")
     return "\n".join(lines)
+
+
+def status(units: dict) -> str:
+    """How far the study is: finished units of each kind, and the time of the last one."""
+    planned = study_units()
+    done = [n for n in planned if n in units]
+    kinds = sorted({u["kind"] for u in planned.values()})
+    counts = ", ".join(f"{sum(1 for n in done if planned[n]['kind'] == k)}/{sum(1 for u in planned.values() if u['kind'] == k)} {k}"
+                       for k in kinds)
+    last = max((u.get("finished", "") for u in units.values()), default="")
+    return (f"{len(done)} of {len(planned)} units finished ({counts}); the last at {last.replace('T', ' ')}. Rows marked "
+            f"\"not run yet\", or with fewer than 3 × 3 seeds, are partial; the study resumes where it stopped.")
 
 
 RESULTS_MD = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
@@ -327,6 +378,7 @@ def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
     QUIET.clear()
     QUIET.update(json.loads(quiet.read_text())["latency_ms"] if quiet.is_file() else {})
     sections = {
+        "status": ("Status", status(units)),
         "main": ("Main table: CIFAR-10 final-test, ≤ 1.5M MACs", main_table(units)),
         "differences": ("Paired differences (by pipeline seed)", differences(units)),
         "ranking": ("Ranking: Kendall τ of each shrinking mode's supernet", ranking(units)),
@@ -341,6 +393,9 @@ def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
     (results / "tables.md").write_text(text)
     if results_md is not None and results_md.is_file():
         doc = results_md.read_text()
+        missing = [name for name in sections if f"<!-- table:{name} -->" not in doc]
+        if missing:
+            print(f"tables.py: {results_md} has no markers for {', '.join(missing)}; those tables are only in tables.md", file=sys.stderr)
         for name, (_, body) in sections.items():
             pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
             doc = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), doc)

@@ -69,6 +69,14 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch-epochs", "2", *reuse[-2:]]) == 2
     err = capsys.readouterr().err
     assert "--scratch" in err and "epochs: 1 there, 2 here" in err and not (tmp_path / "other").exists()
+    record = json.loads((tmp_path / "rank" / "scratch.json").read_text())
+    for broken, message in (({**record, "recipe": {**record["recipe"], "space": {"name": "other"}}}, "another search space"),
+                            ({**record, "recipe": []}, "not a scratch.json"),
+                            ({**record, "ensembles": [{**record["ensembles"][0], "top1": "nan"}]}, "top1 must be an accuracy")):
+        (tmp_path / "broken.json").write_text(json.dumps(broken))
+        assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch", str(tmp_path / "broken.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("neas: error: --scratch") and message in err and err.count("\n") == 1, err
     # an unfinished supernet is refused before any from-scratch training
     capsys.readouterr()
     assert main([*argv[:2], str(trained_supernet), str(tmp_path / "nope"), *argv[3:]]) == 2

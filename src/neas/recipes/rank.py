@@ -79,7 +79,7 @@ def rank(cfg: RankConfig) -> dict:
         raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space")
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
     recipe = {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": first_info.data,
-              "holdout": first_info.holdout}
+              "holdout": first_info.holdout, "space": json.loads(json.dumps(space.to_dict()))}  # as read back from JSON
     known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
     out = claim_dir(cfg.out, "rank", legacy=("archs.json",))
     rng = random.Random(f"{cfg.seed}:rank")
@@ -150,20 +150,30 @@ def rank(cfg: RankConfig) -> dict:
 
 
 def _read_scratch(path: str, recipe: dict) -> "dict[EnsembleArch, float]":
-    """The from-scratch scores of an earlier rank's ``scratch.json``, refused unless its recipe is
-    this run's (another recipe's scores would be silently wrong)."""
+    """The from-scratch scores of an earlier rank's ``scratch.json``, refused unless its recipe
+    (training settings and search space) is this run's: another recipe's scores would be
+    silently wrong."""
+    where = f"--scratch {path}"
     try:
         record = json.loads(Path(path).read_bytes().decode("utf-8"))
-        given = record["recipe"]
-        scores = {EnsembleArch.from_json(e["arch"]): float(e["top1"]) for e in record["ensembles"]}
+        given, ensembles = record["recipe"], record["ensembles"]
+        if not isinstance(given, dict) or not isinstance(ensembles, list):
+            raise TypeError("'recipe' must be an object and 'ensembles' a list")
+        scores = {}
+        for entry in ensembles:
+            top1 = entry["top1"]
+            if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 1:
+                raise ValueError(f"top1 must be an accuracy in [0, 1], got {top1!r}")
+            scores[EnsembleArch.from_json(entry["arch"])] = float(top1)
     except FileNotFoundError:
-        raise NeasError(f"--scratch {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, NeasError) as exc:
-        raise NeasError(f"--scratch {path}: not a scratch.json written by neas rank ({type(exc).__name__}: {exc})") from None
-    differ = {k: (given.get(k), v) for k, v in recipe.items() if given.get(k) != v}
+        raise NeasError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError, NeasError) as exc:
+        raise NeasError(f"{where}: not a scratch.json written by neas rank ({type(exc).__name__}: {exc})") from None
+    differ = [k for k, v in recipe.items() if given.get(k) != v]
     if differ:
-        named = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
-        raise NeasError(f"--scratch {path}: made with another from-scratch recipe ({named}); its scores do not apply")
+        named = ", ".join(f"{k}: {given.get(k)!r} there, {recipe[k]!r} here" if k != "space" else "another search space"
+                          for k in differ)
+        raise NeasError(f"{where}: made with another from-scratch recipe ({named}); its scores do not apply")
     return scores
 
 
