@@ -313,8 +313,8 @@ def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, e
     return "\n".join(lines)
 
 
-def paths_table(units: dict) -> str:
-    """Paper Table 5: K = 2, 3, 5 under one budget, seed-0 searches, three retraining seeds."""
+def _paths_rows(units: dict) -> "dict[str, dict[int, dict]]":
+    """K = 2, 3, 5 (seed-0 diversity searches): {row: {retraining seed index: values}}."""
     rows = {}
     for k in (2, 3, 5):
         base = f"k{k}_diversity_seed0"
@@ -324,22 +324,104 @@ def paths_table(units: dict) -> str:
                 u, paths = units[name], [p["top1"] for p in units[name]["eval"]["paths"]]
                 rows[f"K = {k}"][r] = {**_values(u), "path_mean": float(np.mean(paths)) if paths else float("nan"),
                                       "split": units[base].get("arch", {}).get("split", "-")}
-    return _rows_with_differences(rows, "K = 2", extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
-                                                        ("searched split", lambda v: str(v[0]["split"]))))
+    return rows
 
 
-def ablation_table(units: dict, which: str, reference: str) -> str:
-    """Paper Tables 3 and 4 on the seed-0 diversity search: each variant over retraining seeds."""
+def paths_table(units: dict) -> str:
+    """Paper Table 5: K = 2, 3, 5 under one budget, seed-0 searches, three retraining seeds."""
+    return _rows_with_differences(_paths_rows(units), "K = 2",
+                                  extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
+                                         ("searched split", lambda v: str(v[0]["split"]))))
+
+
+def _ablation_rows(units: dict, which: str, reference: str) -> "dict[str, dict[int, dict]]":
+    """The variants of one ablation (reference first): {variant: {retraining seed: values}}."""
     rows = {}
     for u in units.values():
         if u["kind"] == "ablate" and u["which"] == which:
             for name, v in u["record"]["variants"].items():
                 rows.setdefault(name, {})[u["retrain_seed"]] = {"top1": v["top1"], **(v.get("diversity") or {}), "macs": v["macs"],
                                                                "params": v["params"], "split": v["split"]}
+    return {reference: rows.pop(reference, {}), **rows} if rows else {}
+
+
+def ablation_table(units: dict, which: str, reference: str) -> str:
+    """Paper Tables 3 and 4 on the seed-0 diversity search: each variant over retraining seeds."""
+    rows = _ablation_rows(units, which, reference)
     if not rows:
         return "not run yet"
-    rows = {reference: rows.pop(reference, {}), **rows}
     return _rows_with_differences(rows, reference, extra=(("split", lambda v: str(v[0]["split"])),))
+
+
+def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci=None) -> tuple[str, str]:
+    """(measured: mean [95 % CI], verdict) for paired differences whose expected sign (the
+    paper's) is ``paper_sign`` (0: no claim, a new question). ``extra_ci``: another interval that
+    must also exclude 0 (the ensemble bootstrap of a τ difference)."""
+    if not diffs:
+        return "-", "not run yet"
+    if len(diffs) < 2:
+        return f"{scale * diffs[0]:+.2f} {unit} (n=1)", "needs 2+ seeds"
+    m, _, lo, hi = ci95(diffs)
+    text = f"{scale * m:+.2f} {unit} [{scale * lo:+.2f}, {scale * hi:+.2f}] (n={len(diffs)})"
+    if extra_ci is not None:
+        text += f", ensembles resampled [{scale * extra_ci[0]:+.2f}, {scale * extra_ci[1]:+.2f}]"
+    noise = lo <= 0 <= hi or (extra_ci is not None and extra_ci[0] <= 0 <= extra_ci[1])
+    if noise:
+        return text, "within noise"
+    if paper_sign == 0:
+        return text, "better" if m > 0 else "worse"
+    return text, "agrees" if (m > 0) == (paper_sign > 0) else "disagrees"
+
+
+def verdicts(units: dict) -> str:
+    """Each paper claim and each new question, with the measured paired difference, its CI and
+    the verdict it decides: agrees / disagrees (the CI excludes 0) or within noise."""
+    lines = ["| claim or question | paper (ImageNet) | measured difference [95 % CI] | verdict |", "|---|---|---|---|"]
+    by_mode = _rank_units(units)
+    for a, b, paper in (("diversity", "none", "τ 0.65 vs 0.45"), ("diversity", "accuracy", "τ 0.65 vs 0.42"),
+                        ("diversity", "quality", "— (new: what S adds)")):
+        common = sorted(set(by_mode[a]) & set(by_mode[b]))
+        diffs = [by_mode[a][s]["rank"]["kendall_tau"] - by_mode[b][s]["rank"]["kendall_tau"] for s in common]
+        boot = (_pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+                                  [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
+                if len(common) >= 2 else None)
+        text, verdict = _judge(diffs, 1, "τ", 0 if "new" in paper else 1, boot)
+        lines.append(f"| {a} shrinking ranks ensembles better than {b} (Kendall τ, pooled over supernet seeds) | {paper} | {text} | {verdict} |")
+    ref = per_seed(units, "k2_diversity")
+    for prefix, paper, question in (("k2_none", "77.9 vs 77.3 %", "NEAS (diversity) beats no shrinking after retraining"),
+                                    ("k2_accuracy", "77.9 vs 77.2 %", "NEAS (diversity) beats accuracy shrinking after retraining"),
+                                    ("k2_quality", "—", "the similarity matrix matters: diversity vs quality-only shrinking"),
+                                    ("k1", "—", "NEAS beats the best searched single network at the same MACs"),
+                                    ("deep", "—", "NEAS beats a deep ensemble of two copies at the same MACs")):
+        other = per_seed(units, prefix)
+        common = sorted(set(ref) & set(other))
+        for metric, scale, unit, sign in (("top1", 100, "pp top-1", 1), ("nll", 1, "NLL", -1)):
+            diffs = [ref[s][metric] - other[s][metric] for s in common]
+            if metric == "nll":  # lower is better: flip, so that "agrees/better" means NEAS better
+                diffs = [-d for d in diffs]
+            text, verdict = _judge(diffs, scale, unit + (" (NEAS lower = +)" if metric == "nll" else ""),
+                                   sign if paper != "—" and metric == "top1" else 0)
+            if metric == "nll" and paper != "—":
+                continue  # the paper reports top-1 only
+            lines.append(f"| {question} ({metric}) | {paper if metric == 'top1' else '—'} | {text} | {verdict} |")
+    for which, reference, others, paper, question in (
+            ("homo-hetero", "hetero", ("homo_path1", "homo_path2"), "80.0 vs 79.4 / 79.6 %", "heterogeneous paths beat mirrored ones"),
+            ("split", "shared", ("no_sharing_searched",), "80.0 vs 78.5 %", "sharing beats the best unshared ensemble at equal budget")):
+        rows = _ablation_rows(units, which, reference)
+        for other in others:
+            common = sorted(set(rows.get(reference, {})) & set(rows.get(other, {})))
+            text, verdict = _judge([rows[reference][c]["top1"] - rows[other][c]["top1"] for c in common], 100, "pp", 1)
+            lines.append(f"| {question}: {reference} − {other} | {paper} | {text} | {verdict} |")
+    rows = _paths_rows(units)
+    for k, paper in ((3, "80.0 vs 79.5 %"), (5, "80.0 vs 78.5 %")):
+        common = sorted(set(rows["K = 2"]) & set(rows[f"K = {k}"]))
+        text, verdict = _judge([rows["K = 2"][c]["top1"] - rows[f"K = {k}"][c]["top1"] for c in common], 100, "pp", 1)
+        lines.append(f"| K = 2 beats K = {k} under one budget | {paper} | {text} | {verdict} |")
+    gaps = [u["search"]["supernet_acc"] - u["search"]["random_supernet_acc"] for n, u in units.items()
+            if u["kind"] == "pipeline" and u.get("search", {}).get("random_supernet_acc") is not None]
+    text, verdict = _judge(gaps, 100, "pp one-shot top-1, over the seed-0 searches", 1)
+    lines.append(f"| evolution finds better ensembles than random search at equal evaluations (best found) | Figure 5 | {text} | {verdict} |")
+    return "\n".join(lines)
 
 
 def evolution_vs_random(units: dict) -> str:
@@ -388,6 +470,7 @@ def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
         "split": ("Layer sharing (seed-0 diversity search)", ablation_table(units, "split", "shared")),
         "evolution": ("Evolution vs random search (seed-0 searches)", evolution_vs_random(units)),
         "wall": ("Wall time", wall_times(units)),
+        "verdicts": ("Verdicts", verdicts(units)),
     }
     text = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections.values()) + "\n"
     (results / "tables.md").write_text(text)
