@@ -45,6 +45,9 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     m, _, dlo, dhi = tables.ci95(diffs)
     assert f"{100 * m:+.2f} [{100 * dlo:+.2f}, {100 * dhi:+.2f}]" in text
     assert ("within noise" in text) == (dlo <= 0 <= dhi)
+    # the verdict table: the paper says diversity beats no shrinking, and here the CI excludes 0 on that side
+    verdict = next(line for line in text.splitlines() if line.startswith("| NEAS (diversity) beats no shrinking after retraining (top1)"))
+    assert f"{100 * m:+.2f} pp top-1 [{100 * dlo:+.2f}, {100 * dhi:+.2f}] (n=3)" in verdict and verdict.endswith("| agrees |")
     assert (tmp_path / "tables.md").read_text() == text
 
 
