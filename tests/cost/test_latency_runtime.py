@@ -62,6 +62,25 @@ def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest
     assert lo <= table.latency_ms(fastest) and all(lo - 1e-9 <= table.latency_ms(a) <= hi + 1e-9 for a in samples)
 
 
+def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_drift(monkeypatch):
+    """A machine that runs the retest 20 % slower than the test: a prediction equal to the mean of
+    the passes has no error, and each single pass and the drift between them are reported."""
+    import neas.cost.latency as latency
+
+    space = SearchSpace.preset("tiny")
+    table = _table(space)
+    passes = iter([1.1, 0.9])
+    monkeypatch.setattr(latency, "time_ensembles",
+                        lambda sp, archs, *a, **k: [f * table.latency_ms(arch) for f in [next(passes)] for arch in archs])
+    report = validate_table(table, space, 10, "cpu", 6)
+    assert report["mape_pct"] == pytest.approx(0, abs=1e-9) and report["bias_pct"] == pytest.approx(0, abs=1e-9)
+    assert report["kendall_tau"] == pytest.approx(1) and report["test_retest_tau"] == pytest.approx(1)
+    assert report["test_retest_bias_pct"] == pytest.approx(100 * (0.9 / 1.1 - 1))
+    assert report["test_retest_mape_pct"] == pytest.approx(100 * (1 - 0.9 / 1.1))
+    first, second = report["against_each_pass"]
+    assert first["bias_pct"] == pytest.approx(100 * (1 / 1.1 - 1)) and second["bias_pct"] == pytest.approx(100 * (1 / 0.9 - 1))
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_tables_are_measured_in_either_runtime(runtime):
     space = SearchSpace.preset("tiny")
@@ -71,6 +90,16 @@ def test_tables_are_measured_in_either_runtime(runtime):
     report = validate_table(table, space, 10, "cpu", 3, repeats=2)
     assert report["ensembles"] == 3 and len(report["records"]) == 3 and report["mape_pct"] >= 0
     assert LatencyTable(**table.to_json()) == table
+
+
+def test_fit_networks_are_timed_in_the_same_rounds_as_the_pieces(monkeypatch):
+    import neas.cost.runtime as runtime
+
+    calls, timed = [], runtime.interleaved_ms
+    monkeypatch.setattr(runtime, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
+    table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", repeats=2, warmup=1, fit_networks=4)
+    assert len(calls) == 1, "pieces and fit networks must be timed in one interleaved pass"
+    assert sum(name.startswith("net") for name in calls[0]) == 4 and table.fit["networks"] == 4
 
 
 def test_interleaved_timing_runs_everything_alike():
