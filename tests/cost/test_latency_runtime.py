@@ -75,6 +75,15 @@ def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_
     report = validate_table(table, space, 10, "cpu", 6)
     assert report["mape_pct"] == pytest.approx(0, abs=1e-9) and report["bias_pct"] == pytest.approx(0, abs=1e-9)
     assert report["kendall_tau"] == pytest.approx(1) and report["test_retest_tau"] == pytest.approx(1)
+    archs = [EnsembleArch.from_json(r["arch"]) for r in report["records"]]
+    truth = sorted(table.latency_ms(a) for a in archs)
+    archs = sorted(archs, key=table.latency_ms)
+    swapped = truth[:4] + [truth[5], truth[4]]  # the retest ranks the two slowest the other way round
+    ranked = latency.validation_report(table, archs, truth, swapped)
+    assert ranked["kendall_tau"] == pytest.approx(1) and ranked["against_each_pass"][1]["kendall_tau"] < 1
+    assert ranked["test_retest_tau"] == pytest.approx(ranked["against_each_pass"][1]["kendall_tau"])
+    with pytest.raises(ValueError, match="at least 2"):
+        latency.validation_report(table, archs[:1], truth[:1], truth[:1])
     assert report["test_retest_bias_pct"] == pytest.approx(100 * (0.9 / 1.1 - 1))
     assert report["test_retest_mape_pct"] == pytest.approx(100 * (1 - 0.9 / 1.1))
     first, second = report["against_each_pass"]
@@ -113,3 +122,6 @@ def test_interleaved_timing_runs_everything_alike():
 def test_latency_table_cli_refuses_an_unknown_runtime(tmp_path, capsys):
     assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "l.json"), "--runtime", "onnx"]) == 2
     assert "did you mean 'onnxruntime'" in capsys.readouterr().err and not (tmp_path / "l.json").exists()
+    for flag in ("--fit-networks", "--validate"):
+        assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "l.json"), flag, "1"]) == 2
+        assert "1 network is too few" in capsys.readouterr().err and not (tmp_path / "l.json").exists()

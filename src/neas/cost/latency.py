@@ -280,6 +280,8 @@ def validation_report(table: LatencyTable, archs: "list[EnsembleArch]", first: "
     import numpy as np
     from scipy.stats import kendalltau
 
+    if not len(archs) == len(first) == len(second) >= 2:
+        raise ValueError(f"validation needs the two passes' timings of at least 2 ensembles, got {len(archs)}, {len(first)}, {len(second)}")
     predicted, test, retest = np.array([table.latency_ms(a) for a in archs]), np.asarray(first), np.asarray(second)
 
     def errors(guess, truth) -> dict:
@@ -310,8 +312,9 @@ def plot_validation(report: dict, path: "str | Path") -> Path:
     ax.plot([lo, hi], [lo, hi], color="grey", ls=":")
     ax.set(xlabel="measured end to end, mean of two passes (ms)", ylabel="predicted by the table (ms)",
            title=f"{report['runtime']}, batch {report['batch_size']}: MAPE {report['mape_pct']:.1f}%, bias {report['bias_pct']:+.1f}%\n"
-                 f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f}, "
-                 f"retest differs by {report['test_retest_mape_pct']:.1f}%)")
+                 f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f})\n"
+                 f"the two passes differ by {report['test_retest_mape_pct']:.1f}% (bias {report['test_retest_bias_pct']:+.1f}%)")
+    ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -338,15 +341,18 @@ class LatencyTableCommand:
     device: str = option("auto", DEVICE_HELP)
     runtime: str = option("torch", "what the pieces and networks run in: torch | onnxruntime (CPU execution provider)")
     fit_networks: int = option(20, "random ensembles timed end to end, in the same rounds as the pieces, to fit the "
-                                  "per-ensemble and per-block overhead (0: no fit)", valid=">= 0")
+                                  "per-ensemble and per-block overhead (0: no fit; else at least 2)", valid=">= 0")
     validate: int = option(0, "also time this many other random ensembles end to end, twice, against the table's "
-                              "predictions (OUT.validation.json and .png)", valid=">= 0")
+                              "predictions (OUT.validation.json and .png; 0: none, else at least 2)", valid=">= 0")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
         from neas.cost.runtime import RUNTIMES
 
+        for name in ("fit_networks", "validate"):
+            if getattr(self, name) == 1:
+                raise NeasError(f"{name}: 1 network is too few to {'fit' if name == 'fit_networks' else 'rank'}; give 0 (none) or at least 2")
         if self.runtime not in RUNTIMES:
             raise NeasError(f"runtime: unknown {self.runtime!r}{suggest(self.runtime, RUNTIMES)}; choose {' or '.join(RUNTIMES)}")
 
@@ -367,7 +373,7 @@ class LatencyTableCommand:
         text = f"latency table of {space.name!r} on {table.device} in {table.runtime}: {self.out}"
         if table.fit:
             text += (f"\nfitted on {table.fit['networks']} networks: {table.scale:.3f} x pieces + {table.overhead_ms:.3f} ms per ensemble + "
-                     f"{table.per_block_ms:.4f} ms per block (the pieces alone missed {table.fit['mean_gap_pct']:.1f}%)")
+                     f"{table.per_block_ms:.4f} ms per block (whole minus pieces: {table.fit['mean_gap_pct']:+.1f}% of the whole)")
         if self.validate:
             with tqdm(total=2 * 15, desc=f"validate on {self.validate} ensembles", disable=None) as bar:
                 report = validate_table(table, space, self.num_classes, device, self.validate, progress=bar)
