@@ -32,6 +32,9 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
         units[f"k2_diversity_seed{seed}"] = _pipeline(f"k2_diversity_seed{seed}", a, 0.9, seed)
         units[f"k2_diversity_seed{seed}_retrain1"] = _pipeline("r", a + 0.02, 0.9, seed)  # a second retraining seed
         units[f"k2_none_seed{seed}"] = _pipeline(f"k2_none_seed{seed}", b, 1.0, seed)
+        deep = _pipeline(f"deep_seed{seed}", b, 1.0, seed)
+        units[f"deep_seed{seed}"] = {**deep, "kind": "deep", "record": deep.pop("eval")}
+        units[f"deep_seed{seed}_retrain2"] = {**units[f"deep_seed{seed}"], "unit": f"deep_seed{seed}_retrain2"}
     for name, summary in units.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(summary))
     text = tables.write_tables(tmp_path, None)  # never into docs/RESULTS.md
@@ -41,6 +44,7 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     lo, hi = stats.t.interval(0.95, 2, loc=mean, scale=sd / math.sqrt(3))
     assert f"{100 * mean:.2f} ± {100 * sd:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in text
     assert "| 3 × 2/2/2 |" in text and "not run yet" in text
+    assert next(line for line in text.splitlines() if line.startswith("| deep ensemble")).split(" | ")[1] == "3 × 2/2/2"
     diffs = [p - b for p, b in zip(per_seed, (0.66, 0.69, 0.67))]
     m, _, dlo, dhi = tables.ci95(diffs)
     assert f"{100 * m:+.2f} [{100 * dlo:+.2f}, {100 * dhi:+.2f}]" in text
@@ -60,6 +64,8 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     assert units["split_seed0_retrain1"]["deps"] == ["k2_diversity_seed0", "rank_diversity_seed0"]  # its supernet
     assert {units[f"rank_{m}_seed2"]["mode"] for m in study.SHRINK_MODES} == set(study.SHRINK_MODES)
     assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
+    assert [units[f"deep_seed1_retrain{r}"]["seed"] for r in (1, 2)] == [1110, 2110]  # two copies each: 1110+1111, 2110+2111
+    assert units["deep_seed1_retrain2"]["deps"] == ["k1half_seed1"]
     assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"] and units["k1_seed2_retrain2"]["retrain_seed"] == 2002
     assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
     assert units["k1half_seed0"]["config"]["search"]["max_macs"] == "0.75M"

@@ -79,6 +79,9 @@ def units() -> dict[str, dict]:
             source = f"{name}_seed{seed}"
             for r in RETRAIN_SEEDS:
                 out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r + seed, "deps": [source]}
+        for r in RETRAIN_SEEDS:  # the deep ensemble's two copies, trained again from other seeds
+            out[f"deep_seed{seed}_retrain{r}"] = {"kind": "deep", "source": f"k1half_seed{seed}", "seed": 1000 * r + 100 + 10 * seed,
+                                                  "deps": [f"k1half_seed{seed}"]}
     # the ablations (paper Tables 3-5) on the seed-0 searches, three retraining seeds each
     for k in (3, 5):  # K paths under the same budget; K = 2 is k2_diversity
         source = f"k{k}_diversity_seed0"
@@ -200,7 +203,7 @@ def run_retrain(name: str, unit: dict) -> dict:
 def run_deep(name: str, unit: dict) -> dict:
     source = _summary(unit["source"])
     rt = source["retrain_config"]
-    seed = 100 + source["config"]["seed"] * 10
+    seed = unit.get("seed", 100 + source["config"]["seed"] * 10)  # the first copy's; the others follow it
     run = RUNS / name
     cmd = [*_neas(), "ablate", "deep-ensemble", "--arch", str(_arch_file(unit["source"])), "--copies", "2", "--data", rt["data"],
            "--data-dir", rt["data_dir"], "--recipe", rt["recipe"], "--epochs", str(rt["epochs"]), "--batch-size", str(rt["batch_size"]),

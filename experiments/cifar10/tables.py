@@ -184,7 +184,7 @@ QUIET = {}  # unit -> latency measured on a quiet machine (study.py latency), wh
 def _values(summary: dict) -> dict:
     """top-1, NLL, ECE, diversity and costs of one finished unit; the latency is the quiet
     re-measurement of its network when there is one (a retraining seed: its pipeline's network)."""
-    quiet = QUIET.get(summary["unit"]) or QUIET.get(summary.get("source", "") if summary["kind"] == "retrain" else "")
+    quiet = QUIET.get(summary["unit"]) or QUIET.get(re.sub(r"_retrain\d+$", "", summary["unit"]))  # a retraining seed: its network's
     record = summary["record"] if summary["kind"] == "deep" else summary["eval"]
     # once the quiet re-measurement exists, only its numbers are used: never a mix of the two kinds
     latency = quiet["ms"] if quiet else (None if QUIET else record.get("latency_ms"))
@@ -196,13 +196,10 @@ def per_seed(units: dict, prefix: str) -> dict[int, dict]:
     """{pipeline seed: metrics averaged over its retraining seeds, with ``retrains``: how many}."""
     out = {}
     for seed in range(10):
-        if prefix == "deep":
-            runs = [units[f"deep_seed{seed}"]] if f"deep_seed{seed}" in units else []
-        else:
-            base = f"{prefix}_seed{seed}"
-            runs = [units[n] for n in [base] + [f"{base}_retrain{r}" for r in (1, 2)] if n in units]
-            if base not in units:
-                runs = []
+        prefix_seed = f"{prefix}_seed{seed}"
+        runs = [units[n] for n in [prefix_seed] + [f"{prefix_seed}_retrain{r}" for r in (1, 2)] if n in units]
+        if prefix_seed not in units:
+            runs = []
         if not runs:
             continue
         values = [_values(u) for u in runs]
