@@ -90,11 +90,31 @@ def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_
     assert first["bias_pct"] == pytest.approx(100 * (1 / 1.1 - 1)) and second["bias_pct"] == pytest.approx(100 * (1 / 0.9 - 1))
 
 
+def test_validation_holds_out_the_networks_the_overhead_was_fitted_on(monkeypatch):
+    """A table fitted on exactly the ensembles validation would draw first: it must validate on
+    others, and refuse when the space has no others left."""
+    import neas.cost.latency as latency
+
+    space = SearchSpace.preset("tiny")
+    table = _table(space)
+    monkeypatch.setattr(latency, "time_ensembles", lambda sp, archs, *a, **k: [table.latency_ms(arch) for arch in archs])
+    drawn = latency._random_archs(space, 6, seed=20_000 + 1)
+    table.fit = {"networks": 6, "archs": [a.to_json() for a in drawn]}
+    report = validate_table(table, space, 10, "cpu", 6)
+    validated = {EnsembleArch.from_json(r["arch"]) for r in report["records"]}
+    assert len(validated) == 6 and not validated & set(drawn) and report["held_out_fit_networks"] == 6
+    few = drawn[:3]
+    monkeypatch.setattr(EnsembleArch, "sample", staticmethod(lambda sp, rng, *a: few[rng.randrange(3)]))
+    table.fit = {"networks": 2, "archs": [a.to_json() for a in few[:2]]}
+    with pytest.raises(NeasError, match="validate: 'tiny' has fewer than 2 ensembles besides the 2"):
+        validate_table(table, space, 10, "cpu", 6)
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_tables_are_measured_in_either_runtime(runtime):
     space = SearchSpace.preset("tiny")
     table = measure_latency_table(space, 10, "cpu", repeats=2, warmup=1, runtime=runtime, fit_networks=3)
-    assert table.runtime == runtime and table.fit["networks"] == 3
+    assert table.runtime == runtime and table.fit["networks"] == len(table.fit["archs"]) == 3
     assert all(v > 0 for entry in table.layers_ms for op, v in entry.items() if op != "skip") and table.head_ms > 0
     report = validate_table(table, space, 10, "cpu", 3, repeats=2)
     assert report["ensembles"] == 3 and len(report["records"]) == 3 and report["mape_pct"] >= 0

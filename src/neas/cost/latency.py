@@ -163,7 +163,8 @@ def _prep(module: nn.Module, device) -> nn.Module:
     return module.to(device, memory_format=torch.channels_last).eval()
 
 
-def _random_archs(space: SearchSpace, n: int, seed: int) -> list[EnsembleArch]:
+def _random_archs(space: SearchSpace, n: int, seed: int, exclude=frozenset()) -> list[EnsembleArch]:
+    """Up to ``n`` distinct random ensembles, none of them in ``exclude`` (fewer in a tiny space)."""
     import random
 
     rng, out = random.Random(seed), []
@@ -171,7 +172,7 @@ def _random_archs(space: SearchSpace, n: int, seed: int) -> list[EnsembleArch]:
         if len(out) == n:
             break
         arch = EnsembleArch.sample(space, rng)
-        if arch not in out:
+        if arch not in out and arch not in exclude:
             out.append(arch)
     return out
 
@@ -258,6 +259,7 @@ def measure_latency_table(
         pieces = [table.pieces_ms(a) for a in archs]
         table.scale, table.overhead_ms, table.per_block_ms, table.fit = fit_overhead(
             [p for p, _ in pieces], [b for _, b in pieces], [ms[f"net{i}"] for i in range(len(archs))])
+        table.fit["archs"] = [a.to_json() for a in archs]  # so that validation holds them out
     return table
 
 
@@ -268,8 +270,13 @@ def validate_table(table: LatencyTable, space: SearchSpace, num_classes: int, de
     passes, beside the passes' own disagreement (``test_retest_*``): a machine whose speed drifts
     between two passes a minute apart moves a single pass by as much as the prediction can miss.
     Kendall tau is taken against the first pass, beside tau between the passes, which bounds how
-    well any prediction can rank them. Every number against each single pass is kept too."""
-    archs = _random_archs(space, n, seed=20_000 + seed)
+    well any prediction can rank them. Every number against each single pass is kept too. The
+    ensembles the table's overhead was fitted on are held out."""
+    fitted = frozenset(EnsembleArch.from_json(a) for a in (table.fit or {}).get("archs", []))
+    archs = _random_archs(space, n, seed=20_000 + seed, exclude=fitted)
+    if len(archs) < 2:
+        raise NeasError(f"validate: {space.name!r} has fewer than 2 ensembles besides the {len(fitted)} the table was fitted on; "
+                        "validate on a larger space or fit on fewer networks")
     first = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
     second = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
     return validation_report(table, archs, first, second)
@@ -290,6 +297,7 @@ def validation_report(table: LatencyTable, archs: "list[EnsembleArch]", first: "
     mean = errors(predicted, (test + retest) / 2)
     drift = errors(retest, test)
     return {"runtime": table.runtime, "device": table.device, "batch_size": table.batch_size, "ensembles": len(archs), **mean,
+            "held_out_fit_networks": len((table.fit or {}).get("archs", [])),
             "kendall_tau": float(kendalltau(predicted, test)[0]),
             "test_retest_tau": float(kendalltau(test, retest)[0]),
             "test_retest_mape_pct": drift["mape_pct"], "test_retest_bias_pct": drift["bias_pct"],
