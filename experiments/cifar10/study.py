@@ -413,7 +413,7 @@ def measure_latency(repeats: int = 60) -> dict:
     models = {}
     for path in sorted(RESULTS.glob("*.json")):
         unit = json.loads(path.read_text())
-        if unit.get("kind") not in ("pipeline", "deep"):
+        if unit.get("kind") not in ("pipeline", "deep") or "_retrain" in path.stem:  # a deep retrain has its source's arch
             continue
         source = unit if unit["kind"] == "pipeline" else json.loads((RESULTS / f"{unit['source']}.json").read_text())
         space = SearchSpace.from_dict(source["arch"]["space"])
