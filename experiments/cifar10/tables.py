@@ -328,7 +328,14 @@ def paths_table(units: dict) -> str:
     """Paper Table 5: K = 2, 3, 5 under one budget, seed-0 searches, three retraining seeds."""
     return _rows_with_differences(_paths_rows(units), "K = 2",
                                   extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
-                                         ("searched split", lambda v: str(v[0]["split"]))))
+                                         ("searched split", lambda v: str(v[0]["split"])),
+                                         ("CPU latency (ms)", _latency_cell)))
+
+
+def _latency_cell(vals: "list[dict]") -> str:
+    """The quiet re-measurement of a row's network (the same network in every retraining seed)."""
+    ms = [v["latency_ms"] for v in vals if v.get("latency_ms") is not None]
+    return f"{np.mean(ms):.2f}" if ms else "-"
 
 
 def _ablation_rows(units: dict, which: str, reference: str) -> "dict[str, dict[int, dict]]":
