@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
            prefix: "str | None" = None, rename: "dict | None" = None, cli: bool = True, default_help: "str | None" = None,
-           positional: bool = False, required: bool = False, valid: "str | None" = None):
+           positional: bool = False, required: bool = False, valid: "str | tuple | None" = None):
     """A config field declared once: its default and help text become the YAML key's and the flag's.
 
     Args:
@@ -48,7 +48,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factor
         default_help: how help describes the default when the value itself would not say it.
         positional, required: a positional argument, or a flag that must be given (small commands).
         valid: the valid values of a number — ``">= 1"``, ``"> 0"``, ``"[0, 1)"`` (an interval) or
-            ``"9..21"`` (integers); checked for YAML, flags and Python alike, shown in the help.
+            ``"9..21"`` (integers) — or a tuple of choices; checked for YAML, flags and Python alike,
+            shown in the help.
     """
     metadata = {"help": help, "cli": cli, "default_help": default_help, "positional": positional, "required": required,
                 "valid": valid}
@@ -73,8 +74,12 @@ class FlatField:
     valid: "str | None" = None
 
 
-def check_valid(spec: "str | None", value: Any, name: str) -> Any:
+def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
     """``value`` if it is ``None`` or within ``spec`` (see :func:`option`); else a NeasError naming ``name``."""
+    if isinstance(spec, tuple):  # declared choices
+        if value is not None and value not in spec:
+            raise NeasError(f"{name}: unknown {value!r}{suggest(str(value), [str(c) for c in spec])}; choose {', '.join(map(str, spec))}")
+        return value
     if spec is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     integer = isinstance(value, int)
@@ -334,7 +339,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
         if ff.key in required:
             ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
-        valid = f"; valid: {ff.valid}" if ff.valid else ""
+        valid = f"; valid: {', '.join(ff.valid) if isinstance(ff.valid, tuple) else ff.valid}" if ff.valid else ""
         help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown}{valid})").replace("%", "%%")
         name = ff.key.replace("_", "-")
         if ff.positional:

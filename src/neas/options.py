@@ -6,14 +6,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neas.config import option
+from neas.data.datasets import DECODE_MODES
 
-__all__ = ["DEVICE_HELP", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions", "QualityOptions"]
+__all__ = ["DEVICE_HELP", "DecodeOptions", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions", "QualityOptions"]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
 
 @dataclass
-class DataOptions:
+class DecodeOptions:
+    """How a command that reads image folders holds their images (:func:`neas.data.load_dataset`)."""
+
+    decode: str = option("auto", "image folders: decode into memory once, stream from disk, or auto (memory when the "
+                                 "decoded images fit in --max-memory-gb)", valid=DECODE_MODES)
+    max_memory_gb: float = option(8.0, "with --decode auto: the most GiB of decoded images kept in memory", valid="> 0")
+
+    @property
+    def decoding(self) -> dict:
+        """The keyword arguments of :func:`neas.data.load_dataset` these options set."""
+        return {"decode": self.decode, "max_memory_gb": self.max_memory_gb}
+
+
+@dataclass
+class DataOptions(DecodeOptions):
     data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
     data_dir: "str | None" = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
     download: bool = option(False, "let torchvision download cifar10/cifar100")

@@ -59,7 +59,46 @@ def test_nll_ece_brier_match_an_independent_computation():
     assert got["ece"] == pytest.approx(ece, abs=1e-5)
     assert got["top1"] == pytest.approx((logits.argmax(1) == y).double().mean().item())
     rel = scores.reliability()
-    assert sum(rel["count"]) == len(y) and len(rel["accuracy"]) == 15
+    assert sum(rel["count"]) == len(y)
+    assert len(rel["accuracy"]) == 16  # 15 bins and torchmetrics' own bin for confidence exactly 1.0
+
+
+def test_reliability_bins_are_torchmetrics_ece_bins_with_confidence_one_included():
+    import importlib
+
+    binning = importlib.import_module("torchmetrics.functional.classification.calibration_error")._binning_bucketize
+    logits, y = _fixed_logits(n=300, seed=3)
+    logits[:20] = 0.0
+    logits[:20, 2] = 200.0  # softmax confidence exactly 1.0 in float32
+    logits[20:40, :] = torch.linspace(0, 1, 7) * 40 / 3  # confidences on bin edges
+    scores = Scores(7)
+    scores.update(logits, y)
+    rel = scores.reliability()
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    acc_bin, conf_bin, prop_bin = binning(conf, (pred == y).float(), torch.linspace(0, 1, 16))
+    assert (conf == 1.0).sum() >= 20
+    assert rel["count"] == (prop_bin * len(y)).round().long().tolist()
+    assert rel["accuracy"] == pytest.approx(acc_bin.tolist(), abs=1e-6)
+    assert rel["confidence"] == pytest.approx(conf_bin.tolist(), abs=1e-6)
+    ece = sum(n / len(y) * abs(a - c) for n, a, c in zip(rel["count"], rel["accuracy"], rel["confidence"]))
+    assert ece == pytest.approx(scores.compute()["ece"], abs=1e-6)
+
+
+def test_every_metric_breaks_ties_to_the_lowest_class_index():
+    # Rows tie every class, or classes 1, 3 and 5: the prediction is class 0, or class 1.
+    logits = torch.zeros(8, 7)
+    logits[4:, [1, 3, 5]] = 2.0
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = Scores(7)
+    scores.update(logits, labels)
+    assert scores.compute()["top1"] == 1.0
+    rel = scores.reliability()
+    assert sum(a * n for a, n in zip(rel["accuracy"], rel["count"])) == 8  # the diagram agrees: every image right
+    wrong = Scores(7)
+    wrong.update(logits, torch.tensor([6, 6, 6, 6, 3, 3, 3, 3]))  # tied classes that are not the prediction
+    assert wrong.compute()["top1"] == 0.0
+    assert wrong.compute()["top5"] == 0.5  # class 6 is not among the first five of an all-tied row; class 3 is
 
 
 def test_temperature_scaling_tames_an_overconfident_model():

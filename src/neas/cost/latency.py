@@ -163,7 +163,7 @@ def _prep(module: nn.Module, device) -> nn.Module:
     return module.to(device, memory_format=torch.channels_last).eval()
 
 
-def _random_archs(space: SearchSpace, n: int, seed: int, exclude=frozenset()) -> list[EnsembleArch]:
+def _random_archs(space: SearchSpace, n: int, seed: "int | str", exclude=frozenset()) -> list[EnsembleArch]:
     """Up to ``n`` distinct random ensembles, none of them in ``exclude`` (fewer in a tiny space)."""
     import random
 
@@ -249,7 +249,7 @@ def measure_latency_table(
     modules[head_id] = (_prep(_Head(space, num_classes), device), x_head)
     runs = {str(i): runner(module, inp, runtime) for i, (module, inp) in modules.items()}
     # the fit networks run in the same rounds as the pieces: one state of the machine calibrates both
-    archs = _random_archs(space, fit_networks, seed=10_000 + seed) if fit_networks >= 2 else []
+    archs = _random_archs(space, fit_networks, seed=f"{seed}:fit") if fit_networks >= 2 else []
     runs.update(_ensemble_runs(space, archs, num_classes, x, runtime))
     ms = interleaved_ms(runs, repeats, warmup, progress=progress)
     layers = [{str(op): (0.0 if i is None else ms[str(i)]) for op, i in entry.items()} for entry in layer_ids]
@@ -273,7 +273,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, num_classes: int, de
     well any prediction can rank them. Every number against each single pass is kept too. The
     ensembles the table's overhead was fitted on are held out."""
     fitted = frozenset(EnsembleArch.from_json(a) for a in (table.fit or {}).get("archs", []))
-    archs = _random_archs(space, n, seed=20_000 + seed, exclude=fitted)
+    archs = _random_archs(space, n, seed=f"{seed}:validate", exclude=fitted)
     if len(archs) < 2:
         raise NeasError(f"validate: {space.name!r} has fewer than 2 ensembles besides the {len(fitted)} the table was fitted on; "
                         "validate on a larger space or fit on fewer networks")

@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from neas.data.datasets import ImageFiles, ImageTensors
+from neas.data.datasets import ImageFiles, ImageTensors, evaluation_view
 from neas.data.loader import BatchLoader
 from neas.data.split import class_counts, holdout_split, stratified_subset
 from neas.errors import NeasError
@@ -31,7 +31,7 @@ class CalibrationSets:
 
     train: Dataset  # the training part: the split without its held-out images
     bn: Dataset  # BN recalibration images, from the training part
-    score: Dataset  # scoring images, from the held-out part
+    score: Dataset  # scoring images, from the held-out part, seen as an evaluation split is
 
     def bn_batches(self, batch_size: int, device, workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return list(BatchLoader(self.bn, batch_size, False, device=device, workers=workers).epoch(0))
@@ -58,7 +58,7 @@ def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images
         raise NeasError(f"holdout {holdout} holds out no image: candidates would be scored on their own training images")
     bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
     score = held[stratified_subset(labels[held], score_images, "score")]
-    return CalibrationSets(full.subset(keep), full.subset(bn), full.subset(score))
+    return CalibrationSets(full.subset(keep), full.subset(bn), evaluation_view(full, score))
 
 
 def check_same_calibration(run, state: dict, calibration: dict) -> None:

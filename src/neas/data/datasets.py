@@ -1,13 +1,19 @@
 """Datasets (docs/DESIGN.md §10): ``digits``, ``cifar10``/``cifar100``, ``imagefolder``.
 
 Small datasets are decoded once into a uint8 tensor (N, 3, S, S) at the space's input size
-and kept in memory (:class:`ImageTensors`), so epochs never re-decode images. Large image
-folders (more than ``max_memory_gb`` once decoded) stream from disk instead
-(:class:`ImageFiles`). Search runs never see the ``test`` split.
+and kept in memory (:class:`ImageTensors`), so epochs never re-decode images. Image folders
+choose with ``decode``: ``memory``, ``stream`` (from disk, :class:`ImageFiles`) or ``auto``
+(stream when more than ``max_memory_gb`` once decoded). Search runs never see the ``test`` split.
+
+A training split is seen two ways: its training part is augmented from the whole short side
+(``crop_pct`` 1.0), its held-out part (:func:`evaluation_view`) exactly as an evaluation split
+is — timm's bicubic resize and centre crop at ``crop_pct`` 0.875 — so what is fitted on the
+held-out part (temperature, anytime order, candidate scores) sees the view it is reported on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,12 +27,14 @@ import torch.nn.functional as F
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "check_same_classes", "DATASETS", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "evaluation_view", "check_same_classes", "DATASETS", "IMAGE_EXTENSIONS",
+           "DECODE_MODES"]
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+DECODE_MODES = ("auto", "memory", "stream")
 _DIGITS_TEST_FRACTION = 0.2
 
 
@@ -37,6 +45,7 @@ class ImageTensors:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    files: "list[str] | None" = None  # the image files, when decoded from a folder (for other views of them)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,7 +55,8 @@ class ImageTensors:
         return len(self.classes)
 
     def subset(self, index: torch.Tensor) -> "ImageTensors":
-        return ImageTensors(self.images[index], self.labels[index], self.classes)
+        files = None if self.files is None else [self.files[i] for i in index.tolist()]
+        return ImageTensors(self.images[index], self.labels[index], self.classes, files)
 
 
 @dataclass
@@ -91,9 +101,10 @@ def _digits(split: str, input_size: int) -> ImageTensors:
     return ImageTensors(_resize_uint8(images[index], input_size), labels[index], [str(i) for i in range(10)])
 
 
-def _cifar(name: str, root: "Path | None", split: str, input_size: int, download: bool) -> "ImageTensors | ImageFiles":
+def _cifar(name: str, root: "Path | None", split: str, input_size: int, download: bool, decode: str = "auto",
+           max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
     if root is not None and (root / split).is_dir():
-        return _imagefolder(root, split, input_size)
+        return _imagefolder(root, split, input_size, decode, max_memory_gb)
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -196,18 +207,13 @@ def _cache_key(paths: list[str], input_size: int, crop_pct: float) -> str:
     return digest.hexdigest()[:24]
 
 
-def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
-    paths, labels, classes = _scan(root, split)
-    label_tensor = torch.tensor(labels, dtype=torch.int64)
-    crop_pct = crop_pct_for(split)
-    if len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30:
-        log.info("%s/%s: %d images stream from disk (too large to keep decoded in memory)", root, split, len(paths))
-        return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
-    # Decoded once, then cached as one uint8 array keyed by the files' names, sizes and times.
+def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Tensor:
+    """The files decoded at the view (input_size, crop_pct) into one uint8 (N, 3, S, S) tensor,
+    cached as one array keyed by the files' names, sizes and times."""
     cached = cache_dir() / f"{_cache_key(paths, input_size, crop_pct)}.npy"
     if cached.is_file():
         try:
-            return ImageTensors(torch.from_numpy(np.load(cached)), label_tensor, classes)
+            return torch.from_numpy(np.load(cached))
         except (OSError, ValueError):
             log.warning("ignoring a damaged decode cache %s", cached)
     images = torch.empty(len(paths), 3, input_size, input_size, dtype=torch.uint8)
@@ -225,7 +231,32 @@ def _imagefolder(root: Path, split: str, input_size: int, max_memory_gb: float =
         os.replace(tmp, cached)
     except OSError as exc:  # a read-only home: decoding every time still works
         log.warning("could not write the decode cache %s: %s", cached, exc)
-    return ImageTensors(images, label_tensor, classes)
+    return images
+
+
+def _imagefolder(root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
+    paths, labels, classes = _scan(root, split)
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
+    crop_pct = crop_pct_for(split)
+    too_large = len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30
+    if decode == "stream" or (decode == "auto" and too_large):
+        log.info("%s/%s: %d images stream from disk (%s)", root, split, len(paths),
+                 "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded")
+        return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
+    return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths)
+
+
+def evaluation_view(data: "ImageTensors | ImageFiles", index: torch.Tensor) -> "ImageTensors | ImageFiles":
+    """The images ``index`` of a training split seen exactly as an evaluation split is (timm's
+    evaluation transform at ``crop_pct_for("test")``): the held-out part of a split. Datasets
+    without files (digits, torchvision's CIFAR arrays) have one view."""
+    part = data.subset(index)
+    crop_pct = crop_pct_for("test")
+    if isinstance(part, ImageFiles):
+        return dataclasses.replace(part, crop_pct=crop_pct)
+    if part.files is None:
+        return part
+    return ImageTensors(_decode_all(part.files, part.images.shape[-1], crop_pct), part.labels, part.classes, part.files)
 
 
 def load_dataset(
@@ -234,9 +265,13 @@ def load_dataset(
     input_size: int,
     data_dir: "str | Path | None" = None,
     download: bool = False,
+    decode: str = "auto",
     max_memory_gb: float = 8.0,
 ) -> "ImageTensors | ImageFiles":
-    """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``."""
+    """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``;
+    image folders are decoded into memory or streamed as ``decode`` says (see the module docstring)."""
+    if decode not in DECODE_MODES:
+        raise NeasError(f"decode: unknown {decode!r}{suggest(decode, DECODE_MODES)}; choose {', '.join(DECODE_MODES)}")
     if name not in DATASETS:
         raise NeasError(f"unknown dataset {name!r}{suggest(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
     if name != "imagefolder" and split not in ("train", "test"):
@@ -247,10 +282,10 @@ def load_dataset(
     if name == "digits":
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100"):
-        return _cifar(name, root, split, input_size, download)
+        return _cifar(name, root, split, input_size, download, decode, max_memory_gb)
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
-    return _imagefolder(root, split, input_size, max_memory_gb)
+    return _imagefolder(root, split, input_size, decode, max_memory_gb)
 
 
 def check_same_classes(expected: "list[str]", got: "list[str]", where: str) -> None:

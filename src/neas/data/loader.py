@@ -4,20 +4,29 @@ In-memory data (:class:`ImageTensors`) is augmented per batch on the device (ran
 with padding, optional horizontal flip) and normalised there, so a step costs one index and
 one copy. Streamed data (:class:`ImageFiles`) goes through a torch ``DataLoader`` with timm's
 transforms: for training, RandomResizedCrop, flip and the same RandAugment policy; random
-erasing is applied on the device to both (it works on normalised pixels). Shuffling depends only on (seed, epoch): a resumed run sees the same
-batches as an uninterrupted one.
+erasing is applied on the device to both (it works on normalised pixels).
+
+Every random draw of an image is a function of (run seed, epoch, image index) only
+(:mod:`neas.seeding`): the crop offsets and flips of in-memory images come from a per-epoch table
+indexed by image, and every per-image transform (RandAugment, timm's streamed transforms,
+erasing) runs under its own seed. So a batch does not depend on the number of loader workers,
+on the batch size or on which rank an image lands on, and shuffling depends only on (seed,
+epoch): a resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from neas.data.datasets import ImageFiles, ImageTensors, decode_image
 from neas.errors import NeasError
+from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
 __all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
 
@@ -42,9 +51,9 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
-def _randaugment(images: torch.Tensor, policy: str) -> torch.Tensor:
-    """timm's RandAugment, image by image (PIL); draws from Python's ``random``."""
-    import numpy as np
+def _randaugment(images: torch.Tensor, policy: str, seeds: "list[int]") -> torch.Tensor:
+    """timm's RandAugment, image by image (PIL), image ``j`` under seed ``seeds[j]`` (it draws
+    from Python's and NumPy's global generators)."""
     from PIL import Image
     from timm.data.auto_augment import rand_augment_transform
 
@@ -52,32 +61,73 @@ def _randaugment(images: torch.Tensor, policy: str) -> torch.Tensor:
     if transform is None:
         transform = _randaugment_cache[policy] = rand_augment_transform(policy, {"img_mean": tuple(round(255 * m) for m in MEAN)})
     out = images.cpu().permute(0, 2, 3, 1).numpy()
-    done = [np.asarray(transform(Image.fromarray(img)), dtype=np.uint8) for img in out]
+    done = []
+    for img, seed in zip(out, seeds):
+        with seeded_globals(seed):
+            done.append(np.asarray(transform(Image.fromarray(img)), dtype=np.uint8))
     return torch.from_numpy(np.stack(done)).permute(0, 3, 1, 2).to(images.device)
 
 
 _randaugment_cache: dict = {}
 
 
-def _augment(images: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+@dataclass(frozen=True)
+class _EpochDraws:
+    """An epoch's crop offsets (N, 2) and flips (N,) of in-memory images, row ``i`` for image ``i``."""
+
+    offsets: np.ndarray
+    flip: np.ndarray
+
+    @classmethod
+    def draw(cls, n: int, pad: int, seed: int, epoch: int) -> "_EpochDraws":
+        rng = per_image_rng(seed, "augment-table", epoch)
+        return cls(rng.integers(0, 2 * pad + 1, (n, 2)), rng.random(n) < 0.5)
+
+
+def _augment(images: torch.Tensor, index: np.ndarray, aug: Augment, draws: _EpochDraws, seed: int, epoch: int) -> torch.Tensor:
+    """Augments the images ``index`` (CPU, dataset positions): every draw is the image's own."""
     if aug.randaugment:
-        images = _randaugment(images, aug.randaugment)
+        images = _randaugment(images, aug.randaugment, [stream_seed(seed, "augment", epoch, i) for i in index.tolist()])
     b, _, h, w = images.shape
     if aug.pad:
         padded = F.pad(images, (aug.pad,) * 4, mode="reflect")
-        offsets = torch.randint(0, 2 * aug.pad + 1, (b, 2), generator=gen).tolist()
+        offsets = draws.offsets[index].tolist()
         images = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
     if aug.flip:
-        flip = torch.rand(b, generator=gen) < 0.5
+        flip = torch.from_numpy(draws.flip[index])
         images = torch.where(flip.to(images.device).view(b, 1, 1, 1), images.flip(3), images)
     return images
+
+
+def _random_erase(x: torch.Tensor, index: np.ndarray, prob: float, seed: int, epoch: int) -> torch.Tensor:
+    """timm's ``RandomErasing(prob, mode="pixel")`` (one box of 2 %-1/3 of the image, log-uniform
+    aspect ratio 0.3-3.3, up to 10 tries, normal noise), drawn per image from (seed, epoch, index).
+
+    Written out because timm's draws from the global generators of the host and the device,
+    which a per-image seed could only reach through a host sync per image on CUDA.
+    """
+    _, c, h, w = x.shape
+    for row, i in enumerate(index.tolist()):
+        rng = np.random.default_rng(stream_seed(seed, "erase", epoch, i))
+        if rng.random() >= prob:
+            continue
+        for _ in range(10):
+            area = rng.uniform(0.02, 1 / 3) * h * w
+            aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+            eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if eh < h and ew < w:
+                top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+                gen = torch.Generator(device=x.device).manual_seed(int(rng.integers(2**63)))
+                x[row, :, top : top + eh, left : left + ew] = torch.randn((c, eh, ew), generator=gen, device=x.device, dtype=x.dtype)
+                break
+    return x
 
 
 class _FileDataset(torch.utils.data.Dataset):
     """Images decoded per item: timm's training transform with ``augment``, else the evaluation view."""
 
-    def __init__(self, data: ImageFiles, augment: "Augment | None"):
-        self.data = data
+    def __init__(self, data: ImageFiles, augment: "Augment | None", seed: int = 0, epoch: int = 0):
+        self.data, self.seed, self.epoch = data, seed, epoch
         self.transform = None
         if augment is not None:
             from timm.data import create_transform
@@ -95,13 +145,13 @@ class _FileDataset(torch.utils.data.Dataset):
 
         path = self.data.paths[i]
         if self.transform is None:
-            return decode_image(path, self.data.input_size, self.data.crop_pct), self.data.labels[i]
+            return decode_image(path, self.data.input_size, self.data.crop_pct), self.data.labels[i], i
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img, seeded_globals(stream_seed(self.seed, "augment", self.epoch, i)):
                 image = self.transform(img.convert("RGB"))
         except OSError as exc:
             raise NeasError(f"cannot read image {path}: {exc}") from None
-        return image, self.data.labels[i]
+        return image, self.data.labels[i], i
 
 
 class BatchLoader:
@@ -150,7 +200,7 @@ class BatchLoader:
     def _indices(self, epoch: int) -> torch.Tensor:
         n = len(self.data)
         if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(self.seed, "shuffle", epoch)))
         else:
             order = torch.arange(n)
         per_rank = n // self.world if self.train else -(-n // self.world)
@@ -162,12 +212,10 @@ class BatchLoader:
     def __len__(self) -> int:
         return -(-len(self._indices(0)) // self.batch_size)
 
-    def _finish(self, images: torch.Tensor, labels: torch.Tensor):
+    def _finish(self, images: torch.Tensor, labels: torch.Tensor, index: "torch.Tensor | None" = None, epoch: int = 0):
         x = normalize(images.to(self.device, non_blocking=True))
         if self.augment is not None and self.augment.erase_prob > 0:
-            from timm.data.random_erasing import RandomErasing
-
-            x = RandomErasing(self.augment.erase_prob, mode="pixel", device=str(x.device))(x)
+            x = _random_erase(x, index.cpu().numpy(), self.augment.erase_prob, self.seed, epoch)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels.to(self.device, non_blocking=True)
@@ -175,20 +223,21 @@ class BatchLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self._indices(epoch)
         if isinstance(self.data, ImageTensors) and self.corruption is None:
-            gen = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 64 + self.rank)
+            draws = _EpochDraws.draw(len(self.data), self.augment.pad, self.seed, epoch) if self.augment is not None else None
             for start in range(0, len(index), self.batch_size):
-                batch = index[start : start + self.batch_size].to(self.device)
+                cpu = index[start : start + self.batch_size]
+                batch = cpu.to(self.device)
                 images = self.data.images[batch]
                 if self.augment is not None:
-                    images = _augment(images, self.augment, gen)
-                yield self._finish(images, self.data.labels[batch])
+                    images = _augment(images, cpu.numpy(), self.augment, draws, self.seed, epoch)
+                yield self._finish(images, self.data.labels[batch], cpu, epoch)
             return
         if self.corruption is not None:
             from neas.data.corruptions import CorruptedImages
 
             items = CorruptedImages(self.data, self.corruption)
         else:
-            items = _FileDataset(self.data, self.augment)
+            items = _FileDataset(self.data, self.augment, self.seed, epoch)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(items, index.tolist()),
             batch_size=self.batch_size,
@@ -196,5 +245,5 @@ class BatchLoader:
             pin_memory=self.device.type == "cuda",
             drop_last=self.train,
         )
-        for images, labels in loader:
-            yield self._finish(images, labels)
+        for images, labels, *index in loader:  # files give their dataset positions, corrupted copies none
+            yield self._finish(images, labels, index[0] if index else None, epoch)

@@ -8,9 +8,9 @@ files class by class, so a prefix of a split is one class: no set here is ever a
 
 from __future__ import annotations
 
-import zlib
-
 import torch
+
+from neas.seeding import stream_seed
 
 __all__ = ["holdout_split", "stratified_subset", "class_counts", "SPLIT_SEED"]
 
@@ -62,7 +62,7 @@ def stratified_subset(labels: torch.Tensor, n: "int | None", purpose: str, seed:
         if t == 0:
             continue
         idx = torch.nonzero(labels == c).flatten()
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(f"{purpose}:{c}".encode())) % 2**63)
+        gen = torch.Generator().manual_seed(stream_seed(seed, "subset", purpose, c))
         chosen = idx[torch.randperm(len(idx), generator=gen)[:t]]
         keyed += [((j + 0.5) / t, c, int(i)) for j, i in enumerate(chosen.tolist())]
     keyed.sort()

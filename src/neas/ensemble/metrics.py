@@ -2,8 +2,12 @@
 ensemble (the mean of its paths' logits, as the model computes it), of every path, and of every
 anytime sub-ensemble (its first j paths); how diverse the paths are; and measured latency.
 
+- Predicted class: the highest logit, ties to the lowest class index (``argmax``) — one rule for
+  top-1, top-5 (a stable sort), ECE, disagreement and the oracle.
 - NLL: mean cross-entropy of the softmax of the logits (natural log).
-- ECE: torchmetrics' top-label calibration error, 15 equal-width confidence bins, L1.
+- ECE: torchmetrics' top-label calibration error, 15 equal-width confidence bins, L1; the
+  reliability diagram uses torchmetrics' bins exactly (``bucketize`` on ``linspace(0, 1, 16)``,
+  so a confidence of exactly 1.0 sits in a 16th bin of its own).
 - Brier: mean over images of the squared distance between the probability vector and the
   one-hot label, summed over classes (so it lies in [0, 2]).
 
@@ -18,9 +22,15 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from neas.ensemble.model import EnsembleNet
 
-__all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ECE_BINS"]
+__all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ranked_classes", "ECE_BINS"]
 
 ECE_BINS = 15
+
+
+def ranked_classes(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` most likely classes per row (B, k), best first, ties to the lower class index:
+    column 0 is ``logits.argmax(1)`` (``topk`` orders ties arbitrarily)."""
+    return torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 class Scores:
@@ -36,7 +46,7 @@ class Scores:
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         logits = logits.float()
         probs = logits.softmax(1)
-        best = logits.topk(self.top5, dim=1).indices
+        best = ranked_classes(logits, self.top5)
         self.n += len(y)
         self.top1_sum += int((best[:, 0] == y).sum())
         self.top5_sum += int((best == y[:, None]).any(1).sum())
@@ -57,14 +67,17 @@ class Scores:
         return out
 
     def reliability(self) -> dict:
-        """Per equal-width confidence bin: images, mean confidence and accuracy (the diagram)."""
+        """Per confidence bin: images, mean confidence and accuracy (the diagram), binned exactly as
+        torchmetrics' ECE bins them: ``ECE_BINS`` equal-width bins closed on the left, and one more
+        for a confidence of exactly 1.0."""
         conf, correct = torch.cat(self.confidence), torch.cat(self.correct).float()
-        index = (conf * ECE_BINS).long().clamp(max=ECE_BINS - 1)
-        count = torch.bincount(index, minlength=ECE_BINS)
+        boundaries = torch.linspace(0, 1, ECE_BINS + 1, dtype=conf.dtype)
+        index = torch.bucketize(conf, boundaries, right=True) - 1
+        count = torch.bincount(index, minlength=ECE_BINS + 1)
         safe = count.clamp(min=1)
         return {"bins": ECE_BINS, "count": count.tolist(),
-                "confidence": (torch.bincount(index, conf, ECE_BINS) / safe).tolist(),
-                "accuracy": (torch.bincount(index, correct, ECE_BINS) / safe).tolist()}
+                "confidence": (torch.bincount(index, conf, ECE_BINS + 1) / safe).tolist(),
+                "accuracy": (torch.bincount(index, correct, ECE_BINS + 1) / safe).tolist()}
 
 
 @torch.no_grad()

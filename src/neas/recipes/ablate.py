@@ -309,11 +309,12 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
     device = local_device(base.device)
     net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()
     split = "test" if base.eval_split == "test" else "train"
-    data = load_dataset(base.data, split, space.input_size, base.data_dir)
+    data = load_dataset(base.data, split, space.input_size, base.data_dir, **base.decoding)
     if base.eval_split == "holdout":
         from neas.data import holdout_split
+        from neas.data.datasets import evaluation_view
 
-        data = data.subset(holdout_split(data.labels, base.holdout)[1])
+        data = evaluation_view(data, holdout_split(data.labels, base.holdout)[1])
     scores = evaluate_ensemble(net, BatchLoader(data, 256, False, device=device).epoch(0))
     cost = cost_table(space, members[0].num_classes).cost(arch)
     result = {"source": str(arch_spec), "copies": copies, "arch": arch.to_json(), "members": singles,

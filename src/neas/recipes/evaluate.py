@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from neas.config import option, validate_fields
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
-from neas.data.datasets import check_same_classes
+from neas.data.datasets import check_same_classes, evaluation_view
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.io import load_model, store_metadata
 from neas.errors import NeasError
-from neas.options import DEVICE_HELP, QualityOptions
+from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluateConfig(QualityOptions):
+class EvaluateConfig(QualityOptions, DecodeOptions):
     """The schema of ``neas evaluate``."""
 
     checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
@@ -51,12 +51,14 @@ class EvaluateConfig(QualityOptions):
         self.check_quality()
 
 
-def fit_on_heldout(net, data: str, data_dir, holdout: float, input_size: int, device, batch_size: int = 256) -> dict:
+def fit_on_heldout(net, data: str, data_dir, holdout: float, input_size: int, device, batch_size: int = 256,
+                   decoding: "dict | None" = None) -> dict:
     """Fits the ensemble's temperature on the held-out part of the training split (the part a
-    retraining with ``--holdout`` left out); returns the record stored with the model."""
-    train = load_dataset(data, "train", input_size, data_dir)
+    retraining with ``--holdout`` left out, seen as the test split is); returns the record stored with the model."""
+    train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
     _, held = holdout_split(train.labels, holdout)
-    logits, labels = ensemble_logits(net.to(device).eval(), BatchLoader(train.subset(held), batch_size, False, device=device).epoch(0))
+    held_out = evaluation_view(train, held)
+    logits, labels = ensemble_logits(net.to(device).eval(), BatchLoader(held_out, batch_size, False, device=device).epoch(0))
     record = fit_temperature(logits, labels)
     record["fitted_on"] = f"held-out part of the training split ({holdout:g} of it)"
     log.info("temperature %.3f: held-out NLL %.4f -> %.4f on %d images", record["temperature"], record["nll_before"],
@@ -73,7 +75,7 @@ def _temperature(cfg: EvaluateConfig, net, meta: dict, data, data_dir, device) -
     if cfg.official_checkpoint is not None or not holdout:
         raise NeasError("--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
                         "retrain with --holdout 0.1 (or use --temperature none)")
-    record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size)
+    record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size, cfg.decoding)
     path = store_metadata(cfg.checkpoint, temperature=record)
     log.info("stored the temperature in %s", path)
     return record
@@ -86,7 +88,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     data_dir = cfg.data_dir or json.loads(meta.get("data", "{}")).get("data_dir")
     if data is None:
         raise NeasError("--data is required for this checkpoint")
-    dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir)
+    dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)
     if dataset.num_classes != net.num_classes:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
     if "classes" in meta:  # matched by name: a test folder with other classes is not scored by position

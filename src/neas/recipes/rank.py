@@ -27,7 +27,7 @@ import torch
 from neas.config import option, validate_fields
 from neas.dist import local_device
 from neas.errors import NeasError
-from neas.options import DeviceOptions, ScoringOptions
+from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RankConfig(DeviceOptions, ScoringOptions):
+class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
     """The schema of ``neas rank``."""
 
     supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
@@ -52,7 +52,7 @@ class RankConfig(DeviceOptions, ScoringOptions):
     from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
     scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
     scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
-    bootstrap: int = option(1000, "bootstrap resamples for the confidence intervals", valid=">= 1")
+    bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals", valid=">= 1")
     scratch: "str | None" = option(None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused")
 
     def __post_init__(self):
@@ -122,7 +122,7 @@ def rank(cfg: RankConfig) -> dict:
         if cache.is_file():
             scored = json.loads(cache.read_text())
         else:
-            bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size)
+            bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, decoding=cfg.decoding)
             evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
             scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
             atomic_write_text(cache, json.dumps(scored) + "\n")

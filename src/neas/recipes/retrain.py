@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.config import option, validate_fields
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data.datasets import evaluation_view
 from neas.data.datasets import check_same_classes
 from neas.ensemble import build_ensemble
 from neas.ensemble.io import save_ensemble
@@ -118,14 +119,15 @@ class _PathLogits(nn.Module):
 def _setup_data(cfg: RetrainConfig, space):
     """(training split without its held-out part, evaluation split, held-out part or None);
     ``eval_split`` picks the test split or the held-out part."""
-    train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
-    test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download)
+    train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
+    test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download,
+                                                                 **cfg.decoding)
     if test is not None:
         check_same_classes(train.classes, test.classes, f"{cfg.data} test split")
     held_out = None
     if cfg.holdout:
         keep, held = holdout_split(train.labels, cfg.holdout)
-        train, held_out = train.subset(keep), train.subset(held)
+        train, held_out = train.subset(keep), evaluation_view(train, held)  # held out: seen as the test split is
         test = test if test is not None else held_out
     return train, test, held_out
 

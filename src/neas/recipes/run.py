@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
 DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 
-_SHARED = ("space", "data", "data_dir", "download", "seed", "device")
+_SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
 # may be corrected; a finished one is never reused under other settings), and random search may be added
 NOT_COMPARED = ("resume", "out", "device", "workers", "compare_random", "supernet", "search", "retrain", "budgets")

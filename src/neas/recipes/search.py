@@ -28,7 +28,7 @@ from neas.cost.latency import LatencyTable, check_table, device_name, measure_la
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
-from neas.options import RunOptions, ScoringOptions
+from neas.options import DecodeOptions, RunOptions, ScoringOptions
 from neas.search.constraints import Constraints
 from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
@@ -47,7 +47,7 @@ STRATEGIES = ("evolution", "random")
 
 
 @dataclass
-class SearchConfig(RunOptions, ScoringOptions):
+class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
     """The schema of ``neas search``: every field is a YAML key and a flag."""
 
     supernet: str = option("runs/supernet", "the supernet-training run directory")
@@ -171,7 +171,8 @@ def search(cfg: SearchConfig) -> Path:
                             f"takes at least {fastest:.3f} ms (e.g. {quick}: {latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and "
                             f"the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
     _keep_latency(latency, run, resuming)
-    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers)
+    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers,
+                                                  cfg.decoding)
     evaluator = CandidateEvaluator(supernet, bn, val_batches)
     costs_of = {}
 

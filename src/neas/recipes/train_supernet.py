@@ -71,7 +71,7 @@ class SupernetConfig(DataOptions, TrainOptions):
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
-    full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download)
+    full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
     if space.in_channels != 3:
         raise NeasError(f"space {space.name!r} expects in_channels={space.in_channels}, but dataset {cfg.data!r} has 3-channel images")
     if full.num_classes < 2:

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
+from neas.seeding import seed_everything, stream_seed
 
 __all__ = [
     "amp_dtype",
@@ -139,8 +139,8 @@ def train_epoch(
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The global RNG seed of an epoch on a rank (dropout, RandAugment): a resumed run repeats it."""
-    return seed * 1000 + epoch * 16 + rank
+    """The global RNG seed of an epoch on a rank (dropout, drop path): a resumed run repeats it."""
+    return stream_seed(seed, "epoch", epoch, rank)
 
 
 def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None" = None) -> dict:
@@ -177,15 +177,6 @@ def linear_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     return base * max(0.0, 1.0 - (step - warmup) / max(1, total - warmup))
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python's, NumPy's (timm's RandAugment draws from it) and torch's global RNGs."""
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 MARKER = "neas-run.json"  # written first into every run directory: what a run may touch
