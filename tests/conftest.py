@@ -1,7 +1,22 @@
-import random
+"""Fixtures shared by the tests.
 
-import pytest
-import torch
+The suite runs at one thread per process whatever the environment says (``OMP_NUM_THREADS``
+unset, 1 or 2): a float summed in another thread order can flip a discrete outcome (a search's
+pick), so a test's numbers must not depend on the machine's thread count. Subprocesses (the
+torchrun tests) inherit the setting.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from neas.space import SearchSpace
 

@@ -55,14 +55,18 @@ def test_search_writes_a_front_of_mutually_non_dominated_members(trained_superne
     run = search(cfg)
     pareto = json.loads((run / "pareto.json").read_text())
     front = pareto["front"]
-    assert pareto["metric"] == "macs" and len(front) >= 5
+    assert pareto["metric"] == "macs"
+    assert len(front) >= 2  # the cheapest ensemble has a far worse NLL than the best (a large margin)
     for a in front:
         for b in front:
             dominated = b["fitness"] >= a["fitness"] and b["macs"] <= a["macs"] and (b["fitness"] > a["fitness"] or b["macs"] < a["macs"])
             assert not dominated, (a, b)
     assert [m["macs"] for m in front] == sorted(m["macs"] for m in front)
-    members = [m for g in sorted(run.glob("generation_*.json")) for m in json.loads(g.read_text())["members"]]
-    lo, hi = min(m["macs"] for m in members), max(m["macs"] for m in members)
-    assert front[0]["macs"] <= lo + 0.25 * (hi - lo)  # it reaches the cheap end of what was evaluated
+    # anchored at the shrunk space's cheapest ensemble, whatever the floating-point details of the scores
+    generations = [json.loads(g.read_text())["members"] for g in sorted(run.glob("generation_*.json"))]
+    anchor = generations[0][0]
+    assert anchor["origin"] == "anchor"
+    assert anchor["macs"] == min(m["macs"] for members in generations for m in members)
+    assert front[0]["macs"] == anchor["macs"]
     with pytest.raises(NeasError, match="pareto: unknown cost 'flops'"):
         from_dict(SearchConfig, {"pareto": "flops"})

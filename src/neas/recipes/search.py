@@ -256,8 +256,10 @@ def search(cfg: SearchConfig) -> Path:
         return [archs[i] for i in nsga2_select(objectives(archs), k)]
 
     if cfg.strategy == "evolution":
+        # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
+        anchors = (table.extremes(shrunk, cfg.pareto)[0],) if cfg.pareto in ("macs", "paper_flops", "params") else ()
         history = evolve(shrunk, cfg.evolution, ok, evaluate, rng, on_generation, start, history,
-                         select_parents=pareto_parents if cfg.pareto else None)
+                         select_parents=pareto_parents if cfg.pareto else None, anchors=anchors)
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
         history = random_search(shrunk, budget, cfg.evolution.population, ok, evaluate, rng, on_generation, start, history)

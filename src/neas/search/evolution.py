@@ -146,8 +146,12 @@ def evolve(
     start: int = 0,
     history: "dict[EnsembleArch, float] | None" = None,
     select_parents: "Callable[[dict[EnsembleArch, float], int], list[EnsembleArch]] | None" = None,
+    anchors: "tuple[EnsembleArch, ...]" = (),
 ) -> dict[EnsembleArch, float]:
     """Runs generations ``start..generations-1``; returns every evaluated member's fitness.
+
+    ``anchors`` (those within ``ok``) open generation 0 before its random members: the Pareto
+    search anchors its front at the space's cheapest ensemble.
 
     Generation 0 is P random members; each later one holds up to ``mutations`` mutated and
     ``crossovers`` crossed children of ``parents`` members found so far — the fittest, or whom
@@ -158,7 +162,8 @@ def evolve(
     history = dict(history or {})
     for g in range(start, settings.generations):
         seen = set(history)
-        members, origins = [], []
+        members = [a for a in anchors if a not in seen and ok(a)] if g == 0 else []
+        origins = ["anchor"] * len(members)
         if g > 0:
             if select_parents is None:
                 ranked = sorted(history, key=lambda a: -history[a])[: settings.parents]
