@@ -121,3 +121,104 @@ def test_ranking_pools_tau_over_seeds_and_pairs_differences_by_seed(tmp_path):
     (tmp_path / "rank_none_seed1.json").write_text(json.dumps(units["rank_none_seed1"]))
     with pytest.raises(ValueError, match="cannot be paired"):
         tables.write_tables(tmp_path, None)
+
+
+def test_pooled_bootstrap_equals_scipy_bootstrap_resampling_every_seed_alike():
+    import numpy as np
+
+    tables = _module("tables")
+    rng = np.random.default_rng(3)
+    scratch = np.round(rng.uniform(0.5, 0.6, 30), 3)
+    a = [np.round(scratch + rng.normal(0, 0.01, 30), 3) for _ in range(3)]
+    b = [np.round(scratch + rng.normal(0, 0.04, 30), 3) for _ in range(3)]
+
+    def statistic(*xs):  # the mean over seeds of τ(a_s, scratch) − τ(b_s, scratch), one resample at a time
+        return (np.mean([stats.kendalltau(x, xs[-1]).statistic for x in xs[:3]])
+                - np.mean([stats.kendalltau(x, xs[-1]).statistic for x in xs[3:6]]))
+
+    ref = stats.bootstrap((*a, *b, scratch), statistic, n_resamples=2000, paired=True, vectorized=False, method="percentile",
+                          rng=np.random.default_rng(5))
+    boot = tables._pooled_bootstrap([x.tolist() for x in a], [x.tolist() for x in b], scratch.tolist(), 2000, seed=5)
+    assert boot["ci"] == pytest.approx(list(ref.confidence_interval), abs=1e-12) and boot["resamples"] == 2000
+    assert tables._pooled_bootstrap(a, None, scratch)["resamples"] >= 10_000  # the tables' own: at least 10,000 resamples
+
+
+def _boot_with_lower_bound(lower_over_band: float, sign: int = 1) -> dict:
+    """A bootstrap CI (``percentile_ci``) of constructed numbers whose bound on the ``sign`` side
+    of 0 sits at ``lower_over_band`` times its Monte-Carlo band's half-width from 0."""
+    import numpy as np
+
+    from neas.search.ranking import percentile_ci
+
+    values = np.random.default_rng(0).normal(0.0, 0.05, 10_000)
+    boot = percentile_ci(values)
+    (lo, _), (band, _) = boot["ci"], boot["mc"]
+    shifted = values - lo + lower_over_band * (band[1] - band[0]) / 2
+    return percentile_ci(sign * shifted)
+
+
+@pytest.mark.parametrize("where", [0.5, -0.5])
+def test_a_bootstrap_bound_within_monte_carlo_error_of_0_is_borderline(where):
+    tables = _module("tables")
+    diffs = [0.14, 0.15, 0.16]  # a t CI far from 0: only the bootstrap can hold the verdict back
+    boot = _boot_with_lower_bound(where)
+    (lo, _), (band, _) = boot["ci"], boot["mc"]
+    assert band[0] < 0 < band[1] and (lo > 0) == (where > 0)  # excludes 0 (or not) only by the luck of the resamples
+    assert tables._judge(diffs, 1, "τ", 1, boot)[1] == "borderline"
+    assert tables._judge(diffs, 1, "τ", 0, boot)[1] == "borderline"
+    assert tables._judge([-d for d in diffs], 1, "τ", 0, _boot_with_lower_bound(where, -1))[1] == "borderline"
+
+
+def test_a_bootstrap_bound_clear_of_0_gives_a_verdict():
+    tables = _module("tables")
+    diffs = [0.14, 0.15, 0.16]
+    clear = _boot_with_lower_bound(3.0)  # three half-bands above 0
+    assert tables._judge(diffs, 1, "τ", 1, clear)[1] == "agrees"
+    assert tables._judge(diffs, 1, "τ", 0, clear)[1] == "better"
+    assert tables._judge([-d for d in diffs], 1, "τ", 0, _boot_with_lower_bound(3.0, -1))[1] == "worse"
+    assert tables._judge(diffs, 1, "τ", 0, _boot_with_lower_bound(-3.0))[1] == "within noise"  # clearly contains 0
+    assert tables._judge([0.1, -0.2, 0.15], 1, "τ", 0, clear)[1] == "within noise"  # the t CI contains 0: the bootstrap cannot help
+
+
+def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_monte_carlo_error(tmp_path, monkeypatch):
+    import numpy as np
+
+    tables = _module("tables")
+    rng = np.random.default_rng(0)
+    scratch = rng.uniform(0.5, 0.6, 30).tolist()
+    for seed in range(3):
+        for mode, noise in (("diversity", 0.005), ("none", 0.05)):
+            unit = _rank_unit(mode, seed, (np.asarray(scratch) + rng.normal(0, noise, 30)).tolist(), scratch)
+            (tmp_path / f"rank_{mode}_seed{seed}.json").write_text(json.dumps(unit))
+    # the same units whose difference is clear ("diversity better", the test above), with a constructed ensemble bootstrap
+    monkeypatch.setattr(tables, "_pooled_bootstrap", lambda *args, **kwargs: _boot_with_lower_bound(0.5))
+    text = tables.write_tables(tmp_path, None)
+    row = next(line for line in text.splitlines() if line.startswith("| diversity − none |"))
+    assert row.endswith("| borderline |"), row
+    verdict = next(line for line in text.splitlines() if line.startswith("| diversity shrinking ranks ensembles better than none"))
+    assert verdict.endswith("| borderline |") and "Monte-Carlo band" in verdict, verdict
+
+
+def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tmp_path, monkeypatch):
+    import numpy as np
+
+    tables = _module("tables")
+    rng = np.random.default_rng(0)
+    scratch = rng.uniform(0.5, 0.6, 30).tolist()
+    for seed in range(2):
+        for mode in ("diversity", "accuracy"):
+            unit = _rank_unit(mode, seed, (np.asarray(scratch) + rng.normal(0, 0.02, 30)).tolist(), scratch)
+            (tmp_path / f"rank_{mode}_seed{seed}.json").write_text(json.dumps(unit))
+    drawn = []
+    real = tables.paired_bootstrap  # what every interval of the tables goes through, directly or by neas.search.ranking
+    import neas.search.ranking as ranking
+
+    def spy(arrays, statistic, resamples=ranking.RESAMPLES, seed=0):
+        drawn.append(resamples)
+        return real(arrays, statistic, resamples, seed)
+
+    monkeypatch.setattr(tables, "paired_bootstrap", spy)
+    monkeypatch.setattr(ranking, "paired_bootstrap", spy)
+    tables.write_tables(tmp_path, None)
+    # per seed: τ/ρ of each mode (4) and Δτ (2); pooled: τ of each mode (2), Δτ in the ranking and the verdict tables (2)
+    assert len(drawn) == 10 and min(drawn) >= 10_000, drawn

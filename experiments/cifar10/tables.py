@@ -8,6 +8,27 @@ retrain and the extra ones); the row reports the mean over pipeline seeds ± the
 deviation and a 95 % Student-t confidence interval. Differences between rows are paired by
 pipeline seed (the same seed pairs both), with a paired-t 95 % CI; a CI that contains 0 is
 reported as "within noise". Partial studies print what they have, with the number of seeds.
+
+Kendall τ (and Spearman ρ) carry percentile-bootstrap 95 % CIs over the 30 ranked ensembles:
+``scipy.stats.bootstrap(paired=True, method="percentile")`` with 10,000 resamples
+(``neas.search.ranking.RESAMPLES``), τ-b vectorised over the resamples, seeded (seed 0 for the
+pooled intervals, the supernet seed for per-seed ones); the per-seed intervals are recomputed
+here from the committed scores, not read from the summaries (``neas rank`` made those with 1,000).
+Pooled over supernet seeds, the statistic is the mean over seeds of τ(seed s's one-shot
+scores, from-scratch scores), every seed resampled with the same indices.
+
+Monte-Carlo error of a bootstrap bound. A percentile bound from B resamples is itself random:
+another bootstrap seed moves it. Its Monte-Carlo error is the band between the bootstrap
+distribution's quantiles q ± 2·sqrt(q(1−q)/B) (q = 0.025 for the lower bound, 0.975 for the
+upper). The number of resamples below the bound an infinite number of resamples would give is
+Binomial(B, q), so the band holds that bound with ≈ 95 % probability; one bootstrap run gives it
+at no extra cost. Checked against the other definition, the spread over bootstrap seeds: for
+the pooled diversity − accuracy Δτ, the lower bound over 20 seeds has sd 0.0027 (range −0.013
+to −0.003) and the band is 0.008 wide, a half-width of about 1.5 sd. A verdict that needs a
+bootstrap CI to exclude 0 is reported as **borderline** when 0 lies inside the band of the
+bound on the difference's side (the lower bound of a positive mean difference): whether the CI
+excludes 0 then depends on the bootstrap's seed, not on the data. t CIs have no Monte-Carlo
+error: one that contains 0 makes the verdict "within noise" whatever the bootstrap says.
 """
 
 from __future__ import annotations
@@ -23,6 +44,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study.py beside this file, however this one was loaded
 from study import OLD_RANK, SHRINK_MODES, units as study_units  # noqa: E402
+
+from neas.search.ranking import RESAMPLES, kendall_tau, paired_bootstrap, percentile_ci, rank_correlation, tau_difference  # noqa: E402
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
@@ -43,23 +66,45 @@ def _load(results: Path) -> dict[str, dict]:
 RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "quality"), ("none", "accuracy"))
 
 
-def _pooled_bootstrap(a: "list[list[float]]", b: "list[list[float]] | None", scratch: "list[float]", resamples: int = 1000) -> list:
+def _pooled_bootstrap(a: "list[list[float]]", b: "list[list[float]] | None", scratch: "list[float]",
+                      resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """Percentile 95 % CI of the mean over supernet seeds of τ(a_s, scratch) (minus τ(b_s, scratch)),
     resampling the ranked ensembles with the same indices for every seed: the noise of the
-    30-ensemble sample, which a t interval over 3 seeds does not see."""
-    rng = np.random.default_rng(0)
-    y, xa = np.asarray(scratch), [np.asarray(v) for v in a]
-    xb = [np.asarray(v) for v in b] if b is not None else None
-    values = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(y), len(y))
-        if np.ptp(y[idx]) == 0 or any(np.ptp(x[idx]) == 0 for x in xa + (xb or [])):
-            continue
-        t = np.mean([stats.kendalltau(x[idx], y[idx]).statistic for x in xa])
-        if xb is not None:
-            t -= np.mean([stats.kendalltau(x[idx], y[idx]).statistic for x in xb])
-        values.append(t)
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    30-ensemble sample, which a t interval over 3 seeds does not see. ``percentile_ci``'s dict:
+    ``ci``, each bound's Monte-Carlo band ``mc``, ``resamples`` (those with a ranking)."""
+    k, m = len(a), len(b or [])
+
+    def statistic(*xs, axis=-1):
+        y = xs[-1]
+        t = np.mean([kendall_tau(x, y, axis) for x in xs[:k]], axis=0)
+        return t - np.mean([kendall_tau(x, y, axis) for x in xs[k:k + m]], axis=0) if m else t
+
+    return percentile_ci(paired_bootstrap([*a, *(b or []), scratch], statistic, resamples, seed))
+
+
+def decide(lo: float, hi: float, mean: float, boot: "dict | None" = None) -> str:
+    """The outcome of a difference with t CI [lo, hi] and, optionally, a bootstrap CI
+    (``percentile_ci``'s dict) that must also exclude 0: "+" / "-" (both exclude 0, on the
+    mean's side), "noise" (either contains 0: either source of noise explains it), or
+    "borderline": the t CI excludes 0 and the bootstrap bound on the mean's side is within its
+    Monte-Carlo band of 0 (module docstring), so which of the other two it is depends on the
+    bootstrap's seed."""
+    if lo <= 0 <= hi:
+        return "noise"
+    up = mean > 0
+    if boot is not None:
+        bound, band = (boot["ci"][0], boot["mc"][0]) if up else (boot["ci"][1], boot["mc"][1])
+        if band[0] <= 0 <= band[1]:
+            return "borderline"
+        if (bound <= 0) if up else (bound >= 0):
+            return "noise"
+    return "+" if up else "-"
+
+
+def _band(boot: dict, mean: float, scale: float = 1) -> str:
+    """The Monte-Carlo band of the bootstrap bound on the mean's side (the one a verdict turns on)."""
+    band = boot["mc"][0] if mean > 0 else boot["mc"][1]
+    return f"[{scale * band[0]:+.3f}, {scale * band[1]:+.3f}]"
 
 
 def _rank_units(units: dict) -> dict[str, dict[int, dict]]:
@@ -92,20 +137,20 @@ def ranking(units: dict) -> str:
         if not seeds:
             lines.append(f"| {mode} | not run yet | | | | | |")
             continue
-        per = "; ".join(f"s{s}: {u['rank']['kendall_tau']:.3f} [{u['rank']['kendall_tau_ci95'][0]:.2f}, {u['rank']['kendall_tau_ci95'][1]:.2f}]"
-                        for s, u in sorted(seeds.items()))
-        per_rho = "; ".join(f"s{s}: {u['rank']['spearman_rho']:.3f} [{u['rank']['spearman_rho_ci95'][0]:.2f}, "
-                            f"{u['rank']['spearman_rho_ci95'][1]:.2f}]" for s, u in sorted(seeds.items()))
+        # the per-seed intervals from the committed scores with RESAMPLES resamples (the summaries' have 1,000)
+        corr = {s: rank_correlation(u["rank"]["oneshot_acc"], u["scratch_acc"], RESAMPLES, s) for s, u in sorted(seeds.items())}
+        per = "; ".join(f"s{s}: {c['kendall_tau']:.3f} [{c['kendall_tau_ci95'][0]:.2f}, {c['kendall_tau_ci95'][1]:.2f}]"
+                        for s, c in corr.items())
+        per_rho = "; ".join(f"s{s}: {c['spearman_rho']:.3f} [{c['spearman_rho_ci95'][0]:.2f}, "
+                            f"{c['spearman_rho_ci95'][1]:.2f}]" for s, c in corr.items())
         taus = [u["rank"]["kendall_tau"] for u in seeds.values()]
         rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
         acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
         inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
-        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))
+        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))["ci"]
         lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} {{{boot[0]:.3f}, {boot[1]:.3f}}} | {per_rho} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
     lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [t CI over seeds] "
-              "{bootstrap CI over ensembles} | verdict |", "|---|---|---|---|"]
-    from neas.search.ranking import tau_difference
-
+              "{bootstrap CI over ensembles} | Monte-Carlo band of the bootstrap bound on the mean's side | verdict |", "|---|---|---|---|---|"]
     for a, b in RANK_PAIRS:
         common = sorted(set(by_mode[a]) & set(by_mode[b]))
         if not common:
@@ -113,20 +158,19 @@ def ranking(units: dict) -> str:
         per, diffs = [], []
         for s in common:
             ua, ub = by_mode[a][s], by_mode[b][s]
-            d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], 1000, s)
+            d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], RESAMPLES, s)
             per.append(f"s{s}: {d['tau_difference']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
             diffs.append(d["tau_difference"])
         m, _, lo, hi = ci95(diffs)
-        blo, bhi = _pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
-                                     [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
+        boot = _pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+                                 [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
         if math.isnan(lo):
             verdict = "needs 2+ seeds"
-        elif lo <= 0 <= hi or blo <= 0 <= bhi:  # either source of noise can explain it
-            verdict = "within noise"
         else:
-            verdict = f"{a} better" if m > 0 else f"{b} better"
+            verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[decide(lo, hi, m, boot)]
         ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
-        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {verdict} |")
+        (blo, bhi) = boot["ci"]
+        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {_band(boot, m)} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -357,10 +401,11 @@ def ablation_table(units: dict, which: str, reference: str) -> str:
     return _rows_with_differences(rows, reference, extra=(("split", lambda v: str(v[0]["split"])),))
 
 
-def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci=None) -> tuple[str, str]:
+def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci: "dict | None" = None) -> tuple[str, str]:
     """(measured: mean [95 % CI], verdict) for paired differences whose expected sign (the
-    paper's) is ``paper_sign`` (0: no claim, a new question). ``extra_ci``: another interval that
-    must also exclude 0 (the ensemble bootstrap of a τ difference)."""
+    paper's) is ``paper_sign`` (0: no claim, a new question). ``extra_ci``: a bootstrap interval
+    (``percentile_ci``'s dict, the ensemble bootstrap of a τ difference) that must also exclude
+    0; "borderline" when its bound on the mean's side is within Monte-Carlo error of 0 (``decide``)."""
     if not diffs:
         return "-", "not run yet"
     if len(diffs) < 2:
@@ -368,18 +413,21 @@ def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, e
     m, _, lo, hi = ci95(diffs)
     text = f"{scale * m:+.2f} {unit} [{scale * lo:+.2f}, {scale * hi:+.2f}] (n={len(diffs)})"
     if extra_ci is not None:
-        text += f", ensembles resampled [{scale * extra_ci[0]:+.2f}, {scale * extra_ci[1]:+.2f}]"
-    noise = lo <= 0 <= hi or (extra_ci is not None and extra_ci[0] <= 0 <= extra_ci[1])
-    if noise:
-        return text, "within noise"
+        (blo, bhi) = extra_ci["ci"]
+        text += (f", ensembles resampled [{scale * blo:+.3f}, {scale * bhi:+.3f}] (Monte-Carlo band of its bound on the mean's side: "
+                 f"{_band(extra_ci, m, scale)})")
+    outcome = decide(lo, hi, m, extra_ci)
+    if outcome in ("noise", "borderline"):
+        return text, "within noise" if outcome == "noise" else "borderline"
     if paper_sign == 0:
-        return text, "better" if m > 0 else "worse"
-    return text, "agrees" if (m > 0) == (paper_sign > 0) else "disagrees"
+        return text, "better" if outcome == "+" else "worse"
+    return text, "agrees" if (outcome == "+") == (paper_sign > 0) else "disagrees"
 
 
 def verdicts(units: dict) -> str:
     """Each paper claim and each new question, with the measured paired difference, its CI and
-    the verdict it decides: agrees / disagrees (the CI excludes 0) or within noise."""
+    the verdict it decides: agrees / disagrees (the CI excludes 0) or within noise; borderline
+    where a bootstrap bound is within Monte-Carlo error of 0."""
     lines = ["| claim or question | paper (ImageNet) | measured difference [95 % CI] | verdict |", "|---|---|---|---|"]
     by_mode = _rank_units(units)
     for a, b, paper in (("diversity", "none", "τ 0.65 vs 0.45"), ("diversity", "accuracy", "τ 0.65 vs 0.42"),

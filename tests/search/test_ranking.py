@@ -1,11 +1,14 @@
 import json
+import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
 import neas.recipes.rank as rank_mod
 from neas.cli import main
-from neas.search.ranking import rank_correlation, tau_difference
+from neas.search.ranking import (RESAMPLES, kendall_tau, mc_band, percentile_ci, rank_correlation, spearman_rho,
+                                 tau_difference)
 
 from ..helpers import Killed
 
@@ -33,6 +36,56 @@ def test_tau_difference_is_paired():
     assert tau_difference(a, a, y, bootstrap=100)["ci95"] == [0.0, 0.0]  # pairing: identical supernets never differ
     with pytest.raises(ValueError):
         tau_difference(a, b[:-1], y)
+
+
+def _scores(seed=0, n=30):
+    """Constructed scores with ties (rounded), like accuracies on a few thousand images."""
+    rng = np.random.default_rng(seed)
+    y = np.round(rng.uniform(0.5, 0.6, n), 2)
+    return np.round(y + rng.normal(0, 0.02, n), 2), np.round(y + rng.normal(0, 0.05, n), 2), y
+
+
+def test_vectorised_tau_and_rho_equal_scipy_on_every_resample_with_ties():
+    a, _, y = _scores()
+    idx = np.random.default_rng(1).integers(0, len(y), (200, len(y)))  # 200 resamples, many ties
+    taus, rhos = kendall_tau(a[idx], y[idx]), spearman_rho(a[idx], y[idx])
+    assert taus.shape == rhos.shape == (200,)
+    for i, j in enumerate(idx):
+        assert taus[i] == pytest.approx(stats.kendalltau(a[j], y[j]).statistic, abs=1e-12)  # τ-b, as scipy
+        assert rhos[i] == pytest.approx(stats.spearmanr(a[j], y[j]).statistic, abs=1e-12)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(spearman_rho([1, 2, 3], [2, 2, 2]))  # no ranking
+
+
+def test_bootstrap_cis_equal_scipy_bootstrap_with_scipys_own_statistics():
+    a, b, y = _scores()
+    ref = stats.bootstrap((a, b, y), lambda a, b, y: stats.kendalltau(a, y).statistic - stats.kendalltau(b, y).statistic,
+                          n_resamples=3000, paired=True, vectorized=False, method="percentile", rng=np.random.default_rng(7))
+    d = tau_difference(a, b, y, 3000, seed=7)
+    assert d["ci95"] == pytest.approx(list(ref.confidence_interval), abs=1e-12)
+    r = rank_correlation(a, y, 3000, seed=7)
+    for key, statistic in (("kendall_tau", stats.kendalltau), ("spearman_rho", stats.spearmanr)):
+        ref = stats.bootstrap((a, y), lambda a, y: statistic(a, y).statistic, n_resamples=3000, paired=True, vectorized=False,
+                              method="percentile", rng=np.random.default_rng(7))
+        assert r[f"{key}_ci95"] == pytest.approx(list(ref.confidence_interval), abs=1e-12), key
+    # every interval rests on at least 10,000 resamples unless told otherwise
+    assert RESAMPLES >= 10_000 and tau_difference(a, b, y)["bootstrap"] == rank_correlation(a, y)["bootstrap"] == RESAMPLES
+
+
+def test_monte_carlo_band_is_the_bounds_order_statistic_interval_and_its_spread_over_seeds():
+    values = np.random.default_rng(0).permutation(np.arange(10_000, dtype=float))  # quantile q sits at 9999 q
+    h = 2 * math.sqrt(0.025 * 0.975 / 10_000)
+    assert mc_band(values, 0.025) == pytest.approx([9999 * (0.025 - h), 9999 * (0.025 + h)])
+    ci = percentile_ci(values)
+    assert ci["ci"] == pytest.approx([9999 * 0.025, 9999 * 0.975]) and ci["resamples"] == 10_000
+    assert ci["mc"][1] == pytest.approx([9999 * (0.975 - h), 9999 * (0.975 + h)])
+    assert percentile_ci([float("nan")] * 3)["resamples"] == 0
+    # the band is as wide as the bound's spread over bootstrap seeds says: a half-width of about 2 sd
+    a, b, y = _scores()
+    runs = [tau_difference(a, b, y, seed=s) for s in range(20)]
+    sd = np.std([r["ci95"][0] for r in runs], ddof=1)
+    half = np.mean([(r["ci95_mc"][0][1] - r["ci95_mc"][0][0]) / 2 for r in runs])
+    assert 1 < half / sd < 3, (half, sd)
+    assert all(r["ci95_mc"][0][0] <= r["ci95"][0] <= r["ci95_mc"][0][1] for r in runs)
 
 
 def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, monkeypatch):
@@ -103,8 +156,10 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
     real_seed = retrain_mod.seed_everything
     monkeypatch.setattr(retrain_mod, "seed_everything", lambda s: (epochs.append(s), real_seed(s)))
     assert main(argv) == 0
-    # seeds: one at the start of each run, then cfg.seed * 1000 + 16 * epoch per epoch trained:
-    # the interrupted run trains only its second epoch (16), the third run both (0, 16)
-    assert epochs == [0, 16, 0, 0, 16]
+    # seeds: one at the start of each run (the run seed, 0), then the epoch's (epoch_seed) per epoch trained:
+    # the interrupted run trains only its second epoch, the third run both
+    from neas.train.loop import epoch_seed
+
+    assert epochs == [0, epoch_seed(0, 1, 0), 0, epoch_seed(0, 0, 0), epoch_seed(0, 1, 0)]
     assert (done[0] / "model.safetensors").read_bytes() == finished_weights  # the finished run was not redone
     assert len(json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"]) == 3
