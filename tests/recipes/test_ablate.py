@@ -153,7 +153,7 @@ def test_search_curve(finished, tmp_path):
     evo = r["evolution"]
     assert evo["evaluations"] == json.loads((finished / "search" / "arch.json").read_text())["evaluations"]
     assert all(a <= b for a, b in zip(evo["best"], evo["best"][1:]))  # best-so-far never drops
-    assert all(t <= b for t, b in zip(evo["top_mean"], evo["best"]))
+    assert all(t <= b + 1e-12 for t, b in zip(evo["top_mean"], evo["best"]))  # a mean of equal values may round up
     assert evo["best"][-1] == json.loads((finished / "search" / "arch.json").read_text())["supernet_acc"]
     gens = sorted((finished / "search").glob("generation_*.json"))
     last = [m["ensemble_acc"] for m in json.loads(gens[-1].read_text())["members"]]
