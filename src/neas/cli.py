@@ -36,7 +36,7 @@ def _artefact(runner: str, name: str):
 def _evaluate(cfg, args) -> None:
     from neas.recipes.evaluate import evaluate, format_result
 
-    from neas.train.checkpoint import atomic_write_text, check_output
+    from neas.io import check_output, write_text
 
     if args.json not in (None, "-"):
         check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json")
@@ -45,7 +45,7 @@ def _evaluate(cfg, args) -> None:
         text = json.dumps(result, indent=1)
         if args.json == "-":
             return print(text)
-        atomic_write_text(args.json, text + "\n")
+        write_text(args.json, text + "\n")
     print(format_result(result))
 
 

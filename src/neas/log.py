@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from neas import dist
+from neas.io import append_line
 
 __all__ = ["MetricLogger"]
 
@@ -34,8 +35,7 @@ class MetricLogger:
         if not self.enabled:
             return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

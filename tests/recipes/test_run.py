@@ -79,7 +79,7 @@ def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
     import neas.recipes.search as search_mod
     import neas.recipes.train_supernet as sn_mod
 
-    module, attr = {"supernet": (sn_mod, "save_checkpoint"), "search": (search_mod, "atomic_write_text"),
+    module, attr = {"supernet": (sn_mod, "save_checkpoint"), "search": (search_mod, "write_json"),
                     "retrain": (retrain_mod, "save_checkpoint")}[stage]
     restore = kill_after(module, attr, after=2)
     out = tmp_path / "run"

@@ -78,8 +78,10 @@ def test_resume_after_a_kill_between_epochs(finished, tmp_path, kill_after):
 
 def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, kill_after):
     # the third checkpoint: die with a half-written temporary file
-    restore = kill_after(checkpoint, "save_file", after=3,
-                         instead=lambda tensors, path, metadata=None: Path(path).write_bytes(b"\x00" * 100))
+    def half_written(path, tensors, metadata=None):  # what a kill inside the write leaves: its temporary file
+        Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp").write_bytes(b"\x00" * 100)
+
+    restore = kill_after(checkpoint, "save_tensors", after=3, instead=half_written)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train_supernet(small(out))

@@ -21,6 +21,7 @@ import torch.nn as nn
 from neas.config import option, validate_fields
 from neas.cost.table import walk_pieces
 from neas.errors import NeasError, suggest
+from neas.io import save_figure
 from neas.nn import make_classifier, make_conv_head, make_last_block, pool_classify
 from neas.options import DEVICE_HELP
 from neas.space import EnsembleArch, SearchSpace
@@ -142,9 +143,9 @@ class LatencyTable:
         return dict(self.__dict__)
 
     def save(self, path: "str | Path") -> None:
-        from neas.train.checkpoint import atomic_write_text
+        from neas.io import write_json
 
-        atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
+        write_json(path, self.to_json())
 
     @staticmethod
     def load(path: "str | Path") -> "LatencyTable":
@@ -324,9 +325,7 @@ def plot_validation(report: dict, path: "str | Path") -> Path:
                  f"the two passes differ by {report['test_retest_mape_pct']:.1f}% (bias {report['test_retest_bias_pct']:+.1f}%)")
     ax.title.set_fontsize(9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def check_table(table: LatencyTable, space: SearchSpace) -> LatencyTable:
@@ -369,7 +368,7 @@ class LatencyTableCommand:
 
         from neas.dist import local_device
         from neas.space import SearchSpace
-        from neas.train.checkpoint import check_output
+        from neas.io import check_output
 
         check_output(self.out, (self.space,), self.force)
         space = SearchSpace.resolve(self.space)
@@ -386,9 +385,9 @@ class LatencyTableCommand:
             with tqdm(total=2 * 15, desc=f"validate on {self.validate} ensembles", disable=None) as bar:
                 report = validate_table(table, space, self.num_classes, device, self.validate, progress=bar)
             stem = str(self.out)[:-5] if str(self.out).endswith(".json") else str(self.out)
-            from neas.train.checkpoint import atomic_write_text
+            from neas.io import write_json
 
-            atomic_write_text(f"{stem}.validation.json", json.dumps(report, indent=1) + "\n")
+            write_json(f"{stem}.validation.json", report)
             plot_validation(report, f"{stem}.validation.png")
             text += (f"\nvalidation on {self.validate} other ensembles: MAPE {report['mape_pct']:.1f}%, bias {report['bias_pct']:+.1f}%, "
                      f"Kendall tau {report['kendall_tau']:.2f}; the measurements' own test-retest: "

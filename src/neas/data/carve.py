@@ -23,6 +23,7 @@ from neas.config import option, validate_fields
 from neas.data.split import SPLIT_SEED, holdout_split
 from neas.data.subimagenet import _images, _link
 from neas.errors import NeasError
+from neas.io import write_json
 
 __all__ = ["carve_test_split", "CarveTestCommand"]
 
@@ -51,7 +52,7 @@ def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float 
             _link(f, out / part / c / f.name)
             if part == "test":
                 listing["test"][c].append(f.name)
-    (out / "split.json").write_text(json.dumps(listing, indent=1) + "\n")
+    write_json(out / "split.json", listing)
     return listing
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from neas.errors import NeasError, suggest
+from neas.io import atomic_write
 
 __all__ = ["ImageTensors", "ImageFiles", "load_dataset", "evaluation_view", "check_same_classes", "DATASETS", "IMAGE_EXTENSIONS",
            "DECODE_MODES"]
@@ -225,10 +226,7 @@ def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Ten
         list(pool.map(work, range(len(paths))))
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, images.numpy())
-        os.replace(tmp, cached)
+        atomic_write(cached, lambda f: np.save(f, images.numpy()))
     except OSError as exc:  # a read-only home: decoding every time still works
         log.warning("could not write the decode cache %s: %s", cached, exc)
     return images

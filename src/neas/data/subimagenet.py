@@ -18,6 +18,7 @@ from pathlib import Path
 from neas.config import option, validate_fields
 from neas.data.datasets import IMAGE_EXTENSIONS
 from neas.errors import NeasError
+from neas.io import write_json
 
 __all__ = ["make_subimagenet", "SubImageNetCommand"]
 
@@ -63,7 +64,7 @@ def make_subimagenet(imagenet: "str | Path", out: "str | Path", classes: int = 1
             for f in files:
                 _link(f, out / split / c / f.name)
             listing[split][c] = [f.name for f in files]
-    (out / "classes.json").write_text(json.dumps(listing, indent=1) + "\n")
+    write_json(out / "classes.json", listing)
     return listing
 
 

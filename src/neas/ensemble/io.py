@@ -8,7 +8,7 @@ from pathlib import Path
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
-from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
+from neas.io import load_matching, load_weights, save_tensors
 
 __all__ = ["save_ensemble", "load_ensemble", "load_model", "store_metadata", "FORMAT"]
 
@@ -23,7 +23,7 @@ def save_ensemble(net: EnsembleNet, path: "str | Path", **meta) -> None:
     """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it."""
     metadata = {"format": FORMAT, "arch": json.dumps(net.arch.to_json()), "space": json.dumps(net.space.to_dict()),
                 "num_classes": str(net.num_classes), **_as_metadata(meta)}
-    atomic_save_file(net.state_dict(), path, metadata)
+    save_tensors(path, net.state_dict(), metadata)
 
 
 def _read(path: "str | Path") -> tuple[Path, dict, dict]:
@@ -50,7 +50,7 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, dict]:
 def store_metadata(path: "str | Path", **meta) -> Path:
     """Adds ``meta`` to a neas weights file's metadata (atomically; the weights are unchanged)."""
     path, tensors, old = _read(path)
-    atomic_save_file(tensors, path, {**old, **_as_metadata(meta)})
+    save_tensors(path, tensors, {**old, **_as_metadata(meta)})
     return path
 
 

@@ -21,7 +21,7 @@ import torch
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
-from neas.train.checkpoint import load_matching
+from neas.io import load_matching
 
 __all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
 

@@ -37,7 +37,7 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
-from neas.train.checkpoint import atomic_write_text
+from neas.io import save_figure, write_json, write_text
 from neas.train.loop import claim_dir, run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
@@ -64,13 +64,13 @@ def _write_once(path: Path, text: str) -> None:
             raise NeasError(f"{path} already exists with different content: {path.parent} belongs to another "
                             f"ablation; choose another --out")
         return
-    atomic_write_text(path, text)
+    write_text(path, text)
 
 
 def _finish(out: Path, kind: str, results: dict, table: str) -> dict:
     record = {"ablation": kind, **results}
-    atomic_write_text(out / "ablate.json", json.dumps(record, indent=1) + "\n")
-    atomic_write_text(out / "ablate.md", table)
+    write_json(out / "ablate.json", record)
+    write_text(out / "ablate.md", table)
     log.info("%s:\n%s", kind, table)
     return record
 
@@ -276,8 +276,7 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
         ax.set(xlabel="ensembles evaluated", ylabel="supernet top-1 on search-val (%)", title=Path(run).name)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path") -> dict:

@@ -34,7 +34,7 @@ from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet, read_supernet_info
-from neas.train.checkpoint import atomic_write_text
+from neas.io import save_figure, write_json, write_text
 from neas.train.loop import claim_dir, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
@@ -88,7 +88,7 @@ def rank(cfg: RankConfig) -> dict:
         arch = EnsembleArch.sample(space, rng, shrunk)
         if arch not in archs:
             archs.append(arch)
-    atomic_write_text(out / "archs.json", json.dumps([a.to_json() for a in archs], indent=1) + "\n")
+    write_json(out / "archs.json", [a.to_json() for a in archs])
     # from scratch: reused from --scratch, else cached per arch and resumable
     scratch = []
     key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"  # other settings, other runs: never a stale result
@@ -107,8 +107,8 @@ def rank(cfg: RankConfig) -> dict:
                                         compile="off")
             run_stage(run, ["eval.json"], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
         scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
-    atomic_write_text(out / "scratch.json", json.dumps({"recipe": recipe, "ensembles": [
-        {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]}, indent=1) + "\n")
+    write_json(out / "scratch.json", {"recipe": recipe, "ensembles": [
+        {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]})
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},
                "scratch_reused": sum(a in known for a in archs)}
     for path in supernets:
@@ -125,7 +125,7 @@ def rank(cfg: RankConfig) -> dict:
             bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, decoding=cfg.decoding)
             evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
             scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
-            atomic_write_text(cache, json.dumps(scored) + "\n")
+            write_json(cache, scored, indent=None)
         oneshot = scored["oneshot_acc"]
         corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
         # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
@@ -144,8 +144,8 @@ def rank(cfg: RankConfig) -> dict:
                                      scratch, cfg.bootstrap, cfg.seed)
         for i, a in enumerate(names) for b in names[i + 1:]
     }
-    atomic_write_text(out / "rank.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(out / "rank.md", _table(results))
+    write_json(out / "rank.json", results)
+    write_text(out / "rank.md", _table(results))
     return results
 
 
@@ -207,5 +207,4 @@ def _scatter(oneshot, scratch, corr, path: Path, title: str) -> None:
     ax.set(xlabel="supernet top-1 (inherited weights, %)", ylabel="from-scratch top-1 (%)",
            title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], Spearman ρ {corr['spearman_rho']:.2f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -40,7 +40,8 @@ from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.options import DataOptions, QualityOptions, TrainOptions
 from neas.space import resolve_arch_and_space
-from neas.train.checkpoint import atomic_write_text, save_checkpoint
+from neas.io import write_json
+from neas.train.checkpoint import save_checkpoint
 from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
@@ -255,7 +256,7 @@ def retrain(cfg: RetrainConfig) -> Path:
         result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=meta["path_order"]["order"],
                         order_by=meta["path_order"]["by"], temperature=meta.get("temperature"), corruptions=cfg.corruptions,
                         severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
-        atomic_write_text(run / "eval.json", json.dumps({"split": cfg.eval_split, **result}, indent=1) + "\n")
+        write_json(run / "eval.json", {"split": cfg.eval_split, **result})
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
     logger.close()

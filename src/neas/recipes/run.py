@@ -27,7 +27,7 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.train.checkpoint import atomic_write_text
+from neas.io import write_json
 from neas.train.loop import prepare_run_dir, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
@@ -104,7 +104,7 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
                 **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
         if dist.is_main_process() and not (folder / "arch.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "arch.json", json.dumps(arch, indent=1) + "\n")
+            write_json(folder / "arch.json", arch)
         dist.barrier()
         stage = dataclasses.replace(rt, arch=str(folder / "arch.json"), out=str(folder / "retrain"))
         run_stage(folder / "retrain", ["model.safetensors", "eval.json"], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
@@ -173,7 +173,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             "arch": {"split": arch["split"], "paths": arch["paths"]},
             **({"budgets": budgets} if budgets else {}),
         }
-        atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
+        write_json(run / "summary.json", summary)
     dist.barrier()
     return summary
 

@@ -36,7 +36,8 @@ from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
 from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
-from neas.train.checkpoint import atomic_write_text, read_state
+from neas.io import write_json
+from neas.train.checkpoint import read_state
 from neas.train.loop import prepare_run_dir, releases_run_dir, truncate_metrics
 
 __all__ = ["SearchConfig", "search"]
@@ -231,12 +232,12 @@ def search(cfg: SearchConfig) -> Path:
             "evaluations": len(history),
         }
         if dist.is_main_process():
-            atomic_write_text(run / f"generation_{g:02d}.json", json.dumps(record) + "\n")
+            write_json(run / f"generation_{g:02d}.json", record, indent=None)
             logger.log(g, generation=g, evaluations=len(history), best_acc=evaluator.memo[best_arch].ensemble_acc,
                        best_nll=evaluator.memo[best_arch].ensemble_nll, mean_acc=sum(accs) / len(accs), members=len(members))
             state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history),
                      "calibration": calibration}
-            atomic_write_text(run / "state.json", json.dumps(state) + "\n")
+            write_json(run / "state.json", state, indent=None)
             best = evaluator.memo[best_arch]
             log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
                      g, len(members), cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs), len(history))
@@ -289,10 +290,10 @@ def search(cfg: SearchConfig) -> Path:
                      for i in front_indices(objectives(archs))]
             pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(history),
                       "constraints": constraints.active(), "space": space.to_dict(), "num_classes": num_classes, "front": front}
-            atomic_write_text(run / "pareto.json", json.dumps(pareto, indent=1) + "\n")
+            write_json(run / "pareto.json", pareto)
             log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
                      front[0][cfg.pareto], front[-1][cfg.pareto])
-        atomic_write_text(run / "arch.json", json.dumps(result, indent=1) + "\n")
+        write_json(run / "arch.json", result)
         log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", cfg.objective, best,
                  100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
     logger.close()

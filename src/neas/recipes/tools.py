@@ -71,7 +71,7 @@ class ExportCommand:
     def __call__(self) -> str:
         from neas.ensemble.export import export
         from neas.ensemble.io import load_model
-        from neas.train.checkpoint import check_output
+        from neas.io import check_output
 
         check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force)
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)

@@ -34,7 +34,8 @@ from neas.shrink import ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
-from neas.train.checkpoint import atomic_write_text, save_checkpoint
+from neas.io import write_json
+from neas.train.checkpoint import save_checkpoint
 from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
@@ -176,7 +177,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
             bar.close()
             record = {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record}
             if dist.is_main_process():
-                atomic_write_text(run / "shrink" / f"round_{rounds:02d}.json", json.dumps(record) + "\n")
+                write_json(run / "shrink" / f"round_{rounds:02d}.json", record, indent=None)
             rounds += 1
             note = f"  shrink {before} -> {shrunk.num_combinations}"
         metrics["combinations"] = shrunk.num_combinations
@@ -195,7 +196,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         info = SupernetFile(space, shrunk, tuple(full.classes), cfg.data, cfg.data_dir, cfg.holdout, cfg.shrink.mode,
                             cfg.epochs - 1, to_dict(cfg))
         save_supernet(model, info, run / "supernet.safetensors")
-        atomic_write_text(run / "shrunk_space.json", json.dumps(shrunk.to_json(), indent=1) + "\n")
+        write_json(run / "shrunk_space.json", shrunk.to_json())
         log.info("supernet written to %s", run / "supernet.safetensors")
     logger.close()
     dist.barrier()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from neas.errors import NeasError
+from neas.io import write_text
 from neas.report import plots
 from neas.space import EnsembleArch, SearchSpace
 
@@ -100,5 +101,5 @@ img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%
 {''.join(parts)}
 </body></html>
 """
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 
+from neas.io import save_figure  # noqa: E402
 from neas.log import MetricLogger  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
 
@@ -24,9 +25,7 @@ __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto"
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_training(run: Path, path: Path) -> "Path | None":

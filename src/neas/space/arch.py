@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from neas.errors import NeasError, suggest
+from neas.io import write_json
 from neas.space.ops import Op, op_from_official, op_to_official, parse_op
 from neas.space.shrunk import ShrunkSpace
 from neas.space.space import SearchSpace
@@ -209,7 +210,7 @@ class EnsembleArch:
         return EnsembleArch(data["split"], data["paths"], data.get("distinct", True))
 
     def save(self, path: "str | Path", **extra) -> None:
-        Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=2) + "\n")
+        write_json(path, {**self.to_json(), **extra}, indent=2)
 
     @staticmethod
     def load(path: "str | Path") -> "EnsembleArch":

@@ -13,7 +13,7 @@ from pathlib import Path
 from neas.errors import NeasError
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
-from neas.train.checkpoint import atomic_save_file, load_matching, load_weights
+from neas.io import load_matching, load_weights, save_tensors
 
 __all__ = ["SupernetFile", "save_supernet", "load_supernet", "read_supernet_info", "FORMAT"]
 
@@ -74,7 +74,7 @@ class SupernetFile:
 
 def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> None:
     """Writes ``model``'s weights with ``info`` (atomically)."""
-    atomic_save_file(model.state_dict(), path, info.metadata())
+    save_tensors(path, model.state_dict(), info.metadata())
 
 
 def read_supernet_info(path: "str | Path") -> SupernetFile:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
+from neas.io import write_json, write_text, write_yaml
 from neas.seeding import seed_everything, stream_seed
 
 __all__ = [
@@ -266,14 +267,12 @@ def _check_kind(run: Path, kind: str) -> None:
 def _write_marker(run: Path, kind: str) -> None:
     """Writes the marker (kept once written), with ``cwd``: what the relative paths of the
     ``config.yaml`` written beside it mean."""
-    from neas.train.checkpoint import atomic_write_text
-
     try:
         marker = json.loads((run / MARKER).read_text())
     except (OSError, ValueError):
         marker = {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if isinstance(marker, dict) and marker.get("cwd") != str(Path.cwd()):
-        atomic_write_text(run / MARKER, json.dumps({**marker, "cwd": str(Path.cwd())}) + "\n")
+        write_json(run / MARKER, {**marker, "cwd": str(Path.cwd())}, indent=None)
 
 
 def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=("resume", "device", "workers", "out"),
@@ -308,10 +307,8 @@ def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore=(
         raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     lock_run_dir(run)
-    from neas.train.checkpoint import atomic_write_text
-
     _write_marker(run, kind)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_yaml(run / "config.yaml", to_dict(config))
     return run
 
 
@@ -374,9 +371,7 @@ def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
             continue  # a line cut by the crash
         if record.get(key, -1) <= last_epoch:
             keep.append(line)
-    from neas.train.checkpoint import atomic_write_text
-
-    atomic_write_text(path, "".join(l + "\n" for l in keep))
+    write_text(path, "".join(l + "\n" for l in keep))
 
 
 def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):

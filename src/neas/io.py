@@ -1,0 +1,169 @@
+"""The one module that writes files, and reads safetensors files (docs/DESIGN.md, "Files").
+
+Every write is atomic: the bytes go to a temporary file beside the target (opened exclusively,
+never through a symlink), are flushed and fsynced, and renamed over the target, whose folder is
+fsynced too — a reader sees the old file or the new one, never half of one, whatever moment a
+run is killed at. A symlink at the target is replaced, not followed. Nothing here unpickles.
+
+torch and safetensors are imported by the functions that need them: the space, the config and
+the command line write files too and must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import yaml
+
+from neas.errors import NeasError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["atomic_write", "write_text", "write_json", "write_yaml", "write_bytes", "append_line", "save_tensors",
+           "save_figure", "read_metadata", "load_weights", "load_matching", "check_output"]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: "str | Path", write: Callable[[Any], None], mode: int = 0o644) -> Path:
+    """Calls ``write(binary file)`` on a temporary file beside ``path``, then renames it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:  # left by a killed writer that had this PID: ours to replace
+        tmp.unlink()
+        fd = os.open(tmp, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: "str | Path", data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: "str | Path", text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: "str | Path", value: Any, indent: "int | None" = 1) -> Path:
+    """``value`` as JSON with a final newline (``indent=None``: one line)."""
+    return write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def write_yaml(path: "str | Path", value: Any) -> Path:
+    return write_text(path, yaml.safe_dump(value, sort_keys=False))
+
+
+def append_line(path: "str | Path", line: str) -> None:
+    """Appends one line (a metrics record): a line cut by a kill is skipped by its readers."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
+def save_tensors(path: "str | Path", tensors: "dict[str, torch.Tensor]", metadata: "dict[str, str] | None" = None) -> Path:
+    """A safetensors file of ``tensors`` (moved to the CPU, contiguous) with string ``metadata``."""
+    from safetensors.torch import save as safetensors_bytes
+
+    data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    return write_bytes(path, data)
+
+
+def save_figure(fig, path: "str | Path", dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)
+
+
+def read_metadata(path: "str | Path") -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors; errors name the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except (OSError, SafetensorError) as exc:
+        raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
+    """A weights file (safetensors) and its metadata; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeasError(f"{path}: no such weights file")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    try:
+        return load_file(str(path)), meta
+    except (OSError, SafetensorError) as exc:
+        raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_matching(module: "torch.nn.Module", tensors: "dict[str, torch.Tensor]", what: str, source: str = "file") -> "torch.nn.Module":
+    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
+    otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
+    ``{source} (..) vs model (..)``)."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    mismatched = [f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+    parts = [f"{label} {len(keys)} key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}")
+    if parts:
+        raise NeasError(f"{what} ({'; '.join(parts)})")
+    module.load_state_dict(tensors)
+    return module
+
+
+def check_output(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
+    """Refuses an output path that is one of the ``inputs`` (never, even with ``force``), a
+    directory, or an existing file (unless ``force``); returns it."""
+    out = Path(out)
+    for given in inputs:
+        if given is None:
+            continue
+        given = Path(given)
+        candidates = [given, *(given / name for name in ("model.safetensors", "supernet.safetensors"))] if given.is_dir() else [given]
+        if any(out.resolve() == c.resolve() for c in candidates):
+            raise NeasError(f"{flag} {out} is an input of this command; it would be overwritten")
+    if out.is_dir():
+        raise NeasError(f"{flag} {out} is a directory; give a file name")
+    if out.exists() and not force:
+        raise NeasError(f"{flag} {out} already exists; pass --force to overwrite it")
+    return out
