@@ -13,7 +13,7 @@ from neas.cli import main
 from neas.config import from_dict
 from neas.errors import NeasError
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.train.loop import MARKER, prepare_run_dir, release_run_dir
+from neas.rundir import MARKER, prepare_run_dir, release_run_dir
 
 from .helpers import Killed
 
@@ -56,7 +56,7 @@ def test_1_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
 
 
 def test_1_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, capsys):
-    from neas.train.loop import run_stage
+    from neas.rundir import run_stage
 
     stage = tmp_path / "run" / "supernet"
     stage.mkdir(parents=True)
@@ -149,7 +149,7 @@ def test_10_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_the
 
 def test_10_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
     from neas.recipes.run import NOT_COMPARED, RunConfig
-    from neas.train.loop import run_stage
+    from neas.rundir import run_stage
 
     run = tmp_path / "r"
     cfg = from_dict(RunConfig, {"out": str(run), "retrain": {"epochs": 3}})
@@ -170,7 +170,7 @@ def test_10_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp
 
 
 def test_9_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_path):
-    from neas.train.loop import truncate_metrics
+    from neas.rundir import truncate_metrics
 
     run = tmp_path / "s"
     prepare_run_dir(run, False, _tiny(run), "supernet")
@@ -187,17 +187,17 @@ def test_3_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, caps
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     _one_error_line(capsys, main(["ablate", "split", "--arch", "neas-s", "--out", str(tmp_path / "mine")]), "not a neas ablate split directory")
-    from neas.train.loop import claim_dir
+    from neas.rundir import claim_dir
 
     with pytest.raises(NeasError, match="not a neas rank directory"):
-        claim_dir(tmp_path / "mine", "rank", legacy=("archs.json",))
+        claim_dir(tmp_path / "mine", "rank")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
-    claim_dir(tmp_path / "r", "rank", legacy=("archs.json",))
+    claim_dir(tmp_path / "r", "rank")
     release_run_dir(tmp_path / "r")
-    claim_dir(tmp_path / "r", "rank", legacy=("archs.json",))  # its own: reused
+    claim_dir(tmp_path / "r", "rank")  # its own: reused
     release_run_dir(tmp_path / "r")
     with pytest.raises(NeasError, match="is a rank directory, not a ablate split one"):
-        claim_dir(tmp_path / "r", "ablate split", legacy=("ablate.json",))
+        claim_dir(tmp_path / "r", "ablate split")
 
 
 def test_3_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from neas.config import add_options, resolve_config
 from neas.errors import NeasError, report_error
+from neas.rundir import ABLATE, ARCH, MODEL, RANK, SUPERNET
 
 __all__ = ["main", "build_parser"]
 
@@ -39,7 +40,7 @@ def _evaluate(cfg, args) -> None:
     from neas.io import check_output, write_text
 
     if args.json not in (None, "-"):
-        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json")
+        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET))
     result = evaluate(cfg)
     if args.json is not None:
         text = json.dumps(result, indent=1)
@@ -55,7 +56,7 @@ def _rank(cfg, args) -> None:
     for path, r in rank(cfg)["supernets"].items():
         (lo, hi), n = r["kendall_tau_ci95"], r["n"]
         print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], Spearman rho {r['spearman_rho']:.3f} over {n} ensembles")
-    print(f"rank: {cfg.out}/rank.json")
+    print(f"rank: {Path(cfg.out, RANK)}")
 
 
 def _run(cfg, args) -> None:
@@ -69,14 +70,14 @@ def _run(cfg, args) -> None:
 
 
 def _ablate(cfg, args) -> None:
-    from neas.train.loop import release_run_dir
+    from neas.rundir import release_run_dir
 
     try:
         record = _run_ablation(cfg, args)
     finally:
         release_run_dir(Path(args.out))
     print(Path(args.out, "ablate.md").read_text().rstrip())
-    print(f"ablate: {args.out}/ablate.json ({record['ablation']})")
+    print(f"ablate: {Path(args.out, ABLATE)} ({record['ablation']})")
 
 
 def _run_ablation(cfg, args) -> dict:
@@ -106,10 +107,10 @@ _TOOLS = "neas.recipes.tools:"
 # name: (help, schema "module:Class" or None, handler(cfg, args) or None to call the schema, extra arguments)
 COMMANDS = {
     "train-supernet": ("train the K-path supernet with search-space shrinking", "neas.recipes.train_supernet:SupernetConfig",
-                       _artefact("train_supernet", "supernet.safetensors"), ()),
+                       _artefact("train_supernet", SUPERNET), ()),
     "search": ("search the trained supernet for the best ensemble under a budget", "neas.recipes.search:SearchConfig",
-               _artefact("search", "arch.json"), ()),
-    "retrain": ("retrain an ensemble from scratch with the released models' recipe", _RETRAIN, _artefact("retrain", "model.safetensors"), ()),
+               _artefact("search", ARCH), ()),
+    "retrain": ("retrain an ensemble from scratch with the released models' recipe", _RETRAIN, _artefact("retrain", MODEL), ()),
     "evaluate": ("top-1, NLL, ECE, Brier of an ensemble, its paths and anytime sub-ensembles; calibration, corruptions, cost, latency", "neas.recipes.evaluate:EvaluateConfig",
                  _evaluate, (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
                              ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}))),

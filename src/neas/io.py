@@ -151,15 +151,16 @@ def load_matching(module: "torch.nn.Module", tensors: "dict[str, torch.Tensor]",
     return module
 
 
-def check_output(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
-    """Refuses an output path that is one of the ``inputs`` (never, even with ``force``), a
-    directory, or an existing file (unless ``force``); returns it."""
+def check_output(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out", inside: "tuple[str, ...]" = ()) -> Path:
+    """Refuses an output path that is one of the ``inputs`` (or, for an input directory, its files
+    named in ``inside``) — never, even with ``force`` — a directory, or an existing file (unless
+    ``force``); returns it."""
     out = Path(out)
     for given in inputs:
         if given is None:
             continue
         given = Path(given)
-        candidates = [given, *(given / name for name in ("model.safetensors", "supernet.safetensors"))] if given.is_dir() else [given]
+        candidates = [given, *(given / name for name in inside)] if given.is_dir() else [given]
         if any(out.resolve() == c.resolve() for c in candidates):
             raise NeasError(f"{flag} {out} is an input of this command; it would be overwritten")
     if out.is_dir():

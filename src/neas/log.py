@@ -12,6 +12,7 @@ from pathlib import Path
 
 from neas import dist
 from neas.io import append_line
+from neas.rundir import METRICS
 
 __all__ = ["MetricLogger"]
 
@@ -21,7 +22,7 @@ class MetricLogger:
 
     def __init__(self, run_dir: "str | Path", tensorboard: bool = True):
         self.enabled = dist.is_main_process()
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS
         self._tb = None
         if self.enabled and tensorboard:
             try:
@@ -50,7 +51,7 @@ class MetricLogger:
     def read(path: "str | Path") -> list[dict]:
         path = Path(path)
         if path.is_dir():
-            path = path / "metrics.jsonl"
+            path = path / METRICS
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -76,12 +76,14 @@ def test_run_directory_and_report(finished):
 @pytest.mark.parametrize("stage", ["supernet", "search", "retrain"])
 def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
     import neas.recipes.retrain as retrain_mod
-    import neas.recipes.search as search_mod
     import neas.recipes.train_supernet as sn_mod
 
-    module, attr = {"supernet": (sn_mod, "save_checkpoint"), "search": (search_mod, "write_json"),
-                    "retrain": (retrain_mod, "save_checkpoint")}[stage]
-    restore = kill_after(module, attr, after=2)
+    import neas.rundir as rundir
+
+    module, attr, when = {"supernet": (sn_mod, "save_checkpoint", None),
+                          "search": (rundir, "write_json", lambda path, *a, **kw: "generation_" in str(path)),
+                          "retrain": (retrain_mod, "save_checkpoint", None)}[stage]
+    restore = kill_after(module, attr, after=2, when=when)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         run_pipeline(cfg(out))

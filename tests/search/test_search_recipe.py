@@ -57,9 +57,9 @@ def test_random_search_runs_as_many_evaluations(trained_supernet, evolution_run,
 
 
 def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, kill_after):
-    import neas.recipes.search as recipe
+    import neas.rundir as rundir
 
-    restore = kill_after(recipe, "write_json",
+    restore = kill_after(rundir, "write_json",
                          when=lambda path, value, **kw: str(path).endswith("state.json") and value["generation"] == 1)
     out = tmp_path / "evo"
     with pytest.raises(Killed):

@@ -9,6 +9,7 @@ from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
 from neas.io import load_matching, load_weights, save_tensors
+from neas.rundir import MODEL
 
 __all__ = ["save_ensemble", "load_ensemble", "load_model", "store_metadata", "FORMAT"]
 
@@ -30,7 +31,7 @@ def _read(path: "str | Path") -> tuple[Path, dict, dict]:
     """A neas weights file (or a run directory's ``model.safetensors``): its path, tensors and metadata."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.safetensors"
+        path = path / MODEL
     tensors, meta = load_weights(path)
     if meta.get("format") != FORMAT:
         raise NeasError(f"{path}: not a neas ensemble file (format {meta.get('format')!r}); released .pth.tar files load with --official-checkpoint")

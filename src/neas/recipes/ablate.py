@@ -38,7 +38,7 @@ from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.io import save_figure, write_json, write_text
-from neas.train.loop import claim_dir, run_stage
+from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
 
@@ -69,7 +69,7 @@ def _write_once(path: Path, text: str) -> None:
 
 def _finish(out: Path, kind: str, results: dict, table: str) -> dict:
     record = {"ablation": kind, **results}
-    write_json(out / "ablate.json", record)
+    write_json(out / ABLATE, record)
     write_text(out / "ablate.md", table)
     log.info("%s:\n%s", kind, table)
     return record
@@ -86,8 +86,8 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
         arch_file = out / f"{name}.arch.json"
         _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
         cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(out / name), resume=False)
-        run_stage(out / name, ["model.safetensors", "eval.json"], retrain, cfg, name)
-        ev = json.loads((out / name / "eval.json").read_text())
+        run_stage(out / name, [MODEL, EVAL], retrain, cfg, name)
+        ev = json.loads((out / name / EVAL).read_text())
         k = arch.num_paths
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
         results[name] = {"arch": arch.to_json(), "split": arch.split, "top1": ev["ensemble"]["top1"],
@@ -100,7 +100,7 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
 def _num_classes(run: Path) -> int:
     from safetensors import safe_open
 
-    with safe_open(str(run / "model.safetensors"), "pt") as f:
+    with safe_open(str(run / MODEL), "pt") as f:
         return int(f.metadata()["num_classes"])
 
 
@@ -123,7 +123,7 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
     if arch.split == arch.num_layers:
         raise NeasError(f"{arch_spec}: its paths share every layer (split {arch.split}); they differ only in their heads, "
                         f"so mirroring a path changes nothing — pick an ensemble with private layers (e.g. `neas search --split 0 {arch.num_layers - 1}`)")
-    out = claim_dir(out, "ablate homo-hetero", legacy=("ablate.json",))
+    out = claim_dir(out, "ablate homo-hetero")
     variants = {"hetero": (arch, space)} | {f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)}
     results = _retrain_variants(variants, base, out)
     return _finish(out, "homo-hetero", {"source": str(arch_spec), "variants": results},
@@ -132,9 +132,9 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
 
 def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "EnsembleArch | None":
     """Reruns the search that produced ``arch_spec`` with the split point fixed at 0, same budget."""
-    config = Path(arch_spec).parent / "config.yaml"
+    config = Path(arch_spec).parent / CONFIG
     if not str(arch_spec).endswith(".json") or not config.is_file():
-        log.info("split: %s does not come from `neas search` (no config.yaml beside it); no equal-budget search", arch_spec)
+        log.info("split: %s does not come from `neas search` (no %s beside it); no equal-budget search", arch_spec, CONFIG)
         return None
     if space.split[0] > 0:
         log.info("split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget search", space.split[0])
@@ -142,8 +142,8 @@ def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "E
     cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
     supernet = json.loads(Path(arch_spec).read_text()).get("supernet") or cfg.supernet
     cfg = dataclasses.replace(cfg, supernet=supernet, out=str(out / "search_no_sharing"), split=[0, 0], resume=False)
-    run_stage(out / "search_no_sharing", ["arch.json"], search, cfg, "search without sharing")
-    return EnsembleArch.load(out / "search_no_sharing" / "arch.json")
+    run_stage(out / "search_no_sharing", [ARCH], search, cfg, "search without sharing")
+    return EnsembleArch.load(out / "search_no_sharing" / ARCH)
 
 
 def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal_budget: bool = True) -> dict:
@@ -152,7 +152,7 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
     arch, space = resolve_arch_and_space(arch_spec, base.space)
     if arch.split == 0:
         raise NeasError(f"{arch_spec}: the ensemble shares no layers (split 0); nothing to compare")
-    out = claim_dir(out, "ablate split", legacy=("ablate.json",))
+    out = claim_dir(out, "ablate split")
     wide = dataclasses.replace(space, split=(0, space.split[1]))
     variants = {"shared": (arch, space), "no_sharing_same_ops": (unshare(arch), wide)}
     searched = _search_without_sharing(arch_spec, space, out) if equal_budget else None
@@ -167,7 +167,7 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
     """Table 5: the whole pipeline of one ``neas run`` config (one budget) for each K in ``paths``."""
     base = from_dict(RunConfig, {**load_yaml(config), "resume": False}, str(config))
     space = SearchSpace.resolve(base.space)
-    out = claim_dir(out, "ablate paths", legacy=("ablate.json",))
+    out = claim_dir(out, "ablate paths")
     reuse = reuse or {}
     results = {}
     for k in sorted(set(paths) | set(reuse)):
@@ -182,7 +182,7 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
             _write_once(space_file, space_k.to_yaml())
             run = out / f"k{k}"
             run_pipeline(dataclasses.replace(base, space=str(space_file), out=str(run), resume=run.exists()))
-        summary = json.loads((run / "summary.json").read_text())
+        summary = json.loads((run / SUMMARY).read_text())
         results[str(k)] = {"run": str(run), "top1": summary["test_top1"], "path_top1": summary["path_test_top1"],
                            "supernet_acc": summary["supernet_acc"], "split": summary["arch"]["split"],
                            "macs": summary["macs"], "params": summary["params"], "constraints": summary["constraints"]}
@@ -196,13 +196,13 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
 
 def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     """A reused run must be finished and made with the same config apart from the space's K."""
-    if not (run / "summary.json").is_file():
-        raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no summary.json)")
-    used, given = yaml.safe_load((run / "config.yaml").read_text()), to_dict(base)
+    if not (run / SUMMARY).is_file():
+        raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no {SUMMARY})")
+    used, given = yaml.safe_load((run / CONFIG).read_text()), to_dict(base)
     differ = [key for key in sorted(set(used) | set(given)) if key not in ("space", "out", "resume") and used.get(key) != given.get(key)]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
-    runs_k = json.loads((run / "search" / "arch.json").read_text())["paths"]
+    runs_k = json.loads((run / "search" / ARCH).read_text())["paths"]
     if len(runs_k) != k:
         raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
 
@@ -249,7 +249,7 @@ def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict
         results[str(run)] = {"evolution": evo, "random": rnd, "equal_evaluations": n,
                              "evolution_best": evo["best"][n - 1], "random_best": rnd["best"][n - 1],
                              "evolution_top_mean": evo["top_mean"][n - 1], "random_top_mean": rnd["top_mean"][n - 1]}
-    out = claim_dir(out, "ablate search", legacy=("ablate.json",))
+    out = claim_dir(out, "ablate search")
     _plot_curves(results, out / "search_curve.png", top)
     lines = ["## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
              f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | last generation mean |",
@@ -294,16 +294,16 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
     if copies < 2:
         raise NeasError(f"--copies: a deep ensemble needs at least 2 copies, got {copies}")
     arch, space = resolve_arch_and_space(arch_spec, base.space)
-    out = claim_dir(out, "ablate deep-ensemble", legacy=("ablate.json",))
-    arch_file = out / "arch.json"
+    out = claim_dir(out, "ablate deep-ensemble")
+    arch_file = out / ARCH
     _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
     members, singles = [], []
     for i in range(copies):
         run = out / f"copy{i}"
         cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(run), seed=base.seed + i, resume=False)
-        run_stage(run, ["model.safetensors", "eval.json"], retrain, cfg, f"copy {i} (seed {base.seed + i})")
+        run_stage(run, [MODEL, EVAL], retrain, cfg, f"copy {i} (seed {base.seed + i})")
         members.append(load_ensemble(run)[0])
-        ev = json.loads((run / "eval.json").read_text())
+        ev = json.loads((run / EVAL).read_text())
         singles.append({"seed": base.seed + i, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
     device = local_device(base.device)
     net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()

@@ -35,7 +35,7 @@ from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet, read_supernet_info
 from neas.io import save_figure, write_json, write_text
-from neas.train.loop import claim_dir, releases_run_dir, run_stage
+from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -69,9 +69,9 @@ def rank(cfg: RankConfig) -> dict:
         raise NeasError("--supernet needs at least one supernet run directory")
     device = local_device(cfg.device)
     supernets = [Path(p) for p in cfg.supernet]
-    missing = [str(p) for p in supernets if not (p / "supernet.safetensors").is_file()]
+    missing = [str(p) for p in supernets if not (p / SUPERNET).is_file()]
     if missing:  # checked before the (long) from-scratch runs, not after
-        raise NeasError(f"not a finished supernet run (no supernet.safetensors): {', '.join(missing)}")
+        raise NeasError(f"not a finished supernet run (no {SUPERNET}): {', '.join(missing)}")
     first, first_info = load_supernet(supernets[0])
     space = first.space
     other = [str(p) for p in supernets[1:] if read_supernet_info(p).space != space]
@@ -81,7 +81,7 @@ def rank(cfg: RankConfig) -> dict:
     recipe = {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": first_info.data,
               "holdout": first_info.holdout, "space": json.loads(json.dumps(space.to_dict()))}  # as read back from JSON
     known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
-    out = claim_dir(cfg.out, "rank", legacy=("archs.json",))
+    out = claim_dir(cfg.out, "rank")
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []
     while len(archs) < cfg.num_archs:
@@ -97,7 +97,7 @@ def rank(cfg: RankConfig) -> dict:
             scratch.append(known[arch])
             continue
         run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
-        if not (run / "eval.json").is_file():
+        if not (run / EVAL).is_file():
             arch_file = out / "scratch" / f"{run.name}.json"
             arch_file.parent.mkdir(parents=True, exist_ok=True)
             arch.save(arch_file, space=space.to_dict())
@@ -105,8 +105,8 @@ def rank(cfg: RankConfig) -> dict:
                                         epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=first_info.holdout,
                                         eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
                                         compile="off")
-            run_stage(run, ["eval.json"], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
-        scratch.append(json.loads((run / "eval.json").read_text())["ensemble"]["top1"])
+            run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
+        scratch.append(json.loads((run / EVAL).read_text())["ensemble"]["top1"])
     write_json(out / "scratch.json", {"recipe": recipe, "ensembles": [
         {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]})
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},
@@ -115,7 +115,7 @@ def rank(cfg: RankConfig) -> dict:
         model, info = load_supernet(path, device)
         if model.space != space:
             raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
-        weights = (path / "supernet.safetensors").stat()  # a retrained supernet is scored anew
+        weights = (path / SUPERNET).stat()  # a retrained supernet is scored anew
         # "scoring/2": stratified BN and scoring sets; caches of the class-sorted sets are not reused
         tag = f"scoring/2:{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
         cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
@@ -144,7 +144,7 @@ def rank(cfg: RankConfig) -> dict:
                                      scratch, cfg.bootstrap, cfg.seed)
         for i, a in enumerate(names) for b in names[i + 1:]
     }
-    write_json(out / "rank.json", results)
+    write_json(out / RANK, results)
     write_text(out / "rank.md", _table(results))
     return results
 

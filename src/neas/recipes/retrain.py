@@ -40,9 +40,9 @@ from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.options import DataOptions, QualityOptions, TrainOptions
 from neas.space import resolve_arch_and_space
-from neas.io import write_json
 from neas.train.checkpoint import save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
+from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
+from neas.train.loop import epoch_seed, grad_scaler, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -203,9 +203,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "retrain") if dist.is_main_process() else Path(cfg.out)
-    dist.barrier()
-    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
+    run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, rank, world)
     steps = len(loader)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
@@ -214,7 +212,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     extra = {"ema": ema.module} if ema is not None else {}
     start = 0
-    if resuming:
+    if run.resuming:
         start = resume_run(run, net, optimizer, extra)["epoch"] + 1
         log.info("resuming %s after epoch %d", run, start)
     wrapped = _setup_forward(cfg, net, steps, device, world)
@@ -222,7 +220,7 @@ def retrain(cfg: RetrainConfig) -> Path:
     scaler = grad_scaler(device, cfg.amp)
     logger = MetricLogger(run)
     report = ema.module if ema is not None else net
-    if dist.is_main_process():
+    if run.main:
         log.info("retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, device %s x%d",
                  arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, world)
 
@@ -242,23 +240,23 @@ def retrain(cfg: RetrainConfig) -> Path:
             result = evaluate_ensemble(report, test_loader.epoch(0), calibration=False)
             metrics.update({"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_nll": result["ensemble"]["nll"]})
             metrics.update({f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(arch.num_paths)})
-        if dist.is_main_process():
+        if run.main:
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
             save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed}, extra=extra)
             test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
             log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"], metrics["images_per_s"], test_note)
         dist.barrier()
-    if dist.is_main_process():
+    if run.main:
         meta = {"classes": train_full.classes, "weights": "ema" if ema is not None else "raw",
                 "data": {"data": cfg.data, "data_dir": cfg.data_dir}, "recipe": cfg.recipe, "holdout": cfg.holdout,
                 **_order_and_temperature(cfg, report, held_out, device)}
-        save_ensemble(report, run / "model.safetensors", **meta)
+        save_ensemble(report, run / MODEL, **meta)
         result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=meta["path_order"]["order"],
                         order_by=meta["path_order"]["by"], temperature=meta.get("temperature"), corruptions=cfg.corruptions,
                         severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
-        write_json(run / "eval.json", {"split": cfg.eval_split, **result})
+        run.write_json(EVAL, {"split": cfg.eval_split, **result})
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
                  ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
     logger.close()
     dist.barrier()
-    return run
+    return run.path

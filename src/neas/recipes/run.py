@@ -28,7 +28,7 @@ from neas.recipes.search import SearchConfig, search
 from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.io import write_json
-from neas.train.loop import prepare_run_dir, run_stage
+from neas.rundir import ARCH, EVAL, MODEL, NOT_COMPARED as _ALWAYS_IGNORED, PARETO, SUMMARY, SUPERNET, RunDir, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -40,7 +40,7 @@ DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 _SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
 # may be corrected; a finished one is never reused under other settings), and random search may be added
-NOT_COMPARED = ("resume", "out", "device", "workers", "compare_random", "supernet", "search", "retrain", "budgets")
+NOT_COMPARED = _ALWAYS_IGNORED + ("compare_random", "supernet", "search", "retrain", "budgets")
 
 
 @dataclass
@@ -65,7 +65,7 @@ class RunConfig(DataOptions, DeviceOptions):
         own = {
             "supernet": (SupernetConfig, {"out": str(run / "supernet")}),
             "search": (SearchConfig, {"supernet": str(run / "supernet"), "out": str(run / "search")}),
-            "retrain": (RetrainConfig, {"arch": str(run / "search" / "arch.json"), "out": str(run / "retrain")}),
+            "retrain": (RetrainConfig, {"arch": str(run / "search" / ARCH), "out": str(run / "retrain")}),
         }
         configs = []
         for section, (cls, paths) in own.items():
@@ -92,7 +92,7 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
     ``budgets/<metric>_<budget>/`` (resumable); returns one record per budget."""
     from neas.search.pareto import pick_for_budgets
 
-    pareto = json.loads((run / "search" / "pareto.json").read_text())
+    pareto = json.loads((run / "search" / PARETO).read_text())
     values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}
     picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
     records = []
@@ -102,13 +102,13 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
         arch = {**{k: member[k] for k in ("split", "paths", "distinct") if k in member}, "space": pareto["space"],
                 "path_acc": member["path_acc"], "supernet_acc": member["ensemble_acc"], "budget": {cfg.budget_metric: value},
                 **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
-        if dist.is_main_process() and not (folder / "arch.json").is_file():
+        if dist.is_main_process() and not (folder / ARCH).is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / "arch.json", arch)
+            write_json(folder / ARCH, arch)
         dist.barrier()
-        stage = dataclasses.replace(rt, arch=str(folder / "arch.json"), out=str(folder / "retrain"))
-        run_stage(folder / "retrain", ["model.safetensors", "eval.json"], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
-        result = json.loads((folder / "retrain" / "eval.json").read_text())
+        stage = dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain"))
+        run_stage(folder / "retrain", [MODEL, EVAL], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
+        result = json.loads((folder / "retrain" / EVAL).read_text())
         records.append({"budget": text, "metric": cfg.budget_metric, "arch": {"split": member["split"], "paths": member["paths"]},
                         "supernet_acc": member["ensemble_acc"], "test_top1": result["ensemble"]["top1"], "test_nll": result["ensemble"]["nll"],
                         "macs": member["macs"], "params": member["params"], "dir": str(folder), "value": value})
@@ -125,17 +125,14 @@ def run_pipeline(cfg: RunConfig) -> dict:
         for text in cfg.budgets:
             _budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
-    if dist.is_main_process():  # --resume of a directory that is not there yet just starts it
-        resume = cfg.resume and run.is_dir() and any(run.iterdir())
-        prepare_run_dir(run, resume, dataclasses.replace(cfg, resume=False), "run", legacy=("config.yaml", "supernet/config.yaml"),
-                        ignore=NOT_COMPARED)
-    dist.barrier()
-    run_stage(run / "supernet", ["supernet.safetensors"], train_supernet, sn, "supernet")
-    run_stage(run / "search", ["arch.json"], search, se, "search")
+    resume = cfg.resume and run.is_dir() and any(run.iterdir())  # --resume of a directory not there yet just starts it
+    RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
+    run_stage(run / "supernet", [SUPERNET], train_supernet, sn, "supernet")
+    run_stage(run / "search", [ARCH], search, se, "search")
     if cfg.compare_random:
-        evaluations = json.loads((run / "search" / "arch.json").read_text())["evaluations"]
+        evaluations = json.loads((run / "search" / ARCH).read_text())["evaluations"]
         rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
-        run_stage(run / "search_random", ["arch.json"], search, rand, "random search")
+        run_stage(run / "search_random", [ARCH], search, rand, "random search")
     budgets = []
     if cfg.budgets:
         budgets = _retrain_budgets(cfg, run, rt)
@@ -147,22 +144,22 @@ def run_pipeline(cfg: RunConfig) -> dict:
             if not link.exists():
                 link.symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
         dist.barrier()
-        arch_file = largest / "arch.json"
+        arch_file = largest / ARCH
     else:
-        run_stage(run / "retrain", ["model.safetensors", "eval.json"], retrain, rt, "retrain")
-        arch_file = run / "search" / "arch.json"
+        run_stage(run / "retrain", [MODEL, EVAL], retrain, rt, "retrain")
+        arch_file = run / "search" / ARCH
     summary = {}
     if dist.is_main_process():
         from neas.report import build_report
 
-        arch = {**json.loads((run / "search" / "arch.json").read_text()), **json.loads(arch_file.read_text())}
+        arch = {**json.loads((run / "search" / ARCH).read_text()), **json.loads(arch_file.read_text())}
         arch.setdefault("constraints", {})
-        result = json.loads((run / "retrain" / "eval.json").read_text())
+        result = json.loads((run / "retrain" / EVAL).read_text())
         report = build_report(run)
         summary = {
             "report": str(report),
             "test_top1": result["ensemble"]["top1"],
-            "test_nll": result["ensemble"].get("nll", result["ensemble"].get("loss")),  # (loss: eval.json before NLL/ECE)
+            "test_nll": result["ensemble"]["nll"],
             "test_ece": result["ensemble"].get("ece"),
             "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
             "supernet_acc": arch["supernet_acc"],
@@ -173,7 +170,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             "arch": {"split": arch["split"], "paths": arch["paths"]},
             **({"budgets": budgets} if budgets else {}),
         }
-        write_json(run / "summary.json", summary)
+        write_json(run / SUMMARY, summary)
     dist.barrier()
     return summary
 

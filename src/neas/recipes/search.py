@@ -36,9 +36,8 @@ from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
 from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
-from neas.io import write_json
 from neas.train.checkpoint import read_state
-from neas.train.loop import prepare_run_dir, releases_run_dir, truncate_metrics
+from neas.rundir import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, releases_run_dir, truncate_metrics
 
 __all__ = ["SearchConfig", "search"]
 
@@ -101,7 +100,7 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resu
     the run only once the budget is known to be feasible (:func:`_keep_latency`)."""
     if not cfg.constraints.needs_latency and cfg.pareto != "latency_ms":
         return None
-    path = run / "latency_table.json"
+    path = run / LATENCY_TABLE
     if resuming and path.is_file():
         table = check_table(LatencyTable.load(path), space)
         if table.device != device_name(device) and not cfg.latency_table:
@@ -115,7 +114,7 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resu
 
 def _keep_latency(table: "LatencyTable | None", run: Path, resuming: bool) -> None:
     if table is not None and dist.is_main_process() and not resuming:  # a restart replaces an earlier attempt's
-        table.save(run / "latency_table.json")
+        table.save(run / LATENCY_TABLE)
 
 
 def _describe_range(table, shrunk) -> str:
@@ -148,8 +147,8 @@ def search(cfg: SearchConfig) -> Path:
         raise NeasError(f"--supernet {sn_dir} is a file, not a train-supernet run directory")
     if not sn_dir.is_dir():
         raise NeasError(f"supernet directory {sn_dir} does not exist")
-    if not (sn_dir / "supernet.safetensors").is_file():
-        raise NeasError(f"supernet directory {sn_dir} is incomplete: no supernet.safetensors (did the training finish?)")
+    if not (sn_dir / SUPERNET).is_file():
+        raise NeasError(f"supernet directory {sn_dir} is incomplete: no {SUPERNET} (did the training finish?)")
     supernet, info = load_supernet(sn_dir, device)
     shrunk = info.shrunk
     supernet = supernet.to(memory_format=torch.channels_last).eval()
@@ -158,9 +157,8 @@ def search(cfg: SearchConfig) -> Path:
     constraints = cfg.constraints
     table = cost_table(space, num_classes)
     _check_feasible(constraints, table, shrunk)
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "search") if dist.is_main_process() else Path(cfg.out)
-    dist.barrier()
-    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
+    run = RunDir.open(cfg, "search", device)
+    resuming = run.resuming
     # one table for every rank: the budget and the Pareto parents must agree everywhere
     latency = dist.broadcast_object(_latency(cfg, run, space, num_classes, device, resuming) if dist.is_main_process() else None)
     if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
@@ -191,12 +189,11 @@ def search(cfg: SearchConfig) -> Path:
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))
         for g in range(start):
-            for m in json.loads((run / f"generation_{g:02d}.json").read_text())["members"]:
+            for m in json.loads((run / generation_file(g)).read_text())["members"]:
                 arch = EnsembleArch.from_json(m)
                 evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), m.get("ensemble_nll", float("nan")))
                 history[arch] = evaluator.memo[arch].fitness(cfg.objective)
-        if dist.is_main_process():
-            truncate_metrics(run, start - 1, "generation")
+        run.on_main(lambda: truncate_metrics(run.path, start - 1, "generation"))
         log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
 
     def evaluate(archs: list[EnsembleArch]) -> list[float]:
@@ -232,12 +229,12 @@ def search(cfg: SearchConfig) -> Path:
             "evaluations": len(history),
         }
         if dist.is_main_process():
-            write_json(run / f"generation_{g:02d}.json", record, indent=None)
+            run.write_json(generation_file(g), record, indent=None)
             logger.log(g, generation=g, evaluations=len(history), best_acc=evaluator.memo[best_arch].ensemble_acc,
                        best_nll=evaluator.memo[best_arch].ensemble_nll, mean_acc=sum(accs) / len(accs), members=len(members))
             state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history),
                      "calibration": calibration}
-            write_json(run / "state.json", state, indent=None)
+            run.write_json(STATE, state, indent=None)
             best = evaluator.memo[best_arch]
             log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
                      g, len(members), cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs), len(history))
@@ -290,12 +287,12 @@ def search(cfg: SearchConfig) -> Path:
                      for i in front_indices(objectives(archs))]
             pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(history),
                       "constraints": constraints.active(), "space": space.to_dict(), "num_classes": num_classes, "front": front}
-            write_json(run / "pareto.json", pareto)
+            run.write_json(PARETO, pareto)
             log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
                      front[0][cfg.pareto], front[-1][cfg.pareto])
-        write_json(run / "arch.json", result)
+        run.write_json(ARCH, result)
         log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", cfg.objective, best,
                  100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
     logger.close()
     dist.barrier()
-    return run
+    return run.path

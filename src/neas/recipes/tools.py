@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from neas.config import option, validate_fields
 from neas.errors import NeasError
+from neas.rundir import MODEL, SUPERNET
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -73,7 +74,7 @@ class ExportCommand:
         from neas.ensemble.io import load_model
         from neas.io import check_output
 
-        check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force)
+        check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force, inside=(MODEL, SUPERNET))
         net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
         notes = []

@@ -34,9 +34,9 @@ from neas.shrink import ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
-from neas.io import write_json
 from neas.train.checkpoint import save_checkpoint
-from neas.train.loop import epoch_seed, grad_scaler, linear_lr, prepare_run_dir, releases_run_dir, resume_run, seed_everything, train_epoch
+from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
+from neas.train.loop import epoch_seed, grad_scaler, linear_lr, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -133,9 +133,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     if space.num_paths == 1 and cfg.shrink.mode == "diversity":
         raise NeasError(f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
                         f"use shrink quality, accuracy or none")
-    run = prepare_run_dir(cfg.out, cfg.resume, cfg, "train-supernet") if dist.is_main_process() else Path(cfg.out)
-    dist.barrier()
-    resuming = cfg.resume and (run / "state.json").is_file()  # else it stopped before its first checkpoint: start over
+    run = RunDir.open(cfg, "train-supernet", device)
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, rank, world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
@@ -144,7 +142,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
-    if resuming:
+    if run.resuming:
         state = resume_run(run, model, optimizer)
         check_same_calibration(run, state, calibration)
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
@@ -153,8 +151,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
     logger = MetricLogger(run)
     steps = len(loader)
-    if dist.is_main_process():
-        (run / "shrink").mkdir(exist_ok=True)
+    if run.main:
         log.info(
             "supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, "
             "%d steps/epoch, device %s x%d",
@@ -171,17 +168,16 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         due = cfg.shrink.mode != "none" and (epoch + 1) % cfg.shrink.every == 0 and epoch + 1 < cfg.epochs
         if due and shrunk.num_combinations > cfg.shrink.until:
             gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
-            bar = tqdm(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if dist.is_main_process() else True)
+            bar = tqdm(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True)
             before = shrunk.num_combinations
             shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
             bar.close()
             record = {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record}
-            if dist.is_main_process():
-                write_json(run / "shrink" / f"round_{rounds:02d}.json", record, indent=None)
+            run.write_json(f"{SHRINK_ROUNDS}/{round_file(rounds)}", record, indent=None)
             rounds += 1
             note = f"  shrink {before} -> {shrunk.num_combinations}"
         metrics["combinations"] = shrunk.num_combinations
-        if dist.is_main_process():
+        if run.main:
             state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps,
                      "calibration": calibration}
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
@@ -192,12 +188,12 @@ def train_supernet(cfg: SupernetConfig) -> Path:
                 metrics["images_per_s"], shrunk.num_combinations, note,
             )
         dist.barrier()
-    if dist.is_main_process():
+    if run.main:
         info = SupernetFile(space, shrunk, tuple(full.classes), cfg.data, cfg.data_dir, cfg.holdout, cfg.shrink.mode,
                             cfg.epochs - 1, to_dict(cfg))
-        save_supernet(model, info, run / "supernet.safetensors")
-        write_json(run / "shrunk_space.json", shrunk.to_json())
-        log.info("supernet written to %s", run / "supernet.safetensors")
+        save_supernet(model, info, run / SUPERNET)
+        run.write_json(SHRUNK_SPACE, shrunk.to_json())
+        log.info("supernet written to %s", run / SUPERNET)
     logger.close()
     dist.barrier()
-    return run
+    return run.path

@@ -12,6 +12,7 @@ from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
 from neas.space import EnsembleArch, SearchSpace
+from neas.rundir import ARCH, EVAL
 
 __all__ = ["build_report"]
 
@@ -28,9 +29,9 @@ def build_report(run: "str | Path") -> Path:
     out = run / "report"
     out.mkdir(exist_ok=True)
     parts, summary = [], []
-    arch_file = run / "search" / "arch.json"
+    arch_file = run / "search" / ARCH
     chosen = json.loads(arch_file.read_text()) if arch_file.is_file() else None
-    eval_file = run / "retrain" / "eval.json"
+    eval_file = run / "retrain" / EVAL
     result = json.loads(eval_file.read_text()) if eval_file.is_file() else None
     if chosen:
         budget = chosen.get("constraints", {})
@@ -69,7 +70,7 @@ def build_report(run: "str | Path") -> Path:
     if plots.plot_front(run, out / "front.png"):
         parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, and the member picked for each budget"))
         rows = []
-        for folder in sorted((run / "budgets").glob("*/retrain/eval.json")):
+        for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
             ev = json.loads(folder.read_text())
             rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
                         f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td><td>{ev['params'] / 1e6:.3f}</td></tr>")

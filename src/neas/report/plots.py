@@ -18,6 +18,7 @@ from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 from neas.io import save_figure  # noqa: E402
 from neas.log import MetricLogger  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
+from neas.rundir import ARCH, PARETO  # noqa: E402
 
 __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
            "plot_corruptions", "plot_anytime", "plot_front"]
@@ -282,19 +283,19 @@ def plot_anytime(result: dict, path: Path) -> "Path | None":
 def plot_front(run: Path, path: Path) -> "Path | None":
     """The Pareto front of one search (``search/pareto.json``), random search's front at equal
     evaluations, and the members picked for each budget (``budgets/*/arch.json``)."""
-    evo = run / "search" / "pareto.json"
+    evo = run / "search" / PARETO
     if not evo.is_file():
         return None
     pareto = json.loads(evo.read_text())
     metric = pareto["metric"]
     scale = 1.0 if metric == "latency_ms" else 1e-6
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for source, style, label in ((evo, "o-", "evolution (NSGA-II)"), (run / "search_random" / "pareto.json", "s--", "random search")):
+    for source, style, label in ((evo, "o-", "evolution (NSGA-II)"), (run / "search_random" / PARETO, "s--", "random search")):
         if source.is_file():
             front = json.loads(source.read_text())
             ax.plot([m[metric] * scale for m in front["front"]], [100 * m["ensemble_acc"] for m in front["front"]], style,
                     label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated", drawstyle="steps-post")
-    for folder in sorted((run / "budgets").glob("*/arch.json")):
+    for folder in sorted((run / "budgets").glob(f"*/{ARCH}")):
         picked = json.loads(folder.read_text())
         budget = next(iter(picked["budget"].values()))
         ax.axvline(budget * scale, color="grey", ls=":", lw=1)

@@ -14,6 +14,7 @@ from neas.errors import NeasError
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
 from neas.io import load_matching, load_weights, save_tensors
+from neas.rundir import SUPERNET
 
 __all__ = ["SupernetFile", "save_supernet", "load_supernet", "read_supernet_info", "FORMAT"]
 
@@ -83,7 +84,7 @@ def read_supernet_info(path: "str | Path") -> SupernetFile:
 
     path = Path(path)
     if path.is_dir():
-        path = path / "supernet.safetensors"
+        path = path / SUPERNET
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -96,7 +97,7 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetF
     """Loads ``supernet.safetensors`` (or the run directory holding it): the model and its file info."""
     path = Path(path)
     if path.is_dir():
-        path = path / "supernet.safetensors"
+        path = path / SUPERNET
     tensors, meta = load_weights(path)
     info = SupernetFile.from_metadata(meta, str(path))
     model = load_matching(Supernet(info.space, info.num_classes), Supernet.upgrade_state_dict(tensors),

@@ -16,6 +16,7 @@ import torch
 
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, save_tensors, write_json
+from neas.rundir import STATE
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_state"]
 
@@ -58,7 +59,7 @@ def save_checkpoint(
     state = {**state, "checkpoint": f"checkpoints/{name}.safetensors"}
     meta = {"state": json.dumps(state), "optimizer": json.dumps(optim_json)}
     save_tensors(folder / f"{name}.safetensors", tensors, meta)
-    write_json(run_dir / "state.json", state)
+    write_json(run_dir / STATE, state)
     old = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)[:-keep]
     for path in old:
         if path.name != f"{name}.safetensors":
@@ -67,9 +68,9 @@ def save_checkpoint(
 
 
 def read_state(run_dir: "str | Path") -> dict:
-    path = Path(run_dir) / "state.json"
+    path = Path(run_dir) / STATE
     if not path.is_file():
-        raise NeasError(f"{run_dir}: no checkpoint to resume from (state.json is missing)")
+        raise NeasError(f"{run_dir}: no checkpoint to resume from ({STATE} is missing)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
