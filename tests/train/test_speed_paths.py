@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from neas.errors import NeasError
-from neas.train.loop import train_epoch
+from neas.train.loop import Precision, train_epoch
 
 
 def _toy(steps=120, batch=8, nan_at=None):
@@ -42,7 +42,7 @@ def test_no_host_sync_per_step(monkeypatch):
             return _real(self, *a, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    metrics = train_epoch(model, batches, forward, optimizer, torch.amp.GradScaler("cuda", enabled=False), epoch=0, steps=120,
+    metrics = train_epoch(model, batches, forward, optimizer, Precision.of(torch.device("cpu")), epoch=0, steps=120,
                           device=torch.device("cpu"), accuracy=True, check_every=50)
     monkeypatch.undo()
     # checks after steps 50, 100 and at the end, 3 reads each — not one or more per step (120 steps)
@@ -55,7 +55,7 @@ def test_no_host_sync_per_step(monkeypatch):
 def test_a_non_finite_loss_still_stops_the_run_naming_its_step():
     model, batches, forward, optimizer, _ = _toy(nan_at=63)
     with pytest.raises(NeasError, match=r"the loss became nan at step 63 \(epoch 1\)"):
-        train_epoch(model, batches, forward, optimizer, torch.amp.GradScaler("cuda", enabled=False), epoch=0, steps=120,
+        train_epoch(model, batches, forward, optimizer, Precision.of(torch.device("cpu")), epoch=0, steps=120,
                     device=torch.device("cpu"), check_every=50)
 
 
@@ -118,3 +118,20 @@ def test_used_parameter_all_reduce_equals_ddp_and_sends_only_used_bytes(tmp_path
     assert all(bytes_sent == used_bytes for bytes_sent, used_bytes in sent)
     total = sum(p.numel() * p.element_size() for p in results["ddp"]["state"].values() if p.is_floating_point())
     assert all(bytes_sent < 0.8 * total for bytes_sent, _ in sent)  # a fraction of the supernet, not all of it
+
+
+def test_the_loss_scalers_state_goes_into_the_checkpoint_and_comes_back(tmp_path):
+    import json
+
+    from neas.train.checkpoint import read_state, save_checkpoint
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    scaler.load_state_dict({"scale": 64.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7, "_growth_tracker": 5})
+    saved = Precision(torch.float16, scaler)
+    save_checkpoint(tmp_path, "epoch_0000", torch.nn.Linear(2, 2), None, {"epoch": 0, "scaler": saved.state_dict()})
+    state = read_state(tmp_path)
+    assert json.loads(json.dumps(state["scaler"])) == state["scaler"]  # JSON numbers only
+    restored = Precision(torch.float16, torch.amp.GradScaler("cpu"))
+    restored.load_state_dict(state["scaler"])
+    assert restored.scaler.get_scale() == 64.0
+    assert restored.state_dict() == saved.state_dict()

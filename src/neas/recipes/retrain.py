@@ -42,7 +42,7 @@ from neas.options import DataOptions, QualityOptions, TrainOptions
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import save_checkpoint
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
-from neas.train.loop import epoch_seed, grad_scaler, resume_run, seed_everything, train_epoch
+from neas.train.loop import Precision, epoch_seed, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -211,13 +211,14 @@ def retrain(cfg: RetrainConfig) -> Path:
     optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, world)
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     extra = {"ema": ema.module} if ema is not None else {}
-    start = 0
+    start, precision = 0, Precision.of(device, cfg.amp)
     if run.resuming:
-        start = resume_run(run, net, optimizer, extra)["epoch"] + 1
+        state = resume_run(run, net, optimizer, extra)
+        start = state["epoch"] + 1
+        precision.load_state_dict(state.get("scaler"))
         log.info("resuming %s after epoch %d", run, start)
     wrapped = _setup_forward(cfg, net, steps, device, world)
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-    scaler = grad_scaler(device, cfg.amp)
     logger = MetricLogger(run)
     report = ema.module if ema is not None else net
     if run.main:
@@ -233,7 +234,7 @@ def retrain(cfg: RetrainConfig) -> Path:
 
     for epoch in range(start, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, rank))
-        metrics = train_epoch(net, loader.epoch(epoch), forward, optimizer, scaler, epoch=epoch, steps=steps, device=device, amp=cfg.amp,
+        metrics = train_epoch(net, loader.epoch(epoch), forward, optimizer, precision, epoch=epoch, steps=steps, device=device,
                               set_lr=scheduler.step_update, after_step=update_ema if ema is not None else None,
                               desc=f"epoch {epoch + 1}/{cfg.epochs}")
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -242,7 +243,7 @@ def retrain(cfg: RetrainConfig) -> Path:
             metrics.update({f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(arch.num_paths)})
         if run.main:
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed}, extra=extra)
+            save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()}, extra=extra)
             test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
             log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"], metrics["images_per_s"], test_note)
         dist.barrier()

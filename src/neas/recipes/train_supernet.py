@@ -36,7 +36,7 @@ from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import save_checkpoint
 from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
-from neas.train.loop import epoch_seed, grad_scaler, linear_lr, resume_run, seed_everything, train_epoch
+from neas.train.loop import Precision, epoch_seed, linear_lr, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -89,7 +89,7 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     return full, loader, bn, probe, sets.record()
 
 
-def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, scaler, base_lr: float,
+def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, precision, base_lr: float,
            device) -> tuple[dict, str]:
     """One epoch of uniformly sampled ensembles; returns its metrics and a digest of the ensembles sampled."""
     steps, world = len(loader), dist.get_world_size()
@@ -116,7 +116,7 @@ def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *,
             params = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
             communicated.append(dist.all_reduce_grads(params))
 
-    metrics = train_epoch(model, loader.epoch(epoch), forward, optimizer, scaler, epoch=epoch, steps=steps, device=device, amp=cfg.amp,
+    metrics = train_epoch(model, loader.epoch(epoch), forward, optimizer, precision, epoch=epoch, steps=steps, device=device,
                           set_lr=set_lr, after_backward=after_backward, accuracy=True,
                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
     if communicated:
@@ -141,9 +141,10 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         model.compile_blocks()
     base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    shrunk, start_epoch, rounds = ShrunkSpace.full(space), 0, 0
+    shrunk, start_epoch, rounds, precision = ShrunkSpace.full(space), 0, 0, Precision.of(device, cfg.amp)
     if run.resuming:
         state = resume_run(run, model, optimizer)
+        precision.load_state_dict(state.get("scaler"))
         check_same_calibration(run, state, calibration)
         shrunk = ShrunkSpace.from_json(space, state["shrunk"])
         start_epoch, rounds = state["epoch"] + 1, state["shrink_rounds"]
@@ -161,7 +162,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, rank))  # dropout: a function of (seed, epoch, rank)
         metrics, digest = _epoch(model, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
-                                 scaler=grad_scaler(device, cfg.amp))  # per epoch: a resumed run starts each epoch alike
+                                 precision=precision)
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")
         note = ""
@@ -179,7 +180,7 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         metrics["combinations"] = shrunk.num_combinations
         if run.main:
             state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps,
-                     "calibration": calibration}
+                     "calibration": calibration, "scaler": precision.state_dict()}
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
             save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
             log.info(

@@ -23,7 +23,7 @@ from neas.seeding import seed_everything, stream_seed
 __all__ = [
     "amp_dtype",
     "autocast",
-    "grad_scaler",
+    "Precision",
     "linear_lr",
     "seed_everything",
     "resume_run",
@@ -42,12 +42,11 @@ def train_epoch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     forward: Forward,
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    precision: "Precision",
     *,
     epoch: int,
     steps: int,
     device: torch.device,
-    amp: bool = True,
     set_lr: "Callable[[int], None] | None" = None,
     after_backward: "Callable[[int], None] | None" = None,
     after_step: "Callable[[int], None] | None" = None,
@@ -58,7 +57,7 @@ def train_epoch(
     """Trains ``model`` for one epoch; returns its metrics, averaged over ranks.
 
     Per step ``i`` (global step ``epoch * steps + i``): ``set_lr(step)``; ``forward(x, y, step)``
-    under autocast returns the loss and the K path logits; backward through the scaler,
+    under ``precision``'s autocast returns the loss and the K path logits; backward through its scaler,
     ``after_backward(step)``, the optimizer step, ``after_step(step)``.
 
     No step waits for the device: the loss sum, the correct count and the first non-finite step
@@ -100,14 +99,14 @@ def train_epoch(
         step = epoch * steps + i
         if set_lr is not None:
             set_lr(step)
-        with autocast(device, amp):
+        with precision.autocast():
             loss, logits = forward(x, y, step)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        precision.scaler.scale(loss).backward()
         if after_backward is not None:
             after_backward(step)
-        scaler.step(optimizer)
-        scaler.update()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
         if after_step is not None:
             after_step(step)
         with torch.no_grad():
@@ -160,9 +159,30 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
-def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
-    """A loss scaler, active only for fp16 autocast (bf16 and fp32 need none)."""
-    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, enabled) == torch.float16)
+@dataclasses.dataclass
+class Precision:
+    """A run's mixed precision, decided once: the autocast dtype (None: full precision) and the
+    loss scaler, active only for fp16 (bf16 and fp32 need none). The scaler's state goes into
+    every checkpoint (:meth:`state_dict`), so an fp16 run resumes exactly."""
+
+    dtype: "torch.dtype | None"
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def of(cls, device: torch.device, enabled: bool = True) -> "Precision":
+        dtype = amp_dtype(device, enabled)
+        return cls(dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16))
+
+    def autocast(self):
+        return contextlib.nullcontext() if self.dtype is None else torch.autocast("cuda", dtype=self.dtype)
+
+    def state_dict(self) -> dict:
+        """The scaler's state, JSON numbers only (empty when it is not in use)."""
+        return dict(self.scaler.state_dict())
+
+    def load_state_dict(self, state: "dict | None") -> None:
+        if state:
+            self.scaler.load_state_dict(state)
 
 
 def linear_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
