@@ -118,7 +118,7 @@ COMMANDS = {
     "run": ("the whole pipeline in one run directory (no arguments: the digits demo)", "neas.recipes.run:RunConfig", _run, ()),
     "arch": ("print an ensemble architecture with its cost", _TOOLS + "ArchCommand", None, ()),
     "space": ("print a search space", _TOOLS + "SpaceCommand", None, ()),
-    "latency-table": ("measure the per-(layer, op) latency table of a space on this machine", "neas.cost.latency:LatencyTableCommand", None, ()),
+    "latency-table": ("measure the per-(layer, op) latency table of a space on this machine", "neas.recipes.latency:LatencyTableCommand", None, ()),
     "export": ("export an ensemble as one module (safetensors or ONNX), verified", _TOOLS + "ExportCommand", None, ()),
     "subimagenet": ("write the paper's 100-class subImageNet (250 train + 50 val per class)", "neas.data.subimagenet:SubImageNetCommand",
                     None, ()),

@@ -6,9 +6,11 @@ import random
 import numpy as np
 import pytest
 
+import neas.ensemble.latency as latency
 from neas.cli import main
-from neas.cost.latency import LatencyTable, fit_overhead, measure_latency_table, validate_table
+from neas.cost.latency import LatencyTable
 from neas.cost.runtime import interleaved_ms, runner
+from neas.ensemble.latency import fit_overhead, measure_latency_table, validate_table
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
@@ -65,8 +67,6 @@ def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest
 def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_drift(monkeypatch):
     """A machine that runs the retest 20 % slower than the test: a prediction equal to the mean of
     the passes has no error, and each single pass and the drift between them are reported."""
-    import neas.cost.latency as latency
-
     space = SearchSpace.preset("tiny")
     table = _table(space)
     passes = iter([1.1, 0.9])
@@ -93,8 +93,6 @@ def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_
 def test_validation_holds_out_the_networks_the_overhead_was_fitted_on(monkeypatch):
     """A table fitted on exactly the ensembles validation would draw first: it must validate on
     others, and refuse when the space has no others left."""
-    import neas.cost.latency as latency
-
     space = SearchSpace.preset("tiny")
     table = _table(space)
     monkeypatch.setattr(latency, "time_ensembles", lambda sp, archs, *a, **k: [table.latency_ms(arch) for arch in archs])
@@ -122,10 +120,8 @@ def test_tables_are_measured_in_either_runtime(runtime):
 
 
 def test_fit_networks_are_timed_in_the_same_rounds_as_the_pieces(monkeypatch):
-    import neas.cost.runtime as runtime
-
-    calls, timed = [], runtime.interleaved_ms
-    monkeypatch.setattr(runtime, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
+    calls, timed = [], latency.interleaved_ms
+    monkeypatch.setattr(latency, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
     table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", repeats=2, warmup=1, fit_networks=4)
     assert len(calls) == 1, "pieces and fit networks must be timed in one interleaved pass"
     assert sum(name.startswith("net") for name in calls[0]) == 4 and table.fit["networks"] == 4

@@ -2,11 +2,14 @@
 or ONNX Runtime (CPU execution provider, each module exported to ONNX first). Many modules are
 timed *interleaved* — round after round, each once per round, in alternating order — so that a
 slow period of the machine spreads over all of them instead of biasing one; each gets the median.
+One module alone is timed by :func:`time_forward_ms`.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import platform
 import statistics
 import time
 import warnings
@@ -16,7 +19,11 @@ import torch
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["RUNTIMES", "runner", "interleaved_ms"]
+# importing the Timer warns about CUDA_HOME on CPU builds
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils.benchmark import Timer  # noqa: E402
+
+__all__ = ["RUNTIMES", "runner", "interleaved_ms", "time_forward_ms", "device_name"]
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -67,3 +74,19 @@ def interleaved_ms(runs: "dict[str, Callable[[], None]]", repeats: int = 20, war
         if progress is not None:
             progress.update(1)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def time_forward_ms(module, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time (ms) of ``repeats`` timed calls of ``module(x)`` without gradients, after
+    ``warmup`` calls (``torch.utils.benchmark.Timer``: it synchronises CUDA around each)."""
+    timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads())
+    with torch.no_grad():
+        timer.timeit(warmup)
+        return statistics.median(timer.timeit(1).median for _ in range(repeats)) * 1e3
+
+
+def device_name(device: torch.device) -> str:
+    """What a latency was measured on: the GPU's name, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu:{platform.processor() or platform.machine()}:{torch.get_num_threads()}threads"

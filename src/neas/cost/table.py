@@ -1,8 +1,9 @@
 """Cost model: MACs, paper-convention FLOPs and params from a per-(layer, op) table (§5).
 
-The table is built once per (space, input size, classes) by running each real module once on
-a dummy input with forward hooks; an ensemble's cost is then a sum of table entries,
-counting stem + L0 + shared layers once and private layers + head K times.
+The table is built once per (space, input size, classes) by running each piece of the space
+(``neas.space.layout``) once on a dummy input with forward hooks; an ensemble's cost is then the
+sum of the entries of the pieces it runs: stem + L0 + shared layers once, private layers + head
+per path.
 
 Conventions:
     macs: multiply-accumulates of convolutions and linear layers (no bias), which is what
@@ -15,16 +16,17 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem
-from neas.space import EnsembleArch, SearchSpace
+from neas.errors import NeasError
+from neas.nn import GlobalAvgPool, measure_pieces
+from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces
 
 __all__ = ["Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
 
@@ -47,12 +49,12 @@ class Cost:
         return {"macs": self.macs, "paper_flops": self.paper_flops, "params": self.params}
 
 
-def _measure(modules: list[nn.Module], x: torch.Tensor) -> tuple[Cost, torch.Tensor]:
-    """Runs ``modules`` in sequence on ``x`` (batch 1) and counts their cost with hooks."""
+def _measure(piece: Piece, module: nn.Module, x: torch.Tensor) -> tuple[Cost, torch.Tensor]:
+    """Runs ``module`` (eval mode) on ``x`` (batch 1) and counts its cost with hooks."""
     counts = {"macs": 0, "paper": 0}
 
     def hook(module, inputs, output):
-        n = output.numel()
+        n = output.numel() if isinstance(output, torch.Tensor) else 0  # a head returns (logits, features)
         if isinstance(module, nn.Conv2d):
             macs = n * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
             counts["macs"] += macs
@@ -65,36 +67,42 @@ def _measure(modules: list[nn.Module], x: torch.Tensor) -> tuple[Cost, torch.Ten
             counts["paper"] += 2 * n
         elif isinstance(module, nn.ReLU):
             counts["paper"] += n
-        elif isinstance(module, SqueezeExcite):
-            counts["paper"] += inputs[0].numel()  # the squeeze: global average pool
+        elif isinstance(module, (SqueezeExcite, GlobalAvgPool)):
+            counts["paper"] += inputs[0].numel()  # a global average pool (the SE's squeeze, the head's pool)
 
-    handles = [m.register_forward_hook(hook) for mod in modules for m in mod.modules()]
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:
         with torch.no_grad():
-            for mod in modules:
-                x = mod(x)
+            out = module.eval()(x)
     finally:
         for h in handles:
             h.remove()
-    params = sum(p.numel() for mod in modules for p in mod.parameters())
-    return Cost(counts["macs"], counts["paper"], params), x
+    params = sum(p.numel() for p in module.parameters())
+    return Cost(counts["macs"], counts["paper"], params), out
 
 
 @dataclass(frozen=True)
 class CostTable:
-    """Costs of every piece of a space: the fixed stem + L0, each (layer, op), one head."""
+    """Costs of every piece of a space: the stem, L0, each (layer, op), one head."""
 
-    fixed: Cost
+    stem: Cost
+    first: Cost  # L0
     layers: tuple[dict, ...]  # layers[i][op] for layer L{i+1}; skip costs nothing
-    head: Cost  # one path's head (head conv, pool, conv head, classifier)
+    head: Cost  # one path's head (last block, pool, conv head, classifier)
+
+    @property
+    def fixed(self) -> Cost:
+        """The stem and L0, which every network runs once."""
+        return self.stem + self.first
+
+    def piece_cost(self, piece: Piece) -> Cost:
+        if piece.kind == LAYER:
+            return self.layers[piece.index - 1][piece.op]
+        return {STEM: self.stem, FIRST: self.first, HEAD: self.head}[piece.kind]
 
     def cost(self, arch: EnsembleArch) -> Cost:
-        total = self.fixed
-        for index, ops in enumerate(zip(*arch.paths), start=1):
-            used = ops[:1] if index <= arch.split else ops
-            for op in used:
-                total = total + self.layers[index - 1][op]
-        return total + self.head * arch.num_paths
+        """The sum over the pieces ``arch`` runs (a shared layer once)."""
+        return sum((self.piece_cost(piece) for piece in arch_pieces(arch)), Cost())
 
     def extremes(self, shrunk, metric: str) -> "tuple[EnsembleArch, EnsembleArch]":
         """The cheapest and the most expensive ensemble of ``metric`` in a shrunk space (their
@@ -136,38 +144,14 @@ class CostTable:
         return min(lows), max(highs)
 
 
-def walk_pieces(space: SearchSpace, x: torch.Tensor, measure, zero):
-    """Measures the pieces of ``space`` in order: stem + L0, then every op of every layer on the
-    previous layer's output. ``measure(modules, x) -> (value, output)``; skip ops get ``zero``.
-
-    Returns:
-        (the stem's value, per layer ``{op: value}``, the last layer's output for the head).
-    """
-    stem_conv, stem_bn = make_stem(space)
-    fixed, x = measure([stem_conv, stem_bn, make_first_block(space)], x)
-    layers = []
-    for spec in space.layers:
-        entry, out = {}, None
-        for op in spec.ops:
-            if op.is_skip:
-                entry[op] = zero
-                continue
-            entry[op], out = measure([make_block(spec, op)], x)
-        layers.append(entry)
-        x = out
-    return fixed, layers, x
-
-
 @lru_cache(maxsize=32)
 def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | None" = None) -> CostTable:
     """Builds (once, cached) the cost table of ``space`` at ``input_size`` (default: the space's)."""
     size = input_size or space.input_size
-    fixed, layers, x = walk_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, Cost())
-    head, y = _measure([make_last_block(space)], x)
-    pool = Cost(0, y.numel(), 0)  # the global average pool
-    rest, _ = _measure([make_conv_head(space)], y.mean((2, 3), keepdim=True))
-    classifier, _ = _measure([make_classifier(space, num_classes)], torch.zeros(1, space.channels(space.feature_channels)))
-    return CostTable(fixed, tuple(layers), head + pool + rest + classifier)
+    costs = measure_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, num_classes)
+    # a skip layer runs no piece: it costs nothing
+    layers = tuple({op: costs.get(Piece(LAYER, None, spec.index, op), Cost()) for op in spec.ops} for spec in space.layers)
+    return CostTable(costs[Piece(STEM)], costs[Piece(FIRST)], layers, costs[Piece(HEAD, 0)])
 
 
 def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None) -> Cost:
@@ -186,8 +170,6 @@ class Amount(int):
 
 def parse_amount(text: "str | int | float") -> int:
     """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
-    from neas.errors import NeasError
-
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return int(text)
     raw = str(text).strip()

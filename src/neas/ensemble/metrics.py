@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
+from neas.cost.runtime import time_forward_ms
 from neas.ensemble.model import EnsembleNet
 
 __all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ranked_classes", "ECE_BINS"]
@@ -145,8 +146,7 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[
 
 def measure_latency_ms(net: EnsembleNet, device, batch_size: int = 1, repeats: int = 30, warmup: int = 5) -> float:
     """Median wall time of one forward pass of the whole ensemble (channels_last, eval mode)."""
-    from neas.cost.latency import time_forward_ms
-
     size = net.space.input_size
-    x = torch.randn(batch_size, net.space.in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, net.space.in_channels, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     return time_forward_ms(net.eval(), x, repeats, warmup)

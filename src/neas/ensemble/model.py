@@ -1,19 +1,22 @@
 """The plain ensemble network: only the chosen blocks, no supernet machinery (docs/DESIGN.md §3).
 
-Its state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``,
-``sharing_blocks.0.<j>`` (L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's
-non-skip private blocks, then its head conv), ``conv_heads.<k>``, ``classifiers.<k>``.
+Its modules are the pieces of its arch's layout (:func:`neas.space.layout.arch_pieces`), and its
+state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``, ``sharing_blocks.0.<j>``
+(L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's non-skip private blocks, then
+its head's last block), ``conv_heads.<k>``, ``classifiers.<k>``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
-from neas.nn import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem, pool_classify, scale_grad
-from neas.space import EnsembleArch, SearchSpace
+from neas.nn import make_piece, run_layout
+from neas.space import HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, trunk_pieces
 
 __all__ = ["EnsembleNet", "DeepEnsemble", "build_ensemble"]
 
@@ -28,35 +31,28 @@ class EnsembleNet(nn.Module):
             raise NeasError(f"num_classes must be positive, got {num_classes}")
         self.space, self.arch, self.num_classes = space, arch, num_classes
         self.scale_shared_grad = scale_shared_grad
-        self.conv_stem, self.bn1 = make_stem(space)
-        shared = [make_first_block(space)]
-        shared += [make_block(space.layer(i), op) for i, op in enumerate(arch.shared, start=1) if not op.is_skip]
-        self.sharing_blocks = nn.Sequential(nn.Sequential(*shared))
-        self.blocks = nn.ModuleList()
-        for k in range(arch.num_paths):
-            private = [
-                make_block(space.layer(i), op)
-                for i, op in enumerate(arch.private(k), start=arch.split + 1)
-                if not op.is_skip
-            ]
-            self.blocks.append(nn.Sequential(nn.Sequential(*private, make_last_block(space))))
-        self.conv_heads = nn.ModuleList(make_conv_head(space) for _ in range(arch.num_paths))
-        self.classifiers = nn.ModuleList(make_classifier(space, num_classes) for _ in range(arch.num_paths))
+        modules = {piece: make_piece(space, piece, num_classes) for piece in arch_pieces(arch)}
+        self.conv_stem, self.bn1 = modules[Piece(STEM)]
+        trunk = [modules[p] for p in trunk_pieces(arch) if p.kind != STEM]  # L0, the shared layers
+        self.sharing_blocks = nn.Sequential(nn.Sequential(*trunk))
+        heads = [modules[Piece(HEAD, k)] for k in range(arch.num_paths)]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Sequential(*(modules[p] for p in path_pieces(arch, k) if p.kind == LAYER), heads[k].last_block))
+            for k in range(arch.num_paths)
+        )
+        self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
+        self.classifiers = nn.ModuleList(head.classifier for head in heads)
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
+        # the stem and the heads as one module each: views over the modules registered above
+        self._by_piece = modules
 
-    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> the shared feature map after L{split}."""
-        return self.sharing_blocks(self.bn1(self.conv_stem(x)))
+    def piece_module(self, piece: Piece) -> nn.Module:
+        """The module that runs ``piece``, one of the pieces of this network's arch."""
+        return self._by_piece[piece]
 
     def path_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per path: logits (B, num_classes) and pooled penultimate features (B, feature_channels)."""
-        shared = self.forward_shared(x)
-        if self.scale_shared_grad:
-            shared = scale_grad(shared, 1.0 / self.arch.num_paths)
-        return [
-            pool_classify(self.blocks[k](shared), self.conv_heads[k], self.classifiers[k], self.space.dropout, self.training)
-            for k in range(self.arch.num_paths)
-        ]
+        return run_layout(self.arch, self.piece_module, x, self.scale_shared_grad)
 
     def path_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> K logits, each (B, num_classes)."""
@@ -73,8 +69,6 @@ class EnsembleNet(nn.Module):
     def select(self, paths: "list[int]") -> "EnsembleNet":
         """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
         space has ``len(paths)`` paths and this split point."""
-        import dataclasses
-
         paths = list(paths)
         if not paths or len(set(paths)) != len(paths) or not all(0 <= k < self.arch.num_paths for k in paths):
             raise NeasError(f"paths {list(paths)}: expected distinct path indices in 0..{self.arch.num_paths - 1}")
@@ -93,6 +87,10 @@ class EnsembleNet(nn.Module):
             sub.blocks = nn.ModuleList(self.blocks[k] for k in paths)
         for name in ("conv_heads", "classifiers"):
             setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
+        # the trunk then the chosen paths, in walking order: the sub-ensemble's pieces, one path or many
+        modules = [self._by_piece[p] for p in trunk_pieces(self.arch)]
+        modules += [self._by_piece[p] for k in paths for p in path_pieces(self.arch, k)]
+        sub._by_piece = dict(zip(arch_pieces(sub.arch), modules, strict=True))
         return sub.train(self.training)
 
 

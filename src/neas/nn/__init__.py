@@ -1,11 +1,16 @@
-"""Building blocks (thin wrappers over timm), the per-path head, BN recalibration, gradient scaling."""
+"""Building blocks (thin wrappers over timm), the per-path head, the module of each layout piece, BN
+recalibration, gradient scaling."""
 
-from neas.nn.blocks import make_block, make_classifier, make_conv_head, make_first_block, make_last_block, make_stem
+from neas.nn.blocks import (
+    make_block, make_classifier, make_conv_head, make_first_block, make_head, make_last_block, make_stem,
+)
 from neas.nn.bn import batch_norms, recalibrate_bn, recalibrating
 from neas.nn.grad import scale_grad
-from neas.nn.heads import pool_classify
+from neas.nn.heads import GlobalAvgPool, PathHead
+from neas.nn.layout import make_piece, measure_pieces, run_layout, run_pieces
 
 __all__ = [
-    "batch_norms", "make_block", "make_classifier", "make_conv_head", "make_first_block", "make_last_block", "make_stem",
-    "pool_classify", "recalibrate_bn", "recalibrating", "scale_grad",
+    "GlobalAvgPool", "PathHead", "batch_norms", "make_block", "make_classifier", "make_conv_head", "make_first_block",
+    "make_head", "make_last_block", "make_piece", "make_stem", "measure_pieces", "recalibrate_bn", "recalibrating",
+    "run_layout", "run_pieces", "scale_grad",
 ]

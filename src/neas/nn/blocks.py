@@ -14,10 +14,14 @@ from timm.layers import make_divisible
 from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, InvertedResidual, SqueezeExcite
 from timm.layers import BatchNormAct2d
 
+from neas.nn.heads import PathHead
 from neas.space.ops import Op
 from neas.space.space import LayerSpec, SearchSpace
 
-__all__ = ["SE_LAYER", "make_stem", "make_first_block", "make_block", "make_last_block", "make_conv_head", "make_classifier"]
+__all__ = [
+    "SE_LAYER", "make_stem", "make_first_block", "make_block", "make_last_block", "make_conv_head", "make_classifier",
+    "make_head",
+]
 
 # SE of the released models: reduce to make_divisible(0.25 * mid, 8) with ReLU, hard-sigmoid gate.
 SE_LAYER = partial(SqueezeExcite, rd_round_fn=make_divisible, force_act_layer=nn.ReLU, gate_layer="hard_sigmoid")
@@ -43,10 +47,10 @@ def make_first_block(space: SearchSpace) -> DepthwiseSeparableConv:
     )
 
 
-def make_block(spec: LayerSpec, op: Op) -> "InvertedResidual | None":
-    """The MBConv of ``op`` at layer ``spec``; ``None`` for skip (identity)."""
+def make_block(spec: LayerSpec, op: Op) -> "InvertedResidual | nn.Identity":
+    """The MBConv of ``op`` at layer ``spec``; an identity for skip."""
     if op.is_skip:
-        return None
+        return nn.Identity()
     return InvertedResidual(
         spec.in_channels,
         spec.out_channels,
@@ -71,3 +75,8 @@ def make_conv_head(space: SearchSpace) -> nn.Conv2d:
 
 def make_classifier(space: SearchSpace, num_classes: int) -> nn.Linear:
     return nn.Linear(space.channels(space.feature_channels), num_classes)
+
+
+def make_head(space: SearchSpace, num_classes: int) -> PathHead:
+    """A path's head: :func:`make_last_block`, pool, :func:`make_conv_head`, :func:`make_classifier`."""
+    return PathHead(make_last_block(space), make_conv_head(space), make_classifier(space, num_classes), space.dropout)

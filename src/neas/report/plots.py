@@ -21,7 +21,7 @@ from neas.space import EnsembleArch  # noqa: E402
 from neas.rundir import ARCH, PARETO  # noqa: E402
 
 __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
-           "plot_corruptions", "plot_anytime", "plot_front"]
+           "plot_corruptions", "plot_anytime", "plot_front", "plot_latency_validation"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -304,4 +304,23 @@ def plot_front(run: Path, path: Path) -> "Path | None":
     ax.set(xlabel=f"{metric} ({unit})", ylabel="held-out top-1 with supernet weights (%)",
            title="Pareto front (stars: picked per budget; dotted: budgets)")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_latency_validation(report: dict, path: "str | Path") -> Path:
+    """The latency table's predictions against the ensembles timed end to end (``neas latency-table
+    --validate``; ``report`` from ``neas.ensemble.latency.validate_table``)."""
+    pred = [r["predicted_ms"] for r in report["records"]]
+    meas = [(r["measured_ms"] + r["retest_ms"]) / 2 for r in report["records"]]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(meas, pred, s=16)
+    lo, hi = min(pred + meas), max(pred + meas)
+    ax.plot([lo, hi], [lo, hi], color="grey", ls=":")
+    title = (f"{report['runtime']}, batch {report['batch_size']}: MAPE {report['mape_pct']:.1f}%, "
+             f"bias {report['bias_pct']:+.1f}%\n"
+             f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f})\n"
+             f"the two passes differ by {report['test_retest_mape_pct']:.1f}% "
+             f"(bias {report['test_retest_bias_pct']:+.1f}%)")
+    ax.set(xlabel="measured end to end, mean of two passes (ms)", ylabel="predicted by the table (ms)", title=title)
+    ax.title.set_fontsize(9)
     return _save(fig, path)

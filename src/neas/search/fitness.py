@@ -2,9 +2,10 @@
 top-1 and NLL (of the mean of the path logits) on the held-out images.
 
 A path's activations after layer j depend only on its ops on L1..Lj (its *prefix*), and so do
-the recalibrated statistics of the BNs on the way. The evaluator keeps a prefix tree of
-activations — on the R recalibration batches (train mode) and on the held-out images (eval
-mode) — so stem + L0 run once for all candidates, a shared part runs once for all paths, and a
+the recalibrated statistics of the BNs on the way. The evaluator walks each path's pieces (stem,
+L0, its layers: ``neas.space.layout``) and keeps a prefix tree of their activations — on the R
+recalibration batches (train mode) and on the held-out images (eval mode) — so stem + L0 run once
+for all candidates, a shared part runs once for all paths, and a
 candidate reuses the longest prefix any earlier path computed (mutated children share most of
 their parents' prefixes). This gives exactly the numbers of recalibrating and evaluating each
 whole network on its own (tested). Every candidate is evaluated once (memoised).
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neas.nn import pool_classify, recalibrate_bn, recalibrating
-from neas.space import EnsembleArch
+from neas.nn import recalibrate_bn, recalibrating
+from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
 
 __all__ = ["Evaluation", "CandidateEvaluator", "OBJECTIVES"]
@@ -56,7 +57,7 @@ class CandidateEvaluator:
         self.reuse_shared = reuse_shared
         self.cache_bytes = cache_bytes
         self.memo: dict[EnsembleArch, Evaluation] = {}
-        self._prefixes: OrderedDict = OrderedDict()  # ops of L1..Lj -> (bn activations, val activations)
+        self._prefixes: OrderedDict = OrderedDict()  # weights of a path's first pieces -> (bn, val activations)
         self._bytes = 0
         self.layers_computed = 0  # (prefix, layer) computations, for tests and benchmarks
 
@@ -75,37 +76,31 @@ class CandidateEvaluator:
             _, old = self._prefixes.popitem(last=False)
             self._bytes -= sum(t.numel() * t.element_size() for part in old for t in part)
 
-    def _prefix(self, ops: tuple) -> tuple[list, list]:
-        """Activations after L{len(ops)} of a path whose ops on L1.. are ``ops``."""
-        if ops in self._prefixes:
-            self._prefixes.move_to_end(ops)
-            return self._prefixes[ops]
-        sn = self.supernet
-        if not ops:  # stem + L0: the same in every candidate
-            modules = [sn.conv_stem, sn.bn1, sn.first_block]
-            value = self._recalibrated(modules, lambda x: sn.first_block(sn.bn1(sn.conv_stem(x))), self.bn_batches,
-                                       [x for x, _ in self.val_batches])
-        else:
-            parent = self._prefix(ops[:-1])
-            op = ops[-1]
-            if op.is_skip:
-                value = parent
-            else:
-                block = sn.block(len(ops), op)
-                value = self._recalibrated([block], block, *parent)
-                self.layers_computed += 1
-        self._store(ops, value)
+    def _prefix(self, pieces: "tuple[Piece, ...]") -> tuple[list, list]:
+        """Activations of the recalibration and held-out inputs after ``pieces``, the start of a path
+        (stem, L0, then its layers up to some L{j}; a skip layer is no piece, so it adds no entry)."""
+        if not pieces:
+            return self.bn_batches, [x for x, _ in self.val_batches]
+        key = tuple(p.weights for p in pieces)  # the same ops give the same activations, shared or private
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return self._prefixes[key]
+        parent = self._prefix(pieces[:-1])
+        module = self.supernet.piece_module(pieces[-1])
+        value = self._recalibrated([module], module, *parent)
+        self.layers_computed += pieces[-1].kind == LAYER
+        self._store(key, value)
         return value
 
     @torch.no_grad()
     def _evaluate_reusing(self, arch: EnsembleArch) -> Evaluation:
-        sn = self.supernet
         logits = []
-        for k, path in enumerate(arch.paths):
-            bn_acts, val_acts = self._prefix(tuple(path))
-            head = [sn.last_blocks[k]]
-            _, out = self._recalibrated(head, lambda h, k=k: pool_classify(sn.last_blocks[k](h), sn.conv_heads[k], sn.classifiers[k], 0.0, False)[0],
-                                        bn_acts, val_acts)
+        for k in range(arch.num_paths):
+            *body, head = trunk_pieces(arch) + path_pieces(arch, k)
+            bn_acts, val_acts = self._prefix(tuple(body))
+            head = self.supernet.piece_module(head)
+            # only the head's last block has BNs; the rest stays in eval mode (no dropout)
+            _, out = self._recalibrated([head.last_block], lambda h, head=head: head(h)[0], bn_acts, val_acts)
             logits.append(out)
         return self._score(arch, [list(per_batch) for per_batch in zip(*logits)])
 

@@ -1,0 +1,84 @@
+"""The layout in modules (``neas.space.layout``): the module of each piece, the forward pass of an
+ensemble given the module of each piece (the supernet's and the plain ensemble's), and a walk that
+runs every piece of a space once on the input it sees in a network (what the cost and latency
+tables measure)."""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import torch
+import torch.nn as nn
+
+from neas.nn.blocks import make_block, make_first_block, make_head, make_stem
+from neas.nn.grad import scale_grad
+from neas.space.arch import EnsembleArch
+from neas.space.layout import FIRST, HEAD, LAYER, STEM, Piece, path_pieces, space_pieces, trunk_pieces
+from neas.space.space import SearchSpace
+
+__all__ = ["make_piece", "run_pieces", "run_layout", "measure_pieces"]
+
+Value = TypeVar("Value")
+
+
+def make_piece(space: SearchSpace, piece: Piece, num_classes: int) -> nn.Module:
+    """A new module for ``piece``: the stem as ``Sequential(conv_stem, bn1)``, L0, a layer's block
+    (an identity for skip), or a :class:`~neas.nn.heads.PathHead`."""
+    if piece.kind == STEM:
+        return nn.Sequential(*make_stem(space))
+    if piece.kind == FIRST:
+        return make_first_block(space)
+    if piece.kind == LAYER:
+        return make_block(space.layer(piece.index), piece.op)
+    if piece.kind == HEAD:
+        return make_head(space, num_classes)
+    raise ValueError(f"unknown piece kind {piece.kind!r}")
+
+
+def run_pieces(pieces: "tuple[Piece, ...]", module_of: Callable[[Piece], nn.Module], x: torch.Tensor):
+    """Runs ``pieces`` in turn on ``x``; what the last one returns (a head: logits and features)."""
+    for piece in pieces:
+        x = module_of(piece)(x)
+    return x
+
+
+def run_layout(
+    arch: EnsembleArch, module_of: Callable[[Piece], nn.Module], x: torch.Tensor, scale_shared_grad: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The forward pass of ensemble ``arch``: the trunk once, then each path from the trunk's output.
+
+    Args:
+        module_of: the module that runs a piece.
+        x: (B, 3, H, W) images.
+        scale_shared_grad: divide the gradient entering the trunk by K (docs/DESIGN.md §4).
+
+    Returns:
+        per path: logits (B, num_classes) and pooled penultimate features (B, feature_channels).
+    """
+    shared = run_pieces(trunk_pieces(arch), module_of, x)
+    if scale_shared_grad:
+        shared = scale_grad(shared, 1.0 / arch.num_paths)
+    return [run_pieces(path_pieces(arch, k), module_of, shared) for k in range(arch.num_paths)]
+
+
+def measure_pieces(
+    space: SearchSpace,
+    x: torch.Tensor,
+    measure: Callable[[Piece, nn.Module, torch.Tensor], "tuple[Value, object]"],
+    num_classes: int,
+) -> dict[Piece, Value]:
+    """Builds every piece of ``space`` that runs (one head: the paths' heads are alike) and calls
+    ``measure(piece, module, input) -> (value, output)`` on the input the piece sees in a network:
+    each op of a layer gets the previous layer's output, x is the input of the stem.
+
+    Returns:
+        ``{piece: value}`` in forward order.
+    """
+    values, layer_input, index = {}, x, None
+    for piece in space_pieces(space):
+        if piece.kind == HEAD and piece.path > 0:
+            continue
+        if piece.kind != LAYER or piece.index != index:  # a new layer starts from the last output
+            layer_input, index = x, piece.index
+        values[piece], x = measure(piece, make_piece(space, piece, num_classes), layer_input)
+    return values
