@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
-from pathlib import Path
 
 from neas.config import add_options, resolve_config
-from neas.errors import NeasError, report_error
-from neas.rundir import ABLATE, ARCH, MODEL, RANK, SUPERNET
+from neas.errors import report_error
+from neas.rundir import ARCH, MODEL, SUPERNET
 
 __all__ = ["main", "build_parser"]
 
@@ -34,74 +32,6 @@ def _artefact(runner: str, name: str):
     return handle
 
 
-def _evaluate(cfg, args) -> None:
-    from neas.recipes.evaluate import evaluate, format_result
-
-    from neas.io import check_output, write_text
-
-    if args.json not in (None, "-"):
-        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET))
-    result = evaluate(cfg)
-    if args.json is not None:
-        text = json.dumps(result, indent=1)
-        if args.json == "-":
-            return print(text)
-        write_text(args.json, text + "\n")
-    print(format_result(result))
-
-
-def _rank(cfg, args) -> None:
-    from neas.recipes.rank import rank
-
-    for path, r in rank(cfg)["supernets"].items():
-        (lo, hi), n = r["kendall_tau_ci95"], r["n"]
-        print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], Spearman rho {r['spearman_rho']:.3f} over {n} ensembles")
-    print(f"rank: {Path(cfg.out, RANK)}")
-
-
-def _run(cfg, args) -> None:
-    from neas import dist
-    from neas.recipes.run import format_summary, run_pipeline
-
-    summary = run_pipeline(cfg)
-    if dist.is_main_process():
-        print(format_summary(summary))
-    dist.cleanup()
-
-
-def _ablate(cfg, args) -> None:
-    from neas.rundir import release_run_dir
-
-    try:
-        record = _run_ablation(cfg, args)
-    finally:
-        release_run_dir(Path(args.out))
-    print(Path(args.out, "ablate.md").read_text().rstrip())
-    print(f"ablate: {Path(args.out, ABLATE)} ({record['ablation']})")
-
-
-def _run_ablation(cfg, args) -> dict:
-    from neas.recipes import ablate
-
-    if args.ablation == "paths":
-        reuse = {}
-        for item in args.reuse or []:
-            k, sep, run = item.partition("=")
-            if not sep or not k.isdigit():
-                raise NeasError(f"--reuse {item!r}: expected K=RUN_DIR, e.g. 2=runs/cifar10")
-            reuse[int(k)] = run
-        record = ablate.paths_ablation(args.config, args.paths, args.out, reuse)
-    elif args.ablation == "search":
-        record = ablate.search_ablation(args.run, args.out, args.top)
-    elif args.ablation == "deep-ensemble":
-        record = ablate.deep_ensemble(args.arch, cfg, args.copies, args.out)
-    elif args.ablation == "homo-hetero":
-        record = ablate.homo_hetero(args.arch, cfg, args.out)
-    else:
-        record = ablate.split_ablation(args.arch, cfg, args.out, equal_budget=args.equal_budget)
-    return record
-
-
 _RETRAIN = "neas.recipes.retrain:RetrainConfig"
 _TOOLS = "neas.recipes.tools:"
 # name: (help, schema "module:Class" or None, handler(cfg, args) or None to call the schema, extra arguments)
@@ -112,10 +42,10 @@ COMMANDS = {
                _artefact("search", ARCH), ()),
     "retrain": ("retrain an ensemble from scratch with the released models' recipe", _RETRAIN, _artefact("retrain", MODEL), ()),
     "evaluate": ("top-1, NLL, ECE, Brier of an ensemble, its paths and anytime sub-ensembles; calibration, corruptions, cost, latency", "neas.recipes.evaluate:EvaluateConfig",
-                 _evaluate, (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
+                 "neas.recipes.evaluate:main", (("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
                              ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}))),
-    "rank": ("Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)", "neas.recipes.rank:RankConfig", _rank, ()),
-    "run": ("the whole pipeline in one run directory (no arguments: the digits demo)", "neas.recipes.run:RunConfig", _run, ()),
+    "rank": ("Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)", "neas.recipes.rank:RankConfig", "neas.recipes.rank:main", ()),
+    "run": ("the whole pipeline in one run directory (no arguments: the digits demo)", "neas.recipes.run:RunConfig", "neas.recipes.run:main", ()),
     "arch": ("print an ensemble architecture with its cost", _TOOLS + "ArchCommand", None, ()),
     "space": ("print a search space", _TOOLS + "SpaceCommand", None, ()),
     "latency-table": ("measure the per-(layer, op) latency table of a space on this machine", "neas.recipes.latency:LatencyTableCommand", None, ()),
@@ -174,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="the paper's ablations, and a deep ensemble: homo-hetero, split, paths, search, deep-ensemble (resumable)")
     ab = ab.add_subparsers(dest="ablation", required=True, metavar="ABLATION")
     for name, (help, schema, extra) in ABLATIONS.items():
-        _command(ab, name, help, schema, _ablate, extra, skip=("resume",), required=("arch", "out") if schema else ())
+        _command(ab, name, help, schema, "neas.recipes.ablate:main", extra, skip=("resume",), required=("arch", "out") if schema else ())
     return parser
 
 
@@ -196,7 +126,8 @@ def main(argv: "list[str] | None" = None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
-        (args.handler or (lambda cfg, args: print(cfg())))(cfg, args)
+        handler = _schema(args.handler) if isinstance(args.handler, str) else args.handler
+        (handler or (lambda cfg, args: print(cfg())))(cfg, args)
         return 0
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - argparse's SystemExit passes through
         return report_error(exc)

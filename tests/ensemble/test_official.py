@@ -153,5 +153,6 @@ def test_export_official_cli(released_m, tmp_path, capsys):
     from neas.ensemble.io import load_ensemble
 
     net, meta = load_ensemble(tmp_path / "m.safetensors")
-    assert net.num_classes == 10 and meta["weights"] == "official"
+    assert net.num_classes == 10
+    assert meta.weights == "official"
     assert torch.equal(net.state_dict()["conv_stem.weight"], released_m[2]["conv_stem.weight"])

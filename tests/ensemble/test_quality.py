@@ -217,8 +217,32 @@ def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path
     assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "2",
                  "--out", str(tmp_path / "two.safetensors")]) == 0
     two, meta = load_ensemble(tmp_path / "two.safetensors")
-    assert two.arch.paths == (net.arch.paths[1], net.arch.paths[2]) and "temperature" not in meta
+    assert two.arch.paths == (net.arch.paths[1], net.arch.paths[2])
+    assert meta.temperature is None
     with torch.no_grad():
         assert torch.allclose(two(x), (net.path_logits(x)[1] + net.path_logits(x)[2]) / 2, atol=1e-5)
     assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "4",
                  "--out", str(tmp_path / "four.safetensors")]) == 2
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("temperature", '{"temperature": -1.0}', "temperature must be a finite number > 0, got -1.0"),
+    ("temperature", '{"temperature": 0}', "temperature must be a finite number > 0, got 0"),
+    ("path_order", '{"order": [0, 0, 1]}', "path_order must order the paths 0..2, got [0, 0, 1]"),
+    ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+    ("holdout", "not json", "metadata field 'holdout' is not valid JSON"),
+])
+def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_paths, tmp_path, field, value, message):
+    from safetensors.torch import load_file, save_file
+
+    from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
+
+    net, _ = three_paths
+    path = tmp_path / "m.safetensors"
+    info = save_ensemble(net, path, holdout=0.1)
+    save_file(load_file(str(path)), str(path), {**info.metadata(), field: value})
+    with pytest.raises(NeasError) as caught:
+        load_ensemble(path)
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+    assert isinstance(info, EnsembleFile)

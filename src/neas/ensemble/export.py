@@ -3,13 +3,14 @@ and verify the export by running it on a batch and comparing with PyTorch."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
-from neas.ensemble.io import load_ensemble, save_ensemble
+from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError, suggest
 
@@ -50,11 +51,11 @@ class Calibrated(torch.nn.Module):
         return self.net(x) / self.temperature
 
 
-def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, meta: "dict | None" = None,
+def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, info: "EnsembleFile | None" = None,
            temperature: "float | None" = None) -> float:
     """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
     model's output from PyTorch's on a random batch (raises if it exceeds 1e-4). With a
-    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps it in ``meta``."""
+    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps ``info``'s fields (its temperature too)."""
     if fmt not in FORMATS:
         raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
     out = Path(out)
@@ -70,7 +71,10 @@ def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, o
         if fmt == "onnx":
             got = _onnx(net if temperature is None else Calibrated(net, temperature), tmp, x, opset)
         else:
-            save_ensemble(net, tmp, **(meta or {}))
+            fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)} if info is not None else {}
+            for name in ("space", "arch", "num_classes"):
+                fields.pop(name, None)
+            save_ensemble(net, tmp, **fields)
             with torch.no_grad():
                 got = load_ensemble(tmp)[0](x)
         diff = (got - expected).abs().max().item()

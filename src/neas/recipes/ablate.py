@@ -38,7 +38,7 @@ from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.io import save_figure, write_json, write_text
-from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, run_stage
+from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, release_run_dir, run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
 
@@ -329,3 +329,33 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
         f"| deep ensemble | {_pct(e['top1'])} | {e['nll']:.4f} | {_pct(e['ece'])} | {e['brier']:.4f} | {result['macs'] / 1e6:.3f} | "
         f"{result['params'] / 1e6:.3f} |", ""])
     return _finish(out, "deep-ensemble", result, table)
+
+
+def main(cfg, args) -> None:
+    """`neas ablate ...`: runs the ablation, prints its table."""
+    try:
+        record = _run_ablation(cfg, args)
+    finally:
+        release_run_dir(Path(args.out))
+    print(Path(args.out, "ablate.md").read_text().rstrip())
+    print(f"ablate: {Path(args.out, ABLATE)} ({record['ablation']})")
+
+
+def _run_ablation(cfg, args) -> dict:
+    if args.ablation == "paths":
+        reuse = {}
+        for item in args.reuse or []:
+            k, sep, run = item.partition("=")
+            if not sep or not k.isdigit():
+                raise NeasError(f"--reuse {item!r}: expected K=RUN_DIR, e.g. 2=runs/cifar10")
+            reuse[int(k)] = run
+        record = paths_ablation(args.config, args.paths, args.out, reuse)
+    elif args.ablation == "search":
+        record = search_ablation(args.run, args.out, args.top)
+    elif args.ablation == "deep-ensemble":
+        record = deep_ensemble(args.arch, cfg, args.copies, args.out)
+    elif args.ablation == "homo-hetero":
+        record = homo_hetero(args.arch, cfg, args.out)
+    else:
+        record = split_ablation(args.arch, cfg, args.out, equal_budget=args.equal_budget)
+    return record

@@ -22,8 +22,10 @@ from neas.data.datasets import check_same_classes, evaluation_view
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
-from neas.ensemble.io import load_model, store_metadata
+from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
+from neas.io import check_output, write_text
 from neas.errors import NeasError
+from neas.rundir import MODEL, SUPERNET
 from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
@@ -66,40 +68,39 @@ def fit_on_heldout(net, data: str, data_dir, holdout: float, input_size: int, de
     return record
 
 
-def _temperature(cfg: EvaluateConfig, net, meta: dict, data, data_dir, device) -> "dict | None":
+def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> "dict | None":
     if cfg.temperature == "none":
         return None
     if cfg.temperature == "auto":
-        return json.loads(meta["temperature"]) if "temperature" in meta else None
-    holdout = float(json.loads(meta.get("holdout", "0")))
+        return info.temperature
+    holdout = info.holdout
     if cfg.official_checkpoint is not None or not holdout:
         raise NeasError("--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
                         "retrain with --holdout 0.1 (or use --temperature none)")
     record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size, cfg.decoding)
-    path = store_metadata(cfg.checkpoint, temperature=record)
+    path = update_ensemble_file(cfg.checkpoint, temperature=record)
     log.info("stored the temperature in %s", path)
     return record
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
-    net, meta = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
+    net, info = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     device = local_device(cfg.device)
-    data = cfg.data or json.loads(meta.get("data", "{}")).get("data")
-    data_dir = cfg.data_dir or json.loads(meta.get("data", "{}")).get("data_dir")
+    data = cfg.data or (info.data or {}).get("data")
+    data_dir = cfg.data_dir or (info.data or {}).get("data_dir")
     if data is None:
         raise NeasError("--data is required for this checkpoint")
     dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)
     if dataset.num_classes != net.num_classes:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
-    if "classes" in meta:  # matched by name: a test folder with other classes is not scored by position
-        check_same_classes(json.loads(meta["classes"]), dataset.classes, f"{data!r}/{cfg.split}")
-    temperature = _temperature(cfg, net, meta, data, data_dir, device)
-    order = json.loads(meta.get("path_order", "{}"))
-    result = assess(net, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers, order=order.get("order"),
-                    order_by=order.get("by", "path index"), temperature=temperature, corruptions=cfg.corruptions,
+    if info.classes is not None:  # matched by name: a test folder with other classes is not scored by position
+        check_same_classes(list(info.classes), dataset.classes, f"{data!r}/{cfg.split}")
+    temperature = _temperature(cfg, net, info, data, data_dir, device)
+    result = assess(net, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers, order=info.order,
+                    order_by=(info.path_order or {}).get("by", "path index"), temperature=temperature, corruptions=cfg.corruptions,
                     severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, latency=cfg.latency,
                     desc=f"evaluate {cfg.split}")
-    return {"split": cfg.split, "data": data, "weights": meta.get("weights", "raw"), **result, "arch": net.arch.to_json()}
+    return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}
 
 
 def format_result(result: dict) -> str:
@@ -135,3 +136,16 @@ def format_result(result: dict) -> str:
     extra = f", latency {result['latency_ms']:.2f} ms ({result['latency_device']}, batch 1)" if "latency_ms" in result else ""
     lines.append(f"MACs {result['macs'] / 1e6:.2f}M, paper FLOPs {result['paper_flops'] / 1e6:.2f}M, params {result['params'] / 1e6:.2f}M{extra}")
     return "\n".join(lines)
+
+
+def main(cfg, args) -> None:
+    """`neas evaluate`: prints the result, or writes it as JSON (``--json``)."""
+    if args.json not in (None, "-"):
+        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET))
+    result = evaluate(cfg)
+    if args.json is not None:
+        text = json.dumps(result, indent=1)
+        if args.json == "-":
+            return print(text)
+        write_text(args.json, text + "\n")
+    print(format_result(result))

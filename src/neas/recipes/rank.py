@@ -208,3 +208,11 @@ def _scatter(oneshot, scratch, corr, path: Path, title: str) -> None:
            title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], Spearman ρ {corr['spearman_rho']:.2f}")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def main(cfg, args) -> None:
+    """`neas rank`: prints each supernet's rank correlation."""
+    for path, r in rank(cfg)["supernets"].items():
+        (lo, hi), n = r["kendall_tau_ci95"], r["n"]
+        print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], Spearman rho {r['spearman_rho']:.3f} over {n} ensembles")
+    print(f"rank: {Path(cfg.out, RANK)}")

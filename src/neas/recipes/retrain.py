@@ -248,12 +248,11 @@ def retrain(cfg: RetrainConfig) -> Path:
             log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"], metrics["images_per_s"], test_note)
         dist.barrier()
     if run.main:
-        meta = {"classes": train_full.classes, "weights": "ema" if ema is not None else "raw",
-                "data": {"data": cfg.data, "data_dir": cfg.data_dir}, "recipe": cfg.recipe, "holdout": cfg.holdout,
-                **_order_and_temperature(cfg, report, held_out, device)}
-        save_ensemble(report, run / MODEL, **meta)
-        result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=meta["path_order"]["order"],
-                        order_by=meta["path_order"]["by"], temperature=meta.get("temperature"), corruptions=cfg.corruptions,
+        info = save_ensemble(report, run / MODEL, classes=tuple(train_full.classes), weights="ema" if ema is not None else "raw",
+                             data={"data": cfg.data, "data_dir": cfg.data_dir}, recipe=cfg.recipe, holdout=cfg.holdout,
+                             **_order_and_temperature(cfg, report, held_out, device))
+        result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=info.order,
+                        order_by=info.path_order["by"], temperature=info.temperature, corruptions=cfg.corruptions,
                         severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
         run.write_json(EVAL, {"split": cfg.eval_split, **result})
         log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],

@@ -27,7 +27,6 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.io import write_json
 from neas.rundir import ARCH, EVAL, MODEL, NOT_COMPARED as _ALWAYS_IGNORED, PARETO, SUMMARY, SUPERNET, RunDir, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
@@ -98,13 +97,13 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
     records = []
     for text, value in values.items():
         member = picks[value]
-        folder = run / "budgets" / f"{cfg.budget_metric}_{text}"
+        name = f"budgets/{cfg.budget_metric}_{text}"
+        folder = run / name
         arch = {**{k: member[k] for k in ("split", "paths", "distinct") if k in member}, "space": pareto["space"],
                 "path_acc": member["path_acc"], "supernet_acc": member["ensemble_acc"], "budget": {cfg.budget_metric: value},
                 **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
-        if dist.is_main_process() and not (folder / ARCH).is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / ARCH, arch)
+        if not (folder / ARCH).is_file():
+            run.write_json(f"{name}/{ARCH}", arch)
         dist.barrier()
         stage = dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain"))
         run_stage(folder / "retrain", [MODEL, EVAL], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
@@ -117,7 +116,6 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
 
 def run_pipeline(cfg: RunConfig) -> dict:
     """Runs every stage; returns the final summary (also written to ``summary.json``)."""
-    run = Path(cfg.out)
     sn, se, rt = cfg.stages()
     if cfg.budgets:  # one search for every budget: its Pareto front
         if cfg.budget_metric not in PARETO_METRICS:
@@ -125,8 +123,9 @@ def run_pipeline(cfg: RunConfig) -> dict:
         for text in cfg.budgets:
             _budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
-    resume = cfg.resume and run.is_dir() and any(run.iterdir())  # --resume of a directory not there yet just starts it
-    RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
+    out = Path(cfg.out)
+    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
+    run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
     run_stage(run / "supernet", [SUPERNET], train_supernet, sn, "supernet")
     run_stage(run / "search", [ARCH], search, se, "search")
     if cfg.compare_random:
@@ -137,41 +136,49 @@ def run_pipeline(cfg: RunConfig) -> dict:
     if cfg.budgets:
         budgets = _retrain_budgets(cfg, run, rt)
         largest = Path(max(budgets, key=lambda b: b["value"])["dir"])
-        link = run / "retrain"  # the report's and summary's retrain: the largest budget's (a link we made)
-        if dist.is_main_process():
-            if link.is_symlink():
-                link.unlink()
-            if not link.exists():
-                link.symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+        run.on_main(lambda: _link_retrain(run, largest))
         dist.barrier()
         arch_file = largest / ARCH
     else:
         run_stage(run / "retrain", [MODEL, EVAL], retrain, rt, "retrain")
         arch_file = run / "search" / ARCH
-    summary = {}
-    if dist.is_main_process():
-        from neas.report import build_report
-
-        arch = {**json.loads((run / "search" / ARCH).read_text()), **json.loads(arch_file.read_text())}
-        arch.setdefault("constraints", {})
-        result = json.loads((run / "retrain" / EVAL).read_text())
-        report = build_report(run)
-        summary = {
-            "report": str(report),
-            "test_top1": result["ensemble"]["top1"],
-            "test_nll": result["ensemble"]["nll"],
-            "test_ece": result["ensemble"].get("ece"),
-            "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
-            "supernet_acc": arch["supernet_acc"],
-            "macs": arch["macs"],
-            "paper_flops": arch["paper_flops"],
-            "params": arch["params"],
-            "constraints": arch["constraints"],
-            "arch": {"split": arch["split"], "paths": arch["paths"]},
-            **({"budgets": budgets} if budgets else {}),
-        }
-        write_json(run / SUMMARY, summary)
+    summary = run.on_main(lambda: _summarise(run, arch_file, budgets)) or {}
     dist.barrier()
+    return summary
+
+
+def _link_retrain(run: RunDir, largest: Path) -> None:
+    """``retrain``, the report's and summary's retrain: a link (ours) to the largest budget's."""
+    link = run / "retrain"
+    if link.is_symlink():
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+
+
+def _summarise(run: RunDir, arch_file: Path, budgets: list) -> dict:
+    """Writes the report and ``summary.json``; returns the summary."""
+    from neas.report import build_report
+
+    arch = {**json.loads((run / "search" / ARCH).read_text()), **json.loads(arch_file.read_text())}
+    arch.setdefault("constraints", {})
+    result = json.loads((run / "retrain" / EVAL).read_text())
+    report = build_report(run.path)
+    summary = {
+        "report": str(report),
+        "test_top1": result["ensemble"]["top1"],
+        "test_nll": result["ensemble"]["nll"],
+        "test_ece": result["ensemble"].get("ece"),
+        "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
+        "supernet_acc": arch["supernet_acc"],
+        "macs": arch["macs"],
+        "paper_flops": arch["paper_flops"],
+        "params": arch["params"],
+        "constraints": arch["constraints"],
+        "arch": {"split": arch["split"], "paths": arch["paths"]},
+        **({"budgets": budgets} if budgets else {}),
+    }
+    run.write_json(SUMMARY, summary)
     return summary
 
 
@@ -187,3 +194,11 @@ def format_summary(summary: dict) -> str:
         f"{summary['macs'] / 1e6:.3f}M MACs, {summary['params'] / 1e6:.3f}M params; budget: {limits}\n"
         f"report: {summary['report']}"
     )
+
+
+def main(cfg, args) -> None:
+    """`neas run`: prints the summary."""
+    summary = run_pipeline(cfg)
+    if dist.is_main_process():
+        print(format_summary(summary))
+    dist.cleanup()

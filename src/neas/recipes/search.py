@@ -112,8 +112,8 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resu
     return measure_latency_table(space, num_classes, device)
 
 
-def _keep_latency(table: "LatencyTable | None", run: Path, resuming: bool) -> None:
-    if table is not None and dist.is_main_process() and not resuming:  # a restart replaces an earlier attempt's
+def _keep_latency(table: "LatencyTable | None", run: RunDir, resuming: bool) -> None:
+    if table is not None and run.main and not resuming:  # a restart replaces an earlier attempt's
         table.save(run / LATENCY_TABLE)
 
 
@@ -160,7 +160,7 @@ def search(cfg: SearchConfig) -> Path:
     run = RunDir.open(cfg, "search", device)
     resuming = run.resuming
     # one table for every rank: the budget and the Pareto parents must agree everywhere
-    latency = dist.broadcast_object(_latency(cfg, run, space, num_classes, device, resuming) if dist.is_main_process() else None)
+    latency = dist.broadcast_object(_latency(cfg, run, space, num_classes, device, resuming) if run.main else None)
     if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
         fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
         lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
@@ -198,7 +198,7 @@ def search(cfg: SearchConfig) -> Path:
 
     def evaluate(archs: list[EnsembleArch]) -> list[float]:
         rank, world = dist.get_rank(), dist.get_world_size()
-        bar = tqdm(total=len(archs), desc=f"generation {len(generations_done)}", leave=False, disable=None if dist.is_main_process() else True)
+        bar = tqdm(total=len(archs), desc=f"generation {len(generations_done)}", leave=False, disable=None if run.main else True)
         bar.set_postfix(best=f"{max(history.values(), default=0.0):.1%}")
         mine = {}
         for i in range(rank, len(archs), world):
@@ -228,7 +228,7 @@ def search(cfg: SearchConfig) -> Path:
             "best": {**best_arch.to_json(), **_scores(evaluator.memo[best_arch])},
             "evaluations": len(history),
         }
-        if dist.is_main_process():
+        if run.main:
             run.write_json(generation_file(g), record, indent=None)
             logger.log(g, generation=g, evaluations=len(history), best_acc=evaluator.memo[best_arch].ensemble_acc,
                        best_nll=evaluator.memo[best_arch].ensemble_nll, mean_acc=sum(accs) / len(accs), members=len(members))
@@ -239,7 +239,7 @@ def search(cfg: SearchConfig) -> Path:
             log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
                      g, len(members), cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs), len(history))
 
-    if dist.is_main_process():
+    if run.main:
         log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
                  cfg.strategy, space.name, shrunk.num_combinations, calibration["score_images"], constraints.active() or "none")
     if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
@@ -280,7 +280,7 @@ def search(cfg: SearchConfig) -> Path:
         # every candidate, best first by the objective, with both numbers
         "candidates": [{**a.to_json(), **_scores(evaluator.memo[a])} for a in ranked],
     }
-    if dist.is_main_process():
+    if run.main:
         if cfg.pareto:
             archs = list(history)
             front = [{**archs[i].to_json(), **costs_of[archs[i]], **_scores(evaluator.memo[archs[i]]), "fitness": history[archs[i]]}

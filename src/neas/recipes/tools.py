@@ -7,6 +7,7 @@ The CLI builds their flags from the schemas like the stages'. (``subimagenet`` a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -75,22 +76,21 @@ class ExportCommand:
         from neas.io import check_output
 
         check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force, inside=(MODEL, SUPERNET))
-        net, meta = load_model(self.checkpoint, self.official_checkpoint, self.arch)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "arch", "space", "num_classes")}
+        net, info = load_model(self.checkpoint, self.official_checkpoint, self.arch)
         notes = []
         if self.paths is not None and self.paths != net.arch.num_paths:
             if self.paths > net.arch.num_paths:
                 raise NeasError(f"paths: the ensemble has {net.arch.num_paths} paths, got {self.paths}")
-            order = json.loads(meta.get("path_order", "{}"))
-            order.setdefault("order", list(range(net.arch.num_paths)))
-            chosen = order["order"][: self.paths]
+            chosen, total = info.order[: self.paths], net.arch.num_paths
             net = net.select(chosen)
-            meta["path_order"] = json.dumps({"order": list(range(self.paths)), "by": f"paths {chosen} of the original, by {order.get('by', 'path index')}"})
-            if meta.pop("temperature", None) is not None:
+            by = (info.path_order or {}).get("by", "path index")
+            if info.temperature is not None:
                 notes.append("the stored temperature was fitted for all paths and is not carried over")
-            notes.append(f"paths {chosen} of the {len(order['order'])}-path ensemble")
-        temperature = json.loads(meta["temperature"])["temperature"] if "temperature" in meta else None
-        diff = export(net, self.format, self.out, meta=meta, opset=self.opset, temperature=temperature)
+            info = dataclasses.replace(info, space=net.space, arch=net.arch, temperature=None,
+                                       path_order={"order": list(range(self.paths)), "by": f"paths {chosen} of the original, by {by}"})
+            notes.append(f"paths {chosen} of the {total}-path ensemble")
+        temperature = info.temperature_value
+        diff = export(net, self.format, self.out, info=info, opset=self.opset, temperature=temperature)
         if temperature is not None:
             notes.append(f"temperature {temperature:.3f} {'in the graph' if self.format == 'onnx' else 'in the metadata'}")
         return (f"exported {self.format} to {self.out}{' (' + '; '.join(notes) + ')' if notes else ''}; "
