@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ HERE = Path(__file__).resolve().parents[1] / "experiments" / "cifar10"
 
 
 def _module(name):
+    if str(HERE) not in sys.path:  # as when the scripts run from their folder: plan.py beside them
+        sys.path.insert(0, str(HERE))
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -56,13 +59,13 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
 
 
 def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
-    study = _module("study")
-    units = study.units()
+    plan = _module("plan")
+    units = plan.units()
     pipelines = [n for n, u in units.items() if u["kind"] == "pipeline"]
     assert len(pipelines) == 20 and {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
     assert units["k5_diversity_seed0"]["config"]["space"].endswith("space_k5.yaml")
     assert units["split_seed0_retrain1"]["deps"] == ["k2_diversity_seed0", "rank_diversity_seed0"]  # its supernet
-    assert {units[f"rank_{m}_seed2"]["mode"] for m in study.SHRINK_MODES} == set(study.SHRINK_MODES)
+    assert {units[f"rank_{m}_seed2"]["mode"] for m in plan.SHRINK_MODES} == set(plan.SHRINK_MODES)
     assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
     assert [units[f"deep_seed1_retrain{r}"]["seed"] for r in (1, 2)] == [1110, 2110]  # two copies each: 1110+1111, 2110+2111
     assert units["deep_seed1_retrain2"]["deps"] == ["k1half_seed1"]
@@ -70,6 +73,7 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
     assert units["k1half_seed0"]["config"]["search"]["max_macs"] == "0.75M"
     assert units["k2_quality_seed0"]["config"]["supernet"]["shrink"] == "quality"
+    assert list(_module("study").units()) == list(units)  # the driver runs the plan
     # every config is a valid `neas run` config
     from neas.config import from_dict
     from neas.recipes.run import RunConfig

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # study.py beside this file, however this one was loaded
-from study import OLD_RANK, SHRINK_MODES, units as study_units  # noqa: E402
+from plan import OLD_RANK, SHRINK_MODES  # experiments/cifar10/plan.py
+from plan import units as study_units
 
-from neas.search.ranking import RESAMPLES, kendall_tau, paired_bootstrap, percentile_ci, rank_correlation, tau_difference  # noqa: E402
+from neas.search.ranking import RESAMPLES, kendall_tau, paired_bootstrap, percentile_ci, rank_correlation, tau_difference
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),

@@ -5,7 +5,7 @@ import torch
 
 from neas.errors import NeasError
 from neas.ensemble import build_ensemble
-from neas.space import EnsembleArch, SearchSpace
+from neas.space import HEAD, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.supernet import Supernet
 
 from ..supernet.test_supernet import _randomize_bn
@@ -46,6 +46,35 @@ def test_released_key_layout():
         assert f"blocks.{k}.0.0.se.conv_reduce.weight" in keys and f"blocks.{k}.0.0.conv_pwl.weight" in keys
         assert f"conv_heads.{k}.bias" in keys and f"classifiers.{k}.weight" in keys
     assert {k.split(".")[0] for k in keys} == {"conv_stem", "bn1", "sharing_blocks", "blocks", "conv_heads", "classifiers"}
+
+
+@pytest.mark.parametrize("paths", [None, [1, 0], [1]])
+def test_the_pieces_hold_every_weight_and_statistic_of_the_network_once(tiny, paths):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10)
+    net = net if paths is None else net.select(paths)
+    tensors = [t for p in arch_pieces(net.arch) for t in net.piece_module(p).state_dict(keep_vars=True).values()]
+    assert len({id(t) for t in tensors}) == len(tensors)
+    assert {id(t) for t in tensors} == {id(t) for t in net.state_dict(keep_vars=True).values()}
+
+
+def test_a_sub_ensemble_runs_the_chosen_paths_in_the_chosen_order(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        full = net.path_logits(x)
+        for paths in ([1, 0], [1]):
+            for got, k in zip(net.select(paths).path_logits(x), paths, strict=True):
+                torch.testing.assert_close(got, full[k], rtol=0, atol=0)
+
+
+def test_a_heads_dropout_follows_the_networks_mode(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3), 10)
+    head = net.piece_module(Piece(HEAD, 1))  # a view over blocks.1.0.<last>, conv_heads.1, classifiers.1
+    x = torch.randn(4, tiny.last_channels, 4, 4)
+    net.train()
+    assert not torch.equal(head(x)[0], head(x)[0])
+    net.eval()
+    assert torch.equal(head(x)[0], head(x)[0])
 
 
 def test_se_matches_design():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neas.errors import NeasError
-from neas.space import LAYER, EnsembleArch, Piece, SearchSpace
+from neas.space import LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.nn import scale_grad
 from neas.supernet import Supernet
 
@@ -61,6 +61,19 @@ def test_shared_part_is_computed_once(tiny_supernet):
     for h in handles:
         h.remove()
     assert calls and all(v == 1 for v in calls.values())
+
+
+def test_forward_runs_the_pieces_of_the_walk_in_order(tiny_supernet):
+    arch = EnsembleArch.sample(tiny_supernet.space, 7, split=2)
+    ran = []
+    modules = [tiny_supernet.piece_module(p) for p in arch_pieces(arch)]
+    handles = [m.register_forward_hook(lambda mod, i, o: ran.append(mod)) for m in modules]
+    try:
+        tiny_supernet(torch.randn(2, 3, 32, 32), arch)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == modules
 
 
 def test_unsampled_blocks_get_no_gradient(tiny_supernet):
