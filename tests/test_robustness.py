@@ -1,5 +1,5 @@
-"""Nothing lost, nothing silently wrong (issue 14): each numbered case of the fuzzing report,
-and a table of bad inputs run against every subcommand."""
+"""Nothing lost, nothing silently wrong: a run never deletes or overwrites what is not its own, resume has no
+dead ends, bad data is named rather than used, and a table of bad inputs run against every subcommand."""
 
 import fcntl
 import json
@@ -26,7 +26,9 @@ def _snapshot(root: Path, skip=()) -> dict:
 def _one_error_line(capsys, code, fragment=""):
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("neas: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("neas: error: "), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err, err
     assert fragment in err, err
     return err
 
@@ -47,7 +49,7 @@ def _folder(root, split, classes, n=3):
 
 # --- data loss -----------------------------------------------------------------------------
 
-def test_1_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
+def test_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
     (tmp_path / "v" / "supernet").mkdir(parents=True)
     (tmp_path / "v" / "supernet" / "notes.txt").write_text("precious")
     _one_error_line(capsys, main(["run", "--out", str(tmp_path / "v"), "--resume"]), "not a neas run directory")
@@ -55,7 +57,7 @@ def test_1_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["supernet"]  # nothing written into it either
 
 
-def test_1_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, capsys):
+def test_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, capsys):
     from neas.rundir import run_stage
 
     stage = tmp_path / "run" / "supernet"
@@ -66,7 +68,7 @@ def test_1_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, 
     assert (stage / "notes.txt").read_text() == "precious"
 
 
-def test_2_a_run_directory_has_one_owner(tmp_path):
+def test_a_run_directory_records_its_kind_and_is_refused_while_another_process_holds_it(tmp_path):
     run = prepare_run_dir(tmp_path / "r", False, _tiny(tmp_path / "r"), "train-supernet")
     assert json.loads((run / MARKER).read_text())["kind"] == "train-supernet"
     release_run_dir(run)
@@ -82,7 +84,7 @@ def test_2_a_run_directory_has_one_owner(tmp_path):
 
 # --- resume dead-ends ----------------------------------------------------------------------
 
-def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
     """... even with a corrected option: nothing of the first attempt is kept."""
     import neas.recipes.train_supernet as recipe
 
@@ -91,7 +93,8 @@ def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_pat
     with pytest.raises(Killed):
         train_supernet(_tiny(out))
     restore()
-    assert not (out / "state.json").exists() and (out / MARKER).exists()
+    assert not (out / "state.json").exists()
+    assert (out / MARKER).exists()
     with pytest.raises(NeasError, match="already exists: pass --resume"):
         train_supernet(_tiny(out))
     train_supernet(_tiny(out, resume=True, lr=0.1))  # a corrected option: accepted, there is nothing to continue
@@ -99,7 +102,7 @@ def test_9_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_pat
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
-def test_10_resume_accepts_the_same_run_spelled_or_placed_differently(tmp_path, monkeypatch):
+def test_resume_accepts_the_same_run_spelled_or_placed_differently(tmp_path, monkeypatch):
     import shutil
 
     monkeypatch.chdir(tmp_path)
@@ -112,7 +115,7 @@ def test_10_resume_accepts_the_same_run_spelled_or_placed_differently(tmp_path, 
         train_supernet(_tiny("o", epochs=3, resume=True))
 
 
-def test_10_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_meaning(tmp_path, monkeypatch):
+def test_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_meaning(tmp_path, monkeypatch):
     import shutil
 
     from neas.recipes.search import SearchConfig
@@ -147,7 +150,7 @@ def test_10_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_the
     release_run_dir(Path("a/search"))
 
 
-def test_10_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
+def test_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
     from neas.recipes.run import NOT_COMPARED, RunConfig
     from neas.rundir import run_stage
 
@@ -169,7 +172,7 @@ def test_10_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp
     run_stage(done, ["eval.json"], lambda c: pytest.fail("ran"), cfg.stages()[2], "retrain")  # same settings: skipped
 
 
-def test_9_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_path):
+def test_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_path):
     from neas.rundir import truncate_metrics
 
     run = tmp_path / "s"
@@ -183,7 +186,7 @@ def test_9_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_
     assert [json.loads(l)["generation"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
-def test_3_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, capsys):
+def test_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     _one_error_line(capsys, main(["ablate", "split", "--arch", "neas-s", "--out", str(tmp_path / "mine")]), "not a neas ablate split directory")
@@ -200,7 +203,7 @@ def test_3_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, caps
         claim_dir(tmp_path / "r", "ablate split")
 
 
-def test_3_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, monkeypatch):
+def test_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, monkeypatch):
     from neas.ensemble import export as export_module
     from neas.ensemble.model import EnsembleNet
     from neas.space import SearchSpace, resolve_arch_and_space
@@ -217,7 +220,7 @@ def test_3_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, 
 
 # --- silent wrong results ------------------------------------------------------------------
 
-def test_4_test_classes_are_matched_by_name(tmp_path, capsys):
+def test_test_classes_are_matched_to_the_training_classes_by_name(tmp_path, capsys):
     root = _folder(_folder(tmp_path / "d", "train", ["a", "b"]), "test", ["a", "c"])
     code = main(["retrain", "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r"), "--device", "cpu",
                  "--arch", str(_arch_file(tmp_path))])
@@ -233,7 +236,7 @@ def _arch_file(tmp_path):
     return path
 
 
-def test_5_and_8_splits_and_folders(tmp_path, capsys, caplog):
+def test_unknown_splits_are_refused_and_image_folders_skip_hidden_or_empty_ones_and_need_2_classes(tmp_path, caplog):
     from neas.data import load_dataset
 
     with pytest.raises(NeasError, match="digits has the splits train and test, not 'tset'"):
@@ -243,7 +246,8 @@ def test_5_and_8_splits_and_folders(tmp_path, capsys, caplog):
     (root / "train" / "empty").mkdir()
     data = load_dataset("imagefolder", "train", 16, root)
     assert data.classes == ["a", "b"]
-    assert "hidden folders .ipynb_checkpoints" in caplog.text and "without images: empty" in caplog.text
+    assert "hidden folders .ipynb_checkpoints" in caplog.text
+    assert "without images: empty" in caplog.text
     single = _folder(tmp_path / "s", "train", ["only"])
     with pytest.raises(NeasError, match="at least 2 are needed"):
         load_dataset("imagefolder", "train", 16, single)
@@ -252,24 +256,24 @@ def test_5_and_8_splits_and_folders(tmp_path, capsys, caplog):
 # --- the fuzz table: every subcommand, bad inputs ------------------------------------------
 
 BAD = [
-    (["train-supernet", "--shrink-beta", "nan"], "shrink_beta must be a finite number >= 0"),  # 6
+    (["train-supernet", "--shrink-beta", "nan"], "shrink_beta must be a finite number >= 0"),
     (["train-supernet", "--shrink-beta", "-1"], "shrink_beta"),
     (["train-supernet", "--shrink-gamma", "inf"], "shrink_gamma"),
-    (["train-supernet", "--holdout", "0"], "holdout must be in (0, 1)"),  # 7
-    (["train-supernet", "--lr", "inf"], "lr must be in (0, 100]"),  # 8
+    (["train-supernet", "--holdout", "0"], "holdout must be in (0, 1)"),
+    (["train-supernet", "--lr", "inf"], "lr must be in (0, 100]"),
     (["train-supernet", "--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     (["train-supernet", "--momentum", "1.5"], "momentum must be in [0, 1)"),
-    (["train-supernet", "--device", "tpu"], "device: 'tpu' is not"),  # 13
+    (["train-supernet", "--device", "tpu"], "device: 'tpu' is not"),
     (["train-supernet", "--device", "cuda"], "no CUDA GPU"),
     (["train-supernet", "--epochs", "0"], "epochs must be at least 1"),
     (["train-supernet", "--config", "{yaml_bad}"], "malformed YAML"),
     (["train-supernet", "--config", "{latin1}"], "not a UTF-8 text file"),
-    (["search", "--evaluations", "0"], "evaluations must be at least 1"),  # 8
-    (["search", "--val-images", "0"], "val_images must be at least 1"),  # 13
+    (["search", "--evaluations", "0"], "evaluations must be at least 1"),
+    (["search", "--val-images", "0"], "val_images must be at least 1"),
     (["search", "--max-macs", "nan"], "must be a finite number"),
     (["search", "--strategy", "genetic"], "strategy: unknown 'genetic'"),
-    (["retrain", "--erase-prob", "5"], "erase_prob must be in [0, 1]"),  # 8
-    (["retrain", "--holdout", "1"], "holdout must be in [0, 1)"),  # 13
+    (["retrain", "--erase-prob", "5"], "erase_prob must be in [0, 1]"),
+    (["retrain", "--holdout", "1"], "holdout must be in [0, 1)"),
     (["retrain", "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
     (["retrain", "--lr-per-2048", "nan"], "lr_per_2048 must be in (0, 100]"),
     (["retrain", "--randaugment", "foo"], "randaugment: 'foo' is not a timm RandAugment policy"),
@@ -297,9 +301,9 @@ BAD = [
     (["run", "supernet.epochs.x=3"], "is a value, not a section"),
     (["ablate", "search", "--run", "{missing}", "--out", "{tmp}/ab"], "no such directory"),
     (["ablate", "paths", "--config", "{missing}", "--out", "{tmp}/ap"], ""),
-    (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # 12: an unwritable output
-    (["train-supernet", "--out", "{file}"], "is a file, not a directory"),  # 12
-    (["latency-table", "--space", "tiny", "--out", "{file}"], "already exists; pass --force"),  # 3
+    (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # an unwritable output
+    (["train-supernet", "--out", "{file}"], "is a file, not a directory"),
+    (["latency-table", "--space", "tiny", "--out", "{file}"], "already exists; pass --force"),
     (["rank", "--supernet", "{missing}", "--out", "{tmp}"], "not a finished supernet run"),
 ]
 
@@ -320,19 +324,20 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, argv, fragm
     assert _snapshot(tmp_path, skip=[tmp_path / "run"]) == before
 
 
-def test_11_help_works(capsys):
+def test_help_lists_the_subcommands_and_exits_0(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
-    assert exit_.value.code == 0 and "rank" in capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert "rank" in capsys.readouterr().out
 
 
-def test_14_an_impossible_latency_budget_is_refused_up_front(trained_supernet, tmp_path, capsys):
+def test_an_impossible_latency_budget_is_refused_up_front(trained_supernet, tmp_path, capsys):
     code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "s"), "--max-latency-ms", "0.0001",
                  "--device", "cpu"])
     _one_error_line(capsys, code, "the fastest takes at least")
 
 
-def test_15_the_pickle_refusal_gives_no_unsafe_advice(tmp_path, capsys):
+def test_a_pickled_checkpoint_is_refused_without_unsafe_advice(tmp_path, capsys):
     import pickle
 
     class Evil:
@@ -344,10 +349,12 @@ def test_15_the_pickle_refusal_gives_no_unsafe_advice(tmp_path, capsys):
     code = main(["export", "--official-checkpoint", str(path), "--arch", "neas-s", "--format", "safetensors",
                  "--out", str(tmp_path / "x.safetensors")])
     err = _one_error_line(capsys, code, "refused")
-    assert "weights_only=False" not in err and "\x1b[" not in err and "nothing was executed" in err
+    assert "weights_only=False" not in err
+    assert "\x1b[" not in err
+    assert "nothing was executed" in err
 
 
-def test_16_clear_messages_for_files_given_as_directories(trained_supernet, tmp_path, capsys):
+def test_a_file_given_where_a_directory_is_expected_is_taken_or_refused_in_one_line(trained_supernet, tmp_path, capsys):
     # a supernet file instead of its run directory is accepted
     assert main(["search", "--supernet", str(trained_supernet / "supernet.safetensors"), "--out", str(tmp_path / "s"),
                  "--population", "4", "--parents", "2", "--generations", "1", "--mutations", "0", "--crossovers", "0",
@@ -357,7 +364,7 @@ def test_16_clear_messages_for_files_given_as_directories(trained_supernet, tmp_
                                   "--out", str(tmp_path / "t")]), "is a file, not a directory")
 
 
-def test_13_ctrl_c_at_any_moment_is_one_line(monkeypatch, capsys):
+def test_ctrl_c_is_one_error_line_and_exit_code_130(monkeypatch, capsys):
     import neas.cli
 
     def interrupted(args):
@@ -366,16 +373,17 @@ def test_13_ctrl_c_at_any_moment_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(neas.cli, "_config", interrupted)
     assert main(["space", "tiny"]) == 130
     err = capsys.readouterr().err
-    assert err.startswith("neas: error: interrupted") and err.count("\n") == 1
+    assert err.startswith("neas: error: interrupted")
+    assert err.count("\n") == 1
 
 
-def test_13_a_config_or_arch_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+def test_an_arch_file_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
     arch = tmp_path / "arch.json"
     arch.write_bytes('{"split": 1, "paths": [["caf\xe9"]]}'.encode("latin-1"))
     _one_error_line(capsys, main(["arch", str(arch)]), "not a UTF-8 text file")
 
 
-def test_16_rank_refuses_mixed_spaces_before_any_training(trained_supernet, tmp_path, capsys):
+def test_rank_refuses_supernets_of_different_spaces_before_any_training(trained_supernet, tmp_path, capsys):
     import torch
     from safetensors.torch import save_file
 

@@ -36,10 +36,13 @@ def retrained(arch_file, tmp_path_factory):
 
 def test_retrain_reaches_high_test_accuracy(retrained):
     result = json.loads((retrained / "eval.json").read_text())
-    assert result["split"] == "test" and result["images"] == 359
+    assert result["split"] == "test"
+    assert result["images"] == 359
     assert result["ensemble"]["top1"] > 0.85  # chance: 0.10
     metrics = MetricLogger.read(retrained)
-    assert [m["epoch"] for m in metrics] == list(range(6)) and "test_top1" in metrics[2] and "test_top1" not in metrics[0]
+    assert [m["epoch"] for m in metrics] == list(range(6))
+    assert "test_top1" in metrics[2]
+    assert "test_top1" not in metrics[0]
     net, meta = load_ensemble(retrained)
     assert net.arch == ARCH
     assert meta.weights == "ema"
@@ -49,18 +52,23 @@ def test_evaluate_cli_json(retrained, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "ensemble" in text and "path1" in text and "latency" in text
+    assert "ensemble" in text
+    assert "path1" in text
+    assert "latency" in text
     result = json.loads(out.read_text())
     saved = json.loads((retrained / "eval.json").read_text())
     assert result["ensemble"]["top1"] == pytest.approx(saved["ensemble"]["top1"])
-    assert {"top1", "top5", "nll", "ece", "brier"} <= set(result["path0"]) and result["macs"] > 0 and result["latency_ms"] > 0
+    assert {"top1", "top5", "nll", "ece", "brier"} <= set(result["path0"])
+    assert result["macs"] > 0
+    assert result["latency_ms"] > 0
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
 def test_export_is_verified(retrained, tmp_path, capsys, fmt):
     out = tmp_path / f"model.{fmt}"
     assert main(["export", "--checkpoint", str(retrained), "--format", fmt, "--out", str(out)]) == 0
-    assert out.stat().st_size > 0 and "max |difference| from PyTorch" in capsys.readouterr().out
+    assert out.stat().st_size > 0
+    assert "max |difference| from PyTorch" in capsys.readouterr().out
     if fmt == "onnx":
         import onnxruntime as ort
 
@@ -84,11 +92,14 @@ def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, kill_after)
 
 def test_bad_inputs(retrained, tmp_path, capsys):
     code = main(["retrain", "--arch", "neas-s", "--space", "tiny", "--out", str(tmp_path / "x")])
-    assert code == 2 and "20 layers per path but space 'tiny' has 4" in capsys.readouterr().err
+    assert code == 2
+    assert "20 layers per path but space 'tiny' has 4" in capsys.readouterr().err
     code = main(["export", "--checkpoint", str(retrained), "--format", "tflite", "--out", str(tmp_path / "m")])
-    assert code == 2 and "unknown export format 'tflite'" in capsys.readouterr().err
+    assert code == 2
+    assert "unknown export format 'tflite'" in capsys.readouterr().err
     code = main(["retrain", "--arch", "neas-s", "--recipe", "tiny", "--out", str(tmp_path / "y")])
-    assert code == 2 and "recipe: unknown 'tiny'" in capsys.readouterr().err
+    assert code == 2
+    assert "recipe: unknown 'tiny'" in capsys.readouterr().err
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((retrained / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(NeasError, match="not a readable safetensors file"):
@@ -110,7 +121,7 @@ def test_bad_inputs(retrained, tmp_path, capsys):
         load_ensemble(tmp_path / "mixed.safetensors")
 
 
-def test_3_outputs_never_overwrite_inputs_or_existing_files(retrained, tmp_path, capsys):
+def test_evaluate_and_export_outputs_never_overwrite_inputs_or_existing_files(retrained, tmp_path, capsys):
     model = retrained / "model.safetensors"
     before = model.read_bytes()
     assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(model), "--no-latency"]) == 2
@@ -120,7 +131,8 @@ def test_3_outputs_never_overwrite_inputs_or_existing_files(retrained, tmp_path,
     existing = tmp_path / "m.safetensors"
     existing.write_text("mine")
     assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing)]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err and existing.read_text() == "mine"
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert existing.read_text() == "mine"
     assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing), "--force"]) == 0
     assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(tmp_path), "--no-latency"]) == 2
     assert "is a directory" in capsys.readouterr().err
