@@ -121,7 +121,8 @@ def test_tables_are_measured_in_either_runtime(runtime):
 
 def test_fit_networks_are_timed_in_the_same_rounds_as_the_pieces(monkeypatch):
     calls, timed = [], latency.interleaved_ms
-    monkeypatch.setattr(latency, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
+    monkeypatch.setattr(latency, "interleaved_ms",
+                        lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
     table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", repeats=2, warmup=1, fit_networks=4)
     assert len(calls) == 1, "pieces and fit networks must be timed in one interleaved pass"
     assert sum(name.startswith("net") for name in calls[0]) == 4 and table.fit["networks"] == 4

@@ -150,7 +150,8 @@ def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | N
     size = input_size or space.input_size
     costs = measure_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, num_classes)
     # a skip layer runs no piece: it costs nothing
-    layers = tuple({op: costs.get(Piece(LAYER, None, spec.index, op), Cost()) for op in spec.ops} for spec in space.layers)
+    layers = tuple({op: costs.get(Piece(LAYER, None, spec.index, op), Cost()) for op in spec.ops}
+                   for spec in space.layers)
     return CostTable(costs[Piece(STEM)], costs[Piece(FIRST)], layers, costs[Piece(HEAD, 0)])
 
 

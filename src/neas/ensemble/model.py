@@ -36,10 +36,9 @@ class EnsembleNet(nn.Module):
         trunk = [modules[p] for p in trunk_pieces(arch) if p.kind != STEM]  # L0, the shared layers
         self.sharing_blocks = nn.Sequential(nn.Sequential(*trunk))
         heads = [modules[Piece(HEAD, k)] for k in range(arch.num_paths)]
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Sequential(*(modules[p] for p in path_pieces(arch, k) if p.kind == LAYER), heads[k].last_block))
-            for k in range(arch.num_paths)
-        )
+        private = [[modules[p] for p in path_pieces(arch, k) if p.kind == LAYER] for k in range(arch.num_paths)]
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Sequential(*layers, head.last_block))
+                                    for layers, head in zip(private, heads))
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN

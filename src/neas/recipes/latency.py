@@ -84,5 +84,6 @@ class LatencyTableCommand:
         plot_latency_validation(report, f"{stem}.validation.png")
         return (f"validation on {self.validate} other ensembles: MAPE {report['mape_pct']:.1f}%, "
                 f"bias {report['bias_pct']:+.1f}%, Kendall tau {report['kendall_tau']:.2f}; the measurements' own "
-                f"test-retest: MAPE {report['test_retest_mape_pct']:.1f}%, bias {report['test_retest_bias_pct']:+.1f}%, "
-                f"tau {report['test_retest_tau']:.2f}: {stem}.validation.json")
+                f"test-retest: MAPE {report['test_retest_mape_pct']:.1f}%, "
+                f"bias {report['test_retest_bias_pct']:+.1f}%, tau {report['test_retest_tau']:.2f}: "
+                f"{stem}.validation.json")

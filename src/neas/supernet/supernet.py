@@ -16,8 +16,9 @@ from timm.models._efficientnet_builder import efficientnet_init_weights
 from neas.ensemble import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.nn import make_piece, run_layout, run_pieces
-from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, space_pieces
-from neas.space import trunk_pieces
+from neas.space import (
+    FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, space_pieces, trunk_pieces,
+)
 
 __all__ = ["Supernet"]
 
@@ -117,7 +118,8 @@ class Supernet(nn.Module):
         if net.space != self.space:
             raise NeasError(f"cannot inherit: the supernet's space {self.space.name!r} differs from {net.space.name!r}")
         if net.num_classes != self.num_classes:
-            raise NeasError(f"cannot inherit: the supernet has {self.num_classes} classes, this ensemble {net.num_classes}")
+            raise NeasError(f"cannot inherit: the supernet has {self.num_classes} classes, "
+                            f"this ensemble {net.num_classes}")
         for piece in arch_pieces(net.arch):
             net.piece_module(piece).load_state_dict(self.piece_module(piece).state_dict())
         return net
