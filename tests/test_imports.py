@@ -1,6 +1,7 @@
 """The import rules of docs/DESIGN.md ("Imports"), read from the source: no cycle among the modules
-of src/neas or of an experiment's scripts, function-level imports counted; cost/ sits below the
-plain ensemble; nothing in the library imports a recipe or the CLI."""
+of src/neas or of an experiment's scripts, function-level imports counted; each package imports
+only the packages before it in the documented order (cost/ below the plain ensemble); nothing in
+the library imports a recipe or the CLI."""
 
 import ast
 from pathlib import Path
@@ -13,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # which forwards it (a module __getattr__); remove this and the forwarder once the recipe imports it
 # from neas.ensemble.latency.
 PENDING = {("neas.cost.latency", "neas.ensemble.latency")}
+
+# docs/DESIGN.md, "Imports": a package imports only those before it (those on one line: either way round)
+LAYERS = [("errors",), ("config",), ("io",), ("dist",), ("seeding",), ("rundir",), ("log",), ("space",), ("nn",),
+          ("cost",), ("data",), ("options",), ("ensemble",), ("supernet",), ("shrink", "search", "train"), ("report",),
+          ("recipes",), ("cli",), ("__main__",)]
 
 
 def _module_names(folder: Path, prefix: str) -> dict[str, Path]:
@@ -88,6 +94,19 @@ def test_the_study_and_its_tables_share_a_plan_and_import_neither_each_other():
     graph = _graph(ROOT / "experiments" / "cifar10", "")
     assert graph["study"] & {"tables"} == set() and graph["tables"] & {"study"} == set()
     assert "plan" in graph["study"] and "plan" in graph["tables"]
+
+
+def _package(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_each_package_imports_only_the_packages_before_it(package):
+    level = {name: i for i, names in enumerate(LAYERS) for name in names}
+    level[""] = -1  # neas/__init__.py: its names load lazily, by importlib
+    for name, targets in package.items():
+        if _package(name):
+            later = {t for t in targets if level[_package(t)] > level[_package(name)]}
+            assert not later, f"{name} imports {sorted(later)}, after it in docs/DESIGN.md's order"
 
 
 def test_cost_imports_nothing_above_it(package):
