@@ -39,7 +39,8 @@ def test_run_directory(finished):
     rounds = sorted((finished / "shrink").glob("round_*.json"))
     assert [p.name for p in rounds] == ["round_00.json", "round_01.json", "round_02.json"]  # not after the last epoch
     record = json.loads(rounds[0].read_text())
-    assert record["combinations_before"] == 32 and record["combinations_after"] == 29
+    assert record["combinations_before"] == 32
+    assert record["combinations_after"] == 29
     assert {"S", "r", "scores"} <= set(record["layers"][0])
     metrics = MetricLogger.read(finished)
     assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]
@@ -47,7 +48,8 @@ def test_run_directory(finished):
     assert list((finished / "tb").iterdir())
     model, info = load_supernet(finished)
     shrunk = info.shrunk
-    assert shrunk.num_combinations == 32 - 9 and info.num_classes == 10
+    assert shrunk.num_combinations == 32 - 9
+    assert info.num_classes == 10
     arch = EnsembleArch.sample(model.space, 0, shrunk)
     assert len(model(torch.randn(2, 3, 32, 32), arch)) == 2
 
@@ -118,7 +120,8 @@ def test_ddp_two_processes(tmp_path):
            "--shrink-drop", "2", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "32", "--device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "supernet.safetensors").is_file() and (out / "shrink" / "round_00.json").is_file()
+    assert (out / "supernet.safetensors").is_file()
+    assert (out / "shrink" / "round_00.json").is_file()
     metrics = MetricLogger.read(out)
     assert [m["epoch"] for m in metrics] == [0, 1]  # rank 0 alone writes
     assert all(torch.isfinite(v.float()).all() for v in _weights(out).values())
@@ -127,8 +130,10 @@ def test_ddp_two_processes(tmp_path):
 @pytest.mark.slow
 def test_sampled_ensemble_accuracy_rises_well_above_chance(tmp_path):
     train_supernet(small(tmp_path / "run", epochs=12, batch_size=32, lr=0.1, augment=False, shrink_every=3, shrink_drop=4))
-    metrics = MetricLogger.read(tmp_path / "run")
-    assert metrics[-1]["ensemble_acc"] > 0.6 > 0.1  # chance is 0.1
+    accuracy = [m["ensemble_acc"] for m in MetricLogger.read(tmp_path / "run")]
+    # chance is 0.1; seed 3 measured 0.14 after the first epoch and 0.89 after the last
+    assert accuracy[-1] > 0.6, accuracy  # well above chance at the end
+    assert accuracy[0] < 0.6, accuracy  # ... and not from the start: it rose during training
 
 
 # ---- bad input -----------------------------------------------------------------------------
@@ -142,27 +147,33 @@ def run_cli(capsys, *argv):
 def test_existing_run_directory_is_not_overwritten(finished, capsys):
     before = (finished / "supernet.safetensors").read_bytes()
     code, err = run_cli(capsys, "--out", str(finished))
-    assert code == 2 and "already exists" in err and "--resume" in err
+    assert code == 2, err
+    assert "already exists" in err
+    assert "--resume" in err
     assert (finished / "supernet.safetensors").read_bytes() == before
 
 
 def test_resume_without_checkpoint(tmp_path, capsys):
     code, err = run_cli(capsys, "--out", str(tmp_path / "nothing"), "--resume")
-    assert code == 2 and "no checkpoint to resume from" in err
+    assert code == 2, err
+    assert "no checkpoint to resume from" in err
 
 
 def test_resume_with_a_different_config(finished, capsys):
     code, err = run_cli(capsys, "--out", str(finished), "--resume", "--space", "tiny", "--data", "digits", "--epochs", "9",
                         "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1", "--shrink-drop", "3", "--shrink-samples", "4",
                         "--bn-batches", "1", "--probe-images", "64", "--seed", "3")
-    assert code == 2 and "config differs" in err and "epochs: 4 -> 9" in err
+    assert code == 2, err
+    assert "config differs" in err
+    assert "epochs: 4 -> 9" in err
 
 
 def test_unknown_yaml_key_suggests(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("space: tiny\nshrink_evry: 3\n")
     code, err = run_cli(capsys, "--config", str(cfg), "--out", str(tmp_path / "r"))
-    assert code == 2 and "unknown key 'shrink_evry' (did you mean 'shrink_every'?)" in err
+    assert code == 2, err
+    assert "unknown key 'shrink_evry' (did you mean 'shrink_every'?)" in err
 
 
 @pytest.mark.parametrize(
@@ -176,24 +187,29 @@ def test_unknown_yaml_key_suggests(tmp_path, capsys):
 )
 def test_bad_options(tmp_path, capsys, argv, message):
     code, err = run_cli(capsys, "--out", str(tmp_path / "r"), *argv)
-    assert code == 2 and message in err
+    assert code == 2, err
+    assert message in err
 
 
 def test_imagefolder_errors(tmp_path, capsys):
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
     code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r1"))
-    assert code == 2 and "has no class folders" in err
+    assert code == 2, err
+    assert "has no class folders" in err
     (root / "train" / "cat").mkdir()
     (root / "train" / "dog").mkdir()
     code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r2"))
-    assert code == 2 and "contains no images" in err
+    assert code == 2, err
+    assert "contains no images" in err
     from PIL import Image
 
     Image.new("RGB", (40, 30), "red").save(root / "train" / "cat" / "a.png")
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
     code, err = run_cli(capsys, "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r3"))
-    assert code == 2 and "cannot read image" in err and "broken.jpg" in err
+    assert code == 2, err
+    assert "cannot read image" in err
+    assert "broken.jpg" in err
 
 
 def test_space_dataset_mismatch(tmp_path, capsys):
@@ -206,7 +222,8 @@ def test_space_dataset_mismatch(tmp_path, capsys):
 
     space.write_text(yaml.safe_dump(data))
     code, err = run_cli(capsys, "--space", str(space), "--out", str(tmp_path / "r"))
-    assert code == 2 and "in_channels=1" in err
+    assert code == 2, err
+    assert "in_channels=1" in err
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -228,7 +245,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(NeasError, match=r"loss became nan at step 25 \(epoch 2\); stopping — the last good checkpoint is kept"):
         train_supernet(small(out, shrink="none"))
     state = json.loads((out / "state.json").read_text())
-    assert state["epoch"] == 0 and (out / state["checkpoint"]).is_file()
+    assert state["epoch"] == 0
+    assert (out / state["checkpoint"]).is_file()
     calls.clear()
     monkeypatch.setattr(recipe, "F", types.SimpleNamespace(cross_entropy=lambda logits, y: F.cross_entropy(logits, y) * float("nan")))
     with pytest.raises(NeasError, match=r"loss became nan at step 0 \(epoch 1\); stopping — no checkpoint was written yet"):
