@@ -36,7 +36,8 @@ from neas.io import write_json, write_text, write_yaml
 
 __all__ = ["RunDir", "prepare_run_dir", "claim_dir", "run_stage", "releases_run_dir", "release_run_dir", "check_resume_config", "truncate_metrics",
            "is_run_dir", "NOT_COMPARED", "MARKER", "LOCK", "CONFIG", "STATE", "METRICS", "CHECKPOINTS", "SUPERNET", "SHRUNK_SPACE",
-           "SHRINK_ROUNDS", "ARCH", "PARETO", "LATENCY_TABLE", "MODEL", "EVAL", "SUMMARY", "RANK", "ABLATE", "REPORT", "generation_file", "round_file"]
+           "SHRINK_ROUNDS", "ARCH", "PARETO", "LATENCY_TABLE", "MODEL", "EVAL", "SUMMARY", "RANK", "ABLATE", "REPORT", "generation_file", "round_file",
+           "read_json", "read_arch", "read_eval", "read_generations"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,55 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 def generation_file(generation: int) -> str:
     return f"generation_{generation:02d}.json"
+
+
+MAX_JSON_BYTES = 256 * 2**20  # no run-directory JSON file is this large; a larger one is not ours
+
+
+def read_json(path: "str | Path", what: str, required: "tuple[str, ...]" = ()) -> dict:
+    """A JSON object from a run directory: read with a size cap, checked to be an object with the
+    ``required`` keys; every error names the file (and the key)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise NeasError(f"{path}: too large for {what} ({path.stat().st_size} bytes)")
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NeasError(f"{path}: no such file ({what})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NeasError(f"{path}: not a readable {what} ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(value, dict):
+        raise NeasError(f"{path}: {what} must be a JSON object, got {type(value).__name__}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise NeasError(f"{path}: {what} lacks {', '.join(repr(k) for k in missing)}")
+    return value
+
+
+def read_arch(path: "str | Path") -> dict:
+    """A search's (or a budget's) ``arch.json``: the ensemble with its costs and scores."""
+    return read_json(path, "arch file", ("split", "paths"))
+
+
+def read_eval(path: "str | Path") -> dict:
+    """A retraining's (or an evaluation's) ``eval.json``; ``record["ensemble"]["top1"]`` is checked."""
+    record = read_json(path, "evaluation", ("ensemble",))
+    if not isinstance(record["ensemble"], dict) or not isinstance(record["ensemble"].get("top1"), (int, float)):
+        raise NeasError(f"{path}: evaluation field 'ensemble' must hold a number 'top1'")
+    return record
+
+
+def read_generations(search_dir: "str | Path", count: "int | None" = None) -> list[dict]:
+    """A search's ``generation_XX.json`` files in order (the first ``count``, else all there are),
+    each with its ``members`` list."""
+    search_dir = Path(search_dir)
+    if count is None:
+        count = len(list(search_dir.glob("generation_*.json")))
+    records = [read_json(search_dir / generation_file(g), "search generation", ("members",)) for g in range(count)]
+    for g, record in enumerate(records):
+        if not isinstance(record["members"], list):
+            raise NeasError(f"{search_dir / generation_file(g)}: field 'members' must be a list")
+    return records
 
 
 def round_file(index: int) -> str:

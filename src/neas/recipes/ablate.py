@@ -38,7 +38,7 @@ from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 from neas.io import save_figure, write_json, write_text
-from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, release_run_dir, run_stage
+from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, generation_file, read_arch, read_eval, read_generations, read_json, release_run_dir, run_stage
 
 __all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
 
@@ -87,7 +87,7 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
         _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
         cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(out / name), resume=False)
         run_stage(out / name, [MODEL, EVAL], retrain, cfg, name)
-        ev = json.loads((out / name / EVAL).read_text())
+        ev = read_eval(out / name / EVAL)
         k = arch.num_paths
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
         results[name] = {"arch": arch.to_json(), "split": arch.split, "top1": ev["ensemble"]["top1"],
@@ -182,7 +182,7 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
             _write_once(space_file, space_k.to_yaml())
             run = out / f"k{k}"
             run_pipeline(dataclasses.replace(base, space=str(space_file), out=str(run), resume=run.exists()))
-        summary = json.loads((run / SUMMARY).read_text())
+        summary = read_json(run / SUMMARY, "pipeline summary")
         results[str(k)] = {"run": str(run), "top1": summary["test_top1"], "path_top1": summary["path_test_top1"],
                            "supernet_acc": summary["supernet_acc"], "split": summary["arch"]["split"],
                            "macs": summary["macs"], "params": summary["params"], "constraints": summary["constraints"]}
@@ -202,7 +202,7 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     differ = [key for key in sorted(set(used) | set(given)) if key not in ("space", "out", "resume") and used.get(key) != given.get(key)]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
-    runs_k = json.loads((run / "search" / ARCH).read_text())["paths"]
+    runs_k = read_arch(run / "search" / ARCH)["paths"]
     if len(runs_k) != k:
         raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
 
@@ -211,13 +211,12 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
     """Evaluation-ordered accuracies of a search run: the best and the mean of the ``top`` best
     ensembles found after each new evaluation (repeats of a memoised candidate do not count)."""
     search_dir = Path(search_dir)
-    files = sorted(search_dir.glob("generation_*.json"))
-    if not files:
-        raise NeasError(f"{search_dir}: no generation_XX.json files (not a `neas search` directory, or it never finished a generation)")
+    records = read_generations(search_dir)
+    if not records:
+        raise NeasError(f"{search_dir}: no {generation_file(0)} (not a `neas search` directory, or it never finished a generation)")
     seen, accs = set(), []
     generations = []
-    for f in files:
-        record = json.loads(f.read_text())
+    for record in records:
         generations.append([m["ensemble_acc"] for m in record["members"]])
         for m in record["members"]:
             key = EnsembleArch.from_json(m)
@@ -303,7 +302,7 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
         cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(run), seed=base.seed + i, resume=False)
         run_stage(run, [MODEL, EVAL], retrain, cfg, f"copy {i} (seed {base.seed + i})")
         members.append(load_ensemble(run)[0])
-        ev = json.loads((run / EVAL).read_text())
+        ev = read_eval(run / EVAL)
         singles.append({"seed": base.seed + i, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
     device = local_device(base.device)
     net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()

@@ -35,7 +35,7 @@ from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet, read_supernet_info
 from neas.io import save_figure, write_json, write_text
-from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, releases_run_dir, run_stage
+from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -106,7 +106,7 @@ def rank(cfg: RankConfig) -> dict:
                                         eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
                                         compile="off")
             run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
-        scratch.append(json.loads((run / EVAL).read_text())["ensemble"]["top1"])
+        scratch.append(read_eval(run / EVAL)["ensemble"]["top1"])
     write_json(out / "scratch.json", {"recipe": recipe, "ensembles": [
         {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]})
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},

@@ -27,7 +27,7 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.rundir import ARCH, EVAL, MODEL, NOT_COMPARED as _ALWAYS_IGNORED, PARETO, SUMMARY, SUPERNET, RunDir, run_stage
+from neas.rundir import ARCH, EVAL, MODEL, NOT_COMPARED as _ALWAYS_IGNORED, PARETO, SUMMARY, SUPERNET, RunDir, read_arch, read_eval, read_json, run_stage
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -91,7 +91,7 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
     ``budgets/<metric>_<budget>/`` (resumable); returns one record per budget."""
     from neas.search.pareto import pick_for_budgets
 
-    pareto = json.loads((run / "search" / PARETO).read_text())
+    pareto = read_json(run / "search" / PARETO, "Pareto front", ("front", "space"))
     values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}
     picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
     records = []
@@ -107,7 +107,7 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
         dist.barrier()
         stage = dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain"))
         run_stage(folder / "retrain", [MODEL, EVAL], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
-        result = json.loads((folder / "retrain" / EVAL).read_text())
+        result = read_eval(folder / "retrain" / EVAL)
         records.append({"budget": text, "metric": cfg.budget_metric, "arch": {"split": member["split"], "paths": member["paths"]},
                         "supernet_acc": member["ensemble_acc"], "test_top1": result["ensemble"]["top1"], "test_nll": result["ensemble"]["nll"],
                         "macs": member["macs"], "params": member["params"], "dir": str(folder), "value": value})
@@ -129,7 +129,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
     run_stage(run / "supernet", [SUPERNET], train_supernet, sn, "supernet")
     run_stage(run / "search", [ARCH], search, se, "search")
     if cfg.compare_random:
-        evaluations = json.loads((run / "search" / ARCH).read_text())["evaluations"]
+        evaluations = read_arch(run / "search" / ARCH)["evaluations"]
         rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
         run_stage(run / "search_random", [ARCH], search, rand, "random search")
     budgets = []
@@ -160,9 +160,9 @@ def _summarise(run: RunDir, arch_file: Path, budgets: list) -> dict:
     """Writes the report and ``summary.json``; returns the summary."""
     from neas.report import build_report
 
-    arch = {**json.loads((run / "search" / ARCH).read_text()), **json.loads(arch_file.read_text())}
+    arch = {**read_arch(run / "search" / ARCH), **read_arch(arch_file)}
     arch.setdefault("constraints", {})
-    result = json.loads((run / "retrain" / EVAL).read_text())
+    result = read_eval(run / "retrain" / EVAL)
     report = build_report(run.path)
     summary = {
         "report": str(report),

@@ -37,7 +37,7 @@ from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import read_state
-from neas.rundir import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, releases_run_dir, truncate_metrics
+from neas.rundir import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, read_generations, releases_run_dir, truncate_metrics
 
 __all__ = ["SearchConfig", "search"]
 
@@ -188,8 +188,8 @@ def search(cfg: SearchConfig) -> Path:
         start = state["generation"] + 1
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))
-        for g in range(start):
-            for m in json.loads((run / generation_file(g)).read_text())["members"]:
+        for record in read_generations(run.path, start):
+            for m in record["members"]:
                 arch = EnsembleArch.from_json(m)
                 evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), m.get("ensemble_nll", float("nan")))
                 history[arch] = evaluator.memo[arch].fitness(cfg.objective)

@@ -12,7 +12,7 @@ from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
 from neas.space import EnsembleArch, SearchSpace
-from neas.rundir import ARCH, EVAL
+from neas.rundir import ARCH, EVAL, read_arch, read_eval
 
 __all__ = ["build_report"]
 
@@ -30,9 +30,9 @@ def build_report(run: "str | Path") -> Path:
     out.mkdir(exist_ok=True)
     parts, summary = [], []
     arch_file = run / "search" / ARCH
-    chosen = json.loads(arch_file.read_text()) if arch_file.is_file() else None
+    chosen = read_arch(arch_file) if arch_file.is_file() else None
     eval_file = run / "retrain" / EVAL
-    result = json.loads(eval_file.read_text()) if eval_file.is_file() else None
+    result = read_eval(eval_file) if eval_file.is_file() else None
     if chosen:
         budget = chosen.get("constraints", {})
         summary.append(f"<li>chosen ensemble: <code>{html.escape(str(EnsembleArch.from_json(chosen)))}</code></li>")
@@ -71,7 +71,7 @@ def build_report(run: "str | Path") -> Path:
         parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, and the member picked for each budget"))
         rows = []
         for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
-            ev = json.loads(folder.read_text())
+            ev = read_eval(folder)
             rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
                         f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td><td>{ev['params'] / 1e6:.3f}</td></tr>")
         if rows:

@@ -18,7 +18,7 @@ from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 from neas.io import save_figure  # noqa: E402
 from neas.log import MetricLogger  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
-from neas.rundir import ARCH, PARETO  # noqa: E402
+from neas.rundir import ARCH, PARETO, read_arch, read_generations  # noqa: E402
 
 __all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
            "plot_corruptions", "plot_anytime", "plot_front", "plot_latency_validation"]
@@ -104,7 +104,7 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
 
 
 def _generations(search_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(search_dir.glob("generation_*.json"))]
+    return read_generations(search_dir)
 
 
 def plot_evolution(search_dir: Path, path: Path, random_dir: "Path | None" = None) -> "Path | None":
@@ -296,7 +296,7 @@ def plot_front(run: Path, path: Path) -> "Path | None":
             ax.plot([m[metric] * scale for m in front["front"]], [100 * m["ensemble_acc"] for m in front["front"]], style,
                     label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated", drawstyle="steps-post")
     for folder in sorted((run / "budgets").glob(f"*/{ARCH}")):
-        picked = json.loads(folder.read_text())
+        picked = read_arch(folder)
         budget = next(iter(picked["budget"].values()))
         ax.axvline(budget * scale, color="grey", ls=":", lw=1)
         ax.scatter([picked[metric] * scale], [100 * picked["supernet_acc"]], marker="*", s=220, color="gold", edgecolor="black", zorder=5)
