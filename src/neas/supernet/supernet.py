@@ -101,10 +101,13 @@ class Supernet(nn.Module):
         return (logits, [o[1] for o in outs]) if return_features else logits
 
     def compile_blocks(self, **options) -> None:
-        """``torch.compile`` (in place, so weights and keys are unchanged) every module a sampled
-        ensemble runs — the stem, L0, each (layer, op) block and each head — once; every ensemble
-        then reuses the compiled modules, whatever its shape."""
-        for module in self._by_weights.values():
+        """``torch.compile`` (in place, so weights and keys are unchanged) every weighted module a
+        sampled ensemble is built from — the stem's conv and BN, L0, each (layer, op) block, each
+        head's last block, conv head and classifier — once; every ensemble then reuses the compiled
+        modules, whatever its shape. The head's pooling and dropout stay eager."""
+        blocks = [block for layer in self.layers for block in layer.values()]
+        for module in [self.conv_stem, self.bn1, self.first_block, *blocks, *self.last_blocks, *self.conv_heads,
+                       *self.classifiers]:
             module.compile(**options)
 
     def used_modules(self, arch: EnsembleArch) -> list[nn.Module]:
