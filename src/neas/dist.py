@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "all_reduce_max",
     "init",
     "cleanup",
     "get_rank",
@@ -111,6 +112,15 @@ def all_reduce_mean(values: dict[str, float], device: "torch.device | None" = No
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: v / get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of ``t`` over ranks (``t`` itself in one process)."""
+    if not dist.is_initialized():
+        return t
+    out = t.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
 
 
 def all_reduce_grads(params: "list[torch.nn.Parameter]") -> int:

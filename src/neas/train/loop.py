@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from neas.config import from_dict, to_dict
+from neas import dist
 from neas.errors import NeasError
-from neas.io import write_json, write_text, write_yaml
 from neas.seeding import seed_everything, stream_seed
 
 __all__ = [
@@ -35,6 +32,47 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor, torch.Tensor, int], "tuple[torch.Tensor, list[torch.Tensor]]"]
+
+
+class _EpochTotals:
+    """An epoch's loss sum, correct count and first non-finite step, kept on the device: the host
+    reads them only at :meth:`check` (every ``check_every`` steps and at the end)."""
+
+    def __init__(self, device: torch.device, epoch: int, accuracy: bool):
+        self.epoch, self.accuracy, self.seen = epoch, accuracy, 0
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step with a non-finite loss
+        self.bad_value = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: "list[torch.Tensor]", y: torch.Tensor, step: int) -> None:
+        loss = loss.detach()
+        new_bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(new_bad, step, self.first_bad)
+        self.bad_value = torch.where(new_bad, loss.float(), self.bad_value)
+        self.loss_sum += loss.double() * len(y)
+        self.seen += len(y)
+        if self.accuracy:
+            self.correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum()
+
+    def check(self, bar) -> None:
+        """Stops the run on a non-finite loss on any rank (none is left waiting in a collective)."""
+        epoch = self.epoch + 1
+        if dist.get_world_size() > 1:
+            anywhere = int(dist.all_reduce_max(self.first_bad))
+            if anywhere >= 0 and int(self.first_bad) < 0:
+                raise NeasError(f"the loss became non-finite on another rank by step {anywhere} (epoch {epoch}); stopping")
+        bad = int(self.first_bad)  # the one host sync, every check_every steps
+        if bad >= 0:
+            # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
+            kept = "the last good checkpoint is kept" if epoch > 1 else "no checkpoint was written yet (--resume starts it over in place)"
+            raise NeasError(f"the loss became {float(self.bad_value)} at step {bad} (epoch {epoch}); stopping — {kept}")
+        bar.set_postfix(self.means(), refresh=False)
+
+    def means(self) -> dict:
+        n = max(self.seen, 1)
+        return {"loss": float(self.loss_sum) / n, **({"ensemble_acc": int(self.correct) / n} if self.accuracy else {})}
 
 
 def train_epoch(
@@ -57,44 +95,19 @@ def train_epoch(
     """Trains ``model`` for one epoch; returns its metrics, averaged over ranks.
 
     Per step ``i`` (global step ``epoch * steps + i``): ``set_lr(step)``; ``forward(x, y, step)``
-    under ``precision``'s autocast returns the loss and the K path logits; backward through its scaler,
-    ``after_backward(step)``, the optimizer step, ``after_step(step)``.
+    under ``precision``'s autocast returns the loss and the K path logits; backward through its
+    scaler, ``after_backward(step)``, the optimizer step, ``after_step(step)``.
 
-    No step waits for the device: the loss sum, the correct count and the first non-finite step
-    stay on the device, and the host looks at them every ``check_every`` steps and at the end
-    (a non-finite loss then stops the run, naming its step, before any checkpoint is written).
+    No step waits for the device (:class:`_EpochTotals`): a non-finite loss stops the run at the
+    next check, naming its step, before any checkpoint is written.
 
     Returns:
         ``loss`` (mean per image), ``ensemble_acc`` (top-1 of the mean logits, with
         ``accuracy``), ``images_per_s`` (all ranks) and the last ``lr``.
     """
-    from neas import dist
-
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step with a non-finite loss
-    bad_value = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
-    seen, start = 0, time.perf_counter()
+    totals, start = _EpochTotals(device, epoch, accuracy), time.perf_counter()
     bar = tqdm(batches, total=steps, desc=desc, leave=False, disable=None if dist.is_main_process() else True)
-
-    def check(step: int) -> None:
-        if dist.get_world_size() > 1:  # a NaN on any rank stops every rank (none is left waiting in a collective)
-            import torch.distributed as tdist
-
-            flag = first_bad.clone()
-            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-            if int(flag) >= 0 and int(first_bad) < 0:
-                raise NeasError(f"the loss became non-finite on another rank by step {int(flag)} (epoch {epoch + 1}); stopping")
-        bad = int(first_bad)  # the one host sync, every check_every steps
-        if bad >= 0:
-            # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
-            kept = "the last good checkpoint is kept" if epoch > 0 else "no checkpoint was written yet (--resume starts it over in place)"
-            raise NeasError(f"the loss became {float(bad_value)} at step {bad} (epoch {epoch + 1}); stopping — {kept}")
-        postfix = {"loss": f"{float(loss_sum) / max(seen, 1):.3f}", **({"acc": f"{int(correct) / max(seen, 1):.1%}"} if accuracy else {})}
-        bar.set_postfix(postfix, refresh=False)
-
-    step = epoch * steps
     for i, (x, y) in enumerate(bar):
         step = epoch * steps + i
         if set_lr is not None:
@@ -109,22 +122,13 @@ def train_epoch(
         precision.scaler.update()
         if after_step is not None:
             after_step(step)
-        with torch.no_grad():
-            loss = loss.detach()
-            new_bad = (first_bad < 0) & ~torch.isfinite(loss)
-            first_bad = torch.where(new_bad, step, first_bad)
-            bad_value = torch.where(new_bad, loss.float(), bad_value)
-            loss_sum += loss.double() * len(y)
-            seen += len(y)
-            if accuracy:
-                correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum()
+        totals.add(loss, logits, y, step)
         if (i + 1) % check_every == 0:
-            check(step)
-    check(step)
+            totals.check(bar)
+    totals.check(bar)
     elapsed = time.perf_counter() - start
-    metrics = {"loss": float(loss_sum) / max(seen, 1), **({"ensemble_acc": int(correct) / max(seen, 1)} if accuracy else {})}
-    metrics = dist.all_reduce_mean(metrics, device)
-    metrics["images_per_s"] = seen * dist.get_world_size() / elapsed
+    metrics = dist.all_reduce_mean(totals.means(), device)
+    metrics["images_per_s"] = totals.seen * dist.get_world_size() / elapsed
     metrics["lr"] = optimizer.param_groups[0]["lr"]
     return metrics
 
@@ -137,7 +141,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None" = None) -> dict:
     """Loads the last complete checkpoint of ``run`` into ``model``/``optimizer`` (and ``extra``
     modules), drops the metric lines of the epochs that will be redone; returns the saved state."""
-    from neas import dist
     from neas.rundir import truncate_metrics
     from neas.train.checkpoint import load_checkpoint
 
