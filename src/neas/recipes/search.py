@@ -12,10 +12,10 @@ Under torchrun the candidates of a generation are split across ranks.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,10 +34,12 @@ from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
 from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
 from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
-from neas.space import EnsembleArch, ShrunkSpace
-from neas.supernet.io import load_supernet
+from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
+from neas.supernet import Supernet
+from neas.supernet.io import SupernetFile, load_supernet
 from neas.train.checkpoint import read_state
-from neas.rundir import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, read_generations, releases_run_dir, truncate_metrics
+from neas.rundir import (ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, read_generations,
+                         releases_run_dir, truncate_metrics)
 
 __all__ = ["SearchConfig", "search"]
 
@@ -136,11 +138,20 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
             )
 
 
-@releases_run_dir
-def search(cfg: SearchConfig) -> Path:
-    """Runs (or resumes) the search; returns the output directory."""
-    device = dist.init(cfg.device)
-    sn_dir = Path(cfg.supernet)
+def _check_latency_feasible(constraints: Constraints, latency: LatencyTable, shrunk: ShrunkSpace) -> None:
+    fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
+    lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
+    if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
+        quick = latency.fastest(shrunk)
+        raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} "
+                        f"({latency.runtime}) the fastest takes at least {fastest:.3f} ms (e.g. {quick}: "
+                        f"{latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and the slowest at most "
+                        f"{slowest:.3f} ms ({constraints.latency_mode} paths)")
+
+
+def _supernet_dir(supernet: str) -> Path:
+    """The run directory of ``--supernet``, checked to hold a finished supernet."""
+    sn_dir = Path(supernet)
     if sn_dir.is_file() and sn_dir.name.endswith(".safetensors"):
         sn_dir = sn_dir.parent  # the supernet file itself: its run directory holds the data config
     if sn_dir.exists() and not sn_dir.is_dir():
@@ -149,150 +160,247 @@ def search(cfg: SearchConfig) -> Path:
         raise NeasError(f"supernet directory {sn_dir} does not exist")
     if not (sn_dir / SUPERNET).is_file():
         raise NeasError(f"supernet directory {sn_dir} is incomplete: no {SUPERNET} (did the training finish?)")
+    return sn_dir
+
+
+def _setup_supernet(cfg: SearchConfig, device) -> "tuple[Path, Supernet, SupernetFile, ShrunkSpace]":
+    """The supernet (channels-last, in eval mode), its file info and the shrunk space searched."""
+    sn_dir = _supernet_dir(cfg.supernet)
     supernet, info = load_supernet(sn_dir, device)
-    shrunk = info.shrunk
     supernet = supernet.to(memory_format=torch.channels_last).eval()
+    return sn_dir, supernet, info, _restrict_split(info.shrunk, cfg.split)
+
+
+def _setup_constraints(cfg: SearchConfig, supernet: Supernet, shrunk: ShrunkSpace):
+    """The cost table of the budget; a budget no ensemble of the space meets is refused before the
+    run directory is touched."""
+    table = cost_table(supernet.space, supernet.num_classes)
+    _check_feasible(cfg.constraints, table, shrunk)
+    return table
+
+
+def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: ShrunkSpace) -> "LatencyTable | None":
+    """The latency table of the budget, rank 0's on every rank: the budget and the Pareto parents
+    must agree everywhere. An impossible latency budget is refused now, not after 20 000 draws."""
     space, num_classes = supernet.space, supernet.num_classes
-    shrunk = _restrict_split(shrunk, cfg.split)
-    constraints = cfg.constraints
-    table = cost_table(space, num_classes)
-    _check_feasible(constraints, table, shrunk)
-    run = RunDir.open(cfg, "search", device)
-    resuming = run.resuming
-    # one table for every rank: the budget and the Pareto parents must agree everywhere
-    latency = dist.broadcast_object(_latency(cfg, run, space, num_classes, device, resuming) if run.main else None)
-    if latency is not None:  # an impossible latency budget is refused now, not after 20 000 draws
-        fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
-        lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
-        if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
-            quick = latency.fastest(shrunk)
-            raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} ({latency.runtime}) the fastest "
-                            f"takes at least {fastest:.3f} ms (e.g. {quick}: {latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and "
-                            f"the slowest at most {slowest:.3f} ms ({constraints.latency_mode} paths)")
-    _keep_latency(latency, run, resuming)
-    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers,
-                                                  cfg.decoding)
-    evaluator = CandidateEvaluator(supernet, bn, val_batches)
-    costs_of = {}
+    mine = _latency(cfg, run, space, num_classes, run.device, run.resuming) if run.main else None
+    latency = dist.broadcast_object(mine)
+    if latency is not None:
+        _check_latency_feasible(cfg.constraints, latency, shrunk)
+    _keep_latency(latency, run, run.resuming)
+    return latency
 
-    def ok(arch: EnsembleArch) -> bool:
-        if arch not in costs_of:
-            costs_of[arch] = constraints.measure(arch, table, latency)
-        return constraints.satisfied(costs_of[arch])
 
+def _setup_evaluator(cfg: SearchConfig, info: SupernetFile, supernet: Supernet,
+                     device) -> "tuple[CandidateEvaluator, dict]":
+    """The candidate evaluator on the held-out part (BN and scoring batches), and its calibration
+    record."""
+    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images,
+                                                  cfg.data_dir, cfg.workers, cfg.decoding)
+    return CandidateEvaluator(supernet, bn, val_batches), calibration
+
+
+def _setup_resume(cfg: SearchConfig, run: RunDir, evaluator: CandidateEvaluator,
+                  calibration: dict) -> "tuple[random.Random, int, dict[EnsembleArch, float]]":
+    """The search's random state, its first generation and the candidates evaluated so far: fresh,
+    or as the interrupted run left them (its generation files restored into the evaluator's memo;
+    later metric lines dropped)."""
     rng = random.Random(f"{cfg.seed}:{cfg.strategy}")
     history, start = {}, 0
-    if resuming:
-        state = read_state(run)
-        check_same_calibration(run, state, calibration)
-        start = state["generation"] + 1
-        version, internal, gauss = state["rng"]
-        rng.setstate((version, tuple(internal), gauss))
-        for record in read_generations(run.path, start):
-            for m in record["members"]:
-                arch = EnsembleArch.from_json(m)
-                evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), m.get("ensemble_nll", float("nan")))
-                history[arch] = evaluator.memo[arch].fitness(cfg.objective)
-        run.on_main(lambda: truncate_metrics(run.path, start - 1, "generation"))
-        log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
+    if not run.resuming:
+        return rng, start, history
+    state = read_state(run)
+    check_same_calibration(run, state, calibration)
+    start = state["generation"] + 1
+    version, internal, gauss = state["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    for record in read_generations(run.path, start):
+        for m in record["members"]:
+            arch = EnsembleArch.from_json(m)
+            nll = m.get("ensemble_nll", float("nan"))
+            evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll)
+            history[arch] = evaluator.memo[arch].fitness(cfg.objective)
+    run.on_main(lambda: truncate_metrics(run.path, start - 1, "generation"))
+    log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
+    return rng, start, history
 
-    def evaluate(archs: list[EnsembleArch]) -> list[float]:
+
+@dataclass
+class _Search:
+    """A search as it runs: what the ``_setup_*`` steps built, and what the generations found."""
+
+    cfg: SearchConfig
+    run: RunDir
+    sn_dir: Path
+    space: SearchSpace
+    num_classes: int
+    shrunk: ShrunkSpace
+    table: object  # the cost table (MACs, paper FLOPs, params)
+    latency: "LatencyTable | None"
+    evaluator: CandidateEvaluator
+    calibration: dict
+    rng: random.Random
+    start: int  # the first generation this process runs
+    history: "dict[EnsembleArch, float]"  # every candidate evaluated -> its fitness
+    logger: MetricLogger
+    costs_of: dict = field(default_factory=dict)
+    generations_done: int = 0
+
+    def ok(self, arch: EnsembleArch) -> bool:
+        """Whether ``arch`` meets the constraints (its costs measured once)."""
+        if arch not in self.costs_of:
+            self.costs_of[arch] = self.cfg.constraints.measure(arch, self.table, self.latency)
+        return self.cfg.constraints.satisfied(self.costs_of[arch])
+
+    def evaluate(self, archs: list[EnsembleArch]) -> list[float]:
+        """The fitness of each of ``archs``: each rank evaluates its share, all gather the results."""
         rank, world = dist.get_rank(), dist.get_world_size()
-        bar = tqdm(total=len(archs), desc=f"generation {len(generations_done)}", leave=False, disable=None if run.main else True)
-        bar.set_postfix(best=f"{max(history.values(), default=0.0):.1%}")
+        bar = tqdm(total=len(archs), desc=f"generation {self.generations_done}", leave=False,
+                   disable=None if self.run.main else True)
+        bar.set_postfix(best=f"{max(self.history.values(), default=0.0):.1%}")
         mine = {}
         for i in range(rank, len(archs), world):
-            mine[i] = evaluator.evaluate(archs[i])
+            mine[i] = self.evaluator.evaluate(archs[i])
             bar.update(world)
         bar.close()
         results = {}
         for part in dist.all_gather_object(mine):
             results.update(part)
         for i, res in results.items():
-            evaluator.memo[archs[i]] = res
-        return [results[i].fitness(cfg.objective) for i in range(len(archs))]
+            self.evaluator.memo[archs[i]] = res
+        return [results[i].fitness(self.cfg.objective) for i in range(len(archs))]
 
-    generations_done = list(range(start))
-    logger = MetricLogger(run)
-
-    def on_generation(g, members, fits, origins):
-        generations_done.append(g)
-        history.update(zip(members, fits))
-        best_arch = max(history, key=lambda a: history[a])
-        accs = [evaluator.memo[a].ensemble_acc for a in members]
-        record = {
-            "generation": g,
-            "strategy": cfg.strategy,
-            "objective": cfg.objective,
-            "members": [{**a.to_json(), "origin": o, **costs_of[a], **_scores(evaluator.memo[a])} for a, o in zip(members, origins)],
-            "best": {**best_arch.to_json(), **_scores(evaluator.memo[best_arch])},
-            "evaluations": len(history),
-        }
-        if run.main:
-            run.write_json(generation_file(g), record, indent=None)
-            logger.log(g, generation=g, evaluations=len(history), best_acc=evaluator.memo[best_arch].ensemble_acc,
-                       best_nll=evaluator.memo[best_arch].ensemble_nll, mean_acc=sum(accs) / len(accs), members=len(members))
-            state = {"generation": g, "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]], "evaluations": len(history),
-                     "calibration": calibration}
-            run.write_json(STATE, state, indent=None)
-            best = evaluator.memo[best_arch]
-            log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
-                     g, len(members), cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs), len(history))
-
-    if run.main:
-        log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
-                 cfg.strategy, space.name, shrunk.num_combinations, calibration["score_images"], constraints.active() or "none")
-    if sample_within(shrunk, random.Random(0), ok, tries=20_000) is None and not history:
-        raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; {_describe_range(table, shrunk)}")
-    def objectives(archs):  # minimised: (-fitness, cost)
+    def objectives(self, archs) -> list[tuple[float, float]]:
+        """The Pareto objectives of ``archs``, minimised: (-fitness, cost)."""
         for a in archs:
-            ok(a)  # measures it (members restored on resume were measured in an earlier process)
-        return [(-history[a], costs_of[a][cfg.pareto]) for a in archs]
+            self.ok(a)  # measures it (members restored on resume were measured in an earlier process)
+        return [(-self.history[a], self.costs_of[a][self.cfg.pareto]) for a in archs]
 
-    def pareto_parents(history, k):
+    def pareto_parents(self, history, k: int) -> list[EnsembleArch]:
         archs = list(history)
-        return [archs[i] for i in nsga2_select(objectives(archs), k)]
+        return [archs[i] for i in nsga2_select(self.objectives(archs), k)]
 
+
+def _generation_record(s: _Search, g: int, members, origins, best_arch: EnsembleArch) -> dict:
+    memo = s.evaluator.memo
+    return {
+        "generation": g,
+        "strategy": s.cfg.strategy,
+        "objective": s.cfg.objective,
+        "members": [{**a.to_json(), "origin": o, **s.costs_of[a], **_scores(memo[a])}
+                    for a, o in zip(members, origins)],
+        "best": {**best_arch.to_json(), **_scores(memo[best_arch])},
+        "evaluations": len(s.history),
+    }
+
+
+def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
+    """Records generation ``g`` (rank 0): its file, a metric line, the resume state and a log line."""
+    s.generations_done += 1
+    s.history.update(zip(members, fits))
+    best_arch = max(s.history, key=lambda a: s.history[a])
+    accs = [s.evaluator.memo[a].ensemble_acc for a in members]
+    record = _generation_record(s, g, members, origins, best_arch)
+    if not s.run.main:
+        return
+    best = s.evaluator.memo[best_arch]
+    s.run.write_json(generation_file(g), record, indent=None)
+    s.logger.log(g, generation=g, evaluations=len(s.history), best_acc=best.ensemble_acc, best_nll=best.ensemble_nll,
+                 mean_acc=sum(accs) / len(accs), members=len(members))
+    state = {"generation": g, "rng": [s.rng.getstate()[0], list(s.rng.getstate()[1]), s.rng.getstate()[2]],
+             "evaluations": len(s.history), "calibration": s.calibration}
+    s.run.write_json(STATE, state, indent=None)
+    log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)", g,
+             len(members), s.cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs),
+             len(s.history))
+
+
+def _run_generations(s: _Search) -> None:
+    """The search: generation after generation of the strategy, each recorded by :func:`_record_generation`."""
+    cfg, constraints = s.cfg, s.cfg.constraints
+    if s.run.main:
+        log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s", cfg.strategy,
+                 s.space.name, s.shrunk.num_combinations, s.calibration["score_images"], constraints.active() or "none")
+    if sample_within(s.shrunk, random.Random(0), s.ok, tries=20_000) is None and not s.history:
+        raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
+                        f"{_describe_range(s.table, s.shrunk)}")
+    on_generation = functools.partial(_record_generation, s)
     if cfg.strategy == "evolution":
         # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
-        anchors = (table.extremes(shrunk, cfg.pareto)[0],) if cfg.pareto in ("macs", "paper_flops", "params") else ()
-        history = evolve(shrunk, cfg.evolution, ok, evaluate, rng, on_generation, start, history,
-                         select_parents=pareto_parents if cfg.pareto else None, anchors=anchors)
+        counted = cfg.pareto in ("macs", "paper_flops", "params")
+        anchors = (s.table.extremes(s.shrunk, cfg.pareto)[0],) if counted else ()
+        s.history = evolve(s.shrunk, cfg.evolution, s.ok, s.evaluate, s.rng, on_generation, s.start, s.history,
+                           select_parents=s.pareto_parents if cfg.pareto else None, anchors=anchors)
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
-        history = random_search(shrunk, budget, cfg.evolution.population, ok, evaluate, rng, on_generation, start, history)
-    best = max(history, key=lambda a: history[a])
-    ranked = sorted(history, key=lambda a: -history[a])
-    result = {
+        s.history = random_search(s.shrunk, budget, cfg.evolution.population, s.ok, s.evaluate, s.rng, on_generation,
+                                  s.start, s.history)
+
+
+def _result(s: _Search, best: EnsembleArch) -> dict:
+    """The content of the search's arch file: the best ensemble, its costs and scores, and every candidate."""
+    memo, constraints = s.evaluator.memo, s.cfg.constraints
+    ranked = sorted(s.history, key=lambda a: -s.history[a])
+    return {
         **best.to_json(),
-        **(costs_of.get(best) or constraints.measure(best, table, latency)),
-        "supernet_acc": evaluator.memo[best].ensemble_acc,
-        "supernet_nll": evaluator.memo[best].ensemble_nll,
-        "objective": cfg.objective,
-        "path_acc": list(evaluator.memo[best].path_acc),
-        "num_classes": num_classes,
-        "space": space.to_dict(),
-        "strategy": cfg.strategy,
-        "evaluations": len(history),
+        **(s.costs_of.get(best) or constraints.measure(best, s.table, s.latency)),
+        "supernet_acc": memo[best].ensemble_acc,
+        "supernet_nll": memo[best].ensemble_nll,
+        "objective": s.cfg.objective,
+        "path_acc": list(memo[best].path_acc),
+        "num_classes": s.num_classes,
+        "space": s.space.to_dict(),
+        "strategy": s.cfg.strategy,
+        "evaluations": len(s.history),
         "constraints": constraints.active(),
-        "supernet": str(sn_dir),
-        "calibration": calibration,
+        "supernet": str(s.sn_dir),
+        "calibration": s.calibration,
         # every candidate, best first by the objective, with both numbers
-        "candidates": [{**a.to_json(), **_scores(evaluator.memo[a])} for a in ranked],
+        "candidates": [{**a.to_json(), **_scores(memo[a])} for a in ranked],
     }
-    if run.main:
-        if cfg.pareto:
-            archs = list(history)
-            front = [{**archs[i].to_json(), **costs_of[archs[i]], **_scores(evaluator.memo[archs[i]]), "fitness": history[archs[i]]}
-                     for i in front_indices(objectives(archs))]
-            pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(history),
-                      "constraints": constraints.active(), "space": space.to_dict(), "num_classes": num_classes, "front": front}
-            run.write_json(PARETO, pareto)
-            log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
-                     front[0][cfg.pareto], front[-1][cfg.pareto])
-        run.write_json(ARCH, result)
-        log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", cfg.objective, best,
-                 100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
-    logger.close()
+
+
+def _write_pareto(s: _Search) -> None:
+    """The Pareto front of the objective vs ``--pareto``'s cost, over every candidate evaluated."""
+    cfg, archs = s.cfg, list(s.history)
+    on_front = [archs[i] for i in front_indices(s.objectives(archs))]
+    front = [{**a.to_json(), **s.costs_of[a], **_scores(s.evaluator.memo[a]), "fitness": s.history[a]}
+             for a in on_front]
+    pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(s.history),
+              "constraints": cfg.constraints.active(), "space": s.space.to_dict(), "num_classes": s.num_classes,
+              "front": front}
+    s.run.write_json(PARETO, pareto)
+    log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
+             front[0][cfg.pareto], front[-1][cfg.pareto])
+
+
+def _write_results(s: _Search) -> None:
+    """Writes (rank 0) the Pareto front when asked for, then the best ensemble."""
+    best = max(s.history, key=lambda a: s.history[a])
+    result = _result(s, best)
+    if not s.run.main:
+        return
+    if s.cfg.pareto:
+        _write_pareto(s)
+    s.run.write_json(ARCH, result)
+    log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", s.cfg.objective, best,
+             100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
+
+
+@releases_run_dir
+def search(cfg: SearchConfig) -> Path:
+    """Runs (or resumes) the search; returns the output directory."""
+    device = dist.init(cfg.device)
+    sn_dir, supernet, info, shrunk = _setup_supernet(cfg, device)
+    table = _setup_constraints(cfg, supernet, shrunk)
+    run = RunDir.open(cfg, "search", device)
+    latency = _setup_latency(cfg, run, supernet, shrunk)
+    evaluator, calibration = _setup_evaluator(cfg, info, supernet, device)
+    rng, start, history = _setup_resume(cfg, run, evaluator, calibration)
+    s = _Search(cfg, run, sn_dir, supernet.space, supernet.num_classes, shrunk, table, latency, evaluator, calibration,
+                rng, start, history, MetricLogger(run), generations_done=start)
+    _run_generations(s)
+    _write_results(s)
+    s.logger.close()
     dist.barrier()
     return run.path
