@@ -13,7 +13,6 @@ directory holds ``config.yaml``, ``state.json`` + ``checkpoints/`` (resumable),
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -124,70 +123,84 @@ def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *,
     return metrics, digest.hexdigest()
 
 
+def _setup_model(cfg: SupernetConfig, space: SearchSpace, num_classes: int, device, world: int):
+    """The supernet (its initial weights a function of the seed) and its SGD optimizer; returns them and the base lr."""
+    seed_everything(cfg.seed)
+    model = Supernet(space, num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
+    if cfg.compile == "blocks":
+        model.compile_blocks()
+    base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return model, optimizer, base_lr
+
+
+def _resume(run: RunDir, model, optimizer, precision: Precision, space: SearchSpace, calibration: dict):
+    """(shrunk space, first epoch, shrinking rounds done): the checkpoint's, or a fresh start's."""
+    if not run.resuming:
+        return ShrunkSpace.full(space), 0, 0
+    state = resume_run(run, model, optimizer)
+    precision.load_state_dict(state.get("scaler"))
+    check_same_calibration(run, state, calibration)
+    shrunk = ShrunkSpace.from_json(space, state["shrunk"])
+    log.info("resuming %s after epoch %d (%d combinations left)", run.path, state["epoch"] + 1, shrunk.num_combinations)
+    return shrunk, state["epoch"] + 1, state["shrink_rounds"]
+
+
+def _shrink_if_due(run: RunDir, model, shrunk: ShrunkSpace, cfg: SupernetConfig, epoch: int, rounds: int, bn_batches,
+                   probe_batches, calibration: dict) -> tuple[ShrunkSpace, int, str]:
+    """Algorithm 1's shrinking round after ``epoch`` when one is due; writes its record. Returns the
+    shrunk space, the rounds done and a note for the log line."""
+    due = cfg.shrink.mode != "none" and (epoch + 1) % cfg.shrink.every == 0 and epoch + 1 < cfg.epochs
+    if not due or shrunk.num_combinations <= cfg.shrink.until:
+        return shrunk, rounds, ""
+    gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
+    bar = tqdm(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True)
+    before = shrunk.num_combinations
+    shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
+    bar.close()
+    run.write_json(f"{SHRINK_ROUNDS}/{round_file(rounds)}", {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record},
+                   indent=None)
+    return shrunk, rounds + 1, f"  shrink {before} -> {shrunk.num_combinations}"
+
+
+def _log_epoch(cfg: SupernetConfig, epoch: int, metrics: dict, combinations: int, note: str) -> None:
+    log.info("epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s", epoch + 1, cfg.epochs, metrics["loss"],
+             100 * metrics["ensemble_acc"], metrics["lr"], metrics["images_per_s"], combinations, note)
+
+
 @releases_run_dir
 def train_supernet(cfg: SupernetConfig) -> Path:
     """Runs (or resumes) supernet training; returns the run directory."""
     device = dist.init(cfg.device)
-    rank, world = dist.get_rank(), dist.get_world_size()
     space = SearchSpace.resolve(cfg.space)
     if space.num_paths == 1 and cfg.shrink.mode == "diversity":
         raise NeasError(f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
                         f"use shrink quality, accuracy or none")
     run = RunDir.open(cfg, "train-supernet", device)
-    full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, rank, world)
-    seed_everything(cfg.seed)  # the initial weights are a function of the seed
-    model = Supernet(space, full.num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
-    if cfg.compile == "blocks":
-        model.compile_blocks()
-    base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
-    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    shrunk, start_epoch, rounds, precision = ShrunkSpace.full(space), 0, 0, Precision.of(device, cfg.amp)
-    if run.resuming:
-        state = resume_run(run, model, optimizer)
-        precision.load_state_dict(state.get("scaler"))
-        check_same_calibration(run, state, calibration)
-        shrunk = ShrunkSpace.from_json(space, state["shrunk"])
-        start_epoch, rounds = state["epoch"] + 1, state["shrink_rounds"]
-        log.info("resuming %s after epoch %d (%d combinations left)", run, state["epoch"] + 1, shrunk.num_combinations)
+    full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, run.rank, run.world)
+    model, optimizer, base_lr = _setup_model(cfg, space, full.num_classes, device, run.world)
+    precision = Precision.of(device, cfg.amp)
+    shrunk, start_epoch, rounds = _resume(run, model, optimizer, precision, space, calibration)
     dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
-    logger = MetricLogger(run)
-    steps = len(loader)
+    logger, steps = MetricLogger(run), len(loader)
     if run.main:
-        log.info(
-            "supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, "
-            "%d steps/epoch, device %s x%d",
-            space.name, space.num_layers, shrunk.num_combinations, full.num_classes, len(loader.data),
-            sum(len(y) for _, y in probe_batches), steps, device, world,
-        )
+        log.info("supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, %d steps/epoch, "
+                 "device %s x%d", space.name, space.num_layers, shrunk.num_combinations, full.num_classes, len(loader.data),
+                 sum(len(y) for _, y in probe_batches), steps, device, run.world)
     for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, rank))  # dropout: a function of (seed, epoch, rank)
+        seed_everything(epoch_seed(cfg.seed, epoch, run.rank))  # dropout: a function of (seed, epoch, rank)
         metrics, digest = _epoch(model, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
                                  precision=precision)
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")
-        note = ""
-        due = cfg.shrink.mode != "none" and (epoch + 1) % cfg.shrink.every == 0 and epoch + 1 < cfg.epochs
-        if due and shrunk.num_combinations > cfg.shrink.until:
-            gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
-            bar = tqdm(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True)
-            before = shrunk.num_combinations
-            shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
-            bar.close()
-            record = {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record}
-            run.write_json(f"{SHRINK_ROUNDS}/{round_file(rounds)}", record, indent=None)
-            rounds += 1
-            note = f"  shrink {before} -> {shrunk.num_combinations}"
+        shrunk, rounds, note = _shrink_if_due(run, model, shrunk, cfg, epoch, rounds, bn_batches, probe_batches, calibration)
         metrics["combinations"] = shrunk.num_combinations
         if run.main:
             state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps,
                      "calibration": calibration, "scaler": precision.state_dict()}
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
             save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
-            log.info(
-                "epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s",
-                epoch + 1, cfg.epochs, metrics["loss"], 100 * metrics["ensemble_acc"], metrics["lr"],
-                metrics["images_per_s"], shrunk.num_combinations, note,
-            )
+            _log_epoch(cfg, epoch, metrics, shrunk.num_combinations, note)
         dist.barrier()
     if run.main:
         info = SupernetFile(space, shrunk, tuple(full.classes), cfg.data, cfg.data_dir, cfg.holdout, cfg.shrink.mode,
