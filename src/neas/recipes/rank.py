@@ -32,8 +32,8 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
-from neas.space import EnsembleArch, ShrunkSpace
-from neas.supernet.io import load_supernet, read_supernet_info
+from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
+from neas.supernet.io import SupernetFile, load_supernet, read_supernet_info
 from neas.io import save_figure, write_json, write_text
 from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, releases_run_dir, run_stage
 
@@ -63,89 +63,134 @@ def _key(arch: EnsembleArch) -> str:
     return hashlib.sha1(json.dumps(arch.to_json()).encode()).hexdigest()[:12]
 
 
-@releases_run_dir
-def rank(cfg: RankConfig) -> dict:
-    if not cfg.supernet:
-        raise NeasError("--supernet needs at least one supernet run directory")
-    device = local_device(cfg.device)
+def _setup_supernets(cfg: RankConfig) -> "tuple[list[Path], SupernetFile, SearchSpace]":
+    """The supernet run directories, the first one's file info and their common space; checked
+    before the (long) from-scratch runs, not after."""
     supernets = [Path(p) for p in cfg.supernet]
     missing = [str(p) for p in supernets if not (p / SUPERNET).is_file()]
-    if missing:  # checked before the (long) from-scratch runs, not after
+    if missing:
         raise NeasError(f"not a finished supernet run (no {SUPERNET}): {', '.join(missing)}")
     first, first_info = load_supernet(supernets[0])
     space = first.space
     other = [str(p) for p in supernets[1:] if read_supernet_info(p).space != space]
-    if other:  # checked before the (long) from-scratch runs, not after
-        raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space")
-    shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
-    recipe = {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": first_info.data,
-              "holdout": first_info.holdout, "space": json.loads(json.dumps(space.to_dict()))}  # as read back from JSON
-    known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
-    out = claim_dir(cfg.out, "rank")
+    if other:
+        raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; "
+                        "ranking compares supernets of one space")
+    return supernets, first_info, space
+
+
+def _sample_archs(cfg: RankConfig, space: SearchSpace, shrunk: ShrunkSpace) -> list[EnsembleArch]:
+    """``num_archs`` distinct ensembles sampled (seeded) from ``shrunk``."""
     rng = random.Random(f"{cfg.seed}:rank")
     archs = []
     while len(archs) < cfg.num_archs:
         arch = EnsembleArch.sample(space, rng, shrunk)
         if arch not in archs:
             archs.append(arch)
+    return archs
+
+
+def _scratch_recipe(cfg: RankConfig, info: SupernetFile, space: SearchSpace) -> dict:
+    """What makes from-scratch scores comparable: the training settings, the data and the space."""
+    return {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": info.data,
+            "holdout": info.holdout, "space": json.loads(json.dumps(space.to_dict()))}  # as read back from JSON
+
+
+def _train_from_scratch(cfg: RankConfig, out: Path, arch: EnsembleArch, space: SearchSpace,
+                        info: SupernetFile) -> float:
+    """The held-out top-1 of ``arch`` trained from scratch: cached per arch and recipe, and resumable."""
+    # other settings, other runs: never a stale result
+    key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"
+    run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+    if not (run / EVAL).is_file():
+        arch_file = out / "scratch" / f"{run.name}.json"
+        arch_file.parent.mkdir(parents=True, exist_ok=True)
+        arch.save(arch_file, space=space.to_dict())
+        scratch_cfg = RetrainConfig(arch=str(arch_file), data=info.data, data_dir=info.data_dir, out=str(run),
+                                    epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=info.holdout,
+                                    eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed,
+                                    device=cfg.device, compile="off")
+        run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
+    return read_eval(run / EVAL)["ensemble"]["top1"]
+
+
+def _oneshot_scores(cfg: RankConfig, out: Path, path: Path, model, info: SupernetFile, archs: list[EnsembleArch],
+                    device) -> dict:
+    """Each ensemble's held-out top-1 with the supernet's inherited weights after BN
+    recalibration, and the calibration record; cached per supernet file."""
+    weights = (path / SUPERNET).stat()  # a retrained supernet is scored anew
+    # "scoring/2": stratified BN and scoring sets; caches of the class-sorted sets are not reused
+    tag = f"scoring/2:{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
+    cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, decoding=cfg.decoding)
+    evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
+    scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
+    write_json(cache, scored, indent=None)
+    return scored
+
+
+def _rank_supernet(cfg: RankConfig, out: Path, path: Path, reference: Path, space: SearchSpace,
+                   archs: list[EnsembleArch], scratch: list[float], device) -> dict:
+    """One supernet's entry: its one-shot scores, their rank correlation with the from-scratch
+    ones (overall, and within its shrunk space), and its scatter plot."""
+    model, info = load_supernet(path, device)
+    if model.space != space:
+        raise NeasError(f"{path}: its space differs from {reference}'s; ranking compares supernets of one space")
+    scored = _oneshot_scores(cfg, out, path, model, info, archs, device)
+    oneshot = scored["oneshot_acc"]
+    corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
+    # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
+    inside = [i for i, a in enumerate(archs) if a.is_valid(space, info.shrunk)]
+    entry = {**corr, "shrink": info.shrink, "oneshot_acc": oneshot, "in_shrunk_space": inside,
+             "calibration": scored["calibration"]}
+    if 3 <= len(inside) < len(archs):
+        entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside],
+                                                                [scratch[i] for i in inside], cfg.bootstrap, cfg.seed)
+    _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
+    return entry
+
+
+def _tau_differences(cfg: RankConfig, results: dict, scratch: list[float]) -> dict:
+    """The paired-bootstrap difference of Kendall τ between each pair of supernets."""
+    names = list(results["supernets"])
+    return {
+        f"{a} - {b}": tau_difference(results["supernets"][a]["oneshot_acc"], results["supernets"][b]["oneshot_acc"],
+                                     scratch, cfg.bootstrap, cfg.seed)
+        for i, a in enumerate(names) for b in names[i + 1:]
+    }
+
+
+def _write_results(out: Path, results: dict) -> None:
+    write_json(out / RANK, results)
+    write_text(out / "rank.md", _table(results))
+
+
+@releases_run_dir
+def rank(cfg: RankConfig) -> dict:
+    """Ranks the sampled ensembles by each supernet and from scratch; returns (and writes) the correlations."""
+    if not cfg.supernet:
+        raise NeasError("--supernet needs at least one supernet run directory")
+    device = local_device(cfg.device)
+    supernets, first_info, space = _setup_supernets(cfg)
+    shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
+    recipe = _scratch_recipe(cfg, first_info, space)
+    known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
+    out = claim_dir(cfg.out, "rank")
+    archs = _sample_archs(cfg, space, shrunk)
     write_json(out / "archs.json", [a.to_json() for a in archs])
     # from scratch: reused from --scratch, else cached per arch and resumable
-    scratch = []
-    key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"  # other settings, other runs: never a stale result
-    for arch in archs:
-        if arch in known:
-            scratch.append(known[arch])
-            continue
-        run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
-        if not (run / EVAL).is_file():
-            arch_file = out / "scratch" / f"{run.name}.json"
-            arch_file.parent.mkdir(parents=True, exist_ok=True)
-            arch.save(arch_file, space=space.to_dict())
-            scratch_cfg = RetrainConfig(arch=str(arch_file), data=first_info.data, data_dir=first_info.data_dir, out=str(run),
-                                        epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=first_info.holdout,
-                                        eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed, device=cfg.device,
-                                        compile="off")
-            run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
-        scratch.append(read_eval(run / EVAL)["ensemble"]["top1"])
+    scratch = [known[a] if a in known else _train_from_scratch(cfg, out, a, space, first_info) for a in archs]
     write_json(out / "scratch.json", {"recipe": recipe, "ensembles": [
         {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]})
     results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},
                "scratch_reused": sum(a in known for a in archs)}
     for path in supernets:
-        model, info = load_supernet(path, device)
-        if model.space != space:
-            raise NeasError(f"{path}: its space differs from {supernets[0]}'s; ranking compares supernets of one space")
-        weights = (path / SUPERNET).stat()  # a retrained supernet is scored anew
-        # "scoring/2": stratified BN and scoring sets; caches of the class-sorted sets are not reused
-        tag = f"scoring/2:{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
-        cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
-        if cache.is_file():
-            scored = json.loads(cache.read_text())
-        else:
-            bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, decoding=cfg.decoding)
-            evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
-            scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}
-            write_json(cache, scored, indent=None)
-        oneshot = scored["oneshot_acc"]
-        corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
-        # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
-        inside = [i for i, a in enumerate(archs) if a.is_valid(space, info.shrunk)]
-        entry = {**corr, "shrink": info.shrink, "oneshot_acc": oneshot, "in_shrunk_space": inside,
-                 "calibration": scored["calibration"]}
-        if 3 <= len(inside) < len(archs):
-            entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside], [scratch[i] for i in inside],
-                                                                    cfg.bootstrap, cfg.seed)
-        results["supernets"][str(path)] = entry
-        _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
+        results["supernets"][str(path)] = _rank_supernet(cfg, out, path, supernets[0], space, archs, scratch, device)
     results["scratch_acc"] = scratch
-    names = list(results["supernets"])
-    results["differences"] = {
-        f"{a} - {b}": tau_difference(results["supernets"][a]["oneshot_acc"], results["supernets"][b]["oneshot_acc"],
-                                     scratch, cfg.bootstrap, cfg.seed)
-        for i, a in enumerate(names) for b in names[i + 1:]
-    }
-    write_json(out / RANK, results)
-    write_text(out / "rank.md", _table(results))
+    results["differences"] = _tau_differences(cfg, results, scratch)
+    _write_results(out, results)
     return results
 
 
