@@ -195,68 +195,79 @@ def _search_path_acc(arch_spec: str) -> "list[float] | None":
     return [float(a) for a in acc] if isinstance(acc, list) else None
 
 
+def _test_metrics(report, test_loader, num_paths: int) -> dict:
+    """The quick per-epoch test numbers (no calibration, no latency)."""
+    result = evaluate_ensemble(report, test_loader.epoch(0), calibration=False)
+    return {"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_nll": result["ensemble"]["nll"],
+            **{f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(num_paths)}}
+
+
+def _finish(cfg: RetrainConfig, run: RunDir, report, train_full, test, held_out, device) -> None:
+    """Writes ``model.safetensors`` (with its anytime order and temperature) and ``eval.json`` (rank 0)."""
+    info = save_ensemble(report, run / MODEL, classes=tuple(train_full.classes), weights="ema" if cfg.ema_decay > 0 else "raw",
+                         data={"data": cfg.data, "data_dir": cfg.data_dir}, recipe=cfg.recipe, holdout=cfg.holdout,
+                         **_order_and_temperature(cfg, report, held_out, device))
+    result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=info.order,
+                    order_by=info.path_order["by"], temperature=info.temperature, corruptions=cfg.corruptions,
+                    severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
+    run.write_json(EVAL, {"split": cfg.eval_split, **result})
+    log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
+             ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(report.arch.num_paths)))
+
+
+def _start(run: RunDir, net, optimizer, extra: dict, precision: Precision) -> int:
+    """The first epoch to train: 0, or the one after the checkpoint a resumed run continues from."""
+    if not run.resuming:
+        return 0
+    state = resume_run(run, net, optimizer, extra)
+    precision.load_state_dict(state.get("scaler"))
+    log.info("resuming %s after epoch %d", run.path, state["epoch"] + 1)
+    return state["epoch"] + 1
+
+
 @releases_run_dir
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
     device = dist.init(cfg.device)
-    rank, world = dist.get_rank(), dist.get_world_size()
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
     run = RunDir.open(cfg, "retrain", device)
-    loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, rank, world)
+    loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
     steps = len(loader)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
-    optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, world)
+    optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, run.world)
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
-    extra = {"ema": ema.module} if ema is not None else {}
-    start, precision = 0, Precision.of(device, cfg.amp)
-    if run.resuming:
-        state = resume_run(run, net, optimizer, extra)
-        start = state["epoch"] + 1
-        precision.load_state_dict(state.get("scaler"))
-        log.info("resuming %s after epoch %d", run, start)
-    wrapped = _setup_forward(cfg, net, steps, device, world)
+    extra, precision = ({"ema": ema.module} if ema is not None else {}), Precision.of(device, cfg.amp)
+    start = _start(run, net, optimizer, extra, precision)
+    wrapped = _setup_forward(cfg, net, steps, device, run.world)
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-    logger = MetricLogger(run)
-    report = ema.module if ema is not None else net
+    logger, report = MetricLogger(run), (ema.module if ema is not None else net)
     if run.main:
         log.info("retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, device %s x%d",
-                 arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, world)
+                 arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, run.world)
 
     def forward(x, y, step):
         logits = wrapped(x)
-        return sum(criterion(l.float(), y) for l in logits), logits
-
-    def update_ema(step):
-        ema.update(net, step=step)
+        return sum(criterion(out.float(), y) for out in logits), logits
 
     for epoch in range(start, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, rank))
+        seed_everything(epoch_seed(cfg.seed, epoch, run.rank))
         metrics = train_epoch(net, loader.epoch(epoch), forward, optimizer, precision, epoch=epoch, steps=steps, device=device,
-                              set_lr=scheduler.step_update, after_step=update_ema if ema is not None else None,
+                              set_lr=scheduler.step_update, after_step=(lambda step: ema.update(net, step=step)) if ema else None,
                               desc=f"epoch {epoch + 1}/{cfg.epochs}")
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            result = evaluate_ensemble(report, test_loader.epoch(0), calibration=False)
-            metrics.update({"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_nll": result["ensemble"]["nll"]})
-            metrics.update({f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(arch.num_paths)})
+            metrics.update(_test_metrics(report, test_loader, arch.num_paths))
         if run.main:
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()}, extra=extra)
+            save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()},
+                            extra=extra)
             test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
-            log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"], metrics["images_per_s"], test_note)
+            log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"],
+                     metrics["images_per_s"], test_note)
         dist.barrier()
-    if run.main:
-        info = save_ensemble(report, run / MODEL, classes=tuple(train_full.classes), weights="ema" if ema is not None else "raw",
-                             data={"data": cfg.data, "data_dir": cfg.data_dir}, recipe=cfg.recipe, holdout=cfg.holdout,
-                             **_order_and_temperature(cfg, report, held_out, device))
-        result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=info.order,
-                        order_by=info.path_order["by"], temperature=info.temperature, corruptions=cfg.corruptions,
-                        severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
-        run.write_json(EVAL, {"split": cfg.eval_split, **result})
-        log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
-                 ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(arch.num_paths)))
+    run.on_main(lambda: _finish(cfg, run, report, train_full, test, held_out, device))
     logger.close()
     dist.barrier()
     return run.path
