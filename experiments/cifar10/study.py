@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
+import platform
+import random
 import subprocess
 import sys
 import time
@@ -89,8 +92,6 @@ def _combinations_after(supernet: Path) -> "int | None":
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -157,8 +158,6 @@ def _scratch_file() -> Path:
     docs/results/before_fix/rank.json's."""
     if SCRATCH.is_file():
         return SCRATCH
-    import random
-
     from neas.space import EnsembleArch, SearchSpace
 
     old = json.loads(OLD_RANK.read_text())
@@ -335,8 +334,6 @@ def measure_latency(repeats: int = 60) -> dict:
     """Every finished pipeline's final network and every deep ensemble, timed on a quiet machine:
     batch 1, one thread, channels_last, all models interleaved (neas.cost.runtime), twice, so the
     test-retest agreement is on record. The main table's latency column reads this file."""
-    import platform
-
     import torch
 
     from neas.cost.runtime import interleaved_ms, runner
