@@ -27,7 +27,8 @@ def _balanced(counts, part_sizes):
     """Every class present, each within one image of its share of the part it is drawn from."""
     counts = list(counts.values()) if isinstance(counts, dict) else list(counts)
     n, total = sum(counts), sum(part_sizes)
-    assert len(counts) == len(part_sizes) and min(counts) > 0, counts
+    assert len(counts) == len(part_sizes), counts
+    assert min(counts) > 0, counts
     for got, m in zip(counts, part_sizes):
         assert abs(got - n * m / total) < 1 + 1e-9, (counts, part_sizes)
 
@@ -39,7 +40,8 @@ def test_stratified_subset_of_class_sorted_labels():
     total = {c: m for c, m in enumerate(SIZES)}
     for n in (10, 37, 64, 100, len(labels)):
         index = stratified_subset(labels, n, "bn")
-        assert len(index) == n and len(set(index.tolist())) == n
+        assert len(index) == n
+        assert len(set(index.tolist())) == n
         _within_one(dict(zip(*np.unique(labels[index].numpy(), return_counts=True))), total, n)
     index = stratified_subset(labels, 64, "bn")
     assert torch.equal(index, stratified_subset(labels, 64, "bn"))  # a fixed seed: the same on every rank and run
@@ -57,13 +59,15 @@ def test_calibration_sets_of_a_class_sorted_tensor_dataset():
     data = ImageTensors(images, labels, [f"c{i}" for i in range(10)])
     sets = calibration_sets(data, 0.25, 40, 30)
     record = sets.record()
-    assert record["bn_images"] == 40 and record["score_images"] == 30
+    assert record["bn_images"] == 40
+    assert record["score_images"] == 30
     _balanced(record["bn_classes"], KEPT)
     _balanced(record["score_classes"], HELD)
     assert sum(record["bn_classes"].values()) == 40
     # the BN images come from the training part, the scoring images from the held-out part
     index = lambda part: set((part.images[:, 0, 0, 0].long() + 256 * part.images[:, 0, 0, 1].long()).tolist())
-    assert index(sets.bn) <= index(sets.train) and not index(sets.score) & index(sets.train)
+    assert index(sets.bn) <= index(sets.train)
+    assert not index(sets.score) & index(sets.train)
     assert len(index(sets.train)) + round(0.25 * len(labels)) == len(labels)
 
 
@@ -101,7 +105,8 @@ def test_search_sets_on_a_class_sorted_image_folder_are_balanced(tmp_path):
         assert len(set(batch)) >= 8, batch
     _balanced(np.bincount(sum(bn_classes, []), minlength=10), KEPT)
     _balanced(torch.bincount(torch.cat([y for _, y in val]), minlength=10).tolist(), HELD)
-    assert record["bn_images"] == 32 and record["score_images"] == 40
+    assert record["bn_images"] == 32
+    assert record["score_images"] == 40
     _balanced(record["bn_classes"], KEPT)
     _balanced(record["score_classes"], HELD)
 
