@@ -26,9 +26,13 @@ def _files(root, part):
 def test_carve_is_stratified_disjoint_complete_and_fixed(folder, tmp_path):
     listing = carve_test_split(folder, tmp_path / "a", test_fraction=0.2)
     train, test = _files(tmp_path / "a", "train"), _files(tmp_path / "a", "test")
-    assert not train & test and train | test == _files(folder, "train")
-    assert sum(c == "cat" for c, _ in test) == 2 and sum(c == "dog" for c, _ in test) == 1  # 20 % of each class
-    assert listing["train"] == 12 and {c: sorted(v) for c, v in listing["test"].items()} == \
+    assert not train & test
+    assert train | test == _files(folder, "train")
+    # 20 % of each class
+    assert sum(c == "cat" for c, _ in test) == 2
+    assert sum(c == "dog" for c, _ in test) == 1
+    assert listing["train"] == 12
+    assert {c: sorted(v) for c, v in listing["test"].items()} == \
         {c: sorted(f for k, f in test if k == c) for c in ("cat", "dog")}
     assert json.loads((tmp_path / "a" / "split.json").read_text())["test"] == listing["test"]
     carve_test_split(folder, tmp_path / "b", test_fraction=0.2)

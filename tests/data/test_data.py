@@ -9,17 +9,21 @@ from neas.errors import NeasError
 def test_holdout_is_stratified_deterministic_and_disjoint():
     labels = torch.arange(10).repeat_interleave(50)
     keep, held = holdout_split(labels, 0.1)
-    assert len(held) == 50 and len(keep) == 450
+    assert len(held) == 50
+    assert len(keep) == 450
     assert set(keep.tolist()).isdisjoint(held.tolist())
     assert torch.bincount(labels[held]).tolist() == [5] * 10
     k2, h2 = holdout_split(labels, 0.1)
-    assert torch.equal(held, h2) and torch.equal(keep, k2)
+    assert torch.equal(held, h2)
+    assert torch.equal(keep, k2)
 
 
 def test_digits_train_and_test_are_disjoint():
     train, test = load_dataset("digits", "train", 16), load_dataset("digits", "test", 16)
-    assert len(train) + len(test) == 1797 and train.images.shape[1:] == (3, 16, 16)
-    assert train.images.dtype == torch.uint8 and train.num_classes == 10
+    assert len(train) + len(test) == 1797
+    assert train.images.shape[1:] == (3, 16, 16)
+    assert train.images.dtype == torch.uint8
+    assert train.num_classes == 10
     # no test image appears in the training split
     flat_train = {bytes(x.flatten().tolist()) for x in train.images}
     assert sum(bytes(x.flatten().tolist()) in flat_train for x in test.images) < 5  # digits has a few exact duplicates
@@ -36,7 +40,8 @@ def test_epochs_are_reproducible_and_differ():
     c = [x for x, _ in loader.epoch(1)]
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     assert not torch.equal(a[0], c[0])
-    assert len(a) == 6 and a[0].is_contiguous(memory_format=torch.channels_last)
+    assert len(a) == 6
+    assert a[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_rank_shards_are_disjoint_and_equal():
@@ -62,7 +67,8 @@ def test_streamed_imagefolder(tmp_path):
         for i in range(3):
             Image.new("RGB", (20 + i, 18), (i * 40, 0, 0)).save(tmp_path / "train" / c / f"{i}.png")
     mem = load_dataset("imagefolder", "train", 16, tmp_path)
-    assert mem.images.shape == (6, 3, 16, 16) and mem.classes == ["a", "b"]
+    assert mem.images.shape == (6, 3, 16, 16)
+    assert mem.classes == ["a", "b"]
     files = load_dataset("imagefolder", "train", 16, tmp_path, max_memory_gb=0)
     batches = list(BatchLoader(files, 4, False).epoch(0))
     assert sum(len(y) for _, y in batches) == 6
@@ -86,8 +92,10 @@ def test_decoded_folders_are_cached_and_invalidated(tmp_path):
     first = load_dataset("imagefolder", "train", 8, tmp_path)
     files = list(cache_dir().glob("*.npy"))
     second = load_dataset("imagefolder", "train", 8, tmp_path)
-    assert torch.equal(first.images, second.images) and list(cache_dir().glob("*.npy")) == files
+    assert torch.equal(first.images, second.images)
+    assert list(cache_dir().glob("*.npy")) == files
     time.sleep(0.01)
     Image.new("RGB", (12, 12), (0, 255, 0)).save(tmp_path / "train" / "a" / "x.png")  # changed file: new key
     third = load_dataset("imagefolder", "train", 8, tmp_path)
-    assert not torch.equal(third.images, first.images) and len(list(cache_dir().glob("*.npy"))) == len(files) + 1
+    assert not torch.equal(third.images, first.images)
+    assert len(list(cache_dir().glob("*.npy"))) == len(files) + 1
