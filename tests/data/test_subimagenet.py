@@ -22,7 +22,8 @@ def imagenet(tmp_path):
 def test_subset_is_seeded_and_listed(imagenet, tmp_path):
     a = make_subimagenet(imagenet, tmp_path / "a", classes=4, train_per_class=3, val_per_class=2, seed=1)
     b = make_subimagenet(imagenet, tmp_path / "b", classes=4, train_per_class=3, val_per_class=2, seed=1)
-    assert a["classes"] == b["classes"] and len(a["classes"]) == 4
+    assert a["classes"] == b["classes"]
+    assert len(a["classes"]) == 4
     for c in a["classes"]:
         assert len(list((tmp_path / "a" / "train" / c).iterdir())) == 3
         assert len(list((tmp_path / "a" / "val" / c).iterdir())) == 2

@@ -38,13 +38,17 @@ def test_released_key_layout():
     shared_nonskip = sum(not op.is_skip for op in arch.shared)  # 15 (L7 is skip)
     shared_ids = {int(k.split(".")[2]) for k in keys if k.startswith("sharing_blocks.0.")}
     assert shared_ids == set(range(1 + shared_nonskip))
-    assert "sharing_blocks.0.0.conv_dw.weight" in keys and "sharing_blocks.0.0.conv_pw.weight" in keys
+    assert "sharing_blocks.0.0.conv_dw.weight" in keys
+    assert "sharing_blocks.0.0.conv_pw.weight" in keys
     for k in range(2):
         ids = {int(key.split(".")[3]) for key in keys if key.startswith(f"blocks.{k}.0.")}
         assert ids == set(range(5))  # 4 private MBConvs + the 960 conv
-        assert f"blocks.{k}.0.4.conv.weight" in keys and f"blocks.{k}.0.4.bn1.running_var" in keys
-        assert f"blocks.{k}.0.0.se.conv_reduce.weight" in keys and f"blocks.{k}.0.0.conv_pwl.weight" in keys
-        assert f"conv_heads.{k}.bias" in keys and f"classifiers.{k}.weight" in keys
+        assert f"blocks.{k}.0.4.conv.weight" in keys
+        assert f"blocks.{k}.0.4.bn1.running_var" in keys
+        assert f"blocks.{k}.0.0.se.conv_reduce.weight" in keys
+        assert f"blocks.{k}.0.0.conv_pwl.weight" in keys
+        assert f"conv_heads.{k}.bias" in keys
+        assert f"classifiers.{k}.weight" in keys
     assert {k.split(".")[0] for k in keys} == {"conv_stem", "bn1", "sharing_blocks", "blocks", "conv_heads", "classifiers"}
 
 
@@ -81,9 +85,11 @@ def test_se_matches_design():
     space = SearchSpace.preset("imagenet")
     net = build_ensemble(space, EnsembleArch.preset("neas-m"), 1000)
     block = net.sharing_blocks[0][1]  # L1: k5e6, 16 -> 24, mid 96
-    assert block.conv_dw.kernel_size == (5, 5) and block.conv_pw.out_channels == 96
+    assert block.conv_dw.kernel_size == (5, 5)
+    assert block.conv_pw.out_channels == 96
     assert block.se.conv_reduce.out_channels == 24  # make_divisible(0.25 * 96, 8)
-    assert isinstance(block.se.act1, torch.nn.ReLU) and isinstance(block.se.gate, torch.nn.Hardsigmoid)
+    assert isinstance(block.se.act1, torch.nn.ReLU)
+    assert isinstance(block.se.gate, torch.nn.Hardsigmoid)
     assert net.sharing_blocks[0][0].has_skip  # L0: 16 -> 16, stride 1: residual
 
 
