@@ -106,12 +106,14 @@ def test_temperature_scaling_tames_an_overconfident_model():
     overconfident = logits * 4
     held, test = slice(0, 1000), slice(1000, None)
     record = fit_temperature(overconfident[held], y[held])
-    assert record["temperature"] > 2 and record["nll_after"] < record["nll_before"] - 0.2
+    assert record["temperature"] > 2
+    assert record["nll_after"] < record["nll_before"] - 0.2
     # it generalises to images it never saw
     before, after = Scores(7), Scores(7)
     before.update(overconfident[test], y[test])
     after.update(overconfident[test] / record["temperature"], y[test])
-    assert after.compute()["nll"] < before.compute()["nll"] and after.compute()["ece"] < before.compute()["ece"]
+    assert after.compute()["nll"] < before.compute()["nll"]
+    assert after.compute()["ece"] < before.compute()["ece"]
     with pytest.raises(NeasError, match="no held-out images"):
         fit_temperature(logits[:0], y[:0])
 
@@ -136,7 +138,8 @@ def test_retrain_fits_the_temperature_on_the_held_out_part_only(tmp_path, monkey
 
     result = json.loads((run / "eval.json").read_text())
     held = len(holdout_split(load_dataset("digits", "train", 32).labels, 0.1)[1])
-    assert seen == [held] and result["temperature"]["images"] == held  # the 10 % held out of 1438 training images
+    assert seen == [held]
+    assert result["temperature"]["images"] == held  # the 10 % held out of 1438 training images
     assert result["images"] == 359  # reported on the test split, which the fit never saw
     assert result["ensemble"]["calibrated"]["nll"] <= result["ensemble"]["nll"] + 0.05
     with pytest.raises(NeasError, match="temperature fit needs a held-out part"):
@@ -147,13 +150,18 @@ def test_corruptions_are_deterministic_per_seed_and_differ_by_severity():
     image = torch.from_numpy(np.random.RandomState(0).randint(0, 256, (3, 32, 32), dtype=np.uint8))
     for name in CORRUPTIONS:
         a, b = Corruption(name, 3, seed=1)(image, 7), Corruption(name, 3, seed=1)(image, 7)
-        assert a.dtype == torch.uint8 and a.shape == image.shape and torch.equal(a, b), name
+        assert a.dtype == torch.uint8, name
+        assert a.shape == image.shape, name
+        assert torch.equal(a, b), name
         assert not torch.equal(Corruption(name, 1, seed=1)(image, 7), Corruption(name, 5, seed=1)(image, 7)), name
     noisy = [Corruption("gaussian_noise", 3, seed=s)(image, 7) for s in (1, 2)]
     assert not torch.equal(*noisy)  # another seed, other noise
     assert not torch.equal(Corruption("gaussian_noise", 3, 1)(image, 7), Corruption("gaussian_noise", 3, 1)(image, 8))
-    assert parse_corruptions(["all"]) == list(CORRUPTIONS) and len(CORRUPTIONS) == 15
-    assert parse_severities("1-5") == [1, 2, 3, 4, 5] and parse_severities("5,1") == [1, 5] and parse_severities(3) == [3]
+    assert parse_corruptions(["all"]) == list(CORRUPTIONS)
+    assert len(CORRUPTIONS) == 15
+    assert parse_severities("1-5") == [1, 2, 3, 4, 5]
+    assert parse_severities("5,1") == [1, 5]
+    assert parse_severities(3) == [3]
     for bad in ("0-5", "6", "1-", "x"):
         with pytest.raises(NeasError, match="severities"):
             parse_severities(bad)
@@ -197,7 +205,8 @@ def test_anytime_k_ends_at_the_full_ensemble_with_the_cost_models_macs(three_pat
     assert anytime[1]["nll"] == pytest.approx(direct["ensemble"]["nll"], abs=1e-6)
     assert anytime[1]["macs"] == count_cost(sub.space, sub.arch, 10).macs
     assert anytime[0]["macs"] < anytime[1]["macs"] < anytime[2]["macs"]
-    assert anytime_order([0.5, 0.9, 0.7]) == [1, 2, 0] and anytime_order([0.5, 0.5]) == [0, 1]
+    assert anytime_order([0.5, 0.9, 0.7]) == [1, 2, 0]
+    assert anytime_order([0.5, 0.5]) == [0, 1]
 
 
 def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path, capsys):
