@@ -21,5 +21,6 @@ def test_recalibrated_stats_equal_a_direct_computation(tiny):
     recalibrate_bn(lambda x: net(x, arch), net.used_modules(arch), batches, root=net)
     torch.testing.assert_close(net.bn1.running_mean, mean)
     torch.testing.assert_close(net.bn1.running_var, var)
-    assert net.bn1.momentum == 0.1 and not net.training
+    assert net.bn1.momentum == 0.1
+    assert not net.training
     assert torch.equal(unused.bn1.running_mean, before)  # BNs the candidate does not use are untouched

@@ -10,7 +10,8 @@ def test_the_head_returns_logits_and_the_pooled_features_they_come_from(tiny):
     head = make_head(tiny, 7).eval()
     x = torch.randn(3, tiny.last_channels, 4, 4)  # (B, C, H, W): the path's last layer output
     logits, features = head(x)
-    assert logits.shape == (3, 7) and features.shape == (3, tiny.channels(tiny.feature_channels))
+    assert logits.shape == (3, 7)
+    assert features.shape == (3, tiny.channels(tiny.feature_channels))
     pooled = head.last_block(x).mean((2, 3), keepdim=True)
     torch.testing.assert_close(features, F.silu(head.conv_head(pooled)).flatten(1), rtol=0, atol=0)
     torch.testing.assert_close(logits, head.classifier(features), rtol=0, atol=0)
