@@ -53,9 +53,12 @@ def finished(config_file, tmp_path_factory):
 def test_mirror_and_unshare(tiny):
     arch = EnsembleArch(2, [["k3e3", "k5e6", "k3e6", "skip"], ["k3e3", "k5e6", "k5e3", "k3e3"]])
     homo = ablate.mirror(arch, 1)
-    assert homo.paths == (arch.paths[1],) * 2 and homo.split == 2 and not homo.distinct
+    assert homo.paths == (arch.paths[1],) * 2
+    assert homo.split == 2
+    assert not homo.distinct
     flat = ablate.unshare(arch)
-    assert flat.split == 0 and flat.paths == arch.paths
+    assert flat.split == 0
+    assert flat.paths == arch.paths
     for a in (homo, flat):
         assert EnsembleArch.from_json(json.loads(json.dumps(a.to_json()))) == a  # "distinct": false survives JSON
     assert "distinct" not in arch.to_json()
@@ -98,7 +101,8 @@ def test_homo_hetero_cli(space_file, tmp_path, capsys):
         assert variants[f"homo_path{k + 1}"]["top1"] == ev["ensemble"]["top1"]
     assert "| hetero |" in capsys.readouterr().out
     div = variants["hetero"]["diversity"]
-    assert 0 <= div["disagreement"] <= 1 and max(variants["hetero"]["path_top1"]) <= div["oracle_top1"] <= 1
+    assert 0 <= div["disagreement"] <= 1
+    assert max(variants["hetero"]["path_top1"]) <= div["oracle_top1"] <= 1
     # finished variants are never retrained
     import neas.recipes.ablate as mod
 
@@ -127,13 +131,16 @@ def test_split_ablation_with_equal_budget_search(finished, tmp_path):
     record = ablate.split_ablation(str(arch_file), base, tmp_path / "split")
     v = record["variants"]
     assert list(v) == ["shared", "no_sharing_same_ops", "no_sharing_searched"]
-    assert v["no_sharing_same_ops"]["split"] == 0 and v["no_sharing_same_ops"]["arch"]["paths"] == v["shared"]["arch"]["paths"]
+    assert v["no_sharing_same_ops"]["split"] == 0
+    assert v["no_sharing_same_ops"]["arch"]["paths"] == v["shared"]["arch"]["paths"]
     assert v["no_sharing_same_ops"]["macs"] > v["shared"]["macs"]  # sharing saves the shared layers' K-1 copies
-    assert v["no_sharing_searched"]["split"] == 0 and v["no_sharing_searched"]["macs"] <= 900_000
+    assert v["no_sharing_searched"]["split"] == 0
+    assert v["no_sharing_searched"]["macs"] <= 900_000
     # the equal-budget search really searched only unshared ensembles, under the same budget
     for g in sorted((tmp_path / "split" / "search_no_sharing").glob("generation_*.json")):
         for m in json.loads(g.read_text())["members"]:
-            assert m["split"] == 0 and m["macs"] <= 900_000
+            assert m["split"] == 0
+            assert m["macs"] <= 900_000
 
 
 def test_split_needs_shared_layers_and_a_valid_range(finished, tmp_path, capsys):
@@ -170,7 +177,8 @@ def test_paths_ablation_reuses_and_runs(config_file, finished, tmp_path, capsys)
     record = json.loads((out / "ablate.json").read_text())
     assert list(record["runs"]) == ["2", "3"]
     k3 = record["runs"]["3"]
-    assert len(k3["path_top1"]) == 3 and k3["macs"] <= 900_000
+    assert len(k3["path_top1"]) == 3
+    assert k3["macs"] <= 900_000
     assert SearchSpace.resolve(str(out / "space_k3.yaml")).num_paths == 3
     assert record["runs"]["2"]["run"] == str(finished)
     capsys.readouterr()

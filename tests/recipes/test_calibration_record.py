@@ -12,7 +12,8 @@ from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
 
 def _check(calibration: dict, bn_images: int, score_images: int):
-    assert calibration["bn_images"] == bn_images and calibration["score_images"] == score_images
+    assert calibration["bn_images"] == bn_images
+    assert calibration["score_images"] == score_images
     for part in ("bn", "score"):
         counts = calibration[f"{part}_classes"]
         assert sorted(counts) == [f"class{i}" for i in range(10)], counts
