@@ -92,14 +92,17 @@ def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, kill_after)
 
 def test_bad_inputs(retrained, tmp_path, capsys):
     code = main(["retrain", "--arch", "neas-s", "--space", "tiny", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "20 layers per path but space 'tiny' has 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "20 layers per path but space 'tiny' has 4" in err
     code = main(["export", "--checkpoint", str(retrained), "--format", "tflite", "--out", str(tmp_path / "m")])
-    assert code == 2
-    assert "unknown export format 'tflite'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "unknown export format 'tflite'" in err
     code = main(["retrain", "--arch", "neas-s", "--recipe", "tiny", "--out", str(tmp_path / "y")])
-    assert code == 2
-    assert "recipe: unknown 'tiny'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "recipe: unknown 'tiny'" in err
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((retrained / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(NeasError, match="not a readable safetensors file"):
