@@ -12,7 +12,7 @@ from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
 from neas.space import EnsembleArch, SearchSpace
-from neas.rundir import ARCH, EVAL, read_arch, read_eval
+from neas.rundir import ARCH, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval
 
 __all__ = ["build_report"]
 
@@ -21,18 +21,9 @@ def _figure(name: str, caption: str) -> str:
     return f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def build_report(run: "str | Path") -> Path:
-    """Renders every figure the run's artefacts allow; returns the path of index.html."""
-    run = Path(run)
-    if not run.is_dir():
-        raise NeasError(f"run directory {run} does not exist")
-    out = run / "report"
-    out.mkdir(exist_ok=True)
-    parts, summary = [], []
-    arch_file = run / "search" / ARCH
-    chosen = read_arch(arch_file) if arch_file.is_file() else None
-    eval_file = run / "retrain" / EVAL
-    result = read_eval(eval_file) if eval_file.is_file() else None
+def _summary(chosen: "dict | None", result: "dict | None") -> list[str]:
+    """The result section: the chosen ensemble, its costs and scores, and its retrained quality."""
+    summary = []
     if chosen:
         budget = chosen.get("constraints", {})
         summary.append(f"<li>chosen ensemble: <code>{html.escape(str(EnsembleArch.from_json(chosen)))}</code></li>")
@@ -43,58 +34,95 @@ def build_report(run: "str | Path") -> Path:
         summary.append(f"<li>held-out top-1 with supernet weights: {100 * chosen['supernet_acc']:.2f}% "
                        f"({chosen['evaluations']} candidates evaluated, {chosen['strategy']})</li>")
     if result:
-        paths = ", ".join(f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%" for j in range(len(chosen["paths"]) if chosen else 0))
-        summary.append(f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); {paths}</li>")
+        paths = ", ".join(f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%"
+                          for j in range(len(chosen["paths"]) if chosen else 0))
+        summary.append(f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); "
+                       f"{paths}</li>")
         e = result["ensemble"]
         if "nll" in e:
             calibrated = e.get("calibrated")
             after = (f"; with temperature {result['temperature']['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
                      f"ECE {100 * calibrated['ece']:.2f}%") if calibrated else ""
-            summary.append(f"<li>ensemble NLL {e['nll']:.4f}, ECE {100 * e['ece']:.2f}%, Brier {e['brier']:.4f}{after}</li>")
-    if summary:
-        parts.append("<h2>Result</h2><ul>" + "".join(summary) + "</ul>")
+            summary.append(f"<li>ensemble NLL {e['nll']:.4f}, ECE {100 * e['ece']:.2f}%, Brier {e['brier']:.4f}"
+                           f"{after}</li>")
+    return ["<h2>Result</h2><ul>" + "".join(summary) + "</ul>"] if summary else []
 
+
+def _training(run: Path, out: Path) -> list[str]:
+    """The training curves, and one figure per search-space shrinking round."""
+    parts = []
     if plots.plot_training(run, out / "training.png"):
-        parts.append("<h2>Training</h2>" + _figure("training.png", "Supernet training (dotted: shrinking rounds) and retraining"))
-    rounds = sorted((run / "supernet" / "shrink").glob("round_*.json"))
+        caption = "Supernet training (dotted: shrinking rounds) and retraining"
+        parts.append("<h2>Training</h2>" + _figure("training.png", caption))
+    rounds = sorted((run / "supernet" / SHRINK_ROUNDS).glob("round_*.json"))
     if rounds:
-        parts.append("<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops (mean exp(−β·feature distance) "
-                     "between paths), quality r, and every surviving combination's score; red bars were dropped.</p>")
+        parts.append("<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops "
+                     "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
+                     "score; red bars were dropped.</p>")
         for p in rounds:
             record = json.loads(p.read_text())
             name = f"shrink_round_{record['round']:02d}.png"
             plots.plot_shrink_round(record, out / name)
-            parts.append(_figure(name, f"Round {record['round']}: {record['combinations_before']} → {record['combinations_after']} combinations"))
+            parts.append(_figure(name, f"Round {record['round']}: {record['combinations_before']} → "
+                                       f"{record['combinations_after']} combinations"))
+    return parts
+
+
+def _search(run: Path, out: Path) -> list[str]:
+    """The search's progress, its Pareto front, and the table of the retrained budgets."""
+    parts = []
     if plots.plot_evolution(run / "search", out / "evolution.png", run / "search_random"):
-        parts.append("<h2>Search</h2>" + _figure("evolution.png", "Evolution progress, and the best candidate found vs candidates evaluated"))
+        caption = "Evolution progress, and the best candidate found vs candidates evaluated"
+        parts.append("<h2>Search</h2>" + _figure("evolution.png", caption))
     if plots.plot_front(run, out / "front.png"):
-        parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, and the member picked for each budget"))
-        rows = []
-        for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
-            ev = read_eval(folder)
-            rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
-                        f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td><td>{ev['params'] / 1e6:.3f}</td></tr>")
-        if rows:
-            parts.append("<table><tr><th>budget</th><th>test top-1 (%)</th><th>NLL</th><th>MACs (M)</th><th>params (M)</th></tr>"
-                         + "".join(rows) + "</table>")
-    if chosen:
-        budget = chosen.get("constraints", {})
-        metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")
-        plots.plot_pareto(run / "search", out / "pareto.png", budget.get(f"max_{metric}"), metric, chosen)
-        parts.append(_figure("pareto.png", "Accuracy vs cost of every evaluated candidate, with the Pareto front and the budget"))
-        space = SearchSpace.from_dict(chosen["space"])
-        plots.plot_arch(EnsembleArch.from_json(chosen), space, out / "arch.png")
-        parts.append("<h2>The chosen ensemble</h2>" + _figure("arch.png", "Shared trunk, split point and each path's blocks"))
-    if result:
-        figures = [(plots.plot_reliability, "reliability.png", "Reliability diagram: accuracy vs confidence, ensemble and each path"),
-                   (plots.plot_anytime, "anytime.png", "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs"),
-                   (plots.plot_corruptions, "corruptions.png", "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths")]
-        shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
-        if shown:
-            parts.append("<h2>Ensemble quality</h2>" + "".join(shown))
-    if not parts:
-        raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
-    page = f"""<!doctype html>
+        parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, "
+                                          "and the member picked for each budget"))
+        parts += _budgets(run)
+    return parts
+
+
+def _budgets(run: Path) -> list[str]:
+    """The table of the budgets retrained by ``neas run`` (none when there are none)."""
+    rows = []
+    for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
+        ev = read_eval(folder)
+        rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
+                    f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td>"
+                    f"<td>{ev['params'] / 1e6:.3f}</td></tr>")
+    if not rows:
+        return []
+    header = "<tr><th>budget</th><th>test top-1 (%)</th><th>NLL</th><th>MACs (M)</th><th>params (M)</th></tr>"
+    return ["<table>" + header + "".join(rows) + "</table>"]
+
+
+def _chosen(run: Path, out: Path, chosen: dict) -> list[str]:
+    """Every candidate's accuracy vs cost with the budget, and the chosen ensemble's layout."""
+    budget = chosen.get("constraints", {})
+    metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")
+    plots.plot_pareto(run / "search", out / "pareto.png", budget.get(f"max_{metric}"), metric, chosen)
+    caption = "Accuracy vs cost of every evaluated candidate, with the Pareto front and the budget"
+    parts = [_figure("pareto.png", caption)]
+    space = SearchSpace.from_dict(chosen["space"])
+    plots.plot_arch(EnsembleArch.from_json(chosen), space, out / "arch.png")
+    caption = "Shared trunk, split point and each path's blocks"
+    parts.append("<h2>The chosen ensemble</h2>" + _figure("arch.png", caption))
+    return parts
+
+
+def _quality(out: Path, result: dict) -> list[str]:
+    """The retrained ensemble's calibration, anytime inference and robustness figures that apply."""
+    figures = [(plots.plot_reliability, "reliability.png",
+                "Reliability diagram: accuracy vs confidence, ensemble and each path"),
+               (plots.plot_anytime, "anytime.png",
+                "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs"),
+               (plots.plot_corruptions, "corruptions.png",
+                "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths")]
+    shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
+    return ["<h2>Ensemble quality</h2>" + "".join(shown)] if shown else []
+
+
+def _page(run: Path, parts: list[str]) -> str:
+    return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>NEAS report: {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} figure{{margin:1em 0}}
 img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%}} code{{background:#f4f4f4}}</style></head>
@@ -102,5 +130,25 @@ img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%
 {''.join(parts)}
 </body></html>
 """
-    write_text(out / "index.html", page)
+
+
+def build_report(run: "str | Path") -> Path:
+    """Renders every figure the run's artefacts allow; returns the path of index.html."""
+    run = Path(run)
+    if not run.is_dir():
+        raise NeasError(f"run directory {run} does not exist")
+    out = run / REPORT
+    out.mkdir(exist_ok=True)
+    arch_file = run / "search" / ARCH
+    chosen = read_arch(arch_file) if arch_file.is_file() else None
+    eval_file = run / "retrain" / EVAL
+    result = read_eval(eval_file) if eval_file.is_file() else None
+    parts = _summary(chosen, result) + _training(run, out) + _search(run, out)
+    if chosen:
+        parts += _chosen(run, out, chosen)
+    if result:
+        parts += _quality(out, result)
+    if not parts:
+        raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
+    write_text(out / "index.html", _page(run, parts))
     return out / "index.html"
