@@ -350,8 +350,11 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
             parser.add_argument(f"--{name}", dest=ff.key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         kind, nargs = _flag_type(hint)
+        metavar = ff.key.upper() if nargs is None else ff.key[0].upper()
+        if isinstance(ff.valid, tuple):  # declared choices: shown here, checked (with suggestions) by check_valid
+            metavar = "{" + ",".join(map(str, ff.valid)) + "}"
         parser.add_argument(f"--{name}", dest=ff.key, type=kind, nargs=nargs, default=None, help=help_text, required=ff.required,
-                            metavar=ff.key.upper() if nargs is None else ff.key[0].upper())
+                            metavar=metavar)
 
 
 def resolve_config(cls: type[T], config_file: "str | Path | None", flags: "dict | None" = None,

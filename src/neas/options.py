@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neas.config import option
-from neas.data.datasets import DECODE_MODES
+from neas.data.datasets import DATASETS, DECODE_MODES
 
 __all__ = ["DEVICE_HELP", "DecodeOptions", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions", "QualityOptions"]
 
@@ -29,7 +29,7 @@ class DecodeOptions:
 
 @dataclass
 class DataOptions(DecodeOptions):
-    data: str = option("digits", "digits | cifar10 | cifar100 | imagefolder")
+    data: str = option("digits", "the dataset", valid=DATASETS)
     data_dir: "str | None" = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
     download: bool = option(False, "let torchvision download cifar10/cifar100")
 
@@ -69,8 +69,8 @@ TEMPERATURE_MODES = ("auto", "fit", "none")
 class QualityOptions:
     """What an evaluation reports beyond top-1 (``neas evaluate``, ``neas retrain``'s eval.json)."""
 
-    temperature: str = option("auto", "temperature scaling, fitted on the held-out part of the training split: fit | none | "
-                                      "auto (retrain: fit when --holdout > 0; evaluate: use the model's stored one)")
+    temperature: str = option("auto", "temperature scaling, fitted on the held-out part of the training split (auto: retrain "
+                                      "fits when --holdout > 0, evaluate uses the model's stored one)", valid=TEMPERATURE_MODES)
     corruptions: "list[str]" = option(default_factory=list, help="also score corrupted copies of the split: all, or names "
                                                                   "(gaussian_noise, motion_blur, fog, ...)")
     severities: str = option("1-5", "corruption severities: 1-5, 3 or 1,3,5")
@@ -78,10 +78,6 @@ class QualityOptions:
 
     def check_quality(self) -> None:
         from neas.data.corruptions import parse_corruptions, parse_severities
-        from neas.errors import NeasError, suggest
 
-        if self.temperature not in TEMPERATURE_MODES:
-            raise NeasError(f"temperature: unknown {self.temperature!r}{suggest(self.temperature, TEMPERATURE_MODES)}; "
-                            f"choose {', '.join(TEMPERATURE_MODES)}")
         self.corruptions = parse_corruptions(self.corruptions)
         parse_severities(self.severities)

@@ -26,7 +26,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 from neas import dist
-from neas.config import option, validate_fields
+from neas.config import check_valid, option, validate_fields
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
 from neas.data.datasets import evaluation_view
 from neas.data.datasets import check_same_classes
@@ -36,7 +36,7 @@ from neas.data.corruptions import parse_severities
 from neas.ensemble.assess import anytime_order, assess, held_out_order
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.metrics import evaluate_ensemble
-from neas.errors import NeasError, suggest
+from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.options import DataOptions, QualityOptions, TrainOptions
 from neas.space import resolve_arch_and_space
@@ -61,7 +61,7 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     arch: str = option("neas-s", "neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
     space: "str | None" = option(None, "search space", default_help="the arch file's, else imagenet")
     out: str = option("runs/retrain", "run directory")
-    recipe: str = option("small", "small | imagenet: defaults for the options below")
+    recipe: str = option("small", "defaults for the options below", valid=tuple(RETRAIN_PRESETS))
     epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
     batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
     lr_per_2048: "float | None" = option(None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE, valid="(0, 100]")
@@ -73,23 +73,18 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE, valid="[0, 1]")
     ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE, valid="[0, 1)")
     holdout: float = option(0.0, "leave out this held-out fraction of the training split (to mirror a search's)", valid="[0, 1)")
-    eval_split: str = option("test", "test | holdout: score on the test split or on the held-out part")
+    eval_split: str = option("test", "score on the test split or on the held-out part", valid=("test", "holdout"))
     eval_every: int = option(1, "epochs between evaluations", valid=">= 1")
-    compile: str = option("auto", "torch.compile the training forward: auto (runs of >= 5000 steps), on, off")
+    compile: str = option("auto", "torch.compile the training forward (auto: runs of >= 5000 steps)", valid=("auto", "on", "off"))
 
     def __post_init__(self):
-        if self.recipe not in RETRAIN_PRESETS:
-            raise NeasError(f"recipe: unknown {self.recipe!r}{suggest(self.recipe, RETRAIN_PRESETS)}; recipes: {', '.join(RETRAIN_PRESETS)}")
+        check_valid(tuple(RETRAIN_PRESETS), self.recipe, "recipe")
         for key, value in RETRAIN_PRESETS[self.recipe].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.randaugment in ("none", ""):
             self.randaugment = "none"
         validate_fields(self)  # the preset's values too
-        if self.compile not in ("auto", "on", "off"):
-            raise NeasError(f"compile must be auto, on or off, got {self.compile!r}")
-        if self.eval_split not in ("test", "holdout"):
-            raise NeasError(f"eval_split must be test or holdout, got {self.eval_split!r}")
         if self.eval_split == "holdout" and not self.holdout:
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
         self.check_quality()

@@ -61,13 +61,11 @@ class SupernetConfig(DataOptions, TrainOptions):
     shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
     bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
     probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
-    compile: str = option("off", "off | blocks: torch.compile every (layer, op) block and head once, reused by every "
-                                 "sampled ensemble (docs/PERFORMANCE.md: when it pays)")
+    compile: str = option("off", "blocks: torch.compile every (layer, op) block and head once, reused by every sampled ensemble "
+                                 "(docs/PERFORMANCE.md: when it pays)", valid=("off", "blocks"))
 
     def __post_init__(self):
         validate_fields(self)
-        if self.compile not in ("off", "blocks"):
-            raise NeasError(f"compile must be off or blocks, got {self.compile!r}")
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):

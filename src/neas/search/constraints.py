@@ -27,7 +27,7 @@ class Constraints:
     max_params: "Amount | None" = option(None, "upper bound on parameters")
     min_latency_ms: "float | None" = option(None, "lower bound on latency, from a table measured on this machine", valid=">= 0")
     max_latency_ms: "float | None" = option(None, "upper bound on latency, from a table measured on this machine", valid=">= 0")
-    latency_mode: str = option("sequential", "sequential | parallel: how the K paths' latencies combine")
+    latency_mode: str = option("sequential", "how the K paths' latencies combine", valid=("sequential", "parallel"))
 
     def __post_init__(self):
         validate_fields(self)
@@ -35,8 +35,6 @@ class Constraints:
             lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
             if lo is not None and hi is not None and lo > hi:
                 raise NeasError(f"contradictory constraints: min_{metric}={lo} is larger than max_{metric}={hi}")
-        if self.latency_mode not in ("sequential", "parallel"):
-            raise NeasError(f"latency_mode must be 'sequential' or 'parallel', got {self.latency_mode!r}")
 
     @property
     def needs_latency(self) -> bool:
