@@ -101,6 +101,76 @@ def select_drops(scored: dict[int, list[tuple[tuple, float]]], k: int) -> dict[i
     return drops
 
 
+def _probe_samples(supernet: Supernet, shrunk: ShrunkSpace, settings: ShrinkSettings, bn_batches: list,
+                   probe_batches: list, generator, progress=None) -> list[ProbeSample]:
+    """Z ensembles sampled from ``shrunk``, each probed. Every rank draws the same Z archs, probes
+    its share, and all gather the results, so every rank derives the same drops from the same numbers."""
+    archs = [EnsembleArch.sample(supernet.space, generator, shrunk) for _ in range(settings.samples)]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = []
+    for i in range(rank, len(archs), world):
+        mine.append((i, probe_arch(supernet, archs[i], bn_batches, probe_batches)))
+        if progress is not None:
+            progress.update(world)
+    return [s for _, s in sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda t: t[0])]
+
+
+def _score_layers(stats, shrunk: ShrunkSpace, samples: list[ProbeSample], mode: str,
+                  always_shared: int) -> dict[int, list[tuple[tuple, float]]]:
+    """``{layer index: [(combination, score), ...]}`` of the surviving combinations of every layer
+    that can be private, scored by ``mode``."""
+    scored = {}
+    for layer in stats:
+        if layer.index <= always_shared:
+            continue
+        combos = list(shrunk.layer_combinations(layer.index))
+        if mode == "diversity":
+            scores = diversity_scores(layer, combos)
+        elif mode == "quality":
+            scores = quality_scores(layer, combos)
+        else:
+            scores = accuracy_scores(layer.index, samples, combos)
+        scored[layer.index] = list(zip(combos, scores))
+    return scored
+
+
+def _layer_record(layer, always_shared: int, scored: dict, drops: dict) -> dict:
+    """One layer's statistics and its combinations' scores, as the round's record holds them."""
+    return {
+        "layer": f"L{layer.index}",
+        "ops": [str(o) for o in layer.ops],
+        "always_shared": layer.index <= always_shared,
+        "S": layer.S.round(6).tolist(),
+        "S_min_eigenvalue": round(layer.S_min_eigenvalue, 6),
+        "r": layer.r.round(6).tolist(),
+        "pair_counts": layer.pair_counts.astype(int).tolist(),
+        "op_counts": layer.op_counts.astype(int).tolist(),
+        "scores": [
+            {"ops": [str(o) for o in combo], "score": score, "dropped": combo in drops.get(layer.index, [])}
+            for combo, score in scored.get(layer.index, [])
+        ],
+    }
+
+
+def _round_record(settings: ShrinkSettings, before: ShrunkSpace, after: ShrunkSpace, stats, samples: list[ProbeSample],
+                  scored: dict, drops: dict, always_shared: int) -> dict:
+    """The round's record (JSON): settings, combinations before and after, drops, per-layer statistics, samples."""
+    return {
+        "mode": settings.mode,
+        "settings": {"drop": settings.drop, "until": settings.until, "samples": settings.samples, "beta": settings.beta,
+                     "gamma": settings.gamma},
+        "combinations_before": before.num_combinations,
+        "combinations_after": after.num_combinations,
+        "dropped": [
+            {"layer": f"L{index}", "ops": [str(o) for o in combo], "score": dict(scored[index])[combo]}
+            for index, combos in sorted(drops.items())
+            for combo in combos
+        ],
+        "layers": [_layer_record(layer, always_shared, scored, drops) for layer in stats],
+        "samples": [s.to_json() for s in samples],
+    }
+
+
 def shrink_round(
     supernet: Supernet,
     shrunk: ShrunkSpace,
@@ -112,60 +182,12 @@ def shrink_round(
 ) -> tuple[ShrunkSpace, dict]:
     """Runs one shrinking round; returns the new shrunk space and the round's record (JSON)."""
     space = supernet.space
-    # Every rank draws the same Z archs, probes its share, and all gather the results, so
-    # every rank derives the same drops from the same numbers.
-    archs = [EnsembleArch.sample(space, generator, shrunk) for _ in range(settings.samples)]
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine = []
-    for i in range(rank, len(archs), world):
-        mine.append((i, probe_arch(supernet, archs[i], bn_batches, probe_batches)))
-        if progress is not None:
-            progress.update(world)
-    samples = [s for _, s in sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda t: t[0])]
+    samples = _probe_samples(supernet, shrunk, settings, bn_batches, probe_batches, generator, progress)
     stats = layer_statistics(space, samples, settings.beta, settings.gamma)
     always_shared = space.split[0]  # L1..L{split min} are shared in every ensemble
-    scored = {}
-    for layer in stats:
-        if layer.index <= always_shared:
-            continue
-        combos = list(shrunk.layer_combinations(layer.index))
-        if settings.mode == "diversity":
-            scores = diversity_scores(layer, combos)
-        elif settings.mode == "quality":
-            scores = quality_scores(layer, combos)
-        else:
-            scores = accuracy_scores(layer.index, samples, combos)
-        scored[layer.index] = list(zip(combos, scores))
+    scored = _score_layers(stats, shrunk, samples, settings.mode, always_shared)
     drops = select_drops(scored, settings.drop)
     new = shrunk.without(drops)
-    record = {
-        "mode": settings.mode,
-        "settings": {"drop": settings.drop, "until": settings.until, "samples": settings.samples, "beta": settings.beta, "gamma": settings.gamma},
-        "combinations_before": shrunk.num_combinations,
-        "combinations_after": new.num_combinations,
-        "dropped": [
-            {"layer": f"L{index}", "ops": [str(o) for o in combo], "score": dict(scored[index])[combo]}
-            for index, combos in sorted(drops.items())
-            for combo in combos
-        ],
-        "layers": [
-            {
-                "layer": f"L{layer.index}",
-                "ops": [str(o) for o in layer.ops],
-                "always_shared": layer.index <= always_shared,
-                "S": layer.S.round(6).tolist(),
-                "S_min_eigenvalue": round(layer.S_min_eigenvalue, 6),
-                "r": layer.r.round(6).tolist(),
-                "pair_counts": layer.pair_counts.astype(int).tolist(),
-                "op_counts": layer.op_counts.astype(int).tolist(),
-                "scores": [
-                    {"ops": [str(o) for o in combo], "score": score, "dropped": combo in drops.get(layer.index, [])}
-                    for combo, score in scored.get(layer.index, [])
-                ],
-            }
-            for layer in stats
-        ],
-        "samples": [s.to_json() for s in samples],
-    }
+    record = _round_record(settings, shrunk, new, stats, samples, scored, drops, always_shared)
     log.debug("shrink: %d -> %d combinations", shrunk.num_combinations, new.num_combinations)
     return new, record
