@@ -134,14 +134,3 @@ def check_table(table: LatencyTable, space: SearchSpace) -> LatencyTable:
     ):
         raise NeasError(f"latency table of space {table.space_name!r} does not fit space {space.name!r}")
     return table
-
-
-def __getattr__(name: str):
-    """TEMPORARY (issue 26): ``neas.recipes.search`` still imports these two names from here; once it
-    imports them from ``neas.ensemble.latency`` and ``neas.cost.runtime``, delete this function."""
-    if name not in ("measure_latency_table", "device_name"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from neas.cost.runtime import device_name
-    from neas.ensemble.latency import measure_latency_table
-
-    return {"measure_latency_table": measure_latency_table, "device_name": device_name}[name]

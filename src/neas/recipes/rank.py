@@ -35,7 +35,7 @@ from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet.io import SupernetFile, load_supernet, read_supernet_info
 from neas.io import save_figure, write_json, write_text
-from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, releases_run_dir, run_stage
+from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -119,11 +119,10 @@ def _oneshot_scores(cfg: RankConfig, out: Path, path: Path, model, info: Superne
     """Each ensemble's held-out top-1 with the supernet's inherited weights after BN
     recalibration, and the calibration record; cached per supernet file."""
     weights = (path / SUPERNET).stat()  # a retrained supernet is scored anew
-    # "scoring/2": stratified BN and scoring sets; caches of the class-sorted sets are not reused
-    tag = f"scoring/2:{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
+    tag = f"{path.resolve()}:{weights.st_size}:{weights.st_mtime_ns}"
     cache = out / f"oneshot_{path.name}_{hashlib.sha1(tag.encode()).hexdigest()[:6]}.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return read_json(cache, "cached one-shot scores")
     bn, val, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, decoding=cfg.decoding)
     evaluator = CandidateEvaluator(model.to(memory_format=torch.channels_last).eval(), bn, val)
     scored = {"calibration": calibration, "oneshot_acc": [e.ensemble_acc for e in evaluator.evaluate_many(archs)]}

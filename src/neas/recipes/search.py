@@ -24,7 +24,9 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import option, validate_fields
 from neas.cost import cost_table
-from neas.cost.latency import LatencyTable, check_table, device_name, measure_latency_table
+from neas.cost.latency import LatencyTable, check_table
+from neas.cost.runtime import device_name
+from neas.ensemble.latency import measure_latency_table
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger

@@ -2,7 +2,7 @@
 schema (its options, declared once) and a ``__call__`` that runs it and returns what to print.
 The CLI builds their flags from the schemas like the stages'. (``subimagenet`` and
 ``carve-test`` and ``latency-table`` live beside the code they run: ``neas.data.subimagenet``,
-``neas.data.carve``, ``neas.cost.latency``.)
+``neas.data.carve``, ``neas.recipes.latency``.)
 """
 
 from __future__ import annotations

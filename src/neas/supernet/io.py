@@ -100,6 +100,6 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetF
         path = path / SUPERNET
     tensors, meta = load_weights(path)
     info = SupernetFile.from_metadata(meta, str(path))
-    model = load_matching(Supernet(info.space, info.num_classes), Supernet.upgrade_state_dict(tensors),
+    model = load_matching(Supernet(info.space, info.num_classes), tensors,
                           f"{path}: the weights do not fit the stored space")
     return model.to(device), info

@@ -22,7 +22,6 @@ from neas.space import (
 
 __all__ = ["Supernet"]
 
-_LEGACY_PREFIXES = {"head_convs.": "last_blocks."}  # renamed after neas 0.1.0's first supernet files
 
 
 @lru_cache(maxsize=8192)
@@ -61,17 +60,6 @@ class Supernet(nn.Module):
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
         # the stem and the heads as one module each: views over the modules registered above
         self._by_weights = {piece.weights: module for piece, module in modules.items()}
-
-    @staticmethod
-    def upgrade_state_dict(tensors: dict) -> dict:
-        """A state dict of an older supernet file with today's key names."""
-        out = {}
-        for key, value in tensors.items():
-            for old, new in _LEGACY_PREFIXES.items():
-                if key.startswith(old):
-                    key = new + key[len(old):]
-            out[key] = value
-        return out
 
     def piece_module(self, piece: Piece) -> nn.Module:
         """The module that runs ``piece`` (any path's op of a layer is the same module)."""

@@ -93,8 +93,6 @@ def load_checkpoint(
         raise NeasError(f"unreadable checkpoint: {exc}") from None
     for prefix, module in {"model": model, **(extra or {})}.items():
         part = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        upgrade = getattr(module, "upgrade_state_dict", None)  # a module that renamed its keys reads older checkpoints
-        part = upgrade(part) if upgrade is not None else part
         load_matching(module, part, f"{path}: the checkpoint's {prefix} weights do not fit this run's {prefix}")
     if optimizer is not None and meta.get("optimizer") not in (None, "null"):
         optim_json = json.loads(meta["optimizer"])
