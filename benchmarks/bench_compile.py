@@ -10,7 +10,6 @@ import copy
 import random
 import time
 
-
 from benchmarks.bench_step import _setup, _step
 from benchmarks.common import Result, interleaved
 from neas import EnsembleArch
@@ -30,11 +29,26 @@ def compiled_blocks(space_name: str, size: dict, device="cpu") -> Result:
     compile_s = time.perf_counter() - start
     ours = base = 0.0
     for arch in archs:
-        t = interleaved({"compiled": _step(lambda x, a=arch: compiled(x, a), compiled.parameters(), x, y, device),
-                         "eager": _step(lambda x, a=arch: eager(x, a), eager.parameters(), x, y, device)},
-                        size["repeats"], size["warmup"], device)
+        t = interleaved(
+            {
+                "compiled": _step(lambda x, a=arch: compiled(x, a), compiled.parameters(), x, y, device),
+                "eager": _step(lambda x, a=arch: eager(x, a), eager.parameters(), x, y, device),
+            },
+            size["repeats"],
+            size["warmup"],
+            device,
+        )
         ours, base = ours + t["compiled"], base + t["eager"]
     ratio = base / ours
     steps_to_win = compile_s / max(base / len(archs) - ours / len(archs), 1e-9) if ratio > 1 else float("inf")
-    return Result(f"9. compile blocks ({space_name})", "compiled blocks step", "eager step", ours / len(archs), base / len(archs),
-                  "> 1.0", ratio, ratio > 1.0, {"compile_s": compile_s, "steps_to_win_back": steps_to_win, "batch": x.shape[0]})
+    return Result(
+        f"9. compile blocks ({space_name})",
+        "compiled blocks step",
+        "eager step",
+        ours / len(archs),
+        base / len(archs),
+        "> 1.0",
+        ratio,
+        ratio > 1.0,
+        {"compile_s": compile_s, "steps_to_win_back": steps_to_win, "batch": x.shape[0]},
+    )

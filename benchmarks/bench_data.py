@@ -45,7 +45,7 @@ def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
             for i, (x, y) in enumerate(loader.epoch(0)):
                 if i == steps:
                     break
-                loss = sum(F.cross_entropy(l, y) for l in supernet(x, EnsembleArch.sample(space, rng)))
+                loss = sum(F.cross_entropy(lg, y) for lg in supernet(x, EnsembleArch.sample(space, rng)))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -59,8 +59,22 @@ def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
     epoch_memory = t["memory"] / steps * epoch_steps
     epoch_disk = t["disk"] / steps * epoch_steps + warm_load  # the load happens once per run
     ratio = epoch_memory / epoch_disk
-    return Result("4. data from disk", "ImageFolder decoded once + cached", "tensors in memory",
-                  epoch_disk, epoch_memory, ">= 0.95", ratio, ratio >= 0.95,
-                  {"unit": "seconds per epoch", "first_load_s": first_load, "warm_load_s": warm_load, "images": len(disk),
-                   "step_disk_ms": 1e3 * t["disk"] / steps, "step_memory_ms": 1e3 * t["memory"] / steps,
-                   "streamed_ratio": t["memory"] / t["streamed"]})
+    return Result(
+        "4. data from disk",
+        "ImageFolder decoded once + cached",
+        "tensors in memory",
+        epoch_disk,
+        epoch_memory,
+        ">= 0.95",
+        ratio,
+        ratio >= 0.95,
+        {
+            "unit": "seconds per epoch",
+            "first_load_s": first_load,
+            "warm_load_s": warm_load,
+            "images": len(disk),
+            "step_disk_ms": 1e3 * t["disk"] / steps,
+            "step_memory_ms": 1e3 * t["memory"] / steps,
+            "streamed_ratio": t["memory"] / t["streamed"],
+        },
+    )

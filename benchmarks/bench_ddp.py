@@ -37,17 +37,21 @@ def _worker(rank, world, port, path, space_name, batch, input_size, repeats, ste
     torch.manual_seed(0)
     ours_model, ddp_model = Supernet(space, 100), Supernet(space, 100)
     ddp = torch.nn.parallel.DistributedDataParallel(ddp_model, find_unused_parameters=True)
-    opts = {"ours": torch.optim.SGD(ours_model.parameters(), lr=1e-3, momentum=0.9),
-            "ddp": torch.optim.SGD(ddp_model.parameters(), lr=1e-3, momentum=0.9)}
+    opts = {
+        "ours": torch.optim.SGD(ours_model.parameters(), lr=1e-3, momentum=0.9),
+        "ddp": torch.optim.SGD(ddp_model.parameters(), lr=1e-3, momentum=0.9),
+    }
     rng, gen = random.Random(0), torch.Generator().manual_seed(rank)
-    x = torch.randn(batch, 3, space.input_size, space.input_size, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, space.input_size, space.input_size, generator=gen).contiguous(
+        memory_format=torch.channels_last
+    )
     y = torch.randint(100, (batch,), generator=gen)
     sent = []
 
     def step(mode, arch):
         model = ours_model if mode == "ours" else ddp_model
         net = ours_model if mode == "ours" else ddp
-        loss = sum(F.cross_entropy(l, y) for l in net(x, arch))
+        loss = sum(F.cross_entropy(lg, y) for lg in net(x, arch))
         opts[mode].zero_grad(set_to_none=True)
         loss.backward()
         used = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
@@ -73,8 +77,15 @@ def _worker(rank, world, port, path, space_name, batch, input_size, repeats, ste
                 times[mode].append((time.perf_counter() - start) / steps)
     if rank == 0:
         total = sum(p.numel() * p.element_size() for p in ours_model.parameters())
-        torch.save({"ours": statistics.median(times["ours"]), "ddp": statistics.median(times["ddp"]),
-                    "sent": statistics.mean(sent), "total": total}, path)
+        torch.save(
+            {
+                "ours": statistics.median(times["ours"]),
+                "ddp": statistics.median(times["ddp"]),
+                "sent": statistics.mean(sent),
+                "total": total,
+            },
+            path,
+        )
     tdist.destroy_process_group()
 
 
@@ -88,10 +99,22 @@ def ddp_reduction(size: dict, space_name: str = "cifar") -> Result:
         path = os.path.join(tmp, "r.pt")
         imagenet = space_name == "imagenet"
         batch = (size["imagenet_batch"] if imagenet else size["batch"]) // 2
-        mp.spawn(_worker, args=(2, port, path, space_name, batch, size["imagenet_input"] if imagenet else None, size["repeats"], 3),
-                 nprocs=2, join=True)
+        mp.spawn(
+            _worker,
+            args=(2, port, path, space_name, batch, size["imagenet_input"] if imagenet else None, size["repeats"], 3),
+            nprocs=2,
+            join=True,
+        )
         r = torch.load(path, weights_only=True)
     ratio = r["ddp"] / r["ours"]
-    return Result(f"8. 2-process supernet step ({space_name})", "used-weight all-reduce", "DDP find_unused_parameters",
-                  r["ours"], r["ddp"], ">= 1.0", ratio, ratio >= 1.0,
-                  {"per_rank_batch": batch, "reduced_mb_per_step": r["sent"] / 2**20, "supernet_mb": r["total"] / 2**20})
+    return Result(
+        f"8. 2-process supernet step ({space_name})",
+        "used-weight all-reduce",
+        "DDP find_unused_parameters",
+        r["ours"],
+        r["ddp"],
+        ">= 1.0",
+        ratio,
+        ratio >= 1.0,
+        {"per_rank_batch": batch, "reduced_mb_per_step": r["sent"] / 2**20, "supernet_mb": r["total"] / 2**20},
+    )

@@ -23,7 +23,11 @@ def candidates_like_evolution(space, n: int, seed: int = 0) -> list[EnsembleArch
     parents = [EnsembleArch.sample(space, rng) for _ in range(max(2, n // 6))]
     out = list(parents)
     while len(out) < n:
-        child = mutate(rng.choice(parents), shrunk, 0.1, 0.1, rng) if rng.random() < 0.75 else EnsembleArch.sample(space, rng)
+        child = (
+            mutate(rng.choice(parents), shrunk, 0.1, 0.1, rng)
+            if rng.random() < 0.75
+            else EnsembleArch.sample(space, rng)
+        )
         if child is not None and child not in out:
             out.append(child)
     return out
@@ -33,7 +37,9 @@ def candidates_sharing(space, n: int, groups: int = 4, seed: int = 0) -> list[En
     """``groups`` shared parts, each with ``n // groups`` candidates that differ in private layers."""
     rng, out = random.Random(seed), []
     for _ in range(groups):
-        base = EnsembleArch.sample(space, rng, split=rng.randint(space.split[0], min(space.split[1], space.num_layers - 2)))
+        base = EnsembleArch.sample(
+            space, rng, split=rng.randint(space.split[0], min(space.split[1], space.num_layers - 2))
+        )
         members = {base}
         while len(members) < n // groups:
             other = EnsembleArch.sample(space, rng, split=base.split)
@@ -64,10 +70,21 @@ def candidate_evaluation(size: dict, device="cpu", space_name: str = "cifar", ki
     identical = accs[True] == accs[False]
     ratio = base / ours
     name = "3. candidate eval (shared parts)" if kind == "shared" else "3b. candidate eval (evolution-like)"
-    return Result(name, "prefix activations reused", "whole network per candidate", ours, base,
-                  ">= 2.0" if kind == "shared" else "info", ratio, identical and (ratio >= 2.0 or kind != "shared"),
-                  {"identical_accuracies": identical, "candidates": len(archs),
-                   "layers_computed_with_reuse": evaluator_layers(archs, supernet, bn, val)})
+    return Result(
+        name,
+        "prefix activations reused",
+        "whole network per candidate",
+        ours,
+        base,
+        ">= 2.0" if kind == "shared" else "info",
+        ratio,
+        identical and (ratio >= 2.0 or kind != "shared"),
+        {
+            "identical_accuracies": identical,
+            "candidates": len(archs),
+            "layers_computed_with_reuse": evaluator_layers(archs, supernet, bn, val),
+        },
+    )
 
 
 def evaluator_layers(archs, supernet, bn, val) -> dict:

@@ -28,7 +28,7 @@ def compiled_retrain(size: dict, device="cpu", space_name: str = "cifar") -> Res
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
 
         def step():
-            loss = sum(F.cross_entropy(l, y) for l in forward(x))
+            loss = sum(F.cross_entropy(lg, y) for lg in forward(x))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -39,8 +39,21 @@ def compiled_retrain(size: dict, device="cpu", space_name: str = "cifar") -> Res
     start = time.perf_counter()
     step_fn(compiled_net, forward)()  # compiles
     compile_s = time.perf_counter() - start
-    t = interleaved({"compiled": step_fn(compiled_net, forward), "eager": step_fn(eager, eager.path_logits)},
-                    size["repeats"], size["warmup"], device)
+    t = interleaved(
+        {"compiled": step_fn(compiled_net, forward), "eager": step_fn(eager, eager.path_logits)},
+        size["repeats"],
+        size["warmup"],
+        device,
+    )
     ratio = t["eager"] / t["compiled"]
-    return Result("5. retrain step, torch.compile", "torch.compile", "eager", t["compiled"], t["eager"], "> 1.0 to keep",
-                  ratio, True, {"compile_s": compile_s, "keep_compile": ratio > 1.0})
+    return Result(
+        "5. retrain step, torch.compile",
+        "torch.compile",
+        "eager",
+        t["compiled"],
+        t["eager"],
+        "> 1.0 to keep",
+        ratio,
+        True,
+        {"compile_s": compile_s, "keep_compile": ratio > 1.0},
+    )

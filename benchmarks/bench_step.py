@@ -30,7 +30,9 @@ def _setup(space_name: str, size: dict, device):
         batch = size["batch"]
     torch.manual_seed(0)
     supernet = Supernet(space, 100).to(device, memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, space.input_size, space.input_size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, space.input_size, space.input_size, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
     y = torch.randint(0, 100, (batch,), device=device)
     return space, supernet, x, y
 
@@ -40,7 +42,7 @@ def _step(forward, params, x, y, device):
 
     def step():
         with autocast(torch.device(device)):
-            loss = sum(F.cross_entropy(l.float(), y) for l in forward(x))
+            loss = sum(F.cross_entropy(lg.float(), y) for lg in forward(x))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -57,15 +59,27 @@ def supernet_vs_plain(space_name: str, size: dict, device="cpu") -> Result:
         plain = supernet.extract(arch).to(device, memory_format=torch.channels_last).train()
         supernet.train()
         t = interleaved(
-            {"supernet": _step(lambda x, a=arch: supernet(x, a), supernet.parameters(), x, y, device),
-             "plain": _step(plain.path_logits, plain.parameters(), x, y, device)},
-            size["repeats"], size["warmup"], device,
+            {
+                "supernet": _step(lambda x, a=arch: supernet(x, a), supernet.parameters(), x, y, device),
+                "plain": _step(plain.path_logits, plain.parameters(), x, y, device),
+            },
+            size["repeats"],
+            size["warmup"],
+            device,
         )
         ours, base = ours + t["supernet"], base + t["plain"]
     ratio = base / ours
-    return Result(f"1. supernet step ({space_name})", "supernet(x, arch) step", "plain build_ensemble step",
-                  ours / len(archs), base / len(archs), ">= 0.95", ratio, ratio >= 0.95,
-                  {"batch": x.shape[0], "input": space.input_size, "archs": [str(a) for a in archs]})
+    return Result(
+        f"1. supernet step ({space_name})",
+        "supernet(x, arch) step",
+        "plain build_ensemble step",
+        ours / len(archs),
+        base / len(archs),
+        ">= 0.95",
+        ratio,
+        ratio >= 0.95,
+        {"batch": x.shape[0], "input": space.input_size, "archs": [str(a) for a in archs]},
+    )
 
 
 def shared_once(space_name: str, size: dict, device="cpu") -> Result:
@@ -77,7 +91,7 @@ def shared_once(space_name: str, size: dict, device="cpu") -> Result:
     grad = torch.randn_like(shared_out)
 
     def full():
-        loss = sum(F.cross_entropy(l.float(), y) for l in supernet(x, arch))
+        loss = sum(F.cross_entropy(lg.float(), y) for lg in supernet(x, arch))
         supernet.zero_grad(set_to_none=True)
         loss.backward()
 
@@ -98,5 +112,14 @@ def shared_once(space_name: str, size: dict, device="cpu") -> Result:
     t = interleaved(fns, size["repeats"], size["warmup"], device)
     parts = sum(v for k, v in t.items() if k != "full")
     ratio = parts / t["full"]
-    return Result(f"2. shared part once ({space_name})", f"step at split {arch.split}", "shared once + K private parts",
-                  t["full"], parts, "<= 1.05", ratio, t["full"] <= 1.05 * parts, {k: v * 1e3 for k, v in t.items()})
+    return Result(
+        f"2. shared part once ({space_name})",
+        f"step at split {arch.split}",
+        "shared once + K private parts",
+        t["full"],
+        parts,
+        "<= 1.05",
+        ratio,
+        t["full"] <= 1.05 * parts,
+        {k: v * 1e3 for k, v in t.items()},
+    )

@@ -55,7 +55,9 @@ def versus_timm(size: dict, device="cpu") -> list[Result]:
     space = SearchSpace.from_dict({**space.to_dict(), "input_size": size["imagenet_input"]})
     batch = size["imagenet_batch"]
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, space.input_size, space.input_size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, space.input_size, space.input_size, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
     y = torch.randint(0, 1000, (batch,), device=device)
 
     def prep(m):
@@ -63,9 +65,11 @@ def versus_timm(size: dict, device="cpu") -> list[Result]:
 
     supernet = prep(Supernet(space, 1000))
     plain = prep(build_ensemble(space, arch, 1000))
-    models = {"efficientnet_b0": prep(timm.create_model("efficientnet_b0", num_classes=1000)),
-              "mobilenetv3_large_100": prep(timm.create_model("mobilenetv3_large_100", num_classes=1000)),
-              "NEAS-M plain ensemble": plain}
+    models = {
+        "efficientnet_b0": prep(timm.create_model("efficientnet_b0", num_classes=1000)),
+        "mobilenetv3_large_100": prep(timm.create_model("mobilenetv3_large_100", num_classes=1000)),
+        "NEAS-M plain ensemble": plain,
+    }
     steps = {name: _step(m, m, x, y, device) for name, m in models.items()}
     steps["NEAS-M plain ensemble"] = _step(plain, plain.path_logits, x, y, device)
     steps["NEAS-M on the supernet"] = _step(supernet, lambda x: supernet(x, arch), x, y, device)
@@ -75,11 +79,31 @@ def versus_timm(size: dict, device="cpu") -> list[Result]:
     per_gmac = {name: t[name] / (batch * macs[name] / 1e9) for name in steps}  # seconds per GMAC trained
     base = "efficientnet_b0"
     results = []
-    for name, target in (("NEAS-M plain ensemble", ">= 0.9"), ("NEAS-M on the supernet", ">= 0.85"), ("mobilenetv3_large_100", "-")):
+    for name, target in (
+        ("NEAS-M plain ensemble", ">= 0.9"),
+        ("NEAS-M on the supernet", ">= 0.85"),
+        ("mobilenetv3_large_100", "-"),
+    ):
         ratio = per_gmac[base] / per_gmac[name]
-        results.append(Result(f"6. ms per GMAC trained: {name}", name, base, per_gmac[name], per_gmac[base], target, ratio,
-                              target == "-" or ratio >= float(target.split()[-1]),
-                              {"batch": batch, "input": space.input_size, "images_per_s": batch / t[name],
-                               "baseline_images_per_s": batch / t[base], "macs": macs[name], "baseline_macs": macs[base],
-                               "unit": "seconds per GMAC trained"}))
+        results.append(
+            Result(
+                f"6. ms per GMAC trained: {name}",
+                name,
+                base,
+                per_gmac[name],
+                per_gmac[base],
+                target,
+                ratio,
+                target == "-" or ratio >= float(target.split()[-1]),
+                {
+                    "batch": batch,
+                    "input": space.input_size,
+                    "images_per_s": batch / t[name],
+                    "baseline_images_per_s": batch / t[base],
+                    "macs": macs[name],
+                    "baseline_macs": macs[base],
+                    "unit": "seconds per GMAC trained",
+                },
+            )
+        )
     return results

@@ -12,7 +12,14 @@ __all__ = ["Result", "interleaved", "SIZES"]
 # --size cpu: about a minute per benchmark on 2 CPU cores; --size imagenet: GPU-scale runs.
 SIZES = {
     "cpu": {"batch": 32, "imagenet_input": 96, "imagenet_batch": 8, "repeats": 7, "warmup": 2, "candidates": 16},
-    "imagenet": {"batch": 256, "imagenet_input": 224, "imagenet_batch": 128, "repeats": 20, "warmup": 5, "candidates": 50},
+    "imagenet": {
+        "batch": 256,
+        "imagenet_input": 224,
+        "imagenet_batch": 128,
+        "repeats": 20,
+        "warmup": 5,
+        "candidates": 50,
+    },
 }
 
 
@@ -29,8 +36,11 @@ class Result:
     extra: dict = field(default_factory=dict)
 
     def line(self) -> str:
-        return (f"{self.name:<34} ours {self.ours_s * 1e3:9.2f} ms  baseline {self.baseline_s * 1e3:9.2f} ms  "
-                f"ratio {self.ratio:6.3f}  target {self.target:<7} {'OK' if self.ok else 'MISS'}   ({self.ours} vs {self.baseline})")
+        return (
+            f"{self.name:<34} ours {self.ours_s * 1e3:9.2f} ms  baseline {self.baseline_s * 1e3:9.2f} ms  "
+            f"ratio {self.ratio:6.3f}  target {self.target:<7} {'OK' if self.ok else 'MISS'}   ({self.ours} vs "
+            f"{self.baseline})"
+        )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,7 +63,10 @@ def interleaved(fns: dict, repeats: int, warmup: int, device="cpu") -> dict[str,
 
         return run
 
-    return {name: ms / 1e3 for name, ms in interleaved_ms({name: synced(fn) for name, fn in fns.items()}, repeats, warmup).items()}
+    return {
+        name: ms / 1e3
+        for name, ms in interleaved_ms({name: synced(fn) for name, fn in fns.items()}, repeats, warmup).items()
+    }
 
 
 def dump(results: list[Result], path: str, meta: dict) -> None:

@@ -1,6 +1,6 @@
 """Where a supernet training step spends its time: a torch.profiler table.
 
-    python -m benchmarks.profile_step [--space cifar] [--batch 32] [--rows 12]
+python -m benchmarks.profile_step [--space cifar] [--batch 32] [--rows 12]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     rng = random.Random(0)
 
     def step():
-        loss = sum(F.cross_entropy(l, y) for l in net(x, EnsembleArch.sample(space, rng)))
+        loss = sum(F.cross_entropy(lg, y) for lg in net(x, EnsembleArch.sample(space, rng)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -61,23 +61,38 @@ def units() -> dict[str, dict]:
         for name in ("k2_diversity", "k2_none", "k2_accuracy", "k2_quality", "k1"):
             source = f"{name}_seed{seed}"
             for r in RETRAIN_SEEDS:
-                out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r + seed,
-                                               "deps": [source]}
+                out[f"{source}_retrain{r}"] = {
+                    "kind": "retrain",
+                    "source": source,
+                    "retrain_seed": 1000 * r + seed,
+                    "deps": [source],
+                }
         for r in RETRAIN_SEEDS:  # the deep ensemble's two copies, trained again from other seeds
-            out[f"deep_seed{seed}_retrain{r}"] = {"kind": "deep", "source": f"k1half_seed{seed}",
-                                                  "seed": 1000 * r + 100 + 10 * seed, "deps": [f"k1half_seed{seed}"]}
+            out[f"deep_seed{seed}_retrain{r}"] = {
+                "kind": "deep",
+                "source": f"k1half_seed{seed}",
+                "seed": 1000 * r + 100 + 10 * seed,
+                "deps": [f"k1half_seed{seed}"],
+            }
     # the ablations (paper Tables 3-5) on the seed-0 searches, three retraining seeds each
     for k in (3, 5):  # K paths under the same budget; K = 2 is k2_diversity
         source = f"k{k}_diversity_seed0"
         out[source] = {"kind": "pipeline", "config": pipeline_config("diversity", k, 0, BUDGET), "deps": []}
         for r in RETRAIN_SEEDS:
-            out[f"{source}_retrain{r}"] = {"kind": "retrain", "source": source, "retrain_seed": 1000 * r,
-                                           "deps": [source]}
+            out[f"{source}_retrain{r}"] = {
+                "kind": "retrain",
+                "source": source,
+                "retrain_seed": 1000 * r,
+                "deps": [source],
+            }
     for which in ("homo-hetero", "split"):
         for r in (0, *RETRAIN_SEEDS):
             deps = ["k2_diversity_seed0"] + (["rank_diversity_seed0"] if which == "split" else [])  # its supernet
             out[f"{which.replace('-', '')}_seed0_retrain{r}"] = {
-                "kind": "ablate", "which": which, "source": "k2_diversity_seed0", "retrain_seed": 1000 * r,
+                "kind": "ablate",
+                "which": which,
+                "source": "k2_diversity_seed0",
+                "retrain_seed": 1000 * r,
                 "deps": deps,
             }
     only = os.environ.get("STUDY_ONLY")  # a comma-separated subset (and what it needs), for checks

@@ -3,7 +3,7 @@
     python experiments/cifar10/study.py run --workers 2 --commit   # every unit not yet in docs/results/study/
     python experiments/cifar10/study.py status                     # what is done, running, waiting
     python experiments/cifar10/study.py tables                     # docs/results/study/tables.md from the summaries
-    python experiments/cifar10/study.py latency                    # CPU latency of every final model, on a quiet machine
+    python experiments/cifar10/study.py latency                    # CPU latency of every final model (quiet machine)
 
 Every unit (a `neas run` pipeline, an extra retraining seed, a deep ensemble) writes one small
 summary JSON under docs/results/study/ when it finishes, and with --commit commits it at once,
@@ -30,13 +30,33 @@ import time
 from pathlib import Path
 
 import yaml
-
-from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SMOKE, pipeline_config, units  # experiments/cifar10/plan.py
+from plan import (
+    BUDGET,
+    DATA,
+    HERE,
+    OLD_RANK,
+    RESULTS,
+    ROOT,
+    SMOKE,
+    pipeline_config,
+    units,
+)  # experiments/cifar10/plan.py
 
 RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
-RANK_ARGS = ["--num-archs", "30", "--from-space", "full", "--scratch-epochs", "3", "--scratch-batch-size", "128", "--seed", "0"]
+RANK_ARGS = [
+    "--num-archs",
+    "30",
+    "--from-space",
+    "full",
+    "--scratch-epochs",
+    "3",
+    "--scratch-batch-size",
+    "128",
+    "--seed",
+    "0",
+]
 
 
 def _neas() -> list[str]:
@@ -57,9 +77,16 @@ def _sh(cmd: list[str], log: Path) -> None:
 def _scores(ev: dict) -> dict:
     keep = ("top1", "top5", "nll", "ece", "brier")
     k = len(ev.get("anytime", [])) or sum(1 for key in ev if key.startswith("path") and key[4:].isdigit())
-    return {"ensemble": {x: ev["ensemble"][x] for x in keep}, "paths": [{x: ev[f"path{j}"][x] for x in keep} for j in range(k)],
-            "diversity": ev["diversity"], "macs": ev["macs"], "paper_flops": ev["paper_flops"], "params": ev["params"],
-            "latency_ms": ev.get("latency_ms"), "images": ev["images"]}
+    return {
+        "ensemble": {x: ev["ensemble"][x] for x in keep},
+        "paths": [{x: ev[f"path{j}"][x] for x in keep} for j in range(k)],
+        "diversity": ev["diversity"],
+        "macs": ev["macs"],
+        "paper_flops": ev["paper_flops"],
+        "params": ev["params"],
+        "latency_ms": ev.get("latency_ms"),
+        "images": ev["images"],
+    }
 
 
 def _summary(name: str) -> dict:
@@ -97,17 +124,33 @@ def _sha256(path: Path) -> str:
 
 def run_pipeline(name: str, unit: dict) -> dict:
     run = RUNS / name
-    _sh(_resumable([*_neas(), "run", "--config", str(_config(name, unit["config"])), "--out", str(run)], run), RUNS / "logs" / f"{name}.log")
+    _sh(
+        _resumable([*_neas(), "run", "--config", str(_config(name, unit["config"])), "--out", str(run)], run),
+        RUNS / "logs" / f"{name}.log",
+    )
     arch = json.loads((run / "search" / "arch.json").read_text())
     arch.pop("candidates", None)
-    summary = {"supernet_acc": arch["supernet_acc"], "supernet_nll": arch.get("supernet_nll"), "evaluations": arch["evaluations"]}
+    summary = {
+        "supernet_acc": arch["supernet_acc"],
+        "supernet_nll": arch.get("supernet_nll"),
+        "evaluations": arch["evaluations"],
+    }
     if (run / "search_random" / "arch.json").is_file():
         rnd = json.loads((run / "search_random" / "arch.json").read_text())
         summary["random_supernet_acc"] = rnd["supernet_acc"]
-    return {"config": unit["config"], "search": summary, "arch": arch, "combinations_after": _combinations_after(run / "supernet"),
-            "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
-            "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
-            "wall_s": {stage: _span(run / stage) for stage in ("supernet", "search", "search_random", "retrain") if (run / stage).is_dir()}}
+    return {
+        "config": unit["config"],
+        "search": summary,
+        "arch": arch,
+        "combinations_after": _combinations_after(run / "supernet"),
+        "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
+        "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
+        "wall_s": {
+            stage: _span(run / stage)
+            for stage in ("supernet", "search", "search_random", "retrain")
+            if (run / stage).is_dir()
+        },
+    }
 
 
 def _span(path: Path) -> float:
@@ -122,7 +165,11 @@ def _arch_file(source: str) -> Path:
 
 def _retrain_config(name: str, source: str, seed: int, **extra) -> Path:
     """The retraining settings of pipeline ``source`` with another seed, as a config file."""
-    cfg = {k: v for k, v in _summary(source)["retrain_config"].items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
+    cfg = {
+        k: v
+        for k, v in _summary(source)["retrain_config"].items()
+        if k not in ("out", "resume", "arch", "seed", "device", "workers")
+    }
     cfg.update(seed=seed, device="cpu", workers=0, **extra)
     return _config(name, cfg)
 
@@ -131,9 +178,16 @@ def run_retrain(name: str, unit: dict) -> dict:
     config = _retrain_config(name, unit["source"], unit["retrain_seed"], arch=str(_arch_file(unit["source"])))
     run = RUNS / name
     if not (run / "eval.json").is_file():
-        _sh(_resumable([*_neas(), "retrain", "--config", str(config), "--out", str(run)], run), RUNS / "logs" / f"{name}.log")
-    return {"source": unit["source"], "retrain_seed": unit["retrain_seed"], "eval": _scores(json.loads((run / "eval.json").read_text())),
-            "wall_s": _span(run)}
+        _sh(
+            _resumable([*_neas(), "retrain", "--config", str(config), "--out", str(run)], run),
+            RUNS / "logs" / f"{name}.log",
+        )
+    return {
+        "source": unit["source"],
+        "retrain_seed": unit["retrain_seed"],
+        "eval": _scores(json.loads((run / "eval.json").read_text())),
+        "wall_s": _span(run),
+    }
 
 
 def run_deep(name: str, unit: dict) -> dict:
@@ -141,13 +195,41 @@ def run_deep(name: str, unit: dict) -> dict:
     rt = source["retrain_config"]
     seed = unit.get("seed", 100 + source["config"]["seed"] * 10)  # the first copy's; the others follow it
     run = RUNS / name
-    cmd = [*_neas(), "ablate", "deep-ensemble", "--arch", str(_arch_file(unit["source"])), "--copies", "2", "--data", rt["data"],
-           "--data-dir", rt["data_dir"], "--recipe", rt["recipe"], "--epochs", str(rt["epochs"]), "--batch-size", str(rt["batch_size"]),
-           "--seed", str(seed), "--device", "cpu", "--workers", "0", "--out", str(run)]
+    cmd = [
+        *_neas(),
+        "ablate",
+        "deep-ensemble",
+        "--arch",
+        str(_arch_file(unit["source"])),
+        "--copies",
+        "2",
+        "--data",
+        rt["data"],
+        "--data-dir",
+        rt["data_dir"],
+        "--recipe",
+        rt["recipe"],
+        "--epochs",
+        str(rt["epochs"]),
+        "--batch-size",
+        str(rt["batch_size"]),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--out",
+        str(run),
+    ]
     _sh(cmd, RUNS / "logs" / f"{name}.log")
     record = json.loads((run / "ablate.json").read_text())
-    return {"source": unit["source"], "seeds": [m["seed"] for m in record["members"]], "record": record,
-            "wall_s": _span(run)}
+    return {
+        "source": unit["source"],
+        "seeds": [m["seed"] for m in record["members"]],
+        "record": record,
+        "wall_s": _span(run),
+    }
 
 
 def _scratch_file() -> Path:
@@ -167,10 +249,18 @@ def _scratch_file() -> Path:
         arch = EnsembleArch.sample(space, rng)
         if arch not in archs:
             archs.append(arch)
-    record = {"source": "docs/results/before_fix/rank.json (neas rank " + " ".join(RANK_ARGS) + ", 2026-11-27)",
-              "recipe": {"epochs": 3, "batch_size": 128, "seed": 0, "data": "cifar10", "holdout": 0.1,
-                         "space": json.loads(json.dumps(space.to_dict()))},
-              "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, old["scratch_acc"])]}
+    record = {
+        "source": "docs/results/before_fix/rank.json (neas rank " + " ".join(RANK_ARGS) + ", 2026-11-27)",
+        "recipe": {
+            "epochs": 3,
+            "batch_size": 128,
+            "seed": 0,
+            "data": "cifar10",
+            "holdout": 0.1,
+            "space": json.loads(json.dumps(space.to_dict())),
+        },
+        "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, old["scratch_acc"])],
+    }
     return _write(SCRATCH, json.dumps(record, indent=1) + "\n")
 
 
@@ -191,8 +281,10 @@ def _supernet(cfg: dict) -> Path:
                 raise RuntimeError(f"{supernet} was trained with other settings ({', '.join(differ)}); move it away")
         else:
             config = _config(f"{name}_supernet", sn_cfg)
-            _sh(_resumable([*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)], supernet),
-                RUNS / "logs" / f"{name}.log")
+            _sh(
+                _resumable([*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)], supernet),
+                RUNS / "logs" / f"{name}.log",
+            )
     return supernet
 
 
@@ -202,13 +294,34 @@ def run_rank(name: str, unit: dict) -> dict:
     cfg = pipeline_config(unit["mode"], 2, unit["seed"], BUDGET)
     supernet = _supernet(cfg)
     run = RUNS / name
-    _sh([*_neas(), "rank", "--supernet", str(supernet), *RANK_ARGS, "--scratch", str(_scratch_file()), "--device", "cpu",
-         "--out", str(run / "rank")], RUNS / "logs" / f"{name}.log")
+    _sh(
+        [
+            *_neas(),
+            "rank",
+            "--supernet",
+            str(supernet),
+            *RANK_ARGS,
+            "--scratch",
+            str(_scratch_file()),
+            "--device",
+            "cpu",
+            "--out",
+            str(run / "rank"),
+        ],
+        RUNS / "logs" / f"{name}.log",
+    )
     result = json.loads((run / "rank" / "rank.json").read_text())
-    return {"mode": unit["mode"], "seed": unit["seed"], "supernet_config": yaml.safe_load((supernet / "config.yaml").read_text()),
-            "rank": result["supernets"][str(supernet)], "scratch_acc": result["scratch_acc"], "scratch_reused": result["scratch_reused"],
-            "supernet_sha256": _sha256(supernet / "supernet.safetensors"), "combinations_after": _combinations_after(supernet),
-            "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")}}
+    return {
+        "mode": unit["mode"],
+        "seed": unit["seed"],
+        "supernet_config": yaml.safe_load((supernet / "config.yaml").read_text()),
+        "rank": result["supernets"][str(supernet)],
+        "scratch_acc": result["scratch_acc"],
+        "scratch_reused": result["scratch_reused"],
+        "supernet_sha256": _sha256(supernet / "supernet.safetensors"),
+        "combinations_after": _combinations_after(supernet),
+        "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")},
+    }
 
 
 def _split_source(source: str) -> tuple[Path, Path]:
@@ -218,9 +331,17 @@ def _split_source(source: str) -> tuple[Path, Path]:
     cfg = summary["config"]
     supernet = _supernet(cfg)
     folder = RUNS / f"{source}_search"
-    search = {**cfg["search"], "seed": cfg["seed"], "device": "cpu", "data_dir": cfg["data_dir"], "supernet": str(supernet)}
+    search = {
+        **cfg["search"],
+        "seed": cfg["seed"],
+        "device": "cpu",
+        "data_dir": cfg["data_dir"],
+        "supernet": str(supernet),
+    }
     _write(folder / "config.yaml", yaml.safe_dump(search, sort_keys=False))
-    return _write(folder / "arch.json", json.dumps({**summary["arch"], "supernet": str(supernet)}, indent=1) + "\n"), supernet
+    return _write(
+        folder / "arch.json", json.dumps({**summary["arch"], "supernet": str(supernet)}, indent=1) + "\n"
+    ), supernet
 
 
 def run_ablate(name: str, unit: dict) -> dict:
@@ -233,10 +354,18 @@ def run_ablate(name: str, unit: dict) -> dict:
     else:
         arch = _arch_file(unit["source"])
     run = RUNS / name
-    _sh([*_neas(), "ablate", unit["which"], "--config", str(config), "--arch", str(arch), "--out", str(run)],
-        RUNS / "logs" / f"{name}.log")
-    return {"which": unit["which"], "source": unit["source"], "retrain_seed": unit["retrain_seed"], **extra,
-            "record": json.loads((run / "ablate.json").read_text()), "wall_s": _span(run)}
+    _sh(
+        [*_neas(), "ablate", unit["which"], "--config", str(config), "--arch", str(arch), "--out", str(run)],
+        RUNS / "logs" / f"{name}.log",
+    )
+    return {
+        "which": unit["which"],
+        "source": unit["source"],
+        "retrain_seed": unit["retrain_seed"],
+        **extra,
+        "record": json.loads((run / "ablate.json").read_text()),
+        "wall_s": _span(run),
+    }
 
 
 RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank, "ablate": run_ablate}
@@ -250,8 +379,13 @@ def _commit(path: Path, message: str) -> None:
     rel = str(path.relative_to(ROOT))
     for attempt in range(20):  # another git process (a person committing) may hold the index
         add = subprocess.run(["git", "add", rel], cwd=ROOT, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=ROOT,
-                                                      capture_output=True, text=True).returncode == 0
+        done = (
+            add.returncode == 0
+            and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", rel], cwd=ROOT, capture_output=True, text=True
+            ).returncode
+            == 0
+        )
         if done:
             return
         time.sleep(3 + attempt)
@@ -284,7 +418,9 @@ def work(commit: bool) -> None:
             took = (name, handle)
             break
         if took is None:
-            if not any(all(_done(d) for d in all_units[n]["deps"]) for n in pending) and not _running(all_units, pending):
+            if not any(all(_done(d) for d in all_units[n]["deps"]) for n in pending) and not _running(
+                all_units, pending
+            ):
                 return
             time.sleep(30)
             continue
@@ -300,8 +436,13 @@ def work(commit: bool) -> None:
             handle.close()
             time.sleep(5)
             continue
-        summary = {"unit": name, "kind": unit["kind"], **result, "unit_wall_s": round(time.time() - start, 1),
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        summary = {
+            "unit": name,
+            "kind": unit["kind"],
+            **result,
+            "unit_wall_s": round(time.time() - start, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{name}.json"
         tmp = path.with_suffix(".tmp")
@@ -345,7 +486,9 @@ def measure_latency(repeats: int = 60) -> dict:
     models = {}
     for path in sorted(RESULTS.glob("*.json")):
         unit = json.loads(path.read_text())
-        if unit.get("kind") not in ("pipeline", "deep") or "_retrain" in path.stem:  # a deep retrain has its source's arch
+        if (
+            unit.get("kind") not in ("pipeline", "deep") or "_retrain" in path.stem
+        ):  # a deep retrain has its source's arch
             continue
         source = unit if unit["kind"] == "pipeline" else json.loads((RESULTS / f"{unit['source']}.json").read_text())
         space = SearchSpace.from_dict(source["arch"]["space"])
@@ -363,10 +506,15 @@ def measure_latency(repeats: int = 60) -> dict:
     second = interleaved_ms(runs, repeats)
     from scipy import stats
 
-    record = {"how": f"batch 1, 1 thread, channels_last, torch {torch.__version__}, {repeats} interleaved repeats, median; twice",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "test_retest_kendall_tau": float(stats.kendalltau([first[n] for n in runs], [second[n] for n in runs]).statistic),
-              "latency_ms": {n: {"ms": round(first[n], 4), "retest_ms": round(second[n], 4)} for n in runs}}
+    record = {
+        "how": f"batch 1, 1 thread, channels_last, torch {torch.__version__}, {repeats} interleaved repeats, median; "
+        "twice",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "test_retest_kendall_tau": float(
+            stats.kendalltau([first[n] for n in runs], [second[n] for n in runs]).statistic
+        ),
+        "latency_ms": {n: {"ms": round(first[n], 4), "retest_ms": round(second[n], 4)} for n in runs},
+    }
     _write(LATENCY, json.dumps(record, indent=1) + "\n")
     return record
 
@@ -383,17 +531,26 @@ def main(argv=None) -> int:
         return 0
     if args.action == "latency":  # run on a quiet machine (no study, no tests beside it)
         record = measure_latency()
-        print(f"{len(record['latency_ms'])} models timed; test-retest Kendall tau {record['test_retest_kendall_tau']:.3f} -> {LATENCY}")
+        print(
+            f"{len(record['latency_ms'])} models timed; test-retest Kendall tau "
+            f"{record['test_retest_kendall_tau']:.3f} -> {LATENCY}"
+        )
         return 0
     if args.action == "tables":  # tables.py's own command; another folder's numbers never reach docs/RESULTS.md
         default = RESULTS == ROOT / "docs" / "results" / "study"
         return subprocess.call([sys.executable, str(HERE / "tables.py"), *([] if default else [str(RESULTS)])])
     if not (DATA / "test").is_dir():
-        _sh([*_neas(), "carve-test", str(SHARED_CIFAR), "--out", str(DATA), "--test-fraction", "0.2"], RUNS / "logs" / "data.log")
+        _sh(
+            [*_neas(), "carve-test", str(SHARED_CIFAR), "--out", str(DATA), "--test-fraction", "0.2"],
+            RUNS / "logs" / "data.log",
+        )
     if args.action == "worker":
         work(args.commit)
         return 0
-    procs = [subprocess.Popen([sys.executable, __file__, "worker", *(["--commit"] if args.commit else [])]) for _ in range(args.workers)]
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "worker", *(["--commit"] if args.commit else [])])
+        for _ in range(args.workers)
+    ]
     return max(p.wait() for p in procs)
 
 

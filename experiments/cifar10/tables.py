@@ -40,12 +40,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
-
 from plan import OLD_RANK, SHRINK_MODES  # experiments/cifar10/plan.py
 from plan import units as study_units
+from scipy import stats
 
-from neas.search.ranking import RESAMPLES, kendall_tau, paired_bootstrap, percentile_ci, rank_correlation, tau_difference
+from neas.search.ranking import (
+    RESAMPLES,
+    kendall_tau,
+    paired_bootstrap,
+    percentile_ci,
+    rank_correlation,
+    tau_difference,
+)
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
@@ -55,8 +61,13 @@ ROWS = {  # row name -> (unit prefix, what it is)
     "best single network (K=1)": ("k1", "single-path one-shot search, same budget"),
     "deep ensemble: 2 x best K=1 at half budget": ("deep", "independently trained copies, equal total MACs"),
 }
-METRICS = (("top1", "top-1 (%)", 100, 2), ("nll", "NLL", 1, 3), ("ece", "ECE (%)", 100, 2),
-           ("disagreement", "disagreement (%)", 100, 2), ("oracle_top1", "oracle top-1 (%)", 100, 2))
+METRICS = (
+    ("top1", "top-1 (%)", 100, 2),
+    ("nll", "NLL", 1, 3),
+    ("ece", "ECE (%)", 100, 2),
+    ("disagreement", "disagreement (%)", 100, 2),
+    ("oracle_top1", "oracle top-1 (%)", 100, 2),
+)
 
 
 def _load(results: Path) -> dict[str, dict]:
@@ -66,8 +77,13 @@ def _load(results: Path) -> dict[str, dict]:
 RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "quality"), ("none", "accuracy"))
 
 
-def _pooled_bootstrap(a: "list[list[float]]", b: "list[list[float]] | None", scratch: "list[float]",
-                      resamples: int = RESAMPLES, seed: int = 0) -> dict:
+def _pooled_bootstrap(
+    a: "list[list[float]]",
+    b: "list[list[float]] | None",
+    scratch: "list[float]",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Percentile 95 % CI of the mean over supernet seeds of τ(a_s, scratch) (minus τ(b_s, scratch)),
     resampling the ranked ensembles with the same indices for every seed: the noise of the
     30-ensemble sample, which a t interval over 3 seeds does not see. ``percentile_ci``'s dict:
@@ -77,7 +93,7 @@ def _pooled_bootstrap(a: "list[list[float]]", b: "list[list[float]] | None", scr
     def statistic(*xs, axis=-1):
         y = xs[-1]
         t = np.mean([kendall_tau(x, y, axis) for x in xs[:k]], axis=0)
-        return t - np.mean([kendall_tau(x, y, axis) for x in xs[k:k + m]], axis=0) if m else t
+        return t - np.mean([kendall_tau(x, y, axis) for x in xs[k : k + m]], axis=0) if m else t
 
     return percentile_ci(paired_bootstrap([*a, *(b or []), scratch], statistic, resamples, seed))
 
@@ -129,28 +145,46 @@ def ranking(units: dict) -> str:
     pooled over seeds (mean ± sd, with a Student-t CI over the seeds and a bootstrap CI over the
     ensembles); paired differences by seed, judged by both CIs."""
     by_mode = _rank_units(units)
-    lines = ["| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [t CI over seeds] "
-             "{bootstrap CI over ensembles} | "
-             "Spearman ρ per seed [bootstrap 95 % CI] | pooled ρ | mean one-shot top-1 (%) | in the shrunk space (of 30) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [t CI over seeds] "
+        "{bootstrap CI over ensembles} | "
+        "Spearman ρ per seed [bootstrap 95 % CI] | pooled ρ | mean one-shot top-1 (%) | in the shrunk space (of 30) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode, seeds in by_mode.items():
         if not seeds:
             lines.append(f"| {mode} | not run yet | | | | | |")
             continue
         # the per-seed intervals from the committed scores with RESAMPLES resamples (the summaries' have 1,000)
-        corr = {s: rank_correlation(u["rank"]["oneshot_acc"], u["scratch_acc"], RESAMPLES, s) for s, u in sorted(seeds.items())}
-        per = "; ".join(f"s{s}: {c['kendall_tau']:.3f} [{c['kendall_tau_ci95'][0]:.2f}, {c['kendall_tau_ci95'][1]:.2f}]"
-                        for s, c in corr.items())
-        per_rho = "; ".join(f"s{s}: {c['spearman_rho']:.3f} [{c['spearman_rho_ci95'][0]:.2f}, "
-                            f"{c['spearman_rho_ci95'][1]:.2f}]" for s, c in corr.items())
+        corr = {
+            s: rank_correlation(u["rank"]["oneshot_acc"], u["scratch_acc"], RESAMPLES, s)
+            for s, u in sorted(seeds.items())
+        }
+        per = "; ".join(
+            f"s{s}: {c['kendall_tau']:.3f} [{c['kendall_tau_ci95'][0]:.2f}, {c['kendall_tau_ci95'][1]:.2f}]"
+            for s, c in corr.items()
+        )
+        per_rho = "; ".join(
+            f"s{s}: {c['spearman_rho']:.3f} [{c['spearman_rho_ci95'][0]:.2f}, {c['spearman_rho_ci95'][1]:.2f}]"
+            for s, c in corr.items()
+        )
         taus = [u["rank"]["kendall_tau"] for u in seeds.values()]
         rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
         acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
         inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
-        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))["ci"]
-        lines.append(f"| {mode} | {per} | {_cell(taus, 1, 3)} {{{boot[0]:.3f}, {boot[1]:.3f}}} | {per_rho} | {_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |")
-    lines += ["", "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [t CI over seeds] "
-              "{bootstrap CI over ensembles} | Monte-Carlo band of the bootstrap bound on the mean's side | verdict |", "|---|---|---|---|---|"]
+        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))[
+            "ci"
+        ]
+        lines.append(
+            f"| {mode} | {per} | {_cell(taus, 1, 3)} {{{boot[0]:.3f}, {boot[1]:.3f}}} | {per_rho} | "
+            f"{_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |"
+        )
+    lines += [
+        "",
+        "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [t CI over seeds] "
+        "{bootstrap CI over ensembles} | Monte-Carlo band of the bootstrap bound on the mean's side | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for a, b in RANK_PAIRS:
         common = sorted(set(by_mode[a]) & set(by_mode[b]))
         if not common:
@@ -162,15 +196,22 @@ def ranking(units: dict) -> str:
             per.append(f"s{s}: {d['tau_difference']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
             diffs.append(d["tau_difference"])
         m, _, lo, hi = ci95(diffs)
-        boot = _pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
-                                 [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
+        boot = _pooled_bootstrap(
+            [by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+            [by_mode[b][s]["rank"]["oneshot_acc"] for s in common],
+            _scratch_of(by_mode[a].values()),
+        )
         if math.isnan(lo):
             verdict = "needs 2+ seeds"
         else:
-            verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[decide(lo, hi, m, boot)]
+            verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[
+                decide(lo, hi, m, boot)
+            ]
         ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
         (blo, bhi) = boot["ci"]
-        lines.append(f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {_band(boot, m)} | {verdict} |")
+        lines.append(
+            f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {_band(boot, m)} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -187,8 +228,10 @@ def _alignment_check() -> str:
     table = cost_table(SearchSpace.resolve(str(Path(__file__).resolve().parent / "space.yaml")), 10)
     macs = [table.cost(EnsembleArch.from_json(e["arch"])).macs for e in record["ensembles"]]
     test = stats.kendalltau(macs, [e["top1"] for e in record["ensembles"]])
-    return (f"Check that the redrawn ensembles are the ones trained from scratch: Kendall τ between their MACs and their "
-            f"from-scratch top-1 is {test.statistic:.2f} (p = {test.pvalue:.3f}); unrelated pairs would give τ ≈ 0.")
+    return (
+        f"Check that the redrawn ensembles are the ones trained from scratch: Kendall τ between their MACs and their "
+        f"from-scratch top-1 is {test.statistic:.2f} (p = {test.pvalue:.3f}); unrelated pairs would give τ ≈ 0."
+    )
 
 
 def diagnostic(units: dict) -> str:
@@ -203,21 +246,30 @@ def diagnostic(units: dict) -> str:
         path = OLD_RANK.parent / f"summary_k2_{mode}.json"
         if path.is_file():
             searched_old[mode] = json.loads(path.read_text())["supernet_acc"]
-    lines = [f"30 ensembles drawn from the full space; from scratch (3 epochs, search-val) they score {scratch:.2f} % on average. "
-             + _alignment_check(), "",
-             "| shrinking | one-shot top-1 (%), before | after (mean over seeds) | Kendall τ before | after (pooled) | "
-             "searched ensemble's one-shot top-1 (%), before | after |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"30 ensembles drawn from the full space; from scratch (3 epochs, search-val) they score {scratch:.2f} % on "
+        "average. " + _alignment_check(),
+        "",
+        "| shrinking | one-shot top-1 (%), before | after (mean over seeds) | Kendall τ before | after (pooled) | "
+        "searched ensemble's one-shot top-1 (%), before | after |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode in SHRINK_MODES:
         before = old_by_mode.get(mode)
         seeds = by_mode[mode]
-        pipes = [u["search"]["supernet_acc"] for n, u in units.items()
-                 if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed") and "search" in u]
-        cells = [f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
-                 _cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
-                 f"{before['kendall_tau']:.3f}" if before else "-",
-                 _cell([u["rank"]["kendall_tau"] for u in seeds.values()], 1, 3) if seeds else "-",
-                 f"{100 * searched_old[mode]:.2f}" if mode in searched_old else "-",
-                 _cell([100 * a for a in pipes], 1, 2) if pipes else "-"]
+        pipes = [
+            u["search"]["supernet_acc"]
+            for n, u in units.items()
+            if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed") and "search" in u
+        ]
+        cells = [
+            f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
+            _cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
+            f"{before['kendall_tau']:.3f}" if before else "-",
+            _cell([u["rank"]["kendall_tau"] for u in seeds.values()], 1, 3) if seeds else "-",
+            f"{100 * searched_old[mode]:.2f}" if mode in searched_old else "-",
+            _cell([100 * a for a in pipes], 1, 2) if pipes else "-",
+        ]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -228,12 +280,19 @@ QUIET = {}  # unit -> latency measured on a quiet machine (study.py latency), wh
 def _values(summary: dict) -> dict:
     """top-1, NLL, ECE, diversity and costs of one finished unit; the latency is the quiet
     re-measurement of its network when there is one (a retraining seed: its pipeline's network)."""
-    quiet = QUIET.get(summary["unit"]) or QUIET.get(re.sub(r"_retrain\d+$", "", summary["unit"]))  # a retraining seed: its network's
+    quiet = QUIET.get(summary["unit"]) or QUIET.get(
+        re.sub(r"_retrain\d+$", "", summary["unit"])
+    )  # a retraining seed: its network's
     record = summary["record"] if summary["kind"] == "deep" else summary["eval"]
     # once the quiet re-measurement exists, only its numbers are used: never a mix of the two kinds
     latency = quiet["ms"] if quiet else (None if QUIET else record.get("latency_ms"))
-    return {**{k: record["ensemble"][k] for k in ("top1", "nll", "ece")}, **record["diversity"], "macs": record["macs"],
-            "params": record["params"], "latency_ms": latency}
+    return {
+        **{k: record["ensemble"][k] for k in ("top1", "nll", "ece")},
+        **record["diversity"],
+        "macs": record["macs"],
+        "params": record["params"],
+        "latency_ms": latency,
+    }
 
 
 def per_seed(units: dict, prefix: str) -> dict[int, dict]:
@@ -247,9 +306,15 @@ def per_seed(units: dict, prefix: str) -> dict[int, dict]:
         if not runs:
             continue
         values = [_values(u) for u in runs]
-        out[seed] = {k: float(np.mean([v[k] for v in values if v.get(k) is not None])) for k in values[0] if values[0][k] is not None}
+        out[seed] = {
+            k: float(np.mean([v[k] for v in values if v.get(k) is not None]))
+            for k in values[0]
+            if values[0][k] is not None
+        }
         out[seed]["retrains"] = len(values)
-        out[seed]["retrain_sd_top1"] = float(np.std([v["top1"] for v in values], ddof=1)) if len(values) > 1 else float("nan")
+        out[seed]["retrain_sd_top1"] = (
+            float(np.std([v["top1"] for v in values], ddof=1)) if len(values) > 1 else float("nan")
+        )
     return out
 
 
@@ -274,8 +339,12 @@ def _cell(xs, scale, digits):
 
 
 def main_table(units: dict) -> str:
-    lines = ["| model | seeds × retrains | " + " | ".join(m[1] for m in METRICS) + " | MACs (M) | params (M) | CPU latency (ms) |",
-             "|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
+    lines = [
+        "| model | seeds × retrains | "
+        + " | ".join(m[1] for m in METRICS)
+        + " | MACs (M) | params (M) | CPU latency (ms) |",
+        "|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+    ]
     for name, (prefix, _) in ROWS.items():
         seeds = per_seed(units, prefix)
         if not seeds:
@@ -283,16 +352,28 @@ def main_table(units: dict) -> str:
             continue
         rows = list(seeds.values())
         cells = [_cell([r[key] for r in rows], scale, digits) for key, _, scale, digits in METRICS]
-        costs = [f"{np.mean([r['macs'] for r in rows]) / 1e6:.3f}", f"{np.mean([r['params'] for r in rows]) / 1e6:.3f}",
-                 f"{np.mean([r['latency_ms'] for r in rows if 'latency_ms' in r]):.2f}" if any("latency_ms" in r for r in rows) else "-"]
-        lines.append(f"| {name} | {len(rows)} × {'/'.join(str(r['retrains']) for r in rows)} | " + " | ".join(cells + costs) + " |")
+        costs = [
+            f"{np.mean([r['macs'] for r in rows]) / 1e6:.3f}",
+            f"{np.mean([r['params'] for r in rows]) / 1e6:.3f}",
+            f"{np.mean([r['latency_ms'] for r in rows if 'latency_ms' in r]):.2f}"
+            if any("latency_ms" in r for r in rows)
+            else "-",
+        ]
+        lines.append(
+            f"| {name} | {len(rows)} × {'/'.join(str(r['retrains']) for r in rows)} | "
+            + " | ".join(cells + costs)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def differences(units: dict, reference: str = "k2_diversity") -> str:
     ref = per_seed(units, reference)
-    lines = [f"| {ROWS_BY_PREFIX[reference]} minus | paired seeds | Δ top-1 (pp) [95 % CI] | Δ NLL [95 % CI] | verdict (top-1) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"| {ROWS_BY_PREFIX[reference]} minus | paired seeds | Δ top-1 (pp) [95 % CI] | Δ NLL [95 % CI] | verdict "
+        "(top-1) |",
+        "|---|---|---|---|---|",
+    ]
     for name, (prefix, _) in ROWS.items():
         if prefix == reference:
             continue
@@ -306,8 +387,11 @@ def differences(units: dict, reference: str = "k2_diversity") -> str:
         m, _, lo, hi = ci95(d_top1)
         mn, _, lon, hin = ci95(d_nll)
         verdict = "within noise" if lo <= 0 <= hi else ("NEAS better" if m > 0 else "NEAS worse")
-        lines.append(f"| {name} | {len(common)} | {100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | {mn:+.4f} [{lon:+.4f}, {hin:+.4f}] | "
-                     f"{verdict} |")
+        lines.append(
+            f"| {name} | {len(common)} | {100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | {mn:+.4f} [{lon:+.4f}, "
+            f"{hin:+.4f}] | "
+            f"{verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -316,23 +400,34 @@ ROWS_BY_PREFIX = {prefix: name for name, (prefix, _) in ROWS.items()}
 
 def wall_times(units: dict) -> str:
     total = sum(u["unit_wall_s"] for u in units.values()) / 3600
-    kinds = {"pipeline": "pipelines", "retrain": "extra retraining seeds", "deep": "deep ensembles", "rank": "ranking supernets",
-             "ablate": "ablation retrains (3 models each)"}
+    kinds = {
+        "pipeline": "pipelines",
+        "retrain": "extra retraining seeds",
+        "deep": "deep ensembles",
+        "rank": "ranking supernets",
+        "ablate": "ablation retrains (3 models each)",
+    }
     parts = []
     for kind, label in kinds.items():
         times = [u["unit_wall_s"] for u in units.values() if u["kind"] == kind]
         if times:
             parts.append(f"{len(times)} {label}, {np.mean(times) / 60:.1f} min each")
-    return (f"{len(units)} units finished, {total:.1f} h of one thread in all ({'; '.join(parts)}), with two one-thread "
-            f"units side by side on the 2 cores.")
+    return (
+        f"{len(units)} units finished, {total:.1f} h of one thread in all ({'; '.join(parts)}), with two one-thread "
+        f"units side by side on the 2 cores."
+    )
 
 
 def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, extra=()) -> str:
     """One line per row (mean ± sd [t CI] over retraining seeds), then each row minus the
     reference, paired by retraining seed. ``rows``: name -> {retrain seed: values}."""
-    lines = ["| model | retraining seeds | top-1 (%) | Δ top-1 vs " + reference + " (pp) [paired 95 % CI] | disagreement (%) | "
-             "oracle top-1 (%) | MACs (M) | params (M) |" + "".join(f" {e} |" for e, _ in extra),
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
+    lines = [
+        "| model | retraining seeds | top-1 (%) | Δ top-1 vs "
+        + reference
+        + " (pp) [paired 95 % CI] | disagreement (%) | "
+        "oracle top-1 (%) | MACs (M) | params (M) |" + "".join(f" {e} |" for e, _ in extra),
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(extra),
+    ]
     ref = rows.get(reference, {})
     for name, seeds in rows.items():
         if not seeds:
@@ -347,9 +442,14 @@ def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, e
             delta = f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + (" within noise" if lo <= 0 <= hi else "")
         else:
             delta = "needs 2+ paired seeds"
-        cells = [_cell([v["top1"] for v in vals], 100, 2), delta, _cell([v["disagreement"] for v in vals], 100, 2),
-                 _cell([v["oracle_top1"] for v in vals], 100, 2), f"{np.mean([v['macs'] for v in vals]) / 1e6:.3f}",
-                 f"{np.mean([v['params'] for v in vals]) / 1e6:.3f}"] + [fn(vals) for _, fn in extra]
+        cells = [
+            _cell([v["top1"] for v in vals], 100, 2),
+            delta,
+            _cell([v["disagreement"] for v in vals], 100, 2),
+            _cell([v["oracle_top1"] for v in vals], 100, 2),
+            f"{np.mean([v['macs'] for v in vals]) / 1e6:.3f}",
+            f"{np.mean([v['params'] for v in vals]) / 1e6:.3f}",
+        ] + [fn(vals) for _, fn in extra]
         lines.append(f"| {name} | {len(vals)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -363,17 +463,25 @@ def _paths_rows(units: dict) -> "dict[str, dict[int, dict]]":
         for r, name in enumerate([base, f"{base}_retrain1", f"{base}_retrain2"]):
             if name in units and base in units:
                 u, paths = units[name], [p["top1"] for p in units[name]["eval"]["paths"]]
-                rows[f"K = {k}"][r] = {**_values(u), "path_mean": float(np.mean(paths)) if paths else float("nan"),
-                                      "split": units[base].get("arch", {}).get("split", "-")}
+                rows[f"K = {k}"][r] = {
+                    **_values(u),
+                    "path_mean": float(np.mean(paths)) if paths else float("nan"),
+                    "split": units[base].get("arch", {}).get("split", "-"),
+                }
     return rows
 
 
 def paths_table(units: dict) -> str:
     """Paper Table 5: K = 2, 3, 5 under one budget, seed-0 searches, three retraining seeds."""
-    return _rows_with_differences(_paths_rows(units), "K = 2",
-                                  extra=(("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
-                                         ("searched split", lambda v: str(v[0]["split"])),
-                                         ("CPU latency (ms)", _latency_cell)))
+    return _rows_with_differences(
+        _paths_rows(units),
+        "K = 2",
+        extra=(
+            ("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
+            ("searched split", lambda v: str(v[0]["split"])),
+            ("CPU latency (ms)", _latency_cell),
+        ),
+    )
 
 
 def _latency_cell(vals: "list[dict]") -> str:
@@ -388,8 +496,13 @@ def _ablation_rows(units: dict, which: str, reference: str) -> "dict[str, dict[i
     for u in units.values():
         if u["kind"] == "ablate" and u["which"] == which:
             for name, v in u["record"]["variants"].items():
-                rows.setdefault(name, {})[u["retrain_seed"]] = {"top1": v["top1"], **(v.get("diversity") or {}), "macs": v["macs"],
-                                                               "params": v["params"], "split": v["split"]}
+                rows.setdefault(name, {})[u["retrain_seed"]] = {
+                    "top1": v["top1"],
+                    **(v.get("diversity") or {}),
+                    "macs": v["macs"],
+                    "params": v["params"],
+                    "split": v["split"],
+                }
     return {reference: rows.pop(reference, {}), **rows} if rows else {}
 
 
@@ -401,7 +514,9 @@ def ablation_table(units: dict, which: str, reference: str) -> str:
     return _rows_with_differences(rows, reference, extra=(("split", lambda v: str(v[0]["split"])),))
 
 
-def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci: "dict | None" = None) -> tuple[str, str]:
+def _judge(
+    diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci: "dict | None" = None
+) -> tuple[str, str]:
     """(measured: mean [95 % CI], verdict) for paired differences whose expected sign (the
     paper's) is ``paper_sign`` (0: no claim, a new question). ``extra_ci``: a bootstrap interval
     (``percentile_ci``'s dict, the ensemble bootstrap of a τ difference) that must also exclude
@@ -414,8 +529,11 @@ def _judge(diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, e
     text = f"{scale * m:+.2f} {unit} [{scale * lo:+.2f}, {scale * hi:+.2f}] (n={len(diffs)})"
     if extra_ci is not None:
         (blo, bhi) = extra_ci["ci"]
-        text += (f", ensembles resampled [{scale * blo:+.3f}, {scale * bhi:+.3f}] (Monte-Carlo band of its bound on the mean's side: "
-                 f"{_band(extra_ci, m, scale)})")
+        text += (
+            f", ensembles resampled [{scale * blo:+.3f}, {scale * bhi:+.3f}] (Monte-Carlo band of its bound on the "
+            "mean's side: "
+            f"{_band(extra_ci, m, scale)})"
+        )
     outcome = decide(lo, hi, m, extra_ci)
     if outcome in ("noise", "borderline"):
         return text, "within noise" if outcome == "noise" else "borderline"
@@ -430,35 +548,66 @@ def verdicts(units: dict) -> str:
     where a bootstrap bound is within Monte-Carlo error of 0."""
     lines = ["| claim or question | paper (ImageNet) | measured difference [95 % CI] | verdict |", "|---|---|---|---|"]
     by_mode = _rank_units(units)
-    for a, b, paper in (("diversity", "none", "τ 0.65 vs 0.45"), ("diversity", "accuracy", "τ 0.65 vs 0.42"),
-                        ("diversity", "quality", "— (new: what S adds)")):
+    for a, b, paper in (
+        ("diversity", "none", "τ 0.65 vs 0.45"),
+        ("diversity", "accuracy", "τ 0.65 vs 0.42"),
+        ("diversity", "quality", "— (new: what S adds)"),
+    ):
         common = sorted(set(by_mode[a]) & set(by_mode[b]))
         diffs = [by_mode[a][s]["rank"]["kendall_tau"] - by_mode[b][s]["rank"]["kendall_tau"] for s in common]
-        boot = (_pooled_bootstrap([by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
-                                  [by_mode[b][s]["rank"]["oneshot_acc"] for s in common], _scratch_of(by_mode[a].values()))
-                if len(common) >= 2 else None)
+        boot = (
+            _pooled_bootstrap(
+                [by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+                [by_mode[b][s]["rank"]["oneshot_acc"] for s in common],
+                _scratch_of(by_mode[a].values()),
+            )
+            if len(common) >= 2
+            else None
+        )
         text, verdict = _judge(diffs, 1, "τ", 0 if "new" in paper else 1, boot)
-        lines.append(f"| {a} shrinking ranks ensembles better than {b} (Kendall τ, pooled over supernet seeds) | {paper} | {text} | {verdict} |")
+        lines.append(
+            f"| {a} shrinking ranks ensembles better than {b} (Kendall τ, pooled over supernet seeds) | {paper} | "
+            f"{text} | {verdict} |"
+        )
     ref = per_seed(units, "k2_diversity")
-    for prefix, paper, question in (("k2_none", "77.9 vs 77.3 %", "NEAS (diversity) beats no shrinking after retraining"),
-                                    ("k2_accuracy", "77.9 vs 77.2 %", "NEAS (diversity) beats accuracy shrinking after retraining"),
-                                    ("k2_quality", "—", "the similarity matrix matters: diversity vs quality-only shrinking"),
-                                    ("k1", "—", "NEAS beats the best searched single network at the same MACs"),
-                                    ("deep", "—", "NEAS beats a deep ensemble of two copies at the same MACs")):
+    for prefix, paper, question in (
+        ("k2_none", "77.9 vs 77.3 %", "NEAS (diversity) beats no shrinking after retraining"),
+        ("k2_accuracy", "77.9 vs 77.2 %", "NEAS (diversity) beats accuracy shrinking after retraining"),
+        ("k2_quality", "—", "the similarity matrix matters: diversity vs quality-only shrinking"),
+        ("k1", "—", "NEAS beats the best searched single network at the same MACs"),
+        ("deep", "—", "NEAS beats a deep ensemble of two copies at the same MACs"),
+    ):
         other = per_seed(units, prefix)
         common = sorted(set(ref) & set(other))
         for metric, scale, unit, sign in (("top1", 100, "pp top-1", 1), ("nll", 1, "NLL", -1)):
             diffs = [ref[s][metric] - other[s][metric] for s in common]
             if metric == "nll":  # lower is better: flip, so that "agrees/better" means NEAS better
                 diffs = [-d for d in diffs]
-            text, verdict = _judge(diffs, scale, unit + (" (NEAS lower = +)" if metric == "nll" else ""),
-                                   sign if paper != "—" and metric == "top1" else 0)
+            text, verdict = _judge(
+                diffs,
+                scale,
+                unit + (" (NEAS lower = +)" if metric == "nll" else ""),
+                sign if paper != "—" and metric == "top1" else 0,
+            )
             if metric == "nll" and paper != "—":
                 continue  # the paper reports top-1 only
             lines.append(f"| {question} ({metric}) | {paper if metric == 'top1' else '—'} | {text} | {verdict} |")
     for which, reference, others, paper, question in (
-            ("homo-hetero", "hetero", ("homo_path1", "homo_path2"), "80.0 vs 79.4 / 79.6 %", "heterogeneous paths beat mirrored ones"),
-            ("split", "shared", ("no_sharing_searched",), "80.0 vs 78.5 %", "sharing beats the best unshared ensemble at equal budget")):
+        (
+            "homo-hetero",
+            "hetero",
+            ("homo_path1", "homo_path2"),
+            "80.0 vs 79.4 / 79.6 %",
+            "heterogeneous paths beat mirrored ones",
+        ),
+        (
+            "split",
+            "shared",
+            ("no_sharing_searched",),
+            "80.0 vs 78.5 %",
+            "sharing beats the best unshared ensemble at equal budget",
+        ),
+    ):
         rows = _ablation_rows(units, which, reference)
         for other in others:
             common = sorted(set(rows.get(reference, {})) & set(rows.get(other, {})))
@@ -469,22 +618,38 @@ def verdicts(units: dict) -> str:
         common = sorted(set(rows["K = 2"]) & set(rows[f"K = {k}"]))
         text, verdict = _judge([rows["K = 2"][c]["top1"] - rows[f"K = {k}"][c]["top1"] for c in common], 100, "pp", 1)
         lines.append(f"| K = 2 beats K = {k} under one budget | {paper} | {text} | {verdict} |")
-    gaps = [u["search"]["supernet_acc"] - u["search"]["random_supernet_acc"] for n, u in units.items()
-            if u["kind"] == "pipeline" and u.get("search", {}).get("random_supernet_acc") is not None]
+    gaps = [
+        u["search"]["supernet_acc"] - u["search"]["random_supernet_acc"]
+        for n, u in units.items()
+        if u["kind"] == "pipeline" and u.get("search", {}).get("random_supernet_acc") is not None
+    ]
     text, verdict = _judge(gaps, 100, "pp one-shot top-1, over the seed-0 searches", 1)
-    lines.append(f"| evolution finds better ensembles than random search at equal evaluations (best found) | Figure 5 | {text} | {verdict} |")
+    lines.append(
+        f"| evolution finds better ensembles than random search at equal evaluations (best found) | Figure 5 | {text} "
+        f"| {verdict} |"
+    )
     return "\n".join(lines)
 
 
 def evolution_vs_random(units: dict) -> str:
     """Paper Figure 5, in numbers: the best one-shot top-1 (search-val) each seed-0 search found,
     evolution against random search with as many evaluations."""
-    lines = ["| pipeline (seed 0) | evaluations | best one-shot top-1, evolution (%) | best, random (%) | evolution − random (pp) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| pipeline (seed 0) | evaluations | best one-shot top-1, evolution (%) | best, random (%) | evolution − "
+        "random (pp) |",
+        "|---|---|---|---|---|",
+    ]
     for name, u in units.items():
-        if u["kind"] == "pipeline" and name.endswith("_seed0") and u.get("search", {}).get("random_supernet_acc") is not None:
+        if (
+            u["kind"] == "pipeline"
+            and name.endswith("_seed0")
+            and u.get("search", {}).get("random_supernet_acc") is not None
+        ):
             ev, rnd = u["search"]["supernet_acc"], u["search"]["random_supernet_acc"]
-            lines.append(f"| {name} | {u['search']['evaluations']} | {100 * ev:.2f} | {100 * rnd:.2f} | {100 * (ev - rnd):+.2f} |")
+            lines.append(
+                f"| {name} | {u['search']['evaluations']} | {100 * ev:.2f} | {100 * rnd:.2f} | "
+                f"{100 * (ev - rnd):+.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -493,11 +658,15 @@ def status(units: dict) -> str:
     planned = study_units()
     done = [n for n in planned if n in units]
     kinds = sorted({u["kind"] for u in planned.values()})
-    counts = ", ".join(f"{sum(1 for n in done if planned[n]['kind'] == k)}/{sum(1 for u in planned.values() if u['kind'] == k)} {k}"
-                       for k in kinds)
+    counts = ", ".join(
+        f"{sum(1 for n in done if planned[n]['kind'] == k)}/{sum(1 for u in planned.values() if u['kind'] == k)} {k}"
+        for k in kinds
+    )
     last = max((u.get("finished", "") for u in units.values()), default="")
-    return (f"{len(done)} of {len(planned)} units finished ({counts}); the last at {last.replace('T', ' ')}. Rows marked "
-            f"\"not run yet\", or with fewer than 3 × 3 seeds, are partial; the study resumes where it stopped.")
+    return (
+        f"{len(done)} of {len(planned)} units finished ({counts}); the last at {last.replace('T', ' ')}. Rows marked "
+        f'"not run yet", or with fewer than 3 × 3 seeds, are partial; the study resumes where it stopped.'
+    )
 
 
 RESULTS_MD = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
@@ -518,7 +687,10 @@ def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
         "ranking": ("Ranking: Kendall τ of each shrinking mode's supernet", ranking(units)),
         "diagnostic": ("Supernet-quality diagnostic: before and after the BN fix", diagnostic(units)),
         "paths": ("Number of paths K under one budget (seed-0 searches)", paths_table(units)),
-        "homo-hetero": ("Heterogeneous vs homogeneous paths (seed-0 diversity search)", ablation_table(units, "homo-hetero", "hetero")),
+        "homo-hetero": (
+            "Heterogeneous vs homogeneous paths (seed-0 diversity search)",
+            ablation_table(units, "homo-hetero", "hetero"),
+        ),
         "split": ("Layer sharing (seed-0 diversity search)", ablation_table(units, "split", "shared")),
         "evolution": ("Evolution vs random search (seed-0 searches)", evolution_vs_random(units)),
         "wall": ("Wall time", wall_times(units)),
@@ -530,10 +702,13 @@ def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
         doc = results_md.read_text()
         missing = [name for name in sections if f"<!-- table:{name} -->" not in doc]
         if missing:
-            print(f"tables.py: {results_md} has no markers for {', '.join(missing)}; those tables are only in tables.md", file=sys.stderr)
+            print(
+                f"tables.py: {results_md} has no markers for {', '.join(missing)}; those tables are only in tables.md",
+                file=sys.stderr,
+            )
         for name, (_, body) in sections.items():
             pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
-            doc = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), doc)
+            doc = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), doc)
         results_md.write_text(doc)
     return text
 

@@ -31,14 +31,35 @@ import yaml
 
 from neas.errors import NeasError, suggest
 
-__all__ = ["option", "check_valid", "validate_fields", "from_dict", "to_dict", "load_yaml", "apply_overrides", "add_options", "resolve_config", "flat_fields"]
+__all__ = [
+    "option",
+    "check_valid",
+    "validate_fields",
+    "from_dict",
+    "to_dict",
+    "load_yaml",
+    "apply_overrides",
+    "add_options",
+    "resolve_config",
+    "flat_fields",
+]
 
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
-           prefix: "str | None" = None, rename: "dict | None" = None, cli: bool = True, default_help: "str | None" = None,
-           positional: bool = False, required: bool = False, valid: "str | tuple | None" = None):
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    prefix: "str | None" = None,
+    rename: "dict | None" = None,
+    cli: bool = True,
+    default_help: "str | None" = None,
+    positional: bool = False,
+    required: bool = False,
+    valid: "str | tuple | None" = None,
+):
     """A config field declared once: its default and help text become the YAML key's and the flag's.
 
     Args:
@@ -51,8 +72,14 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factor
             ``"9..21"`` (integers) — or a tuple of choices; checked for YAML, flags and Python alike,
             shown in the help.
     """
-    metadata = {"help": help, "cli": cli, "default_help": default_help, "positional": positional, "required": required,
-                "valid": valid}
+    metadata = {
+        "help": help,
+        "cli": cli,
+        "default_help": default_help,
+        "positional": positional,
+        "required": required,
+        "valid": valid,
+    }
     if prefix is not None:
         metadata.update(prefix=prefix, rename=rename or {})
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
@@ -78,7 +105,10 @@ def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
     """``value`` if it is ``None`` or within ``spec`` (see :func:`option`); else a NeasError naming ``name``."""
     if isinstance(spec, tuple):  # declared choices
         if value is not None and value not in spec:
-            raise NeasError(f"{name}: unknown {value!r}{suggest(str(value), [str(c) for c in spec])}; choose {', '.join(map(str, spec))}")
+            raise NeasError(
+                f"{name}: unknown {value!r}{suggest(str(value), [str(c) for c in spec])}; choose "
+                f"{', '.join(map(str, spec))}"
+            )
         return value
     if spec is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
@@ -90,7 +120,7 @@ def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
         ok, phrase = lo <= value <= hi, f"be in {spec}"
     elif spec.startswith(">"):
         strict = not spec.startswith(">=")
-        bound = spec[1 if strict else 2:].strip()
+        bound = spec[1 if strict else 2 :].strip()
         ok = finite and (value > float(bound) if strict else value >= float(bound))
         if integer:
             least = int(float(bound)) + strict
@@ -99,7 +129,11 @@ def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
             phrase = f"be a finite number {'>' if strict else '>='} {bound}"
     else:
         lo, hi = (float(x) for x in spec[1:-1].split(","))
-        ok = finite and (value >= lo if spec[0] == "[" else value > lo) and (value <= hi if spec[-1] == "]" else value < hi)
+        ok = (
+            finite
+            and (value >= lo if spec[0] == "[" else value > lo)
+            and (value <= hi if spec[-1] == "]" else value < hi)
+        )
         phrase = f"be in {spec}"
     if not ok:
         raise NeasError(f"{name} must {phrase}, got {value!r}")
@@ -130,19 +164,36 @@ def flat_fields(cls: type) -> tuple[FlatField, ...]:
     hints = typing.get_type_hints(cls)
     own = cls.__dict__.get("__annotations__", {})
     out = []
-    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):  # a mixin's options after the class's own
+    for f in sorted(
+        dataclasses.fields(cls), key=lambda f: f.name not in own
+    ):  # a mixin's options after the class's own
         if not f.init:
             continue
         hint = hints[f.name]
         if _nested(f, hint):
             for sub in flat_fields(hint):
                 key = f.metadata["rename"].get(sub.key, f.metadata["prefix"] + sub.key)
-                out.append(dataclasses.replace(sub, key=key, path=(f.name, *sub.path), cli=sub.cli and f.metadata.get("cli", True)))
+                out.append(
+                    dataclasses.replace(
+                        sub, key=key, path=(f.name, *sub.path), cli=sub.cli and f.metadata.get("cli", True)
+                    )
+                )
         else:
             meta = f.metadata
-            out.append(FlatField(f.name, (f.name,), hint, _default(f), meta.get("help", ""), meta.get("cli", True),
-                                 meta.get("default_help"), meta.get("positional", False), meta.get("required", False),
-                                 meta.get("valid")))
+            out.append(
+                FlatField(
+                    f.name,
+                    (f.name,),
+                    hint,
+                    _default(f),
+                    meta.get("help", ""),
+                    meta.get("cli", True),
+                    meta.get("default_help"),
+                    meta.get("positional", False),
+                    meta.get("required", False),
+                    meta.get("valid"),
+                )
+            )
     return tuple(out)
 
 
@@ -186,7 +237,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         if key in routes:  # a nested settings field, spelled flat: checked under the user's spelling
             ff = routes[key]
             if isinstance(value, dict):
-                raise NeasError(f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)")
+                raise NeasError(
+                    f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)"
+                )
             node = nested[ff.path[0]]
             for part in ff.path[1:-1]:
                 node = node.setdefault(part, {})
@@ -326,7 +379,9 @@ def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
     return None, None
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = (), required: "tuple[str, ...]" = ()) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = (), required: "tuple[str, ...]" = ()
+) -> None:
     """Adds a flag (``--key-with-dashes``) for every key of ``cls``'s schema, except ``skip``.
 
     Flags default to ``None``, so a flag that is not given leaves the YAML's or the default's
@@ -340,25 +395,42 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ..
             ff = dataclasses.replace(ff, required=True)
         shown = ff.default_help or ("none" if ff.default in (None, dataclasses.MISSING) else ff.default)
         valid = f"; valid: {', '.join(ff.valid) if isinstance(ff.valid, tuple) else ff.valid}" if ff.valid else ""
-        help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown}{valid})").replace("%", "%%")
+        help_text = (ff.help if ff.positional or ff.required else f"{ff.help} (default: {shown}{valid})").replace(
+            "%", "%%"
+        )
         name = ff.key.replace("_", "-")
         if ff.positional:
             parser.add_argument(ff.key, help=help_text)
             continue
         hint = ff.hint
         if hint is bool:
-            parser.add_argument(f"--{name}", dest=ff.key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                f"--{name}", dest=ff.key, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
             continue
         kind, nargs = _flag_type(hint)
         metavar = ff.key.upper() if nargs is None else ff.key[0].upper()
         if isinstance(ff.valid, tuple):  # declared choices: shown here, checked (with suggestions) by check_valid
             metavar = "{" + ",".join(map(str, ff.valid)) + "}"
-        parser.add_argument(f"--{name}", dest=ff.key, type=kind, nargs=nargs, default=None, help=help_text, required=ff.required,
-                            metavar=metavar)
+        parser.add_argument(
+            f"--{name}",
+            dest=ff.key,
+            type=kind,
+            nargs=nargs,
+            default=None,
+            help=help_text,
+            required=ff.required,
+            metavar=metavar,
+        )
 
 
-def resolve_config(cls: type[T], config_file: "str | Path | None", flags: "dict | None" = None,
-                   overrides: "list[str] | None" = None, fixed: "dict | None" = None) -> T:
+def resolve_config(
+    cls: type[T],
+    config_file: "str | Path | None",
+    flags: "dict | None" = None,
+    overrides: "list[str] | None" = None,
+    fixed: "dict | None" = None,
+) -> T:
     """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
     that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values."""
     data = load_yaml(config_file) if config_file else {}

@@ -23,8 +23,20 @@ from neas.errors import NeasError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_write", "write_text", "write_json", "write_yaml", "write_bytes", "append_line", "save_tensors",
-           "save_figure", "read_metadata", "load_weights", "load_matching", "check_output"]
+__all__ = [
+    "atomic_write",
+    "write_text",
+    "write_json",
+    "write_yaml",
+    "write_bytes",
+    "append_line",
+    "save_tensors",
+    "save_figure",
+    "read_metadata",
+    "load_weights",
+    "load_matching",
+    "check_output",
+]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -89,7 +101,9 @@ def append_line(path: "str | Path", line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
 
 
-def save_tensors(path: "str | Path", tensors: "dict[str, torch.Tensor]", metadata: "dict[str, str] | None" = None) -> Path:
+def save_tensors(
+    path: "str | Path", tensors: "dict[str, torch.Tensor]", metadata: "dict[str, str] | None" = None
+) -> Path:
     """A safetensors file of ``tensors`` (moved to the CPU, contiguous) with string ``metadata``."""
     from safetensors.torch import save as safetensors_bytes
 
@@ -133,25 +147,37 @@ def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
         raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def load_matching(module: "torch.nn.Module", tensors: "dict[str, torch.Tensor]", what: str, source: str = "file") -> "torch.nn.Module":
+def load_matching(
+    module: "torch.nn.Module", tensors: "dict[str, torch.Tensor]", what: str, source: str = "file"
+) -> "torch.nn.Module":
     """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
     otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
     ``{source} (..) vs model (..)``)."""
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    mismatched = [f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
-    parts = [f"{label} {len(keys)} key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    mismatched = [
+        f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(tensors))
+        if tensors[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{label} {len(keys)} key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
     if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}")
+        parts.append(
+            f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}"
+        )
     if parts:
         raise NeasError(f"{what} ({'; '.join(parts)})")
     module.load_state_dict(tensors)
     return module
 
 
-def check_output(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out", inside: "tuple[str, ...]" = ()) -> Path:
+def check_output(
+    out: "str | Path", inputs=(), force: bool = False, flag: str = "--out", inside: "tuple[str, ...]" = ()
+) -> Path:
     """Refuses an output path that is one of the ``inputs`` (or, for an input directory, its files
     named in ``inside``) — never, even with ``force`` — a directory, or an existing file (unless
     ``force``); returns it."""

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from neas.config import option
 from neas.data.datasets import DATASETS, DECODE_MODES
 
-__all__ = ["DEVICE_HELP", "DecodeOptions", "DataOptions", "DeviceOptions", "RunOptions", "TrainOptions", "ScoringOptions", "QualityOptions"]
+__all__ = [
+    "DEVICE_HELP",
+    "DecodeOptions",
+    "DataOptions",
+    "DeviceOptions",
+    "RunOptions",
+    "TrainOptions",
+    "ScoringOptions",
+    "QualityOptions",
+]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
@@ -17,8 +26,12 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 class DecodeOptions:
     """How a command that reads image folders holds their images (:func:`neas.data.load_dataset`)."""
 
-    decode: str = option("auto", "image folders: decode into memory once, stream from disk, or auto (memory when the "
-                                 "decoded images fit in --max-memory-gb)", valid=DECODE_MODES)
+    decode: str = option(
+        "auto",
+        "image folders: decode into memory once, stream from disk, or auto (memory when the "
+        "decoded images fit in --max-memory-gb)",
+        valid=DECODE_MODES,
+    )
     max_memory_gb: float = option(8.0, "with --decode auto: the most GiB of decoded images kept in memory", valid="> 0")
 
     @property
@@ -48,7 +61,6 @@ class RunOptions(DeviceOptions):
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
 
 
-
 @dataclass
 class TrainOptions(RunOptions):
     amp: bool = option(True, "mixed precision on CUDA")
@@ -69,10 +81,16 @@ TEMPERATURE_MODES = ("auto", "fit", "none")
 class QualityOptions:
     """What an evaluation reports beyond top-1 (``neas evaluate``, ``neas retrain``'s eval.json)."""
 
-    temperature: str = option("auto", "temperature scaling, fitted on the held-out part of the training split (auto: retrain "
-                                      "fits when --holdout > 0, evaluate uses the model's stored one)", valid=TEMPERATURE_MODES)
-    corruptions: "list[str]" = option(default_factory=list, help="also score corrupted copies of the split: all, or names "
-                                                                  "(gaussian_noise, motion_blur, fog, ...)")
+    temperature: str = option(
+        "auto",
+        "temperature scaling, fitted on the held-out part of the training split (auto: retrain "
+        "fits when --holdout > 0, evaluate uses the model's stored one)",
+        valid=TEMPERATURE_MODES,
+    )
+    corruptions: "list[str]" = option(
+        default_factory=list,
+        help="also score corrupted copies of the split: all, or names (gaussian_noise, motion_blur, fog, ...)",
+    )
     severities: str = option("1-5", "corruption severities: 1-5, 3 or 1,3,5")
     corruption_seed: int = option(0, "seed of the corrupted copies", valid="0..2147483647")
 

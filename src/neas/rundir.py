@@ -34,10 +34,42 @@ from neas.config import from_dict, to_dict
 from neas.errors import NeasError
 from neas.io import write_json, write_text, write_yaml
 
-__all__ = ["RunDir", "prepare_run_dir", "claim_dir", "run_stage", "releases_run_dir", "release_run_dir", "check_resume_config", "truncate_metrics",
-           "is_run_dir", "NOT_COMPARED", "MARKER", "LOCK", "CONFIG", "STATE", "METRICS", "CHECKPOINTS", "SUPERNET", "SHRUNK_SPACE",
-           "SHRINK_ROUNDS", "ARCH", "PARETO", "LATENCY_TABLE", "MODEL", "EVAL", "SUMMARY", "RANK", "ABLATE", "REPORT", "generation_file", "round_file",
-           "read_json", "read_arch", "read_eval", "read_generations"]
+__all__ = [
+    "RunDir",
+    "prepare_run_dir",
+    "claim_dir",
+    "run_stage",
+    "releases_run_dir",
+    "release_run_dir",
+    "check_resume_config",
+    "truncate_metrics",
+    "is_run_dir",
+    "NOT_COMPARED",
+    "MARKER",
+    "LOCK",
+    "CONFIG",
+    "STATE",
+    "METRICS",
+    "CHECKPOINTS",
+    "SUPERNET",
+    "SHRUNK_SPACE",
+    "SHRINK_ROUNDS",
+    "ARCH",
+    "PARETO",
+    "LATENCY_TABLE",
+    "MODEL",
+    "EVAL",
+    "SUMMARY",
+    "RANK",
+    "ABLATE",
+    "REPORT",
+    "generation_file",
+    "round_file",
+    "read_json",
+    "read_arch",
+    "read_eval",
+    "read_generations",
+]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +176,9 @@ def _lock(run: Path) -> None:
     except BlockingIOError:
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise NeasError(f"{run} is in use by another neas process (PID {holder}): wait for it to finish or stop it") from None
+        raise NeasError(
+            f"{run} is in use by another neas process (PID {holder}): wait for it to finish or stop it"
+        ) from None
     previous = handle.read().strip()
     if previous and previous != str(os.getpid()):
         log.info("%s: taking over from process %s, which no longer runs", run, previous)
@@ -219,7 +253,10 @@ def claim_dir(out: "str | Path", kind: str) -> Path:
         raise NeasError(f"--out {run} is a file, not a directory")
     if run.is_dir() and any(run.iterdir()):
         if not is_run_dir(run):
-            raise NeasError(f"--out {run} exists and is not a neas {kind} directory (no {MARKER}); choose another --out; nothing was touched")
+            raise NeasError(
+                f"--out {run} exists and is not a neas {kind} directory (no {MARKER}); choose another --out; nothing "
+                "was touched"
+            )
         _check_kind(run, kind)
     _claim(run, kind)
     return run
@@ -269,15 +306,23 @@ class RunDir:
     world: int = 1
 
     @classmethod
-    def open(cls, cfg, kind: str, device: "torch.device | None" = None, ignore: tuple = NOT_COMPARED,
-             resume: "bool | None" = None) -> "RunDir":
+    def open(
+        cls,
+        cfg,
+        kind: str,
+        device: "torch.device | None" = None,
+        ignore: tuple = NOT_COMPARED,
+        resume: "bool | None" = None,
+    ) -> "RunDir":
         """Prepares ``cfg.out`` on rank 0 (created, or checked for ``cfg.resume`` — or ``resume``
         when given; marked, locked, ``config.yaml`` written), then returns it on every rank."""
         resume = cfg.resume if resume is None else resume
         path = prepare_run_dir(cfg.out, resume, cfg, kind, ignore) if dist.is_main_process() else Path(cfg.out)
         dist.barrier()
         device = device if device is not None else torch.device("cpu")
-        return cls(path, kind, bool(resume) and (path / STATE).is_file(), device, dist.get_rank(), dist.get_world_size())
+        return cls(
+            path, kind, bool(resume) and (path / STATE).is_file(), device, dist.get_rank(), dist.get_world_size()
+        )
 
     @property
     def main(self) -> bool:
@@ -341,8 +386,11 @@ def check_resume_config(run: Path, config, ignore: tuple = NOT_COMPARED) -> None
     old_cwd = Path(_marker(run).get("cwd") or Path.cwd())
     old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
     new_home = Path(str(new.get("out") or run)).resolve().parent
-    diff = [k for k in sorted(set(old) | set(new))
-            if k not in ignore and not _same_value(old.get(k), new.get(k), old_home, old_cwd, new_home)]
+    diff = [
+        k
+        for k in sorted(set(old) | set(new))
+        if k not in ignore and not _same_value(old.get(k), new.get(k), old_home, old_cwd, new_home)
+    ]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise NeasError(f"--resume: the config differs from the one {run} was started with ({detail})")
@@ -375,5 +423,7 @@ def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
         return
     exists = directory.is_dir() and any(directory.iterdir())
     if exists and not is_run_dir(directory):
-        raise NeasError(f"{directory} exists but is not a neas run directory (no {MARKER}): move it away; nothing was deleted")
+        raise NeasError(
+            f"{directory} exists but is not a neas run directory (no {MARKER}): move it away; nothing was deleted"
+        )
     runner(dataclasses.replace(cfg, resume=exists))

@@ -34,6 +34,7 @@ def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> 
         raise NeasError(f"runtime: unknown {runtime!r}{suggest(runtime, RUNTIMES)}; choose {' or '.join(RUNTIMES)}")
     module = module.eval()
     if runtime == "torch":
+
         def run():
             with torch.no_grad():
                 module(x)
@@ -59,7 +60,9 @@ def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> 
     return lambda: session.run(None, feed)
 
 
-def interleaved_ms(runs: "dict[str, Callable[[], None]]", repeats: int = 20, warmup: int = 3, progress=None) -> dict[str, float]:
+def interleaved_ms(
+    runs: "dict[str, Callable[[], None]]", repeats: int = 20, warmup: int = 3, progress=None
+) -> dict[str, float]:
     """Median milliseconds of each callable, timed interleaved (see the module docstring)."""
     for run in runs.values():
         for _ in range(warmup):

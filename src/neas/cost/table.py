@@ -118,7 +118,12 @@ class CostTable:
                         op = pick(shrunk.shared_ops(spec.index), key=lambda o: getattr(entry[o], metric))
                         columns.append((op,) * space.num_paths)
                     else:
-                        columns.append(pick(shrunk.layer_combinations(spec.index), key=lambda c: sum(getattr(entry[o], metric) for o in c)))
+                        columns.append(
+                            pick(
+                                shrunk.layer_combinations(spec.index),
+                                key=lambda c: sum(getattr(entry[o], metric) for o in c),
+                            )
+                        )
                 arch = EnsembleArch(s, tuple(zip(*columns)))
                 value = getattr(self.cost(arch), metric)
                 if pick not in found or (value < found[pick][0] if pick is min else value > found[pick][0]):
@@ -137,7 +142,10 @@ class CostTable:
                 if spec.index <= s:
                     values = [getattr(entry[op], metric) for op in shrunk.shared_ops(spec.index)]
                 else:
-                    values = [sum(getattr(entry[op], metric) for op in combo) for combo in shrunk.layer_combinations(spec.index)]
+                    values = [
+                        sum(getattr(entry[op], metric) for op in combo)
+                        for combo in shrunk.layer_combinations(spec.index)
+                    ]
                 lo, hi = lo + min(values), hi + max(values)
             lows.append(lo)
             highs.append(hi)
@@ -150,12 +158,15 @@ def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | N
     size = input_size or space.input_size
     costs = measure_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, num_classes)
     # a skip layer runs no piece: it costs nothing
-    layers = tuple({op: costs.get(Piece(LAYER, None, spec.index, op), Cost()) for op in spec.ops}
-                   for spec in space.layers)
+    layers = tuple(
+        {op: costs.get(Piece(LAYER, None, spec.index, op), Cost()) for op in spec.ops} for spec in space.layers
+    )
     return CostTable(costs[Piece(STEM)], costs[Piece(FIRST)], layers, costs[Piece(HEAD, 0)])
 
 
-def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None) -> Cost:
+def count_cost(
+    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None
+) -> Cost:
     """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
     arch.validate(space)
     return cost_table(space, num_classes, input_size).cost(arch)
@@ -179,7 +190,9 @@ def parse_amount(text: "str | int | float") -> int:
     try:
         value = float(number)
     except ValueError:
-        raise NeasError(f"cannot read {text!r} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M") from None
+        raise NeasError(
+            f"cannot read {text!r} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
+        ) from None
     if not math.isfinite(value) or value < 0:
         raise NeasError(f"amount {text!r} must be a finite number >= 0")
     return int(round(value * scale))

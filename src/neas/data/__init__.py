@@ -1,11 +1,21 @@
 """Data: datasets decoded once into memory, deterministic splits, device-side batches."""
 
+from neas.data.calibration import CalibrationSets, calibration_sets
 from neas.data.datasets import DATASETS, ImageFiles, ImageTensors, load_dataset
 from neas.data.loader import Augment, BatchLoader, normalize
 from neas.data.split import class_counts, holdout_split, stratified_subset
-from neas.data.calibration import CalibrationSets, calibration_sets
 
 __all__ = [
-    "Augment", "BatchLoader", "CalibrationSets", "DATASETS", "ImageFiles", "ImageTensors", "calibration_sets", "class_counts",
-    "holdout_split", "load_dataset", "normalize", "stratified_subset",
+    "Augment",
+    "BatchLoader",
+    "CalibrationSets",
+    "DATASETS",
+    "ImageFiles",
+    "ImageTensors",
+    "calibration_sets",
+    "class_counts",
+    "holdout_split",
+    "load_dataset",
+    "normalize",
+    "stratified_subset",
 ]

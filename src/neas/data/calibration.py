@@ -49,13 +49,17 @@ class CalibrationSets:
         }
 
 
-def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images: "int | None" = None) -> CalibrationSets:
+def calibration_sets(
+    full: Dataset, holdout: float, bn_images: int, score_images: "int | None" = None
+) -> CalibrationSets:
     """Splits ``full`` (a training split) and draws ``bn_images`` BN and ``score_images`` scoring
     images (all held-out images when None), each stratified, seeded and in interleaved class order."""
     labels = full.labels.cpu()
     keep, held = holdout_split(labels, holdout)
     if not len(held):
-        raise NeasError(f"holdout {holdout} holds out no image: candidates would be scored on their own training images")
+        raise NeasError(
+            f"holdout {holdout} holds out no image: candidates would be scored on their own training images"
+        )
     bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
     score = held[stratified_subset(labels[held], score_images, "score")]
     return CalibrationSets(full.subset(keep), full.subset(bn), evaluation_view(full, score))
@@ -65,5 +69,7 @@ def check_same_calibration(run, state: dict, calibration: dict) -> None:
     """Refuses to resume a run whose ``state`` recorded other calibration/scoring sets than
     ``calibration`` (e.g. one started before the sets were stratified): it would mix two measurements."""
     if state.get("calibration") != calibration:
-        raise NeasError(f"--resume: {run} calibrated or scored on other BN/held-out sets than this version draws "
-                        f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start it anew")
+        raise NeasError(
+            f"--resume: {run} calibrated or scored on other BN/held-out sets than this version draws "
+            f"(recorded: {state.get('calibration', 'none: started before the sets were stratified')}); start it anew"
+        )

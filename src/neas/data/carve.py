@@ -13,7 +13,6 @@ search stages then hold their search-val part out of ``train/`` (``holdout``) an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +43,14 @@ def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float 
         raise NeasError(f"{base} has no class folders with images")
     labels = torch.tensor([classes.index(c) for c, _ in files])
     keep, held = holdout_split(labels, test_fraction)
-    listing = {"source": str(base), "seed": SPLIT_SEED, "test_fraction": test_fraction, "classes": classes,
-               "train": len(keep), "test": {c: [] for c in classes}}
+    listing = {
+        "source": str(base),
+        "seed": SPLIT_SEED,
+        "test_fraction": test_fraction,
+        "classes": classes,
+        "train": len(keep),
+        "test": {c: [] for c in classes},
+    }
     for part, index in (("train", keep), ("test", held)):
         for i in index.tolist():
             c, f = files[i]
@@ -71,4 +76,5 @@ class CarveTestCommand:
     def __call__(self) -> str:
         listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)
         test = sum(len(v) for v in listing["test"].values())
-        return f"carved: {listing['train']} train / {test} test images in {self.out} (test files listed in {self.out}/split.json)"
+        listed = f"{self.out}/split.json"
+        return f"carved: {listing['train']} train / {test} test images in {self.out} (test files listed in {listed})"

@@ -23,10 +23,21 @@ from neas.errors import NeasError, suggest
 __all__ = ["CORRUPTIONS", "Corruption", "parse_corruptions", "parse_severities", "CorruptedImages"]
 
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 
 _SEEDED = ("glass_blur", "impulse_noise")  # their own generators (numba's, scikit-image's): seeded explicitly
@@ -40,7 +51,10 @@ def parse_corruptions(names: "list[str]") -> list[str]:
         return list(CORRUPTIONS)
     for name in names:
         if name not in CORRUPTIONS:
-            raise NeasError(f"corruptions: unknown {name!r}{suggest(name, CORRUPTIONS)}; choose all or some of {', '.join(CORRUPTIONS)}")
+            raise NeasError(
+                f"corruptions: unknown {name!r}{suggest(name, CORRUPTIONS)}; choose all or some of "
+                f"{', '.join(CORRUPTIONS)}"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -55,7 +69,9 @@ def parse_severities(spec: str) -> list[int]:
     else:
         values = []
     if not values:
-        raise NeasError(f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)")
+        raise NeasError(
+            f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)"
+        )
     return values
 
 
@@ -82,7 +98,12 @@ class Corruption:
         state = np.random.get_state()
         np.random.seed(seed)  # most corruptions draw from NumPy's global generator; these two take a seed
         try:
-            out = corrupt(hwc, corruption_name=self.name, severity=self.severity, **({"seed": seed} if self.name in _SEEDED else {}))
+            out = corrupt(
+                hwc,
+                corruption_name=self.name,
+                severity=self.severity,
+                **({"seed": seed} if self.name in _SEEDED else {}),
+            )
         finally:
             np.random.set_state(state)
         out = np.asarray(out)
@@ -110,5 +131,9 @@ class CorruptedImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from neas.data.datasets import decode_image
 
-        image = self.images[i] if self.images is not None else decode_image(self.data.paths[i], self.data.input_size, self.data.crop_pct)
+        image = (
+            self.images[i]
+            if self.images is not None
+            else decode_image(self.data.paths[i], self.data.input_size, self.data.crop_pct)
+        )
         return self.corruption(image, i), self.labels[i]

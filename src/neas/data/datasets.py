@@ -28,8 +28,16 @@ import torch.nn.functional as F
 from neas.errors import NeasError, suggest
 from neas.io import atomic_write
 
-__all__ = ["ImageTensors", "ImageFiles", "load_dataset", "evaluation_view", "check_same_classes", "DATASETS", "IMAGE_EXTENSIONS",
-           "DECODE_MODES"]
+__all__ = [
+    "ImageTensors",
+    "ImageFiles",
+    "load_dataset",
+    "evaluation_view",
+    "check_same_classes",
+    "DATASETS",
+    "IMAGE_EXTENSIONS",
+    "DECODE_MODES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,9 @@ class ImageFiles:
         return len(self.classes)
 
     def subset(self, index: torch.Tensor) -> "ImageFiles":
-        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size, self.crop_pct)
+        return ImageFiles(
+            [self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size, self.crop_pct
+        )
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -102,8 +112,15 @@ def _digits(split: str, input_size: int) -> ImageTensors:
     return ImageTensors(_resize_uint8(images[index], input_size), labels[index], [str(i) for i in range(10)])
 
 
-def _cifar(name: str, root: "Path | None", split: str, input_size: int, download: bool, decode: str = "auto",
-           max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
+def _cifar(
+    name: str,
+    root: "Path | None",
+    split: str,
+    input_size: int,
+    download: bool,
+    decode: str = "auto",
+    max_memory_gb: float = 8.0,
+) -> "ImageTensors | ImageFiles":
     if root is not None and (root / split).is_dir():
         return _imagefolder(root, split, input_size, decode, max_memory_gb)
     from torchvision import datasets
@@ -119,7 +136,9 @@ def _cifar(name: str, root: "Path | None", split: str, input_size: int, download
             f"ImageFolder copy with {root}/{split}/<class>/<image>"
         ) from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return ImageTensors(_resize_uint8(images, input_size), torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
+    return ImageTensors(
+        _resize_uint8(images, input_size), torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+    )
 
 
 def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
@@ -128,7 +147,10 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
         raise NeasError(f"data directory {root} does not exist")
     if not base.is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise NeasError(f"data directory {root} has no '{split}' split (expected {root}/{split}/<class>/<image>; found: {present or 'nothing'})")
+        raise NeasError(
+            f"data directory {root} has no '{split}' split (expected {root}/{split}/<class>/<image>; found: "
+            f"{present or 'nothing'})"
+        )
     folders = sorted(p.name for p in base.iterdir() if p.is_dir())
     hidden = [c for c in folders if c.startswith(".")]
     if hidden:
@@ -138,7 +160,11 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
         files = []
         for dirpath, dirs, names in os.walk(base / c):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the same file order on every file system
-            files += [os.path.join(dirpath, f) for f in sorted(names) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+            files += [
+                os.path.join(dirpath, f)
+                for f in sorted(names)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+            ]
         per_class[c] = files
     empty = [c for c, files in per_class.items() if not files]
     if empty:
@@ -149,8 +175,10 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
     if not classes:
         raise NeasError(f"{base} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
     if len(classes) < 2:
-        raise NeasError(f"{base} has {len(classes)} class folder(s) with images ({', '.join(classes) or 'none'}); "
-                        f"at least 2 are needed (expected {base}/<class>/<image>, looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise NeasError(
+            f"{base} has {len(classes)} class folder(s) with images ({', '.join(classes) or 'none'}); "
+            f"at least 2 are needed (expected {base}/<class>/<image>, looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
     paths = [f for c in classes for f in per_class[c]]
     labels = [i for i, c in enumerate(classes) for _ in per_class[c]]
     return paths, labels, classes
@@ -174,7 +202,9 @@ def eval_transform(input_size: int, crop_pct: float):
     if key not in _eval_transforms:
         from timm.data import create_transform, resolve_data_config
 
-        config = resolve_data_config({"input_size": (3, input_size, input_size), "crop_pct": crop_pct, "interpolation": "bicubic"})
+        config = resolve_data_config(
+            {"input_size": (3, input_size, input_size), "crop_pct": crop_pct, "interpolation": "bicubic"}
+        )
         _eval_transforms[key] = create_transform(**config, is_training=False, use_prefetcher=True)
     return _eval_transforms[key]
 
@@ -232,14 +262,21 @@ def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Ten
     return images
 
 
-def _imagefolder(root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0) -> "ImageTensors | ImageFiles":
+def _imagefolder(
+    root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0
+) -> "ImageTensors | ImageFiles":
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     crop_pct = crop_pct_for(split)
     too_large = len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30
     if decode == "stream" or (decode == "auto" and too_large):
-        log.info("%s/%s: %d images stream from disk (%s)", root, split, len(paths),
-                 "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded")
+        log.info(
+            "%s/%s: %d images stream from disk (%s)",
+            root,
+            split,
+            len(paths),
+            "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded",
+        )
         return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
     return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths)
 
@@ -273,7 +310,9 @@ def load_dataset(
     if name not in DATASETS:
         raise NeasError(f"unknown dataset {name!r}{suggest(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
     if name != "imagefolder" and split not in ("train", "test"):
-        raise NeasError(f"split: {name} has the splits train and test, not {split!r}{suggest(split, ('train', 'test'))}")
+        raise NeasError(
+            f"split: {name} has the splits train and test, not {split!r}{suggest(split, ('train', 'test'))}"
+        )
     root = Path(data_dir).expanduser() if data_dir else None
     if root is not None and root.exists() and not root.is_dir():
         raise NeasError(f"data_dir {root} is a file, not a directory")

@@ -59,7 +59,9 @@ def _randaugment(images: torch.Tensor, policy: str, seeds: "list[int]") -> torch
 
     transform = _randaugment_cache.get(policy)
     if transform is None:
-        transform = _randaugment_cache[policy] = rand_augment_transform(policy, {"img_mean": tuple(round(255 * m) for m in MEAN)})
+        transform = _randaugment_cache[policy] = rand_augment_transform(
+            policy, {"img_mean": tuple(round(255 * m) for m in MEAN)}
+        )
     out = images.cpu().permute(0, 2, 3, 1).numpy()
     done = []
     for img, seed in zip(out, seeds):
@@ -84,7 +86,9 @@ class _EpochDraws:
         return cls(rng.integers(0, 2 * pad + 1, (n, 2)), rng.random(n) < 0.5)
 
 
-def _augment(images: torch.Tensor, index: np.ndarray, aug: Augment, draws: _EpochDraws, seed: int, epoch: int) -> torch.Tensor:
+def _augment(
+    images: torch.Tensor, index: np.ndarray, aug: Augment, draws: _EpochDraws, seed: int, epoch: int
+) -> torch.Tensor:
     """Augments the images ``index`` (CPU, dataset positions): every draw is the image's own."""
     if aug.randaugment:
         images = _randaugment(images, aug.randaugment, [stream_seed(seed, "augment", epoch, i) for i in index.tolist()])
@@ -118,7 +122,9 @@ def _random_erase(x: torch.Tensor, index: np.ndarray, prob: float, seed: int, ep
             if eh < h and ew < w:
                 top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
                 gen = torch.Generator(device=x.device).manual_seed(int(rng.integers(2**63)))
-                x[row, :, top : top + eh, left : left + ew] = torch.randn((c, eh, ew), generator=gen, device=x.device, dtype=x.dtype)
+                x[row, :, top : top + eh, left : left + ew] = torch.randn(
+                    (c, eh, ew), generator=gen, device=x.device, dtype=x.dtype
+                )
                 break
     return x
 
@@ -133,8 +139,12 @@ class _FileDataset(torch.utils.data.Dataset):
             from timm.data import create_transform
 
             self.transform = create_transform(
-                data.input_size, is_training=True, hflip=0.5 if augment.flip else 0.0, color_jitter=None,
-                auto_augment=augment.randaugment or None, use_prefetcher=True,  # uint8 out; normalised on the device
+                data.input_size,
+                is_training=True,
+                hflip=0.5 if augment.flip else 0.0,
+                color_jitter=None,
+                auto_augment=augment.randaugment or None,
+                use_prefetcher=True,  # uint8 out; normalised on the device
             )
 
     def __len__(self):
@@ -223,7 +233,11 @@ class BatchLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self._indices(epoch)
         if isinstance(self.data, ImageTensors) and self.corruption is None:
-            draws = _EpochDraws.draw(len(self.data), self.augment.pad, self.seed, epoch) if self.augment is not None else None
+            draws = (
+                _EpochDraws.draw(len(self.data), self.augment.pad, self.seed, epoch)
+                if self.augment is not None
+                else None
+            )
             for start in range(0, len(index), self.batch_size):
                 cpu = index[start : start + self.batch_size]
                 batch = cpu.to(self.device)

@@ -8,7 +8,6 @@ folder when it has enough, otherwise from training images not used for ``train``
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -35,12 +34,20 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def make_subimagenet(imagenet: "str | Path", out: "str | Path", classes: int = 100, train_per_class: int = 250,
-                     val_per_class: int = 50, seed: int = 0) -> dict:
+def make_subimagenet(
+    imagenet: "str | Path",
+    out: "str | Path",
+    classes: int = 100,
+    train_per_class: int = 250,
+    val_per_class: int = 50,
+    seed: int = 0,
+) -> dict:
     """Writes ``out/train/<class>/*`` and ``out/val/<class>/*``; returns the listing."""
     root, out = Path(imagenet), Path(out)
     if not (root / "train").is_dir():
-        raise NeasError(f"{root} has no train/ folder (expected an ImageNet tree: train/<class>/<image>, val/<class>/<image>)")
+        raise NeasError(
+            f"{root} has no train/ folder (expected an ImageNet tree: train/<class>/<image>, val/<class>/<image>)"
+        )
     if out.exists() and any(out.iterdir()):
         raise NeasError(f"{out} already exists and is not empty; choose another --out")
     all_classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -83,5 +90,7 @@ class SubImageNetCommand:
         validate_fields(self)
 
     def __call__(self) -> str:
-        listing = make_subimagenet(self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed)
+        listing = make_subimagenet(
+            self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed
+        )
         return f"subImageNet: {len(listing['classes'])} classes in {self.out} (listed in {self.out}/classes.json)"

@@ -44,9 +44,22 @@ def held_out_order(net: EnsembleNet, batches) -> tuple[list[int], list[float]]:
     return anytime_order(acc), acc
 
 
-def assess(net: EnsembleNet, data, device, *, batch_size: int = 256, workers: int = 0, order: "list[int] | None" = None,
-           order_by: str = "path index", temperature: "dict | None" = None, corruptions: "list[str] | None" = None,
-           severities: "list[int] | None" = None, corruption_seed: int = 0, latency: bool = True, desc: str = "evaluate") -> dict:
+def assess(
+    net: EnsembleNet,
+    data,
+    device,
+    *,
+    batch_size: int = 256,
+    workers: int = 0,
+    order: "list[int] | None" = None,
+    order_by: str = "path index",
+    temperature: "dict | None" = None,
+    corruptions: "list[str] | None" = None,
+    severities: "list[int] | None" = None,
+    corruption_seed: int = 0,
+    latency: bool = True,
+    desc: str = "evaluate",
+) -> dict:
     """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
 
     Args:
@@ -75,13 +88,22 @@ def assess(net: EnsembleNet, data, device, *, batch_size: int = 256, workers: in
         result["latency_ms"] = result["anytime"][-1]["latency_ms"]
         result["latency_device"] = str(device)
     if corruptions:
-        result["corruptions"] = corruption_scores(net, data, device, corruptions, severities or [1, 2, 3, 4, 5],
-                                                  corruption_seed, batch_size, workers)
+        result["corruptions"] = corruption_scores(
+            net, data, device, corruptions, severities or [1, 2, 3, 4, 5], corruption_seed, batch_size, workers
+        )
     return result
 
 
-def corruption_scores(net: EnsembleNet, data, device, names: "list[str]", severities: "list[int]", seed: int,
-                      batch_size: int, workers: int) -> dict:
+def corruption_scores(
+    net: EnsembleNet,
+    data,
+    device,
+    names: "list[str]",
+    severities: "list[int]",
+    seed: int,
+    batch_size: int,
+    workers: int,
+) -> dict:
     """Top-1, NLL and ECE of the ensemble and each path per (corruption, severity), and their means."""
     import os
 
@@ -89,7 +111,9 @@ def corruption_scores(net: EnsembleNet, data, device, names: "list[str]", severi
     from neas.errors import NeasError
 
     if net.space.input_size < 32:
-        raise NeasError(f"corruptions need images of at least 32x32 pixels; space {net.space.name!r} takes {net.space.input_size}")
+        raise NeasError(
+            f"corruptions need images of at least 32x32 pixels; space {net.space.name!r} takes {net.space.input_size}"
+        )
     workers = min(workers, os.cpu_count() or 1)
     members = ["ensemble"] + [f"path{j}" for j in range(net.num_paths)]
     results = {}
@@ -97,17 +121,34 @@ def corruption_scores(net: EnsembleNet, data, device, names: "list[str]", severi
         for name in names:
             results[name] = {}
             for severity in severities:
-                loader = BatchLoader(data, batch_size, False, device=device, workers=workers,
-                                     corruption=Corruption(name, severity, seed))
+                loader = BatchLoader(
+                    data, batch_size, False, device=device, workers=workers, corruption=Corruption(name, severity, seed)
+                )
                 scores = evaluate_ensemble(net, loader.epoch(0))
                 results[name][str(severity)] = {m: {key: scores[m][key] for key in _CORRUPTION_KEYS} for m in members}
                 bar.update(1)
     cells = [cell for per_name in results.values() for cell in per_name.values()]
     mean = {m: {key: sum(c[m][key] for c in cells) / len(cells) for key in _CORRUPTION_KEYS} for m in members}
-    by_severity = {str(s): {m: {key: sum(results[n][str(s)][m][key] for n in names) / len(names) for key in _CORRUPTION_KEYS}
-                            for m in members} for s in severities}
-    log.info("corruptions: mean ensemble top-1 %.2f%% over %d corruptions x %d severities", 100 * mean["ensemble"]["top1"],
-             len(names), len(severities))
-    return {"names": names, "severities": severities, "seed": seed, "images": len(data), "results": results,
-            "mean": mean, "by_severity": by_severity,
-            "library": "imagecorruptions (imagecorruptions-imaug), ImageNet-C parameters"}
+    by_severity = {
+        str(s): {
+            m: {key: sum(results[n][str(s)][m][key] for n in names) / len(names) for key in _CORRUPTION_KEYS}
+            for m in members
+        }
+        for s in severities
+    }
+    log.info(
+        "corruptions: mean ensemble top-1 %.2f%% over %d corruptions x %d severities",
+        100 * mean["ensemble"]["top1"],
+        len(names),
+        len(severities),
+    )
+    return {
+        "names": names,
+        "severities": severities,
+        "seed": seed,
+        "images": len(data),
+        "results": results,
+        "mean": mean,
+        "by_severity": by_severity,
+        "library": "imagecorruptions (imagecorruptions-imaug), ImageNet-C parameters",
+    }

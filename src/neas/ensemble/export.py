@@ -33,8 +33,14 @@ def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int) -> torc
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (x,), str(path), input_names=["images"], output_names=["logits"], opset_version=opset,
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+            net,
+            (x,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
@@ -51,11 +57,19 @@ class Calibrated(torch.nn.Module):
         return self.net(x) / self.temperature
 
 
-def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, opset: int = 17, info: "EnsembleFile | None" = None,
-           temperature: "float | None" = None) -> float:
+def export(
+    net: EnsembleNet,
+    fmt: str,
+    out: "str | Path",
+    batch_size: int = 2,
+    opset: int = 17,
+    info: "EnsembleFile | None" = None,
+    temperature: "float | None" = None,
+) -> float:
     """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
     model's output from PyTorch's on a random batch (raises if it exceeds 1e-4). With a
-    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps ``info``'s fields (its temperature too)."""
+    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps ``info``'s
+    fields (its temperature too)."""
     if fmt not in FORMATS:
         raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
     out = Path(out)
@@ -79,7 +93,10 @@ def export(net: EnsembleNet, fmt: str, out: "str | Path", batch_size: int = 2, o
                 got = load_ensemble(tmp)[0](x)
         diff = (got - expected).abs().max().item()
         if not diff <= 1e-4:
-            raise NeasError(f"export check failed: the {fmt} model differs from PyTorch by {diff:.3g} (> 1e-4); {out} was not written")
+            raise NeasError(
+                f"export check failed: the {fmt} model differs from PyTorch by {diff:.3g} (> 1e-4); {out} was not "
+                "written"
+            )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

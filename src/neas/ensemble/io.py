@@ -10,9 +10,9 @@ from pathlib import Path
 
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
-from neas.space import EnsembleArch, SearchSpace
 from neas.io import load_matching, load_weights, save_tensors
 from neas.rundir import MODEL
+from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["EnsembleFile", "save_ensemble", "load_ensemble", "load_model", "update_ensemble_file", "FORMAT"]
 
@@ -28,8 +28,10 @@ def _field(meta: dict, key: str, kind, where: str, default=None):
     except (TypeError, ValueError):
         raise NeasError(f"{where}: metadata field {key!r} is not valid JSON") from None
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise NeasError(f"{where}: metadata field {key!r} must be a {kind.__name__ if isinstance(kind, type) else kind}, "
-                        f"got {type(value).__name__}")
+        raise NeasError(
+            f"{where}: metadata field {key!r} must be a {kind.__name__ if isinstance(kind, type) else kind}, "
+            f"got {type(value).__name__}"
+        )
     return value
 
 
@@ -50,7 +52,9 @@ class EnsembleFile:
 
     def __post_init__(self):
         t = None if self.temperature is None else self.temperature.get("temperature")
-        if self.temperature is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+        if self.temperature is not None and not (
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
+        ):
             raise NeasError(f"temperature must be a finite number > 0, got {t!r}")
         order = self.order
         if sorted(order) != list(range(self.arch.num_paths)):
@@ -66,28 +70,51 @@ class EnsembleFile:
         return None if self.temperature is None else float(self.temperature["temperature"])
 
     def metadata(self) -> dict[str, str]:
-        fields = {"classes": list(self.classes) if self.classes is not None else None, "weights": self.weights, "data": self.data,
-                  "recipe": self.recipe, "holdout": self.holdout, "path_order": self.path_order, "temperature": self.temperature}
-        return {"format": FORMAT, "arch": json.dumps(self.arch.to_json()), "space": json.dumps(self.space.to_dict()),
-                "num_classes": str(self.num_classes),
-                **{k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}}
+        fields = {
+            "classes": list(self.classes) if self.classes is not None else None,
+            "weights": self.weights,
+            "data": self.data,
+            "recipe": self.recipe,
+            "holdout": self.holdout,
+            "path_order": self.path_order,
+            "temperature": self.temperature,
+        }
+        return {
+            "format": FORMAT,
+            "arch": json.dumps(self.arch.to_json()),
+            "space": json.dumps(self.space.to_dict()),
+            "num_classes": str(self.num_classes),
+            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None},
+        }
 
     @classmethod
     def from_metadata(cls, meta: dict, where: str) -> "EnsembleFile":
         if meta.get("format") != FORMAT:
-            raise NeasError(f"{where}: not a neas ensemble file (format {meta.get('format')!r}); "
-                            f"released .pth.tar files load with --official-checkpoint")
+            raise NeasError(
+                f"{where}: not a neas ensemble file (format {meta.get('format')!r}); "
+                f"released .pth.tar files load with --official-checkpoint"
+            )
         space = SearchSpace.from_dict(_field(meta, "space", dict, where, {}))
         arch = EnsembleArch.from_json(_field(meta, "arch", dict, where, {}))
         num_classes = _field(meta, "num_classes", int, where)
         if num_classes is None or num_classes < 1:
-            raise NeasError(f"{where}: metadata field 'num_classes' must be a positive integer, got {meta.get('num_classes')!r}")
+            raise NeasError(
+                f"{where}: metadata field 'num_classes' must be a positive integer, got {meta.get('num_classes')!r}"
+            )
         classes = _field(meta, "classes", list, where)
         try:
-            return cls(space, arch, num_classes, tuple(map(str, classes)) if classes is not None else None,
-                       _field(meta, "weights", str, where, "raw"), _field(meta, "data", dict, where), _field(meta, "recipe", str, where),
-                       float(_field(meta, "holdout", (int, float), where, 0.0)), _field(meta, "path_order", dict, where),
-                       _field(meta, "temperature", dict, where))
+            return cls(
+                space,
+                arch,
+                num_classes,
+                tuple(map(str, classes)) if classes is not None else None,
+                _field(meta, "weights", str, where, "raw"),
+                _field(meta, "data", dict, where),
+                _field(meta, "recipe", str, where),
+                float(_field(meta, "holdout", (int, float), where, 0.0)),
+                _field(meta, "path_order", dict, where),
+                _field(meta, "temperature", dict, where),
+            )
         except NeasError as exc:
             raise NeasError(f"{where}: {exc}") from None
 
@@ -125,9 +152,12 @@ def update_ensemble_file(path: "str | Path", **fields) -> Path:
 
 
 def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):
-    """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its :class:`EnsembleFile`."""
+    """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its
+    :class:`EnsembleFile`."""
     if (checkpoint is None) == (official_checkpoint is None):
-        raise NeasError("give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)")
+        raise NeasError(
+            "give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)"
+        )
     if official_checkpoint is not None:
         from neas.ensemble.official import load_official
 

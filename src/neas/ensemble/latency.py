@@ -49,11 +49,14 @@ def _random_archs(space: SearchSpace, n: int, seed: "int | str", exclude=frozens
     return out
 
 
-def _ensemble_runs(space: SearchSpace, archs: "list[EnsembleArch]", num_classes: int, x: torch.Tensor,
-                   runtime: str) -> dict:
+def _ensemble_runs(
+    space: SearchSpace, archs: "list[EnsembleArch]", num_classes: int, x: torch.Tensor, runtime: str
+) -> dict:
     """One runner per ensemble (built as a plain network), keyed ``net<i>``."""
-    return {f"net{i}": runner(_prep(build_ensemble(space, arch, num_classes), x.device), x, runtime)
-            for i, arch in enumerate(archs)}
+    return {
+        f"net{i}": runner(_prep(build_ensemble(space, arch, num_classes), x.device), x, runtime)
+        for i, arch in enumerate(archs)
+    }
 
 
 def _piece_runs(space: SearchSpace, num_classes: int, x: torch.Tensor, runtime: str) -> dict:
@@ -68,16 +71,25 @@ def _piece_runs(space: SearchSpace, num_classes: int, x: torch.Tensor, runtime: 
     return {str(piece): run for piece, run in measure_pieces(space, x, keep, num_classes).items()}
 
 
-def time_ensembles(space: SearchSpace, archs: "list[EnsembleArch]", num_classes: int, device, batch_size: int,
-                   repeats: int, runtime: str, progress=None) -> list[float]:
+def time_ensembles(
+    space: SearchSpace,
+    archs: "list[EnsembleArch]",
+    num_classes: int,
+    device,
+    batch_size: int,
+    repeats: int,
+    runtime: str,
+    progress=None,
+) -> list[float]:
     """End-to-end milliseconds of each ensemble (built as a plain network), timed interleaved."""
     runs = _ensemble_runs(space, archs, num_classes, _inputs(space, batch_size, device), runtime)
     ms = interleaved_ms(runs, repeats, warmup=2, progress=progress)
     return [ms[f"net{i}"] for i in range(len(archs))]
 
 
-def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]",
-                 measured_ms: "list[float]") -> tuple[float, float, float, dict]:
+def fit_overhead(
+    pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]"
+) -> tuple[float, float, float, dict]:
     """Non-negative least squares ``measured = scale * pieces + overhead + per_block * blocks``;
     returns the three terms and the fit's record (with the residuals' spread). Every term is kept
     at or above zero, so no prediction falls below zero (a negative intercept from noisy timings
@@ -92,8 +104,12 @@ def fit_overhead(pieces_ms: "list[float]", blocks: "list[int]",
         overhead, per_block, scale = float(coef[0]), float(coef[1]), 1.0
     residual = measured - (scale * pieces + overhead + per_block * np.asarray(blocks, float))
     gap = measured - pieces
-    record = {"networks": len(pieces), "residual_ms_sd": float(residual.std()), "mean_gap_ms": float(gap.mean()),
-              "mean_gap_pct": float(100 * (gap / measured).mean())}
+    record = {
+        "networks": len(pieces),
+        "residual_ms_sd": float(residual.std()),
+        "mean_gap_ms": float(gap.mean()),
+        "mean_gap_pct": float(100 * (gap / measured).mean()),
+    }
     return scale, overhead, per_block, record
 
 
@@ -119,21 +135,39 @@ def measure_latency_table(
     runs.update(_ensemble_runs(space, archs, num_classes, x, runtime))
     ms = interleaved_ms(runs, repeats, warmup, progress=progress)
     # a skip layer runs no piece: it takes no time
-    layers = [{str(op): ms.get(str(Piece(LAYER, None, spec.index, op)), 0.0) for op in spec.ops}
-              for spec in space.layers]
+    layers = [
+        {str(op): ms.get(str(Piece(LAYER, None, spec.index, op)), 0.0) for op in spec.ops} for spec in space.layers
+    ]
     fixed = ms[str(Piece(STEM))] + ms[str(Piece(FIRST))]
-    table = LatencyTable(space.name, device_name(device), batch_size, space.input_size, fixed, layers,
-                         ms[str(Piece(HEAD, 0))], runtime=runtime)
+    table = LatencyTable(
+        space.name,
+        device_name(device),
+        batch_size,
+        space.input_size,
+        fixed,
+        layers,
+        ms[str(Piece(HEAD, 0))],
+        runtime=runtime,
+    )
     if archs:
         pieces = [table.pieces_ms(a) for a in archs]
         table.scale, table.overhead_ms, table.per_block_ms, table.fit = fit_overhead(
-            [p for p, _ in pieces], [b for _, b in pieces], [ms[f"net{i}"] for i in range(len(archs))])
+            [p for p, _ in pieces], [b for _, b in pieces], [ms[f"net{i}"] for i in range(len(archs))]
+        )
         table.fit["archs"] = [a.to_json() for a in archs]  # so that validation holds them out
     return table
 
 
-def validate_table(table: LatencyTable, space: SearchSpace, num_classes: int, device, n: int, repeats: int = 15,
-                   seed: int = 1, progress=None) -> dict:
+def validate_table(
+    table: LatencyTable,
+    space: SearchSpace,
+    num_classes: int,
+    device,
+    n: int,
+    repeats: int = 15,
+    seed: int = 1,
+    progress=None,
+) -> dict:
     """Times ``n`` random ensembles end to end twice (two interleaved passes, test and retest) and
     compares the table's predictions with them. MAPE and bias are taken against the mean of the
     passes, beside the passes' own disagreement (``test_retest_*``): a machine whose speed drifts
@@ -144,33 +178,49 @@ def validate_table(table: LatencyTable, space: SearchSpace, num_classes: int, de
     fitted = frozenset(EnsembleArch.from_json(a) for a in (table.fit or {}).get("archs", []))
     archs = _random_archs(space, n, seed=f"{seed}:validate", exclude=fitted)
     if len(archs) < 2:
-        raise NeasError(f"validate: {space.name!r} has fewer than 2 ensembles besides the {len(fitted)} the table was "
-                        "fitted on; validate on a larger space or fit on fewer networks")
+        raise NeasError(
+            f"validate: {space.name!r} has fewer than 2 ensembles besides the {len(fitted)} the table was "
+            "fitted on; validate on a larger space or fit on fewer networks"
+        )
     first = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
     second = time_ensembles(space, archs, num_classes, device, table.batch_size, repeats, table.runtime, progress)
     return validation_report(table, archs, first, second)
 
 
 def _errors(guess: np.ndarray, truth: np.ndarray) -> dict:
-    return {"mape_pct": float(100 * np.mean(np.abs(guess - truth) / truth)),
-            "bias_pct": float(100 * (np.mean(guess / truth) - 1))}
+    return {
+        "mape_pct": float(100 * np.mean(np.abs(guess - truth) / truth)),
+        "bias_pct": float(100 * (np.mean(guess / truth) - 1)),
+    }
 
 
-def validation_report(table: LatencyTable, archs: "list[EnsembleArch]", first: "list[float]",
-                      second: "list[float]") -> dict:
+def validation_report(
+    table: LatencyTable, archs: "list[EnsembleArch]", first: "list[float]", second: "list[float]"
+) -> dict:
     """The numbers of :func:`validate_table` from the two passes' timings of ``archs``."""
     if not len(archs) == len(first) == len(second) >= 2:
-        raise ValueError(f"validation needs the two passes' timings of at least 2 ensembles, got {len(archs)}, "
-                         f"{len(first)}, {len(second)}")
+        raise ValueError(
+            f"validation needs the two passes' timings of at least 2 ensembles, got {len(archs)}, "
+            f"{len(first)}, {len(second)}"
+        )
     predicted, test, retest = np.array([table.latency_ms(a) for a in archs]), np.asarray(first), np.asarray(second)
     drift = _errors(retest, test)
-    return {"runtime": table.runtime, "device": table.device, "batch_size": table.batch_size, "ensembles": len(archs),
-            **_errors(predicted, (test + retest) / 2),
-            "held_out_fit_networks": len((table.fit or {}).get("archs", [])),
-            "kendall_tau": float(kendalltau(predicted, test)[0]),
-            "test_retest_tau": float(kendalltau(test, retest)[0]),
-            "test_retest_mape_pct": drift["mape_pct"], "test_retest_bias_pct": drift["bias_pct"],
-            "against_each_pass": [{**_errors(predicted, t), "kendall_tau": float(kendalltau(predicted, t)[0])}
-                                  for t in (test, retest)],
-            "records": [{"arch": a.to_json(), "predicted_ms": float(p), "measured_ms": m, "retest_ms": r}
-                        for a, p, m, r in zip(archs, predicted, first, second)]}
+    return {
+        "runtime": table.runtime,
+        "device": table.device,
+        "batch_size": table.batch_size,
+        "ensembles": len(archs),
+        **_errors(predicted, (test + retest) / 2),
+        "held_out_fit_networks": len((table.fit or {}).get("archs", [])),
+        "kendall_tau": float(kendalltau(predicted, test)[0]),
+        "test_retest_tau": float(kendalltau(test, retest)[0]),
+        "test_retest_mape_pct": drift["mape_pct"],
+        "test_retest_bias_pct": drift["bias_pct"],
+        "against_each_pass": [
+            {**_errors(predicted, t), "kendall_tau": float(kendalltau(predicted, t)[0])} for t in (test, retest)
+        ],
+        "records": [
+            {"arch": a.to_json(), "predicted_ms": float(p), "measured_ms": m, "retest_ms": r}
+            for a, p, m, r in zip(archs, predicted, first, second)
+        ],
+    }

@@ -61,8 +61,12 @@ class Scores:
     def compute(self) -> dict:
         if self.n == 0:
             raise ValueError("no images to evaluate")
-        out = {"top1": self.top1_sum / self.n, "top5": self.top5_sum / self.n, "nll": self.nll_sum / self.n,
-               "brier": self.brier_sum / self.n}
+        out = {
+            "top1": self.top1_sum / self.n,
+            "top5": self.top5_sum / self.n,
+            "nll": self.nll_sum / self.n,
+            "brier": self.brier_sum / self.n,
+        }
         if self.ece is not None:
             out["ece"] = float(self.ece.compute())
         return out
@@ -76,9 +80,12 @@ class Scores:
         index = torch.bucketize(conf, boundaries, right=True) - 1
         count = torch.bincount(index, minlength=ECE_BINS + 1)
         safe = count.clamp(min=1)
-        return {"bins": ECE_BINS, "count": count.tolist(),
-                "confidence": (torch.bincount(index, conf, ECE_BINS + 1) / safe).tolist(),
-                "accuracy": (torch.bincount(index, correct, ECE_BINS + 1) / safe).tolist()}
+        return {
+            "bins": ECE_BINS,
+            "count": count.tolist(),
+            "confidence": (torch.bincount(index, conf, ECE_BINS + 1) / safe).tolist(),
+            "accuracy": (torch.bincount(index, correct, ECE_BINS + 1) / safe).tolist(),
+        }
 
 
 @torch.no_grad()
@@ -86,14 +93,21 @@ def path_logits_on(net: EnsembleNet, batches, progress=None):
     """Yields ``(K path logits, labels)`` per batch, in eval mode."""
     net.eval()
     for x, y in batches:
-        yield [l.float() for l in net.path_logits(x)], y
+        yield [lg.float() for lg in net.path_logits(x)], y
         if progress is not None:
             progress.update(1)
 
 
 @torch.no_grad()
-def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[int] | None" = None,
-                      temperature: "float | None" = None, calibration: bool = True) -> dict:
+def evaluate_ensemble(
+    net: EnsembleNet,
+    batches,
+    progress=None,
+    *,
+    order: "list[int] | None" = None,
+    temperature: "float | None" = None,
+    calibration: bool = True,
+) -> dict:
     """Scores the ensemble, each path and the anytime sub-ensembles on ``batches``.
 
     Args:
@@ -116,13 +130,13 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[
     calibrated = Scores(c, calibration) if temperature is not None else None
     total, differ, oracle = 0, 0, 0
     for logits, y in path_logits_on(net, batches, progress):
-        preds = torch.stack([l.argmax(1) for l in logits])
+        preds = torch.stack([lg.argmax(1) for lg in logits])
         differ += int((preds[:, None] != preds[None]).sum()) // 2  # every unordered pair of paths once
         oracle += int((preds == y).any(0).sum())
         mean = torch.stack(logits).mean(0)
         scores["ensemble"].update(mean, y)
-        for j, l in enumerate(logits):
-            scores[f"path{j}"].update(l, y)
+        for j, lg in enumerate(logits):
+            scores[f"path{j}"].update(lg, y)
         for j, s in prefixes.items():
             s.update(torch.stack([logits[i] for i in order[:j]]).mean(0), y)
         if calibrated is not None:
@@ -133,7 +147,9 @@ def evaluate_ensemble(net: EnsembleNet, batches, progress=None, *, order: "list[
     pairs = k * (k - 1) // 2
     result = {name: s.compute() for name, s in scores.items()}
     if calibrated is not None:
-        result["ensemble"]["calibrated"] = {key: v for key, v in calibrated.compute().items() if key not in ("top1", "top5")}
+        result["ensemble"]["calibrated"] = {
+            key: v for key, v in calibrated.compute().items() if key not in ("top1", "top5")
+        }
     result["anytime"] = [{"paths": order[:j], **prefixes[j].compute()} for j in range(1, k)]
     result["anytime"].append({"paths": order, **result["ensemble"]})
     result["anytime"][-1].pop("calibrated", None)

@@ -37,8 +37,9 @@ class EnsembleNet(nn.Module):
         self.sharing_blocks = nn.Sequential(nn.Sequential(*trunk))
         heads = [modules[Piece(HEAD, k)] for k in range(arch.num_paths)]
         private = [[modules[p] for p in path_pieces(arch, k) if p.kind == LAYER] for k in range(arch.num_paths)]
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Sequential(*layers, head.last_block))
-                                    for layers, head in zip(private, heads))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Sequential(*layers, head.last_block)) for layers, head in zip(private, heads)
+        )
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
@@ -99,8 +100,10 @@ class DeepEnsemble(nn.Module):
 
     def __init__(self, members: "list[EnsembleNet]"):
         super().__init__()
-        if not members or any(m.num_classes != members[0].num_classes or m.space.input_size != members[0].space.input_size
-                              for m in members):
+        if not members or any(
+            m.num_classes != members[0].num_classes or m.space.input_size != members[0].space.input_size
+            for m in members
+        ):
             raise NeasError("a deep ensemble needs members with one input size and one set of classes")
         self.members = nn.ModuleList(members)
         self.space, self.num_classes = members[0].space, members[0].num_classes
@@ -116,6 +119,8 @@ class DeepEnsemble(nn.Module):
         return torch.stack(self.path_logits(x)).mean(0)
 
 
-def build_ensemble(space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True) -> EnsembleNet:
+def build_ensemble(
+    space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True
+) -> EnsembleNet:
     """Builds the plain network of ``arch`` (weights inherited from a supernet: ``Supernet.extract``)."""
     return EnsembleNet(space, arch, num_classes, scale_shared_grad)

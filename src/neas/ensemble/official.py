@@ -20,13 +20,20 @@ import torch
 
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
-from neas.space import EnsembleArch, SearchSpace
 from neas.io import load_matching
+from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
 
 _ALLOWED_GLOBALS = {"argparse.Namespace"}
-IGNORED_SUFFIXES = ("conv_dwl.weight", "bn4.weight", "bn4.bias", "bn4.running_mean", "bn4.running_var", "bn4.num_batches_tracked")
+IGNORED_SUFFIXES = (
+    "conv_dwl.weight",
+    "bn4.weight",
+    "bn4.bias",
+    "bn4.running_mean",
+    "bn4.running_var",
+    "bn4.num_batches_tracked",
+)
 
 
 def _load(path: Path) -> dict:
@@ -49,10 +56,14 @@ def _load(path: Path) -> dict:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         found = re.search(r"Unsupported global: GLOBAL [^\s]+|Unsupported operand[^.\n]*", text)
         detail = found.group(0) if found else "it holds objects other than tensors"
-        raise NeasError(f"{path}: refused — {detail}; only tensors, containers and argparse.Namespace are accepted, "
-                        f"and nothing was executed") from None
+        raise NeasError(
+            f"{path}: refused — {detail}; only tensors, containers and argparse.Namespace are accepted, "
+            f"and nothing was executed"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise NeasError(f"{path}: not a readable checkpoint (truncated or not a torch file: {str(exc).splitlines()[0]})") from None
+        raise NeasError(
+            f"{path}: not a readable checkpoint (truncated or not a torch file: {str(exc).splitlines()[0]})"
+        ) from None
     if isinstance(obj, dict) and ("state_dict" in obj or "state_dict_ema" in obj):
         return obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -74,7 +85,9 @@ def read_official_state_dict(path: "str | Path", ema: bool = True) -> dict[str, 
     return out
 
 
-def load_official(path: "str | Path", arch: "str | EnsembleArch", num_classes: "int | None" = None, ema: bool = True) -> EnsembleNet:
+def load_official(
+    path: "str | Path", arch: "str | EnsembleArch", num_classes: "int | None" = None, ema: bool = True
+) -> EnsembleNet:
     """Builds the released ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an arch) in the
     imagenet space and loads the authors' checkpoint into it. The unused ``conv_dwl``/``bn4``
     tensors are ignored; any other missing or unexpected key, or a shape mismatch, is an error

@@ -2,7 +2,13 @@
 recalibration, gradient scaling."""
 
 from neas.nn.blocks import (
-    make_block, make_classifier, make_conv_head, make_first_block, make_head, make_last_block, make_stem,
+    make_block,
+    make_classifier,
+    make_conv_head,
+    make_first_block,
+    make_head,
+    make_last_block,
+    make_stem,
 )
 from neas.nn.bn import batch_norms, recalibrate_bn, recalibrating
 from neas.nn.grad import scale_grad
@@ -10,7 +16,21 @@ from neas.nn.heads import GlobalAvgPool, PathHead
 from neas.nn.layout import make_piece, measure_pieces, run_layout, run_pieces
 
 __all__ = [
-    "GlobalAvgPool", "PathHead", "batch_norms", "make_block", "make_classifier", "make_conv_head", "make_first_block",
-    "make_head", "make_last_block", "make_piece", "make_stem", "measure_pieces", "recalibrate_bn", "recalibrating",
-    "run_layout", "run_pieces", "scale_grad",
+    "GlobalAvgPool",
+    "PathHead",
+    "batch_norms",
+    "make_block",
+    "make_classifier",
+    "make_conv_head",
+    "make_first_block",
+    "make_head",
+    "make_last_block",
+    "make_piece",
+    "make_stem",
+    "measure_pieces",
+    "recalibrate_bn",
+    "recalibrating",
+    "run_layout",
+    "run_pieces",
+    "scale_grad",
 ]

@@ -10,16 +10,21 @@ from __future__ import annotations
 from functools import partial
 
 import torch.nn as nn
-from timm.layers import make_divisible
+from timm.layers import BatchNormAct2d, make_divisible
 from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, InvertedResidual, SqueezeExcite
-from timm.layers import BatchNormAct2d
 
 from neas.nn.heads import PathHead
 from neas.space.ops import Op
 from neas.space.space import LayerSpec, SearchSpace
 
 __all__ = [
-    "SE_LAYER", "make_stem", "make_first_block", "make_block", "make_last_block", "make_conv_head", "make_classifier",
+    "SE_LAYER",
+    "make_stem",
+    "make_first_block",
+    "make_block",
+    "make_last_block",
+    "make_conv_head",
+    "make_classifier",
     "make_head",
 ]
 

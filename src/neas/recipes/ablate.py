@@ -33,14 +33,38 @@ import yaml
 from neas.config import from_dict, load_yaml, to_dict
 from neas.cost import cost_table
 from neas.errors import NeasError
+from neas.io import save_figure, write_json, write_text
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
+from neas.rundir import (
+    ABLATE,
+    ARCH,
+    CONFIG,
+    EVAL,
+    MODEL,
+    SUMMARY,
+    claim_dir,
+    generation_file,
+    read_arch,
+    read_eval,
+    read_generations,
+    read_json,
+    release_run_dir,
+    run_stage,
+)
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
-from neas.io import save_figure, write_json, write_text
-from neas.rundir import ABLATE, ARCH, CONFIG, EVAL, MODEL, SUMMARY, claim_dir, generation_file, read_arch, read_eval, read_generations, read_json, release_run_dir, run_stage
 
-__all__ = ["mirror", "unshare", "homo_hetero", "split_ablation", "paths_ablation", "search_ablation", "search_curve", "deep_ensemble"]
+__all__ = [
+    "mirror",
+    "unshare",
+    "homo_hetero",
+    "split_ablation",
+    "paths_ablation",
+    "search_ablation",
+    "search_curve",
+    "deep_ensemble",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +85,10 @@ def _write_once(path: Path, text: str) -> None:
     """Writes ``text``; refuses to replace a different existing file (another ablation's input)."""
     if path.is_file():
         if path.read_text() != text:
-            raise NeasError(f"{path} already exists with different content: {path.parent} belongs to another "
-                            f"ablation; choose another --out")
+            raise NeasError(
+                f"{path} already exists with different content: {path.parent} belongs to another "
+                f"ablation; choose another --out"
+            )
         return
     write_text(path, text)
 
@@ -90,10 +116,19 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
         ev = read_eval(out / name / EVAL)
         k = arch.num_paths
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
-        results[name] = {"arch": arch.to_json(), "split": arch.split, "top1": ev["ensemble"]["top1"],
-                         "top5": ev["ensemble"]["top5"], "path_top1": [ev[f"path{j}"]["top1"] for j in range(k)],
-                         "diversity": ev.get("diversity"), "eval_split": ev.get("split", "test"), "images": ev["images"], "macs": cost.macs,
-                         "paper_flops": cost.paper_flops, "params": cost.params}
+        results[name] = {
+            "arch": arch.to_json(),
+            "split": arch.split,
+            "top1": ev["ensemble"]["top1"],
+            "top5": ev["ensemble"]["top5"],
+            "path_top1": [ev[f"path{j}"]["top1"] for j in range(k)],
+            "diversity": ev.get("diversity"),
+            "eval_split": ev.get("split", "test"),
+            "images": ev["images"],
+            "macs": cost.macs,
+            "paper_flops": cost.paper_flops,
+            "params": cost.params,
+        }
     return results
 
 
@@ -106,14 +141,23 @@ def _num_classes(run: Path) -> int:
 
 def _variant_table(results: dict, title: str) -> str:
     k = max(len(r["path_top1"]) for r in results.values())
-    lines = [f"## {title}", "", "| model | split | " + " | ".join(f"path {j + 1} top-1 (%)" for j in range(k))
-             + " | ensemble top-1 (%) | disagreement (%) | oracle top-1 (%) | MACs (M) | params (M) |", "|---|---|" + "---|" * k + "---|---|---|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        "| model | split | "
+        + " | ".join(f"path {j + 1} top-1 (%)" for j in range(k))
+        + " | ensemble top-1 (%) | disagreement (%) | oracle top-1 (%) | MACs (M) | params (M) |",
+        "|---|---|" + "---|" * k + "---|---|---|---|---|",
+    ]
     for name, r in results.items():
         paths = [_pct(a) for a in r["path_top1"]] + [""] * (k - len(r["path_top1"]))
         div = r["diversity"] or {}
         diversity = " | ".join(_pct(div[key]) if key in div else "-" for key in ("disagreement", "oracle_top1"))
-        lines.append(f"| {name} | {r['split']} | " + " | ".join(paths)
-                     + f" | {_pct(r['top1'])} | {diversity} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
+        lines.append(
+            f"| {name} | {r['split']} | "
+            + " | ".join(paths)
+            + f" | {_pct(r['top1'])} | {diversity} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -121,23 +165,38 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
     """Table 3: the searched (heterogeneous) ensemble against its K mirrored (homogeneous) ones."""
     arch, space = resolve_arch_and_space(arch_spec, base.space)
     if arch.split == arch.num_layers:
-        raise NeasError(f"{arch_spec}: its paths share every layer (split {arch.split}); they differ only in their heads, "
-                        f"so mirroring a path changes nothing — pick an ensemble with private layers (e.g. `neas search --split 0 {arch.num_layers - 1}`)")
+        raise NeasError(
+            f"{arch_spec}: its paths share every layer (split {arch.split}); they differ only in their heads, "
+            "so mirroring a path changes nothing — pick an ensemble with private layers (e.g. `neas search --split 0 "
+            f"{arch.num_layers - 1}`)"
+        )
     out = claim_dir(out, "ablate homo-hetero")
-    variants = {"hetero": (arch, space)} | {f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)}
+    variants = {"hetero": (arch, space)} | {
+        f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)
+    }
     results = _retrain_variants(variants, base, out)
-    return _finish(out, "homo-hetero", {"source": str(arch_spec), "variants": results},
-                   _variant_table(results, f"Homogeneous vs heterogeneous paths ({arch_spec})"))
+    return _finish(
+        out,
+        "homo-hetero",
+        {"source": str(arch_spec), "variants": results},
+        _variant_table(results, f"Homogeneous vs heterogeneous paths ({arch_spec})"),
+    )
 
 
 def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "EnsembleArch | None":
     """Reruns the search that produced ``arch_spec`` with the split point fixed at 0, same budget."""
     config = Path(arch_spec).parent / CONFIG
     if not str(arch_spec).endswith(".json") or not config.is_file():
-        log.info("split: %s does not come from `neas search` (no %s beside it); no equal-budget search", arch_spec, CONFIG)
+        log.info(
+            "split: %s does not come from `neas search` (no %s beside it); no equal-budget search", arch_spec, CONFIG
+        )
         return None
     if space.split[0] > 0:
-        log.info("split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget search", space.split[0])
+        log.info(
+            "split: the supernet's split range starts at %d, so it cannot score unshared ensembles; no equal-budget "
+            "search",
+            space.split[0],
+        )
         return None
     cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
     supernet = json.loads(Path(arch_spec).read_text()).get("supernet") or cfg.supernet
@@ -159,8 +218,12 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
     if searched is not None:
         variants["no_sharing_searched"] = (searched, wide)
     results = _retrain_variants(variants, base, out)
-    return _finish(out, "split", {"source": str(arch_spec), "variants": results},
-                   _variant_table(results, f"Layer sharing ({arch_spec})"))
+    return _finish(
+        out,
+        "split",
+        {"source": str(arch_spec), "variants": results},
+        _variant_table(results, f"Layer sharing ({arch_spec})"),
+    )
 
 
 def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "dict[int, str] | None" = None) -> dict:
@@ -183,14 +246,27 @@ def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "d
             run = out / f"k{k}"
             run_pipeline(dataclasses.replace(base, space=str(space_file), out=str(run), resume=run.exists()))
         summary = read_json(run / SUMMARY, "pipeline summary")
-        results[str(k)] = {"run": str(run), "top1": summary["test_top1"], "path_top1": summary["path_test_top1"],
-                           "supernet_acc": summary["supernet_acc"], "split": summary["arch"]["split"],
-                           "macs": summary["macs"], "params": summary["params"], "constraints": summary["constraints"]}
-    lines = ["## Number of paths K (one budget)", "", "| K | split | ensemble top-1 (%) | mean path top-1 (%) | supernet top-1 (%) | MACs (M) | params (M) |",
-             "|---|---|---|---|---|---|---|"]
+        results[str(k)] = {
+            "run": str(run),
+            "top1": summary["test_top1"],
+            "path_top1": summary["path_test_top1"],
+            "supernet_acc": summary["supernet_acc"],
+            "split": summary["arch"]["split"],
+            "macs": summary["macs"],
+            "params": summary["params"],
+            "constraints": summary["constraints"],
+        }
+    lines = [
+        "## Number of paths K (one budget)",
+        "",
+        "| K | split | ensemble top-1 (%) | mean path top-1 (%) | supernet top-1 (%) | MACs (M) | params (M) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, r in results.items():
-        lines.append(f"| {k} | {r['split']} | {_pct(r['top1'])} | {_pct(sum(r['path_top1']) / len(r['path_top1']))} | "
-                     f"{_pct(r['supernet_acc'])} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |")
+        lines.append(
+            f"| {k} | {r['split']} | {_pct(r['top1'])} | {_pct(sum(r['path_top1']) / len(r['path_top1']))} | "
+            f"{_pct(r['supernet_acc'])} | {r['macs'] / 1e6:.3f} | {r['params'] / 1e6:.3f} |"
+        )
     return _finish(out, "paths", {"config": str(config), "runs": results}, "\n".join(lines) + "\n")
 
 
@@ -199,7 +275,11 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     if not (run / SUMMARY).is_file():
         raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no {SUMMARY})")
     used, given = yaml.safe_load((run / CONFIG).read_text()), to_dict(base)
-    differ = [key for key in sorted(set(used) | set(given)) if key not in ("space", "out", "resume") and used.get(key) != given.get(key)]
+    differ = [
+        key
+        for key in sorted(set(used) | set(given))
+        if key not in ("space", "out", "resume") and used.get(key) != given.get(key)
+    ]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
     runs_k = read_arch(run / "search" / ARCH)["paths"]
@@ -213,7 +293,9 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
     search_dir = Path(search_dir)
     records = read_generations(search_dir)
     if not records:
-        raise NeasError(f"{search_dir}: no {generation_file(0)} (not a `neas search` directory, or it never finished a generation)")
+        raise NeasError(
+            f"{search_dir}: no {generation_file(0)} (not a `neas search` directory, or it never finished a generation)"
+        )
     seen, accs = set(), []
     generations = []
     for record in records:
@@ -231,8 +313,13 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
         best.append(found[0])
         top_mean.append(sum(found) / len(found))
     last = generations[-1]
-    return {"evaluations": len(accs), "best": best, "top_mean": top_mean, "top": top,
-            "last_generation_mean": sum(last) / len(last)}
+    return {
+        "evaluations": len(accs),
+        "best": best,
+        "top_mean": top_mean,
+        "top": top,
+        "last_generation_mean": sum(last) / len(last),
+    }
 
 
 def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict:
@@ -242,20 +329,35 @@ def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict
         if not run.is_dir():
             raise NeasError(f"--run {run}: no such directory")
         if not (run / "search_random").is_dir():
-            raise NeasError(f"{run}: no search_random/ (run it with `compare_random: true`, or pass a run that has one)")
+            raise NeasError(
+                f"{run}: no search_random/ (run it with `compare_random: true`, or pass a run that has one)"
+            )
         evo, rnd = search_curve(run / "search", top), search_curve(run / "search_random", top)
         n = min(evo["evaluations"], rnd["evaluations"])
-        results[str(run)] = {"evolution": evo, "random": rnd, "equal_evaluations": n,
-                             "evolution_best": evo["best"][n - 1], "random_best": rnd["best"][n - 1],
-                             "evolution_top_mean": evo["top_mean"][n - 1], "random_top_mean": rnd["top_mean"][n - 1]}
+        results[str(run)] = {
+            "evolution": evo,
+            "random": rnd,
+            "equal_evaluations": n,
+            "evolution_best": evo["best"][n - 1],
+            "random_best": rnd["best"][n - 1],
+            "evolution_top_mean": evo["top_mean"][n - 1],
+            "random_top_mean": rnd["top_mean"][n - 1],
+        }
     out = claim_dir(out, "ablate search")
     _plot_curves(results, out / "search_curve.png", top)
-    lines = ["## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)", "",
-             f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | last generation mean |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)",
+        "",
+        f"| run | evaluations | evolution best | random best | evolution top-{top} mean | random top-{top} mean | "
+        "last generation mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for run, r in results.items():
-        lines.append(f"| {run} | {r['equal_evaluations']} | {_pct(r['evolution_best'])} | {_pct(r['random_best'])} | "
-                     f"{_pct(r['evolution_top_mean'])} | {_pct(r['random_top_mean'])} | {_pct(r['evolution']['last_generation_mean'])} |")
+        lines.append(
+            f"| {run} | {r['equal_evaluations']} | {_pct(r['evolution_best'])} | {_pct(r['random_best'])} | "
+            f"{_pct(r['evolution_top_mean'])} | {_pct(r['random_top_mean'])} | "
+            f"{_pct(r['evolution']['last_generation_mean'])} |"
+        )
     return _finish(out, "search", {"top": top, "runs": results}, "\n".join(lines) + "\n")
 
 
@@ -270,8 +372,21 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
         for name, style in (("evolution", "-"), ("random", "--")):
             curve = r[name]
             x = range(1, curve["evaluations"] + 1)
-            ax.plot(x, [100 * a for a in curve["top_mean"]], style, color="C0" if name == "evolution" else "C1", label=f"{name}: top-{top} mean")
-            ax.plot(x, [100 * a for a in curve["best"]], style, color="C0" if name == "evolution" else "C1", alpha=0.4, label=f"{name}: best")
+            ax.plot(
+                x,
+                [100 * a for a in curve["top_mean"]],
+                style,
+                color="C0" if name == "evolution" else "C1",
+                label=f"{name}: top-{top} mean",
+            )
+            ax.plot(
+                x,
+                [100 * a for a in curve["best"]],
+                style,
+                color="C0" if name == "evolution" else "C1",
+                alpha=0.4,
+                label=f"{name}: best",
+            )
         ax.set(xlabel="ensembles evaluated", ylabel="supernet top-1 on search-val (%)", title=Path(run).name)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -315,18 +430,39 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
         data = evaluation_view(data, holdout_split(data.labels, base.holdout)[1])
     scores = evaluate_ensemble(net, BatchLoader(data, 256, False, device=device).epoch(0))
     cost = cost_table(space, members[0].num_classes).cost(arch)
-    result = {"source": str(arch_spec), "copies": copies, "arch": arch.to_json(), "members": singles,
-              "ensemble": scores["ensemble"], "diversity": scores["diversity"], "images": scores["images"], "eval_split": base.eval_split,
-              "macs": copies * cost.macs, "paper_flops": copies * cost.paper_flops, "params": copies * cost.params,
-              "latency_ms": measure_latency_ms(net, device)}
+    result = {
+        "source": str(arch_spec),
+        "copies": copies,
+        "arch": arch.to_json(),
+        "members": singles,
+        "ensemble": scores["ensemble"],
+        "diversity": scores["diversity"],
+        "images": scores["images"],
+        "eval_split": base.eval_split,
+        "macs": copies * cost.macs,
+        "paper_flops": copies * cost.paper_flops,
+        "params": copies * cost.params,
+        "latency_ms": measure_latency_ms(net, device),
+    }
     e = result["ensemble"]
-    table = "\n".join([
-        f"## Deep ensemble: {copies} independently trained copies of {arch_spec}", "",
-        "| model | top-1 (%) | NLL | ECE (%) | Brier | MACs (M) | params (M) |", "|---|---|---|---|---|---|---|",
-        *(f"| copy {i} (seed {m['seed']}) | {_pct(m['top1'])} | {m['nll']:.4f} | {_pct(m['ece'])} | {m['brier']:.4f} | "
-          f"{cost.macs / 1e6:.3f} | {cost.params / 1e6:.3f} |" for i, m in enumerate(singles)),
-        f"| deep ensemble | {_pct(e['top1'])} | {e['nll']:.4f} | {_pct(e['ece'])} | {e['brier']:.4f} | {result['macs'] / 1e6:.3f} | "
-        f"{result['params'] / 1e6:.3f} |", ""])
+    table = "\n".join(
+        [
+            f"## Deep ensemble: {copies} independently trained copies of {arch_spec}",
+            "",
+            "| model | top-1 (%) | NLL | ECE (%) | Brier | MACs (M) | params (M) |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| copy {i} (seed {m['seed']}) | {_pct(m['top1'])} | {m['nll']:.4f} | {_pct(m['ece'])} | "
+                f"{m['brier']:.4f} | "
+                f"{cost.macs / 1e6:.3f} | {cost.params / 1e6:.3f} |"
+                for i, m in enumerate(singles)
+            ),
+            f"| deep ensemble | {_pct(e['top1'])} | {e['nll']:.4f} | {_pct(e['ece'])} | {e['brier']:.4f} | "
+            f"{result['macs'] / 1e6:.3f} | "
+            f"{result['params'] / 1e6:.3f} |",
+            "",
+        ]
+    )
     return _finish(out, "deep-ensemble", result, table)
 
 

@@ -6,7 +6,8 @@ checkpoint.
 
     neas evaluate --checkpoint runs/retrain --split test --json
     neas evaluate --checkpoint runs/retrain --temperature fit --corruptions all --severities 1-5
-    neas evaluate --official-checkpoint neas_m.pth.tar --arch neas-m --data imagefolder --data-dir /data/imagenet --split val
+    neas evaluate --official-checkpoint neas_m.pth.tar --arch neas-m \
+        --data imagefolder --data-dir /data/imagenet --split val
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
-from neas.io import check_output, write_text
 from neas.errors import NeasError
-from neas.rundir import MODEL, SUPERNET
+from neas.io import check_output, write_text
 from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
+from neas.rundir import MODEL, SUPERNET
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
 
@@ -53,18 +54,33 @@ class EvaluateConfig(QualityOptions, DecodeOptions):
         self.check_quality()
 
 
-def fit_on_heldout(net, data: str, data_dir, holdout: float, input_size: int, device, batch_size: int = 256,
-                   decoding: "dict | None" = None) -> dict:
+def fit_on_heldout(
+    net,
+    data: str,
+    data_dir,
+    holdout: float,
+    input_size: int,
+    device,
+    batch_size: int = 256,
+    decoding: "dict | None" = None,
+) -> dict:
     """Fits the ensemble's temperature on the held-out part of the training split (the part a
     retraining with ``--holdout`` left out, seen as the test split is); returns the record stored with the model."""
     train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
     _, held = holdout_split(train.labels, holdout)
     held_out = evaluation_view(train, held)
-    logits, labels = ensemble_logits(net.to(device).eval(), BatchLoader(held_out, batch_size, False, device=device).epoch(0))
+    logits, labels = ensemble_logits(
+        net.to(device).eval(), BatchLoader(held_out, batch_size, False, device=device).epoch(0)
+    )
     record = fit_temperature(logits, labels)
     record["fitted_on"] = f"held-out part of the training split ({holdout:g} of it)"
-    log.info("temperature %.3f: held-out NLL %.4f -> %.4f on %d images", record["temperature"], record["nll_before"],
-             record["nll_after"], record["images"])
+    log.info(
+        "temperature %.3f: held-out NLL %.4f -> %.4f on %d images",
+        record["temperature"],
+        record["nll_before"],
+        record["nll_after"],
+        record["images"],
+    )
     return record
 
 
@@ -75,8 +91,10 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
         return info.temperature
     holdout = info.holdout
     if cfg.official_checkpoint is not None or not holdout:
-        raise NeasError("--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
-                        "retrain with --holdout 0.1 (or use --temperature none)")
+        raise NeasError(
+            "--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
+            "retrain with --holdout 0.1 (or use --temperature none)"
+        )
     record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size, cfg.decoding)
     path = update_ensemble_file(cfg.checkpoint, temperature=record)
     log.info("stored the temperature in %s", path)
@@ -96,10 +114,21 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if info.classes is not None:  # matched by name: a test folder with other classes is not scored by position
         check_same_classes(list(info.classes), dataset.classes, f"{data!r}/{cfg.split}")
     temperature = _temperature(cfg, net, info, data, data_dir, device)
-    result = assess(net, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers, order=info.order,
-                    order_by=(info.path_order or {}).get("by", "path index"), temperature=temperature, corruptions=cfg.corruptions,
-                    severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, latency=cfg.latency,
-                    desc=f"evaluate {cfg.split}")
+    result = assess(
+        net,
+        dataset,
+        device,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        order=info.order,
+        order_by=(info.path_order or {}).get("by", "path index"),
+        temperature=temperature,
+        corruptions=cfg.corruptions,
+        severities=parse_severities(cfg.severities),
+        corruption_seed=cfg.corruption_seed,
+        latency=cfg.latency,
+        desc=f"evaluate {cfg.split}",
+    )
     return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}
 
 
@@ -110,38 +139,56 @@ def format_result(result: dict) -> str:
     lines.append(f"{'':<10}{'top-1':>8}{'top-5':>8}{'NLL':>8}{'ECE':>8}{'Brier':>8}")
 
     def row(name, r):
-        return f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%{r['nll']:>8.4f}{100 * r['ece']:>7.2f}%{r['brier']:>8.4f}"
+        top = f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
+        return f"{top}{r['nll']:>8.4f}{100 * r['ece']:>7.2f}%{r['brier']:>8.4f}"
 
     for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
         lines.append(row(name, result[name]))
     if "temperature" in result:
         t, c = result["temperature"], result["ensemble"]["calibrated"]
-        lines.append(f"temperature {t['temperature']:.3f} ({t['fitted_on']}): ensemble NLL {result['ensemble']['nll']:.4f} -> "
-                     f"{c['nll']:.4f}, ECE {100 * result['ensemble']['ece']:.2f}% -> {100 * c['ece']:.2f}%")
+        lines.append(
+            f"temperature {t['temperature']:.3f} ({t['fitted_on']}): ensemble NLL {result['ensemble']['nll']:.4f} -> "
+            f"{c['nll']:.4f}, ECE {100 * result['ensemble']['ece']:.2f}% -> {100 * c['ece']:.2f}%"
+        )
     if k > 1:
         d = result["diversity"]
-        lines.append(f"paths disagree on {100 * d['disagreement']:.2f}% of the images; some path is right on {100 * d['oracle_top1']:.2f}%")
+        lines.append(
+            f"paths disagree on {100 * d['disagreement']:.2f}% of the images; some path is right on "
+            f"{100 * d['oracle_top1']:.2f}%"
+        )
         order = result["anytime_order"]
         lines.append(f"anytime (paths by {order['by']}):")
         for entry in result["anytime"]:
             extra = f", {entry['latency_ms']:.2f} ms" if "latency_ms" in entry else ""
-            lines.append(f"  first {len(entry['paths'])} {str(entry['paths']):<12} top-1 {100 * entry['top1']:.2f}%  NLL {entry['nll']:.4f}  "
-                         f"ECE {100 * entry['ece']:.2f}%  {entry['macs'] / 1e6:.2f}M MACs{extra}")
+            lines.append(
+                f"  first {len(entry['paths'])} {str(entry['paths']):<12} top-1 {100 * entry['top1']:.2f}%  NLL "
+                f"{entry['nll']:.4f}  "
+                f"ECE {100 * entry['ece']:.2f}%  {entry['macs'] / 1e6:.2f}M MACs{extra}"
+            )
     if "corruptions" in result:
         c = result["corruptions"]
         lines.append(f"corruptions ({len(c['names'])} x severities {c['severities']}), mean:")
         for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
             m = c["mean"][name]
             lines.append(f"  {name:<10} top-1 {100 * m['top1']:.2f}%  NLL {m['nll']:.4f}  ECE {100 * m['ece']:.2f}%")
-    extra = f", latency {result['latency_ms']:.2f} ms ({result['latency_device']}, batch 1)" if "latency_ms" in result else ""
-    lines.append(f"MACs {result['macs'] / 1e6:.2f}M, paper FLOPs {result['paper_flops'] / 1e6:.2f}M, params {result['params'] / 1e6:.2f}M{extra}")
+    extra = (
+        f", latency {result['latency_ms']:.2f} ms ({result['latency_device']}, batch 1)"
+        if "latency_ms" in result
+        else ""
+    )
+    lines.append(
+        f"MACs {result['macs'] / 1e6:.2f}M, paper FLOPs {result['paper_flops'] / 1e6:.2f}M, params "
+        f"{result['params'] / 1e6:.2f}M{extra}"
+    )
     return "\n".join(lines)
 
 
 def main(cfg, args) -> None:
     """`neas evaluate`: prints the result, or writes it as JSON (``--json``)."""
     if args.json not in (None, "-"):
-        check_output(args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET))
+        check_output(
+            args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET)
+        )
     result = evaluate(cfg)
     if args.json is not None:
         text = json.dumps(result, indent=1)

@@ -27,15 +27,15 @@ import torch
 from neas.config import option, validate_fields
 from neas.dist import local_device
 from neas.errors import NeasError
+from neas.io import save_figure, write_json, write_text
 from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
 from neas.recipes.retrain import RetrainConfig, retrain
+from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir, run_stage
 from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet.io import SupernetFile, load_supernet, read_supernet_info
-from neas.io import save_figure, write_json, write_text
-from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir, run_stage
 
 __all__ = ["RankConfig", "rank"]
 
@@ -53,7 +53,9 @@ class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
     scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
     scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
     bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals", valid=">= 1")
-    scratch: "str | None" = option(None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused")
+    scratch: "str | None" = option(
+        None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused"
+    )
 
     def __post_init__(self):
         validate_fields(self)
@@ -74,8 +76,9 @@ def _setup_supernets(cfg: RankConfig) -> "tuple[list[Path], SupernetFile, Search
     space = first.space
     other = [str(p) for p in supernets[1:] if read_supernet_info(p).space != space]
     if other:
-        raise NeasError(f"{', '.join(other)}: a space other than {supernets[0]}'s; "
-                        "ranking compares supernets of one space")
+        raise NeasError(
+            f"{', '.join(other)}: a space other than {supernets[0]}'s; ranking compares supernets of one space"
+        )
     return supernets, first_info, space
 
 
@@ -92,12 +95,19 @@ def _sample_archs(cfg: RankConfig, space: SearchSpace, shrunk: ShrunkSpace) -> l
 
 def _scratch_recipe(cfg: RankConfig, info: SupernetFile, space: SearchSpace) -> dict:
     """What makes from-scratch scores comparable: the training settings, the data and the space."""
-    return {"epochs": cfg.scratch_epochs, "batch_size": cfg.scratch_batch_size, "seed": cfg.seed, "data": info.data,
-            "holdout": info.holdout, "space": json.loads(json.dumps(space.to_dict()))}  # as read back from JSON
+    return {
+        "epochs": cfg.scratch_epochs,
+        "batch_size": cfg.scratch_batch_size,
+        "seed": cfg.seed,
+        "data": info.data,
+        "holdout": info.holdout,
+        "space": json.loads(json.dumps(space.to_dict())),
+    }  # as read back from JSON
 
 
-def _train_from_scratch(cfg: RankConfig, out: Path, arch: EnsembleArch, space: SearchSpace,
-                        info: SupernetFile) -> float:
+def _train_from_scratch(
+    cfg: RankConfig, out: Path, arch: EnsembleArch, space: SearchSpace, info: SupernetFile
+) -> float:
     """The held-out top-1 of ``arch`` trained from scratch: cached per arch and recipe, and resumable."""
     # other settings, other runs: never a stale result
     key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"
@@ -106,16 +116,27 @@ def _train_from_scratch(cfg: RankConfig, out: Path, arch: EnsembleArch, space: S
         arch_file = out / "scratch" / f"{run.name}.json"
         arch_file.parent.mkdir(parents=True, exist_ok=True)
         arch.save(arch_file, space=space.to_dict())
-        scratch_cfg = RetrainConfig(arch=str(arch_file), data=info.data, data_dir=info.data_dir, out=str(run),
-                                    epochs=cfg.scratch_epochs, batch_size=cfg.scratch_batch_size, holdout=info.holdout,
-                                    eval_split="holdout", eval_every=cfg.scratch_epochs, seed=cfg.seed,
-                                    device=cfg.device, compile="off")
+        scratch_cfg = RetrainConfig(
+            arch=str(arch_file),
+            data=info.data,
+            data_dir=info.data_dir,
+            out=str(run),
+            epochs=cfg.scratch_epochs,
+            batch_size=cfg.scratch_batch_size,
+            holdout=info.holdout,
+            eval_split="holdout",
+            eval_every=cfg.scratch_epochs,
+            seed=cfg.seed,
+            device=cfg.device,
+            compile="off",
+        )
         run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
     return read_eval(run / EVAL)["ensemble"]["top1"]
 
 
-def _oneshot_scores(cfg: RankConfig, out: Path, path: Path, model, info: SupernetFile, archs: list[EnsembleArch],
-                    device) -> dict:
+def _oneshot_scores(
+    cfg: RankConfig, out: Path, path: Path, model, info: SupernetFile, archs: list[EnsembleArch], device
+) -> dict:
     """Each ensemble's held-out top-1 with the supernet's inherited weights after BN
     recalibration, and the calibration record; cached per supernet file."""
     weights = (path / SUPERNET).stat()  # a retrained supernet is scored anew
@@ -130,8 +151,16 @@ def _oneshot_scores(cfg: RankConfig, out: Path, path: Path, model, info: Superne
     return scored
 
 
-def _rank_supernet(cfg: RankConfig, out: Path, path: Path, reference: Path, space: SearchSpace,
-                   archs: list[EnsembleArch], scratch: list[float], device) -> dict:
+def _rank_supernet(
+    cfg: RankConfig,
+    out: Path,
+    path: Path,
+    reference: Path,
+    space: SearchSpace,
+    archs: list[EnsembleArch],
+    scratch: list[float],
+    device,
+) -> dict:
     """One supernet's entry: its one-shot scores, their rank correlation with the from-scratch
     ones (overall, and within its shrunk space), and its scatter plot."""
     model, info = load_supernet(path, device)
@@ -142,11 +171,17 @@ def _rank_supernet(cfg: RankConfig, out: Path, path: Path, reference: Path, spac
     corr = rank_correlation(oneshot, scratch, cfg.bootstrap, cfg.seed)
     # ensembles the supernet's shrinking removed kept the weights of the round that dropped them
     inside = [i for i, a in enumerate(archs) if a.is_valid(space, info.shrunk)]
-    entry = {**corr, "shrink": info.shrink, "oneshot_acc": oneshot, "in_shrunk_space": inside,
-             "calibration": scored["calibration"]}
+    entry = {
+        **corr,
+        "shrink": info.shrink,
+        "oneshot_acc": oneshot,
+        "in_shrunk_space": inside,
+        "calibration": scored["calibration"],
+    }
     if 3 <= len(inside) < len(archs):
-        entry["in_shrunk_space_correlation"] = rank_correlation([oneshot[i] for i in inside],
-                                                                [scratch[i] for i in inside], cfg.bootstrap, cfg.seed)
+        entry["in_shrunk_space_correlation"] = rank_correlation(
+            [oneshot[i] for i in inside], [scratch[i] for i in inside], cfg.bootstrap, cfg.seed
+        )
     _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
     return entry
 
@@ -155,9 +190,15 @@ def _tau_differences(cfg: RankConfig, results: dict, scratch: list[float]) -> di
     """The paired-bootstrap difference of Kendall τ between each pair of supernets."""
     names = list(results["supernets"])
     return {
-        f"{a} - {b}": tau_difference(results["supernets"][a]["oneshot_acc"], results["supernets"][b]["oneshot_acc"],
-                                     scratch, cfg.bootstrap, cfg.seed)
-        for i, a in enumerate(names) for b in names[i + 1:]
+        f"{a} - {b}": tau_difference(
+            results["supernets"][a]["oneshot_acc"],
+            results["supernets"][b]["oneshot_acc"],
+            scratch,
+            cfg.bootstrap,
+            cfg.seed,
+        )
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
     }
 
 
@@ -181,10 +222,17 @@ def rank(cfg: RankConfig) -> dict:
     write_json(out / "archs.json", [a.to_json() for a in archs])
     # from scratch: reused from --scratch, else cached per arch and resumable
     scratch = [known[a] if a in known else _train_from_scratch(cfg, out, a, space, first_info) for a in archs]
-    write_json(out / "scratch.json", {"recipe": recipe, "ensembles": [
-        {"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]})
-    results = {"archs": len(archs), "from_space": cfg.from_space, "scratch_epochs": cfg.scratch_epochs, "supernets": {},
-               "scratch_reused": sum(a in known for a in archs)}
+    write_json(
+        out / "scratch.json",
+        {"recipe": recipe, "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]},
+    )
+    results = {
+        "archs": len(archs),
+        "from_space": cfg.from_space,
+        "scratch_epochs": cfg.scratch_epochs,
+        "supernets": {},
+        "scratch_reused": sum(a in known for a in archs),
+    }
     for path in supernets:
         results["supernets"][str(path)] = _rank_supernet(cfg, out, path, supernets[0], space, archs, scratch, device)
     results["scratch_acc"] = scratch
@@ -215,23 +263,36 @@ def _read_scratch(path: str, recipe: dict) -> "dict[EnsembleArch, float]":
         raise NeasError(f"{where}: not a scratch.json written by neas rank ({type(exc).__name__}: {exc})") from None
     differ = [k for k, v in recipe.items() if given.get(k) != v]
     if differ:
-        named = ", ".join(f"{k}: {given.get(k)!r} there, {recipe[k]!r} here" if k != "space" else "another search space"
-                          for k in differ)
+        named = ", ".join(
+            f"{k}: {given.get(k)!r} there, {recipe[k]!r} here" if k != "space" else "another search space"
+            for k in differ
+        )
         raise NeasError(f"{where}: made with another from-scratch recipe ({named}); its scores do not apply")
     return scores
 
 
 def _table(results: dict) -> str:
-    lines = [f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs", "",
-             "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) "
-             "| in its shrunk space | Kendall τ on those [95 % CI] |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs",
+        "",
+        "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) "
+        "| in its shrunk space | Kendall τ on those [95 % CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for path, r in results["supernets"].items():
         (tl, th), (rl, rh) = r["kendall_tau_ci95"], r["spearman_rho_ci95"]
         sub = r.get("in_shrunk_space_correlation")
-        within = f"{sub['kendall_tau']:.3f} [{sub['kendall_tau_ci95'][0]:.3f}, {sub['kendall_tau_ci95'][1]:.3f}]" if sub else "(all)"
-        lines.append(f"| {path} | {r['shrink']} | {r['kendall_tau']:.3f} [{tl:.3f}, {th:.3f}] | "
-                     f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | {100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} | "
-                     f"{len(r['in_shrunk_space'])} / {len(r['oneshot_acc'])} | {within} |")
+        within = (
+            f"{sub['kendall_tau']:.3f} [{sub['kendall_tau_ci95'][0]:.3f}, {sub['kendall_tau_ci95'][1]:.3f}]"
+            if sub
+            else "(all)"
+        )
+        lines.append(
+            f"| {path} | {r['shrink']} | {r['kendall_tau']:.3f} [{tl:.3f}, {th:.3f}] | "
+            f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | "
+            f"{100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} | "
+            f"{len(r['in_shrunk_space'])} / {len(r['oneshot_acc'])} | {within} |"
+        )
     if results["differences"]:
         lines += ["", "| τ difference (paired bootstrap) | Δτ [95 % CI] |", "|---|---|"]
         for pair, d in results["differences"].items():
@@ -248,8 +309,12 @@ def _scatter(oneshot, scratch, corr, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.scatter([100 * a for a in oneshot], [100 * a for a in scratch], s=18)
     lo, hi = corr["kendall_tau_ci95"]
-    ax.set(xlabel="supernet top-1 (inherited weights, %)", ylabel="from-scratch top-1 (%)",
-           title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], Spearman ρ {corr['spearman_rho']:.2f}")
+    ax.set(
+        xlabel="supernet top-1 (inherited weights, %)",
+        ylabel="from-scratch top-1 (%)",
+        title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], "
+        f"Spearman ρ {corr['spearman_rho']:.2f}",
+    )
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -258,5 +323,8 @@ def main(cfg, args) -> None:
     """`neas rank`: prints each supernet's rank correlation."""
     for path, r in rank(cfg)["supernets"].items():
         (lo, hi), n = r["kendall_tau_ci95"], r["n"]
-        print(f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], Spearman rho {r['spearman_rho']:.3f} over {n} ensembles")
+        print(
+            f"{path} ({r['shrink']}): Kendall tau {r['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}], Spearman rho "
+            f"{r['spearman_rho']:.3f} over {n} ensembles"
+        )
     print(f"rank: {Path(cfg.out, RANK)}")

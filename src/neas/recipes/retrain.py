@@ -28,20 +28,19 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.config import check_valid, option, validate_fields
 from neas.data import Augment, BatchLoader, holdout_split, load_dataset
-from neas.data.datasets import evaluation_view
-from neas.data.datasets import check_same_classes
-from neas.ensemble import build_ensemble
-from neas.ensemble.io import save_ensemble
 from neas.data.corruptions import parse_severities
+from neas.data.datasets import check_same_classes, evaluation_view
+from neas.ensemble import build_ensemble
 from neas.ensemble.assess import anytime_order, assess, held_out_order
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
+from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.options import DataOptions, QualityOptions, TrainOptions
+from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.space import resolve_arch_and_space
 from neas.train.checkpoint import save_checkpoint
-from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.train.loop import Precision, epoch_seed, resume_run, seed_everything, train_epoch
 from neas.train.presets import RETRAIN_PRESETS
 
@@ -64,18 +63,26 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     recipe: str = option("small", "defaults for the options below", valid=tuple(RETRAIN_PRESETS))
     epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
     batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
-    lr_per_2048: "float | None" = option(None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE, valid="(0, 100]")
+    lr_per_2048: "float | None" = option(
+        None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE, valid="(0, 100]"
+    )
     warmup_epochs: "int | None" = option(None, "warm-up epochs", default_help=_FROM_RECIPE, valid=">= 0")
-    weight_decay: "float | None" = option(None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE, valid=">= 0")
+    weight_decay: "float | None" = option(
+        None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE, valid=">= 0"
+    )
     label_smoothing: "float | None" = option(None, "label smoothing", default_help=_FROM_RECIPE, valid="[0, 1)")
     dropout: "float | None" = option(None, "dropout before each classifier", default_help=_FROM_RECIPE, valid="[0, 1)")
     randaugment: "str | None" = option(None, "timm RandAugment policy, or none", default_help=_FROM_RECIPE)
     erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE, valid="[0, 1]")
     ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE, valid="[0, 1)")
-    holdout: float = option(0.0, "leave out this held-out fraction of the training split (to mirror a search's)", valid="[0, 1)")
+    holdout: float = option(
+        0.0, "leave out this held-out fraction of the training split (to mirror a search's)", valid="[0, 1)"
+    )
     eval_split: str = option("test", "score on the test split or on the held-out part", valid=("test", "holdout"))
     eval_every: int = option(1, "epochs between evaluations", valid=">= 1")
-    compile: str = option("auto", "torch.compile the training forward (auto: runs of >= 5000 steps)", valid=("auto", "on", "off"))
+    compile: str = option(
+        "auto", "torch.compile the training forward (auto: runs of >= 5000 steps)", valid=("auto", "on", "off")
+    )
 
     def __post_init__(self):
         check_valid(tuple(RETRAIN_PRESETS), self.recipe, "recipe")
@@ -89,16 +96,20 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
             raise NeasError("eval_split holdout needs a holdout fraction > 0")
         self.check_quality()
         if self.temperature == "fit" and (not self.holdout or self.eval_split == "holdout"):
-            raise NeasError("temperature fit needs a held-out part that is not the evaluated split: set --holdout 0.1 "
-                            "with --eval-split test (or --temperature none)")
+            raise NeasError(
+                "temperature fit needs a held-out part that is not the evaluated split: set --holdout 0.1 "
+                "with --eval-split test (or --temperature none)"
+            )
         if self.randaugment != "none":
             from timm.data.auto_augment import rand_augment_transform
 
             try:
                 rand_augment_transform(self.randaugment, {})
             except Exception:  # noqa: BLE001 - timm raises assorted errors for a malformed policy
-                raise NeasError(f"randaugment: {self.randaugment!r} is not a timm RandAugment policy (e.g. rand-m9-mstd0.5), "
-                                f"or none") from None
+                raise NeasError(
+                    f"randaugment: {self.randaugment!r} is not a timm RandAugment policy (e.g. rand-m9-mstd0.5), "
+                    f"or none"
+                ) from None
 
 
 class _PathLogits(nn.Module):
@@ -116,8 +127,11 @@ def _setup_data(cfg: RetrainConfig, space):
     """(training split without its held-out part, evaluation split, held-out part or None);
     ``eval_split`` picks the test split or the held-out part."""
     train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
-    test = None if cfg.eval_split == "holdout" else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download,
-                                                                 **cfg.decoding)
+    test = (
+        None
+        if cfg.eval_split == "holdout"
+        else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
+    )
     if test is not None:
         check_same_classes(train.classes, test.classes, f"{cfg.data} test split")
     held_out = None
@@ -130,8 +144,10 @@ def _setup_data(cfg: RetrainConfig, space):
 
 def _setup_loaders(cfg: RetrainConfig, space, train, test, device, rank: int, world: int):
     augment = Augment(
-        pad=max(1, space.input_size // 8), flip=cfg.data != "digits",
-        randaugment=None if cfg.randaugment == "none" else cfg.randaugment, erase_prob=cfg.erase_prob,
+        pad=max(1, space.input_size // 8),
+        flip=cfg.data != "digits",
+        randaugment=None if cfg.randaugment == "none" else cfg.randaugment,
+        erase_prob=cfg.erase_prob,
     )
     loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
     return loader, BatchLoader(test, cfg.batch_size * 2, False, device=device, workers=cfg.workers)
@@ -141,8 +157,14 @@ def _setup_optimizer(cfg: RetrainConfig, net, steps: int, world: int):
     """The released recipe: RMSpropTF, no weight decay on biases and BN, cosine schedule with warm-up."""
     lr = cfg.lr_per_2048 * cfg.batch_size * world / 2048
     optimizer = RMSpropTF(param_groups_weight_decay(net, cfg.weight_decay), lr=lr, alpha=0.9, eps=1e-3, momentum=0.9)
-    scheduler = CosineLRScheduler(optimizer, t_initial=steps * cfg.epochs, warmup_t=steps * cfg.warmup_epochs,
-                                  warmup_lr_init=lr * 1e-3, lr_min=lr * 1e-3, t_in_epochs=False)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=steps * cfg.epochs,
+        warmup_t=steps * cfg.warmup_epochs,
+        warmup_lr_init=lr * 1e-3,
+        lr_min=lr * 1e-3,
+        t_in_epochs=False,
+    )
     return optimizer, scheduler, lr
 
 
@@ -155,7 +177,9 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
         log.info("compiling the training forward with torch.compile")
         wrapped = torch.compile(wrapped)
     if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+        )
     return wrapped
 
 
@@ -171,11 +195,19 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
         if cfg.temperature in ("fit", "auto"):
             record = fit_temperature(*ensemble_logits(net, held.epoch(0)))
             out["temperature"] = {**record, "fitted_on": f"held-out part of the training split ({cfg.holdout:g} of it)"}
-            log.info("temperature %.3f: held-out NLL %.4f -> %.4f", record["temperature"], record["nll_before"], record["nll_after"])
+            log.info(
+                "temperature %.3f: held-out NLL %.4f -> %.4f",
+                record["temperature"],
+                record["nll_before"],
+                record["nll_after"],
+            )
     else:
         acc = _search_path_acc(cfg.arch)
-        out["path_order"] = ({"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
-                             if acc else {"order": list(range(net.arch.num_paths)), "by": "path index"})
+        out["path_order"] = (
+            {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
+            if acc
+            else {"order": list(range(net.arch.num_paths)), "by": "path index"}
+        )
     return out
 
 
@@ -193,21 +225,46 @@ def _search_path_acc(arch_spec: str) -> "list[float] | None":
 def _test_metrics(report, test_loader, num_paths: int) -> dict:
     """The quick per-epoch test numbers (no calibration, no latency)."""
     result = evaluate_ensemble(report, test_loader.epoch(0), calibration=False)
-    return {"test_top1": result["ensemble"]["top1"], "test_top5": result["ensemble"]["top5"], "test_nll": result["ensemble"]["nll"],
-            **{f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(num_paths)}}
+    return {
+        "test_top1": result["ensemble"]["top1"],
+        "test_top5": result["ensemble"]["top5"],
+        "test_nll": result["ensemble"]["nll"],
+        **{f"test_top1_path{j}": result[f"path{j}"]["top1"] for j in range(num_paths)},
+    }
 
 
 def _finish(cfg: RetrainConfig, run: RunDir, report, train_full, test, held_out, device) -> None:
     """Writes ``model.safetensors`` (with its anytime order and temperature) and ``eval.json`` (rank 0)."""
-    info = save_ensemble(report, run / MODEL, classes=tuple(train_full.classes), weights="ema" if cfg.ema_decay > 0 else "raw",
-                         data={"data": cfg.data, "data_dir": cfg.data_dir}, recipe=cfg.recipe, holdout=cfg.holdout,
-                         **_order_and_temperature(cfg, report, held_out, device))
-    result = assess(report, test, device, batch_size=cfg.batch_size * 2, workers=cfg.workers, order=info.order,
-                    order_by=info.path_order["by"], temperature=info.temperature, corruptions=cfg.corruptions,
-                    severities=parse_severities(cfg.severities), corruption_seed=cfg.corruption_seed, desc=f"evaluate {cfg.eval_split}")
+    info = save_ensemble(
+        report,
+        run / MODEL,
+        classes=tuple(train_full.classes),
+        weights="ema" if cfg.ema_decay > 0 else "raw",
+        data={"data": cfg.data, "data_dir": cfg.data_dir},
+        recipe=cfg.recipe,
+        holdout=cfg.holdout,
+        **_order_and_temperature(cfg, report, held_out, device),
+    )
+    result = assess(
+        report,
+        test,
+        device,
+        batch_size=cfg.batch_size * 2,
+        workers=cfg.workers,
+        order=info.order,
+        order_by=info.path_order["by"],
+        temperature=info.temperature,
+        corruptions=cfg.corruptions,
+        severities=parse_severities(cfg.severities),
+        corruption_seed=cfg.corruption_seed,
+        desc=f"evaluate {cfg.eval_split}",
+    )
     run.write_json(EVAL, {"split": cfg.eval_split, **result})
-    log.info("test: ensemble top-1 %.2f%%  (%s)", 100 * result["ensemble"]["top1"],
-             ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(report.arch.num_paths)))
+    log.info(
+        "test: ensemble top-1 %.2f%%  (%s)",
+        100 * result["ensemble"]["top1"],
+        ", ".join(f"path{j} {100 * result[f'path{j}']['top1']:.2f}%" for j in range(report.arch.num_paths)),
+    )
 
 
 def _start(run: RunDir, net, optimizer, extra: dict, precision: Precision) -> int:
@@ -240,8 +297,20 @@ def retrain(cfg: RetrainConfig) -> Path:
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
     logger, report = MetricLogger(run), (ema.module if ema is not None else net)
     if run.main:
-        log.info("retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, device %s x%d",
-                 arch, space.name, len(train_full), len(test), train_full.num_classes, steps, lr, cfg.recipe, device, run.world)
+        log.info(
+            "retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, "
+            "device %s x%d",
+            arch,
+            space.name,
+            len(train_full),
+            len(test),
+            train_full.num_classes,
+            steps,
+            lr,
+            cfg.recipe,
+            device,
+            run.world,
+        )
 
     def forward(x, y, step):
         logits = wrapped(x)
@@ -249,18 +318,41 @@ def retrain(cfg: RetrainConfig) -> Path:
 
     for epoch in range(start, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, run.rank))
-        metrics = train_epoch(net, loader.epoch(epoch), forward, optimizer, precision, epoch=epoch, steps=steps, device=device,
-                              set_lr=scheduler.step_update, after_step=(lambda step: ema.update(net, step=step)) if ema else None,
-                              desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        metrics = train_epoch(
+            net,
+            loader.epoch(epoch),
+            forward,
+            optimizer,
+            precision,
+            epoch=epoch,
+            steps=steps,
+            device=device,
+            set_lr=scheduler.step_update,
+            after_step=(lambda step: ema.update(net, step=step)) if ema else None,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             metrics.update(_test_metrics(report, test_loader, arch.num_paths))
         if run.main:
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            save_checkpoint(run, f"epoch_{epoch:04d}", net, optimizer, {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()},
-                            extra=extra)
+            save_checkpoint(
+                run,
+                f"epoch_{epoch:04d}",
+                net,
+                optimizer,
+                {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()},
+                extra=extra,
+            )
             test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
-            log.info("epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s", epoch + 1, cfg.epochs, metrics["loss"], metrics["lr"],
-                     metrics["images_per_s"], test_note)
+            log.info(
+                "epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s",
+                epoch + 1,
+                cfg.epochs,
+                metrics["loss"],
+                metrics["lr"],
+                metrics["images_per_s"],
+                test_note,
+            )
         dist.barrier()
     run.on_main(lambda: _finish(cfg, run, report, train_full, test, held_out, device))
     logger.close()

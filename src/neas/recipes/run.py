@@ -14,7 +14,6 @@ last checkpoint, so ``--resume`` continues where the run stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,24 @@ from neas.errors import NeasError
 from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
-from neas.search.pareto import PARETO_METRICS
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.rundir import ARCH, EVAL, MODEL, NOT_COMPARED as _ALWAYS_IGNORED, PARETO, SUMMARY, SUPERNET, RunDir, read_arch, read_eval, read_json, run_stage
+from neas.rundir import (
+    ARCH,
+    EVAL,
+    MODEL,
+    PARETO,
+    SUMMARY,
+    SUPERNET,
+    RunDir,
+    read_arch,
+    read_eval,
+    read_json,
+    run_stage,
+)
+from neas.rundir import (
+    NOT_COMPARED as _ALWAYS_IGNORED,
+)
+from neas.search.pareto import PARETO_METRICS
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -49,8 +63,11 @@ class RunConfig(DataOptions, DeviceOptions):
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
     compare_random: bool = option(False, "also run random search with as many evaluations")
-    budgets: "list[str]" = option(default_factory=list, help="one Pareto search, then retrain the best member within each budget "
-                                                              "(e.g. 0.8M 1.2M 1.5M), one sub-directory each")
+    budgets: "list[str]" = option(
+        default_factory=list,
+        help="one Pareto search, then retrain the best member within each budget "
+        "(e.g. 0.8M 1.2M 1.5M), one sub-directory each",
+    )
     budget_metric: str = option("macs", "what the budgets bound: macs | paper_flops | params | latency_ms")
     supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
     search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
@@ -72,7 +89,10 @@ class RunConfig(DataOptions, DeviceOptions):
             fixed = {**{k: getattr(self, k) for k in _SHARED if k in keys}, **paths}
             for key in getattr(self, section):
                 if key in fixed or key == "resume":
-                    raise NeasError(f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}")
+                    raise NeasError(
+                        f"{section}.{key}: set by `neas run` "
+                        f"itself{' (use the top-level key)' if key in _SHARED else ''}"
+                    )
             configs.append(from_dict(cls, {**getattr(self, section), **fixed}, section))
         return tuple(configs)
 
@@ -83,7 +103,9 @@ def _budget_value(metric: str, text: str) -> float:
     try:
         return float(text) if metric == "latency_ms" else float(parse_amount(text))
     except (ValueError, NeasError):
-        raise NeasError(f"budgets: {text!r} is not a {metric} amount (e.g. 1.5M{' or 12.5' if metric == 'latency_ms' else ''})") from None
+        raise NeasError(
+            f"budgets: {text!r} is not a {metric} amount (e.g. 1.5M{' or 12.5' if metric == 'latency_ms' else ''})"
+        ) from None
 
 
 def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]:
@@ -99,18 +121,34 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
         member = picks[value]
         name = f"budgets/{cfg.budget_metric}_{text}"
         folder = run / name
-        arch = {**{k: member[k] for k in ("split", "paths", "distinct") if k in member}, "space": pareto["space"],
-                "path_acc": member["path_acc"], "supernet_acc": member["ensemble_acc"], "budget": {cfg.budget_metric: value},
-                **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member}}
+        arch = {
+            **{k: member[k] for k in ("split", "paths", "distinct") if k in member},
+            "space": pareto["space"],
+            "path_acc": member["path_acc"],
+            "supernet_acc": member["ensemble_acc"],
+            "budget": {cfg.budget_metric: value},
+            **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member},
+        }
         if not (folder / ARCH).is_file():
             run.write_json(f"{name}/{ARCH}", arch)
         dist.barrier()
         stage = dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain"))
         run_stage(folder / "retrain", [MODEL, EVAL], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
         result = read_eval(folder / "retrain" / EVAL)
-        records.append({"budget": text, "metric": cfg.budget_metric, "arch": {"split": member["split"], "paths": member["paths"]},
-                        "supernet_acc": member["ensemble_acc"], "test_top1": result["ensemble"]["top1"], "test_nll": result["ensemble"]["nll"],
-                        "macs": member["macs"], "params": member["params"], "dir": str(folder), "value": value})
+        records.append(
+            {
+                "budget": text,
+                "metric": cfg.budget_metric,
+                "arch": {"split": member["split"], "paths": member["paths"]},
+                "supernet_acc": member["ensemble_acc"],
+                "test_top1": result["ensemble"]["top1"],
+                "test_nll": result["ensemble"]["nll"],
+                "macs": member["macs"],
+                "params": member["params"],
+                "dir": str(folder),
+                "value": value,
+            }
+        )
     return records
 
 
@@ -184,10 +222,16 @@ def _summarise(run: RunDir, arch_file: Path, budgets: list) -> dict:
 
 def format_summary(summary: dict) -> str:
     if "budgets" in summary:
-        lines = [f"within {b['metric']} {b['budget']}: test top-1 {100 * b['test_top1']:.2f}%, NLL {b['test_nll']:.4f}, "
-                 f"{b['macs'] / 1e6:.3f}M MACs, {b['params'] / 1e6:.3f}M params  ({b['dir']})" for b in summary["budgets"]]
+        lines = [
+            f"within {b['metric']} {b['budget']}: test top-1 {100 * b['test_top1']:.2f}%, NLL {b['test_nll']:.4f}, "
+            f"{b['macs'] / 1e6:.3f}M MACs, {b['params'] / 1e6:.3f}M params  ({b['dir']})"
+            for b in summary["budgets"]
+        ]
         return "one search, every budget:\n" + "\n".join(lines) + f"\nreport: {summary['report']}"
-    limits = ", ".join(f"{k} {v / 1e6:g}M" if isinstance(v, int) else f"{k} {v}" for k, v in summary["constraints"].items()) or "none"
+    limits = (
+        ", ".join(f"{k} {v / 1e6:g}M" if isinstance(v, int) else f"{k} {v}" for k, v in summary["constraints"].items())
+        or "none"
+    )
     return (
         f"final: test top-1 {100 * summary['test_top1']:.2f}% "
         f"(paths: {', '.join(f'{100 * a:.2f}%' for a in summary['path_test_top1'])}), "

@@ -26,11 +26,23 @@ from neas.config import option, validate_fields
 from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table
 from neas.cost.runtime import device_name
-from neas.ensemble.latency import measure_latency_table
 from neas.data.calibration import check_same_calibration
+from neas.ensemble.latency import measure_latency_table
 from neas.errors import NeasError, suggest
 from neas.log import MetricLogger
 from neas.options import DecodeOptions, RunOptions, ScoringOptions
+from neas.rundir import (
+    ARCH,
+    LATENCY_TABLE,
+    PARETO,
+    STATE,
+    SUPERNET,
+    RunDir,
+    generation_file,
+    read_generations,
+    releases_run_dir,
+    truncate_metrics,
+)
 from neas.search.constraints import Constraints
 from neas.search.data import heldout_batches
 from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
@@ -40,8 +52,6 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet
 from neas.train.checkpoint import read_state
-from neas.rundir import (ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, RunDir, generation_file, read_generations,
-                         releases_run_dir, truncate_metrics)
 
 __all__ = ["SearchConfig", "search"]
 
@@ -57,26 +67,49 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
     supernet: str = option("runs/supernet", "the supernet-training run directory")
     out: str = option("runs/search", "search directory")
     strategy: str = option("evolution", "evolution | random")
-    objective: str = option("top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)")
-    pareto: "str | None" = option(None, "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
-                                        "macs | paper_flops | params | latency_ms", default_help="one budget, one best ensemble")
+    objective: str = option(
+        "top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)"
+    )
+    pareto: "str | None" = option(
+        None,
+        "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
+        "macs | paper_flops | params | latency_ms",
+        default_help="one budget, one best ensemble",
+    )
     constraints: Constraints = option(default_factory=Constraints, prefix="")
-    split: "list[int] | None" = option(None, "search only split points LO [HI] (0: no shared layers)",
-                                       default_help="the space's range")
+    split: "list[int] | None" = option(
+        None, "search only split points LO [HI] (0: no shared layers)", default_help="the space's range"
+    )
     evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
-    evaluations: "int | None" = option(None, "random search: candidates", default_help="population x generations", valid=">= 1")
-    val_images: "int | None" = option(None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1")
-    latency_table: "str | None" = option(None, "a `neas latency-table` file for the latency budget (e.g. measured in onnxruntime on the "
-                                               "target)", default_help="measured here in torch")
+    evaluations: "int | None" = option(
+        None, "random search: candidates", default_help="population x generations", valid=">= 1"
+    )
+    val_images: "int | None" = option(
+        None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1"
+    )
+    latency_table: "str | None" = option(
+        None,
+        "a `neas latency-table` file for the latency budget (e.g. measured in onnxruntime on the target)",
+        default_help="measured here in torch",
+    )
     data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise NeasError(f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose {' or '.join(STRATEGIES)}")
+            raise NeasError(
+                f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose "
+                f"{' or '.join(STRATEGIES)}"
+            )
         if self.pareto is not None and self.pareto not in PARETO_METRICS:
-            raise NeasError(f"pareto: unknown cost {self.pareto!r}{suggest(self.pareto, PARETO_METRICS)}; choose {', '.join(PARETO_METRICS)}")
+            raise NeasError(
+                f"pareto: unknown cost {self.pareto!r}{suggest(self.pareto, PARETO_METRICS)}; choose "
+                f"{', '.join(PARETO_METRICS)}"
+            )
         if self.objective not in OBJECTIVES:
-            raise NeasError(f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose {' or '.join(OBJECTIVES)}")
+            raise NeasError(
+                f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose "
+                f"{' or '.join(OBJECTIVES)}"
+            )
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
@@ -108,7 +141,12 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resu
     if resuming and path.is_file():
         table = check_table(LatencyTable.load(path), space)
         if table.device != device_name(device) and not cfg.latency_table:
-            log.warning("the latency budget refers to %s, where %s was measured, not to %s", table.device, path, device_name(device))
+            log.warning(
+                "the latency budget refers to %s, where %s was measured, not to %s",
+                table.device,
+                path,
+                device_name(device),
+            )
         return table
     if cfg.latency_table:
         return check_table(LatencyTable.load(cfg.latency_table), space)
@@ -124,7 +162,9 @@ def _keep_latency(table: "LatencyTable | None", run: RunDir, resuming: bool) -> 
 def _describe_range(table, shrunk) -> str:
     lo, hi = table.range(shrunk, "macs")
     plo, phi = table.range(shrunk, "params")
-    return f"the space's ensembles span {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs and {plo / 1e6:.3f}M-{phi / 1e6:.3f}M params"
+    return (
+        f"the space's ensembles span {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs and {plo / 1e6:.3f}M-{phi / 1e6:.3f}M params"
+    )
 
 
 def _check_feasible(constraints: Constraints, table, shrunk) -> None:
@@ -135,7 +175,8 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
             bound = f"max_{metric}={hi_c}" if hi_c is not None and hi_c < lo else f"min_{metric}={lo_c}"
             cheapest, dearest = table.extremes(shrunk, metric)
             raise NeasError(
-                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo} ({cheapest}), the most expensive {hi} "
+                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo} ({cheapest}), the most "
+                f"expensive {hi} "
                 f"({dearest}); {_describe_range(table, shrunk)}"
             )
 
@@ -145,10 +186,12 @@ def _check_latency_feasible(constraints: Constraints, latency: LatencyTable, shr
     lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
     if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
         quick = latency.fastest(shrunk)
-        raise NeasError(f"no ensemble of the space meets {constraints.active()}: on {latency.device} "
-                        f"({latency.runtime}) the fastest takes at least {fastest:.3f} ms (e.g. {quick}: "
-                        f"{latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and the slowest at most "
-                        f"{slowest:.3f} ms ({constraints.latency_mode} paths)")
+        raise NeasError(
+            f"no ensemble of the space meets {constraints.active()}: on {latency.device} "
+            f"({latency.runtime}) the fastest takes at least {fastest:.3f} ms (e.g. {quick}: "
+            f"{latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and the slowest at most "
+            f"{slowest:.3f} ms ({constraints.latency_mode} paths)"
+        )
 
 
 def _supernet_dir(supernet: str) -> Path:
@@ -193,17 +236,20 @@ def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: S
     return latency
 
 
-def _setup_evaluator(cfg: SearchConfig, info: SupernetFile, supernet: Supernet,
-                     device) -> "tuple[CandidateEvaluator, dict]":
+def _setup_evaluator(
+    cfg: SearchConfig, info: SupernetFile, supernet: Supernet, device
+) -> "tuple[CandidateEvaluator, dict]":
     """The candidate evaluator on the held-out part (BN and scoring batches), and its calibration
     record."""
-    bn, val_batches, calibration = heldout_batches(info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images,
-                                                  cfg.data_dir, cfg.workers, cfg.decoding)
+    bn, val_batches, calibration = heldout_batches(
+        info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers, cfg.decoding
+    )
     return CandidateEvaluator(supernet, bn, val_batches), calibration
 
 
-def _setup_resume(cfg: SearchConfig, run: RunDir, evaluator: CandidateEvaluator,
-                  calibration: dict) -> "tuple[random.Random, int, dict[EnsembleArch, float]]":
+def _setup_resume(
+    cfg: SearchConfig, run: RunDir, evaluator: CandidateEvaluator, calibration: dict
+) -> "tuple[random.Random, int, dict[EnsembleArch, float]]":
     """The search's random state, its first generation and the candidates evaluated so far: fresh,
     or as the interrupted run left them (its generation files restored into the evaluator's memo;
     later metric lines dropped)."""
@@ -257,8 +303,12 @@ class _Search:
     def evaluate(self, archs: list[EnsembleArch]) -> list[float]:
         """The fitness of each of ``archs``: each rank evaluates its share, all gather the results."""
         rank, world = dist.get_rank(), dist.get_world_size()
-        bar = tqdm(total=len(archs), desc=f"generation {self.generations_done}", leave=False,
-                   disable=None if self.run.main else True)
+        bar = tqdm(
+            total=len(archs),
+            desc=f"generation {self.generations_done}",
+            leave=False,
+            disable=None if self.run.main else True,
+        )
         bar.set_postfix(best=f"{max(self.history.values(), default=0.0):.1%}")
         mine = {}
         for i in range(rank, len(archs), world):
@@ -289,8 +339,9 @@ def _generation_record(s: _Search, g: int, members, origins, best_arch: Ensemble
         "generation": g,
         "strategy": s.cfg.strategy,
         "objective": s.cfg.objective,
-        "members": [{**a.to_json(), "origin": o, **s.costs_of[a], **_scores(memo[a])}
-                    for a, o in zip(members, origins)],
+        "members": [
+            {**a.to_json(), "origin": o, **s.costs_of[a], **_scores(memo[a])} for a, o in zip(members, origins)
+        ],
         "best": {**best_arch.to_json(), **_scores(memo[best_arch])},
         "evaluations": len(s.history),
     }
@@ -307,36 +358,73 @@ def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
         return
     best = s.evaluator.memo[best_arch]
     s.run.write_json(generation_file(g), record, indent=None)
-    s.logger.log(g, generation=g, evaluations=len(s.history), best_acc=best.ensemble_acc, best_nll=best.ensemble_nll,
-                 mean_acc=sum(accs) / len(accs), members=len(members))
-    state = {"generation": g, "rng": [s.rng.getstate()[0], list(s.rng.getstate()[1]), s.rng.getstate()[2]],
-             "evaluations": len(s.history), "calibration": s.calibration}
+    s.logger.log(
+        g,
+        generation=g,
+        evaluations=len(s.history),
+        best_acc=best.ensemble_acc,
+        best_nll=best.ensemble_nll,
+        mean_acc=sum(accs) / len(accs),
+        members=len(members),
+    )
+    state = {
+        "generation": g,
+        "rng": [s.rng.getstate()[0], list(s.rng.getstate()[1]), s.rng.getstate()[2]],
+        "evaluations": len(s.history),
+        "calibration": s.calibration,
+    }
     s.run.write_json(STATE, state, indent=None)
-    log.info("generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)", g,
-             len(members), s.cfg.objective, 100 * best.ensemble_acc, best.ensemble_nll, 100 * sum(accs) / len(accs),
-             len(s.history))
+    log.info(
+        "generation %d: %d candidates, best (by %s) %.2f%% / NLL %.4f, mean %.2f%% (%d evaluated)",
+        g,
+        len(members),
+        s.cfg.objective,
+        100 * best.ensemble_acc,
+        best.ensemble_nll,
+        100 * sum(accs) / len(accs),
+        len(s.history),
+    )
 
 
 def _run_generations(s: _Search) -> None:
     """The search: generation after generation of the strategy, each recorded by :func:`_record_generation`."""
     cfg, constraints = s.cfg, s.cfg.constraints
     if s.run.main:
-        log.info("search: %s in space %r (%d combinations left), %d held-out images, constraints %s", cfg.strategy,
-                 s.space.name, s.shrunk.num_combinations, s.calibration["score_images"], constraints.active() or "none")
+        log.info(
+            "search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
+            cfg.strategy,
+            s.space.name,
+            s.shrunk.num_combinations,
+            s.calibration["score_images"],
+            constraints.active() or "none",
+        )
     if sample_within(s.shrunk, random.Random(0), s.ok, tries=20_000) is None and not s.history:
-        raise NeasError(f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
-                        f"{_describe_range(s.table, s.shrunk)}")
+        raise NeasError(
+            f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
+            f"{_describe_range(s.table, s.shrunk)}"
+        )
     on_generation = functools.partial(_record_generation, s)
     if cfg.strategy == "evolution":
         # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
         counted = cfg.pareto in ("macs", "paper_flops", "params")
         anchors = (s.table.extremes(s.shrunk, cfg.pareto)[0],) if counted else ()
-        s.history = evolve(s.shrunk, cfg.evolution, s.ok, s.evaluate, s.rng, on_generation, s.start, s.history,
-                           select_parents=s.pareto_parents if cfg.pareto else None, anchors=anchors)
+        s.history = evolve(
+            s.shrunk,
+            cfg.evolution,
+            s.ok,
+            s.evaluate,
+            s.rng,
+            on_generation,
+            s.start,
+            s.history,
+            select_parents=s.pareto_parents if cfg.pareto else None,
+            anchors=anchors,
+        )
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
-        s.history = random_search(s.shrunk, budget, cfg.evolution.population, s.ok, s.evaluate, s.rng, on_generation,
-                                  s.start, s.history)
+        s.history = random_search(
+            s.shrunk, budget, cfg.evolution.population, s.ok, s.evaluate, s.rng, on_generation, s.start, s.history
+        )
 
 
 def _result(s: _Search, best: EnsembleArch) -> dict:
@@ -366,14 +454,28 @@ def _write_pareto(s: _Search) -> None:
     """The Pareto front of the objective vs ``--pareto``'s cost, over every candidate evaluated."""
     cfg, archs = s.cfg, list(s.history)
     on_front = [archs[i] for i in front_indices(s.objectives(archs))]
-    front = [{**a.to_json(), **s.costs_of[a], **_scores(s.evaluator.memo[a]), "fitness": s.history[a]}
-             for a in on_front]
-    pareto = {"metric": cfg.pareto, "objective": cfg.objective, "strategy": cfg.strategy, "evaluations": len(s.history),
-              "constraints": cfg.constraints.active(), "space": s.space.to_dict(), "num_classes": s.num_classes,
-              "front": front}
+    front = [
+        {**a.to_json(), **s.costs_of[a], **_scores(s.evaluator.memo[a]), "fitness": s.history[a]} for a in on_front
+    ]
+    pareto = {
+        "metric": cfg.pareto,
+        "objective": cfg.objective,
+        "strategy": cfg.strategy,
+        "evaluations": len(s.history),
+        "constraints": cfg.constraints.active(),
+        "space": s.space.to_dict(),
+        "num_classes": s.num_classes,
+        "front": front,
+    }
     s.run.write_json(PARETO, pareto)
-    log.info("Pareto front of %s vs %s: %d ensembles from %s to %s", cfg.objective, cfg.pareto, len(front),
-             front[0][cfg.pareto], front[-1][cfg.pareto])
+    log.info(
+        "Pareto front of %s vs %s: %d ensembles from %s to %s",
+        cfg.objective,
+        cfg.pareto,
+        len(front),
+        front[0][cfg.pareto],
+        front[-1][cfg.pareto],
+    )
 
 
 def _write_results(s: _Search) -> None:
@@ -385,8 +487,15 @@ def _write_results(s: _Search) -> None:
     if s.cfg.pareto:
         _write_pareto(s)
     s.run.write_json(ARCH, result)
-    log.info("best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params", s.cfg.objective, best,
-             100 * result["supernet_acc"], result["supernet_nll"], result["macs"] / 1e6, result["params"] / 1e6)
+    log.info(
+        "best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params",
+        s.cfg.objective,
+        best,
+        100 * result["supernet_acc"],
+        result["supernet_nll"],
+        result["macs"] / 1e6,
+        result["params"] / 1e6,
+    )
 
 
 @releases_run_dir
@@ -399,8 +508,23 @@ def search(cfg: SearchConfig) -> Path:
     latency = _setup_latency(cfg, run, supernet, shrunk)
     evaluator, calibration = _setup_evaluator(cfg, info, supernet, device)
     rng, start, history = _setup_resume(cfg, run, evaluator, calibration)
-    s = _Search(cfg, run, sn_dir, supernet.space, supernet.num_classes, shrunk, table, latency, evaluator, calibration,
-                rng, start, history, MetricLogger(run), generations_done=start)
+    s = _Search(
+        cfg,
+        run,
+        sn_dir,
+        supernet.space,
+        supernet.num_classes,
+        shrunk,
+        table,
+        latency,
+        evaluator,
+        calibration,
+        rng,
+        start,
+        history,
+        MetricLogger(run),
+        generations_done=start,
+    )
     _run_generations(s)
     _write_results(s)
     s.logger.close()

@@ -63,8 +63,9 @@ class ExportCommand:
     format: str = option(None, "safetensors | onnx", required=True)
     out: str = option(None, "file to write", required=True)
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
-    paths: "int | None" = option(None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all",
-                                 valid=">= 1")
+    paths: "int | None" = option(
+        None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
+    )
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
@@ -86,15 +87,24 @@ class ExportCommand:
             by = (info.path_order or {}).get("by", "path index")
             if info.temperature is not None:
                 notes.append("the stored temperature was fitted for all paths and is not carried over")
-            info = dataclasses.replace(info, space=net.space, arch=net.arch, temperature=None,
-                                       path_order={"order": list(range(self.paths)), "by": f"paths {chosen} of the original, by {by}"})
+            info = dataclasses.replace(
+                info,
+                space=net.space,
+                arch=net.arch,
+                temperature=None,
+                path_order={"order": list(range(self.paths)), "by": f"paths {chosen} of the original, by {by}"},
+            )
             notes.append(f"paths {chosen} of the {total}-path ensemble")
         temperature = info.temperature_value
         diff = export(net, self.format, self.out, info=info, opset=self.opset, temperature=temperature)
         if temperature is not None:
-            notes.append(f"temperature {temperature:.3f} {'in the graph' if self.format == 'onnx' else 'in the metadata'}")
-        return (f"exported {self.format} to {self.out}{' (' + '; '.join(notes) + ')' if notes else ''}; "
-                f"verified on a batch: max |difference| from PyTorch {diff:.2e}")
+            notes.append(
+                f"temperature {temperature:.3f} {'in the graph' if self.format == 'onnx' else 'in the metadata'}"
+            )
+        return (
+            f"exported {self.format} to {self.out}{' (' + '; '.join(notes) + ')' if notes else ''}; "
+            f"verified on a batch: max |difference| from PyTorch {diff:.2e}"
+        )
 
 
 @dataclass

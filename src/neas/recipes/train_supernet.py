@@ -29,12 +29,12 @@ from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.options import DataOptions, TrainOptions
+from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
 from neas.shrink import ShrinkSettings, shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
 from neas.train.checkpoint import save_checkpoint
-from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
 from neas.train.loop import Precision, epoch_seed, linear_lr, resume_run, seed_everything, train_epoch
 
 __all__ = ["SupernetConfig", "train_supernet"]
@@ -48,11 +48,14 @@ class SupernetConfig(DataOptions, TrainOptions):
 
     out: str = option("runs/supernet", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
-    holdout: float = option(0.1, "fraction of the training split held out to score candidates (never trained on)", valid="(0, 1)")
+    holdout: float = option(
+        0.1, "fraction of the training split held out to score candidates (never trained on)", valid="(0, 1)"
+    )
     epochs: int = option(12, "training epochs", valid=">= 1")
     batch_size: int = option(64, "images per process and step", valid=">= 1")
-    lr: "float | None" = option(None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024",
-                                valid="(0, 100]")
+    lr: "float | None" = option(
+        None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024", valid="(0, 100]"
+    )
     momentum: float = option(0.9, "SGD momentum", valid="[0, 1)")
     weight_decay: float = option(4e-5, "SGD weight decay", valid=">= 0")
     warmup_epochs: int = option(0, "linear warm-up epochs", valid=">= 0")
@@ -61,8 +64,12 @@ class SupernetConfig(DataOptions, TrainOptions):
     shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
     bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
     probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
-    compile: str = option("off", "blocks: torch.compile every (layer, op) block and head once, reused by every sampled ensemble "
-                                 "(docs/PERFORMANCE.md: when it pays)", valid=("off", "blocks"))
+    compile: str = option(
+        "off",
+        "blocks: torch.compile every (layer, op) block and head once, reused by every sampled ensemble "
+        "(docs/PERFORMANCE.md: when it pays)",
+        valid=("off", "blocks"),
+    )
 
     def __post_init__(self):
         validate_fields(self)
@@ -71,13 +78,18 @@ class SupernetConfig(DataOptions, TrainOptions):
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
     full = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
     if space.in_channels != 3:
-        raise NeasError(f"space {space.name!r} expects in_channels={space.in_channels}, but dataset {cfg.data!r} has 3-channel images")
+        raise NeasError(
+            f"space {space.name!r} expects in_channels={space.in_channels}, but dataset {cfg.data!r} has 3-channel "
+            "images"
+        )
     if full.num_classes < 2:
         raise NeasError(f"dataset {cfg.data!r} has {full.num_classes} class; at least 2 are needed")
     sets = calibration_sets(full, cfg.holdout, cfg.bn_batches * cfg.batch_size, cfg.probe_images)
     train = sets.train
     if len(train) < cfg.batch_size * world:
-        raise NeasError(f"the training part has {len(train)} images, fewer than one global batch ({cfg.batch_size} x {world})")
+        raise NeasError(
+            f"the training part has {len(train)} images, fewer than one global batch ({cfg.batch_size} x {world})"
+        )
     augment = Augment(pad=max(1, space.input_size // 8), flip=cfg.data != "digits") if cfg.augment else None
     loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
     # BN and probe batches are identical on every rank (every rank derives the same drops).
@@ -86,8 +98,18 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     return full, loader, bn, probe, sets.record()
 
 
-def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *, epoch: int, optimizer, precision, base_lr: float,
-           device) -> tuple[dict, str]:
+def _epoch(
+    model: Supernet,
+    loader,
+    shrunk: ShrunkSpace,
+    cfg: SupernetConfig,
+    *,
+    epoch: int,
+    optimizer,
+    precision,
+    base_lr: float,
+    device,
+) -> tuple[dict, str]:
     """One epoch of uniformly sampled ensembles; returns its metrics and a digest of the ensembles sampled."""
     steps, world = len(loader), dist.get_world_size()
     arch_gen = random.Random(f"{cfg.seed}:{epoch}:arch")  # identical on every rank
@@ -103,7 +125,7 @@ def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *,
         arch = archs[step] = EnsembleArch.sample(model.space, arch_gen, shrunk)
         digest.update(str(arch).encode())
         logits = model(x, arch)
-        return sum(F.cross_entropy(l.float(), y) for l in logits), logits
+        return sum(F.cross_entropy(lg.float(), y) for lg in logits), logits
 
     def after_backward(step):
         # under torchrun: average the gradients of exactly the sampled ensemble's weights (every rank
@@ -113,9 +135,20 @@ def _epoch(model: Supernet, loader, shrunk: ShrunkSpace, cfg: SupernetConfig, *,
             params = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
             communicated.append(dist.all_reduce_grads(params))
 
-    metrics = train_epoch(model, loader.epoch(epoch), forward, optimizer, precision, epoch=epoch, steps=steps, device=device,
-                          set_lr=set_lr, after_backward=after_backward, accuracy=True,
-                          desc=f"epoch {epoch + 1}/{cfg.epochs}")
+    metrics = train_epoch(
+        model,
+        loader.epoch(epoch),
+        forward,
+        optimizer,
+        precision,
+        epoch=epoch,
+        steps=steps,
+        device=device,
+        set_lr=set_lr,
+        after_backward=after_backward,
+        accuracy=True,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    )
     if communicated:
         metrics["allreduce_mb_per_step"] = sum(communicated) / len(communicated) / 2**20
     return metrics, digest.hexdigest()
@@ -144,26 +177,49 @@ def _resume(run: RunDir, model, optimizer, precision: Precision, space: SearchSp
     return shrunk, state["epoch"] + 1, state["shrink_rounds"]
 
 
-def _shrink_if_due(run: RunDir, model, shrunk: ShrunkSpace, cfg: SupernetConfig, epoch: int, rounds: int, bn_batches,
-                   probe_batches, calibration: dict) -> tuple[ShrunkSpace, int, str]:
+def _shrink_if_due(
+    run: RunDir,
+    model,
+    shrunk: ShrunkSpace,
+    cfg: SupernetConfig,
+    epoch: int,
+    rounds: int,
+    bn_batches,
+    probe_batches,
+    calibration: dict,
+) -> tuple[ShrunkSpace, int, str]:
     """Algorithm 1's shrinking round after ``epoch`` when one is due; writes its record. Returns the
     shrunk space, the rounds done and a note for the log line."""
     due = cfg.shrink.mode != "none" and (epoch + 1) % cfg.shrink.every == 0 and epoch + 1 < cfg.epochs
     if not due or shrunk.num_combinations <= cfg.shrink.until:
         return shrunk, rounds, ""
     gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
-    bar = tqdm(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True)
+    bar = tqdm(
+        total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True
+    )
     before = shrunk.num_combinations
     shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
     bar.close()
-    run.write_json(f"{SHRINK_ROUNDS}/{round_file(rounds)}", {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record},
-                   indent=None)
+    run.write_json(
+        f"{SHRINK_ROUNDS}/{round_file(rounds)}",
+        {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record},
+        indent=None,
+    )
     return shrunk, rounds + 1, f"  shrink {before} -> {shrunk.num_combinations}"
 
 
 def _log_epoch(cfg: SupernetConfig, epoch: int, metrics: dict, combinations: int, note: str) -> None:
-    log.info("epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s", epoch + 1, cfg.epochs, metrics["loss"],
-             100 * metrics["ensemble_acc"], metrics["lr"], metrics["images_per_s"], combinations, note)
+    log.info(
+        "epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s",
+        epoch + 1,
+        cfg.epochs,
+        metrics["loss"],
+        100 * metrics["ensemble_acc"],
+        metrics["lr"],
+        metrics["images_per_s"],
+        combinations,
+        note,
+    )
 
 
 @releases_run_dir
@@ -172,8 +228,10 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     device = dist.init(cfg.device)
     space = SearchSpace.resolve(cfg.space)
     if space.num_paths == 1 and cfg.shrink.mode == "diversity":
-        raise NeasError(f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
-                        f"use shrink quality, accuracy or none")
+        raise NeasError(
+            f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
+            f"use shrink quality, accuracy or none"
+        )
     run = RunDir.open(cfg, "train-supernet", device)
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, run.rank, run.world)
     model, optimizer, base_lr = _setup_model(cfg, space, full.num_classes, device, run.world)
@@ -182,27 +240,68 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
     logger, steps = MetricLogger(run), len(loader)
     if run.main:
-        log.info("supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, %d steps/epoch, "
-                 "device %s x%d", space.name, space.num_layers, shrunk.num_combinations, full.num_classes, len(loader.data),
-                 sum(len(y) for _, y in probe_batches), steps, device, run.world)
+        log.info(
+            "supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, %d "
+            "steps/epoch, "
+            "device %s x%d",
+            space.name,
+            space.num_layers,
+            shrunk.num_combinations,
+            full.num_classes,
+            len(loader.data),
+            sum(len(y) for _, y in probe_batches),
+            steps,
+            device,
+            run.world,
+        )
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, run.rank))  # dropout: a function of (seed, epoch, rank)
-        metrics, digest = _epoch(model, loader, shrunk, cfg, epoch=epoch, optimizer=optimizer, base_lr=base_lr, device=device,
-                                 precision=precision)
+        metrics, digest = _epoch(
+            model,
+            loader,
+            shrunk,
+            cfg,
+            epoch=epoch,
+            optimizer=optimizer,
+            base_lr=base_lr,
+            device=device,
+            precision=precision,
+        )
         if len(set(dist.all_gather_object(digest))) != 1:
-            raise NeasError(f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and config")
-        shrunk, rounds, note = _shrink_if_due(run, model, shrunk, cfg, epoch, rounds, bn_batches, probe_batches, calibration)
+            raise NeasError(
+                f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and "
+                "config"
+            )
+        shrunk, rounds, note = _shrink_if_due(
+            run, model, shrunk, cfg, epoch, rounds, bn_batches, probe_batches, calibration
+        )
         metrics["combinations"] = shrunk.num_combinations
         if run.main:
-            state = {"epoch": epoch, "shrink_rounds": rounds, "shrunk": shrunk.to_json(), "seed": cfg.seed, "steps": (epoch + 1) * steps,
-                     "calibration": calibration, "scaler": precision.state_dict()}
+            state = {
+                "epoch": epoch,
+                "shrink_rounds": rounds,
+                "shrunk": shrunk.to_json(),
+                "seed": cfg.seed,
+                "steps": (epoch + 1) * steps,
+                "calibration": calibration,
+                "scaler": precision.state_dict(),
+            }
             logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
             save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
             _log_epoch(cfg, epoch, metrics, shrunk.num_combinations, note)
         dist.barrier()
     if run.main:
-        info = SupernetFile(space, shrunk, tuple(full.classes), cfg.data, cfg.data_dir, cfg.holdout, cfg.shrink.mode,
-                            cfg.epochs - 1, to_dict(cfg))
+        info = SupernetFile(
+            space,
+            shrunk,
+            tuple(full.classes),
+            cfg.data,
+            cfg.data_dir,
+            cfg.holdout,
+            cfg.shrink.mode,
+            cfg.epochs - 1,
+            to_dict(cfg),
+        )
         save_supernet(model, info, run / SUPERNET)
         run.write_json(SHRUNK_SPACE, shrunk.to_json())
         log.info("supernet written to %s", run / SUPERNET)

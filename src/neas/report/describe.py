@@ -13,7 +13,9 @@ def _m(value: int) -> str:
     return f"{value / 1e6:.2f}M"
 
 
-def arch_summary(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None) -> dict:
+def arch_summary(
+    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None
+) -> dict:
     """The JSON form of ``neas arch --json``: the arch, its costs and official list when defined."""
     cost = count_cost(space, arch, num_classes, input_size)
     out = {**arch.to_json(), "num_paths": arch.num_paths, "space": space.name, **cost.to_json()}
@@ -26,7 +28,9 @@ def arch_summary(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000
     return out
 
 
-def arch_report(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None, title: str = "") -> str:
+def arch_report(
+    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None, title: str = ""
+) -> str:
     """A per-layer table: stem, L0, the shared layers, then the private layers of each path."""
     cost = count_cost(space, arch, num_classes, input_size)
     k = arch.num_paths
@@ -49,7 +53,9 @@ def arch_report(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000,
     lines.append(f"MACs {_m(cost.macs)}  paper FLOPs {_m(cost.paper_flops)}  params {_m(cost.params)}")
     paper = ARCH_PAPER_RESULTS.get(title.lower())
     if paper and space.name == "imagenet" and (input_size or space.input_size) == 224 and num_classes == 1000:
-        lines.append(f"paper (Table 1): {paper['paper_flops'] / 1e6:.0f}M FLOPs, top-1 {paper['top1']}%, top-5 {paper['top5']}%")
+        lines.append(
+            f"paper (Table 1): {paper['paper_flops'] / 1e6:.0f}M FLOPs, top-1 {paper['top1']}%, top-5 {paper['top5']}%"
+        )
     return "\n".join(lines)
 
 
@@ -60,7 +66,8 @@ def space_report(space: SearchSpace) -> str:
         f"candidate ops: {', '.join(map(str, space.ops))}",
         f"{'layer':<6}{'in':>5}{'out':>6}{'stride':>7}  {'ops':<5}{'combinations':>13}",
         f"{'stem':<6}{space.in_channels:>5}{space.channels(space.stem_channels):>6}{space.stem_stride:>7}  fixed",
-        f"{'L0':<6}{space.channels(space.stem_channels):>5}{space.channels(space.first_block_channels):>6}{1:>7}  fixed",
+        f"{'L0':<6}{space.channels(space.stem_channels):>5}{space.channels(space.first_block_channels):>6}{1:>7}  "
+        "fixed",
     ]
     for spec in space.layers:
         note = "  (first of stage: no skip)" if spec.first_of_stage and any(o.is_skip for o in space.ops) else ""
@@ -69,6 +76,9 @@ def space_report(space: SearchSpace) -> str:
             f"{len(space.combinations(spec.index)):>13}{note}"
         )
     size = space.size()
-    lines.append(f"head: {space.channels(space.head_channels)} -> pool -> {space.channels(space.feature_channels)} -> classes, per path")
+    lines.append(
+        f"head: {space.channels(space.head_channels)} -> pool -> {space.channels(space.feature_channels)} -> classes, "
+        "per path"
+    )
     lines.append(f"size: {size:,} ensembles (~10^{len(str(size)) - 1})")
     return "\n".join(lines)

@@ -11,14 +11,15 @@ from pathlib import Path
 from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
-from neas.space import EnsembleArch, SearchSpace
 from neas.rundir import ARCH, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval
+from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["build_report"]
 
 
 def _figure(name: str, caption: str) -> str:
-    return f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    text = html.escape(caption)
+    return f'<figure><img src="{name}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
 def _summary(chosen: "dict | None", result: "dict | None") -> list[str]:
@@ -31,20 +32,31 @@ def _summary(chosen: "dict | None", result: "dict | None") -> list[str]:
             f"<li>cost: {chosen['macs'] / 1e6:.3f}M MACs, {chosen['paper_flops'] / 1e6:.3f}M paper FLOPs, "
             f"{chosen['params'] / 1e6:.3f}M params; constraints: {html.escape(json.dumps(budget))}</li>"
         )
-        summary.append(f"<li>held-out top-1 with supernet weights: {100 * chosen['supernet_acc']:.2f}% "
-                       f"({chosen['evaluations']} candidates evaluated, {chosen['strategy']})</li>")
+        summary.append(
+            f"<li>held-out top-1 with supernet weights: {100 * chosen['supernet_acc']:.2f}% "
+            f"({chosen['evaluations']} candidates evaluated, {chosen['strategy']})</li>"
+        )
     if result:
-        paths = ", ".join(f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%"
-                          for j in range(len(chosen["paths"]) if chosen else 0))
-        summary.append(f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); "
-                       f"{paths}</li>")
+        paths = ", ".join(
+            f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%" for j in range(len(chosen["paths"]) if chosen else 0)
+        )
+        summary.append(
+            f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); {paths}</li>"
+        )
         e = result["ensemble"]
         if "nll" in e:
             calibrated = e.get("calibrated")
-            after = (f"; with temperature {result['temperature']['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
-                     f"ECE {100 * calibrated['ece']:.2f}%") if calibrated else ""
-            summary.append(f"<li>ensemble NLL {e['nll']:.4f}, ECE {100 * e['ece']:.2f}%, Brier {e['brier']:.4f}"
-                           f"{after}</li>")
+            after = (
+                (
+                    f"; with temperature {result['temperature']['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
+                    f"ECE {100 * calibrated['ece']:.2f}%"
+                )
+                if calibrated
+                else ""
+            )
+            summary.append(
+                f"<li>ensemble NLL {e['nll']:.4f}, ECE {100 * e['ece']:.2f}%, Brier {e['brier']:.4f}{after}</li>"
+            )
     return ["<h2>Result</h2><ul>" + "".join(summary) + "</ul>"] if summary else []
 
 
@@ -56,15 +68,22 @@ def _training(run: Path, out: Path) -> list[str]:
         parts.append("<h2>Training</h2>" + _figure("training.png", caption))
     rounds = sorted((run / "supernet" / SHRINK_ROUNDS).glob("round_*.json"))
     if rounds:
-        parts.append("<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops "
-                     "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
-                     "score; red bars were dropped.</p>")
+        parts.append(
+            "<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops "
+            "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
+            "score; red bars were dropped.</p>"
+        )
         for p in rounds:
             record = json.loads(p.read_text())
             name = f"shrink_round_{record['round']:02d}.png"
             plots.plot_shrink_round(record, out / name)
-            parts.append(_figure(name, f"Round {record['round']}: {record['combinations_before']} → "
-                                       f"{record['combinations_after']} combinations"))
+            parts.append(
+                _figure(
+                    name,
+                    f"Round {record['round']}: {record['combinations_before']} → "
+                    f"{record['combinations_after']} combinations",
+                )
+            )
     return parts
 
 
@@ -75,8 +94,13 @@ def _search(run: Path, out: Path) -> list[str]:
         caption = "Evolution progress, and the best candidate found vs candidates evaluated"
         parts.append("<h2>Search</h2>" + _figure("evolution.png", caption))
     if plots.plot_front(run, out / "front.png"):
-        parts.append(_figure("front.png", "The Pareto front of the search and of random search at equal evaluations, "
-                                          "and the member picked for each budget"))
+        parts.append(
+            _figure(
+                "front.png",
+                "The Pareto front of the search and of random search at equal evaluations, "
+                "and the member picked for each budget",
+            )
+        )
         parts += _budgets(run)
     return parts
 
@@ -86,9 +110,11 @@ def _budgets(run: Path) -> list[str]:
     rows = []
     for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
         ev = read_eval(folder)
-        rows.append(f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
-                    f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td>"
-                    f"<td>{ev['params'] / 1e6:.3f}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
+            f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td>"
+            f"<td>{ev['params'] / 1e6:.3f}</td></tr>"
+        )
     if not rows:
         return []
     header = "<tr><th>budget</th><th>test top-1 (%)</th><th>NLL</th><th>MACs (M)</th><th>params (M)</th></tr>"
@@ -111,12 +137,23 @@ def _chosen(run: Path, out: Path, chosen: dict) -> list[str]:
 
 def _quality(out: Path, result: dict) -> list[str]:
     """The retrained ensemble's calibration, anytime inference and robustness figures that apply."""
-    figures = [(plots.plot_reliability, "reliability.png",
-                "Reliability diagram: accuracy vs confidence, ensemble and each path"),
-               (plots.plot_anytime, "anytime.png",
-                "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs"),
-               (plots.plot_corruptions, "corruptions.png",
-                "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths")]
+    figures = [
+        (
+            plots.plot_reliability,
+            "reliability.png",
+            "Reliability diagram: accuracy vs confidence, ensemble and each path",
+        ),
+        (
+            plots.plot_anytime,
+            "anytime.png",
+            "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs",
+        ),
+        (
+            plots.plot_corruptions,
+            "corruptions.png",
+            "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths",
+        ),
+    ]
     shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
     return ["<h2>Ensemble quality</h2>" + "".join(shown)] if shown else []
 
@@ -125,9 +162,10 @@ def _page(run: Path, parts: list[str]) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>NEAS report: {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} figure{{margin:1em 0}}
-img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%}} code{{background:#f4f4f4}}</style></head>
+img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%}}
+code{{background:#f4f4f4}}</style></head>
 <body><h1>NEAS report: {html.escape(str(run))}</h1>
-{''.join(parts)}
+{"".join(parts)}
 </body></html>
 """
 

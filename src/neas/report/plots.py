@@ -17,11 +17,21 @@ from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 
 from neas.io import save_figure  # noqa: E402
 from neas.log import MetricLogger  # noqa: E402
-from neas.space import EnsembleArch  # noqa: E402
 from neas.rundir import ARCH, PARETO, read_arch, read_generations  # noqa: E402
+from neas.space import EnsembleArch  # noqa: E402
 
-__all__ = ["plot_training", "plot_shrink_round", "plot_evolution", "plot_pareto", "plot_arch", "plot_reliability",
-           "plot_corruptions", "plot_anytime", "plot_front", "plot_latency_validation"]
+__all__ = [
+    "plot_training",
+    "plot_shrink_round",
+    "plot_evolution",
+    "plot_pareto",
+    "plot_arch",
+    "plot_reliability",
+    "plot_corruptions",
+    "plot_anytime",
+    "plot_front",
+    "plot_latency_validation",
+]
 
 
 def _save(fig, path: Path) -> Path:
@@ -39,7 +49,11 @@ def plot_training(run: Path, path: Path) -> "Path | None":
     if sn:
         ep = [m["epoch"] + 1 for m in sn]
         ax.plot(ep, [m["loss"] for m in sn], "o-", label="supernet loss (sum of K paths)")
-        shrinks = [m["epoch"] + 1 for a, m in zip([None] + sn[:-1], sn) if a is not None and m["combinations"] < a["combinations"]]
+        shrinks = [
+            m["epoch"] + 1
+            for a, m in zip([None] + sn[:-1], sn)
+            if a is not None and m["combinations"] < a["combinations"]
+        ]
         for i, e in enumerate(shrinks):
             ax.axvline(e, color="grey", ls=":", lw=1, label="shrinking round" if i == 0 else None)
     if rt:
@@ -48,10 +62,20 @@ def plot_training(run: Path, path: Path) -> "Path | None":
     ax.legend()
     ax = axes[1]
     if sn:
-        ax.plot([m["epoch"] + 1 for m in sn], [100 * m["ensemble_acc"] for m in sn], "o-", label="supernet: sampled ensembles (train batches)")
+        ax.plot(
+            [m["epoch"] + 1 for m in sn],
+            [100 * m["ensemble_acc"] for m in sn],
+            "o-",
+            label="supernet: sampled ensembles (train batches)",
+        )
     tests = [m for m in rt if "test_top1" in m]
     if tests:
-        ax.plot([m["epoch"] + 1 for m in tests], [100 * m["test_top1"] for m in tests], "s-", label="retrained ensemble (test, EMA)")
+        ax.plot(
+            [m["epoch"] + 1 for m in tests],
+            [100 * m["test_top1"] for m in tests],
+            "s-",
+            label="retrained ensemble (test, EMA)",
+        )
     ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Accuracy", ylim=(0, 100))
     ax.legend(loc="lower right")
     return _save(fig, path)
@@ -94,7 +118,15 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
         else:
             labels = ["/".join(c["ops"]) for c in scores]
             mask = np.array([[(name, tuple(c["ops"])) in dropped for c in scores]])
-            _heat(row[2], fig, np.array([[c["score"] for c in scores]]), labels, ["score"], f"{name}: combination scores (x: dropped)", mask)
+            _heat(
+                row[2],
+                fig,
+                np.array([[c["score"] for c in scores]]),
+                labels,
+                ["score"],
+                f"{name}: combination scores (x: dropped)",
+                mask,
+            )
     fig.suptitle(
         f"Shrinking round {record['round']} after epoch {record['epoch']} ({record['mode']}): "
         f"{record['combinations_before']} -> {record['combinations_after']} combinations",
@@ -143,7 +175,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot_pareto(search_dir: Path, path: Path, budget: "float | None" = None, metric: str = "macs", chosen: "dict | None" = None) -> "Path | None":
+def plot_pareto(
+    search_dir: Path, path: Path, budget: "float | None" = None, metric: str = "macs", chosen: "dict | None" = None
+) -> "Path | None":
     members = [m for r in _generations(search_dir) for m in r["members"]]
     if not members:
         return None
@@ -158,7 +192,16 @@ def plot_pareto(search_dir: Path, path: Path, budget: "float | None" = None, met
     if budget is not None:
         ax.axvline(budget / 1e6, color="tab:red", ls="--", label=f"budget {budget / 1e6:g}M")
     if chosen is not None:
-        ax.scatter([chosen[metric] / 1e6], [100 * chosen["supernet_acc"]], marker="*", s=250, color="gold", edgecolor="black", zorder=5, label="chosen")
+        ax.scatter(
+            [chosen[metric] / 1e6],
+            [100 * chosen["supernet_acc"]],
+            marker="*",
+            s=250,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label="chosen",
+        )
     ax.set(xlabel=f"{metric} (M)", ylabel="held-out top-1 with supernet weights (%)", title="Every evaluated candidate")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -182,7 +225,11 @@ def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
             return
         w = 0.25 + 0.07 * op.kernel
         h = 0.3 + 0.5 * (exps.index(op.expansion) + 1) / len(exps)
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", color=color_of[op.kernel], alpha=0.9))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", color=color_of[op.kernel], alpha=0.9
+            )
+        )
         ax.text(x, y, f"{op.kernel}\n{op.expansion}", ha="center", va="center", fontsize=6, color="white")
 
     ax.add_patch(Rectangle((-1.4, y_mid - 0.3), 0.6, 0.6, color="black"))
@@ -206,7 +253,14 @@ def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
         ax.text(n + 1.1, j, "head", ha="center", va="center", color="white", fontsize=7)
         ax.text(n + 1.8, j, f"path {j}", va="center", fontsize=8)
     handles = [Rectangle((0, 0), 1, 1, color=color_of[kern]) for kern in kernels]
-    ax.legend(handles, [f"kernel {kern}" for kern in kernels], loc="upper left", fontsize=7, ncol=len(kernels), bbox_to_anchor=(0, 1.18))
+    ax.legend(
+        handles,
+        [f"kernel {kern}" for kern in kernels],
+        loc="upper left",
+        fontsize=7,
+        ncol=len(kernels),
+        bbox_to_anchor=(0, 1.18),
+    )
     ax.set_xlim(-1.6, n + 2.6)
     ax.set_ylim(-0.8, k - 0.1)
     ax.set_xticks(range(1, n + 1), [f"L{i}" for i in range(1, n + 1)], fontsize=7)
@@ -232,10 +286,19 @@ def plot_reliability(result: dict, path: Path) -> "Path | None":
         r = rel[name]
         pts = [(c, a) for c, a, n in zip(r["confidence"], r["accuracy"], r["count"]) if n > 0]
         ece = result[name].get("ece", float("nan"))
-        style = dict(lw=2.5, color="black", marker="o") if name == "ensemble" else dict(lw=1, color=f"C{i}", marker=".", alpha=0.8)
+        style = (
+            dict(lw=2.5, color="black", marker="o")
+            if name == "ensemble"
+            else dict(lw=1, color=f"C{i}", marker=".", alpha=0.8)
+        )
         ax.plot([100 * c for c, _ in pts], [100 * a for _, a in pts], label=f"{name} (ECE {100 * ece:.1f}%)", **style)
-    ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
-           title=f"Reliability ({result['reliability']['ensemble']['bins']} bins, {result.get('split', '')} split)")
+    ax.set(
+        xlabel="confidence (%)",
+        ylabel="accuracy (%)",
+        xlim=(0, 100),
+        ylim=(0, 100),
+        title=f"Reliability ({result['reliability']['ensemble']['bins']} bins, {result.get('split', '')} split)",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -254,7 +317,9 @@ def plot_corruptions(result: dict, path: Path) -> "Path | None":
         nll = [result[name]["nll"]] + [block["by_severity"][str(s)][name]["nll"] for s in block["severities"]]
         axes[0].plot(sev, [100 * a for a in acc], label=name, **style)
         axes[1].plot(sev, nll, label=name, **style)
-    axes[0].set(xlabel="severity (0: clean)", ylabel="top-1 (%)", title=f"Accuracy under {len(block['names'])} corruptions")
+    axes[0].set(
+        xlabel="severity (0: clean)", ylabel="top-1 (%)", title=f"Accuracy under {len(block['names'])} corruptions"
+    )
     axes[1].set(xlabel="severity (0: clean)", ylabel="NLL", title="NLL under corruption")
     for ax in axes:
         ax.set_xticks(sev)
@@ -272,7 +337,9 @@ def plot_anytime(result: dict, path: Path) -> "Path | None":
     axes[0].plot(macs, [100 * e["top1"] for e in anytime], "o-", color="black")
     axes[1].plot(macs, [e["nll"] for e in anytime], "o-", color="black")
     for e, x in zip(anytime, macs):
-        axes[0].annotate(f"j={len(e['paths'])}", (x, 100 * e["top1"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        axes[0].annotate(
+            f"j={len(e['paths'])}", (x, 100 * e["top1"]), textcoords="offset points", xytext=(4, -10), fontsize=8
+        )
         axes[1].annotate(f"j={len(e['paths'])}", (x, e["nll"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     by = result.get("anytime_order", {}).get("by", "path index")
     axes[0].set(xlabel="MACs (M)", ylabel="top-1 (%)", title=f"Anytime: the first j paths (by {by})")
@@ -290,19 +357,38 @@ def plot_front(run: Path, path: Path) -> "Path | None":
     metric = pareto["metric"]
     scale = 1.0 if metric == "latency_ms" else 1e-6
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for source, style, label in ((evo, "o-", "evolution (NSGA-II)"), (run / "search_random" / PARETO, "s--", "random search")):
+    for source, style, label in (
+        (evo, "o-", "evolution (NSGA-II)"),
+        (run / "search_random" / PARETO, "s--", "random search"),
+    ):
         if source.is_file():
             front = json.loads(source.read_text())
-            ax.plot([m[metric] * scale for m in front["front"]], [100 * m["ensemble_acc"] for m in front["front"]], style,
-                    label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated", drawstyle="steps-post")
+            ax.plot(
+                [m[metric] * scale for m in front["front"]],
+                [100 * m["ensemble_acc"] for m in front["front"]],
+                style,
+                label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated",
+                drawstyle="steps-post",
+            )
     for folder in sorted((run / "budgets").glob(f"*/{ARCH}")):
         picked = read_arch(folder)
         budget = next(iter(picked["budget"].values()))
         ax.axvline(budget * scale, color="grey", ls=":", lw=1)
-        ax.scatter([picked[metric] * scale], [100 * picked["supernet_acc"]], marker="*", s=220, color="gold", edgecolor="black", zorder=5)
+        ax.scatter(
+            [picked[metric] * scale],
+            [100 * picked["supernet_acc"]],
+            marker="*",
+            s=220,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+        )
     unit = "ms" if metric == "latency_ms" else "M"
-    ax.set(xlabel=f"{metric} ({unit})", ylabel="held-out top-1 with supernet weights (%)",
-           title="Pareto front (stars: picked per budget; dotted: budgets)")
+    ax.set(
+        xlabel=f"{metric} ({unit})",
+        ylabel="held-out top-1 with supernet weights (%)",
+        title="Pareto front (stars: picked per budget; dotted: budgets)",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -316,11 +402,13 @@ def plot_latency_validation(report: dict, path: "str | Path") -> Path:
     ax.scatter(meas, pred, s=16)
     lo, hi = min(pred + meas), max(pred + meas)
     ax.plot([lo, hi], [lo, hi], color="grey", ls=":")
-    title = (f"{report['runtime']}, batch {report['batch_size']}: MAPE {report['mape_pct']:.1f}%, "
-             f"bias {report['bias_pct']:+.1f}%\n"
-             f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f})\n"
-             f"the two passes differ by {report['test_retest_mape_pct']:.1f}% "
-             f"(bias {report['test_retest_bias_pct']:+.1f}%)")
+    title = (
+        f"{report['runtime']}, batch {report['batch_size']}: MAPE {report['mape_pct']:.1f}%, "
+        f"bias {report['bias_pct']:+.1f}%\n"
+        f"Kendall tau {report['kendall_tau']:.2f} (test-retest {report['test_retest_tau']:.2f})\n"
+        f"the two passes differ by {report['test_retest_mape_pct']:.1f}% "
+        f"(bias {report['test_retest_bias_pct']:+.1f}%)"
+    )
     ax.set(xlabel="measured end to end, mean of two passes (ms)", ylabel="predicted by the table (ms)", title=title)
     ax.title.set_fontsize(9)
     return _save(fig, path)

@@ -25,8 +25,12 @@ class Constraints:
     max_paper_flops: "Amount | None" = option(None, "upper bound on FLOPs, the paper's convention")
     min_params: "Amount | None" = option(None, "lower bound on parameters")
     max_params: "Amount | None" = option(None, "upper bound on parameters")
-    min_latency_ms: "float | None" = option(None, "lower bound on latency, from a table measured on this machine", valid=">= 0")
-    max_latency_ms: "float | None" = option(None, "upper bound on latency, from a table measured on this machine", valid=">= 0")
+    min_latency_ms: "float | None" = option(
+        None, "lower bound on latency, from a table measured on this machine", valid=">= 0"
+    )
+    max_latency_ms: "float | None" = option(
+        None, "upper bound on latency, from a table measured on this machine", valid=">= 0"
+    )
     latency_mode: str = option("sequential", "how the K paths' latencies combine", valid=("sequential", "parallel"))
 
     def __post_init__(self):
@@ -42,7 +46,11 @@ class Constraints:
 
     def active(self) -> dict:
         """The bounds that are set (and the latency mode when latency is bounded)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency_mode" and getattr(self, f.name) is not None}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "latency_mode" and getattr(self, f.name) is not None
+        }
         if self.needs_latency:
             out["latency_mode"] = self.latency_mode
         return out

@@ -37,7 +37,9 @@ class EvolutionSettings:
     def __post_init__(self):
         validate_fields(self)
         if self.population < self.parents:
-            raise NeasError(f"population ({self.population}) must not be smaller than the number of parents ({self.parents})")
+            raise NeasError(
+                f"population ({self.population}) must not be smaller than the number of parents ({self.parents})"
+            )
 
 
 def _columns(arch: EnsembleArch) -> Columns:
@@ -81,7 +83,9 @@ def repair(columns: Columns, split: int, shrunk: ShrunkSpace, rng: random.Random
     return arch if arch.is_valid(shrunk.space, shrunk) else None
 
 
-def mutate(arch: EnsembleArch, shrunk: ShrunkSpace, p_split: float, p_layer: float, rng: random.Random) -> "EnsembleArch | None":
+def mutate(
+    arch: EnsembleArch, shrunk: ShrunkSpace, p_split: float, p_layer: float, rng: random.Random
+) -> "EnsembleArch | None":
     """Split-point mutation with probability ``p_split``, then each layer with ``p_layer``."""
     space, k = shrunk.space, arch.num_paths
     columns, split = _columns(arch), arch.split
@@ -116,7 +120,9 @@ def crossover(a: EnsembleArch, b: EnsembleArch, shrunk: ShrunkSpace, rng: random
     return repair(columns, split, shrunk, rng)
 
 
-def sample_within(shrunk: ShrunkSpace, rng: random.Random, ok: Callable[[EnsembleArch], bool], exclude=(), tries: int = 20_000) -> "EnsembleArch | None":
+def sample_within(
+    shrunk: ShrunkSpace, rng: random.Random, ok: Callable[[EnsembleArch], bool], exclude=(), tries: int = 20_000
+) -> "EnsembleArch | None":
     """A uniform random ensemble of the shrunk space that passes ``ok`` (rejection sampling)."""
     for _ in range(tries):
         arch = EnsembleArch.sample(shrunk.space, rng, shrunk)
@@ -169,12 +175,19 @@ def evolve(
                 ranked = sorted(history, key=lambda a: -history[a])[: settings.parents]
             else:
                 ranked = select_parents(history, settings.parents)
-            muts = _children(lambda: mutate(rng.choice(ranked), shrunk, settings.p_split, settings.p_layer, rng), settings.mutations, ok, seen)
+            muts = _children(
+                lambda ranked=ranked: mutate(rng.choice(ranked), shrunk, settings.p_split, settings.p_layer, rng),
+                settings.mutations,
+                ok,
+                seen,
+            )
             members += muts
             origins += ["mutation"] * len(muts)
             crosses = _children(
-                lambda: crossover(*rng.sample(ranked, 2), shrunk, rng) if len(ranked) > 1 else None,
-                settings.crossovers, ok, seen | set(members),
+                lambda ranked=ranked: crossover(*rng.sample(ranked, 2), shrunk, rng) if len(ranked) > 1 else None,
+                settings.crossovers,
+                ok,
+                seen | set(members),
             )
             members += crosses
             origins += ["crossover"] * len(crosses)

@@ -50,7 +50,9 @@ class CandidateEvaluator:
         cache_bytes: memory for cached activations (least recently used prefixes are dropped).
     """
 
-    def __init__(self, supernet: Supernet, bn_batches, val_batches, reuse_shared: bool = True, cache_bytes: int = 2 * 2**30):
+    def __init__(
+        self, supernet: Supernet, bn_batches, val_batches, reuse_shared: bool = True, cache_bytes: int = 2 * 2**30
+    ):
         self.supernet = supernet
         self.bn_batches = list(bn_batches)
         self.val_batches = list(val_batches)
@@ -114,8 +116,8 @@ class CandidateEvaluator:
         k_paths = arch.num_paths
         correct, ens, nll, total = [0] * k_paths, 0, 0.0, 0
         for logits, (_, y) in zip(logits_per_batch, self.val_batches):
-            for k, l in enumerate(logits):
-                correct[k] += int((l.argmax(1) == y).sum())
+            for k, lg in enumerate(logits):
+                correct[k] += int((lg.argmax(1) == y).sum())
             mean = torch.stack(logits).float().mean(0)
             ens += int((mean.argmax(1) == y).sum())
             nll += float(torch.nn.functional.cross_entropy(mean, y, reduction="sum"))

@@ -62,7 +62,9 @@ def front_indices(objectives: np.ndarray) -> list[int]:
     return sorted(fronts[0].tolist(), key=lambda i: (objectives[i, -1], objectives[i, 0]))
 
 
-def pick_for_budgets(front: "list[dict]", budgets: "list[float]", metric: str, key: str = "fitness") -> "dict[float, dict]":
+def pick_for_budgets(
+    front: "list[dict]", budgets: "list[float]", metric: str, key: str = "fitness"
+) -> "dict[float, dict]":
     """For each budget, the member of ``front`` with the best ``key`` among those whose ``metric``
     is within it; an error names a budget below the cheapest member."""
     picks = {}
@@ -70,6 +72,8 @@ def pick_for_budgets(front: "list[dict]", budgets: "list[float]", metric: str, k
         within = [m for m in front if m[metric] <= budget]
         if not within:
             cheapest = min(front, key=lambda m: m[metric])
-            raise NeasError(f"budgets: no ensemble of the front has {metric} <= {budget:g}; the cheapest has {cheapest[metric]:g}")
+            raise NeasError(
+                f"budgets: no ensemble of the front has {metric} <= {budget:g}; the cheapest has {cheapest[metric]:g}"
+            )
         picks[budget] = max(within, key=lambda m: (m[key], -m[metric]))
     return picks

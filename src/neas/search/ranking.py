@@ -14,8 +14,16 @@ import warnings
 import numpy as np
 from scipy import stats
 
-__all__ = ["RESAMPLES", "kendall_tau", "spearman_rho", "paired_bootstrap", "percentile_ci", "mc_band", "rank_correlation",
-           "tau_difference"]
+__all__ = [
+    "RESAMPLES",
+    "kendall_tau",
+    "spearman_rho",
+    "paired_bootstrap",
+    "percentile_ci",
+    "mc_band",
+    "rank_correlation",
+    "tau_difference",
+]
 
 RESAMPLES = 10_000  # bootstrap resamples behind every interval (1,000 left a study verdict to the bootstrap's seed)
 _BATCH = 2_000  # resamples evaluated at once (memory: batch x n(n-1)/2 pair signs per array)
@@ -52,10 +60,20 @@ def paired_bootstrap(arrays, statistic, resamples: int = RESAMPLES, seed: int = 
     in that resample: no ranking) are left out. Shape (resamples left,) or (k, resamples left)
     for a statistic with k outputs (a resample is left out if any output is nan)."""
     arrays = [np.asarray(a, float) for a in arrays]
-    with warnings.catch_warnings():  # the percentile interval of a distribution holding nan; ours is computed without them
+    with (
+        warnings.catch_warnings()
+    ):  # the percentile interval of a distribution holding nan; ours is computed without them
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(arrays, statistic, n_resamples=resamples, batch=_BATCH, vectorized=True, paired=True,
-                              method="percentile", rng=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            arrays,
+            statistic,
+            n_resamples=resamples,
+            batch=_BATCH,
+            vectorized=True,
+            paired=True,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     dist = np.asarray(res.bootstrap_distribution, float)
     keep = np.isfinite(dist).all(axis=tuple(range(dist.ndim - 1)))
     return dist[..., keep]
@@ -84,8 +102,11 @@ def percentile_ci(distribution, level: float = 0.95) -> dict:
     if not len(values):
         nan = float("nan")
         return {"ci": [nan, nan], "mc": [[nan, nan], [nan, nan]], "resamples": 0}
-    return {"ci": [float(np.quantile(values, q)), float(np.quantile(values, 1 - q))],
-            "mc": [mc_band(values, q), mc_band(values, 1 - q)], "resamples": int(len(values))}
+    return {
+        "ci": [float(np.quantile(values, q)), float(np.quantile(values, 1 - q))],
+        "mc": [mc_band(values, q), mc_band(values, 1 - q)],
+        "resamples": int(len(values)),
+    }
 
 
 def _checked(*arrays, message: str) -> list:
@@ -99,12 +120,20 @@ def rank_correlation(supernet_acc, scratch_acc, bootstrap: int = RESAMPLES, seed
     """Kendall τ and Spearman ρ with percentile bootstrap 95 % CIs (resampling the ensembles);
     ``*_ci95_mc``: the Monte-Carlo band of each bound (:func:`mc_band`)."""
     x, y = _checked(supernet_acc, scratch_acc, message="need at least 3 paired accuracies")
-    both = paired_bootstrap((x, y), lambda x, y, axis=-1: np.stack([kendall_tau(x, y, axis), spearman_rho(x, y, axis)]),
-                            bootstrap, seed)
+    both = paired_bootstrap(
+        (x, y), lambda x, y, axis=-1: np.stack([kendall_tau(x, y, axis), spearman_rho(x, y, axis)]), bootstrap, seed
+    )
     tau, rho = percentile_ci(both[0]), percentile_ci(both[1])
-    return {"n": int(len(x)), "kendall_tau": float(kendall_tau(x, y)), "kendall_tau_ci95": tau["ci"], "kendall_tau_ci95_mc": tau["mc"],
-            "spearman_rho": float(spearman_rho(x, y)), "spearman_rho_ci95": rho["ci"], "spearman_rho_ci95_mc": rho["mc"],
-            "bootstrap": bootstrap}
+    return {
+        "n": int(len(x)),
+        "kendall_tau": float(kendall_tau(x, y)),
+        "kendall_tau_ci95": tau["ci"],
+        "kendall_tau_ci95_mc": tau["mc"],
+        "spearman_rho": float(spearman_rho(x, y)),
+        "spearman_rho_ci95": rho["ci"],
+        "spearman_rho_ci95_mc": rho["mc"],
+        "bootstrap": bootstrap,
+    }
 
 
 def tau_difference(acc_a, acc_b, scratch_acc, bootstrap: int = RESAMPLES, seed: int = 0) -> dict:
@@ -112,7 +141,14 @@ def tau_difference(acc_a, acc_b, scratch_acc, bootstrap: int = RESAMPLES, seed: 
     with a paired percentile bootstrap 95 % CI (both τ computed on the same resample) and the
     Monte-Carlo band of each bound (``ci95_mc``)."""
     a, b, y = _checked(acc_a, acc_b, scratch_acc, message="need the same >= 3 ensembles scored by both supernets")
-    diff = percentile_ci(paired_bootstrap((a, b, y), lambda a, b, y, axis=-1: kendall_tau(a, y, axis) - kendall_tau(b, y, axis),
-                                          bootstrap, seed))
-    return {"tau_difference": float(kendall_tau(a, y) - kendall_tau(b, y)), "ci95": diff["ci"], "ci95_mc": diff["mc"],
-            "bootstrap": bootstrap}
+    diff = percentile_ci(
+        paired_bootstrap(
+            (a, b, y), lambda a, b, y, axis=-1: kendall_tau(a, y, axis) - kendall_tau(b, y, axis), bootstrap, seed
+        )
+    )
+    return {
+        "tau_difference": float(kendall_tau(a, y) - kendall_tau(b, y)),
+        "ci95": diff["ci"],
+        "ci95_mc": diff["mc"],
+        "bootstrap": bootstrap,
+    }

@@ -2,9 +2,10 @@
 
 Sample Z ensembles from the current shrunk space, score each on the probe set after BN
 recalibration, score every surviving combination of every layer that can be private
-(``diversity``: the DPP score; ``quality``: the DPP score with S = I; ``accuracy``: the baseline), and drop the k lowest across those
-layers, never leaving a layer without a combination. A layer at or below the smallest split
-point is shared in every ensemble: no sample tells anything about its combinations, and
+(``diversity``: the DPP score; ``quality``: the DPP score with S = I; ``accuracy``: the
+baseline), and drop the k lowest across those layers, never leaving a layer without a
+combination. A layer at or below the smallest split point is shared in every ensemble: no
+sample tells anything about its combinations, and
 dropping one would not change which ensembles exist, so it is never scored nor dropped.
 """
 
@@ -42,12 +43,19 @@ class ShrinkSettings:
     drop: int = option(20, "k: combinations dropped per round", valid=">= 0")
     until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
     samples: int = option(20, "Z: ensembles sampled per round", valid=">= 1")
-    beta: float = option(1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0")
-    gamma: float = option(5.0, "gamma of the quality exp(gamma * accuracy)", valid="[0, 50]")  # exp(2 K gamma) stays finite
+    beta: float = option(
+        1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0"
+    )
+    gamma: float = option(
+        5.0, "gamma of the quality exp(gamma * accuracy)", valid="[0, 50]"
+    )  # exp(2 K gamma) stays finite
 
     def __post_init__(self):
         if self.mode not in SHRINK_MODES:
-            raise NeasError(f"shrink: unknown mode {self.mode!r}{suggest(self.mode, SHRINK_MODES)}; modes: {', '.join(SHRINK_MODES)}")
+            raise NeasError(
+                f"shrink: unknown mode {self.mode!r}{suggest(self.mode, SHRINK_MODES)}; modes: "
+                f"{', '.join(SHRINK_MODES)}"
+            )
         validate_fields(self)  # flags and YAML are checked under their flat names (shrink_every) before this
 
 
@@ -65,8 +73,8 @@ def probe_arch(
     dist_sum = {pq: 0.0 for pq in itertools.combinations(range(k), 2)}
     for x, y in probe_batches:
         logits, feats = supernet(x, arch, return_features=True)
-        for j, l in enumerate(logits):
-            correct[j] += (l.argmax(1) == y).sum().item()
+        for j, lg in enumerate(logits):
+            correct[j] += (lg.argmax(1) == y).sum().item()
         ens_correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()
         for p, q in dist_sum:
             dist_sum[(p, q)] += torch.linalg.vector_norm(feats[p].float() - feats[q].float(), dim=1).sum().item()
@@ -91,7 +99,7 @@ def select_drops(scored: dict[int, list[tuple[tuple, float]]], k: int) -> dict[i
         key=lambda t: (t[0], t[1], t[2]),
     )
     drops: dict[int, list[tuple]] = {}
-    for score, index, _, combo in ranked:
+    for _score, index, _, combo in ranked:
         if sum(len(v) for v in drops.values()) >= k:
             break
         if remaining[index] <= 1:
@@ -101,8 +109,15 @@ def select_drops(scored: dict[int, list[tuple[tuple, float]]], k: int) -> dict[i
     return drops
 
 
-def _probe_samples(supernet: Supernet, shrunk: ShrunkSpace, settings: ShrinkSettings, bn_batches: list,
-                   probe_batches: list, generator, progress=None) -> list[ProbeSample]:
+def _probe_samples(
+    supernet: Supernet,
+    shrunk: ShrunkSpace,
+    settings: ShrinkSettings,
+    bn_batches: list,
+    probe_batches: list,
+    generator,
+    progress=None,
+) -> list[ProbeSample]:
     """Z ensembles sampled from ``shrunk``, each probed. Every rank draws the same Z archs, probes
     its share, and all gather the results, so every rank derives the same drops from the same numbers."""
     archs = [EnsembleArch.sample(supernet.space, generator, shrunk) for _ in range(settings.samples)]
@@ -115,8 +130,9 @@ def _probe_samples(supernet: Supernet, shrunk: ShrunkSpace, settings: ShrinkSett
     return [s for _, s in sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda t: t[0])]
 
 
-def _score_layers(stats, shrunk: ShrunkSpace, samples: list[ProbeSample], mode: str,
-                  always_shared: int) -> dict[int, list[tuple[tuple, float]]]:
+def _score_layers(
+    stats, shrunk: ShrunkSpace, samples: list[ProbeSample], mode: str, always_shared: int
+) -> dict[int, list[tuple[tuple, float]]]:
     """``{layer index: [(combination, score), ...]}`` of the surviving combinations of every layer
     that can be private, scored by ``mode``."""
     scored = {}
@@ -152,13 +168,26 @@ def _layer_record(layer, always_shared: int, scored: dict, drops: dict) -> dict:
     }
 
 
-def _round_record(settings: ShrinkSettings, before: ShrunkSpace, after: ShrunkSpace, stats, samples: list[ProbeSample],
-                  scored: dict, drops: dict, always_shared: int) -> dict:
+def _round_record(
+    settings: ShrinkSettings,
+    before: ShrunkSpace,
+    after: ShrunkSpace,
+    stats,
+    samples: list[ProbeSample],
+    scored: dict,
+    drops: dict,
+    always_shared: int,
+) -> dict:
     """The round's record (JSON): settings, combinations before and after, drops, per-layer statistics, samples."""
     return {
         "mode": settings.mode,
-        "settings": {"drop": settings.drop, "until": settings.until, "samples": settings.samples, "beta": settings.beta,
-                     "gamma": settings.gamma},
+        "settings": {
+            "drop": settings.drop,
+            "until": settings.until,
+            "samples": settings.samples,
+            "beta": settings.beta,
+            "gamma": settings.gamma,
+        },
         "combinations_before": before.num_combinations,
         "combinations_after": after.num_combinations,
         "dropped": [

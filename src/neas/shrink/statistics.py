@@ -101,7 +101,13 @@ def layer_statistics(space: SearchSpace, samples: list[ProbeSample], beta: float
         mean_acc = acc.sum() / uses.sum() if uses.sum() else 0.0
         r = np.exp(gamma * np.where(uses > 0, acc / np.maximum(uses, 1), mean_acc))
         raw.append((spec, ops, sim, pairs, r, uses))
-    observed = [sim[i, j] / pairs[i, j] for _, ops, sim, pairs, _, _ in raw for i in range(len(ops)) for j in range(len(ops)) if i != j and pairs[i, j]]
+    observed = [
+        sim[i, j] / pairs[i, j]
+        for _, ops, sim, pairs, _, _ in raw
+        for i in range(len(ops))
+        for j in range(len(ops))
+        if i != j and pairs[i, j]
+    ]
     global_fill = float(np.mean(observed)) if observed else 0.0
     stats = []
     for spec, ops, sim, pairs, r, uses in raw:

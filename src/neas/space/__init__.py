@@ -7,7 +7,23 @@ from neas.space.shrunk import ShrunkSpace
 from neas.space.space import LayerSpec, SearchSpace, Stage, make_divisible
 
 __all__ = [
-    "EnsembleArch", "FIRST", "HEAD", "LAYER", "LayerSpec", "Op", "Piece", "SKIP", "STEM", "SearchSpace", "ShrunkSpace",
-    "Stage", "arch_pieces", "make_divisible", "parse_op", "path_pieces", "resolve_arch_and_space", "space_pieces",
+    "EnsembleArch",
+    "FIRST",
+    "HEAD",
+    "LAYER",
+    "LayerSpec",
+    "Op",
+    "Piece",
+    "SKIP",
+    "STEM",
+    "SearchSpace",
+    "ShrunkSpace",
+    "Stage",
+    "arch_pieces",
+    "make_divisible",
+    "parse_op",
+    "path_pieces",
+    "resolve_arch_and_space",
+    "space_pieces",
     "trunk_pieces",
 ]

@@ -132,7 +132,9 @@ class EnsembleArch:
         if self.num_paths != space.num_paths:
             raise NeasError(f"arch has {self.num_paths} paths but {where} has num_paths={space.num_paths}")
         if self.num_layers != space.num_layers:
-            raise NeasError(f"arch has {self.num_layers} layers per path but {where} has {space.num_layers} searchable layers")
+            raise NeasError(
+                f"arch has {self.num_layers} layers per path but {where} has {space.num_layers} searchable layers"
+            )
         lo, hi = space.split
         if not lo <= self.split <= hi:
             raise NeasError(f"arch: split {self.split} is outside the split range [{lo}, {hi}] of {where}")
@@ -140,7 +142,9 @@ class EnsembleArch:
             for k, path in enumerate(self.paths):
                 op = path[spec.index - 1]
                 if op.is_skip and spec.first_of_stage:
-                    raise NeasError(f"arch: layer {spec.name} (path {k}): skip is not allowed on the first layer of a stage")
+                    raise NeasError(
+                        f"arch: layer {spec.name} (path {k}): skip is not allowed on the first layer of a stage"
+                    )
                 if op not in spec.ops:
                     raise NeasError(
                         f"arch: layer {spec.name} (path {k}): op {op} is not a candidate of {where}"
@@ -149,13 +153,17 @@ class EnsembleArch:
             if shrunk is not None:
                 ops = self.combination(spec.index)
                 if spec.index > self.split and len(set(ops)) != len(ops):
-                    raise NeasError(f"arch: layer {spec.name} repeats {'/'.join(map(str, ops))} across paths, which no shrunk space holds")
+                    raise NeasError(
+                        f"arch: layer {spec.name} repeats {'/'.join(map(str, ops))} across paths, which no shrunk "
+                        "space holds"
+                    )
                 if spec.index <= self.split:
                     if ops[0] not in shrunk.shared_ops(spec.index):
                         raise NeasError(f"arch: shared layer {spec.name} uses {ops[0]}, which the shrunk space removed")
                 elif shrunk.canonical(ops) not in shrunk.layer_combinations(spec.index):
                     raise NeasError(
-                        f"arch: layer {spec.name} uses the combination {'/'.join(map(str, ops))}, which the shrunk space removed"
+                        f"arch: layer {spec.name} uses the combination {'/'.join(map(str, ops))}, which the shrunk "
+                        "space removed"
                     )
         return self
 
@@ -231,7 +239,9 @@ class EnsembleArch:
 
         key = name.lower()
         if key not in ARCH_PRESETS:
-            raise NeasError(f"unknown arch preset {name!r}{suggest(key, ARCH_PRESETS)}; presets: {', '.join(ARCH_PRESETS)}")
+            raise NeasError(
+                f"unknown arch preset {name!r}{suggest(key, ARCH_PRESETS)}; presets: {', '.join(ARCH_PRESETS)}"
+            )
         return EnsembleArch.from_official(ARCH_PRESETS[key])
 
     @staticmethod

@@ -88,4 +88,6 @@ def op_to_official(op: Op) -> int:
     try:
         return _TO_OFFICIAL[op]
     except KeyError:
-        raise NeasError(f"op {op} has no official id (official ops: {', '.join(map(str, OFFICIAL_IDS.values()))})") from None
+        raise NeasError(
+            f"op {op} has no official id (official ops: {', '.join(map(str, OFFICIAL_IDS.values()))})"
+        ) from None

@@ -26,7 +26,9 @@ class ShrunkSpace:
 
     def __post_init__(self):
         if len(self.combinations) != self.space.num_layers:
-            raise NeasError(f"shrunk space: {len(self.combinations)} layers given, the space has {self.space.num_layers}")
+            raise NeasError(
+                f"shrunk space: {len(self.combinations)} layers given, the space has {self.space.num_layers}"
+            )
         fixed = []
         for spec, combos in zip(self.space.layers, self.combinations):
             if not combos:

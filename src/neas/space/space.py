@@ -86,7 +86,10 @@ class SearchSpace:
         from neas.space.presets import SPACE_PRESETS
 
         if name not in SPACE_PRESETS:
-            raise NeasError(f"unknown search space preset {name!r}{suggest(name, SPACE_PRESETS)}; presets: {', '.join(SPACE_PRESETS)}")
+            raise NeasError(
+                f"unknown search space preset {name!r}{suggest(name, SPACE_PRESETS)}; presets: "
+                f"{', '.join(SPACE_PRESETS)}"
+            )
         return SearchSpace.from_dict({"name": name, **SPACE_PRESETS[name]})
 
     @staticmethod
@@ -134,7 +137,14 @@ class SearchSpace:
             for j in range(stage.layers):
                 first = j == 0
                 specs.append(
-                    LayerSpec(len(specs) + 1, in_ch, out_ch, stage.stride if first else 1, first, no_skip if first else self.ops)
+                    LayerSpec(
+                        len(specs) + 1,
+                        in_ch,
+                        out_ch,
+                        stage.stride if first else 1,
+                        first,
+                        no_skip if first else self.ops,
+                    )
                 )
                 in_ch = out_ch
         return tuple(specs)
@@ -190,7 +200,14 @@ class SearchSpace:
             raise NeasError(f"{where}: num_paths must be at least 1 (1: a single network), got {self.num_paths}")
         if self.stem_stride not in (1, 2):
             raise NeasError(f"{where}: stem_stride must be 1 or 2, got {self.stem_stride}")
-        for key in ("input_size", "in_channels", "stem_channels", "first_block_channels", "head_channels", "feature_channels"):
+        for key in (
+            "input_size",
+            "in_channels",
+            "stem_channels",
+            "first_block_channels",
+            "head_channels",
+            "feature_channels",
+        ):
             if getattr(self, key) < 1:
                 raise NeasError(f"{where}: {key} must be positive, got {getattr(self, key)}")
         if not self.width_mult > 0:
@@ -200,7 +217,10 @@ class SearchSpace:
         n = sum(s.layers for s in self.stages)
         lo, hi = self.split
         if not 0 <= lo <= hi <= n:
-            raise NeasError(f"{where}: split range [{lo}, {hi}] must satisfy 0 <= min <= max <= {n} (the number of searchable layers)")
+            raise NeasError(
+                f"{where}: split range [{lo}, {hi}] must satisfy 0 <= min <= max <= {n} (the number of searchable "
+                "layers)"
+            )
         mbconv = sum(not o.is_skip for o in self.ops)
         if mbconv < self.num_paths:
             raise NeasError(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError
-from neas.space import SearchSpace, ShrunkSpace
-from neas.supernet.supernet import Supernet
 from neas.io import load_matching, load_weights, save_tensors
 from neas.rundir import SUPERNET
+from neas.space import SearchSpace, ShrunkSpace
+from neas.supernet.supernet import Supernet
 
 __all__ = ["SupernetFile", "save_supernet", "load_supernet", "read_supernet_info", "FORMAT"]
 
@@ -46,8 +46,15 @@ class SupernetFile:
             "shrunk": json.dumps(self.shrunk.to_json()),
             "num_classes": str(self.num_classes),
             "classes": json.dumps(list(self.classes)),
-            "config": json.dumps({**self.config, "data": self.data, "data_dir": self.data_dir, "holdout": self.holdout,
-                                  "shrink": self.shrink}),
+            "config": json.dumps(
+                {
+                    **self.config,
+                    "data": self.data,
+                    "data_dir": self.data_dir,
+                    "holdout": self.holdout,
+                    "shrink": self.shrink,
+                }
+            ),
             "epoch": str(self.epoch),
         }
 
@@ -100,6 +107,7 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetF
         path = path / SUPERNET
     tensors, meta = load_weights(path)
     info = SupernetFile.from_metadata(meta, str(path))
-    model = load_matching(Supernet(info.space, info.num_classes), tensors,
-                          f"{path}: the weights do not fit the stored space")
+    model = load_matching(
+        Supernet(info.space, info.num_classes), tensors, f"{path}: the weights do not fit the stored space"
+    )
     return model.to(device), info

@@ -17,11 +17,20 @@ from neas.ensemble import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.nn import make_piece, run_layout, run_pieces
 from neas.space import (
-    FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, space_pieces, trunk_pieces,
+    FIRST,
+    HEAD,
+    LAYER,
+    STEM,
+    EnsembleArch,
+    Piece,
+    SearchSpace,
+    arch_pieces,
+    path_pieces,
+    space_pieces,
+    trunk_pieces,
 )
 
 __all__ = ["Supernet"]
-
 
 
 @lru_cache(maxsize=8192)
@@ -94,8 +103,15 @@ class Supernet(nn.Module):
         head's last block, conv head and classifier — once; every ensemble then reuses the compiled
         modules, whatever its shape. The head's pooling and dropout stay eager."""
         blocks = [block for layer in self.layers for block in layer.values()]
-        for module in [self.conv_stem, self.bn1, self.first_block, *blocks, *self.last_blocks, *self.conv_heads,
-                       *self.classifiers]:
+        for module in [
+            self.conv_stem,
+            self.bn1,
+            self.first_block,
+            *blocks,
+            *self.last_blocks,
+            *self.conv_heads,
+            *self.classifiers,
+        ]:
             module.compile(**options)
 
     def used_modules(self, arch: EnsembleArch) -> list[nn.Module]:
@@ -109,8 +125,9 @@ class Supernet(nn.Module):
         if net.space != self.space:
             raise NeasError(f"cannot inherit: the supernet's space {self.space.name!r} differs from {net.space.name!r}")
         if net.num_classes != self.num_classes:
-            raise NeasError(f"cannot inherit: the supernet has {self.num_classes} classes, "
-                            f"this ensemble {net.num_classes}")
+            raise NeasError(
+                f"cannot inherit: the supernet has {self.num_classes} classes, this ensemble {net.num_classes}"
+            )
         for piece in arch_pieces(net.arch):
             net.piece_module(piece).load_state_dict(self.piece_module(piece).state_dict())
         return net

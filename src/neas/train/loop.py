@@ -62,11 +62,17 @@ class _EpochTotals:
         if dist.get_world_size() > 1:
             anywhere = int(dist.all_reduce_max(self.first_bad))
             if anywhere >= 0 and int(self.first_bad) < 0:
-                raise NeasError(f"the loss became non-finite on another rank by step {anywhere} (epoch {epoch}); stopping")
+                raise NeasError(
+                    f"the loss became non-finite on another rank by step {anywhere} (epoch {epoch}); stopping"
+                )
         bad = int(self.first_bad)  # the one host sync, every check_every steps
         if bad >= 0:
             # every finished epoch wrote a checkpoint, so one exists exactly when this is not the first epoch
-            kept = "the last good checkpoint is kept" if epoch > 1 else "no checkpoint was written yet (--resume starts it over in place)"
+            kept = (
+                "the last good checkpoint is kept"
+                if epoch > 1
+                else "no checkpoint was written yet (--resume starts it over in place)"
+            )
             raise NeasError(f"the loss became {float(self.bad_value)} at step {bad} (epoch {epoch}); stopping — {kept}")
         bar.set_postfix(self.means(), refresh=False)
 
