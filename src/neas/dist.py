@@ -6,11 +6,15 @@ function degrades to the single-process answer.
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from neas.errors import NeasError
 
 __all__ = [
     "all_reduce_max",
@@ -36,7 +40,6 @@ def init(device: str = "auto") -> torch.device:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        import datetime
 
         # long enough for rank 0's evaluation at the end of a retraining (corruptions, latency) while the others wait
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=4))
@@ -45,7 +48,6 @@ def init(device: str = "auto") -> torch.device:
 
 def local_device(device: str = "auto") -> torch.device:
     """``auto`` (CUDA when there is a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
-    from neas.errors import NeasError
 
     if device == "auto":
         if torch.cuda.is_available():
@@ -133,7 +135,6 @@ def all_reduce_grads(params: "list[torch.nn.Parameter]") -> int:
     """
     if not dist.is_initialized() or not params:
         return 0
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = _flatten_dense_tensors(grads)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neas.config import option
+from neas.data.corruptions import parse_corruptions, parse_severities
 from neas.data.datasets import DATASETS, DECODE_MODES
 
 __all__ = [
@@ -95,7 +96,6 @@ class QualityOptions:
     corruption_seed: int = option(0, "seed of the corrupted copies", valid="0..2147483647")
 
     def check_quality(self) -> None:
-        from neas.data.corruptions import parse_corruptions, parse_severities
 
         self.corruptions = parse_corruptions(self.corruptions)
         parse_severities(self.severities)

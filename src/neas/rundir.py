@@ -17,6 +17,7 @@ constants below) and that decides whether a directory may be created, continued 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import json
 import logging
@@ -161,7 +162,6 @@ def _lock(run: Path) -> None:
     """Takes the exclusive lock of ``run`` for this process; a second process on the same directory
     is refused with the holder's PID. The lock file is never opened through a symlink, and the
     lock goes with the process, so a killed run leaves no stale lock behind."""
-    import fcntl
 
     key = str(run.resolve())
     if key in _LOCKS:

@@ -17,7 +17,9 @@ import re
 
 import numpy as np
 import torch
+from PIL import Image
 
+from neas.data.datasets import ImageTensors, decode_image
 from neas.errors import NeasError, suggest
 
 __all__ = ["CORRUPTIONS", "Corruption", "parse_corruptions", "parse_severities", "CorruptedImages"]
@@ -108,8 +110,6 @@ class Corruption:
             np.random.set_state(state)
         out = np.asarray(out)
         if out.shape[:2] != hwc.shape[:2]:  # a few corruptions resize on the way; the model sees its input size
-            from PIL import Image
-
             out = np.asarray(Image.fromarray(np.uint8(np.clip(out, 0, 255))).resize(hwc.shape[1::-1], Image.BILINEAR))
         return torch.from_numpy(np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))).permute(2, 0, 1)
 
@@ -119,7 +119,6 @@ class CorruptedImages(torch.utils.data.Dataset):
     the work): in-memory images or files decoded at the evaluation view."""
 
     def __init__(self, data, corruption: Corruption):
-        from neas.data.datasets import ImageTensors
 
         self.data, self.corruption = data, corruption
         self.images = data.images.cpu() if isinstance(data, ImageTensors) else None
@@ -129,7 +128,6 @@ class CorruptedImages(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        from neas.data.datasets import decode_image
 
         image = (
             self.images[i]

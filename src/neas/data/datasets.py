@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 
+from neas.data.split import holdout_split
 from neas.errors import NeasError, suggest
 from neas.io import atomic_write
 
@@ -101,8 +104,6 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _digits(split: str, input_size: int) -> ImageTensors:
     from sklearn.datasets import load_digits
-
-    from neas.data.split import holdout_split
 
     bunch = load_digits()
     images = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None].repeat(1, 3, 1, 1)
@@ -187,7 +188,6 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
 def crop_pct_for(split: str) -> float:
     """The evaluation view of a split: timm's center crop (``crop_pct`` 0.875) for held-out test
     images, the whole short side (1.0) for the training split, which is augmented from it."""
-    from timm.data import DEFAULT_CROP_PCT
 
     return 1.0 if split == "train" else DEFAULT_CROP_PCT
 
@@ -200,8 +200,6 @@ def eval_transform(input_size: int, crop_pct: float):
     returning uint8 (3, S, S) tensors: normalisation happens on the device."""
     key = (input_size, crop_pct)
     if key not in _eval_transforms:
-        from timm.data import create_transform, resolve_data_config
-
         config = resolve_data_config(
             {"input_size": (3, input_size, input_size), "crop_pct": crop_pct, "interpolation": "bicubic"}
         )
@@ -212,7 +210,6 @@ def eval_transform(input_size: int, crop_pct: float):
 def decode_image(path: str, input_size: int, crop_pct: float = 1.0) -> torch.Tensor:
     """One image file -> (3, S, S) uint8 with timm's evaluation transform; an image already
     S x S (e.g. CIFAR) is kept as it is. Errors name the file."""
-    from PIL import Image
 
     try:
         with Image.open(path) as img:

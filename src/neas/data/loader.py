@@ -23,7 +23,11 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data import create_transform
+from timm.data.auto_augment import rand_augment_transform
 
+from neas.data.corruptions import CorruptedImages
 from neas.data.datasets import ImageFiles, ImageTensors, decode_image
 from neas.errors import NeasError
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
@@ -54,8 +58,6 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 def _randaugment(images: torch.Tensor, policy: str, seeds: "list[int]") -> torch.Tensor:
     """timm's RandAugment, image by image (PIL), image ``j`` under seed ``seeds[j]`` (it draws
     from Python's and NumPy's global generators)."""
-    from PIL import Image
-    from timm.data.auto_augment import rand_augment_transform
 
     transform = _randaugment_cache.get(policy)
     if transform is None:
@@ -136,8 +138,6 @@ class _FileDataset(torch.utils.data.Dataset):
         self.data, self.seed, self.epoch = data, seed, epoch
         self.transform = None
         if augment is not None:
-            from timm.data import create_transform
-
             self.transform = create_transform(
                 data.input_size,
                 is_training=True,
@@ -151,7 +151,6 @@ class _FileDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i):
-        from PIL import Image
 
         path = self.data.paths[i]
         if self.transform is None:
@@ -247,8 +246,6 @@ class BatchLoader:
                 yield self._finish(images, self.data.labels[batch], cpu, epoch)
             return
         if self.corruption is not None:
-            from neas.data.corruptions import CorruptedImages
-
             items = CorruptedImages(self.data, self.corruption)
         else:
             items = _FileDataset(self.data, self.augment, self.seed, epoch)

@@ -14,14 +14,17 @@ holds, written by one function for both ``neas evaluate`` and ``neas retrain``:
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from tqdm import tqdm
 
 from neas.cost import count_cost
 from neas.data import BatchLoader
+from neas.data.corruptions import Corruption
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import EnsembleNet
+from neas.errors import NeasError
 
 __all__ = ["assess", "anytime_order", "held_out_order"]
 
@@ -105,10 +108,6 @@ def corruption_scores(
     workers: int,
 ) -> dict:
     """Top-1, NLL and ECE of the ensemble and each path per (corruption, severity), and their means."""
-    import os
-
-    from neas.data.corruptions import Corruption
-    from neas.errors import NeasError
 
     if net.space.input_size < 32:
         raise NeasError(

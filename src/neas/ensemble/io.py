@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.ensemble.model import EnsembleNet, build_ensemble
+from neas.ensemble.official import load_official
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, save_tensors
 from neas.rundir import MODEL
@@ -159,8 +160,6 @@ def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch
             "give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)"
         )
     if official_checkpoint is not None:
-        from neas.ensemble.official import load_official
-
         if arch is None:
             raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
         net = load_official(official_checkpoint, arch)

@@ -22,6 +22,7 @@ from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.io import load_matching
 from neas.space import EnsembleArch, SearchSpace
+from neas.space.presets import ARCH_PRESETS
 
 __all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
 
@@ -104,7 +105,6 @@ def load_official(
 
 
 def arch_name(arch: EnsembleArch) -> str:
-    from neas.space.presets import ARCH_PRESETS
 
     for name, flat in ARCH_PRESETS.items():
         if EnsembleArch.from_official(flat) == arch:

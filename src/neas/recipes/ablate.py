@@ -28,10 +28,17 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 import yaml
 
 from neas.config import from_dict, load_yaml, to_dict
 from neas.cost import cost_table
+from neas.data import BatchLoader, holdout_split
+from neas.data.datasets import evaluation_view, load_dataset
+from neas.dist import local_device
+from neas.ensemble.io import load_ensemble
+from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
+from neas.ensemble.model import DeepEnsemble
 from neas.errors import NeasError
 from neas.io import save_figure, write_json, write_text
 from neas.recipes.retrain import RetrainConfig, retrain
@@ -133,10 +140,7 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
 
 
 def _num_classes(run: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(run / MODEL), "pt") as f:
-        return int(f.metadata()["num_classes"])
+    return load_ensemble(run / MODEL)[1].num_classes
 
 
 def _variant_table(results: dict, title: str) -> str:
@@ -396,14 +400,6 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
 def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path") -> dict:
     """Retrains ``arch_spec`` ``copies`` times (seeds ``base.seed + i``) and scores the average of
     the copies' logits on the evaluation split, with the summed costs."""
-    import torch
-
-    from neas.data import BatchLoader
-    from neas.data.datasets import load_dataset
-    from neas.dist import local_device
-    from neas.ensemble.io import load_ensemble
-    from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
-    from neas.ensemble.model import DeepEnsemble
 
     if copies < 2:
         raise NeasError(f"--copies: a deep ensemble needs at least 2 copies, got {copies}")
@@ -424,9 +420,6 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
     split = "test" if base.eval_split == "test" else "train"
     data = load_dataset(base.data, split, space.input_size, base.data_dir, **base.decoding)
     if base.eval_split == "holdout":
-        from neas.data import holdout_split
-        from neas.data.datasets import evaluation_view
-
         data = evaluation_view(data, holdout_split(data.labels, base.holdout)[1])
     scores = evaluate_ensemble(net, BatchLoader(data, 256, False, device=device).epoch(0))
     cost = cost_table(space, members[0].num_classes).cost(arch)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from timm.data.auto_augment import rand_augment_transform
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import RMSpropTF, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
@@ -101,8 +102,6 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
                 "with --eval-split test (or --temperature none)"
             )
         if self.randaugment != "none":
-            from timm.data.auto_augment import rand_augment_transform
-
             try:
                 rand_augment_transform(self.randaugment, {})
             except Exception:  # noqa: BLE001 - timm raises assorted errors for a malformed policy

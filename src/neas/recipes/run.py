@@ -20,6 +20,7 @@ from pathlib import Path
 
 from neas import dist
 from neas.config import flat_fields, from_dict, option
+from neas.cost import parse_amount
 from neas.errors import NeasError
 from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
@@ -41,7 +42,7 @@ from neas.rundir import (
 from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
-from neas.search.pareto import PARETO_METRICS
+from neas.search.pareto import PARETO_METRICS, pick_for_budgets
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -98,7 +99,6 @@ class RunConfig(DataOptions, DeviceOptions):
 
 
 def _budget_value(metric: str, text: str) -> float:
-    from neas.cost import parse_amount
 
     try:
         return float(text) if metric == "latency_ms" else float(parse_amount(text))
@@ -111,7 +111,6 @@ def _budget_value(metric: str, text: str) -> float:
 def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]:
     """Picks the best member of the search's Pareto front within each budget and retrains each in
     ``budgets/<metric>_<budget>/`` (resumable); returns one record per budget."""
-    from neas.search.pareto import pick_for_budgets
 
     pareto = read_json(run / "search" / PARETO, "Pareto front", ("front", "space"))
     values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}

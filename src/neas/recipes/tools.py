@@ -12,8 +12,12 @@ import json
 from dataclasses import dataclass
 
 from neas.config import option, validate_fields
+from neas.ensemble.export import export
+from neas.ensemble.io import load_model
 from neas.errors import NeasError
+from neas.io import check_output
 from neas.rundir import MODEL, SUPERNET
+from neas.space import SearchSpace, resolve_arch_and_space
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -30,7 +34,6 @@ class ArchCommand:
 
     def __call__(self) -> str:
         from neas.report.describe import arch_report, arch_summary
-        from neas.space import resolve_arch_and_space
 
         arch, space = resolve_arch_and_space(self.arch, self.space)
         if self.json:
@@ -47,7 +50,6 @@ class SpaceCommand:
 
     def __call__(self) -> str:
         from neas.report.describe import space_report
-        from neas.space import SearchSpace
 
         space = SearchSpace.resolve(self.space)
         return space.to_yaml() if self.yaml else space_report(space)
@@ -72,9 +74,6 @@ class ExportCommand:
         validate_fields(self)
 
     def __call__(self) -> str:
-        from neas.ensemble.export import export
-        from neas.ensemble.io import load_model
-        from neas.io import check_output
 
         check_output(self.out, (self.checkpoint, self.official_checkpoint), self.force, inside=(MODEL, SUPERNET))
         net, info = load_model(self.checkpoint, self.official_checkpoint, self.arch)

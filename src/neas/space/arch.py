@@ -20,6 +20,7 @@ import torch
 from neas.errors import NeasError, suggest
 from neas.io import write_json
 from neas.space.ops import Op, op_from_official, op_to_official, parse_op
+from neas.space.presets import ARCH_PRESETS
 from neas.space.shrunk import ShrunkSpace
 from neas.space.space import SearchSpace
 
@@ -235,7 +236,6 @@ class EnsembleArch:
     @staticmethod
     def preset(name: str) -> "EnsembleArch":
         """The released models: ``neas-s``, ``neas-m``, ``neas-l`` (imagenet space)."""
-        from neas.space.presets import ARCH_PRESETS
 
         key = name.lower()
         if key not in ARCH_PRESETS:
@@ -250,7 +250,6 @@ class EnsembleArch:
         if isinstance(spec, EnsembleArch):
             return spec
         text = str(spec)
-        from neas.space.presets import ARCH_PRESETS
 
         if text.lower() in ARCH_PRESETS:
             return EnsembleArch.preset(text)

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import yaml
+
 from neas.config import from_dict, load_yaml, to_dict
 from neas.errors import NeasError, suggest
 from neas.space.ops import Op, parse_op
+from neas.space.presets import SPACE_PRESETS
 
 __all__ = ["Stage", "LayerSpec", "SearchSpace", "make_divisible"]
 
@@ -83,7 +86,6 @@ class SearchSpace:
     @staticmethod
     def preset(name: str) -> "SearchSpace":
         """Returns a shipped preset: ``imagenet``, ``cifar`` or ``tiny``."""
-        from neas.space.presets import SPACE_PRESETS
 
         if name not in SPACE_PRESETS:
             raise NeasError(
@@ -119,7 +121,6 @@ class SearchSpace:
         return to_dict(self)
 
     def to_yaml(self) -> str:
-        import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError
-from neas.io import load_matching, load_weights, save_tensors
+from neas.io import load_matching, load_weights, read_metadata, save_tensors
 from neas.rundir import SUPERNET
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
@@ -87,16 +87,13 @@ def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> No
 
 def read_supernet_info(path: "str | Path") -> SupernetFile:
     """What a supernet file (or run directory) says about its weights, without loading them."""
-    from safetensors import safe_open
-
     path = Path(path)
     if path.is_dir():
         path = path / SUPERNET
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise NeasError(f"{path}: not a readable supernet file ({exc})") from None
+        meta = read_metadata(path)
+    except NeasError as exc:
+        raise NeasError(str(exc).replace("not a readable safetensors file", "not a readable supernet file")) from None
     return SupernetFile.from_metadata(meta, str(path))
 
 

@@ -15,7 +15,9 @@ from tqdm import tqdm
 
 from neas import dist
 from neas.errors import NeasError
+from neas.rundir import truncate_metrics
 from neas.seeding import seed_everything, stream_seed
+from neas.train.checkpoint import load_checkpoint
 
 __all__ = [
     "amp_dtype",
@@ -147,8 +149,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None" = None) -> dict:
     """Loads the last complete checkpoint of ``run`` into ``model``/``optimizer`` (and ``extra``
     modules), drops the metric lines of the epochs that will be redone; returns the saved state."""
-    from neas.rundir import truncate_metrics
-    from neas.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(run, model, optimizer, extra or {})
     if dist.is_main_process():
