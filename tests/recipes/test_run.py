@@ -41,7 +41,8 @@ def finished(tmp_path_factory):
 def test_every_shipped_config_loads(path):
     config = from_dict(RunConfig, load_yaml(path))
     sn, se, rt = config.stages()
-    assert Path(sn.out).parent == Path(config.out) and se.supernet == sn.out
+    assert Path(sn.out).parent == Path(config.out)
+    assert se.supernet == sn.out
     assert path.read_text().startswith("# neas run") or "torchrun" in path.read_text().splitlines()[1]
 
 
@@ -56,7 +57,8 @@ def test_run_directory_and_report(finished):
     for stage in ("supernet", "search", "search_random", "retrain", "report"):
         assert (finished / stage).is_dir(), stage
     summary = json.loads((finished / "summary.json").read_text())
-    assert summary["macs"] <= 700_000 and 0 < summary["test_top1"] <= 1
+    assert summary["macs"] <= 700_000
+    assert 0 < summary["test_top1"] <= 1
     report = finished / "report"
     html = (report / "index.html").read_text()
     images = ["training.png", "evolution.png", "pareto.png", "arch.png", "reliability.png", "anytime.png", "corruptions.png"]
@@ -64,9 +66,12 @@ def test_run_directory_and_report(finished):
     result = json.loads((finished / "retrain" / "eval.json").read_text())
     for member in ("ensemble", "path0", "path1"):
         assert {"nll", "ece", "brier"} <= set(result[member]), member
-    assert result["temperature"]["images"] == 143 and "calibrated" in result["ensemble"]
-    assert len(result["anytime"]) == 2 and all("macs" in e and "latency_ms" in e for e in result["anytime"])
-    assert set(result["corruptions"]["results"]) == {"gaussian_noise", "fog"} and result["corruptions"]["severities"] == [1, 5]
+    assert result["temperature"]["images"] == 143
+    assert "calibrated" in result["ensemble"]
+    assert len(result["anytime"]) == 2
+    assert all("macs" in e and "latency_ms" in e for e in result["anytime"])
+    assert set(result["corruptions"]["results"]) == {"gaussian_noise", "fog"}
+    assert result["corruptions"]["severities"] == [1, 5]
     for name in images:
         assert (report / name).stat().st_size > 5000, name
         assert name in html
@@ -122,7 +127,9 @@ def test_report_cli(finished, capsys, tmp_path):
 def test_demo_is_the_default():
     assert DEMO.is_file()
     demo = from_dict(RunConfig, load_yaml(DEMO))
-    assert demo.space == "tiny" and demo.data == "digits" and demo.search["max_macs"] == "0.6M"
+    assert demo.space == "tiny"
+    assert demo.data == "digits"
+    assert demo.search["max_macs"] == "0.6M"
 
 
 @pytest.mark.slow
@@ -130,11 +137,16 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
     """`neas run` with no arguments (here with --out): the whole demo, about a minute on 2 cores."""
     assert main(["run", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "final: test top-1" in out and "budget: max_macs 0.6M" in out and "report:" in out
+    assert "final: test top-1" in out
+    assert "budget: max_macs 0.6M" in out
+    assert "report:" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["macs"] <= 600_000 and summary["test_top1"] > 0.9
+    assert summary["macs"] <= 600_000
+    assert summary["test_top1"] > 0.9
     result = json.loads((tmp_path / "demo" / "retrain" / "eval.json").read_text())
-    assert {"nll", "ece", "brier"} <= set(result["ensemble"]) and "temperature" in result and "corruptions" in result
+    assert {"nll", "ece", "brier"} <= set(result["ensemble"])
+    assert "temperature" in result
+    assert "corruptions" in result
     assert len(result["anytime"]) == 2
 
 
@@ -148,7 +160,8 @@ def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
     pareto = json.loads((tmp_path / "b" / "search" / "pareto.json").read_text())
     assert pareto["front"][0]["macs"] < 5e5  # the front is anchored at the space's cheapest ensemble (0.32M MACs)
     for b, limit in zip(budgets, (5e5, 6e5, 8e5)):
-        assert b["macs"] <= limit and (Path(b["dir"]) / "retrain" / "model.safetensors").is_file()
+        assert b["macs"] <= limit
+        assert (Path(b["dir"]) / "retrain" / "model.safetensors").is_file()
         within = [m for m in pareto["front"] if m["macs"] <= limit]
         assert b["supernet_acc"] == max(m["ensemble_acc"] for m in within)  # the best member within the budget
     assert (tmp_path / "b" / "report" / "front.png").stat().st_size > 5000

@@ -27,7 +27,8 @@ def _k1_space(tmp_path):
 
 def test_a_single_network_space_ignores_the_split_range():
     space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": 1, "split": [1, 3]})
-    assert space.split == (0, 0) and space.num_paths == 1
+    assert space.split == (0, 0)
+    assert space.num_paths == 1
     assert space.size() == np.prod([len(spec.ops) for spec in space.layers])  # every op sequence once
     with pytest.raises(NeasError, match="num_paths must be at least 1"):
         SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": 0})
@@ -54,7 +55,8 @@ def test_the_single_network_path_of_an_ensemble_is_a_canonical_network(tmp_path)
     for seed in range(4):
         net = build_ensemble(space, EnsembleArch.sample(space, seed), 10).eval()
         one = net.select([1])
-        assert one.arch.split == 0 and one.space.num_paths == 1
+        assert one.arch.split == 0
+        assert one.space.num_paths == 1
         save_ensemble(one, tmp_path / "one.safetensors")
         loaded, _ = load_ensemble(tmp_path / "one.safetensors")  # its keys are those of a fresh one-path network
         x = torch.randn(2, 3, 32, 32)
@@ -73,11 +75,15 @@ def test_k1_runs_end_to_end_and_refuses_diversity_shrinking(tmp_path, capsys):
     })
     summary = run_pipeline(cfg)
     arch = json.loads((tmp_path / "k1" / "search" / "arch.json").read_text())
-    assert len(arch["paths"]) == 1 and arch["split"] == 0 and summary["macs"] <= 400_000
+    assert len(arch["paths"]) == 1
+    assert arch["split"] == 0
+    assert summary["macs"] <= 400_000
     result = json.loads((tmp_path / "k1" / "retrain" / "eval.json").read_text())
-    assert result["ensemble"]["top1"] == result["path0"]["top1"] and len(result["anytime"]) == 1
+    assert result["ensemble"]["top1"] == result["path0"]["top1"]
+    assert len(result["anytime"]) == 1
     assert main(["train-supernet", "--space", str(space), "--out", str(tmp_path / "d"), "--epochs", "1", "--device", "cpu"]) == 2
-    assert "diversity compares pairs of paths" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert "diversity compares pairs of paths" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_deep_ensemble_averages_independently_trained_copies(tmp_path, capsys):
@@ -89,13 +95,15 @@ def test_deep_ensemble_averages_independently_trained_copies(tmp_path, capsys):
             "--batch-size", "64", "--device", "cpu", "--seed", "5", "--out", str(out)]
     assert main(argv) == 0
     record = json.loads((out / "ablate.json").read_text())
-    assert [m["seed"] for m in record["members"]] == [5, 6] and record["copies"] == 2
+    assert [m["seed"] for m in record["members"]] == [5, 6]
+    assert record["copies"] == 2
     one, _ = load_ensemble(out / "copy0")
     two, _ = load_ensemble(out / "copy1")
     assert not torch.equal(one.classifiers[0].weight, two.classifiers[0].weight)  # independent initialisations
     from neas.cost import count_cost
 
     assert record["macs"] == 2 * count_cost(space, arch, 10).macs
-    assert 0 <= record["diversity"]["disagreement"] <= 1 and record["ensemble"]["top1"] >= 0
+    assert 0 <= record["diversity"]["disagreement"] <= 1
+    assert record["ensemble"]["top1"] >= 0
     assert main(argv) == 0  # finished copies are reused, not retrained
     assert "deep ensemble" in capsys.readouterr().out
