@@ -85,7 +85,8 @@ def test_evolution_beats_random_search_at_equal_evaluations_over_seeds():
         assert len(rand) == len(evo)
         gaps.append(max(evo.values()) - max(rand.values()))
         wins += gaps[-1] > 0
-    assert wins >= 7 and sum(gaps) / len(gaps) > 0, gaps
+    assert wins >= 7, gaps
+    assert sum(gaps) / len(gaps) > 0, gaps
 
 
 def test_split_growth_takes_one_paths_ops():
@@ -116,8 +117,10 @@ def test_split_shrink_keeps_the_shared_op_in_the_new_combination():
         shrank += 1
         for i in range(child.split, 18):
             column = [p[i] for p in child.paths]
-            assert parent.paths[0][i] in column and len(set(column)) == 2
-        assert child.paths[0][18:] == parent.paths[0][18:] and child.paths[1][18:] == parent.paths[1][18:]
+            assert parent.paths[0][i] in column
+            assert len(set(column)) == 2
+        assert child.paths[0][18:] == parent.paths[0][18:]
+        assert child.paths[1][18:] == parent.paths[1][18:]
     assert shrank > 20
 
 
@@ -126,7 +129,8 @@ def test_layer_mutation_with_p_one_redraws_within_the_space():
     rng = random.Random(2)
     parent = EnsembleArch.sample(SPACE, rng, shrunk)
     children = {mutate(parent, shrunk, 0.0, 1.0, rng) for _ in range(50)}
-    assert len(children) > 3 and all(c.split == parent.split for c in children)
+    assert len(children) > 3
+    assert all(c.split == parent.split for c in children)
 
 
 def test_repair_drops_children_outside_the_shrunk_space():
@@ -141,7 +145,8 @@ def test_repair_drops_children_outside_the_shrunk_space():
     assert repair(columns, 1, only, rng) is None
     columns[1] = (k3e3, k3e3)  # ... but one contains k3e3: re-drawn to k3e3/k3e6
     child = repair(columns, 1, only, rng)
-    assert child is not None and set(child.combination(2)) == {k3e3, k3e6}
+    assert child is not None
+    assert set(child.combination(2)) == {k3e3, k3e6}
 
 
 def test_sample_within_respects_the_budget():

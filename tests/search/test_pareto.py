@@ -26,7 +26,8 @@ def test_crowding_distance_by_hand():
     # averages where Deb et al. sum: the same order) of (next - previous) / (max - min)
     front = np.array([[-1.0, 4.0], [-0.8, 2.0], [-0.7, 1.5], [-0.2, 0.0]])
     got = crowding(front)
-    assert np.isinf(got[0]) and np.isinf(got[3])
+    assert np.isinf(got[0])
+    assert np.isinf(got[3])
     assert got[1] == pytest.approx(((0.3 / 0.8) + (2.5 / 4.0)) / 2)  # neighbours 0 and 2
     assert got[2] == pytest.approx(((0.6 / 0.8) + (2.0 / 4.0)) / 2)  # neighbours 1 and 3
 
