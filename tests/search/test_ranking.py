@@ -15,7 +15,8 @@ from ..helpers import Killed
 
 def test_known_rankings():
     perfect = rank_correlation([0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.6, 0.7, 0.8, 0.9], bootstrap=200)
-    assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["spearman_rho"] == pytest.approx(1.0)
+    assert perfect["kendall_tau"] == pytest.approx(1.0)
+    assert perfect["spearman_rho"] == pytest.approx(1.0)
     assert perfect["kendall_tau_ci95"] == pytest.approx([1.0, 1.0])
     assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1], bootstrap=50)["kendall_tau"] == pytest.approx(-1.0)
     x, y = [0.3, 0.1, 0.5, 0.2, 0.9, 0.7], [0.2, 0.3, 0.6, 0.1, 0.8, 0.5]
@@ -53,7 +54,8 @@ def test_vectorised_tau_and_rho_equal_scipy_on_every_resample_with_ties():
     for i, j in enumerate(idx):
         assert taus[i] == pytest.approx(stats.kendalltau(a[j], y[j]).statistic, abs=1e-12)  # τ-b, as scipy
         assert rhos[i] == pytest.approx(stats.spearmanr(a[j], y[j]).statistic, abs=1e-12)
-    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(spearman_rho([1, 2, 3], [2, 2, 2]))  # no ranking
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # no ranking
+    assert math.isnan(spearman_rho([1, 2, 3], [2, 2, 2]))  # no ranking
 
 
 def test_bootstrap_cis_equal_scipy_bootstrap_with_scipys_own_statistics():
@@ -68,7 +70,8 @@ def test_bootstrap_cis_equal_scipy_bootstrap_with_scipys_own_statistics():
                               method="percentile", rng=np.random.default_rng(7))
         assert r[f"{key}_ci95"] == pytest.approx(list(ref.confidence_interval), abs=1e-12), key
     # every interval rests on at least 10,000 resamples unless told otherwise
-    assert RESAMPLES >= 10_000 and tau_difference(a, b, y)["bootstrap"] == rank_correlation(a, y)["bootstrap"] == RESAMPLES
+    assert RESAMPLES >= 10_000
+    assert tau_difference(a, b, y)["bootstrap"] == rank_correlation(a, y)["bootstrap"] == RESAMPLES
 
 
 def test_monte_carlo_band_is_the_bounds_order_statistic_interval_and_its_spread_over_seeds():
@@ -76,7 +79,8 @@ def test_monte_carlo_band_is_the_bounds_order_statistic_interval_and_its_spread_
     h = 2 * math.sqrt(0.025 * 0.975 / 10_000)
     assert mc_band(values, 0.025) == pytest.approx([9999 * (0.025 - h), 9999 * (0.025 + h)])
     ci = percentile_ci(values)
-    assert ci["ci"] == pytest.approx([9999 * 0.025, 9999 * 0.975]) and ci["resamples"] == 10_000
+    assert ci["ci"] == pytest.approx([9999 * 0.025, 9999 * 0.975])
+    assert ci["resamples"] == 10_000
     assert ci["mc"][1] == pytest.approx([9999 * (0.975 - h), 9999 * (0.975 + h)])
     assert percentile_ci([float("nan")] * 3)["resamples"] == 0
     # the band is as wide as the bound's spread over bootstrap seeds says: a half-width of about 2 sd
@@ -103,7 +107,8 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     calibration = entry["calibration"]  # what the one-shot scores were calibrated and scored on
     for part in ("bn", "score"):
         counts = calibration[f"{part}_classes"]
-        assert len(counts) == 10 and max(counts.values()) <= 1.5 * min(counts.values()), counts
+        assert len(counts) == 10, counts
+        assert max(counts.values()) <= 1.5 * min(counts.values()), counts
         assert sum(counts.values()) == calibration[f"{part}_images"]
 
     def never(*args, **kwargs):
@@ -116,12 +121,15 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     reuse = [*argv[:-1], str(tmp_path / "again"), "--scratch", str(tmp_path / "rank" / "scratch.json")]
     assert main(reuse) == 0
     again = json.loads((tmp_path / "again" / "rank.json").read_text())
-    assert again["scratch_acc"] == result["scratch_acc"] and again["scratch_reused"] == 4
+    assert again["scratch_acc"] == result["scratch_acc"]
+    assert again["scratch_reused"] == 4
     assert not (tmp_path / "again" / "scratch").exists()
     capsys.readouterr()  # another recipe's scores are refused, before anything is written
     assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch-epochs", "2", *reuse[-2:]]) == 2
     err = capsys.readouterr().err
-    assert "--scratch" in err and "epochs: 1 there, 2 here" in err and not (tmp_path / "other").exists()
+    assert "--scratch" in err
+    assert "epochs: 1 there, 2 here" in err
+    assert not (tmp_path / "other").exists()
     record = json.loads((tmp_path / "rank" / "scratch.json").read_text())
     for broken, message in (({**record, "recipe": {**record["recipe"], "space": {"name": "other"}}}, "another search space"),
                             ({**record, "recipe": []}, "not a scratch.json"),
@@ -129,7 +137,9 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
         (tmp_path / "broken.json").write_text(json.dumps(broken))
         assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch", str(tmp_path / "broken.json")]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("neas: error: --scratch") and message in err and err.count("\n") == 1, err
+        assert err.startswith("neas: error: --scratch"), err
+        assert message in err, err
+        assert err.count("\n") == 1, err
     # an unfinished supernet is refused before any from-scratch training
     capsys.readouterr()
     assert main([*argv[:2], str(trained_supernet), str(tmp_path / "nope"), *argv[3:]]) == 2
@@ -147,7 +157,8 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
         main(argv)
     runs = sorted(p for p in (tmp_path / "rank" / "scratch").iterdir() if p.is_dir())
     done = [p for p in runs if (p / "eval.json").is_file()]
-    assert len(runs) == 2 and len(done) == 1
+    assert len(runs) == 2
+    assert len(done) == 1
     interrupted = next(p for p in runs if p not in done)
     assert json.loads((interrupted / "state.json").read_text())["epoch"] == 0
     finished_weights = (done[0] / "model.safetensors").read_bytes()

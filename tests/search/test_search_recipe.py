@@ -31,7 +31,9 @@ def evolution_run(trained_supernet, tmp_path_factory):
 
 def test_outputs(evolution_run):
     arch = json.loads((evolution_run / "arch.json").read_text())
-    assert arch["macs"] <= 800_000 and 0 < arch["supernet_acc"] <= 1 and len(arch["path_acc"]) == 2
+    assert arch["macs"] <= 800_000
+    assert 0 < arch["supernet_acc"] <= 1
+    assert len(arch["path_acc"]) == 2
     EnsembleArch.from_json(arch)
     gens = sorted(evolution_run.glob("generation_*.json"))
     assert len(gens) == 4
@@ -52,8 +54,10 @@ def test_random_search_runs_as_many_evaluations(trained_supernet, evolution_run,
     rand = search(cfg(trained_supernet, tmp_path / "rand", strategy="random", evaluations=evaluations))
     evo_acc = json.loads((evolution_run / "arch.json").read_text())["supernet_acc"]
     rand_arch = json.loads((rand / "arch.json").read_text())
-    assert rand_arch["evaluations"] == evaluations and rand_arch["strategy"] == "random"
-    assert 0 < rand_arch["supernet_acc"] <= 1 and 0 < evo_acc <= 1
+    assert rand_arch["evaluations"] == evaluations
+    assert rand_arch["strategy"] == "random"
+    assert 0 < rand_arch["supernet_acc"] <= 1
+    assert 0 < evo_acc <= 1
 
 
 def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, kill_after):
@@ -91,7 +95,8 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
     archs += [EnsembleArch.sample(space, rng, shrunk) for _ in range(4)]
     got = fast.evaluate_many(archs + archs)
     want = [slow.evaluate(a) for a in archs]
-    assert got[: len(archs)] == want and got[len(archs) :] == want
+    assert got[: len(archs)] == want
+    assert got[len(archs) :] == want
     # each (prefix, layer) is computed once: at most the number of distinct non-skip path prefixes
     prefixes = {tuple(p[:j]) for a in archs for p in a.paths for j in range(1, len(p) + 1) if not p[j - 1].is_skip}
     assert fast.layers_computed == len(prefixes)
@@ -128,9 +133,12 @@ def _rounded(value, digits=5):
 def test_impossible_budget_names_the_range(trained_supernet, tmp_path, capsys):
     code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "x"), "--max-macs", "10K"])
     err = capsys.readouterr().err
-    assert code == 2 and "no ensemble of the space meets max_macs=10000" in err and "the cheapest has macs=" in err
-    assert "(split=" in err  # it names the cheapest ensemble itself (issue 14, case 14)
-    assert "most expensive" in err and not (tmp_path / "x").exists()
+    assert code == 2, err
+    assert "no ensemble of the space meets max_macs=10000" in err
+    assert "the cheapest has macs=" in err
+    assert "(split=" in err  # it names the cheapest ensemble itself
+    assert "most expensive" in err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(
@@ -144,35 +152,48 @@ def test_impossible_budget_names_the_range(trained_supernet, tmp_path, capsys):
 )
 def test_bad_options(trained_supernet, tmp_path, capsys, extra, message):
     code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "x"), *extra])
-    assert code == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err
 
 
 def test_missing_or_incomplete_supernet(tmp_path, capsys):
     code = main(["search", "--supernet", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
-    assert code == 2 and "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "does not exist" in err
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "state.json").write_text("{}")
     code = main(["search", "--supernet", str(tmp_path / "half"), "--out", str(tmp_path / "x")])
-    assert code == 2 and "incomplete: no supernet.safetensors" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "incomplete: no supernet.safetensors" in err
 
 
 def test_latency_constraint_and_table(trained_supernet, tmp_path, capsys):
     assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "lat.json"), "--repeats", "3", "--num-classes", "10"]) == 0
     table = json.loads((tmp_path / "lat.json").read_text())
-    assert len(table["layers_ms"]) == 4 and table["layers_ms"][1]["skip"] == 0.0 and table["fixed_ms"] > 0
+    assert len(table["layers_ms"]) == 4
+    assert table["layers_ms"][1]["skip"] == 0.0
+    assert table["fixed_ms"] > 0
     out = search(cfg(trained_supernet, tmp_path / "lat", max_macs=None, max_latency_ms=1000.0, generations=1, population=4))
     arch = json.loads((out / "arch.json").read_text())
-    assert (out / "latency_table.json").is_file() and 0 < arch["latency_ms"] <= 1000.0
+    assert (out / "latency_table.json").is_file()
+    assert 0 < arch["latency_ms"] <= 1000.0
 
 
 def test_objective_nll_ranks_candidates_by_ensemble_nll(trained_supernet, evolution_run, tmp_path):
     top1 = json.loads((evolution_run / "arch.json").read_text())
-    assert top1["objective"] == "top1" and top1["candidates"][0]["ensemble_acc"] == max(c["ensemble_acc"] for c in top1["candidates"])
+    assert top1["objective"] == "top1"
+    assert top1["candidates"][0]["ensemble_acc"] == max(c["ensemble_acc"] for c in top1["candidates"])
     run = search(cfg(trained_supernet, tmp_path / "nll", objective="nll", generations=2))
     arch = json.loads((run / "arch.json").read_text())
     nlls = [c["ensemble_nll"] for c in arch["candidates"]]
-    assert arch["objective"] == "nll" and nlls == sorted(nlls) and len(nlls) == arch["evaluations"]
-    assert arch["supernet_nll"] == min(nlls) and all({"ensemble_acc", "ensemble_nll", "path_acc"} <= set(c) for c in arch["candidates"])
+    assert arch["objective"] == "nll"
+    assert nlls == sorted(nlls)
+    assert len(nlls) == arch["evaluations"]
+    assert arch["supernet_nll"] == min(nlls)
+    assert all({"ensemble_acc", "ensemble_nll", "path_acc"} <= set(c) for c in arch["candidates"])
     members = [m for g in sorted(run.glob("generation_*.json")) for m in json.loads(g.read_text())["members"]]
     assert all(m["ensemble_nll"] > 0 for m in members)
     with pytest.raises(Exception, match="objective: unknown 'acc'"):
