@@ -36,7 +36,8 @@ def test_statistics_and_diversity_score_by_hand(tiny):
     s_b = math.exp(-beta * 1.0)
     assert stats.S[i["k3e3"], i["k5e6"]] == pytest.approx(s_a) == stats.S[i["k5e6"], i["k3e3"]]
     assert stats.S[i["k3e6"], i["skip"]] == pytest.approx(s_b)
-    assert np.allclose(stats.S, stats.S.T) and np.allclose(np.diag(stats.S), 1.0)
+    assert np.allclose(stats.S, stats.S.T)
+    assert np.allclose(np.diag(stats.S), 1.0)
     # never-observed pairs take the mean of the observed entries of the layer
     assert stats.S[i["k3e3"], i["k5e3"]] == pytest.approx((s_a + s_b) / 2)
     # r: exp(gamma * mean accuracy of the paths using the op); unobserved -> layer mean
@@ -94,10 +95,12 @@ def test_shrink_round_on_a_real_supernet(tiny):
     full = ShrunkSpace.full(tiny)
     new, record = shrink_round(supernet, full, ShrinkSettings(drop=5, samples=6, beta=0.1), [(x, y)], [(x, y)], random.Random(0))
     assert new.num_combinations == full.num_combinations - 5
-    assert record["combinations_after"] == new.num_combinations and len(record["dropped"]) == 5
+    assert record["combinations_after"] == new.num_combinations
+    assert len(record["dropped"]) == 5
     for layer in record["layers"]:
         S = np.array(layer["S"])
-        assert np.allclose(S, S.T) and np.allclose(np.diag(S), 1.0)
+        assert np.allclose(S, S.T)
+        assert np.allclose(np.diag(S), 1.0)
         assert all(len(c["ops"]) == 2 for c in layer["scores"])
     dropped = {(d["layer"], tuple(d["ops"])) for d in record["dropped"]}
     for index in range(1, tiny.num_layers + 1):
@@ -168,8 +171,10 @@ def test_layers_shared_in_every_ensemble_are_never_dropped(tiny, mode):
     full = ShrunkSpace.full(space)
     new, record = shrink_round(supernet, full, ShrinkSettings(mode=mode, drop=6, samples=6, beta=0.1), [(x, y)], [(x, y)],
                                random.Random(0))
-    assert len(record["dropped"]) == 6 and {d["layer"] for d in record["dropped"]} <= {"L3", "L4"}
+    assert len(record["dropped"]) == 6
+    assert {d["layer"] for d in record["dropped"]} <= {"L3", "L4"}
     for index in (1, 2):
         assert new.layer_combinations(index) == full.layer_combinations(index)
     assert [layer["always_shared"] for layer in record["layers"]] == [True, True, False, False]
-    assert record["layers"][0]["scores"] == [] and record["layers"][2]["scores"]
+    assert record["layers"][0]["scores"] == []
+    assert record["layers"][2]["scores"]

@@ -16,7 +16,8 @@ SPACES = {name: SearchSpace.preset(name) for name in PRESETS}
 
 
 def _check_invariants(arch, space, shrunk=None):
-    assert arch.num_paths == space.num_paths and arch.num_layers == space.num_layers
+    assert arch.num_paths == space.num_paths
+    assert arch.num_layers == space.num_layers
     assert space.split[0] <= arch.split <= space.split[1]
     for spec in space.layers:
         column = [p[spec.index - 1] for p in arch.paths]
