@@ -19,7 +19,8 @@ def test_bad_op_names(bad):
 def test_official_ids_round_trip():
     assert [str(OFFICIAL_IDS[i]) for i in range(6)] == ["k3e4", "k3e6", "k5e4", "k5e6", "k7e4", "k7e6"]
     for i, op in OFFICIAL_IDS.items():
-        assert op_to_official(op) == i and op_from_official(i) == op
+        assert op_to_official(op) == i
+        assert op_from_official(i) == op
     with pytest.raises(NeasError, match="no official id"):
         op_to_official(Op(3, 3))
     with pytest.raises(NeasError, match="unknown official op id 9"):

@@ -10,19 +10,23 @@ from ..conftest import PRESETS
 
 
 def test_imagenet_matches_design(imagenet):
-    assert imagenet.num_layers == 20 and imagenet.split == (9, 20) and imagenet.num_paths == 2
+    assert imagenet.num_layers == 20
+    assert imagenet.split == (9, 20)
+    assert imagenet.num_paths == 2
     assert [s.index for s in imagenet.layers if s.first_of_stage] == [1, 5, 9, 13, 17]
     assert [s.stride for s in imagenet.layers if s.first_of_stage] == [2, 2, 2, 1, 2]
     assert [s.out_channels for s in imagenet.layers if s.first_of_stage] == [24, 40, 80, 112, 160]
     assert all("skip" not in map(str, s.ops) for s in imagenet.layers if s.first_of_stage)
-    assert len(imagenet.combinations(1)) == math.comb(6, 2) and len(imagenet.combinations(2)) == math.comb(7, 2)
+    assert len(imagenet.combinations(1)) == math.comb(6, 2)
+    assert len(imagenet.combinations(2)) == math.comb(7, 2)
 
 
 def test_cifar_ends_at_4x4():
     space = SearchSpace.preset("cifar")
     total = space.stem_stride * math.prod(s.stride for s in space.layers)
     assert space.input_size // total == 4
-    assert space.width_mult < 1 and space.layers[-1].out_channels == 80
+    assert space.width_mult < 1
+    assert space.layers[-1].out_channels == 80
 
 
 def test_size_counts_ordered_ensembles(tiny):
@@ -59,8 +63,11 @@ def test_custom_yaml(tmp_path):
         )
     )
     space = SearchSpace.resolve(str(path))
-    assert space.name == "mine" and space.num_layers == 5 and space.num_paths == 3
-    assert len(space.combinations(1)) == 1 and len(space.combinations(2)) == 4
+    assert space.name == "mine"
+    assert space.num_layers == 5
+    assert space.num_paths == 3
+    assert len(space.combinations(1)) == 1
+    assert len(space.combinations(2)) == 4
 
 
 @pytest.mark.parametrize(
