@@ -12,14 +12,18 @@ TINY = {"batch": 4, "imagenet_input": 64, "imagenet_batch": 2, "repeats": 1, "wa
 def test_interleaved_times_every_callable():
     calls = []
     t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
-    assert set(t) == {"a", "b"} and calls.count("a") == 4 and calls.count("b") == 4
+    assert set(t) == {"a", "b"}
+    assert calls.count("a") == 4
+    assert calls.count("b") == 4
 
 
 def test_candidate_evaluation_accuracies_are_identical():
     for kind in ("shared", "evolution"):
         result = candidate_evaluation({**TINY, "candidates": 8}, kind=kind)
-        assert result.extra["identical_accuracies"] and result.extra["candidates"] == 8
-        assert result.ours_s > 0 and result.baseline_s > 0
+        assert result.extra["identical_accuracies"]
+        assert result.extra["candidates"] == 8
+        assert result.ours_s > 0
+        assert result.baseline_s > 0
 
 
 def test_evolution_like_candidates_share_parts():
