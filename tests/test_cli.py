@@ -16,14 +16,19 @@ def run(capsys, *argv):
 def test_arch_json(capsys):
     code, out, _ = run(capsys, "arch", "neas-m", "--json")
     data = json.loads(out)
-    assert code == 0 and data["split"] == 16 and len(data["paths"]) == 2
+    assert code == 0
+    assert data["split"] == 16
+    assert len(data["paths"]) == 2
     assert all(isinstance(data[k], int) for k in ("macs", "paper_flops", "params"))
     assert round(data["paper_flops"] / 1e6) in range(467, 477)
 
 
 def test_arch_table(capsys):
     code, out, _ = run(capsys, "arch", "neas-s")
-    assert code == 0 and "L20" in out and "paper FLOPs 315.15M" in out and "paper (Table 1): 314M" in out
+    assert code == 0
+    assert "L20" in out
+    assert "paper FLOPs 315.15M" in out
+    assert "paper (Table 1): 314M" in out
 
 
 def test_arch_file_with_space(capsys, tmp_path):
@@ -33,12 +38,14 @@ def test_arch_file_with_space(capsys, tmp_path):
     path = tmp_path / "arch.json"
     arch.save(path, space="tiny")
     code, out, _ = run(capsys, "arch", str(path), "--json", "--num-classes", "10")
-    assert code == 0 and json.loads(out)["paths"] == arch.to_json()["paths"]
+    assert code == 0
+    assert json.loads(out)["paths"] == arch.to_json()["paths"]
 
 
 def test_space(capsys):
     code, out, _ = run(capsys, "space", "tiny")
-    assert code == 0 and "26,000 ensembles" in out
+    assert code == 0
+    assert "26,000 ensembles" in out
 
 
 @pytest.mark.parametrize(
@@ -51,19 +58,25 @@ def test_space(capsys):
 )
 def test_errors_are_one_line(capsys, argv, message):
     code, _, err = run(capsys, *argv)
-    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2, err
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
 
 
 def test_bad_arch_files(capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"split": 1, "paths": [["k3e3", "skip", "k5e3", "k3e3"], ["k3e3", "k5e3", "skip", "k5e3"]]}')
     code, _, err = run(capsys, "arch", str(bad), "--space", "tiny")
-    assert code == 2 and "layer L3 (path 1): skip is not allowed on the first layer of a stage" in err
+    assert code == 2, err
+    assert "layer L3 (path 1): skip is not allowed on the first layer of a stage" in err
     bad.write_text('{"split": 1, "paths": [["k3e3", "k3e3"]')
     code, _, err = run(capsys, "arch", str(bad))
-    assert code == 2 and "malformed arch JSON" in err
+    assert code == 2, err
+    assert "malformed arch JSON" in err
 
 
 def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "neas", "arch", "neas-s", "--json"], capture_output=True, text=True)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["split"] == 20
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["split"] == 20

@@ -17,10 +17,13 @@ def test_nested_settings_are_spelled_flat_and_round_trip():
     cfg = from_dict(SupernetConfig, {"shrink": "accuracy", "shrink_every": 3, "shrink_beta": 0.5, "epochs": 7})
     assert (cfg.shrink.mode, cfg.shrink.every, cfg.shrink.beta, cfg.epochs) == ("accuracy", 3, 0.5, 7)
     flat = to_dict(cfg)
-    assert flat["shrink"] == "accuracy" and flat["shrink_every"] == 3 and "every" not in flat
+    assert flat["shrink"] == "accuracy"
+    assert flat["shrink_every"] == 3
+    assert "every" not in flat
     assert to_dict(from_dict(SupernetConfig, flat)) == flat
     search = from_dict(SearchConfig, {"max_macs": "1.5M", "population": 8, "parents": 2})
-    assert search.constraints.max_macs == 1_500_000 and search.evolution.population == 8
+    assert search.constraints.max_macs == 1_500_000
+    assert search.evolution.population == 8
     assert to_dict(search)["max_macs"] == 1_500_000
 
 
@@ -43,7 +46,8 @@ def test_precedence_defaults_yaml_flags_overrides(tmp_path):
     cfg = resolve_config(SupernetConfig, path, {"epochs": 6, "lr": None}, ["shrink_every=4"])
     assert (cfg.epochs, cfg.shrink.every, cfg.lr, cfg.batch_size) == (6, 4, 0.3, 64)  # flag > YAML; override > YAML; default
     run = resolve_config(RunConfig, None, {}, ["supernet.shrink_every=3", "seed=2"])
-    assert run.supernet == {"shrink_every": 3} and run.seed == 2
+    assert run.supernet == {"shrink_every": 3}
+    assert run.seed == 2
     with pytest.raises(NeasError, match="override 'shrink.every=3': shrink is a value, not a section"):
         resolve_config(SupernetConfig, None, {"shrink": "diversity"}, ["shrink.every=3"])
 
@@ -70,7 +74,8 @@ def test_every_command_parses_its_help():
 def test_cli_errors_are_one_line(capsys):
     assert main(["train-supernet", "--out", "x", "shrink_every=abc"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("neas: error: shrink_every: expected an integer") and err.count("\n") == 1
+    assert err.startswith("neas: error: shrink_every: expected an integer")
+    assert err.count("\n") == 1
     assert main(["retrain", "--holdout", "1.5"]) == 2
     assert "holdout must be in [0, 1)" in capsys.readouterr().err
 
