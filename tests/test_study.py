@@ -46,7 +46,8 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     sd = math.sqrt(sum((x - mean) ** 2 for x in per_seed) / 2)
     lo, hi = stats.t.interval(0.95, 2, loc=mean, scale=sd / math.sqrt(3))
     assert f"{100 * mean:.2f} ± {100 * sd:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in text
-    assert "| 3 × 2/2/2 |" in text and "not run yet" in text
+    assert "| 3 × 2/2/2 |" in text
+    assert "not run yet" in text
     assert next(line for line in text.splitlines() if line.startswith("| deep ensemble")).split(" | ")[1] == "3 × 2/2/2"
     diffs = [p - b for p, b in zip(per_seed, (0.66, 0.69, 0.67))]
     m, _, dlo, dhi = tables.ci95(diffs)
@@ -54,7 +55,8 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     assert ("within noise" in text) == (dlo <= 0 <= dhi)
     # the verdict table: the paper says diversity beats no shrinking, and here the CI excludes 0 on that side
     verdict = next(line for line in text.splitlines() if line.startswith("| NEAS (diversity) beats no shrinking after retraining (top1)"))
-    assert f"{100 * m:+.2f} pp top-1 [{100 * dlo:+.2f}, {100 * dhi:+.2f}] (n=3)" in verdict and verdict.endswith("| agrees |")
+    assert f"{100 * m:+.2f} pp top-1 [{100 * dlo:+.2f}, {100 * dhi:+.2f}] (n=3)" in verdict
+    assert verdict.endswith("| agrees |")
     assert (tmp_path / "tables.md").read_text() == text
 
 
@@ -62,14 +64,16 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     plan = _module("plan")
     units = plan.units()
     pipelines = [n for n, u in units.items() if u["kind"] == "pipeline"]
-    assert len(pipelines) == 20 and {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
+    assert len(pipelines) == 20
+    assert {n.rsplit("_seed", 1)[1] for n in pipelines} == {"0", "1", "2"}
     assert units["k5_diversity_seed0"]["config"]["space"].endswith("space_k5.yaml")
     assert units["split_seed0_retrain1"]["deps"] == ["k2_diversity_seed0", "rank_diversity_seed0"]  # its supernet
     assert {units[f"rank_{m}_seed2"]["mode"] for m in plan.SHRINK_MODES} == set(plan.SHRINK_MODES)
     assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
     assert [units[f"deep_seed1_retrain{r}"]["seed"] for r in (1, 2)] == [1110, 2110]  # two copies each: 1110+1111, 2110+2111
     assert units["deep_seed1_retrain2"]["deps"] == ["k1half_seed1"]
-    assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"] and units["k1_seed2_retrain2"]["retrain_seed"] == 2002
+    assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"]
+    assert units["k1_seed2_retrain2"]["retrain_seed"] == 2002
     assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
     assert units["k1half_seed0"]["config"]["search"]["max_macs"] == "0.75M"
     assert units["k2_quality_seed0"]["config"]["supernet"]["shrink"] == "quality"
@@ -88,8 +92,10 @@ def test_committed_summaries_carry_what_the_tables_need(name):
     if not path.is_file():
         pytest.skip("not run yet")
     summary = json.loads(path.read_text())
-    assert {"top1", "nll", "ece", "brier"} <= set(summary["eval"]["ensemble"]) and summary["arch"]["paths"]
-    assert summary["retrain_config"]["data_dir"] and summary["unit_wall_s"] > 0
+    assert {"top1", "nll", "ece", "brier"} <= set(summary["eval"]["ensemble"])
+    assert summary["arch"]["paths"]
+    assert summary["retrain_config"]["data_dir"]
+    assert summary["unit_wall_s"] > 0
 
 
 def _rank_unit(mode, seed, oneshot, scratch):
@@ -119,7 +125,8 @@ def test_ranking_pools_tau_over_seeds_and_pairs_differences_by_seed(tmp_path):
     assert f"{mean:.3f} ± {sd:.3f} [{lo:.3f}, {hi:.3f}]" in text
     diffs = [a - b for a, b in zip(taus["diversity"], taus["none"])]
     assert f"{np.mean(diffs):+.3f} [" in text
-    assert "| diversity − none |" in text and "diversity better" in text  # far less noise: a real difference
+    assert "| diversity − none |" in text
+    assert "diversity better" in text  # far less noise: a real difference
     # units compared with other from-scratch scores cannot be paired
     units["rank_none_seed1"]["scratch_acc"] = scratch[::-1]
     (tmp_path / "rank_none_seed1.json").write_text(json.dumps(units["rank_none_seed1"]))
@@ -143,7 +150,8 @@ def test_pooled_bootstrap_equals_scipy_bootstrap_resampling_every_seed_alike():
     ref = stats.bootstrap((*a, *b, scratch), statistic, n_resamples=2000, paired=True, vectorized=False, method="percentile",
                           rng=np.random.default_rng(5))
     boot = tables._pooled_bootstrap([x.tolist() for x in a], [x.tolist() for x in b], scratch.tolist(), 2000, seed=5)
-    assert boot["ci"] == pytest.approx(list(ref.confidence_interval), abs=1e-12) and boot["resamples"] == 2000
+    assert boot["ci"] == pytest.approx(list(ref.confidence_interval), abs=1e-12)
+    assert boot["resamples"] == 2000
     assert tables._pooled_bootstrap(a, None, scratch)["resamples"] >= 10_000  # the tables' own: at least 10,000 resamples
 
 
@@ -167,7 +175,8 @@ def test_a_bootstrap_bound_within_monte_carlo_error_of_0_is_borderline(where):
     diffs = [0.14, 0.15, 0.16]  # a t CI far from 0: only the bootstrap can hold the verdict back
     boot = _boot_with_lower_bound(where)
     (lo, _), (band, _) = boot["ci"], boot["mc"]
-    assert band[0] < 0 < band[1] and (lo > 0) == (where > 0)  # excludes 0 (or not) only by the luck of the resamples
+    assert band[0] < 0 < band[1]  # the bound's Monte-Carlo band holds 0: the bound ...
+    assert (lo > 0) == (where > 0)  # ... excludes 0 (or not) only by the luck of the resamples
     assert tables._judge(diffs, 1, "τ", 1, boot)[1] == "borderline"
     assert tables._judge(diffs, 1, "τ", 0, boot)[1] == "borderline"
     assert tables._judge([-d for d in diffs], 1, "τ", 0, _boot_with_lower_bound(where, -1))[1] == "borderline"
@@ -200,7 +209,8 @@ def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_
     row = next(line for line in text.splitlines() if line.startswith("| diversity − none |"))
     assert row.endswith("| borderline |"), row
     verdict = next(line for line in text.splitlines() if line.startswith("| diversity shrinking ranks ensembles better than none"))
-    assert verdict.endswith("| borderline |") and "Monte-Carlo band" in verdict, verdict
+    assert verdict.endswith("| borderline |"), verdict
+    assert "Monte-Carlo band" in verdict, verdict
 
 
 def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tmp_path, monkeypatch):
@@ -225,4 +235,5 @@ def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tm
     monkeypatch.setattr(ranking, "paired_bootstrap", spy)
     tables.write_tables(tmp_path, None)
     # per seed: τ/ρ of each mode (4) and Δτ (2); pooled: τ of each mode (2), Δτ in the ranking and the verdict tables (2)
-    assert len(drawn) == 10 and min(drawn) >= 10_000, drawn
+    assert len(drawn) == 10, drawn
+    assert min(drawn) >= 10_000, drawn
