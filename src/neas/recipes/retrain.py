@@ -276,6 +276,62 @@ def _start(run: RunDir, net, optimizer, extra: dict, precision: Precision) -> in
     return state["epoch"] + 1
 
 
+@dataclass
+class _Retraining:
+    """What every epoch of a retraining uses, set up once by :func:`retrain`."""
+
+    cfg: RetrainConfig
+    run: RunDir
+    net: nn.Module
+    ema: "ModelEmaV3 | None"
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    precision: Precision
+    loader: BatchLoader
+    test_loader: BatchLoader
+    forward: object  # (x, y, step) -> (loss, path logits)
+    logger: MetricLogger
+
+    @property
+    def report(self) -> nn.Module:
+        """The network that is evaluated and saved: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
+    @property
+    def extra(self) -> dict:
+        return {"ema": self.ema.module} if self.ema is not None else {}
+
+    def epoch(self, epoch: int) -> None:
+        cfg, steps = self.cfg, len(self.loader)
+        seed_everything(epoch_seed(cfg.seed, epoch, self.run.rank))
+        after_step = (lambda step: self.ema.update(self.net, step=step)) if self.ema is not None else None
+        metrics = train_epoch(
+            self.net,
+            self.loader.epoch(epoch),
+            self.forward,
+            self.optimizer,
+            self.precision,
+            epoch=epoch,
+            steps=steps,
+            device=self.run.device,
+            set_lr=self.scheduler.step_update,
+            after_step=after_step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            metrics.update(_test_metrics(self.report, self.test_loader, self.net.arch.num_paths))
+        if self.run.main:
+            self.logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
+            state = {"epoch": epoch, "seed": cfg.seed, "scaler": self.precision.state_dict()}
+            save_checkpoint(self.run, f"epoch_{epoch:04d}", self.net, self.optimizer, state, extra=self.extra)
+            test = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
+            log.info(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.4g}  "
+                f"{metrics['images_per_s']:.0f} img/s{test}"
+            )
+        dist.barrier()
+
+
 @releases_run_dir
 def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
@@ -290,70 +346,27 @@ def retrain(cfg: RetrainConfig) -> Path:
     net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
     optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, run.world)
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
-    extra, precision = ({"ema": ema.module} if ema is not None else {}), Precision.of(device, cfg.amp)
-    start = _start(run, net, optimizer, extra, precision)
+    precision = Precision.of(device, cfg.amp)
+    start = _start(run, net, optimizer, {"ema": ema.module} if ema is not None else {}, precision)
     wrapped = _setup_forward(cfg, net, steps, device, run.world)
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-    logger, report = MetricLogger(run), (ema.module if ema is not None else net)
-    if run.main:
-        log.info(
-            "retrain %s in space %r: %d train / %d test images, %d classes, %d steps/epoch, lr %.4g, recipe %s, "
-            "device %s x%d",
-            arch,
-            space.name,
-            len(train_full),
-            len(test),
-            train_full.num_classes,
-            steps,
-            lr,
-            cfg.recipe,
-            device,
-            run.world,
-        )
 
     def forward(x, y, step):
         logits = wrapped(x)
         return sum(criterion(out.float(), y) for out in logits), logits
 
-    for epoch in range(start, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, run.rank))
-        metrics = train_epoch(
-            net,
-            loader.epoch(epoch),
-            forward,
-            optimizer,
-            precision,
-            epoch=epoch,
-            steps=steps,
-            device=device,
-            set_lr=scheduler.step_update,
-            after_step=(lambda step: ema.update(net, step=step)) if ema else None,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    job = _Retraining(
+        cfg, run, net, ema, optimizer, scheduler, precision, loader, test_loader, forward, MetricLogger(run)
+    )
+    if run.main:
+        log.info(
+            f"retrain {arch} in space {space.name!r}: {len(train_full)} train / {len(test)} test images, "
+            f"{train_full.num_classes} classes, {steps} steps/epoch, lr {lr:.4g}, recipe {cfg.recipe}, "
+            f"device {device} x{run.world}"
         )
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics.update(_test_metrics(report, test_loader, arch.num_paths))
-        if run.main:
-            logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            save_checkpoint(
-                run,
-                f"epoch_{epoch:04d}",
-                net,
-                optimizer,
-                {"epoch": epoch, "seed": cfg.seed, "scaler": precision.state_dict()},
-                extra=extra,
-            )
-            test_note = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
-            log.info(
-                "epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s",
-                epoch + 1,
-                cfg.epochs,
-                metrics["loss"],
-                metrics["lr"],
-                metrics["images_per_s"],
-                test_note,
-            )
-        dist.barrier()
-    run.on_main(lambda: _finish(cfg, run, report, train_full, test, held_out, device))
-    logger.close()
+    for epoch in range(start, cfg.epochs):
+        job.epoch(epoch)
+    run.on_main(lambda: _finish(cfg, run, job.report, train_full, test, held_out, device))
+    job.logger.close()
     dist.barrier()
     return run.path

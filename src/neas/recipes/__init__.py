@@ -1,0 +1,150 @@
+"""The recipes: one module per ``neas`` command, and the table of commands the CLI is built from.
+
+Every command is data here — its help, its schema (a config dataclass, or a small command's
+callable dataclass), the function that runs it and prints its result, and extra arguments — so
+adding a command is one entry; :mod:`neas.cli` turns the table into argparse subcommands and
+imports a command's module only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from neas import dist
+from neas.rundir import ARCH, MODEL, SUPERNET
+
+__all__ = ["COMMANDS", "ABLATIONS"]
+
+
+def _artefact(runner: str, name: str):
+    def handle(cfg, args) -> None:
+        run = getattr(importlib.import_module(f"neas.recipes.{runner}"), runner)(cfg)
+        if dist.is_main_process():
+            print(f"{name.split('.')[0]}: {run / name}")
+        dist.cleanup()
+
+    return handle
+
+
+_RETRAIN = "neas.recipes.retrain:RetrainConfig"
+_TOOLS = "neas.recipes.tools:"
+# name: (help, schema "module:Class" or None, handler(cfg, args) or None to call the schema, extra arguments)
+COMMANDS = {
+    "train-supernet": (
+        "train the K-path supernet with search-space shrinking",
+        "neas.recipes.train_supernet:SupernetConfig",
+        _artefact("train_supernet", SUPERNET),
+        (),
+    ),
+    "search": (
+        "search the trained supernet for the best ensemble under a budget",
+        "neas.recipes.search:SearchConfig",
+        _artefact("search", ARCH),
+        (),
+    ),
+    "retrain": (
+        "retrain an ensemble from scratch with the released models' recipe",
+        _RETRAIN,
+        _artefact("retrain", MODEL),
+        (),
+    ),
+    "evaluate": (
+        "top-1, NLL, ECE, Brier of an ensemble, its paths and anytime sub-ensembles; calibration, corruptions, cost, "
+        "latency",
+        "neas.recipes.evaluate:EvaluateConfig",
+        "neas.recipes.evaluate:main",
+        (
+            ("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
+            ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}),
+        ),
+    ),
+    "rank": (
+        "Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)",
+        "neas.recipes.rank:RankConfig",
+        "neas.recipes.rank:main",
+        (),
+    ),
+    "run": (
+        "the whole pipeline in one run directory (no arguments: the digits demo)",
+        "neas.recipes.run:RunConfig",
+        "neas.recipes.run:main",
+        (),
+    ),
+    "arch": ("print an ensemble architecture with its cost", _TOOLS + "ArchCommand", None, ()),
+    "space": ("print a search space", _TOOLS + "SpaceCommand", None, ()),
+    "latency-table": (
+        "measure the per-(layer, op) latency table of a space on this machine",
+        "neas.recipes.latency:LatencyTableCommand",
+        None,
+        (),
+    ),
+    "export": ("export an ensemble as one module (safetensors or ONNX), verified", _TOOLS + "ExportCommand", None, ()),
+    "subimagenet": (
+        "write the paper's 100-class subImageNet (250 train + 50 val per class)",
+        "neas.data.subimagenet:SubImageNetCommand",
+        None,
+        (),
+    ),
+    "carve-test": (
+        "split a train-only image folder into fixed, stratified train/ and test/ parts",
+        "neas.data.carve:CarveTestCommand",
+        None,
+        (),
+    ),
+    "report": ("write RUN_DIR/report/index.html with the run's plots", _TOOLS + "ReportCommand", None, ()),
+}
+ABLATIONS = {
+    "homo-hetero": ("retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)", _RETRAIN, ()),
+    "split": (
+        "retrain the ensemble with and without shared layers, and the best unshared one under the same budget (Table "
+        "4)",
+        _RETRAIN,
+        (
+            (
+                "--equal-budget",
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "default": True,
+                    "help": "also search the best unshared ensemble under the search's budget (default: on)",
+                },
+            ),
+        ),
+    ),
+    "paths": (
+        "run one `neas run` config for K = 2, 3, 5 ... paths under its budget (Table 5)",
+        None,
+        (
+            (
+                "--config",
+                {"required": True, "help": "a `neas run` YAML config (its budget and stages are used for every K)"},
+            ),
+            ("--paths", {"type": int, "nargs": "+", "default": [2, 3, 5], "help": "values of K (default: 2 3 5)"}),
+            (
+                "--reuse",
+                {"nargs": "+", "metavar": "K=RUN", "help": "a finished `neas run` of the same config to use for K"},
+            ),
+            ("--out", {"required": True}),
+        ),
+    ),
+    "deep-ensemble": (
+        "retrain one arch N times from independent initialisations and score their average (a deep ensemble)",
+        _RETRAIN,
+        (("--copies", {"type": int, "default": 2, "help": "independently trained copies (default: 2)"}),),
+    ),
+    "search": (
+        "evolution vs random search at equal evaluations, from runs with compare_random (Figure 5)",
+        None,
+        (
+            (
+                "--run",
+                {"nargs": "+", "required": True, "help": "`neas run` directories with search/ and search_random/"},
+            ),
+            (
+                "--top",
+                {"type": int, "default": 10, "help": "also track the mean of the top-N ensembles found (default: 10)"},
+            ),
+            ("--out", {"required": True}),
+        ),
+    ),
+}
