@@ -222,6 +222,53 @@ def _log_epoch(cfg: SupernetConfig, epoch: int, metrics: dict, combinations: int
     )
 
 
+def _end_epoch(
+    run: RunDir,
+    logger: MetricLogger,
+    model,
+    optimizer,
+    cfg: SupernetConfig,
+    epoch: int,
+    steps: int,
+    metrics: dict,
+    shrunk: ShrunkSpace,
+    rounds: int,
+    calibration: dict,
+    precision: Precision,
+    note: str,
+) -> None:
+    """Rank 0's end of an epoch: the metric line, then the checkpoint (resume trims metric lines after it)."""
+    state = {
+        "epoch": epoch,
+        "shrink_rounds": rounds,
+        "shrunk": shrunk.to_json(),
+        "seed": cfg.seed,
+        "steps": (epoch + 1) * steps,
+        "calibration": calibration,
+        "scaler": precision.state_dict(),
+    }
+    logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
+    save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
+    _log_epoch(cfg, epoch, metrics, shrunk.num_combinations, note)
+
+
+def _write_supernet(run: RunDir, model, cfg: SupernetConfig, space: SearchSpace, shrunk: ShrunkSpace, classes) -> None:
+    info = SupernetFile(
+        space,
+        shrunk,
+        tuple(classes),
+        cfg.data,
+        cfg.data_dir,
+        cfg.holdout,
+        cfg.shrink.mode,
+        cfg.epochs - 1,
+        to_dict(cfg),
+    )
+    save_supernet(model, info, run / SUPERNET)
+    run.write_json(SHRUNK_SPACE, shrunk.to_json())
+    log.info("supernet written to %s", run / SUPERNET)
+
+
 @releases_run_dir
 def train_supernet(cfg: SupernetConfig) -> Path:
     """Runs (or resumes) supernet training; returns the run directory."""
@@ -229,8 +276,8 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     space = SearchSpace.resolve(cfg.space)
     if space.num_paths == 1 and cfg.shrink.mode == "diversity":
         raise NeasError(
-            f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single network); "
-            f"use shrink quality, accuracy or none"
+            f"shrink: diversity compares pairs of paths, and space {space.name!r} has one path (a single "
+            f"network); use shrink quality, accuracy or none"
         )
     run = RunDir.open(cfg, "train-supernet", device)
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, run.rank, run.world)
@@ -240,19 +287,11 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
     logger, steps = MetricLogger(run), len(loader)
     if run.main:
+        probe = sum(len(y) for _, y in probe_batches)
         log.info(
-            "supernet: space %r (%d layers, %d combinations), %d classes, %d train images, %d probe images, %d "
-            "steps/epoch, "
-            "device %s x%d",
-            space.name,
-            space.num_layers,
-            shrunk.num_combinations,
-            full.num_classes,
-            len(loader.data),
-            sum(len(y) for _, y in probe_batches),
-            steps,
-            device,
-            run.world,
+            f"supernet: space {space.name!r} ({space.num_layers} layers, {shrunk.num_combinations} combinations), "
+            f"{full.num_classes} classes, {len(loader.data)} train images, {probe} probe images, {steps} steps/epoch, "
+            f"device {device} x{run.world}"
         )
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch, run.rank))  # dropout: a function of (seed, epoch, rank)
@@ -269,42 +308,19 @@ def train_supernet(cfg: SupernetConfig) -> Path:
         )
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(
-                f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same seed and "
-                "config"
+                f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same "
+                "seed and config"
             )
         shrunk, rounds, note = _shrink_if_due(
             run, model, shrunk, cfg, epoch, rounds, bn_batches, probe_batches, calibration
         )
         metrics["combinations"] = shrunk.num_combinations
         if run.main:
-            state = {
-                "epoch": epoch,
-                "shrink_rounds": rounds,
-                "shrunk": shrunk.to_json(),
-                "seed": cfg.seed,
-                "steps": (epoch + 1) * steps,
-                "calibration": calibration,
-                "scaler": precision.state_dict(),
-            }
-            logger.log((epoch + 1) * steps, epoch=epoch, **metrics)  # before the checkpoint: resume trims it
-            save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
-            _log_epoch(cfg, epoch, metrics, shrunk.num_combinations, note)
+            _end_epoch(
+                run, logger, model, optimizer, cfg, epoch, steps, metrics, shrunk, rounds, calibration, precision, note
+            )
         dist.barrier()
-    if run.main:
-        info = SupernetFile(
-            space,
-            shrunk,
-            tuple(full.classes),
-            cfg.data,
-            cfg.data_dir,
-            cfg.holdout,
-            cfg.shrink.mode,
-            cfg.epochs - 1,
-            to_dict(cfg),
-        )
-        save_supernet(model, info, run / SUPERNET)
-        run.write_json(SHRUNK_SPACE, shrunk.to_json())
-        log.info("supernet written to %s", run / SUPERNET)
+    run.on_main(lambda: _write_supernet(run, model, cfg, space, shrunk, full.classes))
     logger.close()
     dist.barrier()
     return run.path

@@ -248,19 +248,19 @@ def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
     split_x = arch.split + 0.5
     ax.axvline(split_x, color="tab:red", ls="--", lw=1.2)
     ax.text(split_x, k - 0.35, f"split point {arch.split}", color="tab:red", fontsize=8, ha="center")
+    _arch_frame(ax, n, k, [(f"kernel {kern}", color_of[kern]) for kern in kernels], title)
+    return _save(fig, path)
+
+
+def _arch_frame(ax, n: int, k: int, legend: list, title: str) -> None:
+    """The heads, the legend (kernel sizes), the axes and the title of :func:`plot_arch`."""
     for j in range(k):
         ax.add_patch(Rectangle((n + 0.7, j - 0.3), 0.8, 0.6, color="tab:purple"))
         ax.text(n + 1.1, j, "head", ha="center", va="center", color="white", fontsize=7)
         ax.text(n + 1.8, j, f"path {j}", va="center", fontsize=8)
-    handles = [Rectangle((0, 0), 1, 1, color=color_of[kern]) for kern in kernels]
-    ax.legend(
-        handles,
-        [f"kernel {kern}" for kern in kernels],
-        loc="upper left",
-        fontsize=7,
-        ncol=len(kernels),
-        bbox_to_anchor=(0, 1.18),
-    )
+    handles = [Rectangle((0, 0), 1, 1, color=color) for _, color in legend]
+    labels = [label for label, _ in legend]
+    ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=len(legend), bbox_to_anchor=(0, 1.18))
     ax.set_xlim(-1.6, n + 2.6)
     ax.set_ylim(-0.8, k - 0.1)
     ax.set_xticks(range(1, n + 1), [f"L{i}" for i in range(1, n + 1)], fontsize=7)
@@ -268,7 +268,6 @@ def plot_arch(arch: EnsembleArch, space, path: Path, title: str = "") -> Path:
     ax.set_title(title or "Chosen ensemble (block labels: kernel / expansion; dotted: skip)", fontsize=10)
     for spine in ("left", "right", "top"):
         ax.spines[spine].set_visible(False)
-    return _save(fig, path)
 
 
 def _members(result: dict) -> list[str]:

@@ -171,26 +171,13 @@ def evolve(
         members = [a for a in anchors if a not in seen and ok(a)] if g == 0 else []
         origins = ["anchor"] * len(members)
         if g > 0:
-            if select_parents is None:
-                ranked = sorted(history, key=lambda a: -history[a])[: settings.parents]
+            if select_parents is not None:
+                parents = select_parents(history, settings.parents)
             else:
-                ranked = select_parents(history, settings.parents)
-            muts = _children(
-                lambda ranked=ranked: mutate(rng.choice(ranked), shrunk, settings.p_split, settings.p_layer, rng),
-                settings.mutations,
-                ok,
-                seen,
-            )
-            members += muts
-            origins += ["mutation"] * len(muts)
-            crosses = _children(
-                lambda ranked=ranked: crossover(*rng.sample(ranked, 2), shrunk, rng) if len(ranked) > 1 else None,
-                settings.crossovers,
-                ok,
-                seen | set(members),
-            )
-            members += crosses
-            origins += ["crossover"] * len(crosses)
+                parents = sorted(history, key=lambda a: -history[a])[: settings.parents]
+            children = _offspring(shrunk, settings, ok, rng, parents, seen)
+            members += [child for child, _ in children]
+            origins += [origin for _, origin in children]
         while len(members) < settings.population:
             arch = sample_within(shrunk, rng, ok, exclude=seen | set(members), tries=2000)
             if arch is None:
@@ -204,6 +191,21 @@ def evolve(
         history.update(zip(members, accs))
         on_generation(g, members, accs, origins)
     return history
+
+
+def _offspring(
+    shrunk: ShrunkSpace, settings: EvolutionSettings, ok, rng: random.Random, parents: list, seen: set
+) -> list:
+    """(child, origin) pairs: up to ``mutations`` mutated, then ``crossovers`` crossed children of ``parents``."""
+    muts = _children(
+        lambda: mutate(rng.choice(parents), shrunk, settings.p_split, settings.p_layer, rng),
+        settings.mutations,
+        ok,
+        seen,
+    )
+    cross = lambda: crossover(*rng.sample(parents, 2), shrunk, rng) if len(parents) > 1 else None
+    crosses = _children(cross, settings.crossovers, ok, seen | set(muts))
+    return [(m, "mutation") for m in muts] + [(c, "crossover") for c in crosses]
 
 
 def random_search(
