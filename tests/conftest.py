@@ -63,10 +63,26 @@ def trained_supernet(tmp_path_factory):
     from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
     out = tmp_path_factory.mktemp("trained") / "supernet"
-    train_supernet(from_dict(SupernetConfig, dict(
-        out=str(out), space="tiny", data="digits", epochs=12, batch_size=32, lr=0.1, augment=False,
-        shrink_every=3, shrink_drop=4, shrink_samples=6, bn_batches=2, probe_images=128, device="cpu",
-    )))
+    train_supernet(
+        from_dict(
+            SupernetConfig,
+            dict(
+                out=str(out),
+                space="tiny",
+                data="digits",
+                epochs=12,
+                batch_size=32,
+                lr=0.1,
+                augment=False,
+                shrink_every=3,
+                shrink_drop=4,
+                shrink_samples=6,
+                bn_batches=2,
+                probe_images=128,
+                device="cpu",
+            ),
+        )
+    )
     return out
 
 

@@ -9,8 +9,14 @@ class Killed(BaseException):
     """Stands in for kill -9 or Ctrl-C inside a run: not an Exception, so nothing catches it."""
 
 
-def arm_kill(monkeypatch, target, attr: str, after: int = 1, when: "Callable[..., bool] | None" = None,
-             instead: "Callable[..., None] | None" = None) -> Callable[[], None]:
+def arm_kill(
+    monkeypatch,
+    target,
+    attr: str,
+    after: int = 1,
+    when: "Callable[..., bool] | None" = None,
+    instead: "Callable[..., None] | None" = None,
+) -> Callable[[], None]:
     """Makes ``target.attr`` raise :class:`Killed` on its ``after``-th call (counting only calls
     for which ``when(*args, **kwargs)`` is true, if given). The call itself completes first, unless
     ``instead`` is given: then ``instead(*args, **kwargs)`` runs in its place (a half-written

@@ -1,9 +1,9 @@
 """The benchmarks' own correctness checks, at a size that runs in seconds."""
 
-
 from benchmarks.bench_eval import candidate_evaluation, candidates_like_evolution
 from benchmarks.bench_step import shared_once, supernet_vs_plain
 from benchmarks.common import interleaved
+
 from neas import SearchSpace
 
 TINY = {"batch": 4, "imagenet_input": 64, "imagenet_batch": 2, "repeats": 1, "warmup": 0, "candidates": 6}

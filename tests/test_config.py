@@ -27,14 +27,17 @@ def test_nested_settings_are_spelled_flat_and_round_trip():
     assert to_dict(search)["max_macs"] == 1_500_000
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"shrink_every": "abc"}, "shrink_every: expected an integer"),
-    ({"shrink_evry": 3}, "unknown key 'shrink_evry' (did you mean 'shrink_every'?)"),
-    ({"shrink": {"every": 3}}, "shrink: expected a value, got a mapping"),
-    ({"shrink_beta": float("nan")}, "shrink_beta must be a finite number >= 0"),
-    ({"shrink": "diversty"}, "unknown mode 'diversty'"),
-    ({"workers": -1}, "workers must not be negative"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"shrink_every": "abc"}, "shrink_every: expected an integer"),
+        ({"shrink_evry": 3}, "unknown key 'shrink_evry' (did you mean 'shrink_every'?)"),
+        ({"shrink": {"every": 3}}, "shrink: expected a value, got a mapping"),
+        ({"shrink_beta": float("nan")}, "shrink_beta must be a finite number >= 0"),
+        ({"shrink": "diversty"}, "unknown mode 'diversty'"),
+        ({"workers": -1}, "workers must not be negative"),
+    ],
+)
 def test_bad_values_name_the_key_the_user_wrote(data, message):
     with pytest.raises(NeasError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         from_dict(SupernetConfig, data)
@@ -44,7 +47,12 @@ def test_precedence_defaults_yaml_flags_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"epochs": 5, "shrink_every": 2, "lr": 0.3}))
     cfg = resolve_config(SupernetConfig, path, {"epochs": 6, "lr": None}, ["shrink_every=4"])
-    assert (cfg.epochs, cfg.shrink.every, cfg.lr, cfg.batch_size) == (6, 4, 0.3, 64)  # flag > YAML; override > YAML; default
+    assert (cfg.epochs, cfg.shrink.every, cfg.lr, cfg.batch_size) == (
+        6,
+        4,
+        0.3,
+        64,
+    )  # flag > YAML; override > YAML; default
     run = resolve_config(RunConfig, None, {}, ["supernet.shrink_every=3", "seed=2"])
     assert run.supernet == {"shrink_every": 3}
     assert run.seed == 2

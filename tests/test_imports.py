@@ -16,9 +16,27 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDING: set = set()  # (module, import) pairs waiting for a refactor: none
 
 # docs/DESIGN.md, "Imports": a package imports only those before it (those on one line: either way round)
-LAYERS = [("errors",), ("config",), ("io",), ("dist",), ("seeding",), ("rundir",), ("log",), ("space",), ("nn",),
-          ("cost",), ("data",), ("options",), ("ensemble",), ("supernet",), ("shrink", "search", "train"), ("report",),
-          ("recipes",), ("cli",), ("__main__",)]
+LAYERS = [
+    ("errors",),
+    ("config",),
+    ("io",),
+    ("dist",),
+    ("seeding",),
+    ("rundir",),
+    ("log",),
+    ("space",),
+    ("nn",),
+    ("cost",),
+    ("data",),
+    ("options",),
+    ("ensemble",),
+    ("supernet",),
+    ("shrink", "search", "train"),
+    ("report",),
+    ("recipes",),
+    ("cli",),
+    ("__main__",),
+]
 
 
 def _module_names(folder: Path, prefix: str) -> dict[str, Path]:
@@ -62,7 +80,7 @@ def _cycle(graph: "dict[str, set[str]]") -> "list[str] | None":
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = "done"

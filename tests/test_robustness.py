@@ -19,8 +19,11 @@ from .helpers import Killed
 
 
 def _snapshot(root: Path, skip=()) -> dict:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
-            if p.is_file() and not any(str(p).startswith(str(s)) for s in skip)}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and not any(str(p).startswith(str(s)) for s in skip)
+    }
 
 
 def _one_error_line(capsys, code, fragment=""):
@@ -34,8 +37,20 @@ def _one_error_line(capsys, code, fragment=""):
 
 
 def _tiny(out, **kw):
-    base = dict(out=str(out), space="tiny", data="digits", epochs=2, batch_size=64, lr=0.2, shrink_every=1, shrink_drop=3,
-                shrink_samples=2, bn_batches=1, probe_images=32, device="cpu")
+    base = dict(
+        out=str(out),
+        space="tiny",
+        data="digits",
+        epochs=2,
+        batch_size=64,
+        lr=0.2,
+        shrink_every=1,
+        shrink_drop=3,
+        shrink_samples=2,
+        bn_batches=1,
+        probe_images=32,
+        device="cpu",
+    )
     return from_dict(SupernetConfig, {**base, **kw})
 
 
@@ -48,6 +63,7 @@ def _folder(root, split, classes, n=3):
 
 
 # --- data loss -----------------------------------------------------------------------------
+
 
 def test_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
     (tmp_path / "v" / "supernet").mkdir(parents=True)
@@ -83,6 +99,7 @@ def test_a_run_directory_records_its_kind_and_is_refused_while_another_process_h
 
 
 # --- resume dead-ends ----------------------------------------------------------------------
+
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
     """... even with a corrected option: nothing of the first attempt is kept."""
@@ -134,7 +151,9 @@ def test_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_
         prepare_run_dir(f"{root}/search", True, stage(root), "search")
         release_run_dir(Path(f"{root}/search"))
     with pytest.raises(NeasError, match=r"config differs .*supernet: 'b/supernet' -> "):  # another supernet: refused
-        prepare_run_dir(f"{tmp_path}/b/search", True, stage(tmp_path / "b", supernet=str(tmp_path / "a" / "supernet")), "search")
+        prepare_run_dir(
+            f"{tmp_path}/b/search", True, stage(tmp_path / "b", supernet=str(tmp_path / "a" / "supernet")), "search"
+        )
     # "data" meant a/data when the run was resumed from inside a/; from tmp_path the same spelling is another folder
     monkeypatch.chdir(tmp_path / "a")
     Path("search/state.json").unlink()  # restarted in place (a new config) from inside a/
@@ -189,7 +208,11 @@ def test_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_pa
 def test_rank_and_ablate_outputs_are_never_someone_elses_folder(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    _one_error_line(capsys, main(["ablate", "split", "--arch", "neas-s", "--out", str(tmp_path / "mine")]), "not a neas ablate split directory")
+    _one_error_line(
+        capsys,
+        main(["ablate", "split", "--arch", "neas-s", "--out", str(tmp_path / "mine")]),
+        "not a neas ablate split directory",
+    )
     from neas.rundir import claim_dir
 
     with pytest.raises(NeasError, match="not a neas rank directory"):
@@ -210,20 +233,38 @@ def test_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, mo
 
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the previous export")
-    monkeypatch.setattr(export_module, "_onnx", lambda net, path, x, opset: (Path(path).write_bytes(b"bad"), net(x) + 1)[1])
+    monkeypatch.setattr(
+        export_module, "_onnx", lambda net, path, x, opset: (Path(path).write_bytes(b"bad"), net(x) + 1)[1]
+    )
     with pytest.raises(NeasError, match="export check failed"):
         arch, space = resolve_arch_and_space("neas-s", None)
-        export_module.export(EnsembleNet(SearchSpace.resolve("cifar") if space is None else space, arch, 10), "onnx", out)
+        export_module.export(
+            EnsembleNet(SearchSpace.resolve("cifar") if space is None else space, arch, 10), "onnx", out
+        )
     assert out.read_bytes() == b"the previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
 # --- silent wrong results ------------------------------------------------------------------
 
+
 def test_test_classes_are_matched_to_the_training_classes_by_name(tmp_path, capsys):
     root = _folder(_folder(tmp_path / "d", "train", ["a", "b"]), "test", ["a", "c"])
-    code = main(["retrain", "--data", "imagefolder", "--data-dir", str(root), "--out", str(tmp_path / "r"), "--device", "cpu",
-                 "--arch", str(_arch_file(tmp_path))])
+    code = main(
+        [
+            "retrain",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--arch",
+            str(_arch_file(tmp_path)),
+        ]
+    )
     _one_error_line(capsys, code, "classes do not match the training classes (missing ['b'], unexpected ['c'])")
 
 
@@ -313,8 +354,13 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, argv, fragm
     (tmp_path / "bad.yaml").write_text("epochs: [1, 2\n")
     (tmp_path / "latin1.yaml").write_bytes("epochs: 3 # caf\xe9\n".encode("latin-1"))
     (tmp_path / "afile").write_text("x")
-    values = {"{yaml_bad}": str(tmp_path / "bad.yaml"), "{latin1}": str(tmp_path / "latin1.yaml"), "{tmp}": str(tmp_path),
-              "{missing}": str(tmp_path / "nothere"), "{file}": str(tmp_path / "afile")}
+    values = {
+        "{yaml_bad}": str(tmp_path / "bad.yaml"),
+        "{latin1}": str(tmp_path / "latin1.yaml"),
+        "{tmp}": str(tmp_path),
+        "{missing}": str(tmp_path / "nothere"),
+        "{file}": str(tmp_path / "afile"),
+    }
     argv = [values.get(a, a) for a in argv]
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if argv[0] in ("train-supernet", "search", "retrain") and "--out" not in argv:
@@ -332,8 +378,19 @@ def test_help_lists_the_subcommands_and_exits_0(capsys):
 
 
 def test_an_impossible_latency_budget_is_refused_up_front(trained_supernet, tmp_path, capsys):
-    code = main(["search", "--supernet", str(trained_supernet), "--out", str(tmp_path / "s"), "--max-latency-ms", "0.0001",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "search",
+            "--supernet",
+            str(trained_supernet),
+            "--out",
+            str(tmp_path / "s"),
+            "--max-latency-ms",
+            "0.0001",
+            "--device",
+            "cpu",
+        ]
+    )
     _one_error_line(capsys, code, "the fastest takes at least")
 
 
@@ -346,8 +403,19 @@ def test_a_pickled_checkpoint_is_refused_without_unsafe_advice(tmp_path, capsys)
 
     path = tmp_path / "evil.pth.tar"
     path.write_bytes(pickle.dumps({"state_dict": Evil()}))
-    code = main(["export", "--official-checkpoint", str(path), "--arch", "neas-s", "--format", "safetensors",
-                 "--out", str(tmp_path / "x.safetensors")])
+    code = main(
+        [
+            "export",
+            "--official-checkpoint",
+            str(path),
+            "--arch",
+            "neas-s",
+            "--format",
+            "safetensors",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        ]
+    )
     err = _one_error_line(capsys, code, "refused")
     assert "weights_only=False" not in err
     assert "\x1b[" not in err
@@ -356,12 +424,46 @@ def test_a_pickled_checkpoint_is_refused_without_unsafe_advice(tmp_path, capsys)
 
 def test_a_file_given_where_a_directory_is_expected_is_taken_or_refused_in_one_line(trained_supernet, tmp_path, capsys):
     # a supernet file instead of its run directory is accepted
-    assert main(["search", "--supernet", str(trained_supernet / "supernet.safetensors"), "--out", str(tmp_path / "s"),
-                 "--population", "4", "--parents", "2", "--generations", "1", "--mutations", "0", "--crossovers", "0",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--supernet",
+                str(trained_supernet / "supernet.safetensors"),
+                "--out",
+                str(tmp_path / "s"),
+                "--population",
+                "4",
+                "--parents",
+                "2",
+                "--generations",
+                "1",
+                "--mutations",
+                "0",
+                "--crossovers",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    _one_error_line(capsys, main(["train-supernet", "--data", "imagefolder", "--data-dir", str(trained_supernet / "config.yaml"),
-                                  "--out", str(tmp_path / "t")]), "is a file, not a directory")
+    _one_error_line(
+        capsys,
+        main(
+            [
+                "train-supernet",
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(trained_supernet / "config.yaml"),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        ),
+        "is a file, not a directory",
+    )
 
 
 def test_ctrl_c_is_one_error_line_and_exit_code_130(monkeypatch, capsys):
@@ -394,8 +496,14 @@ def test_rank_refuses_supernets_of_different_spaces_before_any_training(trained_
     other = SearchSpace.from_dict({**info.space.to_dict(), "name": "other", "head_channels": 32})
     fake = tmp_path / "other"
     fake.mkdir()
-    meta = {**info.metadata(), "space": json.dumps(other.to_dict()), "shrunk": json.dumps(ShrunkSpace.full(other).to_json())}
+    meta = {
+        **info.metadata(),
+        "space": json.dumps(other.to_dict()),
+        "shrunk": json.dumps(ShrunkSpace.full(other).to_json()),
+    }
     save_file({"x": torch.zeros(1)}, str(fake / "supernet.safetensors"), meta)
-    code = main(["rank", "--supernet", str(trained_supernet), str(fake), "--num-archs", "3", "--out", str(tmp_path / "rank")])
+    code = main(
+        ["rank", "--supernet", str(trained_supernet), str(fake), "--num-archs", "3", "--out", str(tmp_path / "rank")]
+    )
     _one_error_line(capsys, code, "a space other than")
     assert not (tmp_path / "rank" / "scratch").exists()  # refused before any from-scratch training

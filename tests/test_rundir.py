@@ -16,11 +16,14 @@ def _cfg(out, **kw):
     return from_dict(RetrainConfig, {"arch": "neas-s", "out": str(out), **kw})
 
 
-@pytest.mark.parametrize("text,message", [
-    ('{"split": 1, "paths"', "not a readable arch file"),
-    ("[1, 2]", "arch file must be a JSON object, got list"),
-    ('{"split": 1}', "arch file lacks 'paths'"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('{"split": 1, "paths"', "not a readable arch file"),
+        ("[1, 2]", "arch file must be a JSON object, got list"),
+        ('{"split": 1}', "arch file lacks 'paths'"),
+    ],
+)
 def test_a_damaged_arch_file_is_named_with_what_is_wrong(tmp_path, text, message):
     path = tmp_path / rundir.ARCH
     path.write_text(text)

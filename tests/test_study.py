@@ -23,9 +23,22 @@ def _module(name):
 
 def _pipeline(name, top1, nll, seed):
     ens = {"top1": top1, "top5": 0.9, "nll": nll, "ece": 0.05, "brier": 0.4}
-    return {"unit": name, "kind": "pipeline", "unit_wall_s": 600.0, "config": {"seed": seed},
-            "eval": {"ensemble": ens, "paths": [], "diversity": {"disagreement": 0.1, "oracle_top1": 0.8}, "macs": 1_000_000,
-                     "paper_flops": 1, "params": 50_000, "latency_ms": 1.0, "images": 10000}}
+    return {
+        "unit": name,
+        "kind": "pipeline",
+        "unit_wall_s": 600.0,
+        "config": {"seed": seed},
+        "eval": {
+            "ensemble": ens,
+            "paths": [],
+            "diversity": {"disagreement": 0.1, "oracle_top1": 0.8},
+            "macs": 1_000_000,
+            "paper_flops": 1,
+            "params": 50_000,
+            "latency_ms": 1.0,
+            "images": 10000,
+        },
+    }
 
 
 def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
@@ -54,7 +67,11 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     assert f"{100 * m:+.2f} [{100 * dlo:+.2f}, {100 * dhi:+.2f}]" in text
     assert ("within noise" in text) == (dlo <= 0 <= dhi)
     # the verdict table: the paper says diversity beats no shrinking, and here the CI excludes 0 on that side
-    verdict = next(line for line in text.splitlines() if line.startswith("| NEAS (diversity) beats no shrinking after retraining (top1)"))
+    verdict = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| NEAS (diversity) beats no shrinking after retraining (top1)")
+    )
     assert f"{100 * m:+.2f} pp top-1 [{100 * dlo:+.2f}, {100 * dhi:+.2f}] (n=3)" in verdict
     assert verdict.endswith("| agrees |")
     assert (tmp_path / "tables.md").read_text() == text
@@ -70,7 +87,10 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     assert units["split_seed0_retrain1"]["deps"] == ["k2_diversity_seed0", "rank_diversity_seed0"]  # its supernet
     assert {units[f"rank_{m}_seed2"]["mode"] for m in plan.SHRINK_MODES} == set(plan.SHRINK_MODES)
     assert units["deep_seed1"]["deps"] == ["k1half_seed1"]
-    assert [units[f"deep_seed1_retrain{r}"]["seed"] for r in (1, 2)] == [1110, 2110]  # two copies each: 1110+1111, 2110+2111
+    assert [units[f"deep_seed1_retrain{r}"]["seed"] for r in (1, 2)] == [
+        1110,
+        2110,
+    ]  # two copies each: 1110+1111, 2110+2111
     assert units["deep_seed1_retrain2"]["deps"] == ["k1half_seed1"]
     assert units["k1_seed2_retrain2"]["deps"] == ["k1_seed2"]
     assert units["k1_seed2_retrain2"]["retrain_seed"] == 2002
@@ -99,11 +119,24 @@ def test_committed_summaries_carry_what_the_tables_need(name):
 
 
 def _rank_unit(mode, seed, oneshot, scratch):
-    rank = {"kendall_tau": stats.kendalltau(oneshot, scratch).statistic, "kendall_tau_ci95": [0.0, 1.0],
-            "spearman_rho": stats.spearmanr(oneshot, scratch).statistic, "spearman_rho_ci95": [0.0, 1.0],
-            "oneshot_acc": oneshot, "in_shrunk_space": list(range(len(oneshot)))}
-    return {"unit": f"rank_{mode}_seed{seed}", "kind": "rank", "mode": mode, "seed": seed, "rank": rank, "scratch_acc": scratch,
-            "unit_wall_s": 60.0, "finished": "2026-11-29T06:00:00"}
+    rank = {
+        "kendall_tau": stats.kendalltau(oneshot, scratch).statistic,
+        "kendall_tau_ci95": [0.0, 1.0],
+        "spearman_rho": stats.spearmanr(oneshot, scratch).statistic,
+        "spearman_rho_ci95": [0.0, 1.0],
+        "oneshot_acc": oneshot,
+        "in_shrunk_space": list(range(len(oneshot))),
+    }
+    return {
+        "unit": f"rank_{mode}_seed{seed}",
+        "kind": "rank",
+        "mode": mode,
+        "seed": seed,
+        "rank": rank,
+        "scratch_acc": scratch,
+        "unit_wall_s": 60.0,
+        "finished": "2026-11-29T06:00:00",
+    }
 
 
 def test_ranking_pools_tau_over_seeds_and_pairs_differences_by_seed(tmp_path):
@@ -144,15 +177,25 @@ def test_pooled_bootstrap_equals_scipy_bootstrap_resampling_every_seed_alike():
     b = [np.round(scratch + rng.normal(0, 0.04, 30), 3) for _ in range(3)]
 
     def statistic(*xs):  # the mean over seeds of τ(a_s, scratch) − τ(b_s, scratch), one resample at a time
-        return (np.mean([stats.kendalltau(x, xs[-1]).statistic for x in xs[:3]])
-                - np.mean([stats.kendalltau(x, xs[-1]).statistic for x in xs[3:6]]))
+        return np.mean([stats.kendalltau(x, xs[-1]).statistic for x in xs[:3]]) - np.mean(
+            [stats.kendalltau(x, xs[-1]).statistic for x in xs[3:6]]
+        )
 
-    ref = stats.bootstrap((*a, *b, scratch), statistic, n_resamples=2000, paired=True, vectorized=False, method="percentile",
-                          rng=np.random.default_rng(5))
+    ref = stats.bootstrap(
+        (*a, *b, scratch),
+        statistic,
+        n_resamples=2000,
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(5),
+    )
     boot = tables._pooled_bootstrap([x.tolist() for x in a], [x.tolist() for x in b], scratch.tolist(), 2000, seed=5)
     assert boot["ci"] == pytest.approx(list(ref.confidence_interval), abs=1e-12)
     assert boot["resamples"] == 2000
-    assert tables._pooled_bootstrap(a, None, scratch)["resamples"] >= 10_000  # the tables' own: at least 10,000 resamples
+    assert (
+        tables._pooled_bootstrap(a, None, scratch)["resamples"] >= 10_000
+    )  # the tables' own: at least 10,000 resamples
 
 
 def _boot_with_lower_bound(lower_over_band: float, sign: int = 1) -> dict:
@@ -190,10 +233,14 @@ def test_a_bootstrap_bound_clear_of_0_gives_a_verdict():
     assert tables._judge(diffs, 1, "τ", 0, clear)[1] == "better"
     assert tables._judge([-d for d in diffs], 1, "τ", 0, _boot_with_lower_bound(3.0, -1))[1] == "worse"
     assert tables._judge(diffs, 1, "τ", 0, _boot_with_lower_bound(-3.0))[1] == "within noise"  # clearly contains 0
-    assert tables._judge([0.1, -0.2, 0.15], 1, "τ", 0, clear)[1] == "within noise"  # the t CI contains 0: the bootstrap cannot help
+    assert (
+        tables._judge([0.1, -0.2, 0.15], 1, "τ", 0, clear)[1] == "within noise"
+    )  # the t CI contains 0: the bootstrap cannot help
 
 
-def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_monte_carlo_error(tmp_path, monkeypatch):
+def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_monte_carlo_error(
+    tmp_path, monkeypatch
+):
     import numpy as np
 
     tables = _module("tables")
@@ -203,12 +250,15 @@ def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_
         for mode, noise in (("diversity", 0.005), ("none", 0.05)):
             unit = _rank_unit(mode, seed, (np.asarray(scratch) + rng.normal(0, noise, 30)).tolist(), scratch)
             (tmp_path / f"rank_{mode}_seed{seed}.json").write_text(json.dumps(unit))
-    # the same units whose difference is clear ("diversity better", the test above), with a constructed ensemble bootstrap
+    # the same units whose difference is clear ("diversity better", the test above), with a constructed
+    # ensemble bootstrap
     monkeypatch.setattr(tables, "_pooled_bootstrap", lambda *args, **kwargs: _boot_with_lower_bound(0.5))
     text = tables.write_tables(tmp_path, None)
     row = next(line for line in text.splitlines() if line.startswith("| diversity − none |"))
     assert row.endswith("| borderline |"), row
-    verdict = next(line for line in text.splitlines() if line.startswith("| diversity shrinking ranks ensembles better than none"))
+    verdict = next(
+        line for line in text.splitlines() if line.startswith("| diversity shrinking ranks ensembles better than none")
+    )
     assert verdict.endswith("| borderline |"), verdict
     assert "Monte-Carlo band" in verdict, verdict
 
@@ -234,6 +284,7 @@ def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tm
     monkeypatch.setattr(tables, "paired_bootstrap", spy)
     monkeypatch.setattr(ranking, "paired_bootstrap", spy)
     tables.write_tables(tmp_path, None)
-    # per seed: τ/ρ of each mode (4) and Δτ (2); pooled: τ of each mode (2), Δτ in the ranking and the verdict tables (2)
+    # per seed: τ/ρ of each mode (4) and Δτ (2); pooled: τ of each mode (2), Δτ in the ranking and the
+    # verdict tables (2)
     assert len(drawn) == 10, drawn
     assert min(drawn) >= 10_000, drawn

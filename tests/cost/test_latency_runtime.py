@@ -53,7 +53,9 @@ def test_the_overhead_fit_never_predicts_below_zero():
 def _table(space):
     rng = random.Random(0)
     layers = [{str(op): (0.0 if op.is_skip else rng.uniform(0.1, 1.0)) for op in spec.ops} for spec in space.layers]
-    return LatencyTable(space.name, "cpu", 1, space.input_size, 0.5, layers, 0.3, overhead_ms=0.2, per_block_ms=0.05, scale=0.9)
+    return LatencyTable(
+        space.name, "cpu", 1, space.input_size, 0.5, layers, 0.3, overhead_ms=0.2, per_block_ms=0.05, scale=0.9
+    )
 
 
 def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest():
@@ -62,7 +64,9 @@ def test_predictions_add_the_fitted_overhead_and_the_fastest_ensemble_is_fastest
     arch = EnsembleArch.sample(space, 3)
     pieces, blocks = table.pieces_ms(arch)
     assert table.latency_ms(arch) == pytest.approx(0.9 * pieces + 0.2 + 0.05 * blocks)
-    assert blocks == 1 + sum(not o.is_skip for o in arch.shared) + sum(sum(not o.is_skip for o in arch.private(k)) + 1 for k in range(2))
+    assert blocks == 1 + sum(not o.is_skip for o in arch.shared) + sum(
+        sum(not o.is_skip for o in arch.private(k)) + 1 for k in range(2)
+    )
     shrunk = ShrunkSpace.full(space)
     fastest = table.fastest(shrunk)
     lo, hi = table.bounds(shrunk)
@@ -78,8 +82,11 @@ def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_
     space = SearchSpace.preset("tiny")
     table = _table(space)
     passes = iter([1.1, 0.9])
-    monkeypatch.setattr(latency, "time_ensembles",
-                        lambda sp, archs, *a, **k: [f * table.latency_ms(arch) for f in [next(passes)] for arch in archs])
+    monkeypatch.setattr(
+        latency,
+        "time_ensembles",
+        lambda sp, archs, *a, **k: [f * table.latency_ms(arch) for f in [next(passes)] for arch in archs],
+    )
     report = validate_table(table, space, 10, "cpu", 6)
     assert report["mape_pct"] == pytest.approx(0, abs=1e-9)
     assert report["bias_pct"] == pytest.approx(0, abs=1e-9)
@@ -107,7 +114,9 @@ def test_validation_holds_out_the_networks_the_overhead_was_fitted_on(monkeypatc
     others, and refuse when the space has no others left."""
     space = SearchSpace.preset("tiny")
     table = _table(space)
-    monkeypatch.setattr(latency, "time_ensembles", lambda sp, archs, *a, **k: [table.latency_ms(arch) for arch in archs])
+    monkeypatch.setattr(
+        latency, "time_ensembles", lambda sp, archs, *a, **k: [table.latency_ms(arch) for arch in archs]
+    )
     drawn = latency._random_archs(space, 6, seed=20_000 + 1)
     table.fit = {"networks": 6, "archs": [a.to_json() for a in drawn]}
     report = validate_table(table, space, 10, "cpu", 6)
@@ -139,8 +148,9 @@ def test_tables_are_measured_in_either_runtime(runtime):
 
 def test_fit_networks_are_timed_in_the_same_rounds_as_the_pieces(monkeypatch):
     calls, timed = [], latency.interleaved_ms
-    monkeypatch.setattr(latency, "interleaved_ms",
-                        lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k))
+    monkeypatch.setattr(
+        latency, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k)
+    )
     table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", repeats=2, warmup=1, fit_networks=4)
     assert len(calls) == 1, "pieces and fit networks must be timed in one interleaved pass"
     assert sum(name.startswith("net") for name in calls[0]) == 4

@@ -5,8 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from neas.cost import cost_table, count_cost, parse_amount
-from neas.errors import NeasError
 from neas.ensemble import build_ensemble
+from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace, make_divisible, parse_op
 from neas.space.presets import ARCH_PAPER_RESULTS
 
@@ -56,7 +56,10 @@ def test_paper_flops_of_one_block_by_hand(imagenet):
     entry = table.layers[0][parse_op("k5e6")]
     assert entry.macs == macs
     assert entry.paper_flops == paper
-    assert entry.params == c_in * mid + 2 * mid + mid * k * k + 2 * mid + mid * rd + rd + rd * mid + mid + mid * c_out + 2 * c_out
+    assert (
+        entry.params
+        == c_in * mid + 2 * mid + mid * k * k + 2 * mid + mid * rd + rd + rd * mid + mid + mid * c_out + 2 * c_out
+    )
 
 
 def test_shared_layers_count_once(tiny):

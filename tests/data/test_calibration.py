@@ -1,7 +1,6 @@
 """The sets runs calibrate BNs and score candidates on: stratified, seeded, never a prefix of a
 class-sorted split (an ImageFolder lists its files class by class)."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,9 @@ from neas.data import ImageTensors
 from neas.data.loader import MEAN, STD
 from neas.search.data import heldout_batches
 
-SIZES = [40 + 4 * i for i in range(10)]  # distinct class sizes, distinct held-out and kept sizes: a class is known by its size
+SIZES = [
+    40 + 4 * i for i in range(10)
+]  # distinct class sizes, distinct held-out and kept sizes: a class is known by its size
 
 
 def _within_one(counts: dict, labels_total: dict, n: int):
@@ -55,7 +56,10 @@ def test_calibration_sets_of_a_class_sorted_tensor_dataset():
 
     labels = torch.arange(10).repeat_interleave(torch.tensor(SIZES))
     images = torch.zeros(len(labels), 3, 4, 4, dtype=torch.uint8)
-    images[:, 0, 0, 0], images[:, 0, 0, 1] = torch.arange(len(labels)) % 256, torch.arange(len(labels)) // 256  # its index
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = (
+        torch.arange(len(labels)) % 256,
+        torch.arange(len(labels)) // 256,
+    )  # its index
     data = ImageTensors(images, labels, [f"c{i}" for i in range(10)])
     sets = calibration_sets(data, 0.25, 40, 30)
     record = sets.record()
@@ -93,8 +97,17 @@ def _scored_sets(root, **kw):
     from neas.supernet.io import SupernetFile
 
     space = SearchSpace.preset("tiny")
-    info = SupernetFile(space, ShrunkSpace.full(space), tuple(f"class{i}" for i in range(10)), "imagefolder", str(root), 0.25,
-                        "diversity", 0, {})
+    info = SupernetFile(
+        space,
+        ShrunkSpace.full(space),
+        tuple(f"class{i}" for i in range(10)),
+        "imagefolder",
+        str(root),
+        0.25,
+        "diversity",
+        0,
+        {},
+    )
     return heldout_batches(info, "cpu", bn_batches=2, batch_size=16, val_images=40, **kw)
 
 
@@ -120,7 +133,9 @@ def test_a_search_refuses_data_whose_classes_differ_from_the_supernets(tmp_path)
     space = SearchSpace.preset("tiny")
     renamed = tuple(f"class{i}" for i in range(9)) + ("dog",)  # trained on another folder
     info = SupernetFile(space, ShrunkSpace.full(space), renamed, "imagefolder", str(root), 0.25, "diversity", 0, {})
-    with pytest.raises(NeasError, match=r"classes do not match the training classes \(missing \['dog'\], unexpected \['class9'\]\)"):
+    with pytest.raises(
+        NeasError, match=r"classes do not match the training classes \(missing \['dog'\], unexpected \['class9'\]\)"
+    ):
         heldout_batches(info, "cpu", bn_batches=1, batch_size=8)
 
 
@@ -173,5 +188,6 @@ def test_eval_view_of_large_images_is_timms(tmp_path):
         Image.fromarray(rng.integers(0, 255, (50, 64, 3), dtype=np.uint8)).save(tmp_path / "test" / c / "x.png")
     image = load_dataset("imagefolder", "test", 32, tmp_path).images[0]
     expected = create_transform(32, is_training=False, crop_pct=0.875, interpolation="bicubic", use_prefetcher=True)(
-        Image.open(tmp_path / "test" / "a" / "x.png").convert("RGB"))
+        Image.open(tmp_path / "test" / "a" / "x.png").convert("RGB")
+    )
     assert torch.equal(image, expected)

@@ -32,8 +32,9 @@ def test_carve_is_stratified_disjoint_complete_and_fixed(folder, tmp_path):
     assert sum(c == "cat" for c, _ in test) == 2
     assert sum(c == "dog" for c, _ in test) == 1
     assert listing["train"] == 12
-    assert {c: sorted(v) for c, v in listing["test"].items()} == \
-        {c: sorted(f for k, f in test if k == c) for c in ("cat", "dog")}
+    assert {c: sorted(v) for c, v in listing["test"].items()} == {
+        c: sorted(f for k, f in test if k == c) for c in ("cat", "dog")
+    }
     assert json.loads((tmp_path / "a" / "split.json").read_text())["test"] == listing["test"]
     carve_test_split(folder, tmp_path / "b", test_fraction=0.2)
     assert _files(tmp_path / "b", "test") == test  # the draw never moves

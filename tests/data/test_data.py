@@ -30,7 +30,9 @@ def test_digits_train_and_test_are_disjoint():
 
 
 def _data(n=100):
-    return ImageTensors(torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 10, [str(i) for i in range(10)])
+    return ImageTensors(
+        torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 10, [str(i) for i in range(10)]
+    )
 
 
 def test_epochs_are_reproducible_and_differ():
@@ -47,7 +49,9 @@ def test_epochs_are_reproducible_and_differ():
 def test_rank_shards_are_disjoint_and_equal():
     data = _data(100)
     data.labels = torch.arange(100)  # each image's label is its index
-    shards = [torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)]
+    shards = [
+        torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 50
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
     assert sorted(shards[0].tolist() + shards[1].tolist()) == list(range(100))

@@ -57,9 +57,38 @@ def arch_file(tmp_path_factory):
 
 
 def _retrain(folder, arch_file, out, workers: int, *extra: str) -> int:
-    return main(["retrain", "--arch", str(arch_file), "--data", "imagefolder", "--data-dir", str(folder), "--decode", "stream",
-                 "--workers", str(workers), "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--seed", "3",
-                 "--randaugment", "rand-m9-mstd0.5", "--erase-prob", "0.5", "--holdout", "0.2", "--out", str(out), *extra])
+    return main(
+        [
+            "retrain",
+            "--arch",
+            str(arch_file),
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(folder),
+            "--decode",
+            "stream",
+            "--workers",
+            str(workers),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+            "--randaugment",
+            "rand-m9-mstd0.5",
+            "--erase-prob",
+            "0.5",
+            "--holdout",
+            "0.2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def _same_tensors(a, b) -> bool:
@@ -85,9 +114,37 @@ def test_a_streamed_retrain_killed_and_resumed_equals_an_uninterrupted_one(folde
 
 def test_streamed_supernet_training_is_the_same_with_0_and_2_loader_workers(folder, tmp_path):
     def train(out, workers):
-        return main(["train-supernet", "--space", "tiny", "--data", "imagefolder", "--data-dir", str(folder), "--decode", "stream",
-                     "--workers", str(workers), "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--seed", "1",
-                     "--shrink", "none", "--bn-batches", "1", "--probe-images", "6", "--out", str(out)])
+        return main(
+            [
+                "train-supernet",
+                "--space",
+                "tiny",
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(folder),
+                "--decode",
+                "stream",
+                "--workers",
+                str(workers),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--seed",
+                "1",
+                "--shrink",
+                "none",
+                "--bn-batches",
+                "1",
+                "--probe-images",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
 
     assert train(tmp_path / "w0", 0) == 0
     assert train(tmp_path / "w2", 2) == 0
@@ -103,13 +160,17 @@ def _epoch_images(data, batch_size: int, rank: int = 0, world: int = 1, augment=
 
 def test_in_memory_augmentation_is_a_function_of_the_image_not_of_batch_size_or_rank():
     gen = torch.Generator().manual_seed(0)
-    data = ImageTensors(torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=gen), torch.zeros(48).long(), ["a"])
+    data = ImageTensors(
+        torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=gen), torch.zeros(48).long(), ["a"]
+    )
     augment = Augment(pad=2, flip=True, randaugment="rand-m9-mstd0.5", erase_prob=0.5)
     one = _epoch_images(data, 8, augment=augment)
     assert one.keys() == set(range(48))
     other = _epoch_images(data, 12, augment=augment)
     assert all(torch.equal(one[i], other[i]) for i in one)
-    shards = _epoch_images(data, 4, rank=0, world=2, augment=augment) | _epoch_images(data, 4, rank=1, world=2, augment=augment)
+    shards = _epoch_images(data, 4, rank=0, world=2, augment=augment) | _epoch_images(
+        data, 4, rank=1, world=2, augment=augment
+    )
     assert all(torch.equal(one[i], shards[i]) for i in shards)
     assert len(shards) == 48
     unaugmented = _epoch_images(data, 8)
@@ -127,8 +188,18 @@ def test_no_two_seed_epoch_rank_triples_share_a_stream():
 
 
 def test_streams_of_different_purposes_or_key_counts_differ():
-    assert len({stream_seed(0, "shuffle", 1), stream_seed(0, "augment", 1), stream_seed(0, "augment", 1, 0),
-                stream_seed(0, "augment", 10), stream_seed(1, "augment", 0, 1)}) == 5
+    assert (
+        len(
+            {
+                stream_seed(0, "shuffle", 1),
+                stream_seed(0, "augment", 1),
+                stream_seed(0, "augment", 1, 0),
+                stream_seed(0, "augment", 10),
+                stream_seed(1, "augment", 0, 1),
+            }
+        )
+        == 5
+    )
 
 
 @pytest.mark.parametrize("decode", ["memory", "stream"])
@@ -159,8 +230,22 @@ def test_the_held_out_part_is_seen_exactly_as_the_test_split(folder, tmp_path, d
 
 
 def test_decode_is_a_choice_with_one_clear_error(folder, tmp_path, capsys):
-    assert main(["train-supernet", "--data", "imagefolder", "--data-dir", str(folder), "--decode", "disk",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train-supernet",
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(folder),
+                "--decode",
+                "disk",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("neas: error: decode: unknown 'disk'") and "auto, memory, stream" in err
     assert len(err.splitlines()) == 1

@@ -3,8 +3,8 @@ import random
 import pytest
 import torch
 
-from neas.errors import NeasError
 from neas.ensemble import build_ensemble
+from neas.errors import NeasError
 from neas.space import HEAD, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.supernet import Supernet
 
@@ -49,7 +49,14 @@ def test_released_key_layout():
         assert f"blocks.{k}.0.0.conv_pwl.weight" in keys
         assert f"conv_heads.{k}.bias" in keys
         assert f"classifiers.{k}.weight" in keys
-    assert {k.split(".")[0] for k in keys} == {"conv_stem", "bn1", "sharing_blocks", "blocks", "conv_heads", "classifiers"}
+    assert {k.split(".")[0] for k in keys} == {
+        "conv_stem",
+        "bn1",
+        "sharing_blocks",
+        "blocks",
+        "conv_heads",
+        "classifiers",
+    }
 
 
 @pytest.mark.parametrize("paths", [None, [1, 0], [1]])

@@ -16,18 +16,29 @@ KERNEL_EXP = {0: (3, 4), 1: (3, 6), 2: (5, 4), 3: (5, 6), 4: (7, 4), 5: (7, 6)}
 
 
 def _bn(prefix, c):
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,), f"{prefix}.running_var": (c,),
-            f"{prefix}.num_batches_tracked": ()}
+    return {
+        f"{prefix}.weight": (c,),
+        f"{prefix}.bias": (c,),
+        f"{prefix}.running_mean": (c,),
+        f"{prefix}.running_var": (c,),
+        f"{prefix}.num_batches_tracked": (),
+    }
 
 
 def _mbconv(prefix, cin, cout, op):
     k, e = KERNEL_EXP[op]
     mid = cin * e
     rd = make_divisible(0.25 * mid)
-    shapes = {f"{prefix}.conv_pw.weight": (mid, cin, 1, 1), f"{prefix}.conv_dw.weight": (mid, 1, k, k),
-              f"{prefix}.se.conv_reduce.weight": (rd, mid, 1, 1), f"{prefix}.se.conv_reduce.bias": (rd,),
-              f"{prefix}.se.conv_expand.weight": (mid, rd, 1, 1), f"{prefix}.se.conv_expand.bias": (mid,),
-              f"{prefix}.conv_pwl.weight": (cout, mid, 1, 1), f"{prefix}.conv_dwl.weight": (cout, 1, k, k)}
+    shapes = {
+        f"{prefix}.conv_pw.weight": (mid, cin, 1, 1),
+        f"{prefix}.conv_dw.weight": (mid, 1, k, k),
+        f"{prefix}.se.conv_reduce.weight": (rd, mid, 1, 1),
+        f"{prefix}.se.conv_reduce.bias": (rd,),
+        f"{prefix}.se.conv_expand.weight": (mid, rd, 1, 1),
+        f"{prefix}.se.conv_expand.bias": (mid,),
+        f"{prefix}.conv_pwl.weight": (cout, mid, 1, 1),
+        f"{prefix}.conv_dwl.weight": (cout, 1, k, k),
+    }
     for name, c in (("bn1", mid), ("bn2", mid), ("bn3", cout), ("bn4", cout)):
         shapes.update(_bn(f"{prefix}.{name}", c))
     return shapes
@@ -44,8 +55,14 @@ def released_shapes(arch_list, num_classes):
             layers.append((cin, cout, stride if j == 0 else 1))
             cin = cout
     shapes = {"conv_stem.weight": (16, 3, 3, 3), **_bn("bn1", 16)}
-    ds = {"conv_dw.weight": (16, 1, 3, 3), "se.conv_reduce.weight": (8, 16, 1, 1), "se.conv_reduce.bias": (8,),
-          "se.conv_expand.weight": (16, 8, 1, 1), "se.conv_expand.bias": (16,), "conv_pw.weight": (16, 16, 1, 1)}
+    ds = {
+        "conv_dw.weight": (16, 1, 3, 3),
+        "se.conv_reduce.weight": (8, 16, 1, 1),
+        "se.conv_reduce.bias": (8,),
+        "se.conv_expand.weight": (16, 8, 1, 1),
+        "se.conv_expand.bias": (16,),
+        "conv_pw.weight": (16, 16, 1, 1),
+    }
     shapes.update({f"sharing_blocks.0.0.{n}": v for n, v in ds.items()})
     shapes.update(_bn("sharing_blocks.0.0.bn1", 16) | _bn("sharing_blocks.0.0.bn2", 16))
     j = 1
@@ -63,8 +80,14 @@ def released_shapes(arch_list, num_classes):
                 j += 1
         shapes[f"blocks.{p}.0.{j}.conv.weight"] = (960, 160, 1, 1)
         shapes.update(_bn(f"blocks.{p}.0.{j}.bn1", 960))
-        shapes.update({f"conv_heads.{p}.weight": (1280, 960, 1, 1), f"conv_heads.{p}.bias": (1280,),
-                       f"classifiers.{p}.weight": (num_classes, 1280), f"classifiers.{p}.bias": (num_classes,)})
+        shapes.update(
+            {
+                f"conv_heads.{p}.weight": (1280, 960, 1, 1),
+                f"conv_heads.{p}.bias": (1280,),
+                f"classifiers.{p}.weight": (num_classes, 1280),
+                f"classifiers.{p}.bias": (num_classes,),
+            }
+        )
     return shapes
 
 
@@ -87,8 +110,17 @@ def released_m(tmp_path_factory):
     raw, ema = _random_state(shapes, 0), _random_state(shapes, 1)
     path = tmp_path_factory.mktemp("ckpt") / "neas_m.pth.tar"
     args = argparse.Namespace(model="neas_m", lr=0.064, opt="rmsproptf", epochs=350)
-    torch.save({"epoch": 349, "arch": "neas_m", "state_dict": {f"module.{k}": v for k, v in raw.items()},
-                "state_dict_ema": ema, "optimizer": {"state": {}}, "args": args}, path)
+    torch.save(
+        {
+            "epoch": 349,
+            "arch": "neas_m",
+            "state_dict": {f"module.{k}": v for k, v in raw.items()},
+            "state_dict_ema": ema,
+            "optimizer": {"state": {}},
+            "args": args,
+        },
+        path,
+    )
     return path, raw, ema
 
 
@@ -149,7 +181,19 @@ def test_truncated_and_foreign_files(released_m, tmp_path):
 
 
 def test_export_official_cli(released_m, tmp_path, capsys):
-    code = main(["export", "--official-checkpoint", str(released_m[0]), "--arch", "neas-m", "--format", "safetensors", "--out", str(tmp_path / "m.safetensors")])
+    code = main(
+        [
+            "export",
+            "--official-checkpoint",
+            str(released_m[0]),
+            "--arch",
+            "neas-m",
+            "--format",
+            "safetensors",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "max |difference|" in out

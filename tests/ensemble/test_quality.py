@@ -132,8 +132,18 @@ def test_retrain_fits_the_temperature_on_the_held_out_part_only(tmp_path, monkey
     space = SearchSpace.preset("tiny")
     arch = EnsembleArch.sample(space, 3)
     arch.save(tmp_path / "arch.json", space=space.to_dict())
-    run = recipe.retrain(recipe.RetrainConfig(arch=str(tmp_path / "arch.json"), data="digits", out=str(tmp_path / "rt"), epochs=1,
-                                              batch_size=64, device="cpu", holdout=0.1, ema_decay=0))
+    run = recipe.retrain(
+        recipe.RetrainConfig(
+            arch=str(tmp_path / "arch.json"),
+            data="digits",
+            out=str(tmp_path / "rt"),
+            epochs=1,
+            batch_size=64,
+            device="cpu",
+            holdout=0.1,
+            ema_decay=0,
+        )
+    )
     from neas.data import holdout_split, load_dataset
 
     result = json.loads((run / "eval.json").read_text())
@@ -171,10 +181,14 @@ def test_corruptions_are_deterministic_per_seed_and_differ_by_severity():
 
 def test_corrupted_batches_do_not_depend_on_batch_size_or_workers():
     gen = torch.Generator().manual_seed(0)
-    data = ImageTensors(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(10) % 3, ["a", "b", "c"])
+    data = ImageTensors(
+        torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(10) % 3, ["a", "b", "c"]
+    )
     corruption = Corruption("shot_noise", 2, seed=5)
-    runs = [torch.cat([x for x, _ in BatchLoader(data, bs, False, workers=w, corruption=corruption).epoch(0)])
-            for bs, w in ((10, 0), (3, 2))]
+    runs = [
+        torch.cat([x for x, _ in BatchLoader(data, bs, False, workers=w, corruption=corruption).epoch(0)])
+        for bs, w in ((10, 0), (3, 2))
+    ]
     assert torch.equal(*runs)
     clean = torch.cat([x for x, _ in BatchLoader(data, 10, False).epoch(0)])
     assert not torch.equal(clean, runs[0])
@@ -185,8 +199,11 @@ def three_paths():
     space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": 3})
     net = build_ensemble(space, EnsembleArch.sample(space, random.Random(2)), 10).eval()
     gen = torch.Generator().manual_seed(3)
-    data = ImageTensors(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(40) % 10,
-                        [str(c) for c in range(10)])
+    data = ImageTensors(
+        torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen),
+        torch.arange(40) % 10,
+        [str(c) for c in range(10)],
+    )
     return net, data
 
 
@@ -216,31 +233,77 @@ def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path
     from neas.ensemble.io import load_ensemble, save_ensemble
 
     net, _ = three_paths
-    save_ensemble(net, tmp_path / "m.safetensors", temperature={"temperature": 2.5}, path_order={"order": [1, 2, 0], "by": "test"})
-    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    save_ensemble(
+        net, tmp_path / "m.safetensors", temperature={"temperature": 2.5}, path_order={"order": [1, 2, 0], "by": "test"}
+    )
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "m.safetensors"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "m.onnx"),
+            ]
+        )
+        == 0
+    )
     assert "temperature 2.500 in the graph" in capsys.readouterr().out
     x = torch.randn(2, 3, 32, 32)
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         assert np.allclose(got, (net(x) / 2.5).numpy(), atol=1e-4)
-    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "2",
-                 "--out", str(tmp_path / "two.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "m.safetensors"),
+                "--format",
+                "safetensors",
+                "--paths",
+                "2",
+                "--out",
+                str(tmp_path / "two.safetensors"),
+            ]
+        )
+        == 0
+    )
     two, meta = load_ensemble(tmp_path / "two.safetensors")
     assert two.arch.paths == (net.arch.paths[1], net.arch.paths[2])
     assert meta.temperature is None
     with torch.no_grad():
         assert torch.allclose(two(x), (net.path_logits(x)[1] + net.path_logits(x)[2]) / 2, atol=1e-5)
-    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "4",
-                 "--out", str(tmp_path / "four.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "m.safetensors"),
+                "--format",
+                "safetensors",
+                "--paths",
+                "4",
+                "--out",
+                str(tmp_path / "four.safetensors"),
+            ]
+        )
+        == 2
+    )
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("temperature", '{"temperature": -1.0}', "temperature must be a finite number > 0, got -1.0"),
-    ("temperature", '{"temperature": 0}', "temperature must be a finite number > 0, got 0"),
-    ("path_order", '{"order": [0, 0, 1]}', "path_order must order the paths 0..2, got [0, 0, 1]"),
-    ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
-    ("holdout", "not json", "metadata field 'holdout' is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("temperature", '{"temperature": -1.0}', "temperature must be a finite number > 0, got -1.0"),
+        ("temperature", '{"temperature": 0}', "temperature must be a finite number > 0, got 0"),
+        ("path_order", '{"order": [0, 0, 1]}', "path_order must order the paths 0..2, got [0, 0, 1]"),
+        ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+        ("holdout", "not json", "metadata field 'holdout' is not valid JSON"),
+    ],
+)
 def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_paths, tmp_path, field, value, message):
     from safetensors.torch import load_file, save_file
 

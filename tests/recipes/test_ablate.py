@@ -5,22 +5,38 @@ import torch
 import yaml
 
 from neas.cli import main
+from neas.config import from_dict
 from neas.cost import cost_table
 from neas.ensemble import build_ensemble
 from neas.errors import NeasError
 from neas.recipes import ablate
 from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
-from neas.config import from_dict
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
 PIPELINE = {
     "data": "digits",
     "seed": 1,
     "device": "cpu",
-    "supernet": {"epochs": 3, "batch_size": 64, "lr": 0.2, "shrink_every": 1, "shrink_drop": 3, "shrink_samples": 4,
-                 "bn_batches": 1, "probe_images": 64},
-    "search": {"max_macs": "0.9M", "population": 6, "parents": 2, "generations": 3, "mutations": 2, "crossovers": 2, "bn_batches": 1},
+    "supernet": {
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.2,
+        "shrink_every": 1,
+        "shrink_drop": 3,
+        "shrink_samples": 4,
+        "bn_batches": 1,
+        "probe_images": 64,
+    },
+    "search": {
+        "max_macs": "0.9M",
+        "population": 6,
+        "parents": 2,
+        "generations": 3,
+        "mutations": 2,
+        "crossovers": 2,
+        "bn_batches": 1,
+    },
     "compare_random": True,
     "retrain": {"epochs": 1, "batch_size": 64, "eval_every": 1},
 }
@@ -86,7 +102,8 @@ def test_mirror_and_unshare(tiny):
 def test_homo_hetero_cli(space_file, tmp_path, capsys):
     arch_file = tmp_path / "arch.json"
     EnsembleArch(2, [["k3e3", "k3e6", "k3e3", "skip"], ["k3e3", "k3e6", "k5e3", "k3e6"]]).save(
-        arch_file, space=SearchSpace.resolve(str(space_file)).to_dict())
+        arch_file, space=SearchSpace.resolve(str(space_file)).to_dict()
+    )
     out = tmp_path / "hh"
     assert main(["ablate", "homo-hetero", "--arch", str(arch_file), "--out", str(out), *RETRAIN]) == 0
     record = json.loads((out / "ablate.json").read_text())
@@ -127,7 +144,9 @@ def test_split_ablation_with_equal_budget_search(finished, tmp_path):
         arch_file.parent.mkdir()
         arch_file.write_text(json.dumps({**data, **searched.to_json()}))
         (arch_file.parent / "config.yaml").write_text((finished / "search" / "config.yaml").read_text())
-    base = from_dict(RetrainConfig, {"data": "digits", "epochs": 1, "batch_size": 64, "device": "cpu", "compile": "off"})
+    base = from_dict(
+        RetrainConfig, {"data": "digits", "epochs": 1, "batch_size": 64, "device": "cpu", "compile": "off"}
+    )
     record = ablate.split_ablation(str(arch_file), base, tmp_path / "split")
     v = record["variants"]
     assert list(v) == ["shared", "no_sharing_same_ops", "no_sharing_searched"]
@@ -147,10 +166,14 @@ def test_split_needs_shared_layers_and_a_valid_range(finished, tmp_path, capsys)
     arch = EnsembleArch.load(finished / "search" / "arch.json")
     flat = ablate.unshare(arch) if arch.split else arch
     path = tmp_path / "flat.json"
-    path.write_text(json.dumps({**flat.to_json(), "space": json.loads((finished / "search" / "arch.json").read_text())["space"]}))
+    path.write_text(
+        json.dumps({**flat.to_json(), "space": json.loads((finished / "search" / "arch.json").read_text())["space"]})
+    )
     assert main(["ablate", "split", "--arch", str(path), "--out", str(tmp_path / "s"), *RETRAIN]) == 2
     assert "shares no layers" in capsys.readouterr().err
-    assert main(["search", "--supernet", str(finished / "supernet"), "--out", str(tmp_path / "bad"), "--split", "5"]) == 2
+    assert (
+        main(["search", "--supernet", str(finished / "supernet"), "--out", str(tmp_path / "bad"), "--split", "5"]) == 2
+    )
     assert "outside the supernet space's split range [0, 4]" in capsys.readouterr().err
 
 
@@ -173,7 +196,23 @@ def test_search_curve(finished, tmp_path):
 
 def test_paths_ablation_reuses_and_runs(config_file, finished, tmp_path, capsys):
     out = tmp_path / "paths"
-    assert main(["ablate", "paths", "--config", str(config_file), "--paths", "3", "--reuse", f"2={finished}", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "paths",
+                "--config",
+                str(config_file),
+                "--paths",
+                "3",
+                "--reuse",
+                f"2={finished}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "ablate.json").read_text())
     assert list(record["runs"]) == ["2", "3"]
     k3 = record["runs"]["3"]
@@ -184,6 +223,24 @@ def test_paths_ablation_reuses_and_runs(config_file, finished, tmp_path, capsys)
     capsys.readouterr()
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "seed": 9}))
-    assert main(["ablate", "paths", "--config", str(other), "--paths", "2", "--reuse", f"2={finished}", "--out", str(tmp_path / "p2")]) == 2
+    assert (
+        main(
+            [
+                "ablate",
+                "paths",
+                "--config",
+                str(other),
+                "--paths",
+                "2",
+                "--reuse",
+                f"2={finished}",
+                "--out",
+                str(tmp_path / "p2"),
+            ]
+        )
+        == 2
+    )
     assert "differs from the given one in seed" in capsys.readouterr().err
-    assert main(["ablate", "paths", "--config", str(config_file), "--reuse", "two=x", "--out", str(tmp_path / "p3")]) == 2
+    assert (
+        main(["ablate", "paths", "--config", str(config_file), "--reuse", "two=x", "--out", str(tmp_path / "p3")]) == 2
+    )

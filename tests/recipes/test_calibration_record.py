@@ -6,7 +6,6 @@ import json
 import pytest
 
 from neas.config import from_dict
-
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
@@ -38,16 +37,48 @@ def sorted_folder(tmp_path_factory):
 
 
 def test_shrink_rounds_and_arch_json_record_balanced_sets(sorted_folder, tmp_path):
-    supernet = train_supernet(from_dict(SupernetConfig, dict(
-        out=str(tmp_path / "supernet"), space="tiny", data="imagefolder", data_dir=str(sorted_folder), holdout=0.25,
-        epochs=3, batch_size=16, lr=0.1, shrink_every=1, shrink_drop=2, shrink_samples=2, bn_batches=2, probe_images=40,
-        device="cpu", workers=0,
-    )))
+    supernet = train_supernet(
+        from_dict(
+            SupernetConfig,
+            dict(
+                out=str(tmp_path / "supernet"),
+                space="tiny",
+                data="imagefolder",
+                data_dir=str(sorted_folder),
+                holdout=0.25,
+                epochs=3,
+                batch_size=16,
+                lr=0.1,
+                shrink_every=1,
+                shrink_drop=2,
+                shrink_samples=2,
+                bn_batches=2,
+                probe_images=40,
+                device="cpu",
+                workers=0,
+            ),
+        )
+    )
     rounds = sorted((supernet / "shrink").glob("round_*.json"))
     assert len(rounds) == 2
     for path in rounds:
         _check(json.loads(path.read_text())["calibration"], bn_images=32, score_images=40)
-    run = search(from_dict(SearchConfig, dict(supernet=str(supernet), out=str(tmp_path / "search"), population=4, parents=2,
-                                              generations=1, mutations=0, crossovers=0, bn_batches=2, batch_size=16, val_images=30,
-                                              device="cpu")))
+    run = search(
+        from_dict(
+            SearchConfig,
+            dict(
+                supernet=str(supernet),
+                out=str(tmp_path / "search"),
+                population=4,
+                parents=2,
+                generations=1,
+                mutations=0,
+                crossovers=0,
+                bn_batches=2,
+                batch_size=16,
+                val_images=30,
+                device="cpu",
+            ),
+        )
+    )
     _check(json.loads((run / "arch.json").read_text())["calibration"], bn_images=32, score_images=30)

@@ -18,7 +18,9 @@ ARCH = EnsembleArch.sample(SearchSpace.preset("tiny"), 5)
 
 
 def small(out, arch_file, **kw):
-    base = dict(arch=str(arch_file), data="digits", out=str(out), epochs=6, batch_size=64, device="cpu", seed=2, eval_every=3)
+    base = dict(
+        arch=str(arch_file), data="digits", out=str(out), epochs=6, batch_size=64, device="cpu", seed=2, eval_every=3
+    )
     return RetrainConfig(**{**base, **kw})
 
 
@@ -136,6 +138,9 @@ def test_evaluate_and_export_outputs_never_overwrite_inputs_or_existing_files(re
     assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing)]) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert existing.read_text() == "mine"
-    assert main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing), "--force"]) == 0
+    assert (
+        main(["export", "--checkpoint", str(retrained), "--format", "safetensors", "--out", str(existing), "--force"])
+        == 0
+    )
     assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(tmp_path), "--no-latency"]) == 2
     assert "is a directory" in capsys.readouterr().err

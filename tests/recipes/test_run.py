@@ -17,12 +17,34 @@ SMALL = {
     "data": "digits",
     "seed": 4,
     "device": "cpu",
-    "supernet": {"epochs": 4, "batch_size": 64, "lr": 0.2, "shrink_every": 1, "shrink_drop": 3, "shrink_samples": 4,
-                 "bn_batches": 1, "probe_images": 64},
-    "search": {"max_macs": "0.7M", "population": 6, "parents": 2, "generations": 3, "mutations": 2, "crossovers": 2, "bn_batches": 1},
+    "supernet": {
+        "epochs": 4,
+        "batch_size": 64,
+        "lr": 0.2,
+        "shrink_every": 1,
+        "shrink_drop": 3,
+        "shrink_samples": 4,
+        "bn_batches": 1,
+        "probe_images": 64,
+    },
+    "search": {
+        "max_macs": "0.7M",
+        "population": 6,
+        "parents": 2,
+        "generations": 3,
+        "mutations": 2,
+        "crossovers": 2,
+        "bn_batches": 1,
+    },
     "compare_random": True,
-    "retrain": {"epochs": 3, "batch_size": 64, "eval_every": 3, "holdout": 0.1, "corruptions": ["gaussian_noise", "fog"],
-                "severities": "1,5"},
+    "retrain": {
+        "epochs": 3,
+        "batch_size": 64,
+        "eval_every": 3,
+        "holdout": 0.1,
+        "corruptions": ["gaussian_noise", "fog"],
+        "severities": "1,5",
+    },
 }
 
 
@@ -61,7 +83,15 @@ def test_run_directory_and_report(finished):
     assert 0 < summary["test_top1"] <= 1
     report = finished / "report"
     html = (report / "index.html").read_text()
-    images = ["training.png", "evolution.png", "pareto.png", "arch.png", "reliability.png", "anytime.png", "corruptions.png"]
+    images = [
+        "training.png",
+        "evolution.png",
+        "pareto.png",
+        "arch.png",
+        "reliability.png",
+        "anytime.png",
+        "corruptions.png",
+    ]
     images += [f"shrink_round_{i:02d}.png" for i in range(3)]
     result = json.loads((finished / "retrain" / "eval.json").read_text())
     for member in ("ensemble", "path0", "path1"):
@@ -82,12 +112,13 @@ def test_run_directory_and_report(finished):
 def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
     import neas.recipes.retrain as retrain_mod
     import neas.recipes.train_supernet as sn_mod
-
     import neas.rundir as rundir
 
-    module, attr, when = {"supernet": (sn_mod, "save_checkpoint", None),
-                          "search": (rundir, "write_json", lambda path, *a, **kw: "generation_" in str(path)),
-                          "retrain": (retrain_mod, "save_checkpoint", None)}[stage]
+    module, attr, when = {
+        "supernet": (sn_mod, "save_checkpoint", None),
+        "search": (rundir, "write_json", lambda path, *a, **kw: "generation_" in str(path)),
+        "retrain": (retrain_mod, "save_checkpoint", None),
+    }[stage]
     restore = kill_after(module, attr, after=2, when=when)
     out = tmp_path / "run"
     with pytest.raises(Killed):
@@ -99,7 +130,10 @@ def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
     a, b = json.loads((out / "summary.json").read_text()), json.loads((finished / "summary.json").read_text())
     a.pop("report"), b.pop("report")
     assert a == b
-    wa, wb = load_file(str(out / "retrain" / "model.safetensors")), load_file(str(finished / "retrain" / "model.safetensors"))
+    wa, wb = (
+        load_file(str(out / "retrain" / "model.safetensors")),
+        load_file(str(finished / "retrain" / "model.safetensors")),
+    )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -153,8 +187,15 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
     search = {**SMALL["search"], "max_macs": None, "population": 8, "parents": 4, "generations": 2}
-    summary = run_pipeline(cfg(tmp_path / "b", budgets=["0.5M", "0.6M", "0.8M"], compare_random=False, search=search,
-                               retrain={"epochs": 1, "batch_size": 64}))
+    summary = run_pipeline(
+        cfg(
+            tmp_path / "b",
+            budgets=["0.5M", "0.6M", "0.8M"],
+            compare_random=False,
+            search=search,
+            retrain={"epochs": 1, "batch_size": 64},
+        )
+    )
     budgets = summary["budgets"]
     assert [b["budget"] for b in budgets] == ["0.5M", "0.6M", "0.8M"]
     pareto = json.loads((tmp_path / "b" / "search" / "pareto.json").read_text())

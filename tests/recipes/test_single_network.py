@@ -66,13 +66,37 @@ def test_the_single_network_path_of_an_ensemble_is_a_canonical_network(tmp_path)
 
 def test_k1_runs_end_to_end_and_refuses_diversity_shrinking(tmp_path, capsys):
     space = _k1_space(tmp_path)
-    cfg = from_dict(RunConfig, {
-        "space": str(space), "data": "digits", "seed": 1, "device": "cpu", "out": str(tmp_path / "k1"),
-        "supernet": {"epochs": 2, "batch_size": 64, "lr": 0.2, "shrink": "quality", "shrink_every": 1, "shrink_drop": 3,
-                     "shrink_samples": 4, "bn_batches": 1, "probe_images": 64},
-        "search": {"max_macs": "0.4M", "population": 6, "parents": 2, "generations": 2, "mutations": 2, "crossovers": 2, "bn_batches": 1},
-        "retrain": {"epochs": 1, "batch_size": 64, "holdout": 0.1},
-    })
+    cfg = from_dict(
+        RunConfig,
+        {
+            "space": str(space),
+            "data": "digits",
+            "seed": 1,
+            "device": "cpu",
+            "out": str(tmp_path / "k1"),
+            "supernet": {
+                "epochs": 2,
+                "batch_size": 64,
+                "lr": 0.2,
+                "shrink": "quality",
+                "shrink_every": 1,
+                "shrink_drop": 3,
+                "shrink_samples": 4,
+                "bn_batches": 1,
+                "probe_images": 64,
+            },
+            "search": {
+                "max_macs": "0.4M",
+                "population": 6,
+                "parents": 2,
+                "generations": 2,
+                "mutations": 2,
+                "crossovers": 2,
+                "bn_batches": 1,
+            },
+            "retrain": {"epochs": 1, "batch_size": 64, "holdout": 0.1},
+        },
+    )
     summary = run_pipeline(cfg)
     arch = json.loads((tmp_path / "k1" / "search" / "arch.json").read_text())
     assert len(arch["paths"]) == 1
@@ -81,7 +105,12 @@ def test_k1_runs_end_to_end_and_refuses_diversity_shrinking(tmp_path, capsys):
     result = json.loads((tmp_path / "k1" / "retrain" / "eval.json").read_text())
     assert result["ensemble"]["top1"] == result["path0"]["top1"]
     assert len(result["anytime"]) == 1
-    assert main(["train-supernet", "--space", str(space), "--out", str(tmp_path / "d"), "--epochs", "1", "--device", "cpu"]) == 2
+    assert (
+        main(
+            ["train-supernet", "--space", str(space), "--out", str(tmp_path / "d"), "--epochs", "1", "--device", "cpu"]
+        )
+        == 2
+    )
     assert "diversity compares pairs of paths" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
@@ -91,8 +120,26 @@ def test_deep_ensemble_averages_independently_trained_copies(tmp_path, capsys):
     arch = EnsembleArch.sample(space, 3)
     arch.save(tmp_path / "k1.json", space=space.to_dict())
     out = tmp_path / "deep"
-    argv = ["ablate", "deep-ensemble", "--arch", str(tmp_path / "k1.json"), "--copies", "2", "--data", "digits", "--epochs", "1",
-            "--batch-size", "64", "--device", "cpu", "--seed", "5", "--out", str(out)]
+    argv = [
+        "ablate",
+        "deep-ensemble",
+        "--arch",
+        str(tmp_path / "k1.json"),
+        "--copies",
+        "2",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     record = json.loads((out / "ablate.json").read_text())
     assert [m["seed"] for m in record["members"]] == [5, 6]

@@ -14,15 +14,29 @@ from neas.config import from_dict
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.supernet.io import load_supernet
 from neas.space import EnsembleArch
+from neas.supernet.io import load_supernet
 
 from ..helpers import Killed
 
 
 def small(out, **kw):
-    base = dict(out=str(out), space="tiny", data="digits", epochs=4, batch_size=64, lr=0.2, shrink="diversity",
-                shrink_every=1, shrink_drop=3, shrink_samples=4, bn_batches=1, probe_images=64, seed=3, device="cpu")
+    base = dict(
+        out=str(out),
+        space="tiny",
+        data="digits",
+        epochs=4,
+        batch_size=64,
+        lr=0.2,
+        shrink="diversity",
+        shrink_every=1,
+        shrink_drop=3,
+        shrink_samples=4,
+        bn_batches=1,
+        probe_images=64,
+        seed=3,
+        device="cpu",
+    )
     return from_dict(SupernetConfig, {**base, **kw})
 
 
@@ -96,14 +110,43 @@ def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, kill_
 @pytest.mark.slow
 def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
     out = tmp_path / "run"
-    args = ["--space", "tiny", "--data", "digits", "--epochs", "4", "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1",
-            "--shrink-drop", "3", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "64", "--seed", "3",
-            "--device", "cpu", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "neas", "train-supernet", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "--space",
+        "tiny",
+        "--data",
+        "digits",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.2",
+        "--shrink-every",
+        "1",
+        "--shrink-drop",
+        "3",
+        "--shrink-samples",
+        "4",
+        "--bn-batches",
+        "1",
+        "--probe-images",
+        "64",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neas", "train-supernet", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     import time
 
     deadline = time.time() + 120
-    while not (out / "checkpoints" / "epoch_0001.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+    while (
+        not (out / "checkpoints" / "epoch_0001.safetensors").exists() and time.time() < deadline and proc.poll() is None
+    ):
         time.sleep(0.02)
     proc.kill()
     proc.wait()
@@ -115,9 +158,39 @@ def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
 def test_ddp_two_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas",
-           "train-supernet", "--space", "tiny", "--data", "digits", "--epochs", "2", "--batch-size", "32", "--shrink-every", "1",
-           "--shrink-drop", "2", "--shrink-samples", "4", "--bn-batches", "1", "--probe-images", "32", "--device", "cpu", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "neas",
+        "train-supernet",
+        "--space",
+        "tiny",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--shrink-every",
+        "1",
+        "--shrink-drop",
+        "2",
+        "--shrink-samples",
+        "4",
+        "--bn-batches",
+        "1",
+        "--probe-images",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "supernet.safetensors").is_file()
@@ -129,7 +202,9 @@ def test_ddp_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_sampled_ensemble_accuracy_rises_well_above_chance(tmp_path):
-    train_supernet(small(tmp_path / "run", epochs=12, batch_size=32, lr=0.1, augment=False, shrink_every=3, shrink_drop=4))
+    train_supernet(
+        small(tmp_path / "run", epochs=12, batch_size=32, lr=0.1, augment=False, shrink_every=3, shrink_drop=4)
+    )
     accuracy = [m["ensemble_acc"] for m in MetricLogger.read(tmp_path / "run")]
     # chance is 0.1; seed 3 measured 0.14 after the first epoch and 0.89 after the last
     assert accuracy[-1] > 0.6, accuracy  # well above chance at the end
@@ -160,9 +235,34 @@ def test_resume_without_checkpoint(tmp_path, capsys):
 
 
 def test_resume_with_a_different_config(finished, capsys):
-    code, err = run_cli(capsys, "--out", str(finished), "--resume", "--space", "tiny", "--data", "digits", "--epochs", "9",
-                        "--batch-size", "64", "--lr", "0.2", "--shrink-every", "1", "--shrink-drop", "3", "--shrink-samples", "4",
-                        "--bn-batches", "1", "--probe-images", "64", "--seed", "3")
+    code, err = run_cli(
+        capsys,
+        "--out",
+        str(finished),
+        "--resume",
+        "--space",
+        "tiny",
+        "--data",
+        "digits",
+        "--epochs",
+        "9",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.2",
+        "--shrink-every",
+        "1",
+        "--shrink-drop",
+        "3",
+        "--shrink-samples",
+        "4",
+        "--bn-batches",
+        "1",
+        "--probe-images",
+        "64",
+        "--seed",
+        "3",
+    )
     assert code == 2, err
     assert "config differs" in err
     assert "epochs: 4 -> 9" in err
@@ -179,7 +279,10 @@ def test_unknown_yaml_key_suggests(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--data", "imagefolder", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
+        (
+            ["--data", "imagefolder", "--data-dir", "/nonexistent/data"],
+            "data directory /nonexistent/data does not exist",
+        ),
         (["--data", "imagenet"], "unknown dataset 'imagenet'"),
         (["--shrink", "diversty"], "did you mean 'diversity'"),
         (["--epochs", "0"], "epochs must be at least 1"),
@@ -242,14 +345,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(recipe, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
     out = tmp_path / "run"
-    with pytest.raises(NeasError, match=r"loss became nan at step 25 \(epoch 2\); stopping — the last good checkpoint is kept"):
+    with pytest.raises(
+        NeasError, match=r"loss became nan at step 25 \(epoch 2\); stopping — the last good checkpoint is kept"
+    ):
         train_supernet(small(out, shrink="none"))
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 0
     assert (out / state["checkpoint"]).is_file()
     calls.clear()
-    monkeypatch.setattr(recipe, "F", types.SimpleNamespace(cross_entropy=lambda logits, y: F.cross_entropy(logits, y) * float("nan")))
-    with pytest.raises(NeasError, match=r"loss became nan at step 0 \(epoch 1\); stopping — no checkpoint was written yet"):
+    monkeypatch.setattr(
+        recipe, "F", types.SimpleNamespace(cross_entropy=lambda logits, y: F.cross_entropy(logits, y) * float("nan"))
+    )
+    with pytest.raises(
+        NeasError, match=r"loss became nan at step 0 \(epoch 1\); stopping — no checkpoint was written yet"
+    ):
         train_supernet(small(tmp_path / "first", shrink="none"))
 
 

@@ -50,9 +50,24 @@ def test_budgets_pick_the_best_member_within_each():
 
 def test_search_writes_a_front_of_mutually_non_dominated_members(trained_supernet, tmp_path):
     # NLL: a continuous objective (top-1 on 143 held-out images ties often, and ties shorten a front)
-    cfg = from_dict(SearchConfig, dict(supernet=str(trained_supernet), out=str(tmp_path / "p"), pareto="macs", objective="nll",
-                                       population=10, parents=6, generations=3, mutations=5, crossovers=5, bn_batches=1,
-                                       batch_size=64, device="cpu", seed=1))
+    cfg = from_dict(
+        SearchConfig,
+        dict(
+            supernet=str(trained_supernet),
+            out=str(tmp_path / "p"),
+            pareto="macs",
+            objective="nll",
+            population=10,
+            parents=6,
+            generations=3,
+            mutations=5,
+            crossovers=5,
+            bn_batches=1,
+            batch_size=64,
+            device="cpu",
+            seed=1,
+        ),
+    )
     run = search(cfg)
     pareto = json.loads((run / "pareto.json").read_text())
     front = pareto["front"]
@@ -60,7 +75,11 @@ def test_search_writes_a_front_of_mutually_non_dominated_members(trained_superne
     assert len(front) >= 2  # the cheapest ensemble has a far worse NLL than the best (a large margin)
     for a in front:
         for b in front:
-            dominated = b["fitness"] >= a["fitness"] and b["macs"] <= a["macs"] and (b["fitness"] > a["fitness"] or b["macs"] < a["macs"])
+            dominated = (
+                b["fitness"] >= a["fitness"]
+                and b["macs"] <= a["macs"]
+                and (b["fitness"] > a["fitness"] or b["macs"] < a["macs"])
+            )
             assert not dominated, (a, b)
     assert [m["macs"] for m in front] == sorted(m["macs"] for m in front)
     # anchored at the shrunk space's cheapest ensemble, whatever the floating-point details of the scores

@@ -7,8 +7,15 @@ from scipy import stats
 
 import neas.recipes.rank as rank_mod
 from neas.cli import main
-from neas.search.ranking import (RESAMPLES, kendall_tau, mc_band, percentile_ci, rank_correlation, spearman_rho,
-                                 tau_difference)
+from neas.search.ranking import (
+    RESAMPLES,
+    kendall_tau,
+    mc_band,
+    percentile_ci,
+    rank_correlation,
+    spearman_rho,
+    tau_difference,
+)
 
 from ..helpers import Killed
 
@@ -60,14 +67,28 @@ def test_vectorised_tau_and_rho_equal_scipy_on_every_resample_with_ties():
 
 def test_bootstrap_cis_equal_scipy_bootstrap_with_scipys_own_statistics():
     a, b, y = _scores()
-    ref = stats.bootstrap((a, b, y), lambda a, b, y: stats.kendalltau(a, y).statistic - stats.kendalltau(b, y).statistic,
-                          n_resamples=3000, paired=True, vectorized=False, method="percentile", rng=np.random.default_rng(7))
+    ref = stats.bootstrap(
+        (a, b, y),
+        lambda a, b, y: stats.kendalltau(a, y).statistic - stats.kendalltau(b, y).statistic,
+        n_resamples=3000,
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(7),
+    )
     d = tau_difference(a, b, y, 3000, seed=7)
     assert d["ci95"] == pytest.approx(list(ref.confidence_interval), abs=1e-12)
     r = rank_correlation(a, y, 3000, seed=7)
     for key, statistic in (("kendall_tau", stats.kendalltau), ("spearman_rho", stats.spearmanr)):
-        ref = stats.bootstrap((a, y), lambda a, y: statistic(a, y).statistic, n_resamples=3000, paired=True, vectorized=False,
-                              method="percentile", rng=np.random.default_rng(7))
+        ref = stats.bootstrap(
+            (a, y),
+            lambda a, y: statistic(a, y).statistic,
+            n_resamples=3000,
+            paired=True,
+            vectorized=False,
+            method="percentile",
+            rng=np.random.default_rng(7),
+        )
         assert r[f"{key}_ci95"] == pytest.approx(list(ref.confidence_interval), abs=1e-12), key
     # every interval rests on at least 10,000 resamples unless told otherwise
     assert RESAMPLES >= 10_000
@@ -93,13 +114,28 @@ def test_monte_carlo_band_is_the_bounds_order_statistic_interval_and_its_spread_
 
 
 def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, monkeypatch):
-    argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "4", "--scratch-epochs", "1", "--bootstrap", "50",
-            "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
+    argv = [
+        "rank",
+        "--supernet",
+        str(trained_supernet),
+        "--num-archs",
+        "4",
+        "--scratch-epochs",
+        "1",
+        "--bootstrap",
+        "50",
+        "--from-space",
+        str(trained_supernet),
+        "--out",
+        str(tmp_path / "rank"),
+    ]
     assert main(argv) == 0
     assert "Kendall tau" in capsys.readouterr().out
     result = json.loads((tmp_path / "rank" / "rank.json").read_text())
     entry = result["supernets"][str(trained_supernet)]
-    assert entry["kendall_tau"] == pytest.approx(stats.kendalltau(entry["oneshot_acc"], result["scratch_acc"]).statistic)
+    assert entry["kendall_tau"] == pytest.approx(
+        stats.kendalltau(entry["oneshot_acc"], result["scratch_acc"]).statistic
+    )
     assert len(list((tmp_path / "rank" / "scratch").glob("*/eval.json"))) == 4
     assert list((tmp_path / "rank").glob("rank_*.png"))
     assert "Kendall τ" in (tmp_path / "rank" / "rank.md").read_text()
@@ -131,9 +167,11 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     assert "epochs: 1 there, 2 here" in err
     assert not (tmp_path / "other").exists()
     record = json.loads((tmp_path / "rank" / "scratch.json").read_text())
-    for broken, message in (({**record, "recipe": {**record["recipe"], "space": {"name": "other"}}}, "another search space"),
-                            ({**record, "recipe": []}, "not a scratch.json"),
-                            ({**record, "ensembles": [{**record["ensembles"][0], "top1": "nan"}]}, "top1 must be an accuracy")):
+    for broken, message in (
+        ({**record, "recipe": {**record["recipe"], "space": {"name": "other"}}}, "another search space"),
+        ({**record, "recipe": []}, "not a scratch.json"),
+        ({**record, "ensembles": [{**record["ensembles"][0], "top1": "nan"}]}, "top1 must be an accuracy"),
+    ):
         (tmp_path / "broken.json").write_text(json.dumps(broken))
         assert main([*reuse[:-3], str(tmp_path / "other"), "--scratch", str(tmp_path / "broken.json")]) == 2
         err = capsys.readouterr().err
@@ -149,8 +187,21 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
 def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_path, monkeypatch, kill_after):
     import neas.recipes.retrain as retrain_mod
 
-    argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "3", "--scratch-epochs", "2", "--bootstrap", "20",
-            "--from-space", str(trained_supernet), "--out", str(tmp_path / "rank")]
+    argv = [
+        "rank",
+        "--supernet",
+        str(trained_supernet),
+        "--num-archs",
+        "3",
+        "--scratch-epochs",
+        "2",
+        "--bootstrap",
+        "20",
+        "--from-space",
+        str(trained_supernet),
+        "--out",
+        str(tmp_path / "rank"),
+    ]
 
     restore = kill_after(retrain_mod, "save_checkpoint", after=3)  # the second scratch run dies after its first epoch
     with pytest.raises(Killed):

@@ -9,9 +9,9 @@ from neas.cli import main
 from neas.config import from_dict
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.recipes.search import SearchConfig, search
-from neas.supernet.io import load_supernet
 from neas.search.fitness import CandidateEvaluator
 from neas.space import EnsembleArch
+from neas.supernet.io import load_supernet
 
 from ..helpers import Killed
 
@@ -19,8 +19,20 @@ BUDGET = "0.8M"
 
 
 def cfg(supernet, out, **kw):
-    base = dict(supernet=str(supernet), out=str(out), max_macs=BUDGET, population=12, parents=4, generations=4,
-                mutations=4, crossovers=4, bn_batches=2, batch_size=64, device="cpu", seed=1)
+    base = dict(
+        supernet=str(supernet),
+        out=str(out),
+        max_macs=BUDGET,
+        population=12,
+        parents=4,
+        generations=4,
+        mutations=4,
+        crossovers=4,
+        bn_batches=2,
+        batch_size=64,
+        device="cpu",
+        seed=1,
+    )
     return from_dict(SearchConfig, {**base, **kw})
 
 
@@ -63,8 +75,11 @@ def test_random_search_runs_as_many_evaluations(trained_supernet, evolution_run,
 def test_resume_after_a_crash_gives_the_same_result(trained_supernet, evolution_run, tmp_path, kill_after):
     import neas.rundir as rundir
 
-    restore = kill_after(rundir, "write_json",
-                         when=lambda path, value, **kw: str(path).endswith("state.json") and value["generation"] == 1)
+    restore = kill_after(
+        rundir,
+        "write_json",
+        when=lambda path, value, **kw: str(path).endswith("state.json") and value["generation"] == 1,
+    )
     out = tmp_path / "evo"
     with pytest.raises(Killed):
         search(cfg(trained_supernet, out))
@@ -91,7 +106,9 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
 
     rng = random.Random(0)
     base = EnsembleArch.sample(space, rng, shrunk, split=2)
-    archs = [base] + [a for a in (EnsembleArch.sample(space, rng, shrunk, split=2) for _ in range(30)) if a.shared == base.shared][:3]
+    archs = [base] + [
+        a for a in (EnsembleArch.sample(space, rng, shrunk, split=2) for _ in range(30)) if a.shared == base.shared
+    ][:3]
     archs += [EnsembleArch.sample(space, rng, shrunk) for _ in range(4)]
     got = fast.evaluate_many(archs + archs)
     want = [slow.evaluate(a) for a in archs]
@@ -108,10 +125,41 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
 @pytest.mark.slow
 def test_distributed_search_equals_single_process(trained_supernet, evolution_run, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas", "search",
-           "--supernet", str(trained_supernet), "--out", str(out), "--max-macs", BUDGET, "--population", "12", "--parents", "4",
-           "--generations", "4", "--mutations", "4", "--crossovers", "4", "--bn-batches", "2", "--batch-size", "64",
-           "--device", "cpu", "--seed", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "neas",
+        "search",
+        "--supernet",
+        str(trained_supernet),
+        "--out",
+        str(out),
+        "--max-macs",
+        BUDGET,
+        "--population",
+        "12",
+        "--parents",
+        "4",
+        "--generations",
+        "4",
+        "--mutations",
+        "4",
+        "--crossovers",
+        "4",
+        "--bn-batches",
+        "2",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ["arch.json"] + [f"generation_{g:02d}.json" for g in range(4)]:
@@ -144,8 +192,14 @@ def test_impossible_budget_names_the_range(trained_supernet, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--min-macs", "2M", "--max-macs", "1M"], "contradictory constraints: min_macs=2000000 is larger than max_macs=1000000"),
-        (["--population", "4", "--parents", "10"], "population (4) must not be smaller than the number of parents (10)"),
+        (
+            ["--min-macs", "2M", "--max-macs", "1M"],
+            "contradictory constraints: min_macs=2000000 is larger than max_macs=1000000",
+        ),
+        (
+            ["--population", "4", "--parents", "10"],
+            "population (4) must not be smaller than the number of parents (10)",
+        ),
         (["--max-macs", "lots"], "cannot read 'lots' as an amount"),
         (["--strategy", "evolutoin"], "did you mean 'evolution'"),
     ],
@@ -171,12 +225,29 @@ def test_missing_or_incomplete_supernet(tmp_path, capsys):
 
 
 def test_latency_constraint_and_table(trained_supernet, tmp_path, capsys):
-    assert main(["latency-table", "--space", "tiny", "--out", str(tmp_path / "lat.json"), "--repeats", "3", "--num-classes", "10"]) == 0
+    assert (
+        main(
+            [
+                "latency-table",
+                "--space",
+                "tiny",
+                "--out",
+                str(tmp_path / "lat.json"),
+                "--repeats",
+                "3",
+                "--num-classes",
+                "10",
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "lat.json").read_text())
     assert len(table["layers_ms"]) == 4
     assert table["layers_ms"][1]["skip"] == 0.0
     assert table["fixed_ms"] > 0
-    out = search(cfg(trained_supernet, tmp_path / "lat", max_macs=None, max_latency_ms=1000.0, generations=1, population=4))
+    out = search(
+        cfg(trained_supernet, tmp_path / "lat", max_macs=None, max_latency_ms=1000.0, generations=1, population=4)
+    )
     arch = json.loads((out / "arch.json").read_text())
     assert (out / "latency_table.json").is_file()
     assert 0 < arch["latency_ms"] <= 1000.0
@@ -206,14 +277,26 @@ def test_a_given_latency_table_is_the_budgets_meaning(trained_supernet, tmp_path
 
     space = read_supernet_info(trained_supernet).space
     layers = [{str(op): (0.0 if op.is_skip else 1.0) for op in spec.ops} for spec in space.layers]
-    table = LatencyTable(space.name, "phone", 1, space.input_size, 2.0, layers, 0.5, runtime="onnxruntime", overhead_ms=1.0)
+    table = LatencyTable(
+        space.name, "phone", 1, space.input_size, 2.0, layers, 0.5, runtime="onnxruntime", overhead_ms=1.0
+    )
     table.save(tmp_path / "phone.json")
-    args = ["search", "--supernet", str(trained_supernet), "--latency-table", str(tmp_path / "phone.json"), "--device", "cpu"]
+    args = [
+        "search",
+        "--supernet",
+        str(trained_supernet),
+        "--latency-table",
+        str(tmp_path / "phone.json"),
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "--out", str(tmp_path / "s"), "--max-latency-ms", "1"]) == 2
     err = capsys.readouterr().err
     import re
 
-    found = re.search(r"on phone \(onnxruntime\) the fastest takes at least ([\d.]+) ms \(e\.g\. split=.*: ([\d.]+) ms\)", err)
+    found = re.search(
+        r"on phone \(onnxruntime\) the fastest takes at least ([\d.]+) ms \(e\.g\. split=.*: ([\d.]+) ms\)", err
+    )
     assert found, err
     assert found.group(1) == found.group(2)  # the named ensemble is the fastest (exact without a per-block term)
     assert float(found.group(1)) >= 2.0 + 2 * 0.5 + 1.0  # stem + 2 heads + the overhead, at least

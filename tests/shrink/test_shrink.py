@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from neas.shrink import ProbeSample, accuracy_scores, diversity_scores, layer_statistics, select_drops, shrink_round, ShrinkSettings
+from neas.shrink import (
+    ProbeSample,
+    ShrinkSettings,
+    accuracy_scores,
+    diversity_scores,
+    layer_statistics,
+    select_drops,
+    shrink_round,
+)
 from neas.space import EnsembleArch, ShrunkSpace, parse_op
 
 ops = [parse_op(o) for o in ("k3e3", "k3e6", "k5e3", "k5e6", "skip")]
@@ -93,7 +101,9 @@ def test_shrink_round_on_a_real_supernet(tiny):
     supernet = Supernet(tiny, 10)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     full = ShrunkSpace.full(tiny)
-    new, record = shrink_round(supernet, full, ShrinkSettings(drop=5, samples=6, beta=0.1), [(x, y)], [(x, y)], random.Random(0))
+    new, record = shrink_round(
+        supernet, full, ShrinkSettings(drop=5, samples=6, beta=0.1), [(x, y)], [(x, y)], random.Random(0)
+    )
     assert new.num_combinations == full.num_combinations - 5
     assert record["combinations_after"] == new.num_combinations
     assert len(record["dropped"]) == 5
@@ -169,8 +179,9 @@ def test_layers_shared_in_every_ensemble_are_never_dropped(tiny, mode):
     supernet = Supernet(space, 10)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     full = ShrunkSpace.full(space)
-    new, record = shrink_round(supernet, full, ShrinkSettings(mode=mode, drop=6, samples=6, beta=0.1), [(x, y)], [(x, y)],
-                               random.Random(0))
+    new, record = shrink_round(
+        supernet, full, ShrinkSettings(mode=mode, drop=6, samples=6, beta=0.1), [(x, y)], [(x, y)], random.Random(0)
+    )
     assert len(record["dropped"]) == 6
     assert {d["layer"] for d in record["dropped"]} <= {"L3", "L4"}
     for index in (1, 2):

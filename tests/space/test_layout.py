@@ -5,7 +5,18 @@ import random
 import pytest
 
 from neas.space import (
-    FIRST, HEAD, LAYER, SKIP, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, parse_op, path_pieces, space_pieces,
+    FIRST,
+    HEAD,
+    LAYER,
+    SKIP,
+    STEM,
+    EnsembleArch,
+    Piece,
+    SearchSpace,
+    arch_pieces,
+    parse_op,
+    path_pieces,
+    space_pieces,
     trunk_pieces,
 )
 
@@ -22,9 +33,14 @@ def arch(tiny):
 
 def test_an_ensemble_runs_stem_l0_shared_layers_then_each_path_and_its_head(arch):
     assert [str(p) for p in arch_pieces(arch)] == [
-        "stem", "L0", "L1:k3e3",
-        "L3:k3e3@path0", "L4:k5e3@path0", "head@path0",
-        "L3:k5e3@path1", "head@path1",
+        "stem",
+        "L0",
+        "L1:k3e3",
+        "L3:k3e3@path0",
+        "L4:k5e3@path0",
+        "head@path0",
+        "L3:k5e3@path1",
+        "head@path1",
     ]
 
 

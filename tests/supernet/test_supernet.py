@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from neas.errors import NeasError
-from neas.space import LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.nn import scale_grad
+from neas.space import LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.supernet import Supernet
 
 
@@ -55,8 +55,11 @@ def test_shared_part_is_computed_once(tiny_supernet):
     handles = [
         m.register_forward_hook(lambda mod, i, o, key=key: calls.__setitem__(key, calls.get(key, 0) + 1))
         for key, m in [("stem", tiny_supernet.conv_stem), ("l0", tiny_supernet.first_block)]
-        + [(f"L{i}", tiny_supernet.piece_module(Piece(LAYER, None, i, arch.paths[0][i - 1])))
-           for i in range(1, 4) if not arch.paths[0][i - 1].is_skip]
+        + [
+            (f"L{i}", tiny_supernet.piece_module(Piece(LAYER, None, i, arch.paths[0][i - 1])))
+            for i in range(1, 4)
+            if not arch.paths[0][i - 1].is_skip
+        ]
     ]
     tiny_supernet(torch.randn(2, 3, 32, 32), arch)
     for h in handles:

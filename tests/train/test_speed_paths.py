@@ -42,8 +42,18 @@ def test_no_host_sync_per_step(monkeypatch):
             return _real(self, *a, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    metrics = train_epoch(model, batches, forward, optimizer, Precision.of(torch.device("cpu")), epoch=0, steps=120,
-                          device=torch.device("cpu"), accuracy=True, check_every=50)
+    metrics = train_epoch(
+        model,
+        batches,
+        forward,
+        optimizer,
+        Precision.of(torch.device("cpu")),
+        epoch=0,
+        steps=120,
+        device=torch.device("cpu"),
+        accuracy=True,
+        check_every=50,
+    )
     monkeypatch.undo()
     # checks after steps 50, 100 and at the end, 3 reads each — not one or more per step (120 steps)
     assert calls["n"] <= 12, calls["n"]
@@ -55,8 +65,17 @@ def test_no_host_sync_per_step(monkeypatch):
 def test_a_non_finite_loss_still_stops_the_run_naming_its_step():
     model, batches, forward, optimizer, _ = _toy(nan_at=63)
     with pytest.raises(NeasError, match=r"the loss became nan at step 63 \(epoch 1\)"):
-        train_epoch(model, batches, forward, optimizer, Precision.of(torch.device("cpu")), epoch=0, steps=120,
-                    device=torch.device("cpu"), check_every=50)
+        train_epoch(
+            model,
+            batches,
+            forward,
+            optimizer,
+            Precision.of(torch.device("cpu")),
+            epoch=0,
+            steps=120,
+            device=torch.device("cpu"),
+            check_every=50,
+        )
 
 
 def _worker(rank, world, port, path, mode):
@@ -126,7 +145,9 @@ def test_the_loss_scalers_state_goes_into_the_checkpoint_and_comes_back(tmp_path
     from neas.train.checkpoint import read_state, save_checkpoint
 
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
-    scaler.load_state_dict({"scale": 64.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7, "_growth_tracker": 5})
+    scaler.load_state_dict(
+        {"scale": 64.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7, "_growth_tracker": 5}
+    )
     saved = Precision(torch.float16, scaler)
     save_checkpoint(tmp_path, "epoch_0000", torch.nn.Linear(2, 2), None, {"epoch": 0, "scaler": saved.state_dict()})
     state = read_state(tmp_path)
