@@ -207,19 +207,36 @@ def eval_transform(input_size: int, crop_pct: float):
     return _eval_transforms[key]
 
 
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """An image of any mode as 8-bit RGB. PIL's own conversion clips the wide grey modes at 255
+    (a 16-bit PNG becomes white), so they are scaled here: ``I;16*`` and ``I`` (how PIL reads
+    16-bit PNGs and TIFFs) by ``>> 8`` from 0-65535, ``F`` from 0-1 (docs/DECISIONS.md)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        array = np.asarray(img).astype(np.int64).clip(0, 65535) >> 8
+    elif img.mode == "F":
+        array = np.rint(np.asarray(img, dtype=np.float64).clip(0.0, 1.0) * 255.0)
+    else:
+        return img.convert("RGB")
+    return Image.fromarray(array.astype(np.uint8), "L").convert("RGB")
+
+
+def open_rgb(path: str) -> Image.Image:
+    """One image file, decoded to 8-bit RGB (see :func:`_to_rgb`); errors name the file."""
+    try:
+        with Image.open(path) as img:
+            return _to_rgb(img)
+    except Exception as exc:  # PIL raises many types for broken files
+        raise NeasError(f"cannot read image {path}: {exc}") from None
+
+
 def decode_image(path: str, input_size: int, crop_pct: float = 1.0) -> torch.Tensor:
     """One image file -> (3, S, S) uint8 with timm's evaluation transform; an image already
     S x S (e.g. CIFAR) is kept as it is. Errors name the file."""
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (input_size, input_size):
-                return eval_transform(input_size, crop_pct)(img).contiguous()
-            array = np.asarray(img, dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for broken files
-        raise NeasError(f"cannot read image {path}: {exc}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    img = open_rgb(path)
+    if img.size != (input_size, input_size):
+        return eval_transform(input_size, crop_pct)(img).contiguous()
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def cache_dir() -> Path:

@@ -28,8 +28,7 @@ from timm.data import create_transform
 from timm.data.auto_augment import rand_augment_transform
 
 from neas.data.corruptions import CorruptedImages
-from neas.data.datasets import ImageFiles, ImageTensors, decode_image
-from neas.errors import NeasError
+from neas.data.datasets import ImageFiles, ImageTensors, decode_image, open_rgb
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
 __all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
@@ -155,11 +154,9 @@ class _FileDataset(torch.utils.data.Dataset):
         path = self.data.paths[i]
         if self.transform is None:
             return decode_image(path, self.data.input_size, self.data.crop_pct), self.data.labels[i], i
-        try:
-            with Image.open(path) as img, seeded_globals(stream_seed(self.seed, "augment", self.epoch, i)):
-                image = self.transform(img.convert("RGB"))
-        except OSError as exc:
-            raise NeasError(f"cannot read image {path}: {exc}") from None
+        img = open_rgb(path)
+        with seeded_globals(stream_seed(self.seed, "augment", self.epoch, i)):
+            image = self.transform(img)
         return image, self.data.labels[i], i
 
 

@@ -1,0 +1,35 @@
+"""Image folders as a fuzzer left them (issue 30): 16-bit images, rewritten files under the decode
+cache, unsupported extensions and a broken image inside a streaming loader worker."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from neas.data import BatchLoader, load_dataset
+from neas.data.datasets import decode_image
+
+
+def _gradients(n=4, size=24):
+    """``n`` 16-bit grey gradients (size, size), each another ramp."""
+    ramp = np.add.outer(np.arange(size), np.arange(size)) / (2 * size - 2)
+    return [np.rint(65535 * ramp ** (1 + i / 2)).astype(np.uint16) for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_wide_grey_images_decode_to_their_pixels_not_white(tmp_path, mode):
+    for c, arrays in (("a", _gradients()), ("b", _gradients()[::-1])):
+        (tmp_path / "wide" / "train" / c).mkdir(parents=True)
+        (tmp_path / "byte" / "train" / c).mkdir(parents=True)
+        for i, a in enumerate(arrays):
+            wide = {"I;16": a, "I": a.astype(np.int32), "F": a.astype(np.float32) / 65535}[mode]
+            Image.fromarray(wide).save(tmp_path / "wide" / "train" / c / f"{i}.{'png' if mode == 'I;16' else 'tif'}")
+            Image.fromarray((a >> 8).astype(np.uint8)).save(tmp_path / "byte" / "train" / c / f"{i}.png")
+    assert Image.open(next((tmp_path / "wide" / "train" / "a").iterdir())).mode == mode
+    wide, byte = (load_dataset("imagefolder", "train", 24, tmp_path / d, decode="memory") for d in ("wide", "byte"))
+    assert wide.images.float().std() > 50  # not one solid colour
+    assert (wide.images.int() - byte.images.int()).abs().max() <= 1
+    streamed = load_dataset("imagefolder", "train", 24, tmp_path / "wide", decode="stream")
+    x = torch.cat([x for x, _ in BatchLoader(streamed, 4, True, seed=0).epoch(0)])  # timm's training transform
+    assert x.std(dim=(1, 2, 3)).min() > 0.3  # every augmented image varies (solid white: 0)
+    assert (decode_image(streamed.paths[0], 24).int() - byte.images[0].int()).abs().max() <= 1
