@@ -1,6 +1,8 @@
 """Image folders as a fuzzer left them (issue 30): 16-bit images, rewritten files under the decode
 cache, unsupported extensions and a broken image inside a streaming loader worker."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -33,3 +35,20 @@ def test_wide_grey_images_decode_to_their_pixels_not_white(tmp_path, mode):
     x = torch.cat([x for x, _ in BatchLoader(streamed, 4, True, seed=0).epoch(0)])  # timm's training transform
     assert x.std(dim=(1, 2, 3)).min() > 0.3  # every augmented image varies (solid white: 0)
     assert (decode_image(streamed.paths[0], 24).int() - byte.images[0].int()).abs().max() <= 1
+
+
+def test_files_with_unsupported_extensions_are_counted_in_one_warning_per_split(tmp_path, caplog):
+    for c in ("a", "b"):
+        (tmp_path / "train" / c / "deep").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "train" / c / "ok.png")
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "train" / c / "moving.GIF")
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "deep" / "x.gif")
+    (tmp_path / "train" / "b" / "notes.txt").write_text("not an image")
+    (tmp_path / "train" / "b" / "LICENSE").write_text("not an image")
+    (tmp_path / "train" / "b" / ".DS_Store").write_text("hidden: not counted")
+    with caplog.at_level(logging.WARNING, logger="neas.data.datasets"):
+        data = load_dataset("imagefolder", "train", 8, tmp_path)
+    assert len(data) == 2
+    warnings = [r.getMessage() for r in caplog.records if "supported image extension" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "skipping 5 file(s) without a supported image extension ((none) x1, .gif x3, .txt x1)" in warnings[0]

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,17 +157,25 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
     hidden = [c for c in folders if c.startswith(".")]
     if hidden:
         log.warning("%s: ignoring hidden folders %s", base, ", ".join(hidden))
-    per_class = {}
+    per_class, skipped = {}, Counter()
     for c in (c for c in folders if not c.startswith(".")):
         files = []
         for dirpath, dirs, names in os.walk(base / c):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the same file order on every file system
-            files += [
-                os.path.join(dirpath, f)
-                for f in sorted(names)
-                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-            ]
+            names = [f for f in sorted(names) if not f.startswith(".")]
+            files += [os.path.join(dirpath, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]
+            skipped.update(
+                os.path.splitext(f)[1].lower() or "(none)" for f in names if not f.lower().endswith(IMAGE_EXTENSIONS)
+            )
         per_class[c] = files
+    if skipped:
+        log.warning(
+            "%s: skipping %d file(s) without a supported image extension (%s); supported: %s",
+            base,
+            sum(skipped.values()),
+            ", ".join(f"{ext} x{n}" for ext, n in sorted(skipped.items())),
+            " ".join(IMAGE_EXTENSIONS),
+        )
     empty = [c for c, files in per_class.items() if not files]
     if empty:
         log.warning("%s: ignoring class folders without images: %s", base, ", ".join(empty))
