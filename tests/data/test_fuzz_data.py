@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neas.cli import main
 from neas.data import BatchLoader, load_dataset
 from neas.data.datasets import decode_image
 
@@ -52,3 +53,20 @@ def test_files_with_unsupported_extensions_are_counted_in_one_warning_per_split(
     warnings = [r.getMessage() for r in caplog.records if "supported image extension" in r.getMessage()]
     assert len(warnings) == 1
     assert "skipping 5 file(s) without a supported image extension ((none) x1, .gif x3, .txt x1)" in warnings[0]
+
+
+def test_a_broken_image_in_a_streaming_loader_worker_is_one_error_line(tmp_path, capsys):
+    for c in ("a", "b"):
+        (tmp_path / "d" / "train" / c).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (20, 20), (30 * i, 90, 150)).save(tmp_path / "d" / "train" / c / f"{i}.png")
+    broken = tmp_path / "d" / "train" / "a" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated inside the image data
+    argv = ["train-supernet", "--data", "imagefolder", "--data-dir", str(tmp_path / "d"), "--space", "tiny"]
+    argv += ["--decode", "stream", "--workers", "2", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    code = main([*argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"neas: error: cannot read image {broken}: "), err
+    assert "Traceback" not in err and "worker" not in err, err

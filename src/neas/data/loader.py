@@ -29,6 +29,7 @@ from timm.data.auto_augment import rand_augment_transform
 
 from neas.data.corruptions import CorruptedImages
 from neas.data.datasets import ImageFiles, ImageTensors, decode_image, open_rgb
+from neas.errors import NeasError
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
 __all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
@@ -149,15 +150,23 @@ class _FileDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.data)
 
-    def __getitem__(self, i):
-
+    def _image(self, i: int) -> torch.Tensor:
         path = self.data.paths[i]
         if self.transform is None:
-            return decode_image(path, self.data.input_size, self.data.crop_pct), self.data.labels[i], i
+            return decode_image(path, self.data.input_size, self.data.crop_pct)
         img = open_rgb(path)
         with seeded_globals(stream_seed(self.seed, "augment", self.epoch, i)):
-            image = self.transform(img)
-        return image, self.data.labels[i], i
+            return self.transform(img)
+
+    def __getitem__(self, i):
+        """(image, label, i, error): an unreadable file gives a blank image and its one-line error,
+        which :meth:`BatchLoader.epoch` raises; raised in a worker, the DataLoader would re-raise it
+        wrapped in the worker's traceback."""
+        try:
+            return self._image(i), self.data.labels[i], i, ""
+        except NeasError as exc:
+            size = self.data.input_size
+            return torch.zeros(3, size, size, dtype=torch.uint8), self.data.labels[i], i, str(exc)
 
 
 class BatchLoader:
@@ -253,5 +262,7 @@ class BatchLoader:
             pin_memory=self.device.type == "cuda",
             drop_last=self.train,
         )
-        for images, labels, *index in loader:  # files give their dataset positions, corrupted copies none
-            yield self._finish(images, labels, index[0] if index else None, epoch)
+        for images, labels, *more in loader:  # files give their dataset positions and errors, corrupted copies none
+            if more and any(more[1]):
+                raise NeasError(next(e for e in more[1] if e))
+            yield self._finish(images, labels, more[0] if more else None, epoch)
