@@ -2,6 +2,8 @@
 cache, unsupported extensions and a broken image inside a streaming loader worker."""
 
 import logging
+import os
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from PIL import Image
 
 from neas.cli import main
 from neas.data import BatchLoader, load_dataset
-from neas.data.datasets import decode_image
+from neas.data.datasets import cache_dir, decode_image
+from neas.errors import NeasError
 
 
 def _gradients(n=4, size=24):
@@ -70,3 +73,51 @@ def test_a_broken_image_in_a_streaming_loader_worker_is_one_error_line(tmp_path,
     assert err.count("\n") == 1, err
     assert err.startswith(f"neas: error: cannot read image {broken}: "), err
     assert "Traceback" not in err and "worker" not in err, err
+
+
+def _two_classes(root, colour):
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (12, 12), colour if c == "a" else (5, 5, 5)).save(root / "train" / c / "x.bmp")
+    return root
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_decoded_again_not_served_from_the_cache(tmp_path):
+    root = _two_classes(tmp_path / "d", (200, 0, 0))
+    image = root / "train" / "a" / "x.bmp"
+    before = os.stat(image)
+    first = load_dataset("imagefolder", "train", 8, root, decode="memory")
+    assert load_dataset("imagefolder", "train", 8, root, decode="memory").images.equal(first.images)  # cached
+    Image.new("RGB", (12, 12), (0, 200, 0)).save(image)  # what `cp -p` or `tar x` of another version leaves
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(image).st_size == before.st_size
+    assert os.stat(image).st_mtime_ns == before.st_mtime_ns
+    again = load_dataset("imagefolder", "train", 8, root, decode="memory")
+    assert again.images[0, :, 0, 0].tolist() == [0, 200, 0]
+
+
+def test_the_decode_cache_is_capped_least_recently_used_first_and_keeps_other_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEAS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "mine.npy").write_bytes(b"x" * 10_000)  # not written by the cache: never removed
+    monkeypatch.setenv("NEAS_CACHE_MAX_GB", str(2 * (2 * 3 * 8 * 8 + 128) / 2**30))  # room for two folders
+    roots = [_two_classes(tmp_path / f"d{i}", (50 * i, 0, 0)) for i in range(3)]
+    load_dataset("imagefolder", "train", 8, roots[0], decode="memory")
+    first = set(cache_dir().glob("*.npy"))
+    time.sleep(0.05)  # file times tick coarsely
+    load_dataset("imagefolder", "train", 8, roots[1], decode="memory")
+    second = set(cache_dir().glob("*.npy")) - first
+    time.sleep(0.05)
+    load_dataset("imagefolder", "train", 8, roots[0], decode="memory")  # read again: d1's array is now the oldest
+    time.sleep(0.05)
+    load_dataset("imagefolder", "train", 8, roots[2], decode="memory")
+    kept = set(cache_dir().glob("*.npy"))
+    assert len(kept) == 4 - 1
+    assert first <= kept
+    assert not second & kept
+    monkeypatch.setenv("NEAS_CACHE_MAX_GB", "0")
+    load_dataset("imagefolder", "train", 8, _two_classes(tmp_path / "d3", (1, 2, 3)), decode="memory")
+    assert set(cache_dir().glob("*.npy")) == kept
+    monkeypatch.setenv("NEAS_CACHE_MAX_GB", "lots")
+    with pytest.raises(NeasError, match="NEAS_CACHE_MAX_GB must be a number of GiB >= 0, got 'lots'"):
+        load_dataset("imagefolder", "train", 8, roots[0], decode="memory")
