@@ -11,6 +11,7 @@ the command line write files too and must not pay for importing torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "save_tensors",
     "save_figure",
     "read_metadata",
+    "tensors_sha256",
     "load_weights",
     "load_matching",
     "check_output",
@@ -55,23 +57,32 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: "str | Path", write: Callable[[Any], None], mode: int = 0o644) -> Path:
-    """Calls ``write(binary file)`` on a temporary file beside ``path``, then renames it over ``path``."""
+    """Calls ``write(binary file)`` on a temporary file beside ``path``, then renames it over ``path``
+    (``mode`` less the umask, as for every file neas writes). A failed write (a full disk)
+    leaves the old file and raises a :class:`NeasError` naming ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
     try:
-        fd = os.open(tmp, flags, mode)
-    except FileExistsError:  # left by a killed writer that had this PID: ours to replace
-        tmp.unlink()
-        fd = os.open(tmp, flags, mode)
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileExistsError:  # left by a killed writer that had this PID: ours to replace
+            tmp.unlink()
+            fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise NeasError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise NeasError(
+                f"{path}: cannot write ({exc.strerror or exc}); the previous file, if any, is kept"
+            ) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -101,13 +112,30 @@ def append_line(path: "str | Path", line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
 
 
+def tensors_sha256(tensors: "dict[str, torch.Tensor]") -> str:
+    """The SHA-256 of the tensors' bytes, in sorted key order: the integrity check every weights file records."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        flat = tensors[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_tensors(
     path: "str | Path", tensors: "dict[str, torch.Tensor]", metadata: "dict[str, str] | None" = None
 ) -> Path:
-    """A safetensors file of ``tensors`` (moved to the CPU, contiguous) with string ``metadata``."""
+    """A safetensors file of ``tensors`` (moved to the CPU, contiguous) with string ``metadata`` and
+    ``sha256`` (:func:`tensors_sha256`), which :func:`load_weights` checks."""
+    from safetensors import SafetensorError
     from safetensors.torch import save as safetensors_bytes
 
-    data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    try:
+        data = safetensors_bytes(tensors, metadata={**(metadata or {}), "sha256": tensors_sha256(tensors)})
+    except SafetensorError as exc:
+        raise NeasError(f"{path}: cannot write ({exc})") from None
     return write_bytes(path, data)
 
 
@@ -128,12 +156,13 @@ def read_metadata(path: "str | Path") -> dict[str, str]:
     try:
         with safe_open(str(path), "pt") as f:
             return dict(f.metadata() or {})
-    except (OSError, SafetensorError) as exc:
+    except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
         raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
-    """A weights file (safetensors) and its metadata; errors name the file."""
+    """A weights file (safetensors) and its metadata, its tensors checked against the ``sha256`` it
+    records (files written before it was recorded load unchecked); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise NeasError(f"{path}: no such weights file")
@@ -142,9 +171,12 @@ def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
 
     meta = read_metadata(path)
     try:
-        return load_file(str(path)), meta
-    except (OSError, SafetensorError) as exc:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
         raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
+    if "sha256" in meta and tensors_sha256(tensors) != meta["sha256"]:
+        raise NeasError(f"{path}: damaged: its tensors do not match the SHA-256 recorded in the file")
+    return tensors, meta
 
 
 def load_matching(

@@ -95,8 +95,13 @@ class EnsembleFile:
                 f"{where}: not a neas ensemble file (format {meta.get('format')!r}); "
                 f"released .pth.tar files load with --official-checkpoint"
             )
-        space = SearchSpace.from_dict(_field(meta, "space", dict, where, {}))
-        arch = EnsembleArch.from_json(_field(meta, "arch", dict, where, {}))
+        try:
+            space = SearchSpace.from_dict(_field(meta, "space", dict, where, {}))
+            arch = EnsembleArch.from_json(_field(meta, "arch", dict, where, {}))
+        except NeasError as exc:
+            raise NeasError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeasError(f"{where}: damaged metadata ({exc!r})") from None
         num_classes = _field(meta, "num_classes", int, where)
         if num_classes is None or num_classes < 1:
             raise NeasError(
