@@ -4,17 +4,20 @@ and verify the export by running it on a batch and comparing with PyTorch."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from neas.data.datasets import crop_pct_for
+from neas.data.loader import MEAN, STD
 from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError, suggest
 
-__all__ = ["export", "FORMATS", "Calibrated"]
+__all__ = ["export", "onnx_metadata", "FORMATS", "Calibrated"]
 
 FORMATS = ("safetensors", "onnx")
 
@@ -25,8 +28,30 @@ def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
     return torch.randn(batch_size, net.space.in_channels, size, size, generator=gen)
 
 
-def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int) -> torch.Tensor:
+def onnx_metadata(net: EnsembleNet, info: "EnsembleFile | None", temperature: "float | None") -> dict[str, str]:
+    """What a user of the ONNX file needs to feed it: the input it expects and what its outputs mean
+    (``metadata_props``, every value a string; lists and the arch as JSON)."""
+    classes = list(info.classes) if info is not None and info.classes else None
+    return {
+        "input": "images: float32 (batch, 3, input_size, input_size), RGB, (pixel / 255 - mean) / std",
+        "input_size": str(net.space.input_size),
+        "mean": json.dumps(list(MEAN)),
+        "std": json.dumps(list(STD)),
+        "crop_pct": str(crop_pct_for("test")),  # resize the short side to input_size / crop_pct, center crop
+        "interpolation": "bicubic",
+        "output": "logits: float32 (batch, num_classes), the mean of the paths' logits"
+        + (" divided by the temperature" if temperature is not None else ""),
+        "classes": json.dumps(classes),
+        "num_classes": str(net.num_classes),
+        "temperature": json.dumps(temperature),
+        "arch": json.dumps(net.arch.to_json()),
+        "space": net.space.name,
+    }
+
+
+def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int, metadata: dict[str, str]) -> torch.Tensor:
     try:
+        import onnx
         import onnxruntime as ort
     except ImportError:
         raise NeasError("ONNX export needs the packages onnx and onnxruntime (pip install onnx onnxruntime)") from None
@@ -42,6 +67,9 @@ def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int) -> torc
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             dynamo=False,
         )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
@@ -83,7 +111,8 @@ def export(
     tmp = out.with_name(f".{out.name}.tmp")  # verified before it replaces anything at ``out``
     try:
         if fmt == "onnx":
-            got = _onnx(net if temperature is None else Calibrated(net, temperature), tmp, x, opset)
+            module = net if temperature is None else Calibrated(net, temperature)
+            got = _onnx(module, tmp, x, opset, onnx_metadata(net, info, temperature))
         else:
             fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)} if info is not None else {}
             for name in ("space", "arch", "num_classes"):

@@ -21,10 +21,12 @@ from pathlib import Path
 from neas import dist
 from neas.config import flat_fields, from_dict, option
 from neas.cost import parse_amount
+from neas.data.datasets import load_dataset
+from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
-from neas.recipes.search import SearchConfig, search
+from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import (
     ARCH,
@@ -43,6 +45,7 @@ from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
 from neas.search.pareto import PARETO_METRICS, pick_for_budgets
+from neas.space import SearchSpace
 
 __all__ = ["RunConfig", "run_pipeline", "DEMO"]
 
@@ -160,6 +163,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
         for text in cfg.budgets:
             _budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
+    _check_before_training(sn, se, rt)
     out = Path(cfg.out)
     resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
@@ -182,6 +186,22 @@ def run_pipeline(cfg: RunConfig) -> dict:
     summary = run.on_main(lambda: _summarise(run, arch_file, budgets)) or {}
     dist.barrier()
     return summary
+
+
+def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConfig) -> None:
+    """What the space and the dataset's labels alone can refuse, before the run directory is
+    written or anything trained: a budget no ensemble meets, a batch larger than a training part."""
+    space = SearchSpace.resolve(sn.space)
+    full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
+    check_budget(se, space, full.num_classes)
+    world = dist.get_world_size()
+    for section, cfg in (("supernet", sn), ("retrain", rt)):
+        train = len(holdout_split(full.labels, cfg.holdout)[0]) if cfg.holdout else len(full.labels)
+        if cfg.batch_size * world > train:
+            raise NeasError(
+                f"{section}.batch_size: {cfg.batch_size} x {world} process(es) is more than the {train} images of "
+                f"the training part ({sn.data}, holdout {cfg.holdout or 0:g})"
+            )
 
 
 def _link_retrain(run: RunDir, largest: Path) -> None:

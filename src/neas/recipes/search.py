@@ -53,7 +53,7 @@ from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet
 from neas.train.checkpoint import read_state
 
-__all__ = ["SearchConfig", "search"]
+__all__ = ["SearchConfig", "check_budget", "search"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,14 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
                 f"expensive {hi} "
                 f"({dearest}); {_describe_range(table, shrunk)}"
             )
+
+
+def check_budget(cfg: "SearchConfig", space: SearchSpace, num_classes: int) -> None:
+    """Refuses a MACs/FLOPs/params budget that no ensemble of ``space`` (with ``num_classes``
+    outputs) meets: it needs only the space, so `neas run` asks before training the supernet.
+    (A latency budget needs the measured table; the search checks it when it starts.)"""
+    shrunk = _restrict_split(ShrunkSpace.full(space), cfg.split)
+    _check_feasible(cfg.constraints, cost_table(space, num_classes), shrunk)
 
 
 def _check_latency_feasible(constraints: Constraints, latency: LatencyTable, shrunk: ShrunkSpace) -> None:

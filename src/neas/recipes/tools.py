@@ -18,6 +18,7 @@ from neas.errors import NeasError
 from neas.io import check_output
 from neas.rundir import MODEL, SUPERNET
 from neas.space import SearchSpace, resolve_arch_and_space
+from neas.space.arch import arch_file_record
 
 __all__ = ["ArchCommand", "SpaceCommand", "ExportCommand", "ReportCommand"]
 
@@ -29,16 +30,29 @@ class ArchCommand:
     arch: str = option(None, "neas-s, neas-m, neas-l or an arch JSON file", positional=True)
     space: "str | None" = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
     input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 8")
-    num_classes: int = option(1000, "classifier outputs", valid=">= 1")
+    num_classes: "int | None" = option(
+        None, "classifier outputs", default_help="the arch file's num_classes, else 1000", valid=">= 1"
+    )
     json: bool = option(False, "print one JSON object")
 
     def __call__(self) -> str:
         from neas.report.describe import arch_report, arch_summary
 
         arch, space = resolve_arch_and_space(self.arch, self.space)
+        if self.input_size is not None:  # the space's own size checks (an absurd size is refused, not allocated)
+            space = dataclasses.replace(space, input_size=self.input_size)
+        num_classes = self.num_classes or _stored_num_classes(self.arch)
         if self.json:
-            return json.dumps(arch_summary(space, arch, self.num_classes, self.input_size))
-        return arch_report(space, arch, self.num_classes, self.input_size, title=str(self.arch))
+            return json.dumps(arch_summary(space, arch, num_classes, self.input_size))
+        return arch_report(space, arch, num_classes, self.input_size, title=str(self.arch))
+
+
+def _stored_num_classes(arch_spec: str) -> int:
+    """The class count an arch file was searched for (a search's ``arch.json`` says), else ImageNet's."""
+    stored = arch_file_record(arch_spec).get("num_classes", 1000)
+    if not isinstance(stored, int) or isinstance(stored, bool) or stored < 1:
+        raise NeasError(f"{arch_spec}: field 'num_classes' must be a positive integer, got {stored!r:.40}")
+    return stored
 
 
 @dataclass

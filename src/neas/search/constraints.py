@@ -36,6 +36,10 @@ class Constraints:
     def __post_init__(self):
         validate_fields(self)
         for metric in _METRICS:
+            for bound in ("min", "max"):
+                value = getattr(self, f"{bound}_{metric}")
+                if value is not None and not value >= 0:  # also refuses nan
+                    raise NeasError(f"{bound}_{metric}: a budget must be >= 0, got {value}")
             lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
             if lo is not None and hi is not None and lo > hi:
                 raise NeasError(f"contradictory constraints: min_{metric}={lo} is larger than max_{metric}={hi}")

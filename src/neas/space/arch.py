@@ -24,7 +24,7 @@ from neas.space.presets import ARCH_PRESETS
 from neas.space.shrunk import ShrunkSpace
 from neas.space.space import SearchSpace
 
-__all__ = ["EnsembleArch", "resolve_arch_and_space"]
+__all__ = ["EnsembleArch", "arch_file_record", "resolve_arch_and_space"]
 
 
 def _randbelow(gen, n: int) -> int:
@@ -216,7 +216,9 @@ class EnsembleArch:
                 raise NeasError(f"malformed arch JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
         if not isinstance(data, dict) or "split" not in data or "paths" not in data:
             raise NeasError("arch JSON must be an object with the keys 'split' and 'paths'")
-        return EnsembleArch(data["split"], data["paths"], data.get("distinct", True))
+        arch = EnsembleArch(data["split"], data["paths"], data.get("distinct", True))
+        _check_path_acc(data.get("path_acc"), arch.num_paths)
+        return arch
 
     def save(self, path: "str | Path", **extra) -> None:
         write_json(path, {**self.to_json(), **extra}, indent=2)
@@ -288,18 +290,63 @@ class EnsembleArch:
         return EnsembleArch(s, tuple(tuple(p) for p in paths))
 
 
+def arch_file_record(arch_spec: "str | Path") -> dict:
+    """The JSON object of an arch file (a search's ``arch.json``: costs, scores, ``num_classes``,
+    ``space``); ``{}`` for a preset name."""
+    path = Path(arch_spec)
+    if str(arch_spec).lower() in ARCH_PRESETS or not (str(arch_spec).endswith(".json") or path.exists()):
+        return {}
+    EnsembleArch.load(path)  # a missing, non-UTF-8 or malformed file is refused here, naming it
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _stored_space(stored, arch_file: Path) -> SearchSpace:
+    """An arch file's ``"space"``: an inline mapping, a preset name, or a ``.yaml``/``.yml`` file
+    relative to the arch file's folder. A space file's own errors are not echoed: the arch file may
+    name any file, and its keys are none of the message's business."""
+    where = f"{arch_file}: field 'space'"
+    if isinstance(stored, dict):
+        try:
+            return SearchSpace.from_dict(stored)
+        except NeasError as exc:
+            raise NeasError(f"{where}: {exc}") from None
+    if not isinstance(stored, str) or not stored:
+        raise NeasError(f"{where} must be a preset name, a mapping or a .yaml file, got {type(stored).__name__}")
+    if not stored.endswith((".yaml", ".yml")):
+        return SearchSpace.preset(stored)
+    path = Path(stored).expanduser()
+    path = path if path.is_absolute() else arch_file.parent / path
+    if not path.is_file():
+        raise NeasError(f"{where}: no space file {path}")
+    try:
+        return SearchSpace.from_yaml(path)
+    except NeasError:
+        raise NeasError(f"{where}: {path} is not a search space YAML file") from None
+
+
+def _check_path_acc(acc, num_paths: int) -> None:
+    """A search's ``path_acc`` (one held-out top-1 per path), when the file has one."""
+    if acc is None:
+        return
+    numbers = isinstance(acc, list) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in acc
+    )
+    if not numbers or len(acc) != num_paths:
+        raise NeasError(
+            f"field 'path_acc' must be a list of {num_paths} accuracies in [0, 1] (one per path), got {acc!r:.80}"
+        )
+
+
 def resolve_arch_and_space(arch_spec: str, space_spec: "str | None" = None) -> tuple[EnsembleArch, SearchSpace]:
     """An arch (``neas-s/m/l`` or a JSON file) and its space: ``space_spec`` if given, else the
     space stored in the arch file (a search's ``arch.json``), else the imagenet space; validated."""
     arch = EnsembleArch.resolve(arch_spec)  # a file that is not UTF-8 JSON is refused here
-    stored = None
-    if str(arch_spec).endswith(".json") and Path(arch_spec).is_file():
-        stored = json.loads(Path(arch_spec).read_text(encoding="utf-8")).get("space")
+    stored = arch_file_record(arch_spec).get("space")
     if space_spec is not None:
         space = SearchSpace.resolve(space_spec)
-    elif isinstance(stored, dict):
-        space = SearchSpace.from_dict(stored)
+    elif stored is not None:
+        space = _stored_space(stored, Path(arch_spec))
     else:
-        space = SearchSpace.resolve(stored or "imagenet")
+        space = SearchSpace.preset("imagenet")
     arch.validate(space)
     return arch, space

@@ -23,6 +23,13 @@ from neas.space.presets import SPACE_PRESETS
 
 __all__ = ["Stage", "LayerSpec", "SearchSpace", "make_divisible"]
 
+# Sizes past these are refused when a space is read: a crafted file (a supernet's metadata, a YAML)
+# must not make the builder allocate hundreds of GB before any shape is checked (issue 30, item 16).
+MAX_CHANNELS = 100_000
+MAX_INPUT_SIZE = 4096
+MAX_WIDTH_MULT = 16.0
+MAX_LAYERS = 1000
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Channel rounding of timm / MobileNet: nearest multiple of ``divisor``, never < 90 %."""
@@ -211,8 +218,9 @@ class SearchSpace:
         ):
             if getattr(self, key) < 1:
                 raise NeasError(f"{where}: {key} must be positive, got {getattr(self, key)}")
-        if not self.width_mult > 0:
-            raise NeasError(f"{where}: width_mult must be positive, got {self.width_mult}")
+        if not 0 < self.width_mult <= MAX_WIDTH_MULT:  # also refuses nan and inf
+            raise NeasError(f"{where}: width_mult must be a number in (0, {MAX_WIDTH_MULT:g}], got {self.width_mult}")
+        self._validate_sizes(where)
         if not 0.0 <= self.dropout < 1.0:
             raise NeasError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
         n = sum(s.layers for s in self.stages)
@@ -228,3 +236,24 @@ class SearchSpace:
                 f"{where}: a first-of-stage layer needs {self.num_paths} distinct non-skip ops for "
                 f"{self.num_paths} paths, but 'ops' has only {mbconv}"
             )
+
+    def _validate_sizes(self, where: str) -> None:
+        """Upper bounds on every size, checked before any width is derived or any module is built."""
+        if self.input_size > MAX_INPUT_SIZE:
+            raise NeasError(f"{where}: input_size must be at most {MAX_INPUT_SIZE}, got {self.input_size}")
+        widths = {
+            "stem_channels": self.stem_channels,
+            "first_block_channels": self.first_block_channels,
+            "head_channels": self.head_channels,
+            "feature_channels": self.feature_channels,
+            "in_channels": self.in_channels,
+            **{f"stages[{i}].channels": s.channels for i, s in enumerate(self.stages)},
+        }
+        for key, value in widths.items():
+            if value * self.width_mult > MAX_CHANNELS:
+                raise NeasError(
+                    f"{where}: {key}={value} (x width_mult {self.width_mult:g}) exceeds {MAX_CHANNELS} channels"
+                )
+        layers = sum(s.layers for s in self.stages)
+        if layers > MAX_LAYERS:
+            raise NeasError(f"{where}: {layers} searchable layers; at most {MAX_LAYERS} are accepted")
