@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 import sys
 
-__all__ = ["NeasError", "suggest", "report_error"]
+__all__ = ["NeasError", "suggest", "show", "report_error"]
+
+MAX_MESSAGE = 1000  # characters of an error line: a crafted input must not print megabytes
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
 
 
 class NeasError(ValueError):
@@ -22,6 +28,12 @@ def suggest(word: str, choices) -> str:
     """Returns `` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def show(value, limit: int = 200) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for echoing user input in an error."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def report_error(exc: BaseException) -> int:
@@ -38,5 +50,8 @@ def report_error(exc: BaseException) -> int:
         raise exc
     else:
         message, status = f"unexpected {type(exc).__name__}: {exc} (set NEAS_DEBUG=1 to see the traceback)", 2
-    print(f"neas: error: {' '.join(message.split())}", file=sys.stderr)
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters cut)"
+    print(f"neas: error: {message}", file=sys.stderr)
     return status
