@@ -1,11 +1,18 @@
 """Fuzzed configs, overrides and flags (issue 30): every bad input ends as one ``neas: error:``
 line naming what was wrong, exit status 2, nothing written."""
 
+import time
 from pathlib import Path
 
 import pytest
 
 from neas.cli import main
+from neas.config import resolve_config
+from neas.recipes.train_supernet import SupernetConfig
+
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)
 
 
 def _one_error_line(capsys, code, *fragments):
@@ -44,3 +51,62 @@ def test_an_abbreviated_flag_is_refused_not_taken_for_the_long_one(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     _one_error_line(capsys, main(["train-supernet", "--epoch", "3"]), "--epoch", "did you mean '--epochs'")
     _nothing_written(tmp_path)
+
+
+def _refused(capsys, monkeypatch, tmp_path, argv, *fragments) -> str:
+    """Runs ``neas argv --out <cwd>/run`` in an empty directory: one error line, and nothing written there."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    err = _one_error_line(capsys, main([*argv, "--out", str(cwd / "run")]), *fragments)
+    _nothing_written(cwd)
+    return err
+
+
+def test_a_duplicate_yaml_key_is_refused_naming_the_key_and_the_file(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "dup.yaml"
+    config.write_text("space: tiny\nepochs: 1\nspace: cifar\n")
+    argv = ["train-supernet", "--config", str(config)]
+    _refused(capsys, monkeypatch, tmp_path, argv, str(config), "line 3", "duplicate key 'space'")
+
+
+def test_a_duplicate_key_in_an_override_is_refused_naming_the_override(tmp_path, monkeypatch, capsys):
+    argv = ["run", "supernet={epochs: 1, epochs: 2}"]
+    _refused(
+        capsys, monkeypatch, tmp_path, argv, "override 'supernet={epochs: 1, epochs: 2}'", "duplicate key 'epochs'"
+    )
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line_and_fast(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(BILLION_LAUGHS)
+    start = time.perf_counter()
+    err = _refused(capsys, monkeypatch, tmp_path, ["train-supernet", "--config", str(config)], "alias bomb")
+    assert time.perf_counter() - start < 5
+    assert len(err) < 300, err
+
+
+def test_a_long_value_is_cut_short_in_the_error_line(tmp_path, monkeypatch, capsys):
+    err = _refused(capsys, monkeypatch, tmp_path, ["train-supernet", "epochs=" + "x" * 100_000])
+    assert len(err) < 1200, len(err)
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("epochs=!!python/object:os.system", ["override 'epochs=!!python/object:os.system'", "python/object"]),
+        ("epochs=[1,", ["override 'epochs=[1,'", "malformed YAML"]),
+        ("download=off", ["download: expected true or false, got 'off'"]),
+    ],
+)
+def test_a_malformed_or_tagged_override_is_one_line_naming_the_override(
+    tmp_path, monkeypatch, capsys, override, fragments
+):
+    _refused(capsys, monkeypatch, tmp_path, ["train-supernet", override], *fragments)
+
+
+def test_override_booleans_are_yaml_1_2_so_off_no_yes_on_stay_strings():
+    for word in ("off", "no", "yes", "on", "Off"):
+        assert resolve_config(SupernetConfig, None, {}, [f"data_dir={word}"]).data_dir == word
+    assert resolve_config(SupernetConfig, None, {}, ["download=true"]).download is True
+    assert resolve_config(SupernetConfig, None, {}, ["download=False"]).download is False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from neas.errors import NeasError, suggest
+from neas.errors import NeasError, show, suggest
 
 __all__ = [
     "option",
@@ -106,7 +107,7 @@ def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
     if isinstance(spec, tuple):  # declared choices
         if value is not None and value not in spec:
             raise NeasError(
-                f"{name}: unknown {value!r}{suggest(str(value), [str(c) for c in spec])}; choose "
+                f"{name}: unknown {show(value)}{suggest(str(value), [str(c) for c in spec])}; choose "
                 f"{', '.join(map(str, spec))}"
             )
         return value
@@ -136,7 +137,7 @@ def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
         )
         phrase = f"be in {spec}"
     if not ok:
-        raise NeasError(f"{name} must {phrase}, got {value!r}")
+        raise NeasError(f"{name} must {phrase}, got {show(value)}")
     return value
 
 
@@ -197,8 +198,86 @@ def flat_fields(cls: type) -> tuple[FlatField, ...]:
     return tuple(out)
 
 
+MAX_YAML_NODES = 100_000  # values a YAML document may expand to through aliases (a config has a few hundred)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing duplicate keys and documents that aliases blow up."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, node.start_mark)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {show(key.value)} (first on line {seen[key.value].line + 1})",
+                            key.start_mark,
+                        )
+                    seen[key.value] = key.start_mark
+        return super().construct_mapping(node, deep)
+
+
+class _OverrideLoader(_Loader):
+    """:class:`_Loader` with YAML 1.2 booleans: only true/false, so ``off``, ``no``, ``yes``, ``on`` stay strings."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_OverrideLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _expanded_size(node, sizes: dict, mark) -> int:
+    """How many values ``node`` stands for with every alias expanded (memoised: aliases share nodes)."""
+    if id(node) in sizes:
+        if sizes[id(node)] is None:
+            raise yaml.constructor.ConstructorError(None, None, "a recursive alias", mark)
+        return sizes[id(node)]
+    sizes[id(node)] = None
+    children = node.value if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    size = 1 + sum(_expanded_size(child, sizes, mark) for child in children)
+    if size > MAX_YAML_NODES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"its aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?)", node.start_mark
+        )
+    sizes[id(node)] = size
+    return size
+
+
+def _parse_yaml(text: str, where: str, loader: type = _Loader) -> Any:
+    """``text`` read as one YAML document by ``loader``; errors are a NeasError naming ``where``."""
+    parser = loader(text)
+    try:
+        return parser.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NeasError(f"{where}:{at} malformed YAML: {problem}") from None
+    except RecursionError:
+        raise NeasError(f"{where}: malformed YAML: nested too deeply") from None
+    finally:
+        parser.dispose()
+
+
 def load_yaml(path: "str | Path") -> dict:
-    """Reads a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Reads a YAML mapping as ``yaml.safe_load`` does, refusing duplicate keys and alias bombs; errors name the
+    file."""
     path = Path(path)
     if not path.is_file():
         raise NeasError(f"{path}: no such file")
@@ -206,13 +285,7 @@ def load_yaml(path: "str | Path") -> dict:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NeasError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NeasError(f"{path}:{where}: malformed YAML: {problem}") from None
+    data = _parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -246,7 +319,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
             node[ff.path[-1]] = check_valid(ff.valid, _coerce(ff.hint, value, path), path)
             continue
         if key not in fields or key in nested:
-            raise NeasError(f"unknown key {path!r}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
+            raise NeasError(f"unknown key {show(path)}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
         kwargs[key] = check_valid(fields[key].metadata.get("valid"), _coerce(hints[key], value, path), path)
     for name, values in nested.items():
         kwargs[name] = from_dict(hints[name], values, where)
@@ -290,14 +363,14 @@ def apply_overrides(data: dict, overrides: "list[str]") -> dict:
     data = dict(data)
     for item in overrides:
         if "=" not in item:
-            raise NeasError(f"override {item!r}: expected key=value")
+            raise NeasError(f"override {show(item)}: expected key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
+        value = _parse_yaml(raw, f"override {show(item)}", _OverrideLoader) if raw else None
         node = data
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):
             if node.get(part) is not None and not isinstance(node[part], dict):
-                raise NeasError(f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+                raise NeasError(f"override {show(item)}: {'.'.join(parts[: i + 1])} is a value, not a section")
             node[part] = dict(node.get(part) or {})
             node = node[part]
         node[parts[-1]] = value
@@ -318,7 +391,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except NeasError as exc:
                 errors.append(str(exc))
-        raise NeasError(errors[0] if errors else f"{path}: invalid value {value!r}")
+        raise NeasError(errors[0] if errors else f"{path}: invalid value {show(value)}")
     if hint is Any:
         return value
     if callable(getattr(hint, "parse", None)):
@@ -327,7 +400,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return from_dict(hint, value, path)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise NeasError(f"{path}: expected a list, got {value!r}")
+            raise NeasError(f"{path}: expected a list, got {show(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise NeasError(f"{path}: expected {len(args)} values, got {len(value)}")
@@ -337,15 +410,15 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise NeasError(f"{path}: expected a mapping, got {value!r}")
+            raise NeasError(f"{path}: expected a mapping, got {show(value)}")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise NeasError(f"{path}: expected true or false, got {value!r}")
+            raise NeasError(f"{path}: expected true or false, got {show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise NeasError(f"{path}: expected an integer, got {value!r}")
+            raise NeasError(f"{path}: expected an integer, got {show(value)}")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -354,15 +427,15 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NeasError(f"{path}: expected a number, got {value!r}")
+            raise NeasError(f"{path}: expected a number, got {show(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise NeasError(f"{path}: expected a string, got {value!r}")
+            raise NeasError(f"{path}: expected a string, got {show(value)}")
         return str(value)
     if isinstance(hint, type) and isinstance(value, hint):
         return value
-    raise NeasError(f"{path}: cannot interpret {value!r} as {getattr(hint, '__name__', hint)}")
+    raise NeasError(f"{path}: cannot interpret {show(value)} as {getattr(hint, '__name__', hint)}")
 
 
 def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
