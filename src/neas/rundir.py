@@ -33,7 +33,7 @@ import yaml
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import write_json, write_text, write_yaml
+from neas.io import load_weights, write_json, write_text, write_yaml
 
 __all__ = [
     "RunDir",
@@ -45,6 +45,7 @@ __all__ = [
     "check_resume_config",
     "truncate_metrics",
     "is_run_dir",
+    "has_checkpoint",
     "NOT_COMPARED",
     "MARKER",
     "LOCK",
@@ -214,12 +215,27 @@ def is_run_dir(run: Path) -> bool:
     return (run / MARKER).is_file()
 
 
+def has_checkpoint(run: Path) -> bool:
+    """Whether ``run`` has something to resume from: ``state.json`` or a kept checkpoint (``state.json``
+    may be lost while a checkpoint survives: resuming falls back on it)."""
+    return (run / STATE).is_file() or any((run / CHECKPOINTS).glob("*.safetensors"))
+
+
 def _marker(run: Path) -> dict:
+    """The marker's fields ({} when there is none); a damaged marker is an error naming it."""
+    path = run / MARKER
     try:
-        marker = json.loads((run / MARKER).read_text())
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError("too large")
+        marker = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    return marker if isinstance(marker, dict) else {}
+    except (OSError, ValueError) as exc:
+        marker = exc
+    if not isinstance(marker, dict) or not all(isinstance(marker.get(k, ""), str) for k in ("kind", "cwd")):
+        why = marker if isinstance(marker, Exception) else "not a JSON object with kind and cwd strings"
+        raise NeasError(f"{path}: damaged run marker ({why}); nothing was touched: restore it, or choose another --out")
+    return marker
 
 
 def _check_kind(run: Path, kind: str) -> None:
@@ -280,7 +296,7 @@ def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore: 
         if not is_run_dir(run):
             raise NeasError(f"--resume: {run} is not a neas run directory (no {MARKER}); nothing in it was touched")
         _check_kind(run, kind)
-        if (run / STATE).is_file():
+        if has_checkpoint(run):
             check_resume_config(run, config, ignore)
         else:  # nothing to continue: start over in place, with the corrected config if it changed
             log.info("%s stopped before its first checkpoint: starting it over in place", run)
@@ -320,9 +336,7 @@ class RunDir:
         path = prepare_run_dir(cfg.out, resume, cfg, kind, ignore) if dist.is_main_process() else Path(cfg.out)
         dist.barrier()
         device = device if device is not None else torch.device("cpu")
-        return cls(
-            path, kind, bool(resume) and (path / STATE).is_file(), device, dist.get_rank(), dist.get_world_size()
-        )
+        return cls(path, kind, bool(resume) and has_checkpoint(path), device, dist.get_rank(), dist.get_world_size())
 
     @property
     def main(self) -> bool:
@@ -368,9 +382,16 @@ def _same_value(old, new, old_home: Path, old_cwd: Path, new_home: Path) -> bool
 
 
 def check_resume_config(run: Path, config, ignore: tuple = NOT_COMPARED) -> None:
-    """Refuses to continue ``run`` under a config that differs from its ``config.yaml`` (except ``ignore``)."""
+    """Refuses to continue ``run`` under a config that differs from its ``config.yaml`` (except
+    ``ignore``), and a run that has a checkpoint but lost its ``config.yaml``: the config it was
+    started with cannot be compared then (docs/DECISIONS.md, issue 30)."""
     path = run / CONFIG
     if not path.is_file():
+        if has_checkpoint(run):
+            raise NeasError(
+                f"--resume: {path} is missing, so the config {run} was started with cannot be checked; restore it "
+                f"(its values must match this run's), or start a new run with another --out"
+            )
         return
     try:
         old = yaml.safe_load(path.read_text()) or {}
@@ -413,11 +434,25 @@ def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
     write_text(path, "".join(line + "\n" for line in keep))
 
 
+def _damaged_weights(directory: Path, done: "list[str]") -> "str | None":
+    """Why a finished stage's weights file among ``done`` does not read back intact (header, SHA-256), or None."""
+    for name in done:
+        if name.endswith(".safetensors") and (directory / name).is_file():
+            try:
+                load_weights(directory / name)
+            except NeasError as exc:
+                return str(exc)
+    return None
+
+
 def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
     """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``): skips it when
     every file in ``done`` exists, resumes (or restarts in place) a stage directory it created,
     starts it otherwise. A directory that is not a neas run is refused, never deleted."""
-    if all((directory / f).is_file() for f in done):
+    damaged = _damaged_weights(directory, done)
+    if damaged:  # rebuilt by resuming the stage: from its last checkpoint (docs/DECISIONS.md, issue 30)
+        log.warning("%s: %s; rebuilding it by resuming the stage", name, damaged)
+    elif all((directory / f).is_file() for f in done):
         check_resume_config(directory, cfg)  # never a stale result for new settings
         log.info("%s: done already (%s)", name, directory)
         return

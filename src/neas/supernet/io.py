@@ -12,7 +12,7 @@ from pathlib import Path
 
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, read_metadata, save_tensors
-from neas.rundir import SUPERNET
+from neas.rundir import SUPERNET, has_checkpoint
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
 
@@ -80,6 +80,14 @@ class SupernetFile:
             raise NeasError(f"{where}: damaged supernet metadata ({exc!r})") from None
 
 
+def _damaged(path: Path, exc: NeasError) -> NeasError:
+    """``exc`` (a weights file that does not read back) with what to do when its run can rebuild it."""
+    message = str(exc).replace("not a readable safetensors file", "not a readable supernet file")
+    if has_checkpoint(path.parent):
+        message += "; --resume its run (neas train-supernet, or neas run) to rebuild it from the last checkpoint"
+    return NeasError(message)
+
+
 def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> None:
     """Writes ``model``'s weights with ``info`` (atomically)."""
     save_tensors(path, model.state_dict(), info.metadata())
@@ -93,7 +101,7 @@ def read_supernet_info(path: "str | Path") -> SupernetFile:
     try:
         meta = read_metadata(path)
     except NeasError as exc:
-        raise NeasError(str(exc).replace("not a readable safetensors file", "not a readable supernet file")) from None
+        raise _damaged(path, exc) from None
     return SupernetFile.from_metadata(meta, str(path))
 
 
@@ -102,7 +110,10 @@ def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetF
     path = Path(path)
     if path.is_dir():
         path = path / SUPERNET
-    tensors, meta = load_weights(path)
+    try:
+        tensors, meta = load_weights(path)
+    except NeasError as exc:
+        raise _damaged(path, exc) from None
     info = SupernetFile.from_metadata(meta, str(path))
     model = load_matching(
         Supernet(info.space, info.num_classes), tensors, f"{path}: the weights do not fit the stored space"
