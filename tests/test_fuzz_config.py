@@ -71,10 +71,8 @@ def test_a_duplicate_yaml_key_is_refused_naming_the_key_and_the_file(tmp_path, m
 
 
 def test_a_duplicate_key_in_an_override_is_refused_naming_the_override(tmp_path, monkeypatch, capsys):
-    argv = ["run", "supernet={epochs: 1, epochs: 2}"]
-    _refused(
-        capsys, monkeypatch, tmp_path, argv, "override 'supernet={epochs: 1, epochs: 2}'", "duplicate key 'epochs'"
-    )
+    argv = ["train-supernet", "epochs={a: 1, a: 2}"]
+    _refused(capsys, monkeypatch, tmp_path, argv, "override 'epochs={a: 1, a: 2}'", "duplicate key 'a'")
 
 
 def test_a_yaml_alias_bomb_is_refused_in_one_short_line_and_fast(tmp_path, monkeypatch, capsys):
