@@ -9,6 +9,7 @@ import safetensors.torch
 import torch
 
 from neas.cli import main
+from neas.config import from_dict
 from neas.report.describe import arch_summary
 from neas.space import EnsembleArch, SearchSpace
 from neas.supernet.io import FORMAT
@@ -205,3 +206,18 @@ def test_the_onnx_export_says_what_input_it_expects(tmp_path):
     assert float(props["crop_pct"]) == 0.875
     assert EnsembleArch.from_json(props["arch"]) == arch
     assert json.loads(props["temperature"]) == 1.5
+
+
+# --- item 20: the demo's ensemble -----------------------------------------------------------------
+
+
+def test_the_demo_searches_only_ensembles_whose_two_paths_differ():
+    from neas.config import load_yaml
+    from neas.recipes.run import DEMO, RunConfig
+
+    sn, se, _ = from_dict(RunConfig, load_yaml(DEMO)).stages()
+    space = SearchSpace.resolve(sn.space)
+    assert se.split is not None and max(se.split) < space.num_layers  # a private layer: distinct ops
+    for seed in range(20):
+        arch = EnsembleArch.sample(space, seed, split=se.split[seed % 2])
+        assert len(set(arch.paths)) == 2
