@@ -283,7 +283,7 @@ def test_unknown_yaml_key_suggests(tmp_path, capsys):
             ["--data", "imagefolder", "--data-dir", "/nonexistent/data"],
             "data directory /nonexistent/data does not exist",
         ),
-        (["--data", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--data", "imagenet"], "data: unknown 'imagenet' (did you mean 'imagefolder'?)"),
         (["--shrink", "diversty"], "did you mean 'diversity'"),
         (["--epochs", "0"], "epochs must be at least 1"),
     ],
