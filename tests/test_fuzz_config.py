@@ -54,11 +54,13 @@ def test_an_abbreviated_flag_is_refused_not_taken_for_the_long_one(tmp_path, mon
 
 
 def _refused(capsys, monkeypatch, tmp_path, argv, *fragments) -> str:
-    """Runs ``neas argv --out <cwd>/run`` in an empty directory: one error line, and nothing written there."""
+    """Runs ``neas argv`` (with ``--out <cwd>/run`` unless given) in an empty directory: one error line, and
+    nothing written there."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    err = _one_error_line(capsys, main([*argv, "--out", str(cwd / "run")]), *fragments)
+    out = [] if "--out" in argv else ["--out", str(cwd / "run")]
+    err = _one_error_line(capsys, main([*argv, *out]), *fragments)
     _nothing_written(cwd)
     return err
 
@@ -108,3 +110,32 @@ def test_override_booleans_are_yaml_1_2_so_off_no_yes_on_stay_strings():
         assert resolve_config(SupernetConfig, None, {}, [f"data_dir={word}"]).data_dir == word
     assert resolve_config(SupernetConfig, None, {}, ["download=true"]).download is True
     assert resolve_config(SupernetConfig, None, {}, ["download=False"]).download is False
+
+
+def test_an_override_is_blamed_for_its_own_error_not_the_config_file(tmp_path, monkeypatch, capsys):
+    err = _refused(capsys, monkeypatch, tmp_path, ["run", "retrain=5"], "retrain:", "(in override 'retrain=5')")
+    assert "demo.yaml" not in err, err
+
+
+@pytest.mark.parametrize("budget", [".inf", ".nan", "-.inf"])
+def test_an_infinite_or_nan_budget_is_one_line_naming_the_field(tmp_path, monkeypatch, capsys, budget):
+    config = tmp_path / "search.yaml"
+    config.write_text(f"max_macs: {budget}\n")
+    _refused(capsys, monkeypatch, tmp_path, ["search", "--config", str(config)], "max_macs:", "finite number")
+
+
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["train-supernet", "--out", ""], ["--out: an empty path"]),
+        (["train-supernet", 'out=""'], ["out: an empty path", "(in override 'out=\"\"')"]),
+        (["train-supernet", "holdout=1e-300"], ["holdout must be at least 0.01", "1e-300"]),
+        (["retrain", "--arch", "a", "--holdout", "0.001"], ["holdout must be 0 or at least 0.01"]),
+        (["train-supernet", "--warmup-epochs", "100", "--epochs", "1"], ["warmup_epochs (100) must be less than"]),
+        (["retrain", "--arch", "a", "--warmup-epochs", "5", "--epochs", "5"], ["warmup_epochs (5) must be less than"]),
+    ],
+)
+def test_an_empty_out_a_vanishing_holdout_or_a_warmup_past_the_epochs_is_refused(
+    tmp_path, monkeypatch, capsys, argv, fragments
+):
+    _refused(capsys, monkeypatch, tmp_path, argv, *fragments)

@@ -307,20 +307,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key in routes:  # a nested settings field, spelled flat: checked under the user's spelling
-            ff = routes[key]
-            if isinstance(value, dict):
-                raise NeasError(
-                    f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)"
-                )
-            node = nested[ff.path[0]]
-            for part in ff.path[1:-1]:
-                node = node.setdefault(part, {})
-            node[ff.path[-1]] = check_valid(ff.valid, _coerce(ff.hint, value, path), path)
-            continue
-        if key not in fields or key in nested:
-            raise NeasError(f"unknown key {show(path)}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
-        kwargs[key] = check_valid(fields[key].metadata.get("valid"), _coerce(hints[key], value, path), path)
+        try:
+            _read_key(key, value, path, routes, nested, fields, hints, keys, kwargs)
+        except NeasError as exc:
+            exc.key = key  # the outermost key wins: resolve_config names where it came from
+            raise
     for name, values in nested.items():
         kwargs[name] = from_dict(hints[name], values, where)
     missing = [
@@ -331,6 +322,26 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if missing:
         raise NeasError(f"{where or cls.__name__}: missing required key(s) {', '.join(missing)}")
     return cls(**kwargs)
+
+
+def _read_key(key, value, path: str, routes: dict, nested: dict, fields: dict, hints: dict, keys: list, kwargs: dict):
+    """Checks one key of :func:`from_dict`'s mapping into ``kwargs`` (or ``nested`` for flat-spelled settings)."""
+    if key in routes:  # a nested settings field, spelled flat: checked under the user's spelling
+        ff = routes[key]
+        if isinstance(value, dict):
+            raise NeasError(
+                f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)"
+            )
+        node = nested[ff.path[0]]
+        for part in ff.path[1:-1]:
+            node = node.setdefault(part, {})
+        node[ff.path[-1]] = check_valid(ff.valid, _coerce(ff.hint, value, path), path)
+        return
+    if key not in fields or key in nested:
+        raise NeasError(f"unknown key {show(path)}{suggest(str(key), keys)}; valid keys: {', '.join(keys)}")
+    kwargs[key] = check_valid(fields[key].metadata.get("valid"), _coerce(hints[key], value, path), path)
+    if key == "out" and isinstance(kwargs[key], str) and not kwargs[key].strip():
+        raise NeasError("out: an empty path; give a directory (the current directory is never a run directory)")
 
 
 def to_dict(obj: Any) -> Any:
@@ -395,7 +406,10 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is Any:
         return value
     if callable(getattr(hint, "parse", None)):
-        return hint.parse(value)
+        try:
+            return hint.parse(value)
+        except NeasError as exc:
+            raise NeasError(str(exc) if str(exc).startswith(path) else f"{path}: {exc}") from None
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if origin in (tuple, list):
@@ -507,11 +521,20 @@ def resolve_config(
     """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
     that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values."""
     data = load_yaml(config_file) if config_file else {}
+    source = dict.fromkeys(data, f"{config_file}: ")  # where each top-level key was last set: a prefix or suffix
     keys = {ff.key for ff in flat_fields(cls)}
-    data.update({k: v for k, v in (flags or {}).items() if k in keys and v is not None})
-    data = apply_overrides(data, overrides or [])
+    given = {k: v for k, v in {**(flags or {}), **(fixed or {})}.items() if k in keys and v is not None}
+    data.update(given)
+    source.update(dict.fromkeys(given, ""))  # a flag's error names the flag (below)
+    for item in overrides or []:
+        data = apply_overrides(data, [item])
+        source[item.split("=", 1)[0].strip().split(".")[0]] = f" (in override {show(item)})"
     data.update(fixed or {})
     try:
         return from_dict(cls, data)
     except NeasError as exc:
-        raise NeasError(f"{config_file}: {exc}" if config_file else str(exc)) from None
+        key, message = getattr(exc, "key", None), str(exc)
+        if key in given and source[key] == "" and message.startswith(key):
+            message = f"--{key.replace('_', '-')}{message[len(key) :]}"
+        blamed = source.get(key, f"{config_file}: " if config_file else "")
+        raise NeasError(f"{message}{blamed}" if blamed.startswith(" ") else f"{blamed}{message}") from None

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
-from neas.errors import NeasError
+from neas.errors import NeasError, show
 from neas.nn import GlobalAvgPool, measure_pieces
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces
 
@@ -182,7 +182,7 @@ class Amount(int):
 
 def parse_amount(text: "str | int | float") -> int:
     """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
         return int(text)
     raw = str(text).strip()
     scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(raw[-1:].lower(), 1)
@@ -191,8 +191,8 @@ def parse_amount(text: "str | int | float") -> int:
         value = float(number)
     except ValueError:
         raise NeasError(
-            f"cannot read {text!r} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
+            f"cannot read {show(text)} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
         ) from None
     if not math.isfinite(value) or value < 0:
-        raise NeasError(f"amount {text!r} must be a finite number >= 0")
+        raise NeasError(f"amount {show(text)} must be a finite number >= 0")
     return int(round(value * scale))

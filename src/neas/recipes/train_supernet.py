@@ -73,6 +73,15 @@ class SupernetConfig(DataOptions, TrainOptions):
 
     def __post_init__(self):
         validate_fields(self)
+        if self.holdout < 0.01:  # 1% of the training split: a search is never scored on a handful of images
+            raise NeasError(
+                f"holdout must be at least 0.01 (the search is scored on the held-out images), got {self.holdout!r}"
+            )
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            raise NeasError(
+                f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs}): the learning rate "
+                "would never reach its base value"
+            )
 
 
 def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, world: int):
