@@ -1,6 +1,8 @@
 """Fuzzed configs, overrides and flags (issue 30): every bad input ends as one ``neas: error:``
 line naming what was wrong, exit status 2, nothing written."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,7 +129,7 @@ def test_an_infinite_or_nan_budget_is_one_line_naming_the_field(tmp_path, monkey
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (["train-supernet", "--out", ""], ["--out: an empty path"]),
+        (["train-supernet", "--out", ""], ["out: an empty path"]),
         (["train-supernet", 'out=""'], ["out: an empty path", "(in override 'out=\"\"')"]),
         (["train-supernet", "holdout=1e-300"], ["holdout must be at least 0.01", "1e-300"]),
         (["retrain", "--arch", "a", "--holdout", "0.001"], ["holdout must be 0 or at least 0.01"]),
@@ -139,3 +141,19 @@ def test_an_empty_out_a_vanishing_holdout_or_a_warmup_past_the_epochs_is_refused
     tmp_path, monkeypatch, capsys, argv, fragments
 ):
     _refused(capsys, monkeypatch, tmp_path, argv, *fragments)
+
+
+def test_the_parser_and_the_top_level_help_import_no_torch():
+    code = "import sys, neas.cli; neas.cli.build_parser(); print(sorted({'torch', 'timm', 'pymoo'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    code = "import runpy, sys; sys.argv = ['neas', '--help']\ntry: runpy.run_module('neas', run_name='__main__')\n"
+    code += "except SystemExit: print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False"), out
+
+
+def test_a_command_help_still_lists_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-supernet", "--help"])
+    assert "--warmup-epochs" in capsys.readouterr().out

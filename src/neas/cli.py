@@ -34,6 +34,21 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    fill = None  # a subcommand's arguments, added the first time it is parsed or its help shown
+
+    def _filled(self) -> None:
+        fill, self.fill = self.fill, None
+        if fill is not None:
+            fill()
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
+
     def error(self, message: str):
         choice = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from", message)
         commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
@@ -67,6 +82,12 @@ def _parsers(parser: argparse.ArgumentParser):
 def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=(), required=()) -> None:
     help = help.replace("%", "%%")  # argparse formats help strings with %
     p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(handler=handler, schema=schema, fixed=required)
+    p.fill = lambda: _options(p, name, schema, extra, skip, required)  # when this command is parsed or helped
+
+
+def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra, skip, required) -> None:
+    """Adds a command's arguments; only then is its schema's module (and torch) imported."""
     if schema is not None:
         cls = _schema(schema)
         yaml_config = not schema.split(":")[1].endswith("Command")
@@ -90,7 +111,6 @@ def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(),
             )
     for flag, kw in extra:
         p.add_argument(flag, **kw)
-    p.set_defaults(handler=handler, schema=schema, fixed=required)
 
 
 def build_parser() -> argparse.ArgumentParser:

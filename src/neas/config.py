@@ -525,7 +525,7 @@ def resolve_config(
     keys = {ff.key for ff in flat_fields(cls)}
     given = {k: v for k, v in {**(flags or {}), **(fixed or {})}.items() if k in keys and v is not None}
     data.update(given)
-    source.update(dict.fromkeys(given, ""))  # a flag's error names the flag (below)
+    source.update(dict.fromkeys(given, ""))  # a flag's error names its key
     for item in overrides or []:
         data = apply_overrides(data, [item])
         source[item.split("=", 1)[0].strip().split(".")[0]] = f" (in override {show(item)})"
@@ -534,7 +534,5 @@ def resolve_config(
         return from_dict(cls, data)
     except NeasError as exc:
         key, message = getattr(exc, "key", None), str(exc)
-        if key in given and source[key] == "" and message.startswith(key):
-            message = f"--{key.replace('_', '-')}{message[len(key) :]}"
         blamed = source.get(key, f"{config_file}: " if config_file else "")
         raise NeasError(f"{message}{blamed}" if blamed.startswith(" ") else f"{blamed}{message}") from None

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from neas import dist
-from neas.rundir import ARCH, MODEL, SUPERNET
-
 __all__ = ["COMMANDS", "ABLATIONS"]
 
 
-def _artefact(runner: str, name: str):
+def _artefact(runner: str, constant: str):
+    """A handler that runs ``neas.recipes.<runner>.<runner>`` and prints the file of :mod:`neas.rundir` named by
+    ``constant``; nothing that imports torch is imported before it runs (``neas --help`` stays fast)."""
+
     def handle(cfg, args) -> None:
+        dist = importlib.import_module("neas.dist")
+        name = getattr(importlib.import_module("neas.rundir"), constant)
         run = getattr(importlib.import_module(f"neas.recipes.{runner}"), runner)(cfg)
         if dist.is_main_process():
             print(f"{name.split('.')[0]}: {run / name}")
@@ -34,19 +36,19 @@ COMMANDS = {
     "train-supernet": (
         "train the K-path supernet with search-space shrinking",
         "neas.recipes.train_supernet:SupernetConfig",
-        _artefact("train_supernet", SUPERNET),
+        _artefact("train_supernet", "SUPERNET"),
         (),
     ),
     "search": (
         "search the trained supernet for the best ensemble under a budget",
         "neas.recipes.search:SearchConfig",
-        _artefact("search", ARCH),
+        _artefact("search", "ARCH"),
         (),
     ),
     "retrain": (
         "retrain an ensemble from scratch with the released models' recipe",
         _RETRAIN,
-        _artefact("retrain", MODEL),
+        _artefact("retrain", "MODEL"),
         (),
     ),
     "evaluate": (
