@@ -78,3 +78,15 @@ def test_the_lock_file_is_never_followed_through_a_symlink(tmp_path):
     with pytest.raises(NeasError, match="cannot open the lock file"):
         rundir.prepare_run_dir(out, True, _cfg(out, resume=True), "retrain")
     assert outside.read_text() == "keep me\n"
+
+
+def test_report_of_a_file_says_it_is_a_file_not_that_the_directory_is_missing(tmp_path, capsys):
+    from neas.cli import main
+
+    given = tmp_path / "eval.json"
+    given.write_text("{}")
+    assert main(["report", str(given)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neas: error: ")
+    assert "is a file, not a run directory" in err
+    assert len(err.splitlines()) == 1

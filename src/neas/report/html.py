@@ -173,6 +173,8 @@ code{{background:#f4f4f4}}</style></head>
 def build_report(run: "str | Path") -> Path:
     """Renders every figure the run's artefacts allow; returns the path of index.html."""
     run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise NeasError(f"{run} is a file, not a run directory (give the directory that holds {ARCH} or search/)")
     if not run.is_dir():
         raise NeasError(f"run directory {run} does not exist")
     out = run / REPORT
