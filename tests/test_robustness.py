@@ -234,7 +234,7 @@ def test_a_forced_export_that_fails_verification_keeps_the_old_file(tmp_path, mo
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the previous export")
     monkeypatch.setattr(
-        export_module, "_onnx", lambda net, path, x, opset: (Path(path).write_bytes(b"bad"), net(x) + 1)[1]
+        export_module, "_onnx", lambda net, path, x, opset, metadata: (Path(path).write_bytes(b"bad"), net(x) + 1)[1]
     )
     with pytest.raises(NeasError, match="export check failed"):
         arch, space = resolve_arch_and_space("neas-s", None)
