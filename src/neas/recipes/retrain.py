@@ -87,7 +87,11 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
 
     def __post_init__(self):
         check_valid(tuple(RETRAIN_PRESETS), self.recipe, "recipe")
-        if self.warmup_epochs is not None and self.epochs is not None and self.warmup_epochs >= self.epochs > 0:
+        preset_warmup = RETRAIN_PRESETS[self.recipe].get("warmup_epochs")
+        given_warmup = (
+            self.warmup_epochs is not None and self.warmup_epochs != preset_warmup
+        )  # the preset's runs any length
+        if given_warmup and self.epochs is not None and self.warmup_epochs >= self.epochs > 0:
             raise NeasError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
         if 0 < self.holdout < 0.01:
             raise NeasError(f"holdout must be 0 or at least 0.01, got {self.holdout!r}")

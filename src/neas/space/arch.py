@@ -292,7 +292,9 @@ class EnsembleArch:
 
 def arch_file_record(arch_spec: "str | Path") -> dict:
     """The JSON object of an arch file (a search's ``arch.json``: costs, scores, ``num_classes``,
-    ``space``); ``{}`` for a preset name."""
+    ``space``); ``{}`` for a preset name or an arch given as an object."""
+    if not isinstance(arch_spec, (str, Path)):
+        return {}
     path = Path(arch_spec)
     if str(arch_spec).lower() in ARCH_PRESETS or not (str(arch_spec).endswith(".json") or path.exists()):
         return {}
