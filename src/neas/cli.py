@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 
 from neas.config import add_options, resolve_config
-from neas.errors import NeasError, report_error, suggest
+from neas.errors import report_error
+from neas.parser import Parser
 from neas.recipes import ABLATIONS, COMMANDS
 
 __all__ = ["main", "build_parser"]
@@ -24,59 +24,6 @@ __all__ = ["main", "build_parser"]
 def _schema(spec: str) -> type:
     module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse without prefix matching (``--epoch`` is not ``--epochs``), whose errors are one
-    :class:`NeasError` line (``neas: error: ...``) instead of a usage block and ``exit(2)``."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    fill = None  # a subcommand's arguments, added the first time it is parsed or its help shown
-
-    def _filled(self) -> None:
-        fill, self.fill = self.fill, None
-        if fill is not None:
-            fill()
-
-    def parse_known_args(self, args=None, namespace=None):
-        self._filled()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        self._filled()
-        return super().format_help()
-
-    def error(self, message: str):
-        choice = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from", message)
-        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        if choice and commands and choice.group(1) in ("COMMAND", "ABLATION"):
-            names = list(commands[0].choices)
-            what = "command" if choice.group(1) == "COMMAND" else "ablation"
-            raise NeasError(
-                f"{self.prog}: unknown {what} {choice.group(2)!r}{suggest(choice.group(2), names)}; "
-                f"{what}s: {', '.join(names)}"
-            )
-        unknown = re.match(r"unrecognized arguments: (-\S+)", message)
-        if unknown:
-            flags = [f for p in _parsers(self) for a in p._actions for f in a.option_strings]
-            message += suggest(unknown.group(1).split("=")[0], flags)
-        kind = re.match(r"argument (\S+): invalid (int|float) value: (.*)", message)
-        if kind:
-            number = "an integer" if kind.group(2) == "int" else "a number"
-            message = f"{kind.group(1)}: expected {number}, got {kind.group(3)}"
-        raise NeasError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def _parsers(parser: argparse.ArgumentParser):
-    """``parser`` and every subparser built under it."""
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _parsers(sub)
 
 
 def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=(), required=()) -> None:
@@ -92,14 +39,9 @@ def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra,
         cls = _schema(schema)
         yaml_config = not schema.split(":")[1].endswith("Command")
         if yaml_config:
+            demo = " (default: the built-in digits demo, configs/demo.yaml, which sets its own values)"
             p.add_argument(
-                "--config",
-                help="YAML file with any of the options below as keys"
-                + (
-                    " (default: the built-in digits demo, configs/demo.yaml, which sets its own values)"
-                    if name == "run"
-                    else ""
-                ),
+                "--config", help="YAML file with any of the options below as keys" + (demo if name == "run" else "")
             )
         add_options(p, cls, skip, required)
         if yaml_config:
@@ -114,7 +56,7 @@ def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="neas", description="One-shot neural ensemble architecture search (NEAS).")
+    parser = Parser(prog="neas", description="One-shot neural ensemble architecture search (NEAS).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help, schema, handler, extra) in COMMANDS.items():

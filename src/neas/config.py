@@ -388,6 +388,19 @@ def apply_overrides(data: dict, overrides: "list[str]") -> dict:
     return data
 
 
+def _coerce_sequence(origin, args: tuple, value: Any, path: str):
+    """A list or tuple value, each item coerced to its type."""
+    if not isinstance(value, (list, tuple)):
+        raise NeasError(f"{path}: expected a list, got {show(value)}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise NeasError(f"{path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    inner = args[0] if args else Any
+    items = [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
+
+
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -413,15 +426,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise NeasError(f"{path}: expected a list, got {show(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise NeasError(f"{path}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        inner = args[0] if args else Any
-        items = [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(origin, args, value, path)
     if origin is dict:
         if not isinstance(value, dict):
             raise NeasError(f"{path}: expected a mapping, got {show(value)}")
