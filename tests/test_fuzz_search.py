@@ -221,3 +221,20 @@ def test_the_demo_searches_only_ensembles_whose_two_paths_differ():
     for seed in range(20):
         arch = EnsembleArch.sample(space, seed, split=se.split[seed % 2])
         assert len(set(arch.paths)) == 2
+
+
+def test_a_retrain_batch_larger_than_the_training_part_is_refused_before_its_run_directory_exists(tmp_path, capsys):
+    from neas.cli import main
+    from neas.space import EnsembleArch, SearchSpace
+
+    space = SearchSpace.preset("tiny")
+    arch_file = tmp_path / "arch.json"
+    EnsembleArch.sample(space, 1).save(arch_file, space=space.to_dict())
+    out = tmp_path / "rt"
+    code = main(["retrain", "--arch", str(arch_file), "--data", "digits", "--batch-size", "10000000",
+                 "--device", "cpu", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("neas: error: batch_size: 10000000 x 1 process(es) is more than the")
+    assert len(err.splitlines()) == 1
+    assert not out.exists()

@@ -146,6 +146,12 @@ def _setup_data(cfg: RetrainConfig, space):
         keep, held = holdout_split(train.labels, cfg.holdout)
         train, held_out = train.subset(keep), evaluation_view(train, held)  # held out: seen as the test split is
         test = test if test is not None else held_out
+    world = dist.get_world_size()
+    if len(train) < cfg.batch_size * world:  # refused before the run directory exists
+        raise NeasError(
+            f"batch_size: {cfg.batch_size} x {world} process(es) is more than the {len(train)} training images; "
+            f"use --batch-size {max(1, len(train) // world)} or less"
+        )
     return train, test, held_out
 
 
