@@ -362,9 +362,6 @@ class RunDir:
         """Runs ``action`` on rank 0 only (a file write that is not JSON or text); None elsewhere."""
         return action() if self.main else None
 
-    def read_config(self) -> dict:
-        return yaml.safe_load((self.path / CONFIG).read_text()) or {}
-
 
 def _same_value(old, new, old_home: Path, old_cwd: Path, new_home: Path) -> bool:
     """Whether a config value is unchanged: equal, or paths naming the same place — resolved (old

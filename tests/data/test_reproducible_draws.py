@@ -56,39 +56,15 @@ def arch_file(tmp_path_factory):
     return path
 
 
+def _streamed(folder, workers: int, out) -> list[str]:
+    """The flags both streamed runs share: an image folder read from disk by ``workers`` loader processes."""
+    fixed = "--data imagefolder --decode stream --epochs 2 --batch-size 8 --device cpu".split()
+    return [*fixed, "--data-dir", str(folder), "--workers", str(workers), "--out", str(out)]
+
+
 def _retrain(folder, arch_file, out, workers: int, *extra: str) -> int:
-    return main(
-        [
-            "retrain",
-            "--arch",
-            str(arch_file),
-            "--data",
-            "imagefolder",
-            "--data-dir",
-            str(folder),
-            "--decode",
-            "stream",
-            "--workers",
-            str(workers),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-            "--randaugment",
-            "rand-m9-mstd0.5",
-            "--erase-prob",
-            "0.5",
-            "--holdout",
-            "0.2",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    augment = "--seed 3 --randaugment rand-m9-mstd0.5 --erase-prob 0.5 --holdout 0.2".split()
+    return main(["retrain", "--arch", str(arch_file), *_streamed(folder, workers, out), *augment, *extra])
 
 
 def _same_tensors(a, b) -> bool:
@@ -114,37 +90,8 @@ def test_a_streamed_retrain_killed_and_resumed_equals_an_uninterrupted_one(folde
 
 def test_streamed_supernet_training_is_the_same_with_0_and_2_loader_workers(folder, tmp_path):
     def train(out, workers):
-        return main(
-            [
-                "train-supernet",
-                "--space",
-                "tiny",
-                "--data",
-                "imagefolder",
-                "--data-dir",
-                str(folder),
-                "--decode",
-                "stream",
-                "--workers",
-                str(workers),
-                "--epochs",
-                "2",
-                "--batch-size",
-                "8",
-                "--device",
-                "cpu",
-                "--seed",
-                "1",
-                "--shrink",
-                "none",
-                "--bn-batches",
-                "1",
-                "--probe-images",
-                "6",
-                "--out",
-                str(out),
-            ]
-        )
+        shrink = "--space tiny --seed 1 --shrink none --bn-batches 1 --probe-images 6".split()
+        return main(["train-supernet", *_streamed(folder, workers, out), *shrink])
 
     assert train(tmp_path / "w0", 0) == 0
     assert train(tmp_path / "w2", 2) == 0
