@@ -1,0 +1,322 @@
+"""Runs independent ``neas`` jobs through submitit: in-process (``debug``), as local subprocesses
+(``local``) or as a SLURM job array (``slurm``).
+
+A :class:`Job` is an ordinary ``neas`` command line in its own run directory, e.g.::
+
+    Job("single-s0", ["retrain", "--arch", "a.json", "--out", "R/single-s0", "--seed", "0"], "R/single-s0", "eval.json")
+    run_jobs(jobs, executor="local", max_parallel=2, log_dir="R/jobs")
+
+Decisions:
+
+- a job whose ``done`` file exists is skipped; one whose run directory has the marker (it was
+  started, then killed) is run again with ``--resume`` appended (unless ``resume=False``: ``rank``
+  and ``ablate`` continue their directory without the flag); any other job runs as given;
+- the submitted callable is :class:`NeasCommand`, a small module-level class that calls the CLI's
+  ``main(argv)`` in the job's process and raises when it returns non-zero. It names the CLI as the
+  string ``"neas.cli:main"``, resolved when the job runs: the library never imports the CLI (no
+  import cycle through the recipes that use this module). Its pickles, written by submitit into
+  ``log_dir``, hold only our own job descriptions (a string and an argv);
+- ``local`` runs at most ``max_parallel`` jobs at once (submitit's LocalExecutor would start all of
+  them), each with ``OMP_NUM_THREADS = max(1, cpus // max_parallel)`` and, when there are CUDA
+  devices, one of them (``CUDA_VISIBLE_DEVICES``, round-robin over the parallel slots). The devices
+  are those ``CUDA_VISIBLE_DEVICES`` lists when it is set, else ``torch.cuda.device_count()`` (asked
+  only then, and it creates no CUDA context in this process);
+- ``slurm`` submits one job array (``array_parallelism`` defaults to ``max_parallel``); a job that
+  is preempted or times out is requeued by submitit through :meth:`NeasCommand.checkpoint`, which
+  resubmits the same argv with ``--resume``;
+- when a job fails the others still run to the end; then one :class:`~neas.errors.NeasError` names
+  every failed job with its run directory, its last ``neas: error:`` line and its stderr log
+  (``check=False`` returns the records, ``status="failed"``, instead). Finished jobs are skipped on
+  the next call, so a rerun repeats only the failed ones;
+- progress: one log line per finished job (name, status, seconds) and a tqdm bar over all jobs.
+
+submitit is imported only where a batch is run, so a missing install is a one-line error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from neas.errors import NeasError, show, suggest
+from neas.rundir import is_run_dir
+
+__all__ = ["Job", "JobResult", "NeasCommand", "run_jobs", "EXECUTORS", "SLURM_KEYS", "CLI"]
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("debug", "local", "slurm")
+CLI = "neas.cli:main"  # what a job runs: the neas command line, resolved by name in the job's process
+RESUME = "--resume"
+# The keys of run_jobs(slurm=...): submitit's names; additional_parameters are extra #SBATCH options.
+SLURM_KEYS = (
+    "partition",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "timeout_min",
+    "array_parallelism",
+    "additional_parameters",
+    "setup",
+)
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill a retraining
+POLL_S = {"local": 0.1, "slurm": 15.0}  # between checks of running jobs (submitit rate-limits sacct itself)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``neas`` command in its own run directory."""
+
+    name: str  # in log lines and errors
+    argv: tuple[str, ...]  # the neas command line without "neas", e.g. ("retrain", "--out", "R/a", ...)
+    out: Path  # the run directory the command writes
+    done: "str | None" = None  # a file in ``out`` whose existence means the job finished
+    resume: bool = True  # whether an unfinished run directory is continued with --resume
+
+    def __post_init__(self):
+        object.__setattr__(self, "argv", tuple(str(a) for a in self.argv))
+        object.__setattr__(self, "out", Path(self.out))
+        if not self.argv:
+            raise NeasError(f"job {self.name!r}: empty neas command line")
+
+    @property
+    def finished(self) -> bool:
+        return self.done is not None and (self.out / self.done).is_file()
+
+    def command(self) -> list[str]:
+        """The argv to run now: with ``--resume`` when an earlier attempt left its run directory."""
+        argv = list(self.argv)
+        if self.resume and RESUME not in argv and self.out.is_dir() and is_run_dir(self.out):
+            argv.append(RESUME)
+        return argv
+
+
+@dataclass
+class JobResult:
+    """What became of one job."""
+
+    name: str
+    out: Path
+    status: str  # "done", "skipped" (finished before) or "failed"
+    seconds: float = 0.0  # the run's own time (from submission to completion when it failed)
+    error: str = field(default="", repr=False)  # one line naming the failure and its log
+
+
+class NeasCommand:
+    """The callable submitit runs: ``main(argv)`` of ``target`` (``"module:function"``, the neas CLI
+    unless a test says otherwise) in the job's process. Returns the run's seconds; raises when the
+    command exits non-zero, so submitit records the job as failed. submitit calls :meth:`checkpoint`
+    when the job is preempted or times out (duck-typed like ``submitit.helpers.Checkpointable``)."""
+
+    def __init__(self, target: str = CLI):
+        self.target = target
+
+    def __call__(self, argv: Sequence[str]) -> float:
+        module, _, name = self.target.partition(":")
+        main = getattr(importlib.import_module(module), name)
+        start = time.perf_counter()
+        try:
+            status = main(list(argv))
+        except SystemExit as exc:  # argparse's --help and its exits
+            status = exc.code if isinstance(exc.code, int) or exc.code is None else 1
+        if status:
+            raise RuntimeError(f"neas {' '.join(argv)} exited with status {status}")
+        return time.perf_counter() - start
+
+    def checkpoint(self, argv: Sequence[str]):
+        """The requeued submission: the same command, continued with ``--resume``."""
+        from submitit.helpers import DelayedSubmission
+
+        argv = list(argv)
+        return DelayedSubmission(NeasCommand(self.target), argv if RESUME in argv else [*argv, RESUME])
+
+
+def _submitit(executor: str):
+    try:
+        import submitit
+    except ImportError:
+        raise NeasError(f"--executor {executor}: submitit is not installed (pip install 'submitit>=1.5')") from None
+    return submitit
+
+
+def _check(jobs: "list[Job]", executor: str, max_parallel: int, slurm: "dict | None") -> None:
+    if executor not in EXECUTORS:
+        raise NeasError(
+            f"--executor {show(executor)}: choose one of {', '.join(EXECUTORS)}{suggest(executor, EXECUTORS)}"
+        )
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise NeasError(f"--max-parallel must be an integer >= 1, got {show(max_parallel)}")
+    unknown = sorted(set(slurm or {}) - set(SLURM_KEYS))
+    if unknown:
+        raise NeasError(
+            f"slurm option {unknown[0]!r} is unknown{suggest(unknown[0], SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
+        )
+    names, outs = set(), {}
+    for job in jobs:
+        if job.name in names:
+            raise NeasError(f"two jobs are named {job.name!r}: job names must be unique")
+        names.add(job.name)
+        if outs.setdefault(job.out.resolve(), job.name) != job.name:
+            raise NeasError(f"jobs {outs[job.out.resolve()]!r} and {job.name!r} share the run directory {job.out}")
+
+
+def _visible_gpus() -> list[int]:
+    """The CUDA devices local jobs share: those ``CUDA_VISIBLE_DEVICES`` lists (numbers only), else
+    every device torch sees."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(d) for d in visible.split(",") if d.strip().isdigit()]
+    import torch  # only when no variable says it; device_count() creates no CUDA context
+
+    return list(range(torch.cuda.device_count()))
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _error_line(job: Job, sjob, exc: BaseException) -> str:
+    """One line: the job, its run directory, the reason (its last ``neas: error:`` line when its log
+    has one) and the path of its stderr log."""
+    stderr = Path(sjob.paths.stderr)
+    reason = ""
+    if stderr.is_file():
+        lines = [line for line in stderr.read_text(errors="replace").splitlines() if line.startswith("neas: error:")]
+        reason = lines[-1].removeprefix("neas: error:").strip() if lines else ""
+    if not reason:
+        reason = " ".join(str(exc).strip().splitlines()[-1:]) or type(exc).__name__
+    return f"{job.name} (run directory {job.out}): {reason[:300]} (log: {stderr})"
+
+
+def _outcome(job: Job, sjob, start: float) -> JobResult:
+    """The record of a finished submitit job (``exception()`` first: a debug job's ``result()``
+    would start a debugger on failure)."""
+    exc = sjob.exception()
+    if exc is None:
+        return JobResult(job.name, job.out, "done", float(sjob.result()))
+    return JobResult(job.name, job.out, "failed", time.perf_counter() - start, _error_line(job, sjob, exc))
+
+
+def _wait(running: dict, poll: float) -> Iterator[JobResult]:
+    """Blocks until one of ``running`` (submitit job -> (Job, start)) finishes; yields the records of
+    those that did, removing them."""
+    while True:
+        finished = [sjob for sjob in running if sjob.done()]
+        if finished:
+            break
+        time.sleep(poll)
+    for sjob in finished:
+        job, start = running.pop(sjob)
+        yield _outcome(job, sjob, start)
+
+
+def _run_debug(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+    """In this process, one job after the other (for tests and debugging)."""
+    executor = _submitit("debug").DebugExecutor(folder=log_dir / "%j")
+    for job in todo:
+        start = time.perf_counter()
+        yield _outcome(job, executor.submit(command, job.command()), start)
+
+
+def _run_local(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+    """Subprocesses, at most ``max_parallel`` at once, each with its share of threads and one GPU."""
+    executor = _submitit("local").LocalExecutor(folder=log_dir / "%j")
+    threads = max(1, _cpus() // max_parallel)
+    setup = [f"export OMP_NUM_THREADS={threads}", f"export MKL_NUM_THREADS={threads}"]
+    gpus = _visible_gpus()
+    queue, running, slots = list(todo), {}, {}  # slots: submitit job -> its parallel slot
+    while queue or running:
+        while queue and len(running) < max_parallel:
+            slot = min(set(range(max_parallel)) - set(slots.values()))
+            gpu = {"gpus_per_node": 1, "visible_gpus": (gpus[slot % len(gpus)],)} if gpus else {"gpus_per_node": 0}
+            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, setup=setup, **gpu)
+            job = queue.pop(0)
+            sjob = executor.submit(command, job.command())
+            running[sjob], slots[sjob] = (job, time.perf_counter()), slot
+        for result in _wait(running, POLL_S["local"]):
+            slots = {s: slot for s, slot in slots.items() if s in running}
+            yield result
+
+
+def _slurm_executor(log_dir: Path, slurm: "dict | None", max_parallel: int):
+    """submitit's SLURM executor with the options of ``slurm`` (:data:`SLURM_KEYS`)."""
+    if shutil.which("sbatch") is None:
+        raise NeasError(
+            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
+        )
+    submitit = _submitit("slurm")
+    options = {"array_parallelism": max_parallel, **(slurm or {})}
+    cpus = options.get("cpus_per_task")
+    setup = [*options.pop("setup", []), *([f"export OMP_NUM_THREADS={cpus}"] if cpus else [])]
+    executor = submitit.AutoExecutor(folder=log_dir / "%j", cluster="slurm")
+    generic = {k: options.pop(k) for k in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min") if k in options}
+    try:
+        executor.update_parameters(**generic, **{f"slurm_{k}": v for k, v in options.items()}, slurm_setup=setup)
+    except (AssertionError, TypeError, ValueError) as exc:  # submitit checks types with assert
+        raise NeasError(f"slurm options {show(slurm)}: {' '.join(str(exc).split())[:300]}") from None
+    return executor
+
+
+def _run_slurm(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+    """One SLURM job array; then waits for its tasks."""
+    executor = _slurm_executor(log_dir, slurm, max_parallel)
+    sjobs = executor.map_array(command, [job.command() for job in todo])
+    log.info("submitted SLURM job array %s (%d jobs; logs in %s)", sjobs[0].job_id.split("_")[0], len(sjobs), log_dir)
+    start = time.perf_counter()
+    running = {sjob: (job, start) for sjob, job in zip(sjobs, todo)}
+    while running:
+        yield from _wait(running, POLL_S["slurm"])
+
+
+_RUNNERS = {"debug": _run_debug, "local": _run_local, "slurm": _run_slurm}
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    executor: str = "local",
+    max_parallel: int = 1,
+    slurm: "dict | None" = None,
+    log_dir: "str | Path" = "neas-jobs",
+    progress: bool = True,
+    check: bool = True,
+    target: str = CLI,
+) -> list[JobResult]:
+    """Runs ``jobs`` with ``executor`` (:data:`EXECUTORS`); returns one :class:`JobResult` per job, in order.
+
+    Args:
+        max_parallel: jobs running at once (``local``; the default ``array_parallelism`` of ``slurm``).
+        slurm: options of the ``slurm`` executor (:data:`SLURM_KEYS`); ignored by the others.
+        log_dir: submitit's folder: each job's pickles and its stdout/stderr logs, under its id.
+        check: raise one NeasError naming every failed job (else return their records).
+        target: the ``"module:function"`` a job calls with its argv (tests only; the neas CLI).
+    """
+    jobs = list(jobs)
+    _check(jobs, executor, max_parallel, slurm)
+    records: dict[str, JobResult] = {}
+    todo = []
+    for job in jobs:
+        if job.finished:
+            records[job.name] = JobResult(job.name, job.out, "skipped")
+            log.info("%s: skipped: finished (%s)", job.name, job.out / job.done)
+        else:
+            todo.append(job)
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="jobs", unit="job", disable=not progress) as bar:
+        if todo:
+            runner = _RUNNERS[executor](todo, NeasCommand(target), Path(log_dir), max_parallel, slurm)
+            for result in runner:
+                records[result.name] = result
+                log.info("%s: %s in %.1f s", result.name, result.status, result.seconds)
+                bar.update()
+    results = [records[job.name] for job in jobs]
+    failed = [r for r in results if r.status == "failed"]
+    if failed and check:
+        raise NeasError(f"{len(failed)} of {len(jobs)} jobs failed: " + "; ".join(r.error for r in failed))
+    return results
