@@ -213,9 +213,9 @@ def test_the_onnx_export_says_what_input_it_expects(tmp_path):
 
 def test_the_demo_searches_only_ensembles_whose_two_paths_differ():
     from neas.config import load_yaml
-    from neas.recipes.run import DEMO, RunConfig
+    from neas.recipes.run import DEMO, RunConfig, stage_configs
 
-    sn, se, _ = from_dict(RunConfig, load_yaml(DEMO)).stages()
+    sn, se, _ = stage_configs(from_dict(RunConfig, load_yaml(DEMO)))
     space = SearchSpace.resolve(sn.space)
     assert se.split is not None and max(se.split) < space.num_layers  # a private layer: distinct ops
     for seed in range(20):

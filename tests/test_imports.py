@@ -20,6 +20,8 @@ LAYERS = [
     ("errors",),
     ("parser",),
     ("config",),
+    ("options",),
+    ("schemas",),
     ("io",),
     ("dist",),
     ("seeding",),
@@ -29,11 +31,11 @@ LAYERS = [
     ("nn",),
     ("cost",),
     ("data",),
-    ("options",),
     ("ensemble",),
     ("supernet",),
     ("shrink", "search", "train"),
     ("report",),
+    ("executor",),
     ("recipes",),
     ("cli",),
     ("__main__",),
@@ -141,3 +143,33 @@ def test_only_the_cli_imports_a_recipe(package):
     for name, targets in package.items():
         if not name.startswith(("neas.recipes", "neas.cli", "neas.__main__")):
             assert not {t for t in targets if t.startswith(("neas.recipes", "neas.cli"))}, name
+
+
+_HELP_EVERY_COMMAND = """
+import sys
+from neas.cli import build_parser, main
+from neas.recipes import ABLATIONS, COMMANDS
+parser = build_parser()
+commands = [[name] for name in COMMANDS] + [["ablate", name] for name in ABLATIONS]
+for argv in commands:
+    try:
+        parser.parse_args([*argv, "--help"])
+    except SystemExit:
+        pass
+    assert main([*argv, "--no-such-flag"]) == 2
+assert main(["retrain", "--epochs", "1.5"]) == 2
+heavy = sorted(m for m in ("torch", "numpy", "timm", "torchmetrics", "pymoo", "matplotlib") if m in sys.modules)
+print("heavy:", heavy)
+"""
+
+
+def test_help_and_option_errors_of_every_command_import_no_torch():
+    """``neas <command> --help`` and a bad flag are answered from the torch-free schemas (neas.schemas)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_EVERY_COMMAND], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"

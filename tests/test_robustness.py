@@ -170,7 +170,7 @@ def test_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_
 
 
 def test_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
-    from neas.recipes.run import NOT_COMPARED, RunConfig
+    from neas.recipes.run import NOT_COMPARED, RunConfig, stage_configs
     from neas.rundir import run_stage
 
     run = tmp_path / "r"
@@ -181,14 +181,16 @@ def test_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_pa
     prepare_run_dir(run, True, corrected, "run", ignore=NOT_COMPARED)
     release_run_dir(run)
     # a finished stage is never silently reused under settings it was not made with
-    retrain_cfg = corrected.stages()[2]
+    retrain_cfg = stage_configs(corrected)[2]
     done = run / "retrain"
-    prepare_run_dir(done, False, cfg.stages()[2], "retrain")
+    prepare_run_dir(done, False, stage_configs(cfg)[2], "retrain")
     release_run_dir(done)
     (done / "eval.json").write_text("{}")
     with pytest.raises(NeasError, match="epochs: 3 -> 5"):
         run_stage(done, ["eval.json"], lambda c: pytest.fail("ran"), retrain_cfg, "retrain")
-    run_stage(done, ["eval.json"], lambda c: pytest.fail("ran"), cfg.stages()[2], "retrain")  # same settings: skipped
+    run_stage(
+        done, ["eval.json"], lambda c: pytest.fail("ran"), stage_configs(cfg)[2], "retrain"
+    )  # same settings: skipped
 
 
 def test_a_restarted_run_keeps_no_metric_lines_of_the_attempt_it_replaces(tmp_path):

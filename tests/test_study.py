@@ -100,10 +100,10 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     assert list(_module("study").units()) == list(units)  # the driver runs the plan
     # every config is a valid `neas run` config
     from neas.config import from_dict
-    from neas.recipes.run import RunConfig
+    from neas.recipes.run import RunConfig, stage_configs
 
     for name in pipelines:
-        from_dict(RunConfig, {**units[name]["config"], "out": "x"}).stages()
+        stage_configs(from_dict(RunConfig, {**units[name]["config"], "out": "x"}))
 
 
 @pytest.mark.parametrize("name", ["k2_diversity_seed0", "k2_none_seed0"])

@@ -17,6 +17,7 @@ from neas.config import add_options, resolve_config
 from neas.errors import report_error
 from neas.parser import Parser
 from neas.recipes import ABLATIONS, COMMANDS
+from neas.schemas.run import DEMO
 
 __all__ = ["main", "build_parser"]
 
@@ -85,8 +86,6 @@ def _config(args):
         return None
     cls = _schema(args.schema)
     if args.command == "run":  # defaults to the demo; only set flags override it
-        from neas.recipes.run import DEMO
-
         args.config = args.config or DEMO
     fixed = {k: getattr(args, k) for k in args.fixed}  # given as flags only: a YAML file may not move them
     return resolve_config(cls, getattr(args, "config", None), vars(args), getattr(args, "overrides", None), fixed)
@@ -99,7 +98,7 @@ def main(argv: "list[str] | None" = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
         handler = _schema(args.handler) if isinstance(args.handler, str) else args.handler
-        (handler or (lambda cfg, args: print(cfg())))(cfg, args)
+        handler(cfg, args)
         return 0
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - argparse's SystemExit passes through
         return report_error(exc)

@@ -1,15 +1,35 @@
 """Option groups several commands share, declared once (mixins of the commands' schemas; each
-command's ``__post_init__`` checks their declared ranges with :func:`neas.config.validate_fields`)."""
+command's ``__post_init__`` checks their declared ranges with :func:`neas.config.validate_fields`),
+and the named choices and value parsers options use.
+
+Everything here is plain data and string parsing: with :mod:`neas.config` and :mod:`neas.schemas`
+it is all ``neas --help`` and option errors import (no torch). The modules that implement a
+choice (datasets, corruptions, shrinking modes, runtimes, ...) import its names from here.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 from neas.config import option
-from neas.data.corruptions import parse_corruptions, parse_severities
-from neas.data.datasets import DATASETS, DECODE_MODES
+from neas.errors import NeasError, show, suggest
 
 __all__ = [
+    "Amount",
+    "parse_amount",
+    "CORRUPTIONS",
+    "parse_corruptions",
+    "parse_severities",
+    "DATASETS",
+    "DECODE_MODES",
+    "SHRINK_MODES",
+    "STRATEGIES",
+    "OBJECTIVES",
+    "COST_METRICS",
+    "RUNTIMES",
+    "TEMPERATURE_MODES",
     "DEVICE_HELP",
     "DecodeOptions",
     "DataOptions",
@@ -21,6 +41,90 @@ __all__ = [
 ]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DECODE_MODES = ("auto", "memory", "stream")
+SHRINK_MODES = ("diversity", "quality", "accuracy", "none")  # neas.shrink
+STRATEGIES = ("evolution", "random")  # neas search
+OBJECTIVES = ("top1", "nll")  # what search candidates are ranked by (neas.search.fitness)
+COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
+RUNTIMES = ("torch", "onnxruntime")  # what latency is measured in (neas.cost.runtime)
+TEMPERATURE_MODES = ("auto", "fit", "none")
+# The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
+CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+
+
+class Amount(int):
+    """A count (MACs, FLOPs, params) that configs and flags may write as ``300M``, ``1.5G``, ``800K``."""
+
+    @classmethod
+    def parse(cls, value: "str | int | float") -> "Amount":
+        return cls(parse_amount(value))
+
+
+def parse_amount(text: "str | int | float") -> int:
+    """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
+        return int(text)
+    raw = str(text).strip()
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(raw[-1:].lower(), 1)
+    number = raw[:-1] if scale != 1 else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise NeasError(
+            f"cannot read {show(text)} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise NeasError(f"amount {show(text)} must be a finite number >= 0")
+    return int(round(value * scale))
+
+
+def parse_corruptions(names: "list[str]") -> list[str]:
+    """``["all"]`` or corruption names -> the names, validated (one clear error per unknown one)."""
+    if not names:
+        return []
+    if list(names) == ["all"]:
+        return list(CORRUPTIONS)
+    for name in names:
+        if name not in CORRUPTIONS:
+            raise NeasError(
+                f"corruptions: unknown {name!r}{suggest(name, CORRUPTIONS)}; choose all or some of "
+                f"{', '.join(CORRUPTIONS)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def parse_severities(spec: str) -> list[int]:
+    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> sorted severities in 1..5."""
+    text = str(spec).replace(" ", "")
+    if re.fullmatch(r"[1-5]-[1-5]", text):
+        lo, hi = map(int, text.split("-"))
+        values = list(range(lo, hi + 1))
+    elif re.fullmatch(r"[1-5](,[1-5])*", text):
+        values = sorted(set(map(int, text.split(","))))
+    else:
+        values = []
+    if not values:
+        raise NeasError(
+            f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)"
+        )
+    return values
 
 
 @dataclass
@@ -73,9 +177,6 @@ class ScoringOptions:
 
     bn_batches: int = option(4, "R: BN recalibration batches", valid=">= 1")
     batch_size: int = option(128, "images per recalibration and scoring batch", valid=">= 1")
-
-
-TEMPERATURE_MODES = ("auto", "fit", "none")
 
 
 @dataclass

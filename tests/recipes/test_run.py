@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from neas.cli import main
 from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
-from neas.recipes.run import CONFIGS, DEMO, RunConfig, run_pipeline
+from neas.recipes.run import DEMO, RunConfig, run_pipeline, stage_configs
+from neas.schemas.run import CONFIGS
 
 from ..helpers import Killed
 
@@ -62,14 +63,14 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     config = from_dict(RunConfig, load_yaml(path))
-    sn, se, rt = config.stages()
+    sn, se, rt = stage_configs(config)
     assert Path(sn.out).parent == Path(config.out)
     assert se.supernet == sn.out
     assert path.read_text().startswith("# neas run") or "torchrun" in path.read_text().splitlines()[1]
 
 
 def test_paper_settings_in_the_imagenet_config():
-    sn, se, rt = from_dict(RunConfig, load_yaml(CONFIGS / "imagenet.yaml")).stages()
+    sn, se, rt = stage_configs(from_dict(RunConfig, load_yaml(CONFIGS / "imagenet.yaml")))
     assert (sn.epochs, sn.shrink.every, sn.shrink.drop, sn.shrink.beta) == (120, 20, 20, 1e-3)
     assert (se.evolution.population, se.evolution.generations) == (50, 20)
     assert rt.epochs == 350
@@ -144,9 +145,9 @@ def test_resume_with_another_config_is_refused(finished):
 
 def test_bad_section_keys(tmp_path):
     with pytest.raises(NeasError, match="unknown key 'supernet.shrink_evry' \\(did you mean 'shrink_every'\\?\\)"):
-        cfg(tmp_path / "x", supernet={"shrink_evry": 2}).stages()
+        stage_configs(cfg(tmp_path / "x", supernet={"shrink_evry": 2}))
     with pytest.raises(NeasError, match="supernet.space: set by `neas run` itself"):
-        cfg(tmp_path / "x", supernet={"space": "cifar"}).stages()
+        stage_configs(cfg(tmp_path / "x", supernet={"space": "cifar"}))
 
 
 def test_report_cli(finished, capsys, tmp_path):

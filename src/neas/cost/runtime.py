@@ -18,14 +18,13 @@ from typing import Callable
 import torch
 
 from neas.errors import NeasError, suggest
+from neas.options import RUNTIMES
 
 # importing the Timer warns about CUDA_HOME on CPU builds
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils.benchmark import Timer  # noqa: E402
 
 __all__ = ["RUNTIMES", "runner", "interleaved_ms", "time_forward_ms", "device_name"]
-
-RUNTIMES = ("torch", "onnxruntime")
 
 
 def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> Callable[[], None]:

@@ -16,7 +16,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,11 +23,11 @@ import torch
 import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
-from neas.errors import NeasError, show
 from neas.nn import GlobalAvgPool, measure_pieces
+from neas.options import Amount, parse_amount
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces
 
-__all__ = ["Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
+__all__ = ["Amount", "Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
 
 
 @dataclass(frozen=True)
@@ -170,29 +169,3 @@ def count_cost(
     """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
     arch.validate(space)
     return cost_table(space, num_classes, input_size).cost(arch)
-
-
-class Amount(int):
-    """A count (MACs, FLOPs, params) that configs and flags may write as ``300M``, ``1.5G``, ``800K``."""
-
-    @classmethod
-    def parse(cls, value: "str | int | float") -> "Amount":
-        return cls(parse_amount(value))
-
-
-def parse_amount(text: "str | int | float") -> int:
-    """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
-        return int(text)
-    raw = str(text).strip()
-    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(raw[-1:].lower(), 1)
-    number = raw[:-1] if scale != 1 else raw
-    try:
-        value = float(number)
-    except ValueError:
-        raise NeasError(
-            f"cannot read {show(text)} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise NeasError(f"amount {show(text)} must be a finite number >= 0")
-    return int(round(value * scale))

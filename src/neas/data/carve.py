@@ -13,18 +13,16 @@ search stages then hold their search-val part out of ``train/`` (``holdout``) an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from neas.config import option, validate_fields
 from neas.data.split import SPLIT_SEED, holdout_split
 from neas.data.subimagenet import _images, _link
 from neas.errors import NeasError
 from neas.io import write_json
 
-__all__ = ["carve_test_split", "CarveTestCommand"]
+__all__ = ["carve_test_split"]
 
 
 def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float = 0.2, split: str = "train") -> dict:
@@ -59,22 +57,3 @@ def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float 
                 listing["test"][c].append(f.name)
     write_json(out / "split.json", listing)
     return listing
-
-
-@dataclass
-class CarveTestCommand:
-    """split a train-only image folder into fixed, stratified train/ and test/ parts"""
-
-    src: str = option(None, "a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)", positional=True)
-    out: str = option(None, "where to write the carved copy", required=True)
-    test_fraction: float = option(0.2, "fraction of every class moved to test/", valid="(0, 1)")
-    split: str = option("train", "the sub-folder to split")
-
-    def __post_init__(self):
-        validate_fields(self)
-
-    def __call__(self) -> str:
-        listing = carve_test_split(self.src, self.out, self.test_fraction, self.split)
-        test = sum(len(v) for v in listing["test"].values())
-        listed = f"{self.out}/split.json"
-        return f"carved: {listing['train']} train / {test} test images in {self.out} (test files listed in {listed})"

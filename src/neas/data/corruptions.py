@@ -13,68 +13,18 @@ count or evaluation order.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 import torch
 from PIL import Image
 
 from neas.data.datasets import ImageTensors, decode_image
-from neas.errors import NeasError, suggest
+from neas.errors import NeasError
+from neas.options import CORRUPTIONS, parse_corruptions, parse_severities
 
 __all__ = ["CORRUPTIONS", "Corruption", "parse_corruptions", "parse_severities", "CorruptedImages"]
 
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-
 _SEEDED = ("glass_blur", "impulse_noise")  # their own generators (numba's, scikit-image's): seeded explicitly
-
-
-def parse_corruptions(names: "list[str]") -> list[str]:
-    """``["all"]`` or corruption names -> the names, validated (one clear error per unknown one)."""
-    if not names:
-        return []
-    if list(names) == ["all"]:
-        return list(CORRUPTIONS)
-    for name in names:
-        if name not in CORRUPTIONS:
-            raise NeasError(
-                f"corruptions: unknown {name!r}{suggest(name, CORRUPTIONS)}; choose all or some of "
-                f"{', '.join(CORRUPTIONS)}"
-            )
-    return list(dict.fromkeys(names))
-
-
-def parse_severities(spec: str) -> list[int]:
-    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> sorted severities in 1..5."""
-    text = str(spec).replace(" ", "")
-    if re.fullmatch(r"[1-5]-[1-5]", text):
-        lo, hi = map(int, text.split("-"))
-        values = list(range(lo, hi + 1))
-    elif re.fullmatch(r"[1-5](,[1-5])*", text):
-        values = sorted(set(map(int, text.split(","))))
-    else:
-        values = []
-    if not values:
-        raise NeasError(
-            f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)"
-        )
-    return values
 
 
 class Corruption:

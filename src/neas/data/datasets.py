@@ -34,6 +34,7 @@ from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 from neas.data.split import holdout_split
 from neas.errors import NeasError, suggest
 from neas.io import atomic_write
+from neas.options import DATASETS, DECODE_MODES
 
 __all__ = [
     "ImageTensors",
@@ -48,9 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-DECODE_MODES = ("auto", "memory", "stream")
 _DIGITS_TEST_FRACTION = 0.2
 
 

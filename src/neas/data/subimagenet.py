@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from neas.config import option, validate_fields
 from neas.data.datasets import IMAGE_EXTENSIONS
 from neas.errors import NeasError
 from neas.io import write_json
 
-__all__ = ["make_subimagenet", "SubImageNetCommand"]
+__all__ = ["make_subimagenet"]
 
 
 def _images(folder: Path) -> list[Path]:
@@ -73,24 +71,3 @@ def make_subimagenet(
             listing[split][c] = [f.name for f in files]
     write_json(out / "classes.json", listing)
     return listing
-
-
-@dataclass
-class SubImageNetCommand:
-    """write the paper's 100-class subImageNet (250 train + 50 val per class)"""
-
-    imagenet: str = option(None, "ImageNet root with train/<class>/ and val/<class>/", required=True)
-    out: str = option(None, "where to write it", required=True)
-    classes: int = option(100, "classes drawn", valid=">= 1")
-    train_per_class: int = option(250, "training images per class", valid=">= 1")
-    val_per_class: int = option(50, "validation images per class", valid=">= 1")
-    seed: int = option(0, "seed of the draw", valid=">= 0")
-
-    def __post_init__(self):
-        validate_fields(self)
-
-    def __call__(self) -> str:
-        listing = make_subimagenet(
-            self.imagenet, self.out, self.classes, self.train_per_class, self.val_per_class, self.seed
-        )
-        return f"subImageNet: {len(listing['classes'])} classes in {self.out} (listed in {self.out}/classes.json)"

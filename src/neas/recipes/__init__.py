@@ -29,19 +29,30 @@ def _artefact(runner: str, constant: str):
     return handle
 
 
-_RETRAIN = "neas.recipes.retrain:RetrainConfig"
+def _printed(runner: str):
+    """A handler that prints what ``runner`` ("module:function" of its schema) returns."""
+
+    def handle(cfg, args) -> None:
+        module, name = runner.split(":")
+        print(getattr(importlib.import_module(module), name)(cfg))
+
+    return handle
+
+
+_RETRAIN = "neas.schemas.retrain:RetrainConfig"
+_COMMANDS = "neas.schemas.commands:"
 _TOOLS = "neas.recipes.tools:"
-# name: (help, schema "module:Class" or None, handler(cfg, args) or None to call the schema, extra arguments)
+# name: (help, schema "module:Class" (torch-free: neas.schemas) or None, handler(cfg, args), extra arguments)
 COMMANDS = {
     "train-supernet": (
         "train the K-path supernet with search-space shrinking",
-        "neas.recipes.train_supernet:SupernetConfig",
+        "neas.schemas.supernet:SupernetConfig",
         _artefact("train_supernet", "SUPERNET"),
         (),
     ),
     "search": (
         "search the trained supernet for the best ensemble under a budget",
-        "neas.recipes.search:SearchConfig",
+        "neas.schemas.search:SearchConfig",
         _artefact("search", "ARCH"),
         (),
     ),
@@ -54,7 +65,7 @@ COMMANDS = {
     "evaluate": (
         "top-1, NLL, ECE, Brier of an ensemble, its paths and anytime sub-ensembles; calibration, corruptions, cost, "
         "latency",
-        "neas.recipes.evaluate:EvaluateConfig",
+        "neas.schemas.evaluate:EvaluateConfig",
         "neas.recipes.evaluate:main",
         (
             ("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
@@ -63,38 +74,48 @@ COMMANDS = {
     ),
     "rank": (
         "Kendall tau / Spearman rho of supernet vs from-scratch accuracies (with 95% CIs)",
-        "neas.recipes.rank:RankConfig",
+        "neas.schemas.rank:RankConfig",
         "neas.recipes.rank:main",
         (),
     ),
     "run": (
         "the whole pipeline in one run directory (no arguments: the digits demo)",
-        "neas.recipes.run:RunConfig",
+        "neas.schemas.run:RunConfig",
         "neas.recipes.run:main",
         (),
     ),
-    "arch": ("print an ensemble architecture with its cost", _TOOLS + "ArchCommand", None, ()),
-    "space": ("print a search space", _TOOLS + "SpaceCommand", None, ()),
+    "arch": ("print an ensemble architecture with its cost", _COMMANDS + "ArchCommand", _printed(_TOOLS + "arch"), ()),
+    "space": ("print a search space", _COMMANDS + "SpaceCommand", _printed(_TOOLS + "space"), ()),
     "latency-table": (
         "measure the per-(layer, op) latency table of a space on this machine",
-        "neas.recipes.latency:LatencyTableCommand",
-        None,
+        _COMMANDS + "LatencyTableCommand",
+        _printed("neas.recipes.latency:latency_table"),
         (),
     ),
-    "export": ("export an ensemble as one module (safetensors or ONNX), verified", _TOOLS + "ExportCommand", None, ()),
+    "export": (
+        "export an ensemble as one module (safetensors or ONNX), verified",
+        _COMMANDS + "ExportCommand",
+        _printed(_TOOLS + "export_ensemble"),
+        (),
+    ),
     "subimagenet": (
         "write the paper's 100-class subImageNet (250 train + 50 val per class)",
-        "neas.data.subimagenet:SubImageNetCommand",
-        None,
+        _COMMANDS + "SubImageNetCommand",
+        _printed(_TOOLS + "subimagenet"),
         (),
     ),
     "carve-test": (
         "split a train-only image folder into fixed, stratified train/ and test/ parts",
-        "neas.data.carve:CarveTestCommand",
-        None,
+        _COMMANDS + "CarveTestCommand",
+        _printed(_TOOLS + "carve_test"),
         (),
     ),
-    "report": ("write RUN_DIR/report/index.html with the run's plots", _TOOLS + "ReportCommand", None, ()),
+    "report": (
+        "write RUN_DIR/report/index.html with the run's plots",
+        _COMMANDS + "ReportCommand",
+        _printed(_TOOLS + "report"),
+        (),
+    ),
 }
 ABLATIONS = {
     "homo-hetero": ("retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)", _RETRAIN, ()),

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
-from neas.config import option, validate_fields
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
@@ -26,32 +24,12 @@ from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_text
-from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
 from neas.rundir import MODEL, SUPERNET
+from neas.schemas.evaluate import EvaluateConfig
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluateConfig(QualityOptions, DecodeOptions):
-    """The schema of ``neas evaluate``."""
-
-    checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
-    official_checkpoint: "str | None" = option(None, "a released NEAS .pth.tar file")
-    arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
-    data: "str | None" = option(None, "dataset", default_help="the dataset the weights were trained on")
-    data_dir: "str | None" = option(None, "dataset root")
-    split: str = option("test", "the split to evaluate")
-    batch_size: int = option(128, "images per batch", valid=">= 1")
-    workers: int = option(2, "loader processes for on-disk or corrupted images", valid=">= 0")
-    device: str = option("auto", DEVICE_HELP)
-    latency: bool = option(True, "measure the latency")
-
-    def __post_init__(self):
-        validate_fields(self)
-        self.check_quality()
 
 
 def fit_on_heldout(

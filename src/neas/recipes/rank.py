@@ -19,18 +19,16 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from neas.config import option, validate_fields
 from neas.dist import local_device
 from neas.errors import NeasError
 from neas.io import save_figure, write_json, write_text
-from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir, run_stage
+from neas.schemas.rank import RankConfig
 from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
@@ -40,25 +38,6 @@ from neas.supernet.io import SupernetFile, load_supernet, read_supernet_info
 __all__ = ["RankConfig", "rank"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
-    """The schema of ``neas rank``."""
-
-    supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
-    out: str = option("runs/rank", "output directory")
-    num_archs: int = option(30, "ensembles sampled and trained from scratch", valid=">= 3")
-    from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
-    scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
-    scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
-    bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals", valid=">= 1")
-    scratch: "str | None" = option(
-        None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused"
-    )
-
-    def __post_init__(self):
-        validate_fields(self)
 
 
 def _key(arch: EnsembleArch) -> str:

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from neas import dist
-from neas.config import flat_fields, from_dict, option
+from neas.config import flat_fields, from_dict
 from neas.cost import parse_amount
 from neas.data.datasets import load_dataset
 from neas.data.split import holdout_split
 from neas.errors import NeasError
-from neas.options import DataOptions, DeviceOptions
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
@@ -44,15 +42,14 @@ from neas.rundir import (
 from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
-from neas.search.pareto import PARETO_METRICS, pick_for_budgets
+from neas.schemas.run import DEMO, RunConfig
+from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
 
-__all__ = ["RunConfig", "run_pipeline", "DEMO"]
+__all__ = ["RunConfig", "stage_configs", "run_pipeline", "DEMO"]
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
-DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 
 _SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
@@ -60,45 +57,26 @@ _SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "
 NOT_COMPARED = _ALWAYS_IGNORED + ("compare_random", "supernet", "search", "retrain", "budgets")
 
 
-@dataclass
-class RunConfig(DataOptions, DeviceOptions):
-    """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
-
-    out: str = option("runs/demo", "run directory")
-    space: str = option("tiny", "search space preset or YAML file")
-    compare_random: bool = option(False, "also run random search with as many evaluations")
-    budgets: "list[str]" = option(
-        default_factory=list,
-        help="one Pareto search, then retrain the best member within each budget "
-        "(e.g. 0.8M 1.2M 1.5M), one sub-directory each",
-    )
-    budget_metric: str = option("macs", "what the budgets bound: macs | paper_flops | params | latency_ms")
-    supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
-    search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
-    retrain: dict = option(default_factory=dict, help="keys of `neas retrain`", cli=False)
-    resume: bool = option(False, "continue an interrupted run")
-
-    def stages(self) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
-        """The three stages' configs: each section's keys, plus the shared keys its schema has and
-        the paths `neas run` sets itself (which a section may not set)."""
-        run = Path(self.out)
-        own = {
-            "supernet": (SupernetConfig, {"out": str(run / "supernet")}),
-            "search": (SearchConfig, {"supernet": str(run / "supernet"), "out": str(run / "search")}),
-            "retrain": (RetrainConfig, {"arch": str(run / "search" / ARCH), "out": str(run / "retrain")}),
-        }
-        configs = []
-        for section, (cls, paths) in own.items():
-            keys = {ff.key for ff in flat_fields(cls)}
-            fixed = {**{k: getattr(self, k) for k in _SHARED if k in keys}, **paths}
-            for key in getattr(self, section):
-                if key in fixed or key == "resume":
-                    raise NeasError(
-                        f"{section}.{key}: set by `neas run` "
-                        f"itself{' (use the top-level key)' if key in _SHARED else ''}"
-                    )
-            configs.append(from_dict(cls, {**getattr(self, section), **fixed}, section))
-        return tuple(configs)
+def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
+    """The three stages' configs: each section's keys, plus the shared keys its schema has and
+    the paths `neas run` sets itself (which a section may not set)."""
+    run = Path(cfg.out)
+    own = {
+        "supernet": (SupernetConfig, {"out": str(run / "supernet")}),
+        "search": (SearchConfig, {"supernet": str(run / "supernet"), "out": str(run / "search")}),
+        "retrain": (RetrainConfig, {"arch": str(run / "search" / ARCH), "out": str(run / "retrain")}),
+    }
+    configs = []
+    for section, (cls, paths) in own.items():
+        keys = {ff.key for ff in flat_fields(cls)}
+        fixed = {**{k: getattr(cfg, k) for k in _SHARED if k in keys}, **paths}
+        for key in getattr(cfg, section):
+            if key in fixed or key == "resume":
+                raise NeasError(
+                    f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}"
+                )
+        configs.append(from_dict(cls, {**getattr(cfg, section), **fixed}, section))
+    return tuple(configs)
 
 
 def _budget_value(metric: str, text: str) -> float:
@@ -156,10 +134,8 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
 
 def run_pipeline(cfg: RunConfig) -> dict:
     """Runs every stage; returns the final summary (also written to ``summary.json``)."""
-    sn, se, rt = cfg.stages()
+    sn, se, rt = stage_configs(cfg)
     if cfg.budgets:  # one search for every budget: its Pareto front
-        if cfg.budget_metric not in PARETO_METRICS:
-            raise NeasError(f"budget_metric: unknown {cfg.budget_metric!r}; choose {', '.join(PARETO_METRICS)}")
         for text in cfg.budgets:
             _budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)

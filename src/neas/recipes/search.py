@@ -22,15 +22,13 @@ import torch
 from tqdm import tqdm
 
 from neas import dist
-from neas.config import option, validate_fields
 from neas.cost import cost_table
 from neas.cost.latency import LatencyTable, check_table
 from neas.cost.runtime import device_name
 from neas.data.calibration import check_same_calibration
 from neas.ensemble.latency import measure_latency_table
-from neas.errors import NeasError, suggest
+from neas.errors import NeasError
 from neas.log import MetricLogger
-from neas.options import DecodeOptions, RunOptions, ScoringOptions
 from neas.rundir import (
     ARCH,
     LATENCY_TABLE,
@@ -43,11 +41,12 @@ from neas.rundir import (
     releases_run_dir,
     truncate_metrics,
 )
-from neas.search.constraints import Constraints
+from neas.schemas.search import Constraints, SearchConfig
+from neas.search.constraints import measure_costs
 from neas.search.data import heldout_batches
-from neas.search.evolution import EvolutionSettings, evolve, random_search, sample_within
-from neas.search.fitness import OBJECTIVES, CandidateEvaluator, Evaluation
-from neas.search.pareto import PARETO_METRICS, front_indices, nsga2_select
+from neas.search.evolution import evolve, random_search, sample_within
+from neas.search.fitness import CandidateEvaluator, Evaluation
+from neas.search.pareto import front_indices, nsga2_select
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet
@@ -56,65 +55,6 @@ from neas.train.checkpoint import read_state
 __all__ = ["SearchConfig", "check_budget", "search"]
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("evolution", "random")
-
-
-@dataclass
-class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
-    """The schema of ``neas search``: every field is a YAML key and a flag."""
-
-    supernet: str = option("runs/supernet", "the supernet-training run directory")
-    out: str = option("runs/search", "search directory")
-    strategy: str = option("evolution", "evolution | random")
-    objective: str = option(
-        "top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)"
-    )
-    pareto: "str | None" = option(
-        None,
-        "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
-        "macs | paper_flops | params | latency_ms",
-        default_help="one budget, one best ensemble",
-    )
-    constraints: Constraints = option(default_factory=Constraints, prefix="")
-    split: "list[int] | None" = option(
-        None, "search only split points LO [HI] (0: no shared layers)", default_help="the space's range"
-    )
-    evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
-    evaluations: "int | None" = option(
-        None, "random search: candidates", default_help="population x generations", valid=">= 1"
-    )
-    val_images: "int | None" = option(
-        None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1"
-    )
-    latency_table: "str | None" = option(
-        None,
-        "a `neas latency-table` file for the latency budget (e.g. measured in onnxruntime on the target)",
-        default_help="measured here in torch",
-    )
-    data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise NeasError(
-                f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose "
-                f"{' or '.join(STRATEGIES)}"
-            )
-        if self.pareto is not None and self.pareto not in PARETO_METRICS:
-            raise NeasError(
-                f"pareto: unknown cost {self.pareto!r}{suggest(self.pareto, PARETO_METRICS)}; choose "
-                f"{', '.join(PARETO_METRICS)}"
-            )
-        if self.objective not in OBJECTIVES:
-            raise NeasError(
-                f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose "
-                f"{' or '.join(OBJECTIVES)}"
-            )
-        if self.split is not None and len(self.split) == 1:
-            self.split = [self.split[0], self.split[0]]
-        if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
-            raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
-        validate_fields(self)
 
 
 def _scores(e: Evaluation) -> dict:
@@ -305,7 +245,7 @@ class _Search:
     def ok(self, arch: EnsembleArch) -> bool:
         """Whether ``arch`` meets the constraints (its costs measured once)."""
         if arch not in self.costs_of:
-            self.costs_of[arch] = self.cfg.constraints.measure(arch, self.table, self.latency)
+            self.costs_of[arch] = measure_costs(self.cfg.constraints, arch, self.table, self.latency)
         return self.cfg.constraints.satisfied(self.costs_of[arch])
 
     def evaluate(self, archs: list[EnsembleArch]) -> list[float]:
@@ -441,7 +381,7 @@ def _result(s: _Search, best: EnsembleArch) -> dict:
     ranked = sorted(s.history, key=lambda a: -s.history[a])
     return {
         **best.to_json(),
-        **(s.costs_of.get(best) or constraints.measure(best, s.table, s.latency)),
+        **(s.costs_of.get(best) or measure_costs(constraints, best, s.table, s.latency)),
         "supernet_acc": memo[best].ensemble_acc,
         "supernet_nll": memo[best].ensemble_nll,
         "objective": s.cfg.objective,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from typing import Callable
 
-from neas.config import option, validate_fields
 from neas.errors import NeasError
+from neas.schemas.search import EvolutionSettings
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
 __all__ = ["EvolutionSettings", "mutate", "crossover", "repair", "sample_within", "evolve", "random_search"]
@@ -22,24 +21,6 @@ __all__ = ["EvolutionSettings", "mutate", "crossover", "repair", "sample_within"
 log = logging.getLogger(__name__)
 
 Columns = list[tuple[Op, ...]]
-
-
-@dataclass(frozen=True)
-class EvolutionSettings:
-    population: int = option(50, "P: members per generation", valid=">= 1")
-    parents: int = option(10, "top-k of everything evaluated kept as parents", valid=">= 1")
-    generations: int = option(20, "generations", valid=">= 1")
-    mutations: int = option(25, "mutated children per generation", valid=">= 0")
-    crossovers: int = option(25, "crossover children per generation", valid=">= 0")
-    p_split: float = option(0.1, "P_s: probability of moving the split point", valid="[0, 1]")
-    p_layer: float = option(0.1, "P_m: probability of re-drawing each layer", valid="[0, 1]")
-
-    def __post_init__(self):
-        validate_fields(self)
-        if self.population < self.parents:
-            raise NeasError(
-                f"population ({self.population}) must not be smaller than the number of parents ({self.parents})"
-            )
 
 
 def _columns(arch: EnsembleArch) -> Columns:

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 import torch
 
 from neas.nn import recalibrate_bn, recalibrating
+from neas.options import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
 
 __all__ = ["Evaluation", "CandidateEvaluator", "OBJECTIVES"]
-
-
-OBJECTIVES = ("top1", "nll")
 
 
 @dataclass(frozen=True)

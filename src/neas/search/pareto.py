@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from neas.errors import NeasError
+from neas.options import COST_METRICS
 
 __all__ = ["PARETO_METRICS", "non_dominated_fronts", "crowding", "nsga2_select", "front_indices", "pick_for_budgets"]
 
-PARETO_METRICS = ("macs", "paper_flops", "params", "latency_ms")
+PARETO_METRICS = COST_METRICS
 
 
 def non_dominated_fronts(objectives: np.ndarray) -> list[np.ndarray]:

@@ -1,0 +1,132 @@
+"""The schemas of the small commands: ``arch``, ``space``, ``export``, ``report``, ``latency-table``,
+``subimagenet``, ``carve-test`` (run by :mod:`neas.recipes.tools` and :mod:`neas.recipes.latency`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neas.config import option, validate_fields
+from neas.errors import NeasError, suggest
+from neas.options import DEVICE_HELP, RUNTIMES
+
+__all__ = [
+    "ArchCommand",
+    "SpaceCommand",
+    "ExportCommand",
+    "ReportCommand",
+    "LatencyTableCommand",
+    "SubImageNetCommand",
+    "CarveTestCommand",
+]
+
+
+@dataclass
+class ArchCommand:
+    """print an ensemble architecture with its cost"""
+
+    arch: str = option(None, "neas-s, neas-m, neas-l or an arch JSON file", positional=True)
+    space: "str | None" = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
+    input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 8")
+    num_classes: "int | None" = option(
+        None, "classifier outputs", default_help="the arch file's num_classes, else 1000", valid=">= 1"
+    )
+    json: bool = option(False, "print one JSON object")
+
+
+@dataclass
+class SpaceCommand:
+    """print a search space"""
+
+    space: str = option(None, "preset (imagenet, cifar, tiny) or YAML file", positional=True)
+    yaml: bool = option(False, "print the resolved space as YAML")
+
+
+@dataclass
+class ExportCommand:
+    """export an ensemble as one module (safetensors or ONNX), verified"""
+
+    checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
+    official_checkpoint: "str | None" = option(None, "a released NEAS .pth.tar file")
+    arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
+    format: str = option(None, "safetensors | onnx", required=True)
+    out: str = option(None, "file to write", required=True)
+    opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
+    paths: "int | None" = option(
+        None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
+    )
+    force: bool = option(False, "overwrite an existing --out")
+
+    def __post_init__(self):
+        validate_fields(self)
+
+
+@dataclass
+class ReportCommand:
+    """write RUN_DIR/report/index.html with the run's plots"""
+
+    run: str = option(None, "a `neas run` directory", positional=True)
+
+
+@dataclass
+class LatencyTableCommand:
+    """measure the per-(layer, op) latency table of a space on this machine"""
+
+    space: str = option(None, "search space preset or YAML file", required=True)
+    out: str = option(None, "JSON file to write", required=True)
+    num_classes: int = option(1000, "classifier outputs", valid=">= 1")
+    batch_size: int = option(1, "images per timed forward", valid=">= 1")
+    repeats: int = option(20, "timed runs per piece (the median is kept)", valid=">= 1")
+    device: str = option("auto", DEVICE_HELP)
+    runtime: str = option("torch", "what the pieces and networks run in: torch | onnxruntime (CPU execution provider)")
+    fit_networks: int = option(
+        20,
+        "random ensembles timed end to end, in the same rounds as the pieces, to fit the "
+        "per-ensemble and per-block overhead (0: no fit; else at least 2)",
+        valid=">= 0",
+    )
+    validate: int = option(
+        0,
+        "also time this many other random ensembles end to end, twice, against the table's "
+        "predictions (OUT.validation.json and .png; 0: none, else at least 2)",
+        valid=">= 0",
+    )
+    force: bool = option(False, "overwrite an existing --out")
+
+    def __post_init__(self):
+        validate_fields(self)
+        for name in ("fit_networks", "validate"):
+            if getattr(self, name) == 1:
+                purpose = "fit" if name == "fit_networks" else "rank"
+                raise NeasError(f"{name}: 1 network is too few to {purpose}; give 0 (none) or at least 2")
+        if self.runtime not in RUNTIMES:
+            raise NeasError(
+                f"runtime: unknown {self.runtime!r}{suggest(self.runtime, RUNTIMES)}; choose {' or '.join(RUNTIMES)}"
+            )
+
+
+@dataclass
+class SubImageNetCommand:
+    """write the paper's 100-class subImageNet (250 train + 50 val per class)"""
+
+    imagenet: str = option(None, "ImageNet root with train/<class>/ and val/<class>/", required=True)
+    out: str = option(None, "where to write it", required=True)
+    classes: int = option(100, "classes drawn", valid=">= 1")
+    train_per_class: int = option(250, "training images per class", valid=">= 1")
+    val_per_class: int = option(50, "validation images per class", valid=">= 1")
+    seed: int = option(0, "seed of the draw", valid=">= 0")
+
+    def __post_init__(self):
+        validate_fields(self)
+
+
+@dataclass
+class CarveTestCommand:
+    """split a train-only image folder into fixed, stratified train/ and test/ parts"""
+
+    src: str = option(None, "a folder with train/<class>/<image> (e.g. our CIFAR-10 copy)", positional=True)
+    out: str = option(None, "where to write the carved copy", required=True)
+    test_fraction: float = option(0.2, "fraction of every class moved to test/", valid="(0, 1)")
+    split: str = option("train", "the sub-folder to split")
+
+    def __post_init__(self):
+        validate_fields(self)

@@ -1,0 +1,30 @@
+"""The schema of ``neas rank``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+from neas.config import option, validate_fields
+from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
+
+__all__ = ["RankConfig"]
+
+
+@dataclass
+class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
+    """The schema of ``neas rank``."""
+
+    supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
+    out: str = option("runs/rank", "output directory")
+    num_archs: int = option(30, "ensembles sampled and trained from scratch", valid=">= 3")
+    from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
+    scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
+    scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
+    bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals", valid=">= 1")
+    scratch: "str | None" = option(
+        None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused"
+    )
+
+    def __post_init__(self):
+        validate_fields(self)

@@ -1,0 +1,36 @@
+"""The schema of ``neas run``: shared keys, then one section per stage (that stage's own schema's keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from neas.config import option, validate_fields
+from neas.options import COST_METRICS, DataOptions, DeviceOptions
+
+__all__ = ["RunConfig", "CONFIGS", "DEMO"]
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
+DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
+
+
+@dataclass
+class RunConfig(DataOptions, DeviceOptions):
+    """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
+
+    out: str = option("runs/demo", "run directory")
+    space: str = option("tiny", "search space preset or YAML file")
+    compare_random: bool = option(False, "also run random search with as many evaluations")
+    budgets: "list[str]" = option(
+        default_factory=list,
+        help="one Pareto search, then retrain the best member within each budget "
+        "(e.g. 0.8M 1.2M 1.5M), one sub-directory each",
+    )
+    budget_metric: str = option("macs", "what the budgets bound", valid=COST_METRICS)
+    supernet: dict = option(default_factory=dict, help="keys of `neas train-supernet`", cli=False)
+    search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
+    retrain: dict = option(default_factory=dict, help="keys of `neas retrain`", cli=False)
+    resume: bool = option(False, "continue an interrupted run")
+
+    def __post_init__(self):
+        validate_fields(self)

@@ -1,0 +1,79 @@
+"""The schema of ``neas train-supernet`` and of its shrinking settings (Algorithm 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neas.config import option, validate_fields
+from neas.errors import NeasError, suggest
+from neas.options import SHRINK_MODES, DataOptions, TrainOptions
+
+__all__ = ["ShrinkSettings", "SupernetConfig"]
+
+
+@dataclass(frozen=True)
+class ShrinkSettings:
+    """How a supernet's space is shrunk (Algorithm 1). Outside Python each key is spelled
+    ``shrink_<name>`` (the mode: ``shrink``), as in ``neas train-supernet --shrink-every 20``."""
+
+    mode: str = option("diversity", "diversity | quality (S = I: quality alone) | accuracy | none")
+    every: int = option(20, "E: epochs between shrinking rounds", valid=">= 1")
+    drop: int = option(20, "k: combinations dropped per round", valid=">= 0")
+    until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
+    samples: int = option(20, "Z: ensembles sampled per round", valid=">= 1")
+    beta: float = option(
+        1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0"
+    )
+    gamma: float = option(
+        5.0, "gamma of the quality exp(gamma * accuracy)", valid="[0, 50]"
+    )  # exp(2 K gamma) stays finite
+
+    def __post_init__(self):
+        if self.mode not in SHRINK_MODES:
+            raise NeasError(
+                f"shrink: unknown mode {self.mode!r}{suggest(self.mode, SHRINK_MODES)}; modes: "
+                f"{', '.join(SHRINK_MODES)}"
+            )
+        validate_fields(self)  # flags and YAML are checked under their flat names (shrink_every) before this
+
+
+@dataclass
+class SupernetConfig(DataOptions, TrainOptions):
+    """The schema of ``neas train-supernet``: every field is a YAML key and a flag."""
+
+    out: str = option("runs/supernet", "run directory")
+    space: str = option("tiny", "search space preset or YAML file")
+    holdout: float = option(
+        0.1, "fraction of the training split held out to score candidates (never trained on)", valid="(0, 1)"
+    )
+    epochs: int = option(12, "training epochs", valid=">= 1")
+    batch_size: int = option(64, "images per process and step", valid=">= 1")
+    lr: "float | None" = option(
+        None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024", valid="(0, 100]"
+    )
+    momentum: float = option(0.9, "SGD momentum", valid="[0, 1)")
+    weight_decay: float = option(4e-5, "SGD weight decay", valid=">= 0")
+    warmup_epochs: int = option(0, "linear warm-up epochs", valid=">= 0")
+    scale_shared_grad: bool = option(True, "divide the shared part's gradient by K")
+    augment: bool = option(True, "random crops (+ flips except on digits)")
+    shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
+    bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
+    probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
+    compile: str = option(
+        "off",
+        "blocks: torch.compile every (layer, op) block and head once, reused by every sampled ensemble "
+        "(docs/PERFORMANCE.md: when it pays)",
+        valid=("off", "blocks"),
+    )
+
+    def __post_init__(self):
+        validate_fields(self)
+        if self.holdout < 0.01:  # 1% of the training split: a search is never scored on a handful of images
+            raise NeasError(
+                f"holdout must be at least 0.01 (the search is scored on the held-out images), got {self.holdout!r}"
+            )
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            raise NeasError(
+                f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs}): the learning rate "
+                "would never reach its base value"
+            )
