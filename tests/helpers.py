@@ -37,3 +37,9 @@ def arm_kill(
 
     monkeypatch.setattr(target, attr, dying)
     return lambda: monkeypatch.setattr(target, attr, real)
+
+
+# A YAML alias bomb: 9 levels of 9 references, ~387M values once built (a few hundred bytes on disk)
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)

@@ -12,9 +12,7 @@ from neas.cli import main
 from neas.config import resolve_config
 from neas.recipes.train_supernet import SupernetConfig
 
-BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
-    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
-)
+from .helpers import BILLION_LAUGHS
 
 
 def _one_error_line(capsys, code, *fragments):

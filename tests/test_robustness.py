@@ -15,7 +15,7 @@ from neas.errors import NeasError
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import MARKER, prepare_run_dir, release_run_dir
 
-from .helpers import Killed
+from .helpers import BILLION_LAUGHS, Killed
 
 
 def _snapshot(root: Path, skip=()) -> dict:
@@ -348,6 +348,24 @@ BAD = [
     (["train-supernet", "--out", "{file}"], "is a file, not a directory"),
     (["latency-table", "--space", "tiny", "--out", "{file}"], "already exists; pass --force"),
     (["rank", "--supernet", "{missing}", "--out", "{tmp}"], "not a finished supernet run"),
+    # round two (issue 30): configs, overrides, argparse, budgets, sizes
+    (["train-supernet", "--config", "{dup}"], "duplicate key 'space'"),
+    (["train-supernet", "--config", "{bomb}"], "alias bomb"),
+    (["search", "--config", "{nan_budget}"], "max_macs:"),
+    (["run", "--out", "{tmp}/run", "search.max_macs=1K"], "no ensemble of the space meets max_macs=1000"),
+    (["run", "--out", "{tmp}/run", "search.max_macs=-5"], "a budget must be >= 0"),
+    (["run", "--out", "{tmp}/run", "retrain=5"], "(in override 'retrain=5')"),
+    (["train-supernet", "epochs=!!python/object:os.system"], "python/object"),
+    (["train-supernet", "download=off"], "expected true or false, got 'off'"),
+    (["train-supernet", "holdout=1e-300"], "holdout must be at least 0.01"),
+    (["train-supernet", "--warmup-epochs", "100", "--epochs", "1"], "warmup_epochs (100) must be less than"),
+    (["train-supernet", "--epoch", "3"], "unrecognized arguments: --epoch"),
+    (["train-supernet", "--epochs", "1.5"], "--epochs: expected an integer, got '1.5'"),
+    (["train-supernet", "--out", ""], "out: an empty path"),
+    (["export", "--format", "onnx", "x"], "required: --out"),
+    (["trian"], "did you mean"),
+    (["arch", "neas-s", "--input-size", "100000000"], "input_size"),
+    (["report", "{file}"], ""),
 ]
 
 
@@ -356,7 +374,13 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, argv, fragm
     (tmp_path / "bad.yaml").write_text("epochs: [1, 2\n")
     (tmp_path / "latin1.yaml").write_bytes("epochs: 3 # caf\xe9\n".encode("latin-1"))
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "dup.yaml").write_text("space: tiny\nspace: cifar\n")
+    (tmp_path / "bomb.yaml").write_text(BILLION_LAUGHS)
+    (tmp_path / "nan.yaml").write_text("max_macs: .nan\n")
     values = {
+        "{dup}": str(tmp_path / "dup.yaml"),
+        "{bomb}": str(tmp_path / "bomb.yaml"),
+        "{nan_budget}": str(tmp_path / "nan.yaml"),
         "{yaml_bad}": str(tmp_path / "bad.yaml"),
         "{latin1}": str(tmp_path / "latin1.yaml"),
         "{tmp}": str(tmp_path),
