@@ -1,0 +1,153 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neas.ensemble.cascade import (
+    NEVER,
+    _best_threshold,
+    cascade_curve,
+    cascade_predict,
+    cascade_summary,
+    fit_thresholds,
+)
+from neas.errors import NeasError
+
+
+def _data(k: int, n: int = 400, c: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """K paths of growing skill on the same labels; the ensemble beats its first path."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(c, (n,), generator=g)
+    signal = F.one_hot(labels, c).float()
+    logits = torch.stack([torch.randn(n, c, generator=g) * 2 + signal * (1.5 + 0.3 * j) for j in range(k)])
+    return logits, labels
+
+
+def _costs(k: int) -> list[float]:
+    return [100.0 + 60.0 * j for j in range(k)]  # a shared trunk: not K multiples of one path
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_threshold_extremes(k):
+    logits, _ = _data(k)
+    first, stops = cascade_predict(logits, [0.0] * (k - 1))
+    assert torch.equal(first, logits[0]) and torch.equal(stops, torch.ones(400, dtype=torch.long))
+    full, stops = cascade_predict(logits, [1.5] * (k - 1), temperature=0.5)
+    assert torch.equal(full, logits.mean(0)) and torch.equal(stops, torch.full((400,), k, dtype=torch.long))
+
+
+def test_stop_rule_per_image():
+    logits, _ = _data(3, n=50)
+    thresholds, t = [0.6, 0.4], 1.7
+    out, stops = cascade_predict(logits, thresholds, temperature=t)
+    for i in range(50):
+        expected = 3
+        for j in (1, 2):
+            if (logits[:j, i].mean(0) / t).softmax(-1).max() >= thresholds[j - 1]:
+                expected = j
+                break
+        assert stops[i] == expected
+        torch.testing.assert_close(out[i], logits[:expected, i].mean(0))
+
+
+def test_input_checks():
+    logits, labels = _data(3, n=20)
+    with pytest.raises(NeasError, match="thresholds"):
+        cascade_predict(logits, [0.5])
+    with pytest.raises(NeasError, match="step costs"):
+        fit_thresholds(logits, labels, [1.0, 2.0], 0.01)
+    with pytest.raises(NeasError, match="labels"):
+        fit_thresholds(logits, labels[:5], _costs(3), 0.01)
+
+
+def _brute_force_k2(logits, labels, costs, tolerance):
+    """Every candidate threshold of a 2-path cascade, cheapest feasible."""
+    full = cascade_summary(logits, labels, [NEVER], costs)["top1"]
+    candidates = logits[0].softmax(-1).max(-1).values.double().unique().tolist() + [NEVER]
+    feasible = []
+    for t in candidates:
+        s = cascade_summary(logits, labels, [t], costs)
+        if s["top1"] >= full - tolerance - 1e-12:
+            feasible.append(s["mean_cost"])
+    return min(feasible)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.005, 0.02])
+def test_fit_thresholds_k2_is_exact(tolerance):
+    logits, labels = _data(2)
+    thresholds = fit_thresholds(logits, labels, _costs(2), tolerance)
+    summary = cascade_summary(logits, labels, thresholds, _costs(2))
+    full = cascade_summary(logits, labels, [NEVER], _costs(2))
+    assert summary["top1"] >= full["top1"] - tolerance - 1e-12
+    assert summary["mean_cost"] == pytest.approx(_brute_force_k2(logits, labels, _costs(2), tolerance))
+    assert summary["mean_cost"] < full["mean_cost"]  # these paths leave room to stop early
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.01])
+def test_fit_thresholds_k3(tolerance):
+    logits, labels = _data(3, seed=1)
+    costs = _costs(3)
+    thresholds = fit_thresholds(logits, labels, costs, tolerance)
+    assert len(thresholds) == 2 and thresholds == fit_thresholds(logits, labels, costs, tolerance)  # deterministic
+    summary = cascade_summary(logits, labels, thresholds, costs)
+    full = cascade_summary(logits, labels, [NEVER, NEVER], costs)
+    assert summary["top1"] >= full["top1"] - tolerance - 1e-12
+    assert summary["mean_cost"] <= full["mean_cost"]
+    assert summary["mean_cost"] < full["mean_cost"] or tolerance == 0.0
+    assert sum(summary["stop_fraction"]) == pytest.approx(1.0)
+    # coordinate descent ends where no single threshold, moved to any candidate value, does better
+    for j in range(2):
+        step_conf = logits[: j + 1].mean(0).softmax(-1).max(-1).values.double().unique().tolist()
+        for value in step_conf + [NEVER]:
+            moved = list(thresholds)
+            moved[j] = value
+            other = cascade_summary(logits, labels, moved, costs)
+            if other["top1"] >= full["top1"] - tolerance - 1e-12:
+                assert other["mean_cost"] >= summary["mean_cost"] - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_thresholds_k4_with_uneven_costs(seed):
+    """Costs need not grow (given, not summed): the constraint must hold whatever they are."""
+    logits, labels = _data(4, n=200, seed=seed)
+    costs = [[100.0, 40.0, 300.0, 120.0], [10.0, 20.0, 30.0, 40.0]][seed % 2]
+    thresholds = fit_thresholds(logits, labels, costs, 0.01)
+    summary = cascade_summary(logits, labels, thresholds, costs)
+    full = cascade_summary(logits, labels, [NEVER] * 3, costs)
+    assert summary["top1"] >= full["top1"] - 0.01 - 1e-12
+    assert summary["mean_cost"] <= full["mean_cost"]
+    for j in range(3):  # coordinate-wise optimal
+        step_conf = logits[: j + 1].mean(0).double().softmax(-1).max(-1).values.unique().tolist()
+        for value in step_conf + [NEVER]:
+            moved = list(thresholds)
+            moved[j] = value
+            other = cascade_summary(logits, labels, moved, costs)
+            if other["top1"] >= full["top1"] - 0.01 - 1e-12:
+                assert other["mean_cost"] >= summary["mean_cost"] - 1e-9
+
+
+def test_one_step_search_skips_an_infeasible_never():
+    """Going on is cheaper here but loses the images: the search must not return it."""
+    conf = torch.tensor([0.9, 0.5], dtype=torch.float64)
+    stop = (torch.tensor([10.0, 10.0], dtype=torch.float64), torch.tensor([1, 1]))
+    go = (torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0, 0]))
+    assert _best_threshold(conf, stop, go, (0.0, 0), required=2) == (20.0, 2, 0.5)
+    assert _best_threshold(conf, stop, go, (0.0, 0), required=3)[0] == float("inf")
+
+
+def test_fit_thresholds_never_costs_more_when_the_first_path_is_useless():
+    logits, labels = _data(3, seed=2)
+    logits[0] = torch.randn(400, 10, generator=torch.Generator().manual_seed(5)) * 10  # confident and wrong
+    thresholds = fit_thresholds(logits, labels, _costs(3), 0.0)
+    summary = cascade_summary(logits, labels, thresholds, _costs(3))
+    assert summary["top1"] >= cascade_summary(logits, labels, [NEVER] * 2, _costs(3))["top1"]
+    assert summary["mean_cost"] <= _costs(3)[-1]
+
+
+def test_cascade_curve():
+    logits, labels = _data(3)
+    curve = cascade_curve(logits, labels, _costs(3), points=11)
+    assert [p["threshold"] for p in curve] == pytest.approx([i / 10 for i in range(11)])
+    first = (logits[0].argmax(-1) == labels).double().mean().item()
+    assert curve[0] == {"threshold": 0.0, "top1": first, "mean_cost": 100.0}
+    costs = [p["mean_cost"] for p in curve]
+    assert costs == sorted(costs)  # a higher threshold stops fewer images early
