@@ -36,6 +36,19 @@ def _field(meta: dict, key: str, kind, where: str, default=None):
     return value
 
 
+def _check_cascade(cascade: dict, k: int) -> None:
+    """A stored cascade: a permutation of the K paths and K - 1 finite thresholds."""
+    order, thresholds = cascade.get("order"), cascade.get("thresholds")
+    if not isinstance(order, list) or sorted(order) != list(range(k)):
+        raise NeasError(f"cascade: 'order' must order the paths 0..{k - 1}, got {order!r:.80}")
+    if not (
+        isinstance(thresholds, list)
+        and len(thresholds) == k - 1
+        and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in thresholds)
+    ):
+        raise NeasError(f"cascade: 'thresholds' must be {k - 1} finite numbers, got {thresholds!r:.80}")
+
+
 @dataclass(frozen=True)
 class EnsembleFile:
     """What a neas ensemble weights file says about itself (its safetensors metadata), typed."""
@@ -50,6 +63,9 @@ class EnsembleFile:
     holdout: float = 0.0  # the fraction of the training split held out (temperature, anytime order)
     path_order: "dict | None" = None  # {"order": [path, ...], "by": how it was decided, "path_top1": [...]}
     temperature: "dict | None" = None  # fit_temperature's record: {"temperature": T > 0, ...}
+    # `neas evaluate --cascade`'s fit: {"order": [path, ...], "thresholds": [K - 1 floats], "tolerance": points,
+    # "temperature": T or None (of the stopping confidence), "fitted_on": ..., "images": n}
+    cascade: "dict | None" = None
 
     def __post_init__(self):
         t = None if self.temperature is None else self.temperature.get("temperature")
@@ -60,6 +76,8 @@ class EnsembleFile:
         order = self.order
         if sorted(order) != list(range(self.arch.num_paths)):
             raise NeasError(f"path_order must order the paths 0..{self.arch.num_paths - 1}, got {order}")
+        if self.cascade is not None:
+            _check_cascade(self.cascade, self.arch.num_paths)
 
     @property
     def order(self) -> list[int]:
@@ -79,6 +97,7 @@ class EnsembleFile:
             "holdout": self.holdout,
             "path_order": self.path_order,
             "temperature": self.temperature,
+            "cascade": self.cascade,
         }
         return {
             "format": FORMAT,
@@ -120,6 +139,7 @@ class EnsembleFile:
                 float(_field(meta, "holdout", (int, float), where, 0.0)),
                 _field(meta, "path_order", dict, where),
                 _field(meta, "temperature", dict, where),
+                _field(meta, "cascade", dict, where),
             )
         except NeasError as exc:
             raise NeasError(f"{where}: {exc}") from None
