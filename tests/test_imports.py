@@ -20,6 +20,7 @@ LAYERS = [
     ("errors",),
     ("parser",),
     ("config",),
+    ("stats",),
     ("options",),
     ("schemas",),
     ("io",),

@@ -52,6 +52,7 @@ from neas.search.ranking import (
     rank_correlation,
     tau_difference,
 )
+from neas.stats import ci95, decide
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
@@ -96,25 +97,6 @@ def _pooled_bootstrap(
         return t - np.mean([kendall_tau(x, y, axis) for x in xs[k : k + m]], axis=0) if m else t
 
     return percentile_ci(paired_bootstrap([*a, *(b or []), scratch], statistic, resamples, seed))
-
-
-def decide(lo: float, hi: float, mean: float, boot: "dict | None" = None) -> str:
-    """The outcome of a difference with t CI [lo, hi] and, optionally, a bootstrap CI
-    (``percentile_ci``'s dict) that must also exclude 0: "+" / "-" (both exclude 0, on the
-    mean's side), "noise" (either contains 0: either source of noise explains it), or
-    "borderline": the t CI excludes 0 and the bootstrap bound on the mean's side is within its
-    Monte-Carlo band of 0 (module docstring), so which of the other two it is depends on the
-    bootstrap's seed."""
-    if lo <= 0 <= hi:
-        return "noise"
-    up = mean > 0
-    if boot is not None:
-        bound, band = (boot["ci"][0], boot["mc"][0]) if up else (boot["ci"][1], boot["mc"][1])
-        if band[0] <= 0 <= band[1]:
-            return "borderline"
-        if (bound <= 0) if up else (bound >= 0):
-            return "noise"
-    return "+" if up else "-"
 
 
 def _band(boot: dict, mean: float, scale: float = 1) -> str:
@@ -316,19 +298,6 @@ def per_seed(units: dict, prefix: str) -> dict[int, dict]:
             float(np.std([v["top1"] for v in values], ddof=1)) if len(values) > 1 else float("nan")
         )
     return out
-
-
-def ci95(xs: "list[float]") -> tuple[float, float, float, float]:
-    """mean, sd, CI low, CI high (Student t); the CI is nan below 2 values."""
-    xs = np.asarray(xs, float)
-    mean = float(xs.mean())
-    if len(xs) < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    sd = float(xs.std(ddof=1))
-    if sd == 0:
-        return mean, 0.0, mean, mean
-    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=mean, scale=sd / math.sqrt(len(xs)))
-    return mean, sd, float(lo), float(hi)
 
 
 def _cell(xs, scale, digits):

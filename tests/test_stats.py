@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from neas.stats import ci95, decide, paired_difference
+
+
+def test_ci95_is_scipys_t_interval():
+    xs = [0.61, 0.64, 0.60, 0.66, 0.63]
+    mean, sd, lo, hi = ci95(xs)
+    want = stats.t.interval(0.95, len(xs) - 1, loc=np.mean(xs), scale=stats.sem(xs))
+    assert mean == pytest.approx(np.mean(xs))
+    assert sd == pytest.approx(np.std(xs, ddof=1))
+    assert (lo, hi) == pytest.approx(want)
+
+
+def test_ci95_of_one_value_has_no_interval_and_of_equal_values_a_point():
+    mean, sd, lo, hi = ci95([0.7])
+    assert mean == 0.7 and all(math.isnan(v) for v in (sd, lo, hi))
+    assert ci95([0.5, 0.5, 0.5]) == (0.5, 0.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    "a, b, verdict",
+    [
+        ([0.70, 0.72, 0.69, 0.71], [0.66, 0.69, 0.67, 0.66], "better"),  # every seed +0.02 .. +0.05
+        ([0.66, 0.69, 0.67, 0.66], [0.70, 0.72, 0.69, 0.71], "worse"),
+        ([0.70, 0.64, 0.69, 0.66], [0.66, 0.69, 0.67, 0.68], "within noise"),
+    ],
+)
+def test_paired_difference_is_ttest_rels_interval(a, b, verdict):
+    d = paired_difference(a, b)
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(0.95)
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert (d["lo"], d["hi"]) == pytest.approx((ci.low, ci.high))
+    assert d["sd"] == pytest.approx(np.std(np.subtract(a, b), ddof=1))
+    assert d["n"] == 4 and d["verdict"] == verdict
+    assert (verdict == "within noise") == (test.pvalue >= 0.05)
+
+
+def test_paired_difference_of_one_seed_is_within_noise_and_of_a_constant_shift_decided():
+    one = paired_difference([0.7], [0.6])
+    assert one["mean"] == pytest.approx(0.1) and one["n"] == 1 and one["verdict"] == "within noise"
+    assert math.isnan(one["lo"]) and math.isnan(one["hi"])
+    shift = paired_difference([0.7, 0.8, 0.9], [0.6, 0.7, 0.8])  # sd 0: the interval is the point
+    assert shift["sd"] == pytest.approx(0.0, abs=1e-12) and shift["verdict"] == "better"
+    assert paired_difference([0.5, 0.5], [0.5, 0.5])["verdict"] == "within noise"
+
+
+def test_paired_difference_refuses_unpaired_values():
+    with pytest.raises(ValueError, match="differ in number"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no paired"):
+        paired_difference([], [])
+
+
+def test_decide_with_a_bootstrap_that_contains_zero_is_noise():
+    boot = {"ci": [-0.01, 0.2], "mc": [[-0.02, -0.005], [0.19, 0.21]]}
+    assert decide(0.01, 0.2, 0.1) == "+"
+    assert decide(0.01, 0.2, 0.1, boot) == "noise"
+    assert decide(-0.2, -0.01, -0.1) == "-"
+    assert decide(-0.1, 0.1, 0.0) == "noise"
