@@ -9,6 +9,7 @@ Every user-input error is a :class:`~neas.errors.NeasError`, printed as one line
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
@@ -39,7 +40,7 @@ def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra,
     if schema is not None:
         cls = _schema(schema)
         yaml_config = not schema.split(":")[1].endswith("Command")
-        if yaml_config:
+        if yaml_config and not _names_a_config(cls):
             demo = " (default: the built-in digits demo, configs/demo.yaml, which sets its own values)"
             p.add_argument(
                 "--config", help="YAML file with any of the options below as keys" + (demo if name == "run" else "")
@@ -54,6 +55,12 @@ def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra,
             )
     for flag, kw in extra:
         p.add_argument(flag, **kw)
+
+
+def _names_a_config(cls: type) -> bool:
+    """Whether ``cls`` has its own ``config`` option (``neas compare``'s `neas run` YAML): it is then the
+    ``--config`` flag, and the command takes its other YAML-only keys as ``key=value`` overrides."""
+    return any(f.name == "config" for f in dataclasses.fields(cls))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +95,8 @@ def _config(args):
     if args.command == "run":  # defaults to the demo; only set flags override it
         args.config = args.config or DEMO
     fixed = {k: getattr(args, k) for k in args.fixed}  # given as flags only: a YAML file may not move them
-    return resolve_config(cls, getattr(args, "config", None), vars(args), getattr(args, "overrides", None), fixed)
+    config_file = None if _names_a_config(cls) else getattr(args, "config", None)
+    return resolve_config(cls, config_file, vars(args), getattr(args, "overrides", None), fixed)
 
 
 def main(argv: "list[str] | None" = None) -> int:

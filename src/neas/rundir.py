@@ -65,6 +65,10 @@ __all__ = [
     "RANK",
     "ABLATE",
     "REPORT",
+    "COMPARE",
+    "COMPARE_TABLE",
+    "COMPARE_CONFIGS",
+    "JOB_LOGS",
     "generation_file",
     "round_file",
     "read_json",
@@ -94,6 +98,10 @@ SUMMARY = "summary.json"  # run: the pipeline's result
 RANK = "rank.json"  # rank: the correlations
 ABLATE = "ablate.json"  # ablate: the ablation's record
 REPORT = "report"
+COMPARE = "compare.json"  # compare: every row's per-seed numbers, statistics and paired differences
+COMPARE_TABLE = "compare.md"
+COMPARE_CONFIGS = "configs"  # compare: the `neas run` (and deep-ensemble retrain) config of each job
+JOB_LOGS = "jobs"  # submitit's pickles and logs of the jobs a command ran
 
 # Keys a --resume does not compare with the config the run started with.
 NOT_COMPARED = ("resume", "out", "device", "workers")

@@ -69,7 +69,7 @@ COMMANDS = {
         "neas.recipes.evaluate:main",
         (
             ("--json", {"nargs": "?", "const": "-", "help": "print JSON, or write it to this file"}),
-            ("--force", {"action": "store_true", "help": "overwrite an existing --json file"}),
+            ("--force", {"action": "store_true", "help": "overwrite an existing --json or --save-scores file"}),
         ),
     ),
     "rank": (
@@ -82,6 +82,12 @@ COMMANDS = {
         "the whole pipeline in one run directory (no arguments: the digits demo)",
         "neas.schemas.run:RunConfig",
         "neas.recipes.run:main",
+        (),
+    ),
+    "compare": (
+        "is an ensemble worth it? NEAS vs the best single network vs a deep ensemble at the same budget, over seeds",
+        "neas.schemas.compare:CompareConfig",
+        "neas.recipes.compare:main",
         (),
     ),
     "arch": ("print an ensemble architecture with its cost", _COMMANDS + "ArchCommand", _printed(_TOOLS + "arch"), ()),

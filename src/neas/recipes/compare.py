@@ -1,0 +1,341 @@
+"""``neas compare``: is an ensemble worth it on this data? The study's rows at one budget, over seeds.
+
+    neas compare --config configs/demo.yaml --seeds 3 --out runs/compare --executor local --max-parallel 2
+    neas compare --config configs/cifar10.yaml --seeds 5 --out runs/compare --executor slurm --max-parallel 15 \\
+        slurm.partition=gpu slurm.gpus_per_node=1 slurm.cpus_per_task=8 slurm.mem_gb=32 slurm.timeout_min=720
+
+For seed ``s`` (the config's seed + 0, 1, ...), every row is one ordinary run directory under OUT:
+
+- ``neas-seed<s>``: ``neas run`` of the config (K paths from its space); ``none-seed<s>`` and
+  ``accuracy-seed<s>``: the same with shrink mode none / accuracy;
+- ``single-seed<s>``: ``neas run`` of the config with a K = 1 copy of its space, at the same budget
+  (shrink mode none, like the study's K = 1 rows: diversity needs two paths);
+- ``deep-k1-seed<s>``: the same at budget / K, then ``deep-seed<s>``: ``neas ablate deep-ensemble``
+  of its searched network with K copies (equal total MACs).
+
+The runs are independent jobs (:func:`neas.executor.run_jobs`): the deep ensembles once their
+K = 1 searches are done. Each job's config is written to ``OUT/configs/`` once; a rerun whose
+configs differ is refused, and one after a kill skips finished jobs and resumes the others. Then
+``compare.json`` / ``compare.md``: per row the per-seed top-1, NLL, ECE, MACs, params and latency,
+their mean ± sd and t 95 % CI; per row the differences NEAS minus row, paired by seed, with their
+CI and a verdict (:func:`neas.stats.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import yaml
+
+from neas.config import from_dict, load_yaml, to_dict
+from neas.data.datasets import load_dataset
+from neas.errors import NeasError
+from neas.executor import Job, run_jobs
+from neas.io import write_json, write_text, write_yaml
+from neas.recipes.run import RunConfig, stage_configs
+from neas.recipes.search import check_budget
+from neas.rundir import (
+    ABLATE,
+    ARCH,
+    COMPARE,
+    COMPARE_CONFIGS,
+    COMPARE_TABLE,
+    CONFIG,
+    EVAL,
+    JOB_LOGS,
+    SUMMARY,
+    check_resume_config,
+    claim_dir,
+    read_eval,
+    read_json,
+    releases_run_dir,
+)
+from neas.schemas.compare import ROWS, CompareConfig
+from neas.space import SearchSpace
+from neas.stats import ci95, paired_difference
+
+__all__ = ["CompareConfig", "compare", "format_table", "METRICS"]
+
+log = logging.getLogger(__name__)
+
+# metric -> (label, scale, digits, higher is better)
+METRICS = {
+    "top1": ("top-1 (%)", 100, 2, True),
+    "nll": ("NLL", 1, 4, False),
+    "ece": ("ECE (%)", 100, 2, False),
+    "macs": ("MACs (M)", 1e-6, 3, False),
+    "params": ("params (M)", 1e-6, 3, False),
+    "latency_ms": ("latency (ms)", 1, 2, False),
+}
+DIFFERENCES = ("top1", "nll", "ece", "latency_ms")  # paired against the NEAS row (costs are fixed by the arch)
+NOT_COMPARED = ("out", "executor", "max_parallel", "slurm")  # how the jobs run, not what they compute
+SHRINK_ROWS = {"none": "none", "accuracy": "accuracy"}  # row -> supernet shrink mode
+SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Every job of a comparison, in two phases, and each config file to write."""
+
+    first: list  # neas run jobs
+    deep: list  # neas ablate deep-ensemble jobs, each after its K = 1 run
+    files: dict  # path -> text (the configs, written before the jobs)
+    runs: dict  # (row, seed) -> (run directory, the file holding its eval numbers)
+
+
+def _run_config(cfg: CompareConfig) -> RunConfig:
+    path = Path(cfg.config)
+    if not path.is_file():
+        raise NeasError(f"--config {path}: no such `neas run` YAML file")
+    base = from_dict(RunConfig, load_yaml(path))
+    if base.budgets:
+        raise NeasError(f"--config {path}: `budgets:` is not supported by neas compare yet; set search.max_macs")
+    return base
+
+
+def _k1_space(base: RunConfig, out: Path) -> tuple[SearchSpace, Path]:
+    """The config's space with one path (the best single network's), and where its YAML goes."""
+    space = SearchSpace.resolve(base.space)
+    return dataclasses.replace(space, name=f"{space.name}-k1", num_paths=1), out / COMPARE_CONFIGS / "space-k1.yaml"
+
+
+def _deep_search(base: RunConfig, k: int) -> dict:
+    """The search section at budget / K: each of the K copies gets its share of every cost bound."""
+    _, se, _ = stage_configs(base)
+    search = dict(base.search)
+    for metric in SCALED:
+        for bound in ("min", "max"):
+            value = getattr(se.constraints, f"{bound}_{metric}")
+            if value is not None:
+                search[f"{bound}_{metric}"] = int(value) // k
+    if se.constraints.max_latency_ms is not None or se.constraints.min_latency_ms is not None:
+        raise NeasError("--rows deep: a latency budget cannot be split between copies; bound MACs instead")
+    if se.constraints.max_macs is None:
+        raise NeasError("--rows deep: the config sets no search.max_macs, so there is no budget to split")
+    return search
+
+
+def _row_config(base: RunConfig, row: str, seed: int, out: Path, k1_space: Path) -> RunConfig:
+    """The ``neas run`` config of ``row`` (``deep``: its K = 1 search at budget / K) for ``seed``."""
+    changes = {"seed": seed, "out": str(out), "resume": False}
+    if row in SHRINK_ROWS:
+        changes["supernet"] = {**base.supernet, "shrink": SHRINK_ROWS[row]}
+    if row in ("single", "deep"):  # shrink none, as the study's K = 1 rows (diversity needs two paths)
+        changes["space"] = str(k1_space)
+        changes["supernet"] = {**base.supernet, "shrink": "none"}
+    if row == "deep":
+        changes["search"] = _deep_search(base, SearchSpace.resolve(base.space).num_paths)
+    return dataclasses.replace(base, **changes)
+
+
+def _check_budgets(configs: dict, k1: SearchSpace) -> None:
+    """Refuses, before anything starts, a budget some row's search cannot meet."""
+    num_classes = {}
+    for (row, _seed), rc in configs.items():
+        _, se, _ = stage_configs(rc)
+        space = k1 if row in ("single", "deep") else SearchSpace.resolve(rc.space)
+        if rc.data not in num_classes:
+            full = load_dataset(rc.data, "train", space.input_size, rc.data_dir, rc.download, decode="stream")
+            num_classes[rc.data] = full.num_classes
+        try:
+            check_budget(se, space, num_classes[rc.data])
+        except NeasError as exc:
+            raise NeasError(f"--rows {row}: {exc}") from None
+
+
+def _yaml(value: dict) -> str:
+    return yaml.safe_dump(value, sort_keys=False)
+
+
+def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
+    """The jobs and configs of every row and seed; refuses a row or budget that cannot run."""
+    out = Path(cfg.out)
+    k = SearchSpace.resolve(base.space).num_paths
+    if "deep" in cfg.rows and k < 2:
+        raise NeasError(f"--rows deep: the config's space has K = {k} path; a deep ensemble needs K >= 2")
+    k1, k1_file = _k1_space(base, out)
+    configs = {}
+    for s in range(cfg.seeds):
+        for row in cfg.rows:
+            name = f"{'deep-k1' if row == 'deep' else row}-seed{base.seed + s}"
+            configs[row, base.seed + s] = _row_config(base, row, base.seed + s, out / name, k1_file)
+    _check_budgets(configs, k1)
+    plan = _Plan([], [], {}, {})
+    if any(row in ("single", "deep") for row in cfg.rows):
+        plan.files[k1_file] = k1.to_yaml()
+    for (row, seed), rc in configs.items():
+        path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
+        plan.files[path] = _yaml(to_dict(rc))
+        plan.first.append(Job(Path(rc.out).name, ["run", "--config", path, "--out", rc.out], rc.out, SUMMARY))
+        plan.runs[row, seed] = (Path(rc.out), Path(rc.out) / "retrain" / EVAL)
+        if row == "deep":
+            plan.deep.append(_deep_job(plan, rc, out, seed, k))
+    return plan
+
+
+def _deep_job(plan: _Plan, k1_run: RunConfig, out: Path, seed: int, k: int) -> Job:
+    """``neas ablate deep-ensemble`` of the K = 1 run's searched network, with its retraining recipe."""
+    retrain = to_dict(stage_configs(k1_run)[2])
+    for key in ("arch", "out", "resume"):
+        retrain.pop(key, None)
+    name = f"deep-seed{seed}"
+    path = out / COMPARE_CONFIGS / f"{name}-retrain.yaml"
+    plan.files[path] = _yaml(retrain)
+    arch = Path(k1_run.out) / "search" / ARCH
+    argv = ["ablate", "deep-ensemble", "--config", path, "--arch", arch, "--copies", k, "--out", out / name]
+    plan.runs["deep", seed] = (out / name, out / name / ABLATE)
+    return Job(name, argv, out / name, ABLATE, resume=False)
+
+
+def _check_executor(cfg: CompareConfig) -> None:
+    """What would stop every job, refused before anything is written."""
+    if importlib.util.find_spec("submitit") is None:
+        raise NeasError(f"--executor {cfg.executor}: submitit is not installed (pip install 'submitit>=1.5')")
+    if cfg.executor == "slurm" and shutil.which("sbatch") is None:
+        raise NeasError(
+            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
+        )
+
+
+def _claim(cfg: CompareConfig, plan: _Plan) -> Path:
+    """Claims OUT as a compare directory (or the one an earlier call of this comparison made) and
+    writes the job configs; a config that differs from the one written before is refused."""
+    out = claim_dir(cfg.out, "compare")
+    if (out / CONFIG).is_file():
+        check_resume_config(out, cfg, NOT_COMPARED)
+    for path, text in plan.files.items():
+        if path.is_file() and path.read_text() != text:
+            raise NeasError(
+                f"{path}: differs from the config this comparison would run now (was --config {cfg.config} "
+                "edited?); use another --out"
+            )
+    write_yaml(out / CONFIG, to_dict(cfg))
+    for path, text in plan.files.items():
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, text)
+    return out
+
+
+def _run(cfg: CompareConfig, plan: _Plan, out: Path) -> None:
+    """The first phase, then the deep ensembles whose K = 1 run finished; one error for every failure."""
+    options = {"executor": cfg.executor, "max_parallel": cfg.max_parallel, "slurm": cfg.slurm, "check": False}
+    results = run_jobs(plan.first, log_dir=out / JOB_LOGS, **options)
+    ready = [job for job in plan.deep if Path(job.argv[job.argv.index("--arch") + 1]).is_file()]
+    results += run_jobs(ready, log_dir=out / JOB_LOGS, **options) if ready else []
+    failed = [r.error for r in results if r.status == "failed"]
+    failed += [f"{job.name}: its K = 1 run did not finish" for job in plan.deep if job not in ready]
+    if failed:
+        raise NeasError(f"{len(failed)} job(s) failed (rerun to retry only them): " + "; ".join(failed))
+
+
+def _numbers(path: Path) -> dict:
+    """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``."""
+    record = read_json(path, "deep ensemble", ("ensemble",)) if path.name == ABLATE else read_eval(path)
+    values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
+    return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
+
+
+def _finite(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _row_stats(values: dict) -> dict:
+    """metric -> per-seed values, mean, sd and t 95 % CI."""
+    stats = {}
+    for metric in METRICS:
+        xs = [v[metric] for v in values.values()]
+        if any(x is None for x in xs):
+            continue
+        mean, sd, lo, hi = ci95(xs)
+        summary = dict(zip(("mean", "sd", "lo", "hi"), (mean, sd, lo, hi)))
+        stats[metric] = {"values": xs, **{k: _finite(v) for k, v in summary.items()}}
+    return stats
+
+
+def _difference(ref: dict, other: dict, metric: str) -> dict:
+    """NEAS minus the row, paired by seed; the verdict says whether NEAS is better on ``metric``."""
+    seeds = sorted(set(ref) & set(other))
+    d = paired_difference([ref[s][metric] for s in seeds], [other[s][metric] for s in seeds])
+    if not METRICS[metric][3] and d["verdict"] != "within noise":  # lower is better: a positive difference is worse
+        d["verdict"] = "worse" if d["verdict"] == "better" else "better"
+    return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
+
+
+def _collect(cfg: CompareConfig, plan: _Plan) -> dict:
+    """compare.json's record: every row's per-seed numbers, statistics and differences from NEAS."""
+    per_seed = {row: {} for row in cfg.rows}
+    for (row, seed), (run, path) in plan.runs.items():
+        per_seed[row][seed] = {**_numbers(path), "dir": str(run)}
+    rows = {row: {"what": ROWS[row], "seeds": per_seed[row], **_row_stats(per_seed[row])} for row in cfg.rows}
+    differences = {}
+    if "neas" in cfg.rows:
+        for row in cfg.rows:
+            if row != "neas":
+                differences[row] = {m: _difference(per_seed["neas"], per_seed[row], m) for m in DIFFERENCES}
+    return {"config": str(cfg.config), "seeds": cfg.seeds, "rows": rows, "differences": differences}
+
+
+def _cell(stats: "dict | None", metric: str) -> str:
+    if stats is None:
+        return "-"
+    _, scale, digits, _ = METRICS[metric]
+    if stats["sd"] is None:
+        return f"{scale * stats['mean']:.{digits}f} (n=1)"
+    mean, sd, lo, hi = (scale * stats[k] for k in ("mean", "sd", "lo", "hi"))
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _diff_cell(d: dict, metric: str) -> str:
+    _, scale, digits, _ = METRICS[metric]
+    ci = "" if d["lo"] is None else f" [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
+    return f"{scale * d['mean']:+.{digits}f}{ci} {d['verdict']}"
+
+
+def format_table(record: dict) -> str:
+    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed."""
+    lines = [
+        f"## neas compare: {record['config']}, {record['seeds']} seed(s)",
+        "",
+        "| row | " + " | ".join(m[0] for m in METRICS.values()) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
+    for row, r in record["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(_cell(r.get(m), m) for m in METRICS) + " |")
+    if record["differences"]:
+        lines += [
+            "",
+            "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise.",
+            "",
+            "| NEAS minus | seeds | " + " | ".join(f"Δ {METRICS[m][0]}" for m in DIFFERENCES) + " |",
+            "|---|---|" + "---|" * len(DIFFERENCES),
+        ]
+        for row, diffs in record["differences"].items():
+            n = diffs[DIFFERENCES[0]]["n"]
+            lines.append(f"| {row} | {n} | " + " | ".join(_diff_cell(diffs[m], m) for m in DIFFERENCES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@releases_run_dir
+def compare(cfg: CompareConfig) -> dict:
+    """Runs every row and seed (skipping finished jobs); writes and returns compare.json's record."""
+    _check_executor(cfg)
+    plan = _plan(cfg, _run_config(cfg))
+    out = _claim(cfg, plan)
+    _run(cfg, plan, out)
+    record = _collect(cfg, plan)
+    write_json(out / COMPARE, record)
+    write_text(out / COMPARE_TABLE, format_table(record))
+    return record
+
+
+def main(cfg: CompareConfig, args) -> None:
+    """`neas compare`: prints the table."""
+    record = compare(cfg)
+    print(format_table(record).rstrip())
+    print(f"compare: {Path(cfg.out) / COMPARE}")

@@ -1,0 +1,59 @@
+"""The schema of ``neas compare``: a ``neas run`` config, the seeds and the rows to compare, and the
+executor that runs their jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neas.config import option, validate_fields
+from neas.errors import NeasError, show, suggest
+
+__all__ = ["CompareConfig", "ROWS", "DEFAULT_ROWS", "EXECUTORS"]
+
+# row -> what it is (the study's rows, docs/RESULTS.md); every row is one `neas run` (deep: two steps) per seed
+ROWS = {
+    "neas": "the NEAS pipeline as configured (K paths from the space)",
+    "single": "the best single network (K = 1) at the same budget",
+    "deep": "a deep ensemble: K copies of the best single network searched at budget / K",
+    "none": "the NEAS pipeline with shrink mode none",
+    "accuracy": "the NEAS pipeline with shrink mode accuracy",
+}
+DEFAULT_ROWS = ["neas", "single", "deep"]
+EXECUTORS = ("local", "slurm", "debug")  # neas.executor.EXECUTORS, spelled here without importing it
+
+
+@dataclass
+class CompareConfig:
+    """The schema of ``neas compare``."""
+
+    config: str = option(
+        None, "a `neas run` YAML config: the data, space, budget and stages of every row", required=True
+    )
+    seeds: int = option(3, "pipeline seeds per row (seed s is the config's seed + s)")
+    rows: "list[str]" = option(
+        default_factory=lambda: list(DEFAULT_ROWS), help=f"rows to compare, comma-separated: {', '.join(ROWS)}"
+    )
+    out: str = option(
+        None, "output directory: one run directory per row and seed, compare.json, compare.md", required=True
+    )
+    executor: str = option("local", "where the jobs run: local | slurm | debug (in this process)", valid=EXECUTORS)
+    max_parallel: int = option(1, "jobs at once (local; slurm: the job array's parallelism)", valid=">= 1")
+    slurm: dict = option(
+        default_factory=dict,
+        help="--executor slurm: partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, additional_parameters",
+        cli=False,
+    )
+
+    def __post_init__(self):
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise NeasError(f"--seeds must be an integer >= 1 (seeds to compare over), got {show(self.seeds)}")
+        rows = [self.rows] if isinstance(self.rows, str) else list(self.rows)
+        self.rows = [r.strip() for item in rows for r in str(item).split(",") if r.strip()]
+        for row in self.rows:
+            if row not in ROWS:
+                raise NeasError(f"--rows: unknown row {row!r}{suggest(row, ROWS)}; valid: {', '.join(ROWS)}")
+        if not self.rows or len(set(self.rows)) != len(self.rows):
+            raise NeasError(f"--rows: name each row once, at least one, got {show(self.rows)}")
+        if not isinstance(self.slurm, dict):
+            raise NeasError(f"slurm: must be a mapping of SLURM options, got {show(self.slurm)}")
+        validate_fields(self)
