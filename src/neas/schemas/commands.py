@@ -49,15 +49,24 @@ class ExportCommand:
     official_checkpoint: "str | None" = option(None, "a released NEAS .pth.tar file")
     arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
     format: str = option(None, "safetensors | onnx", required=True)
-    out: str = option(None, "file to write", required=True)
+    out: str = option(None, "file to write (with --cascade: a directory)", required=True)
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
     paths: "int | None" = option(
         None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
+    )
+    cascade: bool = option(
+        False,
+        "with --format onnx: the early-exit cascade fitted by `neas evaluate --cascade`, one ONNX file per step "
+        "and cascade.json in the directory --out",
     )
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
+        if self.cascade and self.format != "onnx":
+            raise NeasError(f"--cascade needs --format onnx, got --format {self.format}")
+        if self.cascade and self.paths is not None:
+            raise NeasError("--cascade exports every path in the fitted order; drop --paths")
 
 
 @dataclass

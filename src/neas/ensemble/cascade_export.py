@@ -1,0 +1,318 @@
+"""The deployable early-exit cascade (issue 28 item 5): one ONNX file per step, run step by step.
+
+:func:`export_cascade` writes, into a directory, one ONNX file per step of a fitted cascade
+(:func:`neas.ensemble.cascade.cascade_predict`) and ``cascade.json``. Step 1 maps the images to the
+logits of the first path in the cascade order and the shared trunk's output (stem, L0 and the shared
+layers: run once); step j > 1 maps that output to the logits of the j-th path. Stopping at step j
+therefore costs exactly the sub-ensemble of the first j paths. The stem and L0 are one module for
+every path even at split 0, so the trunk's output is handed on there too; the runtime also accepts
+a step whose input is the images (its ONNX input named ``images``).
+
+:class:`OnnxCascade` runs such a directory with onnxruntime on CPU, each step only on the images that
+have not stopped yet::
+
+    from neas.ensemble.cascade_export import OnnxCascade
+
+    cascade = OnnxCascade("cascade_dir")         # cascade.json and one session per step
+    logits, stops = cascade(images)              # images: float32 (N, 3, S, S), normalised as cascade.json says
+    predicted = logits.argmax(-1)                # logits (N, C): the mean of the paths run; stops (N,) in 1..K
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neas.ensemble.cascade import cascade_predict
+from neas.ensemble.export import onnx_metadata
+from neas.ensemble.io import EnsembleFile
+from neas.ensemble.model import EnsembleNet
+from neas.errors import NeasError
+from neas.io import write_bytes, write_json
+from neas.nn import run_pieces
+from neas.space import path_pieces, trunk_pieces
+
+__all__ = ["export_cascade", "OnnxCascade", "check_output_dir", "CASCADE_JSON", "FORMAT"]
+
+CASCADE_JSON = "cascade.json"
+FORMAT = "neas.cascade/1"
+_TOLERANCE = 1e-4  # max |difference| of the returned logits from PyTorch's
+
+
+class _FirstStep(torch.nn.Module):
+    """Images -> (logits of one path, the trunk's output that every later step starts from)."""
+
+    def __init__(self, net: EnsembleNet, path: int):
+        super().__init__()
+        self.net, self.path = net, path
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> logits (B, num_classes), features (B, C', H', W')."""
+        features = run_pieces(trunk_pieces(self.net.arch), self.net.piece_module, images)
+        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.piece_module, features)
+        return logits, features
+
+
+class _LaterStep(torch.nn.Module):
+    """The trunk's output -> the logits of one path."""
+
+    def __init__(self, net: EnsembleNet, path: int):
+        super().__init__()
+        self.net, self.path = net, path
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C', H', W') -> logits (B, num_classes)."""
+        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.piece_module, features)
+        return logits
+
+
+def check_output_dir(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
+    """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
+    or a directory holding one, never an existing file; an existing directory only with ``force``."""
+    out = Path(out)
+    for given in inputs:
+        if given is not None and (
+            out.resolve() == Path(given).resolve() or out.resolve() in Path(given).resolve().parents
+        ):
+            raise NeasError(f"{flag} {out} is or holds an input of this command; it would be overwritten")
+    if out.exists() and not out.is_dir():
+        raise NeasError(f"{flag} {out} is a file; --cascade writes a directory")
+    if out.exists() and not force:
+        raise NeasError(f"{flag} {out} already exists; pass --force to write into it")
+    return out
+
+
+def _export_step(module: torch.nn.Module, x: torch.Tensor, path: Path, first: bool, opset: int, metadata: dict):
+    """Writes one step's ONNX file (``metadata`` as its ``metadata_props``)."""
+    import onnx
+
+    inputs, outputs = (["images"], ["logits", "features"]) if first else (["features"], ["logits"])
+    axes = {name: {0: "batch"} for name in inputs + outputs}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (x,),
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=opset,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+
+
+def _spec(net: EnsembleNet, cascade: dict, info: "EnsembleFile | None") -> dict:
+    """What ``cascade.json`` says: the cascade, the file of each step and the input the first one expects."""
+    meta = onnx_metadata(net, info, None)
+    order = [int(k) for k in cascade["order"]]
+    steps = [
+        {"file": f"step{j}.onnx", "path": k, "input": "images" if j == 1 else "features"}
+        for j, k in enumerate(order, start=1)
+    ]
+    return {
+        "format": FORMAT,
+        "order": order,
+        "thresholds": [float(t) for t in cascade["thresholds"]],
+        "temperature": None if cascade.get("temperature") is None else float(cascade["temperature"]),
+        "steps": steps,
+        "input": {key: meta[key] for key in ("input", "interpolation")}
+        | {key: json.loads(meta[key]) for key in ("input_size", "mean", "std", "crop_pct")},
+        "output": "logits (N, num_classes): the mean of the logits of the paths run, unscaled; "
+        "stops (N,): the step each image stopped at, 1..K",
+        "num_classes": net.num_classes,
+        "classes": json.loads(meta["classes"]),
+        "arch": net.arch.to_json(),
+        "space": net.space.name,
+        "fitted": {key: cascade[key] for key in ("tolerance", "fitted_on", "images") if key in cascade},
+    }
+
+
+def _check_cascade(net: EnsembleNet, cascade: dict) -> None:
+    k = net.arch.num_paths
+    if k < 2:
+        raise NeasError("a cascade needs an ensemble of at least 2 paths, got 1")
+    order, thresholds = cascade.get("order"), cascade.get("thresholds")
+    if not isinstance(order, list) or sorted(order) != list(range(k)):
+        raise NeasError(f"cascade: 'order' must order the paths 0..{k - 1}, got {order!r:.80}")
+    if not isinstance(thresholds, list) or len(thresholds) != k - 1:
+        raise NeasError(f"cascade: need K - 1 = {k - 1} thresholds, got {thresholds!r:.80}")
+
+
+def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: "EnsembleFile | None") -> None:
+    """Every step's ONNX file and ``cascade.json`` in ``folder``."""
+    x = _images(net, 2)
+    with torch.no_grad():
+        features = run_pieces(trunk_pieces(net.arch), net.piece_module, x)
+    base = onnx_metadata(net, info, None)
+    k = len(spec["steps"])
+    for j, step in enumerate(spec["steps"], start=1):
+        first = j == 1
+        # in eval mode itself: the exporter restores the wrapper's mode, recursively, into ``net``
+        module = (_FirstStep if first else _LaterStep)(net, step["path"]).eval()
+        metadata = base | {
+            "input": base["input"] if first else "features: float32, the output of step 1's 'features'",
+            "output": f"logits: float32 (batch, num_classes) of path {step['path']}"
+            + (", and features: the shared trunk's output, the input of steps 2.." if first else ""),
+            "cascade_step": f"{j}/{k}",
+            "temperature": json.dumps(None),
+        }
+        _export_step(module, x if first else features, folder / step["file"], first, opset, metadata)
+    write_json(folder / CASCADE_JSON, spec)
+
+
+def _images(net: EnsembleNet, n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    size = net.space.input_size
+    return torch.randn(n, net.space.in_channels, size, size, generator=gen)
+
+
+def _mixed_thresholds(path_logits: torch.Tensor, temperature: "float | None") -> list[float]:
+    """Thresholds that stop about half the images at each step: the midpoint of the widest gap
+    between two confidences in the middle half, so float noise between runtimes flips no stop."""
+    t = 1.0 if temperature is None else float(temperature)
+    thresholds = []
+    for j in range(1, path_logits.shape[0]):
+        conf = (path_logits[:j].mean(0).double() / t).softmax(-1).max(-1).values.sort().values
+        n = conf.shape[0]
+        lo, hi = n // 4, max(n // 4 + 1, 3 * n // 4)
+        gaps = conf[lo + 1 : hi + 1] - conf[lo:hi]
+        i = lo + int(gaps.argmax())
+        thresholds.append(float((conf[i] + conf[i + 1]) / 2))
+    return thresholds
+
+
+def _verify(net: EnsembleNet, spec: dict, folder: Path, batch_size: int) -> float:
+    """Max |difference| of the ONNX cascade's logits from :func:`cascade_predict`'s on random images,
+    with the fitted thresholds and with thresholds that stop images at every step; stops must agree."""
+    runtime = OnnxCascade(folder)
+    x = _images(net, batch_size, seed=1)
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    in_order = torch.stack([per_path[k] for k in spec["order"]])
+    temperature = spec["temperature"]
+    worst = 0.0
+    for thresholds in (spec["thresholds"], _mixed_thresholds(in_order, temperature)):
+        expected, expected_stops = cascade_predict(in_order, thresholds, temperature)
+        runtime.thresholds = thresholds
+        got, stops = runtime(x.numpy())
+        if not np.array_equal(stops, expected_stops.numpy()):
+            raise NeasError(
+                f"cascade export check failed: the ONNX cascade stops {int((stops != expected_stops.numpy()).sum())} "
+                f"of {batch_size} images at another step than PyTorch; nothing was written"
+            )
+        worst = max(worst, float(np.abs(got - expected.numpy()).max()))
+    if not worst <= _TOLERANCE:
+        raise NeasError(
+            f"cascade export check failed: the ONNX cascade differs from PyTorch by {worst:.3g} (> {_TOLERANCE}); "
+            "nothing was written"
+        )
+    return worst
+
+
+def export_cascade(
+    net: EnsembleNet,
+    cascade: dict,
+    out_dir: "str | Path",
+    info: "EnsembleFile | None" = None,
+    opset: int = 17,
+    batch_size: int = 16,
+) -> float:
+    """Writes the cascade as one ONNX file per step and ``cascade.json`` into ``out_dir``.
+
+    Args:
+        net: the ensemble (K >= 2 paths).
+        cascade: ``EnsembleFile.cascade``: ``order`` (K paths), ``thresholds`` (K - 1), ``temperature``.
+        out_dir: the directory (created; files in it with the same names are replaced).
+        info: the model file's record (its classes go into the metadata).
+
+    Returns:
+        The max |difference| of the ONNX cascade's logits from PyTorch's ``cascade_predict`` on random
+        images (raises, writing nothing, above 1e-4 or when any image stops at another step).
+    """
+    _check_cascade(net, cascade)
+    out_dir = Path(out_dir)
+    net = net.cpu().eval()
+    spec = _spec(net, cascade, info)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as staging:
+        staging = Path(staging)
+        _write_steps(net, spec, staging, opset, info)
+        diff = _verify(net, spec, staging, batch_size)
+        out_dir.mkdir(exist_ok=True)
+        for step in spec["steps"]:  # verified: now each file atomically, cascade.json (the index) last
+            write_bytes(out_dir / step["file"], (staging / step["file"]).read_bytes())
+        write_json(out_dir / CASCADE_JSON, spec)
+    return diff
+
+
+def _softmax_max(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp.max(-1) / exp.sum(-1)
+
+
+class OnnxCascade:
+    """A cascade directory written by :func:`export_cascade`, run with onnxruntime on CPU.
+
+    Attributes:
+        spec: ``cascade.json``.
+        thresholds: K - 1 confidence thresholds (from ``cascade.json``; may be set to others).
+        temperature: divides the mean logits for the stopping confidence (None: 1).
+    """
+
+    def __init__(self, folder: "str | Path"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise NeasError("running an ONNX cascade needs onnxruntime (pip install onnxruntime)") from None
+        folder = Path(folder)
+        try:
+            self.spec = json.loads((folder / CASCADE_JSON).read_text())
+        except (OSError, ValueError) as exc:
+            raise NeasError(f"{folder / CASCADE_JSON}: cannot read the cascade ({exc})") from None
+        if not isinstance(self.spec, dict) or self.spec.get("format") != FORMAT:
+            raise NeasError(f"{folder / CASCADE_JSON}: not a {FORMAT} file")
+        steps = self.spec["steps"]
+        self.thresholds, self.temperature = list(self.spec["thresholds"]), self.spec["temperature"]
+        if len(steps) < 2 or len(self.thresholds) != len(steps) - 1:
+            raise NeasError(f"{folder / CASCADE_JSON}: need K >= 2 steps and K - 1 thresholds")
+        self.sessions = [
+            ort.InferenceSession(str(folder / step["file"]), providers=["CPUExecutionProvider"]) for step in steps
+        ]
+        self.inputs = [session.get_inputs()[0].name for session in self.sessions]  # "images" | "features"
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, S, S) float32 -> logits (N, C) float32 of the sub-ensemble each image stopped at, and
+        the step (N,) int64 in 1..K. Step j runs only on the images that no earlier step stopped."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        k, n = len(self.sessions), images.shape[0]
+        if n == 0:
+            return np.zeros((0, int(self.spec["num_classes"])), np.float32), np.zeros(0, np.int64)
+        t = 1.0 if self.temperature is None else float(self.temperature)
+        stops = np.full(n, k, dtype=np.int64)
+        logits, active, total, features = None, np.arange(n), None, None
+        for j, (session, name) in enumerate(zip(self.sessions, self.inputs), start=1):
+            x = images[active] if name == "images" else features
+            outputs = session.run(None, {name: x})
+            if j == 1:
+                features = outputs[1] if len(outputs) > 1 else None
+                total = np.zeros_like(outputs[0], dtype=np.float64)
+                logits = np.zeros((n, outputs[0].shape[1]), dtype=np.float32)
+            total += outputs[0]
+            mean = total / j
+            stop = _softmax_max(mean / t) >= self.thresholds[j - 1] if j < k else np.ones(len(active), dtype=bool)
+            logits[active[stop]], stops[active[stop]] = mean[stop], j
+            active, total = active[~stop], total[~stop]
+            features = features[~stop] if features is not None else None
+            if not active.size:
+                break
+        return logits, stops

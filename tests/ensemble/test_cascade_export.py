@@ -1,0 +1,208 @@
+"""The deployable cascade (issue 28 item 5): one ONNX file per step equals PyTorch's cascade_predict."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from neas.cli import main
+from neas.ensemble.cascade import NEVER, cascade_predict
+from neas.ensemble.cascade_export import CASCADE_JSON, OnnxCascade, _mixed_thresholds, export_cascade
+from neas.ensemble.export import export
+from neas.ensemble.io import save_ensemble, update_ensemble_file
+from neas.ensemble.model import build_ensemble
+from neas.errors import NeasError
+from neas.space import EnsembleArch, SearchSpace
+
+pytest.importorskip("onnxruntime")
+
+
+def _net(k: int, split: int, seed: int = 2):
+    space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": k, "split": [split, split]})
+    net = build_ensemble(space, EnsembleArch.sample(space, random.Random(seed)), 10).eval()
+    assert net.arch.split == split
+    return net
+
+
+def _reference(net, order, thresholds, temperature, x):
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    return cascade_predict(torch.stack([per_path[k] for k in order]), thresholds, temperature)
+
+
+def _images(n: int = 24, seed: int = 5) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "k,split,order,temperature", [(2, 2, [1, 0], None), (3, 1, [2, 0, 1], 0.7), (3, 0, [1, 2, 0], None)]
+)
+def test_onnx_cascade_equals_pytorch(k, split, order, temperature, tmp_path):
+    net = _net(k, split)
+    x = _images()
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    thresholds = _mixed_thresholds(torch.stack([per_path[j] for j in order]), temperature)
+    cascade = {"order": order, "thresholds": thresholds, "temperature": temperature, "tolerance": 0.5}
+    diff = export_cascade(net, cascade, tmp_path / "c")
+    assert diff <= 1e-4
+    runtime = OnnxCascade(tmp_path / "c")
+    got, stops = runtime(x.numpy())
+    expected, expected_stops = _reference(net, order, thresholds, temperature, x)
+    assert np.array_equal(stops, expected_stops.numpy())
+    assert set(stops.tolist()) == set(range(1, k + 1))  # every step is exercised
+    assert np.abs(got - expected.numpy()).max() <= 1e-4
+    # the step files: step 1 takes the images, the others the trunk's output, each one path
+    spec = json.loads((tmp_path / "c" / CASCADE_JSON).read_text())
+    assert [s["path"] for s in spec["steps"]] == order
+    assert runtime.inputs == ["images"] + ["features"] * (k - 1)
+
+
+def test_threshold_extremes_and_round_trip(tmp_path):
+    net = _net(3, 1)
+    x = _images(10)
+    cascade = {"order": [0, 2, 1], "thresholds": [0.0, 0.0], "temperature": 2.0, "tolerance": 0.5, "images": 7}
+    export_cascade(net, cascade, tmp_path / "c")
+    runtime = OnnxCascade(tmp_path / "c")
+    batches = []  # what each step runs on: only the images not stopped yet
+    for session in runtime.sessions:
+        session.run = _spy(session.run, batches)
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    logits, stops = runtime(x.numpy())
+    assert (stops == 1).all() and np.abs(logits - per_path[0].numpy()).max() <= 1e-4
+    assert batches == [10]  # everything stopped at step 1: steps 2 and 3 never ran
+    runtime.thresholds = [NEVER, NEVER]
+    logits, stops = runtime(x.numpy())
+    assert (stops == 3).all() and np.abs(logits - net(x).detach().numpy()).max() <= 1e-4
+    logits, stops = runtime(x.numpy()[:0])
+    assert logits.shape == (0, 10) and stops.shape == (0,)
+    spec = json.loads((tmp_path / "c" / CASCADE_JSON).read_text())
+    assert spec["order"] == [0, 2, 1] and spec["thresholds"] == [0.0, 0.0] and spec["temperature"] == 2.0
+    assert [s["file"] for s in spec["steps"]] == ["step1.onnx", "step2.onnx", "step3.onnx"]
+    assert spec["input"]["input_size"] == 32 and len(spec["input"]["mean"]) == 3 and len(spec["input"]["std"]) == 3
+    assert spec["num_classes"] == 10 and spec["fitted"] == {"tolerance": 0.5, "images": 7}
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        CASCADE_JSON,
+        "step1.onnx",
+        "step2.onnx",
+        "step3.onnx",
+    ]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staging folder is gone
+
+
+def _spy(run, batches):
+    def spied(outputs, feeds):
+        batches.append(next(iter(feeds.values())).shape[0])
+        return run(outputs, feeds)
+
+    return spied
+
+
+def test_later_steps_run_only_on_the_images_left(tmp_path):
+    net = _net(3, 1)
+    x = _images(24)
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    thresholds = _mixed_thresholds(torch.stack(per_path), None)
+    export_cascade(net, {"order": [0, 1, 2], "thresholds": thresholds, "temperature": None}, tmp_path / "c")
+    runtime, batches = OnnxCascade(tmp_path / "c"), []
+    for session in runtime.sessions:
+        session.run = _spy(session.run, batches)
+    _, stops = runtime(x.numpy())
+    assert batches == [24, int((stops > 1).sum()), int((stops > 2).sum())] and 0 < batches[2] < batches[1] < 24
+
+
+@pytest.mark.parametrize("fault,message", [("logits", "differs from PyTorch by"), ("stops", "at another step")])
+def test_a_failed_check_writes_nothing(fault, message, tmp_path, monkeypatch):
+    call = OnnxCascade.__call__
+
+    def faulty(self, images):
+        logits, stops = call(self, images)
+        if fault == "logits":
+            return logits + 1e-3, stops
+        return logits, np.where(np.arange(len(stops)) == 0, 3 - stops, stops)
+
+    monkeypatch.setattr(OnnxCascade, "__call__", faulty)
+    with pytest.raises(NeasError, match=message):
+        export_cascade(_net(2, 1), {"order": [0, 1], "thresholds": [0.5]}, tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runtime_takes_a_later_step_on_the_images(tmp_path):
+    """A step whose ONNX input is the images (a path exported alone) gets the images left, not all."""
+    net = _net(2, 1)
+    x = _images(24)
+    with torch.no_grad():
+        per_path = net.path_logits(x)
+    thresholds = _mixed_thresholds(torch.stack(per_path), None)
+    export_cascade(net, {"order": [0, 1], "thresholds": thresholds, "temperature": None}, tmp_path / "c")
+    export(net.select([1]), "onnx", tmp_path / "c" / "alone.onnx")
+    spec = json.loads((tmp_path / "c" / CASCADE_JSON).read_text())
+    spec["steps"][1] |= {"file": "alone.onnx", "input": "images"}
+    (tmp_path / "c" / CASCADE_JSON).write_text(json.dumps(spec))
+    runtime = OnnxCascade(tmp_path / "c")
+    assert runtime.inputs == ["images", "images"]
+    got, stops = runtime(x.numpy())
+    expected, expected_stops = cascade_predict(torch.stack(per_path), thresholds)
+    assert np.array_equal(stops, expected_stops.numpy()) and 1 < stops.sum() < 48
+    assert np.abs(got - expected.numpy()).max() <= 1e-4
+
+
+def _model_file(tmp_path, k: int, cascade: "dict | None"):
+    path = tmp_path / "m.safetensors"
+    save_ensemble(_net(k, 1), path)
+    if cascade is not None:
+        update_ensemble_file(path, cascade=cascade)
+    return path
+
+
+def _export(path, out, *extra) -> int:
+    return main(["export", "--checkpoint", str(path), "--format", "onnx", "--cascade", "--out", str(out), *extra])
+
+
+def test_cli_writes_the_stored_cascade(tmp_path, capsys):
+    cascade = {"order": [1, 0], "thresholds": [0.11], "tolerance": 0.5, "temperature": None}
+    path = _model_file(tmp_path, 2, cascade)
+    assert _export(path, tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    assert "exported the 2-step cascade (paths [1, 0], thresholds 0.110)" in printed and "same stops" in printed
+    spec = json.loads((tmp_path / "out" / CASCADE_JSON).read_text())
+    assert spec["order"] == [1, 0] and spec["thresholds"] == [0.11]
+    assert _export(path, tmp_path / "out") == 2  # an existing directory needs --force
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert _export(path, tmp_path / "out", "--force") == 0
+
+
+@pytest.mark.parametrize(
+    "k,cascade,extra,message",
+    [
+        (2, None, [], "--cascade needs thresholds fitted by `neas evaluate --cascade`"),
+        (2, {"order": [0, 1], "thresholds": [0.5]}, ["--format", "safetensors"], "--cascade needs --format onnx"),
+        (2, {"order": [0, 1], "thresholds": [0.5]}, ["--paths", "1"], "drop --paths"),
+        (1, {"order": [0], "thresholds": []}, [], "at least 2 paths"),
+    ],
+)
+def test_cli_errors(k, cascade, extra, message, tmp_path, capsys):
+    if k == 1:
+        space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "num_paths": 1, "split": [0, 0]})
+        path = tmp_path / "m.safetensors"
+        save_ensemble(build_ensemble(space, EnsembleArch.sample(space, random.Random(0)), 10), path)
+        update_ensemble_file(path, cascade=cascade)
+    else:
+        path = _model_file(tmp_path, k, cascade)
+    assert _export(path, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neas: error:") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_an_input_or_a_file_as_the_directory(tmp_path, capsys):
+    path = _model_file(tmp_path, 2, {"order": [0, 1], "thresholds": [0.5]})
+    assert _export(path, tmp_path, "--force") == 2
+    assert "is or holds an input of this command" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert _export(path, tmp_path / "file", "--force") == 2
+    assert "is a file; --cascade writes a directory" in capsys.readouterr().err
