@@ -96,6 +96,13 @@ def write_text(path: "str | Path", text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
+def write_npz(path: "str | Path", arrays: "dict[str, Any]") -> Path:
+    """NumPy arrays as one uncompressed ``.npz`` (readable with ``numpy.load(path)``, no pickles)."""
+    import numpy as np  # the vocabulary layer imports no numpy at module load (neas --help stays light)
+
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
 def write_json(path: "str | Path", value: Any, indent: "int | None" = 1) -> Path:
     """``value`` as JSON with a final newline (``indent=None``: one line)."""
     return write_text(path, json.dumps(value, indent=indent) + "\n")

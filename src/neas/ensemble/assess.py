@@ -22,6 +22,7 @@ from tqdm import tqdm
 from neas.cost import count_cost
 from neas.data import BatchLoader
 from neas.data.corruptions import Corruption
+from neas.ensemble.deployment import selective_report, stack_logits
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
@@ -62,6 +63,7 @@ def assess(
     corruption_seed: int = 0,
     latency: bool = True,
     desc: str = "evaluate",
+    logits: "list | None" = None,
 ) -> dict:
     """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
 
@@ -70,14 +72,22 @@ def assess(
         temperature: a fitted temperature (:func:`neas.ensemble.calibration.fit_temperature`'s
             record): recorded, and the ensemble's calibrated scores added.
         corruptions, severities: corrupted copies of ``data`` to score (none by default).
+        logits: a list that receives the split's ``(K, N, C)`` path logits and ``(N,)`` labels (CPU).
     """
     k = net.num_paths
     order = list(range(k)) if not order else list(order)
     net = net.to(device, memory_format=torch.channels_last).eval()
     loader = BatchLoader(data, batch_size, False, device=device, workers=workers)
     t = temperature["temperature"] if temperature else None
+    batches = []
     with tqdm(total=len(loader), desc=desc, leave=False, disable=None) as bar:
-        result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t)
+        result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t, collect=batches)
+    path_logits, labels = stack_logits(batches)
+    del batches
+    for name, extra in selective_report(path_logits, labels, t).items():
+        result[name].update(extra)
+    if logits is not None:
+        logits.extend([path_logits, labels])
     if temperature:
         result["temperature"] = temperature
     result["anytime_order"] = {"order": order, "by": order_by}

@@ -107,6 +107,7 @@ def evaluate_ensemble(
     order: "list[int] | None" = None,
     temperature: "float | None" = None,
     calibration: bool = True,
+    collect: "list | None" = None,
 ) -> dict:
     """Scores the ensemble, each path and the anytime sub-ensembles on ``batches``.
 
@@ -115,6 +116,7 @@ def evaluate_ensemble(
             its first j paths, and ``anytime[K-1]`` is the whole ensemble. Default: path order.
         temperature: also score the ensemble's logits divided by it (``ensemble.calibrated``).
         calibration: ECE and reliability diagrams (off: the training loop's quick evaluation).
+        collect: a list that receives every batch's ``(K path logits, labels)`` (on their device).
 
     Returns:
         ``ensemble``, ``path0``.. (top1, top5, nll, brier, ece), ``anytime`` (a list of K such
@@ -130,6 +132,8 @@ def evaluate_ensemble(
     calibrated = Scores(c, calibration) if temperature is not None else None
     total, differ, oracle = 0, 0, 0
     for logits, y in path_logits_on(net, batches, progress):
+        if collect is not None:
+            collect.append((logits, y))
         preds = torch.stack([lg.argmax(1) for lg in logits])
         differ += int((preds[:, None] != preds[None]).sum()) // 2  # every unordered pair of paths once
         oracle += int((preds == y).any(0).sum())

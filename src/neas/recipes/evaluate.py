@@ -15,21 +15,33 @@ from __future__ import annotations
 import json
 import logging
 
+import torch
+
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
+from neas.ensemble.cascade import fit_thresholds
+from neas.ensemble.deployment import cascade_report, ood_report, score_arrays, stack_logits
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
+from neas.ensemble.metrics import path_logits_on
 from neas.errors import NeasError
-from neas.io import check_output, write_text
+from neas.io import check_output, write_npz, write_text
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
 
 log = logging.getLogger(__name__)
+
+
+def heldout_images(data: str, data_dir, holdout: float, input_size: int, decoding: "dict | None" = None):
+    """The held-out part of the training split a retraining with ``--holdout`` left out, seen as the test split is."""
+    train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
+    _, held = holdout_split(train.labels, holdout)
+    return evaluation_view(train, held)
 
 
 def fit_on_heldout(
@@ -44,9 +56,7 @@ def fit_on_heldout(
 ) -> dict:
     """Fits the ensemble's temperature on the held-out part of the training split (the part a
     retraining with ``--holdout`` left out, seen as the test split is); returns the record stored with the model."""
-    train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
-    _, held = holdout_split(train.labels, holdout)
-    held_out = evaluation_view(train, held)
+    held_out = heldout_images(data, data_dir, holdout, input_size, decoding)
     logits, labels = ensemble_logits(
         net.to(device).eval(), BatchLoader(held_out, batch_size, False, device=device).epoch(0)
     )
@@ -79,6 +89,45 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
     return record
 
 
+def _ood_logits(cfg: EvaluateConfig, net, device) -> tuple[torch.Tensor, int]:
+    """The paths' logits on the out-of-distribution images, seen with the model's own transform (resized to its
+    input size and normalised as the evaluated split is, whatever their own size and mode)."""
+    ood = load_dataset(cfg.ood_data, cfg.ood_split, net.space.input_size, cfg.ood_data_dir, **cfg.decoding)
+    if len(ood) == 0:
+        raise NeasError(f"ood_data: {cfg.ood_data!r}/{cfg.ood_split} has no images")
+    with torch.no_grad():
+        batches = list(path_logits_on(net, BatchLoader(ood, cfg.batch_size, False, device=device).epoch(0)))
+    return stack_logits(batches)[0], len(ood)
+
+
+def _fit_cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device, steps: list) -> dict:
+    """Thresholds fitted on the held-out part of the training split (never the reported split); stored with the
+    model."""
+    if cfg.official_checkpoint is not None or not info.holdout:
+        raise NeasError(
+            "--cascade fits its thresholds on the held-out part of the training split, and this model was trained on "
+            "all of it; retrain with --holdout 0.1"
+        )
+    held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
+    with torch.no_grad():
+        batches = list(path_logits_on(net, BatchLoader(held, cfg.batch_size, False, device=device).epoch(0)))
+    logits, labels = stack_logits(batches)
+    order = info.order
+    macs = [float(step["macs"]) for step in steps]
+    thresholds = fit_thresholds(logits[order], labels, macs, cfg.cascade_tolerance / 100)
+    record = {
+        "order": order,
+        "thresholds": thresholds,
+        "tolerance": cfg.cascade_tolerance,
+        "temperature": None,
+        "fitted_on": f"held-out part of the training split ({info.holdout:g} of it, {len(labels)} images)",
+    }
+    log.info("cascade thresholds %s (fitted on %d held-out images)", [round(t, 4) for t in thresholds], len(labels))
+    if cfg.checkpoint is not None:
+        log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record))
+    return record
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
     net, info = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     device = local_device(cfg.device)
@@ -86,12 +135,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     data_dir = cfg.data_dir or (info.data or {}).get("data_dir")
     if data is None:
         raise NeasError("--data is required for this checkpoint")
+    if cfg.cascade and net.num_paths < 2:
+        raise NeasError("--cascade needs an ensemble of at least 2 paths; this model has 1")
     dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)
     if dataset.num_classes != net.num_classes:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
     if info.classes is not None:  # matched by name: a test folder with other classes is not scored by position
         check_same_classes(list(info.classes), dataset.classes, f"{data!r}/{cfg.split}")
     temperature = _temperature(cfg, net, info, data, data_dir, device)
+    held = []  # the split's path logits and labels
     result = assess(
         net,
         dataset,
@@ -106,7 +158,25 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         corruption_seed=cfg.corruption_seed,
         latency=cfg.latency,
         desc=f"evaluate {cfg.split}",
+        logits=held,
     )
+    path_logits, labels = held
+    t = temperature["temperature"] if temperature else None
+    ood_logits = None
+    if cfg.ood_data is not None:
+        ood_logits, images = _ood_logits(cfg, net, device)
+        result["ood"] = {
+            "data": cfg.ood_data,
+            "split": cfg.ood_split,
+            "images": images,
+            "positive": "out-of-distribution; every score is higher for images more likely out of distribution",
+            **ood_report(path_logits, ood_logits, t),
+        }
+    if cfg.cascade:
+        fitted = _fit_cascade(cfg, net, info, data, data_dir, device, result["anytime"])
+        result["cascade"] = cascade_report(path_logits[fitted["order"]], labels, fitted, result["anytime"])
+    if cfg.save_scores is not None:
+        write_npz(cfg.save_scores, score_arrays(path_logits, labels, t, ood_logits))
     return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}
 
 
@@ -163,10 +233,11 @@ def format_result(result: dict) -> str:
 
 def main(cfg, args) -> None:
     """`neas evaluate`: prints the result, or writes it as JSON (``--json``)."""
+    inputs = (cfg.checkpoint, cfg.official_checkpoint)
     if args.json not in (None, "-"):
-        check_output(
-            args.json, (cfg.checkpoint, cfg.official_checkpoint), args.force, "--json", inside=(MODEL, SUPERNET)
-        )
+        check_output(args.json, inputs, args.force, "--json", inside=(MODEL, SUPERNET))
+    if cfg.save_scores is not None:
+        check_output(cfg.save_scores, inputs, args.force, "--save-scores", inside=(MODEL, SUPERNET))
     result = evaluate(cfg)
     if args.json is not None:
         text = json.dumps(result, indent=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from neas.config import option, validate_fields
 from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
 

@@ -1,0 +1,130 @@
+"""What deployers of an ensemble need beyond calibration, as ``eval.json`` reports it (issue 28).
+
+From the paths' logits on a split (K, N, C), computed once by :func:`neas.ensemble.assess.assess`:
+
+- :func:`selective_report`: per predictor (the ensemble, every path) the risk-coverage curve, AURC,
+  AUGRC, risk at 80 % coverage, coverage at 5 % risk (confidence = max softmax probability, the
+  ensemble's after its stored temperature), adaptive ECE and MCE; the ensemble's mean mutual
+  information and disagreement (:mod:`neas.ensemble.uncertainty` computes each number);
+- :func:`ood_report`: with the logits of out-of-distribution images, AUROC, AUPR-in, AUPR-out and
+  FPR@95TPR of every score (OOD is the positive class; higher score = more likely OOD), for the
+  ensemble (MSP, entropy, energy, mutual information, path disagreement) and every path (MSP,
+  entropy, energy);
+- :func:`cascade_report`: a fitted confidence-gated cascade (:mod:`neas.ensemble.cascade`) on the
+  split: top-1, mean MACs and latency per image, where images stop, and the whole curve;
+- :func:`score_arrays`: the per-image numbers behind all of it (``--save-scores``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neas.ensemble.cascade import cascade_curve, cascade_summary
+from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
+
+__all__ = ["stack_logits", "selective_report", "ood_report", "cascade_report", "score_arrays"]
+
+
+def stack_logits(batches: "list[tuple[list[torch.Tensor], torch.Tensor]]") -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, N, C) float32 path logits and (N,) labels on the CPU from per-batch ``(K logits, labels)``."""
+    logits = torch.cat([torch.stack([lg.float().cpu() for lg in paths], 0) for paths, _ in batches], 1)
+    return logits, torch.cat([y.cpu() for _, y in batches])
+
+
+def _predictors(path_logits: torch.Tensor, temperature: "float | None") -> dict[str, torch.Tensor]:
+    """Each predictor's logits: the ensemble's mean (over its temperature when there is one), every path's."""
+    mean = path_logits.mean(0)
+    out = {"ensemble": mean / temperature if temperature else mean}
+    out.update({f"path{j}": lg for j, lg in enumerate(path_logits)})
+    return out
+
+
+def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperature: "float | None" = None) -> dict:
+    """Per predictor: ``selective`` (selective_metrics), ``adaptive_ece``, ``mce``; and the
+    ensemble's ``uncertainty`` (mean mutual information and disagreement with K > 1)."""
+    out = {}
+    for name, logits in _predictors(path_logits, temperature).items():
+        probs = logits.double().softmax(-1)
+        confidence, predicted = probs.max(-1)
+        out[name] = {
+            "selective": selective_metrics(confidence, predicted == labels),
+            **calibration_errors(probs, labels),
+        }
+    if path_logits.shape[0] > 1:
+        scores = ood_scores(path_logits, temperature)
+        out["ensemble"]["uncertainty"] = {
+            "mutual_information": float(scores["mutual_information"].mean()),
+            "disagreement": float(scores["disagreement"].mean()),
+        }
+    return out
+
+
+def _scores(path_logits: torch.Tensor, temperature: "float | None") -> dict[str, dict[str, torch.Tensor]]:
+    """Every OOD score of the ensemble and of each path (a path alone: MSP, entropy, energy)."""
+    out = {"ensemble": ood_scores(path_logits, temperature)}
+    out.update({f"path{j}": ood_scores(path_logits[j : j + 1]) for j in range(path_logits.shape[0])})
+    return out
+
+
+def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "float | None" = None) -> dict:
+    """Per predictor and score: ``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95`` (out-of-distribution positive)."""
+    inside, outside = _scores(in_logits, temperature), _scores(out_logits, temperature)
+    return {
+        name: {score: ood_metrics(values, outside[name][score]) for score, values in scores.items()}
+        for name, scores in inside.items()
+    }
+
+
+def cascade_report(
+    logits_in_order: torch.Tensor,
+    labels: torch.Tensor,
+    cascade: dict,
+    steps: "list[dict]",
+) -> dict:
+    """The fitted cascade on a split: ``top1``, ``mean_macs`` and ``mean_latency_ms`` per image (an image
+    stopping at step j costs the sub-ensemble of the first j paths, ``steps[j - 1]``: anytime-K's
+    ``macs`` and ``latency_ms``), ``stop_fraction`` per step, the full ensemble's ``full_top1`` and
+    ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
+    t = cascade.get("temperature")
+    macs = [float(s["macs"]) for s in steps]
+    summary = cascade_summary(logits_in_order, labels, cascade["thresholds"], macs, temperature=t)
+    out = {
+        "thresholds": list(cascade["thresholds"]),
+        "order": list(cascade["order"]),
+        "tolerance_points": cascade.get("tolerance"),
+        "fitted_on": cascade.get("fitted_on"),
+        "top1": summary["top1"],
+        "mean_macs": summary["mean_cost"],
+        "stop_fraction": summary["stop_fraction"],
+        "full_top1": float((logits_in_order.mean(0).argmax(-1) == labels).double().mean()),
+        "macs": macs[-1],
+    }
+    if all("latency_ms" in s for s in steps):
+        out["mean_latency_ms"] = float(sum(f * s["latency_ms"] for f, s in zip(summary["stop_fraction"], steps)))
+        out["latency_ms"] = steps[-1]["latency_ms"]
+    out["curve"] = [
+        {"threshold": p["threshold"], "top1": p["top1"], "mean_macs": p["mean_cost"]}
+        for p in cascade_curve(logits_in_order, labels, macs, temperature=t)
+    ]
+    return out
+
+
+def score_arrays(
+    path_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: "float | None" = None,
+    ood_logits: "torch.Tensor | None" = None,
+) -> dict[str, np.ndarray]:
+    """The per-image numbers behind the report, for ``--save-scores``: ``labels``; per predictor
+    ``<name>_pred`` and ``<name>_confidence``; per predictor and OOD score ``in_<name>_<score>`` and,
+    with OOD images, ``out_<name>_<score>``."""
+    arrays = {"labels": labels.numpy()}
+    for name, logits in _predictors(path_logits, temperature).items():
+        confidence, predicted = logits.double().softmax(-1).max(-1)
+        arrays[f"{name}_pred"], arrays[f"{name}_confidence"] = predicted.numpy(), confidence.numpy()
+    sets = {"in": path_logits} | ({"out": ood_logits} if ood_logits is not None else {})
+    for where, logits in sets.items():
+        for name, scores in _scores(logits, temperature).items():
+            arrays.update({f"{where}_{name}_{score}": v.numpy() for score, v in scores.items()})
+    return arrays
