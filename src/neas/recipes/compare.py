@@ -128,13 +128,14 @@ def _row_config(base: RunConfig, row: str, seed: int, out: Path, k1_space: Path)
     if row in ("single", "deep"):  # shrink none, as the study's K = 1 rows (diversity needs two paths)
         changes["space"] = str(k1_space)
         changes["supernet"] = {**base.supernet, "shrink": "none"}
-    if row == "deep":
-        changes["search"] = _deep_search(base, SearchSpace.resolve(base.space).num_paths)
+        search = _deep_search(base, SearchSpace.resolve(base.space).num_paths) if row == "deep" else base.search
+        changes["search"] = {k: v for k, v in search.items() if k != "split"}  # one path: no split point
     return dataclasses.replace(base, **changes)
 
 
-def _check_budgets(configs: dict, k1: SearchSpace) -> None:
-    """Refuses, before anything starts, a budget some row's search cannot meet."""
+def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
+    """Refuses, before anything starts, a budget some row's search cannot meet (``k1_paths``: the
+    copies a deep ensemble's network shares the budget with)."""
     num_classes = {}
     for (row, _seed), rc in configs.items():
         _, se, _ = stage_configs(rc)
@@ -145,7 +146,8 @@ def _check_budgets(configs: dict, k1: SearchSpace) -> None:
         try:
             check_budget(se, space, num_classes[rc.data])
         except NeasError as exc:
-            raise NeasError(f"--rows {row}: {exc}") from None
+            what = f"{row} (one network at the budget / {k1_paths})" if row == "deep" else row
+            raise NeasError(f"--rows {what}: {exc}") from None
 
 
 def _yaml(value: dict) -> str:
@@ -164,7 +166,7 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
         for row in cfg.rows:
             name = f"{'deep-k1' if row == 'deep' else row}-seed{base.seed + s}"
             configs[row, base.seed + s] = _row_config(base, row, base.seed + s, out / name, k1_file)
-    _check_budgets(configs, k1)
+    _check_budgets(configs, k1, k)
     plan = _Plan([], [], {}, {})
     if any(row in ("single", "deep") for row in cfg.rows):
         plan.files[k1_file] = k1.to_yaml()

@@ -1,0 +1,111 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import yaml
+
+from neas.cli import main
+from neas.rundir import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
+from neas.stats import VERDICTS
+
+TINY = {  # the digits demo shrunk to seconds a run
+    "space": "tiny",
+    "data": "digits",
+    "seed": 4,
+    "device": "cpu",
+    "supernet": {
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.2,
+        "shrink_every": 1,
+        "shrink_drop": 3,
+        "shrink_samples": 4,
+        "bn_batches": 1,
+        "probe_images": 64,
+    },
+    "search": {"max_macs": "0.7M", "population": 4, "parents": 2, "generations": 1, "mutations": 2, "crossovers": 2},
+    "retrain": {"epochs": 1, "batch_size": 64, "eval_every": 1, "holdout": 0.1},
+}
+NUMBERS = ("top1", "nll", "ece", "macs", "params")  # latency is measured: it differs between two runs
+
+
+def _config(tmp_path, **search):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "search": {**TINY["search"], **search}}))
+    return path
+
+
+def _compare(config, out, *flags):
+    return main(["compare", "--config", str(config), "--out", str(out), "--executor", "debug", *flags])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    home = tmp_path_factory.mktemp("compare")
+    config, out = _config(home), home / "out"
+    assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
+    return config, out
+
+
+def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
+    config, out = compared
+    record = json.loads((out / COMPARE).read_text())
+    assert list(record["rows"]) == ["neas", "single"]
+    for row, r in record["rows"].items():
+        assert sorted(r["seeds"]) == ["4", "5"]  # the config's seed + 0, 1
+        for seed in (4, 5):
+            run = out / f"{row}-seed{seed}"
+            assert (run / MARKER).is_file() and (run / SUMMARY).is_file()
+        top1 = [r["seeds"][s]["top1"] for s in ("4", "5")]
+        assert r["top1"]["values"] == top1 and r["top1"]["mean"] == pytest.approx(np.mean(top1))
+        assert r["top1"]["lo"] <= r["top1"]["mean"] <= r["top1"]["hi"]
+    single = json.loads((out / "single-seed4" / "search" / "arch.json").read_text())
+    assert len(single["paths"]) == 1  # K = 1
+    diff = record["differences"]["single"]["top1"]
+    neas, other = (record["rows"][r]["top1"]["values"] for r in ("neas", "single"))
+    assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] in VERDICTS
+    assert "| NEAS minus |" in (out / COMPARE_TABLE).read_text()
+
+
+def test_a_rerun_skips_finished_jobs(compared, caplog, capsys):
+    config, out = compared
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/" + SUMMARY)}
+    with caplog.at_level(logging.INFO, logger="neas.executor"):
+        assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
+    assert sum("skipped: finished" in r.getMessage() for r in caplog.records) == 4
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/" + SUMMARY)} == before
+    assert "| single |" in capsys.readouterr().out
+
+
+def test_numbers_equal_a_direct_neas_run(compared, tmp_path):
+    config, out = compared
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "direct")]) == 0
+    direct = json.loads((tmp_path / "direct" / "retrain" / EVAL).read_text())
+    seed4 = json.loads((out / COMPARE).read_text())["rows"]["neas"]["seeds"]["4"]
+    assert {k: seed4[k] for k in NUMBERS} == {k: direct["ensemble"].get(k, direct.get(k)) for k in NUMBERS}
+
+
+def test_a_rerun_with_other_settings_is_refused(compared, capsys):
+    config, out = compared
+    assert _compare(config, out, "--seeds", "2", "--rows", "neas") == 2
+    assert "rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, search, message",
+    [
+        (["--seeds", "0"], {}, "--seeds must be an integer >= 1"),
+        (["--rows", "neas,singel"], {}, "did you mean 'single'?"),
+        (["--executor", "slurm"], {}, "sbatch not found"),
+        (["--rows", "neas,deep"], {"max_macs": "0.5M"}, "--rows deep (one network at the budget / 2)"),
+    ],
+    ids=["seeds0", "unknown-row", "slurm-without-sbatch", "budget"],
+)
+def test_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, monkeypatch, flags, search, message):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    out = tmp_path / "out"
+    assert _compare(_config(tmp_path, **search), out, *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neas: error:") and len(err.splitlines()) == 1 and message in err
+    assert not out.exists()
