@@ -34,8 +34,8 @@ import yaml
 
 from neas.config import from_dict, load_yaml, to_dict
 from neas.data.datasets import load_dataset
-from neas.errors import NeasError
-from neas.executor import Job, run_jobs
+from neas.errors import NeasError, suggest
+from neas.executor import SLURM_KEYS, Job, run_jobs
 from neas.io import write_json, write_text, write_yaml
 from neas.recipes.run import RunConfig, stage_configs
 from neas.recipes.search import check_budget
@@ -198,6 +198,11 @@ def _check_executor(cfg: CompareConfig) -> None:
     """What would stop every job, refused before anything is written."""
     if importlib.util.find_spec("submitit") is None:
         raise NeasError(f"--executor {cfg.executor}: submitit is not installed (pip install 'submitit>=1.5')")
+    unknown = sorted(set(cfg.slurm) - set(SLURM_KEYS))
+    if unknown:
+        raise NeasError(
+            f"slurm.{unknown[0]}: unknown SLURM option{suggest(unknown[0], SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
+        )
     if cfg.executor == "slurm" and shutil.which("sbatch") is None:
         raise NeasError(
             "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
