@@ -110,3 +110,16 @@ def test_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert err.startswith("neas: error:") and len(err.splitlines()) == 1 and message in err
     assert not out.exists()
+
+
+def test_the_deep_row_is_k_copies_of_a_single_network_searched_at_budget_over_k(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _compare(_config(tmp_path), out, "--seeds", "1", "--rows", "neas,deep") == 0
+    k1 = yaml.safe_load((out / "deep-k1-seed4" / "config.yaml").read_text())
+    assert k1["search"]["max_macs"] == 350_000 and k1["supernet"]["shrink"] == "none"
+    ablate = json.loads((out / "deep-seed4" / "ablate.json").read_text())
+    single = json.loads((out / "deep-k1-seed4" / "search" / "arch.json").read_text())
+    assert ablate["copies"] == 2 and ablate["macs"] == 2 * single["macs"] <= 700_000
+    deep = json.loads((out / COMPARE).read_text())["rows"]["deep"]
+    assert deep["seeds"]["4"]["top1"] == ablate["ensemble"]["top1"] and deep["top1"]["sd"] is None
+    assert "(n=1)" in (out / COMPARE_TABLE).read_text()
