@@ -41,11 +41,11 @@ __all__ = [
 ]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "imagefolder")
 DECODE_MODES = ("auto", "memory", "stream")
 SHRINK_MODES = ("diversity", "quality", "accuracy", "none")  # neas.shrink
 STRATEGIES = ("evolution", "random")  # neas search
-OBJECTIVES = ("top1", "nll")  # what search candidates are ranked by (neas.search.fitness)
+OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (neas.search.fitness)
 COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
 RUNTIMES = ("torch", "onnxruntime")  # what latency is measured in (neas.cost.runtime)
 TEMPERATURE_MODES = ("auto", "fit", "none")
@@ -149,7 +149,7 @@ class DecodeOptions:
 class DataOptions(DecodeOptions):
     data: str = option("digits", "the dataset", valid=DATASETS)
     data_dir: "str | None" = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
-    download: bool = option(False, "let torchvision download cifar10/cifar100")
+    download: bool = option(False, "let torchvision download cifar10/cifar100/svhn")
 
 
 @dataclass
@@ -195,6 +195,23 @@ class QualityOptions:
     )
     severities: str = option("1-5", "corruption severities: 1-5, 3 or 1,3,5")
     corruption_seed: int = option(0, "seed of the corrupted copies", valid="0..2147483647")
+    ood_data: "str | None" = option(
+        None,
+        "out-of-distribution images to tell apart from the split (any --data: an image folder with --ood-data-dir, "
+        "cifar10, cifar100, svhn, digits), seen with the model's own transform",
+        valid=DATASETS,
+    )
+    ood_data_dir: "str | None" = option(None, "the OOD dataset's root")
+    ood_split: str = option("test", "the OOD dataset's split")
+    ood_download: bool = option(False, "let torchvision download the OOD dataset (cifar10, cifar100, svhn)")
+    cascade: bool = option(
+        False,
+        "fit a confidence-gated cascade on the held-out part of the training split (stored with the model) "
+        "and report it on the evaluated split",
+    )
+    cascade_tolerance: float = option(
+        0.5, "the cascade keeps top-1 within this many points of the full ensemble", valid="[0, 100]"
+    )
 
     def check_quality(self) -> None:
 

@@ -214,7 +214,8 @@ def test_anytime_k_ends_at_the_full_ensemble_with_the_cost_models_macs(three_pat
     anytime = result["anytime"]
     assert [e["paths"] for e in anytime] == [[2], [2, 0], [2, 0, 1]]
     full = {k: v for k, v in anytime[-1].items() if k not in ("paths", "macs", "paper_flops", "params")}
-    assert full == {k: v for k, v in result["ensemble"].items()}  # j = K is the ensemble, exactly
+    assert full == {k: result["ensemble"][k] for k in full}  # j = K is the ensemble, exactly
+    assert set(full) == {"top1", "top5", "nll", "ece", "brier"}  # the ensemble adds selective prediction etc.
     assert anytime[-1]["macs"] == count_cost(net.space, net.arch, 10).macs == result["macs"]
     assert anytime[0]["top1"] == result["path2"]["top1"]  # j = 1 is the best path alone
     sub = net.select([2, 0])

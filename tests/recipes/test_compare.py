@@ -95,7 +95,7 @@ def test_a_rerun_with_other_settings_is_refused(compared, capsys):
 @pytest.mark.parametrize(
     "flags, search, message",
     [
-        (["--seeds", "0"], {}, "--seeds must be an integer >= 1"),
+        (["--seeds", "0"], {}, "seeds must be at least 1, got 0"),
         (["--rows", "neas,singel"], {}, "did you mean 'single'?"),
         (["--executor", "slurm"], {}, "sbatch not found"),
         (["slurm.partiton=gpu"], {}, "did you mean 'partition'?"),

@@ -4,6 +4,8 @@ every reported number recomputed from `--save-scores` by an independent implemen
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,15 +27,6 @@ ARCH = EnsembleArch.sample(TINY, 5)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A 2-path digits ensemble retrained with 20 % of its training split held out (cascade, temperature)."""
-    root = tmp_path_factory.mktemp("beyond")
-    ARCH.save(root / "arch.json", space=TINY.to_dict())
-    cfg = dict(arch=str(root / "arch.json"), data="digits", out=str(root / "run"), epochs=6, batch_size=64)
-    return retrain(RetrainConfig(**cfg, device="cpu", seed=2, holdout=0.2, eval_every=6))
-
-
-@pytest.fixture(scope="module")
 def ood_folder(tmp_path_factory):
     """Noise images of another size (48 x 48, RGB and grey), in a class-sorted folder with a test split."""
     root = tmp_path_factory.mktemp("ood")
@@ -45,6 +38,17 @@ def ood_folder(tmp_path_factory):
             shape = (48, 48, 3) if mode == "RGB" else (48, 48)
             Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8), mode).save(folder / f"{j:02d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, ood_folder):
+    """A 2-path digits ensemble retrained with 20 % of its training split held out (cascade, temperature), whose
+    eval.json scores an OOD folder and a cascade fitted at retraining."""
+    root = tmp_path_factory.mktemp("beyond")
+    ARCH.save(root / "arch.json", space=TINY.to_dict())
+    cfg = dict(arch=str(root / "arch.json"), data="digits", out=str(root / "run"), epochs=6, batch_size=64)
+    ood = dict(ood_data="imagefolder", ood_data_dir=str(ood_folder), cascade=True)
+    return retrain(RetrainConfig(**cfg, **ood, device="cpu", seed=2, holdout=0.2, eval_every=6))
 
 
 def _evaluate(model, tmp_path, *extra):
@@ -113,6 +117,7 @@ def test_eval_json_carries_ood_selective_and_calibration_numbers_that_save_score
 
 
 def test_the_cascade_is_fitted_on_the_held_out_part_stored_and_reported_on_the_split(model, tmp_path):
+    model = Path(shutil.copytree(model, tmp_path / "model"))  # --cascade stores its fit in the model file
     result = _evaluate(model, tmp_path, "--cascade", "--cascade-tolerance", "1")
     cascade = result["cascade"]
     assert len(cascade["thresholds"]) == 1
@@ -137,6 +142,17 @@ def test_the_cascade_is_fitted_on_the_held_out_part_stored_and_reported_on_the_s
     assert cascade["thresholds"] == pytest.approx(fit_thresholds(logits[order], torch.cat(y), macs, 0.01), abs=1e-5)
 
 
+def test_retrain_reports_the_ood_set_and_the_cascade_it_fitted_in_eval_json(model):
+    result = json.loads((model / "eval.json").read_text())
+    assert result["ood"]["images"] == 60 and result["ood"]["data"] == "imagefolder/test"
+    hist = result["ood"]["histograms"]["msp"]
+    assert sum(hist["in"]) == result["images"] and sum(hist["out"]) == 60
+    assert len(hist["edges"]) == len(hist["in"]) + 1
+    _, info = load_ensemble(model)
+    assert result["cascade"]["thresholds"] == info.cascade["thresholds"]
+    assert result["cascade"]["tolerance_points"] == 0.5
+
+
 def _one_line(capsys, code, fragment):
     err = capsys.readouterr().err
     assert code == 2, err
@@ -155,9 +171,23 @@ def test_bad_ood_and_cascade_input_is_one_line(model, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(model), "--ood-data", "imagefolder", "--ood-data-dir", str(tmp_path / "empty")], "empty"),
         (["--checkpoint", str(single), "--cascade"], "at least 2 paths"),
+        (
+            ["--checkpoint", str(model), "--ood-data", "imagefolder", "--ood-data-dir", str(tmp_path / "none")],
+            "ood_data",
+        ),
         (["--checkpoint", str(model), "--cascade-tolerance", "200"], "cascade_tolerance must be in [0, 100]"),
         (["--checkpoint", str(model), "--ood-data", "svhn2"], "ood_data"),
         (["--checkpoint", str(model), "--save-scores", str(tmp_path / "s.txt")], "must end in .npz"),
     ]
     for extra, fragment in cases:
         _one_line(capsys, main(base + extra), fragment)
+
+
+def test_the_report_draws_risk_coverage_ood_histograms_and_the_cascade_curve(model, tmp_path):
+    from neas.report.plots import plot_cascade, plot_ood, plot_risk_coverage
+
+    result = json.loads((model / "eval.json").read_text())
+    for plot in (plot_risk_coverage, plot_ood, plot_cascade):
+        assert plot(result, tmp_path / f"{plot.__name__}.png").stat().st_size > 1000
+        plain = {k: v for k, v in result.items() if k not in ("ood", "cascade", "ensemble")}
+        assert plot({**plain, "ensemble": {"top1": 0.5}}, tmp_path / "none.png") is None

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from neas.cli import main
 from neas.config import from_dict
@@ -269,6 +270,33 @@ def test_objective_nll_ranks_candidates_by_ensemble_nll(trained_supernet, evolut
     assert all(m["ensemble_nll"] > 0 for m in members)
     with pytest.raises(Exception, match="objective: unknown 'acc'"):
         cfg(trained_supernet, tmp_path / "x", objective="acc")
+
+
+def test_objective_aurc_ranks_candidates_by_the_ensembles_area_under_the_risk_coverage_curve(
+    trained_supernet, tmp_path
+):
+    run = search(cfg(trained_supernet, tmp_path / "aurc", objective="aurc", generations=2))
+    arch = json.loads((run / "arch.json").read_text())
+    aurcs = [c["ensemble_aurc"] for c in arch["candidates"]]
+    assert arch["objective"] == "aurc"
+    assert aurcs == sorted(aurcs) and 0 <= aurcs[0] < aurcs[-1] <= 1
+    assert arch["supernet_aurc"] == min(aurcs)
+    # a candidate's AURC, recomputed from the whole network's held-out predictions by its definition
+    slow, shrunk, space = _evaluator(trained_supernet, False)
+    candidate = EnsembleArch.sample(space, 3, shrunk)
+    evaluation = slow.evaluate(candidate)  # leaves the BNs recalibrated for this candidate
+    with torch.no_grad():
+        mean = torch.cat([torch.stack(slow.supernet(x, candidate)).float().mean(0) for x, _ in slow.val_batches])
+    labels = torch.cat([y for _, y in slow.val_batches])
+    confidence = mean.double().softmax(1).max(1).values.numpy()
+    wrong = (mean.argmax(1) != labels).numpy()
+    n, area, accepted, errors = len(wrong), 0.0, 0, 0
+    for value in sorted(set(confidence.tolist()), reverse=True):  # equal confidences accepted together
+        take = confidence == value
+        accepted, errors = accepted + int(take.sum()), errors + int(wrong[take].sum())
+        area += errors / accepted * int(take.sum()) / n
+    assert evaluation.ensemble_aurc == pytest.approx(area, abs=1e-9)
+    assert evaluation.fitness("aurc") == -evaluation.ensemble_aurc
 
 
 def test_a_given_latency_table_is_the_budgets_meaning(trained_supernet, tmp_path, capsys):

@@ -129,10 +129,18 @@ def _cifar(
         return _imagefolder(root, split, input_size, decode, max_memory_gb)
     from torchvision import datasets
 
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     if root is None:
         raise NeasError(f"{name}: --data-dir is required (a torchvision download location or an ImageFolder copy)")
     try:
+        if name == "svhn":  # torchvision's SVHN: (N, 3, 32, 32) arrays, labels 0-9, splits train/test
+            ds = datasets.SVHN(str(root), split="test" if split == "test" else "train", download=download)
+            images = torch.from_numpy(ds.data).contiguous()
+            return ImageTensors(
+                _resize_uint8(images, input_size),
+                torch.tensor(ds.labels, dtype=torch.int64),
+                [str(c) for c in range(10)],
+            )
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         ds = cls(str(root), train=split != "test", download=download)
     except RuntimeError as exc:
         raise NeasError(
@@ -406,7 +414,7 @@ def load_dataset(
         raise NeasError(f"data_dir {root} is a file, not a directory")
     if name == "digits":
         return _digits(split, input_size)
-    if name in ("cifar10", "cifar100"):
+    if name in ("cifar10", "cifar100", "svhn"):
         return _cifar(name, root, split, input_size, download, decode, max_memory_gb)
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from neas.cost import count_cost
 from neas.data import BatchLoader
 from neas.data.corruptions import Corruption
-from neas.ensemble.deployment import selective_report, stack_logits
+from neas.ensemble import deployment
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
@@ -64,6 +64,9 @@ def assess(
     latency: bool = True,
     desc: str = "evaluate",
     logits: "list | None" = None,
+    ood=None,
+    ood_name: str = "ood",
+    cascade: "dict | None" = None,
 ) -> dict:
     """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
 
@@ -72,7 +75,10 @@ def assess(
         temperature: a fitted temperature (:func:`neas.ensemble.calibration.fit_temperature`'s
             record): recorded, and the ensemble's calibrated scores added.
         corruptions, severities: corrupted copies of ``data`` to score (none by default).
-        logits: a list that receives the split's ``(K, N, C)`` path logits and ``(N,)`` labels (CPU).
+        logits: a list that receives the split's ``(K, N, C)`` path logits and ``(N,)`` labels (CPU),
+            and the OOD images' path logits when there are some.
+        ood: out-of-distribution images (a dataset seen as ``data`` is), named ``ood_name``: ``ood``.
+        cascade: a fitted cascade (:func:`neas.ensemble.deployment.fit_cascade`) to report: ``cascade``.
     """
     k = net.num_paths
     order = list(range(k)) if not order else list(order)
@@ -82,12 +88,8 @@ def assess(
     batches = []
     with tqdm(total=len(loader), desc=desc, leave=False, disable=None) as bar:
         result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t, collect=batches)
-    path_logits, labels = stack_logits(batches)
+    path_logits, labels = deployment.stack_logits(batches)
     del batches
-    for name, extra in selective_report(path_logits, labels, t).items():
-        result[name].update(extra)
-    if logits is not None:
-        logits.extend([path_logits, labels])
     if temperature:
         result["temperature"] = temperature
     result["anytime_order"] = {"order": order, "by": order_by}
@@ -100,11 +102,38 @@ def assess(
     if latency:
         result["latency_ms"] = result["anytime"][-1]["latency_ms"]
         result["latency_device"] = str(device)
+    out_logits = None
+    if ood is not None:
+        loader = BatchLoader(ood, batch_size, False, device=device, workers=workers)
+        out_logits = deployment.path_logits(net, loader.epoch(0))[0]
+    _beyond_calibration(result, path_logits, labels, t, out_logits, ood_name, cascade)
+    if logits is not None:
+        logits.extend([path_logits, labels, out_logits])
     if corruptions:
         result["corruptions"] = corruption_scores(
             net, data, device, corruptions, severities or [1, 2, 3, 4, 5], corruption_seed, batch_size, workers
         )
     return result
+
+
+def _beyond_calibration(result: dict, path_logits, labels, t, out_logits, ood_name: str, cascade) -> None:
+    """Adds selective prediction and adaptive ECE / MCE to every predictor, and ``ood`` and ``cascade``
+    when there are OOD images and a fitted cascade (:mod:`neas.ensemble.deployment`)."""
+    for name, extra in deployment.selective_report(path_logits, labels, t).items():
+        result[name].update(extra)
+    if out_logits is not None:
+        result["ood"] = {
+            "data": ood_name,
+            "images": out_logits.shape[1],
+            "positive": "out-of-distribution; every score is higher for images more likely out of distribution",
+            **deployment.ood_report(path_logits, out_logits, t),
+            "histograms": deployment.ood_histograms(path_logits, out_logits, t),
+        }
+    if cascade is not None:
+        if list(cascade["order"]) != result["anytime_order"]["order"]:
+            raise NeasError(f"cascade: its order {cascade['order']} is not the model's anytime order")
+        ordered = path_logits[list(cascade["order"])]
+        result["cascade"] = deployment.cascade_report(ordered, labels, cascade, result["anytime"])
 
 
 def corruption_scores(

@@ -20,16 +20,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neas.ensemble.cascade import cascade_curve, cascade_summary
+from neas.cost import count_cost
+from neas.ensemble.cascade import cascade_curve, cascade_summary, fit_thresholds
+from neas.ensemble.metrics import path_logits_on
+from neas.ensemble.model import EnsembleNet
 from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
 
-__all__ = ["stack_logits", "selective_report", "ood_report", "cascade_report", "score_arrays"]
+__all__ = [
+    "path_logits",
+    "stack_logits",
+    "selective_report",
+    "ood_report",
+    "ood_histograms",
+    "fit_cascade",
+    "cascade_report",
+    "score_arrays",
+]
+
+HISTOGRAM_BINS = 30
 
 
 def stack_logits(batches: "list[tuple[list[torch.Tensor], torch.Tensor]]") -> tuple[torch.Tensor, torch.Tensor]:
     """(K, N, C) float32 path logits and (N,) labels on the CPU from per-batch ``(K logits, labels)``."""
     logits = torch.cat([torch.stack([lg.float().cpu() for lg in paths], 0) for paths, _ in batches], 1)
     return logits, torch.cat([y.cpu() for _, y in batches])
+
+
+@torch.no_grad()
+def path_logits(net: EnsembleNet, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, N, C) path logits and (N,) labels of every image in ``batches`` (eval mode, on the CPU)."""
+    return stack_logits(list(path_logits_on(net.eval(), batches)))
 
 
 def _predictors(path_logits: torch.Tensor, temperature: "float | None") -> dict[str, torch.Tensor]:
@@ -73,6 +93,37 @@ def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "
     return {
         name: {score: ood_metrics(values, outside[name][score]) for score, values in scores.items()}
         for name, scores in inside.items()
+    }
+
+
+def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "float | None" = None) -> dict:
+    """Per ensemble score: ``edges`` and the ``in`` / ``out`` counts of a shared histogram (the report's plot)."""
+    inside, outside = ood_scores(in_logits, temperature), ood_scores(out_logits, temperature)
+    out = {}
+    for score, values in inside.items():
+        both = torch.cat([values, outside[score]]).numpy()
+        edges = np.histogram_bin_edges(both, HISTOGRAM_BINS)
+        out[score] = {
+            "edges": edges.tolist(),
+            "in": np.histogram(values.numpy(), edges)[0].tolist(),
+            "out": np.histogram(outside[score].numpy(), edges)[0].tolist(),
+        }
+    return out
+
+
+def fit_cascade(net: EnsembleNet, order: "list[int]", batches, tolerance_points: float, fitted_on: str) -> dict:
+    """The cascade's thresholds (``fit_thresholds``) on held-out ``batches`` — never the reported split — for the
+    paths in ``order``, at each sub-ensemble's MACs, keeping top-1 within ``tolerance_points`` of the full
+    ensemble; the record :class:`~neas.ensemble.io.EnsembleFile` stores (stopping confidence: raw softmax)."""
+    logits, labels = path_logits(net, batches)
+    subs = [net.select(order[:j]) for j in range(1, len(order) + 1)]
+    macs = [float(count_cost(sub.space, sub.arch, net.num_classes).macs) for sub in subs]
+    return {
+        "order": list(order),
+        "thresholds": fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100),
+        "tolerance": tolerance_points,
+        "temperature": None,
+        "fitted_on": f"{fitted_on}, {len(labels)} images",
     }
 
 

@@ -15,24 +15,21 @@ from __future__ import annotations
 import json
 import logging
 
-import torch
-
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
-from neas.ensemble.cascade import fit_thresholds
-from neas.ensemble.deployment import cascade_report, ood_report, score_arrays, stack_logits
+from neas.ensemble.deployment import fit_cascade, score_arrays
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
-from neas.ensemble.metrics import path_logits_on
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
+from neas.options import QualityOptions
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
-__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
+__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout", "heldout_images", "load_ood"]
 
 log = logging.getLogger(__name__)
 
@@ -89,40 +86,35 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
     return record
 
 
-def _ood_logits(cfg: EvaluateConfig, net, device) -> tuple[torch.Tensor, int]:
-    """The paths' logits on the out-of-distribution images, seen with the model's own transform (resized to its
-    input size and normalised as the evaluated split is, whatever their own size and mode)."""
-    ood = load_dataset(cfg.ood_data, cfg.ood_split, net.space.input_size, cfg.ood_data_dir, **cfg.decoding)
+def load_ood(cfg: QualityOptions, input_size: int, decoding: dict):
+    """``cfg``'s out-of-distribution images (None without ``ood_data``), seen with the model's own transform:
+    resized to its input size and normalised as the evaluated split is, whatever their own size and mode."""
+    if cfg.ood_data is None:
+        return None
+    try:
+        ood = load_dataset(cfg.ood_data, cfg.ood_split, input_size, cfg.ood_data_dir, cfg.ood_download, **decoding)
+    except NeasError as exc:
+        raise NeasError(f"ood_data: {exc}") from None
     if len(ood) == 0:
         raise NeasError(f"ood_data: {cfg.ood_data!r}/{cfg.ood_split} has no images")
-    with torch.no_grad():
-        batches = list(path_logits_on(net, BatchLoader(ood, cfg.batch_size, False, device=device).epoch(0)))
-    return stack_logits(batches)[0], len(ood)
+    return ood
 
 
-def _fit_cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device, steps: list) -> dict:
-    """Thresholds fitted on the held-out part of the training split (never the reported split); stored with the
-    model."""
+def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> "dict | None":
+    """With ``--cascade``, thresholds fitted on the held-out part of the training split (never the reported
+    split) and stored with the model; without, the model's stored cascade (if any)."""
+    if not cfg.cascade:
+        return info.cascade
     if cfg.official_checkpoint is not None or not info.holdout:
         raise NeasError(
             "--cascade fits its thresholds on the held-out part of the training split, and this model was trained on "
             "all of it; retrain with --holdout 0.1"
         )
     held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
-    with torch.no_grad():
-        batches = list(path_logits_on(net, BatchLoader(held, cfg.batch_size, False, device=device).epoch(0)))
-    logits, labels = stack_logits(batches)
-    order = info.order
-    macs = [float(step["macs"]) for step in steps]
-    thresholds = fit_thresholds(logits[order], labels, macs, cfg.cascade_tolerance / 100)
-    record = {
-        "order": order,
-        "thresholds": thresholds,
-        "tolerance": cfg.cascade_tolerance,
-        "temperature": None,
-        "fitted_on": f"held-out part of the training split ({info.holdout:g} of it, {len(labels)} images)",
-    }
-    log.info("cascade thresholds %s (fitted on %d held-out images)", [round(t, 4) for t in thresholds], len(labels))
+    batches = BatchLoader(held, cfg.batch_size, False, device=device).epoch(0)
+    where = f"held-out part of the training split ({info.holdout:g} of it)"
+    record = fit_cascade(net.to(device), info.order, batches, cfg.cascade_tolerance, where)
+    log.info("cascade thresholds %s (%s)", [round(t, 4) for t in record["thresholds"]], record["fitted_on"])
     if cfg.checkpoint is not None:
         log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record))
     return record
@@ -143,7 +135,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if info.classes is not None:  # matched by name: a test folder with other classes is not scored by position
         check_same_classes(list(info.classes), dataset.classes, f"{data!r}/{cfg.split}")
     temperature = _temperature(cfg, net, info, data, data_dir, device)
-    held = []  # the split's path logits and labels
+    held = []  # the split's path logits and labels, and the OOD images' path logits
     result = assess(
         net,
         dataset,
@@ -159,24 +151,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         latency=cfg.latency,
         desc=f"evaluate {cfg.split}",
         logits=held,
+        ood=load_ood(cfg, net.space.input_size, cfg.decoding),
+        ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
+        cascade=_cascade(cfg, net, info, data, data_dir, device),
     )
-    path_logits, labels = held
-    t = temperature["temperature"] if temperature else None
-    ood_logits = None
-    if cfg.ood_data is not None:
-        ood_logits, images = _ood_logits(cfg, net, device)
-        result["ood"] = {
-            "data": cfg.ood_data,
-            "split": cfg.ood_split,
-            "images": images,
-            "positive": "out-of-distribution; every score is higher for images more likely out of distribution",
-            **ood_report(path_logits, ood_logits, t),
-        }
-    if cfg.cascade:
-        fitted = _fit_cascade(cfg, net, info, data, data_dir, device, result["anytime"])
-        result["cascade"] = cascade_report(path_logits[fitted["order"]], labels, fitted, result["anytime"])
     if cfg.save_scores is not None:
-        write_npz(cfg.save_scores, score_arrays(path_logits, labels, t, ood_logits))
+        write_npz(cfg.save_scores, score_arrays(*held[:2], temperature and temperature["temperature"], held[2]))
     return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}
 
 

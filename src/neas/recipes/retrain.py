@@ -32,10 +32,12 @@ from neas.data.datasets import check_same_classes, evaluation_view
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import anytime_order, assess, held_out_order
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
+from neas.ensemble.deployment import fit_cascade
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
 from neas.log import MetricLogger
+from neas.recipes.evaluate import load_ood
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.schemas.retrain import RetrainConfig
 from neas.space import resolve_arch_and_space
@@ -127,7 +129,7 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
 def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
     """The anytime order of the paths (by top-1 on the held-out part; without one, by the search's
     held-out supernet top-1 in the arch file; else index order) and, when configured, the fitted
-    temperature — both stored with the model."""
+    temperature and cascade — all stored with the model."""
     out = {}
     if held_out is not None and cfg.eval_split == "test":
         held = BatchLoader(held_out, cfg.batch_size * 2, False, device=device)
@@ -142,6 +144,10 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
                 record["nll_before"],
                 record["nll_after"],
             )
+        if cfg.cascade:
+            where = f"held-out part of the training split ({cfg.holdout:g} of it)"
+            out["cascade"] = fit_cascade(net, order, held.epoch(0), cfg.cascade_tolerance, where)
+            log.info("cascade thresholds %s (%s)", [round(t, 4) for t in out["cascade"]["thresholds"]], where)
     else:
         acc = _search_path_acc(cfg.arch)
         out["path_order"] = (
@@ -174,8 +180,10 @@ def _test_metrics(report, test_loader, num_paths: int) -> dict:
     }
 
 
-def _finish(cfg: RetrainConfig, run: RunDir, report, train_full, test, held_out, device) -> None:
-    """Writes ``model.safetensors`` (with its anytime order and temperature) and ``eval.json`` (rank 0)."""
+def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> None:
+    """Writes ``model.safetensors`` (with its anytime order, temperature and cascade) and ``eval.json`` (rank 0);
+    ``data``: the training split, the evaluated split, the held-out part (or None) and the OOD images (or None)."""
+    train_full, test, held_out, ood = data
     info = save_ensemble(
         report,
         run / MODEL,
@@ -199,6 +207,9 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, train_full, test, held_out,
         severities=parse_severities(cfg.severities),
         corruption_seed=cfg.corruption_seed,
         desc=f"evaluate {cfg.eval_split}",
+        ood=ood,
+        ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
+        cascade=info.cascade,
     )
     run.write_json(EVAL, {"split": cfg.eval_split, **result})
     log.info(
@@ -279,8 +290,11 @@ def retrain(cfg: RetrainConfig) -> Path:
     """Runs (or resumes) the retraining; returns the run directory."""
     device = dist.init(cfg.device)
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
+    if cfg.cascade and arch.num_paths < 2:
+        raise NeasError(f"cascade: needs an ensemble of at least 2 paths; {cfg.arch} has 1")
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
+    ood = load_ood(cfg, space.input_size, cfg.decoding)  # refused before the run directory exists
     run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
     steps = len(loader)
@@ -308,7 +322,7 @@ def retrain(cfg: RetrainConfig) -> Path:
         )
     for epoch in range(start, cfg.epochs):
         job.epoch(epoch)
-    run.on_main(lambda: _finish(cfg, run, job.report, train_full, test, held_out, device))
+    run.on_main(lambda: _finish(cfg, run, job.report, (train_full, test, held_out, ood), device))
     job.logger.close()
     dist.barrier()
     return run.path

@@ -58,7 +58,12 @@ log = logging.getLogger(__name__)
 
 
 def _scores(e: Evaluation) -> dict:
-    return {"ensemble_acc": e.ensemble_acc, "ensemble_nll": e.ensemble_nll, "path_acc": list(e.path_acc)}
+    return {
+        "ensemble_acc": e.ensemble_acc,
+        "ensemble_nll": e.ensemble_nll,
+        "ensemble_aurc": e.ensemble_aurc,
+        "path_acc": list(e.path_acc),
+    }
 
 
 def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
@@ -213,8 +218,8 @@ def _setup_resume(
     for record in read_generations(run.path, start):
         for m in record["members"]:
             arch = EnsembleArch.from_json(m)
-            nll = m.get("ensemble_nll", float("nan"))
-            evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll)
+            nll, aurc = m.get("ensemble_nll", float("nan")), m.get("ensemble_aurc", float("nan"))
+            evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll, aurc)
             history[arch] = evaluator.memo[arch].fitness(cfg.objective)
     run.on_main(lambda: truncate_metrics(run.path, start - 1, "generation"))
     log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
@@ -384,6 +389,7 @@ def _result(s: _Search, best: EnsembleArch) -> dict:
         **(s.costs_of.get(best) or measure_costs(constraints, best, s.table, s.latency)),
         "supernet_acc": memo[best].ensemble_acc,
         "supernet_nll": memo[best].ensemble_nll,
+        "supernet_aurc": memo[best].ensemble_aurc,
         "objective": s.cfg.objective,
         "path_acc": list(memo[best].path_acc),
         "num_classes": s.num_classes,

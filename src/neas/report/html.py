@@ -153,6 +153,21 @@ def _quality(out: Path, result: dict) -> list[str]:
             "corruptions.png",
             "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths",
         ),
+        (
+            plots.plot_risk_coverage,
+            "risk_coverage.png",
+            "Selective prediction: error among the images accepted, most confident first, ensemble and each path",
+        ),
+        (
+            plots.plot_ood,
+            "ood.png",
+            "Out-of-distribution detection: the ensemble's scores on in- and out-of-distribution images",
+        ),
+        (
+            plots.plot_cascade,
+            "cascade.png",
+            "Early exit: the confidence-gated cascade vs the fixed sub-ensembles of anytime inference",
+        ),
     ]
     shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
     return ["<h2>Ensemble quality</h2>" + "".join(shown)] if shown else []

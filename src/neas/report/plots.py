@@ -29,6 +29,9 @@ __all__ = [
     "plot_reliability",
     "plot_corruptions",
     "plot_anytime",
+    "plot_risk_coverage",
+    "plot_ood",
+    "plot_cascade",
     "plot_front",
     "plot_latency_validation",
 ]
@@ -343,6 +346,67 @@ def plot_anytime(result: dict, path: Path) -> "Path | None":
     by = result.get("anytime_order", {}).get("by", "path index")
     axes[0].set(xlabel="MACs (M)", ylabel="top-1 (%)", title=f"Anytime: the first j paths (by {by})")
     axes[1].set(xlabel="MACs (M)", ylabel="NLL", title="Anytime: NLL")
+    return _save(fig, path)
+
+
+def _member_style(name: str, i: int) -> dict:
+    return dict(lw=2.5, color="black") if name == "ensemble" else dict(lw=1, color=f"C{i}", alpha=0.85)
+
+
+def plot_risk_coverage(result: dict, path: Path) -> "Path | None":
+    """Selective prediction: the risk (error among accepted images) vs the fraction accepted, by confidence."""
+    if "selective" not in result.get("ensemble", {}):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for i, name in enumerate(_members(result)):
+        sel = result[name]["selective"]
+        label = f"{name} (AURC {sel['aurc']:.4f})"
+        ax.plot(
+            sel["curve"]["coverage"], [100 * r for r in sel["curve"]["risk"]], label=label, **_member_style(name, i)
+        )
+    ax.set(xlabel="coverage (fraction of images accepted)", ylabel="risk (% of accepted wrong)", xlim=(0, 1))
+    ax.set_title(f"Risk-coverage ({result.get('split', '')} split)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_ood(result: dict, path: Path) -> "Path | None":
+    """The ensemble's out-of-distribution scores: in- vs out-of-distribution histograms, with AUROC."""
+    ood = result.get("ood")
+    if not ood:
+        return None
+    scores = list(ood["histograms"])
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.6 * len(scores), 3.4), squeeze=False)
+    for ax, score in zip(axes[0], scores):
+        h = ood["histograms"][score]
+        edges = np.asarray(h["edges"])
+        for counts, label, color in ((h["in"], "in", "C0"), (h["out"], "out", "C3")):
+            density = np.asarray(counts) / max(sum(counts), 1)
+            ax.stairs(density, edges, fill=True, alpha=0.45, color=color, label=f"{label} ({sum(counts)})")
+        ax.set(title=f"{score}: AUROC {ood['ensemble'][score]['auroc']:.3f}", xlabel="score (higher: more OOD)")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("fraction of images")
+    fig.suptitle(f"Out-of-distribution: {ood['data']} vs the {result.get('split', '')} split (ensemble)")
+    return _save(fig, path)
+
+
+def plot_cascade(result: dict, path: Path) -> "Path | None":
+    """The cascade's accuracy vs mean MACs per image as its threshold moves, against anytime-K's fixed
+    sub-ensembles, with the fitted cascade marked."""
+    cascade = result.get("cascade")
+    if not cascade:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    curve = cascade["curve"]
+    ax.plot([p["mean_macs"] / 1e6 for p in curve], [100 * p["top1"] for p in curve], ".-", color="C0",
+            label="cascade, one threshold for every step")  # fmt: skip
+    anytime = result["anytime"]
+    ax.plot([e["macs"] / 1e6 for e in anytime], [100 * e["top1"] for e in anytime], "s--", color="black",
+            label="anytime: first j paths, every image")  # fmt: skip
+    ax.plot(cascade["mean_macs"] / 1e6, 100 * cascade["top1"], "*", ms=16, color="C3",
+            label=f"fitted (tolerance {cascade['tolerance_points']} points)")  # fmt: skip
+    ax.set(xlabel="mean MACs per image (M)", ylabel="top-1 (%)", title="Confidence-gated cascade")
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -29,7 +29,7 @@ class CompareConfig:
     config: str = option(
         None, "a `neas run` YAML config: the data, space, budget and stages of every row", required=True
     )
-    seeds: int = option(3, "pipeline seeds per row (seed s is the config's seed + s)")
+    seeds: int = option(3, "pipeline seeds per row (seed s is the config's seed + s)", valid=">= 1")
     rows: "list[str]" = option(
         default_factory=lambda: list(DEFAULT_ROWS), help=f"rows to compare, comma-separated: {', '.join(ROWS)}"
     )
@@ -45,8 +45,7 @@ class CompareConfig:
     )
 
     def __post_init__(self):
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise NeasError(f"--seeds must be an integer >= 1 (seeds to compare over), got {show(self.seeds)}")
+        validate_fields(self)
         rows = [self.rows] if isinstance(self.rows, str) else list(self.rows)
         self.rows = [r.strip() for item in rows for r in str(item).split(",") if r.strip()]
         for row in self.rows:
@@ -56,4 +55,3 @@ class CompareConfig:
             raise NeasError(f"--rows: name each row once, at least one, got {show(self.rows)}")
         if not isinstance(self.slurm, dict):
             raise NeasError(f"slurm: must be a mapping of SLURM options, got {show(self.slurm)}")
-        validate_fields(self)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from neas.config import option, validate_fields
 from neas.errors import NeasError
-from neas.options import DATASETS, DEVICE_HELP, DecodeOptions, QualityOptions
+from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
 
 __all__ = ["EvaluateConfig"]
 
@@ -25,24 +25,8 @@ class EvaluateConfig(QualityOptions, DecodeOptions):
     workers: int = option(2, "loader processes for on-disk or corrupted images", valid=">= 0")
     device: str = option("auto", DEVICE_HELP)
     latency: bool = option(True, "measure the latency")
-    ood_data: "str | None" = option(
-        None,
-        "out-of-distribution images to tell apart from the split (any --data: an image folder with --ood-data-dir, "
-        "cifar10, cifar100, digits), seen with the model's own transform",
-        valid=DATASETS,
-    )
-    ood_data_dir: "str | None" = option(None, "the OOD dataset's root")
-    ood_split: str = option("test", "the OOD dataset's split")
     save_scores: "str | None" = option(
         None, "write every per-image number (labels, predictions, confidences, OOD scores) to this .npz"
-    )
-    cascade: bool = option(
-        False,
-        "fit a confidence-gated cascade on the held-out part of the training split (stored with the model) "
-        "and report it on the split",
-    )
-    cascade_tolerance: float = option(
-        0.5, "the cascade keeps top-1 within this many points of the full ensemble", valid="[0, 100]"
     )
 
     def __post_init__(self):

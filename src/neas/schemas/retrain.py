@@ -103,6 +103,11 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
                 "temperature fit needs a held-out part that is not the evaluated split: set --holdout 0.1 "
                 "with --eval-split test (or --temperature none)"
             )
+        if self.cascade and (not self.holdout or self.eval_split == "holdout"):
+            raise NeasError(
+                "cascade fits its thresholds on a held-out part that is not the evaluated split: set --holdout 0.1 "
+                "with --eval-split test"
+            )
         if self.randaugment != "none":
             from timm.data.auto_augment import rand_augment_transform  # timm imports torch: only when checked
 

@@ -92,7 +92,9 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
     out: str = option("runs/search", "search directory")
     strategy: str = option("evolution", "evolution | random")
     objective: str = option(
-        "top1", "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL)"
+        "top1",
+        "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL) | aurc "
+        "(area under the ensemble's risk-coverage curve: selective prediction)",
     )
     pareto: "str | None" = option(
         None,
@@ -132,7 +134,7 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
         if self.objective not in OBJECTIVES:
             raise NeasError(
                 f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose "
-                f"{' or '.join(OBJECTIVES)}"
+                f"{', '.join(OBJECTIVES)}"
             )
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]

@@ -1,5 +1,5 @@
 """Scoring candidates with supernet weights (docs/DESIGN.md §7-8): BN recalibration, then ensemble
-top-1 and NLL (of the mean of the path logits) on the held-out images.
+top-1, NLL and AURC (of the mean of the path logits) on the held-out images.
 
 A path's activations after layer j depend only on its ops on L1..Lj (its *prefix*), and so do
 the recalibrated statistics of the BNs on the way. The evaluator walks each path's pieces (stem,
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from neas.ensemble.uncertainty import selective_metrics
 from neas.nn import recalibrate_bn, recalibrating
 from neas.options import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
@@ -31,10 +32,13 @@ class Evaluation:
     ensemble_acc: float  # top-1 of the mean logits on the held-out images
     path_acc: tuple[float, ...]  # top-1 of each path
     ensemble_nll: float = float("nan")  # mean cross-entropy of the mean logits
+    ensemble_aurc: float = float("nan")  # area under the risk-coverage curve (max softmax of the mean logits)
 
     def fitness(self, objective: str = "top1") -> float:
-        """What the search maximises: top-1, or minus the NLL."""
-        return self.ensemble_acc if objective == "top1" else -self.ensemble_nll
+        """What the search maximises: top-1, minus the NLL, or minus the AURC."""
+        if objective == "top1":
+            return self.ensemble_acc
+        return -self.ensemble_nll if objective == "nll" else -self.ensemble_aurc
 
 
 class CandidateEvaluator:
@@ -113,14 +117,18 @@ class CandidateEvaluator:
     def _score(self, arch: EnsembleArch, logits_per_batch) -> Evaluation:
         k_paths = arch.num_paths
         correct, ens, nll, total = [0] * k_paths, 0, 0.0, 0
+        confidence, right = [], []
         for logits, (_, y) in zip(logits_per_batch, self.val_batches):
             for k, lg in enumerate(logits):
                 correct[k] += int((lg.argmax(1) == y).sum())
             mean = torch.stack(logits).float().mean(0)
             ens += int((mean.argmax(1) == y).sum())
             nll += float(torch.nn.functional.cross_entropy(mean, y, reduction="sum"))
+            confidence.append(mean.double().softmax(1).max(1).values.cpu())
+            right.append((mean.argmax(1) == y).cpu())
             total += len(y)
-        return Evaluation(ens / total, tuple(c / total for c in correct), nll / total)
+        aurc = selective_metrics(torch.cat(confidence), torch.cat(right))["aurc"]
+        return Evaluation(ens / total, tuple(c / total for c in correct), nll / total, aurc)
 
     def evaluate(self, arch: EnsembleArch) -> Evaluation:
         """The (memoised) evaluation of one candidate."""
