@@ -66,6 +66,9 @@ def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
     neas, other = (record["rows"][r]["top1"]["values"] for r in ("neas", "single"))
     assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] in VERDICTS
     assert "| NEAS minus |" in (out / COMPARE_TABLE).read_text()
+    page = (out / "report" / "index.html").read_text()
+    assert "compare.png" in page and "NEAS minus" in page
+    assert (out / "report" / "compare.png").stat().st_size > 1000
 
 
 def test_a_rerun_skips_finished_jobs(compared, caplog, capsys):

@@ -39,6 +39,7 @@ from neas.executor import SLURM_KEYS, Job, run_jobs
 from neas.io import write_json, write_text, write_yaml
 from neas.recipes.run import RunConfig, stage_configs
 from neas.recipes.search import check_budget
+from neas.report.html import build_compare_report
 from neas.rundir import (
     ABLATE,
     ARCH,
@@ -48,6 +49,7 @@ from neas.rundir import (
     CONFIG,
     EVAL,
     JOB_LOGS,
+    REPORT,
     SUMMARY,
     check_resume_config,
     claim_dir,
@@ -338,6 +340,7 @@ def compare(cfg: CompareConfig) -> dict:
     record = _collect(cfg, plan)
     write_json(out / COMPARE, record)
     write_text(out / COMPARE_TABLE, format_table(record))
+    build_compare_report(out)
     return record
 
 
@@ -345,4 +348,4 @@ def main(cfg: CompareConfig, args) -> None:
     """`neas compare`: prints the table."""
     record = compare(cfg)
     print(format_table(record).rstrip())
-    print(f"compare: {Path(cfg.out) / COMPARE}")
+    print(f"compare: {Path(cfg.out) / COMPARE}; report: {Path(cfg.out) / REPORT / 'index.html'}")

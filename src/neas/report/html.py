@@ -11,10 +11,10 @@ from pathlib import Path
 from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
-from neas.rundir import ARCH, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval
+from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, read_json
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "build_compare_report"]
 
 
 def _figure(name: str, caption: str) -> str:
@@ -185,6 +185,21 @@ code{{background:#f4f4f4}}</style></head>
 """
 
 
+def build_compare_report(run: Path) -> Path:
+    """A `neas compare` directory's page: every seed of every row with its mean and CI, and compare.md's tables."""
+    record = read_json(run / COMPARE, "neas compare results", ("rows",))
+    out = run / REPORT
+    out.mkdir(exist_ok=True)
+    parts = ["<h2>Is the ensemble worth it?</h2>"]
+    if plots.plot_compare(record, out / "compare.png"):
+        parts.append(_figure("compare.png", "Each seed of each row (dots); mean and t 95 % CI (squares)"))
+    table = run / COMPARE_TABLE
+    if table.is_file():
+        parts.append(f"<pre>{html.escape(table.read_text())}</pre>")
+    write_text(out / "index.html", _page(run, parts))
+    return out / "index.html"
+
+
 def build_report(run: "str | Path") -> Path:
     """Renders every figure the run's artefacts allow; returns the path of index.html."""
     run = Path(run)
@@ -192,6 +207,8 @@ def build_report(run: "str | Path") -> Path:
         raise NeasError(f"{run} is a file, not a run directory (give the directory that holds {ARCH} or search/)")
     if not run.is_dir():
         raise NeasError(f"run directory {run} does not exist")
+    if (run / COMPARE).is_file():
+        return build_compare_report(run)
     out = run / REPORT
     out.mkdir(exist_ok=True)
     arch_file = run / "search" / ARCH

@@ -32,6 +32,7 @@ __all__ = [
     "plot_risk_coverage",
     "plot_ood",
     "plot_cascade",
+    "plot_compare",
     "plot_front",
     "plot_latency_validation",
 ]
@@ -407,6 +408,37 @@ def plot_cascade(result: dict, path: Path) -> "Path | None":
             label=f"fitted (tolerance {cascade['tolerance_points']} points)")  # fmt: skip
     ax.set(xlabel="mean MACs per image (M)", ylabel="top-1 (%)", title="Confidence-gated cascade")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+_COMPARED = {"top1": ("top-1 (%)", 100), "nll": ("NLL", 1), "ece": ("ECE (%)", 100)}
+
+
+def plot_compare(record: dict, path: Path) -> "Path | None":
+    """``neas compare``: per row, every seed's top-1, NLL and ECE (dots) and their mean with its t 95 % CI."""
+    rows = list(record.get("rows", {}))
+    metrics = [m for m in _COMPARED if any(m in record["rows"][r] for r in rows)]
+    if not rows or not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        label, scale = _COMPARED[metric]
+        for i, row in enumerate(rows):
+            stats = record["rows"][row].get(metric)
+            if not stats:
+                continue
+            ax.plot(
+                [i - 0.1] * len(stats["values"]), [scale * v for v in stats["values"]], "o", color=f"C{i}", alpha=0.6
+            )
+            if stats["lo"] is not None:
+                mean, err = (
+                    scale * stats["mean"],
+                    [[scale * (stats["mean"] - stats["lo"])], [scale * (stats["hi"] - stats["mean"])]],
+                )
+                ax.errorbar(i + 0.1, mean, yerr=err, fmt="s", color="black", capsize=4)
+        ax.set_xticks(range(len(rows)), rows)
+        ax.set(title=label, xlim=(-0.5, len(rows) - 0.5))
+    fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI (squares)")
     return _save(fig, path)
 
 
