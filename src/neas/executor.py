@@ -36,6 +36,7 @@ submitit is imported only where a batch is run, so a missing install is a one-li
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -46,10 +47,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from neas.config import to_dict
 from neas.errors import NeasError, show, suggest
-from neas.rundir import is_run_dir
+from neas.io import write_yaml
+from neas.rundir import is_run_dir, stage_finished
 
-__all__ = ["Job", "JobResult", "NeasCommand", "run_jobs", "EXECUTORS", "SLURM_KEYS", "CLI"]
+__all__ = [
+    "Job",
+    "JobResult",
+    "NeasCommand",
+    "run_jobs",
+    "check_executor",
+    "stage_job",
+    "EXECUTORS",
+    "SLURM_KEYS",
+    "CLI",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +152,17 @@ class NeasCommand:
         return DelayedSubmission(NeasCommand(self.target), argv if RESUME in argv else [*argv, RESUME])
 
 
+def stage_job(command: str, cfg, directory: Path, done: "list[str]", config_file: Path, name: str) -> "Job | None":
+    """A stage an orchestrating command ran in-process with :func:`~neas.rundir.run_stage`, as a job:
+    ``neas <command> --config <config_file>`` (``cfg`` written there, without ``resume``: the job adds
+    ``--resume`` when the directory was started). None when the stage is finished
+    (:func:`~neas.rundir.stage_finished`: its ``done`` files there, weights intact, same config)."""
+    if stage_finished(directory, done, cfg, name):
+        return None
+    write_yaml(config_file, {k: v for k, v in to_dict(cfg).items() if k != "resume"})
+    return Job(name, [command, "--config", config_file], directory)
+
+
 def _submitit(executor: str):
     try:
         import submitit
@@ -166,6 +190,22 @@ def _check(jobs: "list[Job]", executor: str, max_parallel: int, slurm: "dict | N
         names.add(job.name)
         if outs.setdefault(job.out.resolve(), job.name) != job.name:
             raise NeasError(f"jobs {outs[job.out.resolve()]!r} and {job.name!r} share the run directory {job.out}")
+
+
+def check_executor(executor: str, slurm: "dict | None" = None) -> None:
+    """What would stop every job of a command, refused before the command writes anything: no
+    submitit, an unknown SLURM option, ``--executor slurm`` without ``sbatch``."""
+    if importlib.util.find_spec("submitit") is None:
+        raise NeasError(f"--executor {executor}: submitit is not installed (pip install 'submitit>=1.5')")
+    unknown = sorted(set(slurm or {}) - set(SLURM_KEYS))
+    if unknown:
+        raise NeasError(
+            f"slurm.{unknown[0]}: unknown SLURM option{suggest(unknown[0], SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
+        )
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise NeasError(
+            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
+        )
 
 
 def _visible_gpus() -> list[int]:

@@ -38,6 +38,9 @@ __all__ = [
     "TrainOptions",
     "ScoringOptions",
     "QualityOptions",
+    "ExecutorOptions",
+    "EXECUTORS",
+    "EXECUTOR_KEYS",
 ]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
@@ -49,6 +52,8 @@ OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (ne
 COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
 RUNTIMES = ("torch", "onnxruntime")  # what latency is measured in (neas.cost.runtime)
 TEMPERATURE_MODES = ("auto", "fit", "none")
+EXECUTORS = ("local", "slurm", "debug")  # neas.executor.EXECUTORS, spelled here without importing it
+EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
 # The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
 CORRUPTIONS = (
     "gaussian_noise",
@@ -217,3 +222,25 @@ class QualityOptions:
 
         self.corruptions = parse_corruptions(self.corruptions)
         parse_severities(self.severities)
+
+
+@dataclass
+class ExecutorOptions:
+    """Where a command's independent jobs run (:func:`neas.executor.run_jobs`). The default, ``debug``,
+    runs them in this process one after another: what ``rank``, ``run`` and ``ablate`` did before
+    they had an executor, with the same results."""
+
+    executor: str = option(
+        "debug", "where the jobs run: debug (in this process, one after another) | local | slurm", valid=EXECUTORS
+    )
+    max_parallel: int = option(1, "jobs at once (local; slurm: the job array's parallelism)", valid=">= 1")
+    slurm: dict = option(
+        default_factory=dict,
+        help="--executor slurm: partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, additional_parameters",
+        cli=False,
+    )
+
+    def check_executor_options(self) -> None:
+        """The checks a range cannot say (call from ``__post_init__``)."""
+        if not isinstance(self.slurm, dict):
+            raise NeasError(f"slurm: must be a mapping of SLURM options, got {show(self.slurm)}")

@@ -47,6 +47,7 @@ __all__ = [
     "is_run_dir",
     "has_checkpoint",
     "NOT_COMPARED",
+    "stage_finished",
     "MARKER",
     "LOCK",
     "CONFIG",
@@ -104,7 +105,7 @@ COMPARE_CONFIGS = "configs"  # compare: the `neas run` (and deep-ensemble retrai
 JOB_LOGS = "jobs"  # submitit's pickles and logs of the jobs a command ran
 
 # Keys a --resume does not compare with the config the run started with.
-NOT_COMPARED = ("resume", "out", "device", "workers")
+NOT_COMPARED = ("resume", "out", "device", "workers", "executor", "max_parallel", "slurm")  # how, not what
 
 _LOCKS: dict[str, object] = {}  # run directory -> its open, locked lock file (held until released or exit)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -450,20 +451,27 @@ def _damaged_weights(directory: Path, done: "list[str]") -> "str | None":
     return None
 
 
-def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
-    """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``): skips it when
-    every file in ``done`` exists, resumes (or restarts in place) a stage directory it created,
-    starts it otherwise. A directory that is not a neas run is refused, never deleted."""
+def stage_finished(directory: Path, done: "list[str]", cfg, name: str) -> bool:
+    """Whether the stage in ``directory`` is finished under ``cfg`` (every file in ``done`` there,
+    its weights intact, its config the same); refuses a directory that is not a neas run. A stage
+    with damaged weights is not finished: it is rebuilt by resuming it."""
     damaged = _damaged_weights(directory, done)
     if damaged:  # rebuilt by resuming the stage: from its last checkpoint (docs/DECISIONS.md, issue 30)
         log.warning("%s: %s; rebuilding it by resuming the stage", name, damaged)
     elif all((directory / f).is_file() for f in done):
         check_resume_config(directory, cfg)  # never a stale result for new settings
         log.info("%s: done already (%s)", name, directory)
-        return
-    exists = directory.is_dir() and any(directory.iterdir())
-    if exists and not is_run_dir(directory):
+        return True
+    if directory.is_dir() and any(directory.iterdir()) and not is_run_dir(directory):
         raise NeasError(
             f"{directory} exists but is not a neas run directory (no {MARKER}): move it away; nothing was deleted"
         )
-    runner(dataclasses.replace(cfg, resume=exists))
+    return False
+
+
+def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
+    """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``) in this process:
+    skips it when :func:`stage_finished`, resumes (or restarts in place) a stage directory it
+    created, starts it otherwise. A directory that is not a neas run is refused, never deleted."""
+    if not stage_finished(directory, done, cfg, name):
+        runner(dataclasses.replace(cfg, resume=directory.is_dir() and any(directory.iterdir())))

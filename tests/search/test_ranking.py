@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import neas.recipes.rank as rank_mod
+import neas.executor as executor_mod
+import neas.recipes.retrain as retrain_mod
 from neas.cli import main
 from neas.search.ranking import (
     RESAMPLES,
@@ -150,7 +151,7 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
     def never(*args, **kwargs):
         raise AssertionError("a from-scratch run was redone")
 
-    monkeypatch.setattr(rank_mod, "retrain", never)
+    monkeypatch.setattr(retrain_mod, "retrain", never)
     assert main(argv) == 0  # everything cached
     assert json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"] == result["scratch_acc"]
     # another rank reuses the from-scratch scores through scratch.json, in a new directory
@@ -185,8 +186,6 @@ def test_rank_cli_caches_from_scratch_runs(trained_supernet, tmp_path, capsys, m
 
 
 def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_path, monkeypatch, kill_after):
-    import neas.recipes.retrain as retrain_mod
-
     argv = [
         "rank",
         "--supernet",
@@ -225,3 +224,17 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
     assert epochs == [0, epoch_seed(0, 1, 0), 0, epoch_seed(0, 0, 0), epoch_seed(0, 1, 0)]
     assert (done[0] / "model.safetensors").read_bytes() == finished_weights  # the finished run was not redone
     assert len(json.loads((tmp_path / "rank" / "rank.json").read_text())["scratch_acc"]) == 3
+
+
+def test_rank_with_two_local_jobs_at_once_equals_sequential(trained_supernet, tmp_path, monkeypatch, capsys):
+    """The from-scratch trainings as local subprocesses, two at once (one thread each, as the suite
+    runs), give the rank.json of the default: in this process, one after another."""
+    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
+    argv = ["rank", "--supernet", str(trained_supernet), "--num-archs", "3", "--scratch-epochs", "1"]
+    argv += ["--bootstrap", "50", "--from-space", str(trained_supernet)]
+    assert main([*argv, "--out", str(tmp_path / "debug")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "local"), "--executor", "local", "--max-parallel", "2"]) == 0
+    sequential, parallel = ((tmp_path / d / "rank.json").read_text() for d in ("debug", "local"))
+    assert json.loads(parallel) == json.loads(sequential)
+    assert len(list((tmp_path / "local" / "scratch").glob("*/eval.json"))) == 3
+    assert len(list((tmp_path / "local" / "jobs").glob("*/*_log.err"))) == 3  # each ran in its own process

@@ -24,19 +24,18 @@ CI and a verdict (:func:`neas.stats.paired_difference`).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import yaml
 
 from neas.config import from_dict, load_yaml, to_dict
 from neas.data.datasets import load_dataset
-from neas.errors import NeasError, suggest
-from neas.executor import SLURM_KEYS, Job, run_jobs
+from neas.errors import NeasError
+from neas.executor import Job, check_executor, run_jobs
 from neas.io import write_json, write_text, write_yaml
+from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, stage_configs
 from neas.recipes.search import check_budget
 from neas.report.html import build_compare_report
@@ -174,7 +173,9 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
         plan.files[k1_file] = k1.to_yaml()
     for (row, seed), rc in configs.items():
         path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
-        plan.files[path] = _yaml(to_dict(rc))
+        plan.files[path] = _yaml(
+            {k: v for k, v in to_dict(rc).items() if k not in EXECUTOR_KEYS}
+        )  # rows run in-process
         plan.first.append(Job(Path(rc.out).name, ["run", "--config", path, "--out", rc.out], rc.out, SUMMARY))
         plan.runs[row, seed] = (Path(rc.out), Path(rc.out) / "retrain" / EVAL)
         if row == "deep":
@@ -194,21 +195,6 @@ def _deep_job(plan: _Plan, k1_run: RunConfig, out: Path, seed: int, k: int) -> J
     argv = ["ablate", "deep-ensemble", "--config", path, "--arch", arch, "--copies", k, "--out", out / name]
     plan.runs["deep", seed] = (out / name, out / name / ABLATE)
     return Job(name, argv, out / name, ABLATE, resume=False)
-
-
-def _check_executor(cfg: CompareConfig) -> None:
-    """What would stop every job, refused before anything is written."""
-    if importlib.util.find_spec("submitit") is None:
-        raise NeasError(f"--executor {cfg.executor}: submitit is not installed (pip install 'submitit>=1.5')")
-    unknown = sorted(set(cfg.slurm) - set(SLURM_KEYS))
-    if unknown:
-        raise NeasError(
-            f"slurm.{unknown[0]}: unknown SLURM option{suggest(unknown[0], SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
-        )
-    if cfg.executor == "slurm" and shutil.which("sbatch") is None:
-        raise NeasError(
-            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
-        )
 
 
 def _claim(cfg: CompareConfig, plan: _Plan) -> Path:
@@ -333,7 +319,7 @@ def format_table(record: dict) -> str:
 @releases_run_dir
 def compare(cfg: CompareConfig) -> dict:
     """Runs every row and seed (skipping finished jobs); writes and returns compare.json's record."""
-    _check_executor(cfg)
+    check_executor(cfg.executor, cfg.slurm)
     plan = _plan(cfg, _run_config(cfg))
     out = _claim(cfg, plan)
     _run(cfg, plan, out)

@@ -25,10 +25,11 @@ import torch
 
 from neas.dist import local_device
 from neas.errors import NeasError
+from neas.executor import Job, check_executor, run_jobs, stage_job
 from neas.io import save_figure, write_json, write_text
-from neas.recipes.retrain import RetrainConfig, retrain
-from neas.rundir import EVAL, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir, run_stage
+from neas.rundir import EVAL, JOB_LOGS, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir
 from neas.schemas.rank import RankConfig
+from neas.schemas.retrain import RetrainConfig
 from neas.search.data import heldout_batches
 from neas.search.fitness import CandidateEvaluator
 from neas.search.ranking import rank_correlation, tau_difference
@@ -84,33 +85,44 @@ def _scratch_recipe(cfg: RankConfig, info: SupernetFile, space: SearchSpace) -> 
     }  # as read back from JSON
 
 
-def _train_from_scratch(
+def _scratch_job(
     cfg: RankConfig, out: Path, arch: EnsembleArch, space: SearchSpace, info: SupernetFile
-) -> float:
-    """The held-out top-1 of ``arch`` trained from scratch: cached per arch and recipe, and resumable."""
-    # other settings, other runs: never a stale result
+) -> "tuple[Path, Job | None]":
+    """The run directory where ``arch`` is trained from scratch (one per arch and recipe: other
+    settings, other runs, never a stale result) and its ``neas retrain`` job (None when finished)."""
     key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"
     run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+    arch_file = out / "scratch" / f"{run.name}.json"
     if not (run / EVAL).is_file():
-        arch_file = out / "scratch" / f"{run.name}.json"
         arch_file.parent.mkdir(parents=True, exist_ok=True)
         arch.save(arch_file, space=space.to_dict())
-        scratch_cfg = RetrainConfig(
-            arch=str(arch_file),
-            data=info.data,
-            data_dir=info.data_dir,
-            out=str(run),
-            epochs=cfg.scratch_epochs,
-            batch_size=cfg.scratch_batch_size,
-            holdout=info.holdout,
-            eval_split="holdout",
-            eval_every=cfg.scratch_epochs,
-            seed=cfg.seed,
-            device=cfg.device,
-            compile="off",
-        )
-        run_stage(run, [EVAL], retrain, scratch_cfg, f"from scratch {run.name}")  # resumes or restarts it
-    return read_eval(run / EVAL)["ensemble"]["top1"]
+    scratch_cfg = RetrainConfig(
+        arch=str(arch_file),
+        data=info.data,
+        data_dir=info.data_dir,
+        out=str(run),
+        epochs=cfg.scratch_epochs,
+        batch_size=cfg.scratch_batch_size,
+        holdout=info.holdout,
+        eval_split="holdout",
+        eval_every=cfg.scratch_epochs,
+        seed=cfg.seed,
+        device=cfg.device,
+        compile="off",
+    )
+    return run, stage_job("retrain", scratch_cfg, run, [EVAL], run.with_suffix(".yaml"), f"from scratch {run.name}")
+
+
+def _train_from_scratch(
+    cfg: RankConfig, out: Path, archs: list[EnsembleArch], space: SearchSpace, info: SupernetFile
+) -> list[float]:
+    """The held-out top-1 of each of ``archs`` trained from scratch: jobs of ``cfg.executor``, each
+    skipped when finished before and resumed when interrupted."""
+    runs, jobs = zip(*(_scratch_job(cfg, out, arch, space, info) for arch in archs)) if archs else ((), ())
+    todo = [job for job in jobs if job is not None]
+    if todo:
+        run_jobs(todo, executor=cfg.executor, max_parallel=cfg.max_parallel, slurm=cfg.slurm, log_dir=out / JOB_LOGS)
+    return [read_eval(run / EVAL)["ensemble"]["top1"] for run in runs]
 
 
 def _oneshot_scores(
@@ -191,6 +203,7 @@ def rank(cfg: RankConfig) -> dict:
     """Ranks the sampled ensembles by each supernet and from scratch; returns (and writes) the correlations."""
     if not cfg.supernet:
         raise NeasError("--supernet needs at least one supernet run directory")
+    check_executor(cfg.executor, cfg.slurm)
     device = local_device(cfg.device)
     supernets, first_info, space = _setup_supernets(cfg)
     shrunk = ShrunkSpace.full(space) if cfg.from_space == "full" else load_supernet(cfg.from_space)[1].shrunk
@@ -200,7 +213,9 @@ def rank(cfg: RankConfig) -> dict:
     archs = _sample_archs(cfg, space, shrunk)
     write_json(out / "archs.json", [a.to_json() for a in archs])
     # from scratch: reused from --scratch, else cached per arch and resumable
-    scratch = [known[a] if a in known else _train_from_scratch(cfg, out, a, space, first_info) for a in archs]
+    todo = [a for a in archs if a not in known]
+    known |= dict(zip(todo, _train_from_scratch(cfg, out, todo, space, first_info)))
+    scratch = [known[a] for a in archs]
     write_json(
         out / "scratch.json",
         {"recipe": recipe, "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]},

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from neas.config import option, validate_fields
 from neas.errors import NeasError, show, suggest
+from neas.options import EXECUTORS, ExecutorOptions
 
 __all__ = ["CompareConfig", "ROWS", "DEFAULT_ROWS", "EXECUTORS"]
 
@@ -19,12 +20,12 @@ ROWS = {
     "accuracy": "the NEAS pipeline with shrink mode accuracy",
 }
 DEFAULT_ROWS = ["neas", "single", "deep"]
-EXECUTORS = ("local", "slurm", "debug")  # neas.executor.EXECUTORS, spelled here without importing it
 
 
 @dataclass
-class CompareConfig:
-    """The schema of ``neas compare``."""
+class CompareConfig(ExecutorOptions):
+    """The schema of ``neas compare``: its jobs run through :class:`~neas.options.ExecutorOptions`,
+    by default as local subprocesses (a comparison is many long runs, never in this process)."""
 
     config: str = option(
         None, "a `neas run` YAML config: the data, space, budget and stages of every row", required=True
@@ -37,12 +38,6 @@ class CompareConfig:
         None, "output directory: one run directory per row and seed, compare.json, compare.md", required=True
     )
     executor: str = option("local", "where the jobs run: local | slurm | debug (in this process)", valid=EXECUTORS)
-    max_parallel: int = option(1, "jobs at once (local; slurm: the job array's parallelism)", valid=">= 1")
-    slurm: dict = option(
-        default_factory=dict,
-        help="--executor slurm: partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, additional_parameters",
-        cli=False,
-    )
 
     def __post_init__(self):
         validate_fields(self)
@@ -53,5 +48,4 @@ class CompareConfig:
                 raise NeasError(f"--rows: unknown row {row!r}{suggest(row, ROWS)}; valid: {', '.join(ROWS)}")
         if not self.rows or len(set(self.rows)) != len(self.rows):
             raise NeasError(f"--rows: name each row once, at least one, got {show(self.rows)}")
-        if not isinstance(self.slurm, dict):
-            raise NeasError(f"slurm: must be a mapping of SLURM options, got {show(self.slurm)}")
+        self.check_executor_options()

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neas.config import option, validate_fields
-from neas.options import DecodeOptions, DeviceOptions, ScoringOptions
+from neas.options import DecodeOptions, DeviceOptions, ExecutorOptions, ScoringOptions
 
 __all__ = ["RankConfig"]
 
 
 @dataclass
-class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
-    """The schema of ``neas rank``."""
+class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions, ExecutorOptions):
+    """The schema of ``neas rank``: the from-scratch trainings are jobs of its executor."""
 
     supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
     out: str = option("runs/rank", "output directory")
@@ -27,3 +27,4 @@ class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions):
 
     def __post_init__(self):
         validate_fields(self)
+        self.check_executor_options()
