@@ -1,10 +1,12 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import neas.executor as executor_mod
 from neas.cli import main
 from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
@@ -209,3 +211,18 @@ def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
     assert (tmp_path / "b" / "report" / "front.png").stat().st_size > 5000
     assert main(["run", "--out", str(tmp_path / "x"), "budgets=[0.5M, lots]"]) == 2
     assert "budgets: 'lots' is not a macs amount" in capsys.readouterr().err
+
+
+def test_budget_retrains_as_local_jobs_equal_those_run_in_process(tmp_path, monkeypatch):
+    """`budgets:`'s retrainings, two at once as local subprocesses (one thread each, as the suite
+    runs), give the numbers of the default executor: in this process, one after another."""
+    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
+    search = {**SMALL["search"], "max_macs": None, "population": 6, "parents": 2, "generations": 1}
+    kw = dict(budgets=["0.5M", "0.8M"], compare_random=False, search=search, retrain={"epochs": 1, "batch_size": 64})
+    first = run_pipeline(cfg(tmp_path / "b", **kw))
+    for budget in first["budgets"]:
+        shutil.rmtree(Path(budget["dir"]) / "retrain")  # retrained again, as local jobs
+    again = run_pipeline(cfg(tmp_path / "b", resume=True, executor="local", max_parallel=2, **kw))
+    numbers = [(b["budget"], b["test_top1"], b["test_nll"]) for b in first["budgets"]]
+    assert [(b["budget"], b["test_top1"], b["test_nll"]) for b in again["budgets"]] == numbers
+    assert len(list((tmp_path / "b" / "jobs").glob("*/*_log.err"))) == 2  # each in its own process

@@ -23,12 +23,14 @@ from neas.cost import parse_amount
 from neas.data.datasets import load_dataset
 from neas.data.split import holdout_split
 from neas.errors import NeasError
+from neas.executor import check_executor, run_jobs, stage_job
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import (
     ARCH,
     EVAL,
+    JOB_LOGS,
     MODEL,
     PARETO,
     SUMMARY,
@@ -89,14 +91,13 @@ def _budget_value(metric: str, text: str) -> float:
         ) from None
 
 
-def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]:
-    """Picks the best member of the search's Pareto front within each budget and retrains each in
-    ``budgets/<metric>_<budget>/`` (resumable); returns one record per budget."""
-
+def _budget_stages(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> dict:
+    """Picks the best member of the search's Pareto front within each budget and writes its
+    ``budgets/<metric>_<budget>/arch.json``; returns budget -> (value, member, retrain config)."""
     pareto = read_json(run / "search" / PARETO, "Pareto front", ("front", "space"))
     values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}
     picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
-    records = []
+    stages = {}
     for text, value in values.items():
         member = picks[value]
         name = f"budgets/{cfg.budget_metric}_{text}"
@@ -111,10 +112,36 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
         }
         if not (folder / ARCH).is_file():
             run.write_json(f"{name}/{ARCH}", arch)
-        dist.barrier()
-        stage = dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain"))
-        run_stage(folder / "retrain", [MODEL, EVAL], retrain, stage, f"retrain within {cfg.budget_metric} {text}")
-        result = read_eval(folder / "retrain" / EVAL)
+        stages[text] = (value, member, dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain")))
+    dist.barrier()
+    return stages
+
+
+def _run_budget_stages(cfg: RunConfig, run: RunDir, stages: dict) -> None:
+    """Each budget's retraining: jobs of ``cfg.executor`` (finished ones skipped, interrupted ones
+    resumed); under torchrun, every process takes part in each, in this process group, in turn."""
+    retrains = {f"retrain within {cfg.budget_metric} {text}": stage for text, (_, _, stage) in stages.items()}
+    if dist.get_world_size() > 1:
+        for name, stage in retrains.items():
+            run_stage(Path(stage.out), [MODEL, EVAL], retrain, stage, name)
+        return
+    jobs = [
+        stage_job("retrain", stage, Path(stage.out), [MODEL, EVAL], Path(stage.out).parent / "retrain.yaml", name)
+        for name, stage in retrains.items()
+    ]
+    todo = [job for job in jobs if job is not None]
+    if todo:
+        run_jobs(todo, executor=cfg.executor, max_parallel=cfg.max_parallel, slurm=cfg.slurm, log_dir=run / JOB_LOGS)
+
+
+def _retrain_budgets(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> list[dict]:
+    """Retrains the best member of the search's Pareto front within each budget in
+    ``budgets/<metric>_<budget>/retrain`` (resumable); returns one record per budget."""
+    stages = _budget_stages(cfg, run, rt)
+    _run_budget_stages(cfg, run, stages)
+    records = []
+    for text, (value, member, stage) in stages.items():
+        result = read_eval(Path(stage.out) / EVAL)
         records.append(
             {
                 "budget": text,
@@ -125,11 +152,23 @@ def _retrain_budgets(cfg: RunConfig, run: Path, rt: RetrainConfig) -> list[dict]
                 "test_nll": result["ensemble"]["nll"],
                 "macs": member["macs"],
                 "params": member["params"],
-                "dir": str(folder),
+                "dir": str(Path(stage.out).parent),
                 "value": value,
             }
         )
     return records
+
+
+def _check_executor(cfg: RunConfig) -> None:
+    """What would stop the budgets' retrainings, refused before anything is trained."""
+    if not cfg.budgets:
+        return
+    check_executor(cfg.executor, cfg.slurm)
+    if cfg.executor != "debug" and dist.get_world_size() > 1:
+        raise NeasError(
+            f"--executor {cfg.executor}: under torchrun every process takes part in each budget's retraining; "
+            "use --executor debug (the default), or run without torchrun"
+        )
 
 
 def run_pipeline(cfg: RunConfig) -> dict:
@@ -140,6 +179,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             _budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
     _check_before_training(sn, se, rt)
+    _check_executor(cfg)
     out = Path(cfg.out)
     resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)

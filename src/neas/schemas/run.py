@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.config import option, validate_fields
-from neas.options import COST_METRICS, DataOptions, DeviceOptions
+from neas.options import COST_METRICS, DataOptions, DeviceOptions, ExecutorOptions
 
 __all__ = ["RunConfig", "CONFIGS", "DEMO"]
 
@@ -15,8 +15,9 @@ DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 
 
 @dataclass
-class RunConfig(DataOptions, DeviceOptions):
-    """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys)."""
+class RunConfig(DataOptions, DeviceOptions, ExecutorOptions):
+    """``neas run``'s YAML: shared keys, then one section per stage (the stages' own keys). With
+    ``budgets:``, each budget's retraining is a job of the executor (:class:`~neas.options.ExecutorOptions`)."""
 
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
@@ -34,3 +35,4 @@ class RunConfig(DataOptions, DeviceOptions):
 
     def __post_init__(self):
         validate_fields(self)
+        self.check_executor_options()
