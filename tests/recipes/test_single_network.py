@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+import neas.executor as executor_mod
 from neas.cli import main
 from neas.config import from_dict
 from neas.ensemble import build_ensemble
@@ -154,3 +155,22 @@ def test_deep_ensemble_averages_independently_trained_copies(tmp_path, capsys):
     assert record["ensemble"]["top1"] >= 0
     assert main(argv) == 0  # finished copies are reused, not retrained
     assert "deep ensemble" in capsys.readouterr().out
+
+
+def test_deep_ensemble_copies_as_local_jobs_equal_those_trained_in_process(tmp_path, monkeypatch):
+    """The copies, two at once as local subprocesses (one thread each, as the suite runs), give the
+    numbers of the default executor: in this process, one after another."""
+    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
+    space = SearchSpace.from_yaml(_k1_space(tmp_path))
+    EnsembleArch.sample(space, 3).save(tmp_path / "k1.json", space=space.to_dict())
+    argv = ["ablate", "deep-ensemble", "--arch", str(tmp_path / "k1.json"), "--data", "digits", "--epochs", "1"]
+    argv += ["--batch-size", "64", "--device", "cpu", "--compile", "off"]
+    assert main([*argv, "--out", str(tmp_path / "debug")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "local"), "--executor", "local", "--max-parallel", "2"]) == 0
+    sequential, parallel = (json.loads((tmp_path / d / "ablate.json").read_text()) for d in ("debug", "local"))
+    for record in (sequential, parallel):
+        del record["latency_ms"]  # measured, not computed
+    assert parallel == sequential
+    assert len(list((tmp_path / "local" / "jobs").glob("*/*_log.err"))) == 2  # each copy in its own process
+    assert main([*argv, "--out", str(tmp_path / "x"), "--max-parallel", "0"]) == 2
+    assert not (tmp_path / "x").exists()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from neas.options import EXECUTORS
+
 __all__ = ["COMMANDS", "ABLATIONS"]
 
 
@@ -123,8 +125,37 @@ COMMANDS = {
         (),
     ),
 }
+# the executor of an ablation's retrainings (neas.executor.run_jobs; flags only: RetrainConfig is their schema)
+_EXECUTOR_FLAGS = (
+    (
+        "--executor",
+        {
+            "choices": EXECUTORS,
+            "default": "debug",
+            "help": "where the retrainings run: debug (in this process, one after another), local or slurm "
+            "(default: debug)",
+        },
+    ),
+    (
+        "--max-parallel",
+        {"type": int, "default": 1, "help": "retrainings at once (local; slurm: the job array's) (default: 1)"},
+    ),
+    (
+        "--slurm",
+        {
+            "nargs": "+",
+            "default": [],
+            "metavar": "KEY=VALUE",
+            "help": "--executor slurm: its options (neas.executor.SLURM_KEYS), e.g. partition=gpu timeout_min=720",
+        },
+    ),
+)
 ABLATIONS = {
-    "homo-hetero": ("retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)", _RETRAIN, ()),
+    "homo-hetero": (
+        "retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)",
+        _RETRAIN,
+        _EXECUTOR_FLAGS,
+    ),
     "split": (
         "retrain the ensemble with and without shared layers, and the best unshared one under the same budget (Table "
         "4)",
@@ -138,6 +169,7 @@ ABLATIONS = {
                     "help": "also search the best unshared ensemble under the search's budget (default: on)",
                 },
             ),
+            *_EXECUTOR_FLAGS,
         ),
     ),
     "paths": (
@@ -159,7 +191,10 @@ ABLATIONS = {
     "deep-ensemble": (
         "retrain one arch N times from independent initialisations and score their average (a deep ensemble)",
         _RETRAIN,
-        (("--copies", {"type": int, "default": 2, "help": "independently trained copies (default: 2)"}),),
+        (
+            ("--copies", {"type": int, "default": 2, "help": "independently trained copies (default: 2)"}),
+            *_EXECUTOR_FLAGS,
+        ),
     ),
     "search": (
         "evolution vs random search at equal evaluations, from runs with compare_random (Figure 5)",

@@ -17,8 +17,10 @@ draws evolution against random search at equal evaluations from runs made with
 K = 1 network) ``--copies`` times from independent initialisations (seeds seed, seed+1, ...) and
 scores the average of their logits: the plain deep ensemble a searched ensemble must beat at
 equal cost. Every retrain/run lives in a sub-directory of ``--out`` and resumes
-after an interruption; finished ones are skipped. Each driver writes ``ablate.json`` and a
-Markdown table ``ablate.md``.
+after an interruption; finished ones are skipped. The retrainings of ``homo-hetero``, ``split`` and
+``deep-ensemble`` are ``neas retrain`` jobs of ``--executor`` (:func:`neas.executor.run_jobs`;
+default ``debug``: in this process, one after another), ``--max-parallel`` of them at once. Each
+driver writes ``ablate.json`` and a Markdown table ``ablate.md``.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from neas.ensemble.io import load_ensemble
 from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import DeepEnsemble
 from neas.errors import NeasError
+from neas.executor import check_executor, run_jobs, stage_job
 from neas.io import save_figure, write_json, write_text
-from neas.recipes.retrain import RetrainConfig, retrain
+from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.rundir import (
@@ -49,6 +52,7 @@ from neas.rundir import (
     ARCH,
     CONFIG,
     EVAL,
+    JOB_LOGS,
     MODEL,
     SUMMARY,
     claim_dir,
@@ -74,6 +78,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+IN_PROCESS = {"executor": "debug", "max_parallel": 1}  # the retrainings' default: here, one after another
 
 
 def mirror(arch: EnsembleArch, k: int) -> EnsembleArch:
@@ -112,14 +118,52 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def _retrain_variants(variants: dict, base: RetrainConfig, out: Path) -> dict:
-    """Retrains each ``name -> (arch, space)`` with one recipe in ``out/name``; collects results."""
-    results = {}
+def _retrain_all(stages: "dict[str, RetrainConfig]", jobs: "dict | None", log_dir: Path) -> None:
+    """Retrains each ``name -> config`` (in its run directory ``config.out``) that is not finished:
+    ``neas retrain`` jobs of the executor ``jobs`` names (``executor``, ``max_parallel``; default: in
+    this process, one after another), each skipped when finished and resumed when interrupted."""
+    todo = []
+    for name, cfg in stages.items():
+        run = Path(cfg.out)
+        job = stage_job("retrain", cfg, run, [MODEL, EVAL], run.parent / f"{run.name}.retrain.yaml", name)
+        todo += [job] if job is not None else []
+    if todo:
+        run_jobs(todo, log_dir=log_dir, **{**IN_PROCESS, **(jobs or {})})
+
+
+def _slurm_options(items: "list[str]") -> dict:
+    """``--slurm partition=gpu timeout_min=720`` -> ``{"partition": "gpu", "timeout_min": 720}`` (YAML values)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise NeasError(f"--slurm {item!r}: expected KEY=VALUE, e.g. partition=gpu")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise NeasError(f"--slurm {item!r}: {value!r} is not a YAML value") from None
+    return options
+
+
+def _check_jobs(jobs: dict) -> None:
+    """Refuses, before anything is written, executor options no retraining could run with."""
+    check_executor(jobs["executor"], jobs.get("slurm"))
+    parallel = jobs["max_parallel"]
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise NeasError(f"--max-parallel must be an integer >= 1, got {parallel!r}")
+
+
+def _retrain_variants(variants: dict, base: RetrainConfig, out: Path, jobs: "dict | None" = None) -> dict:
+    """Retrains each ``name -> (arch, space)`` with one recipe in ``out/name`` (jobs of the executor
+    ``jobs`` names); collects results."""
+    stages = {}
     for name, (arch, space) in variants.items():
         arch_file = out / f"{name}.arch.json"
         _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
-        cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(out / name), resume=False)
-        run_stage(out / name, [MODEL, EVAL], retrain, cfg, name)
+        stages[name] = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(out / name), resume=False)
+    _retrain_all(stages, jobs, out / JOB_LOGS)
+    results = {}
+    for name, (arch, space) in variants.items():
         ev = read_eval(out / name / EVAL)
         k = arch.num_paths
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
@@ -165,7 +209,7 @@ def _variant_table(results: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
+def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path", jobs: "dict | None" = None) -> dict:
     """Table 3: the searched (heterogeneous) ensemble against its K mirrored (homogeneous) ones."""
     arch, space = resolve_arch_and_space(arch_spec, base.space)
     if arch.split == arch.num_layers:
@@ -178,7 +222,7 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path") -> dict:
     variants = {"hetero": (arch, space)} | {
         f"homo_path{k + 1}": (mirror(arch, k), space) for k in range(arch.num_paths)
     }
-    results = _retrain_variants(variants, base, out)
+    results = _retrain_variants(variants, base, out, jobs)
     return _finish(
         out,
         "homo-hetero",
@@ -209,7 +253,9 @@ def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "E
     return EnsembleArch.load(out / "search_no_sharing" / ARCH)
 
 
-def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal_budget: bool = True) -> dict:
+def split_ablation(
+    arch_spec: str, base: RetrainConfig, out: "str | Path", equal_budget: bool = True, jobs: "dict | None" = None
+) -> dict:
     """Table 4: the ensemble as searched, the same ensemble unshared, and (equal budget) the best
     unshared ensemble the same search finds."""
     arch, space = resolve_arch_and_space(arch_spec, base.space)
@@ -221,7 +267,7 @@ def split_ablation(arch_spec: str, base: RetrainConfig, out: "str | Path", equal
     searched = _search_without_sharing(arch_spec, space, out) if equal_budget else None
     if searched is not None:
         variants["no_sharing_searched"] = (searched, wide)
-    results = _retrain_variants(variants, base, out)
+    results = _retrain_variants(variants, base, out, jobs)
     return _finish(
         out,
         "split",
@@ -397,9 +443,29 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
     save_figure(fig, path)
 
 
-def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path") -> dict:
-    """Retrains ``arch_spec`` ``copies`` times (seeds ``base.seed + i``) and scores the average of
-    the copies' logits on the evaluation split, with the summed costs."""
+def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, jobs: "dict | None") -> tuple:
+    """Retrains ``arch_file`` ``copies`` times (seeds ``base.seed + i``) in ``out/copy<i>``; returns
+    the trained networks and each copy's own scores."""
+    stages = {
+        f"copy {i} (seed {base.seed + i})": dataclasses.replace(
+            base, arch=str(arch_file), space=None, out=str(out / f"copy{i}"), seed=base.seed + i, resume=False
+        )
+        for i in range(copies)
+    }
+    _retrain_all(stages, jobs, out / JOB_LOGS)
+    members, singles = [], []
+    for stage in stages.values():
+        members.append(load_ensemble(Path(stage.out))[0])
+        ev = read_eval(Path(stage.out) / EVAL)
+        singles.append({"seed": stage.seed, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
+    return members, singles
+
+
+def deep_ensemble(
+    arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path", jobs: "dict | None" = None
+) -> dict:
+    """Retrains ``arch_spec`` ``copies`` times (seeds ``base.seed + i``; jobs of the executor ``jobs``
+    names) and scores the average of the copies' logits on the evaluation split, with the summed costs."""
 
     if copies < 2:
         raise NeasError(f"--copies: a deep ensemble needs at least 2 copies, got {copies}")
@@ -407,14 +473,7 @@ def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: "str | 
     out = claim_dir(out, "ablate deep-ensemble")
     arch_file = out / ARCH
     _write_once(arch_file, json.dumps({**arch.to_json(), "space": space.to_dict()}, indent=1) + "\n")
-    members, singles = [], []
-    for i in range(copies):
-        run = out / f"copy{i}"
-        cfg = dataclasses.replace(base, arch=str(arch_file), space=None, out=str(run), seed=base.seed + i, resume=False)
-        run_stage(run, [MODEL, EVAL], retrain, cfg, f"copy {i} (seed {base.seed + i})")
-        members.append(load_ensemble(run)[0])
-        ev = read_eval(run / EVAL)
-        singles.append({"seed": base.seed + i, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
+    members, singles = _train_copies(arch_file, base, copies, out, jobs)
     device = local_device(base.device)
     net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()
     split = "test" if base.eval_split == "test" else "train"
@@ -470,6 +529,12 @@ def main(cfg, args) -> None:
 
 
 def _run_ablation(cfg, args) -> dict:
+    jobs = {
+        "executor": getattr(args, "executor", "debug"),
+        "max_parallel": getattr(args, "max_parallel", 1),
+        "slurm": _slurm_options(getattr(args, "slurm", [])),
+    }
+    _check_jobs(jobs)
     if args.ablation == "paths":
         reuse = {}
         for item in args.reuse or []:
@@ -481,9 +546,9 @@ def _run_ablation(cfg, args) -> dict:
     elif args.ablation == "search":
         record = search_ablation(args.run, args.out, args.top)
     elif args.ablation == "deep-ensemble":
-        record = deep_ensemble(args.arch, cfg, args.copies, args.out)
+        record = deep_ensemble(args.arch, cfg, args.copies, args.out, jobs)
     elif args.ablation == "homo-hetero":
-        record = homo_hetero(args.arch, cfg, args.out)
+        record = homo_hetero(args.arch, cfg, args.out, jobs)
     else:
-        record = split_ablation(args.arch, cfg, args.out, equal_budget=args.equal_budget)
+        record = split_ablation(args.arch, cfg, args.out, equal_budget=args.equal_budget, jobs=jobs)
     return record
