@@ -8,7 +8,9 @@ scores each with inherited weights after BN recalibration in every given superne
 from scratch with a fixed short recipe on the supernet's training part and scores it on the
 held-out part, then reports Kendall τ and Spearman ρ with bootstrap 95 % CIs per supernet
 (``rank.json`` and ``rank_<name>.png``). From-scratch runs are cached in ``scratch/`` and
-resumable — they are the expensive part and are never redone. Their scores also go to
+resumable — they are the expensive part and are never redone; they are ``neas retrain`` jobs of
+``--executor`` (default ``debug``: in this process, one after another; ``local`` runs
+``--max-parallel`` at once). Their scores also go to
 ``scratch.json`` (each ensemble's arch and top-1, and the recipe), which ``--scratch`` takes
 back: ranking new supernets against ensembles already trained from scratch costs seconds.
 """
