@@ -188,17 +188,12 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
+def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys, monkeypatch):
     search = {**SMALL["search"], "max_macs": None, "population": 8, "parents": 4, "generations": 2}
-    summary = run_pipeline(
-        cfg(
-            tmp_path / "b",
-            budgets=["0.5M", "0.6M", "0.8M"],
-            compare_random=False,
-            search=search,
-            retrain={"epochs": 1, "batch_size": 64},
-        )
+    kw = dict(
+        budgets=["0.5M", "0.6M", "0.8M"], compare_random=False, search=search, retrain={"epochs": 1, "batch_size": 64}
     )
+    summary = run_pipeline(cfg(tmp_path / "b", **kw))
     budgets = summary["budgets"]
     assert [b["budget"] for b in budgets] == ["0.5M", "0.6M", "0.8M"]
     pareto = json.loads((tmp_path / "b" / "search" / "pareto.json").read_text())
@@ -209,20 +204,14 @@ def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys):
         within = [m for m in pareto["front"] if m["macs"] <= limit]
         assert b["supernet_acc"] == max(m["ensemble_acc"] for m in within)  # the best member within the budget
     assert (tmp_path / "b" / "report" / "front.png").stat().st_size > 5000
+    # the budgets' retrainings again, two at once as local subprocesses (one thread each, as the suite
+    # runs): the numbers of the default executor (in this process, one after another)
+    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
+    for budget in budgets:
+        shutil.rmtree(Path(budget["dir"]) / "retrain")
+    again = run_pipeline(cfg(tmp_path / "b", resume=True, executor="local", max_parallel=2, **kw))
+    numbers = [(b["budget"], b["test_top1"], b["test_nll"]) for b in budgets]
+    assert [(b["budget"], b["test_top1"], b["test_nll"]) for b in again["budgets"]] == numbers
+    assert len(list((tmp_path / "b" / "jobs").glob("*/*_log.err"))) == 3  # each in its own process
     assert main(["run", "--out", str(tmp_path / "x"), "budgets=[0.5M, lots]"]) == 2
     assert "budgets: 'lots' is not a macs amount" in capsys.readouterr().err
-
-
-def test_budget_retrains_as_local_jobs_equal_those_run_in_process(tmp_path, monkeypatch):
-    """`budgets:`'s retrainings, two at once as local subprocesses (one thread each, as the suite
-    runs), give the numbers of the default executor: in this process, one after another."""
-    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
-    search = {**SMALL["search"], "max_macs": None, "population": 6, "parents": 2, "generations": 1}
-    kw = dict(budgets=["0.5M", "0.8M"], compare_random=False, search=search, retrain={"epochs": 1, "batch_size": 64})
-    first = run_pipeline(cfg(tmp_path / "b", **kw))
-    for budget in first["budgets"]:
-        shutil.rmtree(Path(budget["dir"]) / "retrain")  # retrained again, as local jobs
-    again = run_pipeline(cfg(tmp_path / "b", resume=True, executor="local", max_parallel=2, **kw))
-    numbers = [(b["budget"], b["test_top1"], b["test_nll"]) for b in first["budgets"]]
-    assert [(b["budget"], b["test_top1"], b["test_nll"]) for b in again["budgets"]] == numbers
-    assert len(list((tmp_path / "b" / "jobs").glob("*/*_log.err"))) == 2  # each in its own process
