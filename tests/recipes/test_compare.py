@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,18 @@ def test_the_deep_row_is_k_copies_of_a_single_network_searched_at_budget_over_k(
     deep = json.loads((out / COMPARE).read_text())["rows"]["deep"]
     assert deep["seeds"]["4"]["top1"] == ablate["ensemble"]["top1"] and deep["top1"]["sd"] is None
     assert "(n=1)" in (out / COMPARE_TABLE).read_text()
+
+
+def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_uses(tmp_path):
+    from neas.recipes.compare import _plan, _run_config
+    from neas.schemas.compare import CompareConfig
+
+    cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=3, rows=["neas", "deep"])
+    plan = _plan(cfg, _run_config(cfg))
+    copies = []
+    for job in plan.deep:
+        config = yaml.safe_load(plan.files[Path(job.argv[job.argv.index("--config") + 1])])
+        k = int(job.argv[job.argv.index("--copies") + 1])
+        copies.append(set(range(config["seed"], config["seed"] + k)))
+    assert len(copies) == 3
+    assert all(not (a & b) for i, a in enumerate(copies) for b in copies[i + 1 :])

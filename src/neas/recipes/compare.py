@@ -184,10 +184,14 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
 
 
 def _deep_job(plan: _Plan, k1_run: RunConfig, out: Path, seed: int, k: int) -> Job:
-    """``neas ablate deep-ensemble`` of the K = 1 run's searched network, with its retraining recipe."""
+    """``neas ablate deep-ensemble`` of the K = 1 run's searched network, with its retraining recipe; the copies'
+    seeds are disjoint between the row's seeds."""
     retrain = to_dict(stage_configs(k1_run)[2])
     for key in ("arch", "out", "resume"):
         retrain.pop(key, None)
+    # the copies train from seeds seed*K .. seed*K+K-1: no two seeds of the row share a copy (the
+    # ablation's own seeds seed, seed+1, ... would overlap between consecutive seeds)
+    retrain["seed"] = seed * k
     name = f"deep-seed{seed}"
     path = out / COMPARE_CONFIGS / f"{name}-retrain.yaml"
     plan.files[path] = _yaml(retrain)
