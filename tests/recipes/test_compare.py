@@ -10,6 +10,8 @@ from neas.cli import main
 from neas.rundir import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
 from neas.stats import VERDICTS
 
+from ..helpers import Killed
+
 TINY = {  # the digits demo shrunk to seconds a run
     "space": "tiny",
     "data": "digits",
@@ -142,3 +144,21 @@ def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_us
         copies.append(set(range(config["seed"], config["seed"] + k)))
     assert len(copies) == 3
     assert all(not (a & b) for i, a in enumerate(copies) for b in copies[i + 1 :])
+
+
+def test_a_compare_killed_mid_job_resumes_on_the_next_call_with_the_same_numbers(compared, tmp_path, kill_after):
+    import neas.recipes.retrain as retrain_mod
+
+    config, reference = compared
+    out = tmp_path / "out"
+    restore = kill_after(retrain_mod, "save_checkpoint", after=3)  # inside the third job's retraining
+    with pytest.raises(Killed):
+        _compare(config, out, "--seeds", "2", "--rows", "neas,single")
+    restore()
+    finished = [d.name for d in out.iterdir() if (d / SUMMARY).is_file()]
+    assert len(finished) == 2  # two jobs done, the third killed after its checkpoint
+    assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
+    got, want = (json.loads((d / COMPARE).read_text())["rows"] for d in (out, reference))
+    for row in want:
+        for seed, numbers in want[row]["seeds"].items():
+            assert {k: got[row]["seeds"][seed][k] for k in NUMBERS} == {k: numbers[k] for k in NUMBERS}
