@@ -10,16 +10,28 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from neas.ensemble import build_ensemble
 from neas.ensemble.features import EnsembleFeatures, stage_ends
 from neas.errors import NeasError
-from neas.space import HEAD, LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces
+from neas.space import HEAD, LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces, parse_op
 
 from ..supernet.test_supernet import _randomize_bn
 
 MODES = ["mean", "concat", "path:0", "path:1"]
 
 
-def _net(name: str, split: int, seed: int = 0):
+# tiny, split 3: L2 (the stride-4 stage's end) a shared skip, L4 (the stride-8 one's) a skip on path 1 only
+TINY_SKIPS = EnsembleArch(
+    3, tuple(tuple(map(parse_op, ops.split())) for ops in ("k3e6 skip k3e3 k5e3", "k3e6 skip k3e3 skip"))
+)
+
+
+def _net(name: str, arch: "int | str | EnsembleArch", seed: int = 0):
+    """A network of space ``name`` in eval mode, random weights and BN statistics: ``arch`` a
+    preset (NEAS-S: split 20, a skip at L8, the stride-8 stage's end; NEAS-M: split 16), an arch,
+    or a split point to sample one at."""
     space = SearchSpace.preset(name)
-    arch = EnsembleArch.sample(space, random.Random(seed), split=split)
+    if isinstance(arch, int):
+        arch = EnsembleArch.sample(space, random.Random(seed), split=arch)
+    elif isinstance(arch, str):
+        arch = EnsembleArch.preset(arch)
     torch.manual_seed(seed)
     net = build_ensemble(space, arch, num_classes=10)
     _randomize_bn(net)
@@ -44,7 +56,7 @@ def _manual_outputs(net, x: torch.Tensor) -> list[dict[int, torch.Tensor]]:
     return outputs
 
 
-@pytest.mark.parametrize("name,split,size", [("imagenet", 20, 64), ("tiny", 4, 32)])
+@pytest.mark.parametrize("name,split,size", [("imagenet", "neas-s", 64), ("tiny", 4, 32)])
 def test_split_after_every_layer_gives_the_trunk_in_every_mode(name, split, size):
     net, x = _net(name, split), torch.randn(2, 3, size, size)
     strides = (8, 16, 32) if name == "imagenet" else (4, 8)
@@ -59,10 +71,14 @@ def test_split_after_every_layer_gives_the_trunk_in_every_mode(name, split, size
             assert maps[str(s)].shape[-1] == size // s
 
 
-@pytest.mark.parametrize("name,split,size,strides", [("imagenet", 16, 64, (8, 16, 32)), ("tiny", 3, 32, (4, 8))])
+@pytest.mark.parametrize(
+    "name,split,size,strides",
+    [("imagenet", "neas-m", 64, (8, 16, 32)), ("tiny", 3, 32, (4, 8)), ("tiny", TINY_SKIPS, 32, (4, 8))],
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_split_inside_the_last_stage_follows_the_mode(name, split, size, strides, mode):
     net, x = _net(name, split, seed=1), torch.randn(2, 3, size, size)
+    split = net.arch.split
     assert net.arch.paths[0][split:] != net.arch.paths[1][split:]
     ends, n = stage_ends(net), net.space.num_layers
     feat = EnsembleFeatures(net, strides, mode, last_conv=True)
@@ -107,6 +123,7 @@ def test_each_shared_layer_runs_once_and_no_classifier_runs(mode):
     calls, hooks = Counter(), []
     for piece in arch_pieces(net.arch):
         module = net.piece_module(piece)
+        module = module.last_block if piece.kind == HEAD else module  # the head's first module
         hooks.append(module.register_forward_hook(lambda m, i, o, piece=piece: calls.update([piece])))
     for name in ("conv_heads", "classifiers"):
         for module in getattr(net, name):
