@@ -111,6 +111,14 @@ def test_local_runs_at_most_max_parallel_jobs_at_once_with_their_share(tmp_path,
                 assert a["env"]["CUDA_VISIBLE_DEVICES"] != b["env"]["CUDA_VISIBLE_DEVICES"]
 
 
+def test_local_jobs_get_gpus_named_by_uuid_not_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,MIG-bbbb")  # only handed on
+    jobs = [_job(tmp_path, f"u{i}") for i in range(2)]
+    run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False, target=FAKE)
+    assert {_record(tmp_path, job.name)["env"]["CUDA_VISIBLE_DEVICES"] for job in jobs} == {"GPU-aaaa", "MIG-bbbb"}
+
+
 def test_failed_jobs_let_the_others_finish_then_one_error_names_them(tmp_path):
     jobs = [_job(tmp_path, "bad", "fail"), _job(tmp_path, "good"), _job(tmp_path, "worse", "fail")]
     with pytest.raises(NeasError) as info:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+import yaml
 
 from neas.cli import main
 from neas.config import from_dict
@@ -52,6 +53,15 @@ def test_a_negative_budget_is_refused_when_the_config_is_read(tmp_path, capsys, 
     config.write_text("space: tiny\ndata: digits\nsearch:\n  max_macs: -5\n")
     code = main(["run", "--config", str(config), "--out", str(tmp_path / "r")])
     _one_error_line(capsys, code, "max_macs: a budget must be >= 0")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_cascade_on_a_one_path_space_is_refused_before_the_supernet_is_trained(tmp_path, capsys, monkeypatch):
+    _never_train(monkeypatch)
+    space = {**SearchSpace.preset("tiny").to_dict(), "num_paths": 1, "split": [0, 0], "name": "tiny-k1"}
+    (tmp_path / "k1.yaml").write_text(yaml.safe_dump(space))
+    code = main(["run", "--out", str(tmp_path / "r"), f"space={tmp_path / 'k1.yaml'}", "retrain.cascade=true"])
+    _one_error_line(capsys, code, "retrain.cascade: the space 'tiny-k1' has K = 1 path")
     assert not (tmp_path / "r").exists()
 
 

@@ -202,18 +202,25 @@ def check_executor(executor: str, slurm: "dict | None" = None) -> None:
         raise NeasError(
             f"slurm.{unknown[0]}: unknown SLURM option{suggest(unknown[0], SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
         )
-    if executor == "slurm" and shutil.which("sbatch") is None:
-        raise NeasError(
-            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
-        )
+    if executor == "slurm":
+        _check_slurm_tools()
 
 
-def _visible_gpus() -> list[int]:
-    """The CUDA devices local jobs share: those ``CUDA_VISIBLE_DEVICES`` lists (numbers only), else
-    every device torch sees."""
+def _check_slurm_tools() -> None:
+    for tool in ("sbatch", "srun"):
+        if shutil.which(tool) is None:
+            raise NeasError(
+                f"--executor slurm: {tool} not found on PATH (run on a SLURM login node, or use --executor local)"
+            )
+
+
+def _visible_gpus() -> "list[int | str]":
+    """The CUDA devices local jobs share: those ``CUDA_VISIBLE_DEVICES`` lists (indices, or GPU / MIG
+    UUIDs as given), else every device torch sees."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [int(d) for d in visible.split(",") if d.strip().isdigit()]
+        tokens = [d.strip() for d in visible.split(",") if d.strip()]
+        return [int(d) if d.isdigit() else d for d in tokens]
     import torch  # only when no variable says it; device_count() creates no CUDA context
 
     return list(range(torch.cuda.device_count()))
@@ -273,25 +280,36 @@ def _run_local(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_paral
     setup = [f"export OMP_NUM_THREADS={threads}", f"export MKL_NUM_THREADS={threads}"]
     gpus = _visible_gpus()
     queue, running, slots = list(todo), {}, {}  # slots: submitit job -> its parallel slot
-    while queue or running:
-        while queue and len(running) < max_parallel:
-            slot = min(set(range(max_parallel)) - set(slots.values()))
-            gpu = {"gpus_per_node": 1, "visible_gpus": (gpus[slot % len(gpus)],)} if gpus else {"gpus_per_node": 0}
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, setup=setup, **gpu)
-            job = queue.pop(0)
-            sjob = executor.submit(command, job.command())
-            running[sjob], slots[sjob] = (job, time.perf_counter()), slot
-        for result in _wait(running, POLL_S["local"]):
-            slots = {s: slot for s, slot in slots.items() if s in running}
-            yield result
+    try:
+        while queue or running:
+            while queue and len(running) < max_parallel:
+                slot = min(set(range(max_parallel)) - set(slots.values()))
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, **_gpu_of(gpus, slot, setup))
+                job = queue.pop(0)
+                sjob = executor.submit(command, job.command())
+                running[sjob], slots[sjob] = (job, time.perf_counter()), slot
+            for result in _wait(running, POLL_S["local"]):
+                slots = {s: slot for s, slot in slots.items() if s in running}
+                yield result
+    finally:  # interrupted (Ctrl-C, a kill of this process, an error): no job keeps training on its own
+        for sjob in list(running):
+            sjob.cancel(check=False)
+
+
+def _gpu_of(gpus: list, slot: int, setup: list) -> dict:
+    """A local job's GPU parameters: the slot's device (an index through submitit, a UUID through the
+    job's environment), or none."""
+    if not gpus:
+        return {"gpus_per_node": 0, "setup": setup}
+    gpu = gpus[slot % len(gpus)]
+    if isinstance(gpu, int):
+        return {"gpus_per_node": 1, "visible_gpus": (gpu,), "setup": setup}
+    return {"gpus_per_node": 0, "setup": [*setup, f"export CUDA_VISIBLE_DEVICES={gpu}"]}
 
 
 def _slurm_executor(log_dir: Path, slurm: "dict | None", max_parallel: int):
     """submitit's SLURM executor with the options of ``slurm`` (:data:`SLURM_KEYS`)."""
-    if shutil.which("sbatch") is None:
-        raise NeasError(
-            "--executor slurm: sbatch not found on PATH (run on a SLURM login node, or use --executor local)"
-        )
+    _check_slurm_tools()
     submitit = _submitit("slurm")
     options = {"array_parallelism": max_parallel, **(slurm or {})}
     cpus = options.get("cpus_per_task")
@@ -308,7 +326,12 @@ def _slurm_executor(log_dir: Path, slurm: "dict | None", max_parallel: int):
 def _run_slurm(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
     """One SLURM job array; then waits for its tasks."""
     executor = _slurm_executor(log_dir, slurm, max_parallel)
-    sjobs = executor.map_array(command, [job.command() for job in todo])
+    try:
+        sjobs = executor.map_array(command, [job.command() for job in todo])
+    except Exception as exc:  # noqa: BLE001 - submitit raises FailedJobError / RuntimeError for a refused sbatch
+        raise NeasError(
+            f"--executor slurm: the job array was not submitted: {' '.join(str(exc).split())[:300]}"
+        ) from None
     log.info("submitted SLURM job array %s (%d jobs; logs in %s)", sjobs[0].job_id.split("_")[0], len(sjobs), log_dir)
     start = time.perf_counter()
     running = {sjob: (job, start) for sjob, job in zip(sjobs, todo)}

@@ -46,8 +46,9 @@ class Parser(argparse.ArgumentParser):
         if choice and commands and choice.group(1) in ("COMMAND", "ABLATION"):
             names = list(commands[0].choices)
             what = "command" if choice.group(1) == "COMMAND" else "ablation"
+            where = "" if self.prog == "neas" else f"{self.prog}: "  # the top level: "neas: error:" says it
             raise NeasError(
-                f"{self.prog}: unknown {what} {choice.group(2)!r}{suggest(choice.group(2), names)}; "
+                f"{where}unknown {what} {choice.group(2)!r}{suggest(choice.group(2), names)}; "
                 f"{what}s: {', '.join(names)}"
             )
         unknown = re.match(r"unrecognized arguments: (-\S+)", message)
@@ -58,7 +59,8 @@ class Parser(argparse.ArgumentParser):
         if kind:
             number = "an integer" if kind.group(2) == "int" else "a number"
             message = f"{kind.group(1)}: expected {number}, got {kind.group(3)}"
-        raise NeasError(f"{self.prog}: {message} (see {self.prog} --help)")
+        where = "" if self.prog == "neas" else f"{self.prog}: "  # the top level: "neas: error:" says it already
+        raise NeasError(f"{where}{message} (see {self.prog} --help)")
 
 
 def _parsers(parser: argparse.ArgumentParser):

@@ -206,3 +206,20 @@ def test_cli_refuses_an_input_or_a_file_as_the_directory(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert _export(path, tmp_path / "file", "--force") == 2
     assert "is a file; --cascade writes a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("temperature", ["hot", -1.0, float("inf")])
+def test_a_hand_edited_cascade_temperature_is_one_error_line_naming_the_file(tmp_path, capsys, temperature):
+    from safetensors.torch import load_file, save_file
+
+    path = _model_file(tmp_path, 2, {"order": [0, 1], "thresholds": [0.5], "temperature": None})
+    with open(path, "rb") as f:  # the header's metadata, edited by hand: the tensors (and their SHA-256) unchanged
+        size = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(size))["__metadata__"]
+    meta["cascade"] = json.dumps({"order": [0, 1], "thresholds": [0.5], "temperature": temperature})
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    for argv in (["evaluate", "--checkpoint", str(path), "--no-latency"], ["export", "--checkpoint", str(path),
+                 "--format", "onnx", "--cascade", "--out", str(tmp_path / "out")]):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cascade: 'temperature' must be" in err[0] and str(path) in err[0], err

@@ -162,3 +162,25 @@ def test_a_compare_killed_mid_job_resumes_on_the_next_call_with_the_same_numbers
     for row in want:
         for seed, numbers in want[row]["seeds"].items():
             assert {k: got[row]["seeds"][seed][k] for k in NUMBERS} == {k: numbers[k] for k in NUMBERS}
+
+
+def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_path):
+    from neas.recipes.compare import _plan, _run_config
+    from neas.schemas.compare import CompareConfig
+
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    config["retrain"]["cascade"] = True
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    cfg = CompareConfig(
+        config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single", "deep"]
+    )
+    plan = _plan(cfg, _run_config(cfg))
+    written = {  # file names without the seed
+        path.name.rsplit("-seed", 1)[0] + path.name.rsplit("-seed", 1)[-1].lstrip("0123456789"): yaml.safe_load(text)
+        for path, text in plan.files.items()
+        if "-seed" in path.name
+    }
+    assert written["neas.yaml"]["retrain"]["cascade"] is True
+    for name in ("single.yaml", "deep-k1.yaml"):
+        assert "cascade" not in written[name]["retrain"], name
+    assert not written["deep-retrain.yaml"].get("cascade"), written["deep-retrain.yaml"]

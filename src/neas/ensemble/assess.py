@@ -93,15 +93,7 @@ def assess(
     if temperature:
         result["temperature"] = temperature
     result["anytime_order"] = {"order": order, "by": order_by}
-    for j, entry in enumerate(result["anytime"], start=1):
-        sub = net.select(order[:j])
-        entry.update(count_cost(sub.space, sub.arch, net.num_classes).to_json())
-        if latency:
-            entry["latency_ms"] = measure_latency_ms(sub, device)
-    result.update(count_cost(net.space, net.arch, net.num_classes).to_json())
-    if latency:
-        result["latency_ms"] = result["anytime"][-1]["latency_ms"]
-        result["latency_device"] = str(device)
+    _costs(result, net, order, device, latency)
     out_logits = None
     if ood is not None:
         loader = BatchLoader(ood, batch_size, False, device=device, workers=workers)
@@ -114,6 +106,19 @@ def assess(
             net, data, device, corruptions, severities or [1, 2, 3, 4, 5], corruption_seed, batch_size, workers
         )
     return result
+
+
+def _costs(result: dict, net: EnsembleNet, order: list[int], device, latency: bool) -> None:
+    """MACs / paper FLOPs / params (and measured latency) of every anytime sub-ensemble and of the whole."""
+    for j, entry in enumerate(result["anytime"], start=1):
+        sub = net.select(order[:j])
+        entry.update(count_cost(sub.space, sub.arch, net.num_classes).to_json())
+        if latency:
+            entry["latency_ms"] = measure_latency_ms(sub, device)
+    result.update(count_cost(net.space, net.arch, net.num_classes).to_json())
+    if latency:
+        result["latency_ms"] = result["anytime"][-1]["latency_ms"]
+        result["latency_device"] = str(device)
 
 
 def _beyond_calibration(result: dict, path_logits, labels, t, out_logits, ood_name: str, cascade) -> None:

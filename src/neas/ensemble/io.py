@@ -47,6 +47,9 @@ def _check_cascade(cascade: dict, k: int) -> None:
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in thresholds)
     ):
         raise NeasError(f"cascade: 'thresholds' must be {k - 1} finite numbers, got {thresholds!r:.80}")
+    t = cascade.get("temperature")
+    if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+        raise NeasError(f"cascade: 'temperature' must be a finite number > 0 or null, got {t!r:.80}")
 
 
 @dataclass(frozen=True)

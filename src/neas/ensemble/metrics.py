@@ -89,11 +89,14 @@ class Scores:
 
 
 @torch.no_grad()
-def path_logits_on(net: EnsembleNet, batches, progress=None):
-    """Yields ``(K path logits, labels)`` per batch, in eval mode."""
+def path_logits_on(net: EnsembleNet, batches, progress=None, collect: "list | None" = None):
+    """Yields ``(K path logits, labels)`` per batch, in eval mode (and appends each to ``collect``)."""
     net.eval()
     for x, y in batches:
-        yield [lg.float() for lg in net.path_logits(x)], y
+        logits = [lg.float() for lg in net.path_logits(x)]
+        if collect is not None:
+            collect.append((logits, y))
+        yield logits, y
         if progress is not None:
             progress.update(1)
 
@@ -124,16 +127,13 @@ def evaluate_ensemble(
         two paths' predictions differ, averaged over pairs; ``oracle_top1``: some path is right),
         ``reliability`` (per predictor) and ``images``.
     """
-    k = net.num_paths
+    k, c = net.num_paths, net.num_classes
     order = list(range(k)) if order is None else list(order)
-    c = net.num_classes
     scores = {"ensemble": Scores(c, calibration)} | {f"path{j}": Scores(c, calibration) for j in range(k)}
     prefixes = {j: Scores(c, calibration) for j in range(1, k)}  # j = K is the ensemble itself
     calibrated = Scores(c, calibration) if temperature is not None else None
     total, differ, oracle = 0, 0, 0
-    for logits, y in path_logits_on(net, batches, progress):
-        if collect is not None:
-            collect.append((logits, y))
+    for logits, y in path_logits_on(net, batches, progress, collect):
         preds = torch.stack([lg.argmax(1) for lg in logits])
         differ += int((preds[:, None] != preds[None]).sum()) // 2  # every unordered pair of paths once
         oracle += int((preds == y).any(0).sum())

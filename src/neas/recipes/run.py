@@ -208,6 +208,8 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
     """What the space and the dataset's labels alone can refuse, before the run directory is
     written or anything trained: a budget no ensemble meets, a batch larger than a training part."""
     space = SearchSpace.resolve(sn.space)
+    if rt.cascade and space.num_paths < 2:
+        raise NeasError(f"retrain.cascade: the space {space.name!r} has K = 1 path; a cascade needs at least 2")
     full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
     check_budget(se, space, full.num_classes)
     world = dist.get_world_size()
