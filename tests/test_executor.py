@@ -138,7 +138,7 @@ def test_the_real_cli_locally_a_failure_quotes_its_error_and_names_its_log(tmp_p
     with pytest.raises(NeasError) as info:
         run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False)
     message = str(info.value)
-    assert message.startswith(f"1 of 2 jobs failed: typo (run directory {tmp_path / 'typo'}): neas: unknown command")
+    assert message.startswith(f"1 of 2 jobs failed: typo (run directory {tmp_path / 'typo'}): unknown command")
     log = Path(message.rsplit("(log: ", 1)[1].rstrip(")"))
     assert log.is_file() and log.name.endswith("_log.err") and "unknown command 'bogus'" in log.read_text()
 
