@@ -34,6 +34,7 @@ LAYERS = [
     ("data",),
     ("ensemble",),
     ("supernet",),
+    ("detection",),
     ("shrink", "search", "train"),
     ("report",),
     ("executor",),
