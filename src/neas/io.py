@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "atomic_write",
+    "check_output_dir",
     "write_text",
     "write_json",
     "write_yaml",
@@ -232,4 +233,20 @@ def check_output(
         raise NeasError(f"{flag} {out} is a directory; give a file name")
     if out.exists() and not force:
         raise NeasError(f"{flag} {out} already exists; pass --force to overwrite it")
+    return out
+
+
+def check_output_dir(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
+    """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
+    or a directory holding one, never an existing file; an existing directory only with ``force``."""
+    out = Path(out)
+    for given in inputs:
+        if given is not None and (
+            out.resolve() == Path(given).resolve() or out.resolve() in Path(given).resolve().parents
+        ):
+            raise NeasError(f"{flag} {out} is or holds an input of this command; it would be overwritten")
+    if out.exists() and not out.is_dir():
+        raise NeasError(f"{flag} {out} is a file; --cascade writes a directory")
+    if out.exists() and not force:
+        raise NeasError(f"{flag} {out} already exists; pass --force to write into it")
     return out

@@ -138,6 +138,11 @@ def test_the_cascade_is_fitted_on_the_held_out_part_stored_and_reported_on_the_s
     x, y = zip(*BatchLoader(held, 512, False).epoch(0))
     with torch.no_grad():
         logits = torch.stack([torch.cat(t) for t in zip(*(net.eval().path_logits(b) for b in x))])
+    labels = torch.cat(y)
+    # the anytime order is by each path's top-1 on those same held-out images, best first
+    top1 = [float((lg.argmax(1) == labels).double().mean()) for lg in logits]
+    assert info.path_order["path_top1"] == pytest.approx(top1, abs=1e-12)
+    assert info.order == sorted(range(len(top1)), key=lambda k: (-top1[k], k))
     order, macs = info.cascade["order"], [step["macs"] for step in result["anytime"]]
     assert cascade["thresholds"] == pytest.approx(fit_thresholds(logits[order], torch.cat(y), macs, 0.01), abs=1e-5)
 

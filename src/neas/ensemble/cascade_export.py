@@ -37,7 +37,7 @@ from neas.io import write_bytes, write_json
 from neas.nn import run_pieces
 from neas.space import path_pieces, trunk_pieces
 
-__all__ = ["export_cascade", "OnnxCascade", "check_output_dir", "CASCADE_JSON", "FORMAT"]
+__all__ = ["export_cascade", "OnnxCascade", "CASCADE_JSON", "FORMAT"]
 
 CASCADE_JSON = "cascade.json"
 FORMAT = "neas.cascade/1"
@@ -69,22 +69,6 @@ class _LaterStep(torch.nn.Module):
         """(B, C', H', W') -> logits (B, num_classes)."""
         logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.piece_module, features)
         return logits
-
-
-def check_output_dir(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
-    """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
-    or a directory holding one, never an existing file; an existing directory only with ``force``."""
-    out = Path(out)
-    for given in inputs:
-        if given is not None and (
-            out.resolve() == Path(given).resolve() or out.resolve() in Path(given).resolve().parents
-        ):
-            raise NeasError(f"{flag} {out} is or holds an input of this command; it would be overwritten")
-    if out.exists() and not out.is_dir():
-        raise NeasError(f"{flag} {out} is a file; --cascade writes a directory")
-    if out.exists() and not force:
-        raise NeasError(f"{flag} {out} already exists; pass --force to write into it")
-    return out
 
 
 def _export_step(module: torch.nn.Module, x: torch.Tensor, path: Path, first: bool, opset: int, metadata: dict):

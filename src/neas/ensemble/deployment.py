@@ -111,11 +111,18 @@ def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperatur
     return out
 
 
-def fit_cascade(net: EnsembleNet, order: "list[int]", batches, tolerance_points: float, fitted_on: str) -> dict:
-    """The cascade's thresholds (``fit_thresholds``) on held-out ``batches`` — never the reported split — for the
-    paths in ``order``, at each sub-ensemble's MACs, keeping top-1 within ``tolerance_points`` of the full
-    ensemble; the record :class:`~neas.ensemble.io.EnsembleFile` stores (stopping confidence: raw softmax)."""
-    logits, labels = path_logits(net, batches)
+def fit_cascade(
+    net: EnsembleNet,
+    order: "list[int]",
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    tolerance_points: float,
+    where: str,
+) -> dict:
+    """The cascade's thresholds (``fit_thresholds``) on held-out images' ``(K, N, C)`` path ``logits`` — never the
+    reported split — for the paths in ``order``, at each sub-ensemble's MACs, keeping top-1 within
+    ``tolerance_points`` of the full ensemble; the record :class:`~neas.ensemble.io.EnsembleFile` stores
+    (stopping confidence: raw softmax)."""
     subs = [net.select(order[:j]) for j in range(1, len(order) + 1)]
     macs = [float(count_cost(sub.space, sub.arch, net.num_classes).macs) for sub in subs]
     return {
@@ -123,7 +130,7 @@ def fit_cascade(net: EnsembleNet, order: "list[int]", batches, tolerance_points:
         "thresholds": fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100),
         "tolerance": tolerance_points,
         "temperature": None,
-        "fitted_on": f"{fitted_on}, {len(labels)} images",
+        "fitted_on": f"{where}, {len(labels)} images",
     }
 
 

@@ -36,6 +36,11 @@ def _field(meta: dict, key: str, kind, where: str, default=None):
     return value
 
 
+def _positive(value) -> bool:
+    """A finite number > 0 (not a bool): what a stored temperature must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _check_cascade(cascade: dict, k: int) -> None:
     """A stored cascade: a permutation of the K paths and K - 1 finite thresholds."""
     order, thresholds = cascade.get("order"), cascade.get("thresholds")
@@ -48,7 +53,7 @@ def _check_cascade(cascade: dict, k: int) -> None:
     ):
         raise NeasError(f"cascade: 'thresholds' must be {k - 1} finite numbers, got {thresholds!r:.80}")
     t = cascade.get("temperature")
-    if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+    if t is not None and not _positive(t):
         raise NeasError(f"cascade: 'temperature' must be a finite number > 0 or null, got {t!r:.80}")
 
 
@@ -72,9 +77,7 @@ class EnsembleFile:
 
     def __post_init__(self):
         t = None if self.temperature is None else self.temperature.get("temperature")
-        if self.temperature is not None and not (
-            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
-        ):
+        if self.temperature is not None and not _positive(t):
             raise NeasError(f"temperature must be a finite number > 0, got {t!r}")
         order = self.order
         if sorted(order) != list(range(self.arch.num_paths)):

@@ -21,7 +21,7 @@ from neas.data.datasets import check_same_classes, evaluation_view
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
-from neas.ensemble.deployment import fit_cascade, score_arrays
+from neas.ensemble.deployment import fit_cascade, path_logits, score_arrays
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
@@ -113,7 +113,7 @@ def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, devic
     held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
     batches = BatchLoader(held, cfg.batch_size, False, device=device).epoch(0)
     where = f"held-out part of the training split ({info.holdout:g} of it)"
-    record = fit_cascade(net.to(device), info.order, batches, cfg.cascade_tolerance, where)
+    record = fit_cascade(net, info.order, *path_logits(net.to(device), batches), cfg.cascade_tolerance, where)
     log.info("cascade thresholds %s (%s)", [round(t, 4) for t in record["thresholds"]], record["fitted_on"])
     if cfg.checkpoint is not None:
         log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record))

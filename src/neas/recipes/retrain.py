@@ -31,8 +31,8 @@ from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import anytime_order, assess, held_out_order
-from neas.ensemble.calibration import ensemble_logits, fit_temperature
-from neas.ensemble.deployment import fit_cascade
+from neas.ensemble.calibration import fit_temperature
+from neas.ensemble.deployment import fit_cascade, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
@@ -132,12 +132,14 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
     temperature and cascade — all stored with the model."""
     out = {}
     if held_out is not None and cfg.eval_split == "test":
-        held = BatchLoader(held_out, cfg.batch_size * 2, False, device=device)
-        order, acc = held_out_order(net, held.epoch(0))
+        # one pass over the held-out part: its path logits serve the order, the temperature and the cascade
+        logits, labels = path_logits(net, BatchLoader(held_out, cfg.batch_size * 2, False, device=device).epoch(0))
+        order, acc = held_out_order(logits, labels)
+        where = f"held-out part of the training split ({cfg.holdout:g} of it)"
         out["path_order"] = {"order": order, "by": "held-out top-1 at retraining", "path_top1": acc}
         if cfg.temperature in ("fit", "auto"):
-            record = fit_temperature(*ensemble_logits(net, held.epoch(0)))
-            out["temperature"] = {**record, "fitted_on": f"held-out part of the training split ({cfg.holdout:g} of it)"}
+            record = fit_temperature(logits.mean(0), labels)
+            out["temperature"] = {**record, "fitted_on": where}
             log.info(
                 "temperature %.3f: held-out NLL %.4f -> %.4f",
                 record["temperature"],
@@ -145,8 +147,7 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
                 record["nll_after"],
             )
         if cfg.cascade:
-            where = f"held-out part of the training split ({cfg.holdout:g} of it)"
-            out["cascade"] = fit_cascade(net, order, held.epoch(0), cfg.cascade_tolerance, where)
+            out["cascade"] = fit_cascade(net, order, logits, labels, cfg.cascade_tolerance, where)
             log.info("cascade thresholds %s (%s)", [round(t, 4) for t in out["cascade"]["thresholds"]], where)
     else:
         acc = _search_path_acc(cfg.arch)

@@ -9,11 +9,11 @@ import json
 
 from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
-from neas.ensemble.cascade_export import check_output_dir, export_cascade
+from neas.ensemble.cascade_export import export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError
-from neas.io import check_output
+from neas.io import check_output, check_output_dir
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.commands import (
     ArchCommand,
