@@ -118,6 +118,12 @@ COMMANDS = {
         _printed(_TOOLS + "carve_test"),
         (),
     ),
+    "synth-detection": (
+        "write a small synthetic COCO-format detection set of pasted 8x8 digits",
+        _COMMANDS + "SynthDetectionCommand",
+        _printed(_TOOLS + "synth_detection"),
+        (),
+    ),
     "report": (
         "write RUN_DIR/report/index.html with the run's plots",
         _COMMANDS + "ReportCommand",

@@ -1,5 +1,6 @@
-"""The small commands — ``arch``, ``space``, ``export``, ``report``, ``subimagenet``, ``carve-test`` — each
-a function of its schema (:mod:`neas.schemas.commands`) that runs it and returns what to print.
+"""The small commands — ``arch``, ``space``, ``export``, ``report``, ``subimagenet``, ``carve-test``,
+``synth-detection`` — each a function of its schema (:mod:`neas.schemas.commands`) that runs it and returns
+what to print.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from neas.schemas.commands import (
     ReportCommand,
     SpaceCommand,
     SubImageNetCommand,
+    SynthDetectionCommand,
 )
 from neas.space import SearchSpace, resolve_arch_and_space
 from neas.space.arch import arch_file_record
 
-__all__ = ["arch", "space", "export_ensemble", "report", "subimagenet", "carve_test"]
+__all__ = ["arch", "space", "export_ensemble", "report", "subimagenet", "carve_test", "synth_detection"]
 
 
 def _stored_num_classes(arch_spec: str) -> int:
@@ -127,3 +129,14 @@ def carve_test(cfg: CarveTestCommand) -> str:
     test = sum(len(v) for v in listing["test"].values())
     listed = f"{cfg.out}/split.json"
     return f"carved: {listing['train']} train / {test} test images in {cfg.out} (test files listed in {listed})"
+
+
+def synth_detection(cfg: SynthDetectionCommand) -> str:
+    """Runs ``neas synth-detection``; returns what it prints."""
+    from neas.detection.synth import write_synthetic  # scikit-learn and PIL only when the command runs
+
+    counts = write_synthetic(
+        cfg.out, splits={"train2017": cfg.train_images, "val2017": cfg.val_images}, size=cfg.size, seed=cfg.seed
+    )
+    listed = ", ".join(f"{n} {split}" for split, n in counts.items())
+    return f"synthetic detection set: {listed} images in {cfg.out} (COCO annotations in {cfg.out}/annotations/)"

@@ -1,5 +1,6 @@
 """The schemas of the small commands: ``arch``, ``space``, ``export``, ``report``, ``latency-table``,
-``subimagenet``, ``carve-test`` (run by :mod:`neas.recipes.tools` and :mod:`neas.recipes.latency`)."""
+``subimagenet``, ``carve-test``, ``synth-detection`` (run by :mod:`neas.recipes.tools` and
+:mod:`neas.recipes.latency`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ __all__ = [
     "LatencyTableCommand",
     "SubImageNetCommand",
     "CarveTestCommand",
+    "SynthDetectionCommand",
 ]
 
 
@@ -136,6 +138,20 @@ class CarveTestCommand:
     out: str = option(None, "where to write the carved copy", required=True)
     test_fraction: float = option(0.2, "fraction of every class moved to test/", valid="(0, 1)")
     split: str = option("train", "the sub-folder to split")
+
+    def __post_init__(self):
+        validate_fields(self)
+
+
+@dataclass
+class SynthDetectionCommand:
+    """write a small synthetic COCO-format detection set of pasted 8x8 digits"""
+
+    out: str = option(None, "where to write ROOT/annotations/ and ROOT/<split>/ (new or empty)", required=True)
+    train_images: int = option(600, "images in train2017", valid=">= 1")
+    val_images: int = option(150, "images in val2017 (digits unseen in train2017)", valid=">= 1")
+    size: int = option(128, "image side in pixels (over 100: large objects too)", valid=">= 16")
+    seed: int = option(0, "seed of the draw", valid=">= 0")
 
     def __post_init__(self):
         validate_fields(self)

@@ -1,0 +1,330 @@
+"""COCO-format detection data: a checked split (:func:`load_coco`), a torch dataset over it and its collate.
+
+Layout: ``ROOT/annotations/instances_<split>.json`` (COCO ``images``, ``annotations``, ``categories``)
+and the images in ``ROOT/<split>/<file_name>``. :func:`load_coco` reads and checks the file once, in the
+main process, and returns a :class:`CocoSplit`: the images sorted by id, the training targets per image
+(boxes ``[x1, y1, x2, y2]`` in pixels, labels ``0..C-1``) and the cleaned COCO ground truth for
+:func:`neas.detection.coco.coco_ap`. The result does not depend on the order of entries in the file.
+
+Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry, unless it says otherwise):
+
+- a missing annotation file or image folder: refused, naming the path and the expected layout;
+- a file over ``MAX_ANNOTATION_BYTES``, malformed JSON, a value that is not COCO (``images``,
+  ``annotations`` or ``categories`` missing or not a list, an entry of the wrong type, duplicate image
+  ids, duplicate category ids or names, an annotation naming an unknown image or category, a ``bbox``
+  that is not 4 finite numbers, ``iscrowd`` not 0/1, ``area`` not a finite number >= 0, a
+  ``file_name`` that is absolute or climbs out with ``..``): refused;
+- a listed image file that is missing: refused when the split is loaded (never lazily in a worker);
+- a box of negative width or height: refused; of zero width or height: dropped, counted (one
+  warning per split); partly outside the image: clipped to it; entirely outside: dropped, counted;
+- ``iscrowd: 1``: kept in ``ground_truth`` (COCOeval ignores detections matched to it), not a target;
+- category ids with gaps (1, 3, 90): labels ``0..C-1`` in id order, ``categories[label]["id"]``;
+- an image without annotations: kept, a negative (boxes of shape ``[0, 4]``);
+- ``categories=`` given (the training split's) and the file's differ: refused;
+- an image whose real size differs from its ``width``/``height``: refused by
+  :class:`DetectionDataset` when it is read, naming the file.
+
+Images decode to RGB whatever their mode (L, LA, RGBA, P, CMYK; 16-bit grayscale scaled from 0..65535).
+EXIF orientation is not applied: COCO boxes are in stored-pixel coordinates. The input JSON is not
+modified; ``ground_truth`` holds fresh dicts (annotation ids renumbered 1..n in a content order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+
+from neas.errors import NeasError, show
+from neas.seeding import stream_seed
+
+__all__ = ["CocoSplit", "load_coco", "DetectionDataset", "collate", "MAX_ANNOTATION_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_ANNOTATION_BYTES = 2**30  # COCO's instances_train2017.json is 448 MB; a file over 1 GiB is not a COCO split
+_FLIP = "detection-flip"  # the stream_seed purpose of the training flips
+
+
+@dataclass
+class CocoSplit:
+    """One checked COCO split; see the module docstring for what was cleaned."""
+
+    root: Path  # the dataset root ROOT
+    split: str  # e.g. "train2017"
+    images: list[dict]  # {"id", "file_name", "width", "height"}, sorted by id
+    targets: dict  # image id -> {"boxes": [[x1, y1, x2, y2], ...] (pixels, clipped), "labels": [int 0..C-1]}
+    categories: list[dict]  # [{"id", "name"}] sorted by id; label i <-> categories[i]["id"]
+    ground_truth: dict = field(repr=False)  # COCO dict (images, cleaned annotations, categories) for coco_ap
+
+    @property
+    def annotation_file(self) -> Path:
+        """``ROOT/annotations/instances_<split>.json``."""
+        return _annotation_file(self.root, self.split)
+
+    def image_path(self, image: dict) -> Path:
+        """``ROOT/<split>/<file_name>`` of one of :attr:`images`."""
+        return self.root / self.split / image["file_name"]
+
+
+def _annotation_file(root: Path, split: str) -> Path:
+    return root / "annotations" / f"instances_{split}.json"
+
+
+def load_coco(root, split: str, *, categories: "list[dict] | None" = None) -> CocoSplit:
+    """Reads and checks ``ROOT/annotations/instances_<split>.json`` and that every image it lists is in
+    ``ROOT/<split>/``. ``categories``: the training split's (``CocoSplit.categories``); a split whose
+    categories differ is refused."""
+    root = Path(root)
+    path = _annotation_file(root, split)
+    layout = f"expected ROOT/annotations/instances_{split}.json and the images in ROOT/{split}/, ROOT = {root}"
+    if not path.is_file():
+        raise NeasError(f"{path}: no such annotation file ({layout})")
+    folder = root / split
+    if not folder.is_dir():
+        raise NeasError(f"{folder}: no such image folder ({layout})")
+    value = _read_json(path)
+    cats = _check_categories(value, path)
+    if categories is not None:
+        _check_same_categories(cats, categories, path)
+    images = _check_images(value, path)
+    annotations, dropped = _check_annotations(value, path, images, cats)
+    if dropped["zero"] or dropped["outside"]:
+        log.warning(
+            "%s: dropped %d boxes of zero width or height and %d entirely outside their image",
+            path,
+            dropped["zero"],
+            dropped["outside"],
+        )
+    ordered = sorted(images.values(), key=lambda img: img["id"])
+    _check_files(ordered, folder, path)
+    return CocoSplit(
+        root=root,
+        split=split,
+        images=ordered,
+        targets=_targets(ordered, annotations, cats),
+        categories=cats,
+        ground_truth={"images": [dict(img) for img in ordered], "annotations": annotations, "categories": cats},
+    )
+
+
+def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``, read with a size cap."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_ANNOTATION_BYTES:
+            raise NeasError(f"{path}: too large for a COCO annotation file ({size} bytes > {MAX_ANNOTATION_BYTES})")
+        value = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, NeasError):
+            raise
+        raise NeasError(f"{path}: not readable COCO JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(value, dict):
+        raise NeasError(f"{path}: expected a COCO JSON object with images, annotations, categories, got {show(value)}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(value.get(key), list):
+            got = "nothing" if key not in value else show(value[key])
+            raise NeasError(f"{path}: {key}: expected a list (COCO format), got {got}")
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _entry(entry, where: str, fields: dict) -> None:
+    """Checks that ``entry`` is a dict whose ``fields`` ({key: (check, what)}) pass."""
+    if not isinstance(entry, dict):
+        raise NeasError(f"{where}: expected an object, got {show(entry)}")
+    for key, (check, what) in fields.items():
+        if key not in entry:
+            raise NeasError(f"{where}: missing {key!r} ({what})")
+        if not check(entry[key]):
+            raise NeasError(f"{where}.{key}: expected {what}, got {show(entry[key])}")
+
+
+def _check_categories(value: dict, path: Path) -> list[dict]:
+    """[{"id", "name"}] sorted by id; duplicate ids or names refused."""
+    cats, names = {}, set()
+    for i, cat in enumerate(value["categories"]):
+        where = f"{path}: categories[{i}]"
+        _entry(cat, where, {"id": (_is_int, "an integer"), "name": (lambda v: isinstance(v, str), "a string")})
+        if cat["id"] in cats or cat["name"] in names:
+            raise NeasError(f"{where}: duplicate category id {cat['id']} or name {cat['name']!r}")
+        cats[cat["id"]] = cat["name"]
+        names.add(cat["name"])
+    if not cats:
+        raise NeasError(f"{path}: categories: expected at least one category, got none")
+    return [{"id": c, "name": cats[c]} for c in sorted(cats)]
+
+
+def _check_same_categories(cats: list[dict], expected: list[dict], path: Path) -> None:
+    if cats != [{"id": c["id"], "name": c["name"]} for c in expected]:
+        raise NeasError(
+            f"{path}: categories differ from the training split's: got {show(cats, 300)}, expected "
+            f"{show(expected, 300)} (a model's labels follow the training split's categories)"
+        )
+
+
+def _is_file_name(value) -> bool:
+    if not isinstance(value, str) or not value or "\\" in value:
+        return False
+    name = PurePosixPath(value)
+    return not name.is_absolute() and ".." not in name.parts
+
+
+def _check_images(value: dict, path: Path) -> dict:
+    """{image id: {"id", "file_name", "width", "height"}} (fresh dicts); duplicate ids refused."""
+    size = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    fields = {
+        "id": (_is_int, "an integer"),
+        "file_name": (_is_file_name, "a relative file name inside the split folder"),
+        "width": size,
+        "height": size,
+    }
+    images = {}
+    for i, img in enumerate(value["images"]):
+        where = f"{path}: images[{i}]"
+        _entry(img, where, fields)
+        if img["id"] in images:
+            raise NeasError(f"{where}.id: duplicate image id {img['id']}")
+        images[img["id"]] = {k: img[k] for k in fields}
+    return images
+
+
+_BOX = "[x, y, w, h] with 4 finite numbers"
+_ANNOTATION = {
+    "image_id": (_is_int, "an integer image id"),
+    "category_id": (_is_int, "an integer category id"),
+    "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v), _BOX),
+}
+
+
+def _check_annotation(ann, where: str, images: dict, cat_ids: set) -> None:
+    _entry(ann, where, _ANNOTATION)
+    if ann["image_id"] not in images:
+        raise NeasError(f"{where}.image_id: no image has id {ann['image_id']}")
+    if ann["category_id"] not in cat_ids:
+        raise NeasError(f"{where}.category_id: no category has id {ann['category_id']} (ids: {sorted(cat_ids)})")
+    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
+        raise NeasError(f"{where}.iscrowd: expected 0 or 1, got {show(ann['iscrowd'])}")
+    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        raise NeasError(f"{where}.area: expected a finite number >= 0, got {show(ann['area'])}")
+    x, y, w, h = ann["bbox"]
+    if w < 0 or h < 0:
+        raise NeasError(f"{where}.bbox: width and height must be >= 0, got {show(ann['bbox'])}")
+
+
+def _check_annotations(value: dict, path: Path, images: dict, cats: list[dict]) -> tuple[list[dict], dict]:
+    """The cleaned annotations (boxes clipped; empty ones dropped), in a content order, ids 1..n; and the
+    numbers dropped {"zero", "outside"}."""
+    cat_ids = {c["id"] for c in cats}
+    kept, dropped = [], {"zero": 0, "outside": 0}
+    for i, ann in enumerate(value["annotations"]):
+        _check_annotation(ann, f"{path}: annotations[{i}]", images, cat_ids)
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w == 0 or h == 0:
+            dropped["zero"] += 1
+            continue
+        img = images[ann["image_id"]]
+        x1, y1 = max(x, 0.0), max(y, 0.0)
+        x2, y2 = min(x + w, float(img["width"])), min(y + h, float(img["height"]))
+        if x2 <= x1 or y2 <= y1:
+            dropped["outside"] += 1
+            continue
+        box = [x1, y1, x2 - x1, y2 - y1]
+        area = float(ann["area"]) if "area" in ann else box[2] * box[3]
+        kept.append((ann["image_id"], ann["category_id"], box, area, int(ann.get("iscrowd", 0))))
+    kept.sort()
+    annotations = [
+        {"id": n, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": crowd}
+        for n, (i, c, b, a, crowd) in enumerate(kept, 1)
+    ]
+    return annotations, dropped
+
+
+def _check_files(images: list[dict], folder: Path, path: Path) -> None:
+    missing = [img["file_name"] for img in images if not (folder / img["file_name"]).is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise NeasError(f"{folder / missing[0]}: no such image file{more} (listed in {path})")
+
+
+def _targets(images: list[dict], annotations: list[dict], cats: list[dict]) -> dict:
+    """{image id: {"boxes": [[x1, y1, x2, y2]], "labels": [label]}}, crowd boxes left out."""
+    label = {c["id"]: i for i, c in enumerate(cats)}
+    targets = {img["id"]: {"boxes": [], "labels": []} for img in images}
+    for ann in annotations:
+        if ann["iscrowd"]:
+            continue
+        x, y, w, h = ann["bbox"]
+        targets[ann["image_id"]]["boxes"].append([x, y, x + w, y + h])
+        targets[ann["image_id"]]["labels"].append(label[ann["category_id"]])
+    return targets
+
+
+def _flipped(seed: int, epoch: int, index: int) -> bool:
+    """Whether the training view of image ``index`` is flipped in ``epoch``: p = 0.5, a pure function."""
+    return random.Random(stream_seed(seed, _FLIP, epoch, index)).random() < 0.5
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any PIL mode; 16/32-bit grayscale scaled from 0..65535."""
+    if image.mode.startswith("I") or image.mode == "F":
+        gray = np.asarray(image, dtype=np.float64)
+        scale = 1.0 if image.mode == "F" else 65535.0
+        gray = np.clip(np.rint(gray / scale * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """The images of a :class:`CocoSplit` with their targets; ``train``: a random horizontal flip
+    (p = 0.5) drawn from ``(seed, epoch, index)`` alone, so a resumed run or any number of workers sees
+    the same flips. Call :meth:`set_epoch` before each epoch."""
+
+    def __init__(self, data: CocoSplit, *, train: bool, seed: int = 0):
+        self.data, self.train, self.seed, self.epoch = data, bool(train), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data.images)
+
+    def __getitem__(self, i) -> tuple[torch.Tensor, dict]:
+        """(image float32 (3, H, W) RGB in [0, 1], {"boxes": float32 (N, 4) xyxy, "labels": int64 (N,),
+        "image_id": int})."""
+        info = self.data.images[i]
+        path = self.data.image_path(info)
+        with Image.open(path) as image:
+            if image.size != (info["width"], info["height"]):
+                raise NeasError(
+                    f"{path}: the image is {image.size[0]}x{image.size[1]} pixels but "
+                    f"{self.data.annotation_file} says {info['width']}x{info['height']} (image id {info['id']})"
+                )
+            pixels = _to_rgb(image)
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        target = self.data.targets[info["id"]]
+        boxes = torch.tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2
+        labels = torch.tensor(target["labels"], dtype=torch.int64)  # (N,)
+        if self.train and _flipped(self.seed, self.epoch, i):
+            tensor = tensor.flip(2)
+            boxes = torch.stack([info["width"] - boxes[:, 2], boxes[:, 1], info["width"] - boxes[:, 0], boxes[:, 3]], 1)
+        return tensor.contiguous(), {"boxes": boxes, "labels": labels, "image_id": int(info["id"])}
+
+
+def collate(batch) -> tuple[list[torch.Tensor], list[dict]]:
+    """A batch of (image, target) pairs as (images, targets) lists: the images keep their own sizes."""
+    return [image for image, _ in batch], [target for _, target in batch]
