@@ -138,7 +138,7 @@ def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_us
     cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=3, rows=["neas", "deep"])
     plan = _plan(cfg, _run_config(cfg))
     copies = []
-    for job in plan.deep:
+    for job in (job for job in plan.second if job.argv[0] == "ablate"):
         config = yaml.safe_load(plan.files[Path(job.argv[job.argv.index("--config") + 1])])
         k = int(job.argv[job.argv.index("--copies") + 1])
         copies.append(set(range(config["seed"], config["seed"] + k)))
@@ -184,3 +184,56 @@ def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_pa
     for name in ("single.yaml", "deep-k1.yaml"):
         assert "cascade" not in written[name]["retrain"], name
     assert not written["deep-retrain.yaml"].get("cascade"), written["deep-retrain.yaml"]
+
+
+def test_retrain_seeds_train_each_searched_network_again_and_a_seed_is_their_mean(tmp_path):
+    out = tmp_path / "out"
+    assert _compare(_config(tmp_path), out, "--seeds", "1", "--retrain-seeds", "2", "--rows", "neas,deep") == 0
+    again = yaml.safe_load((out / "neas-seed4-retrain1" / "config.yaml").read_text())
+    assert again["seed"] == 1004 and again["arch"] == str(out / "neas-seed4" / "search" / "arch.json")
+    own, other = (
+        json.loads(p.read_text()) for p in (out / "neas-seed4/retrain" / EVAL, out / "neas-seed4-retrain1" / EVAL)
+    )
+    record = json.loads((out / COMPARE).read_text())
+    seed = record["rows"]["neas"]["seeds"]["4"]
+    assert seed["top1"] == pytest.approx((own["ensemble"]["top1"] + other["ensemble"]["top1"]) / 2)
+    assert [r["top1"] for r in seed["retrains"]] == [own["ensemble"]["top1"], other["ensemble"]["top1"]]
+    copies = json.loads((out / "deep-seed4-retrain1" / "ablate.json").read_text())["members"]
+    assert [m["seed"] for m in copies] == [1008, 1009]  # seed * K + 1000 r, then the next copy
+    assert "× 2 retraining seeds" in (out / COMPARE_TABLE).read_text()
+
+
+def test_a_config_with_budgets_is_compared_at_each_budget(tmp_path):
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**config, "budgets": ["0.7M", "0.8M"]}))
+    out = tmp_path / "out"
+    assert _compare(tmp_path / "run.yaml", out, "--seeds", "1", "--rows", "neas,deep") == 0
+    record = json.loads((out / COMPARE).read_text())
+    assert list(record["budgets"]) == ["0.7M", "0.8M"] and record["budget_metric"] == "macs"
+    assert record["rows"] == record["budgets"]["0.8M"]["rows"]  # the largest budget's, as neas run's retrain/
+    for text, share in (("0.7M", "350000"), ("0.8M", "400000")):
+        deep = json.loads((out / f"deep-seed4-macs_{text}" / "ablate.json").read_text())
+        single = json.loads((out / "deep-k1-seed4" / "budgets" / f"macs_{share}" / "arch.json").read_text())
+        assert deep["macs"] == 2 * single["macs"] <= 2 * int(share)
+        seeds = {row: record["budgets"][text]["rows"][row]["seeds"]["4"] for row in ("neas", "deep")}
+        assert seeds["deep"]["top1"] == deep["ensemble"]["top1"]
+        assert seeds["deep"]["dir"] == str(out / f"deep-seed4-macs_{text}")
+        assert seeds["neas"]["dir"] == str(out / "neas-seed4" / "budgets" / f"macs_{text}")
+        neas = read_json_eval(out / "neas-seed4" / "budgets" / f"macs_{text}" / "retrain" / EVAL)
+        assert record["budgets"][text]["rows"]["neas"]["seeds"]["4"]["top1"] == neas["ensemble"]["top1"]
+    table = (out / COMPARE_TABLE).read_text()
+    assert "### macs budget 0.7M" in table and "### macs budget 0.8M" in table
+
+
+def test_a_latency_budget_cannot_be_split_between_a_deep_ensembles_copies(tmp_path, capsys):
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    config.update(budgets=["5", "10"], budget_metric="latency_ms")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert _compare(tmp_path / "run.yaml", tmp_path / "out", "--rows", "neas,deep") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "neas: error: --rows deep: a latency_ms budget cannot be split between copies; bound MACs instead"
+    assert not (tmp_path / "out").exists()
+
+
+def read_json_eval(path):
+    return json.loads(path.read_text())

@@ -6,15 +6,24 @@
 
 For seed ``s`` (the config's seed + 0, 1, ...), every row is one ordinary run directory under OUT:
 
-- ``neas-seed<s>``: ``neas run`` of the config (K paths from its space); ``none-seed<s>`` and
-  ``accuracy-seed<s>``: the same with shrink mode none / accuracy;
+- ``neas-seed<s>``: ``neas run`` of the config (K paths from its space); ``none-seed<s>``,
+  ``accuracy-seed<s>`` and ``quality-seed<s>``: the same with that shrink mode;
 - ``single-seed<s>``: ``neas run`` of the config with a K = 1 copy of its space, at the same budget
   (shrink mode none, like the study's K = 1 rows: diversity needs two paths);
 - ``deep-k1-seed<s>``: the same at budget / K, then ``deep-seed<s>``: ``neas ablate deep-ensemble``
   of its searched network with K copies (equal total MACs).
 
-The runs are independent jobs (:func:`neas.executor.run_jobs`): the deep ensembles once their
-K = 1 searches are done. Each job's config is written to ``OUT/configs/`` once; a rerun whose
+With ``--retrain-seeds M``, each searched network is trained M times: the run's own retraining,
+then ``<row>-seed<s>-retrain<r>`` (``neas retrain`` from seed s + 1000 r; deep ensembles:
+``deep-seed<s>-retrain<r>``, copies from s K + 1000 r on), and a row's number for a seed is the mean
+over its M trainings, as in the study (the CI is over pipeline seeds: the search is the unit).
+
+With ``budgets:`` in the config, every row's run retrains its pick within each budget (the deep
+row's K = 1 run at each budget / K, its deep ensembles per budget: ``deep-seed<s>-<metric>_<b>``),
+and both tables are made at each budget; the top-level rows are the largest budget's.
+
+The runs are independent jobs (:func:`neas.executor.run_jobs`); the deep ensembles and extra
+retrainings follow once their run's search is done. Each job's config is written to ``OUT/configs/`` once; a rerun whose
 configs differ is refused, and one after a kill skips finished jobs and resumes the others. Then
 ``compare.json`` / ``compare.md``: per row the per-seed top-1, NLL, ECE, MACs, params and latency,
 their mean ± sd and t 95 % CI; per row the differences NEAS minus row, paired by seed, with their
@@ -36,7 +45,7 @@ from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs
 from neas.io import write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
-from neas.recipes.run import RunConfig, stage_configs
+from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.recipes.search import check_budget
 from neas.report.html import build_compare_report
 from neas.rundir import (
@@ -77,18 +86,21 @@ METRICS = {
 # the jobs running at the same time (it depends on --max-parallel): it gets no verdict
 DIFFERENCES = ("top1", "nll", "ece")
 NOT_COMPARED = ("out", "executor", "max_parallel", "slurm")  # how the jobs run, not what they compute
-SHRINK_ROWS = {"none": "none", "accuracy": "accuracy"}  # row -> supernet shrink mode
+SHRINK_ROWS = {"none": "none", "accuracy": "accuracy", "quality": "quality"}  # row -> supernet shrink mode
 SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
+RETRAIN_SEED_STEP = 1000  # retraining seed r of pipeline seed s: s + 1000 r (the pipeline's own is r = 0)
 
 
 @dataclasses.dataclass
 class _Plan:
-    """Every job of a comparison, in two phases, and each config file to write."""
+    """Every job of a comparison, in two phases, each config file to write and where each number comes from."""
 
+    out: Path  # the comparison's directory
     first: list  # neas run jobs
-    deep: list  # neas ablate deep-ensemble jobs, each after its K = 1 run
+    second: list  # jobs that need a first-phase run's searched arch: deep ensembles, extra retraining seeds
     files: dict  # path -> text (the configs, written before the jobs)
-    runs: dict  # (row, seed) -> (run directory, the file holding its eval numbers)
+    cells: dict  # (row, budget or None, seed) -> [(run directory, its numbers file)], one per retraining seed
+    needs: dict = dataclasses.field(default_factory=dict)  # second-phase job name -> the arch file it needs
 
 
 def _run_config(cfg: CompareConfig) -> RunConfig:
@@ -96,8 +108,8 @@ def _run_config(cfg: CompareConfig) -> RunConfig:
     if not path.is_file():
         raise NeasError(f"--config {path}: no such `neas run` YAML file")
     base = from_dict(RunConfig, load_yaml(path))
-    if base.budgets:
-        raise NeasError(f"--config {path}: `budgets:` is not supported by neas compare yet; set search.max_macs")
+    for text in base.budgets or ():
+        budget_value(base.budget_metric, text)
     return base
 
 
@@ -107,8 +119,15 @@ def _k1_space(base: RunConfig, out: Path) -> tuple[SearchSpace, Path]:
     return dataclasses.replace(space, name=f"{space.name}-k1", num_paths=1), out / COMPARE_CONFIGS / "space-k1.yaml"
 
 
-def _deep_search(base: RunConfig, k: int) -> dict:
-    """The search section at budget / K: each of the K copies gets its share of every cost bound."""
+def _share(base: RunConfig, metric: str, text: str, k: int) -> str:
+    """One copy's share of a budget: the budget / K."""
+    if metric not in SCALED:
+        raise NeasError(f"--rows deep: a {metric} budget cannot be split between copies; bound MACs instead")
+    return str(int(budget_value(metric, text)) // k)
+
+
+def _deep_search(base: RunConfig, k: int) -> tuple[dict, "list[str] | None"]:
+    """The search section and ``budgets:`` at budget / K: each of the K copies gets its share of every cost bound."""
     _, se, _ = stage_configs(base)
     search = dict(base.search)
     for metric in SCALED:
@@ -118,9 +137,11 @@ def _deep_search(base: RunConfig, k: int) -> dict:
                 search[f"{bound}_{metric}"] = int(value) // k
     if se.constraints.max_latency_ms is not None or se.constraints.min_latency_ms is not None:
         raise NeasError("--rows deep: a latency budget cannot be split between copies; bound MACs instead")
+    if base.budgets:
+        return search, [_share(base, base.budget_metric, text, k) for text in base.budgets]
     if se.constraints.max_macs is None:
         raise NeasError("--rows deep: the config sets no search.max_macs, so there is no budget to split")
-    return search
+    return search, None
 
 
 def _row_config(base: RunConfig, row: str, seed: int, out: Path, k1_space: Path) -> RunConfig:
@@ -131,10 +152,21 @@ def _row_config(base: RunConfig, row: str, seed: int, out: Path, k1_space: Path)
     if row in ("single", "deep"):  # shrink none, as the study's K = 1 rows (diversity needs two paths)
         changes["space"] = str(k1_space)
         changes["supernet"] = {**base.supernet, "shrink": "none"}
-        search = _deep_search(base, SearchSpace.resolve(base.space).num_paths) if row == "deep" else base.search
+        search = base.search
+        if row == "deep":
+            search, budgets = _deep_search(base, SearchSpace.resolve(base.space).num_paths)
+            changes["budgets"] = budgets or base.budgets
         changes["search"] = {k: v for k, v in search.items() if k != "split"}  # one path: no split point
         changes["retrain"] = {k: v for k, v in base.retrain.items() if k != "cascade"}  # one path: nothing to exit
     return dataclasses.replace(base, **changes)
+
+
+def _at_each_budget(rc: RunConfig) -> list:
+    """``rc`` once per budget of its ``budgets:`` (each as the search's bound), or ``[rc]`` without."""
+    if not rc.budgets:
+        return [rc]
+    bound = f"max_{rc.budget_metric}"
+    return [dataclasses.replace(rc, budgets=None, search={**rc.search, bound: text}) for text in rc.budgets]
 
 
 def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
@@ -142,16 +174,16 @@ def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
     copies a deep ensemble's network shares the budget with)."""
     num_classes = {}
     for (row, _seed), rc in configs.items():
-        _, se, _ = stage_configs(rc)
         space = k1 if row in ("single", "deep") else SearchSpace.resolve(rc.space)
         if rc.data not in num_classes:
             full = load_dataset(rc.data, "train", space.input_size, rc.data_dir, rc.download, decode="stream")
             num_classes[rc.data] = full.num_classes
-        try:
-            check_budget(se, space, num_classes[rc.data])
-        except NeasError as exc:
-            what = f"{row} (one network at the budget / {k1_paths})" if row == "deep" else row
-            raise NeasError(f"--rows {what}: {exc}") from None
+        for one in _at_each_budget(rc):
+            try:
+                check_budget(stage_configs(one)[1], space, num_classes[rc.data])
+            except NeasError as exc:
+                what = f"{row} (one network at the budget / {k1_paths})" if row == "deep" else row
+                raise NeasError(f"--rows {what}: {exc}") from None
 
 
 def _yaml(value: dict) -> str:
@@ -171,37 +203,55 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
             name = f"{'deep-k1' if row == 'deep' else row}-seed{base.seed + s}"
             configs[row, base.seed + s] = _row_config(base, row, base.seed + s, out / name, k1_file)
     _check_budgets(configs, k1, k)
-    plan = _Plan([], [], {}, {})
+    plan = _Plan(out, [], [], {}, {})
     if any(row in ("single", "deep") for row in cfg.rows):
         plan.files[k1_file] = k1.to_yaml()
     for (row, seed), rc in configs.items():
         path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
-        plan.files[path] = _yaml(
-            {k: v for k, v in to_dict(rc).items() if k not in EXECUTOR_KEYS}
-        )  # rows run in-process
+        plan.files[path] = _yaml({k: v for k, v in to_dict(rc).items() if k not in EXECUTOR_KEYS})  # in-process
         plan.first.append(Job(Path(rc.out).name, ["run", "--config", path, "--out", rc.out], rc.out, SUMMARY))
-        plan.runs[row, seed] = (Path(rc.out), Path(rc.out) / "retrain" / EVAL)
-        if row == "deep":
-            plan.deep.append(_deep_job(plan, rc, out, seed, k))
+        for budget, own in zip(base.budgets or [None], rc.budgets or [None]):
+            plan.cells[row, budget, seed] = _sources(plan, cfg, rc, row, seed, budget, own, k)
     return plan
 
 
-def _deep_job(plan: _Plan, k1_run: RunConfig, out: Path, seed: int, k: int) -> Job:
-    """``neas ablate deep-ensemble`` of the K = 1 run's searched network, with its retraining recipe; the copies'
-    seeds are disjoint between the row's seeds."""
-    retrain = to_dict(stage_configs(k1_run)[2])
+def _sources(plan: _Plan, cfg: CompareConfig, rc: RunConfig, row: str, seed: int, budget, own, k: int) -> list:
+    """Where the numbers of ``row`` at ``budget`` for ``seed`` come from, one per retraining seed, adding the
+    jobs that make them; ``own``: the budget of the row's own run (a deep ensemble's K = 1 run: budget / K)."""
+    run = Path(rc.out)
+    stage = run if own is None else run / budget_folder(rc.budget_metric, own)
+    arch = stage / ("search" if own is None else "") / ARCH
+    tag = f"seed{seed}" + ("" if budget is None else f"-{rc.budget_metric}_{budget}")
+    retrain = to_dict(stage_configs(rc)[2])
     for key in ("arch", "out", "resume"):
         retrain.pop(key, None)
-    # the copies train from seeds seed*K .. seed*K+K-1: no two seeds of the row share a copy (the
-    # ablation's own seeds seed, seed+1, ... would overlap between consecutive seeds)
-    retrain["seed"] = seed * k
-    name = f"deep-seed{seed}"
+    numbers = []
+    for r in range(cfg.retrain_seeds):
+        suffix = f"-retrain{r}" if r else ""
+        if row == "deep":  # copies seeded s K .. s K + K - 1 (+ 1000 r): no two of the row's seeds share one
+            job = _second(plan, "deep", f"deep-{tag}{suffix}", retrain, seed * k + RETRAIN_SEED_STEP * r, arch, k)
+        elif r == 0:
+            numbers.append((stage, stage / "retrain" / EVAL))  # the run, or its budget's folder
+            continue
+        else:
+            job = _second(plan, "retrain", f"{row}-{tag}{suffix}", retrain, seed + RETRAIN_SEED_STEP * r, arch)
+        numbers.append((job.out, job.out / job.done))
+    return numbers
+
+
+def _second(plan: _Plan, kind: str, name: str, retrain: dict, seed: int, arch: Path, copies: int = 0) -> Job:
+    """A job that trains a searched network again (``retrain``) or K copies of it (``deep``), from ``seed``."""
+    out = plan.out
     path = out / COMPARE_CONFIGS / f"{name}-retrain.yaml"
-    plan.files[path] = _yaml(retrain)
-    arch = Path(k1_run.out) / "search" / ARCH
-    argv = ["ablate", "deep-ensemble", "--config", path, "--arch", arch, "--copies", k, "--out", out / name]
-    plan.runs["deep", seed] = (out / name, out / name / ABLATE)
-    return Job(name, argv, out / name, ABLATE, resume=False)
+    plan.files[path] = _yaml({**retrain, "seed": seed})
+    if kind == "deep":
+        argv = ["ablate", "deep-ensemble", "--config", path, "--arch", arch, "--copies", copies, "--out", out / name]
+        job = Job(name, argv, out / name, ABLATE, resume=False)
+    else:
+        job = Job(name, ["retrain", "--config", path, "--arch", arch, "--out", out / name], out / name, EVAL)
+    plan.second.append(job)
+    plan.needs[name] = arch
+    return job
 
 
 def _claim(cfg: CompareConfig, plan: _Plan) -> Path:
@@ -225,13 +275,15 @@ def _claim(cfg: CompareConfig, plan: _Plan) -> Path:
 
 
 def _run(cfg: CompareConfig, plan: _Plan, out: Path) -> None:
-    """The first phase, then the deep ensembles whose K = 1 run finished; one error for every failure."""
+    """The runs, then the jobs whose searched arch is there; one error for every failure."""
     options = {"executor": cfg.executor, "max_parallel": cfg.max_parallel, "slurm": cfg.slurm, "check": False}
     results = run_jobs(plan.first, log_dir=out / JOB_LOGS, **options)
-    ready = [job for job in plan.deep if Path(job.argv[job.argv.index("--arch") + 1]).is_file()]
+    ready = [job for job in plan.second if plan.needs[job.name].is_file()]
     results += run_jobs(ready, log_dir=out / JOB_LOGS, **options) if ready else []
     failed = [r.error for r in results if r.status == "failed"]
-    failed += [f"{job.name}: its K = 1 run did not finish" for job in plan.deep if job not in ready]
+    failed += [
+        f"{job.name}: the run that searches its network did not finish" for job in plan.second if job not in ready
+    ]
     if failed:
         raise NeasError(f"{len(failed)} job(s) failed (rerun to retry only them): " + "; ".join(failed))
 
@@ -241,6 +293,15 @@ def _numbers(path: Path) -> dict:
     record = read_json(path, "deep ensemble", ("ensemble",)) if path.name == ABLATE else read_eval(path)
     values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
     return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
+
+
+def _seed_numbers(numbers: list) -> dict:
+    """One seed's numbers: with several retraining seeds, the mean of each metric and every retraining's own."""
+    each = [{**_numbers(path), "dir": str(run)} for run, path in numbers]
+    if len(each) == 1:
+        return each[0]
+    mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in METRICS}
+    return {**mean, "dir": each[0]["dir"], "retrains": each}
 
 
 def _finite(x):
@@ -269,18 +330,30 @@ def _difference(ref: dict, other: dict, metric: str) -> dict:
     return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
 
 
-def _collect(cfg: CompareConfig, plan: _Plan) -> dict:
-    """compare.json's record: every row's per-seed numbers, statistics and differences from NEAS."""
+def _section(cfg: CompareConfig, plan: _Plan, budget) -> dict:
+    """At one budget: every row's per-seed numbers, statistics and differences from NEAS."""
     per_seed = {row: {} for row in cfg.rows}
-    for (row, seed), (run, path) in plan.runs.items():
-        per_seed[row][seed] = {**_numbers(path), "dir": str(run)}
+    for (row, at, seed), numbers in plan.cells.items():
+        if at == budget:
+            per_seed[row][seed] = _seed_numbers(numbers)
     rows = {row: {"what": ROWS[row], "seeds": per_seed[row], **_row_stats(per_seed[row])} for row in cfg.rows}
     differences = {}
     if "neas" in cfg.rows:
         for row in cfg.rows:
             if row != "neas":
                 differences[row] = {m: _difference(per_seed["neas"], per_seed[row], m) for m in DIFFERENCES}
-    return {"config": str(cfg.config), "seeds": cfg.seeds, "rows": rows, "differences": differences}
+    return {"rows": rows, "differences": differences}
+
+
+def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
+    """compare.json's record: the rows and differences at the config's budget (with ``budgets:``, the largest,
+    as ``neas run``'s own retrain/), and with ``budgets:`` the same at each budget."""
+    record = {"config": str(cfg.config), "seeds": cfg.seeds, "retrain_seeds": cfg.retrain_seeds}
+    if not base.budgets:
+        return {**record, **_section(cfg, plan, None)}
+    sections = {text: _section(cfg, plan, text) for text in base.budgets}
+    largest = max(base.budgets, key=lambda text: budget_value(base.budget_metric, text))
+    return {**record, **sections[largest], "budget_metric": base.budget_metric, "budgets": sections}
 
 
 def _cell(stats: "dict | None", metric: str) -> str:
@@ -299,17 +372,12 @@ def _diff_cell(d: dict, metric: str) -> str:
     return f"{scale * d['mean']:+.{digits}f}{ci} {d['verdict']}"
 
 
-def format_table(record: dict) -> str:
-    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed."""
-    lines = [
-        f"## neas compare: {record['config']}, {record['seeds']} seed(s)",
-        "",
-        "| row | " + " | ".join(m[0] for m in METRICS.values()) + " |",
-        "|---|" + "---|" * len(METRICS),
-    ]
-    for row, r in record["rows"].items():
+def _tables(section: dict) -> list[str]:
+    """One budget's two tables: the rows, and NEAS minus each row."""
+    lines = ["| row | " + " | ".join(m[0] for m in METRICS.values()) + " |", "|---|" + "---|" * len(METRICS)]
+    for row, r in section["rows"].items():
         lines.append(f"| {row} | " + " | ".join(_cell(r.get(m), m) for m in METRICS) + " |")
-    if record["differences"]:
+    if section["differences"]:
         lines += [
             "",
             "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise. "
@@ -318,20 +386,34 @@ def format_table(record: dict) -> str:
             "| NEAS minus | seeds | " + " | ".join(f"Δ {METRICS[m][0]}" for m in DIFFERENCES) + " |",
             "|---|---|" + "---|" * len(DIFFERENCES),
         ]
-        for row, diffs in record["differences"].items():
+        for row, diffs in section["differences"].items():
             n = diffs[DIFFERENCES[0]]["n"]
             lines.append(f"| {row} | {n} | " + " | ".join(_diff_cell(diffs[m], m) for m in DIFFERENCES) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def format_table(record: dict) -> str:
+    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed; with
+    ``budgets:``, both at each budget."""
+    retrains = record.get("retrain_seeds", 1)
+    each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
+    lines = [f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
+    if "budgets" not in record:
+        return "\n".join(lines + _tables(record)) + "\n"
+    for text, section in record["budgets"].items():
+        lines += [f"### {record['budget_metric']} budget {text}", "", *_tables(section), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 @releases_run_dir
 def compare(cfg: CompareConfig) -> dict:
     """Runs every row and seed (skipping finished jobs); writes and returns compare.json's record."""
     check_executor(cfg.executor, cfg.slurm)
-    plan = _plan(cfg, _run_config(cfg))
+    base = _run_config(cfg)
+    plan = _plan(cfg, base)
     out = _claim(cfg, plan)
     _run(cfg, plan, out)
-    record = _collect(cfg, plan)
+    record = _collect(cfg, plan, base)
     write_json(out / COMPARE, record)
     write_text(out / COMPARE_TABLE, format_table(record))
     build_compare_report(out)

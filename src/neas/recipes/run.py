@@ -48,7 +48,7 @@ from neas.schemas.run import DEMO, RunConfig
 from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
 
-__all__ = ["RunConfig", "stage_configs", "run_pipeline", "DEMO"]
+__all__ = ["RunConfig", "stage_configs", "run_pipeline", "budget_value", "budget_folder", "DEMO"]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, Retrain
     return tuple(configs)
 
 
-def _budget_value(metric: str, text: str) -> float:
-
+def budget_value(metric: str, text: str) -> float:
+    """The number a ``budgets:`` entry stands for (an amount such as 1.5M; milliseconds for latency)."""
     try:
         return float(text) if metric == "latency_ms" else float(parse_amount(text))
     except (ValueError, NeasError):
@@ -91,16 +91,21 @@ def _budget_value(metric: str, text: str) -> float:
         ) from None
 
 
+def budget_folder(metric: str, text: str) -> str:
+    """Where a ``neas run`` puts the pick and retraining of one budget, relative to the run directory."""
+    return f"budgets/{metric}_{text}"
+
+
 def _budget_stages(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> dict:
     """Picks the best member of the search's Pareto front within each budget and writes its
     ``budgets/<metric>_<budget>/arch.json``; returns budget -> (value, member, retrain config)."""
     pareto = read_json(run / "search" / PARETO, "Pareto front", ("front", "space"))
-    values = {text: _budget_value(cfg.budget_metric, text) for text in cfg.budgets}
+    values = {text: budget_value(cfg.budget_metric, text) for text in cfg.budgets}
     picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
     stages = {}
     for text, value in values.items():
         member = picks[value]
-        name = f"budgets/{cfg.budget_metric}_{text}"
+        name = budget_folder(cfg.budget_metric, text)
         folder = run / name
         arch = {
             **{k: member[k] for k in ("split", "paths", "distinct") if k in member},
@@ -176,7 +181,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
     sn, se, rt = stage_configs(cfg)
     if cfg.budgets:  # one search for every budget: its Pareto front
         for text in cfg.budgets:
-            _budget_value(cfg.budget_metric, text)
+            budget_value(cfg.budget_metric, text)
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
     _check_before_training(sn, se, rt)
     _check_executor(cfg)

@@ -18,6 +18,7 @@ ROWS = {
     "deep": "a deep ensemble: K copies of the best single network searched at budget / K",
     "none": "the NEAS pipeline with shrink mode none",
     "accuracy": "the NEAS pipeline with shrink mode accuracy",
+    "quality": "the NEAS pipeline with shrink mode quality (diversity's score with S = I)",
 }
 DEFAULT_ROWS = ["neas", "single", "deep"]
 
@@ -31,6 +32,12 @@ class CompareConfig(ExecutorOptions):
         None, "a `neas run` YAML config: the data, space, budget and stages of every row", required=True
     )
     seeds: int = option(3, "pipeline seeds per row (seed s is the config's seed + s)", valid=">= 1")
+    retrain_seeds: int = option(
+        1,
+        "trainings of each searched network: the pipeline's own, then seeds 1000 r + s (deep: 1000 r + s K); "
+        "a row's number for a seed is their mean",
+        valid=">= 1",
+    )
     rows: "list[str]" = option(
         default_factory=lambda: list(DEFAULT_ROWS), help=f"rows to compare, comma-separated: {', '.join(ROWS)}"
     )
