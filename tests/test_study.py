@@ -97,7 +97,8 @@ def test_the_driver_plans_every_row_with_3_seeds_and_its_dependencies():
     assert units["k1_seed0"]["config"]["space"].endswith("space_k1.yaml")
     assert units["k1half_seed0"]["config"]["search"]["max_macs"] == "0.75M"
     assert units["k2_quality_seed0"]["config"]["supernet"]["shrink"] == "quality"
-    assert list(_module("study").units()) == list(units)  # the driver runs the plan
+    study = _module("study")
+    assert set(study.sources()) == set(units)  # every unit of the plan is collected from a product command
     # every config is a valid `neas run` config
     from neas.config import from_dict
     from neas.recipes.run import RunConfig, stage_configs
@@ -288,3 +289,47 @@ def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tm
     # verdict tables (2)
     assert len(drawn) == 10, drawn
     assert min(drawn) >= 10_000, drawn
+
+
+def test_the_driver_is_neas_compare_rank_and_ablate_calls(tmp_path, monkeypatch):
+    study = _module("study")
+    monkeypatch.setattr(study, "RUNS", tmp_path)  # where it writes the configs
+    monkeypatch.setattr(study, "COMPARE", tmp_path / "compare")
+    argvs = {name: argv for name, argv, _, _ in study.commands(max_parallel=2)}
+    compare = argvs["compare"]
+    assert compare[0] == "compare"
+    assert compare[compare.index("--rows") + 1] == "neas,none,accuracy,quality,single,deep"
+    assert compare[compare.index("--seeds") + 1] == "3" and compare[compare.index("--retrain-seeds") + 1] == "3"
+    assert compare[compare.index("--max-parallel") + 1] == "2"
+    assert argvs["k5"][argvs["k5"].index("--rows") + 1] == "neas"
+    rank = argvs["rank-seed1"]
+    assert rank[0] == "rank" and "--scratch" in rank
+    assert [a for a in rank if a.endswith("/supernet")] == [
+        str(study.COMPARE / f"{row}-seed1" / "supernet") for row in ("neas", "none", "accuracy", "quality")
+    ]
+    assert {argv[:2][1] for name, argv in argvs.items() if argv[0] == "ablate"} == {"homo-hetero", "split"}
+    from neas.config import from_dict, load_yaml
+    from neas.recipes.run import RunConfig, stage_configs
+
+    for name in ("compare", "k3", "k5"):  # every config the study passes to neas compare is a valid `neas run` config
+        config = Path(argvs[name][argvs[name].index("--config") + 1])
+        stage_configs(from_dict(RunConfig, {**load_yaml(config), "out": "x"}))
+
+
+def test_collect_writes_each_finished_units_summary_once(tmp_path, monkeypatch):
+    study = _module("study")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(study, "COMPARE", tmp_path / "compare")
+    run = tmp_path / "compare" / "neas-seed1-retrain2"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 2001\n")
+    evaluation = _pipeline("x", 0.7, 0.9, 1)["eval"]
+    ev = {"ensemble": evaluation["ensemble"], "anytime": [1, 2], "diversity": evaluation["diversity"]}
+    ev.update({f"path{j}": evaluation["ensemble"] for j in range(2)})
+    ev.update({k: evaluation[k] for k in ("macs", "paper_flops", "params", "latency_ms", "images")})
+    (run / "eval.json").write_text(json.dumps(ev))
+    assert study.collect(commit=False) == ["k2_diversity_seed1_retrain2"]
+    summary = json.loads((tmp_path / "results" / "k2_diversity_seed1_retrain2.json").read_text())
+    assert summary["source"] == "k2_diversity_seed1" and summary["retrain_seed"] == 2001
+    assert summary["eval"]["ensemble"]["top1"] == 0.7 and len(summary["eval"]["paths"]) == 2
+    assert study.collect(commit=False) == []  # a committed summary is never rewritten

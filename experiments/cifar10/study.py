@@ -1,24 +1,38 @@
-"""The CIFAR-10 study of docs/RESULTS.md, rerun with seeds (issue 17): a resumable driver.
+"""The CIFAR-10 study of docs/RESULTS.md (issues 17 and 29), run through the product.
 
-    python experiments/cifar10/study.py run --workers 2 --commit   # every unit not yet in docs/results/study/
-    python experiments/cifar10/study.py status                     # what is done, running, waiting
-    python experiments/cifar10/study.py tables                     # docs/results/study/tables.md from the summaries
-    python experiments/cifar10/study.py latency                    # CPU latency of every final model (quiet machine)
+    python experiments/cifar10/study.py run --max-parallel 2 --commit   # every command, then collect
+    python experiments/cifar10/study.py collect --commit                # summaries of what has finished
+    python experiments/cifar10/study.py status                          # which summaries are committed
+    python experiments/cifar10/study.py tables                          # docs/results/study/tables.md
+    python experiments/cifar10/study.py latency                         # CPU latency of every final model
 
-Every unit (a `neas run` pipeline, an extra retraining seed, a deep ensemble) writes one small
-summary JSON under docs/results/study/ when it finishes, and with --commit commits it at once,
-so the study can be finished piecewise on fresh machines: a unit whose summary exists is
-skipped. Run directories live under runs/study/ (not committed); a unit that needs another's
-result (a retraining seed needs the searched arch) reads it from that unit's committed summary.
-Every process uses one thread (OMP_NUM_THREADS=1); --workers processes run side by side.
-Set NEAS to the `neas` executable to run (e.g. one installed from a fixed checkout, so edits to
-the working tree do not reach running experiments).
+The study is a handful of `neas` commands (:func:`commands`, printed by ``run --dry-run``):
+
+- ``neas compare`` of experiments/cifar10/k2_diversity.yaml: the rows neas (diversity shrinking),
+  quality, accuracy, none, single (K = 1) and deep (2 copies of a K = 1 network searched at half the
+  budget), 3 pipeline seeds x 3 retraining seeds, its jobs spread over ``--max-parallel`` processes;
+- ``neas rank`` of each seed's four supernets (the compare's neas/quality/accuracy/none runs) on the
+  30 ensembles of the ranking study, whose from-scratch scores are reused (``--scratch``);
+- ``neas compare --rows neas`` of the same config with K = 3 and K = 5 paths (seed 0, 3 retraining seeds);
+- ``neas ablate homo-hetero`` and ``neas ablate split`` of the seed-0 NEAS search, 3 retraining seeds.
+
+Each command resumes where it stopped and skips finished jobs, so ``run`` continues after a kill.
+``collect`` turns the finished run directories into the per-unit summaries under
+docs/results/study/ that tables.py reads (the names of plan.py's units), skipping those already
+there, and with --commit commits each at once: the study can be finished piecewise on fresh
+machines. Run directories live under runs/study/ (not committed). Every process uses one thread
+(OMP_NUM_THREADS=1). Set NEAS to the `neas` executable to run (e.g. one installed from a fixed
+checkout, so edits to the working tree do not reach running experiments).
+
+The committed summaries of 2026-11 were made by this driver's first version, which ran the same
+units one after another; its deep ensembles' copies were seeded 100 + 10 s (+ 1000 r), neas
+compare's are seeded 2 s (+ 1000 r), the only difference in what is computed.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -28,50 +42,107 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
-from plan import (
-    BUDGET,
-    DATA,
-    HERE,
-    OLD_RANK,
-    RESULTS,
-    ROOT,
-    SMOKE,
-    pipeline_config,
-    units,
-)  # experiments/cifar10/plan.py
+from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODES, pipeline_config, units
 
 RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
-RANK_ARGS = [
-    "--num-archs",
-    "30",
-    "--from-space",
-    "full",
-    "--scratch-epochs",
-    "3",
-    "--scratch-batch-size",
-    "128",
-    "--seed",
-    "0",
-]
+RANK_ARGS = ["--num-archs", "30", "--from-space", "full", "--scratch-epochs", "3", "--scratch-batch-size", "128"]
+RANK_ARGS += ["--seed", "0"]
+RETRAINS = 3  # trainings of every searched network: the pipeline's own and two more
+ROW = {"diversity": "neas", "quality": "quality", "accuracy": "accuracy", "none": "none"}  # shrink mode -> row
+COMPARE = RUNS / "compare"
 
 
 def _neas() -> list[str]:
     return [os.environ.get("NEAS", "neas")]
 
 
-def _sh(cmd: list[str], log: Path) -> None:
+def _sh(cmd: list[str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with log.open("a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {log}")
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def _config(name: str, data: dict) -> Path:
+    return _write(RUNS / "configs" / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _retrain_config(name: str, run: Path, seed: int) -> Path:
+    """The retraining settings of the pipeline in ``run`` with another seed, as a config file."""
+    cfg = yaml.safe_load((run / "retrain" / "config.yaml").read_text())
+    cfg = {k: v for k, v in cfg.items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
+    return _config(name, {**cfg, "seed": seed, "device": "cpu", "workers": 0})
+
+
+def commands(max_parallel: int) -> list[tuple[str, list[str], Path, "Callable | None"]]:
+    """Every command of the study in order: (name, argv, the file that exists once it finished, what writes
+    its config first: an ablation's, from the seed-0 search's retraining settings)."""
+    executor = ["--executor", "local", "--max-parallel", str(max_parallel)]
+    seeds = ["--seeds", str(len(SEEDS)), "--retrain-seeds", str(RETRAINS)]
+    main = _config("k2", pipeline_config("diversity", 2, SEEDS[0], BUDGET))
+    rows = ",".join([ROW[m] for m in SHRINK_MODES] + ["single", "deep"])
+    argv = ["compare", "--config", str(main), *seeds, "--rows", rows, *executor, "--out", str(COMPARE)]
+    out = [("compare", argv, COMPARE / "compare.json", None)]
+    for k in (3, 5):
+        config = _config(f"k{k}", pipeline_config("diversity", k, 0, BUDGET))
+        argv = ["compare", "--config", str(config), "--seeds", "1", "--retrain-seeds", str(RETRAINS), "--rows", "neas"]
+        out.append((f"k{k}", [*argv, *executor, "--out", str(RUNS / f"k{k}")], RUNS / f"k{k}" / "compare.json", None))
+    for seed in SEEDS:
+        supernets = [str(COMPARE / f"{ROW[m]}-seed{seed}" / "supernet") for m in SHRINK_MODES]
+        rank = RUNS / f"rank-seed{seed}"
+        argv = ["rank", "--supernet", *supernets, *RANK_ARGS, "--scratch", str(SCRATCH), "--device", "cpu"]
+        out.append((f"rank-seed{seed}", [*argv, *executor, "--out", str(rank)], rank / "rank.json", None))
+    source = COMPARE / f"neas-seed{SEEDS[0]}"
+    for which in ("homo-hetero", "split"):
+        for r in range(RETRAINS):
+            name = f"{which.replace('-', '')}_seed0_retrain{r}"
+            config = RUNS / "configs" / f"{name}.yaml"
+            argv = ["ablate", which, "--config", str(config), "--arch", str(source / "search" / "arch.json")]
+            write = functools.partial(_retrain_config, name, source, 1000 * r)
+            out.append((name, [*argv, "--out", str(RUNS / name)], RUNS / name / "ablate.json", write))
+    return out
+
+
+def run(max_parallel: int, commit: bool) -> int:
+    """Runs every command not finished yet (each resumes and skips its finished jobs), collecting after each."""
+    if not (DATA / "test").is_dir():
+        carve = [*_neas(), "carve-test", str(SHARED_CIFAR), "--out", str(DATA), "--test-fraction", "0.2"]
+        if _sh(carve, RUNS / "logs" / "data.log") != 0:
+            return 1
+    _scratch_file()
+    failed = 0
+    for name, argv, done, write_config in commands(max_parallel):
+        if done.is_file():
+            continue
+        if write_config is not None:
+            write_config()
+        print(f"{time.strftime('%H:%M:%S')} neas {' '.join(argv[:2])} -> {name}", flush=True)
+        if _sh([*_neas(), *argv], RUNS / "logs" / f"{name}.log") != 0:
+            print(f"{time.strftime('%H:%M:%S')} FAILED {name}: see {RUNS / 'logs' / f'{name}.log'}", flush=True)
+            failed += 1
+        collect(commit)
+    return 1 if failed else 0
+
+
+def _write(path: Path, text: str) -> Path:
+    """Writes ``path`` atomically, and only if its content changes (another worker may read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
 
 
 def _scores(ev: dict) -> dict:
@@ -89,30 +160,6 @@ def _scores(ev: dict) -> dict:
     }
 
 
-def _summary(name: str) -> dict:
-    """A finished unit's committed summary."""
-    return json.loads((RESULTS / f"{name}.json").read_text())
-
-
-def _write(path: Path, text: str) -> Path:
-    """Writes ``path`` atomically, and only if its content changes (another worker may read it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path
-
-
-def _config(name: str, data: dict) -> Path:
-    return _write(RUNS / "configs" / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
-
-
-def _resumable(cmd: list[str], run: Path) -> list[str]:
-    """``cmd``, resuming ``run`` when a neas command has started it."""
-    return cmd + (["--resume"] if (run / "neas-run.json").is_file() else [])
-
-
 def _combinations_after(supernet: Path) -> "int | None":
     rounds = sorted((supernet / "shrink").glob("round_*.json"))
     return json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None
@@ -122,114 +169,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_pipeline(name: str, unit: dict) -> dict:
-    run = RUNS / name
-    _sh(
-        _resumable([*_neas(), "run", "--config", str(_config(name, unit["config"])), "--out", str(run)], run),
-        RUNS / "logs" / f"{name}.log",
-    )
-    arch = json.loads((run / "search" / "arch.json").read_text())
-    arch.pop("candidates", None)
-    summary = {
-        "supernet_acc": arch["supernet_acc"],
-        "supernet_nll": arch.get("supernet_nll"),
-        "evaluations": arch["evaluations"],
-    }
-    if (run / "search_random" / "arch.json").is_file():
-        rnd = json.loads((run / "search_random" / "arch.json").read_text())
-        summary["random_supernet_acc"] = rnd["supernet_acc"]
-    return {
-        "config": unit["config"],
-        "search": summary,
-        "arch": arch,
-        "combinations_after": _combinations_after(run / "supernet"),
-        "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
-        "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
-        "wall_s": {
-            stage: _span(run / stage)
-            for stage in ("supernet", "search", "search_random", "retrain")
-            if (run / stage).is_dir()
-        },
-    }
-
-
 def _span(path: Path) -> float:
     times = [p.stat().st_mtime for p in path.rglob("*") if p.is_file()]
     return round(max(times) - min(times), 1) if times else 0.0
-
-
-def _arch_file(source: str) -> Path:
-    """The searched arch of a finished pipeline, from its committed summary."""
-    return _write(RUNS / "archs" / f"{source}.json", json.dumps(_summary(source)["arch"], indent=1) + "\n")
-
-
-def _retrain_config(name: str, source: str, seed: int, **extra) -> Path:
-    """The retraining settings of pipeline ``source`` with another seed, as a config file."""
-    cfg = {
-        k: v
-        for k, v in _summary(source)["retrain_config"].items()
-        if k not in ("out", "resume", "arch", "seed", "device", "workers")
-    }
-    cfg.update(seed=seed, device="cpu", workers=0, **extra)
-    return _config(name, cfg)
-
-
-def run_retrain(name: str, unit: dict) -> dict:
-    config = _retrain_config(name, unit["source"], unit["retrain_seed"], arch=str(_arch_file(unit["source"])))
-    run = RUNS / name
-    if not (run / "eval.json").is_file():
-        _sh(
-            _resumable([*_neas(), "retrain", "--config", str(config), "--out", str(run)], run),
-            RUNS / "logs" / f"{name}.log",
-        )
-    return {
-        "source": unit["source"],
-        "retrain_seed": unit["retrain_seed"],
-        "eval": _scores(json.loads((run / "eval.json").read_text())),
-        "wall_s": _span(run),
-    }
-
-
-def run_deep(name: str, unit: dict) -> dict:
-    source = _summary(unit["source"])
-    rt = source["retrain_config"]
-    seed = unit.get("seed", 100 + source["config"]["seed"] * 10)  # the first copy's; the others follow it
-    run = RUNS / name
-    cmd = [
-        *_neas(),
-        "ablate",
-        "deep-ensemble",
-        "--arch",
-        str(_arch_file(unit["source"])),
-        "--copies",
-        "2",
-        "--data",
-        rt["data"],
-        "--data-dir",
-        rt["data_dir"],
-        "--recipe",
-        rt["recipe"],
-        "--epochs",
-        str(rt["epochs"]),
-        "--batch-size",
-        str(rt["batch_size"]),
-        "--seed",
-        str(seed),
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--out",
-        str(run),
-    ]
-    _sh(cmd, RUNS / "logs" / f"{name}.log")
-    record = json.loads((run / "ablate.json").read_text())
-    return {
-        "source": unit["source"],
-        "seeds": [m["seed"] for m in record["members"]],
-        "record": record,
-        "wall_s": _span(run),
-    }
 
 
 def _scratch_file() -> Path:
@@ -264,115 +206,122 @@ def _scratch_file() -> Path:
     return _write(SCRATCH, json.dumps(record, indent=1) + "\n")
 
 
-def _supernet(cfg: dict) -> Path:
-    """The K = 2 supernet of pipeline config ``cfg``, trained here with that pipeline's settings
-    (so the same supernet: training is seeded) unless already trained with them. One worker at a
-    time trains it (the rank and split units share it)."""
-    sn_cfg = {**{k: cfg[k] for k in ("space", "data", "data_dir", "seed", "device")}, **cfg["supernet"]}
-    name = f"rank_{cfg['supernet']['shrink']}_seed{cfg['seed']}"
-    supernet = RUNS / name / "supernet"
-    (RUNS / "claims").mkdir(parents=True, exist_ok=True)
-    with open(RUNS / "claims" / f"{name}.supernet", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (supernet / "supernet.safetensors").is_file():
-            trained = yaml.safe_load((supernet / "config.yaml").read_text())
-            differ = [k for k, v in sn_cfg.items() if k in trained and trained[k] != v]
-            if differ:
-                raise RuntimeError(f"{supernet} was trained with other settings ({', '.join(differ)}); move it away")
-        else:
-            config = _config(f"{name}_supernet", sn_cfg)
-            _sh(
-                _resumable([*_neas(), "train-supernet", "--config", str(config), "--out", str(supernet)], supernet),
-                RUNS / "logs" / f"{name}.log",
-            )
-    return supernet
-
-
-def run_rank(name: str, unit: dict) -> dict:
-    """Trains the supernet of one shrinking mode and seed (the settings of that pipeline, so the
-    same supernet) and ranks the 30 ensembles of the ranking study with it."""
-    cfg = pipeline_config(unit["mode"], 2, unit["seed"], BUDGET)
-    supernet = _supernet(cfg)
-    run = RUNS / name
-    _sh(
-        [
-            *_neas(),
-            "rank",
-            "--supernet",
-            str(supernet),
-            *RANK_ARGS,
-            "--scratch",
-            str(_scratch_file()),
-            "--device",
-            "cpu",
-            "--out",
-            str(run / "rank"),
-        ],
-        RUNS / "logs" / f"{name}.log",
-    )
-    result = json.loads((run / "rank" / "rank.json").read_text())
+def _pipeline(run: Path) -> dict:
+    """A finished `neas run` directory's summary (the fields the tables read)."""
+    arch = json.loads((run / "search" / "arch.json").read_text())
+    arch.pop("candidates", None)
+    search = {k: arch.get(k) for k in ("supernet_acc", "supernet_nll", "evaluations")}
+    if (run / "search_random" / "arch.json").is_file():
+        search["random_supernet_acc"] = json.loads((run / "search_random" / "arch.json").read_text())["supernet_acc"]
     return {
-        "mode": unit["mode"],
-        "seed": unit["seed"],
+        "config": yaml.safe_load((run / "config.yaml").read_text()),
+        "search": search,
+        "arch": arch,
+        "combinations_after": _combinations_after(run / "supernet"),
+        "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
+        "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
+        "wall_s": {s: _span(run / s) for s in ("supernet", "search", "search_random", "retrain") if (run / s).is_dir()},
+    }
+
+
+def _retrain(run: Path, source: str) -> dict:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    eval_ = _scores(json.loads((run / "eval.json").read_text()))
+    return {"source": source, "retrain_seed": config["seed"], "eval": eval_, "wall_s": _span(run)}
+
+
+def _deep(run: Path, source: str) -> dict:
+    record = json.loads((run / "ablate.json").read_text())
+    return {"source": source, "seeds": [m["seed"] for m in record["members"]], "record": record, "wall_s": _span(run)}
+
+
+def _rank(run: Path, mode: str, seed: int) -> dict:
+    supernet = COMPARE / f"{ROW[mode]}-seed{seed}" / "supernet"
+    result = json.loads((run / "rank.json").read_text())
+    return {
+        "mode": mode,
+        "seed": seed,
         "supernet_config": yaml.safe_load((supernet / "config.yaml").read_text()),
         "rank": result["supernets"][str(supernet)],
         "scratch_acc": result["scratch_acc"],
         "scratch_reused": result["scratch_reused"],
         "supernet_sha256": _sha256(supernet / "supernet.safetensors"),
         "combinations_after": _combinations_after(supernet),
-        "wall_s": {"supernet": _span(supernet), "rank": _span(run / "rank")},
+        "wall_s": {"supernet": _span(supernet), "rank": _span(run)},
     }
 
 
-def _split_source(source: str) -> tuple[Path, Path]:
-    """The committed arch of pipeline ``source`` beside its search's config, pointing at its
-    (retrained) supernet: what `neas ablate split` needs to rerun that search unshared."""
-    summary = _summary(source)
-    cfg = summary["config"]
-    supernet = _supernet(cfg)
-    folder = RUNS / f"{source}_search"
-    search = {
-        **cfg["search"],
-        "seed": cfg["seed"],
-        "device": "cpu",
-        "data_dir": cfg["data_dir"],
-        "supernet": str(supernet),
-    }
-    _write(folder / "config.yaml", yaml.safe_dump(search, sort_keys=False))
-    return _write(
-        folder / "arch.json", json.dumps({**summary["arch"], "supernet": str(supernet)}, indent=1) + "\n"
-    ), supernet
-
-
-def run_ablate(name: str, unit: dict) -> dict:
-    """`neas ablate homo-hetero` or `split` on a pipeline's searched ensemble, one retraining seed."""
-    config = _retrain_config(name, unit["source"], unit["retrain_seed"], **({"epochs": 1} if SMOKE else {}))
-    extra = {}
-    if unit["which"] == "split":  # its equal-budget search needs the search's config and supernet beside the arch
-        arch, supernet = _split_source(unit["source"])
-        extra["supernet_sha256"] = _sha256(supernet / "supernet.safetensors")
-    else:
-        arch = _arch_file(unit["source"])
-    run = RUNS / name
-    _sh(
-        [*_neas(), "ablate", unit["which"], "--config", str(config), "--arch", str(arch), "--out", str(run)],
-        RUNS / "logs" / f"{name}.log",
-    )
+def _ablate(run: Path, which: str, r: int) -> dict:
+    record = json.loads((run / "ablate.json").read_text())
     return {
-        "which": unit["which"],
-        "source": unit["source"],
-        "retrain_seed": unit["retrain_seed"],
-        **extra,
-        "record": json.loads((run / "ablate.json").read_text()),
+        "which": which,
+        "source": "k2_diversity_seed0",
+        "retrain_seed": 1000 * r,
+        "record": record,
         "wall_s": _span(run),
     }
 
 
-RUNNERS = {"pipeline": run_pipeline, "retrain": run_retrain, "deep": run_deep, "rank": run_rank, "ablate": run_ablate}
+def sources() -> dict:
+    """unit name (plan.py) -> (its kind, the file that exists once it finished, what makes its summary)."""
+    out = {}
+    for seed in SEEDS:
+        rows = {f"k2_{m}": ROW[m] for m in SHRINK_MODES} | {"k1": "single"}
+        for unit, row in rows.items():
+            run = COMPARE / f"{row}-seed{seed}"
+            out[f"{unit}_seed{seed}"] = ("pipeline", run / "summary.json", lambda run=run: _pipeline(run))
+            for r in range(1, RETRAINS):
+                again = COMPARE / f"{row}-seed{seed}-retrain{r}"
+                out[f"{unit}_seed{seed}_retrain{r}"] = (
+                    "retrain",
+                    again / "eval.json",
+                    lambda a=again, u=f"{unit}_seed{seed}": _retrain(a, u),
+                )
+        half = COMPARE / f"deep-k1-seed{seed}"
+        out[f"k1half_seed{seed}"] = ("pipeline", half / "summary.json", lambda run=half: _pipeline(run))
+        for r in range(RETRAINS):
+            deep = COMPARE / (f"deep-seed{seed}" + (f"-retrain{r}" if r else ""))
+            name = f"deep_seed{seed}" + (f"_retrain{r}" if r else "")
+            out[name] = ("deep", deep / "ablate.json", lambda d=deep, s=seed: _deep(d, f"k1half_seed{s}"))
+        for mode in SHRINK_MODES:
+            rank = RUNS / f"rank-seed{seed}"
+            out[f"rank_{mode}_seed{seed}"] = (
+                "rank",
+                rank / "rank.json",
+                lambda rk=rank, m=mode, s=seed: _rank(rk, m, s),
+            )
+    for k in (3, 5):
+        run = RUNS / f"k{k}" / "neas-seed0"
+        out[f"k{k}_diversity_seed0"] = ("pipeline", run / "summary.json", lambda run=run: _pipeline(run))
+        for r in range(1, RETRAINS):
+            again = RUNS / f"k{k}" / f"neas-seed0-retrain{r}"
+            out[f"k{k}_diversity_seed0_retrain{r}"] = (
+                "retrain",
+                again / "eval.json",
+                lambda a=again, k=k: _retrain(a, f"k{k}_diversity_seed0"),
+            )
+    for which in ("homo-hetero", "split"):
+        for r in range(RETRAINS):
+            name = f"{which.replace('-', '')}_seed0_retrain{r}"
+            out[name] = ("ablate", RUNS / name / "ablate.json", lambda n=name, w=which, r=r: _ablate(RUNS / n, w, r))
+    return out
 
 
-def _done(name: str) -> bool:
-    return (RESULTS / f"{name}.json").is_file()
+def collect(commit: bool) -> list[str]:
+    """Writes (and commits) the summary of every finished unit that has none yet; returns their names."""
+    written = []
+    for name, (kind, done, summarise) in sources().items():
+        path = RESULTS / f"{name}.json"
+        if path.is_file() or not done.is_file():
+            continue
+        summary = {"unit": name, "kind": kind, **summarise(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        wall = summary["wall_s"]
+        summary["unit_wall_s"] = round(sum(wall.values()) if isinstance(wall, dict) else wall, 1)
+        _write(path, json.dumps(summary, indent=1) + "\n")
+        written.append(name)
+        if commit:
+            _commit(path, f"study: {name}")
+    return written
 
 
 def _commit(path: Path, message: str) -> None:
@@ -390,82 +339,6 @@ def _commit(path: Path, message: str) -> None:
             return
         time.sleep(3 + attempt)
     print(f"could not commit {rel}; it is written, commit it by hand", file=sys.stderr)
-
-
-def work(commit: bool) -> None:
-    """Takes the next unit that is not done, not taken by another worker, and whose dependencies
-    are done; runs it; writes (and commits) its summary; repeats until none is left."""
-    claims = RUNS / "claims"
-    claims.mkdir(parents=True, exist_ok=True)
-    all_units = units()
-    failed = set()  # a unit that failed is left for the next run of the driver, not retried in a loop
-    while True:
-        pending = [n for n in all_units if not _done(n) and n not in failed]
-        if not pending:
-            return
-        ready = [n for n in pending if all(_done(d) for d in all_units[n]["deps"])]
-        took = None
-        for name in ready:
-            handle = open(claims / name, "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            if _done(name):
-                handle.close()
-                continue
-            took = (name, handle)
-            break
-        if took is None:
-            if not any(all(_done(d) for d in all_units[n]["deps"]) for n in pending) and not _running(
-                all_units, pending
-            ):
-                return
-            time.sleep(30)
-            continue
-        name, handle = took
-        unit = all_units[name]
-        start = time.time()
-        print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
-        try:
-            result = RUNNERS[unit["kind"]](name, unit)
-        except Exception as exc:  # noqa: BLE001 - a failed unit is reported and left for a rerun
-            print(f"{time.strftime('%H:%M:%S')} FAILED {name}: {exc}", flush=True)
-            failed.add(name)
-            handle.close()
-            time.sleep(5)
-            continue
-        summary = {
-            "unit": name,
-            "kind": unit["kind"],
-            **result,
-            "unit_wall_s": round(time.time() - start, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(tmp, path)
-        print(f"{time.strftime('%H:%M:%S')} done {name} ({(time.time() - start) / 60:.1f} min)", flush=True)
-        if commit:
-            _commit(path, f"study: {name} ({(time.time() - start) / 60:.0f} min)")
-        handle.close()
-
-
-def _running(all_units, pending) -> bool:
-    """Whether another worker holds a claim (its unit will unblock others)."""
-    for name in pending:
-        path = RUNS / "claims" / name
-        if not path.exists():
-            continue
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-    return False
 
 
 LATENCY = RESULTS / "inputs" / "latency.json"
@@ -521,13 +394,14 @@ def measure_latency(repeats: int = 60) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="study.py")
-    parser.add_argument("action", choices=("run", "status", "tables", "worker", "latency"))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("action", choices=("run", "collect", "status", "tables", "latency"))
+    parser.add_argument("--max-parallel", type=int, default=2, help="jobs at once (each one thread)")
     parser.add_argument("--commit", action="store_true", help="commit each summary as soon as it is written")
+    parser.add_argument("--dry-run", action="store_true", help="with run: print the commands")
     args = parser.parse_args(argv)
     if args.action == "status":
         for name, unit in units().items():
-            print(f"{'done   ' if _done(name) else 'pending'} {unit['kind']:<8} {name}")
+            print(f"{'done   ' if (RESULTS / f'{name}.json').is_file() else 'pending'} {unit['kind']:<8} {name}")
         return 0
     if args.action == "latency":  # run on a quiet machine (no study, no tests beside it)
         record = measure_latency()
@@ -539,19 +413,14 @@ def main(argv=None) -> int:
     if args.action == "tables":  # tables.py's own command; another folder's numbers never reach docs/RESULTS.md
         default = RESULTS == ROOT / "docs" / "results" / "study"
         return subprocess.call([sys.executable, str(HERE / "tables.py"), *([] if default else [str(RESULTS)])])
-    if not (DATA / "test").is_dir():
-        _sh(
-            [*_neas(), "carve-test", str(SHARED_CIFAR), "--out", str(DATA), "--test-fraction", "0.2"],
-            RUNS / "logs" / "data.log",
-        )
-    if args.action == "worker":
-        work(args.commit)
+    if args.action == "collect":
+        print("\n".join(collect(args.commit)) or "nothing new to collect")
         return 0
-    procs = [
-        subprocess.Popen([sys.executable, __file__, "worker", *(["--commit"] if args.commit else [])])
-        for _ in range(args.workers)
-    ]
-    return max(p.wait() for p in procs)
+    if args.dry_run:
+        for _, argv, _, _ in commands(args.max_parallel):
+            print("neas " + " ".join(argv))
+        return 0
+    return run(args.max_parallel, args.commit)
 
 
 if __name__ == "__main__":
