@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-from neas.detection.coco import coco_ap
+from neas.detection.coco import STAT_NAMES, coco_ap
 from neas.errors import NeasError
 
 CAT, DOG = 1, 2
@@ -117,3 +117,14 @@ def test_malformed_input_is_one_neas_error_naming_the_field(ground_truth, detect
     with pytest.raises(NeasError, match=field) as error:
         coco_ap(ground_truth, detections)
     assert "\n" not in str(error.value)
+
+
+def test_equals_pycocotools_cocoeval_on_many_coco_like_images():
+    """coco_ap runs faster-coco-eval; pycocotools' own COCOeval is the reference."""
+    from benchmarks.bench_coco_eval import coco_eval, coco_like
+
+    gt, dets = coco_like(images=30, categories=5, boxes=4, detections=20, seed=3)
+    reference = coco_eval(gt, dets, "pycocotools")
+    got = coco_ap(gt, dets)
+    assert [got[name] for name in STAT_NAMES] == pytest.approx(list(reference[:6]), abs=1e-12)
+    assert 0.05 < got["AP"] < 0.95  # a case where matching decides something
