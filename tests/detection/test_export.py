@@ -37,12 +37,9 @@ def _images():
 # EnsembleFeatures._combine checks that the paths' maps have one shape with a set of torch.Size: under
 # the ONNX tracer their entries are 0-dim tensors, hashed by identity, so the check fails (neas.ensemble
 # .features, not this package's; comparing tuple(int(d) for d in m.shape) passes)
-_TRACED_SHAPES = pytest.mark.xfail(raises=NeasError, strict=True, reason="features.py: shape check under tracing")
 
 
-@pytest.mark.parametrize(
-    "mode", ["path:1", pytest.param("mean", marks=_TRACED_SHAPES), pytest.param("concat", marks=_TRACED_SHAPES)]
-)
+@pytest.mark.parametrize("mode", ["path:1", "mean", "concat"])
 def test_onnx_detections_match_pytorch(tmp_path, mode):
     model, images = _detector(mode), _images()
     with torch.no_grad():

@@ -134,7 +134,7 @@ class EnsembleFeatures(nn.Module):
         """The paths' maps at ``key`` as the mode asks: their mean, their concatenation or path J's."""
         if self.path is not None:
             return maps[0]
-        if len({m.shape for m in maps}) != 1:
+        if len({tuple(int(d) for d in m.shape) for m in maps}) != 1:  # ints: under ONNX tracing a size is a tensor
             shapes = ", ".join(f"path {k}: {tuple(m.shape)}" for k, m in zip(self.paths, maps))
             raise NeasError(
                 f"feature map {key!r}: the paths' maps differ in shape ({shapes}); mode {self.mode!r} "
