@@ -92,6 +92,12 @@ COMMANDS = {
         "neas.recipes.compare:main",
         (),
     ),
+    "detect": (
+        "detection transfer: train a RetinaNet with the ensemble as backbone on COCO-format data, score COCO AP",
+        "neas.schemas.detect:DetectConfig",
+        "neas.recipes.detect:main",
+        (),
+    ),
     "arch": ("print an ensemble architecture with its cost", _COMMANDS + "ArchCommand", _printed(_TOOLS + "arch"), ()),
     "space": ("print a search space", _COMMANDS + "SpaceCommand", _printed(_TOOLS + "space"), ()),
     "latency-table": (

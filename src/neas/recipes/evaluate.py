@@ -18,6 +18,7 @@ import logging
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
+from neas.detection.detector import is_detector
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
@@ -26,6 +27,7 @@ from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
 from neas.options import QualityOptions
+from neas.recipes.detect import evaluate_detector, format_eval
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
@@ -218,10 +220,15 @@ def main(cfg, args) -> None:
         check_output(args.json, inputs, args.force, "--json", inside=(MODEL, SUPERNET))
     if cfg.save_scores is not None:
         check_output(cfg.save_scores, inputs, args.force, "--save-scores", inside=(MODEL, SUPERNET))
-    result = evaluate(cfg)
+    if is_detector(cfg.checkpoint):  # a `neas detect` run: COCO box AP on its val split (or --split)
+        split = None if cfg.split == "test" else cfg.split
+        result = evaluate_detector(cfg.checkpoint, cfg.device, split, cfg.data_dir, cfg.workers)
+        show = format_eval
+    else:
+        result, show = evaluate(cfg), format_result
     if args.json is not None:
         text = json.dumps(result, indent=1)
         if args.json == "-":
             return print(text)
         write_text(args.json, text + "\n")
-    print(format_result(result))
+    print(show(result))

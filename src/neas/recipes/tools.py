@@ -10,11 +10,13 @@ import json
 
 from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
+from neas.detection.detector import is_detector
 from neas.ensemble.cascade_export import export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError
 from neas.io import check_output, check_output_dir
+from neas.recipes.detect import export_detector
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.commands import (
     ArchCommand,
@@ -62,6 +64,8 @@ def space(cfg: SpaceCommand) -> str:
 
 def export_ensemble(cfg: ExportCommand) -> str:
     """Runs ``neas export``; returns what it prints."""
+    if is_detector(cfg.checkpoint):  # a `neas detect` run
+        return export_detector(cfg)
     if cfg.cascade:
         return _export_cascade(cfg)
     check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))

@@ -8,13 +8,15 @@ import html
 import json
 from pathlib import Path
 
+from neas.detection.data import load_coco
+from neas.detection.detector import DETECTOR, PREDICTIONS
 from neas.errors import NeasError
 from neas.io import write_text
 from neas.report import plots
 from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, read_json
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["build_report", "build_compare_report"]
+__all__ = ["build_report", "build_compare_report", "build_detection_report"]
 
 
 def _figure(name: str, caption: str) -> str:
@@ -209,6 +211,8 @@ def build_report(run: "str | Path") -> Path:
         raise NeasError(f"run directory {run} does not exist")
     if (run / COMPARE).is_file():
         return build_compare_report(run)
+    if (run / DETECTOR).is_file():
+        return build_detection_report(run)
     out = run / REPORT
     out.mkdir(exist_ok=True)
     arch_file = run / "search" / ARCH
@@ -222,5 +226,74 @@ def build_report(run: "str | Path") -> Path:
         parts += _quality(out, result)
     if not parts:
         raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
+    write_text(out / "index.html", _page(run, parts))
+    return out / "index.html"
+
+
+def _ap_table(result: dict) -> str:
+    """The COCO AP table of a detection ``eval.json``, then its per-class AP."""
+
+    def cell(value) -> str:
+        return "<td>n/a</td>" if value is None else f"<td>{100 * value:.1f}</td>"
+
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    header = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    values = "<tr>" + "".join(cell(result[n]) for n in names) + "</tr>"
+    per_class = result.get("per_class") or {}
+    classes = "".join(f"<tr><td>{html.escape(str(k))}</td>{cell(v)}</tr>" for k, v in per_class.items())
+    table = f"<table>{header}{values}</table>"
+    if classes:
+        table += f"<h3>Per class</h3><table><tr><th>class</th><th>AP</th></tr>{classes}</table>"
+    return table
+
+
+def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[str]:
+    """The first ``count`` val images with their true and predicted boxes (none when the data is gone)."""
+    import numpy as np
+    from PIL import Image
+
+    data = record["data"]
+    try:
+        split = load_coco(data["data_dir"], data["val_split"], categories=record["categories"])
+    except NeasError as exc:
+        return [f"<p>(no example images: {html.escape(str(exc))})</p>"]
+    names = {c["id"]: c["name"] for c in record["categories"]}
+    detections = json.loads((run / PREDICTIONS).read_text()) if (run / PREDICTIONS).is_file() else []
+    chosen = split.images[:count]
+    found = {img["id"]: [] for img in chosen}
+    for d in detections:
+        if d["image_id"] in found:
+            found[d["image_id"]].append((names[d["category_id"]], d["score"], d["bbox"]))
+    truth = {img["id"]: [] for img in chosen}
+    for a in split.ground_truth["annotations"]:
+        if a["image_id"] in truth:
+            truth[a["image_id"]].append((names[a["category_id"]], a["bbox"]))
+    images = []
+    for img in chosen:
+        with Image.open(split.image_path(img)) as image:
+            images.append((np.asarray(image.convert("RGB")), truth[img["id"]], found[img["id"]]))
+    if not plots.plot_detections(images, out / "detections.png"):
+        return []
+    caption = "Validation images: true boxes (dashed white) and detections scoring over 0.5"
+    return ["<h2>Examples</h2>" + _figure("detections.png", caption)]
+
+
+def build_detection_report(run: "str | Path") -> Path:
+    """A `neas detect` run's page: the AP table, the training curves and example detections."""
+    run = Path(run)
+    record = read_json(run / DETECTOR, "detector record", ("data", "categories"))
+    out = run / REPORT
+    out.mkdir(exist_ok=True)
+    parts = []
+    if (run / EVAL).is_file():
+        result = read_json(run / EVAL, "detection evaluation", ("AP", "split", "images"))
+        what = f"{result.get('backbone')} {result.get('arch') or ''}".strip()
+        parts.append(
+            f"<h2>COCO box AP (%)</h2><p>{html.escape(what)} backbone, {result['images']} images of "
+            f"{html.escape(result['split'])}, after {result.get('epochs')} epochs</p>" + _ap_table(result)
+        )
+    if plots.plot_detection_training(run, out / "training.png"):
+        parts.append("<h2>Training</h2>" + _figure("training.png", "Training losses, learning rate (and val AP50)"))
+    parts += _detection_grid(run, out, record)
     write_text(out / "index.html", _page(run, parts))
     return out / "index.html"

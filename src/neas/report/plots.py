@@ -35,6 +35,8 @@ __all__ = [
     "plot_compare",
     "plot_front",
     "plot_latency_validation",
+    "plot_detection_training",
+    "plot_detections",
 ]
 
 
@@ -506,4 +508,53 @@ def plot_latency_validation(report: dict, path: "str | Path") -> Path:
     )
     ax.set(xlabel="measured end to end, mean of two passes (ms)", ylabel="predicted by the table (ms)", title=title)
     ax.title.set_fontsize(9)
+    return _save(fig, path)
+
+
+def plot_detection_training(run: Path, path: Path) -> "Path | None":
+    """A detection run's losses (total, focal classification, box regression), learning rate and val AP."""
+    metrics = MetricLogger.read(run)
+    if not metrics:
+        return None
+    epochs = [m["epoch"] + 1 for m in metrics]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for key, label in (("loss", "total"), ("classification", "focal classification"), ("bbox_regression", "box")):
+        if all(key in m for m in metrics):
+            ax.plot(epochs, [m[key] for m in metrics], "o-", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel="training loss (per image)", title="Loss")
+    ax.legend()
+    ax = axes[1]
+    ax.plot(epochs, [m["lr"] for m in metrics], "o-", ms=3, color="C3", label="lr (end of epoch)")
+    ax.set(xlabel="epoch", ylabel="learning rate", title="Learning rate and val AP")
+    evaluated = [m for m in metrics if "val_AP50" in m]
+    if evaluated:
+        twin = ax.twinx()
+        twin.plot([m["epoch"] + 1 for m in evaluated], [100 * m["val_AP50"] for m in evaluated], "s--", color="C2")
+        twin.set_ylabel("val AP50 (%)", color="C2")
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def plot_detections(images: list, path: Path, threshold: float = 0.5) -> "Path | None":
+    """A grid of images with their true boxes (dashed white) and detections scoring over ``threshold``
+    (coloured, labelled). ``images``: ``[(RGB array (H, W, 3), [(name, [x, y, w, h])], [(name, score,
+    [x, y, w, h])])]``."""
+    if not images:
+        return None
+    cols = min(4, len(images))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (pixels, truth, found) in zip(axes.flat, images):
+        ax.imshow(pixels)
+        for _, (x, y, w, h) in truth:
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="white", ls="--", lw=1))
+        shown = [d for d in found if d[1] > threshold]
+        for i, (name, score, (x, y, w, h)) in enumerate(shown):
+            color = f"C{i % 10}"
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=color, lw=1.5))
+            ax.text(x, y, f"{name} {score:.2f}", color="black", fontsize=6, va="bottom", backgroundcolor=color)
+        ax.set_title(f"{len(truth)} true, {len(shown)} found", fontsize=8)
     return _save(fig, path)

@@ -1,0 +1,178 @@
+"""``neas detect`` end to end on a tiny synthetic COCO set: the run's files, kill and resume, torchrun,
+bad flags, ``neas evaluate`` / ``neas export`` of a detection run, and the demo config (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import neas.recipes.detect as recipe
+from neas.cli import main
+from neas.config import from_dict, load_yaml
+from neas.detection.synth import write_synthetic
+from neas.errors import NeasError
+from neas.log import MetricLogger
+from neas.recipes.detect import DetectConfig, detect
+from neas.schemas.detect import DETECT_PRESETS
+
+from ..helpers import Killed
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCH = ROOT / "configs" / "detect" / "arch.json"  # a 2-path ensemble whose space reaches stride 32
+DEMO = ROOT / "configs" / "detect" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "coco"
+    write_synthetic(out, splits={"train2017": 32, "val2017": 8}, size=64, seed=0, max_objects=3)
+    return out
+
+
+def small(out, data, **kw):
+    base = dict(
+        data_dir=str(data),
+        arch=str(ARCH),
+        recipe="small",
+        epochs=2,
+        batch_size=8,
+        warmup_iters=2,
+        lr_steps=[2],
+        min_size=64,
+        max_size=64,
+        fpn_channels=32,
+        score_thresh=0.001,  # an untrained head scores near its prior, 0.01
+        workers=0,
+        device="cpu",
+        seed=1,
+        out=str(out),
+    )
+    return DetectConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def detected(data, tmp_path_factory):
+    return detect(small(tmp_path_factory.mktemp("det") / "run", data))
+
+
+def test_a_run_writes_its_evaluation_predictions_model_and_report(detected):
+    result = json.loads((detected / "eval.json").read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"} <= set(result)
+    assert (result["split"], result["images"], result["epochs"], result["backbone"]) == ("val2017", 8, 2, "neas")
+    assert set(result["per_class"]) <= {str(d) for d in range(10)}
+    predictions = json.loads((detected / "predictions.json").read_text())
+    assert predictions
+    assert {p["category_id"] for p in predictions} <= set(range(1, 11))  # COCO ids, not labels 0..9
+    assert all(len(p["bbox"]) == 4 and p["bbox"][2] >= 0 for p in predictions)
+    assert [m["epoch"] for m in MetricLogger.read(detected)] == [0, 1]
+    assert {"loss", "lr", "classification", "bbox_regression"} <= set(MetricLogger.read(detected)[0])
+    record = json.loads((detected / "detector.json").read_text())
+    assert (record["num_classes"], record["anchor_sizes"], record["fpn_channels"]) == (10, [16, 32, 64, 128, 256], 32)
+    page = (detected / "report" / "index.html").read_text()
+    assert "AP50" in page and "detections.png" in page and "training.png" in page
+    assert (detected / "report" / "detections.png").stat().st_size > 0
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(detected, data, tmp_path, kill_after):
+    restore = kill_after(recipe, "save_checkpoint", after=1)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        detect(small(out, data))
+    restore()
+    assert not (out / "model.safetensors").exists()
+    detect(small(out, data, resume=True))
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(detected / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "eval.json").read_text())["AP"] == json.loads((detected / "eval.json").read_text())["AP"]
+    with pytest.raises(NeasError, match="lr_gamma"):  # a resume with another config is refused
+        detect(small(out, data, resume=True, lr_gamma=0.5))
+
+
+def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path, capsys):
+    out = tmp_path / "again.json"
+    assert main(["evaluate", "--checkpoint", str(detected), "--json", str(out), "--device", "cpu"]) == 0
+    assert "AP50" in capsys.readouterr().out
+    again, saved = json.loads(out.read_text()), json.loads((detected / "eval.json").read_text())
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "per_class", "images", "split"):
+        assert again[key] == saved[key], key
+
+
+@pytest.mark.parametrize("mode", ["mean", "path:1"])
+def test_export_of_a_detection_run_is_verified_onnx(data, tmp_path, capsys, mode):
+    # score_thresh 0.05: an untrained head's near-equal scores (~0.01) would rank differently in onnxruntime
+    run = detect(small(tmp_path / "run", data, feature_mode=mode, score_thresh=0.05, epochs=1))
+    out = tmp_path / "detector.onnx"
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert "exported the detector as onnx" in capsys.readouterr().out
+    code = main(["export", "--checkpoint", str(run), "--format", "safetensors", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "a detection run exports as --format onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--recipe", "huge"], "recipe: unknown 'huge'"),
+        (["--backbone", "timm:nonexistent"], "is not a timm model"),
+        (["--data-dir", "{missing}"], "no such annotation file"),
+        (["--feature-mode", "path:5"], "feature_mode: path:5"),
+        (["--feature-mode", "median"], "feature_mode: unknown 'median'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_and_write_nothing(data, tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    flags = [f.format(missing=tmp_path / "nowhere") for f in flags]
+    argv = ["detect", "--data-dir", str(data), "--arch", str(ARCH), "--device", "cpu", "--out", str(out), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neas: error:") and message in err[0], err
+    assert not out.exists()
+
+
+def test_the_recipes_are_the_papers_protocol_and_flags_override_them():
+    coco = DetectConfig(data_dir="x")
+    assert (coco.recipe, coco.epochs, coco.lr_steps, coco.warmup_iters) == ("coco", 12, [8, 11], 500)
+    assert (coco.min_size, coco.max_size, coco.momentum, coco.weight_decay) == (800, 1333, 0.9, 1e-4)
+    assert coco.scaled_lr(8) == pytest.approx(0.04)  # 4 images x 8 GPUs = 32: the paper's 0.04
+    assert coco.scaled_lr(1) == pytest.approx(0.005)
+    assert DetectConfig(data_dir="x", lr=0.1).scaled_lr(8) == 0.1
+    assert DetectConfig(data_dir="x", recipe="small", epochs=3).epochs == 3
+    assert DetectConfig(data_dir="x").frozen_bn is False
+    assert DetectConfig(data_dir="x", official_checkpoint="neas_s.pth.tar").frozen_bn is True
+    assert DetectConfig(data_dir="x", backbone_weights="m.safetensors", frozen_bn=False).frozen_bn is False
+    assert DETECT_PRESETS["coco"]["lr_per_32"] == 0.04
+    with pytest.raises(NeasError, match="data_dir: required"):
+        DetectConfig()
+
+
+def test_two_processes_under_torchrun(data, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas"]
+    cmd += ["detect", "--data-dir", str(data), "--arch", str(ARCH), "--recipe", "small", "--epochs", "1"]
+    cmd += ["--batch-size", "4", "--min-size", "64", "--max-size", "64", "--fpn-channels", "32", "--workers", "0"]
+    cmd += ["--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "eval.json").read_text())["images"] == 8
+    assert "4 steps/epoch" in proc.stderr  # 32 images over 2 processes of 4
+
+
+@pytest.mark.slow
+def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
+    data = tmp_path / "detect-demo"
+    write_synthetic(data)  # what `neas synth-detection --out data/detect-demo` writes
+    config = {**load_yaml(DEMO), "data_dir": str(data), "arch": str(ARCH), "out": str(tmp_path / "run")}
+    start = time.perf_counter()
+    run = detect(from_dict(DetectConfig, config))
+    minutes = (time.perf_counter() - start) / 60
+    result = json.loads((run / "eval.json").read_text())
+    assert result["AP50"] >= 0.5, (result, minutes)
