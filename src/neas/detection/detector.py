@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch.nn as nn
+from torchvision.models.detection.retinanet import RetinaNetHead
 
-from neas.detection.model import build_retinanet, ensemble_body, timm_body
+from neas.detection.model import ASPECT_RATIOS, SCALES_PER_OCTAVE, build_retinanet, ensemble_body, timm_body
 from neas.ensemble import build_ensemble
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, save_tensors, write_json
@@ -48,6 +51,8 @@ class DetectorSpec:
     score_thresh: float
     detections_per_img: int
     data: dict  # {"data_dir", "train_split", "val_split", "max_val_images"}: what eval.json scored
+    head_norm: str = "none"  # the heads' convs: plain (RetinaNet's) or with GroupNorm ("group")
+    train_min_sizes: "list | None" = None  # multi-scale training: shorter sides drawn per training image
 
     @property
     def num_classes(self) -> int:
@@ -58,7 +63,7 @@ class DetectorSpec:
 
     @classmethod
     def from_json(cls, record: dict, where: str) -> "DetectorSpec":
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name in record or f.default is dataclasses.MISSING]
         missing = [n for n in names if n not in record]
         if missing:
             raise NeasError(f"{where}: detector record lacks {', '.join(repr(n) for n in missing)}")
@@ -80,17 +85,25 @@ def build_detector(spec: DetectorSpec, body: "tuple[nn.Module, list[int]] | None
         else:
             body = timm_body(spec.backbone[len("timm:") :])
     module, channels = body
+    head = {}
+    if spec.head_norm == "group":  # RetinaNet v2's heads (torchvision's retinanet_resnet50_fpn_v2)
+        anchors = len(ASPECT_RATIOS) * SCALES_PER_OCTAVE
+        # up to 32 groups of at least 2 channels: a 1x1 map (P7 of a small image) still normalises
+        norm = partial(nn.GroupNorm, math.gcd(32, spec.fpn_channels // 2))
+        head = {"head": RetinaNetHead(spec.fpn_channels, anchors, spec.num_classes, norm_layer=norm)}
     return build_retinanet(
         module,
         channels,
         spec.num_classes,
-        min_size=spec.min_size,
+        # torchvision draws a training image's size from the tuple and evaluates at its last entry
+        min_size=(*spec.train_min_sizes, spec.min_size) if spec.train_min_sizes else spec.min_size,
         max_size=spec.max_size,
         fpn_channels=spec.fpn_channels,
         anchor_sizes=tuple((s,) for s in spec.anchor_sizes),
         frozen_bn=spec.frozen_bn,
         score_thresh=spec.score_thresh,
         detections_per_img=spec.detections_per_img,
+        **head,
     )
 
 

@@ -134,6 +134,8 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
         max_size=cfg.max_size,
         anchor_sizes=list(cfg.anchor_sizes),
         fpn_channels=cfg.fpn_channels,
+        head_norm=cfg.head_norm,
+        train_min_sizes=cfg.train_min_sizes,
         frozen_bn=cfg.frozen_bn,
         score_thresh=cfg.score_thresh,
         detections_per_img=cfg.detections_per_img,
@@ -149,11 +151,14 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
 
 
 def _setup_optimizer(cfg: DetectConfig, model: nn.Module, steps: int, world: int):
-    """SGD on every trainable parameter with one weight decay (torchvision's detection reference leaves
-    norm layers no exception unless asked), and ``set_lr(step)``: linear warm-up, then steps by epoch."""
+    """SGD (or AdamW) on every trainable parameter with one weight decay (torchvision's detection reference
+    leaves norm layers no exception unless asked), and ``set_lr(step)``: linear warm-up, then steps by epoch."""
     lr = cfg.scaled_lr(world)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def set_lr(step: int) -> None:
         factor = cfg.lr_gamma ** sum(step // steps >= s for s in cfg.lr_steps)
@@ -166,8 +171,9 @@ def _setup_optimizer(cfg: DetectConfig, model: nn.Module, steps: int, world: int
 
 
 def _setup_loader(cfg: DetectConfig, train: CocoSplit, rank: int, world: int):
-    """The training batches: a seeded shuffle per epoch (the same on every rank, each taking its share)."""
-    dataset = DetectionDataset(train, train=True, seed=cfg.seed)
+    """The training batches: a seeded shuffle per epoch (the same on every rank, each taking its share), with
+    the dataset's seeded flips unless ``flip`` is off."""
+    dataset = DetectionDataset(train, train=cfg.flip, seed=cfg.seed)  # train=True: the seeded flips
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(
         dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate, drop_last=True
@@ -249,12 +255,18 @@ class _Detection:
             steps=len(loader),
             device=self.run.device,
             set_lr=self.set_lr,
+            after_backward=self.clip if cfg.grad_clip else None,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
         )
         metrics.update(dist.all_reduce_mean({k: float(v) / len(loader) for k, v in parts.items()}, self.run.device))
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
             metrics.update(self.run.on_main(self.quick_eval) or {})
         self.checkpoint(epoch, metrics)
+
+    def clip(self, step: int) -> None:
+        """Clips the gradients' global norm (after unscaling them when an fp16 scaler is in use)."""
+        self.precision.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
 
     def quick_eval(self) -> dict:
         """AP and AP50 on the val split (rank 0)."""

@@ -526,13 +526,15 @@ def plot_detection_training(run: Path, path: Path) -> "Path | None":
     ax.legend()
     ax = axes[1]
     ax.plot(epochs, [m["lr"] for m in metrics], "o-", ms=3, color="C3", label="lr (end of epoch)")
+    ax.set_ylim(bottom=0)
     ax.set(xlabel="epoch", ylabel="learning rate", title="Learning rate and val AP")
     evaluated = [m for m in metrics if "val_AP50" in m]
     if evaluated:
         twin = ax.twinx()
         twin.plot([m["epoch"] + 1 for m in evaluated], [100 * m["val_AP50"] for m in evaluated], "s--", color="C2")
         twin.set_ylabel("val AP50 (%)", color="C2")
-    ax.legend(loc="upper right")
+        twin.set_ylim(bottom=0)
+    ax.legend(loc="lower left")
     return _save(fig, path)
 
 

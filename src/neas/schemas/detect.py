@@ -36,6 +36,9 @@ DETECT_PRESETS: dict[str, dict] = {
         "max_size": 1333,
         "anchor_sizes": [32, 64, 128, 256, 512],
         "fpn_channels": 256,
+        "grad_clip": 0.0,
+        "head_norm": "none",
+        "optimizer": "sgd",
     },
     # CPU-size images (~128 px): anchors one octave smaller, a narrow FPN, more epochs over few images.
     "small": {
@@ -51,6 +54,9 @@ DETECT_PRESETS: dict[str, dict] = {
         "max_size": 256,
         "anchor_sizes": [16, 32, 64, 128, 256],
         "fpn_channels": 64,
+        "grad_clip": 10.0,
+        "head_norm": "group",
+        "optimizer": "sgd",
     },
 }
 
@@ -96,6 +102,9 @@ class DetectConfig(TrainOptions):
         None, "epochs after which the lr is multiplied by --lr-gamma", default_help=_FROM_RECIPE
     )
     lr_gamma: "float | None" = option(None, "lr factor at each step", default_help=_FROM_RECIPE, valid="(0, 1]")
+    optimizer: "str | None" = option(
+        None, "sgd (with --momentum) or adamw", default_help=_FROM_RECIPE, valid=("sgd", "adamw")
+    )
     momentum: "float | None" = option(None, "SGD momentum", default_help=_FROM_RECIPE, valid="[0, 1)")
     weight_decay: "float | None" = option(
         None,
@@ -105,12 +114,29 @@ class DetectConfig(TrainOptions):
     )
     min_size: "int | None" = option(None, "shorter image side after resizing", default_help=_FROM_RECIPE, valid=">= 16")
     max_size: "int | None" = option(None, "longer image side at most", default_help=_FROM_RECIPE, valid=">= 16")
+    train_min_sizes: "list[int] | None" = option(
+        None,
+        "multi-scale training: each training image's shorter side drawn from these and --min-size",
+        default_help="off",
+    )
     anchor_sizes: "list[int] | None" = option(
         None, "anchor size of each FPN level P3-P7 (5 values)", default_help=_FROM_RECIPE
     )
     fpn_channels: "int | None" = option(None, "FPN channels", default_help=_FROM_RECIPE, valid=">= 8")
+    head_norm: "str | None" = option(
+        None,
+        "the heads' convs: plain (RetinaNet's) or with GroupNorm (RetinaNet v2's; trains faster from scratch)",
+        default_help=_FROM_RECIPE,
+        valid=("none", "group"),
+    )
+    grad_clip: "float | None" = option(
+        None, "clip the gradients' global L2 norm to this (0: off)", default_help=_FROM_RECIPE, valid=">= 0"
+    )
     frozen_bn: "bool | None" = option(
         None, "freeze the backbone's BatchNorm", default_help="on with backbone weights, else off"
+    )
+    flip: bool = option(
+        True, "random horizontal flips of the training images (off for mirror-sensitive classes, e.g. digits)"
     )
     max_train_images: "int | None" = option(None, "train on the first N images only", default_help="all", valid=">= 1")
     max_val_images: "int | None" = option(None, "score the first N images only", default_help="all", valid=">= 1")
@@ -135,6 +161,8 @@ class DetectConfig(TrainOptions):
             raise NeasError(
                 f"lr_steps: expected increasing epochs >= 1 (steps past --epochs never apply), got {self.lr_steps}"
             )
+        if self.train_min_sizes is not None and any(size < 16 for size in self.train_min_sizes):
+            raise NeasError(f"train_min_sizes: expected sizes >= 16, got {self.train_min_sizes}")
         if self.min_size > self.max_size:
             raise NeasError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
         if self.frozen_bn is None:
