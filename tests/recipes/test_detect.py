@@ -79,6 +79,12 @@ def test_a_run_writes_its_evaluation_predictions_model_and_report(detected):
     assert (detected / "report" / "detections.png").stat().st_size > 0
 
 
+def test_neas_report_of_a_detection_run_writes_its_page(detected, capsys):
+    (detected / "report" / "index.html").unlink()
+    assert main(["report", str(detected)]) == 0
+    assert "COCO box AP" in (detected / "report" / "index.html").read_text()
+
+
 def test_resume_after_a_kill_equals_an_uninterrupted_run(detected, data, tmp_path, kill_after):
     restore = kill_after(recipe, "save_checkpoint", after=1)
     out = tmp_path / "run"
@@ -175,9 +181,10 @@ def test_the_demo_config_loads_and_says_how_it_runs():
 
 @pytest.mark.slow
 def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
-    """configs/detect/demo.yaml as its header runs it: 2 processes on the CPU, ~8 minutes."""
+    """configs/detect/demo.yaml as its header runs it: 2 processes on the CPU, ~7 minutes."""
     data, out = tmp_path / "detect-demo", tmp_path / "run"
-    write_synthetic(data)  # what `neas synth-detection --out data/detect-demo` writes
+    # what `neas synth-detection --out data/detect-demo --train-images 3000` writes
+    write_synthetic(data, splits={"train2017": 3000, "val2017": 150})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas"]
     cmd += ["detect", "--config", str(DEMO), "--data-dir", str(data), "--arch", str(ARCH), "--out", str(out)]
     start = time.perf_counter()
@@ -185,4 +192,5 @@ def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
     minutes = (time.perf_counter() - start) / 60
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "eval.json").read_text())
+    print(f"demo: AP50 {result['AP50']:.3f}, AP {result['AP']:.3f} in {minutes:.1f} minutes")
     assert result["AP50"] >= 0.5, (result["AP50"], minutes)
