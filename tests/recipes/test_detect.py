@@ -181,7 +181,7 @@ def test_the_demo_config_loads_and_says_how_it_runs():
 
 @pytest.mark.slow
 def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
-    """configs/detect/demo.yaml as its header runs it: 2 processes on the CPU, ~7 minutes."""
+    """configs/detect/demo.yaml as its header runs it: 2 processes on the CPU, ~8 minutes."""
     data, out = tmp_path / "detect-demo", tmp_path / "run"
     # what `neas synth-detection --out data/detect-demo --train-images 3000` writes
     write_synthetic(data, splits={"train2017": 3000, "val2017": 150})
