@@ -2,6 +2,7 @@
 boxes of every COCO area (small < 32², medium 32²–96², large > 96²)."""
 
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -128,3 +129,12 @@ def test_equals_pycocotools_cocoeval_on_many_coco_like_images():
     got = coco_ap(gt, dets)
     assert [got[name] for name in STAT_NAMES] == pytest.approx(list(reference[:6]), abs=1e-12)
     assert 0.05 < got["AP"] < 0.95  # a case where matching decides something
+
+
+def test_prints_and_logs_nothing(capsys, caplog):
+    from benchmarks.bench_coco_eval import coco_like
+
+    gt, dets = coco_like(images=3, categories=2, boxes=2, detections=4)
+    with caplog.at_level(logging.DEBUG):
+        coco_ap(gt, dets)
+    assert caplog.records == [] and capsys.readouterr() == ("", "")

@@ -5,8 +5,8 @@
 ``categories``) with faster-coco-eval's ``COCOeval_faster`` (``iouType="bbox"``): pycocotools'
 ``COCOeval`` with its matching in C++, the same 12 statistics to 1e-16 and 3.9x faster on 500
 COCO-like images (``benchmarks/bench_coco_eval.py``; the tests check it against pycocotools
-itself). Both follow the COCO protocol: IoU thresholds 0.50:0.05:0.95, 101-point interpolated precision, at most 100 detections per
-image, areas small < 32², medium 32²–96², large > 96².
+itself). Both follow the COCO protocol: IoU thresholds 0.50:0.05:0.95, 101-point interpolated
+precision, at most 100 detections per image, areas small < 32², medium 32²–96², large > 96².
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def coco_ap(ground_truth: dict, detections: list[dict]) -> dict:
             }
         )
         dt = _index({"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": results})
-        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator = COCOeval(gt, dt, iouType="bbox", print_function=_quiet)  # its progress and table
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -58,10 +58,14 @@ def coco_ap(ground_truth: dict, detections: list[dict]) -> dict:
 
 def _index(dataset: dict) -> COCO:
     """A pycocotools ``COCO`` over ``dataset`` without a file."""
-    coco = COCO()
+    coco = COCO(print_function=_quiet)
     coco.dataset = dataset
     coco.createIndex()
     return coco
+
+
+def _quiet(*args, **kwargs) -> None:
+    """faster-coco-eval's ``print_function``: it logs its progress and table at INFO otherwise."""
 
 
 def _value(stat) -> float | None:
