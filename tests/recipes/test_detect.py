@@ -25,7 +25,7 @@ from ..helpers import Killed
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = ROOT / "configs" / "detect" / "arch.json"  # a 2-path ensemble whose space reaches stride 32
-DEMO = ROOT / "configs" / "detect" / "demo.yaml"
+DEMO = ROOT / "configs" / "detect-demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +176,19 @@ def test_two_processes_under_torchrun(data, tmp_path):
 def test_the_demo_config_loads_and_says_how_it_runs():
     cfg = from_dict(DetectConfig, load_yaml(DEMO))
     assert (cfg.recipe, cfg.flip, cfg.head_norm, cfg.arch) == ("small", False, "group", "configs/detect/arch.json")
-    assert DEMO.read_text().startswith("# torchrun --nproc_per_node 2 -m neas detect --config configs/detect/demo.yaml")
+    assert DEMO.read_text().startswith("# torchrun --nproc_per_node 2 -m neas detect --config configs/detect-demo.yaml")
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("NEAS_DEMO") != "1",
+    reason="the 8-minute detection demo on both cores (the suite's budget is 10): NEAS_DEMO=1 pytest -k demo_config",
+)
 def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
-    """configs/detect/demo.yaml as its header runs it: 2 processes on the CPU, ~8 minutes."""
+    """configs/detect-demo.yaml as its header runs it: 2 processes on the CPU, ~8 minutes. Opt-in (NEAS_DEMO=1):
+    it alone takes most of the suite's 10-minute budget on 2 cores."""
     data, out = tmp_path / "detect-demo", tmp_path / "run"
-    # what `neas synth-detection --out data/detect-demo --train-images 3000` writes
+    # what `neas synth-detection --out data/detect-demo` writes
     write_synthetic(data, splits={"train2017": 3000, "val2017": 150})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "neas"]
     cmd += ["detect", "--config", str(DEMO), "--data-dir", str(data), "--arch", str(ARCH), "--out", str(out)]

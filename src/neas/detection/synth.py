@@ -47,8 +47,8 @@ def write_synthetic(
 ) -> dict:
     """Writes the synthetic set into ``out`` (new or empty); returns {split: number of images}.
 
-    ``splits``: {name: images}, default ``{"train2017": 600, "val2017": 150}``."""
-    splits = {"train2017": 600, "val2017": 150} if splits is None else dict(splits)
+    ``splits``: {name: images}, default ``{"train2017": 3000, "val2017": 150}``."""
+    splits = {"train2017": 3000, "val2017": 150} if splits is None else dict(splits)
     out = Path(out)
     _check_arguments(out, splits, size, max_objects)
     digits, pools = _digit_pools(seed)

@@ -2,7 +2,7 @@
 timm network), trained on a COCO-format split and scored with COCO box AP on another.
 
     neas synth-detection --out data/detect-demo
-    neas detect --config configs/detect/demo.yaml
+    neas detect --config configs/detect-demo.yaml
     torchrun --nproc_per_node 8 -m neas detect --data-dir /data/coco --arch neas-s \\
         --official-checkpoint neas_s.pth.tar --recipe coco --out runs/detect-neas-s
 

@@ -148,7 +148,7 @@ class SynthDetectionCommand:
     """write a small synthetic COCO-format detection set of pasted 8x8 digits"""
 
     out: str = option(None, "where to write ROOT/annotations/ and ROOT/<split>/ (new or empty)", required=True)
-    train_images: int = option(600, "images in train2017", valid=">= 1")
+    train_images: int = option(3000, "images in train2017 (what configs/detect-demo.yaml needs)", valid=">= 1")
     val_images: int = option(150, "images in val2017 (digits unseen in train2017)", valid=">= 1")
     size: int = option(128, "image side in pixels (over 100: large objects too)", valid=">= 16")
     seed: int = option(0, "seed of the draw", valid=">= 0")
