@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import neas.recipes.detect as recipe
 from neas.cli import main
-from neas.config import from_dict, load_yaml
+from neas.config import from_dict, load_yaml, to_dict
 from neas.detection.synth import write_synthetic
 from neas.errors import NeasError
 from neas.log import MetricLogger
@@ -99,6 +100,25 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(detected, data, tmp_pat
     assert json.loads((out / "eval.json").read_text())["AP"] == json.loads((detected / "eval.json").read_text())["AP"]
     with pytest.raises(NeasError, match="lr_gamma"):  # a resume with another config is refused
         detect(small(out, data, resume=True, lr_gamma=0.5))
+
+
+def test_sigkill_mid_training_then_resume_ends_with_the_same_weights(detected, data, tmp_path):
+    """A real ``kill -9`` of a ``neas detect`` process after its first epoch's checkpoint, then ``--resume``."""
+    out = tmp_path / "run"
+    config = tmp_path / "detect.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in to_dict(small(out, data)).items() if k != "resume"}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "neas", "detect", "--config", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not any((out / "checkpoints").glob("*.safetensors")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "the run finished before it was killed"
+    assert main(["detect", "--config", str(config), "--resume"]) == 0
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(detected / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path, capsys):
