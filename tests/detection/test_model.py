@@ -193,3 +193,23 @@ def test_benchmark_quick_mode_runs():
     result = detection_step({"input": 64, "batch": 1, "repeats": 1, "warmup": 0})
     assert result.ours_s > 0 and result.baseline_s > 0
     assert result.extra["neas_macs"] == result.extra["neas_macs_counter"]
+
+
+def test_a_timm_backbone_starts_from_a_timm_checkpoint_read_without_unpickling(tmp_path):
+    """The paper's MobileNetV3 row uses an ImageNet-pretrained backbone: --backbone-weights FILE for timm."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    classifier = timm.create_model("mobilenetv3_large_100", pretrained=False)
+    save_file(classifier.state_dict(), str(tmp_path / "mnv3.safetensors"))
+    body, _ = timm_body("mobilenetv3_large_100", tmp_path / "mnv3.safetensors")
+    got = dict(body.named_parameters())
+    stem = next(k for k in got if k.endswith("conv_stem.weight"))
+    assert torch.equal(got[stem], classifier.conv_stem.weight)
+    scratch, _ = timm_body("mobilenetv3_large_100")
+    assert not torch.equal(dict(scratch.named_parameters())[stem], classifier.conv_stem.weight)
+    (tmp_path / "other.safetensors").write_bytes(b"not a checkpoint")
+    for bad in ("other.safetensors", "missing.pth"):
+        with pytest.raises(NeasError, match=f"--backbone-weights .*{bad}"):
+            timm_body("mobilenetv3_large_100", tmp_path / bad)

@@ -147,7 +147,7 @@ def test_export_of_a_detection_run_is_verified_onnx(data, tmp_path, capsys, mode
     "flags, message",
     [
         (["--recipe", "huge"], "recipe: unknown 'huge'"),
-        (["--backbone", "timm:nonexistent"], "is not a timm model"),
+        (["--backbone", "timm:nonexistent"], "is not a timm 1"),
         (["--data-dir", "{missing}"], "no such annotation file"),
         (["--feature-mode", "path:5"], "feature_mode: path:5"),
         (["--feature-mode", "median"], "feature_mode: unknown 'median'"),

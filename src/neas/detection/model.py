@@ -17,12 +17,14 @@ the maps at output strides 8, 16 and 32 (C3-C5) as an ordered dict, then torchvi
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from timm.layers import BatchNormAct2d, FrozenBatchNormAct2d
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -128,9 +130,11 @@ class _TimmFeatures(nn.Module):
         return OrderedDict((str(i), f) for i, f in enumerate(self.net(x)))
 
 
-def timm_body(name: str) -> tuple[nn.Module, list[int]]:
-    """timm's ``name`` (random init, no download) as a body: its maps at strides 8, 16, 32 under
-    the keys ``"0"``, ``"1"``, ``"2"``, and their channel counts."""
+def timm_body(name: str, weights: "str | Path | None" = None) -> tuple[nn.Module, list[int]]:
+    """timm's ``name`` as a body: its maps at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
+    ``"2"``, and their channel counts. ``weights``: a timm checkpoint of the classification network
+    (safetensors, or a torch file read with ``weights_only=True``: nothing unpickled beyond tensors),
+    loaded by timm's own pretrained loader; random init without (nothing is downloaded)."""
     if not isinstance(name, str) or not timm.is_model(name):
         raise NeasError(
             f"timm model {show(name)}: not a model timm {timm.__version__} knows"
@@ -147,7 +151,23 @@ def timm_body(name: str) -> tuple[nn.Module, list[int]]:
         net = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
     except (RuntimeError, AttributeError, TypeError) as exc:  # a model without feature extraction
         raise NeasError(f"timm model {name!r}: cannot return feature maps ({exc})") from None
+    if weights is not None:
+        net = _timm_pretrained(name, Path(weights), indices)
     return _TimmFeatures(net), list(net.feature_info.channels())
+
+
+def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
+    """``name``'s feature network with the classification weights of ``weights`` (timm's loader, strict)."""
+    if not weights.is_file():
+        raise NeasError(f"--backbone-weights {weights}: no such file (a timm checkpoint of {name})")
+    overlay = {"file": str(weights)}
+    try:
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, out_indices=indices
+        )
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NeasError(f"--backbone-weights {weights}: not a checkpoint of timm's {name} ({first[:200]})") from None
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:

@@ -122,7 +122,7 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
         )
         space = space.to_dict()
     else:
-        body, arch, space, classes = timm_body(cfg.backbone[len("timm:") :]), None, None, None
+        body, arch, space, classes = timm_body(cfg.timm_name, cfg.backbone_weights), None, None, None
     spec = DetectorSpec(
         backbone=cfg.backbone,
         arch=arch,

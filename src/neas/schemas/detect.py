@@ -1,7 +1,7 @@
 """The schema of ``neas detect`` and its recipe presets (issue 27): a RetinaNet with a neas ensemble
 (or a timm network) as the backbone, trained and scored on a COCO-format dataset.
 
-The ``coco`` recipe is the paper's detection-transfer protocol (NEAS §4.3, after MobileNetV3's):
+The ``coco`` recipe is the paper's detection-transfer protocol (NEAS §4.4 and Table 6, the settings of FairNAS):
 RetinaNet, COCO train2017 -> val2017, 12 epochs, 32 images per step (4 per GPU on 8 GPUs), SGD with
 momentum 0.9 and weight decay 1e-4, learning rate 0.04 for those 32 images with a 500-iteration
 linear warm-up, x0.1 after epochs 8 and 11, images resized to a shorter side of 800 (longer <= 1333).
@@ -22,7 +22,7 @@ __all__ = ["DETECT_PRESETS", "DetectConfig", "FEATURE_MODES"]
 FEATURE_MODES = ("mean", "concat", "path:J")  # neas.ensemble.features.MODES, spelled here without torch
 
 DETECT_PRESETS: dict[str, dict] = {
-    # The paper's protocol (§4.3): batch 32 in all (4 per process on 8 GPUs), lr 0.04 per 32 images.
+    # The paper's protocol (§4.4): batch 32 in all (4 per process on 8 GPUs), lr 0.04 per 32 images.
     "coco": {
         "epochs": 12,
         "batch_size": 4,
@@ -81,7 +81,9 @@ class DetectConfig(TrainOptions):
     backbone: str = option("neas", "neas (an ensemble: --arch) or timm:<model name>")
     arch: str = option("neas-s", "with --backbone neas: neas-s, neas-m, neas-l or an arch JSON file")
     space: "str | None" = option(None, "search space of --arch", default_help="the arch file's, else imagenet")
-    backbone_weights: "str | None" = option(None, "backbone weights: a `neas retrain` model.safetensors")
+    backbone_weights: "str | None" = option(
+        None, "backbone weights: a `neas retrain` model.safetensors; with timm:<name>, a timm checkpoint of <name>"
+    )
     official_checkpoint: "str | None" = option(None, "backbone weights: a released NEAS .pth.tar (e.g. neas_s)")
     feature_mode: str = option("mean", "after the split, the FPN sees the paths' mean map, their concat, or path:J")
     out: str = option("runs/detect", "run directory")
@@ -168,25 +170,34 @@ class DetectConfig(TrainOptions):
         if self.frozen_bn is None:
             self.frozen_bn = self.backbone_weights is not None or self.official_checkpoint is not None
 
+    @property
+    def timm_name(self) -> "str | None":
+        """The timm model of ``--backbone timm:<name>``; None for a neas backbone."""
+        return self.backbone[len("timm:") :] if self.backbone.startswith("timm:") else None
+
     def _check_backbone(self) -> None:
+        if self.backbone_weights is not None and self.official_checkpoint is not None:
+            raise NeasError("give --backbone-weights or --official-checkpoint, not both")
         if self.backbone == "neas":
-            if self.backbone_weights is not None and self.official_checkpoint is not None:
-                raise NeasError("give --backbone-weights or --official-checkpoint, not both")
             return
-        name = self.backbone[len("timm:") :] if self.backbone.startswith("timm:") else ""
-        if not name:
+        if not self.timm_name:
             raise NeasError(
                 f"backbone: unknown {self.backbone!r}; choose neas or timm:<model name>, e.g. timm:resnet18"
             )
-        if self.backbone_weights is not None or self.official_checkpoint is not None or self.feature_mode != "mean":
+        if self.official_checkpoint is not None or self.feature_mode != "mean":
             raise NeasError(
-                "--backbone-weights, --official-checkpoint and --feature-mode are for --backbone neas; "
-                f"{self.backbone} starts from random weights"
+                f"--official-checkpoint and --feature-mode are for --backbone neas, not {self.backbone} "
+                "(its pretrained weights: --backbone-weights FILE, a timm checkpoint)"
             )
         import timm  # imports torch: only when a timm backbone is checked
 
-        if not timm.is_model(name):
-            raise NeasError(f"backbone: {name!r} is not a timm model (see timm.list_models())")
+        from neas.errors import suggest
+
+        if not timm.is_model(self.timm_name):
+            raise NeasError(
+                f"backbone: {self.timm_name!r} is not a timm {timm.__version__} model"
+                f"{suggest(self.timm_name, timm.list_models())}; see timm.list_models()"
+            )
 
     def scaled_lr(self, world: int) -> float:
         """The learning rate of ``world`` processes: ``lr`` when given, else ``lr_per_32`` scaled linearly
