@@ -257,5 +257,5 @@ def test_a_flip_mirrors_the_image_and_its_boxes(tmp_path):
 def test_data_module_reads_png_bytes_of_odd_modes_without_a_file_name():
     buffer = io.BytesIO()
     Image.new("LA", (3, 2), (9, 100)).save(buffer, format="PNG")
-    rgb = data_module._to_rgb(Image.open(buffer))
+    rgb = data_module.to_rgb(Image.open(buffer))
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8 and (rgb == 9).all()

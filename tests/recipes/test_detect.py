@@ -128,6 +128,13 @@ def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path
     again, saved = json.loads(out.read_text()), json.loads((detected / "eval.json").read_text())
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "per_class", "images", "split"):
         assert again[key] == saved[key], key
+    scores = tmp_path / "scores.npz"
+    assert main(["evaluate", "--checkpoint", str(detected), "--save-scores", str(scores)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neas: error: --save-scores: for classification ensembles") and "\n" not in err
+    assert not scores.exists()
+    record = json.loads((detected / "detector.json").read_text())
+    assert Path(record["data"]["data_dir"]).is_absolute()  # evaluate/export/report work from any directory
 
 
 @pytest.mark.parametrize("mode", ["mean", "path:1"])
@@ -219,3 +226,4 @@ def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
     result = json.loads((out / "eval.json").read_text())
     print(f"demo: AP50 {result['AP50']:.3f}, AP {result['AP']:.3f} in {minutes:.1f} minutes")
     assert result["AP50"] >= 0.5, (result["AP50"], minutes)
+    assert minutes < 10, minutes

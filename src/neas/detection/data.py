@@ -45,7 +45,7 @@ from PIL import Image
 from neas.errors import NeasError, show
 from neas.seeding import stream_seed
 
-__all__ = ["CocoSplit", "load_coco", "DetectionDataset", "collate", "MAX_ANNOTATION_BYTES"]
+__all__ = ["CocoSplit", "load_coco", "DetectionDataset", "collate", "to_rgb", "MAX_ANNOTATION_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _flipped(seed: int, epoch: int, index: int) -> bool:
     return random.Random(stream_seed(seed, _FLIP, epoch, index)).random() < 0.5
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def to_rgb(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of any PIL mode; 16/32-bit grayscale scaled from 0..65535."""
     if image.mode.startswith("I") or image.mode == "F":
         gray = np.asarray(image, dtype=np.float64)
@@ -314,7 +314,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                     f"{path}: the image is {image.size[0]}x{image.size[1]} pixels but "
                     f"{self.data.annotation_file} says {info['width']}x{info['height']} (image id {info['id']})"
                 )
-            pixels = _to_rgb(image)
+            pixels = to_rgb(image)
         tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
         target = self.data.targets[info["id"]]
         boxes = torch.tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2

@@ -140,7 +140,7 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
         score_thresh=cfg.score_thresh,
         detections_per_img=cfg.detections_per_img,
         data={
-            "data_dir": cfg.data_dir,
+            "data_dir": str(Path(cfg.data_dir).resolve()),  # the run moves; its data stays where it is
             "train_split": cfg.train_split,
             "val_split": cfg.val_split,
             "max_val_images": cfg.max_val_images,
@@ -411,11 +411,14 @@ def export_detector(cfg) -> str:
     try:
         val = load_coco(spec.data["data_dir"], spec.data["val_split"], categories=spec.categories)
         images = [DetectionDataset(val, train=False)[i][0] for i in range(min(2, len(val.images)))]
-    except NeasError:
+        which = f"{len(images)} {spec.data['val_split']} images"
+    except NeasError as exc:
+        log.warning("the val split cannot be read (%s): verifying on random images instead", exc)
         generator = torch.Generator().manual_seed(0)
         images = [torch.rand(3, spec.min_size, spec.min_size, generator=generator) for _ in range(2)]
+        which = "2 random images (the val split cannot be read)"
     check = export_detector_onnx(model, cfg.out, images, opset=cfg.opset)
     return (
-        f"exported the detector as onnx to {cfg.out}; verified on {check['images']} images: max |difference| from "
+        f"exported the detector as onnx to {cfg.out}; verified on {which}: max |difference| from "
         f"PyTorch {check['max_abs_diff_boxes']:.2e} px (boxes), {check['max_abs_diff_scores']:.2e} (scores)"
     )

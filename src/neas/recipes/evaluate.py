@@ -213,18 +213,25 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_detection_flags(cfg) -> None:
+    """Refuses the classification-only options on a detection run (they would be ignored)."""
+    if cfg.save_scores is not None:
+        raise NeasError(f"--save-scores: for classification ensembles, not a detection run ({cfg.checkpoint})")
+
+
 def main(cfg, args) -> None:
     """`neas evaluate`: prints the result, or writes it as JSON (``--json``)."""
     inputs = (cfg.checkpoint, cfg.official_checkpoint)
     if args.json not in (None, "-"):
         check_output(args.json, inputs, args.force, "--json", inside=(MODEL, SUPERNET))
-    if cfg.save_scores is not None:
-        check_output(cfg.save_scores, inputs, args.force, "--save-scores", inside=(MODEL, SUPERNET))
     if is_detector(cfg.checkpoint):  # a `neas detect` run: COCO box AP on its val split (or --split)
-        split = None if cfg.split == "test" else cfg.split
+        _check_detection_flags(cfg)
+        split = None if cfg.split == "test" else cfg.split  # the schema's default: the run's own val split
         result = evaluate_detector(cfg.checkpoint, cfg.device, split, cfg.data_dir, cfg.workers)
         show = format_eval
     else:
+        if cfg.save_scores is not None:
+            check_output(cfg.save_scores, inputs, args.force, "--save-scores", inside=(MODEL, SUPERNET))
         result, show = evaluate(cfg), format_result
     if args.json is not None:
         text = json.dumps(result, indent=1)

@@ -8,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from neas.detection.data import load_coco
+from neas.detection.data import load_coco, to_rgb
 from neas.detection.detector import DETECTOR, PREDICTIONS
 from neas.errors import NeasError
 from neas.io import write_text
@@ -249,7 +249,6 @@ def _ap_table(result: dict) -> str:
 
 def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[str]:
     """The first ``count`` val images with their true and predicted boxes (none when the data is gone)."""
-    import numpy as np
     from PIL import Image
 
     data = record["data"]
@@ -271,7 +270,7 @@ def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[
     images = []
     for img in chosen:
         with Image.open(split.image_path(img)) as image:
-            images.append((np.asarray(image.convert("RGB")), truth[img["id"]], found[img["id"]]))
+            images.append((to_rgb(image), truth[img["id"]], found[img["id"]]))  # as training decodes it
     if not plots.plot_detections(images, out / "detections.png"):
         return []
     caption = "Validation images: true boxes (dashed white) and detections scoring over 0.5"
