@@ -17,6 +17,8 @@ from neas.config import option
 from neas.errors import NeasError, show, suggest
 
 __all__ = [
+    "FEATURE_MODES",
+    "parse_feature_mode",
     "Amount",
     "parse_amount",
     "CORRUPTIONS",
@@ -130,6 +132,24 @@ def parse_severities(spec: str) -> list[int]:
             f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)"
         )
     return values
+
+
+FEATURE_MODES = ("mean", "concat", "path:J")  # what a detector's neck sees after the split (neas.ensemble.features)
+
+
+def parse_feature_mode(mode: str, num_paths: "int | None" = None) -> "int | None":
+    """Path J of ``"path:J"``, None for ``mean`` and ``concat``; with ``num_paths``, J must be a path of
+    the ensemble. NeasError naming ``feature_mode`` otherwise."""
+    if mode in ("mean", "concat"):
+        return None
+    prefix, _, index = str(mode).partition(":")
+    if prefix != "path" or not index.isdigit():
+        raise NeasError(f"feature_mode: unknown {mode!r}; choose mean, concat or path:J (J a path index, e.g. path:0)")
+    if num_paths is not None and int(index) >= num_paths:
+        raise NeasError(
+            f"feature_mode: {mode} names a path the {num_paths}-path ensemble lacks (paths 0..{num_paths - 1})"
+        )
+    return int(index)
 
 
 @dataclass

@@ -152,9 +152,9 @@ def test_shared_strides_alone_run_no_path():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"mode": "max"}, "feature mode 'max'"),
-        ({"mode": "path:2"}, r"J in 0\.\.1"),
-        ({"mode": "path:x"}, "feature mode"),
+        ({"mode": "max"}, "feature_mode: unknown 'max'"),
+        ({"mode": "path:2"}, r"feature_mode: path:2 names a path the 2-path ensemble lacks \(paths 0\.\.1\)"),
+        ({"mode": "path:x"}, "feature_mode: unknown 'path:x'"),
         ({"strides": (8, 64)}, r"output strides \[1, 2, 4, 8\]"),
         ({"strides": ()}, "output strides"),
     ],

@@ -27,11 +27,12 @@ import torch.nn as nn
 
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
+from neas.options import FEATURE_MODES, parse_feature_mode
 from neas.space import FIRST, HEAD, LAYER, STEM, Piece, path_pieces, trunk_pieces
 
 __all__ = ["EnsembleFeatures", "MODES", "HEAD_KEY", "stage_ends"]
 
-MODES = ("mean", "concat", "path:J")
+MODES = FEATURE_MODES  # neas.options owns the names and their parsing (parse_feature_mode)
 HEAD_KEY = "head"  # the key of the last 1x1 conv's map (each path's '960 conv', before pooling)
 
 
@@ -74,7 +75,7 @@ class EnsembleFeatures(nn.Module):
     def __init__(self, net: EnsembleNet, strides=(8, 16, 32), mode: str = "mean", last_conv: bool = False):
         super().__init__()
         self.net, self.mode, self.last_conv = net, mode, last_conv
-        self.path = _parse_mode(mode, net.num_paths)
+        self.path = parse_feature_mode(mode, net.num_paths)
         ends = stage_ends(net)
         unknown = [s for s in strides if s not in ends]
         if unknown or not strides:
@@ -141,13 +142,3 @@ class EnsembleFeatures(nn.Module):
                 f"needs equal ones, use 'path:J'"
             )
         return torch.cat(maps, 1) if self.mode == "concat" else torch.stack(maps).mean(0)
-
-
-def _parse_mode(mode: str, num_paths: int) -> "int | None":
-    """The path of ``"path:J"`` mode, None for ``mean`` and ``concat``; NeasError for anything else."""
-    if mode in ("mean", "concat"):
-        return None
-    prefix, _, index = str(mode).partition(":")
-    if prefix == "path" and index.isdigit() and int(index) < num_paths:
-        return int(index)
-    raise NeasError(f"feature mode {mode!r}: expected 'mean', 'concat' or 'path:J' with J in 0..{num_paths - 1}")

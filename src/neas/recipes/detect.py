@@ -36,6 +36,7 @@ from neas.detection.model import ensemble_body, load_backbone_net, timm_body
 from neas.errors import NeasError
 from neas.io import check_output
 from neas.log import MetricLogger
+from neas.options import parse_feature_mode
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.schemas.detect import DetectConfig
 from neas.space import EnsembleArch, resolve_arch_and_space
@@ -96,11 +97,7 @@ def _check_backbone(cfg: DetectConfig) -> "tuple | None":
     if cfg.backbone != "neas":
         return None
     arch, space = resolve_arch_and_space(cfg.arch, cfg.space)
-    if cfg.feature_mode.startswith("path:") and int(cfg.feature_mode[5:]) >= arch.num_paths:
-        raise NeasError(
-            f"feature_mode: {cfg.feature_mode} names a path the {arch.num_paths}-path ensemble {cfg.arch} lacks "
-            f"(paths 0..{arch.num_paths - 1})"
-        )
+    parse_feature_mode(cfg.feature_mode, arch.num_paths)  # before the data loads (EnsembleFeatures checks it too)
     return arch, space
 
 

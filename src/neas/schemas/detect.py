@@ -10,16 +10,13 @@ The ``small`` recipe trains on CPU-size data (e.g. ``neas synth-detection``'s 12
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from neas.config import check_valid, option, validate_fields
 from neas.errors import NeasError
-from neas.options import TrainOptions
+from neas.options import FEATURE_MODES, TrainOptions, parse_feature_mode
 
 __all__ = ["DETECT_PRESETS", "DetectConfig", "FEATURE_MODES"]
-
-FEATURE_MODES = ("mean", "concat", "path:J")  # neas.ensemble.features.MODES, spelled here without torch
 
 DETECT_PRESETS: dict[str, dict] = {
     # The paper's protocol (§4.4): batch 32 in all (4 per process on 8 GPUs), lr 0.04 per 32 images.
@@ -61,11 +58,6 @@ DETECT_PRESETS: dict[str, dict] = {
 }
 
 _FROM_RECIPE = "the recipe's"
-
-
-def _check_feature_mode(mode: str) -> None:
-    if mode not in ("mean", "concat") and not re.fullmatch(r"path:\d+", mode):
-        raise NeasError(f"feature_mode: unknown {mode!r}; choose mean, concat or path:J (J a path index, e.g. path:0)")
 
 
 @dataclass
@@ -156,7 +148,7 @@ class DetectConfig(TrainOptions):
         if self.data_dir is None:
             raise NeasError("data_dir: required (a COCO-format root; `neas synth-detection --out DIR` writes one)")
         self._check_backbone()
-        _check_feature_mode(self.feature_mode)
+        parse_feature_mode(self.feature_mode)
         if len(self.anchor_sizes) != 5 or any(s < 1 for s in self.anchor_sizes):
             raise NeasError(f"anchor_sizes: expected 5 sizes >= 1 (P3-P7), got {self.anchor_sizes}")
         if self.lr_steps != sorted(set(self.lr_steps)) or any(s < 1 for s in self.lr_steps):
