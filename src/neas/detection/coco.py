@@ -21,7 +21,7 @@ from faster_coco_eval import COCOeval_faster as COCOeval
 
 from neas.errors import NeasError, show
 
-__all__ = ["coco_ap", "STAT_NAMES"]
+__all__ = ["coco_ap", "is_number", "STAT_NAMES"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6], in its order
 
@@ -113,12 +113,13 @@ def _field(entry, key: str, where: str):
 
 def _check_box(entry: dict, where: str) -> None:
     box = _field(entry, "bbox", where)
-    ok = isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) for v in box)
+    ok = isinstance(box, (list, tuple)) and len(box) == 4 and all(is_number(v) for v in box)
     if not ok or box[2] < 0 or box[3] < 0:
         raise NeasError(f"{where}: 'bbox' must be [x, y, w, h] of finite numbers with w, h >= 0, got {show(box)}")
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite int or float, not a bool: what a COCO number field may hold."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -144,7 +145,7 @@ def _check_ground_truth(ground_truth: dict) -> tuple[set, dict]:
         ids.add(ann_id)
         _check_reference(ann, images, categories, where)
         _check_box(ann, where)
-        if "area" in ann and not _is_number(ann["area"]):
+        if "area" in ann and not is_number(ann["area"]):
             raise NeasError(f"{where}: 'area' must be a finite number, got {show(ann['area'])}")
     return images, categories
 
@@ -169,7 +170,7 @@ def _check_detections(detections: list[dict], images: set, categories: dict) -> 
         _check_reference(det, images, categories, where)
         _check_box(det, where)
         score = _field(det, "score", where)
-        if not _is_number(score):
+        if not is_number(score):
             raise NeasError(f"{where}: 'score' must be a finite number, got {show(score)}")
         x, y, w, h = (float(v) for v in det["bbox"])
         results.append(

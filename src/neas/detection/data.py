@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neas.detection.coco import is_number as _is_number
 from neas.errors import NeasError, show
 from neas.seeding import stream_seed
 
@@ -137,10 +137,6 @@ def _read_json(path: Path) -> dict:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _entry(entry, where: str, fields: dict) -> None:
