@@ -50,8 +50,7 @@ from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODE
 RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
-RANK_ARGS = ["--num-archs", "30", "--from-space", "full", "--scratch-epochs", "3", "--scratch-batch-size", "128"]
-RANK_ARGS += ["--seed", "0"]
+RANK_ARGS = "--num-archs 30 --from-space full --scratch-epochs 3 --scratch-batch-size 128 --seed 0".split()
 RETRAINS = 3  # trainings of every searched network: the pipeline's own and two more
 ROW = {"diversity": "neas", "quality": "quality", "accuracy": "accuracy", "none": "none"}  # shrink mode -> row
 COMPARE = RUNS / "compare"

@@ -121,6 +121,14 @@ def test_sigkill_mid_training_then_resume_ends_with_the_same_weights(detected, d
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_relative_data_dir_is_recorded_resolved(data, tmp_path, monkeypatch):
+    """evaluate / export / report of the run then work from any directory."""
+    monkeypatch.chdir(data.parent)
+    run = detect(small(tmp_path / "run", data, data_dir=data.name, epochs=1, lr_steps=[1], max_val_images=2))
+    record = json.loads((run / "detector.json").read_text())
+    assert record["data"]["data_dir"] == str(data.resolve())
+
+
 def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path, capsys):
     out = tmp_path / "again.json"
     assert main(["evaluate", "--checkpoint", str(detected), "--json", str(out), "--device", "cpu"]) == 0
@@ -133,8 +141,6 @@ def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("neas: error: --save-scores: for classification ensembles") and "\n" not in err
     assert not scores.exists()
-    record = json.loads((detected / "detector.json").read_text())
-    assert Path(record["data"]["data_dir"]).is_absolute()  # evaluate/export/report work from any directory
 
 
 @pytest.mark.parametrize("mode", ["mean", "path:1"])

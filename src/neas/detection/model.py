@@ -148,10 +148,11 @@ def timm_body(name: str, weights: "str | Path | None" = None) -> tuple[nn.Module
                 f"timm model {name!r}: its feature maps have strides {reductions}; a RetinaNet body needs "
                 f"{list(STRIDES)}"
             )
-        net = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
+        if weights is None:
+            net = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
     except (RuntimeError, AttributeError, TypeError) as exc:  # a model without feature extraction
         raise NeasError(f"timm model {name!r}: cannot return feature maps ({exc})") from None
-    if weights is not None:
+    if weights is not None:  # built once, by timm's pretrained loader (its errors name the file)
         net = _timm_pretrained(name, Path(weights), indices)
     return _TimmFeatures(net), list(net.feature_info.channels())
 
