@@ -52,7 +52,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float normalised with the ImageNet mean and std."""
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std
+    return (images.to(torch.get_default_dtype()) - mean) / std
 
 
 def _randaugment(images: torch.Tensor, policy: str, seeds: "list[int]") -> torch.Tensor:

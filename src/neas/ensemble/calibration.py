@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from neas.errors import NeasError
+from neas.nn.precision import full_precision
 
 __all__ = ["fit_temperature", "ensemble_logits"]
 
@@ -19,7 +20,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
     """
     if len(labels) == 0:
         raise NeasError("no held-out images to fit a temperature on")
-    logits, labels = logits.detach().float().cpu(), labels.cpu()
+    logits, labels = full_precision(logits.detach()).cpu(), labels.cpu()
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
     lo, hi = (torch.tensor(b).log() for b in bounds)
@@ -45,6 +46,6 @@ def ensemble_logits(net, batches) -> tuple[torch.Tensor, torch.Tensor]:
     net.eval()
     logits, labels = [], []
     for x, y in batches:
-        logits.append(net(x).float().cpu())
+        logits.append(full_precision(net(x)).cpu())
         labels.append(y.cpu())
     return torch.cat(logits), torch.cat(labels)

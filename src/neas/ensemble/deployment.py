@@ -25,6 +25,7 @@ from neas.ensemble.cascade import cascade_curve, cascade_summary, fit_thresholds
 from neas.ensemble.metrics import path_logits_on
 from neas.ensemble.model import EnsembleNet
 from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
+from neas.nn.precision import full_precision
 
 __all__ = [
     "path_logits",
@@ -42,7 +43,7 @@ HISTOGRAM_BINS = 30
 
 def stack_logits(batches: "list[tuple[list[torch.Tensor], torch.Tensor]]") -> tuple[torch.Tensor, torch.Tensor]:
     """(K, N, C) float32 path logits and (N,) labels on the CPU from per-batch ``(K logits, labels)``."""
-    logits = torch.cat([torch.stack([lg.float().cpu() for lg in paths], 0) for paths, _ in batches], 1)
+    logits = torch.cat([torch.stack([full_precision(lg).cpu() for lg in paths], 0) for paths, _ in batches], 1)
     return logits, torch.cat([y.cpu() for _, y in batches])
 
 

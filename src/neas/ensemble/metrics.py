@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from neas.cost.runtime import time_forward_ms
 from neas.ensemble.model import EnsembleNet
+from neas.nn.precision import full_precision
 
 __all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ranked_classes", "ECE_BINS"]
 
@@ -45,7 +46,7 @@ class Scores:
         self.confidence, self.correct = [], []
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        logits = logits.float()
+        logits = full_precision(logits)
         probs = logits.softmax(1)
         best = ranked_classes(logits, self.top5)
         self.n += len(y)
@@ -93,7 +94,7 @@ def path_logits_on(net: EnsembleNet, batches, progress=None, collect: "list | No
     """Yields ``(K path logits, labels)`` per batch, in eval mode (and appends each to ``collect``)."""
     net.eval()
     for x, y in batches:
-        logits = [lg.float() for lg in net.path_logits(x)]
+        logits = [full_precision(lg) for lg in net.path_logits(x)]
         if collect is not None:
             collect.append((logits, y))
         yield logits, y

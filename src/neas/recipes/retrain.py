@@ -37,6 +37,7 @@ from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
 from neas.log import MetricLogger
+from neas.nn.precision import full_precision
 from neas.recipes.evaluate import load_ood
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.schemas.retrain import RetrainConfig
@@ -310,7 +311,7 @@ def retrain(cfg: RetrainConfig) -> Path:
 
     def forward(x, y, step):
         logits = wrapped(x)
-        return sum(criterion(out.float(), y) for out in logits), logits
+        return sum(criterion(full_precision(out), y) for out in logits), logits
 
     job = _Retraining(
         cfg, run, net, ema, optimizer, scheduler, precision, loader, test_loader, forward, MetricLogger(run)

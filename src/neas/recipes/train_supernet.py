@@ -27,6 +27,7 @@ from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
 from neas.log import MetricLogger
+from neas.nn.precision import full_precision
 from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
 from neas.schemas.supernet import SupernetConfig
 from neas.shrink import shrink_round
@@ -91,7 +92,7 @@ def _epoch(
         arch = archs[step] = EnsembleArch.sample(model.space, arch_gen, shrunk)
         digest.update(str(arch).encode())
         logits = model(x, arch)
-        return sum(F.cross_entropy(lg.float(), y) for lg in logits), logits
+        return sum(F.cross_entropy(full_precision(lg), y) for lg in logits), logits
 
     def after_backward(step):
         # under torchrun: average the gradients of exactly the sampled ensemble's weights (every rank

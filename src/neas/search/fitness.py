@@ -20,6 +20,7 @@ import torch
 
 from neas.ensemble.uncertainty import selective_metrics
 from neas.nn import recalibrate_bn, recalibrating
+from neas.nn.precision import full_precision
 from neas.options import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
@@ -121,7 +122,7 @@ class CandidateEvaluator:
         for logits, (_, y) in zip(logits_per_batch, self.val_batches):
             for k, lg in enumerate(logits):
                 correct[k] += int((lg.argmax(1) == y).sum())
-            mean = torch.stack(logits).float().mean(0)
+            mean = full_precision(torch.stack(logits)).mean(0)
             ens += int((mean.argmax(1) == y).sum())
             nll += float(torch.nn.functional.cross_entropy(mean, y, reduction="sum"))
             confidence.append(mean.double().softmax(1).max(1).values.cpu())

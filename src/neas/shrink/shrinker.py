@@ -18,6 +18,7 @@ import torch
 
 from neas import dist
 from neas.nn import recalibrate_bn
+from neas.nn.precision import full_precision
 from neas.options import SHRINK_MODES
 from neas.schemas.supernet import ShrinkSettings
 from neas.shrink.score import accuracy_scores, diversity_scores, quality_scores
@@ -46,9 +47,11 @@ def probe_arch(
         logits, feats = supernet(x, arch, return_features=True)
         for j, lg in enumerate(logits):
             correct[j] += (lg.argmax(1) == y).sum().item()
-        ens_correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum().item()
+        ens_correct += (full_precision(torch.stack(logits)).mean(0).argmax(1) == y).sum().item()
         for p, q in dist_sum:
-            dist_sum[(p, q)] += torch.linalg.vector_norm(feats[p].float() - feats[q].float(), dim=1).sum().item()
+            dist_sum[(p, q)] += (
+                torch.linalg.vector_norm(full_precision(feats[p]) - full_precision(feats[q]), dim=1).sum().item()
+            )
         total += len(y)
     return ProbeSample(
         arch,

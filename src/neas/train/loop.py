@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from neas import dist
 from neas.errors import NeasError
+from neas.nn.precision import full_precision
 from neas.rundir import truncate_metrics
 from neas.seeding import seed_everything, stream_seed
 from neas.train.checkpoint import load_checkpoint
@@ -56,7 +57,7 @@ class _EpochTotals:
         self.loss_sum += loss.double() * len(y)
         self.seen += len(y)
         if self.accuracy:
-            self.correct += (torch.stack(logits).float().mean(0).argmax(1) == y).sum()
+            self.correct += (full_precision(torch.stack(logits)).mean(0).argmax(1) == y).sum()
 
     def check(self, bar) -> None:
         """Stops the run on a non-finite loss on any rank (none is left waiting in a collective)."""
