@@ -60,14 +60,15 @@ def test_input_checks():
 
 
 def _brute_force_k2(logits, labels, costs, tolerance):
-    """Every candidate threshold of a 2-path cascade, cheapest feasible."""
-    full = cascade_summary(logits, labels, [NEVER], costs)["top1"]
-    candidates = logits[0].softmax(-1).max(-1).values.double().unique().tolist() + [NEVER]
+    """Every set of images a 2-path cascade can stop early (those at or above each distinct
+    first-path confidence, or none), cheapest feasible, counted by hand."""
+    confidence = logits[0].double().softmax(-1).max(-1).values
+    right = [logits[0].argmax(-1) == labels, logits.mean(0).argmax(-1) == labels]
+    required = int(right[1].sum()) - int(tolerance * len(labels) + 1e-9)
     feasible = []
-    for t in candidates:
-        s = cascade_summary(logits, labels, [t], costs)
-        if s["top1"] >= full - tolerance - 1e-12:
-            feasible.append(s["mean_cost"])
+    for stop in [torch.zeros_like(confidence, dtype=torch.bool)] + [confidence >= v for v in confidence.unique()]:
+        if int(torch.where(stop, right[0], right[1]).sum()) >= required:
+            feasible.append(float(torch.where(stop, costs[0], costs[1]).double().mean()))
     return min(feasible)
 
 
@@ -80,6 +81,22 @@ def test_fit_thresholds_k2_is_exact(tolerance):
     assert summary["top1"] >= full["top1"] - tolerance - 1e-12
     assert summary["mean_cost"] == pytest.approx(_brute_force_k2(logits, labels, _costs(2), tolerance))
     assert summary["mean_cost"] < full["mean_cost"]  # these paths leave room to stop early
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_fitted_thresholds_sit_between_confidences(k):
+    """A confidence recomputed by another CPU or runtime differs in its last bits: no image may sit
+    on a threshold, or its stop would flip (the fit's midpoints leave half a gap either side)."""
+    logits, labels = _data(k, seed=k)
+    thresholds = fit_thresholds(logits, labels, _costs(k), 0.01)
+    assert any(t != NEVER for t in thresholds)
+    _, stops = cascade_predict(logits, thresholds)
+    for j, t in enumerate(thresholds):
+        conf = logits[: j + 1].mean(0).double().softmax(-1).max(-1).values[stops > j]  # the images reaching step j + 1
+        below, above = conf[conf < t], conf[conf >= t]
+        gap = float(above.min() - below.max()) if len(below) and len(above) else None
+        if t != NEVER and gap is not None:
+            assert float((conf - t).abs().min()) >= gap / 2 - 1e-15
 
 
 @pytest.mark.parametrize("tolerance", [0.0, 0.01])
@@ -130,7 +147,7 @@ def test_one_step_search_skips_an_infeasible_never():
     conf = torch.tensor([0.9, 0.5], dtype=torch.float64)
     stop = (torch.tensor([10.0, 10.0], dtype=torch.float64), torch.tensor([1, 1]))
     go = (torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0, 0]))
-    assert _best_threshold(conf, stop, go, (0.0, 0), required=2) == (20.0, 2, 0.5)
+    assert _best_threshold(conf, stop, go, (0.0, 0), required=2) == (20.0, 2, 0.25)  # below 0.5: midway to 0
     assert _best_threshold(conf, stop, go, (0.0, 0), required=3)[0] == float("inf")
 
 

@@ -9,7 +9,8 @@ all K paths. A threshold above 1 (``NEVER``) never stops; a threshold of 0 alway
 because paths may share a trunk. :func:`fit_thresholds` minimises the mean cost per image subject
 to top-1 >= the full ensemble's top-1 - ``tolerance``, by coordinate descent that starts from
 "never stop early" and searches each threshold exactly over every distinct confidence (for K = 2 one
-pass is the exact optimum).
+pass is the exact optimum). A fitted threshold sits midway between the lowest confidence it stops
+and the next lower one, never on an image's own confidence.
 """
 
 from __future__ import annotations
@@ -108,8 +109,19 @@ def _best_threshold(conf: torch.Tensor, stop: tuple, go: tuple, fixed: tuple, re
     cheapest = feasible & (total_cost == total_cost[feasible].min())
     i = int(torch.where(cheapest, total_correct, -1).argmax())  # argmax returns the first maximum
     if (float(total_cost[i]), -int(total_correct[i])) < (best[0], -best[1]):
-        best = (float(total_cost[i]), int(total_correct[i]), float(values[i]))
+        best = (float(total_cost[i]), int(total_correct[i]), _between(values, i))
     return best
+
+
+def _between(values: torch.Tensor, i: int) -> float:
+    """A threshold that stops exactly the images with confidence >= ``values[i]`` (distinct, high
+    to low), placed midway to the next lower confidence (to 0 below the lowest): a confidence
+    recomputed by another kernel, CPU or runtime (ONNX) then falls on the same side of it, where a
+    threshold on an image's own confidence flips that image's stop on a last-bit difference."""
+    high = float(values[i])
+    low = float(values[i + 1]) if i + 1 < len(values) else 0.0
+    mid = (high + low) / 2
+    return mid if low < mid <= high else high  # adjacent doubles have no midpoint between them
 
 
 def _coordinate(confidence, correct, costs, thresholds: list, j: int, required: int) -> tuple:
