@@ -40,7 +40,7 @@ def test_retrain_reaches_high_test_accuracy(retrained):
     result = json.loads((retrained / "eval.json").read_text())
     assert result["split"] == "test"
     assert result["images"] == 359
-    assert result["ensemble"]["top1"] > 0.85  # chance: 0.10
+    assert result["ensemble"]["top1"] > 0.7  # chance: 0.10; measured 0.861 (a margin of 50 images, not 4)
     metrics = MetricLogger.read(retrained)
     assert [m["epoch"] for m in metrics] == list(range(6))
     assert "test_top1" in metrics[2]
