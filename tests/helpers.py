@@ -39,6 +39,12 @@ def arm_kill(
     return lambda: monkeypatch.setattr(target, attr, real)
 
 
+def checkpoint_of(kind: str) -> "Callable[..., bool]":
+    """``when`` for ``neas.train.recipe.save_checkpoint``: a checkpoint of a ``kind`` run
+    ("train-supernet", "retrain", "detect"), so a pipeline's other stages are not counted."""
+    return lambda run, *args, **kwargs: run.kind == kind
+
+
 # A YAML alias bomb: 9 levels of 9 references, ~387M values once built (a few hundred bytes on disk)
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")

@@ -103,10 +103,10 @@ def test_a_run_directory_records_its_kind_and_is_refused_while_another_process_h
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys, kill_after):
     """... even with a corrected option: nothing of the first attempt is kept."""
-    import neas.recipes.train_supernet as recipe
+    import neas.train.recipe as training
 
     out = tmp_path / "run"
-    restore = kill_after(recipe, "save_checkpoint", after=1, instead=lambda *a, **k: None)
+    restore = kill_after(training, "save_checkpoint", after=1, instead=lambda *a, **k: None)
     with pytest.raises(Killed):
         train_supernet(_tiny(out))
     restore()

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from neas import dist
 from neas.config import from_dict, to_dict
@@ -366,6 +367,10 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         if self.main:
             write_text(self.path / name, text)
+
+    def progress(self, **kwargs) -> tqdm:
+        """A tqdm bar that rank 0 draws (in a terminal); silent on the other ranks."""
+        return tqdm(disable=None if self.main else True, **kwargs)
 
     def on_main(self, action: Callable[[], Any]) -> Any:
         """Runs ``action`` on rank 0 only (a file write that is not JSON or text); None elsewhere."""

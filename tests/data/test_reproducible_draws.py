@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import neas.recipes.retrain as retrain_recipe
+import neas.train.recipe as training
 from neas.cli import main
 from neas.data import BatchLoader, calibration_sets, load_dataset
 from neas.data.datasets import ImageFiles, ImageTensors, crop_pct_for, decode_image
@@ -80,7 +80,7 @@ def test_a_streamed_retrain_is_the_same_with_0_and_2_loader_workers(folder, arch
 
 def test_a_streamed_retrain_killed_and_resumed_equals_an_uninterrupted_one(folder, arch_file, tmp_path, kill_after):
     assert _retrain(folder, arch_file, tmp_path / "whole", 2) == 0
-    restore = kill_after(retrain_recipe, "save_checkpoint", after=1)
+    restore = kill_after(training, "save_checkpoint", after=1)
     with pytest.raises(Killed):
         _retrain(folder, arch_file, tmp_path / "killed", 0)
     restore()

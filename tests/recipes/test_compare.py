@@ -10,7 +10,7 @@ from neas.cli import main
 from neas.rundir import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
 from neas.stats import VERDICTS
 
-from ..helpers import Killed
+from ..helpers import Killed, checkpoint_of
 
 TINY = {  # the digits demo shrunk to seconds a run
     "space": "tiny",
@@ -147,11 +147,12 @@ def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_us
 
 
 def test_a_compare_killed_mid_job_resumes_on_the_next_call_with_the_same_numbers(compared, tmp_path, kill_after):
-    import neas.recipes.retrain as retrain_mod
+    import neas.train.recipe as training
 
     config, reference = compared
     out = tmp_path / "out"
-    restore = kill_after(retrain_mod, "save_checkpoint", after=3)  # inside the third job's retraining
+    # inside the third job's retraining
+    restore = kill_after(training, "save_checkpoint", after=3, when=checkpoint_of("retrain"))
     with pytest.raises(Killed):
         _compare(config, out, "--seeds", "2", "--rows", "neas,single")
     restore()

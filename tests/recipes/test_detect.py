@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import neas.recipes.detect as recipe
+import neas.train.recipe as training
 from neas.cli import main
 from neas.config import from_dict, load_yaml, to_dict
 from neas.detection.synth import write_synthetic
@@ -87,7 +87,7 @@ def test_neas_report_of_a_detection_run_writes_its_page(detected, capsys):
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(detected, data, tmp_path, kill_after):
-    restore = kill_after(recipe, "save_checkpoint", after=1)
+    restore = kill_after(training, "save_checkpoint", after=1)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         detect(small(out, data))

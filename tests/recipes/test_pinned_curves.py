@@ -1,7 +1,8 @@
 """Pinned numbers of every training recipe: a refactor must not move them.
 
 A seeded, seconds-long run of supernet training (with a shrink round), search and retraining on
-digits; the per-epoch (per-generation) loss and accuracy are compared with the numbers below.
+digits, and of detection transfer on a tiny synthetic COCO set; the per-epoch (per-generation)
+loss and accuracy (AP) are compared with the numbers below.
 
 The runs compute in float64 (``torch.set_default_dtype``), so the numbers are the same on any
 x86 CPU and thread count by construction: a float32 trajectory of many steps differs between
@@ -29,7 +30,9 @@ import timm
 import torch
 
 from neas.config import from_dict
+from neas.detection.synth import write_synthetic
 from neas.log import MetricLogger
+from neas.recipes.detect import DetectConfig, detect
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
@@ -108,6 +111,37 @@ def retrain_curve(root) -> dict:
     return {"loss": [r["loss"] for r in rows], "test_top1": [r["test_top1"] for r in rows]}
 
 
+def detect_curve(root) -> dict:
+    data = root / "coco"
+    write_synthetic(data, splits={"train2017": 32, "val2017": 8}, size=64, seed=0, max_objects=3)
+    run = detect(
+        DetectConfig(
+            data_dir=str(data),
+            arch=str(Path(__file__).resolve().parents[2] / "configs" / "detect" / "arch.json"),
+            recipe="small",
+            epochs=3,
+            batch_size=8,
+            warmup_iters=2,
+            lr_steps=[2],
+            min_size=64,
+            max_size=64,
+            fpn_channels=32,
+            score_thresh=0.001,
+            eval_every=1,
+            workers=0,
+            device="cpu",
+            seed=1,
+            out=str(root / "detect"),
+        )
+    )
+    rows = MetricLogger.read(run)
+    final = json.loads((run / "eval.json").read_text())
+    return {
+        **{key: [r[key] for r in rows] for key in ("loss", "classification", "bbox_regression")},
+        "val_AP": [r["val_AP"] for r in rows if "val_AP" in r] + [final["AP"]],
+    }
+
+
 # recorded in float64 at one thread on an Intel Xeon (AVX512), torch 2.14.1, timm 1.0.31; the same to
 # 8e-14 at 2 threads and with ATen's AVX2 and default kernels (docs/DECISIONS.md)
 RECORDED_WITH = {"torch": "2.14", "timm": "1.0.31"}
@@ -120,6 +154,12 @@ SEARCH = {
     "best_acc": [0.3986013986013986, 0.3986013986013986, 0.3986013986013986],
     "mean_acc": [0.3158508158508158, 0.32051282051282054, 0.36013986013986016],
 }
+DETECT = {
+    "loss": [1.7795398607738702, 1.6517790244944528, 1.5625725405627846],
+    "classification": [1.059473127181341, 1.0385118111241507, 1.0121374866675494],
+    "bbox_regression": [0.7200667335925295, 0.613267213370302, 0.5504350538952353],
+    "val_AP": [0.00021335936410542462, 0.000850258477175151, 0.0021881188118811883],  # the last: eval.json's AP
+}
 RETRAIN = {
     "loss": [4.7071324087516, 4.55308967144713, 4.254957769956614],
     "test_top1": [0.10306406685236769, 0.29526462395543174, 0.48467966573816157],
@@ -131,12 +171,12 @@ def torch_minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
 
-def float64_curves(root: Path) -> tuple[dict, dict, dict]:
-    """The three recipes' curves, computed in float64 (the default dtype restored after)."""
+def float64_curves(root: Path) -> tuple[dict, dict, dict, dict]:
+    """The four recipes' curves, computed in float64 (the default dtype restored after)."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        return supernet_curve(root), search_curve(root), retrain_curve(root)
+        return supernet_curve(root), search_curve(root), retrain_curve(root), detect_curve(root)
     finally:
         torch.set_default_dtype(before)
 
@@ -147,7 +187,7 @@ def curves(tmp_path_factory):
         pytest.skip(
             f"the pinned curves were recorded with torch {RECORDED_WITH['torch']} and this is torch "
             f"{torch.__version__}, whose kernels may round differently: record them again with "
-            "`python -m tests.recipes.test_pinned_curves` and paste its output over SUPERNET, SEARCH and RETRAIN"
+            "`python -m tests.recipes.test_pinned_curves` and paste its output over the numbers"
         )
     return float64_curves(tmp_path_factory.mktemp("pinned"))
 
@@ -171,6 +211,13 @@ def test_retraining_follows_its_pinned_curve(curves):
     assert got["test_top1"] == pytest.approx(RETRAIN["test_top1"], abs=ACC_ATOL)
 
 
+def test_detection_transfer_follows_its_pinned_curve(curves):
+    got = curves[3]
+    for key in ("loss", "classification", "bbox_regression"):
+        assert got[key] == pytest.approx(DETECT[key], rel=LOSS_RTOL), key
+    assert got["val_AP"] == pytest.approx(DETECT["val_AP"], abs=ACC_ATOL)  # a function of the rounded detections
+
+
 def test_torch_minor_version_is_read_from_a_local_build_tag():
     assert torch_minor("2.14.1+cu130") == "2.14"
     assert torch_minor("2.9.0") == "2.9"
@@ -178,7 +225,7 @@ def test_torch_minor_version_is_read_from_a_local_build_tag():
 
 if __name__ == "__main__":  # prints the numbers to pin, with the versions they were recorded with
     torch.set_num_threads(1)
-    supernet, search_, retrain_ = float64_curves(Path(tempfile.mkdtemp()))
+    supernet, search_, retrain_, detect_ = float64_curves(Path(tempfile.mkdtemp()))
     print(f"RECORDED_WITH = {json.dumps({'torch': torch_minor(torch.__version__), 'timm': timm.__version__})}")
-    for name, curve in (("SUPERNET", supernet), ("SEARCH", search_), ("RETRAIN", retrain_)):
+    for name, curve in (("SUPERNET", supernet), ("SEARCH", search_), ("RETRAIN", retrain_), ("DETECT", detect_)):
         print(f"{name} = {json.dumps(curve)}")

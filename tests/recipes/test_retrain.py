@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import neas.recipes.retrain as recipe
+import neas.train.recipe as training
 from neas.cli import main
 from neas.ensemble.io import load_ensemble
 from neas.errors import NeasError
@@ -82,7 +82,7 @@ def test_export_is_verified(retrained, tmp_path, capsys, fmt):
 
 
 def test_resume_equals_uninterrupted(retrained, arch_file, tmp_path, kill_after):
-    restore = kill_after(recipe, "save_checkpoint", after=2)
+    restore = kill_after(training, "save_checkpoint", after=2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         retrain(small(out, arch_file))

@@ -13,7 +13,7 @@ from neas.errors import NeasError
 from neas.recipes.run import DEMO, RunConfig, run_pipeline, stage_configs
 from neas.schemas.run import CONFIGS
 
-from ..helpers import Killed
+from ..helpers import Killed, checkpoint_of
 
 SMALL = {
     "space": "tiny",
@@ -115,14 +115,13 @@ def test_run_directory_and_report(finished):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["supernet", "search", "retrain"])
 def test_kill_in_any_stage_and_resume(finished, tmp_path, kill_after, stage):
-    import neas.recipes.retrain as retrain_mod
-    import neas.recipes.train_supernet as sn_mod
     import neas.rundir as rundir
+    import neas.train.recipe as training
 
     module, attr, when = {
-        "supernet": (sn_mod, "save_checkpoint", None),
+        "supernet": (training, "save_checkpoint", checkpoint_of("train-supernet")),
         "search": (rundir, "write_json", lambda path, *a, **kw: "generation_" in str(path)),
-        "retrain": (retrain_mod, "save_checkpoint", None),
+        "retrain": (training, "save_checkpoint", checkpoint_of("retrain")),
     }[stage]
     restore = kill_after(module, attr, after=2, when=when)
     out = tmp_path / "run"

@@ -79,9 +79,9 @@ def _assert_same(a, b):
 
 
 def test_resume_after_a_kill_between_epochs(finished, tmp_path, kill_after):
-    import neas.recipes.train_supernet as recipe
+    import neas.train.recipe as training
 
-    restore = kill_after(recipe, "save_checkpoint", after=2)
+    restore = kill_after(training, "save_checkpoint", after=2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train_supernet(small(out))

@@ -7,6 +7,7 @@ from scipy import stats
 
 import neas.executor as executor_mod
 import neas.recipes.retrain as retrain_mod
+import neas.train.recipe as training
 from neas.cli import main
 from neas.search.ranking import (
     RESAMPLES,
@@ -18,7 +19,7 @@ from neas.search.ranking import (
     tau_difference,
 )
 
-from ..helpers import Killed
+from ..helpers import Killed, checkpoint_of
 
 
 def test_known_rankings():
@@ -210,7 +211,8 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
         str(tmp_path / "rank"),
     ]
 
-    restore = kill_after(retrain_mod, "save_checkpoint", after=3)  # the second scratch run dies after its first epoch
+    # the second scratch run dies after its first epoch
+    restore = kill_after(training, "save_checkpoint", after=3, when=checkpoint_of("retrain"))
     with pytest.raises(Killed):
         main(argv)
     runs = sorted(p for p in (tmp_path / "rank" / "scratch").iterdir() if p.is_dir())
@@ -223,7 +225,8 @@ def test_rank_resumes_a_from_scratch_run_killed_midway(trained_supernet, tmp_pat
     restore()
     epochs = []
     real_seed = retrain_mod.seed_everything
-    monkeypatch.setattr(retrain_mod, "seed_everything", lambda s: (epochs.append(s), real_seed(s)))
+    for module in (retrain_mod, training):  # the run's initial seed, and the driver's per epoch
+        monkeypatch.setattr(module, "seed_everything", lambda s: (epochs.append(s), real_seed(s)))
     assert main(argv) == 0
     # seeds: one at the start of each run (the run seed, 0), then the epoch's (epoch_seed) per epoch trained:
     # the interrupted run trains only its second epoch, the third run both

@@ -300,8 +300,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         return len(self.data.images)
 
     def __getitem__(self, i) -> tuple[torch.Tensor, dict]:
-        """(image float32 (3, H, W) RGB in [0, 1], {"boxes": float32 (N, 4) xyxy, "labels": int64 (N,),
-        "image_id": int})."""
+        """(image (3, H, W) RGB in [0, 1], {"boxes": (N, 4) xyxy, "labels": int64 (N,), "image_id": int}),
+        the floats in torch's default dtype (float32; float64 where a test pins numbers)."""
         info = self.data.images[i]
         path = self.data.image_path(info)
         with Image.open(path) as image:
@@ -311,9 +311,9 @@ class DetectionDataset(torch.utils.data.Dataset):
                     f"{self.data.annotation_file} says {info['width']}x{info['height']} (image id {info['id']})"
                 )
             pixels = to_rgb(image)
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.get_default_dtype()).div_(255.0)  # (3, H, W)
         target = self.data.targets[info["id"]]
-        boxes = torch.tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2
+        boxes = torch.tensor(target["boxes"], dtype=torch.get_default_dtype()).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2
         labels = torch.tensor(target["labels"], dtype=torch.int64)  # (N,)
         if self.train and _flipped(self.seed, self.epoch, i):
             tensor = tensor.flip(2)

@@ -16,16 +16,21 @@ from neas.options import EXECUTORS
 __all__ = ["COMMANDS", "ABLATIONS"]
 
 
-def _artefact(runner: str, constant: str):
-    """A handler that runs ``neas.recipes.<runner>.<runner>`` and prints the file of :mod:`neas.rundir` named by
-    ``constant``; nothing that imports torch is imported before it runs (``neas --help`` stays fast)."""
+def _artefact(runner: str, constant: str, show: "str | None" = None):
+    """A handler that runs ``neas.recipes.<runner>.<runner>`` and prints (rank 0) the file of
+    :mod:`neas.rundir` named by ``constant``, or what ``show`` ("module:function" of the run
+    directory) returns; nothing that imports torch is imported before it runs (``neas --help`` stays fast)."""
 
     def handle(cfg, args) -> None:
         dist = importlib.import_module("neas.dist")
         name = getattr(importlib.import_module("neas.rundir"), constant)
         run = getattr(importlib.import_module(f"neas.recipes.{runner}"), runner)(cfg)
         if dist.is_main_process():
-            print(f"{name.split('.')[0]}: {run / name}")
+            if show is None:
+                print(f"{name.split('.')[0]}: {run / name}")
+            else:
+                module, function = show.split(":")
+                print(getattr(importlib.import_module(module), function)(run))
         dist.cleanup()
 
     return handle
@@ -95,7 +100,7 @@ COMMANDS = {
     "detect": (
         "detection transfer: train a RetinaNet with the ensemble as backbone on COCO-format data, score COCO AP",
         "neas.schemas.detect:DetectConfig",
-        "neas.recipes.detect:main",
+        _artefact("detect", "EVAL", show="neas.detection.predict:print_eval"),
         (),
     ),
     "arch": ("print an ensemble architecture with its cost", _COMMANDS + "ArchCommand", _printed(_TOOLS + "arch"), ()),

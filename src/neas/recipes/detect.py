@@ -17,7 +17,6 @@ the sum of RetinaNet's focal classification loss and its box regression loss. Wr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,70 +24,33 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
 from neas import dist
-from neas.detection.coco import STAT_NAMES, coco_ap
+from neas.detection.coco import coco_ap
 from neas.detection.data import CocoSplit, DetectionDataset, collate, load_coco
-from neas.detection.detector import PREDICTIONS, DetectorSpec, build_detector, load_detector, save_detector
-from neas.detection.export import export_detector_onnx
+from neas.detection.detector import PREDICTIONS, DetectorSpec, build_detector, save_detector
 from neas.detection.model import ensemble_body, load_backbone_net, timm_body
-from neas.errors import NeasError
-from neas.io import check_output
-from neas.log import MetricLogger
+from neas.detection.predict import describe, format_eval, predict, score, subset
+from neas.nn.precision import full_precision
 from neas.options import parse_feature_mode
-from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
+from neas.rundir import EVAL, RunDir, releases_run_dir
 from neas.schemas.detect import DetectConfig
-from neas.space import EnsembleArch, resolve_arch_and_space
-from neas.train.checkpoint import save_checkpoint
-from neas.train.loop import Precision, epoch_seed, resume_run, seed_everything, train_epoch
+from neas.space import resolve_arch_and_space
+from neas.train.loop import Precision, seed_everything, train_epoch
+from neas.train.recipe import TrainingRecipe, check_global_batch, run_training
 
-__all__ = [
-    "DetectConfig",
-    "detect",
-    "predict",
-    "score",
-    "subset",
-    "format_eval",
-    "main",
-    "evaluate_detector",
-    "export_detector",
-]
+__all__ = ["DetectConfig", "detect"]
 
 log = logging.getLogger(__name__)
 
 _WARMUP_FACTOR = 1e-3  # the warm-up starts at lr / 1000 (torchvision's and mmdetection's)
 
 
-def subset(data: CocoSplit, count: "int | None") -> CocoSplit:
-    """The first ``count`` images of ``data`` (by id) with their targets and ground truth; all when None."""
-    if count is None or count >= len(data.images):
-        return data
-    images = data.images[:count]
-    ids = {img["id"] for img in images}
-    truth = data.ground_truth
-    return dataclasses.replace(
-        data,
-        images=images,
-        targets={i: t for i, t in data.targets.items() if i in ids},
-        ground_truth={
-            **truth,
-            "images": [img for img in truth["images"] if img["id"] in ids],
-            "annotations": [a for a in truth["annotations"] if a["image_id"] in ids],
-        },
-    )
-
-
 def _setup_data(cfg: DetectConfig) -> tuple[CocoSplit, CocoSplit]:
     """The training and val splits (val checked to have the training split's categories), subsetted."""
     train = subset(load_coco(cfg.data_dir, cfg.train_split), cfg.max_train_images)
     val = subset(load_coco(cfg.data_dir, cfg.val_split, categories=train.categories), cfg.max_val_images)
-    world = dist.get_world_size()
-    if len(train.images) < cfg.batch_size * world:  # refused before the run directory exists
-        raise NeasError(
-            f"batch_size: {cfg.batch_size} x {world} process(es) is more than the {len(train.images)} training images; "
-            f"use --batch-size {max(1, len(train.images) // world)} or less"
-        )
+    check_global_batch(len(train.images), cfg.batch_size, dist.get_world_size())  # before the run directory exists
     return train, val
 
 
@@ -184,54 +146,32 @@ def _to_device(images, targets, device) -> tuple[list, list]:
     return images, targets
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: CocoSplit, device, batch_size: int, workers: int = 0, desc: str = "") -> list:
-    """The detections of ``model`` on ``data`` in COCO results format (``bbox`` = [x, y, w, h] in the
-    original image's pixels: torchvision's RetinaNet maps its boxes back; ``category_id``: the COCO id)."""
-    model.eval()
-    dataset = DetectionDataset(data, train=False)
-    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
-    ids = [c["id"] for c in data.categories]
-    results = []
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=None):
-        outputs = model([image.to(device) for image in images])
-        for out, target in zip(outputs, targets):
-            for box, score, label in zip(out["boxes"].float().cpu().tolist(), out["scores"].tolist(), out["labels"]):
-                x1, y1, x2, y2 = box
-                results.append(
-                    {
-                        "image_id": target["image_id"],
-                        "category_id": ids[int(label)],
-                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                        "score": round(float(score), 5),
-                    }
-                )
-    return results
-
-
-def score(data: CocoSplit, detections: list) -> dict:
-    """COCO box AP of ``detections`` on ``data``'s ground truth, with the image count."""
-    return {"split": data.split, "images": len(data.images), **coco_ap(data.ground_truth, detections)}
-
-
 @dataclass
-class _Detection:
-    """What every epoch uses, set up once by :func:`detect`."""
+class _Detection(TrainingRecipe):
+    """Detection training as :func:`neas.train.recipe.run_training` runs it: set up by :func:`detect`."""
 
     cfg: DetectConfig
     run: RunDir
     model: nn.Module
-    wrapped: nn.Module  # the model a step runs (DDP-wrapped under torchrun)
     optimizer: torch.optim.Optimizer
     set_lr: object
     precision: Precision
     data: tuple  # (DetectionDataset, DistributedSampler, DataLoader) of the training split
     val: CocoSplit
-    logger: MetricLogger
+    spec: DetectorSpec
+    banner: str
+    wrapped: "nn.Module | None" = None  # the model a step runs (DDP-wrapped under torchrun), made by start()
 
-    def epoch(self, epoch: int) -> None:
+    @property
+    def steps(self) -> int:
+        return len(self.data[2])
+
+    def start(self, first_epoch: int) -> str:
+        self.wrapped = _wrap(self.model, self.run.device, self.run.world)
+        return self.banner
+
+    def train_one_epoch(self, epoch: int) -> dict:
         cfg, (dataset, sampler, loader) = self.cfg, self.data
-        seed_everything(epoch_seed(cfg.seed, epoch, self.run.rank))
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         parts: dict = {}
@@ -239,7 +179,7 @@ class _Detection:
         def forward(images, targets, step):
             losses = self.wrapped(*_to_device(images, targets, self.run.device))
             for key, value in losses.items():
-                parts[key] = parts.get(key, 0.0) + value.detach().float()
+                parts[key] = parts.get(key, 0.0) + full_precision(value.detach())
             return sum(losses.values()), []
 
         metrics = train_epoch(
@@ -256,57 +196,41 @@ class _Detection:
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
         )
         metrics.update(dist.all_reduce_mean({k: float(v) / len(loader) for k, v in parts.items()}, self.run.device))
-        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-            metrics.update(self.run.on_main(self.quick_eval) or {})
-        self.checkpoint(epoch, metrics)
+        return metrics
 
     def clip(self, step: int) -> None:
         """Clips the gradients' global norm (after unscaling them when an fp16 scaler is in use)."""
         self.precision.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
 
-    def quick_eval(self) -> dict:
-        """AP and AP50 on the val split (rank 0)."""
-        detections = predict(self.model, self.val, self.run.device, self.cfg.batch_size, self.cfg.workers, "val")
+    def evaluate(self, epoch: int) -> dict:
+        """AP and AP50 on the val split, every ``eval_every`` epochs before the last (which eval.json scores)."""
+        cfg = self.cfg
+        if not (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs):
+            return {}
+        detections = predict(self.model, self.val, self.run.device, cfg.batch_size, cfg.workers, "val")
         result = coco_ap(self.val.ground_truth, detections)
         return {"val_AP": result["AP"], "val_AP50": result["AP50"]}
 
-    def checkpoint(self, epoch: int, metrics: dict) -> None:
-        if self.run.main:
-            steps = len(self.data[2])
-            self.logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            state = {"epoch": epoch, "seed": self.cfg.seed, "scaler": self.precision.state_dict()}
-            save_checkpoint(self.run, f"epoch_{epoch:04d}", self.model, self.optimizer, state)
-            val = f"  val AP50 {metrics['val_AP50']:.3f}" if "val_AP50" in metrics else ""
-            log.info(
-                f"epoch {epoch + 1}/{self.cfg.epochs}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.4g}  "
-                f"{metrics['images_per_s']:.1f} img/s{val}"
-            )
-        dist.barrier()
+    def epoch_line(self, epoch: int, metrics: dict) -> str:
+        val = f"  val AP50 {metrics['val_AP50']:.3f}" if "val_AP50" in metrics else ""
+        return (
+            f"epoch {epoch + 1}/{self.cfg.epochs}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.4g}  "
+            f"{metrics['images_per_s']:.1f} img/s{val}"
+        )
 
+    def finish(self) -> None:
+        """model.safetensors + detector.json, predictions.json, eval.json and the report."""
+        from neas.report.html import build_detection_report
 
-def _finish(job: _Detection, spec: DetectorSpec) -> None:
-    """Rank 0: model.safetensors + detector.json, predictions.json, eval.json and the report."""
-    from neas.report.html import build_detection_report
-
-    cfg, run = job.cfg, job.run
-    save_detector(job.model, spec, run.path)
-    detections = predict(job.model, job.val, run.device, cfg.batch_size, cfg.workers, f"evaluate {cfg.val_split}")
-    run.write_json(PREDICTIONS, detections, indent=None)
-    result = {**score(job.val, detections), **_describe(spec)}
-    run.write_json(EVAL, {**result, "epochs": cfg.epochs})
-    log.info("%s", format_eval(result))
-    build_detection_report(run.path)
-
-
-def _start(run: RunDir, model, optimizer, precision: Precision) -> int:
-    """The first epoch to train: 0, or the one after the checkpoint a resumed run continues from."""
-    if not run.resuming:
-        return 0
-    state = resume_run(run, model, optimizer)
-    precision.load_state_dict(state.get("scaler"))
-    log.info("resuming %s after epoch %d", run.path, state["epoch"] + 1)
-    return state["epoch"] + 1
+        cfg, run = self.cfg, self.run
+        save_detector(self.model, self.spec, run.path)
+        detections = predict(self.model, self.val, run.device, cfg.batch_size, cfg.workers, f"evaluate {cfg.val_split}")
+        run.write_json(PREDICTIONS, detections, indent=None)
+        result = {**score(self.val, detections), **describe(self.spec)}
+        run.write_json(EVAL, {**result, "epochs": cfg.epochs})
+        log.info("%s", format_eval(result))
+        build_detection_report(run.path)
 
 
 def _wrap(model: nn.Module, device, world: int) -> nn.Module:
@@ -330,92 +254,11 @@ def detect(cfg: DetectConfig) -> Path:
     run = RunDir.open(cfg, "detect", device)
     data = _setup_loader(cfg, train, run.rank, run.world)
     optimizer, set_lr, lr = _setup_optimizer(cfg, model, len(data[2]), run.world)
-    precision = Precision.of(device, cfg.amp)
-    start = _start(run, model, optimizer, precision)
-    wrapped = _wrap(model, device, run.world)
-    job = _Detection(cfg, run, model, wrapped, optimizer, set_lr, precision, data, val, MetricLogger(run))
-    if run.main:
-        log.info(
-            f"detect with {cfg.backbone} {cfg.arch if cfg.backbone == 'neas' else ''}: {len(train.images)} train / "
-            f"{len(val.images)} val images, {spec.num_classes} classes, {len(data[2])} steps/epoch, lr {lr:.4g}, "
-            f"recipe {cfg.recipe}, device {device} x{run.world}"
-        )
-    for epoch in range(start, cfg.epochs):
-        job.epoch(epoch)
-    run.on_main(lambda: _finish(job, spec))
-    job.logger.close()
-    dist.barrier()
-    return run.path
-
-
-def format_eval(result: dict) -> str:
-    """The AP table of an ``eval.json``."""
-
-    def pct(value) -> str:
-        return "  n/a" if value is None else f"{100 * value:5.1f}"
-
-    lines = [f"{result['split']}: {result['images']} images, COCO box AP (%)"]
-    lines.append("  ".join(f"{name:>5}" for name in STAT_NAMES))
-    lines.append("  ".join(pct(result[name]) for name in STAT_NAMES))
-    per_class = result.get("per_class") or {}
-    if per_class:
-        lines.append("per class: " + ", ".join(f"{name} {pct(ap).strip()}" for name, ap in per_class.items()))
-    return "\n".join(lines)
-
-
-def main(cfg: DetectConfig, args) -> None:
-    """``neas detect``: runs it, then prints eval.json's path and its AP table (rank 0)."""
-    from neas.rundir import read_json
-
-    run = detect(cfg)
-    if dist.is_main_process():
-        print(f"eval: {run / EVAL}")
-        print(format_eval(read_json(run / EVAL, "detection evaluation")))
-    dist.cleanup()
-
-
-def evaluate_detector(checkpoint, device: str = "auto", split: "str | None" = None, data_dir=None, workers: int = 0):
-    """``neas evaluate --checkpoint RUN`` for a detection run: its detector scored on ``split`` (default: the
-    split its eval.json scored, with the same image subset and batch size, so it reproduces eval.json)."""
-    model, spec = load_detector(checkpoint)
-    data = spec.data
-    device = dist.local_device(device)
-    categories = spec.categories
-    split = split or data["val_split"]
-    images = load_coco(data_dir or data["data_dir"], split, categories=categories)
-    images = subset(images, data.get("max_val_images") if split == data["val_split"] else None)
-    detections = predict(model.to(device), images, device, data.get("eval_batch_size", 1), workers, f"evaluate {split}")
-    return {**score(images, detections), **_describe(spec)}
-
-
-def _describe(spec: DetectorSpec) -> dict:
-    """The backbone fields of an eval.json."""
-    arch = None if spec.arch is None else str(EnsembleArch.from_json(spec.arch))
-    return {"backbone": spec.backbone, "arch": arch, "feature_mode": spec.feature_mode}
-
-
-def export_detector(cfg) -> str:
-    """``neas export --format onnx --checkpoint RUN`` for a detection run (``cfg``: an ``ExportCommand``):
-    the detector as ONNX, checked against PyTorch on two val images (random ones when the data is gone)."""
-    if cfg.format != "onnx":
-        raise NeasError(
-            f"a detection run exports as --format onnx (its model.safetensors already is the weights), got {cfg.format}"
-        )
-    if cfg.paths is not None or cfg.cascade:
-        raise NeasError("--paths and --cascade are for classification ensembles, not a detection run")
-    check_output(cfg.out, (cfg.checkpoint,), cfg.force, inside=(MODEL,))
-    model, spec = load_detector(cfg.checkpoint)
-    try:
-        val = load_coco(spec.data["data_dir"], spec.data["val_split"], categories=spec.categories)
-        images = [DetectionDataset(val, train=False)[i][0] for i in range(min(2, len(val.images)))]
-        which = f"{len(images)} {spec.data['val_split']} images"
-    except NeasError as exc:
-        log.warning("the val split cannot be read (%s): verifying on random images instead", exc)
-        generator = torch.Generator().manual_seed(0)
-        images = [torch.rand(3, spec.min_size, spec.min_size, generator=generator) for _ in range(2)]
-        which = "2 random images (the val split cannot be read)"
-    check = export_detector_onnx(model, cfg.out, images, opset=cfg.opset)
-    return (
-        f"exported the detector as onnx to {cfg.out}; verified on {which}: max |difference| from "
-        f"PyTorch {check['max_abs_diff_boxes']:.2e} px (boxes), {check['max_abs_diff_scores']:.2e} (scores)"
+    banner = (
+        f"detect with {cfg.backbone} {cfg.arch if cfg.backbone == 'neas' else ''}: {len(train.images)} train / "
+        f"{len(val.images)} val images, {spec.num_classes} classes, {len(data[2])} steps/epoch, lr {lr:.4g}, "
+        f"recipe {cfg.recipe}, device {device} x{run.world}"
     )
+    precision = Precision.of(device, cfg.amp)
+    run_training(_Detection(cfg, run, model, optimizer, set_lr, precision, data, val, spec, banner))
+    return run.path

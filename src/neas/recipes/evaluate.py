@@ -19,6 +19,7 @@ from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.detection.detector import is_detector
+from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
@@ -27,7 +28,6 @@ from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
 from neas.options import QualityOptions
-from neas.recipes.detect import evaluate_detector, format_eval
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 

@@ -36,14 +36,13 @@ from neas.ensemble.deployment import fit_cascade, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
-from neas.log import MetricLogger
 from neas.nn.precision import full_precision
 from neas.recipes.evaluate import load_ood
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.schemas.retrain import RetrainConfig
 from neas.space import resolve_arch_and_space
-from neas.train.checkpoint import save_checkpoint
-from neas.train.loop import Precision, epoch_seed, resume_run, seed_everything, train_epoch
+from neas.train.loop import Precision, seed_everything, train_epoch
+from neas.train.recipe import TrainingRecipe, check_global_batch, run_training, scaled_lr
 
 __all__ = ["RetrainConfig", "retrain"]
 
@@ -77,12 +76,7 @@ def _setup_data(cfg: RetrainConfig, space):
         keep, held = holdout_split(train.labels, cfg.holdout)
         train, held_out = train.subset(keep), evaluation_view(train, held)  # held out: seen as the test split is
         test = test if test is not None else held_out
-    world = dist.get_world_size()
-    if len(train) < cfg.batch_size * world:  # refused before the run directory exists
-        raise NeasError(
-            f"batch_size: {cfg.batch_size} x {world} process(es) is more than the {len(train)} training images; "
-            f"use --batch-size {max(1, len(train) // world)} or less"
-        )
+    check_global_batch(len(train), cfg.batch_size, dist.get_world_size())  # before the run directory exists
     return train, test, held_out
 
 
@@ -99,7 +93,7 @@ def _setup_loaders(cfg: RetrainConfig, space, train, test, device, rank: int, wo
 
 def _setup_optimizer(cfg: RetrainConfig, net, steps: int, world: int):
     """The released recipe: RMSpropTF, no weight decay on biases and BN, cosine schedule with warm-up."""
-    lr = cfg.lr_per_2048 * cfg.batch_size * world / 2048
+    lr = scaled_lr(cfg.lr_per_2048, 2048, cfg.batch_size, world)
     optimizer = RMSpropTF(param_groups_weight_decay(net, cfg.weight_decay), lr=lr, alpha=0.9, eps=1e-3, momentum=0.9)
     scheduler = CosineLRScheduler(
         optimizer,
@@ -221,70 +215,79 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
     )
 
 
-def _start(run: RunDir, net, optimizer, extra: dict, precision: Precision) -> int:
-    """The first epoch to train: 0, or the one after the checkpoint a resumed run continues from."""
-    if not run.resuming:
-        return 0
-    state = resume_run(run, net, optimizer, extra)
-    precision.load_state_dict(state.get("scaler"))
-    log.info("resuming %s after epoch %d", run.path, state["epoch"] + 1)
-    return state["epoch"] + 1
-
-
 @dataclass
-class _Retraining:
-    """What every epoch of a retraining uses, set up once by :func:`retrain`."""
+class _Retraining(TrainingRecipe):
+    """A retraining as :func:`neas.train.recipe.run_training` runs it: set up by :func:`retrain`."""
 
     cfg: RetrainConfig
     run: RunDir
-    net: nn.Module
+    model: nn.Module  # the ensemble trained
     ema: "ModelEmaV3 | None"
     optimizer: torch.optim.Optimizer
     scheduler: CosineLRScheduler
     precision: Precision
     loader: BatchLoader
     test_loader: BatchLoader
-    forward: object  # (x, y, step) -> (loss, path logits)
-    logger: MetricLogger
+    data: tuple  # (training split, evaluated split, held-out part or None, OOD images or None)
+    banner: str
+    forward: object = None  # (x, y, step) -> (loss, path logits), made by start()
+
+    @property
+    def steps(self) -> int:
+        return len(self.loader)
 
     @property
     def report(self) -> nn.Module:
         """The network that is evaluated and saved: the EMA's when there is one."""
-        return self.ema.module if self.ema is not None else self.net
+        return self.ema.module if self.ema is not None else self.model
 
-    @property
-    def extra(self) -> dict:
+    def extra_modules(self) -> dict:
         return {"ema": self.ema.module} if self.ema is not None else {}
 
-    def epoch(self, epoch: int) -> None:
-        cfg, steps = self.cfg, len(self.loader)
-        seed_everything(epoch_seed(cfg.seed, epoch, self.run.rank))
-        after_step = (lambda step: self.ema.update(self.net, step=step)) if self.ema is not None else None
-        metrics = train_epoch(
-            self.net,
+    def start(self, first_epoch: int) -> str:
+        cfg = self.cfg
+        wrapped = _setup_forward(cfg, self.model, self.steps, self.run.device, self.run.world)
+        criterion = (
+            LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
+        )
+
+        def forward(x, y, step):
+            logits = wrapped(x)
+            return sum(criterion(full_precision(out), y) for out in logits), logits
+
+        self.forward = forward
+        return self.banner
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        after_step = (lambda step: self.ema.update(self.model, step=step)) if self.ema is not None else None
+        return train_epoch(
+            self.model,
             self.loader.epoch(epoch),
             self.forward,
             self.optimizer,
             self.precision,
             epoch=epoch,
-            steps=steps,
+            steps=self.steps,
             device=self.run.device,
             set_lr=self.scheduler.step_update,
             after_step=after_step,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
         )
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics.update(_test_metrics(self.report, self.test_loader, self.net.arch.num_paths))
-        if self.run.main:
-            self.logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-            state = {"epoch": epoch, "seed": cfg.seed, "scaler": self.precision.state_dict()}
-            save_checkpoint(self.run, f"epoch_{epoch:04d}", self.net, self.optimizer, state, extra=self.extra)
-            test = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
-            log.info(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.4g}  "
-                f"{metrics['images_per_s']:.0f} img/s{test}"
-            )
-        dist.barrier()
+
+    def evaluate(self, epoch: int) -> dict:
+        if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
+            return _test_metrics(self.report, self.test_loader, self.model.arch.num_paths)
+        return {}
+
+    def epoch_line(self, epoch: int, metrics: dict) -> str:
+        test = f"  test top-1 {100 * metrics['test_top1']:.2f}%" if "test_top1" in metrics else ""
+        return (
+            f"epoch {epoch + 1}/{self.cfg.epochs}  loss {metrics['loss']:.4f}  lr {metrics['lr']:.4g}  "
+            f"{metrics['images_per_s']:.0f} img/s{test}"
+        )
+
+    def finish(self) -> None:
+        _finish(self.cfg, self.run, self.report, self.data, self.run.device)
 
 
 @releases_run_dir
@@ -299,32 +302,16 @@ def retrain(cfg: RetrainConfig) -> Path:
     ood = load_ood(cfg, space.input_size, cfg.decoding)  # refused before the run directory exists
     run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
-    steps = len(loader)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
-    optimizer, scheduler, lr = _setup_optimizer(cfg, net, steps, run.world)
+    optimizer, scheduler, lr = _setup_optimizer(cfg, net, len(loader), run.world)
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
-    precision = Precision.of(device, cfg.amp)
-    start = _start(run, net, optimizer, {"ema": ema.module} if ema is not None else {}, precision)
-    wrapped = _setup_forward(cfg, net, steps, device, run.world)
-    criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-
-    def forward(x, y, step):
-        logits = wrapped(x)
-        return sum(criterion(full_precision(out), y) for out in logits), logits
-
-    job = _Retraining(
-        cfg, run, net, ema, optimizer, scheduler, precision, loader, test_loader, forward, MetricLogger(run)
+    banner = (
+        f"retrain {arch} in space {space.name!r}: {len(train_full)} train / {len(test)} test images, "
+        f"{train_full.num_classes} classes, {len(loader)} steps/epoch, lr {lr:.4g}, recipe {cfg.recipe}, "
+        f"device {device} x{run.world}"
     )
-    if run.main:
-        log.info(
-            f"retrain {arch} in space {space.name!r}: {len(train_full)} train / {len(test)} test images, "
-            f"{train_full.num_classes} classes, {steps} steps/epoch, lr {lr:.4g}, recipe {cfg.recipe}, "
-            f"device {device} x{run.world}"
-        )
-    for epoch in range(start, cfg.epochs):
-        job.epoch(epoch)
-    run.on_main(lambda: _finish(cfg, run, job.report, (train_full, test, held_out, ood), device))
-    job.logger.close()
-    dist.barrier()
+    data = (train_full, test, held_out, ood)
+    precision = Precision.of(device, cfg.amp)
+    run_training(_Retraining(cfg, run, net, ema, optimizer, scheduler, precision, loader, test_loader, data, banner))
     return run.path

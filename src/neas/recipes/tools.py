@@ -11,12 +11,12 @@ import json
 from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
 from neas.detection.detector import is_detector
+from neas.detection.predict import export_detector
 from neas.ensemble.cascade_export import export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError
 from neas.io import check_output, check_output_dir
-from neas.recipes.detect import export_detector
 from neas.rundir import MODEL, SUPERNET
 from neas.schemas.commands import (
     ArchCommand,

@@ -15,18 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from neas import dist
 from neas.config import to_dict
 from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
-from neas.log import MetricLogger
 from neas.nn.precision import full_precision
 from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
 from neas.schemas.supernet import SupernetConfig
@@ -34,8 +33,8 @@ from neas.shrink import shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
-from neas.train.checkpoint import save_checkpoint
-from neas.train.loop import Precision, epoch_seed, linear_lr, resume_run, seed_everything, train_epoch
+from neas.train.loop import Precision, linear_lr, seed_everything, train_epoch
+from neas.train.recipe import TrainingRecipe, check_global_batch, run_training, scaled_lr
 
 __all__ = ["SupernetConfig", "train_supernet"]
 
@@ -53,10 +52,7 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
         raise NeasError(f"dataset {cfg.data!r} has {full.num_classes} class; at least 2 are needed")
     sets = calibration_sets(full, cfg.holdout, cfg.bn_batches * cfg.batch_size, cfg.probe_images)
     train = sets.train
-    if len(train) < cfg.batch_size * world:
-        raise NeasError(
-            f"the training part has {len(train)} images, fewer than one global batch ({cfg.batch_size} x {world})"
-        )
+    check_global_batch(len(train), cfg.batch_size, world, what="images of the training part")
     augment = Augment(pad=max(1, space.input_size // 8), flip=cfg.data != "digits") if cfg.augment else None
     loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
     # BN and probe batches are identical on every rank (every rank derives the same drops).
@@ -127,21 +123,9 @@ def _setup_model(cfg: SupernetConfig, space: SearchSpace, num_classes: int, devi
     model = Supernet(space, num_classes, cfg.scale_shared_grad).to(device, memory_format=torch.channels_last)
     if cfg.compile == "blocks":
         model.compile_blocks()
-    base_lr = cfg.lr if cfg.lr is not None else 0.5 * cfg.batch_size * world / 1024
+    base_lr = cfg.lr if cfg.lr is not None else scaled_lr(0.5, 1024, cfg.batch_size, world)  # the paper's 0.5 at 1024
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return model, optimizer, base_lr
-
-
-def _resume(run: RunDir, model, optimizer, precision: Precision, space: SearchSpace, calibration: dict):
-    """(shrunk space, first epoch, shrinking rounds done): the checkpoint's, or a fresh start's."""
-    if not run.resuming:
-        return ShrunkSpace.full(space), 0, 0
-    state = resume_run(run, model, optimizer)
-    precision.load_state_dict(state.get("scaler"))
-    check_same_calibration(run, state, calibration)
-    shrunk = ShrunkSpace.from_json(space, state["shrunk"])
-    log.info("resuming %s after epoch %d (%d combinations left)", run.path, state["epoch"] + 1, shrunk.num_combinations)
-    return shrunk, state["epoch"] + 1, state["shrink_rounds"]
 
 
 def _shrink_if_due(
@@ -161,9 +145,7 @@ def _shrink_if_due(
     if not due or shrunk.num_combinations <= cfg.shrink.until:
         return shrunk, rounds, ""
     gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
-    bar = tqdm(
-        total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False, disable=None if run.main else True
-    )
+    bar = run.progress(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False)
     before = shrunk.num_combinations
     shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
     bar.close()
@@ -173,50 +155,6 @@ def _shrink_if_due(
         indent=None,
     )
     return shrunk, rounds + 1, f"  shrink {before} -> {shrunk.num_combinations}"
-
-
-def _log_epoch(cfg: SupernetConfig, epoch: int, metrics: dict, combinations: int, note: str) -> None:
-    log.info(
-        "epoch %d/%d  loss %.4f  ens-acc %.1f%%  lr %.4g  %.0f img/s  %d combinations%s",
-        epoch + 1,
-        cfg.epochs,
-        metrics["loss"],
-        100 * metrics["ensemble_acc"],
-        metrics["lr"],
-        metrics["images_per_s"],
-        combinations,
-        note,
-    )
-
-
-def _end_epoch(
-    run: RunDir,
-    logger: MetricLogger,
-    model,
-    optimizer,
-    cfg: SupernetConfig,
-    epoch: int,
-    steps: int,
-    metrics: dict,
-    shrunk: ShrunkSpace,
-    rounds: int,
-    calibration: dict,
-    precision: Precision,
-    note: str,
-) -> None:
-    """Rank 0's end of an epoch: the metric line, then the checkpoint (resume trims metric lines after it)."""
-    state = {
-        "epoch": epoch,
-        "shrink_rounds": rounds,
-        "shrunk": shrunk.to_json(),
-        "seed": cfg.seed,
-        "steps": (epoch + 1) * steps,
-        "calibration": calibration,
-        "scaler": precision.state_dict(),
-    }
-    logger.log((epoch + 1) * steps, epoch=epoch, **metrics)
-    save_checkpoint(run, f"epoch_{epoch:04d}", model, optimizer, state)
-    _log_epoch(cfg, epoch, metrics, shrunk.num_combinations, note)
 
 
 def _write_supernet(run: RunDir, model, cfg: SupernetConfig, space: SearchSpace, shrunk: ShrunkSpace, classes) -> None:
@@ -236,6 +174,85 @@ def _write_supernet(run: RunDir, model, cfg: SupernetConfig, space: SearchSpace,
     log.info("supernet written to %s", run / SUPERNET)
 
 
+@dataclass
+class _SupernetTraining(TrainingRecipe):
+    """Supernet training as :func:`neas.train.recipe.run_training` runs it: set up by :func:`train_supernet`."""
+
+    cfg: SupernetConfig
+    run: RunDir
+    model: Supernet
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    base_lr: float
+    loader: BatchLoader
+    batches: tuple  # (BN batches, probe batches): identical on every rank
+    calibration: dict  # the record of how the training split was carved
+    classes: tuple
+    shrunk: ShrunkSpace
+    rounds: int = 0  # shrinking rounds done
+    note: str = ""  # the last epoch's shrinking, for its log line
+
+    @property
+    def steps(self) -> int:
+        return len(self.loader)
+
+    def load_state_dict(self, state: dict) -> None:
+        check_same_calibration(self.run, state, self.calibration)
+        self.shrunk = ShrunkSpace.from_json(self.model.space, state["shrunk"])
+        self.rounds = state["shrink_rounds"]
+
+    def state_dict(self, epoch: int) -> dict:
+        return {
+            "shrink_rounds": self.rounds,
+            "shrunk": self.shrunk.to_json(),
+            "steps": (epoch + 1) * self.steps,
+            "calibration": self.calibration,
+        }
+
+    def start(self, first_epoch: int) -> str:
+        dist.broadcast_module(self.model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
+        space, probe = self.model.space, sum(len(y) for _, y in self.batches[1])
+        return (
+            f"supernet: space {space.name!r} ({space.num_layers} layers, {self.shrunk.num_combinations} combinations), "
+            f"{len(self.classes)} classes, {len(self.loader.data)} train images, {probe} probe images, "
+            f"{self.steps} steps/epoch, device {self.run.device} x{self.run.world}"
+        )
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        metrics, digest = _epoch(
+            self.model,
+            self.loader,
+            self.shrunk,
+            cfg,
+            epoch=epoch,
+            optimizer=self.optimizer,
+            base_lr=self.base_lr,
+            device=self.run.device,
+            precision=self.precision,
+        )
+        if len(set(dist.all_gather_object(digest))) != 1:
+            raise NeasError(
+                f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same "
+                "seed and config"
+            )
+        self.shrunk, self.rounds, self.note = _shrink_if_due(
+            self.run, self.model, self.shrunk, cfg, epoch, self.rounds, *self.batches, self.calibration
+        )
+        metrics["combinations"] = self.shrunk.num_combinations
+        return metrics
+
+    def epoch_line(self, epoch: int, metrics: dict) -> str:
+        return (
+            f"epoch {epoch + 1}/{self.cfg.epochs}  loss {metrics['loss']:.4f}  "
+            f"ens-acc {100 * metrics['ensemble_acc']:.1f}%  lr {metrics['lr']:.4g}  "
+            f"{metrics['images_per_s']:.0f} img/s  {self.shrunk.num_combinations} combinations{self.note}"
+        )
+
+    def finish(self) -> None:
+        _write_supernet(self.run, self.model, self.cfg, self.model.space, self.shrunk, self.classes)
+
+
 @releases_run_dir
 def train_supernet(cfg: SupernetConfig) -> Path:
     """Runs (or resumes) supernet training; returns the run directory."""
@@ -250,44 +267,9 @@ def train_supernet(cfg: SupernetConfig) -> Path:
     full, loader, bn_batches, probe_batches, calibration = _setup_data(cfg, space, device, run.rank, run.world)
     model, optimizer, base_lr = _setup_model(cfg, space, full.num_classes, device, run.world)
     precision = Precision.of(device, cfg.amp)
-    shrunk, start_epoch, rounds = _resume(run, model, optimizer, precision, space, calibration)
-    dist.broadcast_module(model)  # rank 0's weights everywhere (the gradients are then reduced by hand)
-    logger, steps = MetricLogger(run), len(loader)
-    if run.main:
-        probe = sum(len(y) for _, y in probe_batches)
-        log.info(
-            f"supernet: space {space.name!r} ({space.num_layers} layers, {shrunk.num_combinations} combinations), "
-            f"{full.num_classes} classes, {len(loader.data)} train images, {probe} probe images, {steps} steps/epoch, "
-            f"device {device} x{run.world}"
-        )
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, run.rank))  # dropout: a function of (seed, epoch, rank)
-        metrics, digest = _epoch(
-            model,
-            loader,
-            shrunk,
-            cfg,
-            epoch=epoch,
-            optimizer=optimizer,
-            base_lr=base_lr,
-            device=device,
-            precision=precision,
-        )
-        if len(set(dist.all_gather_object(digest))) != 1:
-            raise NeasError(
-                f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same "
-                "seed and config"
-            )
-        shrunk, rounds, note = _shrink_if_due(
-            run, model, shrunk, cfg, epoch, rounds, bn_batches, probe_batches, calibration
-        )
-        metrics["combinations"] = shrunk.num_combinations
-        if run.main:
-            _end_epoch(
-                run, logger, model, optimizer, cfg, epoch, steps, metrics, shrunk, rounds, calibration, precision, note
-            )
-        dist.barrier()
-    run.on_main(lambda: _write_supernet(run, model, cfg, space, shrunk, full.classes))
-    logger.close()
-    dist.barrier()
+    batches, classes = (bn_batches, probe_batches), tuple(full.classes)
+    recipe = _SupernetTraining(
+        cfg, run, model, optimizer, precision, base_lr, loader, batches, calibration, classes, ShrunkSpace.full(space)
+    )
+    run_training(recipe)
     return run.path
