@@ -32,6 +32,9 @@ __all__ = [
     "write_yaml",
     "write_bytes",
     "append_line",
+    "read_json",
+    "read_jsonl",
+    "MAX_JSON_BYTES",
     "save_tensors",
     "save_figure",
     "read_metadata",
@@ -118,6 +121,58 @@ def append_line(path: "str | Path", line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
     with os.fdopen(fd, "a") as f:
         f.write(line.rstrip("\n") + "\n")
+
+
+MAX_JSON_BYTES = 256 * 2**20  # no JSON file of ours is this large; a larger one is not ours
+
+
+def _read_capped(path: Path, what: str) -> str:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise NeasError(f"{path}: too large for {what} ({size} bytes)")
+    return path.read_text()
+
+
+def read_json(path: "str | Path", what: str, required: "tuple[str, ...]" = ()) -> dict:
+    """A JSON object read with a size cap, checked to be an object with the ``required`` keys;
+    every error names the file (and the key)."""
+    path = Path(path)
+    try:
+        value = json.loads(_read_capped(path, what))
+    except FileNotFoundError:
+        raise NeasError(f"{path}: no such file ({what})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, NeasError):
+            raise
+        raise NeasError(f"{path}: not a readable {what} ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(value, dict):
+        raise NeasError(f"{path}: {what} must be a JSON object, got {type(value).__name__}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise NeasError(f"{path}: {what} lacks {', '.join(repr(k) for k in missing)}")
+    return value
+
+
+def read_jsonl(path: "str | Path", what: str = "metric lines") -> list[dict]:
+    """The JSON objects of a JSON-lines file written by :func:`append_line`, read with a size cap;
+    [] when there is none. A line cut by a kill (not JSON, or not an object) is skipped, as
+    :func:`append_line` promises."""
+    path = Path(path)
+    try:
+        text = _read_capped(path, what)
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NeasError(f"{path}: not readable {what} ({exc.__class__.__name__}: {exc})") from None
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill (or an empty one)
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def tensors_sha256(tensors: "dict[str, torch.Tensor]") -> str:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from neas import dist
-from neas.io import append_line
+from neas.io import append_line, read_jsonl
 from neas.rundir import METRICS
 
 __all__ = ["MetricLogger"]
@@ -52,6 +52,4 @@ class MetricLogger:
         path = Path(path)
         if path.is_dir():
             path = path / METRICS
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(path)  # a line cut by a kill is skipped

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import load_weights, write_json, write_text, write_yaml
+from neas.io import MAX_JSON_BYTES, load_weights, read_json, read_jsonl, write_json, write_text, write_yaml
 
 __all__ = [
     "RunDir",
@@ -73,7 +73,6 @@ __all__ = [
     "JOB_LOGS",
     "generation_file",
     "round_file",
-    "read_json",
     "read_arch",
     "read_eval",
     "read_generations",
@@ -114,29 +113,6 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 def generation_file(generation: int) -> str:
     return f"generation_{generation:02d}.json"
-
-
-MAX_JSON_BYTES = 256 * 2**20  # no run-directory JSON file is this large; a larger one is not ours
-
-
-def read_json(path: "str | Path", what: str, required: "tuple[str, ...]" = ()) -> dict:
-    """A JSON object from a run directory: read with a size cap, checked to be an object with the
-    ``required`` keys; every error names the file (and the key)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise NeasError(f"{path}: too large for {what} ({path.stat().st_size} bytes)")
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NeasError(f"{path}: no such file ({what})") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NeasError(f"{path}: not a readable {what} ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(value, dict):
-        raise NeasError(f"{path}: {what} must be a JSON object, got {type(value).__name__}")
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise NeasError(f"{path}: {what} lacks {', '.join(repr(k) for k in missing)}")
-    return value
 
 
 def read_arch(path: "str | Path") -> dict:
@@ -434,15 +410,8 @@ def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
     path = Path(run) / METRICS
     if not path.is_file():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the crash (or an empty one)
-        if record.get(key, -1) <= last_epoch:
-            keep.append(line)
-    write_text(path, "".join(line + "\n" for line in keep))
+    keep = [record for record in read_jsonl(path) if record.get(key, -1) <= last_epoch]  # torn lines skipped
+    write_text(path, "".join(json.dumps(record) + "\n" for record in keep))
 
 
 def _damaged_weights(directory: Path, done: "list[str]") -> "str | None":

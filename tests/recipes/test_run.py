@@ -10,6 +10,7 @@ import neas.executor as executor_mod
 from neas.cli import main
 from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
+from neas.log import MetricLogger
 from neas.recipes.run import DEMO, RunConfig, run_pipeline, stage_configs
 from neas.schemas.run import CONFIGS
 
@@ -160,6 +161,20 @@ def test_report_cli(finished, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def test_report_of_a_run_killed_mid_write_of_its_metric_lines_renders(finished, capsys, tmp_path):
+    """A kill can cut the last metrics.jsonl line short (``append_line``'s promise: readers skip it)."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(finished, killed)
+    for stage in ("supernet", "retrain"):
+        with open(killed / stage / "metrics.jsonl", "a") as f:
+            f.write('{"step": 99, "epoch": 9, "loss": 4.1')  # no closing brace, no newline
+    assert main(["report", str(killed)]) == 0, capsys.readouterr().err
+    assert (killed / "report" / "index.html").is_file()
+    assert MetricLogger.read(killed / "retrain") == MetricLogger.read(finished / "retrain")
 
 
 def test_demo_is_the_default():

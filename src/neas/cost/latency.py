@@ -10,12 +10,11 @@ misses. Measuring a table, fitting its overhead and validating it build plain en
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError
-from neas.io import write_json
+from neas.io import read_json, write_json
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, path_pieces, trunk_pieces
 
 __all__ = ["LatencyTable", "check_table"]
@@ -122,8 +121,8 @@ class LatencyTable:
     @staticmethod
     def load(path: "str | Path") -> "LatencyTable":
         try:
-            return LatencyTable(**json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            return LatencyTable(**read_json(path, "latency table"))
+        except TypeError as exc:
             raise NeasError(f"{path}: not a latency table ({exc})") from None
 
 

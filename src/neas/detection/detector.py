@@ -23,8 +23,8 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from neas.detection.model import ASPECT_RATIOS, SCALES_PER_OCTAVE, build_retinanet, ensemble_body, timm_body
 from neas.ensemble import build_ensemble
 from neas.errors import NeasError
-from neas.io import load_matching, load_weights, save_tensors, write_json
-from neas.rundir import MODEL, read_json
+from neas.io import load_matching, load_weights, read_json, save_tensors, write_json
+from neas.rundir import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "save_detector", "load_detector", "is_detector"]

@@ -17,9 +17,9 @@ from neas.detection.data import CocoSplit, DetectionDataset, collate, load_coco
 from neas.detection.detector import DetectorSpec, load_detector
 from neas.detection.export import export_detector_onnx
 from neas.errors import NeasError
-from neas.io import check_output
+from neas.io import check_output, read_json
 from neas.nn.precision import full_precision
-from neas.rundir import EVAL, MODEL, read_json
+from neas.rundir import EVAL, MODEL
 from neas.space import EnsembleArch
 
 __all__ = [

@@ -33,7 +33,7 @@ from neas.ensemble.export import onnx_metadata
 from neas.ensemble.io import EnsembleFile
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
-from neas.io import write_bytes, write_json
+from neas.io import read_json, write_bytes, write_json
 from neas.nn import run_pieces
 from neas.space import path_pieces, trunk_pieces
 
@@ -259,11 +259,8 @@ class OnnxCascade:
         except ImportError:
             raise NeasError("running an ONNX cascade needs onnxruntime (pip install onnxruntime)") from None
         folder = Path(folder)
-        try:
-            self.spec = json.loads((folder / CASCADE_JSON).read_text())
-        except (OSError, ValueError) as exc:
-            raise NeasError(f"{folder / CASCADE_JSON}: cannot read the cascade ({exc})") from None
-        if not isinstance(self.spec, dict) or self.spec.get("format") != FORMAT:
+        self.spec = read_json(folder / CASCADE_JSON, "cascade")
+        if self.spec.get("format") != FORMAT:
             raise NeasError(f"{folder / CASCADE_JSON}: not a {FORMAT} file")
         steps = self.spec["steps"]
         self.thresholds, self.temperature = list(self.spec["thresholds"]), self.spec["temperature"]

@@ -43,7 +43,7 @@ from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import DeepEnsemble
 from neas.errors import NeasError
 from neas.executor import check_executor, run_jobs, stage_job
-from neas.io import save_figure, write_json, write_text
+from neas.io import read_json, save_figure, write_json, write_text
 from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
@@ -60,7 +60,6 @@ from neas.rundir import (
     read_arch,
     read_eval,
     read_generations,
-    read_json,
     release_run_dir,
     run_stage,
 )
@@ -247,7 +246,7 @@ def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "E
         )
         return None
     cfg = from_dict(SearchConfig, yaml.safe_load(config.read_text()), str(config))
-    supernet = json.loads(Path(arch_spec).read_text()).get("supernet") or cfg.supernet
+    supernet = read_json(arch_spec, "arch file").get("supernet") or cfg.supernet
     cfg = dataclasses.replace(cfg, supernet=supernet, out=str(out / "search_no_sharing"), split=[0, 0], resume=False)
     run_stage(out / "search_no_sharing", [ARCH], search, cfg, "search without sharing")
     return EnsembleArch.load(out / "search_no_sharing" / ARCH)

@@ -43,7 +43,7 @@ from neas.config import from_dict, load_yaml, to_dict
 from neas.data.datasets import load_dataset
 from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs
-from neas.io import write_json, write_text, write_yaml
+from neas.io import read_json, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.recipes.search import check_budget
@@ -62,7 +62,6 @@ from neas.rundir import (
     check_resume_config,
     claim_dir,
     read_eval,
-    read_json,
     releases_run_dir,
 )
 from neas.schemas.compare import ROWS, CompareConfig

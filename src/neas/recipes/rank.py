@@ -28,8 +28,8 @@ import torch
 from neas.dist import local_device
 from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs, stage_job
-from neas.io import save_figure, write_json, write_text
-from neas.rundir import EVAL, JOB_LOGS, RANK, SUPERNET, claim_dir, read_eval, read_json, releases_run_dir
+from neas.io import read_json, save_figure, write_json, write_text
+from neas.rundir import EVAL, JOB_LOGS, RANK, SUPERNET, claim_dir, read_eval, releases_run_dir
 from neas.schemas.rank import RankConfig
 from neas.schemas.retrain import RetrainConfig
 from neas.search.data import heldout_batches
@@ -242,8 +242,10 @@ def _read_scratch(path: str, recipe: dict) -> "dict[EnsembleArch, float]":
     (training settings and search space) is this run's: another recipe's scores would be
     silently wrong."""
     where = f"--scratch {path}"
+    if not Path(path).exists():
+        raise NeasError(f"{where}: no such file")
     try:
-        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+        record = read_json(path, "scratch record")
         given, ensembles = record["recipe"], record["ensembles"]
         if not isinstance(given, dict) or not isinstance(ensembles, list):
             raise TypeError("'recipe' must be an object and 'ensembles' a list")

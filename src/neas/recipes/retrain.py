@@ -13,7 +13,6 @@ gradient is divided by K. Writes ``model.safetensors``, ``eval.json``, ``metrics
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from neas.ensemble.deployment import fit_cascade, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
+from neas.io import read_json
 from neas.nn.precision import full_precision
 from neas.recipes.evaluate import load_ood
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
@@ -159,8 +159,8 @@ def _search_path_acc(arch_spec: str) -> "list[float] | None":
     if not path.is_file():
         return None
     try:
-        acc = json.loads(path.read_text()).get("path_acc")
-    except (OSError, ValueError, AttributeError):
+        acc = read_json(path, "arch file").get("path_acc")
+    except NeasError:
         return None
     return [float(a) for a in acc] if isinstance(acc, list) else None
 

@@ -24,6 +24,7 @@ from neas.data.datasets import load_dataset
 from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.executor import check_executor, run_jobs, stage_job
+from neas.io import read_json
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
@@ -38,7 +39,6 @@ from neas.rundir import (
     RunDir,
     read_arch,
     read_eval,
-    read_json,
     run_stage,
 )
 from neas.rundir import (

@@ -11,9 +11,9 @@ from pathlib import Path
 from neas.detection.data import load_coco, to_rgb
 from neas.detection.detector import DETECTOR, PREDICTIONS
 from neas.errors import NeasError
-from neas.io import write_text
+from neas.io import read_json, write_text
 from neas.report import plots
-from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, read_json
+from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["build_report", "build_compare_report", "build_detection_report"]
@@ -76,7 +76,7 @@ def _training(run: Path, out: Path) -> list[str]:
             "score; red bars were dropped.</p>"
         )
         for p in rounds:
-            record = json.loads(p.read_text())
+            record = read_json(p, "shrinking round")
             name = f"shrink_round_{record['round']:02d}.png"
             plots.plot_shrink_round(record, out / name)
             parts.append(

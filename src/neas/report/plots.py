@@ -4,7 +4,6 @@ evaluation's reliability diagram, corruption-severity curves and anytime-K curve
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
 
-from neas.io import save_figure  # noqa: E402
+from neas.io import (
+    read_json,
+    save_figure,  # noqa: E402
+)
 from neas.log import MetricLogger  # noqa: E402
 from neas.rundir import ARCH, PARETO, read_arch, read_generations  # noqa: E402
 from neas.space import EnsembleArch  # noqa: E402
@@ -450,7 +452,7 @@ def plot_front(run: Path, path: Path) -> "Path | None":
     evo = run / "search" / PARETO
     if not evo.is_file():
         return None
-    pareto = json.loads(evo.read_text())
+    pareto = read_json(evo, "Pareto front")
     metric = pareto["metric"]
     scale = 1.0 if metric == "latency_ms" else 1e-6
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -459,7 +461,7 @@ def plot_front(run: Path, path: Path) -> "Path | None":
         (run / "search_random" / PARETO, "s--", "random search"),
     ):
         if source.is_file():
-            front = json.loads(source.read_text())
+            front = read_json(source, "Pareto front")
             ax.plot(
                 [m[metric] * scale for m in front["front"]],
                 [100 * m["ensemble_acc"] for m in front["front"]],

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from neas.errors import NeasError
-from neas.io import load_matching, load_weights, save_tensors, write_json
-from neas.rundir import CHECKPOINTS, MAX_JSON_BYTES, STATE
+from neas.io import MAX_JSON_BYTES, load_matching, load_weights, save_tensors, write_json
+from neas.rundir import CHECKPOINTS, STATE
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_state"]
 

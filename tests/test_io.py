@@ -1,0 +1,46 @@
+"""The one capped JSON reader and the JSON-lines reader that keeps ``append_line``'s promise."""
+
+import json
+
+import pytest
+
+import neas.io as io
+from neas.errors import NeasError
+from neas.io import append_line, read_json, read_jsonl
+
+
+def test_a_line_cut_by_a_kill_is_skipped_and_the_others_kept_in_order(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for epoch in range(3):
+        append_line(path, json.dumps({"epoch": epoch, "loss": 1.0 / (epoch + 1)}))
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "lo')  # the writer was killed mid-line
+    assert read_jsonl(path) == [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 1 / 3}]
+
+
+def test_lines_that_are_not_objects_are_skipped_and_a_missing_file_has_none(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('[1, 2]\n\n"text"\n{"a": 1}\n')
+    assert read_jsonl(path) == [{"a": 1}]
+    assert read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_both_readers_refuse_a_file_over_the_cap_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "MAX_JSON_BYTES", 16)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"key": "x" * 32}))
+    with pytest.raises(NeasError, match=r"big\.json: too large for an evaluation \(\d+ bytes\)"):
+        read_json(path, "an evaluation")
+    with pytest.raises(NeasError, match=r"big\.json: too large for metric lines"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{", "not a readable arch file"), ("[1]", "must be a JSON object, got list"), ("{}", "lacks 'split'")],
+)
+def test_read_json_names_the_file_and_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "arch.json"
+    path.write_text(text)
+    with pytest.raises(NeasError, match=message):
+        read_json(path, "arch file", ("split",))
