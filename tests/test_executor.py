@@ -146,7 +146,7 @@ def test_the_real_cli_locally_a_failure_quotes_its_error_and_names_its_log(tmp_p
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"executor": "lokal"}, "choose one of debug, local, slurm \\(did you mean 'local'\\?\\)"),
+        ({"executor": "lokal"}, "choose one of local, slurm, debug \\(did you mean 'local'\\?\\)"),
         ({"max_parallel": 0}, "--max-parallel must be an integer >= 1, got 0"),
         ({"executor": "slurm", "slurm": {"partion": "gpu"}}, "slurm option 'partion' is unknown \\(did you mean"),
     ],

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from neas.config import to_dict
 from neas.errors import NeasError, show, suggest
 from neas.io import write_yaml
+from neas.options import EXECUTORS
 from neas.rundir import is_run_dir, stage_finished
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("debug", "local", "slurm")
 CLI = "neas.cli:main"  # what a job runs: the neas command line, resolved by name in the job's process
 RESUME = "--resume"
 # The keys of run_jobs(slurm=...): submitit's names; additional_parameters are extra #SBATCH options.

@@ -54,7 +54,7 @@ OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (ne
 COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
 RUNTIMES = ("torch", "onnxruntime")  # what latency is measured in (neas.cost.runtime)
 TEMPERATURE_MODES = ("auto", "fit", "none")
-EXECUTORS = ("local", "slurm", "debug")  # neas.executor.EXECUTORS, spelled here without importing it
+EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
 # The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
 CORRUPTIONS = (

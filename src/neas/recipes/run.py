@@ -47,6 +47,7 @@ from neas.rundir import (
 from neas.schemas.run import DEMO, RunConfig
 from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
+from neas.train.recipe import check_global_batch
 
 __all__ = ["RunConfig", "stage_configs", "run_pipeline", "budget_value", "budget_folder", "DEMO"]
 
@@ -217,14 +218,10 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
         raise NeasError(f"retrain.cascade: the space {space.name!r} has K = 1 path; a cascade needs at least 2")
     full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
     check_budget(se, space, full.num_classes)
-    world = dist.get_world_size()
     for section, cfg in (("supernet", sn), ("retrain", rt)):
         train = len(holdout_split(full.labels, cfg.holdout)[0]) if cfg.holdout else len(full.labels)
-        if cfg.batch_size * world > train:
-            raise NeasError(
-                f"{section}.batch_size: {cfg.batch_size} x {world} process(es) is more than the {train} images of "
-                f"the training part ({sn.data}, holdout {cfg.holdout or 0:g})"
-            )
+        what = f"images of the training part ({sn.data}, holdout {cfg.holdout or 0:g})"
+        check_global_batch(train, cfg.batch_size, dist.get_world_size(), f"{section}.batch_size", what)
 
 
 def _link_retrain(run: RunDir, largest: Path) -> None:
