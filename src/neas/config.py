@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import re
 import types
 import typing
@@ -31,11 +30,10 @@ from typing import Any, TypeVar
 import yaml
 
 from neas.errors import NeasError, show, suggest
+from neas.settings import check_valid
 
 __all__ = [
     "option",
-    "check_valid",
-    "validate_fields",
     "from_dict",
     "to_dict",
     "load_yaml",
@@ -100,51 +98,6 @@ class FlatField:
     positional: bool = False
     required: bool = False
     valid: "str | None" = None
-
-
-def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
-    """``value`` if it is ``None`` or within ``spec`` (see :func:`option`); else a NeasError naming ``name``."""
-    if isinstance(spec, tuple):  # declared choices
-        if value is not None and value not in spec:
-            raise NeasError(
-                f"{name}: unknown {show(value)}{suggest(str(value), [str(c) for c in spec])}; choose "
-                f"{', '.join(map(str, spec))}"
-            )
-        return value
-    if spec is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    integer = isinstance(value, int)
-    finite = integer or math.isfinite(value)
-    spec = spec.strip()
-    if ".." in spec:
-        lo, hi = (int(x) for x in spec.split(".."))
-        ok, phrase = lo <= value <= hi, f"be in {spec}"
-    elif spec.startswith(">"):
-        strict = not spec.startswith(">=")
-        bound = spec[1 if strict else 2 :].strip()
-        ok = finite and (value > float(bound) if strict else value >= float(bound))
-        if integer:
-            least = int(float(bound)) + strict
-            phrase = "not be negative" if least == 0 else f"be at least {least}"
-        else:
-            phrase = f"be a finite number {'>' if strict else '>='} {bound}"
-    else:
-        lo, hi = (float(x) for x in spec[1:-1].split(","))
-        ok = (
-            finite
-            and (value >= lo if spec[0] == "[" else value > lo)
-            and (value <= hi if spec[-1] == "]" else value < hi)
-        )
-        phrase = f"be in {spec}"
-    if not ok:
-        raise NeasError(f"{name} must {phrase}, got {show(value)}")
-    return value
-
-
-def validate_fields(obj) -> None:
-    """Checks every field of the dataclass ``obj`` that declares ``valid`` (mixins' fields included)."""
-    for f in dataclasses.fields(obj):
-        check_valid(f.metadata.get("valid"), getattr(obj, f.name), f.name)
 
 
 def _nested(f: dataclasses.Field, hint: Any) -> bool:

@@ -1,15 +1,16 @@
 """Option groups several commands share, declared once (mixins of the commands' schemas; each
-command's ``__post_init__`` checks their declared ranges with :func:`neas.config.validate_fields`),
-and the named choices and value parsers options use.
+command's ``__post_init__`` checks their declared ranges with :func:`neas.settings.validate_fields`),
+and the named choices and value parsers of the data, the executor and the commands.
 
-Everything here is plain data and string parsing: with :mod:`neas.config` and :mod:`neas.schemas`
-it is all ``neas --help`` and option errors import (no torch). The modules that implement a
-choice (datasets, corruptions, shrinking modes, runtimes, ...) import its names from here.
+Everything here is plain data and string parsing: with :mod:`neas.config`, :mod:`neas.schemas`
+and the algorithm packages' ``settings`` modules it is all ``neas --help`` and option errors
+import (no torch). A choice the library implements is owned by its package's ``settings`` module
+(shrinking modes: ``neas.shrink.settings``; objectives and cost metrics: ``neas.search.settings``;
+runtimes: ``neas.cost.settings``; feature modes: ``neas.ensemble.settings``).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -17,20 +18,12 @@ from neas.config import option
 from neas.errors import NeasError, show, suggest
 
 __all__ = [
-    "FEATURE_MODES",
-    "parse_feature_mode",
-    "Amount",
-    "parse_amount",
     "CORRUPTIONS",
     "parse_corruptions",
     "parse_severities",
     "DATASETS",
     "DECODE_MODES",
-    "SHRINK_MODES",
     "STRATEGIES",
-    "OBJECTIVES",
-    "COST_METRICS",
-    "RUNTIMES",
     "TEMPERATURE_MODES",
     "DEVICE_HELP",
     "DecodeOptions",
@@ -48,11 +41,7 @@ __all__ = [
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "imagefolder")
 DECODE_MODES = ("auto", "memory", "stream")
-SHRINK_MODES = ("diversity", "quality", "accuracy", "none")  # neas.shrink
 STRATEGIES = ("evolution", "random")  # neas search
-OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (neas.search.fitness)
-COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
-RUNTIMES = ("torch", "onnxruntime")  # what latency is measured in (neas.cost.runtime)
 TEMPERATURE_MODES = ("auto", "fit", "none")
 EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
@@ -74,32 +63,6 @@ CORRUPTIONS = (
     "pixelate",
     "jpeg_compression",
 )
-
-
-class Amount(int):
-    """A count (MACs, FLOPs, params) that configs and flags may write as ``300M``, ``1.5G``, ``800K``."""
-
-    @classmethod
-    def parse(cls, value: "str | int | float") -> "Amount":
-        return cls(parse_amount(value))
-
-
-def parse_amount(text: "str | int | float") -> int:
-    """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
-        return int(text)
-    raw = str(text).strip()
-    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(raw[-1:].lower(), 1)
-    number = raw[:-1] if scale != 1 else raw
-    try:
-        value = float(number)
-    except ValueError:
-        raise NeasError(
-            f"cannot read {show(text)} as an amount: expected a number with an optional K/M/G suffix, e.g. 300M"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise NeasError(f"amount {show(text)} must be a finite number >= 0")
-    return int(round(value * scale))
 
 
 def parse_corruptions(names: "list[str]") -> list[str]:
@@ -132,24 +95,6 @@ def parse_severities(spec: str) -> list[int]:
             f"severities: {spec!r} is not a severity range; use 1-5, 3, or a list like 1,3,5 (severities are 1..5)"
         )
     return values
-
-
-FEATURE_MODES = ("mean", "concat", "path:J")  # what a detector's neck sees after the split (neas.ensemble.features)
-
-
-def parse_feature_mode(mode: str, num_paths: "int | None" = None) -> "int | None":
-    """Path J of ``"path:J"``, None for ``mean`` and ``concat``; with ``num_paths``, J must be a path of
-    the ensemble. NeasError naming ``feature_mode`` otherwise."""
-    if mode in ("mean", "concat"):
-        return None
-    prefix, _, index = str(mode).partition(":")
-    if prefix != "path" or not index.isdigit():
-        raise NeasError(f"feature_mode: unknown {mode!r}; choose mean, concat or path:J (J a path index, e.g. path:0)")
-    if num_paths is not None and int(index) >= num_paths:
-        raise NeasError(
-            f"feature_mode: {mode} names a path the {num_paths}-path ensemble lacks (paths 0..{num_paths - 1})"
-        )
-    return int(index)
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
+from neas.cost.settings import RUNTIMES
 from neas.errors import NeasError, suggest
-from neas.options import RUNTIMES
 
 # importing the Timer warns about CUDA_HOME on CPU builds
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

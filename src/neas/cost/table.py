@@ -24,10 +24,9 @@ import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
 from neas.nn import GlobalAvgPool, measure_pieces
-from neas.options import Amount, parse_amount
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces
 
-__all__ = ["Amount", "Cost", "CostTable", "cost_table", "count_cost", "parse_amount"]
+__all__ = ["Cost", "CostTable", "cost_table", "count_cost"]
 
 
 @dataclass(frozen=True)

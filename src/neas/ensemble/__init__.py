@@ -1,5 +1,18 @@
-"""The plain ensemble network."""
+"""The plain ensemble network.
 
-from neas.ensemble.model import EnsembleNet, build_ensemble
+The names below load on first use, so the CLI can import :mod:`neas.ensemble.settings` without torch.
+"""
 
-__all__ = ["EnsembleNet", "build_ensemble"]
+import importlib
+
+_EXPORTS = {
+    "EnsembleNet": "neas.ensemble.model",
+    "build_ensemble": "neas.ensemble.model",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 
 from neas.ensemble.model import EnsembleNet
+from neas.ensemble.settings import FEATURE_MODES, parse_feature_mode
 from neas.errors import NeasError
-from neas.options import FEATURE_MODES, parse_feature_mode
 from neas.space import FIRST, HEAD, LAYER, STEM, Piece, path_pieces, trunk_pieces
 
 __all__ = ["EnsembleFeatures", "MODES", "HEAD_KEY", "stage_ends"]

@@ -41,12 +41,13 @@ from neas.rundir import (
     releases_run_dir,
     truncate_metrics,
 )
-from neas.schemas.search import Constraints, SearchConfig
+from neas.schemas.search import SearchConfig
 from neas.search.constraints import measure_costs
 from neas.search.data import heldout_batches
 from neas.search.evolution import evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.search.pareto import front_indices, nsga2_select
+from neas.search.settings import Constraints
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option, validate_fields
+from neas.config import option
+from neas.cost.settings import RUNTIMES
 from neas.errors import NeasError, suggest
-from neas.options import DEVICE_HELP, RUNTIMES
+from neas.options import DEVICE_HELP
+from neas.settings import validate_fields
 
 __all__ = [
     "ArchCommand",

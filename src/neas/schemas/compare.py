@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option, validate_fields
+from neas.config import option
 from neas.errors import NeasError, show, suggest
 from neas.options import EXECUTORS, ExecutorOptions
+from neas.settings import validate_fields
 
 __all__ = ["CompareConfig", "ROWS", "DEFAULT_ROWS", "EXECUTORS"]
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import check_valid, option, validate_fields
+from neas.config import option
+from neas.ensemble.settings import FEATURE_MODES, parse_feature_mode
 from neas.errors import NeasError
-from neas.options import FEATURE_MODES, TrainOptions, parse_feature_mode
+from neas.options import TrainOptions
+from neas.settings import check_valid, validate_fields
 
 __all__ = ["DETECT_PRESETS", "DetectConfig", "FEATURE_MODES"]
 

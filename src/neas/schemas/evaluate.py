@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option, validate_fields
+from neas.config import option
 from neas.errors import NeasError
 from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
+from neas.settings import validate_fields
 
 __all__ = ["EvaluateConfig"]
 

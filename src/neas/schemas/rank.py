@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option, validate_fields
+from neas.config import option
 from neas.options import DecodeOptions, DeviceOptions, ExecutorOptions, ScoringOptions
+from neas.settings import validate_fields
 
 __all__ = ["RankConfig"]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import check_valid, option, validate_fields
+from neas.config import option
 from neas.errors import NeasError
 from neas.options import DataOptions, QualityOptions, TrainOptions
+from neas.settings import check_valid, validate_fields
 
 __all__ = ["RETRAIN_PRESETS", "RetrainConfig"]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neas.config import option, validate_fields
-from neas.options import COST_METRICS, DataOptions, DeviceOptions, ExecutorOptions
+from neas.config import option
+from neas.options import DataOptions, DeviceOptions, ExecutorOptions
+from neas.search.settings import COST_METRICS
+from neas.settings import validate_fields
 
 __all__ = ["RunConfig", "CONFIGS", "DEMO"]
 

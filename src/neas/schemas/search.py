@@ -1,87 +1,16 @@
-"""The schema of ``neas search``, with its budget constraints and evolution settings."""
+"""The schema of ``neas search`` (its budget constraints and evolution settings: :mod:`neas.search.settings`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from neas.config import option, validate_fields
+from neas.config import option
 from neas.errors import NeasError, suggest
-from neas.options import COST_METRICS, OBJECTIVES, STRATEGIES, Amount, DecodeOptions, RunOptions, ScoringOptions
+from neas.options import STRATEGIES, DecodeOptions, RunOptions, ScoringOptions
+from neas.search.settings import COST_METRICS, OBJECTIVES, Constraints, EvolutionSettings
+from neas.settings import validate_fields
 
-__all__ = ["Constraints", "EvolutionSettings", "SearchConfig"]
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Inclusive bounds; ``None`` means unbounded."""
-
-    min_macs: "Amount | None" = option(None, "lower bound on MACs (K/M/G suffixes: 300M)")
-    max_macs: "Amount | None" = option(None, "upper bound on MACs (K/M/G suffixes: 300M)")
-    min_paper_flops: "Amount | None" = option(None, "lower bound on FLOPs, the paper's convention")
-    max_paper_flops: "Amount | None" = option(None, "upper bound on FLOPs, the paper's convention")
-    min_params: "Amount | None" = option(None, "lower bound on parameters")
-    max_params: "Amount | None" = option(None, "upper bound on parameters")
-    min_latency_ms: "float | None" = option(
-        None, "lower bound on latency, from a table measured on this machine", valid=">= 0"
-    )
-    max_latency_ms: "float | None" = option(
-        None, "upper bound on latency, from a table measured on this machine", valid=">= 0"
-    )
-    latency_mode: str = option("sequential", "how the K paths' latencies combine", valid=("sequential", "parallel"))
-
-    def __post_init__(self):
-        validate_fields(self)
-        for metric in COST_METRICS:
-            for bound in ("min", "max"):
-                value = getattr(self, f"{bound}_{metric}")
-                if value is not None and not value >= 0:  # also refuses nan
-                    raise NeasError(f"{bound}_{metric}: a budget must be >= 0, got {value}")
-            lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
-            if lo is not None and hi is not None and lo > hi:
-                raise NeasError(f"contradictory constraints: min_{metric}={lo} is larger than max_{metric}={hi}")
-
-    @property
-    def needs_latency(self) -> bool:
-        return self.min_latency_ms is not None or self.max_latency_ms is not None
-
-    def active(self) -> dict:
-        """The bounds that are set (and the latency mode when latency is bounded)."""
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "latency_mode" and getattr(self, f.name) is not None
-        }
-        if self.needs_latency:
-            out["latency_mode"] = self.latency_mode
-        return out
-
-    def satisfied(self, costs: dict) -> bool:
-        for metric in COST_METRICS:
-            lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
-            value = costs.get(metric)
-            if value is None:
-                continue
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class EvolutionSettings:
-    population: int = option(50, "P: members per generation", valid=">= 1")
-    parents: int = option(10, "top-k of everything evaluated kept as parents", valid=">= 1")
-    generations: int = option(20, "generations", valid=">= 1")
-    mutations: int = option(25, "mutated children per generation", valid=">= 0")
-    crossovers: int = option(25, "crossover children per generation", valid=">= 0")
-    p_split: float = option(0.1, "P_s: probability of moving the split point", valid="[0, 1]")
-    p_layer: float = option(0.1, "P_m: probability of re-drawing each layer", valid="[0, 1]")
-
-    def __post_init__(self):
-        validate_fields(self)
-        if self.population < self.parents:
-            raise NeasError(
-                f"population ({self.population}) must not be smaller than the number of parents ({self.parents})"
-            )
+__all__ = ["SearchConfig"]
 
 
 @dataclass

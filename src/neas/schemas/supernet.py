@@ -1,40 +1,16 @@
-"""The schema of ``neas train-supernet`` and of its shrinking settings (Algorithm 1)."""
+"""The schema of ``neas train-supernet`` (its shrinking settings: :class:`neas.shrink.settings.ShrinkSettings`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option, validate_fields
-from neas.errors import NeasError, suggest
-from neas.options import SHRINK_MODES, DataOptions, TrainOptions
+from neas.config import option
+from neas.errors import NeasError
+from neas.options import DataOptions, TrainOptions
+from neas.settings import validate_fields
+from neas.shrink.settings import ShrinkSettings
 
-__all__ = ["ShrinkSettings", "SupernetConfig"]
-
-
-@dataclass(frozen=True)
-class ShrinkSettings:
-    """How a supernet's space is shrunk (Algorithm 1). Outside Python each key is spelled
-    ``shrink_<name>`` (the mode: ``shrink``), as in ``neas train-supernet --shrink-every 20``."""
-
-    mode: str = option("diversity", "diversity | quality (S = I: quality alone) | accuracy | none")
-    every: int = option(20, "E: epochs between shrinking rounds", valid=">= 1")
-    drop: int = option(20, "k: combinations dropped per round", valid=">= 0")
-    until: int = option(0, "T: stop shrinking once at most this many combinations remain", valid=">= 0")
-    samples: int = option(20, "Z: ensembles sampled per round", valid=">= 1")
-    beta: float = option(
-        1e-3, "beta of the similarity exp(-beta * distance) (paper: 1e-3 for 1280-d features)", valid=">= 0"
-    )
-    gamma: float = option(
-        5.0, "gamma of the quality exp(gamma * accuracy)", valid="[0, 50]"
-    )  # exp(2 K gamma) stays finite
-
-    def __post_init__(self):
-        if self.mode not in SHRINK_MODES:
-            raise NeasError(
-                f"shrink: unknown mode {self.mode!r}{suggest(self.mode, SHRINK_MODES)}; modes: "
-                f"{', '.join(SHRINK_MODES)}"
-            )
-        validate_fields(self)  # flags and YAML are checked under their flat names (shrink_every) before this
+__all__ = ["SupernetConfig"]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from neas.cost import CostTable
 from neas.cost.latency import LatencyTable
-from neas.schemas.search import Constraints
+from neas.search.settings import Constraints
 from neas.space import EnsembleArch
 
 __all__ = ["Constraints", "measure_costs"]

@@ -13,7 +13,7 @@ import random
 from typing import Callable
 
 from neas.errors import NeasError
-from neas.schemas.search import EvolutionSettings
+from neas.search.settings import EvolutionSettings
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
 __all__ = ["EvolutionSettings", "mutate", "crossover", "repair", "sample_within", "evolve", "random_search"]

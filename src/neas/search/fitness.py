@@ -21,7 +21,7 @@ import torch
 from neas.ensemble.uncertainty import selective_metrics
 from neas.nn import recalibrate_bn, recalibrating
 from neas.nn.precision import full_precision
-from neas.options import OBJECTIVES
+from neas.search.settings import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
 

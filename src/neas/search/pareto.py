@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from neas.errors import NeasError
-from neas.options import COST_METRICS
+from neas.search.settings import COST_METRICS
 
 __all__ = ["PARETO_METRICS", "non_dominated_fronts", "crowding", "nsga2_select", "front_indices", "pick_for_budgets"]
 

@@ -1,18 +1,27 @@
-"""Diversity-guided search-space shrinking (paper §3.2, Algorithm 1)."""
+"""Diversity-guided search-space shrinking (paper §3.2, Algorithm 1).
 
-from neas.shrink.score import accuracy_scores, diversity_scores
-from neas.shrink.shrinker import SHRINK_MODES, ShrinkSettings, probe_arch, select_drops, shrink_round
-from neas.shrink.statistics import LayerStats, ProbeSample, layer_statistics
+The names below load on first use, so the CLI can import :mod:`neas.shrink.settings` (its
+schema's settings) without the torch modules.
+"""
 
-__all__ = [
-    "LayerStats",
-    "ProbeSample",
-    "SHRINK_MODES",
-    "ShrinkSettings",
-    "accuracy_scores",
-    "diversity_scores",
-    "layer_statistics",
-    "probe_arch",
-    "select_drops",
-    "shrink_round",
-]
+import importlib
+
+_EXPORTS = {
+    "LayerStats": "neas.shrink.statistics",
+    "ProbeSample": "neas.shrink.statistics",
+    "SHRINK_MODES": "neas.shrink.settings",
+    "ShrinkSettings": "neas.shrink.settings",
+    "accuracy_scores": "neas.shrink.score",
+    "diversity_scores": "neas.shrink.score",
+    "layer_statistics": "neas.shrink.statistics",
+    "probe_arch": "neas.shrink.shrinker",
+    "select_drops": "neas.shrink.shrinker",
+    "shrink_round": "neas.shrink.shrinker",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

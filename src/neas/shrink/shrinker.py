@@ -19,14 +19,13 @@ import torch
 from neas import dist
 from neas.nn import recalibrate_bn
 from neas.nn.precision import full_precision
-from neas.options import SHRINK_MODES
-from neas.schemas.supernet import ShrinkSettings
 from neas.shrink.score import accuracy_scores, diversity_scores, quality_scores
+from neas.shrink.settings import ShrinkSettings
 from neas.shrink.statistics import ProbeSample, layer_statistics
 from neas.space import EnsembleArch, ShrunkSpace
 from neas.supernet import Supernet
 
-__all__ = ["ShrinkSettings", "probe_arch", "select_drops", "shrink_round", "SHRINK_MODES"]
+__all__ = ["probe_arch", "select_drops", "shrink_round"]
 
 log = logging.getLogger(__name__)
 
