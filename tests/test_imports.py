@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # docs/DESIGN.md, "Imports": a package imports only those before it (those on one line: either way round)
 LAYERS = [
-    ("errors",),
+    ("errors", "lazy"),
     ("settings",),  # neas.settings and every algorithm package's settings module: torch-free, below the CLI
     ("parser",),
     ("config",),

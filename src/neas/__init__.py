@@ -8,7 +8,7 @@ Names load on first use, so ``import neas.ensemble`` (a deployed model) does not
 supernet or the search machinery.
 """
 
-import importlib
+from neas.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,14 +28,4 @@ _EXPORTS = {
     "save_ensemble": "neas.ensemble.io",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'neas' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

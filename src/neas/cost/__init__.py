@@ -3,7 +3,7 @@
 The names below load on first use, so the CLI can import :mod:`neas.cost.settings` without torch.
 """
 
-import importlib
+from neas.lazy import lazy_exports
 
 _EXPORTS = {
     "Amount": "neas.settings",
@@ -13,10 +13,4 @@ _EXPORTS = {
     "count_cost": "neas.cost.table",
     "parse_amount": "neas.settings",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

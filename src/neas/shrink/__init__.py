@@ -4,7 +4,7 @@ The names below load on first use, so the CLI can import :mod:`neas.shrink.setti
 schema's settings) without the torch modules.
 """
 
-import importlib
+from neas.lazy import lazy_exports
 
 _EXPORTS = {
     "LayerStats": "neas.shrink.statistics",
@@ -18,10 +18,4 @@ _EXPORTS = {
     "select_drops": "neas.shrink.shrinker",
     "shrink_round": "neas.shrink.shrinker",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
