@@ -35,6 +35,7 @@ from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
 from neas.io import MAX_JSON_BYTES, load_weights, read_json, read_jsonl, write_json, write_text, write_yaml
+from neas.options import EXECUTOR_KEYS
 
 __all__ = [
     "RunDir",
@@ -45,9 +46,11 @@ __all__ = [
     "release_run_dir",
     "check_resume_config",
     "truncate_metrics",
+    "run_kind",
     "is_run_dir",
     "has_checkpoint",
     "NOT_COMPARED",
+    "config_differences",
     "stage_finished",
     "MARKER",
     "LOCK",
@@ -105,7 +108,7 @@ COMPARE_CONFIGS = "configs"  # compare: the `neas run` (and deep-ensemble retrai
 JOB_LOGS = "jobs"  # submitit's pickles and logs of the jobs a command ran
 
 # Keys a --resume does not compare with the config the run started with.
-NOT_COMPARED = ("resume", "out", "device", "workers", "executor", "max_parallel", "slurm")  # how, not what
+NOT_COMPARED = ("resume", "out", "device", "workers", *EXECUTOR_KEYS)  # how a run is run, not what it computes
 
 _LOCKS: dict[str, object] = {}  # run directory -> its open, locked lock file (held until released or exit)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -222,6 +225,16 @@ def _marker(run: Path) -> dict:
         why = marker if isinstance(marker, Exception) else "not a JSON object with kind and cwd strings"
         raise NeasError(f"{path}: damaged run marker ({why}); nothing was touched: restore it, or choose another --out")
     return marker
+
+
+def run_kind(path: "str | Path | None") -> "str | None":
+    """The kind a run directory records in its marker (``retrain``, ``detect``, ``compare``, ...), of
+    ``path`` or, for a file in one (its ``model.safetensors``), of its folder; None when there is none."""
+    if path is None:
+        return None
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return _marker(folder).get("kind") if folder.is_dir() else None
 
 
 def _check_kind(run: Path, kind: str) -> None:
@@ -368,6 +381,34 @@ def _same_value(old, new, old_home: Path, old_cwd: Path, new_home: Path) -> bool
         return False
 
 
+def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> "list[tuple[str, object, object]]":
+    """``(key, old, new)`` for every key but ``ignore`` whose value in ``run``'s ``config.yaml`` differs
+    from ``config``'s: the one rule of "is this the same config?" (resume, compare, ablate's --reuse).
+    Values are compared parsed, not spelled ("1.5M" and 1500000 are one budget), and paths by the place
+    they name (old relative paths against the directory the run was started from, or the same place
+    relative to the run's home, so a moved or copied pipeline is the same run)."""
+    path = run / CONFIG
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise NeasError(f"{path} is not a readable config") from None
+    if not isinstance(old, dict):
+        raise NeasError(f"{path} is not a neas config (not a mapping)")
+    try:
+        old = to_dict(from_dict(type(config), old))
+    except NeasError:
+        pass
+    new = to_dict(config)
+    old_cwd = Path(_marker(run).get("cwd") or Path.cwd())
+    old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
+    new_home = Path(str(new.get("out") or run)).resolve().parent
+    return [
+        (k, old.get(k), new.get(k))
+        for k in sorted(set(old) | set(new))
+        if k not in ignore and not _same_value(old.get(k), new.get(k), old_home, old_cwd, new_home)
+    ]
+
+
 def check_resume_config(run: Path, config, ignore: tuple = NOT_COMPARED) -> None:
     """Refuses to continue ``run`` under a config that differs from its ``config.yaml`` (except
     ``ignore``), and a run that has a checkpoint but lost its ``config.yaml``: the config it was
@@ -381,26 +422,11 @@ def check_resume_config(run: Path, config, ignore: tuple = NOT_COMPARED) -> None
             )
         return
     try:
-        old = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise NeasError(f"--resume: {path} is not a readable config") from None
-    if not isinstance(old, dict):
-        raise NeasError(f"--resume: {path} is not a neas config (not a mapping)")
-    try:  # compare values, not spellings: "1.5M" and 1500000 are one budget
-        old = to_dict(from_dict(type(config), old))
-    except NeasError:
-        pass
-    new = to_dict(config)
-    old_cwd = Path(_marker(run).get("cwd") or Path.cwd())
-    old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
-    new_home = Path(str(new.get("out") or run)).resolve().parent
-    diff = [
-        k
-        for k in sorted(set(old) | set(new))
-        if k not in ignore and not _same_value(old.get(k), new.get(k), old_home, old_cwd, new_home)
-    ]
+        diff = config_differences(run, config, ignore)
+    except NeasError as exc:
+        raise NeasError(f"--resume: {exc}") from None
     if diff:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diff)
         raise NeasError(f"--resume: the config differs from the one {run} was started with ({detail})")
 
 

@@ -27,7 +27,7 @@ from neas.io import load_matching, load_weights, read_json, save_tensors, write_
 from neas.rundir import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "save_detector", "load_detector", "is_detector"]
+__all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "save_detector", "load_detector"]
 
 DETECTOR = "detector.json"  # beside model.safetensors: how to rebuild the detector
 PREDICTIONS = "predictions.json"  # the val split's detections in COCO results format
@@ -113,14 +113,6 @@ def save_detector(model: nn.Module, spec: DetectorSpec, run: Path) -> Path:
     path = save_tensors(run / MODEL, dict(model.state_dict()), {"detector": json.dumps(record)})
     write_json(run / DETECTOR, record)
     return path
-
-
-def is_detector(path: "str | Path | None") -> bool:
-    """Whether ``path`` is a detection run directory (or its model.safetensors)."""
-    if path is None:
-        return False
-    path = Path(path)
-    return (path / DETECTOR).is_file() if path.is_dir() else (path.parent / DETECTOR).is_file()
 
 
 def load_detector(path: "str | Path") -> tuple[nn.Module, DetectorSpec]:

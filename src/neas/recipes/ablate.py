@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from neas.config import from_dict, load_yaml, to_dict
+from neas.config import from_dict, load_yaml
 from neas.cost import cost_table
 from neas.data import BatchLoader, holdout_split
 from neas.data.datasets import evaluation_view, load_dataset
@@ -54,8 +54,10 @@ from neas.rundir import (
     EVAL,
     JOB_LOGS,
     MODEL,
+    NOT_COMPARED,
     SUMMARY,
     claim_dir,
+    config_differences,
     generation_file,
     read_arch,
     read_eval,
@@ -323,12 +325,7 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     """A reused run must be finished and made with the same config apart from the space's K."""
     if not (run / SUMMARY).is_file():
         raise NeasError(f"--reuse {k}={run}: not a finished `neas run` directory (no {SUMMARY})")
-    used, given = yaml.safe_load((run / CONFIG).read_text()), to_dict(base)
-    differ = [
-        key
-        for key in sorted(set(used) | set(given))
-        if key not in ("space", "out", "resume") and used.get(key) != given.get(key)
-    ]
+    differ = [key for key, _, _ in config_differences(run, base, ("space", *NOT_COMPARED))]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
     runs_k = read_arch(run / "search" / ARCH)["paths"]

@@ -57,6 +57,7 @@ from neas.rundir import (
     CONFIG,
     EVAL,
     JOB_LOGS,
+    NOT_COMPARED,
     REPORT,
     SUMMARY,
     check_resume_config,
@@ -84,7 +85,6 @@ METRICS = {
 # paired against the NEAS row; costs are fixed by the arch, and latency is measured inside each job beside
 # the jobs running at the same time (it depends on --max-parallel): it gets no verdict
 DIFFERENCES = ("top1", "nll", "ece")
-NOT_COMPARED = ("out", "executor", "max_parallel", "slurm")  # how the jobs run, not what they compute
 SHRINK_ROWS = {"none": "none", "accuracy": "accuracy", "quality": "quality"}  # row -> supernet shrink mode
 SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
 RETRAIN_SEED_STEP = 1000  # retraining seed r of pipeline seed s: s + 1000 r (the pipeline's own is r = 0)

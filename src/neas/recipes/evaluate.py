@@ -18,7 +18,6 @@ import logging
 from neas.data import BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
-from neas.detection.detector import is_detector
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import assess
@@ -28,7 +27,7 @@ from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
 from neas.options import QualityOptions
-from neas.rundir import MODEL, SUPERNET
+from neas.rundir import MODEL, SUPERNET, run_kind
 from neas.schemas.evaluate import EvaluateConfig
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout", "heldout_images", "load_ood"]
@@ -224,7 +223,7 @@ def main(cfg, args) -> None:
     inputs = (cfg.checkpoint, cfg.official_checkpoint)
     if args.json not in (None, "-"):
         check_output(args.json, inputs, args.force, "--json", inside=(MODEL, SUPERNET))
-    if is_detector(cfg.checkpoint):  # a `neas detect` run: COCO box AP on its val split (or --split)
+    if run_kind(cfg.checkpoint) == "detect":  # COCO box AP on its val split (or --split)
         _check_detection_flags(cfg)
         split = None if cfg.split == "test" else cfg.split  # the schema's default: the run's own val split
         result = evaluate_detector(cfg.checkpoint, cfg.device, split, cfg.data_dir, cfg.workers)

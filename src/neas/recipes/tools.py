@@ -10,14 +10,13 @@ import json
 
 from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
-from neas.detection.detector import is_detector
 from neas.detection.predict import export_detector
 from neas.ensemble.cascade_export import export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError
 from neas.io import check_output, check_output_dir
-from neas.rundir import MODEL, SUPERNET
+from neas.rundir import MODEL, SUPERNET, run_kind
 from neas.schemas.commands import (
     ArchCommand,
     CarveTestCommand,
@@ -64,7 +63,7 @@ def space(cfg: SpaceCommand) -> str:
 
 def export_ensemble(cfg: ExportCommand) -> str:
     """Runs ``neas export``; returns what it prints."""
-    if is_detector(cfg.checkpoint):  # a `neas detect` run
+    if run_kind(cfg.checkpoint) == "detect":
         return export_detector(cfg)
     if cfg.cascade:
         return _export_cascade(cfg)

@@ -13,7 +13,7 @@ from neas.detection.detector import DETECTOR, PREDICTIONS
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.report import plots
-from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval
+from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, run_kind
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["build_report", "build_compare_report", "build_detection_report"]
@@ -209,10 +209,9 @@ def build_report(run: "str | Path") -> Path:
         raise NeasError(f"{run} is a file, not a run directory (give the directory that holds {ARCH} or search/)")
     if not run.is_dir():
         raise NeasError(f"run directory {run} does not exist")
-    if (run / COMPARE).is_file():
-        return build_compare_report(run)
-    if (run / DETECTOR).is_file():
-        return build_detection_report(run)
+    by_kind = {"compare": build_compare_report, "detect": build_detection_report}.get(run_kind(run))
+    if by_kind is not None:
+        return by_kind(run)
     out = run / REPORT
     out.mkdir(exist_ok=True)
     arch_file = run / "search" / ARCH
