@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks.common import Result, interleaved
 
-__all__ = ["coco_like", "coco_eval"]
+__all__ = ["coco_eval", "coco_like"]
 
 
 def coco_like(images: int, categories: int = 80, boxes: int = 7, detections: int = 100, seed: int = 0):

@@ -15,12 +15,12 @@ from neas import EnsembleArch, SearchSpace, Supernet
 from neas.data import Augment, BatchLoader, load_dataset
 from neas.data.datasets import ImageTensors
 
-__all__ = ["data_feed", "CIFAR"]
+__all__ = ["CIFAR", "data_feed"]
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
-def data_feed(size: dict, device="cpu", steps: int = 8) -> "Result | None":
+def data_feed(size: dict, device="cpu", steps: int = 8) -> Result | None:
     """Images/s of supernet training over one epoch: data decoded from disk once (then cached)
     vs the same tensors already in memory; the streamed (decode every epoch) path for reference."""
     if not (CIFAR / "train").is_dir():

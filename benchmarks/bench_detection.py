@@ -33,7 +33,7 @@ from benchmarks.common import Result, interleaved
 from neas.cost import cost_table
 from neas.detection.model import build_retinanet, describe_backbone, ensemble_body, load_backbone_net, timm_body
 
-__all__ = ["detection_step", "SIZES"]
+__all__ = ["SIZES", "detection_step"]
 
 SIZES = {
     "full": {"input": 256, "batch": 2, "repeats": 7, "warmup": 2},

@@ -18,7 +18,7 @@ from benchmarks.common import Result, interleaved
 from neas import EnsembleArch, SearchSpace, Supernet
 from neas.train.loop import autocast
 
-__all__ = ["supernet_vs_plain", "shared_once"]
+__all__ = ["shared_once", "supernet_vs_plain"]
 
 
 def _setup(space_name: str, size: dict, device):

@@ -19,7 +19,7 @@ from neas import SearchSpace, Supernet, build_ensemble
 from neas.space import resolve_arch_and_space
 from neas.train.loop import autocast
 
-__all__ = ["versus_timm", "forward_macs"]
+__all__ = ["forward_macs", "versus_timm"]
 
 
 def forward_macs(model: torch.nn.Module, x: torch.Tensor) -> float:

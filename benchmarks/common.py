@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-__all__ = ["Result", "interleaved", "SIZES"]
+__all__ = ["SIZES", "Result", "interleaved"]
 
 # --size cpu: about a minute per benchmark on 2 CPU cores; --size imagenet: GPU-scale runs.
 SIZES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 class Killed(BaseException):
@@ -14,8 +14,8 @@ def arm_kill(
     target,
     attr: str,
     after: int = 1,
-    when: "Callable[..., bool] | None" = None,
-    instead: "Callable[..., None] | None" = None,
+    when: Callable[..., bool] | None = None,
+    instead: Callable[..., None] | None = None,
 ) -> Callable[[], None]:
     """Makes ``target.attr`` raise :class:`Killed` on its ``after``-th call (counting only calls
     for which ``when(*args, **kwargs)`` is true, if given). The call itself completes first, unless
@@ -39,7 +39,7 @@ def arm_kill(
     return lambda: monkeypatch.setattr(target, attr, real)
 
 
-def checkpoint_of(kind: str) -> "Callable[..., bool]":
+def checkpoint_of(kind: str) -> Callable[..., bool]:
     """``when`` for ``neas.train.recipe.save_checkpoint``: a checkpoint of a ``kind`` run
     ("train-supernet", "retrain", "detect"), so a pipeline's other stages are not counted."""
     return lambda run, *args, **kwargs: run.kind == kind

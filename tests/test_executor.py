@@ -227,6 +227,6 @@ def test_a_preempted_job_is_requeued_with_resume():
 
     argv = ["retrain", "--out", "R/s0"]
     requeued = DelayedSubmission(NeasCommand(FAKE), argv)._checkpoint_function()  # what submitit calls on preemption
-    assert requeued.args == (argv + ["--resume"],) and requeued.function.target == FAKE
+    assert requeued.args == ([*argv, "--resume"],) and requeued.function.target == FAKE
     again = DelayedSubmission(requeued.function, *requeued.args)._checkpoint_function()
-    assert again.args == (argv + ["--resume"],)  # --resume once, however often it is preempted
+    assert again.args == ([*argv, "--resume"],)  # --resume once, however often it is preempted

@@ -42,7 +42,7 @@ def _flip(path: Path, count: int = 64) -> None:
 def test_every_weights_file_records_a_sha256_of_its_tensors_that_loading_checks(tmp_path):
     path = tmp_path / "w.safetensors"
     save_tensors(path, {"b": torch.arange(300.0), "a": torch.ones(2, 2, dtype=torch.bfloat16)}, {"k": "v"})
-    tensors, meta = load_weights(path)
+    _tensors, meta = load_weights(path)
     assert len(meta["sha256"]) == 64
     assert meta["k"] == "v"
     _flip(path)

@@ -88,7 +88,7 @@ def test_a_run_directory_records_its_kind_and_is_refused_while_another_process_h
     run = prepare_run_dir(tmp_path / "r", False, _tiny(tmp_path / "r"), "train-supernet")
     assert json.loads((run / MARKER).read_text())["kind"] == "train-supernet"
     release_run_dir(run)
-    other = open(run / ".neas.lock", "a+")  # another process holding the lock
+    other = open(run / ".neas.lock", "a+")  # noqa: SIM115 - another process holding the lock, closed below
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     other.seek(0), other.truncate(), other.write("4242\n"), other.flush()
     try:

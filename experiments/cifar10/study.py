@@ -41,8 +41,8 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODES, pipeline_config, units
@@ -50,7 +50,18 @@ from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODE
 RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
-RANK_ARGS = "--num-archs 30 --from-space full --scratch-epochs 3 --scratch-batch-size 128 --seed 0".split()
+RANK_ARGS = [
+    "--num-archs",
+    "30",
+    "--from-space",
+    "full",
+    "--scratch-epochs",
+    "3",
+    "--scratch-batch-size",
+    "128",
+    "--seed",
+    "0",
+]
 RETRAINS = 3  # trainings of every searched network: the pipeline's own and two more
 ROW = {"diversity": "neas", "quality": "quality", "accuracy": "accuracy", "none": "none"}  # shrink mode -> row
 COMPARE = RUNS / "compare"
@@ -84,7 +95,7 @@ def _retrain_config(name: str, run: Path, seed: int) -> Path:
     return _config(name, {**cfg, "seed": seed, "device": "cpu", "workers": 0})
 
 
-def commands(max_parallel: int) -> list[tuple[str, list[str], Path, "Callable | None"]]:
+def commands(max_parallel: int) -> list[tuple[str, list[str], Path, Callable | None]]:
     """Every command of the study in order: (name, argv, the file that exists once it finished, what writes
     its config first: an ablation's, from the seed-0 search's retraining settings)."""
     executor = ["--executor", "local", "--max-parallel", str(max_parallel)]
@@ -159,7 +170,7 @@ def _scores(ev: dict) -> dict:
     }
 
 
-def _combinations_after(supernet: Path) -> "int | None":
+def _combinations_after(supernet: Path) -> int | None:
     rounds = sorted((supernet / "shrink").glob("round_*.json"))
     return json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None
 

@@ -79,9 +79,9 @@ RANK_PAIRS = (("diversity", "none"), ("diversity", "accuracy"), ("diversity", "q
 
 
 def _pooled_bootstrap(
-    a: "list[list[float]]",
-    b: "list[list[float]] | None",
-    scratch: "list[float]",
+    a: list[list[float]],
+    b: list[list[float]] | None,
+    scratch: list[float],
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> dict:
@@ -387,7 +387,7 @@ def wall_times(units: dict) -> str:
     )
 
 
-def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, extra=()) -> str:
+def _rows_with_differences(rows: dict[str, dict[int, dict]], reference: str, extra=()) -> str:
     """One line per row (mean ± sd [t CI] over retraining seeds), then each row minus the
     reference, paired by retraining seed. ``rows``: name -> {retrain seed: values}."""
     lines = [
@@ -423,7 +423,7 @@ def _rows_with_differences(rows: "dict[str, dict[int, dict]]", reference: str, e
     return "\n".join(lines)
 
 
-def _paths_rows(units: dict) -> "dict[str, dict[int, dict]]":
+def _paths_rows(units: dict) -> dict[str, dict[int, dict]]:
     """K = 2, 3, 5 (seed-0 diversity searches): {row: {retraining seed index: values}}."""
     rows = {}
     for k in (2, 3, 5):
@@ -453,13 +453,13 @@ def paths_table(units: dict) -> str:
     )
 
 
-def _latency_cell(vals: "list[dict]") -> str:
+def _latency_cell(vals: list[dict]) -> str:
     """The quiet re-measurement of a row's network (the same network in every retraining seed)."""
     ms = [v["latency_ms"] for v in vals if v.get("latency_ms") is not None]
     return f"{np.mean(ms):.2f}" if ms else "-"
 
 
-def _ablation_rows(units: dict, which: str, reference: str) -> "dict[str, dict[int, dict]]":
+def _ablation_rows(units: dict, which: str, reference: str) -> dict[str, dict[int, dict]]:
     """The variants of one ablation (reference first): {variant: {retraining seed: values}}."""
     rows = {}
     for u in units.values():
@@ -484,7 +484,7 @@ def ablation_table(units: dict, which: str, reference: str) -> str:
 
 
 def _judge(
-    diffs: "list[float]", scale: float, unit: str, paper_sign: int = 0, extra_ci: "dict | None" = None
+    diffs: list[float], scale: float, unit: str, paper_sign: int = 0, extra_ci: dict | None = None
 ) -> tuple[str, str]:
     """(measured: mean [95 % CI], verdict) for paired differences whose expected sign (the
     paper's) is ``paper_sign`` (0: no claim, a new question). ``extra_ci``: a bootstrap interval
@@ -641,7 +641,7 @@ def status(units: dict) -> str:
 RESULTS_MD = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
 
 
-def write_tables(results: Path, results_md: "Path | None" = RESULTS_MD) -> str:
+def write_tables(results: Path, results_md: Path | None = RESULTS_MD) -> str:
     """Writes every table to ``results/tables.md`` and into docs/RESULTS.md between its
     ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers (the text around them is
     written by hand; the numbers only ever come from here)."""

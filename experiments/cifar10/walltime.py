@@ -15,7 +15,7 @@ def span(path: Path) -> float:
 if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/cifar10-cpu")
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "logs"):
-        parts = [d] + sorted(p for p in d.iterdir() if p.is_dir())
+        parts = [d, *sorted(p for p in d.iterdir() if p.is_dir())]
         print(
             f"{d.name}: {span(d) / 60:.1f} min  (" + ", ".join(f"{p.name} {span(p) / 60:.1f}" for p in parts[1:]) + ")"
         )

@@ -20,7 +20,7 @@ from neas.parser import Parser
 from neas.recipes import ABLATIONS, COMMANDS
 from neas.schemas.run import DEMO
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _schema(spec: str) -> type:
@@ -28,14 +28,14 @@ def _schema(spec: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def _command(sub, name: str, help: str, schema: "str | None", handler, extra=(), skip=(), required=()) -> None:
+def _command(sub, name: str, help: str, schema: str | None, handler, extra=(), skip=(), required=()) -> None:
     help = help.replace("%", "%%")  # argparse formats help strings with %
     p = sub.add_parser(name, help=help, description=help)
     p.set_defaults(handler=handler, schema=schema, fixed=required)
     p.fill = lambda: _options(p, name, schema, extra, skip, required)  # when this command is parsed or helped
 
 
-def _options(p: argparse.ArgumentParser, name: str, schema: "str | None", extra, skip, required) -> None:
+def _options(p: argparse.ArgumentParser, name: str, schema: str | None, extra, skip, required) -> None:
     """Adds a command's arguments; only then is its schema's module (and torch) imported."""
     if schema is not None:
         cls = _schema(schema)
@@ -99,7 +99,7 @@ def _config(args):
     return resolve_config(cls, config_file, vars(args), getattr(args, "overrides", None), fixed)
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Every error a user can cause ends as one line on stderr (:func:`neas.errors.report_error`)."""
     try:
         args = build_parser().parse_args(argv)
@@ -108,7 +108,7 @@ def main(argv: "list[str] | None" = None) -> int:
         handler = _schema(args.handler) if isinstance(args.handler, str) else args.handler
         handler(cfg, args)
         return 0
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - argparse's SystemExit passes through
+    except (Exception, KeyboardInterrupt) as exc:
         return report_error(exc)
 
 

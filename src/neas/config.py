@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import re
 import types
 import typing
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,14 +34,14 @@ from neas.errors import NeasError, show, suggest
 from neas.settings import check_valid
 
 __all__ = [
-    "option",
-    "from_dict",
-    "to_dict",
-    "load_yaml",
-    "apply_overrides",
     "add_options",
-    "resolve_config",
+    "apply_overrides",
     "flat_fields",
+    "from_dict",
+    "load_yaml",
+    "option",
+    "resolve_config",
+    "to_dict",
 ]
 
 T = TypeVar("T")
@@ -51,13 +52,13 @@ def option(
     help: str = "",
     *,
     default_factory: Any = dataclasses.MISSING,
-    prefix: "str | None" = None,
-    rename: "dict | None" = None,
+    prefix: str | None = None,
+    rename: dict | None = None,
     cli: bool = True,
-    default_help: "str | None" = None,
+    default_help: str | None = None,
     positional: bool = False,
     required: bool = False,
-    valid: "str | tuple | None" = None,
+    valid: str | tuple | None = None,
 ):
     """A config field declared once: its default and help text become the YAML key's and the flag's.
 
@@ -94,10 +95,10 @@ class FlatField:
     default: Any
     help: str
     cli: bool
-    default_help: "str | None"
+    default_help: str | None
     positional: bool = False
     required: bool = False
-    valid: "str | None" = None
+    valid: str | None = None
 
 
 def _nested(f: dataclasses.Field, hint: Any) -> bool:
@@ -112,11 +113,11 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-@lru_cache(maxsize=None)
+@cache
 def flat_fields(cls: type) -> tuple[FlatField, ...]:
     """The keys of ``cls`` as written in YAML and on the command line, nested settings flattened."""
     hints = typing.get_type_hints(cls)
-    own = cls.__dict__.get("__annotations__", {})
+    own = inspect.get_annotations(cls)
     out = []
     for f in sorted(
         dataclasses.fields(cls), key=lambda f: f.name not in own
@@ -182,7 +183,7 @@ class _Loader(yaml.SafeLoader):
 class _OverrideLoader(_Loader):
     """:class:`_Loader` with YAML 1.2 booleans: only true/false, so ``off``, ``no``, ``yes``, ``on`` stay strings."""
 
-    yaml_implicit_resolvers = {
+    yaml_implicit_resolvers: typing.ClassVar[dict] = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
@@ -228,7 +229,7 @@ def _parse_yaml(text: str, where: str, loader: type = _Loader) -> Any:
         parser.dispose()
 
 
-def load_yaml(path: "str | Path") -> dict:
+def load_yaml(path: str | Path) -> dict:
     """Reads a YAML mapping as ``yaml.safe_load`` does, refusing duplicate keys and alias bombs; errors name the
     file."""
     path = Path(path)
@@ -322,7 +323,7 @@ def to_dict(obj: Any) -> Any:
     return str(obj)
 
 
-def apply_overrides(data: dict, overrides: "list[str]") -> dict:
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Applies dotted ``key=value`` overrides (values parsed as YAML scalars) to a nested dict."""
     data = dict(data)
     for item in overrides:
@@ -410,7 +411,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     raise NeasError(f"{path}: cannot interpret {show(value)} as {getattr(hint, '__name__', hint)}")
 
 
-def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
+def _flag_type(hint: Any) -> tuple[Any, str | None]:
     """(argparse type, nargs) of a field's type hint; ``None`` type: a string."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
@@ -425,7 +426,7 @@ def _flag_type(hint: Any) -> tuple[Any, "str | None"]:
 
 
 def add_options(
-    parser: argparse.ArgumentParser, cls: type, skip: "tuple[str, ...]" = (), required: "tuple[str, ...]" = ()
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), required: tuple[str, ...] = ()
 ) -> None:
     """Adds a flag (``--key-with-dashes``) for every key of ``cls``'s schema, except ``skip``.
 
@@ -471,10 +472,10 @@ def add_options(
 
 def resolve_config(
     cls: type[T],
-    config_file: "str | Path | None",
-    flags: "dict | None" = None,
-    overrides: "list[str] | None" = None,
-    fixed: "dict | None" = None,
+    config_file: str | Path | None,
+    flags: dict | None = None,
+    overrides: list[str] | None = None,
+    fixed: dict | None = None,
 ) -> T:
     """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
     that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values."""

@@ -17,18 +17,18 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from neas.errors import NeasError
 
 __all__ = [
+    "all_gather_object",
+    "all_reduce_grads",
     "all_reduce_max",
-    "init",
+    "all_reduce_mean",
+    "barrier",
+    "broadcast_module",
+    "broadcast_object",
     "cleanup",
     "get_rank",
     "get_world_size",
+    "init",
     "is_main_process",
-    "barrier",
-    "all_gather_object",
-    "broadcast_object",
-    "all_reduce_mean",
-    "all_reduce_grads",
-    "broadcast_module",
     "local_device",
 ]
 
@@ -106,7 +106,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def all_reduce_mean(values: dict[str, float], device: "torch.device | None" = None) -> dict[str, float]:
+def all_reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:
     """Averages a dict of scalars over ranks."""
     if not dist.is_initialized() or not values:
         return values
@@ -125,7 +125,7 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def all_reduce_grads(params: "list[torch.nn.Parameter]") -> int:
+def all_reduce_grads(params: list[torch.nn.Parameter]) -> int:
     """Averages the gradients of ``params`` over ranks in one coalesced all-reduce (a parameter
     without a gradient contributes zeros and gets the average); returns the bytes reduced.
 

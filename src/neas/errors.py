@@ -12,7 +12,7 @@ import os
 import reprlib
 import sys
 
-__all__ = ["NeasError", "suggest", "show", "report_error"]
+__all__ = ["NeasError", "report_error", "show", "suggest"]
 
 MAX_MESSAGE = 1000  # characters of an error line: a crafted input must not print megabytes
 _REPR = reprlib.Repr()

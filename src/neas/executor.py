@@ -54,15 +54,15 @@ from neas.options import EXECUTORS
 from neas.rundir import is_run_dir, stage_finished
 
 __all__ = [
+    "CLI",
+    "EXECUTORS",
+    "SLURM_KEYS",
     "Job",
     "JobResult",
     "NeasCommand",
-    "run_jobs",
     "check_executor",
+    "run_jobs",
     "stage_job",
-    "EXECUTORS",
-    "SLURM_KEYS",
-    "CLI",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Job:
     name: str  # in log lines and errors
     argv: tuple[str, ...]  # the neas command line without "neas", e.g. ("retrain", "--out", "R/a", ...)
     out: Path  # the run directory the command writes
-    done: "str | None" = None  # a file in ``out`` whose existence means the job finished
+    done: str | None = None  # a file in ``out`` whose existence means the job finished
     resume: bool = True  # whether an unfinished run directory is continued with --resume
 
     def __post_init__(self):
@@ -152,7 +152,7 @@ class NeasCommand:
         return DelayedSubmission(NeasCommand(self.target), argv if RESUME in argv else [*argv, RESUME])
 
 
-def stage_job(command: str, cfg, directory: Path, done: "list[str]", config_file: Path, name: str) -> "Job | None":
+def stage_job(command: str, cfg, directory: Path, done: list[str], config_file: Path, name: str) -> Job | None:
     """A stage an orchestrating command ran in-process with :func:`~neas.rundir.run_stage`, as a job:
     ``neas <command> --config <config_file>`` (``cfg`` written there, without ``resume``: the job adds
     ``--resume`` when the directory was started). None when the stage is finished
@@ -171,7 +171,7 @@ def _submitit(executor: str):
     return submitit
 
 
-def _check(jobs: "list[Job]", executor: str, max_parallel: int, slurm: "dict | None") -> None:
+def _check(jobs: list[Job], executor: str, max_parallel: int, slurm: dict | None) -> None:
     if executor not in EXECUTORS:
         raise NeasError(
             f"--executor {show(executor)}: choose one of {', '.join(EXECUTORS)}{suggest(executor, EXECUTORS)}"
@@ -192,7 +192,7 @@ def _check(jobs: "list[Job]", executor: str, max_parallel: int, slurm: "dict | N
             raise NeasError(f"jobs {outs[job.out.resolve()]!r} and {job.name!r} share the run directory {job.out}")
 
 
-def check_executor(executor: str, slurm: "dict | None" = None) -> None:
+def check_executor(executor: str, slurm: dict | None = None) -> None:
     """What would stop every job of a command, refused before the command writes anything: no
     submitit, an unknown SLURM option, ``--executor slurm`` without ``sbatch``."""
     if importlib.util.find_spec("submitit") is None:
@@ -214,7 +214,7 @@ def _check_slurm_tools() -> None:
             )
 
 
-def _visible_gpus() -> "list[int | str]":
+def _visible_gpus() -> list[int | str]:
     """The CUDA devices local jobs share: those ``CUDA_VISIBLE_DEVICES`` lists (indices, or GPU / MIG
     UUIDs as given), else every device torch sees."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -265,7 +265,7 @@ def _wait(running: dict, poll: float) -> Iterator[JobResult]:
         yield _outcome(job, sjob, start)
 
 
-def _run_debug(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+def _run_debug(todo: list[Job], command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
     """In this process, one job after the other (for tests and debugging)."""
     executor = _submitit("debug").DebugExecutor(folder=log_dir / "%j")
     for job in todo:
@@ -273,7 +273,7 @@ def _run_debug(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_paral
         yield _outcome(job, executor.submit(command, job.command()), start)
 
 
-def _run_local(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+def _run_local(todo: list[Job], command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
     """Subprocesses, at most ``max_parallel`` at once, each with its share of threads and one GPU."""
     executor = _submitit("local").LocalExecutor(folder=log_dir / "%j")
     threads = max(1, _cpus() // max_parallel)
@@ -307,7 +307,7 @@ def _gpu_of(gpus: list, slot: int, setup: list) -> dict:
     return {"gpus_per_node": 0, "setup": [*setup, f"export CUDA_VISIBLE_DEVICES={gpu}"]}
 
 
-def _slurm_executor(log_dir: Path, slurm: "dict | None", max_parallel: int):
+def _slurm_executor(log_dir: Path, slurm: dict | None, max_parallel: int):
     """submitit's SLURM executor with the options of ``slurm`` (:data:`SLURM_KEYS`)."""
     _check_slurm_tools()
     submitit = _submitit("slurm")
@@ -323,12 +323,12 @@ def _slurm_executor(log_dir: Path, slurm: "dict | None", max_parallel: int):
     return executor
 
 
-def _run_slurm(todo: "list[Job]", command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
+def _run_slurm(todo: list[Job], command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
     """One SLURM job array; then waits for its tasks."""
     executor = _slurm_executor(log_dir, slurm, max_parallel)
     try:
         sjobs = executor.map_array(command, [job.command() for job in todo])
-    except Exception as exc:  # noqa: BLE001 - submitit raises FailedJobError / RuntimeError for a refused sbatch
+    except Exception as exc:
         raise NeasError(
             f"--executor slurm: the job array was not submitted: {' '.join(str(exc).split())[:300]}"
         ) from None
@@ -346,8 +346,8 @@ def run_jobs(
     jobs: Sequence[Job],
     executor: str = "local",
     max_parallel: int = 1,
-    slurm: "dict | None" = None,
-    log_dir: "str | Path" = "neas-jobs",
+    slurm: dict | None = None,
+    log_dir: str | Path = "neas-jobs",
     progress: bool = True,
     check: bool = True,
     target: str = CLI,

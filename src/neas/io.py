@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,23 +26,23 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "atomic_write",
-    "check_output_dir",
-    "write_text",
-    "write_json",
-    "write_yaml",
-    "write_bytes",
+    "MAX_JSON_BYTES",
     "append_line",
+    "atomic_write",
+    "check_output",
+    "check_output_dir",
+    "load_matching",
+    "load_weights",
     "read_json",
     "read_jsonl",
-    "MAX_JSON_BYTES",
-    "save_tensors",
-    "save_figure",
     "read_metadata",
+    "save_figure",
+    "save_tensors",
     "tensors_sha256",
-    "load_weights",
-    "load_matching",
-    "check_output",
+    "write_bytes",
+    "write_json",
+    "write_text",
+    "write_yaml",
 ]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -60,7 +61,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: "str | Path", write: Callable[[Any], None], mode: int = 0o644) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: int = 0o644) -> Path:
     """Calls ``write(binary file)`` on a temporary file beside ``path``, then renames it over ``path``
     (``mode`` less the umask, as for every file neas writes). A failed write (a full disk)
     leaves the old file and raises a :class:`NeasError` naming ``path``."""
@@ -92,31 +93,31 @@ def atomic_write(path: "str | Path", write: Callable[[Any], None], mode: int = 0
     return path
 
 
-def write_bytes(path: "str | Path", data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def write_text(path: "str | Path", text: str) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def write_npz(path: "str | Path", arrays: "dict[str, Any]") -> Path:
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
     """NumPy arrays as one uncompressed ``.npz`` (readable with ``numpy.load(path)``, no pickles)."""
     import numpy as np  # the vocabulary layer imports no numpy at module load (neas --help stays light)
 
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def write_json(path: "str | Path", value: Any, indent: "int | None" = 1) -> Path:
+def write_json(path: str | Path, value: Any, indent: int | None = 1) -> Path:
     """``value`` as JSON with a final newline (``indent=None``: one line)."""
     return write_text(path, json.dumps(value, indent=indent) + "\n")
 
 
-def write_yaml(path: "str | Path", value: Any) -> Path:
+def write_yaml(path: str | Path, value: Any) -> Path:
     return write_text(path, yaml.safe_dump(value, sort_keys=False))
 
 
-def append_line(path: "str | Path", line: str) -> None:
+def append_line(path: str | Path, line: str) -> None:
     """Appends one line (a metrics record): a line cut by a kill is skipped by its readers."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
     with os.fdopen(fd, "a") as f:
@@ -133,7 +134,7 @@ def _read_capped(path: Path, what: str) -> str:
     return path.read_text()
 
 
-def read_json(path: "str | Path", what: str, required: "tuple[str, ...]" = ()) -> dict:
+def read_json(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
     """A JSON object read with a size cap, checked to be an object with the ``required`` keys;
     every error names the file (and the key)."""
     path = Path(path)
@@ -153,7 +154,7 @@ def read_json(path: "str | Path", what: str, required: "tuple[str, ...]" = ()) -
     return value
 
 
-def read_jsonl(path: "str | Path", what: str = "metric lines") -> list[dict]:
+def read_jsonl(path: str | Path, what: str = "metric lines") -> list[dict]:
     """The JSON objects of a JSON-lines file written by :func:`append_line`, read with a size cap;
     [] when there is none. A line cut by a kill (not JSON, or not an object) is skipped, as
     :func:`append_line` promises."""
@@ -175,7 +176,7 @@ def read_jsonl(path: "str | Path", what: str = "metric lines") -> list[dict]:
     return records
 
 
-def tensors_sha256(tensors: "dict[str, torch.Tensor]") -> str:
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """The SHA-256 of the tensors' bytes, in sorted key order: the integrity check every weights file records."""
     import torch
 
@@ -186,9 +187,7 @@ def tensors_sha256(tensors: "dict[str, torch.Tensor]") -> str:
     return digest.hexdigest()
 
 
-def save_tensors(
-    path: "str | Path", tensors: "dict[str, torch.Tensor]", metadata: "dict[str, str] | None" = None
-) -> Path:
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """A safetensors file of ``tensors`` (moved to the CPU, contiguous) with string ``metadata`` and
     ``sha256`` (:func:`tensors_sha256`), which :func:`load_weights` checks."""
     from safetensors import SafetensorError
@@ -202,7 +201,7 @@ def save_tensors(
     return write_bytes(path, data)
 
 
-def save_figure(fig, path: "str | Path", dpi: int = 110) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """A matplotlib figure as PNG (closed afterwards)."""
     import matplotlib.pyplot as plt
 
@@ -212,7 +211,7 @@ def save_figure(fig, path: "str | Path", dpi: int = 110) -> Path:
         plt.close(fig)
 
 
-def read_metadata(path: "str | Path") -> dict[str, str]:
+def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors file, without reading its tensors; errors name the file."""
     from safetensors import SafetensorError, safe_open
 
@@ -223,7 +222,7 @@ def read_metadata(path: "str | Path") -> dict[str, str]:
         raise NeasError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A weights file (safetensors) and its metadata, its tensors checked against the ``sha256`` it
     records (files written before it was recorded load unchecked); errors name the file."""
     path = Path(path)
@@ -243,8 +242,8 @@ def load_weights(path: "str | Path") -> "tuple[dict[str, torch.Tensor], dict]":
 
 
 def load_matching(
-    module: "torch.nn.Module", tensors: "dict[str, torch.Tensor]", what: str, source: str = "file"
-) -> "torch.nn.Module":
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file"
+) -> torch.nn.Module:
     """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
     otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
     ``{source} (..) vs model (..)``)."""
@@ -271,7 +270,7 @@ def load_matching(
 
 
 def check_output(
-    out: "str | Path", inputs=(), force: bool = False, flag: str = "--out", inside: "tuple[str, ...]" = ()
+    out: str | Path, inputs=(), force: bool = False, flag: str = "--out", inside: tuple[str, ...] = ()
 ) -> Path:
     """Refuses an output path that is one of the ``inputs`` (or, for an input directory, its files
     named in ``inside``) — never, even with ``force`` — a directory, or an existing file (unless
@@ -291,7 +290,7 @@ def check_output(
     return out
 
 
-def check_output_dir(out: "str | Path", inputs=(), force: bool = False, flag: str = "--out") -> Path:
+def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str = "--out") -> Path:
     """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
     or a directory holding one, never an existing file; an existing directory only with ``force``."""
     out = Path(out)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["lazy_exports"]
 
 
-def lazy_exports(package: str, exports: "dict[str, str]") -> "tuple[Callable, Callable, list[str]]":
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable, Callable, list[str]]:
     """``(__getattr__, __dir__, __all__)`` for ``package``, whose names in ``exports`` (name ->
     module) are imported from their module when first read::
 

@@ -20,7 +20,7 @@ __all__ = ["MetricLogger"]
 class MetricLogger:
     """Appends metrics to ``<run>/metrics.jsonl`` and TensorBoard (``<run>/tb``)."""
 
-    def __init__(self, run_dir: "str | Path", tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
         self.enabled = dist.is_main_process()
         self.path = Path(run_dir) / METRICS
         self._tb = None
@@ -48,7 +48,7 @@ class MetricLogger:
             self._tb.close()
 
     @staticmethod
-    def read(path: "str | Path") -> list[dict]:
+    def read(path: str | Path) -> list[dict]:
         path = Path(path)
         if path.is_dir():
             path = path / METRICS

@@ -19,23 +19,23 @@ from neas.errors import NeasError, show, suggest
 
 __all__ = [
     "CORRUPTIONS",
-    "parse_corruptions",
-    "parse_severities",
     "DATASETS",
     "DECODE_MODES",
-    "STRATEGIES",
-    "TEMPERATURE_MODES",
     "DEVICE_HELP",
-    "DecodeOptions",
-    "DataOptions",
-    "DeviceOptions",
-    "RunOptions",
-    "TrainOptions",
-    "ScoringOptions",
-    "QualityOptions",
-    "ExecutorOptions",
     "EXECUTORS",
     "EXECUTOR_KEYS",
+    "STRATEGIES",
+    "TEMPERATURE_MODES",
+    "DataOptions",
+    "DecodeOptions",
+    "DeviceOptions",
+    "ExecutorOptions",
+    "QualityOptions",
+    "RunOptions",
+    "ScoringOptions",
+    "TrainOptions",
+    "parse_corruptions",
+    "parse_severities",
 ]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
@@ -65,7 +65,7 @@ CORRUPTIONS = (
 )
 
 
-def parse_corruptions(names: "list[str]") -> list[str]:
+def parse_corruptions(names: list[str]) -> list[str]:
     """``["all"]`` or corruption names -> the names, validated (one clear error per unknown one)."""
     if not names:
         return []
@@ -118,7 +118,7 @@ class DecodeOptions:
 @dataclass
 class DataOptions(DecodeOptions):
     data: str = option("digits", "the dataset", valid=DATASETS)
-    data_dir: "str | None" = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
+    data_dir: str | None = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
     download: bool = option(False, "let torchvision download cifar10/cifar100/svhn")
 
 
@@ -159,19 +159,19 @@ class QualityOptions:
         "fits when --holdout > 0, evaluate uses the model's stored one)",
         valid=TEMPERATURE_MODES,
     )
-    corruptions: "list[str]" = option(
+    corruptions: list[str] = option(
         default_factory=list,
         help="also score corrupted copies of the split: all, or names (gaussian_noise, motion_blur, fog, ...)",
     )
     severities: str = option("1-5", "corruption severities: 1-5, 3 or 1,3,5")
     corruption_seed: int = option(0, "seed of the corrupted copies", valid="0..2147483647")
-    ood_data: "str | None" = option(
+    ood_data: str | None = option(
         None,
         "out-of-distribution images to tell apart from the split (any --data: an image folder with --ood-data-dir, "
         "cifar10, cifar100, svhn, digits), seen with the model's own transform",
         valid=DATASETS,
     )
-    ood_data_dir: "str | None" = option(None, "the OOD dataset's root")
+    ood_data_dir: str | None = option(None, "the OOD dataset's root")
     ood_split: str = option("test", "the OOD dataset's split")
     ood_download: bool = option(False, "let torchvision download the OOD dataset (cifar10, cifar100, svhn)")
     cascade: bool = option(

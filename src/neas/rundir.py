@@ -16,6 +16,7 @@ constants below) and that decides whether a directory may be created, continued 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -23,9 +24,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -38,47 +40,47 @@ from neas.io import MAX_JSON_BYTES, load_weights, read_json, read_jsonl, write_j
 from neas.options import EXECUTOR_KEYS
 
 __all__ = [
-    "RunDir",
-    "prepare_run_dir",
-    "claim_dir",
-    "run_stage",
-    "releases_run_dir",
-    "release_run_dir",
-    "check_resume_config",
-    "truncate_metrics",
-    "run_kind",
-    "is_run_dir",
-    "has_checkpoint",
-    "NOT_COMPARED",
-    "config_differences",
-    "stage_finished",
-    "MARKER",
-    "LOCK",
-    "CONFIG",
-    "STATE",
-    "METRICS",
-    "CHECKPOINTS",
-    "SUPERNET",
-    "SHRUNK_SPACE",
-    "SHRINK_ROUNDS",
-    "ARCH",
-    "PARETO",
-    "LATENCY_TABLE",
-    "MODEL",
-    "EVAL",
-    "SUMMARY",
-    "RANK",
     "ABLATE",
-    "REPORT",
+    "ARCH",
+    "CHECKPOINTS",
     "COMPARE",
-    "COMPARE_TABLE",
     "COMPARE_CONFIGS",
+    "COMPARE_TABLE",
+    "CONFIG",
+    "EVAL",
     "JOB_LOGS",
+    "LATENCY_TABLE",
+    "LOCK",
+    "MARKER",
+    "METRICS",
+    "MODEL",
+    "NOT_COMPARED",
+    "PARETO",
+    "RANK",
+    "REPORT",
+    "SHRINK_ROUNDS",
+    "SHRUNK_SPACE",
+    "STATE",
+    "SUMMARY",
+    "SUPERNET",
+    "RunDir",
+    "check_resume_config",
+    "claim_dir",
+    "config_differences",
     "generation_file",
-    "round_file",
+    "has_checkpoint",
+    "is_run_dir",
+    "prepare_run_dir",
     "read_arch",
     "read_eval",
     "read_generations",
+    "release_run_dir",
+    "releases_run_dir",
+    "round_file",
+    "run_kind",
+    "run_stage",
+    "stage_finished",
+    "truncate_metrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,12 +120,12 @@ def generation_file(generation: int) -> str:
     return f"generation_{generation:02d}.json"
 
 
-def read_arch(path: "str | Path") -> dict:
+def read_arch(path: str | Path) -> dict:
     """A search's (or a budget's) ``arch.json``: the ensemble with its costs and scores."""
     return read_json(path, "arch file", ("split", "paths"))
 
 
-def read_eval(path: "str | Path") -> dict:
+def read_eval(path: str | Path) -> dict:
     """A retraining's (or an evaluation's) ``eval.json``; ``record["ensemble"]["top1"]`` is checked."""
     record = read_json(path, "evaluation", ("ensemble",))
     if not isinstance(record["ensemble"], dict) or not isinstance(record["ensemble"].get("top1"), (int, float)):
@@ -131,7 +133,7 @@ def read_eval(path: "str | Path") -> dict:
     return record
 
 
-def read_generations(search_dir: "str | Path", count: "int | None" = None) -> list[dict]:
+def read_generations(search_dir: str | Path, count: int | None = None) -> list[dict]:
     """A search's ``generation_XX.json`` files in order (the first ``count``, else all there are),
     each with its ``members`` list."""
     search_dir = Path(search_dir)
@@ -179,7 +181,7 @@ def _lock(run: Path) -> None:
     _LOCKS[key] = handle
 
 
-def release_run_dir(run: "str | Path") -> None:
+def release_run_dir(run: str | Path) -> None:
     handle = _LOCKS.pop(str(Path(run).resolve()), None)
     if handle is not None:
         handle.close()  # closing the file releases the lock
@@ -227,7 +229,7 @@ def _marker(run: Path) -> dict:
     return marker
 
 
-def run_kind(path: "str | Path | None") -> "str | None":
+def run_kind(path: str | Path | None) -> str | None:
     """The kind a run directory records in its marker (``retrain``, ``detect``, ``compare``, ...), of
     ``path`` or, for a file in one (its ``model.safetensors``), of its folder; None when there is none."""
     if path is None:
@@ -258,7 +260,7 @@ def _claim(run: Path, kind: str) -> None:
     _lock(run)
 
 
-def claim_dir(out: "str | Path", kind: str) -> Path:
+def claim_dir(out: str | Path, kind: str) -> Path:
     """The output directory of a command whose results accumulate across calls (``rank``,
     ``ablate``: each call reuses what earlier ones finished): created with the marker, or one this
     kind of command made before; any other non-empty directory is refused, untouched. Locked like
@@ -277,7 +279,7 @@ def claim_dir(out: "str | Path", kind: str) -> Path:
     return run
 
 
-def prepare_run_dir(out: "str | Path", resume: bool, config, kind: str, ignore: tuple = NOT_COMPARED) -> Path:
+def prepare_run_dir(out: str | Path, resume: bool, config, kind: str, ignore: tuple = NOT_COMPARED) -> Path:
     """Creates the run directory, or checks it for ``--resume``; marks and locks it; writes ``config.yaml``.
 
     Refuses to reuse a non-empty directory without ``--resume`` (nothing is overwritten), and
@@ -325,10 +327,10 @@ class RunDir:
         cls,
         cfg,
         kind: str,
-        device: "torch.device | None" = None,
+        device: torch.device | None = None,
         ignore: tuple = NOT_COMPARED,
-        resume: "bool | None" = None,
-    ) -> "RunDir":
+        resume: bool | None = None,
+    ) -> RunDir:
         """Prepares ``cfg.out`` on rank 0 (created, or checked for ``cfg.resume`` — or ``resume``
         when given; marked, locked, ``config.yaml`` written), then returns it on every rank."""
         resume = cfg.resume if resume is None else resume
@@ -348,7 +350,7 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
-    def write_json(self, name: str, value: Any, indent: "int | None" = 1) -> None:
+    def write_json(self, name: str, value: Any, indent: int | None = 1) -> None:
         if self.main:
             (self.path / name).parent.mkdir(parents=True, exist_ok=True)
             write_json(self.path / name, value, indent=indent)
@@ -381,7 +383,7 @@ def _same_value(old, new, old_home: Path, old_cwd: Path, new_home: Path) -> bool
         return False
 
 
-def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> "list[tuple[str, object, object]]":
+def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> list[tuple[str, object, object]]:
     """``(key, old, new)`` for every key but ``ignore`` whose value in ``run``'s ``config.yaml`` differs
     from ``config``'s: the one rule of "is this the same config?" (resume, compare, ablate's --reuse).
     Values are compared parsed, not spelled ("1.5M" and 1500000 are one budget), and paths by the place
@@ -394,10 +396,8 @@ def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> "list
         raise NeasError(f"{path} is not a readable config") from None
     if not isinstance(old, dict):
         raise NeasError(f"{path} is not a neas config (not a mapping)")
-    try:
+    with contextlib.suppress(NeasError):
         old = to_dict(from_dict(type(config), old))
-    except NeasError:
-        pass
     new = to_dict(config)
     old_cwd = Path(_marker(run).get("cwd") or Path.cwd())
     old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
@@ -440,7 +440,7 @@ def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
     write_text(path, "".join(json.dumps(record) + "\n" for record in keep))
 
 
-def _damaged_weights(directory: Path, done: "list[str]") -> "str | None":
+def _damaged_weights(directory: Path, done: list[str]) -> str | None:
     """Why a finished stage's weights file among ``done`` does not read back intact (header, SHA-256), or None."""
     for name in done:
         if name.endswith(".safetensors") and (directory / name).is_file():
@@ -451,7 +451,7 @@ def _damaged_weights(directory: Path, done: "list[str]") -> "str | None":
     return None
 
 
-def stage_finished(directory: Path, done: "list[str]", cfg, name: str) -> bool:
+def stage_finished(directory: Path, done: list[str], cfg, name: str) -> bool:
     """Whether the stage in ``directory`` is finished under ``cfg`` (every file in ``done`` there,
     its weights intact, its config the same); refuses a directory that is not a neas run. A stage
     with damaged weights is not finished: it is rebuilt by resuming it."""
@@ -469,7 +469,7 @@ def stage_finished(directory: Path, done: "list[str]", cfg, name: str) -> bool:
     return False
 
 
-def run_stage(directory: Path, done: "list[str]", runner, cfg, name: str):
+def run_stage(directory: Path, done: list[str], runner, cfg, name: str):
     """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``) in this process:
     skips it when :func:`stage_finished`, resumes (or restarts in place) a stage directory it
     created, starts it otherwise. A directory that is not a neas run is refused, never deleted."""

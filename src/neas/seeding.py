@@ -19,10 +19,10 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["stream_seed", "seed_everything", "seeded_globals", "per_image_rng"]
+__all__ = ["per_image_rng", "seed_everything", "seeded_globals", "stream_seed"]
 
 
-def stream_seed(seed: int, purpose: str, *keys: "int | str") -> int:
+def stream_seed(seed: int, purpose: str, *keys: int | str) -> int:
     """A 63-bit seed for the stream ``purpose`` at ``keys`` of a run seeded ``seed``."""
     name = repr((int(seed), str(purpose), *(k if isinstance(k, str) else int(k) for k in keys)))  # one text per name
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") & (2**63 - 1)

@@ -24,8 +24,8 @@ def setting(
     help: str = "",
     *,
     default_factory: Any = dataclasses.MISSING,
-    valid: "str | tuple | None" = None,
-    default_help: "str | None" = None,
+    valid: str | tuple | None = None,
+    default_help: str | None = None,
 ):
     """A settings field: its default, the help text its flag and YAML key show, and its valid
     values (see :func:`check_valid`), kept in the field's metadata."""
@@ -33,7 +33,7 @@ def setting(
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def check_valid(spec: "str | tuple | None", value: Any, name: str) -> Any:
+def check_valid(spec: str | tuple | None, value: Any, name: str) -> Any:
     """``value`` if it is ``None`` or within ``spec`` (see :func:`option`); else a NeasError naming ``name``."""
     if isinstance(spec, tuple):  # declared choices
         if value is not None and value not in spec:
@@ -82,11 +82,11 @@ class Amount(int):
     """A count (MACs, FLOPs, params) that configs and flags may write as ``300M``, ``1.5G``, ``800K``."""
 
     @classmethod
-    def parse(cls, value: "str | int | float") -> "Amount":
+    def parse(cls, value: str | int | float) -> Amount:
         return cls(parse_amount(value))
 
 
-def parse_amount(text: "str | int | float") -> int:
+def parse_amount(text: str | int | float) -> int:
     """Parses ``300M``, ``1.5G``, ``800K`` or a plain number into an integer."""
     if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
         return int(text)

@@ -13,12 +13,12 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["ci95", "decide", "paired_difference", "VERDICTS"]
+__all__ = ["VERDICTS", "ci95", "decide", "paired_difference"]
 
 VERDICTS = ("better", "worse", "within noise")  # of paired_difference: a - b > 0, < 0, CI contains 0
 
 
-def ci95(xs: "list[float]") -> tuple[float, float, float, float]:
+def ci95(xs: list[float]) -> tuple[float, float, float, float]:
     """mean, sd, CI low, CI high (Student t); the CI is nan below 2 values, and the mean itself when sd is 0."""
     xs = np.asarray(xs, float)
     mean = float(xs.mean())
@@ -31,7 +31,7 @@ def ci95(xs: "list[float]") -> tuple[float, float, float, float]:
     return mean, sd, float(lo), float(hi)
 
 
-def decide(lo: float, hi: float, mean: float, boot: "dict | None" = None) -> str:
+def decide(lo: float, hi: float, mean: float, boot: dict | None = None) -> str:
     """The outcome of a difference with t CI [lo, hi] and, optionally, a bootstrap CI
     (``neas.search.ranking.percentile_ci``'s dict) that must also exclude 0: "+" / "-" (both exclude 0,
     on the mean's side), "noise" (either contains 0: either source of noise explains it), or
@@ -49,7 +49,7 @@ def decide(lo: float, hi: float, mean: float, boot: "dict | None" = None) -> str
     return "+" if up else "-"
 
 
-def paired_difference(a: "list[float]", b: "list[float]") -> dict:
+def paired_difference(a: list[float], b: list[float]) -> dict:
     """``a - b`` paired by position (by seed): mean, sd, t 95 % CI ``lo``/``hi``, ``n`` and the
     verdict, "better" (the CI lies above 0), "worse" (below) or "within noise" (it contains 0, or
     there is one pair only: no interval). "Better" means a larger value: for a metric where lower

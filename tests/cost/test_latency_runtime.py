@@ -95,7 +95,7 @@ def test_validation_errors_are_against_the_mean_of_both_passes_beside_their_own_
     archs = [EnsembleArch.from_json(r["arch"]) for r in report["records"]]
     truth = sorted(table.latency_ms(a) for a in archs)
     archs = sorted(archs, key=table.latency_ms)
-    swapped = truth[:4] + [truth[5], truth[4]]  # the retest ranks the two slowest the other way round
+    swapped = [*truth[:4], truth[5], truth[4]]  # the retest ranks the two slowest the other way round
     ranked = latency.validation_report(table, archs, truth, swapped)
     assert ranked["kendall_tau"] == pytest.approx(1)
     assert ranked["against_each_pass"][1]["kendall_tau"] < 1

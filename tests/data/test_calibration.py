@@ -116,7 +116,7 @@ def test_search_sets_on_a_class_sorted_image_folder_are_balanced(tmp_path):
     bn_classes = [_classes_of(x) for x in bn]
     for batch in bn_classes:  # every BN batch mixes the classes; a prefix of the folder would be one class
         assert len(set(batch)) >= 8, batch
-    _balanced(np.bincount(sum(bn_classes, []), minlength=10), KEPT)
+    _balanced(np.bincount([c for batch in bn_classes for c in batch], minlength=10), KEPT)
     _balanced(torch.bincount(torch.cat([y for _, y in val]), minlength=10).tolist(), HELD)
     assert record["bn_images"] == 32
     assert record["score_images"] == 40
@@ -131,7 +131,7 @@ def test_a_search_refuses_data_whose_classes_differ_from_the_supernets(tmp_path)
 
     root = _folder(tmp_path, [f"class{i}" for i in range(10)])
     space = SearchSpace.preset("tiny")
-    renamed = tuple(f"class{i}" for i in range(9)) + ("dog",)  # trained on another folder
+    renamed = (*(f"class{i}" for i in range(9)), "dog")  # trained on another folder
     info = SupernetFile(space, ShrunkSpace.full(space), renamed, "imagefolder", str(root), 0.25, "diversity", 0, {})
     with pytest.raises(
         NeasError, match=r"classes do not match the training classes \(missing \['dog'\], unexpected \['class9'\]\)"
@@ -145,8 +145,8 @@ def test_reversing_the_class_names_changes_no_class_count(tmp_path):
 
     def by_content(bn, val):
         # the red channel codes the class's content (its size), whatever its name or label
-        bn_counts = np.bincount(sum((_classes_of(x) for x in bn), []), minlength=10)
-        score_counts = np.bincount(sum((_classes_of(x) for x, _ in val), []), minlength=10)
+        bn_counts = np.bincount([c for x in bn for c in _classes_of(x)], minlength=10)
+        score_counts = np.bincount([c for x, _ in val for c in _classes_of(x)], minlength=10)
         return bn_counts.tolist(), score_counts.tolist()
 
     assert by_content(*forward[:2]) == by_content(*backward[:2])

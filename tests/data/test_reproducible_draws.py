@@ -58,12 +58,12 @@ def arch_file(tmp_path_factory):
 
 def _streamed(folder, workers: int, out) -> list[str]:
     """The flags both streamed runs share: an image folder read from disk by ``workers`` loader processes."""
-    fixed = "--data imagefolder --decode stream --epochs 2 --batch-size 8 --device cpu".split()
+    fixed = ["--data", "imagefolder", "--decode", "stream", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
     return [*fixed, "--data-dir", str(folder), "--workers", str(workers), "--out", str(out)]
 
 
 def _retrain(folder, arch_file, out, workers: int, *extra: str) -> int:
-    augment = "--seed 3 --randaugment rand-m9-mstd0.5 --erase-prob 0.5 --holdout 0.2".split()
+    augment = ["--seed", "3", "--randaugment", "rand-m9-mstd0.5", "--erase-prob", "0.5", "--holdout", "0.2"]
     return main(["retrain", "--arch", str(arch_file), *_streamed(folder, workers, out), *augment, *extra])
 
 
@@ -90,7 +90,7 @@ def test_a_streamed_retrain_killed_and_resumed_equals_an_uninterrupted_one(folde
 
 def test_streamed_supernet_training_is_the_same_with_0_and_2_loader_workers(folder, tmp_path):
     def train(out, workers):
-        shrink = "--space tiny --seed 1 --shrink none --bn-batches 1 --probe-images 6".split()
+        shrink = ["--space", "tiny", "--seed", "1", "--shrink", "none", "--bn-batches", "1", "--probe-images", "6"]
         return main(["train-supernet", *_streamed(folder, workers, out), *shrink])
 
     assert train(tmp_path / "w0", 0) == 0

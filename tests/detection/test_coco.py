@@ -110,7 +110,7 @@ def _without(entry: dict, key: str) -> dict:
         ({**GROUND_TRUTH, "annotations": [_without(GROUND_TRUTH["annotations"][0], "bbox")]}, [], "'bbox'"),
         (GROUND_TRUTH, [_without(_perfect()[0], "score")], "detections\\[0\\]: missing 'score'"),
         (GROUND_TRUTH, [{**_perfect()[0], "image_id": 9}], "detections\\[0\\]: 'image_id' 9"),
-        (GROUND_TRUTH, _perfect() + [{**_perfect()[0], "category_id": 7}], "detections\\[6\\]: 'category_id' 7"),
+        (GROUND_TRUTH, [*_perfect(), {**_perfect()[0], "category_id": 7}], "detections\\[6\\]: 'category_id' 7"),
         (GROUND_TRUTH, [{**_perfect()[0], "bbox": [0, 0, -5, 5]}], "detections\\[0\\]: 'bbox'"),
     ],
 )

@@ -189,7 +189,7 @@ def test_every_image_mode_loads_as_rgb(tmp_path, mode):
     dataset = DetectionDataset(load_coco(root, SPLIT), train=False)
     image, target = dataset[0]
     assert image.shape == (3, 30, 40) and image.dtype == torch.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
     if mode == "I;16":
         assert torch.all(image == 1.0)
     assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
@@ -216,7 +216,7 @@ def test_an_image_of_another_size_than_listed_is_refused_when_read(tmp_path):
 
 def test_negatives_give_empty_boxes_and_collate_keeps_sizes(tmp_path):
     dataset = DetectionDataset(load_coco(_write(tmp_path, BASE), SPLIT), train=False)
-    image, target = dataset[2]
+    _image, target = dataset[2]
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
     images, targets = collate([dataset[0], dataset[2]])
     assert [tuple(i.shape) for i in images] == [(3, 30, 40), (3, 20, 20)]

@@ -46,7 +46,7 @@ def test_objects_of_every_coco_area_and_negatives_load_as_a_coco_split(tmp_path)
     assert len({a["category_id"] for a in annotations}) == 10
     for a in annotations:
         x, y, w, h = a["bbox"]
-        assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and a["area"] == w * h and a["iscrowd"] == 0
+        assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128 and a["area"] == w * h and a["iscrowd"] == 0
     image, target = DetectionDataset(data, train=False)[0]
     assert image.shape == (3, 128, 128)
     x1, y1, x2, y2 = (int(v) for v in target["boxes"][0])

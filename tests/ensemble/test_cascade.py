@@ -114,7 +114,7 @@ def test_fit_thresholds_k3(tolerance):
     # coordinate descent ends where no single threshold, moved to any candidate value, does better
     for j in range(2):
         step_conf = logits[: j + 1].mean(0).softmax(-1).max(-1).values.double().unique().tolist()
-        for value in step_conf + [NEVER]:
+        for value in [*step_conf, NEVER]:
             moved = list(thresholds)
             moved[j] = value
             other = cascade_summary(logits, labels, moved, costs)
@@ -134,7 +134,7 @@ def test_fit_thresholds_k4_with_uneven_costs(seed):
     assert summary["mean_cost"] <= full["mean_cost"]
     for j in range(3):  # coordinate-wise optimal
         step_conf = logits[: j + 1].mean(0).double().softmax(-1).max(-1).values.unique().tolist()
-        for value in step_conf + [NEVER]:
+        for value in [*step_conf, NEVER]:
             moved = list(thresholds)
             moved[j] = value
             other = cascade_summary(logits, labels, moved, costs)

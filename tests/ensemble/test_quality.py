@@ -1,6 +1,7 @@
 """Ensemble quality beyond top-1 (issue 15): NLL, ECE and Brier against independent computations,
 temperature scaling, corruptions, anytime-K, the NLL search objective and calibrated export."""
 
+import itertools
 import json
 import random
 
@@ -40,7 +41,7 @@ def _reference(logits, y, bins=15):
     conf, pred = p.max(1), p.argmax(1)
     ece = 0.0
     edges = np.linspace(0, 1, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             ece += inside.mean() * abs((pred[inside] == labels[inside]).mean() - conf[inside].mean())

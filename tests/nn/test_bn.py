@@ -16,7 +16,7 @@ def test_recalibrated_stats_equal_a_direct_computation(tiny):
     mean = torch.stack([o.mean((0, 2, 3)) for o in outs]).mean(0)
     var = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outs]).mean(0)
     net.bn1.running_mean.fill_(5.0)
-    unused = [m for op, m in net.layers[0].items() if op not in {str(p[0]) for p in arch.paths}][0]
+    unused = next(m for op, m in net.layers[0].items() if op not in {str(p[0]) for p in arch.paths})
     before = unused.bn1.running_mean.clone()
     recalibrate_bn(lambda x: net(x, arch), net.used_modules(arch), batches, root=net)
     torch.testing.assert_close(net.bn1.running_mean, mean)

@@ -52,7 +52,7 @@ def compared(tmp_path_factory):
 
 
 def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
-    config, out = compared
+    _, out = compared
     record = json.loads((out / COMPARE).read_text())
     assert list(record["rows"]) == ["neas", "single"]
     for row, r in record["rows"].items():

@@ -68,7 +68,7 @@ def finished(tmp_path_factory):
 )
 def test_every_shipped_config_loads(path):
     config = from_dict(RunConfig, load_yaml(path))
-    sn, se, rt = stage_configs(config)
+    sn, se, _rt = stage_configs(config)
     assert Path(sn.out).parent == Path(config.out)
     assert se.supernet == sn.out
     assert path.read_text().startswith("# neas run") or "torchrun" in path.read_text().splitlines()[1]

@@ -107,9 +107,12 @@ def test_shared_part_reuse_gives_identical_accuracies_and_memoises(trained_super
 
     rng = random.Random(0)
     base = EnsembleArch.sample(space, rng, shrunk, split=2)
-    archs = [base] + [
-        a for a in (EnsembleArch.sample(space, rng, shrunk, split=2) for _ in range(30)) if a.shared == base.shared
-    ][:3]
+    archs = [
+        base,
+        *[a for a in (EnsembleArch.sample(space, rng, shrunk, split=2) for _ in range(30)) if a.shared == base.shared][
+            :3
+        ],
+    ]
     archs += [EnsembleArch.sample(space, rng, shrunk) for _ in range(4)]
     got = fast.evaluate_many(archs + archs)
     want = [slow.evaluate(a) for a in archs]

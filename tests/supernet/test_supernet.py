@@ -129,7 +129,7 @@ def test_stateless_with_respect_to_arch(tiny_supernet):
 
 def test_features_are_returned(tiny_supernet):
     arch = EnsembleArch.sample(tiny_supernet.space, 1)
-    logits, feats = tiny_supernet(torch.randn(2, 3, 32, 32), arch, return_features=True)
+    _logits, feats = tiny_supernet(torch.randn(2, 3, 32, 32), arch, return_features=True)
     assert all(f.shape == (2, 128) for f in feats)
 
 

@@ -35,7 +35,7 @@ class LatencyTable:
     overhead_ms: float = 0.0  # fitted: a constant per ensemble ...
     per_block_ms: float = 0.0  # ... a term per block run (what timing pieces alone misses) ...
     scale: float = 1.0  # ... and a factor on the pieces (a runtime that fuses across them runs the whole faster)
-    fit: "dict | None" = None  # how the two were fitted (networks timed end to end, residuals)
+    fit: dict | None = None  # how the two were fitted (networks timed end to end, residuals)
 
     def piece_ms(self, piece: Piece) -> float:
         """The time of one piece (``fixed_ms`` holds the stem's and L0's)."""
@@ -47,7 +47,7 @@ class LatencyTable:
         """The sum of the ensemble's piece timings (a shared layer once) and how many blocks it runs
         (L0, the layers, the heads: every piece but the stem)."""
 
-        def timed(pieces: "tuple[Piece, ...]") -> tuple[float, int]:
+        def timed(pieces: tuple[Piece, ...]) -> tuple[float, int]:
             return sum(self.piece_ms(p) for p in pieces), sum(p.kind != STEM for p in pieces)
 
         shared, blocks = timed(trunk_pieces(arch))
@@ -115,11 +115,11 @@ class LatencyTable:
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
-    def save(self, path: "str | Path") -> None:
+    def save(self, path: str | Path) -> None:
         write_json(path, self.to_json())
 
     @staticmethod
-    def load(path: "str | Path") -> "LatencyTable":
+    def load(path: str | Path) -> LatencyTable:
         try:
             return LatencyTable(**read_json(path, "latency table"))
         except TypeError as exc:

@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,7 +24,7 @@ from neas.errors import NeasError, suggest
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils.benchmark import Timer  # noqa: E402
 
-__all__ = ["RUNTIMES", "runner", "interleaved_ms", "time_forward_ms", "device_name"]
+__all__ = ["RUNTIMES", "device_name", "interleaved_ms", "runner", "time_forward_ms"]
 
 
 def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> Callable[[], None]:
@@ -60,7 +60,7 @@ def runner(module: torch.nn.Module, x: torch.Tensor, runtime: str = "torch") -> 
 
 
 def interleaved_ms(
-    runs: "dict[str, Callable[[], None]]", repeats: int = 20, warmup: int = 3, progress=None
+    runs: dict[str, Callable[[], None]], repeats: int = 20, warmup: int = 3, progress=None
 ) -> dict[str, float]:
     """Median milliseconds of each callable, timed interleaved (see the module docstring)."""
     for run in runs.values():

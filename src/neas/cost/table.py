@@ -35,10 +35,10 @@ class Cost:
     paper_flops: int = 0
     params: int = 0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.macs + other.macs, self.paper_flops + other.paper_flops, self.params + other.params)
 
-    def __mul__(self, n: int) -> "Cost":
+    def __mul__(self, n: int) -> Cost:
         return Cost(self.macs * n, self.paper_flops * n, self.params * n)
 
     __rmul__ = __mul__
@@ -102,7 +102,7 @@ class CostTable:
         """The sum over the pieces ``arch`` runs (a shared layer once)."""
         return sum((self.piece_cost(piece) for piece in arch_pieces(arch)), Cost())
 
-    def extremes(self, shrunk, metric: str) -> "tuple[EnsembleArch, EnsembleArch]":
+    def extremes(self, shrunk, metric: str) -> tuple[EnsembleArch, EnsembleArch]:
         """The cheapest and the most expensive ensemble of ``metric`` in a shrunk space (their
         costs are :meth:`range`): per split point, every layer's cheapest (dearest) choice."""
         space = shrunk.space
@@ -151,7 +151,7 @@ class CostTable:
 
 
 @lru_cache(maxsize=32)
-def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | None" = None) -> CostTable:
+def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: int | None = None) -> CostTable:
     """Builds (once, cached) the cost table of ``space`` at ``input_size`` (default: the space's)."""
     size = input_size or space.input_size
     costs = measure_pieces(space, torch.zeros(1, space.in_channels, size, size), _measure, num_classes)
@@ -162,9 +162,7 @@ def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: "int | N
     return CostTable(costs[Piece(STEM)], costs[Piece(FIRST)], layers, costs[Piece(HEAD, 0)])
 
 
-def count_cost(
-    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None
-) -> Cost:
+def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: int | None = None) -> Cost:
     """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
     arch.validate(space)
     return cost_table(space, num_classes, input_size).cost(arch)

@@ -6,10 +6,10 @@ from neas.data.loader import Augment, BatchLoader, normalize
 from neas.data.split import class_counts, holdout_split, stratified_subset
 
 __all__ = [
+    "DATASETS",
     "Augment",
     "BatchLoader",
     "CalibrationSets",
-    "DATASETS",
     "ImageFiles",
     "ImageTensors",
     "calibration_sets",

@@ -11,7 +11,6 @@ a reader sees at a glance that the sets cover every class.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
@@ -22,7 +21,7 @@ from neas.errors import NeasError
 
 __all__ = ["CalibrationSets", "calibration_sets", "check_same_calibration"]
 
-Dataset = Union[ImageTensors, ImageFiles]
+Dataset = ImageTensors | ImageFiles
 
 
 @dataclass
@@ -49,9 +48,7 @@ class CalibrationSets:
         }
 
 
-def calibration_sets(
-    full: Dataset, holdout: float, bn_images: int, score_images: "int | None" = None
-) -> CalibrationSets:
+def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images: int | None = None) -> CalibrationSets:
     """Splits ``full`` (a training split) and draws ``bn_images`` BN and ``score_images`` scoring
     images (all held-out images when None), each stratified, seeded and in interleaved class order."""
     labels = full.labels.cpu()

@@ -25,7 +25,7 @@ from neas.io import write_json
 __all__ = ["carve_test_split"]
 
 
-def carve_test_split(src: "str | Path", out: "str | Path", test_fraction: float = 0.2, split: str = "train") -> dict:
+def carve_test_split(src: str | Path, out: str | Path, test_fraction: float = 0.2, split: str = "train") -> dict:
     """Splits ``src/<split>/<class>/*`` into ``out/train`` and ``out/test``; returns the listing."""
     root, out = Path(src), Path(out)
     if not 0.0 < test_fraction < 1.0:

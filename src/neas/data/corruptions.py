@@ -22,7 +22,7 @@ from neas.data.datasets import ImageTensors, decode_image
 from neas.errors import NeasError
 from neas.options import CORRUPTIONS, parse_corruptions, parse_severities
 
-__all__ = ["CORRUPTIONS", "Corruption", "parse_corruptions", "parse_severities", "CorruptedImages"]
+__all__ = ["CORRUPTIONS", "CorruptedImages", "Corruption", "parse_corruptions", "parse_severities"]
 
 _SEEDED = ("glass_blur", "impulse_noise")  # their own generators (numba's, scikit-image's): seeded explicitly
 

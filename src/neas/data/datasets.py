@@ -37,14 +37,14 @@ from neas.io import atomic_write
 from neas.options import DATASETS, DECODE_MODES
 
 __all__ = [
-    "ImageTensors",
-    "ImageFiles",
-    "load_dataset",
-    "evaluation_view",
-    "check_same_classes",
     "DATASETS",
-    "IMAGE_EXTENSIONS",
     "DECODE_MODES",
+    "IMAGE_EXTENSIONS",
+    "ImageFiles",
+    "ImageTensors",
+    "check_same_classes",
+    "evaluation_view",
+    "load_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class ImageTensors:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
-    files: "list[str] | None" = None  # the image files, when decoded from a folder (for other views of them)
+    files: list[str] | None = None  # the image files, when decoded from a folder (for other views of them)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,7 +69,7 @@ class ImageTensors:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, index: torch.Tensor) -> "ImageTensors":
+    def subset(self, index: torch.Tensor) -> ImageTensors:
         files = None if self.files is None else [self.files[i] for i in index.tolist()]
         return ImageTensors(self.images[index], self.labels[index], self.classes, files)
 
@@ -91,7 +91,7 @@ class ImageFiles:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, index: torch.Tensor) -> "ImageFiles":
+    def subset(self, index: torch.Tensor) -> ImageFiles:
         return ImageFiles(
             [self.paths[i] for i in index.tolist()], self.labels[index], self.classes, self.input_size, self.crop_pct
         )
@@ -118,13 +118,13 @@ def _digits(split: str, input_size: int) -> ImageTensors:
 
 def _cifar(
     name: str,
-    root: "Path | None",
+    root: Path | None,
     split: str,
     input_size: int,
     download: bool,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
-) -> "ImageTensors | ImageFiles":
+) -> ImageTensors | ImageFiles:
     if root is not None and (root / split).is_dir():
         return _imagefolder(root, split, input_size, decode, max_memory_gb)
     from torchvision import datasets
@@ -315,7 +315,7 @@ def _make_room(directory: Path, need: int, cap: int) -> bool:
     return True
 
 
-def _read_cache(cached: Path) -> "torch.Tensor | None":
+def _read_cache(cached: Path) -> torch.Tensor | None:
     if not cached.is_file():
         return None
     try:
@@ -360,7 +360,7 @@ def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Ten
 
 def _imagefolder(
     root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0
-) -> "ImageTensors | ImageFiles":
+) -> ImageTensors | ImageFiles:
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     crop_pct = crop_pct_for(split)
@@ -377,7 +377,7 @@ def _imagefolder(
     return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths)
 
 
-def evaluation_view(data: "ImageTensors | ImageFiles", index: torch.Tensor) -> "ImageTensors | ImageFiles":
+def evaluation_view(data: ImageTensors | ImageFiles, index: torch.Tensor) -> ImageTensors | ImageFiles:
     """The images ``index`` of a training split seen exactly as an evaluation split is (timm's
     evaluation transform at ``crop_pct_for("test")``): the held-out part of a split. Datasets
     without files (digits, torchvision's CIFAR arrays) have one view."""
@@ -394,11 +394,11 @@ def load_dataset(
     name: str,
     split: str,
     input_size: int,
-    data_dir: "str | Path | None" = None,
+    data_dir: str | Path | None = None,
     download: bool = False,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
-) -> "ImageTensors | ImageFiles":
+) -> ImageTensors | ImageFiles:
     """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``;
     image folders are decoded into memory or streamed as ``decode`` says (see the module docstring)."""
     if decode not in DECODE_MODES:
@@ -421,7 +421,7 @@ def load_dataset(
     return _imagefolder(root, split, input_size, decode, max_memory_gb)
 
 
-def check_same_classes(expected: "list[str]", got: "list[str]", where: str) -> None:
+def check_same_classes(expected: list[str], got: list[str], where: str) -> None:
     """Classes are matched by name, not position: ``got`` must be ``expected``, in the same order."""
     if list(expected) == list(got):
         return

@@ -17,8 +17,8 @@ epoch): a resumed run sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from neas.data.datasets import ImageFiles, ImageTensors, decode_image, open_rgb
 from neas.errors import NeasError
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
-__all__ = ["Augment", "BatchLoader", "normalize", "MEAN", "STD"]
+__all__ = ["MEAN", "STD", "Augment", "BatchLoader", "normalize"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -44,7 +44,7 @@ class Augment:
 
     pad: int = 4  # random-crop padding in pixels (0: none)
     flip: bool = True  # random horizontal flips (off for digits: a mirrored digit is another glyph)
-    randaugment: "str | None" = None  # timm RandAugment policy, e.g. 'rand-m9-mstd0.5'
+    randaugment: str | None = None  # timm RandAugment policy, e.g. 'rand-m9-mstd0.5'
     erase_prob: float = 0.0  # timm random erasing probability (per image, on normalised pixels)
 
 
@@ -55,7 +55,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.to(torch.get_default_dtype()) - mean) / std
 
 
-def _randaugment(images: torch.Tensor, policy: str, seeds: "list[int]") -> torch.Tensor:
+def _randaugment(images: torch.Tensor, policy: str, seeds: list[int]) -> torch.Tensor:
     """timm's RandAugment, image by image (PIL), image ``j`` under seed ``seeds[j]`` (it draws
     from Python's and NumPy's global generators)."""
 
@@ -83,7 +83,7 @@ class _EpochDraws:
     flip: np.ndarray
 
     @classmethod
-    def draw(cls, n: int, pad: int, seed: int, epoch: int) -> "_EpochDraws":
+    def draw(cls, n: int, pad: int, seed: int, epoch: int) -> _EpochDraws:
         rng = per_image_rng(seed, "augment-table", epoch)
         return cls(rng.integers(0, 2 * pad + 1, (n, 2)), rng.random(n) < 0.5)
 
@@ -134,7 +134,7 @@ def _random_erase(x: torch.Tensor, index: np.ndarray, prob: float, seed: int, ep
 class _FileDataset(torch.utils.data.Dataset):
     """Images decoded per item: timm's training transform with ``augment``, else the evaluation view."""
 
-    def __init__(self, data: ImageFiles, augment: "Augment | None", seed: int = 0, epoch: int = 0):
+    def __init__(self, data: ImageFiles, augment: Augment | None, seed: int = 0, epoch: int = 0):
         self.data, self.seed, self.epoch = data, seed, epoch
         self.transform = None
         if augment is not None:
@@ -186,14 +186,14 @@ class BatchLoader:
 
     def __init__(
         self,
-        data: "ImageTensors | ImageFiles",
+        data: ImageTensors | ImageFiles,
         batch_size: int,
         train: bool,
-        augment: "Augment | None" = None,
+        augment: Augment | None = None,
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
-        device: "torch.device | str" = "cpu",
+        device: torch.device | str = "cpu",
         channels_last: bool = True,
         workers: int = 0,
         corruption=None,
@@ -227,7 +227,7 @@ class BatchLoader:
     def __len__(self) -> int:
         return -(-len(self._indices(0)) // self.batch_size)
 
-    def _finish(self, images: torch.Tensor, labels: torch.Tensor, index: "torch.Tensor | None" = None, epoch: int = 0):
+    def _finish(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0):
         x = normalize(images.to(self.device, non_blocking=True))
         if self.augment is not None and self.augment.erase_prob > 0:
             x = _random_erase(x, index.cpu().numpy(), self.augment.erase_prob, self.seed, epoch)

@@ -12,7 +12,7 @@ import torch
 
 from neas.seeding import stream_seed
 
-__all__ = ["holdout_split", "stratified_subset", "class_counts", "SPLIT_SEED"]
+__all__ = ["SPLIT_SEED", "class_counts", "holdout_split", "stratified_subset"]
 
 SPLIT_SEED = 20210619  # fixed: splits must not move when a run's seed changes
 
@@ -38,7 +38,7 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int = SPLIT_SEED)
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-def stratified_subset(labels: torch.Tensor, n: "int | None", purpose: str, seed: int = SPLIT_SEED) -> torch.Tensor:
+def stratified_subset(labels: torch.Tensor, n: int | None, purpose: str, seed: int = SPLIT_SEED) -> torch.Tensor:
     """Indices of ``min(n, N)`` images (all of them when ``n`` is None) with the split's class mix.
 
     Class ``c`` of ``n_c`` images gives ``floor(n * n_c / N)`` or one more (largest remainder,
@@ -69,7 +69,7 @@ def stratified_subset(labels: torch.Tensor, n: "int | None", purpose: str, seed:
     return torch.tensor([i for _, _, i in keyed], dtype=torch.int64)
 
 
-def class_counts(labels: torch.Tensor, classes: "list[str]") -> dict[str, int]:
+def class_counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
     """``{class name: number of images}`` for the classes present in ``labels``."""
     counts = torch.bincount(labels.detach().cpu().long(), minlength=len(classes)).tolist()
     return {name: c for name, c in zip(classes, counts) if c}

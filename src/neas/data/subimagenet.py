@@ -33,8 +33,8 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def make_subimagenet(
-    imagenet: "str | Path",
-    out: "str | Path",
+    imagenet: str | Path,
+    out: str | Path,
     classes: int = 100,
     train_per_class: int = 250,
     val_per_class: int = 50,

@@ -21,7 +21,7 @@ from faster_coco_eval import COCOeval_faster as COCOeval
 
 from neas.errors import NeasError, show
 
-__all__ = ["coco_ap", "is_number", "STAT_NAMES"]
+__all__ = ["STAT_NAMES", "coco_ap", "is_number"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6], in its order
 

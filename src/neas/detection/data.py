@@ -45,7 +45,7 @@ from neas.detection.coco import is_number as _is_number
 from neas.errors import NeasError, show
 from neas.seeding import stream_seed
 
-__all__ = ["CocoSplit", "load_coco", "DetectionDataset", "collate", "to_rgb", "MAX_ANNOTATION_BYTES"]
+__all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "collate", "load_coco", "to_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _annotation_file(root: Path, split: str) -> Path:
     return root / "annotations" / f"instances_{split}.json"
 
 
-def load_coco(root, split: str, *, categories: "list[dict] | None" = None) -> CocoSplit:
+def load_coco(root, split: str, *, categories: list[dict] | None = None) -> CocoSplit:
     """Reads and checks ``ROOT/annotations/instances_<split>.json`` and that every image it lists is in
     ``ROOT/<split>/``. ``categories``: the training split's (``CocoSplit.categories``); a split whose
     categories differ is refused."""
@@ -217,7 +217,7 @@ def _check_annotation(ann, where: str, images: dict, cat_ids: set) -> None:
         raise NeasError(f"{where}.iscrowd: expected 0 or 1, got {show(ann['iscrowd'])}")
     if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
         raise NeasError(f"{where}.area: expected a finite number >= 0, got {show(ann['area'])}")
-    x, y, w, h = ann["bbox"]
+    _x, _y, w, h = ann["bbox"]
     if w < 0 or h < 0:
         raise NeasError(f"{where}.bbox: width and height must be >= 0, got {show(ann['bbox'])}")
 

@@ -27,7 +27,7 @@ from neas.io import load_matching, load_weights, read_json, save_tensors, write_
 from neas.rundir import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "save_detector", "load_detector"]
+__all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "load_detector", "save_detector"]
 
 DETECTOR = "detector.json"  # beside model.safetensors: how to rebuild the detector
 PREDICTIONS = "predictions.json"  # the val split's detections in COCO results format
@@ -38,9 +38,9 @@ class DetectorSpec:
     """Everything that decides the detector's modules and outputs (not its weights)."""
 
     backbone: str  # "neas" or "timm:<name>"
-    arch: "dict | None"  # neas: EnsembleArch.to_json()
-    space: "dict | None"  # neas: SearchSpace.to_dict()
-    backbone_classes: "int | None"  # neas: the ensemble's classifier outputs (its unused heads' weights are kept)
+    arch: dict | None  # neas: EnsembleArch.to_json()
+    space: dict | None  # neas: SearchSpace.to_dict()
+    backbone_classes: int | None  # neas: the ensemble's classifier outputs (its unused heads' weights are kept)
     feature_mode: str  # mean | concat | path:J
     categories: list  # [{"id", "name"}]: label i is COCO category categories[i]["id"]
     min_size: int
@@ -52,7 +52,7 @@ class DetectorSpec:
     detections_per_img: int
     data: dict  # {"data_dir", "train_split", "val_split", "max_val_images"}: what eval.json scored
     head_norm: str = "none"  # the heads' convs: plain (RetinaNet's) or with GroupNorm ("group")
-    train_min_sizes: "list | None" = None  # multi-scale training: shorter sides drawn per training image
+    train_min_sizes: list | None = None  # multi-scale training: shorter sides drawn per training image
 
     @property
     def num_classes(self) -> int:
@@ -62,7 +62,7 @@ class DetectorSpec:
         return {**dataclasses.asdict(self), "num_classes": self.num_classes}
 
     @classmethod
-    def from_json(cls, record: dict, where: str) -> "DetectorSpec":
+    def from_json(cls, record: dict, where: str) -> DetectorSpec:
         names = [f.name for f in dataclasses.fields(cls) if f.name in record or f.default is dataclasses.MISSING]
         missing = [n for n in names if n not in record]
         if missing:
@@ -75,7 +75,7 @@ class DetectorSpec:
         return spec
 
 
-def build_detector(spec: DetectorSpec, body: "tuple[nn.Module, list[int]] | None" = None) -> nn.Module:
+def build_detector(spec: DetectorSpec, body: tuple[nn.Module, list[int]] | None = None) -> nn.Module:
     """The RetinaNet of ``spec``; ``body``: the backbone body and its channels when already built (with
     its starting weights), else one is built from the spec with fresh weights."""
     if body is None:
@@ -115,7 +115,7 @@ def save_detector(model: nn.Module, spec: DetectorSpec, run: Path) -> Path:
     return path
 
 
-def load_detector(path: "str | Path") -> tuple[nn.Module, DetectorSpec]:
+def load_detector(path: str | Path) -> tuple[nn.Module, DetectorSpec]:
     """The trained detector of a detection run directory (or of its ``model.safetensors``), in eval mode."""
     path = Path(path)
     run = path if path.is_dir() else path.parent

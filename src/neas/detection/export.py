@@ -19,7 +19,7 @@ from torchvision.models.detection import RetinaNet
 
 from neas.errors import NeasError
 
-__all__ = ["export_detector_onnx", "BOX_TOLERANCE", "SCORE_TOLERANCE"]
+__all__ = ["BOX_TOLERANCE", "SCORE_TOLERANCE", "export_detector_onnx"]
 
 BOX_TOLERANCE = 1e-3  # of the image's longer side, in pixels
 SCORE_TOLERANCE = 1e-3
@@ -105,9 +105,7 @@ def _compare(model: RetinaNet, session, images: list[torch.Tensor], path: Path) 
     return worst_boxes, worst_scores
 
 
-def export_detector_onnx(
-    model: RetinaNet, path: "str | Path", images: "list[torch.Tensor]", *, opset: int = 17
-) -> dict:
+def export_detector_onnx(model: RetinaNet, path: str | Path, images: list[torch.Tensor], *, opset: int = 17) -> dict:
     """Writes ``model`` (eval mode, CPU) as ONNX to ``path`` and checks it on ``images``.
 
     Args:

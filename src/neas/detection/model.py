@@ -42,12 +42,12 @@ __all__ = [
     "DEFAULT_ANCHOR_SIZES",
     "STRIDES",
     "FeatureBackbone",
-    "ensemble_body",
-    "timm_body",
     "build_retinanet",
+    "describe_backbone",
+    "ensemble_body",
     "freeze_batch_norm",
     "load_backbone_net",
-    "describe_backbone",
+    "timm_body",
 ]
 
 DEFAULT_ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))  # torchvision's, P3..P7
@@ -68,7 +68,7 @@ class FeatureBackbone(nn.Module):
         out_channels: the FPN's width (RetinaNet reads it to build its heads).
     """
 
-    def __init__(self, body: nn.Module, in_channels_list: "list[int]", out_channels: int = 256):
+    def __init__(self, body: nn.Module, in_channels_list: list[int], out_channels: int = 256):
         super().__init__()
         self.body = body
         self.fpn = FeaturePyramidNetwork(
@@ -76,7 +76,7 @@ class FeatureBackbone(nn.Module):
         )
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """(B, 3, H, W) -> P3..P7, each (B, out_channels, H / s, W / s) for s = 8 .. 128."""
         return self.fpn(self.body(x))
 
@@ -126,11 +126,11 @@ class _TimmFeatures(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict((str(i), f) for i, f in enumerate(self.net(x)))
 
 
-def timm_body(name: str, weights: "str | Path | None" = None) -> tuple[nn.Module, list[int]]:
+def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, list[int]]:
     """timm's ``name`` as a body: its maps at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
     ``"2"``, and their channel counts. ``weights``: a timm checkpoint of the classification network
     (safetensors, or a torch file read with ``weights_only=True``: nothing unpickled beyond tensors),
@@ -227,7 +227,7 @@ def _anchor_generator(anchor_sizes) -> AnchorGenerator:
 
 def build_retinanet(
     body: nn.Module,
-    in_channels: "list[int]",
+    in_channels: list[int],
     num_classes: int,
     *,
     min_size: int = 800,
@@ -285,9 +285,9 @@ def _same_structure(a: SearchSpace, b: SearchSpace) -> bool:
 def load_backbone_net(
     arch,
     *,
-    num_classes_hint: "int | None" = None,
-    backbone_weights: "str | Path | None" = None,
-    official_checkpoint: "str | Path | None" = None,
+    num_classes_hint: int | None = None,
+    backbone_weights: str | Path | None = None,
+    official_checkpoint: str | Path | None = None,
     space=None,
 ) -> EnsembleNet:
     """The ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an ``arch.json``) in ``space``
@@ -323,7 +323,7 @@ def load_backbone_net(
     return net.train()
 
 
-def describe_backbone(model: nn.Module, input_size: "int | None" = None) -> dict:
+def describe_backbone(model: nn.Module, input_size: int | None = None) -> dict:
     """The cost of a detector's body (or of a body) on one ``input_size`` x ``input_size`` image
     (default: the detector's ``min_size``): ``{"macs", "params", "input_size", "counter"}``, MACs
     from ``torch.utils.flop_counter`` (FLOPs / 2, the convention of ``neas.cost``)."""

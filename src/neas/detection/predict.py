@@ -36,7 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def subset(data: CocoSplit, count: "int | None") -> CocoSplit:
+def subset(data: CocoSplit, count: int | None) -> CocoSplit:
     """The first ``count`` images of ``data`` (by id) with their targets and ground truth; all when None."""
     if count is None or count >= len(data.images):
         return data
@@ -102,7 +102,7 @@ def format_eval(result: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_detector(checkpoint, device: str = "auto", split: "str | None" = None, data_dir=None, workers: int = 0):
+def evaluate_detector(checkpoint, device: str = "auto", split: str | None = None, data_dir=None, workers: int = 0):
     """``neas evaluate --checkpoint RUN`` for a detection run: its detector scored on ``split`` (default: the
     split its eval.json scored, with the same image subset and batch size, so it reproduces eval.json)."""
     model, spec = load_detector(checkpoint)

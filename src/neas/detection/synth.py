@@ -27,7 +27,7 @@ from neas.errors import NeasError, show
 from neas.io import write_bytes, write_json
 from neas.seeding import stream_seed
 
-__all__ = ["write_synthetic", "CATEGORIES"]
+__all__ = ["CATEGORIES", "write_synthetic"]
 
 CATEGORIES = [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
 _TRAIN_FRACTION = 0.8  # of the sklearn digits, drawn by the train* splits; the rest by the others
@@ -40,7 +40,7 @@ _LARGE, _SMALL = 0.15, 0.35  # chances of a large and a small side (medium: the 
 def write_synthetic(
     out,
     *,
-    splits: "dict[str, int] | None" = None,
+    splits: dict[str, int] | None = None,
     size: int = 128,
     seed: int = 0,
     max_objects: int = 4,

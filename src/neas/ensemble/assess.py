@@ -27,14 +27,14 @@ from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms, ranked_
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 
-__all__ = ["assess", "anytime_order", "held_out_order"]
+__all__ = ["anytime_order", "assess", "held_out_order"]
 
 log = logging.getLogger(__name__)
 
 _CORRUPTION_KEYS = ("top1", "nll", "ece")
 
 
-def anytime_order(path_acc: "list[float] | None") -> list[int]:
+def anytime_order(path_acc: list[float] | None) -> list[int]:
     """Paths by held-out top-1, best first (ties: lower index first); index order without scores."""
     if not path_acc:
         return []
@@ -55,18 +55,18 @@ def assess(
     *,
     batch_size: int = 256,
     workers: int = 0,
-    order: "list[int] | None" = None,
+    order: list[int] | None = None,
     order_by: str = "path index",
-    temperature: "dict | None" = None,
-    corruptions: "list[str] | None" = None,
-    severities: "list[int] | None" = None,
+    temperature: dict | None = None,
+    corruptions: list[str] | None = None,
+    severities: list[int] | None = None,
     corruption_seed: int = 0,
     latency: bool = True,
     desc: str = "evaluate",
-    logits: "list | None" = None,
+    logits: list | None = None,
     ood=None,
     ood_name: str = "ood",
-    cascade: "dict | None" = None,
+    cascade: dict | None = None,
 ) -> dict:
     """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
 
@@ -145,8 +145,8 @@ def corruption_scores(
     net: EnsembleNet,
     data,
     device,
-    names: "list[str]",
-    severities: "list[int]",
+    names: list[str],
+    severities: list[int],
     seed: int,
     batch_size: int,
     workers: int,

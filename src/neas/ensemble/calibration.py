@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from neas.errors import NeasError
 from neas.nn.precision import full_precision
 
-__all__ = ["fit_temperature", "ensemble_logits"]
+__all__ = ["ensemble_logits", "fit_temperature"]
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = (0.05, 20.0)) -> dict:

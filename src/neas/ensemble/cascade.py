@@ -19,7 +19,7 @@ import torch
 
 from neas.errors import NeasError
 
-__all__ = ["cascade_predict", "fit_thresholds", "cascade_summary", "cascade_curve", "NEVER"]
+__all__ = ["NEVER", "cascade_curve", "cascade_predict", "cascade_summary", "fit_thresholds"]
 
 NEVER = 2.0  # a threshold no softmax probability reaches
 _MAX_SWEEPS = 20
@@ -127,7 +127,7 @@ def _between(values: torch.Tensor, i: int) -> float:
 def _coordinate(confidence, correct, costs, thresholds: list, j: int, required: int) -> tuple:
     """The best threshold of step j + 1 (0-based j) with the others fixed."""
     # where every image ends if this step never fires; the ones past step j are those that reach it
-    stops = _stops(confidence, thresholds[:j] + [NEVER] + thresholds[j + 1 :])
+    stops = _stops(confidence, [*thresholds[:j], NEVER, *thresholds[j + 1 :]])
     n = stops.shape[0]
     reach = stops > j  # images that were not stopped before this step
     idx = torch.arange(n)

@@ -37,7 +37,7 @@ from neas.io import read_json, write_bytes, write_json
 from neas.nn import run_pieces
 from neas.space import path_pieces, trunk_pieces
 
-__all__ = ["export_cascade", "OnnxCascade", "CASCADE_JSON", "FORMAT"]
+__all__ = ["CASCADE_JSON", "FORMAT", "OnnxCascade", "export_cascade"]
 
 CASCADE_JSON = "cascade.json"
 FORMAT = "neas.cascade/1"
@@ -94,7 +94,7 @@ def _export_step(module: torch.nn.Module, x: torch.Tensor, path: Path, first: bo
     onnx.save(model, str(path))
 
 
-def _spec(net: EnsembleNet, cascade: dict, info: "EnsembleFile | None") -> dict:
+def _spec(net: EnsembleNet, cascade: dict, info: EnsembleFile | None) -> dict:
     """What ``cascade.json`` says: the cascade, the file of each step and the input the first one expects."""
     meta = onnx_metadata(net, info, None)
     order = [int(k) for k in cascade["order"]]
@@ -131,7 +131,7 @@ def _check_cascade(net: EnsembleNet, cascade: dict) -> None:
         raise NeasError(f"cascade: need K - 1 = {k - 1} thresholds, got {thresholds!r:.80}")
 
 
-def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: "EnsembleFile | None") -> None:
+def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: EnsembleFile | None) -> None:
     """Every step's ONNX file and ``cascade.json`` in ``folder``."""
     x = _images(net, 2)
     with torch.no_grad():
@@ -159,7 +159,7 @@ def _images(net: EnsembleNet, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, net.space.in_channels, size, size, generator=gen)
 
 
-def _mixed_thresholds(path_logits: torch.Tensor, temperature: "float | None") -> list[float]:
+def _mixed_thresholds(path_logits: torch.Tensor, temperature: float | None) -> list[float]:
     """Thresholds that stop about half the images at each step: the midpoint of the widest gap
     between two confidences in the middle half, so float noise between runtimes flips no stop."""
     t = 1.0 if temperature is None else float(temperature)
@@ -205,8 +205,8 @@ def _verify(net: EnsembleNet, spec: dict, folder: Path, batch_size: int) -> floa
 def export_cascade(
     net: EnsembleNet,
     cascade: dict,
-    out_dir: "str | Path",
-    info: "EnsembleFile | None" = None,
+    out_dir: str | Path,
+    info: EnsembleFile | None = None,
     opset: int = 17,
     batch_size: int = 16,
 ) -> float:
@@ -253,7 +253,7 @@ class OnnxCascade:
         temperature: divides the mean logits for the stopping confidence (None: 1).
     """
 
-    def __init__(self, folder: "str | Path"):
+    def __init__(self, folder: str | Path):
         try:
             import onnxruntime as ort
         except ImportError:

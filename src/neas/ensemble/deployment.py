@@ -28,20 +28,20 @@ from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_score
 from neas.nn.precision import full_precision
 
 __all__ = [
-    "path_logits",
-    "stack_logits",
-    "selective_report",
-    "ood_report",
-    "ood_histograms",
-    "fit_cascade",
     "cascade_report",
+    "fit_cascade",
+    "ood_histograms",
+    "ood_report",
+    "path_logits",
     "score_arrays",
+    "selective_report",
+    "stack_logits",
 ]
 
 HISTOGRAM_BINS = 30
 
 
-def stack_logits(batches: "list[tuple[list[torch.Tensor], torch.Tensor]]") -> tuple[torch.Tensor, torch.Tensor]:
+def stack_logits(batches: list[tuple[list[torch.Tensor], torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, N, C) float32 path logits and (N,) labels on the CPU from per-batch ``(K logits, labels)``."""
     logits = torch.cat([torch.stack([full_precision(lg).cpu() for lg in paths], 0) for paths, _ in batches], 1)
     return logits, torch.cat([y.cpu() for _, y in batches])
@@ -53,7 +53,7 @@ def path_logits(net: EnsembleNet, batches) -> tuple[torch.Tensor, torch.Tensor]:
     return stack_logits(list(path_logits_on(net.eval(), batches)))
 
 
-def _predictors(path_logits: torch.Tensor, temperature: "float | None") -> dict[str, torch.Tensor]:
+def _predictors(path_logits: torch.Tensor, temperature: float | None) -> dict[str, torch.Tensor]:
     """Each predictor's logits: the ensemble's mean (over its temperature when there is one), every path's."""
     mean = path_logits.mean(0)
     out = {"ensemble": mean / temperature if temperature else mean}
@@ -61,7 +61,7 @@ def _predictors(path_logits: torch.Tensor, temperature: "float | None") -> dict[
     return out
 
 
-def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperature: "float | None" = None) -> dict:
+def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict:
     """Per predictor: ``selective`` (selective_metrics), ``adaptive_ece``, ``mce``; and the
     ensemble's ``uncertainty`` (mean mutual information and disagreement with K > 1)."""
     out = {}
@@ -81,14 +81,14 @@ def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperatur
     return out
 
 
-def _scores(path_logits: torch.Tensor, temperature: "float | None") -> dict[str, dict[str, torch.Tensor]]:
+def _scores(path_logits: torch.Tensor, temperature: float | None) -> dict[str, dict[str, torch.Tensor]]:
     """Every OOD score of the ensemble and of each path (a path alone: MSP, entropy, energy)."""
     out = {"ensemble": ood_scores(path_logits, temperature)}
     out.update({f"path{j}": ood_scores(path_logits[j : j + 1]) for j in range(path_logits.shape[0])})
     return out
 
 
-def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "float | None" = None) -> dict:
+def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: float | None = None) -> dict:
     """Per predictor and score: ``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95`` (out-of-distribution positive)."""
     inside, outside = _scores(in_logits, temperature), _scores(out_logits, temperature)
     return {
@@ -97,7 +97,7 @@ def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "
     }
 
 
-def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: "float | None" = None) -> dict:
+def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: float | None = None) -> dict:
     """Per ensemble score: ``edges`` and the ``in`` / ``out`` counts of a shared histogram (the report's plot)."""
     inside, outside = ood_scores(in_logits, temperature), ood_scores(out_logits, temperature)
     out = {}
@@ -114,7 +114,7 @@ def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperatur
 
 def fit_cascade(
     net: EnsembleNet,
-    order: "list[int]",
+    order: list[int],
     logits: torch.Tensor,
     labels: torch.Tensor,
     tolerance_points: float,
@@ -139,7 +139,7 @@ def cascade_report(
     logits_in_order: torch.Tensor,
     labels: torch.Tensor,
     cascade: dict,
-    steps: "list[dict]",
+    steps: list[dict],
 ) -> dict:
     """The fitted cascade on a split: ``top1``, ``mean_macs`` and ``mean_latency_ms`` per image (an image
     stopping at step j costs the sub-ensemble of the first j paths, ``steps[j - 1]``: anytime-K's
@@ -172,8 +172,8 @@ def cascade_report(
 def score_arrays(
     path_logits: torch.Tensor,
     labels: torch.Tensor,
-    temperature: "float | None" = None,
-    ood_logits: "torch.Tensor | None" = None,
+    temperature: float | None = None,
+    ood_logits: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """The per-image numbers behind the report, for ``--save-scores``: ``labels``; per predictor
     ``<name>_pred`` and ``<name>_confidence``; per predictor and OOD score ``in_<name>_<score>`` and,

@@ -17,7 +17,7 @@ from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError, suggest
 
-__all__ = ["export", "onnx_metadata", "FORMATS", "Calibrated"]
+__all__ = ["FORMATS", "Calibrated", "export", "onnx_metadata"]
 
 FORMATS = ("safetensors", "onnx")
 
@@ -28,7 +28,7 @@ def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
     return torch.randn(batch_size, net.space.in_channels, size, size, generator=gen)
 
 
-def onnx_metadata(net: EnsembleNet, info: "EnsembleFile | None", temperature: "float | None") -> dict[str, str]:
+def onnx_metadata(net: EnsembleNet, info: EnsembleFile | None, temperature: float | None) -> dict[str, str]:
     """What a user of the ONNX file needs to feed it: the input it expects and what its outputs mean
     (``metadata_props``, every value a string; lists and the arch as JSON)."""
     classes = list(info.classes) if info is not None and info.classes else None
@@ -88,11 +88,11 @@ class Calibrated(torch.nn.Module):
 def export(
     net: EnsembleNet,
     fmt: str,
-    out: "str | Path",
+    out: str | Path,
     batch_size: int = 2,
     opset: int = 17,
-    info: "EnsembleFile | None" = None,
-    temperature: "float | None" = None,
+    info: EnsembleFile | None = None,
+    temperature: float | None = None,
 ) -> float:
     """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
     model's output from PyTorch's on a random batch (raises if it exceeds 1e-4). With a

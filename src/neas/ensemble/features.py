@@ -30,7 +30,7 @@ from neas.ensemble.settings import FEATURE_MODES, parse_feature_mode
 from neas.errors import NeasError
 from neas.space import FIRST, HEAD, LAYER, STEM, Piece, path_pieces, trunk_pieces
 
-__all__ = ["EnsembleFeatures", "MODES", "HEAD_KEY", "stage_ends"]
+__all__ = ["HEAD_KEY", "MODES", "EnsembleFeatures", "stage_ends"]
 
 MODES = FEATURE_MODES  # neas.options owns the names and their parsing (parse_feature_mode)
 HEAD_KEY = "head"  # the key of the last 1x1 conv's map (each path's '960 conv', before pooling)
@@ -100,7 +100,7 @@ class EnsembleFeatures(nn.Module):
         """The paths whose private layers run."""
         return list(range(self.net.num_paths)) if self.path is None else [self.path]
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """(B, 3, H, W) -> ``{key: (B, C, H / stride, W / stride)}`` in increasing stride (then
         ``"head"``), C as in ``out_channels``."""
         split, n = self.net.arch.split, self.net.space.num_layers
@@ -116,7 +116,7 @@ class EnsembleFeatures(nn.Module):
             maps.update({key: self._combine([m[key] for m in per_path], key) for key in private.values()})
         return OrderedDict((key, maps[key]) for key in self._keys.values())
 
-    def _walk(self, pieces, x: torch.Tensor, keys: "dict[int, str]", stop: int, num_layers: int):
+    def _walk(self, pieces, x: torch.Tensor, keys: dict[int, str], stop: int, num_layers: int):
         """Runs ``pieces`` in order up to position ``stop`` (a skip layer passes x on; a head runs
         only its last block), recording x under ``keys[position]``. Returns x and the maps."""
         maps = {}
@@ -131,7 +131,7 @@ class EnsembleFeatures(nn.Module):
                 maps[keys[pos]] = x
         return x, maps
 
-    def _combine(self, maps: "list[torch.Tensor]", key: str) -> torch.Tensor:
+    def _combine(self, maps: list[torch.Tensor], key: str) -> torch.Tensor:
         """The paths' maps at ``key`` as the mode asks: their mean, their concatenation or path J's."""
         if self.path is not None:
             return maps[0]

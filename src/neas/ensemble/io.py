@@ -15,7 +15,7 @@ from neas.io import load_matching, load_weights, save_tensors
 from neas.rundir import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["EnsembleFile", "save_ensemble", "load_ensemble", "load_model", "update_ensemble_file", "FORMAT"]
+__all__ = ["FORMAT", "EnsembleFile", "load_ensemble", "load_model", "save_ensemble", "update_ensemble_file"]
 
 FORMAT = "neas.ensemble/1"
 
@@ -28,7 +28,7 @@ def _field(meta: dict, key: str, kind, where: str, default=None):
         value = meta[key] if kind is str else json.loads(meta[key])
     except (TypeError, ValueError):
         raise NeasError(f"{where}: metadata field {key!r} is not valid JSON") from None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise NeasError(
             f"{where}: metadata field {key!r} must be a {kind.__name__ if isinstance(kind, type) else kind}, "
             f"got {type(value).__name__}"
@@ -64,16 +64,16 @@ class EnsembleFile:
     space: SearchSpace
     arch: EnsembleArch
     num_classes: int
-    classes: "tuple[str, ...] | None" = None  # the training classes, in label order
+    classes: tuple[str, ...] | None = None  # the training classes, in label order
     weights: str = "raw"  # ema | raw | official
-    data: "dict | None" = None  # {"data": dataset, "data_dir": root}: what `neas evaluate` reads by default
-    recipe: "str | None" = None
+    data: dict | None = None  # {"data": dataset, "data_dir": root}: what `neas evaluate` reads by default
+    recipe: str | None = None
     holdout: float = 0.0  # the fraction of the training split held out (temperature, anytime order)
-    path_order: "dict | None" = None  # {"order": [path, ...], "by": how it was decided, "path_top1": [...]}
-    temperature: "dict | None" = None  # fit_temperature's record: {"temperature": T > 0, ...}
+    path_order: dict | None = None  # {"order": [path, ...], "by": how it was decided, "path_top1": [...]}
+    temperature: dict | None = None  # fit_temperature's record: {"temperature": T > 0, ...}
     # `neas evaluate --cascade`'s fit: {"order": [path, ...], "thresholds": [K - 1 floats], "tolerance": points,
     # "temperature": T or None (of the stopping confidence), "fitted_on": ..., "images": n}
-    cascade: "dict | None" = None
+    cascade: dict | None = None
 
     def __post_init__(self):
         t = None if self.temperature is None else self.temperature.get("temperature")
@@ -91,7 +91,7 @@ class EnsembleFile:
         return list((self.path_order or {}).get("order", range(self.arch.num_paths)))
 
     @property
-    def temperature_value(self) -> "float | None":
+    def temperature_value(self) -> float | None:
         return None if self.temperature is None else float(self.temperature["temperature"])
 
     def metadata(self) -> dict[str, str]:
@@ -114,7 +114,7 @@ class EnsembleFile:
         }
 
     @classmethod
-    def from_metadata(cls, meta: dict, where: str) -> "EnsembleFile":
+    def from_metadata(cls, meta: dict, where: str) -> EnsembleFile:
         if meta.get("format") != FORMAT:
             raise NeasError(
                 f"{where}: not a neas ensemble file (format {meta.get('format')!r}); "
@@ -151,7 +151,7 @@ class EnsembleFile:
             raise NeasError(f"{where}: {exc}") from None
 
 
-def save_ensemble(net: EnsembleNet, path: "str | Path", **fields) -> EnsembleFile:
+def save_ensemble(net: EnsembleNet, path: str | Path, **fields) -> EnsembleFile:
     """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it, with the
     :class:`EnsembleFile` ``fields`` (weights, data, classes, path_order, temperature, ...)."""
     info = EnsembleFile(net.space, net.arch, net.num_classes, **fields)
@@ -159,7 +159,7 @@ def save_ensemble(net: EnsembleNet, path: "str | Path", **fields) -> EnsembleFil
     return info
 
 
-def _read(path: "str | Path") -> tuple[Path, dict, EnsembleFile]:
+def _read(path: str | Path) -> tuple[Path, dict, EnsembleFile]:
     """A neas weights file (or a run directory's ``model.safetensors``): its path, tensors and description."""
     path = Path(path)
     if path.is_dir():
@@ -168,7 +168,7 @@ def _read(path: "str | Path") -> tuple[Path, dict, EnsembleFile]:
     return path, tensors, EnsembleFile.from_metadata(meta, str(path))
 
 
-def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, EnsembleFile]:
+def load_ensemble(path: str | Path, device="cpu") -> tuple[EnsembleNet, EnsembleFile]:
     """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
     path, tensors, info = _read(path)
     net = build_ensemble(info.space, info.arch, info.num_classes)
@@ -176,14 +176,14 @@ def load_ensemble(path: "str | Path", device="cpu") -> tuple[EnsembleNet, Ensemb
     return net.to(device).eval(), info
 
 
-def update_ensemble_file(path: "str | Path", **fields) -> Path:
+def update_ensemble_file(path: str | Path, **fields) -> Path:
     """Replaces :class:`EnsembleFile` ``fields`` of a neas weights file (atomically; the weights are unchanged)."""
     path, tensors, info = _read(path)
     save_tensors(path, tensors, dataclasses.replace(info, **fields).metadata())
     return path
 
 
-def load_model(checkpoint: "str | None", official_checkpoint: "str | None", arch: "str | None"):
+def load_model(checkpoint: str | None, official_checkpoint: str | None, arch: str | None):
     """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its
     :class:`EnsembleFile`."""
     if (checkpoint is None) == (official_checkpoint is None):

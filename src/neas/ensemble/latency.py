@@ -24,7 +24,7 @@ from neas.errors import NeasError
 from neas.nn import measure_pieces
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace
 
-__all__ = ["measure_latency_table", "fit_overhead", "time_ensembles", "validate_table", "validation_report"]
+__all__ = ["fit_overhead", "measure_latency_table", "time_ensembles", "validate_table", "validation_report"]
 
 
 def _inputs(space: SearchSpace, batch_size: int, device) -> torch.Tensor:
@@ -37,7 +37,7 @@ def _prep(module: nn.Module, device) -> nn.Module:
     return module.to(device, memory_format=torch.channels_last).eval()
 
 
-def _random_archs(space: SearchSpace, n: int, seed: "int | str", exclude=frozenset()) -> list[EnsembleArch]:
+def _random_archs(space: SearchSpace, n: int, seed: int | str, exclude=frozenset()) -> list[EnsembleArch]:
     """Up to ``n`` distinct random ensembles, none of them in ``exclude`` (fewer in a tiny space)."""
     rng, out = random.Random(seed), []
     for _ in range(100 * n):
@@ -50,7 +50,7 @@ def _random_archs(space: SearchSpace, n: int, seed: "int | str", exclude=frozens
 
 
 def _ensemble_runs(
-    space: SearchSpace, archs: "list[EnsembleArch]", num_classes: int, x: torch.Tensor, runtime: str
+    space: SearchSpace, archs: list[EnsembleArch], num_classes: int, x: torch.Tensor, runtime: str
 ) -> dict:
     """One runner per ensemble (built as a plain network), keyed ``net<i>``."""
     return {
@@ -73,7 +73,7 @@ def _piece_runs(space: SearchSpace, num_classes: int, x: torch.Tensor, runtime: 
 
 def time_ensembles(
     space: SearchSpace,
-    archs: "list[EnsembleArch]",
+    archs: list[EnsembleArch],
     num_classes: int,
     device,
     batch_size: int,
@@ -88,7 +88,7 @@ def time_ensembles(
 
 
 def fit_overhead(
-    pieces_ms: "list[float]", blocks: "list[int]", measured_ms: "list[float]"
+    pieces_ms: list[float], blocks: list[int], measured_ms: list[float]
 ) -> tuple[float, float, float, dict]:
     """Non-negative least squares ``measured = scale * pieces + overhead + per_block * blocks``;
     returns the three terms and the fit's record (with the residuals' spread). Every term is kept
@@ -116,7 +116,7 @@ def fit_overhead(
 def measure_latency_table(
     space: SearchSpace,
     num_classes: int = 1000,
-    device: "str | torch.device" = "cpu",
+    device: str | torch.device = "cpu",
     batch_size: int = 1,
     repeats: int = 20,
     warmup: int = 3,
@@ -194,9 +194,7 @@ def _errors(guess: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
-def validation_report(
-    table: LatencyTable, archs: "list[EnsembleArch]", first: "list[float]", second: "list[float]"
-) -> dict:
+def validation_report(table: LatencyTable, archs: list[EnsembleArch], first: list[float], second: list[float]) -> dict:
     """The numbers of :func:`validate_table` from the two passes' timings of ``archs``."""
     if not len(archs) == len(first) == len(second) >= 2:
         raise ValueError(

@@ -24,7 +24,7 @@ from neas.cost.runtime import time_forward_ms
 from neas.ensemble.model import EnsembleNet
 from neas.nn.precision import full_precision
 
-__all__ = ["Scores", "evaluate_ensemble", "path_logits_on", "measure_latency_ms", "ranked_classes", "ECE_BINS"]
+__all__ = ["ECE_BINS", "Scores", "evaluate_ensemble", "measure_latency_ms", "path_logits_on", "ranked_classes"]
 
 ECE_BINS = 15
 
@@ -90,7 +90,7 @@ class Scores:
 
 
 @torch.no_grad()
-def path_logits_on(net: EnsembleNet, batches, progress=None, collect: "list | None" = None):
+def path_logits_on(net: EnsembleNet, batches, progress=None, collect: list | None = None):
     """Yields ``(K path logits, labels)`` per batch, in eval mode (and appends each to ``collect``)."""
     net.eval()
     for x, y in batches:
@@ -108,10 +108,10 @@ def evaluate_ensemble(
     batches,
     progress=None,
     *,
-    order: "list[int] | None" = None,
-    temperature: "float | None" = None,
+    order: list[int] | None = None,
+    temperature: float | None = None,
     calibration: bool = True,
-    collect: "list | None" = None,
+    collect: list | None = None,
 ) -> dict:
     """Scores the ensemble, each path and the anytime sub-ensembles on ``batches``.
 

@@ -18,7 +18,7 @@ from neas.errors import NeasError
 from neas.nn import make_piece, run_layout
 from neas.space import HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, trunk_pieces
 
-__all__ = ["EnsembleNet", "DeepEnsemble", "build_ensemble"]
+__all__ = ["DeepEnsemble", "EnsembleNet", "build_ensemble"]
 
 
 class EnsembleNet(nn.Module):
@@ -66,7 +66,7 @@ class EnsembleNet(nn.Module):
     def num_paths(self) -> int:
         return self.arch.num_paths
 
-    def select(self, paths: "list[int]") -> "EnsembleNet":
+    def select(self, paths: list[int]) -> EnsembleNet:
         """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
         space has ``len(paths)`` paths and this split point."""
         paths = list(paths)
@@ -98,7 +98,7 @@ class DeepEnsemble(nn.Module):
     """Independently trained networks averaged at the logits (a deep ensemble, Lakshminarayanan
     et al. 2017): every member's paths are its paths, nothing is shared, not even the stem."""
 
-    def __init__(self, members: "list[EnsembleNet]"):
+    def __init__(self, members: list[EnsembleNet]):
         super().__init__()
         if not members or any(
             m.num_classes != members[0].num_classes or m.space.input_size != members[0].space.input_size

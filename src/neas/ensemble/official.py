@@ -24,7 +24,7 @@ from neas.io import load_matching
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PRESETS
 
-__all__ = ["load_official", "read_official_state_dict", "IGNORED_SUFFIXES"]
+__all__ = ["IGNORED_SUFFIXES", "load_official", "read_official_state_dict"]
 
 _ALLOWED_GLOBALS = {"argparse.Namespace"}
 IGNORED_SUFFIXES = (
@@ -72,7 +72,7 @@ def _load(path: Path) -> dict:
     raise NeasError(f"{path}: not a checkpoint (expected a dict with 'state_dict' or a state_dict of tensors)")
 
 
-def read_official_state_dict(path: "str | Path", ema: bool = True) -> dict[str, torch.Tensor]:
+def read_official_state_dict(path: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:
     """The released state_dict (EMA weights when present and ``ema``), 'module.' prefixes removed."""
     obj = _load(Path(path))
     state = obj.get("state_dict_ema") if ema and obj.get("state_dict_ema") else obj.get("state_dict")
@@ -87,7 +87,7 @@ def read_official_state_dict(path: "str | Path", ema: bool = True) -> dict[str, 
 
 
 def load_official(
-    path: "str | Path", arch: "str | EnsembleArch", num_classes: "int | None" = None, ema: bool = True
+    path: str | Path, arch: str | EnsembleArch, num_classes: int | None = None, ema: bool = True
 ) -> EnsembleNet:
     """Builds the released ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an arch) in the
     imagenet space and loads the authors' checkpoint into it. The unused ``conv_dwl``/``bn4``

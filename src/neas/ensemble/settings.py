@@ -11,7 +11,7 @@ __all__ = ["FEATURE_MODES", "parse_feature_mode"]
 FEATURE_MODES = ("mean", "concat", "path:J")  # the paths' maps averaged, stacked, or one path's
 
 
-def parse_feature_mode(mode: str, num_paths: "int | None" = None) -> "int | None":
+def parse_feature_mode(mode: str, num_paths: int | None = None) -> int | None:
     """Path J of ``"path:J"``, None for ``mean`` and ``concat``; with ``num_paths``, J must be a path of
     the ensemble. NeasError naming ``feature_mode`` otherwise."""
     if mode in ("mean", "concat"):

@@ -31,7 +31,7 @@ from torchmetrics.functional.classification import (
 
 from neas.errors import NeasError
 
-__all__ = ["ood_scores", "ood_metrics", "selective_metrics", "calibration_errors", "CURVE_POINTS"]
+__all__ = ["CURVE_POINTS", "calibration_errors", "ood_metrics", "ood_scores", "selective_metrics"]
 
 CURVE_POINTS = 200  # risk-coverage points kept for storage; metrics use the full curve
 

@@ -19,13 +19,13 @@ from neas.space.space import LayerSpec, SearchSpace
 
 __all__ = [
     "SE_LAYER",
-    "make_stem",
-    "make_first_block",
     "make_block",
-    "make_last_block",
-    "make_conv_head",
     "make_classifier",
+    "make_conv_head",
+    "make_first_block",
     "make_head",
+    "make_last_block",
+    "make_stem",
 ]
 
 # SE of the released models: reduce to make_divisible(0.25 * mid, 8) with ReLU, hard-sigmoid gate.
@@ -52,7 +52,7 @@ def make_first_block(space: SearchSpace) -> DepthwiseSeparableConv:
     )
 
 
-def make_block(spec: LayerSpec, op: Op) -> "InvertedResidual | nn.Identity":
+def make_block(spec: LayerSpec, op: Op) -> InvertedResidual | nn.Identity:
     """The MBConv of ``op`` at layer ``spec``; an identity for skip."""
     if op.is_skip:
         return nn.Identity()

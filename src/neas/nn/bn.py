@@ -8,13 +8,13 @@ BNs see the shared activations once; each path's private BNs see that path's act
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 
-__all__ = ["batch_norms", "recalibrating", "recalibrate_bn"]
+__all__ = ["batch_norms", "recalibrate_bn", "recalibrating"]
 
 
 def batch_norms(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -29,7 +29,7 @@ def batch_norms(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._Batc
 
 
 @contextmanager
-def recalibrating(modules: Iterable[nn.Module], mode_modules: "Iterable[nn.Module] | None" = None) -> Iterator[None]:
+def recalibrating(modules: Iterable[nn.Module], mode_modules: Iterable[nn.Module] | None = None) -> Iterator[None]:
     """Inside the block, the BNs of ``modules`` start from reset statistics and average every
     batch forwarded (momentum ``None``), with ``mode_modules`` (default: ``modules``) in train
     mode. On exit — an exception included — momenta are restored and the modules are in eval mode.
@@ -57,7 +57,7 @@ def recalibrate_bn(
     forward: Callable[[torch.Tensor], object],
     modules: Iterable[nn.Module],
     batches: Iterable[torch.Tensor],
-    root: "nn.Module | None" = None,
+    root: nn.Module | None = None,
 ) -> None:
     """Re-estimates the running statistics of every BN inside ``modules``.
 

@@ -5,7 +5,8 @@ tables measure)."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -16,7 +17,7 @@ from neas.space.arch import EnsembleArch
 from neas.space.layout import FIRST, HEAD, LAYER, STEM, Piece, path_pieces, space_pieces, trunk_pieces
 from neas.space.space import SearchSpace
 
-__all__ = ["make_piece", "run_pieces", "run_layout", "measure_pieces"]
+__all__ = ["make_piece", "measure_pieces", "run_layout", "run_pieces"]
 
 Value = TypeVar("Value")
 
@@ -35,7 +36,7 @@ def make_piece(space: SearchSpace, piece: Piece, num_classes: int) -> nn.Module:
     raise ValueError(f"unknown piece kind {piece.kind!r}")
 
 
-def run_pieces(pieces: "tuple[Piece, ...]", module_of: Callable[[Piece], nn.Module], x: torch.Tensor):
+def run_pieces(pieces: tuple[Piece, ...], module_of: Callable[[Piece], nn.Module], x: torch.Tensor):
     """Runs ``pieces`` in turn on ``x``; what the last one returns (a head: logits and features)."""
     for piece in pieces:
         x = module_of(piece)(x)
@@ -64,7 +65,7 @@ def run_layout(
 def measure_pieces(
     space: SearchSpace,
     x: torch.Tensor,
-    measure: Callable[[Piece, nn.Module, torch.Tensor], "tuple[Value, object]"],
+    measure: Callable[[Piece, nn.Module, torch.Tensor], tuple[Value, object]],
     num_classes: int,
 ) -> dict[Piece, Value]:
     """Builds every piece of ``space`` that runs (one head: the paths' heads are alike) and calls

@@ -13,10 +13,10 @@ import importlib
 
 from neas.options import EXECUTORS
 
-__all__ = ["COMMANDS", "ABLATIONS"]
+__all__ = ["ABLATIONS", "COMMANDS"]
 
 
-def _artefact(runner: str, constant: str, show: "str | None" = None):
+def _artefact(runner: str, constant: str, show: str | None = None):
     """A handler that runs ``neas.recipes.<runner>.<runner>`` and prints (rank 0) the file of
     :mod:`neas.rundir` named by ``constant``, or what ``show`` ("module:function" of the run
     directory) returns; nothing that imports torch is imported before it runs (``neas --help`` stays fast)."""

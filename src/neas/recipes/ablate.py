@@ -68,14 +68,14 @@ from neas.rundir import (
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 
 __all__ = [
-    "mirror",
-    "unshare",
+    "deep_ensemble",
     "homo_hetero",
-    "split_ablation",
+    "mirror",
     "paths_ablation",
     "search_ablation",
     "search_curve",
-    "deep_ensemble",
+    "split_ablation",
+    "unshare",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def _retrain_all(stages: "dict[str, RetrainConfig]", jobs: "dict | None", log_dir: Path) -> None:
+def _retrain_all(stages: dict[str, RetrainConfig], jobs: dict | None, log_dir: Path) -> None:
     """Retrains each ``name -> config`` (in its run directory ``config.out``) that is not finished:
     ``neas retrain`` jobs of the executor ``jobs`` names (``executor``, ``max_parallel``; default: in
     this process, one after another), each skipped when finished and resumed when interrupted."""
@@ -132,7 +132,7 @@ def _retrain_all(stages: "dict[str, RetrainConfig]", jobs: "dict | None", log_di
         run_jobs(todo, log_dir=log_dir, **{**IN_PROCESS, **(jobs or {})})
 
 
-def _slurm_options(items: "list[str]") -> dict:
+def _slurm_options(items: list[str]) -> dict:
     """``--slurm partition=gpu timeout_min=720`` -> ``{"partition": "gpu", "timeout_min": 720}`` (YAML values)."""
     options = {}
     for item in items:
@@ -154,7 +154,7 @@ def _check_jobs(jobs: dict) -> None:
         raise NeasError(f"--max-parallel must be an integer >= 1, got {parallel!r}")
 
 
-def _retrain_variants(variants: dict, base: RetrainConfig, out: Path, jobs: "dict | None" = None) -> dict:
+def _retrain_variants(variants: dict, base: RetrainConfig, out: Path, jobs: dict | None = None) -> dict:
     """Retrains each ``name -> (arch, space)`` with one recipe in ``out/name`` (jobs of the executor
     ``jobs`` names); collects results."""
     stages = {}
@@ -210,7 +210,7 @@ def _variant_table(results: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path", jobs: "dict | None" = None) -> dict:
+def homo_hetero(arch_spec: str, base: RetrainConfig, out: str | Path, jobs: dict | None = None) -> dict:
     """Table 3: the searched (heterogeneous) ensemble against its K mirrored (homogeneous) ones."""
     arch, space = resolve_arch_and_space(arch_spec, base.space)
     if arch.split == arch.num_layers:
@@ -232,7 +232,7 @@ def homo_hetero(arch_spec: str, base: RetrainConfig, out: "str | Path", jobs: "d
     )
 
 
-def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "EnsembleArch | None":
+def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> EnsembleArch | None:
     """Reruns the search that produced ``arch_spec`` with the split point fixed at 0, same budget."""
     config = Path(arch_spec).parent / CONFIG
     if not str(arch_spec).endswith(".json") or not config.is_file():
@@ -255,7 +255,7 @@ def _search_without_sharing(arch_spec: str, space: SearchSpace, out: Path) -> "E
 
 
 def split_ablation(
-    arch_spec: str, base: RetrainConfig, out: "str | Path", equal_budget: bool = True, jobs: "dict | None" = None
+    arch_spec: str, base: RetrainConfig, out: str | Path, equal_budget: bool = True, jobs: dict | None = None
 ) -> dict:
     """Table 4: the ensemble as searched, the same ensemble unshared, and (equal budget) the best
     unshared ensemble the same search finds."""
@@ -277,7 +277,7 @@ def split_ablation(
     )
 
 
-def paths_ablation(config: str, paths: "list[int]", out: "str | Path", reuse: "dict[int, str] | None" = None) -> dict:
+def paths_ablation(config: str, paths: list[int], out: str | Path, reuse: dict[int, str] | None = None) -> dict:
     """Table 5: the whole pipeline of one ``neas run`` config (one budget) for each K in ``paths``."""
     base = from_dict(RunConfig, {**load_yaml(config), "resume": False}, str(config))
     space = SearchSpace.resolve(base.space)
@@ -333,7 +333,7 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
         raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
 
 
-def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
+def search_curve(search_dir: str | Path, top: int = 10) -> dict:
     """Evaluation-ordered accuracies of a search run: the best and the mean of the ``top`` best
     ensembles found after each new evaluation (repeats of a memoised candidate do not count)."""
     search_dir = Path(search_dir)
@@ -368,7 +368,7 @@ def search_curve(search_dir: "str | Path", top: int = 10) -> dict:
     }
 
 
-def search_ablation(runs: "list[str]", out: "str | Path", top: int = 10) -> dict:
+def search_ablation(runs: list[str], out: str | Path, top: int = 10) -> dict:
     """Figure 5: evolution against random search at equal evaluations, for each ``neas run``."""
     results = {}
     for run in map(Path, runs):
@@ -439,7 +439,7 @@ def _plot_curves(results: dict, path: Path, top: int) -> None:
     save_figure(fig, path)
 
 
-def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, jobs: "dict | None") -> tuple:
+def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, jobs: dict | None) -> tuple:
     """Retrains ``arch_file`` ``copies`` times (seeds ``base.seed + i``) in ``out/copy<i>``; returns
     the trained networks and each copy's own scores."""
     stages = {
@@ -457,9 +457,7 @@ def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, 
     return members, singles
 
 
-def deep_ensemble(
-    arch_spec: str, base: RetrainConfig, copies: int, out: "str | Path", jobs: "dict | None" = None
-) -> dict:
+def deep_ensemble(arch_spec: str, base: RetrainConfig, copies: int, out: str | Path, jobs: dict | None = None) -> dict:
     """Retrains ``arch_spec`` ``copies`` times (seeds ``base.seed + i``; jobs of the executor ``jobs``
     names) and scores the average of the copies' logits on the evaluation split, with the summed costs."""
 

@@ -69,7 +69,7 @@ from neas.schemas.compare import ROWS, CompareConfig
 from neas.space import SearchSpace
 from neas.stats import ci95, paired_difference
 
-__all__ = ["CompareConfig", "compare", "format_table", "METRICS"]
+__all__ = ["METRICS", "CompareConfig", "compare", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _share(base: RunConfig, metric: str, text: str, k: int) -> str:
     return str(int(budget_value(metric, text)) // k)
 
 
-def _deep_search(base: RunConfig, k: int) -> tuple[dict, "list[str] | None"]:
+def _deep_search(base: RunConfig, k: int) -> tuple[dict, list[str] | None]:
     """The search section and ``budgets:`` at budget / K: each of the K copies gets its share of every cost bound."""
     _, se, _ = stage_configs(base)
     search = dict(base.search)
@@ -355,7 +355,7 @@ def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
     return {**record, **sections[largest], "budget_metric": base.budget_metric, "budgets": sections}
 
 
-def _cell(stats: "dict | None", metric: str) -> str:
+def _cell(stats: dict | None, metric: str) -> str:
     if stats is None:
         return "-"
     _, scale, digits, _ = METRICS[metric]

@@ -54,7 +54,7 @@ def _setup_data(cfg: DetectConfig) -> tuple[CocoSplit, CocoSplit]:
     return train, val
 
 
-def _check_backbone(cfg: DetectConfig) -> "tuple | None":
+def _check_backbone(cfg: DetectConfig) -> tuple | None:
     """(arch, space) of a neas backbone, checked against ``feature_mode``; None for a timm backbone."""
     if cfg.backbone != "neas":
         return None
@@ -160,7 +160,7 @@ class _Detection(TrainingRecipe):
     val: CocoSplit
     spec: DetectorSpec
     banner: str
-    wrapped: "nn.Module | None" = None  # the model a step runs (DDP-wrapped under torchrun), made by start()
+    wrapped: nn.Module | None = None  # the model a step runs (DDP-wrapped under torchrun), made by start()
 
     @property
     def steps(self) -> int:

@@ -35,7 +35,7 @@ __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout", "heldout_images", "lo
 log = logging.getLogger(__name__)
 
 
-def heldout_images(data: str, data_dir, holdout: float, input_size: int, decoding: "dict | None" = None):
+def heldout_images(data: str, data_dir, holdout: float, input_size: int, decoding: dict | None = None):
     """The held-out part of the training split a retraining with ``--holdout`` left out, seen as the test split is."""
     train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
     _, held = holdout_split(train.labels, holdout)
@@ -50,7 +50,7 @@ def fit_on_heldout(
     input_size: int,
     device,
     batch_size: int = 256,
-    decoding: "dict | None" = None,
+    decoding: dict | None = None,
 ) -> dict:
     """Fits the ensemble's temperature on the held-out part of the training split (the part a
     retraining with ``--holdout`` left out, seen as the test split is); returns the record stored with the model."""
@@ -70,7 +70,7 @@ def fit_on_heldout(
     return record
 
 
-def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> "dict | None":
+def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> dict | None:
     if cfg.temperature == "none":
         return None
     if cfg.temperature == "auto":
@@ -101,7 +101,7 @@ def load_ood(cfg: QualityOptions, input_size: int, decoding: dict):
     return ood
 
 
-def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> "dict | None":
+def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> dict | None:
     """With ``--cascade``, thresholds fitted on the held-out part of the training split (never the reported
     split) and stored with the model; without, the model's stored cascade (if any)."""
     if not cfg.cascade:
@@ -190,7 +190,7 @@ def format_result(result: dict) -> str:
         for entry in result["anytime"]:
             extra = f", {entry['latency_ms']:.2f} ms" if "latency_ms" in entry else ""
             lines.append(
-                f"  first {len(entry['paths'])} {str(entry['paths']):<12} top-1 {100 * entry['top1']:.2f}%  NLL "
+                f"  first {len(entry['paths'])} {entry['paths']!s:<12} top-1 {100 * entry['top1']:.2f}%  NLL "
                 f"{entry['nll']:.4f}  "
                 f"ECE {100 * entry['ece']:.2f}%  {entry['macs'] / 1e6:.2f}M MACs{extra}"
             )

@@ -47,7 +47,7 @@ def _key(arch: EnsembleArch) -> str:
     return hashlib.sha1(json.dumps(arch.to_json()).encode()).hexdigest()[:12]
 
 
-def _setup_supernets(cfg: RankConfig) -> "tuple[list[Path], SupernetFile, SearchSpace]":
+def _setup_supernets(cfg: RankConfig) -> tuple[list[Path], SupernetFile, SearchSpace]:
     """The supernet run directories, the first one's file info and their common space; checked
     before the (long) from-scratch runs, not after."""
     supernets = [Path(p) for p in cfg.supernet]
@@ -89,7 +89,7 @@ def _scratch_recipe(cfg: RankConfig, info: SupernetFile, space: SearchSpace) -> 
 
 def _scratch_job(
     cfg: RankConfig, out: Path, arch: EnsembleArch, space: SearchSpace, info: SupernetFile
-) -> "tuple[Path, Job | None]":
+) -> tuple[Path, Job | None]:
     """The run directory where ``arch`` is trained from scratch (one per arch and recipe: other
     settings, other runs, never a stale result) and its ``neas retrain`` job (None when finished)."""
     key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"
@@ -237,7 +237,7 @@ def rank(cfg: RankConfig) -> dict:
     return results
 
 
-def _read_scratch(path: str, recipe: dict) -> "dict[EnsembleArch, float]":
+def _read_scratch(path: str, recipe: dict) -> dict[EnsembleArch, float]:
     """The from-scratch scores of an earlier rank's ``scratch.json``, refused unless its recipe
     (training settings and search space) is this run's: another recipe's scores would be
     silently wrong."""

@@ -154,7 +154,7 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
     return out
 
 
-def _search_path_acc(arch_spec: str) -> "list[float] | None":
+def _search_path_acc(arch_spec: str) -> list[float] | None:
     path = Path(arch_spec)
     if not path.is_file():
         return None
@@ -222,7 +222,7 @@ class _Retraining(TrainingRecipe):
     cfg: RetrainConfig
     run: RunDir
     model: nn.Module  # the ensemble trained
-    ema: "ModelEmaV3 | None"
+    ema: ModelEmaV3 | None
     optimizer: torch.optim.Optimizer
     scheduler: CosineLRScheduler
     precision: Precision

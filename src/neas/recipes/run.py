@@ -49,7 +49,7 @@ from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
 from neas.train.recipe import check_global_batch
 
-__all__ = ["RunConfig", "stage_configs", "run_pipeline", "budget_value", "budget_folder", "DEMO"]
+__all__ = ["DEMO", "RunConfig", "budget_folder", "budget_value", "run_pipeline", "stage_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 _SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
 # may be corrected; a finished one is never reused under other settings), and random search may be added
-NOT_COMPARED = _ALWAYS_IGNORED + ("compare_random", "supernet", "search", "retrain", "budgets")
+NOT_COMPARED = (*_ALWAYS_IGNORED, "compare_random", "supernet", "search", "retrain", "budgets")
 
 
 def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:

@@ -67,7 +67,7 @@ def _scores(e: Evaluation) -> dict:
     }
 
 
-def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpace:
+def _restrict_split(shrunk: ShrunkSpace, split: list[int] | None) -> ShrunkSpace:
     """The shrunk space with its split range narrowed to ``split`` (inside the supernet's range)."""
     if split is None:
         return shrunk
@@ -77,7 +77,7 @@ def _restrict_split(shrunk: ShrunkSpace, split: "list[int] | None") -> ShrunkSpa
     return ShrunkSpace(dataclasses.replace(shrunk.space, split=tuple(split)), shrunk.combinations)
 
 
-def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resuming: bool) -> "LatencyTable | None":
+def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resuming: bool) -> LatencyTable | None:
     """The latency table of the budget: on resume, the one the search started with (so the budget
     keeps its meaning); else the user's ``--latency-table``, or one measured here. It is saved into
     the run only once the budget is known to be feasible (:func:`_keep_latency`)."""
@@ -100,7 +100,7 @@ def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resu
     return measure_latency_table(space, num_classes, device)
 
 
-def _keep_latency(table: "LatencyTable | None", run: RunDir, resuming: bool) -> None:
+def _keep_latency(table: LatencyTable | None, run: RunDir, resuming: bool) -> None:
     if table is not None and run.main and not resuming:  # a restart replaces an earlier attempt's
         table.save(run / LATENCY_TABLE)
 
@@ -127,7 +127,7 @@ def _check_feasible(constraints: Constraints, table, shrunk) -> None:
             )
 
 
-def check_budget(cfg: "SearchConfig", space: SearchSpace, num_classes: int) -> None:
+def check_budget(cfg: SearchConfig, space: SearchSpace, num_classes: int) -> None:
     """Refuses a MACs/FLOPs/params budget that no ensemble of ``space`` (with ``num_classes``
     outputs) meets: it needs only the space, so `neas run` asks before training the supernet.
     (A latency budget needs the measured table; the search checks it when it starts.)"""
@@ -162,7 +162,7 @@ def _supernet_dir(supernet: str) -> Path:
     return sn_dir
 
 
-def _setup_supernet(cfg: SearchConfig, device) -> "tuple[Path, Supernet, SupernetFile, ShrunkSpace]":
+def _setup_supernet(cfg: SearchConfig, device) -> tuple[Path, Supernet, SupernetFile, ShrunkSpace]:
     """The supernet (channels-last, in eval mode), its file info and the shrunk space searched."""
     sn_dir = _supernet_dir(cfg.supernet)
     supernet, info = load_supernet(sn_dir, device)
@@ -178,7 +178,7 @@ def _setup_constraints(cfg: SearchConfig, supernet: Supernet, shrunk: ShrunkSpac
     return table
 
 
-def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: ShrunkSpace) -> "LatencyTable | None":
+def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: ShrunkSpace) -> LatencyTable | None:
     """The latency table of the budget, rank 0's on every rank: the budget and the Pareto parents
     must agree everywhere. An impossible latency budget is refused now, not after 20 000 draws."""
     space, num_classes = supernet.space, supernet.num_classes
@@ -192,7 +192,7 @@ def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: S
 
 def _setup_evaluator(
     cfg: SearchConfig, info: SupernetFile, supernet: Supernet, device
-) -> "tuple[CandidateEvaluator, dict]":
+) -> tuple[CandidateEvaluator, dict]:
     """The candidate evaluator on the held-out part (BN and scoring batches), and its calibration
     record."""
     bn, val_batches, calibration = heldout_batches(
@@ -203,7 +203,7 @@ def _setup_evaluator(
 
 def _setup_resume(
     cfg: SearchConfig, run: RunDir, evaluator: CandidateEvaluator, calibration: dict
-) -> "tuple[random.Random, int, dict[EnsembleArch, float]]":
+) -> tuple[random.Random, int, dict[EnsembleArch, float]]:
     """The search's random state, its first generation and the candidates evaluated so far: fresh,
     or as the interrupted run left them (its generation files restored into the evaluator's memo;
     later metric lines dropped)."""
@@ -238,12 +238,12 @@ class _Search:
     num_classes: int
     shrunk: ShrunkSpace
     table: object  # the cost table (MACs, paper FLOPs, params)
-    latency: "LatencyTable | None"
+    latency: LatencyTable | None
     evaluator: CandidateEvaluator
     calibration: dict
     rng: random.Random
     start: int  # the first generation this process runs
-    history: "dict[EnsembleArch, float]"  # every candidate evaluated -> its fitness
+    history: dict[EnsembleArch, float]  # every candidate evaluated -> its fitness
     logger: MetricLogger
     costs_of: dict = field(default_factory=dict)
     generations_done: int = 0

@@ -29,7 +29,7 @@ from neas.schemas.commands import (
 from neas.space import SearchSpace, resolve_arch_and_space
 from neas.space.arch import arch_file_record
 
-__all__ = ["arch", "space", "export_ensemble", "report", "subimagenet", "carve_test", "synth_detection"]
+__all__ = ["arch", "carve_test", "export_ensemble", "report", "space", "subimagenet", "synth_detection"]
 
 
 def _stored_num_classes(arch_spec: str) -> int:

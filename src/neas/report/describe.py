@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from neas.cost import count_cost
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PAPER_RESULTS
@@ -14,22 +16,20 @@ def _m(value: int) -> str:
 
 
 def arch_summary(
-    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None
+    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: int | None = None
 ) -> dict:
     """The JSON form of ``neas arch --json``: the arch, its costs and official list when defined."""
     cost = count_cost(space, arch, num_classes, input_size)
     out = {**arch.to_json(), "num_paths": arch.num_paths, "space": space.name, **cost.to_json()}
     out["input_size"] = input_size or space.input_size
     out["num_classes"] = num_classes
-    try:
+    with contextlib.suppress(ValueError):  # custom ops have no official ids
         out["arch_list"] = arch.to_official()
-    except ValueError:
-        pass  # custom ops have no official ids
     return out
 
 
 def arch_report(
-    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: "int | None" = None, title: str = ""
+    space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: int | None = None, title: str = ""
 ) -> str:
     """A per-layer table: stem, L0, the shared layers, then the private layers of each path."""
     cost = count_cost(space, arch, num_classes, input_size)
@@ -46,7 +46,7 @@ def arch_report(
     header = "  ".join(f"path{j:<4}" for j in range(k))
     lines.append(f"{'layer':<6}{'stride':>7}{'out':>6}  {header}")
     for spec in space.layers[arch.split :]:
-        ops = "  ".join(f"{str(arch.paths[j][spec.index - 1]):<8}" for j in range(k))
+        ops = "  ".join(f"{arch.paths[j][spec.index - 1]!s:<8}" for j in range(k))
         lines.append(f"{spec.name:<6}{spec.stride:>7}{spec.out_channels:>6}  {ops}")
     head = f"{space.channels(space.head_channels)}/{space.channels(space.feature_channels)}"
     lines.append(f"{'head':<6}{'':>7}{head:>9}  x{k} (1x1 conv, pool, 1x1 conv, linear)")

@@ -16,7 +16,7 @@ from neas.report import plots
 from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, run_kind
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["build_report", "build_compare_report", "build_detection_report"]
+__all__ = ["build_compare_report", "build_detection_report", "build_report"]
 
 
 def _figure(name: str, caption: str) -> str:
@@ -24,7 +24,7 @@ def _figure(name: str, caption: str) -> str:
     return f'<figure><img src="{name}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
-def _summary(chosen: "dict | None", result: "dict | None") -> list[str]:
+def _summary(chosen: dict | None, result: dict | None) -> list[str]:
     """The result section: the chosen ensemble, its costs and scores, and its retrained quality."""
     summary = []
     if chosen:
@@ -202,7 +202,7 @@ def build_compare_report(run: Path) -> Path:
     return out / "index.html"
 
 
-def build_report(run: "str | Path") -> Path:
+def build_report(run: str | Path) -> Path:
     """Renders every figure the run's artefacts allow; returns the path of index.html."""
     run = Path(run)
     if run.exists() and not run.is_dir():
@@ -276,7 +276,7 @@ def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[
     return ["<h2>Examples</h2>" + _figure("detections.png", caption)]
 
 
-def build_detection_report(run: "str | Path") -> Path:
+def build_detection_report(run: str | Path) -> Path:
     """A `neas detect` run's page: the AP table, the training curves and example detections."""
     run = Path(run)
     record = read_json(run / DETECTOR, "detector record", ("data", "categories"))

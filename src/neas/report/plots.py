@@ -10,35 +10,35 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from neas.io import (
     read_json,
-    save_figure,  # noqa: E402
+    save_figure,
 )
-from neas.log import MetricLogger  # noqa: E402
-from neas.rundir import ARCH, PARETO, read_arch, read_generations  # noqa: E402
-from neas.space import EnsembleArch  # noqa: E402
+from neas.log import MetricLogger
+from neas.rundir import ARCH, PARETO, read_arch, read_generations
+from neas.space import EnsembleArch
 
 __all__ = [
-    "plot_training",
-    "plot_shrink_round",
-    "plot_evolution",
-    "plot_pareto",
-    "plot_arch",
-    "plot_reliability",
-    "plot_corruptions",
     "plot_anytime",
-    "plot_risk_coverage",
-    "plot_ood",
+    "plot_arch",
     "plot_cascade",
     "plot_compare",
-    "plot_front",
-    "plot_latency_validation",
+    "plot_corruptions",
     "plot_detection_training",
     "plot_detections",
+    "plot_evolution",
+    "plot_front",
+    "plot_latency_validation",
+    "plot_ood",
+    "plot_pareto",
+    "plot_reliability",
+    "plot_risk_coverage",
+    "plot_shrink_round",
+    "plot_training",
 ]
 
 
@@ -47,7 +47,7 @@ def _save(fig, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_training(run: Path, path: Path) -> "Path | None":
+def plot_training(run: Path, path: Path) -> Path | None:
     """Supernet loss and sampled-ensemble accuracy; retraining loss and test top-1."""
     sn, rt = MetricLogger.read(run / "supernet"), MetricLogger.read(run / "retrain")
     if not sn and not rt:
@@ -59,7 +59,7 @@ def plot_training(run: Path, path: Path) -> "Path | None":
         ax.plot(ep, [m["loss"] for m in sn], "o-", label="supernet loss (sum of K paths)")
         shrinks = [
             m["epoch"] + 1
-            for a, m in zip([None] + sn[:-1], sn)
+            for a, m in zip([None, *sn[:-1]], sn)
             if a is not None and m["combinations"] < a["combinations"]
         ]
         for i, e in enumerate(shrinks):
@@ -147,7 +147,7 @@ def _generations(search_dir: Path) -> list[dict]:
     return read_generations(search_dir)
 
 
-def plot_evolution(search_dir: Path, path: Path, random_dir: "Path | None" = None) -> "Path | None":
+def plot_evolution(search_dir: Path, path: Path, random_dir: Path | None = None) -> Path | None:
     """Best-so-far and population accuracy per generation; the best found vs evaluations for
     evolution and random search (like the paper's Figure 5)."""
     gens = _generations(search_dir)
@@ -184,8 +184,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot_pareto(
-    search_dir: Path, path: Path, budget: "float | None" = None, metric: str = "macs", chosen: "dict | None" = None
-) -> "Path | None":
+    search_dir: Path, path: Path, budget: float | None = None, metric: str = "macs", chosen: dict | None = None
+) -> Path | None:
     members = [m for r in _generations(search_dir) for m in r["members"]]
     if not members:
         return None
@@ -279,10 +279,10 @@ def _arch_frame(ax, n: int, k: int, legend: list, title: str) -> None:
 
 
 def _members(result: dict) -> list[str]:
-    return ["ensemble"] + sorted(k for k in result if k.startswith("path") and k[4:].isdigit())
+    return ["ensemble", *sorted(k for k in result if k.startswith("path") and k[4:].isdigit())]
 
 
-def plot_reliability(result: dict, path: Path) -> "Path | None":
+def plot_reliability(result: dict, path: Path) -> Path | None:
     """Reliability diagram of ``eval.json``: accuracy vs confidence per bin, ensemble and paths."""
     rel = result.get("reliability")
     if not rel:
@@ -310,13 +310,13 @@ def plot_reliability(result: dict, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_corruptions(result: dict, path: Path) -> "Path | None":
+def plot_corruptions(result: dict, path: Path) -> Path | None:
     """Accuracy and NLL vs corruption severity (averaged over corruptions), ensemble vs paths;
     severity 0 is the clean split."""
     block = result.get("corruptions")
     if not block:
         return None
-    sev = [0] + list(block["severities"])
+    sev = [0, *list(block["severities"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, name in enumerate(_members(result)):
         style = dict(lw=2.5, color="black", marker="o") if name == "ensemble" else dict(lw=1, color=f"C{i}", marker=".")
@@ -334,7 +334,7 @@ def plot_corruptions(result: dict, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_anytime(result: dict, path: Path) -> "Path | None":
+def plot_anytime(result: dict, path: Path) -> Path | None:
     """Top-1 and NLL vs MACs of the sub-ensembles of the first j paths, j = 1..K."""
     anytime = result.get("anytime")
     if not anytime or len(anytime) < 2:
@@ -358,7 +358,7 @@ def _member_style(name: str, i: int) -> dict:
     return dict(lw=2.5, color="black") if name == "ensemble" else dict(lw=1, color=f"C{i}", alpha=0.85)
 
 
-def plot_risk_coverage(result: dict, path: Path) -> "Path | None":
+def plot_risk_coverage(result: dict, path: Path) -> Path | None:
     """Selective prediction: the risk (error among accepted images) vs the fraction accepted, by confidence."""
     if "selective" not in result.get("ensemble", {}):
         return None
@@ -375,7 +375,7 @@ def plot_risk_coverage(result: dict, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_ood(result: dict, path: Path) -> "Path | None":
+def plot_ood(result: dict, path: Path) -> Path | None:
     """The ensemble's out-of-distribution scores: in- vs out-of-distribution histograms, with AUROC."""
     ood = result.get("ood")
     if not ood:
@@ -395,7 +395,7 @@ def plot_ood(result: dict, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_cascade(result: dict, path: Path) -> "Path | None":
+def plot_cascade(result: dict, path: Path) -> Path | None:
     """The cascade's accuracy vs mean MACs per image as its threshold moves, against anytime-K's fixed
     sub-ensembles, with the fitted cascade marked."""
     cascade = result.get("cascade")
@@ -418,7 +418,7 @@ def plot_cascade(result: dict, path: Path) -> "Path | None":
 _COMPARED = {"top1": ("top-1 (%)", 100), "nll": ("NLL", 1), "ece": ("ECE (%)", 100)}
 
 
-def plot_compare(record: dict, path: Path) -> "Path | None":
+def plot_compare(record: dict, path: Path) -> Path | None:
     """``neas compare``: per row, every seed's top-1, NLL and ECE (dots) and their mean with its t 95 % CI."""
     rows = list(record.get("rows", {}))
     metrics = [m for m in _COMPARED if any(m in record["rows"][r] for r in rows)]
@@ -446,7 +446,7 @@ def plot_compare(record: dict, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_front(run: Path, path: Path) -> "Path | None":
+def plot_front(run: Path, path: Path) -> Path | None:
     """The Pareto front of one search (``search/pareto.json``), random search's front at equal
     evaluations, and the members picked for each budget (``budgets/*/arch.json``)."""
     evo = run / "search" / PARETO
@@ -492,7 +492,7 @@ def plot_front(run: Path, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_latency_validation(report: dict, path: "str | Path") -> Path:
+def plot_latency_validation(report: dict, path: str | Path) -> Path:
     """The latency table's predictions against the ensembles timed end to end (``neas latency-table
     --validate``; ``report`` from ``neas.ensemble.latency.validate_table``)."""
     pred = [r["predicted_ms"] for r in report["records"]]
@@ -513,7 +513,7 @@ def plot_latency_validation(report: dict, path: "str | Path") -> Path:
     return _save(fig, path)
 
 
-def plot_detection_training(run: Path, path: Path) -> "Path | None":
+def plot_detection_training(run: Path, path: Path) -> Path | None:
     """A detection run's losses (total, focal classification, box regression), learning rate and val AP."""
     metrics = MetricLogger.read(run)
     if not metrics:
@@ -540,7 +540,7 @@ def plot_detection_training(run: Path, path: Path) -> "Path | None":
     return _save(fig, path)
 
 
-def plot_detections(images: list, path: Path, threshold: float = 0.5) -> "Path | None":
+def plot_detections(images: list, path: Path, threshold: float = 0.5) -> Path | None:
     """A grid of images with their true boxes (dashed white) and detections scoring over ``threshold``
     (coloured, labelled). ``images``: ``[(RGB array (H, W, 3), [(name, [x, y, w, h])], [(name, score,
     [x, y, w, h])])]``."""

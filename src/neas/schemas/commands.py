@@ -14,12 +14,12 @@ from neas.settings import validate_fields
 
 __all__ = [
     "ArchCommand",
-    "SpaceCommand",
-    "ExportCommand",
-    "ReportCommand",
-    "LatencyTableCommand",
-    "SubImageNetCommand",
     "CarveTestCommand",
+    "ExportCommand",
+    "LatencyTableCommand",
+    "ReportCommand",
+    "SpaceCommand",
+    "SubImageNetCommand",
     "SynthDetectionCommand",
 ]
 
@@ -29,9 +29,9 @@ class ArchCommand:
     """print an ensemble architecture with its cost"""
 
     arch: str = option(None, "neas-s, neas-m, neas-l or an arch JSON file", positional=True)
-    space: "str | None" = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
-    input_size: "int | None" = option(None, "input resolution", default_help="the space's", valid=">= 8")
-    num_classes: "int | None" = option(
+    space: str | None = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
+    input_size: int | None = option(None, "input resolution", default_help="the space's", valid=">= 8")
+    num_classes: int | None = option(
         None, "classifier outputs", default_help="the arch file's num_classes, else 1000", valid=">= 1"
     )
     json: bool = option(False, "print one JSON object")
@@ -49,13 +49,13 @@ class SpaceCommand:
 class ExportCommand:
     """export an ensemble as one module (safetensors or ONNX), verified"""
 
-    checkpoint: "str | None" = option(None, "a neas weights file or retrain run directory")
-    official_checkpoint: "str | None" = option(None, "a released NEAS .pth.tar file")
-    arch: "str | None" = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
+    checkpoint: str | None = option(None, "a neas weights file or retrain run directory")
+    official_checkpoint: str | None = option(None, "a released NEAS .pth.tar file")
+    arch: str | None = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
     format: str = option(None, "safetensors | onnx", required=True)
     out: str = option(None, "file to write (with --cascade: a directory)", required=True)
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
-    paths: "int | None" = option(
+    paths: int | None = option(
         None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
     )
     cascade: bool = option(

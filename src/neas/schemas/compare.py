@@ -10,7 +10,7 @@ from neas.errors import NeasError, show, suggest
 from neas.options import EXECUTORS, ExecutorOptions
 from neas.settings import validate_fields
 
-__all__ = ["CompareConfig", "ROWS", "DEFAULT_ROWS", "EXECUTORS"]
+__all__ = ["DEFAULT_ROWS", "EXECUTORS", "ROWS", "CompareConfig"]
 
 # row -> what it is (the study's rows, docs/RESULTS.md); every row is one `neas run` (deep: two steps) per seed
 ROWS = {
@@ -39,7 +39,7 @@ class CompareConfig(ExecutorOptions):
         "a row's number for a seed is their mean",
         valid=">= 1",
     )
-    rows: "list[str]" = option(
+    rows: list[str] = option(
         default_factory=lambda: list(DEFAULT_ROWS), help=f"rows to compare, comma-separated: {', '.join(ROWS)}"
     )
     out: str = option(

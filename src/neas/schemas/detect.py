@@ -18,7 +18,7 @@ from neas.errors import NeasError
 from neas.options import TrainOptions
 from neas.settings import check_valid, validate_fields
 
-__all__ = ["DETECT_PRESETS", "DetectConfig", "FEATURE_MODES"]
+__all__ = ["DETECT_PRESETS", "FEATURE_MODES", "DetectConfig"]
 
 DETECT_PRESETS: dict[str, dict] = {
     # The paper's protocol (§4.4): batch 32 in all (4 per process on 8 GPUs), lr 0.04 per 32 images.
@@ -67,75 +67,75 @@ class DetectConfig(TrainOptions):
     """The schema of ``neas detect``: every field is a YAML key and a flag. Fields left ``None`` take
     the value of the chosen ``recipe`` (:data:`DETECT_PRESETS`) when the config is built."""
 
-    data_dir: "str | None" = option(
+    data_dir: str | None = option(
         None, "COCO-format root: annotations/instances_<split>.json and <split>/ images (required)"
     )
     train_split: str = option("train2017", "the training split")
     val_split: str = option("val2017", "the split scored with COCO AP")
     backbone: str = option("neas", "neas (an ensemble: --arch) or timm:<model name>")
     arch: str = option("neas-s", "with --backbone neas: neas-s, neas-m, neas-l or an arch JSON file")
-    space: "str | None" = option(None, "search space of --arch", default_help="the arch file's, else imagenet")
-    backbone_weights: "str | None" = option(
+    space: str | None = option(None, "search space of --arch", default_help="the arch file's, else imagenet")
+    backbone_weights: str | None = option(
         None, "backbone weights: a `neas retrain` model.safetensors; with timm:<name>, a timm checkpoint of <name>"
     )
-    official_checkpoint: "str | None" = option(None, "backbone weights: a released NEAS .pth.tar (e.g. neas_s)")
+    official_checkpoint: str | None = option(None, "backbone weights: a released NEAS .pth.tar (e.g. neas_s)")
     feature_mode: str = option("mean", "after the split, the FPN sees the paths' mean map, their concat, or path:J")
     out: str = option("runs/detect", "run directory")
     recipe: str = option("coco", "defaults for the options below", valid=tuple(DETECT_PRESETS))
-    epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
-    batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
-    lr_per_32: "float | None" = option(
+    epochs: int | None = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
+    batch_size: int | None = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
+    lr_per_32: float | None = option(
         None,
         "learning rate per 32 images; lr = lr_per_32 * batch_size * processes / 32 (linear scaling)",
         default_help=_FROM_RECIPE,
         valid="(0, 100]",
     )
-    lr: "float | None" = option(None, "the learning rate itself (overrides --lr-per-32)", valid="(0, 100]")
-    warmup_iters: "int | None" = option(
+    lr: float | None = option(None, "the learning rate itself (overrides --lr-per-32)", valid="(0, 100]")
+    warmup_iters: int | None = option(
         None, "linear warm-up iterations (from lr/1000)", default_help=_FROM_RECIPE, valid=">= 0"
     )
-    lr_steps: "list[int] | None" = option(
+    lr_steps: list[int] | None = option(
         None, "epochs after which the lr is multiplied by --lr-gamma", default_help=_FROM_RECIPE
     )
-    lr_gamma: "float | None" = option(None, "lr factor at each step", default_help=_FROM_RECIPE, valid="(0, 1]")
-    optimizer: "str | None" = option(
+    lr_gamma: float | None = option(None, "lr factor at each step", default_help=_FROM_RECIPE, valid="(0, 1]")
+    optimizer: str | None = option(
         None, "sgd (with --momentum) or adamw", default_help=_FROM_RECIPE, valid=("sgd", "adamw")
     )
-    momentum: "float | None" = option(None, "SGD momentum", default_help=_FROM_RECIPE, valid="[0, 1)")
-    weight_decay: "float | None" = option(
+    momentum: float | None = option(None, "SGD momentum", default_help=_FROM_RECIPE, valid="[0, 1)")
+    weight_decay: float | None = option(
         None,
         "SGD weight decay (on every parameter, as torchvision's reference)",
         default_help=_FROM_RECIPE,
         valid=">= 0",
     )
-    min_size: "int | None" = option(None, "shorter image side after resizing", default_help=_FROM_RECIPE, valid=">= 16")
-    max_size: "int | None" = option(None, "longer image side at most", default_help=_FROM_RECIPE, valid=">= 16")
-    train_min_sizes: "list[int] | None" = option(
+    min_size: int | None = option(None, "shorter image side after resizing", default_help=_FROM_RECIPE, valid=">= 16")
+    max_size: int | None = option(None, "longer image side at most", default_help=_FROM_RECIPE, valid=">= 16")
+    train_min_sizes: list[int] | None = option(
         None,
         "multi-scale training: each training image's shorter side drawn from these and --min-size",
         default_help="off",
     )
-    anchor_sizes: "list[int] | None" = option(
+    anchor_sizes: list[int] | None = option(
         None, "anchor size of each FPN level P3-P7 (5 values)", default_help=_FROM_RECIPE
     )
-    fpn_channels: "int | None" = option(None, "FPN channels", default_help=_FROM_RECIPE, valid=">= 8")
-    head_norm: "str | None" = option(
+    fpn_channels: int | None = option(None, "FPN channels", default_help=_FROM_RECIPE, valid=">= 8")
+    head_norm: str | None = option(
         None,
         "the heads' convs: plain (RetinaNet's) or with GroupNorm (RetinaNet v2's; trains faster from scratch)",
         default_help=_FROM_RECIPE,
         valid=("none", "group"),
     )
-    grad_clip: "float | None" = option(
+    grad_clip: float | None = option(
         None, "clip the gradients' global L2 norm to this (0: off)", default_help=_FROM_RECIPE, valid=">= 0"
     )
-    frozen_bn: "bool | None" = option(
+    frozen_bn: bool | None = option(
         None, "freeze the backbone's BatchNorm", default_help="on with backbone weights, else off"
     )
     flip: bool = option(
         True, "random horizontal flips of the training images (off for mirror-sensitive classes, e.g. digits)"
     )
-    max_train_images: "int | None" = option(None, "train on the first N images only", default_help="all", valid=">= 1")
-    max_val_images: "int | None" = option(None, "score the first N images only", default_help="all", valid=">= 1")
+    max_train_images: int | None = option(None, "train on the first N images only", default_help="all", valid=">= 1")
+    max_val_images: int | None = option(None, "score the first N images only", default_help="all", valid=">= 1")
     score_thresh: float = option(0.05, "keep detections scoring at least this", valid="[0, 1)")
     detections_per_img: int = option(100, "detections kept per image (COCO AP counts 100)", valid=">= 1")
     eval_every: int = option(0, "also score the val split every N epochs (0: at the end only)", valid=">= 0")
@@ -165,7 +165,7 @@ class DetectConfig(TrainOptions):
             self.frozen_bn = self.backbone_weights is not None or self.official_checkpoint is not None
 
     @property
-    def timm_name(self) -> "str | None":
+    def timm_name(self) -> str | None:
         """The timm model of ``--backbone timm:<name>``; None for a neas backbone."""
         return self.backbone[len("timm:") :] if self.backbone.startswith("timm:") else None
 

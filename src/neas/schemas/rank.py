@@ -15,14 +15,14 @@ __all__ = ["RankConfig"]
 class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions, ExecutorOptions):
     """The schema of ``neas rank``: the from-scratch trainings are jobs of its executor."""
 
-    supernet: "list[str]" = option(default_factory=list, help="supernet run directories to compare")
+    supernet: list[str] = option(default_factory=list, help="supernet run directories to compare")
     out: str = option("runs/rank", "output directory")
     num_archs: int = option(30, "ensembles sampled and trained from scratch", valid=">= 3")
     from_space: str = option("full", "'full' or a supernet run directory whose shrunk space to sample")
     scratch_epochs: int = option(10, "from-scratch training epochs per ensemble", valid=">= 1")
     scratch_batch_size: int = option(64, "from-scratch batch size", valid=">= 1")
     bootstrap: int = option(10_000, "bootstrap resamples for the confidence intervals", valid=">= 1")
-    scratch: "str | None" = option(
+    scratch: str | None = option(
         None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused"
     )
 

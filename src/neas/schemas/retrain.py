@@ -54,23 +54,23 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     take the value of the chosen ``recipe`` (:data:`RETRAIN_PRESETS`) when the config is built."""
 
     arch: str = option("neas-s", "neas-s, neas-m, neas-l or an arch JSON file (e.g. a search's arch.json)")
-    space: "str | None" = option(None, "search space", default_help="the arch file's, else imagenet")
+    space: str | None = option(None, "search space", default_help="the arch file's, else imagenet")
     out: str = option("runs/retrain", "run directory")
     recipe: str = option("small", "defaults for the options below", valid=tuple(RETRAIN_PRESETS))
-    epochs: "int | None" = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
-    batch_size: "int | None" = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
-    lr_per_2048: "float | None" = option(
+    epochs: int | None = option(None, "training epochs", default_help=_FROM_RECIPE, valid=">= 1")
+    batch_size: int | None = option(None, "images per process and step", default_help=_FROM_RECIPE, valid=">= 1")
+    lr_per_2048: float | None = option(
         None, "learning rate per 2048 images (scaled by the global batch)", default_help=_FROM_RECIPE, valid="(0, 100]"
     )
-    warmup_epochs: "int | None" = option(None, "warm-up epochs", default_help=_FROM_RECIPE, valid=">= 0")
-    weight_decay: "float | None" = option(
+    warmup_epochs: int | None = option(None, "warm-up epochs", default_help=_FROM_RECIPE, valid=">= 0")
+    weight_decay: float | None = option(
         None, "weight decay (not on biases and BN)", default_help=_FROM_RECIPE, valid=">= 0"
     )
-    label_smoothing: "float | None" = option(None, "label smoothing", default_help=_FROM_RECIPE, valid="[0, 1)")
-    dropout: "float | None" = option(None, "dropout before each classifier", default_help=_FROM_RECIPE, valid="[0, 1)")
-    randaugment: "str | None" = option(None, "timm RandAugment policy, or none", default_help=_FROM_RECIPE)
-    erase_prob: "float | None" = option(None, "random erasing probability", default_help=_FROM_RECIPE, valid="[0, 1]")
-    ema_decay: "float | None" = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE, valid="[0, 1)")
+    label_smoothing: float | None = option(None, "label smoothing", default_help=_FROM_RECIPE, valid="[0, 1)")
+    dropout: float | None = option(None, "dropout before each classifier", default_help=_FROM_RECIPE, valid="[0, 1)")
+    randaugment: str | None = option(None, "timm RandAugment policy, or none", default_help=_FROM_RECIPE)
+    erase_prob: float | None = option(None, "random erasing probability", default_help=_FROM_RECIPE, valid="[0, 1]")
+    ema_decay: float | None = option(None, "EMA decay; 0 disables the EMA", default_help=_FROM_RECIPE, valid="[0, 1)")
     holdout: float = option(
         0.0, "leave out this held-out fraction of the training split (to mirror a search's)", valid="[0, 1)"
     )
@@ -114,7 +114,7 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
 
             try:
                 rand_augment_transform(self.randaugment, {})
-            except Exception:  # noqa: BLE001 - timm raises assorted errors for a malformed policy
+            except Exception:
                 raise NeasError(
                     f"randaugment: {self.randaugment!r} is not a timm RandAugment policy (e.g. rand-m9-mstd0.5), "
                     f"or none"

@@ -10,7 +10,7 @@ from neas.options import DataOptions, DeviceOptions, ExecutorOptions
 from neas.search.settings import COST_METRICS
 from neas.settings import validate_fields
 
-__all__ = ["RunConfig", "CONFIGS", "DEMO"]
+__all__ = ["CONFIGS", "DEMO", "RunConfig"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
 DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
@@ -24,7 +24,7 @@ class RunConfig(DataOptions, DeviceOptions, ExecutorOptions):
     out: str = option("runs/demo", "run directory")
     space: str = option("tiny", "search space preset or YAML file")
     compare_random: bool = option(False, "also run random search with as many evaluations")
-    budgets: "list[str]" = option(
+    budgets: list[str] = option(
         default_factory=list,
         help="one Pareto search, then retrain the best member within each budget "
         "(e.g. 0.8M 1.2M 1.5M), one sub-directory each",

@@ -25,29 +25,29 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
         "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL) | aurc "
         "(area under the ensemble's risk-coverage curve: selective prediction)",
     )
-    pareto: "str | None" = option(
+    pareto: str | None = option(
         None,
         "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
         "macs | paper_flops | params | latency_ms",
         default_help="one budget, one best ensemble",
     )
     constraints: Constraints = option(default_factory=Constraints, prefix="")
-    split: "list[int] | None" = option(
+    split: list[int] | None = option(
         None, "search only split points LO [HI] (0: no shared layers)", default_help="the space's range"
     )
     evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
-    evaluations: "int | None" = option(
+    evaluations: int | None = option(
         None, "random search: candidates", default_help="population x generations", valid=">= 1"
     )
-    val_images: "int | None" = option(
+    val_images: int | None = option(
         None, "held-out images per candidate (a stratified subset)", default_help="all", valid=">= 1"
     )
-    latency_table: "str | None" = option(
+    latency_table: str | None = option(
         None,
         "a `neas latency-table` file for the latency budget (e.g. measured in onnxruntime on the target)",
         default_help="measured here in torch",
     )
-    data_dir: "str | None" = option(None, "where the supernet's dataset lives now", default_help="as trained")
+    data_dir: str | None = option(None, "where the supernet's dataset lives now", default_help="as trained")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

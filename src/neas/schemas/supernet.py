@@ -24,7 +24,7 @@ class SupernetConfig(DataOptions, TrainOptions):
     )
     epochs: int = option(12, "training epochs", valid=">= 1")
     batch_size: int = option(64, "images per process and step", valid=">= 1")
-    lr: "float | None" = option(
+    lr: float | None = option(
         None, "base learning rate", default_help="0.5 x global batch / 1024, the paper's 0.5 at 1024", valid="(0, 100]"
     )
     momentum: float = option(0.9, "SGD momentum", valid="[0, 1)")

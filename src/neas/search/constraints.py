@@ -10,9 +10,7 @@ from neas.space import EnsembleArch
 __all__ = ["Constraints", "measure_costs"]
 
 
-def measure_costs(
-    constraints: Constraints, arch: EnsembleArch, table: CostTable, latency: "LatencyTable | None"
-) -> dict:
+def measure_costs(constraints: Constraints, arch: EnsembleArch, table: CostTable, latency: LatencyTable | None) -> dict:
     """MACs, paper FLOPs, params (and latency under ``constraints.latency_mode`` when there is a table) of ``arch``."""
     out = table.cost(arch).to_json()
     if latency is not None:

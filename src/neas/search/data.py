@@ -15,10 +15,10 @@ def heldout_batches(
     device,
     bn_batches: int,
     batch_size: int,
-    val_images: "int | None" = None,
-    data_dir: "str | None" = None,
+    val_images: int | None = None,
+    data_dir: str | None = None,
     workers: int = 0,
-    decoding: "dict | None" = None,
+    decoding: dict | None = None,
 ):
     """Returns (BN batches of images, held-out (images, labels) batches, the ``calibration`` record).
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from neas.errors import NeasError
 from neas.search.settings import EvolutionSettings
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
-__all__ = ["EvolutionSettings", "mutate", "crossover", "repair", "sample_within", "evolve", "random_search"]
+__all__ = ["EvolutionSettings", "crossover", "evolve", "mutate", "random_search", "repair", "sample_within"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def _columns(arch: EnsembleArch) -> Columns:
     return [tuple(p[i] for p in arch.paths) for i in range(arch.num_layers)]
 
 
-def _combo_with(shrunk: ShrunkSpace, index: int, op: Op, rng: random.Random) -> "tuple[Op, ...] | None":
+def _combo_with(shrunk: ShrunkSpace, index: int, op: Op, rng: random.Random) -> tuple[Op, ...] | None:
     """A random surviving combination of layer ``index`` containing ``op``, in random path order."""
     combos = [c for c in shrunk.layer_combinations(index) if op in c]
     if not combos:
@@ -43,7 +43,7 @@ def _any_combo(shrunk: ShrunkSpace, index: int, rng: random.Random) -> tuple[Op,
     return tuple(combo)
 
 
-def repair(columns: Columns, split: int, shrunk: ShrunkSpace, rng: random.Random) -> "EnsembleArch | None":
+def repair(columns: Columns, split: int, shrunk: ShrunkSpace, rng: random.Random) -> EnsembleArch | None:
     """Restores the invariants of an ensemble; ``None`` when the result leaves the shrunk space."""
     k = shrunk.space.num_paths
     fixed = []
@@ -66,7 +66,7 @@ def repair(columns: Columns, split: int, shrunk: ShrunkSpace, rng: random.Random
 
 def mutate(
     arch: EnsembleArch, shrunk: ShrunkSpace, p_split: float, p_layer: float, rng: random.Random
-) -> "EnsembleArch | None":
+) -> EnsembleArch | None:
     """Split-point mutation with probability ``p_split``, then each layer with ``p_layer``."""
     space, k = shrunk.space, arch.num_paths
     columns, split = _columns(arch), arch.split
@@ -93,7 +93,7 @@ def mutate(
     return repair(columns, split, shrunk, rng)
 
 
-def crossover(a: EnsembleArch, b: EnsembleArch, shrunk: ShrunkSpace, rng: random.Random) -> "EnsembleArch | None":
+def crossover(a: EnsembleArch, b: EnsembleArch, shrunk: ShrunkSpace, rng: random.Random) -> EnsembleArch | None:
     """Per layer one parent's column, the split point of one parent; then repaired."""
     ca, cb = _columns(a), _columns(b)
     columns = [x if rng.random() < 0.5 else y for x, y in zip(ca, cb)]
@@ -103,7 +103,7 @@ def crossover(a: EnsembleArch, b: EnsembleArch, shrunk: ShrunkSpace, rng: random
 
 def sample_within(
     shrunk: ShrunkSpace, rng: random.Random, ok: Callable[[EnsembleArch], bool], exclude=(), tries: int = 20_000
-) -> "EnsembleArch | None":
+) -> EnsembleArch | None:
     """A uniform random ensemble of the shrunk space that passes ``ok`` (rejection sampling)."""
     for _ in range(tries):
         arch = EnsembleArch.sample(shrunk.space, rng, shrunk)
@@ -131,9 +131,9 @@ def evolve(
     rng: random.Random,
     on_generation: Callable[[int, list[EnsembleArch], list[float], str], None],
     start: int = 0,
-    history: "dict[EnsembleArch, float] | None" = None,
-    select_parents: "Callable[[dict[EnsembleArch, float], int], list[EnsembleArch]] | None" = None,
-    anchors: "tuple[EnsembleArch, ...]" = (),
+    history: dict[EnsembleArch, float] | None = None,
+    select_parents: Callable[[dict[EnsembleArch, float], int], list[EnsembleArch]] | None = None,
+    anchors: tuple[EnsembleArch, ...] = (),
 ) -> dict[EnsembleArch, float]:
     """Runs generations ``start..generations-1``; returns every evaluated member's fitness.
 
@@ -198,7 +198,7 @@ def random_search(
     rng: random.Random,
     on_generation: Callable,
     start: int = 0,
-    history: "dict[EnsembleArch, float] | None" = None,
+    history: dict[EnsembleArch, float] | None = None,
 ) -> dict[EnsembleArch, float]:
     """Evaluates ``budget`` distinct random members, ``batch`` per recorded generation."""
     history = dict(history or {})

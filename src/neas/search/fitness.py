@@ -25,7 +25,7 @@ from neas.search.settings import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
 
-__all__ = ["Evaluation", "CandidateEvaluator", "OBJECTIVES"]
+__all__ = ["OBJECTIVES", "CandidateEvaluator", "Evaluation"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class CandidateEvaluator:
             _, old = self._prefixes.popitem(last=False)
             self._bytes -= sum(t.numel() * t.element_size() for part in old for t in part)
 
-    def _prefix(self, pieces: "tuple[Piece, ...]") -> tuple[list, list]:
+    def _prefix(self, pieces: tuple[Piece, ...]) -> tuple[list, list]:
         """Activations of the recalibration and held-out inputs after ``pieces``, the start of a path
         (stem, L0, then its layers up to some L{j}; a skip layer is no piece, so it adds no entry)."""
         if not pieces:

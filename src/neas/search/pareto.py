@@ -13,7 +13,7 @@ import numpy as np
 from neas.errors import NeasError
 from neas.search.settings import COST_METRICS
 
-__all__ = ["PARETO_METRICS", "non_dominated_fronts", "crowding", "nsga2_select", "front_indices", "pick_for_budgets"]
+__all__ = ["PARETO_METRICS", "crowding", "front_indices", "non_dominated_fronts", "nsga2_select", "pick_for_budgets"]
 
 PARETO_METRICS = COST_METRICS
 
@@ -63,9 +63,7 @@ def front_indices(objectives: np.ndarray) -> list[int]:
     return sorted(fronts[0].tolist(), key=lambda i: (objectives[i, -1], objectives[i, 0]))
 
 
-def pick_for_budgets(
-    front: "list[dict]", budgets: "list[float]", metric: str, key: str = "fitness"
-) -> "dict[float, dict]":
+def pick_for_budgets(front: list[dict], budgets: list[float], metric: str, key: str = "fitness") -> dict[float, dict]:
     """For each budget, the member of ``front`` with the best ``key`` among those whose ``metric``
     is within it; an error names a budget below the cheapest member."""
     picks = {}

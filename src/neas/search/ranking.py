@@ -17,11 +17,11 @@ from scipy import stats
 __all__ = [
     "RESAMPLES",
     "kendall_tau",
-    "spearman_rho",
+    "mc_band",
     "paired_bootstrap",
     "percentile_ci",
-    "mc_band",
     "rank_correlation",
+    "spearman_rho",
     "tau_difference",
 ]
 
@@ -105,7 +105,7 @@ def percentile_ci(distribution, level: float = 0.95) -> dict:
     return {
         "ci": [float(np.quantile(values, q)), float(np.quantile(values, 1 - q))],
         "mc": [mc_band(values, q), mc_band(values, 1 - q)],
-        "resamples": int(len(values)),
+        "resamples": len(values),
     }
 
 
@@ -125,7 +125,7 @@ def rank_correlation(supernet_acc, scratch_acc, bootstrap: int = RESAMPLES, seed
     )
     tau, rho = percentile_ci(both[0]), percentile_ci(both[1])
     return {
-        "n": int(len(x)),
+        "n": len(x),
         "kendall_tau": float(kendall_tau(x, y)),
         "kendall_tau_ci95": tau["ci"],
         "kendall_tau_ci95_mc": tau["mc"],

@@ -23,16 +23,16 @@ COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pa
 class Constraints:
     """Inclusive bounds; ``None`` means unbounded."""
 
-    min_macs: "Amount | None" = setting(None, "lower bound on MACs (K/M/G suffixes: 300M)")
-    max_macs: "Amount | None" = setting(None, "upper bound on MACs (K/M/G suffixes: 300M)")
-    min_paper_flops: "Amount | None" = setting(None, "lower bound on FLOPs, the paper's convention")
-    max_paper_flops: "Amount | None" = setting(None, "upper bound on FLOPs, the paper's convention")
-    min_params: "Amount | None" = setting(None, "lower bound on parameters")
-    max_params: "Amount | None" = setting(None, "upper bound on parameters")
-    min_latency_ms: "float | None" = setting(
+    min_macs: Amount | None = setting(None, "lower bound on MACs (K/M/G suffixes: 300M)")
+    max_macs: Amount | None = setting(None, "upper bound on MACs (K/M/G suffixes: 300M)")
+    min_paper_flops: Amount | None = setting(None, "lower bound on FLOPs, the paper's convention")
+    max_paper_flops: Amount | None = setting(None, "upper bound on FLOPs, the paper's convention")
+    min_params: Amount | None = setting(None, "lower bound on parameters")
+    max_params: Amount | None = setting(None, "upper bound on parameters")
+    min_latency_ms: float | None = setting(
         None, "lower bound on latency, from a table measured on this machine", valid=">= 0"
     )
-    max_latency_ms: "float | None" = setting(
+    max_latency_ms: float | None = setting(
         None, "upper bound on latency, from a table measured on this machine", valid=">= 0"
     )
     latency_mode: str = setting("sequential", "how the K paths' latencies combine", valid=("sequential", "parallel"))

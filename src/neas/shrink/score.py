@@ -8,7 +8,7 @@ import numpy as np
 from neas.shrink.statistics import LayerStats, ProbeSample, nearest_psd
 from neas.space import Op
 
-__all__ = ["diversity_scores", "quality_scores", "accuracy_scores"]
+__all__ = ["accuracy_scores", "diversity_scores", "quality_scores"]
 
 
 def diversity_scores(stats: LayerStats, combinations: list[tuple[Op, ...]]) -> list[float]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from neas.space import EnsembleArch, Op, SearchSpace
 
-__all__ = ["ProbeSample", "LayerStats", "layer_statistics", "nearest_psd", "PSD_EPS"]
+__all__ = ["PSD_EPS", "LayerStats", "ProbeSample", "layer_statistics", "nearest_psd"]
 
 PSD_EPS = 1e-6  # smallest eigenvalue S keeps after projection
 

@@ -7,15 +7,15 @@ from neas.space.shrunk import ShrunkSpace
 from neas.space.space import LayerSpec, SearchSpace, Stage, make_divisible
 
 __all__ = [
-    "EnsembleArch",
     "FIRST",
     "HEAD",
     "LAYER",
+    "SKIP",
+    "STEM",
+    "EnsembleArch",
     "LayerSpec",
     "Op",
     "Piece",
-    "SKIP",
-    "STEM",
     "SearchSpace",
     "ShrunkSpace",
     "Stage",

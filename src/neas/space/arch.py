@@ -41,7 +41,7 @@ def _permutation(gen, n: int) -> list[int]:
     return order
 
 
-def as_generator(gen) -> "random.Random | torch.Generator":
+def as_generator(gen) -> random.Random | torch.Generator:
     """Accepts a ``random.Random``, a ``torch.Generator``, a seed, or ``None`` (fresh entropy)."""
     if gen is None or isinstance(gen, int):
         return random.Random(gen)
@@ -127,7 +127,7 @@ class EnsembleArch:
         return f"split={self.split} shared=[{shared}] paths=[{paths}]" + ("" if self.distinct else " (repeats allowed)")
 
     # ---- space rules ----------------------------------------------------------------------------
-    def validate(self, space: SearchSpace, shrunk: "ShrunkSpace | None" = None) -> "EnsembleArch":
+    def validate(self, space: SearchSpace, shrunk: ShrunkSpace | None = None) -> EnsembleArch:
         """Checks the arch against ``space`` (and ``shrunk``); returns it, or raises naming the layer."""
         where = f"space {space.name!r}"
         if self.num_paths != space.num_paths:
@@ -168,7 +168,7 @@ class EnsembleArch:
                     )
         return self
 
-    def is_valid(self, space: SearchSpace, shrunk: "ShrunkSpace | None" = None) -> bool:
+    def is_valid(self, space: SearchSpace, shrunk: ShrunkSpace | None = None) -> bool:
         try:
             self.validate(space, shrunk)
         except NeasError:
@@ -180,9 +180,9 @@ class EnsembleArch:
     def sample(
         space: SearchSpace,
         generator=None,
-        shrunk: "ShrunkSpace | None" = None,
-        split: "int | None" = None,
-    ) -> "EnsembleArch":
+        shrunk: ShrunkSpace | None = None,
+        split: int | None = None,
+    ) -> EnsembleArch:
         """Samples uniformly: the split point, an allowed op per shared layer, and per private
         layer a surviving combination assigned to the paths in random order (docs/DESIGN.md §4)."""
         gen = as_generator(generator)
@@ -208,7 +208,7 @@ class EnsembleArch:
         return out if self.distinct else {**out, "distinct": False}
 
     @staticmethod
-    def from_json(data: "dict | str") -> "EnsembleArch":
+    def from_json(data: dict | str) -> EnsembleArch:
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -220,11 +220,11 @@ class EnsembleArch:
         _check_path_acc(data.get("path_acc"), arch.num_paths)
         return arch
 
-    def save(self, path: "str | Path", **extra) -> None:
+    def save(self, path: str | Path, **extra) -> None:
         write_json(path, {**self.to_json(), **extra}, indent=2)
 
     @staticmethod
-    def load(path: "str | Path") -> "EnsembleArch":
+    def load(path: str | Path) -> EnsembleArch:
         path = Path(path)
         if not path.is_file():
             raise NeasError(f"{path}: no such arch file")
@@ -236,7 +236,7 @@ class EnsembleArch:
             raise NeasError(f"{path}: {exc}") from None
 
     @staticmethod
-    def preset(name: str) -> "EnsembleArch":
+    def preset(name: str) -> EnsembleArch:
         """The released models: ``neas-s``, ``neas-m``, ``neas-l`` (imagenet space)."""
 
         key = name.lower()
@@ -247,7 +247,7 @@ class EnsembleArch:
         return EnsembleArch.from_official(ARCH_PRESETS[key])
 
     @staticmethod
-    def resolve(spec: "str | Path | EnsembleArch") -> "EnsembleArch":
+    def resolve(spec: str | Path | EnsembleArch) -> EnsembleArch:
         """A preset name, or a JSON file (``arch.json`` of a search), or an arch."""
         if isinstance(spec, EnsembleArch):
             return spec
@@ -267,7 +267,7 @@ class EnsembleArch:
         return flat
 
     @staticmethod
-    def from_official(arch_list) -> "EnsembleArch":
+    def from_official(arch_list) -> EnsembleArch:
         """Parses the official flat ``arch_list`` (see :meth:`to_official`)."""
         items = list(arch_list)
         if len(items) < 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
@@ -290,7 +290,7 @@ class EnsembleArch:
         return EnsembleArch(s, tuple(tuple(p) for p in paths))
 
 
-def arch_file_record(arch_spec: "str | Path") -> dict:
+def arch_file_record(arch_spec: str | Path) -> dict:
     """The JSON object of an arch file (a search's ``arch.json``: costs, scores, ``num_classes``,
     ``space``); ``{}`` for a preset name or an arch given as an object."""
     if not isinstance(arch_spec, (str, Path)):
@@ -339,7 +339,7 @@ def _check_path_acc(acc, num_paths: int) -> None:
         )
 
 
-def resolve_arch_and_space(arch_spec: str, space_spec: "str | None" = None) -> tuple[EnsembleArch, SearchSpace]:
+def resolve_arch_and_space(arch_spec: str, space_spec: str | None = None) -> tuple[EnsembleArch, SearchSpace]:
     """An arch (``neas-s/m/l`` or a JSON file) and its space: ``space_spec`` if given, else the
     space stored in the arch file (a search's ``arch.json``), else the imagenet space; validated."""
     arch = EnsembleArch.resolve(arch_spec)  # a file that is not UTF-8 JSON is refused here

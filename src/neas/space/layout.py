@@ -20,7 +20,7 @@ from neas.space.arch import EnsembleArch
 from neas.space.ops import Op
 from neas.space.space import SearchSpace
 
-__all__ = ["STEM", "FIRST", "LAYER", "HEAD", "Piece", "arch_pieces", "trunk_pieces", "path_pieces", "space_pieces"]
+__all__ = ["FIRST", "HEAD", "LAYER", "STEM", "Piece", "arch_pieces", "path_pieces", "space_pieces", "trunk_pieces"]
 
 STEM, FIRST, LAYER, HEAD = "stem", "L0", "layer", "head"
 
@@ -30,9 +30,9 @@ class Piece:
     """One piece of a network: what runs, and where."""
 
     kind: str  # STEM, FIRST (the fixed block L0), LAYER (a searchable layer) or HEAD
-    path: "int | None" = None  # None: run once for every path (stem, L0, shared layers); k: path k's own
+    path: int | None = None  # None: run once for every path (stem, L0, shared layers); k: path k's own
     index: int = 0  # LAYER: the searchable layer L{index}, 1-based
-    op: "Op | None" = None  # LAYER: the op it runs there
+    op: Op | None = None  # LAYER: the op it runs there
 
     @property
     def runs(self) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from neas.errors import NeasError
 
-__all__ = ["Op", "SKIP", "parse_op", "OFFICIAL_IDS", "op_from_official", "op_to_official"]
+__all__ = ["OFFICIAL_IDS", "SKIP", "Op", "op_from_official", "op_to_official", "parse_op"]
 
 _PATTERN = re.compile(r"^k(\d+)e(\d+)$")
 
@@ -39,14 +39,14 @@ class Op:
         return f"Op({str(self)!r})"
 
     @staticmethod
-    def parse(name: "str | Op") -> "Op":
+    def parse(name: str | Op) -> Op:
         return parse_op(name)
 
 
 SKIP = Op(0, 0)
 
 
-def parse_op(name: "str | Op") -> Op:
+def parse_op(name: str | Op) -> Op:
     """Parses ``"k5e6"`` or ``"skip"`` into an :class:`Op`."""
     if isinstance(name, Op):
         return name

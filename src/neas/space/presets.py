@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SPACE_PRESETS", "ARCH_PRESETS", "ARCH_PAPER_RESULTS"]
+__all__ = ["ARCH_PAPER_RESULTS", "ARCH_PRESETS", "SPACE_PRESETS"]
 
 _PAPER_OPS = ["k3e4", "k3e6", "k5e4", "k5e6", "k7e4", "k7e6", "skip"]
 _PAPER_STAGES = [

@@ -12,7 +12,7 @@ from neas.errors import NeasError
 from neas.space.ops import Op, parse_op
 from neas.space.space import SearchSpace
 
-__all__ = ["ShrunkSpace", "Combination"]
+__all__ = ["Combination", "ShrunkSpace"]
 
 Combination = tuple[Op, ...]  # K distinct ops, in the space's op order
 
@@ -45,7 +45,7 @@ class ShrunkSpace:
         object.__setattr__(self, "combinations", tuple(fixed))
 
     @staticmethod
-    def full(space: SearchSpace) -> "ShrunkSpace":
+    def full(space: SearchSpace) -> ShrunkSpace:
         """The unshrunk space: every combination of every layer."""
         return ShrunkSpace(space, tuple(space.combinations(spec.index) for spec in space.layers))
 
@@ -72,7 +72,7 @@ class ShrunkSpace:
     def num_combinations(self) -> int:
         return sum(len(c) for c in self.combinations)
 
-    def without(self, drops: "dict[int, list[Combination]]") -> "ShrunkSpace":
+    def without(self, drops: dict[int, list[Combination]]) -> ShrunkSpace:
         """A copy with the given combinations removed, ``{layer index: [combination, ...]}``."""
         layers = [list(c) for c in self.combinations]
         for index, combos in drops.items():
@@ -87,7 +87,7 @@ class ShrunkSpace:
         return [[[str(o) for o in combo] for combo in combos] for combos in self.combinations]
 
     @staticmethod
-    def from_json(space: SearchSpace, data) -> "ShrunkSpace":
+    def from_json(space: SearchSpace, data) -> ShrunkSpace:
         if not isinstance(data, list):
             raise NeasError("shrunk space: expected a list of layers of combinations")
         return ShrunkSpace(space, tuple(tuple(tuple(parse_op(o) for o in c) for c in combos) for combos in data))

@@ -21,7 +21,7 @@ from neas.errors import NeasError, suggest
 from neas.space.ops import Op, parse_op
 from neas.space.presets import SPACE_PRESETS
 
-__all__ = ["Stage", "LayerSpec", "SearchSpace", "make_divisible"]
+__all__ = ["LayerSpec", "SearchSpace", "Stage", "make_divisible"]
 
 # Sizes past these are refused when a space is read: a crafted file (a supernet's metadata, a YAML)
 # must not make the builder allocate hundreds of GB before any shape is checked (issue 30, item 16).
@@ -91,7 +91,7 @@ class SearchSpace:
 
     # ---- construction -------------------------------------------------------------------
     @staticmethod
-    def preset(name: str) -> "SearchSpace":
+    def preset(name: str) -> SearchSpace:
         """Returns a shipped preset: ``imagenet``, ``cifar`` or ``tiny``."""
 
         if name not in SPACE_PRESETS:
@@ -102,11 +102,11 @@ class SearchSpace:
         return SearchSpace.from_dict({"name": name, **SPACE_PRESETS[name]})
 
     @staticmethod
-    def from_dict(data: dict) -> "SearchSpace":
+    def from_dict(data: dict) -> SearchSpace:
         return from_dict(SearchSpace, data, "space")
 
     @staticmethod
-    def from_yaml(path: "str | Path") -> "SearchSpace":
+    def from_yaml(path: str | Path) -> SearchSpace:
         data = load_yaml(path)
         data.setdefault("name", Path(path).stem)
         try:
@@ -115,7 +115,7 @@ class SearchSpace:
             raise NeasError(f"{path}: {exc}") from None
 
     @staticmethod
-    def resolve(spec: "str | Path | SearchSpace") -> "SearchSpace":
+    def resolve(spec: str | Path | SearchSpace) -> SearchSpace:
         """A preset name, a YAML path or a space: what every ``--space`` option accepts."""
         if isinstance(spec, SearchSpace):
             return spec

@@ -16,7 +16,7 @@ from neas.rundir import SUPERNET, has_checkpoint
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
 
-__all__ = ["SupernetFile", "save_supernet", "load_supernet", "read_supernet_info", "FORMAT"]
+__all__ = ["FORMAT", "SupernetFile", "load_supernet", "read_supernet_info", "save_supernet"]
 
 FORMAT = "neas.supernet/1"
 
@@ -29,7 +29,7 @@ class SupernetFile:
     shrunk: ShrunkSpace  # the space left after the last shrinking round
     classes: tuple[str, ...]
     data: str  # the dataset it was trained on, and how: later stages rebuild the same splits
-    data_dir: "str | None"
+    data_dir: str | None
     holdout: float  # the held-out fraction candidates are scored on
     shrink: str  # the shrinking mode it was trained with
     epoch: int  # the last epoch trained (0-based)
@@ -59,7 +59,7 @@ class SupernetFile:
         }
 
     @staticmethod
-    def from_metadata(meta: dict[str, str], where: str = "supernet file") -> "SupernetFile":
+    def from_metadata(meta: dict[str, str], where: str = "supernet file") -> SupernetFile:
         if meta.get("format") != FORMAT:
             raise NeasError(f"{where}: not a neas supernet file (format {meta.get('format')!r})")
         try:
@@ -88,12 +88,12 @@ def _damaged(path: Path, exc: NeasError) -> NeasError:
     return NeasError(message)
 
 
-def save_supernet(model: Supernet, info: SupernetFile, path: "str | Path") -> None:
+def save_supernet(model: Supernet, info: SupernetFile, path: str | Path) -> None:
     """Writes ``model``'s weights with ``info`` (atomically)."""
     save_tensors(path, model.state_dict(), info.metadata())
 
 
-def read_supernet_info(path: "str | Path") -> SupernetFile:
+def read_supernet_info(path: str | Path) -> SupernetFile:
     """What a supernet file (or run directory) says about its weights, without loading them."""
     path = Path(path)
     if path.is_dir():
@@ -105,7 +105,7 @@ def read_supernet_info(path: "str | Path") -> SupernetFile:
     return SupernetFile.from_metadata(meta, str(path))
 
 
-def load_supernet(path: "str | Path", device="cpu") -> tuple[Supernet, SupernetFile]:
+def load_supernet(path: str | Path, device="cpu") -> tuple[Supernet, SupernetFile]:
     """Loads ``supernet.safetensors`` (or the run directory holding it): the model and its file info."""
     path = Path(path)
     if path.is_dir():

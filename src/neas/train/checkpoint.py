@@ -19,7 +19,7 @@ from neas.errors import NeasError
 from neas.io import MAX_JSON_BYTES, load_matching, load_weights, save_tensors, write_json
 from neas.rundir import CHECKPOINTS, STATE
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_state"]
+__all__ = ["load_checkpoint", "read_state", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,13 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def save_checkpoint(
-    run_dir: "str | Path",
+    run_dir: str | Path,
     name: str,
     model: torch.nn.Module,
-    optimizer: "torch.optim.Optimizer | None",
+    optimizer: torch.optim.Optimizer | None,
     state: dict,
     keep: int = 2,
-    extra: "dict[str, torch.nn.Module] | None" = None,
+    extra: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Writes ``<run>/checkpoints/<name>.safetensors`` then points ``<run>/state.json`` at it.
 
@@ -89,7 +89,7 @@ def _check_state(state, where: str) -> dict:
     return state
 
 
-def read_state(run_dir: "str | Path") -> dict:
+def read_state(run_dir: str | Path) -> dict:
     """The run's ``state.json``, checked (:func:`_check_state`); errors name the file and the field."""
     path = Path(run_dir) / STATE
     if not path.is_file():
@@ -113,7 +113,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     return tensors, meta, _check_state(state, f"{path} (its state)")
 
 
-def _candidates(run: Path) -> tuple[list[Path], "dict | None"]:
+def _candidates(run: Path) -> tuple[list[Path], dict | None]:
     """The checkpoints to try, best first: the one ``state.json`` names, then the kept ones, newest
     first; and ``state.json``'s state (None when it is damaged or missing)."""
     kept = sorted((run / CHECKPOINTS).glob("*.safetensors"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
@@ -153,10 +153,10 @@ def _newest_intact(run: Path) -> tuple[Path, dict, dict, dict]:
 
 
 def load_checkpoint(
-    run_dir: "str | Path",
+    run_dir: str | Path,
     model: torch.nn.Module,
-    optimizer: "torch.optim.Optimizer | None",
-    extra: "dict[str, torch.nn.Module] | None" = None,
+    optimizer: torch.optim.Optimizer | None,
+    extra: dict[str, torch.nn.Module] | None = None,
 ) -> dict:
     """Restores the model, optimizer (and ``extra`` modules) of the newest intact checkpoint (the
     one ``state.json`` names, or, when it or ``state.json`` is damaged or missing, the newest kept

@@ -7,8 +7,8 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from tqdm import tqdm
@@ -21,13 +21,13 @@ from neas.seeding import seed_everything, stream_seed
 from neas.train.checkpoint import load_checkpoint
 
 __all__ = [
+    "Precision",
     "amp_dtype",
     "autocast",
-    "Precision",
-    "linear_lr",
-    "seed_everything",
-    "resume_run",
     "epoch_seed",
+    "linear_lr",
+    "resume_run",
+    "seed_everything",
     "train_epoch",
 ]
 
@@ -49,7 +49,7 @@ class _EpochTotals:
         self.bad_value = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
 
     @torch.no_grad()
-    def add(self, loss: torch.Tensor, logits: "list[torch.Tensor]", y: torch.Tensor, step: int) -> None:
+    def add(self, loss: torch.Tensor, logits: list[torch.Tensor], y: torch.Tensor, step: int) -> None:
         loss = loss.detach()
         new_bad = (self.first_bad < 0) & ~torch.isfinite(loss)
         self.first_bad = torch.where(new_bad, step, self.first_bad)
@@ -89,14 +89,14 @@ def train_epoch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     forward: Forward,
     optimizer: torch.optim.Optimizer,
-    precision: "Precision",
+    precision: Precision,
     *,
     epoch: int,
     steps: int,
     device: torch.device,
-    set_lr: "Callable[[int], None] | None" = None,
-    after_backward: "Callable[[int], None] | None" = None,
-    after_step: "Callable[[int], None] | None" = None,
+    set_lr: Callable[[int], None] | None = None,
+    after_backward: Callable[[int], None] | None = None,
+    after_step: Callable[[int], None] | None = None,
     accuracy: bool = False,
     desc: str = "",
     check_every: int = 50,
@@ -147,7 +147,7 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return stream_seed(seed, "epoch", epoch, rank)
 
 
-def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None" = None) -> dict:
+def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: dict | None = None) -> dict:
     """Loads the last complete checkpoint of ``run`` into ``model``/``optimizer`` (and ``extra``
     modules), drops the metric lines of the epochs that will be redone; returns the saved state."""
 
@@ -157,7 +157,7 @@ def resume_run(run: Path, model: torch.nn.Module, optimizer, extra: "dict | None
     return state
 
 
-def amp_dtype(device: torch.device, enabled: bool = True) -> "torch.dtype | None":
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     """bf16 on CUDA (fp16 where bf16 is unsupported); ``None`` (full precision) on CPU."""
     if not enabled or device.type != "cuda":
         return None
@@ -175,11 +175,11 @@ class Precision:
     loss scaler, active only for fp16 (bf16 and fp32 need none). The scaler's state goes into
     every checkpoint (:meth:`state_dict`), so an fp16 run resumes exactly."""
 
-    dtype: "torch.dtype | None"
+    dtype: torch.dtype | None
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def of(cls, device: torch.device, enabled: bool = True) -> "Precision":
+    def of(cls, device: torch.device, enabled: bool = True) -> Precision:
         dtype = amp_dtype(device, enabled)
         return cls(dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16))
 
@@ -190,7 +190,7 @@ class Precision:
         """The scaler's state, JSON numbers only (empty when it is not in use)."""
         return dict(self.scaler.state_dict())
 
-    def load_state_dict(self, state: "dict | None") -> None:
+    def load_state_dict(self, state: dict | None) -> None:
         if state:
             self.scaler.load_state_dict(state)
 

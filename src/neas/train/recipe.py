@@ -50,7 +50,7 @@ class TrainingRecipe(Protocol):
     def steps(self) -> int:
         """Optimizer steps per epoch (the metric line's step is (epoch + 1) * steps)."""
 
-    def extra_modules(self) -> "dict[str, torch.nn.Module]":
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
         """Further modules checkpointed beside the model (the EMA), by prefix."""
         return {}
 
