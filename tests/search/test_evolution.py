@@ -7,7 +7,16 @@ from hypothesis import strategies as st
 from neas.cost import cost_table
 from neas.errors import NeasError
 from neas.search.constraints import Constraints
-from neas.search.evolution import EvolutionSettings, crossover, evolve, mutate, random_search, repair, sample_within
+from neas.search.evolution import (
+    EvolutionSettings,
+    SearchProblem,
+    crossover,
+    evolve,
+    mutate,
+    random_search,
+    repair,
+    sample_within,
+)
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
 from ..conftest import random_shrunk
@@ -55,14 +64,10 @@ def test_every_evolved_member_is_in_the_space_and_the_budget(seed, space):
     settings_ = EvolutionSettings(
         population=8, parents=3, generations=4, mutations=4, crossovers=4, p_split=0.5, p_layer=0.5
     )
-    history = evolve(
-        shrunk,
-        settings_,
-        ok,
-        lambda archs: [rng.random() for _ in archs],
-        rng,
-        lambda g, m, accs, origins: members.extend(zip(m, origins)),
+    problem = SearchProblem(
+        ok, lambda archs: [rng.random() for _ in archs], lambda g, m, accs, origins: members.extend(zip(m, origins))
     )
+    history = evolve(shrunk, settings_, problem, rng)
     assert len(members) == len(history) >= settings_.population
     assert {o for _, o in members} & {"mutation", "crossover"}
     for arch, _ in members:
@@ -102,10 +107,9 @@ def test_evolution_beats_random_search_at_equal_evaluations_over_seeds():
         weights = random.Random(f"fitness:{seed}")
         w = {(i, op): weights.gauss(0, 1) for i in range(BIG.num_layers) for op in BIG.layers[i].ops}
         fitness = lambda archs: [sum(w[(i, p[i])] for p in a.paths for i in range(BIG.num_layers)) for a in archs]
-        evo = evolve(shrunk, settings_, lambda a: True, fitness, random.Random(seed), lambda *args: None)
-        rand = random_search(
-            shrunk, len(evo), settings_.population, lambda a: True, fitness, random.Random(seed), lambda *args: None
-        )
+        problem = SearchProblem(lambda a: True, fitness, lambda *args: None)
+        evo = evolve(shrunk, settings_, problem, random.Random(seed))
+        rand = random_search(shrunk, len(evo), settings_.population, problem, random.Random(seed))
         assert len(rand) == len(evo)
         gaps.append(max(evo.values()) - max(rand.values()))
         wins += gaps[-1] > 0

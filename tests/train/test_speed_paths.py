@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from neas.errors import NeasError
-from neas.train.loop import Precision, train_epoch
+from neas.train.loop import Precision, TrainStep, train_epoch
 
 
 def _toy(steps=120, batch=8, nan_at=None):
@@ -42,18 +42,8 @@ def test_no_host_sync_per_step(monkeypatch):
             return _real(self, *a, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    metrics = train_epoch(
-        model,
-        batches,
-        forward,
-        optimizer,
-        Precision.of(torch.device("cpu")),
-        epoch=0,
-        steps=120,
-        device=torch.device("cpu"),
-        accuracy=True,
-        check_every=50,
-    )
+    step = TrainStep(forward, optimizer, Precision.of(torch.device("cpu")), accuracy=True)
+    metrics = train_epoch(model, batches, step, epoch=0, steps=120, device=torch.device("cpu"), check_every=50)
     monkeypatch.undo()
     # checks after steps 50, 100 and at the end, 3 reads each — not one or more per step (120 steps)
     assert calls["n"] <= 12, calls["n"]
@@ -65,17 +55,8 @@ def test_no_host_sync_per_step(monkeypatch):
 def test_a_non_finite_loss_still_stops_the_run_naming_its_step():
     model, batches, forward, optimizer, _ = _toy(nan_at=63)
     with pytest.raises(NeasError, match=r"the loss became nan at step 63 \(epoch 1\)"):
-        train_epoch(
-            model,
-            batches,
-            forward,
-            optimizer,
-            Precision.of(torch.device("cpu")),
-            epoch=0,
-            steps=120,
-            device=torch.device("cpu"),
-            check_every=50,
-        )
+        step = TrainStep(forward, optimizer, Precision.of(torch.device("cpu")))
+        train_epoch(model, batches, step, epoch=0, steps=120, device=torch.device("cpu"), check_every=50)
 
 
 def _worker(rank, world, port, path, mode):

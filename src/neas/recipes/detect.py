@@ -36,7 +36,7 @@ from neas.nn.precision import full_precision
 from neas.rundir import EVAL, RunDir, releases_run_dir
 from neas.schemas.detect import DetectConfig
 from neas.space import resolve_arch_and_space
-from neas.train.loop import Precision, seed_everything, train_epoch
+from neas.train.loop import Precision, TrainStep, seed_everything, train_epoch
 from neas.train.recipe import TrainingRecipe, check_global_batch, run_training
 
 __all__ = ["DetectConfig", "detect"]
@@ -182,18 +182,11 @@ class _Detection(TrainingRecipe):
                 parts[key] = parts.get(key, 0.0) + full_precision(value.detach())
             return sum(losses.values()), []
 
+        clip = self.clip if cfg.grad_clip else None
+        step = TrainStep(forward, self.optimizer, self.precision, self.set_lr, after_backward=clip)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
         metrics = train_epoch(
-            self.model,
-            loader,
-            forward,
-            self.optimizer,
-            self.precision,
-            epoch=epoch,
-            steps=len(loader),
-            device=self.run.device,
-            set_lr=self.set_lr,
-            after_backward=self.clip if cfg.grad_clip else None,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            self.model, loader, step, epoch=epoch, steps=len(loader), device=self.run.device, desc=desc
         )
         metrics.update(dist.all_reduce_mean({k: float(v) / len(loader) for k, v in parts.items()}, self.run.device))
         return metrics

@@ -41,7 +41,7 @@ from neas.recipes.evaluate import load_ood
 from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
 from neas.schemas.retrain import RetrainConfig
 from neas.space import resolve_arch_and_space
-from neas.train.loop import Precision, seed_everything, train_epoch
+from neas.train.loop import Precision, TrainStep, seed_everything, train_epoch
 from neas.train.recipe import TrainingRecipe, check_global_batch, run_training, scaled_lr
 
 __all__ = ["RetrainConfig", "retrain"]
@@ -260,18 +260,12 @@ class _Retraining(TrainingRecipe):
 
     def train_one_epoch(self, epoch: int) -> dict:
         after_step = (lambda step: self.ema.update(self.model, step=step)) if self.ema is not None else None
+        step = TrainStep(
+            self.forward, self.optimizer, self.precision, self.scheduler.step_update, after_step=after_step
+        )
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
         return train_epoch(
-            self.model,
-            self.loader.epoch(epoch),
-            self.forward,
-            self.optimizer,
-            self.precision,
-            epoch=epoch,
-            steps=self.steps,
-            device=self.run.device,
-            set_lr=self.scheduler.step_update,
-            after_step=after_step,
-            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            self.model, self.loader.epoch(epoch), step, epoch=epoch, steps=self.steps, device=self.run.device, desc=desc
         )
 
     def evaluate(self, epoch: int) -> dict:

@@ -44,7 +44,7 @@ from neas.rundir import (
 from neas.schemas.search import SearchConfig
 from neas.search.constraints import measure_costs
 from neas.search.data import heldout_batches
-from neas.search.evolution import evolve, random_search, sample_within
+from neas.search.evolution import SearchProblem, evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.search.pareto import front_indices, nsga2_select
 from neas.search.settings import Constraints
@@ -357,7 +357,7 @@ def _run_generations(s: _Search) -> None:
             f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
             f"{_describe_range(s.table, s.shrunk)}"
         )
-    on_generation = functools.partial(_record_generation, s)
+    problem = SearchProblem(s.ok, s.evaluate, functools.partial(_record_generation, s))
     if cfg.strategy == "evolution":
         # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
         counted = cfg.pareto in ("macs", "paper_flops", "params")
@@ -365,10 +365,8 @@ def _run_generations(s: _Search) -> None:
         s.history = evolve(
             s.shrunk,
             cfg.evolution,
-            s.ok,
-            s.evaluate,
+            problem,
             s.rng,
-            on_generation,
             s.start,
             s.history,
             select_parents=s.pareto_parents if cfg.pareto else None,
@@ -376,9 +374,7 @@ def _run_generations(s: _Search) -> None:
         )
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
-        s.history = random_search(
-            s.shrunk, budget, cfg.evolution.population, s.ok, s.evaluate, s.rng, on_generation, s.start, s.history
-        )
+        s.history = random_search(s.shrunk, budget, cfg.evolution.population, problem, s.rng, s.start, s.history)
 
 
 def _result(s: _Search, best: EnsembleArch) -> dict:

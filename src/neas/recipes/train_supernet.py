@@ -33,7 +33,7 @@ from neas.shrink import shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, save_supernet
-from neas.train.loop import Precision, linear_lr, seed_everything, train_epoch
+from neas.train.loop import Precision, TrainStep, linear_lr, seed_everything, train_epoch
 from neas.train.recipe import TrainingRecipe, check_global_batch, run_training, scaled_lr
 
 __all__ = ["SupernetConfig", "train_supernet"]
@@ -61,26 +61,16 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     return full, loader, bn, probe, sets.record()
 
 
-def _epoch(
-    model: Supernet,
-    loader,
-    shrunk: ShrunkSpace,
-    cfg: SupernetConfig,
-    *,
-    epoch: int,
-    optimizer,
-    precision,
-    base_lr: float,
-    device,
-) -> tuple[dict, str]:
+def _epoch(job: _SupernetTraining, epoch: int) -> tuple[dict, str]:
     """One epoch of uniformly sampled ensembles; returns its metrics and a digest of the ensembles sampled."""
+    cfg, model, loader, optimizer, shrunk = job.cfg, job.model, job.loader, job.optimizer, job.shrunk
     steps, world = len(loader), dist.get_world_size()
     arch_gen = random.Random(f"{cfg.seed}:{epoch}:arch")  # identical on every rank
     digest = hashlib.sha256()
     archs, communicated = {}, []
 
     def set_lr(step):
-        lr = linear_lr(base_lr, step, steps * cfg.epochs, cfg.warmup_epochs * steps)
+        lr = linear_lr(job.base_lr, step, steps * cfg.epochs, cfg.warmup_epochs * steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -98,20 +88,9 @@ def _epoch(
             params = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
             communicated.append(dist.all_reduce_grads(params))
 
-    metrics = train_epoch(
-        model,
-        loader.epoch(epoch),
-        forward,
-        optimizer,
-        precision,
-        epoch=epoch,
-        steps=steps,
-        device=device,
-        set_lr=set_lr,
-        after_backward=after_backward,
-        accuracy=True,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-    )
+    step = TrainStep(forward, optimizer, job.precision, set_lr, after_backward, accuracy=True)
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    metrics = train_epoch(model, loader.epoch(epoch), step, epoch=epoch, steps=steps, device=job.run.device, desc=desc)
     if communicated:
         metrics["allreduce_mb_per_step"] = sum(communicated) / len(communicated) / 2**20
     return metrics, digest.hexdigest()
@@ -128,33 +107,24 @@ def _setup_model(cfg: SupernetConfig, space: SearchSpace, num_classes: int, devi
     return model, optimizer, base_lr
 
 
-def _shrink_if_due(
-    run: RunDir,
-    model,
-    shrunk: ShrunkSpace,
-    cfg: SupernetConfig,
-    epoch: int,
-    rounds: int,
-    bn_batches,
-    probe_batches,
-    calibration: dict,
-) -> tuple[ShrunkSpace, int, str]:
-    """Algorithm 1's shrinking round after ``epoch`` when one is due; writes its record. Returns the
-    shrunk space, the rounds done and a note for the log line."""
+def _shrink_if_due(job: _SupernetTraining, epoch: int) -> str:
+    """Algorithm 1's shrinking round after ``epoch`` when one is due: shrinks ``job``'s space and writes
+    the round's record; returns a note for the log line."""
+    cfg, rounds, before = job.cfg, job.rounds, job.shrunk.num_combinations
     due = cfg.shrink.mode != "none" and (epoch + 1) % cfg.shrink.every == 0 and epoch + 1 < cfg.epochs
-    if not due or shrunk.num_combinations <= cfg.shrink.until:
-        return shrunk, rounds, ""
+    if not due or before <= cfg.shrink.until:
+        return ""
     gen = random.Random(f"{cfg.seed}:{epoch}:shrink")
-    bar = run.progress(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False)
-    before = shrunk.num_combinations
-    shrunk, record = shrink_round(model, shrunk, cfg.shrink, bn_batches, probe_batches, gen, bar)
+    bar = job.run.progress(total=cfg.shrink.samples, desc=f"shrink round {rounds + 1}", leave=False)
+    job.shrunk, record = shrink_round(job.model, job.shrunk, cfg.shrink, *job.batches, gen, bar)
     bar.close()
-    run.write_json(
+    job.run.write_json(
         f"{SHRINK_ROUNDS}/{round_file(rounds)}",
-        {"round": rounds, "epoch": epoch + 1, "calibration": calibration, **record},
+        {"round": rounds, "epoch": epoch + 1, "calibration": job.calibration, **record},
         indent=None,
     )
-    return shrunk, rounds + 1, f"  shrink {before} -> {shrunk.num_combinations}"
+    job.rounds = rounds + 1
+    return f"  shrink {before} -> {job.shrunk.num_combinations}"
 
 
 def _write_supernet(run: RunDir, model, cfg: SupernetConfig, space: SearchSpace, shrunk: ShrunkSpace, classes) -> None:
@@ -219,26 +189,13 @@ class _SupernetTraining(TrainingRecipe):
         )
 
     def train_one_epoch(self, epoch: int) -> dict:
-        cfg = self.cfg
-        metrics, digest = _epoch(
-            self.model,
-            self.loader,
-            self.shrunk,
-            cfg,
-            epoch=epoch,
-            optimizer=self.optimizer,
-            base_lr=self.base_lr,
-            device=self.run.device,
-            precision=self.precision,
-        )
+        metrics, digest = _epoch(self, epoch)
         if len(set(dist.all_gather_object(digest))) != 1:
             raise NeasError(
                 f"epoch {epoch + 1}: ranks sampled different ensembles; check that every rank runs the same "
                 "seed and config"
             )
-        self.shrunk, self.rounds, self.note = _shrink_if_due(
-            self.run, self.model, self.shrunk, cfg, epoch, self.rounds, *self.batches, self.calibration
-        )
+        self.note = _shrink_if_due(self, epoch)
         metrics["combinations"] = self.shrunk.num_combinations
         return metrics
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from neas.errors import NeasError
 from neas.search.settings import EvolutionSettings
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
-__all__ = ["EvolutionSettings", "crossover", "evolve", "mutate", "random_search", "repair", "sample_within"]
+__all__ = ["EvolutionSettings", "SearchProblem", "crossover", "evolve", "mutate", "random_search", "repair", "sample_within"]
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,22 @@ def _children(make, count: int, ok, seen: set, tries_per_child: int = 20) -> lis
     return out
 
 
+@dataclass(frozen=True)
+class SearchProblem:
+    """What a search asks of its caller: which ensembles are allowed (``ok``: within the budget), their
+    fitness (``evaluate``: higher is better, a list for a list), and what becomes of each generation
+    (``on_generation(g, members, fitnesses, origin_per_member)``: persisted)."""
+
+    ok: Callable[[EnsembleArch], bool]
+    evaluate: Callable[[list[EnsembleArch]], list[float]]
+    on_generation: Callable[[int, list[EnsembleArch], list[float], list[str]], None]
+
+
 def evolve(
     shrunk: ShrunkSpace,
     settings: EvolutionSettings,
-    ok: Callable[[EnsembleArch], bool],
-    evaluate: Callable[[list[EnsembleArch]], list[float]],
+    problem: SearchProblem,
     rng: random.Random,
-    on_generation: Callable[[int, list[EnsembleArch], list[float], str], None],
     start: int = 0,
     history: dict[EnsembleArch, float] | None = None,
     select_parents: Callable[[dict[EnsembleArch, float], int], list[EnsembleArch]] | None = None,
@@ -143,10 +153,9 @@ def evolve(
     Generation 0 is P random members; each later one holds up to ``mutations`` mutated and
     ``crossovers`` crossed children of ``parents`` members found so far — the fittest, or whom
     ``select_parents(history, parents)`` picks (the Pareto search: NSGA-II survivors) — topped
-    up with random members to P. ``on_generation(g, members, fitnesses, origin_per_member)``
-    persists each.
+    up with random members to P; ``problem.on_generation`` persists each.
     """
-    history = dict(history or {})
+    ok, history = problem.ok, dict(history or {})
     for g in range(start, settings.generations):
         seen = set(history)
         members = [a for a in anchors if a not in seen and ok(a)] if g == 0 else []
@@ -168,9 +177,9 @@ def evolve(
         if not members:
             log.info("generation %d: no new candidate left in the space", g)
             break
-        accs = evaluate(members)
+        accs = problem.evaluate(members)
         history.update(zip(members, accs))
-        on_generation(g, members, accs, origins)
+        problem.on_generation(g, members, accs, origins)
     return history
 
 
@@ -193,10 +202,8 @@ def random_search(
     shrunk: ShrunkSpace,
     budget: int,
     batch: int,
-    ok: Callable[[EnsembleArch], bool],
-    evaluate: Callable[[list[EnsembleArch]], list[float]],
+    problem: SearchProblem,
     rng: random.Random,
-    on_generation: Callable,
     start: int = 0,
     history: dict[EnsembleArch, float] | None = None,
 ) -> dict[EnsembleArch, float]:
@@ -206,14 +213,14 @@ def random_search(
     while len(history) < budget:
         members = []
         while len(members) < min(batch, budget - len(history)):
-            arch = sample_within(shrunk, rng, ok, exclude=set(history) | set(members), tries=2000)
+            arch = sample_within(shrunk, rng, problem.ok, exclude=set(history) | set(members), tries=2000)
             if arch is None:
                 break
             members.append(arch)
         if not members:
             break
-        accs = evaluate(members)
+        accs = problem.evaluate(members)
         history.update(zip(members, accs))
-        on_generation(g, members, accs, ["random"] * len(members))
+        problem.on_generation(g, members, accs, ["random"] * len(members))
         g += 1
     return history

@@ -22,6 +22,7 @@ from neas.train.checkpoint import load_checkpoint
 
 __all__ = [
     "Precision",
+    "TrainStep",
     "amp_dtype",
     "autocast",
     "epoch_seed",
@@ -84,53 +85,61 @@ class _EpochTotals:
         return {"loss": float(self.loss_sum) / n, **({"ensemble_acc": int(self.correct) / n} if self.accuracy else {})}
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """What one training step runs, in order: ``set_lr(step)``; ``forward(x, y, step)`` under
+    ``precision``'s autocast, returning the loss and the K path logits; backward through its scaler;
+    ``after_backward(step)`` (the supernet's all-reduce); the optimizer step; ``after_step(step)``
+    (the EMA)."""
+
+    forward: Forward
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    set_lr: Callable[[int], None] | None = None
+    after_backward: Callable[[int], None] | None = None
+    after_step: Callable[[int], None] | None = None
+    accuracy: bool = False  # also count the top-1 of the mean path logits (``ensemble_acc``)
+
+
 def train_epoch(
     model: torch.nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    forward: Forward,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
+    run_step: TrainStep,
     *,
     epoch: int,
     steps: int,
     device: torch.device,
-    set_lr: Callable[[int], None] | None = None,
-    after_backward: Callable[[int], None] | None = None,
-    after_step: Callable[[int], None] | None = None,
-    accuracy: bool = False,
     desc: str = "",
     check_every: int = 50,
 ) -> dict:
-    """Trains ``model`` for one epoch; returns its metrics, averaged over ranks.
-
-    Per step ``i`` (global step ``epoch * steps + i``): ``set_lr(step)``; ``forward(x, y, step)``
-    under ``precision``'s autocast returns the loss and the K path logits; backward through its
-    scaler, ``after_backward(step)``, the optimizer step, ``after_step(step)``.
+    """Trains ``model`` for one epoch of ``run_step`` (step ``i`` is global step ``epoch * steps + i``);
+    returns its metrics, averaged over ranks.
 
     No step waits for the device (:class:`_EpochTotals`): a non-finite loss stops the run at the
     next check, naming its step, before any checkpoint is written.
 
     Returns:
         ``loss`` (mean per image), ``ensemble_acc`` (top-1 of the mean logits, with
-        ``accuracy``), ``images_per_s`` (all ranks) and the last ``lr``.
+        ``run_step.accuracy``), ``images_per_s`` (all ranks) and the last ``lr``.
     """
     model.train()
-    totals, start = _EpochTotals(device, epoch, accuracy), time.perf_counter()
+    hook, precision = run_step, run_step.precision
+    totals, start = _EpochTotals(device, epoch, hook.accuracy), time.perf_counter()
     bar = tqdm(batches, total=steps, desc=desc, leave=False, disable=None if dist.is_main_process() else True)
     for i, (x, y) in enumerate(bar):
         step = epoch * steps + i
-        if set_lr is not None:
-            set_lr(step)
+        if hook.set_lr is not None:
+            hook.set_lr(step)
         with precision.autocast():
-            loss, logits = forward(x, y, step)
-        optimizer.zero_grad(set_to_none=True)
+            loss, logits = hook.forward(x, y, step)
+        hook.optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
-        if after_backward is not None:
-            after_backward(step)
-        precision.scaler.step(optimizer)
+        if hook.after_backward is not None:
+            hook.after_backward(step)
+        precision.scaler.step(hook.optimizer)
         precision.scaler.update()
-        if after_step is not None:
-            after_step(step)
+        if hook.after_step is not None:
+            hook.after_step(step)
         totals.add(loss, logits, y, step)
         if (i + 1) % check_every == 0:
             totals.check(bar)
@@ -138,7 +147,7 @@ def train_epoch(
     elapsed = time.perf_counter() - start
     metrics = dist.all_reduce_mean(totals.means(), device)
     metrics["images_per_s"] = totals.seen * dist.get_world_size() / elapsed
-    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    metrics["lr"] = hook.optimizer.param_groups[0]["lr"]
     return metrics
 
 
