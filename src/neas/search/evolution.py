@@ -17,7 +17,16 @@ from neas.errors import NeasError
 from neas.search.settings import EvolutionSettings
 from neas.space import EnsembleArch, Op, ShrunkSpace
 
-__all__ = ["EvolutionSettings", "SearchProblem", "crossover", "evolve", "mutate", "random_search", "repair", "sample_within"]
+__all__ = [
+    "EvolutionSettings",
+    "SearchProblem",
+    "crossover",
+    "evolve",
+    "mutate",
+    "random_search",
+    "repair",
+    "sample_within",
+]
 
 log = logging.getLogger(__name__)
 
