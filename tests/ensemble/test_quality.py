@@ -14,7 +14,7 @@ from neas.data import BatchLoader
 from neas.data.corruptions import CORRUPTIONS, Corruption, parse_corruptions, parse_severities
 from neas.data.datasets import ImageTensors
 from neas.ensemble import build_ensemble
-from neas.ensemble.assess import anytime_order, assess
+from neas.ensemble.assess import EvalOptions, anytime_order, assess
 from neas.ensemble.calibration import fit_temperature
 from neas.ensemble.metrics import Scores, evaluate_ensemble
 from neas.errors import NeasError
@@ -211,7 +211,7 @@ def three_paths():
 def test_anytime_k_ends_at_the_full_ensemble_with_the_cost_models_macs(three_paths):
     net, data = three_paths
     order = [2, 0, 1]
-    result = assess(net, data, "cpu", batch_size=16, order=order, order_by="test", latency=False)
+    result = assess(net, data, "cpu", EvalOptions(batch_size=16, order=order, order_by="test", latency=False))
     anytime = result["anytime"]
     assert [e["paths"] for e in anytime] == [[2], [2, 0], [2, 0, 1]]
     full = {k: v for k, v in anytime[-1].items() if k not in ("paths", "macs", "paper_flops", "params")}

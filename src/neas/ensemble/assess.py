@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -27,7 +29,7 @@ from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms, ranked_
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 
-__all__ = ["anytime_order", "assess", "held_out_order"]
+__all__ = ["EvalOptions", "anytime_order", "assess", "held_out_order"]
 
 log = logging.getLogger(__name__)
 
@@ -48,62 +50,58 @@ def held_out_order(path_logits: torch.Tensor, labels: torch.Tensor) -> tuple[lis
     return anytime_order(acc), acc
 
 
-def assess(
-    net: EnsembleNet,
-    data,
-    device,
-    *,
-    batch_size: int = 256,
-    workers: int = 0,
-    order: list[int] | None = None,
-    order_by: str = "path index",
-    temperature: dict | None = None,
-    corruptions: list[str] | None = None,
-    severities: list[int] | None = None,
-    corruption_seed: int = 0,
-    latency: bool = True,
-    desc: str = "evaluate",
-    logits: list | None = None,
-    ood=None,
-    ood_name: str = "ood",
-    cascade: dict | None = None,
-) -> dict:
-    """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring).
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`assess` scores an ensemble, and what it scores beyond the split itself."""
 
-    Args:
-        order: the anytime order (default: path index order), recorded with ``order_by``.
-        temperature: a fitted temperature (:func:`neas.ensemble.calibration.fit_temperature`'s
-            record): recorded, and the ensemble's calibrated scores added.
-        corruptions, severities: corrupted copies of ``data`` to score (none by default).
-        logits: a list that receives the split's ``(K, N, C)`` path logits and ``(N,)`` labels (CPU),
-            and the OOD images' path logits when there are some.
-        ood: out-of-distribution images (a dataset seen as ``data`` is), named ``ood_name``: ``ood``.
-        cascade: a fitted cascade (:func:`neas.ensemble.deployment.fit_cascade`) to report: ``cascade``.
-    """
+    batch_size: int = 256
+    workers: int = 0
+    order: list[int] | None = None  # the anytime order (default: path index order), recorded with order_by
+    order_by: str = "path index"
+    # a fitted temperature (neas.ensemble.calibration.fit_temperature's record): recorded, and the
+    # ensemble's calibrated scores added
+    temperature: dict | None = None
+    corruptions: list[str] | None = None  # corrupted copies of the split to score (none by default)
+    severities: list[int] | None = None
+    corruption_seed: int = 0
+    latency: bool = True  # measure every anytime sub-ensemble's latency
+    desc: str = "evaluate"  # the progress bar's
+    ood: Any = None  # out-of-distribution images (a dataset seen as the split is), named ood_name: "ood"
+    ood_name: str = "ood"
+    cascade: dict | None = None  # a fitted cascade (neas.ensemble.deployment.fit_cascade) to report: "cascade"
+
+
+def assess(net: EnsembleNet, data, device, options: EvalOptions = EvalOptions(), logits: list | None = None) -> dict:
+    """Everything ``eval.json`` reports about ``net`` on ``data`` (see the module docstring), as
+    ``options`` say; ``logits``, when given, receives the split's ``(K, N, C)`` path logits and
+    ``(N,)`` labels (CPU), and the OOD images' path logits when there are some."""
+    o = options
+    batch_size, workers, order, temperature, latency = o.batch_size, o.workers, o.order, o.temperature, o.latency
     k = net.num_paths
     order = list(range(k)) if not order else list(order)
     net = net.to(device, memory_format=torch.channels_last).eval()
     loader = BatchLoader(data, batch_size, False, device=device, workers=workers)
     t = temperature["temperature"] if temperature else None
     batches = []
-    with tqdm(total=len(loader), desc=desc, leave=False, disable=None) as bar:
+    with tqdm(total=len(loader), desc=o.desc, leave=False, disable=None) as bar:
         result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t, collect=batches)
     path_logits, labels = deployment.stack_logits(batches)
     del batches
     if temperature:
         result["temperature"] = temperature
-    result["anytime_order"] = {"order": order, "by": order_by}
+    result["anytime_order"] = {"order": order, "by": o.order_by}
     _costs(result, net, order, device, latency)
     out_logits = None
-    if ood is not None:
-        loader = BatchLoader(ood, batch_size, False, device=device, workers=workers)
+    if o.ood is not None:
+        loader = BatchLoader(o.ood, batch_size, False, device=device, workers=workers)
         out_logits = deployment.path_logits(net, loader.epoch(0))[0]
-    _beyond_calibration(result, path_logits, labels, t, out_logits, ood_name, cascade)
+    _beyond_calibration(result, path_logits, labels, t, out_logits, o.ood_name, o.cascade)
     if logits is not None:
         logits.extend([path_logits, labels, out_logits])
-    if corruptions:
+    if o.corruptions:
+        severities = o.severities or [1, 2, 3, 4, 5]
         result["corruptions"] = corruption_scores(
-            net, data, device, corruptions, severities or [1, 2, 3, 4, 5], corruption_seed, batch_size, workers
+            net, data, device, o.corruptions, severities, o.corruption_seed, batch_size, workers
         )
     return result
 

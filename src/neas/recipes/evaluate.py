@@ -20,7 +20,7 @@ from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
-from neas.ensemble.assess import assess
+from neas.ensemble.assess import EvalOptions, assess
 from neas.ensemble.calibration import ensemble_logits, fit_temperature
 from neas.ensemble.deployment import fit_cascade, path_logits, score_arrays
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
@@ -137,10 +137,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         check_same_classes(list(info.classes), dataset.classes, f"{data!r}/{cfg.split}")
     temperature = _temperature(cfg, net, info, data, data_dir, device)
     held = []  # the split's path logits and labels, and the OOD images' path logits
-    result = assess(
-        net,
-        dataset,
-        device,
+    options = EvalOptions(
         batch_size=cfg.batch_size,
         workers=cfg.workers,
         order=info.order,
@@ -151,11 +148,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         corruption_seed=cfg.corruption_seed,
         latency=cfg.latency,
         desc=f"evaluate {cfg.split}",
-        logits=held,
         ood=load_ood(cfg, net.space.input_size, cfg.decoding),
         ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
         cascade=_cascade(cfg, net, info, data, data_dir, device),
     )
+    result = assess(net, dataset, device, options, logits=held)
     if cfg.save_scores is not None:
         write_npz(cfg.save_scores, score_arrays(*held[:2], temperature and temperature["temperature"], held[2]))
     return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}

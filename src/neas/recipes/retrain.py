@@ -29,7 +29,7 @@ from neas.data import Augment, BatchLoader, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.ensemble import build_ensemble
-from neas.ensemble.assess import anytime_order, assess, held_out_order
+from neas.ensemble.assess import EvalOptions, anytime_order, assess, held_out_order
 from neas.ensemble.calibration import fit_temperature
 from neas.ensemble.deployment import fit_cascade, path_logits
 from neas.ensemble.io import save_ensemble
@@ -190,10 +190,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         holdout=cfg.holdout,
         **_order_and_temperature(cfg, report, held_out, device),
     )
-    result = assess(
-        report,
-        test,
-        device,
+    options = EvalOptions(
         batch_size=cfg.batch_size * 2,
         workers=cfg.workers,
         order=info.order,
@@ -207,6 +204,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
         cascade=info.cascade,
     )
+    result = assess(report, test, device, options)
     run.write_json(EVAL, {"split": cfg.eval_split, **result})
     log.info(
         "test: ensemble top-1 %.2f%%  (%s)",
