@@ -21,7 +21,9 @@ from benchmarks.common import Result
 __all__ = ["ddp_reduction"]
 
 
-def _worker(rank, world, port, path, space_name, batch, input_size, repeats, steps):
+def _worker(rank, world, port, path, space_name, shape):
+    """One of ``world`` gloo processes; ``shape``: (batch, input size or None, timed repeats, steps per repeat)."""
+    batch, input_size, repeats, steps = shape
     import torch.distributed as tdist
 
     from neas import dist
@@ -101,7 +103,7 @@ def ddp_reduction(size: dict, space_name: str = "cifar") -> Result:
         batch = (size["imagenet_batch"] if imagenet else size["batch"]) // 2
         mp.spawn(
             _worker,
-            args=(2, port, path, space_name, batch, size["imagenet_input"] if imagenet else None, size["repeats"], 3),
+            args=(2, port, path, space_name, (batch, size["imagenet_input"] if imagenet else None, size["repeats"], 3)),
             nprocs=2,
             join=True,
         )

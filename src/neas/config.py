@@ -258,11 +258,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     nested = {name: {} for name, f in fields.items() if _nested(f, hints[name])}
     routes = {ff.key: ff for ff in flat_fields(cls) if len(ff.path) > 1}
     keys = [ff.key for ff in flat_fields(cls)]
-    kwargs = {}
+    kwargs, schema = {}, _Schema(fields, hints, routes, keys)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         try:
-            _read_key(key, value, path, routes, nested, fields, hints, keys, kwargs)
+            _read_key(key, value, path, schema, nested, kwargs)
         except NeasError as exc:
             exc.key = key  # the outermost key wins: resolve_config names where it came from
             raise
@@ -278,10 +278,21 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     return cls(**kwargs)
 
 
-def _read_key(key, value, path: str, routes: dict, nested: dict, fields: dict, hints: dict, keys: list, kwargs: dict):
+class _Schema(typing.NamedTuple):
+    """What :func:`from_dict` knows of a dataclass: its fields, their types, the flat keys of its
+    nested settings (key -> :class:`FlatField`) and every valid key."""
+
+    fields: dict
+    hints: dict
+    routes: dict
+    keys: list
+
+
+def _read_key(key, value, path: str, schema: _Schema, nested: dict, kwargs: dict):
     """Checks one key of :func:`from_dict`'s mapping into ``kwargs`` (or ``nested`` for flat-spelled settings)."""
-    if key in routes:  # a nested settings field, spelled flat: checked under the user's spelling
-        ff = routes[key]
+    fields, hints, keys = schema.fields, schema.hints, schema.keys
+    if key in schema.routes:  # a nested settings field, spelled flat: checked under the user's spelling
+        ff = schema.routes[key]
         if isinstance(value, dict):
             raise NeasError(
                 f"{path}: expected a value, got a mapping (nested settings are spelled flat, e.g. shrink_every: 5)"

@@ -89,12 +89,12 @@ def plot_training(run: Path, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _heat(ax, fig, matrix, xlabels, ylabels, title, mask=None, vmin=None, vmax=None):
+def _heat(ax, matrix, xlabels, ylabels, title, mask=None, vmin=None, vmax=None):
     im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=45, fontsize=7)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046)
     if mask is not None:
         for i, j in zip(*np.nonzero(mask)):
             ax.text(j, i, "x", ha="center", va="center", color="red", fontsize=12, fontweight="bold")
@@ -109,8 +109,8 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
     for row, layer in zip(axes, layers):
         ops, name = layer["ops"], layer["layer"]
         S = np.array(layer["S"])
-        _heat(row[0], fig, S, ops, ops, f"{name}: similarity S", vmin=S.min(), vmax=1.0)
-        _heat(row[1], fig, np.array([layer["r"]]), ops, ["r"], f"{name}: quality r = exp(γ·acc)")
+        _heat(row[0], S, ops, ops, f"{name}: similarity S", vmin=S.min(), vmax=1.0)
+        _heat(row[1], np.array([layer["r"]]), ops, ["r"], f"{name}: quality r = exp(γ·acc)")
         scores = layer["scores"]
         if not scores:  # a layer shared in every ensemble is not scored
             row[2].axis("off")
@@ -122,13 +122,12 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
                 i, j = sorted(pos[o] for o in c["ops"])
                 matrix[i, j] = c["score"]
                 mask[i, j] = (name, tuple(c["ops"])) in dropped
-            _heat(row[2], fig, matrix, ops, ops, f"{name}: combination scores (x: dropped)", mask)
+            _heat(row[2], matrix, ops, ops, f"{name}: combination scores (x: dropped)", mask)
         else:
             labels = ["/".join(c["ops"]) for c in scores]
             mask = np.array([[(name, tuple(c["ops"])) in dropped for c in scores]])
             _heat(
                 row[2],
-                fig,
                 np.array([[c["score"] for c in scores]]),
                 labels,
                 ["score"],
