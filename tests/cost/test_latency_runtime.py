@@ -10,7 +10,7 @@ import neas.ensemble.latency as latency
 from neas.cli import main
 from neas.cost.latency import LatencyTable
 from neas.cost.runtime import interleaved_ms, runner
-from neas.ensemble.latency import fit_overhead, measure_latency_table, validate_table
+from neas.ensemble.latency import Timing, fit_overhead, measure_latency_table, validate_table
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
@@ -134,7 +134,7 @@ def test_validation_holds_out_the_networks_the_overhead_was_fitted_on(monkeypatc
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_tables_are_measured_in_either_runtime(runtime):
     space = SearchSpace.preset("tiny")
-    table = measure_latency_table(space, 10, "cpu", repeats=2, warmup=1, runtime=runtime, fit_networks=3)
+    table = measure_latency_table(space, 10, "cpu", Timing(repeats=2, warmup=1, runtime=runtime), fit_networks=3)
     assert table.runtime == runtime
     assert table.fit["networks"] == len(table.fit["archs"]) == 3
     assert all(v > 0 for entry in table.layers_ms for op, v in entry.items() if op != "skip")
@@ -151,7 +151,7 @@ def test_fit_networks_are_timed_in_the_same_rounds_as_the_pieces(monkeypatch):
     monkeypatch.setattr(
         latency, "interleaved_ms", lambda runs, *a, **k: calls.append(sorted(runs)) or timed(runs, *a, **k)
     )
-    table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", repeats=2, warmup=1, fit_networks=4)
+    table = measure_latency_table(SearchSpace.preset("tiny"), 10, "cpu", Timing(repeats=2, warmup=1), fit_networks=4)
     assert len(calls) == 1, "pieces and fit networks must be timed in one interleaved pass"
     assert sum(name.startswith("net") for name in calls[0]) == 4
     assert table.fit["networks"] == 4

@@ -10,6 +10,7 @@ validation compares the table's predictions with other networks timed end to end
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from neas.errors import NeasError
 from neas.nn import measure_pieces
 from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace
 
-__all__ = ["fit_overhead", "measure_latency_table", "time_ensembles", "validate_table", "validation_report"]
+__all__ = ["Timing", "fit_overhead", "measure_latency_table", "time_ensembles", "validate_table", "validation_report"]
 
 
 def _inputs(space: SearchSpace, batch_size: int, device) -> torch.Tensor:
@@ -113,27 +114,35 @@ def fit_overhead(
     return scale, overhead, per_block, record
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How a latency table is timed: images per forward, timed and warm-up rounds, and the runtime
+    (:data:`neas.cost.settings.RUNTIMES`)."""
+
+    batch_size: int = 1
+    repeats: int = 20
+    warmup: int = 3
+    runtime: str = "torch"
+
+
 def measure_latency_table(
     space: SearchSpace,
     num_classes: int = 1000,
     device: str | torch.device = "cpu",
-    batch_size: int = 1,
-    repeats: int = 20,
-    warmup: int = 3,
+    timing: Timing = Timing(),
     progress=None,
-    runtime: str = "torch",
     fit_networks: int = 20,
     seed: int = 0,
 ) -> LatencyTable:
-    """Times every piece of ``space`` in ``runtime`` on ``device`` and ``fit_networks`` random
+    """Times every piece of ``space`` as ``timing`` says on ``device`` and ``fit_networks`` random
     ensembles end to end, all interleaved in the same rounds, and fits the overhead the pieces miss."""
-    device = torch.device(device)
+    device, batch_size, runtime = torch.device(device), timing.batch_size, timing.runtime
     x = _inputs(space, batch_size, device)
     runs = _piece_runs(space, num_classes, x, runtime)
     # the fit networks run in the same rounds as the pieces: one state of the machine calibrates both
     archs = _random_archs(space, fit_networks, seed=f"{seed}:fit") if fit_networks >= 2 else []
     runs.update(_ensemble_runs(space, archs, num_classes, x, runtime))
-    ms = interleaved_ms(runs, repeats, warmup, progress=progress)
+    ms = interleaved_ms(runs, timing.repeats, timing.warmup, progress=progress)
     # a skip layer runs no piece: it takes no time
     layers = [
         {str(op): ms.get(str(Piece(LAYER, None, spec.index, op)), 0.0) for op in spec.ops} for spec in space.layers

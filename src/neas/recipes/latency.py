@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from neas.cost.latency import LatencyTable
 from neas.dist import local_device
-from neas.ensemble.latency import measure_latency_table, validate_table
+from neas.ensemble.latency import Timing, measure_latency_table, validate_table
 from neas.io import check_output, write_json
 from neas.schemas.commands import LatencyTableCommand
 from neas.space import SearchSpace
@@ -29,15 +29,9 @@ def latency_table(cfg: LatencyTableCommand) -> str:
     space = SearchSpace.resolve(cfg.space)
     device = local_device(cfg.device)
     with tqdm(total=cfg.repeats, desc=f"latency table ({cfg.runtime})", disable=None) as bar:
+        timing = Timing(cfg.batch_size, cfg.repeats, runtime=cfg.runtime)
         table = measure_latency_table(
-            space,
-            cfg.num_classes,
-            device,
-            cfg.batch_size,
-            cfg.repeats,
-            progress=bar,
-            runtime=cfg.runtime,
-            fit_networks=cfg.fit_networks,
+            space, cfg.num_classes, device, timing, progress=bar, fit_networks=cfg.fit_networks
         )
     table.save(cfg.out)
     text = f"latency table of {space.name!r} on {table.device} in {table.runtime}: {cfg.out}"
