@@ -39,6 +39,7 @@ __all__ = [
     "flat_fields",
     "from_dict",
     "load_yaml",
+    "nested",
     "option",
     "resolve_config",
     "to_dict",
@@ -52,8 +53,6 @@ def option(
     help: str = "",
     *,
     default_factory: Any = dataclasses.MISSING,
-    prefix: str | None = None,
-    rename: dict | None = None,
     cli: bool = True,
     default_help: str | None = None,
     positional: bool = False,
@@ -63,8 +62,6 @@ def option(
     """A config field declared once: its default and help text become the YAML key's and the flag's.
 
     Args:
-        prefix: for a nested settings dataclass, what its fields' keys start with (``"shrink_"``).
-        rename: for a nested one, keys spelled otherwise (``{"mode": "shrink"}``).
         cli: whether the command line gets a flag for it.
         default_help: how help describes the default when the value itself would not say it.
         positional, required: a positional argument, or a flag that must be given (small commands).
@@ -80,9 +77,15 @@ def option(
         "required": required,
         "valid": valid,
     }
-    if prefix is not None:
-        metadata.update(prefix=prefix, rename=rename or {})
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def nested(settings: type, prefix: str = "", rename: dict | None = None):
+    """A field holding a settings dataclass (``ShrinkSettings``), its default built by the class,
+    whose keys are spelled flat outside Python: each starts with ``prefix`` (``"shrink_"``) unless
+    ``rename`` spells it otherwise (``{"mode": "shrink"}``)."""
+    metadata = {"help": "", "cli": True, "prefix": prefix, "rename": rename or {}}
+    return dataclasses.field(default_factory=settings, metadata=metadata)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option
+from neas.config import nested, option
 from neas.errors import NeasError, suggest
 from neas.options import STRATEGIES, DecodeOptions, RunOptions, ScoringOptions
 from neas.search.settings import COST_METRICS, OBJECTIVES, Constraints, EvolutionSettings
@@ -31,11 +31,11 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
         "macs | paper_flops | params | latency_ms",
         default_help="one budget, one best ensemble",
     )
-    constraints: Constraints = option(default_factory=Constraints, prefix="")
+    constraints: Constraints = nested(Constraints)
     split: list[int] | None = option(
         None, "search only split points LO [HI] (0: no shared layers)", default_help="the space's range"
     )
-    evolution: EvolutionSettings = option(default_factory=EvolutionSettings, prefix="")
+    evolution: EvolutionSettings = nested(EvolutionSettings)
     evaluations: int | None = option(
         None, "random search: candidates", default_help="population x generations", valid=">= 1"
     )

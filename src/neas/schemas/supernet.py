@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neas.config import option
+from neas.config import nested, option
 from neas.errors import NeasError
 from neas.options import DataOptions, TrainOptions
 from neas.settings import validate_fields
@@ -32,7 +32,7 @@ class SupernetConfig(DataOptions, TrainOptions):
     warmup_epochs: int = option(0, "linear warm-up epochs", valid=">= 0")
     scale_shared_grad: bool = option(True, "divide the shared part's gradient by K")
     augment: bool = option(True, "random crops (+ flips except on digits)")
-    shrink: ShrinkSettings = option(default_factory=ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
+    shrink: ShrinkSettings = nested(ShrinkSettings, prefix="shrink_", rename={"mode": "shrink"})
     bn_batches: int = option(4, "R: BN recalibration batches per probed ensemble", valid=">= 1")
     probe_images: int = option(256, "held-out images each probed ensemble is scored on", valid=">= 1")
     compile: str = option(
