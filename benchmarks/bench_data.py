@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import Result, interleaved
 from neas import EnsembleArch, SearchSpace, Supernet
-from neas.data import Augment, BatchLoader, load_dataset
+from neas.data import Augment, BatchLoader, Training, load_dataset
 from neas.data.datasets import ImageTensors
 
 __all__ = ["CIFAR", "data_feed"]
@@ -40,7 +40,7 @@ def data_feed(size: dict, device="cpu", steps: int = 8) -> Result | None:
 
     def train(data, workers=0):
         def run():
-            loader = BatchLoader(data, size["batch"], True, Augment(pad=4), seed=0, device=device, workers=workers)
+            loader = BatchLoader(data, size["batch"], Training(0, Augment(pad=4)), device=device, workers=workers)
             rng = random.Random(0)
             for i, (x, y) in enumerate(loader.epoch(0)):
                 if i == steps:

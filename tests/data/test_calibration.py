@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neas.data import ImageTensors
-from neas.data.loader import MEAN, STD
+from neas.data.loader import MEAN, STD, Training
 from neas.search.data import heldout_batches
 
 SIZES = [
@@ -166,7 +166,7 @@ def test_streamed_training_applies_randaugment(tmp_path):
 
     def batch(policy):
         aug = Augment(pad=4, flip=True, randaugment=policy)
-        return next(BatchLoader(files, 16, True, aug, seed=0).epoch(0))[0]
+        return next(BatchLoader(files, 16, Training(0, aug)).epoch(0))[0]
 
     # crops and flips of a uniform image leave it uniform; RandAugment changes its pixels
     plain = batch(None)

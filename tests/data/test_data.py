@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.datasets import ImageTensors
 from neas.errors import NeasError
 
@@ -36,7 +36,7 @@ def _data(n=100):
 
 
 def test_epochs_are_reproducible_and_differ():
-    loader = BatchLoader(_data(), 16, True, Augment(pad=2), seed=1)
+    loader = BatchLoader(_data(), 16, Training(1, Augment(pad=2)))
     a = [x for x, _ in loader.epoch(0)]
     b = [x for x, _ in loader.epoch(0)]
     c = [x for x, _ in loader.epoch(1)]
@@ -50,7 +50,7 @@ def test_rank_shards_are_disjoint_and_equal():
     data = _data(100)
     data.labels = torch.arange(100)  # each image's label is its index
     shards = [
-        torch.cat([y for _, y in BatchLoader(data, 10, True, seed=0, rank=r, world=2).epoch(3)]) for r in range(2)
+        torch.cat([y for _, y in BatchLoader(data, 10, Training(seed=0, rank=r, world=2)).epoch(3)]) for r in range(2)
     ]
     assert len(shards[0]) == len(shards[1]) == 50
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from neas.cli import main
-from neas.data import BatchLoader, load_dataset
+from neas.data import BatchLoader, Training, load_dataset
 from neas.data.datasets import cache_dir, decode_image
 from neas.errors import NeasError
 
@@ -36,7 +36,7 @@ def test_wide_grey_images_decode_to_their_pixels_not_white(tmp_path, mode):
     assert wide.images.float().std() > 50  # not one solid colour
     assert (wide.images.int() - byte.images.int()).abs().max() <= 1
     streamed = load_dataset("imagefolder", "train", 24, tmp_path / "wide", decode="stream")
-    x = torch.cat([x for x, _ in BatchLoader(streamed, 4, True, seed=0).epoch(0)])  # timm's training transform
+    x = torch.cat([x for x, _ in BatchLoader(streamed, 4, Training(seed=0)).epoch(0)])  # timm's training transform
     assert x.std(dim=(1, 2, 3)).min() > 0.3  # every augmented image varies (solid white: 0)
     assert (decode_image(streamed.paths[0], 24).int() - byte.images[0].int()).abs().max() <= 1
 

@@ -16,7 +16,7 @@ import neas.train.recipe as training
 from neas.cli import main
 from neas.data import BatchLoader, calibration_sets, load_dataset
 from neas.data.datasets import ImageFiles, ImageTensors, crop_pct_for, decode_image
-from neas.data.loader import Augment
+from neas.data.loader import Augment, Training
 from neas.seeding import stream_seed
 from neas.space import EnsembleArch, SearchSpace
 
@@ -101,7 +101,7 @@ def test_streamed_supernet_training_is_the_same_with_0_and_2_loader_workers(fold
 def _epoch_images(data, batch_size: int, rank: int = 0, world: int = 1, augment=None) -> dict[int, torch.Tensor]:
     """{dataset position: augmented image} of one training epoch; positions come back through the labels."""
     positions = ImageTensors(data.images, torch.arange(len(data)), data.classes)
-    loader = BatchLoader(positions, batch_size, True, augment, seed=5, rank=rank, world=world, channels_last=False)
+    loader = BatchLoader(positions, batch_size, Training(5, augment, rank, world), channels_last=False)
     return {int(i): x for xs, ys in loader.epoch(3) for x, i in zip(xs, ys)}
 
 

@@ -2,7 +2,7 @@
 
 from neas.data.calibration import CalibrationSets, calibration_sets
 from neas.data.datasets import DATASETS, ImageFiles, ImageTensors, load_dataset
-from neas.data.loader import Augment, BatchLoader, normalize
+from neas.data.loader import Augment, BatchLoader, Training, normalize
 from neas.data.split import class_counts, holdout_split, stratified_subset
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "CalibrationSets",
     "ImageFiles",
     "ImageTensors",
+    "Training",
     "calibration_sets",
     "class_counts",
     "holdout_split",

@@ -32,7 +32,7 @@ from neas.data.datasets import ImageFiles, ImageTensors, decode_image, open_rgb
 from neas.errors import NeasError
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
-__all__ = ["MEAN", "STD", "Augment", "BatchLoader", "normalize"]
+__all__ = ["MEAN", "STD", "Augment", "BatchLoader", "Training", "normalize"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -169,16 +169,26 @@ class _FileDataset(torch.utils.data.Dataset):
             return torch.zeros(3, size, size, dtype=torch.uint8), self.data.labels[i], i, str(exc)
 
 
+@dataclass(frozen=True)
+class Training:
+    """What makes a :class:`BatchLoader` a training one: each epoch is shuffled under ``seed``,
+    augmented (``augment``: in-memory images; streamed ones take timm's training transform) and
+    its last incomplete batch dropped; rank ``rank`` of ``world`` takes its equal share."""
+
+    seed: int = 0
+    augment: Augment | None = None
+    rank: int = 0
+    world: int = 1
+
+
 class BatchLoader:
     """Iterates over one rank's batches of an epoch: ``for x, y in loader.epoch(e)``.
 
     Args:
         data: in-memory or streamed images.
         batch_size: images per batch on this rank.
-        train: shuffle (per epoch), augment and drop the last incomplete batch.
-        augment: the in-memory augmentation when ``train``.
-        seed: shuffling and augmentation seed.
-        rank, world: this process's shard of every epoch (equal sizes on all ranks).
+        train: a :class:`Training` (``True``: its defaults), or ``False``/None for evaluation (every
+            image once, in order).
         device: where batches go; ``channels_last`` sets their memory format.
         workers: loader processes for streamed or corrupted images.
         corruption: a :class:`neas.data.corruptions.Corruption` applied to every image (evaluation only).
@@ -188,11 +198,7 @@ class BatchLoader:
         self,
         data: ImageTensors | ImageFiles,
         batch_size: int,
-        train: bool,
-        augment: Augment | None = None,
-        seed: int = 0,
-        rank: int = 0,
-        world: int = 1,
+        train: Training | bool | None = None,
         device: torch.device | str = "cpu",
         channels_last: bool = True,
         workers: int = 0,
@@ -200,12 +206,14 @@ class BatchLoader:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.data, self.batch_size, self.train = data, batch_size, train
-        self.augment = augment if train else None
-        self.seed, self.rank, self.world = seed, rank, world
+        training = Training() if train is True else (train or None)
+        self.data, self.batch_size, self.train = data, batch_size, training is not None
+        training = training or Training()
+        self.augment = training.augment if self.train else None
+        self.seed, self.rank, self.world = training.seed, training.rank, training.world
         self.device = torch.device(device)
         self.channels_last, self.workers = channels_last, workers
-        if corruption is not None and train:
+        if corruption is not None and self.train:
             raise ValueError("corruptions are for evaluation, not training")
         self.corruption = corruption
         if isinstance(data, ImageTensors):

@@ -25,7 +25,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 from neas import dist
-from neas.data import Augment, BatchLoader, holdout_split, load_dataset
+from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.ensemble import build_ensemble
@@ -87,7 +87,7 @@ def _setup_loaders(cfg: RetrainConfig, space, train, test, device, rank: int, wo
         randaugment=None if cfg.randaugment == "none" else cfg.randaugment,
         erase_prob=cfg.erase_prob,
     )
-    loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
+    loader = BatchLoader(train, cfg.batch_size, Training(cfg.seed, augment, rank, world), device, workers=cfg.workers)
     return loader, BatchLoader(test, cfg.batch_size * 2, False, device=device, workers=cfg.workers)
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from neas import dist
 from neas.config import to_dict
-from neas.data import Augment, BatchLoader, calibration_sets, load_dataset
+from neas.data import Augment, BatchLoader, Training, calibration_sets, load_dataset
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
 from neas.nn.precision import full_precision
@@ -54,7 +54,7 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
     train = sets.train
     check_global_batch(len(train), cfg.batch_size, world, what="images of the training part")
     augment = Augment(pad=max(1, space.input_size // 8), flip=cfg.data != "digits") if cfg.augment else None
-    loader = BatchLoader(train, cfg.batch_size, True, augment, cfg.seed, rank, world, device, workers=cfg.workers)
+    loader = BatchLoader(train, cfg.batch_size, Training(cfg.seed, augment, rank, world), device, workers=cfg.workers)
     # BN and probe batches are identical on every rank (every rank derives the same drops).
     bn = sets.bn_batches(cfg.batch_size, device, cfg.workers)
     probe = sets.score_batches(min(cfg.batch_size * 4, len(sets.score)), device, cfg.workers)
