@@ -44,8 +44,8 @@ def pipeline_config(mode: str, k: int, seed: int, budget: str) -> dict:
     return cfg
 
 
-def units() -> dict[str, dict]:
-    """name -> {kind, deps, ...}; the order is the order of work."""
+def _pipelines() -> dict[str, dict]:
+    """Every seed's searches: K = 2 under each shrinking mode, one network, a half-budget one, its deep ensemble."""
     out = {}
     for seed in SEEDS:
         for mode in SHRINK_MODES:
@@ -54,9 +54,21 @@ def units() -> dict[str, dict]:
         out[f"k1_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, BUDGET), "deps": []}
         out[f"k1half_seed{seed}"] = {"kind": "pipeline", "config": pipeline_config("none", 1, seed, HALF), "deps": []}
         out[f"deep_seed{seed}"] = {"kind": "deep", "source": f"k1half_seed{seed}", "deps": [f"k1half_seed{seed}"]}
-    for seed in SEEDS:  # Kendall tau of each shrinking mode's supernet, per supernet seed
+    return out
+
+
+def _ranks() -> dict[str, dict]:
+    """Kendall tau of each shrinking mode's supernet, per supernet seed."""
+    out = {}
+    for seed in SEEDS:
         for mode in SHRINK_MODES:
             out[f"rank_{mode}_seed{seed}"] = {"kind": "rank", "mode": mode, "seed": seed, "deps": []}
+    return out
+
+
+def _retrains() -> dict[str, dict]:
+    """Every searched network trained again from other seeds (the deep ensemble's copies too)."""
+    out = {}
     for seed in SEEDS:
         for name in ("k2_diversity", "k2_none", "k2_accuracy", "k2_quality", "k1"):
             source = f"{name}_seed{seed}"
@@ -74,7 +86,12 @@ def units() -> dict[str, dict]:
                 "seed": 1000 * r + 100 + 10 * seed,
                 "deps": [f"k1half_seed{seed}"],
             }
-    # the ablations (paper Tables 3-5) on the seed-0 searches, three retraining seeds each
+    return out
+
+
+def _ablations() -> dict[str, dict]:
+    """The ablations (paper Tables 3-5) on the seed-0 searches, three retraining seeds each."""
+    out = {}
     for k in (3, 5):  # K paths under the same budget; K = 2 is k2_diversity
         source = f"k{k}_diversity_seed0"
         out[source] = {"kind": "pipeline", "config": pipeline_config("diversity", k, 0, BUDGET), "deps": []}
@@ -95,6 +112,12 @@ def units() -> dict[str, dict]:
                 "retrain_seed": 1000 * r,
                 "deps": deps,
             }
+    return out
+
+
+def units() -> dict[str, dict]:
+    """name -> {kind, deps, ...}; the order is the order of work."""
+    out = {**_pipelines(), **_ranks(), **_retrains(), **_ablations()}
     only = os.environ.get("STUDY_ONLY")  # a comma-separated subset (and what it needs), for checks
     if only:
         keep = set(only.split(","))

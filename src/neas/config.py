@@ -369,21 +369,64 @@ def _coerce_sequence(origin, args: tuple, value: Any, path: str):
     return tuple(items) if origin is tuple else items
 
 
+def _coerce_union(args: tuple, value: Any, path: str) -> Any:
+    """``value`` as the first member of a union that takes it (None where the union allows it)."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, path)
+        except NeasError as exc:
+            errors.append(str(exc))
+    raise NeasError(errors[0] if errors else f"{path}: invalid value {show(value)}")
+
+
+def _as_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise NeasError(f"{path}: expected true or false, got {show(value)}")
+    return value
+
+
+def _as_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise NeasError(f"{path}: expected an integer, got {show(value)}")
+    return value
+
+
+def _as_float(value: Any, path: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NeasError(f"{path}: expected a number, got {show(value)}")
+    return float(value)
+
+
+def _as_str(value: Any, path: str) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise NeasError(f"{path}: expected a string, got {show(value)}")
+    return str(value)
+
+
+def _as_dict(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise NeasError(f"{path}: expected a mapping, got {show(value)}")
+    return dict(value)
+
+
+_SCALARS = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
+
+
 def _coerce(hint: Any, value: Any, path: str) -> Any:
+    """``value`` (from YAML, a flag or an override) checked and converted to the type ``hint``."""
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except NeasError as exc:
-                errors.append(str(exc))
-        raise NeasError(errors[0] if errors else f"{path}: invalid value {show(value)}")
+        return _coerce_union(typing.get_args(hint), value, path)
     if hint is Any:
         return value
     if callable(getattr(hint, "parse", None)):
@@ -394,32 +437,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if origin in (tuple, list):
-        return _coerce_sequence(origin, args, value, path)
+        return _coerce_sequence(origin, typing.get_args(hint), value, path)
     if origin is dict:
-        if not isinstance(value, dict):
-            raise NeasError(f"{path}: expected a mapping, got {show(value)}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise NeasError(f"{path}: expected true or false, got {show(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise NeasError(f"{path}: expected an integer, got {show(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NeasError(f"{path}: expected a number, got {show(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise NeasError(f"{path}: expected a string, got {show(value)}")
-        return str(value)
+        return _as_dict(value, path)
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, path)
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise NeasError(f"{path}: cannot interpret {show(value)} as {getattr(hint, '__name__', hint)}")

@@ -152,21 +152,24 @@ class EnsembleArch:
                         f"{suggest(op, spec.ops)}; candidates: {', '.join(map(str, spec.ops))}"
                     )
             if shrunk is not None:
-                ops = self.combination(spec.index)
-                if spec.index > self.split and len(set(ops)) != len(ops):
-                    raise NeasError(
-                        f"arch: layer {spec.name} repeats {'/'.join(map(str, ops))} across paths, which no shrunk "
-                        "space holds"
-                    )
-                if spec.index <= self.split:
-                    if ops[0] not in shrunk.shared_ops(spec.index):
-                        raise NeasError(f"arch: shared layer {spec.name} uses {ops[0]}, which the shrunk space removed")
-                elif shrunk.canonical(ops) not in shrunk.layer_combinations(spec.index):
-                    raise NeasError(
-                        f"arch: layer {spec.name} uses the combination {'/'.join(map(str, ops))}, which the shrunk "
-                        "space removed"
-                    )
+                self._validate_shrunk(spec, shrunk)
         return self
+
+    def _validate_shrunk(self, spec, shrunk: ShrunkSpace) -> None:
+        """The layer ``spec`` of this arch is one the shrunk space still holds."""
+        ops = self.combination(spec.index)
+        if spec.index > self.split and len(set(ops)) != len(ops):
+            raise NeasError(
+                f"arch: layer {spec.name} repeats {'/'.join(map(str, ops))} across paths, which no shrunk space holds"
+            )
+        if spec.index <= self.split:
+            if ops[0] not in shrunk.shared_ops(spec.index):
+                raise NeasError(f"arch: shared layer {spec.name} uses {ops[0]}, which the shrunk space removed")
+        elif shrunk.canonical(ops) not in shrunk.layer_combinations(spec.index):
+            raise NeasError(
+                f"arch: layer {spec.name} uses the combination {'/'.join(map(str, ops))}, which the shrunk "
+                "space removed"
+            )
 
     def is_valid(self, space: SearchSpace, shrunk: ShrunkSpace | None = None) -> bool:
         try:

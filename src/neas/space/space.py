@@ -193,13 +193,7 @@ class SearchSpace:
     # ---- validation -----------------------------------------------------------------------
     def _validate(self):
         where = f"space {self.name!r}"
-        if not self.stages:
-            raise NeasError(f"{where}: 'stages' is empty; at least one stage is needed")
-        for i, stage in enumerate(self.stages):
-            if stage.channels < 1 or stage.layers < 1:
-                raise NeasError(f"{where}: stages[{i}] needs channels >= 1 and layers >= 1, got {stage}")
-            if stage.stride not in (1, 2):
-                raise NeasError(f"{where}: stages[{i}].stride must be 1 or 2, got {stage.stride}")
+        self._validate_stages(where)
         if not self.ops:
             raise NeasError(f"{where}: 'ops' is empty")
         if len(set(self.ops)) != len(self.ops):
@@ -236,6 +230,15 @@ class SearchSpace:
                 f"{where}: a first-of-stage layer needs {self.num_paths} distinct non-skip ops for "
                 f"{self.num_paths} paths, but 'ops' has only {mbconv}"
             )
+
+    def _validate_stages(self, where: str) -> None:
+        if not self.stages:
+            raise NeasError(f"{where}: 'stages' is empty; at least one stage is needed")
+        for i, stage in enumerate(self.stages):
+            if stage.channels < 1 or stage.layers < 1:
+                raise NeasError(f"{where}: stages[{i}] needs channels >= 1 and layers >= 1, got {stage}")
+            if stage.stride not in (1, 2):
+                raise NeasError(f"{where}: stages[{i}].stride must be 1 or 2, got {stage.stride}")
 
     def _validate_sizes(self, where: str) -> None:
         """Upper bounds on every size, checked before any width is derived or any module is built."""
