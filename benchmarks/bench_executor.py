@@ -20,7 +20,7 @@ from unittest import mock
 
 from neas import executor
 from neas.executor import Job, run_jobs
-from neas.rundir import EVAL
+from neas.runfiles import EVAL
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["parallel_retrains"]

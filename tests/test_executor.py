@@ -14,7 +14,7 @@ import pytest
 
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, _slurm_executor, run_jobs
-from neas.rundir import MARKER
+from neas.runfiles import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = f"{__name__}:fake_main"

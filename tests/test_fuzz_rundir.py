@@ -21,7 +21,8 @@ from neas.cli import main
 from neas.errors import NeasError
 from neas.io import load_weights, save_tensors, write_json
 from neas.recipes.train_supernet import SupernetConfig
-from neas.rundir import SUPERNET, run_stage
+from neas.rundir import run_stage
+from neas.runfiles import SUPERNET
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import load_checkpoint, save_checkpoint
 

@@ -13,7 +13,8 @@ from neas.cli import main
 from neas.config import from_dict
 from neas.errors import NeasError
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
-from neas.rundir import MARKER, prepare_run_dir, release_run_dir
+from neas.rundir import prepare_run_dir, release_run_dir
+from neas.runfiles import MARKER
 
 from .helpers import BILLION_LAUGHS, Killed
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from plan import DATA, HERE, ROOT  # experiments/cifar10/plan.py
 
+from neas.runfiles import ARCH, EVAL, PipelineLayout
 from neas.stats import ci95
 
 RESULTS = ROOT / "docs" / "results" / "cascade"
@@ -46,10 +47,10 @@ def run_seed(seed: int) -> dict:
     study = json.loads((STUDY / f"k2_diversity_seed{seed}.json").read_text())
     folder = RUNS / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    arch = folder / "arch.json"
+    arch = folder / ARCH
     arch.write_text(json.dumps(study["arch"]))
-    retrain = folder / "retrain"
-    if not (retrain / "eval.json").exists():
+    retrain = PipelineLayout(folder).retrain
+    if not (retrain / EVAL).exists():
         resume = ["--resume"] if retrain.exists() else []
         _neas(
             "retrain", "--arch", str(arch), "--space", str(HERE / "space.yaml"), "--data", "cifar10",

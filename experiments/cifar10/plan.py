@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from neas.runfiles import RANK
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("STUDY_RESULTS", ROOT / "docs" / "results" / "study"))
@@ -24,7 +26,7 @@ RETRAIN_SEEDS = (1, 2)  # extra retraining seeds per searched ensemble (the pipe
 SHRINK_MODES = ("diversity", "none", "accuracy", "quality")
 # the ranking study's from-scratch scores (docs/results/before_fix/rank.json: 30 ensembles, 3 epochs),
 # reused as scratch.json
-OLD_RANK = ROOT / "docs" / "results" / "before_fix" / "rank.json"
+OLD_RANK = ROOT / "docs" / "results" / "before_fix" / RANK
 BUDGET, HALF = "1.5M", "0.75M"
 
 # the settings of docs/RESULTS.md (experiments/cifar10/k2_diversity.yaml), for every pipeline

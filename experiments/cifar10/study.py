@@ -47,6 +47,20 @@ from pathlib import Path
 import yaml
 from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODES, pipeline_config, units
 
+from neas.runfiles import (
+    ABLATE,
+    ARCH,
+    COMPARE,
+    COMPARE_CONFIGS,
+    CONFIG,
+    EVAL,
+    RANK,
+    SHRINK_ROUNDS,
+    SUMMARY,
+    SUPERNET,
+    PipelineLayout,
+)
+
 RUNS = Path(os.environ.get("STUDY_RUNS", ROOT / "runs" / "study"))
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 SCRATCH = RESULTS / "inputs" / "rank_scratch.json"
@@ -64,7 +78,7 @@ RANK_ARGS = [
 ]
 RETRAINS = 3  # trainings of every searched network: the pipeline's own and two more
 ROW = {"diversity": "neas", "quality": "quality", "accuracy": "accuracy", "none": "none"}  # shrink mode -> row
-COMPARE = RUNS / "compare"
+COMPARE_RUNS = RUNS / "compare"  # the study's `neas compare` directory
 
 
 def _neas() -> list[str]:
@@ -81,7 +95,7 @@ def _sh(cmd: list[str], log: Path) -> int:
 
 
 def _config(name: str, data: dict) -> Path:
-    return _write(RUNS / "configs" / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
+    return _write(RUNS / COMPARE_CONFIGS / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
 def _sha256(path: Path) -> str:
@@ -90,7 +104,7 @@ def _sha256(path: Path) -> str:
 
 def _retrain_config(name: str, run: Path, seed: int) -> Path:
     """The retraining settings of the pipeline in ``run`` with another seed, as a config file."""
-    cfg = yaml.safe_load((run / "retrain" / "config.yaml").read_text())
+    cfg = yaml.safe_load((PipelineLayout(run).retrain / CONFIG).read_text())
     cfg = {k: v for k, v in cfg.items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
     return _config(name, {**cfg, "seed": seed, "device": "cpu", "workers": 0})
 
@@ -102,25 +116,25 @@ def commands(max_parallel: int) -> list[tuple[str, list[str], Path, Callable | N
     seeds = ["--seeds", str(len(SEEDS)), "--retrain-seeds", str(RETRAINS)]
     main = _config("k2", pipeline_config("diversity", 2, SEEDS[0], BUDGET))
     rows = ",".join([ROW[m] for m in SHRINK_MODES] + ["single", "deep"])
-    argv = ["compare", "--config", str(main), *seeds, "--rows", rows, *executor, "--out", str(COMPARE)]
-    out = [("compare", argv, COMPARE / "compare.json", None)]
+    argv = ["compare", "--config", str(main), *seeds, "--rows", rows, *executor, "--out", str(COMPARE_RUNS)]
+    out = [("compare", argv, COMPARE_RUNS / COMPARE, None)]
     for k in (3, 5):
         config = _config(f"k{k}", pipeline_config("diversity", k, 0, BUDGET))
         argv = ["compare", "--config", str(config), "--seeds", "1", "--retrain-seeds", str(RETRAINS), "--rows", "neas"]
-        out.append((f"k{k}", [*argv, *executor, "--out", str(RUNS / f"k{k}")], RUNS / f"k{k}" / "compare.json", None))
+        out.append((f"k{k}", [*argv, *executor, "--out", str(RUNS / f"k{k}")], RUNS / f"k{k}" / COMPARE, None))
     for seed in SEEDS:
-        supernets = [str(COMPARE / f"{ROW[m]}-seed{seed}" / "supernet") for m in SHRINK_MODES]
+        supernets = [str(PipelineLayout(COMPARE_RUNS / f"{ROW[m]}-seed{seed}").supernet) for m in SHRINK_MODES]
         rank = RUNS / f"rank-seed{seed}"
         argv = ["rank", "--supernet", *supernets, *RANK_ARGS, "--scratch", str(SCRATCH), "--device", "cpu"]
-        out.append((f"rank-seed{seed}", [*argv, *executor, "--out", str(rank)], rank / "rank.json", None))
-    source = COMPARE / f"neas-seed{SEEDS[0]}"
+        out.append((f"rank-seed{seed}", [*argv, *executor, "--out", str(rank)], rank / RANK, None))
+    source = COMPARE_RUNS / f"neas-seed{SEEDS[0]}"
     for which in ("homo-hetero", "split"):
         for r in range(RETRAINS):
             name = f"{which.replace('-', '')}_seed0_retrain{r}"
-            config = RUNS / "configs" / f"{name}.yaml"
-            argv = ["ablate", which, "--config", str(config), "--arch", str(source / "search" / "arch.json")]
+            config = RUNS / COMPARE_CONFIGS / f"{name}.yaml"
+            argv = ["ablate", which, "--config", str(config), "--arch", str(PipelineLayout(source).search / ARCH)]
             write = functools.partial(_retrain_config, name, source, 1000 * r)
-            out.append((name, [*argv, "--out", str(RUNS / name)], RUNS / name / "ablate.json", write))
+            out.append((name, [*argv, "--out", str(RUNS / name)], RUNS / name / ABLATE, write))
     return out
 
 
@@ -171,7 +185,7 @@ def _scores(ev: dict) -> dict:
 
 
 def _combinations_after(supernet: Path) -> int | None:
-    rounds = sorted((supernet / "shrink").glob("round_*.json"))
+    rounds = sorted((supernet / SHRINK_ROUNDS).glob("round_*.json"))
     return json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None
 
 
@@ -218,51 +232,53 @@ def _scratch_file() -> Path:
 
 def _pipeline(run: Path) -> dict:
     """A finished `neas run` directory's summary (the fields the tables read)."""
-    arch = json.loads((run / "search" / "arch.json").read_text())
+    arch = json.loads((PipelineLayout(run).search / ARCH).read_text())
     arch.pop("candidates", None)
     search = {k: arch.get(k) for k in ("supernet_acc", "supernet_nll", "evaluations")}
-    if (run / "search_random" / "arch.json").is_file():
-        search["random_supernet_acc"] = json.loads((run / "search_random" / "arch.json").read_text())["supernet_acc"]
+    if (PipelineLayout(run).search_random / ARCH).is_file():
+        search["random_supernet_acc"] = json.loads((PipelineLayout(run).search_random / ARCH).read_text())[
+            "supernet_acc"
+        ]
     return {
-        "config": yaml.safe_load((run / "config.yaml").read_text()),
+        "config": yaml.safe_load((run / CONFIG).read_text()),
         "search": search,
         "arch": arch,
-        "combinations_after": _combinations_after(run / "supernet"),
-        "retrain_config": yaml.safe_load((run / "retrain" / "config.yaml").read_text()),
-        "eval": _scores(json.loads((run / "retrain" / "eval.json").read_text())),
+        "combinations_after": _combinations_after(PipelineLayout(run).supernet),
+        "retrain_config": yaml.safe_load((PipelineLayout(run).retrain / CONFIG).read_text()),
+        "eval": _scores(json.loads((PipelineLayout(run).retrain / EVAL).read_text())),
         "wall_s": {s: _span(run / s) for s in ("supernet", "search", "search_random", "retrain") if (run / s).is_dir()},
     }
 
 
 def _retrain(run: Path, source: str) -> dict:
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    eval_ = _scores(json.loads((run / "eval.json").read_text()))
+    config = yaml.safe_load((run / CONFIG).read_text())
+    eval_ = _scores(json.loads((run / EVAL).read_text()))
     return {"source": source, "retrain_seed": config["seed"], "eval": eval_, "wall_s": _span(run)}
 
 
 def _deep(run: Path, source: str) -> dict:
-    record = json.loads((run / "ablate.json").read_text())
+    record = json.loads((run / ABLATE).read_text())
     return {"source": source, "seeds": [m["seed"] for m in record["members"]], "record": record, "wall_s": _span(run)}
 
 
 def _rank(run: Path, mode: str, seed: int) -> dict:
-    supernet = COMPARE / f"{ROW[mode]}-seed{seed}" / "supernet"
-    result = json.loads((run / "rank.json").read_text())
+    supernet = PipelineLayout(COMPARE_RUNS / f"{ROW[mode]}-seed{seed}").supernet
+    result = json.loads((run / RANK).read_text())
     return {
         "mode": mode,
         "seed": seed,
-        "supernet_config": yaml.safe_load((supernet / "config.yaml").read_text()),
+        "supernet_config": yaml.safe_load((supernet / CONFIG).read_text()),
         "rank": result["supernets"][str(supernet)],
         "scratch_acc": result["scratch_acc"],
         "scratch_reused": result["scratch_reused"],
-        "supernet_sha256": _sha256(supernet / "supernet.safetensors"),
+        "supernet_sha256": _sha256(supernet / SUPERNET),
         "combinations_after": _combinations_after(supernet),
         "wall_s": {"supernet": _span(supernet), "rank": _span(run)},
     }
 
 
 def _ablate(run: Path, which: str, r: int) -> dict:
-    record = json.loads((run / "ablate.json").read_text())
+    record = json.loads((run / ABLATE).read_text())
     return {
         "which": which,
         "source": "k2_diversity_seed0",
@@ -278,42 +294,42 @@ def sources() -> dict:
     for seed in SEEDS:
         rows = {f"k2_{m}": ROW[m] for m in SHRINK_MODES} | {"k1": "single"}
         for unit, row in rows.items():
-            run = COMPARE / f"{row}-seed{seed}"
-            out[f"{unit}_seed{seed}"] = ("pipeline", run / "summary.json", lambda run=run: _pipeline(run))
+            run = COMPARE_RUNS / f"{row}-seed{seed}"
+            out[f"{unit}_seed{seed}"] = ("pipeline", run / SUMMARY, lambda run=run: _pipeline(run))
             for r in range(1, RETRAINS):
-                again = COMPARE / f"{row}-seed{seed}-retrain{r}"
+                again = COMPARE_RUNS / f"{row}-seed{seed}-retrain{r}"
                 out[f"{unit}_seed{seed}_retrain{r}"] = (
                     "retrain",
-                    again / "eval.json",
+                    again / EVAL,
                     lambda a=again, u=f"{unit}_seed{seed}": _retrain(a, u),
                 )
-        half = COMPARE / f"deep-k1-seed{seed}"
-        out[f"k1half_seed{seed}"] = ("pipeline", half / "summary.json", lambda run=half: _pipeline(run))
+        half = COMPARE_RUNS / f"deep-k1-seed{seed}"
+        out[f"k1half_seed{seed}"] = ("pipeline", half / SUMMARY, lambda run=half: _pipeline(run))
         for r in range(RETRAINS):
-            deep = COMPARE / (f"deep-seed{seed}" + (f"-retrain{r}" if r else ""))
+            deep = COMPARE_RUNS / (f"deep-seed{seed}" + (f"-retrain{r}" if r else ""))
             name = f"deep_seed{seed}" + (f"_retrain{r}" if r else "")
-            out[name] = ("deep", deep / "ablate.json", lambda d=deep, s=seed: _deep(d, f"k1half_seed{s}"))
+            out[name] = ("deep", deep / ABLATE, lambda d=deep, s=seed: _deep(d, f"k1half_seed{s}"))
         for mode in SHRINK_MODES:
             rank = RUNS / f"rank-seed{seed}"
             out[f"rank_{mode}_seed{seed}"] = (
                 "rank",
-                rank / "rank.json",
+                rank / RANK,
                 lambda rk=rank, m=mode, s=seed: _rank(rk, m, s),
             )
     for k in (3, 5):
         run = RUNS / f"k{k}" / "neas-seed0"
-        out[f"k{k}_diversity_seed0"] = ("pipeline", run / "summary.json", lambda run=run: _pipeline(run))
+        out[f"k{k}_diversity_seed0"] = ("pipeline", run / SUMMARY, lambda run=run: _pipeline(run))
         for r in range(1, RETRAINS):
             again = RUNS / f"k{k}" / f"neas-seed0-retrain{r}"
             out[f"k{k}_diversity_seed0_retrain{r}"] = (
                 "retrain",
-                again / "eval.json",
+                again / EVAL,
                 lambda a=again, k=k: _retrain(a, f"k{k}_diversity_seed0"),
             )
     for which in ("homo-hetero", "split"):
         for r in range(RETRAINS):
             name = f"{which.replace('-', '')}_seed0_retrain{r}"
-            out[name] = ("ablate", RUNS / name / "ablate.json", lambda n=name, w=which, r=r: _ablate(RUNS / n, w, r))
+            out[name] = ("ablate", RUNS / name / ABLATE, lambda n=name, w=which, r=r: _ablate(RUNS / n, w, r))
     return out
 
 

@@ -3,7 +3,7 @@
 
 A :class:`Job` is an ordinary ``neas`` command line in its own run directory, e.g.::
 
-    Job("single-s0", ["retrain", "--arch", "a.json", "--out", "R/single-s0", "--seed", "0"], "R/single-s0", "eval.json")
+    Job("single-s0", ["retrain", "--arch", "a.json", "--out", "R/single-s0", "--seed", "0"], "R/single-s0", EVAL)
     run_jobs(jobs, executor="local", max_parallel=2, log_dir="R/jobs")
 
 Decisions:

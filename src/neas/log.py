@@ -12,7 +12,7 @@ from pathlib import Path
 
 from neas import dist
 from neas.io import append_line, read_jsonl
-from neas.rundir import METRICS
+from neas.runfiles import METRICS, TENSORBOARD
 
 __all__ = ["MetricLogger"]
 
@@ -28,7 +28,7 @@ class MetricLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+                self._tb = SummaryWriter(str(Path(run_dir) / TENSORBOARD))
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
 

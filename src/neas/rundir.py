@@ -38,37 +38,14 @@ from neas.config import from_dict, to_dict
 from neas.errors import NeasError
 from neas.io import MAX_JSON_BYTES, load_weights, read_json, read_jsonl, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
+from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, generation_file, has_checkpoint
 
 __all__ = [
-    "ABLATE",
-    "ARCH",
-    "CHECKPOINTS",
-    "COMPARE",
-    "COMPARE_CONFIGS",
-    "COMPARE_TABLE",
-    "CONFIG",
-    "EVAL",
-    "JOB_LOGS",
-    "LATENCY_TABLE",
-    "LOCK",
-    "MARKER",
-    "METRICS",
-    "MODEL",
     "NOT_COMPARED",
-    "PARETO",
-    "RANK",
-    "REPORT",
-    "SHRINK_ROUNDS",
-    "SHRUNK_SPACE",
-    "STATE",
-    "SUMMARY",
-    "SUPERNET",
     "RunDir",
     "check_resume_config",
     "claim_dir",
     "config_differences",
-    "generation_file",
-    "has_checkpoint",
     "is_run_dir",
     "prepare_run_dir",
     "read_arch",
@@ -76,7 +53,6 @@ __all__ = [
     "read_generations",
     "release_run_dir",
     "releases_run_dir",
-    "round_file",
     "run_kind",
     "run_stage",
     "stage_finished",
@@ -85,39 +61,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The files of run directories: spelled here only.
-MARKER = "neas-run.json"  # written first into every run directory: what a run may touch
-LOCK = ".neas.lock"
-CONFIG = "config.yaml"  # the resolved config the run started with
-STATE = "state.json"  # names the last complete checkpoint
-METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
-SUPERNET = "supernet.safetensors"  # train-supernet: the weights, the shrunk space and the data config
-SHRUNK_SPACE = "shrunk_space.json"
-SHRINK_ROUNDS = "shrink"  # train-supernet: one round_XX.json per shrinking round
-ARCH = "arch.json"  # search: the best ensemble (and every candidate)
-PARETO = "pareto.json"
-LATENCY_TABLE = "latency_table.json"
-MODEL = "model.safetensors"  # retrain: the ensemble's weights and metadata
-EVAL = "eval.json"
-SUMMARY = "summary.json"  # run: the pipeline's result
-RANK = "rank.json"  # rank: the correlations
-ABLATE = "ablate.json"  # ablate: the ablation's record
-REPORT = "report"
-COMPARE = "compare.json"  # compare: every row's per-seed numbers, statistics and paired differences
-COMPARE_TABLE = "compare.md"
-COMPARE_CONFIGS = "configs"  # compare: the `neas run` (and deep-ensemble retrain) config of each job
-JOB_LOGS = "jobs"  # submitit's pickles and logs of the jobs a command ran
-
 # Keys a --resume does not compare with the config the run started with.
 NOT_COMPARED = ("resume", "out", "device", "workers", *EXECUTOR_KEYS)  # how a run is run, not what it computes
 
 _LOCKS: dict[str, object] = {}  # run directory -> its open, locked lock file (held until released or exit)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def generation_file(generation: int) -> str:
-    return f"generation_{generation:02d}.json"
 
 
 def read_arch(path: str | Path) -> dict:
@@ -144,10 +92,6 @@ def read_generations(search_dir: str | Path, count: int | None = None) -> list[d
         if not isinstance(record["members"], list):
             raise NeasError(f"{search_dir / generation_file(g)}: field 'members' must be a list")
     return records
-
-
-def round_file(index: int) -> str:
-    return f"round_{index:02d}.json"
 
 
 def _lock(run: Path) -> None:
@@ -204,12 +148,6 @@ def releases_run_dir(recipe):
 def is_run_dir(run: Path) -> bool:
     """Whether ``run`` is a neas run directory (it has the marker)."""
     return (run / MARKER).is_file()
-
-
-def has_checkpoint(run: Path) -> bool:
-    """Whether ``run`` has something to resume from: ``state.json`` or a kept checkpoint (``state.json``
-    may be lost while a checkpoint survives: resuming falls back on it)."""
-    return (run / STATE).is_file() or any((run / CHECKPOINTS).glob("*.safetensors"))
 
 
 def _marker(run: Path) -> dict:

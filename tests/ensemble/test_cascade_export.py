@@ -9,11 +9,12 @@ import torch
 
 from neas.cli import main
 from neas.ensemble.cascade import NEVER, cascade_predict
-from neas.ensemble.cascade_export import CASCADE_JSON, OnnxCascade, _mixed_thresholds, export_cascade
+from neas.ensemble.cascade_export import OnnxCascade, _mixed_thresholds, export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import save_ensemble, update_ensemble_file
 from neas.ensemble.model import build_ensemble
 from neas.errors import NeasError
+from neas.runfiles import CASCADE_JSON
 from neas.space import EnsembleArch, SearchSpace
 
 pytest.importorskip("onnxruntime")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from neas.cli import main
-from neas.rundir import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
+from neas.runfiles import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
 from neas.stats import VERDICTS
 
 from ..helpers import Killed, checkpoint_of

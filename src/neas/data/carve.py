@@ -21,6 +21,7 @@ from neas.data.split import SPLIT_SEED, holdout_split
 from neas.data.subimagenet import _images, _link
 from neas.errors import NeasError
 from neas.io import write_json
+from neas.runfiles import SPLIT_LISTING
 
 __all__ = ["carve_test_split"]
 
@@ -55,5 +56,5 @@ def carve_test_split(src: str | Path, out: str | Path, test_fraction: float = 0.
             _link(f, out / part / c / f.name)
             if part == "test":
                 listing["test"][c].append(f.name)
-    write_json(out / "split.json", listing)
+    write_json(out / SPLIT_LISTING, listing)
     return listing

@@ -16,6 +16,7 @@ from pathlib import Path
 from neas.data.datasets import IMAGE_EXTENSIONS
 from neas.errors import NeasError
 from neas.io import write_json
+from neas.runfiles import CLASS_LISTING
 
 __all__ = ["make_subimagenet"]
 
@@ -69,5 +70,5 @@ def make_subimagenet(
             for f in files:
                 _link(f, out / split / c / f.name)
             listing[split][c] = [f.name for f in files]
-    write_json(out / "classes.json", listing)
+    write_json(out / CLASS_LISTING, listing)
     return listing

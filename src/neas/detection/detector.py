@@ -24,13 +24,10 @@ from neas.detection.model import ASPECT_RATIOS, SCALES_PER_OCTAVE, build_retinan
 from neas.ensemble import build_ensemble
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, read_json, save_tensors, write_json
-from neas.rundir import MODEL
+from neas.runfiles import DETECTOR, MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["DETECTOR", "PREDICTIONS", "DetectorSpec", "build_detector", "load_detector", "save_detector"]
-
-DETECTOR = "detector.json"  # beside model.safetensors: how to rebuild the detector
-PREDICTIONS = "predictions.json"  # the val split's detections in COCO results format
+__all__ = ["DetectorSpec", "build_detector", "load_detector", "save_detector"]
 
 
 @dataclass(frozen=True)

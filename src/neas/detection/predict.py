@@ -19,7 +19,7 @@ from neas.detection.export import export_detector_onnx
 from neas.errors import NeasError
 from neas.io import check_output, read_json
 from neas.nn.precision import full_precision
-from neas.rundir import EVAL, MODEL
+from neas.runfiles import EVAL, MODEL
 from neas.space import EnsembleArch
 
 __all__ = [

@@ -35,11 +35,12 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.io import read_json, write_bytes, write_json
 from neas.nn import run_pieces
+from neas.runfiles import CASCADE_JSON
 from neas.space import path_pieces, trunk_pieces
 
-__all__ = ["CASCADE_JSON", "FORMAT", "OnnxCascade", "export_cascade"]
+__all__ = ["FORMAT", "OnnxCascade", "export_cascade"]
 
-CASCADE_JSON = "cascade.json"
+
 FORMAT = "neas.cascade/1"
 _TOLERANCE = 1e-4  # max |difference| of the returned logits from PyTorch's
 

@@ -12,7 +12,7 @@ from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.ensemble.official import load_official
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, save_tensors
-from neas.rundir import MODEL
+from neas.runfiles import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["FORMAT", "EnsembleFile", "load_ensemble", "load_model", "save_ensemble", "update_ensemble_file"]

@@ -48,22 +48,27 @@ from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
 from neas.rundir import (
-    ABLATE,
-    ARCH,
-    CONFIG,
-    EVAL,
-    JOB_LOGS,
-    MODEL,
     NOT_COMPARED,
-    SUMMARY,
     claim_dir,
     config_differences,
-    generation_file,
     read_arch,
     read_eval,
     read_generations,
     release_run_dir,
     run_stage,
+)
+from neas.runfiles import (
+    ABLATE,
+    ABLATE_TABLE,
+    ARCH,
+    CONFIG,
+    EVAL,
+    JOB_LOGS,
+    MODEL,
+    SEARCH_CURVE,
+    SUMMARY,
+    PipelineLayout,
+    generation_file,
 )
 from neas.space import EnsembleArch, SearchSpace, resolve_arch_and_space
 
@@ -110,7 +115,7 @@ def _write_once(path: Path, text: str) -> None:
 def _finish(out: Path, kind: str, results: dict, table: str) -> dict:
     record = {"ablation": kind, **results}
     write_json(out / ABLATE, record)
-    write_text(out / "ablate.md", table)
+    write_text(out / ABLATE_TABLE, table)
     log.info("%s:\n%s", kind, table)
     return record
 
@@ -328,7 +333,7 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     differ = [key for key, _, _ in config_differences(run, base, ("space", *NOT_COMPARED))]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
-    runs_k = read_arch(run / "search" / ARCH)["paths"]
+    runs_k = read_arch(PipelineLayout(run).search / ARCH)["paths"]
     if len(runs_k) != k:
         raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
 
@@ -374,11 +379,12 @@ def search_ablation(runs: list[str], out: str | Path, top: int = 10) -> dict:
     for run in map(Path, runs):
         if not run.is_dir():
             raise NeasError(f"--run {run}: no such directory")
-        if not (run / "search_random").is_dir():
+        layout = PipelineLayout(run)
+        if not layout.search_random.is_dir():
             raise NeasError(
                 f"{run}: no search_random/ (run it with `compare_random: true`, or pass a run that has one)"
             )
-        evo, rnd = search_curve(run / "search", top), search_curve(run / "search_random", top)
+        evo, rnd = search_curve(layout.search, top), search_curve(layout.search_random, top)
         n = min(evo["evaluations"], rnd["evaluations"])
         results[str(run)] = {
             "evolution": evo,
@@ -390,7 +396,7 @@ def search_ablation(runs: list[str], out: str | Path, top: int = 10) -> dict:
             "random_top_mean": rnd["top_mean"][n - 1],
         }
     out = claim_dir(out, "ablate search")
-    _plot_curves(results, out / "search_curve.png", top)
+    _plot_curves(results, out / SEARCH_CURVE, top)
     lines = [
         "## Evolution vs random search (supernet top-1 on search-val, %, at equal evaluations)",
         "",
@@ -518,7 +524,7 @@ def main(cfg, args) -> None:
         record = _run_ablation(cfg, args)
     finally:
         release_run_dir(Path(args.out))
-    print(Path(args.out, "ablate.md").read_text().rstrip())
+    print(Path(args.out, ABLATE_TABLE).read_text().rstrip())
     print(f"ablate: {Path(args.out, ABLATE)} ({record['ablation']})")
 
 

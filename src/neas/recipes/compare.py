@@ -48,7 +48,8 @@ from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.recipes.search import check_budget
 from neas.report.html import build_compare_report
-from neas.rundir import (
+from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, read_eval, releases_run_dir
+from neas.runfiles import (
     ABLATE,
     ARCH,
     COMPARE,
@@ -57,13 +58,10 @@ from neas.rundir import (
     CONFIG,
     EVAL,
     JOB_LOGS,
-    NOT_COMPARED,
     REPORT,
+    REPORT_PAGE,
     SUMMARY,
-    check_resume_config,
-    claim_dir,
-    read_eval,
-    releases_run_dir,
+    PipelineLayout,
 )
 from neas.schemas.compare import ROWS, CompareConfig
 from neas.space import SearchSpace
@@ -230,7 +228,7 @@ def _sources(plan: _Plan, cfg: CompareConfig, rc: RunConfig, row: str, seed: int
         if row == "deep":  # copies seeded s K .. s K + K - 1 (+ 1000 r): no two of the row's seeds share one
             job = _second(plan, "deep", f"deep-{tag}{suffix}", retrain, seed * k + RETRAIN_SEED_STEP * r, arch, k)
         elif r == 0:
-            numbers.append((stage, stage / "retrain" / EVAL))  # the run, or its budget's folder
+            numbers.append((stage, PipelineLayout(stage).retrain / EVAL))  # the run, or its budget's folder
             continue
         else:
             job = _second(plan, "retrain", f"{row}-{tag}{suffix}", retrain, seed + RETRAIN_SEED_STEP * r, arch)
@@ -423,4 +421,4 @@ def main(cfg: CompareConfig, args) -> None:
     """`neas compare`: prints the table."""
     record = compare(cfg)
     print(format_table(record).rstrip())
-    print(f"compare: {Path(cfg.out) / COMPARE}; report: {Path(cfg.out) / REPORT / 'index.html'}")
+    print(f"compare: {Path(cfg.out) / COMPARE}; report: {Path(cfg.out) / REPORT / REPORT_PAGE}")

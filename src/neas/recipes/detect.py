@@ -28,12 +28,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from neas import dist
 from neas.detection.coco import coco_ap
 from neas.detection.data import CocoSplit, DetectionDataset, collate, load_coco
-from neas.detection.detector import PREDICTIONS, DetectorSpec, build_detector, save_detector
+from neas.detection.detector import DetectorSpec, build_detector, save_detector
 from neas.detection.model import ensemble_body, load_backbone_net, timm_body
 from neas.detection.predict import describe, format_eval, predict, score, subset
 from neas.ensemble.settings import parse_feature_mode
 from neas.nn.precision import full_precision
-from neas.rundir import EVAL, RunDir, releases_run_dir
+from neas.rundir import RunDir, releases_run_dir
+from neas.runfiles import EVAL, PREDICTIONS
 from neas.schemas.detect import DetectConfig
 from neas.space import resolve_arch_and_space
 from neas.train.loop import Precision, TrainStep, seed_everything, train_epoch

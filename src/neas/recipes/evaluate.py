@@ -27,7 +27,8 @@ from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
 from neas.options import QualityOptions
-from neas.rundir import MODEL, SUPERNET, run_kind
+from neas.rundir import run_kind
+from neas.runfiles import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
 __all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout", "heldout_images", "load_ood"]

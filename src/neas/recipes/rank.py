@@ -29,7 +29,8 @@ from neas.dist import local_device
 from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs, stage_job
 from neas.io import read_json, save_figure, write_json, write_text
-from neas.rundir import EVAL, JOB_LOGS, RANK, SUPERNET, claim_dir, read_eval, releases_run_dir
+from neas.rundir import claim_dir, read_eval, releases_run_dir
+from neas.runfiles import EVAL, JOB_LOGS, RANK, RANK_ARCHS, RANK_TABLE, SCRATCH, SCRATCH_RUNS, SUPERNET
 from neas.schemas.rank import RankConfig
 from neas.schemas.retrain import RetrainConfig
 from neas.search.data import heldout_batches
@@ -93,8 +94,8 @@ def _scratch_job(
     """The run directory where ``arch`` is trained from scratch (one per arch and recipe: other
     settings, other runs, never a stale result) and its ``neas retrain`` job (None when finished)."""
     key = f"{cfg.scratch_epochs}:{cfg.scratch_batch_size}:{cfg.seed}"
-    run = out / "scratch" / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
-    arch_file = out / "scratch" / f"{run.name}.json"
+    run = out / SCRATCH_RUNS / f"{_key(arch)}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+    arch_file = out / SCRATCH_RUNS / f"{run.name}.json"
     if not (run / EVAL).is_file():
         arch_file.parent.mkdir(parents=True, exist_ok=True)
         arch.save(arch_file, space=space.to_dict())
@@ -197,7 +198,7 @@ def _tau_differences(cfg: RankConfig, results: dict, scratch: list[float]) -> di
 
 def _write_results(out: Path, results: dict) -> None:
     write_json(out / RANK, results)
-    write_text(out / "rank.md", _table(results))
+    write_text(out / RANK_TABLE, _table(results))
 
 
 @releases_run_dir
@@ -213,13 +214,13 @@ def rank(cfg: RankConfig) -> dict:
     known = _read_scratch(cfg.scratch, recipe) if cfg.scratch else {}  # checked before anything is written
     out = claim_dir(cfg.out, "rank")
     archs = _sample_archs(cfg, space, shrunk)
-    write_json(out / "archs.json", [a.to_json() for a in archs])
+    write_json(out / RANK_ARCHS, [a.to_json() for a in archs])
     # from scratch: reused from --scratch, else cached per arch and resumable
     todo = [a for a in archs if a not in known]
     known |= dict(zip(todo, _train_from_scratch(cfg, out, todo, space, first_info)))
     scratch = [known[a] for a in archs]
     write_json(
-        out / "scratch.json",
+        out / SCRATCH,
         {"recipe": recipe, "ensembles": [{"arch": a.to_json(), "top1": t} for a, t in zip(archs, scratch)]},
     )
     results = {

@@ -38,7 +38,8 @@ from neas.errors import NeasError
 from neas.io import read_json
 from neas.nn.precision import full_precision
 from neas.recipes.evaluate import load_ood
-from neas.rundir import EVAL, MODEL, RunDir, releases_run_dir
+from neas.rundir import RunDir, releases_run_dir
+from neas.runfiles import EVAL, MODEL
 from neas.schemas.retrain import RetrainConfig
 from neas.space import resolve_arch_and_space
 from neas.train.loop import Precision, TrainStep, seed_everything, train_epoch

@@ -29,21 +29,10 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import (
-    ARCH,
-    EVAL,
-    JOB_LOGS,
-    MODEL,
-    PARETO,
-    SUMMARY,
-    SUPERNET,
-    RunDir,
-    read_arch,
-    read_eval,
-    run_stage,
-)
-from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
+from neas.rundir import RunDir, read_arch, read_eval, run_stage
+from neas.runfiles import ARCH, BUDGETS, EVAL, JOB_LOGS, MODEL, PARETO, RETRAIN_STAGE, SUMMARY, SUPERNET, PipelineLayout
 from neas.schemas.run import DEMO, RunConfig
 from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
@@ -63,11 +52,11 @@ NOT_COMPARED = (*_ALWAYS_IGNORED, "compare_random", "supernet", "search", "retra
 def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
     """The three stages' configs: each section's keys, plus the shared keys its schema has and
     the paths `neas run` sets itself (which a section may not set)."""
-    run = Path(cfg.out)
+    run = PipelineLayout(Path(cfg.out))
     own = {
-        "supernet": (SupernetConfig, {"out": str(run / "supernet")}),
-        "search": (SearchConfig, {"supernet": str(run / "supernet"), "out": str(run / "search")}),
-        "retrain": (RetrainConfig, {"arch": str(run / "search" / ARCH), "out": str(run / "retrain")}),
+        "supernet": (SupernetConfig, {"out": str(run.supernet)}),
+        "search": (SearchConfig, {"supernet": str(run.supernet), "out": str(run.search)}),
+        "retrain": (RetrainConfig, {"arch": str(run.search / ARCH), "out": str(run.retrain)}),
     }
     configs = []
     for section, (cls, paths) in own.items():
@@ -94,13 +83,13 @@ def budget_value(metric: str, text: str) -> float:
 
 def budget_folder(metric: str, text: str) -> str:
     """Where a ``neas run`` puts the pick and retraining of one budget, relative to the run directory."""
-    return f"budgets/{metric}_{text}"
+    return f"{BUDGETS}/{metric}_{text}"
 
 
 def _budget_stages(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> dict:
     """Picks the best member of the search's Pareto front within each budget and writes its
     ``budgets/<metric>_<budget>/arch.json``; returns budget -> (value, member, retrain config)."""
-    pareto = read_json(run / "search" / PARETO, "Pareto front", ("front", "space"))
+    pareto = read_json(PipelineLayout(run.path).search / PARETO, "Pareto front", ("front", "space"))
     values = {text: budget_value(cfg.budget_metric, text) for text in cfg.budgets}
     picks = pick_for_budgets(pareto["front"], list(values.values()), cfg.budget_metric)
     stages = {}
@@ -118,7 +107,11 @@ def _budget_stages(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> dict:
         }
         if not (folder / ARCH).is_file():
             run.write_json(f"{name}/{ARCH}", arch)
-        stages[text] = (value, member, dataclasses.replace(rt, arch=str(folder / ARCH), out=str(folder / "retrain")))
+        stages[text] = (
+            value,
+            member,
+            dataclasses.replace(rt, arch=str(folder / ARCH), out=str(PipelineLayout(folder).retrain)),
+        )
     dist.barrier()
     return stages
 
@@ -189,12 +182,13 @@ def run_pipeline(cfg: RunConfig) -> dict:
     out = Path(cfg.out)
     resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
-    run_stage(run / "supernet", [SUPERNET], train_supernet, sn, "supernet")
-    run_stage(run / "search", [ARCH], search, se, "search")
+    layout = PipelineLayout(run.path)
+    run_stage(layout.supernet, [SUPERNET], train_supernet, sn, "supernet")
+    run_stage(layout.search, [ARCH], search, se, "search")
     if cfg.compare_random:
-        evaluations = read_arch(run / "search" / ARCH)["evaluations"]
-        rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(run / "search_random"))
-        run_stage(run / "search_random", [ARCH], search, rand, "random search")
+        evaluations = read_arch(layout.search / ARCH)["evaluations"]
+        rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(layout.search_random))
+        run_stage(layout.search_random, [ARCH], search, rand, "random search")
     budgets = []
     if cfg.budgets:
         budgets = _retrain_budgets(cfg, run, rt)
@@ -203,8 +197,8 @@ def run_pipeline(cfg: RunConfig) -> dict:
         dist.barrier()
         arch_file = largest / ARCH
     else:
-        run_stage(run / "retrain", [MODEL, EVAL], retrain, rt, "retrain")
-        arch_file = run / "search" / ARCH
+        run_stage(layout.retrain, [MODEL, EVAL], retrain, rt, "retrain")
+        arch_file = layout.search / ARCH
     summary = run.on_main(lambda: _summarise(run, arch_file, budgets)) or {}
     dist.barrier()
     return summary
@@ -226,20 +220,21 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
 
 def _link_retrain(run: RunDir, largest: Path) -> None:
     """``retrain``, the report's and summary's retrain: a link (ours) to the largest budget's."""
-    link = run / "retrain"
+    link = PipelineLayout(run.path).retrain
     if link.is_symlink():
         link.unlink()
     if not link.exists():
-        link.symlink_to(Path("budgets") / largest.name / "retrain", target_is_directory=True)
+        link.symlink_to(Path(BUDGETS, largest.name, RETRAIN_STAGE), target_is_directory=True)
 
 
 def _summarise(run: RunDir, arch_file: Path, budgets: list) -> dict:
     """Writes the report and ``summary.json``; returns the summary."""
     from neas.report import build_report
 
-    arch = {**read_arch(run / "search" / ARCH), **read_arch(arch_file)}
+    layout = PipelineLayout(run.path)
+    arch = {**read_arch(layout.search / ARCH), **read_arch(arch_file)}
     arch.setdefault("constraints", {})
-    result = read_eval(run / "retrain" / EVAL)
+    result = read_eval(layout.retrain / EVAL)
     report = build_report(run.path)
     summary = {
         "report": str(report),

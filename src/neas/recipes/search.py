@@ -29,18 +29,8 @@ from neas.data.calibration import check_same_calibration
 from neas.ensemble.latency import measure_latency_table
 from neas.errors import NeasError
 from neas.log import MetricLogger
-from neas.rundir import (
-    ARCH,
-    LATENCY_TABLE,
-    PARETO,
-    STATE,
-    SUPERNET,
-    RunDir,
-    generation_file,
-    read_generations,
-    releases_run_dir,
-    truncate_metrics,
-)
+from neas.rundir import RunDir, read_generations, releases_run_dir, truncate_metrics
+from neas.runfiles import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, generation_file
 from neas.schemas.search import SearchConfig
 from neas.search.constraints import measure_costs
 from neas.search.data import heldout_batches

@@ -16,7 +16,8 @@ from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError
 from neas.io import check_output, check_output_dir
-from neas.rundir import MODEL, SUPERNET, run_kind
+from neas.rundir import run_kind
+from neas.runfiles import MODEL, SUPERNET
 from neas.schemas.commands import (
     ArchCommand,
     CarveTestCommand,

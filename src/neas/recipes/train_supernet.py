@@ -27,7 +27,8 @@ from neas.data import Augment, BatchLoader, Training, calibration_sets, load_dat
 from neas.data.calibration import check_same_calibration
 from neas.errors import NeasError
 from neas.nn.precision import full_precision
-from neas.rundir import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, RunDir, releases_run_dir, round_file
+from neas.rundir import RunDir, releases_run_dir
+from neas.runfiles import SHRINK_ROUNDS, SHRUNK_SPACE, SUPERNET, round_file
 from neas.schemas.supernet import SupernetConfig
 from neas.shrink import shrink_round
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace

@@ -9,11 +9,24 @@ import json
 from pathlib import Path
 
 from neas.detection.data import load_coco, to_rgb
-from neas.detection.detector import DETECTOR, PREDICTIONS
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.report import plots
-from neas.rundir import ARCH, COMPARE, COMPARE_TABLE, EVAL, REPORT, SHRINK_ROUNDS, read_arch, read_eval, run_kind
+from neas.rundir import read_arch, read_eval, run_kind
+from neas.runfiles import (
+    ARCH,
+    COMPARE,
+    COMPARE_TABLE,
+    DETECTOR,
+    EVAL,
+    PREDICTIONS,
+    REPORT,
+    REPORT_PAGE,
+    RETRAIN_STAGE,
+    SHRINK_ROUNDS,
+    PipelineLayout,
+    figure,
+)
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = ["build_compare_report", "build_detection_report", "build_report"]
@@ -65,10 +78,10 @@ def _summary(chosen: dict | None, result: dict | None) -> list[str]:
 def _training(run: Path, out: Path) -> list[str]:
     """The training curves, and one figure per search-space shrinking round."""
     parts = []
-    if plots.plot_training(run, out / "training.png"):
+    if plots.plot_training(run, out / figure("training")):
         caption = "Supernet training (dotted: shrinking rounds) and retraining"
-        parts.append("<h2>Training</h2>" + _figure("training.png", caption))
-    rounds = sorted((run / "supernet" / SHRINK_ROUNDS).glob("round_*.json"))
+        parts.append("<h2>Training</h2>" + _figure(figure("training"), caption))
+    rounds = sorted((PipelineLayout(run).supernet / SHRINK_ROUNDS).glob("round_*.json"))
     if rounds:
         parts.append(
             "<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops "
@@ -77,7 +90,7 @@ def _training(run: Path, out: Path) -> list[str]:
         )
         for p in rounds:
             record = read_json(p, "shrinking round")
-            name = f"shrink_round_{record['round']:02d}.png"
+            name = figure(f"shrink_round_{record['round']:02d}")
             plots.plot_shrink_round(record, out / name)
             parts.append(
                 _figure(
@@ -92,13 +105,14 @@ def _training(run: Path, out: Path) -> list[str]:
 def _search(run: Path, out: Path) -> list[str]:
     """The search's progress, its Pareto front, and the table of the retrained budgets."""
     parts = []
-    if plots.plot_evolution(run / "search", out / "evolution.png", run / "search_random"):
+    layout = PipelineLayout(run)
+    if plots.plot_evolution(layout.search, out / figure("evolution"), layout.search_random):
         caption = "Evolution progress, and the best candidate found vs candidates evaluated"
-        parts.append("<h2>Search</h2>" + _figure("evolution.png", caption))
-    if plots.plot_front(run, out / "front.png"):
+        parts.append("<h2>Search</h2>" + _figure(figure("evolution"), caption))
+    if plots.plot_front(run, out / figure("front")):
         parts.append(
             _figure(
-                "front.png",
+                figure("front"),
                 "The Pareto front of the search and of random search at equal evaluations, "
                 "and the member picked for each budget",
             )
@@ -110,7 +124,7 @@ def _search(run: Path, out: Path) -> list[str]:
 def _budgets(run: Path) -> list[str]:
     """The table of the budgets retrained by ``neas run`` (none when there are none)."""
     rows = []
-    for folder in sorted((run / "budgets").glob(f"*/retrain/{EVAL}")):
+    for folder in sorted(PipelineLayout(run).budgets.glob(f"*/{RETRAIN_STAGE}/{EVAL}")):
         ev = read_eval(folder)
         rows.append(
             f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
@@ -127,13 +141,13 @@ def _chosen(run: Path, out: Path, chosen: dict) -> list[str]:
     """Every candidate's accuracy vs cost with the budget, and the chosen ensemble's layout."""
     budget = chosen.get("constraints", {})
     metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")
-    plots.plot_pareto(run / "search", out / "pareto.png", budget.get(f"max_{metric}"), metric, chosen)
+    plots.plot_pareto(PipelineLayout(run).search, out / figure("pareto"), budget.get(f"max_{metric}"), metric, chosen)
     caption = "Accuracy vs cost of every evaluated candidate, with the Pareto front and the budget"
-    parts = [_figure("pareto.png", caption)]
+    parts = [_figure(figure("pareto"), caption)]
     space = SearchSpace.from_dict(chosen["space"])
-    plots.plot_arch(EnsembleArch.from_json(chosen), space, out / "arch.png")
+    plots.plot_arch(EnsembleArch.from_json(chosen), space, out / figure("arch"))
     caption = "Shared trunk, split point and each path's blocks"
-    parts.append("<h2>The chosen ensemble</h2>" + _figure("arch.png", caption))
+    parts.append("<h2>The chosen ensemble</h2>" + _figure(figure("arch"), caption))
     return parts
 
 
@@ -142,32 +156,32 @@ def _quality(out: Path, result: dict) -> list[str]:
     figures = [
         (
             plots.plot_reliability,
-            "reliability.png",
+            figure("reliability"),
             "Reliability diagram: accuracy vs confidence, ensemble and each path",
         ),
         (
             plots.plot_anytime,
-            "anytime.png",
+            figure("anytime"),
             "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs",
         ),
         (
             plots.plot_corruptions,
-            "corruptions.png",
+            figure("corruptions"),
             "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths",
         ),
         (
             plots.plot_risk_coverage,
-            "risk_coverage.png",
+            figure("risk_coverage"),
             "Selective prediction: error among the images accepted, most confident first, ensemble and each path",
         ),
         (
             plots.plot_ood,
-            "ood.png",
+            figure("ood"),
             "Out-of-distribution detection: the ensemble's scores on in- and out-of-distribution images",
         ),
         (
             plots.plot_cascade,
-            "cascade.png",
+            figure("cascade"),
             "Early exit: the confidence-gated cascade vs the fixed sub-ensembles of anytime inference",
         ),
     ]
@@ -193,13 +207,13 @@ def build_compare_report(run: Path) -> Path:
     out = run / REPORT
     out.mkdir(exist_ok=True)
     parts = ["<h2>Is the ensemble worth it?</h2>"]
-    if plots.plot_compare(record, out / "compare.png"):
-        parts.append(_figure("compare.png", "Each seed of each row (dots); mean and t 95 % CI (squares)"))
+    if plots.plot_compare(record, out / figure("compare")):
+        parts.append(_figure(figure("compare"), "Each seed of each row (dots); mean and t 95 % CI (squares)"))
     table = run / COMPARE_TABLE
     if table.is_file():
         parts.append(f"<pre>{html.escape(table.read_text())}</pre>")
-    write_text(out / "index.html", _page(run, parts))
-    return out / "index.html"
+    write_text(out / REPORT_PAGE, _page(run, parts))
+    return out / REPORT_PAGE
 
 
 def build_report(run: str | Path) -> Path:
@@ -214,9 +228,10 @@ def build_report(run: str | Path) -> Path:
         return by_kind(run)
     out = run / REPORT
     out.mkdir(exist_ok=True)
-    arch_file = run / "search" / ARCH
+    layout = PipelineLayout(run)
+    arch_file = layout.search / ARCH
     chosen = read_arch(arch_file) if arch_file.is_file() else None
-    eval_file = run / "retrain" / EVAL
+    eval_file = layout.retrain / EVAL
     result = read_eval(eval_file) if eval_file.is_file() else None
     parts = _summary(chosen, result) + _training(run, out) + _search(run, out)
     if chosen:
@@ -225,8 +240,8 @@ def build_report(run: str | Path) -> Path:
         parts += _quality(out, result)
     if not parts:
         raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
-    write_text(out / "index.html", _page(run, parts))
-    return out / "index.html"
+    write_text(out / REPORT_PAGE, _page(run, parts))
+    return out / REPORT_PAGE
 
 
 def _ap_table(result: dict) -> str:
@@ -270,10 +285,10 @@ def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[
     for img in chosen:
         with Image.open(split.image_path(img)) as image:
             images.append((to_rgb(image), truth[img["id"]], found[img["id"]]))  # as training decodes it
-    if not plots.plot_detections(images, out / "detections.png"):
+    if not plots.plot_detections(images, out / figure("detections")):
         return []
     caption = "Validation images: true boxes (dashed white) and detections scoring over 0.5"
-    return ["<h2>Examples</h2>" + _figure("detections.png", caption)]
+    return ["<h2>Examples</h2>" + _figure(figure("detections"), caption)]
 
 
 def build_detection_report(run: str | Path) -> Path:
@@ -290,8 +305,8 @@ def build_detection_report(run: str | Path) -> Path:
             f"<h2>COCO box AP (%)</h2><p>{html.escape(what)} backbone, {result['images']} images of "
             f"{html.escape(result['split'])}, after {result.get('epochs')} epochs</p>" + _ap_table(result)
         )
-    if plots.plot_detection_training(run, out / "training.png"):
-        parts.append("<h2>Training</h2>" + _figure("training.png", "Training losses, learning rate (and val AP50)"))
+    if plots.plot_detection_training(run, out / figure("training")):
+        parts.append("<h2>Training</h2>" + _figure(figure("training"), "Training losses, learning rate (and val AP50)"))
     parts += _detection_grid(run, out, record)
-    write_text(out / "index.html", _page(run, parts))
-    return out / "index.html"
+    write_text(out / REPORT_PAGE, _page(run, parts))
+    return out / REPORT_PAGE

@@ -19,7 +19,8 @@ from neas.io import (
     save_figure,
 )
 from neas.log import MetricLogger
-from neas.rundir import ARCH, PARETO, read_arch, read_generations
+from neas.rundir import read_arch, read_generations
+from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.space import EnsembleArch
 
 __all__ = [
@@ -49,7 +50,8 @@ def _save(fig, path: Path) -> Path:
 
 def plot_training(run: Path, path: Path) -> Path | None:
     """Supernet loss and sampled-ensemble accuracy; retraining loss and test top-1."""
-    sn, rt = MetricLogger.read(run / "supernet"), MetricLogger.read(run / "retrain")
+    layout = PipelineLayout(run)
+    sn, rt = MetricLogger.read(layout.supernet), MetricLogger.read(layout.retrain)
     if not sn and not rt:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -448,7 +450,8 @@ def plot_compare(record: dict, path: Path) -> Path | None:
 def plot_front(run: Path, path: Path) -> Path | None:
     """The Pareto front of one search (``search/pareto.json``), random search's front at equal
     evaluations, and the members picked for each budget (``budgets/*/arch.json``)."""
-    evo = run / "search" / PARETO
+    layout = PipelineLayout(run)
+    evo = layout.search / PARETO
     if not evo.is_file():
         return None
     pareto = read_json(evo, "Pareto front")
@@ -457,7 +460,7 @@ def plot_front(run: Path, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for source, style, label in (
         (evo, "o-", "evolution (NSGA-II)"),
-        (run / "search_random" / PARETO, "s--", "random search"),
+        (layout.search_random / PARETO, "s--", "random search"),
     ):
         if source.is_file():
             front = read_json(source, "Pareto front")
@@ -468,7 +471,7 @@ def plot_front(run: Path, path: Path) -> Path | None:
                 label=f"{label}: {len(front['front'])} on the front, {front['evaluations']} evaluated",
                 drawstyle="steps-post",
             )
-    for folder in sorted((run / "budgets").glob(f"*/{ARCH}")):
+    for folder in sorted(PipelineLayout(run).budgets.glob(f"*/{ARCH}")):
         picked = read_arch(folder)
         budget = next(iter(picked["budget"].values()))
         ax.axvline(budget * scale, color="grey", ls=":", lw=1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, read_metadata, save_tensors
-from neas.rundir import SUPERNET, has_checkpoint
+from neas.runfiles import SUPERNET, has_checkpoint
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
 

@@ -17,7 +17,7 @@ import torch
 
 from neas.errors import NeasError
 from neas.io import MAX_JSON_BYTES, load_matching, load_weights, save_tensors, write_json
-from neas.rundir import CHECKPOINTS, STATE
+from neas.runfiles import CHECKPOINTS, STATE
 
 __all__ = ["load_checkpoint", "read_state", "save_checkpoint"]
 
@@ -50,7 +50,7 @@ def save_checkpoint(
     ``extra`` modules (e.g. ``{"ema": ema_model}``) are stored under their prefix.
     """
     run_dir = Path(run_dir)
-    folder = run_dir / "checkpoints"
+    folder = run_dir / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for prefix, module in (extra or {}).items():
