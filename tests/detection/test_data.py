@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neas.data.datasets import decode_image, rgb_array
 from neas.detection import data as data_module
 from neas.detection.coco import coco_ap
 from neas.detection.data import DetectionDataset, collate, load_coco
@@ -257,5 +258,15 @@ def test_a_flip_mirrors_the_image_and_its_boxes(tmp_path):
 def test_data_module_reads_png_bytes_of_odd_modes_without_a_file_name():
     buffer = io.BytesIO()
     Image.new("LA", (3, 2), (9, 100)).save(buffer, format="PNG")
-    rgb = data_module.to_rgb(Image.open(buffer))
+    rgb = rgb_array(Image.open(buffer))
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8 and (rgb == 9).all()
+
+
+def test_a_16_bit_image_decodes_to_the_same_pixels_for_detection_as_for_classification(tmp_path):
+    """One decoder: a detector sees the pixels a classifier trained on the same file sees (65280 >> 8
+    is 255; the detection decoder once rounded 65280 / 65535 * 255 to 254)."""
+    root = _write(tmp_path, BASE)
+    Image.fromarray(np.full((30, 40), 65280, dtype=np.uint16)).save(root / SPLIT / "a.png")
+    image, _ = DetectionDataset(load_coco(root, SPLIT), train=False)[0]
+    classified = decode_image(str(root / SPLIT / "a.png"), 30)  # resized to 30 x 30: a uniform image stays uniform
+    assert torch.all(torch.round(image * 255) == 255) and torch.all(classified == 255)

@@ -45,6 +45,7 @@ __all__ = [
     "check_same_classes",
     "evaluation_view",
     "load_dataset",
+    "rgb_array",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     else:
         return img.convert("RGB")
     return Image.fromarray(array.astype(np.uint8), "L").convert("RGB")
+
+
+def rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image of any mode (see :func:`_to_rgb`): the one decoder of
+    classification and detection images alike."""
+    return np.array(_to_rgb(img), dtype=np.uint8)
 
 
 def open_rgb(path: str) -> Image.Image:

@@ -37,15 +37,15 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import torch
 from PIL import Image
 
+from neas.data.datasets import rgb_array
 from neas.detection.coco import is_number as _is_number
 from neas.errors import NeasError, show
 from neas.seeding import stream_seed
 
-__all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "collate", "load_coco", "to_rgb"]
+__all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "collate", "load_coco"]
 
 log = logging.getLogger(__name__)
 
@@ -275,16 +275,6 @@ def _flipped(seed: int, epoch: int, index: int) -> bool:
     return random.Random(stream_seed(seed, _FLIP, epoch, index)).random() < 0.5
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any PIL mode; 16/32-bit grayscale scaled from 0..65535."""
-    if image.mode.startswith("I") or image.mode == "F":
-        gray = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if image.mode == "F" else 65535.0
-        gray = np.clip(np.rint(gray / scale * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.array(image.convert("RGB"), dtype=np.uint8)
-
-
 class DetectionDataset(torch.utils.data.Dataset):
     """The images of a :class:`CocoSplit` with their targets; ``train``: a random horizontal flip
     (p = 0.5) drawn from ``(seed, epoch, index)`` alone, so a resumed run or any number of workers sees
@@ -310,7 +300,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                     f"{path}: the image is {image.size[0]}x{image.size[1]} pixels but "
                     f"{self.data.annotation_file} says {info['width']}x{info['height']} (image id {info['id']})"
                 )
-            pixels = to_rgb(image)
+            pixels = rgb_array(image)
         tensor = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.get_default_dtype()).div_(255.0)  # (3, H, W)
         target = self.data.targets[info["id"]]
         boxes = torch.tensor(target["boxes"], dtype=torch.get_default_dtype()).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2

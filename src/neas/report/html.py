@@ -8,7 +8,8 @@ import html
 import json
 from pathlib import Path
 
-from neas.detection.data import load_coco, to_rgb
+from neas.data.datasets import rgb_array
+from neas.detection.data import load_coco
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.report import plots
@@ -284,7 +285,7 @@ def _detection_grid(run: Path, out: Path, record: dict, count: int = 8) -> list[
     images = []
     for img in chosen:
         with Image.open(split.image_path(img)) as image:
-            images.append((to_rgb(image), truth[img["id"]], found[img["id"]]))  # as training decodes it
+            images.append((rgb_array(image), truth[img["id"]], found[img["id"]]))  # as training decodes it
     if not plots.plot_detections(images, out / figure("detections")):
         return []
     caption = "Validation images: true boxes (dashed white) and detections scoring over 0.5"
