@@ -21,6 +21,7 @@ from neas.io import (
 from neas.log import MetricLogger
 from neas.rundir import read_arch, read_generations
 from neas.runfiles import ARCH, PARETO, PipelineLayout
+from neas.search.pareto import front_indices
 from neas.space import EnsembleArch
 
 __all__ = [
@@ -175,13 +176,9 @@ def plot_evolution(search_dir: Path, path: Path, random_dir: Path | None = None)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy."""
-    front, best = [], -np.inf
-    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if acc > best:
-            front.append((cost, acc))
-            best = acc
-    return front
+    """The (cost, accuracy) points no other beats on both, by increasing cost (the search's own
+    front: :func:`neas.search.pareto.front_indices`)."""
+    return [points[i] for i in front_indices([(-acc, cost) for cost, acc in points])]
 
 
 def plot_pareto(
