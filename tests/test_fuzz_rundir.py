@@ -20,8 +20,8 @@ import neas.io as neas_io
 from neas.cli import main
 from neas.errors import NeasError
 from neas.io import load_weights, save_tensors, write_json
+from neas.pipeline import run_stage
 from neas.recipes.train_supernet import SupernetConfig
-from neas.rundir import run_stage
 from neas.runfiles import SUPERNET
 from neas.supernet.io import load_supernet
 from neas.train.checkpoint import load_checkpoint, save_checkpoint

@@ -24,6 +24,7 @@ LAYERS = [
     ("dist",),
     ("seeding",),
     ("rundir",),
+    ("pipeline",),
     ("log",),
     ("space",),
     ("nn",),

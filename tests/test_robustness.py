@@ -75,7 +75,7 @@ def test_resume_never_deletes_what_it_did_not_create(tmp_path, capsys):
 
 
 def test_a_foreign_stage_folder_inside_a_run_is_refused_not_deleted(tmp_path, capsys):
-    from neas.rundir import run_stage
+    from neas.pipeline import run_stage
 
     stage = tmp_path / "run" / "supernet"
     stage.mkdir(parents=True)
@@ -171,8 +171,8 @@ def test_a_moved_pipeline_resumes_every_stage_and_old_relative_paths_keep_their_
 
 
 def test_a_run_takes_a_corrected_section_for_a_stage_that_has_not_started(tmp_path):
+    from neas.pipeline import run_stage
     from neas.recipes.run import NOT_COMPARED, RunConfig, stage_configs
-    from neas.rundir import run_stage
 
     run = tmp_path / "r"
     cfg = from_dict(RunConfig, {"out": str(run), "retrain": {"epochs": 3}})

@@ -51,7 +51,8 @@ from neas.config import to_dict
 from neas.errors import NeasError, show, suggest
 from neas.io import write_yaml
 from neas.options import EXECUTORS
-from neas.rundir import is_run_dir, stage_finished
+from neas.pipeline import stage_finished
+from neas.rundir import is_run_dir
 
 __all__ = [
     "CLI",

@@ -17,7 +17,6 @@ constants below) and that decides whether a directory may be created, continued 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import json
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import MAX_JSON_BYTES, load_weights, read_json, read_jsonl, write_json, write_text, write_yaml
+from neas.io import MAX_JSON_BYTES, read_json, read_jsonl, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, generation_file, has_checkpoint
 
@@ -54,8 +53,6 @@ __all__ = [
     "release_run_dir",
     "releases_run_dir",
     "run_kind",
-    "run_stage",
-    "stage_finished",
     "truncate_metrics",
 ]
 
@@ -376,40 +373,3 @@ def truncate_metrics(run: Path, last_epoch: int, key: str = "epoch") -> None:
         return
     keep = [record for record in read_jsonl(path) if record.get(key, -1) <= last_epoch]  # torn lines skipped
     write_text(path, "".join(json.dumps(record) + "\n" for record in keep))
-
-
-def _damaged_weights(directory: Path, done: list[str]) -> str | None:
-    """Why a finished stage's weights file among ``done`` does not read back intact (header, SHA-256), or None."""
-    for name in done:
-        if name.endswith(".safetensors") and (directory / name).is_file():
-            try:
-                load_weights(directory / name)
-            except NeasError as exc:
-                return str(exc)
-    return None
-
-
-def stage_finished(directory: Path, done: list[str], cfg, name: str) -> bool:
-    """Whether the stage in ``directory`` is finished under ``cfg`` (every file in ``done`` there,
-    its weights intact, its config the same); refuses a directory that is not a neas run. A stage
-    with damaged weights is not finished: it is rebuilt by resuming it."""
-    damaged = _damaged_weights(directory, done)
-    if damaged:  # rebuilt by resuming the stage: from its last checkpoint (docs/DECISIONS.md, issue 30)
-        log.warning("%s: %s; rebuilding it by resuming the stage", name, damaged)
-    elif all((directory / f).is_file() for f in done):
-        check_resume_config(directory, cfg)  # never a stale result for new settings
-        log.info("%s: done already (%s)", name, directory)
-        return True
-    if directory.is_dir() and any(directory.iterdir()) and not is_run_dir(directory):
-        raise NeasError(
-            f"{directory} exists but is not a neas run directory (no {MARKER}): move it away; nothing was deleted"
-        )
-    return False
-
-
-def run_stage(directory: Path, done: list[str], runner, cfg, name: str):
-    """Runs one stage of an orchestrating command (``neas run``, ``neas ablate``) in this process:
-    skips it when :func:`stage_finished`, resumes (or restarts in place) a stage directory it
-    created, starts it otherwise. A directory that is not a neas run is refused, never deleted."""
-    if not stage_finished(directory, done, cfg, name):
-        runner(dataclasses.replace(cfg, resume=directory.is_dir() and any(directory.iterdir())))

@@ -44,6 +44,7 @@ from neas.ensemble.model import DeepEnsemble
 from neas.errors import NeasError
 from neas.executor import check_executor, run_jobs, stage_job
 from neas.io import read_json, save_figure, write_json, write_text
+from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
@@ -55,7 +56,6 @@ from neas.rundir import (
     read_eval,
     read_generations,
     release_run_dir,
-    run_stage,
 )
 from neas.runfiles import (
     ABLATE,

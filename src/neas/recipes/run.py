@@ -25,13 +25,14 @@ from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.executor import check_executor, run_jobs, stage_job
 from neas.io import read_json
+from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, check_budget, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
-from neas.rundir import RunDir, read_arch, read_eval, run_stage
+from neas.rundir import RunDir, read_arch, read_eval
 from neas.runfiles import ARCH, BUDGETS, EVAL, JOB_LOGS, MODEL, PARETO, RETRAIN_STAGE, SUMMARY, SUPERNET, PipelineLayout
 from neas.schemas.run import DEMO, RunConfig
 from neas.search.pareto import pick_for_budgets
