@@ -121,6 +121,22 @@ def test_sigkill_mid_training_then_resume_ends_with_the_same_weights(detected, d
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_detector_record_of_another_format_is_refused_in_one_line(detected, tmp_path):
+    import shutil
+
+    from neas.detection.detector import load_detector
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(detected / "model.safetensors", copy)
+    record = json.loads((detected / "detector.json").read_text())
+    assert record["format"] == "neas.detector/1"
+    for fmt in ("neas.detector/0", None):
+        (copy / "detector.json").write_text(json.dumps({**record, "format": fmt}))
+        with pytest.raises(NeasError, match=r"detector.json: not a neas.detector/1 detector record"):
+            load_detector(copy)
+
+
 def test_a_relative_data_dir_is_recorded_resolved(data, tmp_path, monkeypatch):
     """evaluate / export / report of the run then work from any directory."""
     monkeypatch.chdir(data.parent)

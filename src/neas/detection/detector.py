@@ -1,7 +1,7 @@
 """A trained detector as a file: its weights and the record that rebuilds it (``neas detect``'s output).
 
-A detection run directory holds ``model.safetensors`` (the RetinaNet's state dict, with the record in
-its metadata) and ``detector.json`` beside it (the same record, readable): the backbone (``neas`` with
+A detection run directory holds ``model.safetensors`` (the RetinaNet's state dict) and
+``detector.json`` beside it, the one record (format ``neas.detector/1``): the backbone (``neas`` with
 its arch and space, or ``timm:<name>``), the feature mode, the classes and their COCO category ids,
 the resizing, the anchors and FPN width, the post-processing, and the data it was scored on. From it
 :func:`build_detector` makes the same module with fresh weights and :func:`load_detector` the trained
@@ -11,7 +11,6 @@ one, so ``neas evaluate`` and ``neas export`` need nothing but the run directory
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +26,9 @@ from neas.io import load_matching, load_weights, read_json, save_tensors, write_
 from neas.runfiles import DETECTOR, MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["DetectorSpec", "build_detector", "load_detector", "save_detector"]
+__all__ = ["FORMAT", "DetectorSpec", "build_detector", "load_detector", "save_detector"]
+
+FORMAT = "neas.detector/1"
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ class DetectorSpec:
         return len(self.categories)
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "num_classes": self.num_classes}
+        return {"format": FORMAT, **dataclasses.asdict(self), "num_classes": self.num_classes}
 
     @classmethod
     def from_json(cls, record: dict, where: str) -> DetectorSpec:
+        if record.get("format") != FORMAT:
+            raise NeasError(f"{where}: not a {FORMAT} detector record (format {record.get('format')!r})")
         names = [f.name for f in dataclasses.fields(cls) if f.name in record or f.default is dataclasses.MISSING]
         missing = [n for n in names if n not in record]
         if missing:
@@ -105,10 +108,9 @@ def build_detector(spec: DetectorSpec, body: tuple[nn.Module, list[int]] | None 
 
 
 def save_detector(model: nn.Module, spec: DetectorSpec, run: Path) -> Path:
-    """Writes ``run/model.safetensors`` (the record in its metadata) and ``run/detector.json``."""
-    record = spec.to_json()
-    path = save_tensors(run / MODEL, dict(model.state_dict()), {"detector": json.dumps(record)})
-    write_json(run / DETECTOR, record)
+    """Writes ``run/model.safetensors`` and, beside it, the record that rebuilds it: ``run/detector.json``."""
+    path = save_tensors(run / MODEL, dict(model.state_dict()), {"format": FORMAT})
+    write_json(run / DETECTOR, spec.to_json())
     return path
 
 

@@ -18,12 +18,12 @@ __all__ = ["ABLATIONS", "COMMANDS"]
 
 def _artefact(runner: str, constant: str, show: str | None = None):
     """A handler that runs ``neas.recipes.<runner>.<runner>`` and prints (rank 0) the file of
-    :mod:`neas.rundir` named by ``constant``, or what ``show`` ("module:function" of the run
+    :mod:`neas.runfiles` named by ``constant``, or what ``show`` ("module:function" of the run
     directory) returns; nothing that imports torch is imported before it runs (``neas --help`` stays fast)."""
 
     def handle(cfg, args) -> None:
         dist = importlib.import_module("neas.dist")
-        name = getattr(importlib.import_module("neas.rundir"), constant)
+        name = getattr(importlib.import_module("neas.runfiles"), constant)
         run = getattr(importlib.import_module(f"neas.recipes.{runner}"), runner)(cfg)
         if dist.is_main_process():
             if show is None:
