@@ -21,15 +21,20 @@ FAKE = f"{__name__}:fake_main"
 
 
 def fake_main(argv: "list[str]") -> int:
-    """``ACTION OUT [SECONDS] [--resume]``: records its argv, environment and time span in OUT, appends
+    """``ACTION OUT [SECONDS | N] [--resume]``: records its argv, environment and time span in OUT, appends
     OUT's name to ``order.txt`` beside it, writes ``done.json`` unless ACTION is ``fail``."""
     action, out = argv[0], Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
+    start, met = time.time(), None
     if action == "sleep":
         time.sleep(float(argv[2]))
+    if action == "meet":  # wait (up to a minute) until N jobs of the folder have arrived: proof they ran at once
+        (out.parent / f"{out.name}.arrived").touch()
+        deadline = time.time() + 60
+        while not (met := len(list(out.parent.glob("*.arrived"))) >= int(argv[2])) and time.time() < deadline:
+            time.sleep(0.05)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
-    (out / "record.json").write_text(json.dumps({"argv": argv, "env": env, "span": [start, time.time()]}))
+    (out / "record.json").write_text(json.dumps({"argv": argv, "env": env, "span": [start, time.time()], "met": met}))
     with open(out.parent / "order.txt", "a") as f:
         f.write(out.name + "\n")
     if action == "fail":
@@ -95,13 +100,18 @@ def test_a_killed_run_is_resumed_and_a_fresh_one_is_not(tmp_path):
 def test_local_runs_at_most_max_parallel_jobs_at_once_with_their_share(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' processes import this module
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # nothing here uses CUDA: the variable is only handed on
-    jobs = [_job(tmp_path, f"j{i}", "sleep", "2") for i in range(4)]
+    # each job waits until two have arrived: the first two can only finish by running at once (no timing
+    # needed for the overlap), and the throttle keeps the others out until one of them has ended
+    jobs = [_job(tmp_path, f"j{i}", "meet", "2") for i in range(4)]
     results = run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False, target=FAKE)
     assert [r.status for r in results] == ["done"] * 4
     records = [_record(tmp_path, job.name) for job in jobs]
-    events = sorted([(r["span"][0], 1) for r in records] + [(r["span"][1], -1) for r in records])
+    assert all(r["met"] for r in records)
+    events = sorted([(r["span"][1], -1) for r in records] + [(r["span"][0], 1) for r in records])  # ends first
     running = [sum(step for _, step in events[: i + 1]) for i in range(len(events))]
     assert max(running) == 2
+    starts, ends = sorted(r["span"][0] for r in records), sorted(r["span"][1] for r in records)
+    assert starts[2] >= ends[0]  # the third job started only after one had ended
     cpus = len(os.sched_getaffinity(0))
     assert {r["env"]["OMP_NUM_THREADS"] for r in records} == {str(max(1, cpus // 2))}
     assert {r["env"]["CUDA_VISIBLE_DEVICES"] for r in records} <= {"3", "5"}
