@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from neas import rundir
+from neas import rundir, runfiles
 from neas.config import from_dict
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig
@@ -25,7 +25,7 @@ def _cfg(out, **kw):
     ],
 )
 def test_a_damaged_arch_file_is_named_with_what_is_wrong(tmp_path, text, message):
-    path = tmp_path / rundir.ARCH
+    path = tmp_path / runfiles.ARCH
     path.write_text(text)
     with pytest.raises(NeasError) as caught:
         rundir.read_arch(path)
@@ -34,7 +34,7 @@ def test_a_damaged_arch_file_is_named_with_what_is_wrong(tmp_path, text, message
 
 
 def test_an_evaluation_without_a_top1_is_refused(tmp_path):
-    path = tmp_path / rundir.EVAL
+    path = tmp_path / runfiles.EVAL
     path.write_text('{"ensemble": {"nll": 0.3}}')
     with pytest.raises(NeasError, match="must hold a number 'top1'"):
         rundir.read_eval(path)

@@ -294,7 +294,7 @@ def test_every_bootstrap_of_the_ranking_tables_draws_at_least_10000_resamples(tm
 def test_the_driver_is_neas_compare_rank_and_ablate_calls(tmp_path, monkeypatch):
     study = _module("study")
     monkeypatch.setattr(study, "RUNS", tmp_path)  # where it writes the configs
-    monkeypatch.setattr(study, "COMPARE", tmp_path / "compare")
+    monkeypatch.setattr(study, "COMPARE_RUNS", tmp_path / "compare")
     argvs = {name: argv for name, argv, _, _ in study.commands(max_parallel=2)}
     compare = argvs["compare"]
     assert compare[0] == "compare"
@@ -305,7 +305,7 @@ def test_the_driver_is_neas_compare_rank_and_ablate_calls(tmp_path, monkeypatch)
     rank = argvs["rank-seed1"]
     assert rank[0] == "rank" and "--scratch" in rank
     assert [a for a in rank if a.endswith("/supernet")] == [
-        str(study.COMPARE / f"{row}-seed1" / "supernet") for row in ("neas", "none", "accuracy", "quality")
+        str(study.COMPARE_RUNS / f"{row}-seed1" / "supernet") for row in ("neas", "none", "accuracy", "quality")
     ]
     assert {argv[:2][1] for name, argv in argvs.items() if argv[0] == "ablate"} == {"homo-hetero", "split"}
     from neas.config import from_dict, load_yaml
@@ -319,7 +319,7 @@ def test_the_driver_is_neas_compare_rank_and_ablate_calls(tmp_path, monkeypatch)
 def test_collect_writes_each_finished_units_summary_once(tmp_path, monkeypatch):
     study = _module("study")
     monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(study, "COMPARE", tmp_path / "compare")
+    monkeypatch.setattr(study, "COMPARE_RUNS", tmp_path / "compare")
     run = tmp_path / "compare" / "neas-seed1-retrain2"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("seed: 2001\n")

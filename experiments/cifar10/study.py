@@ -51,7 +51,6 @@ from neas.runfiles import (
     ABLATE,
     ARCH,
     COMPARE,
-    COMPARE_CONFIGS,
     CONFIG,
     EVAL,
     RANK,
@@ -95,7 +94,7 @@ def _sh(cmd: list[str], log: Path) -> int:
 
 
 def _config(name: str, data: dict) -> Path:
-    return _write(RUNS / COMPARE_CONFIGS / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
+    return _write(RUNS / "configs" / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
 def _sha256(path: Path) -> str:
@@ -131,7 +130,7 @@ def commands(max_parallel: int) -> list[tuple[str, list[str], Path, Callable | N
     for which in ("homo-hetero", "split"):
         for r in range(RETRAINS):
             name = f"{which.replace('-', '')}_seed0_retrain{r}"
-            config = RUNS / COMPARE_CONFIGS / f"{name}.yaml"
+            config = RUNS / "configs" / f"{name}.yaml"
             argv = ["ablate", which, "--config", str(config), "--arch", str(PipelineLayout(source).search / ARCH)]
             write = functools.partial(_retrain_config, name, source, 1000 * r)
             out.append((name, [*argv, "--out", str(RUNS / name)], RUNS / name / ABLATE, write))

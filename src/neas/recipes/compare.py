@@ -217,7 +217,7 @@ def _sources(plan: _Plan, cfg: CompareConfig, rc: RunConfig, row: str, seed: int
     jobs that make them; ``own``: the budget of the row's own run (a deep ensemble's K = 1 run: budget / K)."""
     run = Path(rc.out)
     stage = run if own is None else run / budget_folder(rc.budget_metric, own)
-    arch = stage / ("search" if own is None else "") / ARCH
+    arch = (PipelineLayout(run).search if own is None else stage) / ARCH  # a budget folder holds its own pick
     tag = f"seed{seed}" + ("" if budget is None else f"-{rc.budget_metric}_{budget}")
     retrain = to_dict(stage_configs(rc)[2])
     for key in ("arch", "out", "resume"):

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from neas.config import option
 from neas.options import DataOptions, DeviceOptions, ExecutorOptions
-from neas.runfiles import COMPARE_CONFIGS
 from neas.search.settings import COST_METRICS
 from neas.settings import validate_fields
 
 __all__ = ["CONFIGS", "DEMO", "RunConfig"]
 
-CONFIGS = Path(__file__).resolve().parent.parent / COMPARE_CONFIGS  # shipped configs (also ./configs in the repo)
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
 DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
 
 
