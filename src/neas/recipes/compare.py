@@ -46,7 +46,6 @@ from neas.executor import Job, check_executor, run_jobs
 from neas.io import read_json, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
-from neas.recipes.search import check_budget
 from neas.report.html import build_compare_report
 from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, read_eval, releases_run_dir
 from neas.runfiles import (
@@ -64,6 +63,7 @@ from neas.runfiles import (
     PipelineLayout,
 )
 from neas.schemas.compare import ROWS, CompareConfig
+from neas.search.constraints import check_budget
 from neas.space import SearchSpace
 from neas.stats import ci95, paired_difference
 
@@ -177,7 +177,8 @@ def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
             num_classes[rc.data] = full.num_classes
         for one in _at_each_budget(rc):
             try:
-                check_budget(stage_configs(one)[1], space, num_classes[rc.data])
+                se = stage_configs(one)[1]
+                check_budget(se.constraints, space, num_classes[rc.data], se.split)
             except NeasError as exc:
                 what = f"{row} (one network at the budget / {k1_paths})" if row == "deep" else row
                 raise NeasError(f"--rows {what}: {exc}") from None

@@ -27,7 +27,7 @@ from neas.executor import check_executor, run_jobs, stage_job
 from neas.io import read_json
 from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
-from neas.recipes.search import SearchConfig, check_budget, search
+from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
@@ -35,6 +35,7 @@ from neas.rundir import (
 from neas.rundir import RunDir, read_arch, read_eval
 from neas.runfiles import ARCH, BUDGETS, EVAL, JOB_LOGS, MODEL, PARETO, RETRAIN_STAGE, SUMMARY, SUPERNET, PipelineLayout
 from neas.schemas.run import DEMO, RunConfig
+from neas.search.constraints import check_budget
 from neas.search.pareto import pick_for_budgets
 from neas.space import SearchSpace
 from neas.train.recipe import check_global_batch
@@ -212,7 +213,7 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
     if rt.cascade and space.num_paths < 2:
         raise NeasError(f"retrain.cascade: the space {space.name!r} has K = 1 path; a cascade needs at least 2")
     full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
-    check_budget(se, space, full.num_classes)
+    check_budget(se.constraints, space, full.num_classes, se.split)
     for section, cfg in (("supernet", sn), ("retrain", rt)):
         train = len(holdout_split(full.labels, cfg.holdout)[0]) if cfg.holdout else len(full.labels)
         what = f"images of the training part ({sn.data}, holdout {cfg.holdout or 0:g})"

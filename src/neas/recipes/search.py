@@ -11,7 +11,6 @@ Under torchrun the candidates of a generation are split across ranks.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -32,18 +31,23 @@ from neas.log import MetricLogger
 from neas.rundir import RunDir, read_generations, releases_run_dir, truncate_metrics
 from neas.runfiles import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, generation_file
 from neas.schemas.search import SearchConfig
-from neas.search.constraints import measure_costs
+from neas.search.constraints import (
+    check_feasible,
+    check_latency_feasible,
+    describe_range,
+    measure_costs,
+    restrict_split,
+)
 from neas.search.data import heldout_batches
 from neas.search.evolution import SearchProblem, evolve, random_search, sample_within
 from neas.search.fitness import CandidateEvaluator, Evaluation
 from neas.search.pareto import front_indices, nsga2_select
-from neas.search.settings import Constraints
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet
 from neas.train.checkpoint import read_state
 
-__all__ = ["SearchConfig", "check_budget", "search"]
+__all__ = ["SearchConfig", "search"]
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +59,6 @@ def _scores(e: Evaluation) -> dict:
         "ensemble_aurc": e.ensemble_aurc,
         "path_acc": list(e.path_acc),
     }
-
-
-def _restrict_split(shrunk: ShrunkSpace, split: list[int] | None) -> ShrunkSpace:
-    """The shrunk space with its split range narrowed to ``split`` (inside the supernet's range)."""
-    if split is None:
-        return shrunk
-    lo, hi = shrunk.space.split
-    if not lo <= split[0] <= split[1] <= hi:
-        raise NeasError(f"split {list(split)} is outside the supernet space's split range [{lo}, {hi}]")
-    return ShrunkSpace(dataclasses.replace(shrunk.space, split=tuple(split)), shrunk.combinations)
 
 
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resuming: bool) -> LatencyTable | None:
@@ -95,49 +89,6 @@ def _keep_latency(table: LatencyTable | None, run: RunDir, resuming: bool) -> No
         table.save(run / LATENCY_TABLE)
 
 
-def _describe_range(table, shrunk) -> str:
-    lo, hi = table.range(shrunk, "macs")
-    plo, phi = table.range(shrunk, "params")
-    return (
-        f"the space's ensembles span {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs and {plo / 1e6:.3f}M-{phi / 1e6:.3f}M params"
-    )
-
-
-def _check_feasible(constraints: Constraints, table, shrunk) -> None:
-    for metric in ("macs", "paper_flops", "params"):
-        lo_c, hi_c = getattr(constraints, f"min_{metric}"), getattr(constraints, f"max_{metric}")
-        lo, hi = table.range(shrunk, metric)
-        if (hi_c is not None and hi_c < lo) or (lo_c is not None and lo_c > hi):
-            bound = f"max_{metric}={hi_c}" if hi_c is not None and hi_c < lo else f"min_{metric}={lo_c}"
-            cheapest, dearest = table.extremes(shrunk, metric)
-            raise NeasError(
-                f"no ensemble of the space meets {bound}: the cheapest has {metric}={lo} ({cheapest}), the most "
-                f"expensive {hi} "
-                f"({dearest}); {_describe_range(table, shrunk)}"
-            )
-
-
-def check_budget(cfg: SearchConfig, space: SearchSpace, num_classes: int) -> None:
-    """Refuses a MACs/FLOPs/params budget that no ensemble of ``space`` (with ``num_classes``
-    outputs) meets: it needs only the space, so `neas run` asks before training the supernet.
-    (A latency budget needs the measured table; the search checks it when it starts.)"""
-    shrunk = _restrict_split(ShrunkSpace.full(space), cfg.split)
-    _check_feasible(cfg.constraints, cost_table(space, num_classes), shrunk)
-
-
-def _check_latency_feasible(constraints: Constraints, latency: LatencyTable, shrunk: ShrunkSpace) -> None:
-    fastest, slowest = latency.bounds(shrunk, constraints.latency_mode)
-    lo_c, hi_c = constraints.min_latency_ms, constraints.max_latency_ms
-    if (hi_c is not None and hi_c < fastest) or (lo_c is not None and lo_c > slowest):
-        quick = latency.fastest(shrunk)
-        raise NeasError(
-            f"no ensemble of the space meets {constraints.active()}: on {latency.device} "
-            f"({latency.runtime}) the fastest takes at least {fastest:.3f} ms (e.g. {quick}: "
-            f"{latency.latency_ms(quick, constraints.latency_mode):.3f} ms) and the slowest at most "
-            f"{slowest:.3f} ms ({constraints.latency_mode} paths)"
-        )
-
-
 def _supernet_dir(supernet: str) -> Path:
     """The run directory of ``--supernet``, checked to hold a finished supernet."""
     sn_dir = Path(supernet)
@@ -157,14 +108,14 @@ def _setup_supernet(cfg: SearchConfig, device) -> tuple[Path, Supernet, Supernet
     sn_dir = _supernet_dir(cfg.supernet)
     supernet, info = load_supernet(sn_dir, device)
     supernet = supernet.to(memory_format=torch.channels_last).eval()
-    return sn_dir, supernet, info, _restrict_split(info.shrunk, cfg.split)
+    return sn_dir, supernet, info, restrict_split(info.shrunk, cfg.split)
 
 
 def _setup_constraints(cfg: SearchConfig, supernet: Supernet, shrunk: ShrunkSpace):
     """The cost table of the budget; a budget no ensemble of the space meets is refused before the
     run directory is touched."""
     table = cost_table(supernet.space, supernet.num_classes)
-    _check_feasible(cfg.constraints, table, shrunk)
+    check_feasible(cfg.constraints, table, shrunk)
     return table
 
 
@@ -175,7 +126,7 @@ def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: S
     mine = _latency(cfg, run, space, num_classes, run.device, run.resuming) if run.main else None
     latency = dist.broadcast_object(mine)
     if latency is not None:
-        _check_latency_feasible(cfg.constraints, latency, shrunk)
+        check_latency_feasible(cfg.constraints, latency, shrunk)
     _keep_latency(latency, run, run.resuming)
     return latency
 
@@ -345,7 +296,7 @@ def _run_generations(s: _Search) -> None:
     if sample_within(s.shrunk, random.Random(0), s.ok, tries=20_000) is None and not s.history:
         raise NeasError(
             f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
-            f"{_describe_range(s.table, s.shrunk)}"
+            f"{describe_range(s.table, s.shrunk)}"
         )
     problem = SearchProblem(s.ok, s.evaluate, functools.partial(_record_generation, s))
     if cfg.strategy == "evolution":
