@@ -149,6 +149,17 @@ def test_the_algorithm_packages_import_nothing_of_the_command_line_or_the_run_di
             assert not found, f"{name} imports {sorted(found)}"
 
 
+ORCHESTRATORS = ("neas.recipes.run", "neas.recipes.compare", "neas.recipes.ablate")
+
+
+def test_a_recipe_imports_another_only_to_orchestrate(package):
+    """Helpers two recipes need live in the library package they belong to (STYLE.md rule 4)."""
+    for name, targets in package.items():
+        if name.startswith("neas.recipes.") and name not in ORCHESTRATORS:
+            others = {t for t in targets if t.startswith("neas.recipes.") and t != name}
+            assert not others, f"{name} imports {sorted(others)}"
+
+
 def test_cost_imports_nothing_above_it(package):
     above = ("neas.ensemble", "neas.supernet", "neas.search", "neas.shrink", "neas.train", "neas.recipes", "neas.dist")
     for name, targets in package.items():

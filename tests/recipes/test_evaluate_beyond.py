@@ -15,10 +15,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from neas.cli import main
 from neas.data import BatchLoader, load_dataset
+from neas.data.heldout import heldout_images
 from neas.ensemble import build_ensemble
 from neas.ensemble.cascade import fit_thresholds
 from neas.ensemble.io import load_ensemble, save_ensemble
-from neas.recipes.evaluate import heldout_images
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.space import EnsembleArch, SearchSpace
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 
-from neas.data import BatchLoader, holdout_split, load_dataset
+from neas.data import BatchLoader, load_dataset
 from neas.data.corruptions import parse_severities
-from neas.data.datasets import check_same_classes, evaluation_view
+from neas.data.datasets import check_same_classes
+from neas.data.heldout import heldout_images, load_ood
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import EvalOptions, assess
@@ -26,21 +27,13 @@ from neas.ensemble.deployment import fit_cascade, path_logits, score_arrays
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
-from neas.options import QualityOptions
 from neas.rundir import run_kind
 from neas.runfiles import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
-__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout", "heldout_images", "load_ood"]
+__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
 
 log = logging.getLogger(__name__)
-
-
-def heldout_images(data: str, data_dir, holdout: float, input_size: int, decoding: dict | None = None):
-    """The held-out part of the training split a retraining with ``--holdout`` left out, seen as the test split is."""
-    train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
-    _, held = holdout_split(train.labels, holdout)
-    return evaluation_view(train, held)
 
 
 def fit_on_heldout(
@@ -88,18 +81,8 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
     return record
 
 
-def load_ood(cfg: QualityOptions, input_size: int, decoding: dict):
-    """``cfg``'s out-of-distribution images (None without ``ood_data``), seen with the model's own transform:
-    resized to its input size and normalised as the evaluated split is, whatever their own size and mode."""
-    if cfg.ood_data is None:
-        return None
-    try:
-        ood = load_dataset(cfg.ood_data, cfg.ood_split, input_size, cfg.ood_data_dir, cfg.ood_download, **decoding)
-    except NeasError as exc:
-        raise NeasError(f"ood_data: {exc}") from None
-    if len(ood) == 0:
-        raise NeasError(f"ood_data: {cfg.ood_data!r}/{cfg.ood_split} has no images")
-    return ood
+def _ood(cfg: EvaluateConfig, input_size: int):
+    return load_ood(cfg.ood_data, cfg.ood_split, input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding)
 
 
 def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> dict | None:
@@ -149,7 +132,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         corruption_seed=cfg.corruption_seed,
         latency=cfg.latency,
         desc=f"evaluate {cfg.split}",
-        ood=load_ood(cfg, net.space.input_size, cfg.decoding),
+        ood=load_ood(
+            cfg.ood_data, cfg.ood_split, net.space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding
+        ),
         ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
         cascade=_cascade(cfg, net, info, data, data_dir, device),
     )

@@ -28,6 +28,7 @@ from neas import dist
 from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
+from neas.data.heldout import load_ood
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import EvalOptions, anytime_order, assess, held_out_order
 from neas.ensemble.calibration import fit_temperature
@@ -37,7 +38,6 @@ from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
 from neas.io import read_json
 from neas.nn.precision import full_precision
-from neas.recipes.evaluate import load_ood
 from neas.rundir import RunDir, releases_run_dir
 from neas.runfiles import EVAL, MODEL
 from neas.schemas.retrain import RetrainConfig
@@ -292,7 +292,8 @@ def retrain(cfg: RetrainConfig) -> Path:
         raise NeasError(f"cascade: needs an ensemble of at least 2 paths; {cfg.arch} has 1")
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
-    ood = load_ood(cfg, space.input_size, cfg.decoding)  # refused before the run directory exists
+    # refused before the run directory exists
+    ood = load_ood(cfg.ood_data, cfg.ood_split, space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding)
     run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
