@@ -21,7 +21,7 @@ FAKE = f"{__name__}:fake_main"
 
 
 def fake_main(argv: "list[str]") -> int:
-    """``ACTION OUT [SECONDS | N] [--resume]``: records its argv, environment and time span in OUT, appends
+    """``ACTION OUT [SECONDS | N HOLD] [--resume]``: records its argv, environment and time span in OUT, appends
     OUT's name to ``order.txt`` beside it, writes ``done.json`` unless ACTION is ``fail``."""
     action, out = argv[0], Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -33,6 +33,7 @@ def fake_main(argv: "list[str]") -> int:
         deadline = time.time() + 60
         while not (met := len(list(out.parent.glob("*.arrived"))) >= int(argv[2])) and time.time() < deadline:
             time.sleep(0.05)
+        time.sleep(float(argv[3]))  # then stay: jobs a broken throttle let in too would overlap this one
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
     (out / "record.json").write_text(json.dumps({"argv": argv, "env": env, "span": [start, time.time()], "met": met}))
     with open(out.parent / "order.txt", "a") as f:
@@ -101,8 +102,9 @@ def test_local_runs_at_most_max_parallel_jobs_at_once_with_their_share(tmp_path,
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' processes import this module
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # nothing here uses CUDA: the variable is only handed on
     # each job waits until two have arrived: the first two can only finish by running at once (no timing
-    # needed for the overlap), and the throttle keeps the others out until one of them has ended
-    jobs = [_job(tmp_path, f"j{i}", "meet", "2") for i in range(4)]
+    # needed for the overlap: a loaded machine cannot fail it), and the throttle keeps the others out
+    # until one of them has ended (a broken throttle lets a third in while the first two hold for 1 s)
+    jobs = [_job(tmp_path, f"j{i}", "meet", "2", "1") for i in range(4)]
     results = run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False, target=FAKE)
     assert [r.status for r in results] == ["done"] * 4
     records = [_record(tmp_path, job.name) for job in jobs]
