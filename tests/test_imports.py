@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # docs/DESIGN.md, "Imports": a package imports only those before it (those on one line: either way round)
 LAYERS = [
     ("errors", "lazy", "runfiles"),
+    ("io",),
+    ("records",),  # the typed records of a run's files: torch-free, readable by the algorithm and the report
     ("settings",),  # neas.settings and every algorithm package's settings module: torch-free, below the CLI
     ("parser",),
     ("config",),
     ("stats",),
     ("options",),
     ("schemas",),
-    ("io",),
     ("dist",),
     ("seeding",),
     ("rundir",),

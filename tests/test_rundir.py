@@ -1,4 +1,4 @@
-"""The run-directory owner: its files' readers, the marker written before the lock, the lock file."""
+"""The run directory: the marker written before the lock, the lock file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from neas import rundir, runfiles
+from neas import rundir
 from neas.config import from_dict
 from neas.errors import NeasError
 from neas.recipes.retrain import RetrainConfig
@@ -14,40 +14,6 @@ from neas.recipes.retrain import RetrainConfig
 
 def _cfg(out, **kw):
     return from_dict(RetrainConfig, {"arch": "neas-s", "out": str(out), **kw})
-
-
-@pytest.mark.parametrize(
-    "text,message",
-    [
-        ('{"split": 1, "paths"', "not a readable arch file"),
-        ("[1, 2]", "arch file must be a JSON object, got list"),
-        ('{"split": 1}', "arch file lacks 'paths'"),
-    ],
-)
-def test_a_damaged_arch_file_is_named_with_what_is_wrong(tmp_path, text, message):
-    path = tmp_path / runfiles.ARCH
-    path.write_text(text)
-    with pytest.raises(NeasError) as caught:
-        rundir.read_arch(path)
-    assert str(path) in str(caught.value)
-    assert message in str(caught.value)
-
-
-def test_an_evaluation_without_a_top1_is_refused(tmp_path):
-    path = tmp_path / runfiles.EVAL
-    path.write_text('{"ensemble": {"nll": 0.3}}')
-    with pytest.raises(NeasError, match="must hold a number 'top1'"):
-        rundir.read_eval(path)
-
-
-def test_generations_are_read_in_order_and_checked(tmp_path):
-    for g in range(3):
-        (tmp_path / rundir.generation_file(g)).write_text(f'{{"generation": {g}, "members": []}}')
-    assert [r["generation"] for r in rundir.read_generations(tmp_path)] == [0, 1, 2]
-    assert len(rundir.read_generations(tmp_path, 2)) == 2
-    (tmp_path / rundir.generation_file(1)).write_text('{"members": 3}')
-    with pytest.raises(NeasError, match="field 'members' must be a list"):
-        rundir.read_generations(tmp_path)
 
 
 def test_the_marker_is_written_before_the_lock_so_a_kill_between_them_leaves_a_resumable_run(tmp_path, monkeypatch):

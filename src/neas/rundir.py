@@ -35,9 +35,9 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import MAX_JSON_BYTES, read_json, read_jsonl, write_json, write_text, write_yaml
+from neas.io import MAX_JSON_BYTES, read_jsonl, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
-from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, generation_file, has_checkpoint
+from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, has_checkpoint
 
 __all__ = [
     "NOT_COMPARED",
@@ -47,9 +47,6 @@ __all__ = [
     "config_differences",
     "is_run_dir",
     "prepare_run_dir",
-    "read_arch",
-    "read_eval",
-    "read_generations",
     "release_run_dir",
     "releases_run_dir",
     "run_kind",
@@ -63,32 +60,6 @@ NOT_COMPARED = ("resume", "out", "device", "workers", *EXECUTOR_KEYS)  # how a r
 
 _LOCKS: dict[str, object] = {}  # run directory -> its open, locked lock file (held until released or exit)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def read_arch(path: str | Path) -> dict:
-    """A search's (or a budget's) ``arch.json``: the ensemble with its costs and scores."""
-    return read_json(path, "arch file", ("split", "paths"))
-
-
-def read_eval(path: str | Path) -> dict:
-    """A retraining's (or an evaluation's) ``eval.json``; ``record["ensemble"]["top1"]`` is checked."""
-    record = read_json(path, "evaluation", ("ensemble",))
-    if not isinstance(record["ensemble"], dict) or not isinstance(record["ensemble"].get("top1"), (int, float)):
-        raise NeasError(f"{path}: evaluation field 'ensemble' must hold a number 'top1'")
-    return record
-
-
-def read_generations(search_dir: str | Path, count: int | None = None) -> list[dict]:
-    """A search's ``generation_XX.json`` files in order (the first ``count``, else all there are),
-    each with its ``members`` list."""
-    search_dir = Path(search_dir)
-    if count is None:
-        count = len(list(search_dir.glob("generation_*.json")))
-    records = [read_json(search_dir / generation_file(g), "search generation", ("members",)) for g in range(count)]
-    for g, record in enumerate(records):
-        if not isinstance(record["members"], list):
-            raise NeasError(f"{search_dir / generation_file(g)}: field 'members' must be a list")
-    return records
 
 
 def _lock(run: Path) -> None:

@@ -48,13 +48,11 @@ from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.recipes.search import SearchConfig, search
+from neas.records import read_arch, read_eval, read_generations
 from neas.rundir import (
     NOT_COMPARED,
     claim_dir,
     config_differences,
-    read_arch,
-    read_eval,
-    read_generations,
     release_run_dir,
 )
 from neas.runfiles import (
@@ -170,7 +168,7 @@ def _retrain_variants(variants: dict, base: RetrainConfig, out: Path, jobs: dict
     _retrain_all(stages, jobs, out / JOB_LOGS)
     results = {}
     for name, (arch, space) in variants.items():
-        ev = read_eval(out / name / EVAL)
+        ev = read_eval(out / name / EVAL).raw
         k = arch.num_paths
         cost = cost_table(space, _num_classes(out / name)).cost(arch)
         results[name] = {
@@ -333,7 +331,7 @@ def _check_reuse(run: Path, base: RunConfig, k: int) -> None:
     differ = [key for key, _, _ in config_differences(run, base, ("space", *NOT_COMPARED))]
     if differ:
         raise NeasError(f"--reuse {k}={run}: its config differs from the given one in {', '.join(differ)}")
-    runs_k = read_arch(PipelineLayout(run).search / ARCH)["paths"]
+    runs_k = list(read_arch(PipelineLayout(run).search / ARCH).paths)
     if len(runs_k) != k:
         raise NeasError(f"--reuse {k}={run}: its ensembles have {len(runs_k)} paths, not {k}")
 
@@ -458,7 +456,7 @@ def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, 
     members, singles = [], []
     for stage in stages.values():
         members.append(load_ensemble(Path(stage.out))[0])
-        ev = read_eval(Path(stage.out) / EVAL)
+        ev = read_eval(Path(stage.out) / EVAL).raw
         singles.append({"seed": stage.seed, **{k: ev["ensemble"][k] for k in ("top1", "nll", "ece", "brier")}})
     return members, singles
 

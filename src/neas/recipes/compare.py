@@ -46,8 +46,9 @@ from neas.executor import Job, check_executor, run_jobs
 from neas.io import read_json, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
+from neas.records import read_eval
 from neas.report.html import build_compare_report
-from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, read_eval, releases_run_dir
+from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, releases_run_dir
 from neas.runfiles import (
     ABLATE,
     ARCH,
@@ -288,7 +289,7 @@ def _run(cfg: CompareConfig, plan: _Plan, out: Path) -> None:
 
 def _numbers(path: Path) -> dict:
     """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``."""
-    record = read_json(path, "deep ensemble", ("ensemble",)) if path.name == ABLATE else read_eval(path)
+    record = read_json(path, "deep ensemble", ("ensemble",)) if path.name == ABLATE else read_eval(path).raw
     values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
     return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
 

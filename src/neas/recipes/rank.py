@@ -29,7 +29,8 @@ from neas.dist import local_device
 from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs, stage_job
 from neas.io import read_json, save_figure, write_json, write_text
-from neas.rundir import claim_dir, read_eval, releases_run_dir
+from neas.records import read_eval
+from neas.rundir import claim_dir, releases_run_dir
 from neas.runfiles import EVAL, JOB_LOGS, RANK, RANK_ARCHS, RANK_TABLE, SCRATCH, SCRATCH_RUNS, SUPERNET
 from neas.schemas.rank import RankConfig
 from neas.schemas.retrain import RetrainConfig
@@ -125,7 +126,7 @@ def _train_from_scratch(
     todo = [job for job in jobs if job is not None]
     if todo:
         run_jobs(todo, executor=cfg.executor, max_parallel=cfg.max_parallel, slurm=cfg.slurm, log_dir=out / JOB_LOGS)
-    return [read_eval(run / EVAL)["ensemble"]["top1"] for run in runs]
+    return [read_eval(run / EVAL).top1 for run in runs]
 
 
 def _oneshot_scores(

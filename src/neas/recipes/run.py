@@ -29,14 +29,16 @@ from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
+from neas.records import Summary, read_arch, read_eval
 from neas.rundir import (
     NOT_COMPARED as _ALWAYS_IGNORED,
 )
-from neas.rundir import RunDir, read_arch, read_eval
+from neas.rundir import RunDir
 from neas.runfiles import ARCH, BUDGETS, EVAL, JOB_LOGS, MODEL, PARETO, RETRAIN_STAGE, SUMMARY, SUPERNET, PipelineLayout
 from neas.schemas.run import DEMO, RunConfig
 from neas.search.constraints import check_budget
 from neas.search.pareto import pick_for_budgets
+from neas.search.settings import COST_METRICS
 from neas.space import SearchSpace
 from neas.train.recipe import check_global_batch
 
@@ -105,7 +107,7 @@ def _budget_stages(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> dict:
             "path_acc": member["path_acc"],
             "supernet_acc": member["ensemble_acc"],
             "budget": {cfg.budget_metric: value},
-            **{k: member[k] for k in ("macs", "paper_flops", "params", "latency_ms") if k in member},
+            **{k: member[k] for k in COST_METRICS if k in member},
         }
         if not (folder / ARCH).is_file():
             run.write_json(f"{name}/{ARCH}", arch)
@@ -149,8 +151,8 @@ def _retrain_budgets(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> list[dic
                 "metric": cfg.budget_metric,
                 "arch": {"split": member["split"], "paths": member["paths"]},
                 "supernet_acc": member["ensemble_acc"],
-                "test_top1": result["ensemble"]["top1"],
-                "test_nll": result["ensemble"]["nll"],
+                "test_top1": result.top1,
+                "test_nll": result.ensemble["nll"],
                 "macs": member["macs"],
                 "params": member["params"],
                 "dir": str(Path(stage.out).parent),
@@ -188,7 +190,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
     run_stage(layout.supernet, [SUPERNET], train_supernet, sn, "supernet")
     run_stage(layout.search, [ARCH], search, se, "search")
     if cfg.compare_random:
-        evaluations = read_arch(layout.search / ARCH)["evaluations"]
+        evaluations = read_arch(layout.search / ARCH).get("evaluations")
         rand = dataclasses.replace(se, strategy="random", evaluations=evaluations, out=str(layout.search_random))
         run_stage(layout.search_random, [ARCH], search, rand, "random search")
     budgets = []
@@ -234,24 +236,11 @@ def _summarise(run: RunDir, arch_file: Path, budgets: list) -> dict:
     from neas.report import build_report
 
     layout = PipelineLayout(run.path)
-    arch = {**read_arch(layout.search / ARCH), **read_arch(arch_file)}
-    arch.setdefault("constraints", {})
-    result = read_eval(layout.retrain / EVAL)
+    searched = read_arch(layout.search / ARCH)
     report = build_report(run.path)
-    summary = {
-        "report": str(report),
-        "test_top1": result["ensemble"]["top1"],
-        "test_nll": result["ensemble"]["nll"],
-        "test_ece": result["ensemble"].get("ece"),
-        "path_test_top1": [result[f"path{j}"]["top1"] for j in range(len(arch["paths"]))],
-        "supernet_acc": arch["supernet_acc"],
-        "macs": arch["macs"],
-        "paper_flops": arch["paper_flops"],
-        "params": arch["params"],
-        "constraints": arch["constraints"],
-        "arch": {"split": arch["split"], "paths": arch["paths"]},
-        **({"budgets": budgets} if budgets else {}),
-    }
+    summary = Summary.of(
+        report, read_arch(arch_file), read_eval(layout.retrain / EVAL), budgets, searched.get("constraints") or {}
+    ).to_json()
     run.write_json(SUMMARY, summary)
     return summary
 

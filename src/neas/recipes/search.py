@@ -28,7 +28,8 @@ from neas.data.calibration import check_same_calibration
 from neas.ensemble.latency import measure_latency_table
 from neas.errors import NeasError
 from neas.log import MetricLogger
-from neas.rundir import RunDir, read_generations, releases_run_dir, truncate_metrics
+from neas.records import COSTS, read_generations
+from neas.rundir import RunDir, releases_run_dir, truncate_metrics
 from neas.runfiles import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, generation_file
 from neas.schemas.search import SearchConfig
 from neas.search.constraints import (
@@ -301,7 +302,7 @@ def _run_generations(s: _Search) -> None:
     problem = SearchProblem(s.ok, s.evaluate, functools.partial(_record_generation, s))
     if cfg.strategy == "evolution":
         # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
-        counted = cfg.pareto in ("macs", "paper_flops", "params")
+        counted = cfg.pareto in COSTS
         anchors = (s.table.extremes(s.shrunk, cfg.pareto)[0],) if counted else ()
         s.history = evolve(
             s.shrunk,

@@ -12,8 +12,9 @@ from neas.data.datasets import rgb_array
 from neas.detection.data import load_coco
 from neas.errors import NeasError
 from neas.io import read_json, write_text
+from neas.records import COSTS, ArchRecord, EvalRecord, read_arch, read_eval
 from neas.report import plots
-from neas.rundir import read_arch, read_eval, run_kind
+from neas.rundir import run_kind
 from neas.runfiles import (
     ARCH,
     COMPARE,
@@ -38,33 +39,34 @@ def _figure(name: str, caption: str) -> str:
     return f'<figure><img src="{name}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
-def _summary(chosen: dict | None, result: dict | None) -> list[str]:
+def _summary(chosen: ArchRecord | None, result: EvalRecord | None) -> list[str]:
     """The result section: the chosen ensemble, its costs and scores, and its retrained quality."""
     summary = []
     if chosen:
-        budget = chosen.get("constraints", {})
-        summary.append(f"<li>chosen ensemble: <code>{html.escape(str(EnsembleArch.from_json(chosen)))}</code></li>")
+        budget, cost = chosen.get("constraints", {}), chosen.costs
         summary.append(
-            f"<li>cost: {chosen['macs'] / 1e6:.3f}M MACs, {chosen['paper_flops'] / 1e6:.3f}M paper FLOPs, "
-            f"{chosen['params'] / 1e6:.3f}M params; constraints: {html.escape(json.dumps(budget))}</li>"
+            f"<li>chosen ensemble: <code>{html.escape(str(EnsembleArch.from_json(chosen.arch)))}</code></li>"
         )
         summary.append(
-            f"<li>held-out top-1 with supernet weights: {100 * chosen['supernet_acc']:.2f}% "
-            f"({chosen['evaluations']} candidates evaluated, {chosen['strategy']})</li>"
+            f"<li>cost: {cost['macs'] / 1e6:.3f}M MACs, {cost['paper_flops'] / 1e6:.3f}M paper FLOPs, "
+            f"{cost['params'] / 1e6:.3f}M params; constraints: {html.escape(json.dumps(budget))}</li>"
+        )
+        summary.append(
+            f"<li>held-out top-1 with supernet weights: {100 * chosen.supernet_acc:.2f}% "
+            f"({chosen.get('evaluations')} candidates evaluated, {chosen.get('strategy')})</li>"
         )
     if result:
         paths = ", ".join(
-            f"path {j}: {100 * result[f'path{j}']['top1']:.2f}%" for j in range(len(chosen["paths"]) if chosen else 0)
+            f"path {j}: {100 * top1:.2f}%"
+            for j, top1 in enumerate(result.path_top1[: len(chosen.paths) if chosen else 0])
         )
-        summary.append(
-            f"<li>after retraining: test top-1 <b>{100 * result['ensemble']['top1']:.2f}%</b> (ensemble); {paths}</li>"
-        )
-        e = result["ensemble"]
+        summary.append(f"<li>after retraining: test top-1 <b>{100 * result.top1:.2f}%</b> (ensemble); {paths}</li>")
+        e = result.ensemble
         if "nll" in e:
             calibrated = e.get("calibrated")
             after = (
                 (
-                    f"; with temperature {result['temperature']['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
+                    f"; with temperature {result.get('temperature')['temperature']:.3f}: NLL {calibrated['nll']:.4f}, "
                     f"ECE {100 * calibrated['ece']:.2f}%"
                 )
                 if calibrated
@@ -128,9 +130,9 @@ def _budgets(run: Path) -> list[str]:
     for folder in sorted(PipelineLayout(run).budgets.glob(f"*/{RETRAIN_STAGE}/{EVAL}")):
         ev = read_eval(folder)
         rows.append(
-            f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev['ensemble']['top1']:.2f}</td>"
-            f"<td>{ev['ensemble']['nll']:.4f}</td><td>{ev['macs'] / 1e6:.3f}</td>"
-            f"<td>{ev['params'] / 1e6:.3f}</td></tr>"
+            f"<tr><td>{html.escape(folder.parent.parent.name)}</td><td>{100 * ev.top1:.2f}</td>"
+            f"<td>{ev.ensemble['nll']:.4f}</td><td>{ev.costs['macs'] / 1e6:.3f}</td>"
+            f"<td>{ev.costs['params'] / 1e6:.3f}</td></tr>"
         )
     if not rows:
         return []
@@ -138,21 +140,23 @@ def _budgets(run: Path) -> list[str]:
     return ["<table>" + header + "".join(rows) + "</table>"]
 
 
-def _chosen(run: Path, out: Path, chosen: dict) -> list[str]:
+def _chosen(run: Path, out: Path, chosen: ArchRecord) -> list[str]:
     """Every candidate's accuracy vs cost with the budget, and the chosen ensemble's layout."""
     budget = chosen.get("constraints", {})
-    metric = next((m for m in ("macs", "paper_flops", "params") if f"max_{m}" in budget), "macs")
-    plots.plot_pareto(PipelineLayout(run).search, out / figure("pareto"), budget.get(f"max_{metric}"), metric, chosen)
+    metric = next((m for m in COSTS if f"max_{m}" in budget), "macs")
+    plots.plot_pareto(
+        PipelineLayout(run).search, out / figure("pareto"), budget.get(f"max_{metric}"), metric, chosen.raw
+    )
     caption = "Accuracy vs cost of every evaluated candidate, with the Pareto front and the budget"
     parts = [_figure(figure("pareto"), caption)]
-    space = SearchSpace.from_dict(chosen["space"])
-    plots.plot_arch(EnsembleArch.from_json(chosen), space, out / figure("arch"))
+    space = SearchSpace.from_dict(chosen.get("space"))
+    plots.plot_arch(EnsembleArch.from_json(chosen.arch), space, out / figure("arch"))
     caption = "Shared trunk, split point and each path's blocks"
     parts.append("<h2>The chosen ensemble</h2>" + _figure(figure("arch"), caption))
     return parts
 
 
-def _quality(out: Path, result: dict) -> list[str]:
+def _quality(out: Path, result: EvalRecord) -> list[str]:
     """The retrained ensemble's calibration, anytime inference and robustness figures that apply."""
     figures = [
         (
@@ -186,7 +190,7 @@ def _quality(out: Path, result: dict) -> list[str]:
             "Early exit: the confidence-gated cascade vs the fixed sub-ensembles of anytime inference",
         ),
     ]
-    shown = [_figure(name, caption) for plot, name, caption in figures if plot(result, out / name)]
+    shown = [_figure(name, caption) for plot, name, caption in figures if plot(result.raw, out / name)]
     return ["<h2>Ensemble quality</h2>" + "".join(shown)] if shown else []
 
 

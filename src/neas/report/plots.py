@@ -19,7 +19,7 @@ from neas.io import (
     save_figure,
 )
 from neas.log import MetricLogger
-from neas.rundir import read_arch, read_generations
+from neas.records import read_arch, read_generations
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
 from neas.space import EnsembleArch
@@ -469,7 +469,7 @@ def plot_front(run: Path, path: Path) -> Path | None:
                 drawstyle="steps-post",
             )
     for folder in sorted(PipelineLayout(run).budgets.glob(f"*/{ARCH}")):
-        picked = read_arch(folder)
+        picked = read_arch(folder).raw
         budget = next(iter(picked["budget"].values()))
         ax.axvline(budget * scale, color="grey", ls=":", lw=1)
         ax.scatter(

@@ -8,6 +8,7 @@ import dataclasses
 from neas.cost import CostTable, cost_table
 from neas.cost.latency import LatencyTable
 from neas.errors import NeasError
+from neas.records import COSTS
 from neas.search.settings import Constraints
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
@@ -51,7 +52,7 @@ def describe_range(table: CostTable, shrunk: ShrunkSpace) -> str:
 
 def check_feasible(constraints: Constraints, table: CostTable, shrunk: ShrunkSpace) -> None:
     """Refuses MACs/FLOPs/params bounds that no ensemble of ``shrunk`` meets, naming the range."""
-    for metric in ("macs", "paper_flops", "params"):
+    for metric in COSTS:
         lo_c, hi_c = getattr(constraints, f"min_{metric}"), getattr(constraints, f"max_{metric}")
         lo, hi = table.range(shrunk, metric)
         if (hi_c is not None and hi_c < lo) or (lo_c is not None and lo_c > hi):

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from neas.errors import NeasError
+from neas.records import COSTS
 from neas.settings import Amount, setting, validate_fields
 
 __all__ = ["COST_METRICS", "OBJECTIVES", "Constraints", "EvolutionSettings"]
 
 OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (neas.search.fitness)
-COST_METRICS = ("macs", "paper_flops", "params", "latency_ms")  # budgets and Pareto fronts
+COST_METRICS = (*COSTS, "latency_ms")  # budgets and Pareto fronts: the static costs and the measured latency
 
 
 @dataclass(frozen=True)
