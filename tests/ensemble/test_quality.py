@@ -14,8 +14,9 @@ from neas.data import BatchLoader
 from neas.data.corruptions import CORRUPTIONS, Corruption, parse_corruptions, parse_severities
 from neas.data.datasets import ImageTensors
 from neas.ensemble import build_ensemble
-from neas.ensemble.assess import EvalOptions, anytime_order, assess
+from neas.ensemble.assess import EvalOptions, assess
 from neas.ensemble.calibration import fit_temperature
+from neas.ensemble.deployment import anytime_order
 from neas.ensemble.metrics import Scores, evaluate_ensemble
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
@@ -120,16 +121,17 @@ def test_temperature_scaling_tames_an_overconfident_model():
 
 
 def test_retrain_fits_the_temperature_on_the_held_out_part_only(tmp_path, monkeypatch):
+    import neas.ensemble.deployment as deployment
     import neas.recipes.retrain as recipe
 
     seen = []
-    real = recipe.fit_temperature
+    real = deployment.fit_temperature
 
     def spy(logits, labels):
         seen.append(len(labels))
         return real(logits, labels)
 
-    monkeypatch.setattr(recipe, "fit_temperature", spy)
+    monkeypatch.setattr(deployment, "fit_temperature", spy)
     space = SearchSpace.preset("tiny")
     arch = EnsembleArch.sample(space, 3)
     arch.save(tmp_path / "arch.json", space=space.to_dict())

@@ -25,29 +25,16 @@ from neas.cost import count_cost
 from neas.data import BatchLoader
 from neas.data.corruptions import Corruption
 from neas.ensemble import deployment
-from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms, ranked_classes
+from neas.ensemble.metrics import evaluate_ensemble, measure_latency_ms
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
+from neas.records import CascadeRecord
 
-__all__ = ["EvalOptions", "anytime_order", "assess", "held_out_order"]
+__all__ = ["EvalOptions", "assess"]
 
 log = logging.getLogger(__name__)
 
 _CORRUPTION_KEYS = ("top1", "nll", "ece")
-
-
-def anytime_order(path_acc: list[float] | None) -> list[int]:
-    """Paths by held-out top-1, best first (ties: lower index first); index order without scores."""
-    if not path_acc:
-        return []
-    return sorted(range(len(path_acc)), key=lambda k: (-path_acc[k], k))
-
-
-def held_out_order(path_logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[int], list[float]]:
-    """The anytime order from each path's top-1 on held-out images (their ``(K, N, C)`` path logits),
-    and those accuracies."""
-    acc = [int((ranked_classes(lg, 1)[:, 0] == labels).sum()) / len(labels) for lg in path_logits]
-    return anytime_order(acc), acc
 
 
 @dataclass(frozen=True)
@@ -68,7 +55,7 @@ class EvalOptions:
     desc: str = "evaluate"  # the progress bar's
     ood: Any = None  # out-of-distribution images (a dataset seen as the split is), named ood_name: "ood"
     ood_name: str = "ood"
-    cascade: dict | None = None  # a fitted cascade (neas.ensemble.deployment.fit_cascade) to report: "cascade"
+    cascade: CascadeRecord | None = None  # a fitted cascade (neas.ensemble.deployment.fit_cascade) to report
 
 
 def assess(net: EnsembleNet, data, device, options: EvalOptions = EvalOptions(), logits: list | None = None) -> dict:
@@ -133,9 +120,9 @@ def _beyond_calibration(result: dict, path_logits, labels, t, out_logits, ood_na
             "histograms": deployment.ood_histograms(path_logits, out_logits, t),
         }
     if cascade is not None:
-        if list(cascade["order"]) != result["anytime_order"]["order"]:
-            raise NeasError(f"cascade: its order {cascade['order']} is not the model's anytime order")
-        ordered = path_logits[list(cascade["order"])]
+        if list(cascade.order) != result["anytime_order"]["order"]:
+            raise NeasError(f"cascade: its order {list(cascade.order)} is not the model's anytime order")
+        ordered = path_logits[list(cascade.order)]
         result["cascade"] = deployment.cascade_report(ordered, labels, cascade, result["anytime"])
 
 

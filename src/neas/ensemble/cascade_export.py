@@ -35,6 +35,7 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.io import read_json, write_bytes, write_json
 from neas.nn import run_pieces
+from neas.records import CascadeRecord
 from neas.runfiles import CASCADE_JSON
 from neas.space import path_pieces, trunk_pieces
 
@@ -95,10 +96,10 @@ def _export_step(module: torch.nn.Module, x: torch.Tensor, path: Path, first: bo
     onnx.save(model, str(path))
 
 
-def _spec(net: EnsembleNet, cascade: dict, info: EnsembleFile | None) -> dict:
+def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -> dict:
     """What ``cascade.json`` says: the cascade, the file of each step and the input the first one expects."""
     meta = onnx_metadata(net, info, None)
-    order = [int(k) for k in cascade["order"]]
+    order = list(cascade.order)
     steps = [
         {"file": f"step{j}.onnx", "path": k, "input": "images" if j == 1 else "features"}
         for j, k in enumerate(order, start=1)
@@ -106,8 +107,8 @@ def _spec(net: EnsembleNet, cascade: dict, info: EnsembleFile | None) -> dict:
     return {
         "format": FORMAT,
         "order": order,
-        "thresholds": [float(t) for t in cascade["thresholds"]],
-        "temperature": None if cascade.get("temperature") is None else float(cascade["temperature"]),
+        "thresholds": list(cascade.thresholds),
+        "temperature": cascade.temperature,
         "steps": steps,
         "input": {key: meta[key] for key in ("input", "interpolation")}
         | {key: json.loads(meta[key]) for key in ("input_size", "mean", "std", "crop_pct")},
@@ -117,19 +118,19 @@ def _spec(net: EnsembleNet, cascade: dict, info: EnsembleFile | None) -> dict:
         "classes": json.loads(meta["classes"]),
         "arch": net.arch.to_json(),
         "space": net.space.name,
-        "fitted": {key: cascade[key] for key in ("tolerance", "fitted_on", "images") if key in cascade},
+        "fitted": {
+            key: value
+            for key, value in cascade.to_json().items()
+            if key in ("tolerance", "fitted_on", "images") and value is not None
+        },
     }
 
 
-def _check_cascade(net: EnsembleNet, cascade: dict) -> None:
-    k = net.arch.num_paths
-    if k < 2:
+def _check_cascade(net: EnsembleNet, cascade: CascadeRecord | dict) -> CascadeRecord:
+    """The cascade to export, checked against the net: K >= 2 paths, and the record's own checks."""
+    if net.arch.num_paths < 2:
         raise NeasError("a cascade needs an ensemble of at least 2 paths, got 1")
-    order, thresholds = cascade.get("order"), cascade.get("thresholds")
-    if not isinstance(order, list) or sorted(order) != list(range(k)):
-        raise NeasError(f"cascade: 'order' must order the paths 0..{k - 1}, got {order!r:.80}")
-    if not isinstance(thresholds, list) or len(thresholds) != k - 1:
-        raise NeasError(f"cascade: need K - 1 = {k - 1} thresholds, got {thresholds!r:.80}")
+    return cascade if isinstance(cascade, CascadeRecord) else CascadeRecord.from_json(cascade, net.arch.num_paths)
 
 
 def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: EnsembleFile | None) -> None:
@@ -205,7 +206,7 @@ def _verify(net: EnsembleNet, spec: dict, folder: Path, batch_size: int) -> floa
 
 def export_cascade(
     net: EnsembleNet,
-    cascade: dict,
+    cascade: CascadeRecord | dict,
     out_dir: str | Path,
     info: EnsembleFile | None = None,
     opset: int = 17,
@@ -215,7 +216,8 @@ def export_cascade(
 
     Args:
         net: the ensemble (K >= 2 paths).
-        cascade: ``EnsembleFile.cascade``: ``order`` (K paths), ``thresholds`` (K - 1), ``temperature``.
+        cascade: ``EnsembleFile.cascade`` (or its JSON): ``order`` (K paths), ``thresholds`` (K - 1),
+            ``temperature``.
         out_dir: the directory (created; files in it with the same names are replaced).
         info: the model file's record (its classes go into the metadata).
 
@@ -223,7 +225,7 @@ def export_cascade(
         The max |difference| of the ONNX cascade's logits from PyTorch's ``cascade_predict`` on random
         images (raises, writing nothing, above 1e-4 or when any image stops at another step).
     """
-    _check_cascade(net, cascade)
+    cascade = _check_cascade(net, cascade)
     out_dir = Path(out_dir)
     net = net.cpu().eval()
     spec = _spec(net, cascade, info)

@@ -12,24 +12,35 @@ From the paths' logits on a split (K, N, C), computed once by :func:`neas.ensemb
   entropy, energy);
 - :func:`cascade_report`: a fitted confidence-gated cascade (:mod:`neas.ensemble.cascade`) on the
   split: top-1, mean MACs and latency per image, where images stop, and the whole curve;
-- :func:`score_arrays`: the per-image numbers behind all of it (``--save-scores``).
+- :func:`score_arrays`: the per-image numbers behind all of it (``--save-scores``);
+- :func:`fit_on_heldout`: what is fitted on the held-out part of the training split, never on the
+  reported split, from one pass over it: the anytime order of the paths, the temperature and the
+  cascade (``neas retrain`` and ``neas evaluate`` both call it).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
 
 from neas.cost import count_cost
+from neas.ensemble.calibration import fit_temperature
 from neas.ensemble.cascade import cascade_curve, cascade_summary, fit_thresholds
-from neas.ensemble.metrics import path_logits_on
+from neas.ensemble.metrics import path_logits_on, ranked_classes
 from neas.ensemble.model import EnsembleNet
 from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
 from neas.nn.precision import full_precision
+from neas.records import CascadeRecord
 
 __all__ = [
+    "anytime_order",
     "cascade_report",
     "fit_cascade",
+    "fit_on_heldout",
+    "held_out_order",
+    "heldout_description",
     "ood_histograms",
     "ood_report",
     "path_logits",
@@ -37,6 +48,8 @@ __all__ = [
     "selective_report",
     "stack_logits",
 ]
+
+log = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 30
 
@@ -119,40 +132,92 @@ def fit_cascade(
     labels: torch.Tensor,
     tolerance_points: float,
     where: str,
-) -> dict:
+) -> CascadeRecord:
     """The cascade's thresholds (``fit_thresholds``) on held-out images' ``(K, N, C)`` path ``logits`` — never the
     reported split — for the paths in ``order``, at each sub-ensemble's MACs, keeping top-1 within
-    ``tolerance_points`` of the full ensemble; the record :class:`~neas.ensemble.io.EnsembleFile` stores
-    (stopping confidence: raw softmax)."""
+    ``tolerance_points`` of the full ensemble (stopping confidence: raw softmax)."""
     subs = [net.select(order[:j]) for j in range(1, len(order) + 1)]
     macs = [float(count_cost(sub.space, sub.arch, net.num_classes).macs) for sub in subs]
-    return {
-        "order": list(order),
-        "thresholds": fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100),
-        "tolerance": tolerance_points,
-        "temperature": None,
-        "fitted_on": f"{where}, {len(labels)} images",
-    }
+    thresholds = fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100)
+    return CascadeRecord(
+        order=tuple(order),
+        thresholds=tuple(thresholds),
+        tolerance=tolerance_points,
+        temperature=None,
+        fitted_on=f"{where}, {len(labels)} images",
+    )
+
+
+def heldout_description(holdout: float) -> str:
+    """How records name what they were fitted on."""
+    return f"held-out part of the training split ({holdout:g} of it)"
+
+
+def anytime_order(path_acc: list[float] | None) -> list[int]:
+    """Paths by held-out top-1, best first (ties: lower index first); index order without scores."""
+    if not path_acc:
+        return []
+    return sorted(range(len(path_acc)), key=lambda k: (-path_acc[k], k))
+
+
+def held_out_order(path_logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[int], list[float]]:
+    """The anytime order from each path's top-1 on held-out images (their ``(K, N, C)`` path logits),
+    and those accuracies."""
+    acc = [int((ranked_classes(lg, 1)[:, 0] == labels).sum()) / len(labels) for lg in path_logits]
+    return anytime_order(acc), acc
+
+
+def fit_on_heldout(
+    net: EnsembleNet,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    where: str,
+    *,
+    order: list[int] | None = None,
+    temperature: bool = False,
+    cascade_tolerance: float | None = None,
+) -> dict:
+    """What is fitted on held-out images, from their ``(K, N, C)`` path ``logits``: ``path_order`` (by each
+    path's top-1; only when no ``order`` is given), ``temperature`` (of the ensemble's mean logits, when asked)
+    and ``cascade`` (in the order, at ``cascade_tolerance`` points, when given); each record says ``where``."""
+    out: dict = {}
+    if order is None:
+        order, acc = held_out_order(logits, labels)
+        out["path_order"] = {"order": order, "by": "held-out top-1 at retraining", "path_top1": acc}
+    if temperature:
+        record = fit_temperature(logits.mean(0), labels)
+        out["temperature"] = {**record, "fitted_on": where}
+        log.info(
+            "temperature %.3f: held-out NLL %.4f -> %.4f on %d images",
+            record["temperature"],
+            record["nll_before"],
+            record["nll_after"],
+            record["images"],
+        )
+    if cascade_tolerance is not None:
+        out["cascade"] = fit_cascade(net, order, logits, labels, cascade_tolerance, where)
+        log.info("cascade thresholds %s (%s)", [round(t, 4) for t in out["cascade"].thresholds], where)
+    return out
 
 
 def cascade_report(
     logits_in_order: torch.Tensor,
     labels: torch.Tensor,
-    cascade: dict,
+    cascade: CascadeRecord,
     steps: list[dict],
 ) -> dict:
     """The fitted cascade on a split: ``top1``, ``mean_macs`` and ``mean_latency_ms`` per image (an image
     stopping at step j costs the sub-ensemble of the first j paths, ``steps[j - 1]``: anytime-K's
     ``macs`` and ``latency_ms``), ``stop_fraction`` per step, the full ensemble's ``full_top1`` and
     ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
-    t = cascade.get("temperature")
+    t = cascade.temperature
     macs = [float(s["macs"]) for s in steps]
-    summary = cascade_summary(logits_in_order, labels, cascade["thresholds"], macs, temperature=t)
+    summary = cascade_summary(logits_in_order, labels, list(cascade.thresholds), macs, temperature=t)
     out = {
-        "thresholds": list(cascade["thresholds"]),
-        "order": list(cascade["order"]),
-        "tolerance_points": cascade.get("tolerance"),
-        "fitted_on": cascade.get("fitted_on"),
+        "thresholds": list(cascade.thresholds),
+        "order": list(cascade.order),
+        "tolerance_points": cascade.tolerance,
+        "fitted_on": cascade.fitted_on,
         "top1": summary["top1"],
         "mean_macs": summary["mean_cost"],
         "stop_fraction": summary["stop_fraction"],

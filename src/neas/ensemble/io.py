@@ -12,6 +12,7 @@ from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.ensemble.official import load_official
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, save_tensors
+from neas.records import CascadeRecord
 from neas.runfiles import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
@@ -41,22 +42,6 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def _check_cascade(cascade: dict, k: int) -> None:
-    """A stored cascade: a permutation of the K paths and K - 1 finite thresholds."""
-    order, thresholds = cascade.get("order"), cascade.get("thresholds")
-    if not isinstance(order, list) or sorted(order) != list(range(k)):
-        raise NeasError(f"cascade: 'order' must order the paths 0..{k - 1}, got {order!r:.80}")
-    if not (
-        isinstance(thresholds, list)
-        and len(thresholds) == k - 1
-        and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in thresholds)
-    ):
-        raise NeasError(f"cascade: 'thresholds' must be {k - 1} finite numbers, got {thresholds!r:.80}")
-    t = cascade.get("temperature")
-    if t is not None and not _positive(t):
-        raise NeasError(f"cascade: 'temperature' must be a finite number > 0 or null, got {t!r:.80}")
-
-
 @dataclass(frozen=True)
 class EnsembleFile:
     """What a neas ensemble weights file says about itself (its safetensors metadata), typed."""
@@ -71,9 +56,8 @@ class EnsembleFile:
     holdout: float = 0.0  # the fraction of the training split held out (temperature, anytime order)
     path_order: dict | None = None  # {"order": [path, ...], "by": how it was decided, "path_top1": [...]}
     temperature: dict | None = None  # fit_temperature's record: {"temperature": T > 0, ...}
-    # `neas evaluate --cascade`'s fit: {"order": [path, ...], "thresholds": [K - 1 floats], "tolerance": points,
-    # "temperature": T or None (of the stopping confidence), "fitted_on": ..., "images": n}
-    cascade: dict | None = None
+    # the fitted cascade (`neas retrain --cascade`, `neas evaluate --cascade`); a dict is read as its JSON
+    cascade: CascadeRecord | None = None
 
     def __post_init__(self):
         t = None if self.temperature is None else self.temperature.get("temperature")
@@ -82,8 +66,8 @@ class EnsembleFile:
         order = self.order
         if sorted(order) != list(range(self.arch.num_paths)):
             raise NeasError(f"path_order must order the paths 0..{self.arch.num_paths - 1}, got {order}")
-        if self.cascade is not None:
-            _check_cascade(self.cascade, self.arch.num_paths)
+        if isinstance(self.cascade, dict):
+            object.__setattr__(self, "cascade", CascadeRecord.from_json(self.cascade, self.arch.num_paths))
 
     @property
     def order(self) -> list[int]:
@@ -103,7 +87,7 @@ class EnsembleFile:
             "holdout": self.holdout,
             "path_order": self.path_order,
             "temperature": self.temperature,
-            "cascade": self.cascade,
+            "cascade": None if self.cascade is None else self.cascade.to_json(),
         }
         return {
             "format": FORMAT,

@@ -22,46 +22,30 @@ from neas.data.heldout import heldout_images, load_ood
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import EvalOptions, assess
-from neas.ensemble.calibration import ensemble_logits, fit_temperature
-from neas.ensemble.deployment import fit_cascade, path_logits, score_arrays
+from neas.ensemble.deployment import fit_on_heldout, heldout_description, path_logits, score_arrays
 from neas.ensemble.io import EnsembleFile, load_model, update_ensemble_file
 from neas.errors import NeasError
 from neas.io import check_output, write_npz, write_text
+from neas.records import CascadeRecord
 from neas.rundir import run_kind
 from neas.runfiles import MODEL, SUPERNET
 from neas.schemas.evaluate import EvaluateConfig
 
-__all__ = ["EvaluateConfig", "evaluate", "fit_on_heldout"]
+__all__ = ["EvaluateConfig", "evaluate"]
 
 log = logging.getLogger(__name__)
 
 
-def fit_on_heldout(
-    net,
-    data: str,
-    data_dir,
-    holdout: float,
-    input_size: int,
-    device,
-    batch_size: int = 256,
-    decoding: dict | None = None,
-) -> dict:
-    """Fits the ensemble's temperature on the held-out part of the training split (the part a
-    retraining with ``--holdout`` left out, seen as the test split is); returns the record stored with the model."""
-    held_out = heldout_images(data, data_dir, holdout, input_size, decoding)
-    logits, labels = ensemble_logits(
-        net.to(device).eval(), BatchLoader(held_out, batch_size, False, device=device).epoch(0)
-    )
-    record = fit_temperature(logits, labels)
-    record["fitted_on"] = f"held-out part of the training split ({holdout:g} of it)"
-    log.info(
-        "temperature %.3f: held-out NLL %.4f -> %.4f on %d images",
-        record["temperature"],
-        record["nll_before"],
-        record["nll_after"],
-        record["images"],
-    )
-    return record
+def _heldout_logits(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device, what: str):
+    """The (K, N, C) path logits and labels of the held-out part of the training split (the part a
+    retraining with ``--holdout`` left out, seen as the test split is): what ``what`` is fitted on."""
+    if cfg.official_checkpoint is not None or not info.holdout:
+        raise NeasError(
+            f"{what} needs the held-out part of the training split, and this model was trained on all of it; "
+            "retrain with --holdout 0.1"
+        )
+    held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
+    return path_logits(net.to(device), BatchLoader(held, cfg.batch_size, False, device=device).epoch(0))
 
 
 def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> dict | None:
@@ -69,40 +53,27 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
         return None
     if cfg.temperature == "auto":
         return info.temperature
-    holdout = info.holdout
-    if cfg.official_checkpoint is not None or not holdout:
-        raise NeasError(
-            "--temperature fit needs the held-out part of the training split, and this model was trained on all of it; "
-            "retrain with --holdout 0.1 (or use --temperature none)"
-        )
-    record = fit_on_heldout(net, data, data_dir, holdout, net.space.input_size, device, cfg.batch_size, cfg.decoding)
-    path = update_ensemble_file(cfg.checkpoint, temperature=record)
-    log.info("stored the temperature in %s", path)
-    return record
+    logits, labels = _heldout_logits(cfg, net, info, data, data_dir, device, "--temperature fit")
+    record = fit_on_heldout(net, logits, labels, heldout_description(info.holdout), order=info.order, temperature=True)
+    log.info("stored the temperature in %s", update_ensemble_file(cfg.checkpoint, temperature=record["temperature"]))
+    return record["temperature"]
 
 
 def _ood(cfg: EvaluateConfig, input_size: int):
     return load_ood(cfg.ood_data, cfg.ood_split, input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding)
 
 
-def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> dict | None:
+def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> CascadeRecord | None:
     """With ``--cascade``, thresholds fitted on the held-out part of the training split (never the reported
     split) and stored with the model; without, the model's stored cascade (if any)."""
     if not cfg.cascade:
         return info.cascade
-    if cfg.official_checkpoint is not None or not info.holdout:
-        raise NeasError(
-            "--cascade fits its thresholds on the held-out part of the training split, and this model was trained on "
-            "all of it; retrain with --holdout 0.1"
-        )
-    held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
-    batches = BatchLoader(held, cfg.batch_size, False, device=device).epoch(0)
-    where = f"held-out part of the training split ({info.holdout:g} of it)"
-    record = fit_cascade(net, info.order, *path_logits(net.to(device), batches), cfg.cascade_tolerance, where)
-    log.info("cascade thresholds %s (%s)", [round(t, 4) for t in record["thresholds"]], record["fitted_on"])
+    logits, labels = _heldout_logits(cfg, net, info, data, data_dir, device, "--cascade")
+    where = heldout_description(info.holdout)
+    record = fit_on_heldout(net, logits, labels, where, order=info.order, cascade_tolerance=cfg.cascade_tolerance)
     if cfg.checkpoint is not None:
-        log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record))
-    return record
+        log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record["cascade"]))
+    return record["cascade"]
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

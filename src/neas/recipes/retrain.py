@@ -30,9 +30,8 @@ from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
 from neas.data.heldout import load_ood
 from neas.ensemble import build_ensemble
-from neas.ensemble.assess import EvalOptions, anytime_order, assess, held_out_order
-from neas.ensemble.calibration import fit_temperature
-from neas.ensemble.deployment import fit_cascade, path_logits
+from neas.ensemble.assess import EvalOptions, assess
+from neas.ensemble.deployment import anytime_order, fit_on_heldout, heldout_description, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
 from neas.errors import NeasError
@@ -126,33 +125,19 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
     """The anytime order of the paths (by top-1 on the held-out part; without one, by the search's
     held-out supernet top-1 in the arch file; else index order) and, when configured, the fitted
     temperature and cascade — all stored with the model."""
-    out = {}
     if held_out is not None and cfg.eval_split == "test":
         # one pass over the held-out part: its path logits serve the order, the temperature and the cascade
         logits, labels = path_logits(net, BatchLoader(held_out, cfg.batch_size * 2, False, device=device).epoch(0))
-        order, acc = held_out_order(logits, labels)
-        where = f"held-out part of the training split ({cfg.holdout:g} of it)"
-        out["path_order"] = {"order": order, "by": "held-out top-1 at retraining", "path_top1": acc}
-        if cfg.temperature in ("fit", "auto"):
-            record = fit_temperature(logits.mean(0), labels)
-            out["temperature"] = {**record, "fitted_on": where}
-            log.info(
-                "temperature %.3f: held-out NLL %.4f -> %.4f",
-                record["temperature"],
-                record["nll_before"],
-                record["nll_after"],
-            )
-        if cfg.cascade:
-            out["cascade"] = fit_cascade(net, order, logits, labels, cfg.cascade_tolerance, where)
-            log.info("cascade thresholds %s (%s)", [round(t, 4) for t in out["cascade"]["thresholds"]], where)
-    else:
-        acc = _search_path_acc(cfg.arch)
-        out["path_order"] = (
-            {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
-            if acc
-            else {"order": list(range(net.arch.num_paths)), "by": "path index"}
-        )
-    return out
+        tolerance = cfg.cascade_tolerance if cfg.cascade else None
+        where = heldout_description(cfg.holdout)
+        temperature = cfg.temperature in ("fit", "auto")
+        return fit_on_heldout(net, logits, labels, where, temperature=temperature, cascade_tolerance=tolerance)
+    acc = _search_path_acc(cfg.arch)
+    if acc:
+        return {
+            "path_order": {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
+        }
+    return {"path_order": {"order": list(range(net.arch.num_paths)), "by": "path index"}}
 
 
 def _search_path_acc(arch_spec: str) -> list[float] | None:

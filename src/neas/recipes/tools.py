@@ -107,7 +107,7 @@ def _export_cascade(cfg: ExportCommand) -> str:
             f"{cfg.checkpoint or cfg.official_checkpoint} has none"
         )
     diff = export_cascade(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
-    order, thresholds = info.cascade["order"], ", ".join(f"{t:.3f}" for t in info.cascade["thresholds"])
+    order, thresholds = list(info.cascade.order), ", ".join(f"{t:.3f}" for t in info.cascade.thresholds)
     return (
         f"exported the {len(order)}-step cascade (paths {order}, thresholds {thresholds}) to {cfg.out}; "
         f"verified on random images: max |difference| from PyTorch's cascade {diff:.2e}, same stops"
