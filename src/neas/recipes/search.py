@@ -14,11 +14,10 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from neas import dist
 from neas.cost import cost_table
@@ -36,14 +35,13 @@ from neas.search.constraints import (
     check_feasible,
     check_latency_feasible,
     describe_range,
-    measure_costs,
     restrict_split,
 )
 from neas.search.data import heldout_batches
 from neas.search.evolution import SearchProblem, evolve, random_search, sample_within
-from neas.search.fitness import CandidateEvaluator, Evaluation
-from neas.search.pareto import front_indices, nsga2_select
-from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
+from neas.search.fitness import CandidateEvaluator
+from neas.search.session import SearchSession
+from neas.space import ShrunkSpace
 from neas.supernet import Supernet
 from neas.supernet.io import SupernetFile, load_supernet
 from neas.train.checkpoint import read_state
@@ -51,15 +49,6 @@ from neas.train.checkpoint import read_state
 __all__ = ["SearchConfig", "search"]
 
 log = logging.getLogger(__name__)
-
-
-def _scores(e: Evaluation) -> dict:
-    return {
-        "ensemble_acc": e.ensemble_acc,
-        "ensemble_nll": e.ensemble_nll,
-        "ensemble_aurc": e.ensemble_aurc,
-        "path_acc": list(e.path_acc),
-    }
 
 
 def _latency(cfg: SearchConfig, run: Path, space, num_classes: int, device, resuming: bool) -> LatencyTable | None:
@@ -144,120 +133,56 @@ def _setup_evaluator(
 
 
 def _setup_resume(
-    cfg: SearchConfig, run: RunDir, evaluator: CandidateEvaluator, calibration: dict
-) -> tuple[random.Random, int, dict[EnsembleArch, float]]:
-    """The search's random state, its first generation and the candidates evaluated so far: fresh,
-    or as the interrupted run left them (its generation files restored into the evaluator's memo;
-    later metric lines dropped)."""
+    cfg: SearchConfig, run: RunDir, session: SearchSession, calibration: dict
+) -> tuple[random.Random, int]:
+    """The search's random state and its first generation: fresh, or as the interrupted run left them
+    (its generation files restored into the session; later metric lines dropped)."""
     rng = random.Random(f"{cfg.seed}:{cfg.strategy}")
-    history, start = {}, 0
     if not run.resuming:
-        return rng, start, history
+        return rng, 0
     state = read_state(run)
     check_same_calibration(run, state, calibration)
     start = state["generation"] + 1
     version, internal, gauss = state["rng"]
     rng.setstate((version, tuple(internal), gauss))
     for record in read_generations(run.path, start):
-        for m in record["members"]:
-            arch = EnsembleArch.from_json(m)
-            nll, aurc = m.get("ensemble_nll", float("nan")), m.get("ensemble_aurc", float("nan"))
-            evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll, aurc)
-            history[arch] = evaluator.memo[arch].fitness(cfg.objective)
+        session.restore(record["members"])
     run.on_main(lambda: truncate_metrics(run.path, start - 1, "generation"))
-    log.info("resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(history))
-    return rng, start, history
+    log.info(
+        "resuming the search in %s after generation %d (%d candidates evaluated)", run, start - 1, len(session.history)
+    )
+    return rng, start
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Search:
-    """A search as it runs: what the ``_setup_*`` steps built, and what the generations found."""
+    """A search as this command runs it: the session, and where and how it records each generation."""
 
     cfg: SearchConfig
     run: RunDir
+    session: SearchSession
     sn_dir: Path
-    space: SearchSpace
-    num_classes: int
-    shrunk: ShrunkSpace
-    table: object  # the cost table (MACs, paper FLOPs, params)
-    latency: LatencyTable | None
-    evaluator: CandidateEvaluator
     calibration: dict
     rng: random.Random
     start: int  # the first generation this process runs
-    history: dict[EnsembleArch, float]  # every candidate evaluated -> its fitness
     logger: MetricLogger
-    costs_of: dict = field(default_factory=dict)
-    generations_done: int = 0
-
-    def ok(self, arch: EnsembleArch) -> bool:
-        """Whether ``arch`` meets the constraints (its costs measured once)."""
-        if arch not in self.costs_of:
-            self.costs_of[arch] = measure_costs(self.cfg.constraints, arch, self.table, self.latency)
-        return self.cfg.constraints.satisfied(self.costs_of[arch])
-
-    def evaluate(self, archs: list[EnsembleArch]) -> list[float]:
-        """The fitness of each of ``archs``: each rank evaluates its share, all gather the results."""
-        rank, world = dist.get_rank(), dist.get_world_size()
-        bar = tqdm(
-            total=len(archs),
-            desc=f"generation {self.generations_done}",
-            leave=False,
-            disable=None if self.run.main else True,
-        )
-        bar.set_postfix(best=f"{max(self.history.values(), default=0.0):.1%}")
-        mine = {}
-        for i in range(rank, len(archs), world):
-            mine[i] = self.evaluator.evaluate(archs[i])
-            bar.update(world)
-        bar.close()
-        results = {}
-        for part in dist.all_gather_object(mine):
-            results.update(part)
-        for i, res in results.items():
-            self.evaluator.memo[archs[i]] = res
-        return [results[i].fitness(self.cfg.objective) for i in range(len(archs))]
-
-    def objectives(self, archs) -> list[tuple[float, float]]:
-        """The Pareto objectives of ``archs``, minimised: (-fitness, cost)."""
-        for a in archs:
-            self.ok(a)  # measures it (members restored on resume were measured in an earlier process)
-        return [(-self.history[a], self.costs_of[a][self.cfg.pareto]) for a in archs]
-
-    def pareto_parents(self, history, k: int) -> list[EnsembleArch]:
-        archs = list(history)
-        return [archs[i] for i in nsga2_select(self.objectives(archs), k)]
-
-
-def _generation_record(s: _Search, g: int, members, origins, best_arch: EnsembleArch) -> dict:
-    memo = s.evaluator.memo
-    return {
-        "generation": g,
-        "strategy": s.cfg.strategy,
-        "objective": s.cfg.objective,
-        "members": [
-            {**a.to_json(), "origin": o, **s.costs_of[a], **_scores(memo[a])} for a, o in zip(members, origins)
-        ],
-        "best": {**best_arch.to_json(), **_scores(memo[best_arch])},
-        "evaluations": len(s.history),
-    }
 
 
 def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
     """Records generation ``g`` (rank 0): its file, a metric line, the resume state and a log line."""
-    s.generations_done += 1
-    s.history.update(zip(members, fits))
-    best_arch = max(s.history, key=lambda a: s.history[a])
-    accs = [s.evaluator.memo[a].ensemble_acc for a in members]
-    record = _generation_record(s, g, members, origins, best_arch)
+    session = s.session
+    session.generations_done += 1
+    session.history.update(zip(members, fits))
+    accs = [session.evaluator.memo[a].ensemble_acc for a in members]
+    record = session.generation_record(g, members, origins)
     if not s.run.main:
         return
-    best = s.evaluator.memo[best_arch]
+    best = session.evaluator.memo[session.best]
     s.run.write_json(generation_file(g), record, indent=None)
     s.logger.log(
         g,
         generation=g,
-        evaluations=len(s.history),
+        evaluations=len(session.history),
         best_acc=best.ensemble_acc,
         best_nll=best.ensemble_nll,
         mean_acc=sum(accs) / len(accs),
@@ -266,7 +191,7 @@ def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
     state = {
         "generation": g,
         "rng": [s.rng.getstate()[0], list(s.rng.getstate()[1]), s.rng.getstate()[2]],
-        "evaluations": len(s.history),
+        "evaluations": len(session.history),
         "calibration": s.calibration,
     }
     s.run.write_json(STATE, state, indent=None)
@@ -278,112 +203,64 @@ def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
         100 * best.ensemble_acc,
         best.ensemble_nll,
         100 * sum(accs) / len(accs),
-        len(s.history),
+        len(session.history),
     )
 
 
 def _run_generations(s: _Search) -> None:
     """The search: generation after generation of the strategy, each recorded by :func:`_record_generation`."""
-    cfg, constraints = s.cfg, s.cfg.constraints
+    cfg, constraints, session = s.cfg, s.cfg.constraints, s.session
     if s.run.main:
         log.info(
             "search: %s in space %r (%d combinations left), %d held-out images, constraints %s",
             cfg.strategy,
-            s.space.name,
-            s.shrunk.num_combinations,
+            session.space.name,
+            session.shrunk.num_combinations,
             s.calibration["score_images"],
             constraints.active() or "none",
         )
-    if sample_within(s.shrunk, random.Random(0), s.ok, tries=20_000) is None and not s.history:
+    if sample_within(session.shrunk, random.Random(0), session.ok, tries=20_000) is None and not session.history:
         raise NeasError(
             f"no ensemble found within the constraints {constraints.active()} after 20000 random draws; "
-            f"{describe_range(s.table, s.shrunk)}"
+            f"{describe_range(session.table, session.shrunk)}"
         )
-    problem = SearchProblem(s.ok, s.evaluate, functools.partial(_record_generation, s))
+    problem = SearchProblem(session.ok, session.evaluate, functools.partial(_record_generation, s))
+    shrunk, history = session.shrunk, session.history
     if cfg.strategy == "evolution":
         # a front anchored at the cheapest ensemble meets every budget the space can meet (neas run budgets:)
-        counted = cfg.pareto in COSTS
-        anchors = (s.table.extremes(s.shrunk, cfg.pareto)[0],) if counted else ()
-        s.history = evolve(
-            s.shrunk,
-            cfg.evolution,
-            problem,
-            s.rng,
-            s.start,
-            s.history,
-            select_parents=s.pareto_parents if cfg.pareto else None,
-            anchors=anchors,
+        anchors = (session.table.extremes(shrunk, cfg.pareto)[0],) if cfg.pareto in COSTS else ()
+        parents = session.pareto_parents if cfg.pareto else None
+        session.history = evolve(
+            shrunk, cfg.evolution, problem, s.rng, s.start, history, select_parents=parents, anchors=anchors
         )
     else:
         budget = cfg.evaluations or cfg.evolution.population * cfg.evolution.generations
-        s.history = random_search(s.shrunk, budget, cfg.evolution.population, problem, s.rng, s.start, s.history)
-
-
-def _result(s: _Search, best: EnsembleArch) -> dict:
-    """The content of the search's arch file: the best ensemble, its costs and scores, and every candidate."""
-    memo, constraints = s.evaluator.memo, s.cfg.constraints
-    ranked = sorted(s.history, key=lambda a: -s.history[a])
-    return {
-        **best.to_json(),
-        **(s.costs_of.get(best) or measure_costs(constraints, best, s.table, s.latency)),
-        "supernet_acc": memo[best].ensemble_acc,
-        "supernet_nll": memo[best].ensemble_nll,
-        "supernet_aurc": memo[best].ensemble_aurc,
-        "objective": s.cfg.objective,
-        "path_acc": list(memo[best].path_acc),
-        "num_classes": s.num_classes,
-        "space": s.space.to_dict(),
-        "strategy": s.cfg.strategy,
-        "evaluations": len(s.history),
-        "constraints": constraints.active(),
-        "supernet": str(s.sn_dir),
-        "calibration": s.calibration,
-        # every candidate, best first by the objective, with both numbers
-        "candidates": [{**a.to_json(), **_scores(memo[a])} for a in ranked],
-    }
-
-
-def _write_pareto(s: _Search) -> None:
-    """The Pareto front of the objective vs ``--pareto``'s cost, over every candidate evaluated."""
-    cfg, archs = s.cfg, list(s.history)
-    on_front = [archs[i] for i in front_indices(s.objectives(archs))]
-    front = [
-        {**a.to_json(), **s.costs_of[a], **_scores(s.evaluator.memo[a]), "fitness": s.history[a]} for a in on_front
-    ]
-    pareto = {
-        "metric": cfg.pareto,
-        "objective": cfg.objective,
-        "strategy": cfg.strategy,
-        "evaluations": len(s.history),
-        "constraints": cfg.constraints.active(),
-        "space": s.space.to_dict(),
-        "num_classes": s.num_classes,
-        "front": front,
-    }
-    s.run.write_json(PARETO, pareto)
-    log.info(
-        "Pareto front of %s vs %s: %d ensembles from %s to %s",
-        cfg.objective,
-        cfg.pareto,
-        len(front),
-        front[0][cfg.pareto],
-        front[-1][cfg.pareto],
-    )
+        session.history = random_search(shrunk, budget, cfg.evolution.population, problem, s.rng, s.start, history)
 
 
 def _write_results(s: _Search) -> None:
     """Writes (rank 0) the Pareto front when asked for, then the best ensemble."""
-    best = max(s.history, key=lambda a: s.history[a])
-    result = _result(s, best)
+    session, cfg = s.session, s.cfg
+    result = session.result(str(s.sn_dir), s.calibration)
     if not s.run.main:
         return
-    if s.cfg.pareto:
-        _write_pareto(s)
+    if cfg.pareto:
+        pareto = session.pareto_record()
+        s.run.write_json(PARETO, pareto)
+        front = pareto["front"]
+        log.info(
+            "Pareto front of %s vs %s: %d ensembles from %s to %s",
+            cfg.objective,
+            cfg.pareto,
+            len(front),
+            front[0][cfg.pareto],
+            front[-1][cfg.pareto],
+        )
     s.run.write_json(ARCH, result)
     log.info(
         "best ensemble (by %s): %s  acc %.2f%%  NLL %.4f  %.3fM MACs  %.3fM params",
-        s.cfg.objective,
-        best,
+        cfg.objective,
+        session.best,
         100 * result["supernet_acc"],
         result["supernet_nll"],
         result["macs"] / 1e6,
@@ -400,24 +277,24 @@ def search(cfg: SearchConfig) -> Path:
     run = RunDir.open(cfg, "search", device)
     latency = _setup_latency(cfg, run, supernet, shrunk)
     evaluator, calibration = _setup_evaluator(cfg, info, supernet, device)
-    rng, start, history = _setup_resume(cfg, run, evaluator, calibration)
-    s = _Search(
-        cfg,
-        run,
-        sn_dir,
-        supernet.space,
-        supernet.num_classes,
-        shrunk,
-        table,
-        latency,
-        evaluator,
-        calibration,
-        rng,
-        start,
-        history,
-        MetricLogger(run),
-        generations_done=start,
+    session = SearchSession(
+        constraints=cfg.constraints,
+        objective=cfg.objective,
+        strategy=cfg.strategy,
+        pareto=cfg.pareto,
+        space=supernet.space,
+        num_classes=supernet.num_classes,
+        shrunk=shrunk,
+        table=table,
+        latency=latency,
+        evaluator=evaluator,
     )
+    rng, start = _setup_resume(cfg, run, session, calibration)
+    session.generations_done = start
+    s = _Search(
+        cfg=cfg, run=run, session=session, sn_dir=sn_dir, calibration=calibration, rng=rng, start=start,
+        logger=MetricLogger(run),
+    )  # fmt: skip
     _run_generations(s)
     _write_results(s)
     s.logger.close()
