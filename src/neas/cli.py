@@ -74,17 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's ablations, and a deep ensemble: homo-hetero, split, paths, search, deep-ensemble (resumable)",
     )
     ab = ab.add_subparsers(dest="ablation", required=True, metavar="ABLATION")
-    for name, (help, schema, extra) in ABLATIONS.items():
-        _command(
-            ab,
-            name,
-            help,
-            schema,
-            "neas.recipes.ablate:main",
-            extra,
-            skip=("resume",),
-            required=("arch", "out") if schema else (),
-        )
+    for name, (help, schema, required) in ABLATIONS.items():
+        _command(ab, name, help, schema, "neas.recipes.ablate:main", skip=("resume",), required=required)
     return parser
 
 

@@ -8,10 +8,7 @@ imports a command's module only when it runs.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-
-from neas.options import EXECUTORS
 
 __all__ = ["ABLATIONS", "COMMANDS"]
 
@@ -142,90 +139,34 @@ COMMANDS = {
         (),
     ),
 }
-# the executor of an ablation's retrainings (neas.executor.run_jobs; flags only: RetrainConfig is their schema)
-_EXECUTOR_FLAGS = (
-    (
-        "--executor",
-        {
-            "choices": EXECUTORS,
-            "default": "debug",
-            "help": "where the retrainings run: debug (in this process, one after another), local or slurm "
-            "(default: debug)",
-        },
-    ),
-    (
-        "--max-parallel",
-        {"type": int, "default": 1, "help": "retrainings at once (local; slurm: the job array's) (default: 1)"},
-    ),
-    (
-        "--slurm",
-        {
-            "nargs": "+",
-            "default": [],
-            "metavar": "KEY=VALUE",
-            "help": "--executor slurm: its options (neas.executor.SLURM_KEYS), e.g. partition=gpu timeout_min=720",
-        },
-    ),
-)
+_ABLATE = "neas.schemas.ablate:"
+_ARCH_AND_OUT = ("arch", "out")  # given as flags only: a --config YAML (the retrain recipe) may not move them
+# name: (help, schema "module:Class", keys that must be given as flags); each is run by neas.recipes.ablate:main
 ABLATIONS = {
     "homo-hetero": (
         "retrain the searched ensemble and its mirrored (homogeneous) variants (Table 3)",
-        _RETRAIN,
-        _EXECUTOR_FLAGS,
+        _ABLATE + "AblateHomoHeteroConfig",
+        _ARCH_AND_OUT,
     ),
     "split": (
         "retrain the ensemble with and without shared layers, and the best unshared one under the same budget (Table "
         "4)",
-        _RETRAIN,
-        (
-            (
-                "--equal-budget",
-                {
-                    "action": argparse.BooleanOptionalAction,
-                    "default": True,
-                    "help": "also search the best unshared ensemble under the search's budget (default: on)",
-                },
-            ),
-            *_EXECUTOR_FLAGS,
-        ),
+        _ABLATE + "AblateSplitConfig",
+        _ARCH_AND_OUT,
     ),
     "paths": (
         "run one `neas run` config for K = 2, 3, 5 ... paths under its budget (Table 5)",
-        None,
-        (
-            (
-                "--config",
-                {"required": True, "help": "a `neas run` YAML config (its budget and stages are used for every K)"},
-            ),
-            ("--paths", {"type": int, "nargs": "+", "default": [2, 3, 5], "help": "values of K (default: 2 3 5)"}),
-            (
-                "--reuse",
-                {"nargs": "+", "metavar": "K=RUN", "help": "a finished `neas run` of the same config to use for K"},
-            ),
-            ("--out", {"required": True}),
-        ),
+        _ABLATE + "AblatePathsConfig",
+        (),
     ),
     "deep-ensemble": (
         "retrain one arch N times from independent initialisations and score their average (a deep ensemble)",
-        _RETRAIN,
-        (
-            ("--copies", {"type": int, "default": 2, "help": "independently trained copies (default: 2)"}),
-            *_EXECUTOR_FLAGS,
-        ),
+        _ABLATE + "AblateDeepEnsembleConfig",
+        _ARCH_AND_OUT,
     ),
     "search": (
         "evolution vs random search at equal evaluations, from runs with compare_random (Figure 5)",
-        None,
-        (
-            (
-                "--run",
-                {"nargs": "+", "required": True, "help": "`neas run` directories with search/ and search_random/"},
-            ),
-            (
-                "--top",
-                {"type": int, "default": 10, "help": "also track the mean of the top-N ensembles found (default: 10)"},
-            ),
-            ("--out", {"required": True}),
-        ),
+        _ABLATE + "AblateSearchConfig",
+        (),
     ),
 }

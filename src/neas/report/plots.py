@@ -39,6 +39,7 @@ __all__ = [
     "plot_pareto",
     "plot_reliability",
     "plot_risk_coverage",
+    "plot_search_curves",
     "plot_shrink_round",
     "plot_training",
 ]
@@ -560,4 +561,20 @@ def plot_detections(images: list, path: Path, threshold: float = 0.5) -> Path | 
             ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=color, lw=1.5))
             ax.text(x, y, f"{name} {score:.2f}", color="black", fontsize=6, va="bottom", backgroundcolor=color)
         ax.set_title(f"{len(truth)} true, {len(shown)} found", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_search_curves(results: dict, path: Path, top: int) -> Path:
+    """``neas ablate search`` (Figure 5): per ``neas run`` (``results``: run -> ``{"evolution": curve,
+    "random": curve}``, curves of :func:`neas.recipes.ablate.search_curve`), the best and the top-``top``
+    mean supernet accuracy found after each evaluation, evolution (solid) against random search (dashed)."""
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (run, r) in zip(axes[0], results.items()):
+        for name, style, color in (("evolution", "-", "C0"), ("random", "--", "C1")):
+            curve = r[name]
+            x = range(1, curve["evaluations"] + 1)
+            ax.plot(x, [100 * a for a in curve["top_mean"]], style, color=color, label=f"{name}: top-{top} mean")
+            ax.plot(x, [100 * a for a in curve["best"]], style, color=color, alpha=0.4, label=f"{name}: best")
+        ax.set(xlabel="ensembles evaluated", ylabel="supernet top-1 on search-val (%)", title=Path(run).name)
+        ax.legend(fontsize=8)
     return _save(fig, path)
