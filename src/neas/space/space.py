@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from neas.config import from_dict, load_yaml, to_dict
+from neas.fields import from_dict, load_yaml, to_dict
 from neas.errors import NeasError, suggest
 from neas.space.ops import Op, parse_op
 from neas.space.presets import SPACE_PRESETS
