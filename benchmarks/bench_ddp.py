@@ -21,12 +21,44 @@ from benchmarks.common import Result
 __all__ = ["ddp_reduction"]
 
 
+def _reduce_used(mode: str, model, arch, sent: list) -> None:
+    """After backward: ours all-reduces the gradients of the modules ``arch`` used (recording the bytes
+    sent); DDP has reduced them all, and the unused ones are dropped so both optimisers see the same."""
+    from neas import dist
+
+    used = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
+    if mode == "ours":
+        sent.append(dist.all_reduce_grads(used))
+        return
+    keep = {id(p) for p in used}
+    for p in model.parameters():
+        if id(p) not in keep:
+            p.grad = None
+
+
+def _time_modes(step, sample, repeats: int, steps: int) -> dict:
+    """Seconds per step of each mode, interleaved (round 0 warms up); every rank in step."""
+    import torch.distributed as tdist
+
+    times = {"ours": [], "ddp": []}
+    for r in range(repeats + 1):
+        for mode in ("ours", "ddp") if r % 2 else ("ddp", "ours"):
+            archs = [sample() for _ in range(steps)]
+            tdist.barrier()
+            start = time.perf_counter()
+            for arch in archs:
+                step(mode, arch)
+            tdist.barrier()
+            if r:
+                times[mode].append((time.perf_counter() - start) / steps)
+    return times
+
+
 def _worker(rank, world, port, path, space_name, shape):
     """One of ``world`` gloo processes; ``shape``: (batch, input size or None, timed repeats, steps per repeat)."""
     batch, input_size, repeats, steps = shape
     import torch.distributed as tdist
 
-    from neas import dist
     from neas.space import EnsembleArch, SearchSpace
     from neas.supernet import Supernet
 
@@ -49,34 +81,17 @@ def _worker(rank, world, port, path, space_name, shape):
     )
     y = torch.randint(100, (batch,), generator=gen)
     sent = []
+    runs = {"ours": (ours_model, ours_model), "ddp": (ddp_model, ddp)}  # mode -> (model, what runs it)
 
     def step(mode, arch):
-        model = ours_model if mode == "ours" else ddp_model
-        net = ours_model if mode == "ours" else ddp
+        model, net = runs[mode]
         loss = sum(F.cross_entropy(lg, y) for lg in net(x, arch))
         opts[mode].zero_grad(set_to_none=True)
         loss.backward()
-        used = list(dict.fromkeys(p for m in model.used_modules(arch) for p in m.parameters()))
-        if mode == "ours":
-            sent.append(dist.all_reduce_grads(used))
-        else:
-            keep = {id(p) for p in used}
-            for p in model.parameters():
-                if id(p) not in keep:
-                    p.grad = None
+        _reduce_used(mode, model, arch, sent)
         opts[mode].step()
 
-    times = {"ours": [], "ddp": []}
-    for r in range(repeats + 1):  # round 0 warms up
-        for mode in ("ours", "ddp") if r % 2 else ("ddp", "ours"):
-            archs = [EnsembleArch.sample(space, rng) for _ in range(steps)]
-            tdist.barrier()
-            start = time.perf_counter()
-            for arch in archs:
-                step(mode, arch)
-            tdist.barrier()
-            if r:
-                times[mode].append((time.perf_counter() - start) / steps)
+    times = _time_modes(step, lambda: EnsembleArch.sample(space, rng), repeats, steps)
     if rank == 0:
         total = sum(p.numel() * p.element_size() for p in ours_model.parameters())
         torch.save(

@@ -47,6 +47,8 @@ from pathlib import Path
 import yaml
 from plan import BUDGET, DATA, HERE, OLD_RANK, RESULTS, ROOT, SEEDS, SHRINK_MODES, pipeline_config, units
 
+from neas.fields import load_yaml
+from neas.io import write_text
 from neas.runfiles import (
     ABLATE,
     ARCH,
@@ -103,7 +105,7 @@ def _sha256(path: Path) -> str:
 
 def _retrain_config(name: str, run: Path, seed: int) -> Path:
     """The retraining settings of the pipeline in ``run`` with another seed, as a config file."""
-    cfg = yaml.safe_load((PipelineLayout(run).retrain / CONFIG).read_text())
+    cfg = load_yaml(PipelineLayout(run).retrain / CONFIG)
     cfg = {k: v for k, v in cfg.items() if k not in ("out", "resume", "arch", "seed", "device", "workers")}
     return _config(name, {**cfg, "seed": seed, "device": "cpu", "workers": 0})
 
@@ -162,9 +164,7 @@ def _write(path: Path, text: str) -> Path:
     """Writes ``path`` atomically, and only if its content changes (another worker may read it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(path, text)  # neas.io's atomic, fsynced write
     return path
 
 
@@ -186,10 +186,6 @@ def _scores(ev: dict) -> dict:
 def _combinations_after(supernet: Path) -> int | None:
     rounds = sorted((supernet / SHRINK_ROUNDS).glob("round_*.json"))
     return json.loads(rounds[-1].read_text())["combinations_after"] if rounds else None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _span(path: Path) -> float:
@@ -239,18 +235,18 @@ def _pipeline(run: Path) -> dict:
             "supernet_acc"
         ]
     return {
-        "config": yaml.safe_load((run / CONFIG).read_text()),
+        "config": load_yaml(run / CONFIG),
         "search": search,
         "arch": arch,
         "combinations_after": _combinations_after(PipelineLayout(run).supernet),
-        "retrain_config": yaml.safe_load((PipelineLayout(run).retrain / CONFIG).read_text()),
+        "retrain_config": load_yaml(PipelineLayout(run).retrain / CONFIG),
         "eval": _scores(json.loads((PipelineLayout(run).retrain / EVAL).read_text())),
         "wall_s": {s: _span(run / s) for s in ("supernet", "search", "search_random", "retrain") if (run / s).is_dir()},
     }
 
 
 def _retrain(run: Path, source: str) -> dict:
-    config = yaml.safe_load((run / CONFIG).read_text())
+    config = load_yaml(run / CONFIG)
     eval_ = _scores(json.loads((run / EVAL).read_text()))
     return {"source": source, "retrain_seed": config["seed"], "eval": eval_, "wall_s": _span(run)}
 
@@ -266,7 +262,7 @@ def _rank(run: Path, mode: str, seed: int) -> dict:
     return {
         "mode": mode,
         "seed": seed,
-        "supernet_config": yaml.safe_load((supernet / CONFIG).read_text()),
+        "supernet_config": load_yaml(supernet / CONFIG),
         "rank": result["supernets"][str(supernet)],
         "scratch_acc": result["scratch_acc"],
         "scratch_reused": result["scratch_reused"],
