@@ -19,6 +19,7 @@ from neas.io import (
     save_figure,
 )
 from neas.log import MetricLogger
+from neas.report.tables import METRICS
 from neas.rundir import read_arch, read_generations
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
@@ -413,7 +414,7 @@ def plot_cascade(result: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-_COMPARED = {"top1": ("top-1 (%)", 100), "nll": ("NLL", 1), "ece": ("ECE (%)", 100)}
+_COMPARED = {m: (METRICS[m].label, METRICS[m].scale) for m in ("top1", "nll", "ece")}
 
 
 def plot_compare(record: dict, path: Path) -> Path | None:
