@@ -55,3 +55,16 @@ def test_every_metric_says_how_it_is_shown_and_which_way_is_better():
         "nll": (1, False),
         "macs": (1e-6, False),
     }
+
+
+def test_the_tables_import_neither_torch_nor_matplotlib():
+    """The CIFAR-10 study's table script and neas compare's tables need only numbers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, neas.report.tables, neas.report.compare; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
