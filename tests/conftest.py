@@ -62,14 +62,14 @@ def trained_supernet(tmp_path_factory):
     from neas.config import from_dict
     from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
+    from .helpers import tiny_supernet
+
     out = tmp_path_factory.mktemp("trained") / "supernet"
     train_supernet(
         from_dict(
             SupernetConfig,
-            dict(
+            tiny_supernet(
                 out=str(out),
-                space="tiny",
-                data="digits",
                 epochs=12,
                 batch_size=32,
                 lr=0.1,
@@ -79,7 +79,6 @@ def trained_supernet(tmp_path_factory):
                 shrink_samples=6,
                 bn_batches=2,
                 probe_images=128,
-                device="cpu",
             ),
         )
     )

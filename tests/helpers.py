@@ -49,3 +49,40 @@ def checkpoint_of(kind: str) -> Callable[..., bool]:
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
 )
+
+
+# The one tiny supernet training the tests start from (torchtune's per-test config overrides): the
+# K = 2 tiny space on the bundled digits, a shrinking round every epoch, a few probe images.
+TINY_SUPERNET = {
+    "space": "tiny",
+    "data": "digits",
+    "epochs": 4,
+    "batch_size": 64,
+    "lr": 0.2,
+    "shrink_every": 1,
+    "shrink_drop": 3,
+    "shrink_samples": 4,
+    "bn_batches": 1,
+    "probe_images": 64,
+    "device": "cpu",
+}
+_PIPELINE_WIDE = ("space", "data", "device")  # `neas run` sets these once, for every stage
+
+
+def tiny_supernet(**overrides) -> dict:
+    """The tiny supernet config with ``overrides`` (a None value drops the key: its default applies)."""
+    return {k: v for k, v in {**TINY_SUPERNET, **overrides}.items() if v is not None}
+
+
+def tiny_supernet_argv(**overrides) -> list[str]:
+    """:func:`tiny_supernet` as ``neas train-supernet`` flags."""
+    argv = []
+    for key, value in tiny_supernet(**overrides).items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+def tiny_supernet_section(**overrides) -> dict:
+    """:func:`tiny_supernet` as the ``supernet:`` section of a ``neas run`` config (space, data and
+    device are the run's)."""
+    return {k: v for k, v in tiny_supernet(**overrides).items() if k not in _PIPELINE_WIDE}

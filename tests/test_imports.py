@@ -206,13 +206,3 @@ def test_help_and_option_errors_of_every_command_import_no_torch():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
-
-
-def test_no_function_of_the_package_is_longer_than_60_lines():
-    """The project's style rule: a function longer than 60 lines (after `ruff format`) is split."""
-    long = []
-    for path in sorted((ROOT / "src" / "neas").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
-                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
-    assert not long, long

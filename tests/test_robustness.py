@@ -16,7 +16,7 @@ from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.rundir import prepare_run_dir, release_run_dir
 from neas.runfiles import MARKER
 
-from .helpers import BILLION_LAUGHS, Killed
+from .helpers import BILLION_LAUGHS, Killed, tiny_supernet
 
 
 def _snapshot(root: Path, skip=()) -> dict:
@@ -38,21 +38,9 @@ def _one_error_line(capsys, code, fragment=""):
 
 
 def _tiny(out, **kw):
-    base = dict(
-        out=str(out),
-        space="tiny",
-        data="digits",
-        epochs=2,
-        batch_size=64,
-        lr=0.2,
-        shrink_every=1,
-        shrink_drop=3,
-        shrink_samples=2,
-        bn_batches=1,
-        probe_images=32,
-        device="cpu",
+    return from_dict(
+        SupernetConfig, tiny_supernet(**{"out": str(out), "epochs": 2, "shrink_samples": 2, "probe_images": 32, **kw})
     )
-    return from_dict(SupernetConfig, {**base, **kw})
 
 
 def _folder(root, split, classes, n=3):

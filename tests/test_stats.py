@@ -50,6 +50,15 @@ def test_paired_difference_of_one_seed_is_within_noise_and_of_a_constant_shift_d
     assert paired_difference([0.5, 0.5], [0.5, 0.5])["verdict"] == "within noise"
 
 
+def test_paired_difference_of_a_metric_where_lower_is_better_calls_a_lower_a_better():
+    lower, higher = [0.66, 0.69, 0.67, 0.66], [0.70, 0.72, 0.69, 0.71]
+    assert paired_difference(lower, higher, higher_is_better=False)["verdict"] == "better"
+    assert paired_difference(higher, lower, higher_is_better=False)["verdict"] == "worse"
+    noise = paired_difference([0.70, 0.64, 0.69, 0.66], [0.66, 0.69, 0.67, 0.68], higher_is_better=False)
+    assert noise["verdict"] == "within noise"
+    assert paired_difference(lower, higher, higher_is_better=False)["mean"] == paired_difference(lower, higher)["mean"]
+
+
 def test_paired_difference_refuses_unpaired_values():
     with pytest.raises(ValueError, match="differ in number"):
         paired_difference([1.0, 2.0], [1.0])

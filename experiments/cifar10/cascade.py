@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from plan import DATA, HERE, ROOT  # experiments/cifar10/plan.py
 
+from neas.report.tables import markdown_table
 from neas.runfiles import ARCH, EVAL, PipelineLayout
 from neas.stats import ci95
 
@@ -94,27 +95,35 @@ def _commit(path: Path) -> None:
 
 
 def table() -> str:
+    """docs/RESULTS.md's cascade table (a line per seed and tolerance), then per tolerance the mean ± sd
+    and t 95 % CI over seeds of the MACs and latency saved and of the top-1 change."""
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("seed*.json"))]
     if not rows:
         return "no results yet"
-    lines = [
-        "| seed | tolerance (pp) | full top-1 | cascade top-1 | Δ top-1 (pp) | full MACs | cascade mean MACs | "
-        "MACs saved | full latency (ms) | cascade mean latency (ms) | stop at path 1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    saved, faster, drop = {}, {}, {}
+    header = ["seed", "tolerance (pp)", "full top-1", "cascade top-1", "Δ top-1 (pp)", "full MACs", "cascade mean MACs"]
+    header += ["MACs saved", "full latency (ms)", "cascade mean latency (ms)", "stop at path 1"]
+    cells, saved, faster, drop = [], {}, {}, {}
     for r in rows:
         for tolerance, c in r.get("cascades", {}).items():
             saved.setdefault(tolerance, []).append(1 - c["mean_macs"] / c["macs"])
             faster.setdefault(tolerance, []).append(1 - c["mean_latency_ms"] / c["latency_ms"])
             drop.setdefault(tolerance, []).append(100 * (c["top1"] - c["full_top1"]))
-            lines.append(
-                f"| {r['seed']} | {tolerance} | {100 * c['full_top1']:.2f} | {100 * c['top1']:.2f} | "
-                f"{drop[tolerance][-1]:+.2f} | {c['macs'] / 1e6:.3f}M | {c['mean_macs'] / 1e6:.3f}M | "
-                f"{100 * saved[tolerance][-1]:.1f} % | {c['latency_ms']:.2f} | {c['mean_latency_ms']:.2f} | "
-                f"{100 * c['stop_fraction'][0]:.1f} % |"
+            cells.append(
+                [
+                    r["seed"],
+                    tolerance,
+                    f"{100 * c['full_top1']:.2f}",
+                    f"{100 * c['top1']:.2f}",
+                    f"{drop[tolerance][-1]:+.2f}",
+                    f"{c['macs'] / 1e6:.3f}M",
+                    f"{c['mean_macs'] / 1e6:.3f}M",
+                    f"{100 * saved[tolerance][-1]:.1f} %",
+                    f"{c['latency_ms']:.2f}",
+                    f"{c['mean_latency_ms']:.2f}",
+                    f"{100 * c['stop_fraction'][0]:.1f} %",
+                ]
             )
-    lines.append("")
+    lines = [*markdown_table(header, cells), ""]
     for tolerance in saved:
         for name, xs in (("MACs saved (%)", saved), ("latency saved (%)", faster), ("Δ top-1 (pp)", drop)):
             values = np.asarray(xs[tolerance]) * (100 if name != "Δ top-1 (pp)" else 1)

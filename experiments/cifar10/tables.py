@@ -7,7 +7,9 @@ Each row's number per pipeline seed is the mean over its retraining seeds (the p
 retrain and the extra ones); the row reports the mean over pipeline seeds ± their standard
 deviation and a 95 % Student-t confidence interval. Differences between rows are paired by
 pipeline seed (the same seed pairs both), with a paired-t 95 % CI; a CI that contains 0 is
-reported as "within noise". Partial studies print what they have, with the number of seeds.
+reported as "within noise". Every verdict is ``neas.stats``' (``paired_difference``, ``decide``)
+and every table and cell ``neas.report.tables``', as in ``neas compare``. Partial studies print
+what they have, with the number of seeds.
 
 Kendall τ (and Spearman ρ) carry percentile-bootstrap 95 % CIs over the 30 ranked ensembles:
 ``scipy.stats.bootstrap(paired=True, method="percentile")`` with 10,000 resamples
@@ -33,6 +35,7 @@ error: one that contains 0 makes the verdict "within noise" whatever the bootstr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -44,6 +47,8 @@ from plan import OLD_RANK, SHRINK_MODES  # experiments/cifar10/plan.py
 from plan import units as study_units
 from scipy import stats
 
+from neas.report.tables import METRICS as SHOWN
+from neas.report.tables import ci_cell, interval_cell, markdown_table, values_cell
 from neas.search.ranking import (
     RESAMPLES,
     kendall_tau,
@@ -52,7 +57,7 @@ from neas.search.ranking import (
     rank_correlation,
     tau_difference,
 )
-from neas.stats import ci95, decide
+from neas.stats import ci95, decide, paired_difference
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
@@ -62,13 +67,9 @@ ROWS = {  # row name -> (unit prefix, what it is)
     "best single network (K=1)": ("k1", "single-path one-shot search, same budget"),
     "deep ensemble: 2 x best K=1 at half budget": ("deep", "independently trained copies, equal total MACs"),
 }
-METRICS = (
-    ("top1", "top-1 (%)", 100, 2),
-    ("nll", "NLL", 1, 3),
-    ("ece", "ECE (%)", 100, 2),
-    ("disagreement", "disagreement (%)", 100, 2),
-    ("oracle_top1", "oracle top-1 (%)", 100, 2),
-)
+# the main table's quality columns, shown as neas compare shows them, but NLL to 3 places (docs/RESULTS.md's text)
+METRICS = {m: SHOWN[m] for m in ("top1", "nll", "ece", "disagreement", "oracle_top1")}
+METRICS["nll"] = dataclasses.replace(SHOWN["nll"], digits=3)
 
 
 def _load(results: Path) -> dict[str, dict]:
@@ -122,79 +123,80 @@ def _scratch_of(rank_units) -> list:
     return lists[0]
 
 
+def _ranking_row(mode: str, seeds: dict[int, dict]) -> list[str]:
+    """One shrinking mode's Kendall τ and Spearman ρ: per supernet seed (a bootstrap CI over the
+    ensembles, recomputed from the committed scores with RESAMPLES resamples: the summaries' have
+    1,000) and pooled over seeds (mean ± sd [t CI]; τ also with its bootstrap CI over the ensembles)."""
+    corr = {
+        s: rank_correlation(u["rank"]["oneshot_acc"], u["scratch_acc"], RESAMPLES, s) for s, u in sorted(seeds.items())
+    }
+    per, pooled = {}, {}
+    for stat in ("kendall_tau", "spearman_rho"):
+        per[stat] = "; ".join(f"s{s}: {ci_cell(c[stat], c[f'{stat}_ci95'], 3, 2)}" for s, c in corr.items())
+        pooled[stat] = values_cell([u["rank"][stat] for u in seeds.values()], 1, 3)
+    acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
+    inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
+    boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))
+    tau = f"{pooled['kendall_tau']} {_braces(boot, signed=False)}"
+    return [mode, per["kendall_tau"], tau, per["spearman_rho"], pooled["spearman_rho"], values_cell(acc, 1, 2), inside]
+
+
+def _braces(boot: dict, signed: bool = True) -> str:
+    """A bootstrap CI over the ensembles, in braces (beside a t CI over seeds, in brackets)."""
+    sign = "+" if signed else ""
+    return f"{{{boot['ci'][0]:{sign}.3f}, {boot['ci'][1]:{sign}.3f}}}"
+
+
+def _tau_difference_row(by_mode: dict[str, dict[int, dict]], a: str, b: str) -> list[str]:
+    """τ(a) − τ(b) paired by supernet seed: per seed (paired bootstrap CI), and their mean with a t CI
+    over seeds and a bootstrap CI over the ensembles; the verdict (``decide``) needs both to exclude 0."""
+    common = sorted(set(by_mode[a]) & set(by_mode[b]))
+    per, diffs = [], []
+    for s in common:
+        ua, ub = by_mode[a][s], by_mode[b][s]
+        d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], RESAMPLES, s)
+        per.append(f"s{s}: {ci_cell(d['tau_difference'], d['ci95'], 3, 2, signed=True)}")
+        diffs.append(d["tau_difference"])
+    m, _, lo, hi = ci95(diffs)
+    boot = _pooled_bootstrap(
+        [by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
+        [by_mode[b][s]["rank"]["oneshot_acc"] for s in common],
+        _scratch_of(by_mode[a].values()),
+    )
+    if math.isnan(lo):
+        verdict = "needs 2+ seeds"
+    else:
+        verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[
+            decide(lo, hi, m, boot)
+        ]
+    mean = interval_cell({"mean": m, "lo": lo, "hi": hi}, 1, 3)
+    return [f"{a} − {b}", "; ".join(per), f"{mean} {_braces(boot)}", _band(boot, m), verdict]
+
+
 def ranking(units: dict) -> str:
     """Kendall tau per shrinking mode: per supernet seed (bootstrap CI over the 30 ensembles) and
     pooled over seeds (mean ± sd, with a Student-t CI over the seeds and a bootstrap CI over the
     ensembles); paired differences by seed, judged by both CIs."""
     by_mode = _rank_units(units)
-    lines = [
-        "| shrinking | Kendall τ per supernet seed [bootstrap 95 % CI] | pooled τ: mean ± sd [t CI over seeds] "
-        "{bootstrap CI over ensembles} | "
-        "Spearman ρ per seed [bootstrap 95 % CI] | pooled ρ | mean one-shot top-1 (%) | in the shrunk space (of 30) |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "shrinking",
+        "Kendall τ per supernet seed [bootstrap 95 % CI]",
+        "pooled τ: mean ± sd [t CI over seeds] {bootstrap CI over ensembles}",
+        "Spearman ρ per seed [bootstrap 95 % CI]",
+        "pooled ρ",
+        "mean one-shot top-1 (%)",
+        "in the shrunk space (of 30)",
     ]
-    for mode, seeds in by_mode.items():
-        if not seeds:
-            lines.append(f"| {mode} | not run yet | | | | | |")
-            continue
-        # the per-seed intervals from the committed scores with RESAMPLES resamples (the summaries' have 1,000)
-        corr = {
-            s: rank_correlation(u["rank"]["oneshot_acc"], u["scratch_acc"], RESAMPLES, s)
-            for s, u in sorted(seeds.items())
-        }
-        per = "; ".join(
-            f"s{s}: {c['kendall_tau']:.3f} [{c['kendall_tau_ci95'][0]:.2f}, {c['kendall_tau_ci95'][1]:.2f}]"
-            for s, c in corr.items()
-        )
-        per_rho = "; ".join(
-            f"s{s}: {c['spearman_rho']:.3f} [{c['spearman_rho_ci95'][0]:.2f}, {c['spearman_rho_ci95'][1]:.2f}]"
-            for s, c in corr.items()
-        )
-        taus = [u["rank"]["kendall_tau"] for u in seeds.values()]
-        rhos = [u["rank"]["spearman_rho"] for u in seeds.values()]
-        acc = [100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()]
-        inside = "/".join(str(len(u["rank"]["in_shrunk_space"])) for _, u in sorted(seeds.items()))
-        boot = _pooled_bootstrap([u["rank"]["oneshot_acc"] for u in seeds.values()], None, _scratch_of(seeds.values()))[
-            "ci"
-        ]
-        lines.append(
-            f"| {mode} | {per} | {_cell(taus, 1, 3)} {{{boot[0]:.3f}, {boot[1]:.3f}}} | {per_rho} | "
-            f"{_cell(rhos, 1, 3)} | {_cell(acc, 1, 2)} | {inside} |"
-        )
-    lines += [
-        "",
-        "| Δτ, paired by supernet seed | per seed [paired bootstrap 95 % CI] | mean [t CI over seeds] "
-        "{bootstrap CI over ensembles} | Monte-Carlo band of the bootstrap bound on the mean's side | verdict |",
-        "|---|---|---|---|---|",
+    rows = [_ranking_row(m, seeds) if seeds else [m, "not run yet", *[""] * 5] for m, seeds in by_mode.items()]
+    differences = [_tau_difference_row(by_mode, a, b) for a, b in RANK_PAIRS if set(by_mode[a]) & set(by_mode[b])]
+    header_d = [
+        "Δτ, paired by supernet seed",
+        "per seed [paired bootstrap 95 % CI]",
+        "mean [t CI over seeds] {bootstrap CI over ensembles}",
+        "Monte-Carlo band of the bootstrap bound on the mean's side",
+        "verdict",
     ]
-    for a, b in RANK_PAIRS:
-        common = sorted(set(by_mode[a]) & set(by_mode[b]))
-        if not common:
-            continue
-        per, diffs = [], []
-        for s in common:
-            ua, ub = by_mode[a][s], by_mode[b][s]
-            d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], RESAMPLES, s)
-            per.append(f"s{s}: {d['tau_difference']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
-            diffs.append(d["tau_difference"])
-        m, _, lo, hi = ci95(diffs)
-        boot = _pooled_bootstrap(
-            [by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
-            [by_mode[b][s]["rank"]["oneshot_acc"] for s in common],
-            _scratch_of(by_mode[a].values()),
-        )
-        if math.isnan(lo):
-            verdict = "needs 2+ seeds"
-        else:
-            verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[
-                decide(lo, hi, m, boot)
-            ]
-        ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
-        (blo, bhi) = boot["ci"]
-        lines.append(
-            f"| {a} − {b} | {'; '.join(per)} | {m:+.3f}{ci} {{{blo:+.3f}, {bhi:+.3f}}} | {_band(boot, m)} | {verdict} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([*markdown_table(header, rows), "", *markdown_table(header_d, differences)])
 
 
 def _alignment_check() -> str:
@@ -228,14 +230,16 @@ def diagnostic(units: dict) -> str:
         path = OLD_RANK.parent / f"summary_k2_{mode}.json"
         if path.is_file():
             searched_old[mode] = json.loads(path.read_text())["supernet_acc"]
-    lines = [
-        f"30 ensembles drawn from the full space; from scratch (3 epochs, search-val) they score {scratch:.2f} % on "
-        "average. " + _alignment_check(),
-        "",
-        "| shrinking | one-shot top-1 (%), before | after (mean over seeds) | Kendall τ before | after (pooled) | "
-        "searched ensemble's one-shot top-1 (%), before | after |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "shrinking",
+        "one-shot top-1 (%), before",
+        "after (mean over seeds)",
+        "Kendall τ before",
+        "after (pooled)",
+        "searched ensemble's one-shot top-1 (%), before",
+        "after",
     ]
+    rows = []
     for mode in SHRINK_MODES:
         before = old_by_mode.get(mode)
         seeds = by_mode[mode]
@@ -244,16 +248,22 @@ def diagnostic(units: dict) -> str:
             for n, u in units.items()
             if u["kind"] == "pipeline" and n.startswith(f"k2_{mode}_seed") and "search" in u
         ]
-        cells = [
-            f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
-            _cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
-            f"{before['kendall_tau']:.3f}" if before else "-",
-            _cell([u["rank"]["kendall_tau"] for u in seeds.values()], 1, 3) if seeds else "-",
-            f"{100 * searched_old[mode]:.2f}" if mode in searched_old else "-",
-            _cell([100 * a for a in pipes], 1, 2) if pipes else "-",
-        ]
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(
+            [
+                mode,
+                f"{100 * np.mean(before['oneshot_acc']):.2f}" if before else "-",
+                values_cell([100 * np.mean(u["rank"]["oneshot_acc"]) for u in seeds.values()], 1, 2) if seeds else "-",
+                f"{before['kendall_tau']:.3f}" if before else "-",
+                values_cell([u["rank"]["kendall_tau"] for u in seeds.values()], 1, 3) if seeds else "-",
+                f"{100 * searched_old[mode]:.2f}" if mode in searched_old else "-",
+                values_cell([100 * a for a in pipes], 1, 2) if pipes else "-",
+            ]
+        )
+    text = (
+        f"30 ensembles drawn from the full space; from scratch (3 epochs, search-val) they score {scratch:.2f} % on "
+        "average. " + _alignment_check()
+    )
+    return "\n".join([text, "", *markdown_table(header, rows)])
 
 
 QUIET = {}  # unit -> latency measured on a quiet machine (study.py latency), when it exists
@@ -300,68 +310,57 @@ def per_seed(units: dict, prefix: str) -> dict[int, dict]:
     return out
 
 
-def _cell(xs, scale, digits):
-    mean, sd, lo, hi = ci95(xs)
-    if math.isnan(sd):
-        return f"{scale * mean:.{digits}f} (n={len(xs)})"
-    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+def _costs(rows: list[dict]) -> list[str]:
+    """The mean MACs and parameters (millions) of a row's networks."""
+    return [f"{np.mean([r['macs'] for r in rows]) / 1e6:.3f}", f"{np.mean([r['params'] for r in rows]) / 1e6:.3f}"]
 
 
 def main_table(units: dict) -> str:
-    lines = [
-        "| model | seeds × retrains | "
-        + " | ".join(m[1] for m in METRICS)
-        + " | MACs (M) | params (M) | CPU latency (ms) |",
-        "|---|---|" + "---|" * len(METRICS) + "---|---|---|",
-    ]
+    """Each row over pipeline seeds: quality (mean ± sd [t CI]), mean costs and the quiet CPU latency."""
+    header = ["model", "seeds × retrains", *(m.label for m in METRICS.values())]
+    header += [SHOWN["macs"].label, SHOWN["params"].label, f"CPU {SHOWN['latency_ms'].label}"]
+    rows = []
     for name, (prefix, _) in ROWS.items():
-        seeds = per_seed(units, prefix)
+        seeds = list(per_seed(units, prefix).values())
         if not seeds:
-            lines.append(f"| {name} | not run yet |" + " |" * (len(METRICS) + 3))
+            rows.append([name, "not run yet", *[""] * (len(header) - 2)])
             continue
-        rows = list(seeds.values())
-        cells = [_cell([r[key] for r in rows], scale, digits) for key, _, scale, digits in METRICS]
-        costs = [
-            f"{np.mean([r['macs'] for r in rows]) / 1e6:.3f}",
-            f"{np.mean([r['params'] for r in rows]) / 1e6:.3f}",
-            f"{np.mean([r['latency_ms'] for r in rows if 'latency_ms' in r]):.2f}"
-            if any("latency_ms" in r for r in rows)
-            else "-",
-        ]
-        lines.append(
-            f"| {name} | {len(rows)} × {'/'.join(str(r['retrains']) for r in rows)} | "
-            + " | ".join(cells + costs)
-            + " |"
-        )
-    return "\n".join(lines)
+        quality = [values_cell([r[key] for r in seeds], m.scale, m.digits) for key, m in METRICS.items()]
+        ms = [r["latency_ms"] for r in seeds if "latency_ms" in r]
+        latency = f"{np.mean(ms):.2f}" if ms else "-"
+        retrains = f"{len(seeds)} × {'/'.join(str(r['retrains']) for r in seeds)}"
+        rows.append([name, retrains, *quality, *_costs(seeds), latency])
+    return "\n".join(markdown_table(header, rows))
+
+
+_NEAS = {"better": "NEAS better", "worse": "NEAS worse", "within noise": "within noise"}  # paired_difference's verdict
 
 
 def differences(units: dict, reference: str = "k2_diversity") -> str:
+    """The reference row minus each other row, paired by pipeline seed: top-1 and NLL with their t CIs,
+    and the verdict on top-1 (:func:`neas.stats.paired_difference`)."""
     ref = per_seed(units, reference)
-    lines = [
-        f"| {ROWS_BY_PREFIX[reference]} minus | paired seeds | Δ top-1 (pp) [95 % CI] | Δ NLL [95 % CI] | verdict "
-        "(top-1) |",
-        "|---|---|---|---|---|",
+    header = [
+        f"{ROWS_BY_PREFIX[reference]} minus",
+        "paired seeds",
+        "Δ top-1 (pp) [95 % CI]",
+        "Δ NLL [95 % CI]",
+        "verdict (top-1)",
     ]
+    rows = []
     for name, (prefix, _) in ROWS.items():
         if prefix == reference:
             continue
         other = per_seed(units, prefix)
         common = sorted(set(ref) & set(other))
         if len(common) < 2:
-            lines.append(f"| {name} | {len(common)} | - | - | needs 2+ paired seeds |")
+            rows.append([name, len(common), "-", "-", "needs 2+ paired seeds"])
             continue
-        d_top1 = [ref[s]["top1"] - other[s]["top1"] for s in common]
-        d_nll = [ref[s]["nll"] - other[s]["nll"] for s in common]
-        m, _, lo, hi = ci95(d_top1)
-        mn, _, lon, hin = ci95(d_nll)
-        verdict = "within noise" if lo <= 0 <= hi else ("NEAS better" if m > 0 else "NEAS worse")
-        lines.append(
-            f"| {name} | {len(common)} | {100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | {mn:+.4f} [{lon:+.4f}, "
-            f"{hin:+.4f}] | "
-            f"{verdict} |"
+        top1, nll = (
+            paired_difference([ref[s][m] for s in common], [other[s][m] for s in common]) for m in ("top1", "nll")
         )
-    return "\n".join(lines)
+        rows.append([name, len(common), interval_cell(top1, 100, 2), interval_cell(nll, 1, 4), _NEAS[top1["verdict"]]])
+    return "\n".join(markdown_table(header, rows))
 
 
 ROWS_BY_PREFIX = {prefix: name for name, (prefix, _) in ROWS.items()}
@@ -387,40 +386,39 @@ def wall_times(units: dict) -> str:
     )
 
 
+def _delta(seeds: dict[int, dict], ref: dict[int, dict]) -> str:
+    """A row's top-1 minus the reference's, paired by retraining seed (:func:`neas.stats.paired_difference`)."""
+    common = sorted(set(seeds) & set(ref))
+    if len(common) < 2:
+        return "needs 2+ paired seeds"
+    d = paired_difference([seeds[c]["top1"] for c in common], [ref[c]["top1"] for c in common])
+    return interval_cell(d, 100, 2) + (" within noise" if d["verdict"] == "within noise" else "")
+
+
 def _rows_with_differences(rows: dict[str, dict[int, dict]], reference: str, extra=()) -> str:
     """One line per row (mean ± sd [t CI] over retraining seeds), then each row minus the
     reference, paired by retraining seed. ``rows``: name -> {retrain seed: values}."""
-    lines = [
-        "| model | retraining seeds | top-1 (%) | Δ top-1 vs "
-        + reference
-        + " (pp) [paired 95 % CI] | disagreement (%) | "
-        "oracle top-1 (%) | MACs (M) | params (M) |" + "".join(f" {e} |" for e, _ in extra),
-        "|---|---|---|---|---|---|---|---|" + "---|" * len(extra),
-    ]
-    ref = rows.get(reference, {})
+    header = ["model", "retraining seeds", METRICS["top1"].label, f"Δ top-1 vs {reference} (pp) [paired 95 % CI]"]
+    header += [METRICS["disagreement"].label, METRICS["oracle_top1"].label, SHOWN["macs"].label, SHOWN["params"].label]
+    lines = []
     for name, seeds in rows.items():
         if not seeds:
-            lines.append(f"| {name} | not run yet |" + " |" * (6 + len(extra)))
+            lines.append([name, "not run yet", *[""] * (len(header) + len(extra) - 2)])
             continue
         vals = list(seeds.values())
-        common = sorted(set(seeds) & set(ref))
-        if name == reference:
-            delta = "—"
-        elif len(common) >= 2:
-            m, _, lo, hi = ci95([seeds[c]["top1"] - ref[c]["top1"] for c in common])
-            delta = f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + (" within noise" if lo <= 0 <= hi else "")
-        else:
-            delta = "needs 2+ paired seeds"
-        cells = [
-            _cell([v["top1"] for v in vals], 100, 2),
-            delta,
-            _cell([v["disagreement"] for v in vals], 100, 2),
-            _cell([v["oracle_top1"] for v in vals], 100, 2),
-            f"{np.mean([v['macs'] for v in vals]) / 1e6:.3f}",
-            f"{np.mean([v['params'] for v in vals]) / 1e6:.3f}",
-        ] + [fn(vals) for _, fn in extra]
-        lines.append(f"| {name} | {len(vals)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(
+            [
+                name,
+                len(vals),
+                values_cell([v["top1"] for v in vals], 100, 2),
+                "—" if name == reference else _delta(seeds, rows.get(reference, {})),
+                values_cell([v["disagreement"] for v in vals], 100, 2),
+                values_cell([v["oracle_top1"] for v in vals], 100, 2),
+                *_costs(vals),
+                *(fn(vals) for _, fn in extra),
+            ]
+        )
+    return "\n".join(markdown_table([*header, *(e for e, _ in extra)], lines))
 
 
 def _paths_rows(units: dict) -> dict[str, dict[int, dict]]:
@@ -446,7 +444,7 @@ def paths_table(units: dict) -> str:
         _paths_rows(units),
         "K = 2",
         extra=(
-            ("mean path top-1 (%)", lambda v: _cell([x["path_mean"] for x in v], 100, 2)),
+            ("mean path top-1 (%)", lambda v: values_cell([x["path_mean"] for x in v], 100, 2)),
             ("searched split", lambda v: str(v[0]["split"])),
             ("CPU latency (ms)", _latency_cell),
         ),
@@ -511,12 +509,10 @@ def _judge(
     return text, "agrees" if (outcome == "+") == (paper_sign > 0) else "disagrees"
 
 
-def verdicts(units: dict) -> str:
-    """Each paper claim and each new question, with the measured paired difference, its CI and
-    the verdict it decides: agrees / disagrees (the CI excludes 0) or within noise; borderline
-    where a bootstrap bound is within Monte-Carlo error of 0."""
-    lines = ["| claim or question | paper (ImageNet) | measured difference [95 % CI] | verdict |", "|---|---|---|---|"]
-    by_mode = _rank_units(units)
+def _ranking_claims(units: dict) -> list[list[str]]:
+    """Diversity shrinking ranks ensembles better than each other mode (Kendall τ pooled over
+    supernet seeds): the t CI over seeds and the bootstrap CI over the ensembles must both exclude 0."""
+    by_mode, claims = _rank_units(units), []
     for a, b, paper in (
         ("diversity", "none", "τ 0.65 vs 0.45"),
         ("diversity", "accuracy", "τ 0.65 vs 0.42"),
@@ -534,11 +530,15 @@ def verdicts(units: dict) -> str:
             else None
         )
         text, verdict = _judge(diffs, 1, "τ", 0 if "new" in paper else 1, boot)
-        lines.append(
-            f"| {a} shrinking ranks ensembles better than {b} (Kendall τ, pooled over supernet seeds) | {paper} | "
-            f"{text} | {verdict} |"
-        )
-    ref = per_seed(units, "k2_diversity")
+        claim = f"{a} shrinking ranks ensembles better than {b} (Kendall τ, pooled over supernet seeds)"
+        claims.append([claim, paper, text, verdict])
+    return claims
+
+
+def _retraining_claims(units: dict) -> list[list[str]]:
+    """NEAS against each other row after retraining, paired by pipeline seed: top-1, and NLL where
+    the paper makes no claim (lower NLL counts as +, so that "better" means NEAS better)."""
+    ref, claims = per_seed(units, "k2_diversity"), []
     for prefix, paper, question in (
         ("k2_none", "77.9 vs 77.3 %", "NEAS (diversity) beats no shrinking after retraining"),
         ("k2_accuracy", "77.9 vs 77.2 %", "NEAS (diversity) beats accuracy shrinking after retraining"),
@@ -548,19 +548,18 @@ def verdicts(units: dict) -> str:
     ):
         other = per_seed(units, prefix)
         common = sorted(set(ref) & set(other))
-        for metric, scale, unit, sign in (("top1", 100, "pp top-1", 1), ("nll", 1, "NLL", -1)):
-            diffs = [ref[s][metric] - other[s][metric] for s in common]
-            if metric == "nll":  # lower is better: flip, so that "agrees/better" means NEAS better
-                diffs = [-d for d in diffs]
-            text, verdict = _judge(
-                diffs,
-                scale,
-                unit + (" (NEAS lower = +)" if metric == "nll" else ""),
-                sign if paper != "—" and metric == "top1" else 0,
-            )
-            if metric == "nll" and paper != "—":
-                continue  # the paper reports top-1 only
-            lines.append(f"| {question} ({metric}) | {paper if metric == 'top1' else '—'} | {text} | {verdict} |")
+        diffs = [ref[s]["top1"] - other[s]["top1"] for s in common]
+        claims.append([f"{question} (top1)", paper, *_judge(diffs, 100, "pp top-1", 1 if paper != "—" else 0)])
+        if paper == "—":  # the paper reports top-1 only
+            diffs = [-(ref[s]["nll"] - other[s]["nll"]) for s in common]  # lower is better: NEAS lower = +
+            claims.append([f"{question} (nll)", "—", *_judge(diffs, 1, "NLL (NEAS lower = +)", 0)])
+    return claims
+
+
+def _ablation_claims(units: dict) -> list[list[str]]:
+    """The paper's ablations on the seed-0 diversity search, paired by retraining seed: heterogeneous
+    paths, layer sharing, and K = 2 against K = 3 and 5 under one budget."""
+    claims = []
     for which, reference, others, paper, question in (
         (
             "homo-hetero",
@@ -581,33 +580,42 @@ def verdicts(units: dict) -> str:
         for other in others:
             common = sorted(set(rows.get(reference, {})) & set(rows.get(other, {})))
             text, verdict = _judge([rows[reference][c]["top1"] - rows[other][c]["top1"] for c in common], 100, "pp", 1)
-            lines.append(f"| {question}: {reference} − {other} | {paper} | {text} | {verdict} |")
+            claims.append([f"{question}: {reference} − {other}", paper, text, verdict])
     rows = _paths_rows(units)
     for k, paper in ((3, "80.0 vs 79.5 %"), (5, "80.0 vs 78.5 %")):
         common = sorted(set(rows["K = 2"]) & set(rows[f"K = {k}"]))
         text, verdict = _judge([rows["K = 2"][c]["top1"] - rows[f"K = {k}"][c]["top1"] for c in common], 100, "pp", 1)
-        lines.append(f"| K = 2 beats K = {k} under one budget | {paper} | {text} | {verdict} |")
+        claims.append([f"K = 2 beats K = {k} under one budget", paper, text, verdict])
+    return claims
+
+
+def verdicts(units: dict) -> str:
+    """Each paper claim and each new question, with the measured paired difference, its CI and
+    the verdict it decides: agrees / disagrees (the CI excludes 0) or within noise; borderline
+    where a bootstrap bound is within Monte-Carlo error of 0."""
     gaps = [
         u["search"]["supernet_acc"] - u["search"]["random_supernet_acc"]
         for n, u in units.items()
         if u["kind"] == "pipeline" and u.get("search", {}).get("random_supernet_acc") is not None
     ]
-    text, verdict = _judge(gaps, 100, "pp one-shot top-1, over the seed-0 searches", 1)
-    lines.append(
-        f"| evolution finds better ensembles than random search at equal evaluations (best found) | Figure 5 | {text} "
-        f"| {verdict} |"
-    )
-    return "\n".join(lines)
+    search = "evolution finds better ensembles than random search at equal evaluations (best found)"
+    rows = _ranking_claims(units) + _retraining_claims(units) + _ablation_claims(units)
+    rows.append([search, "Figure 5", *_judge(gaps, 100, "pp one-shot top-1, over the seed-0 searches", 1)])
+    header = ["claim or question", "paper (ImageNet)", "measured difference [95 % CI]", "verdict"]
+    return "\n".join(markdown_table(header, rows))
 
 
 def evolution_vs_random(units: dict) -> str:
     """Paper Figure 5, in numbers: the best one-shot top-1 (search-val) each seed-0 search found,
     evolution against random search with as many evaluations."""
-    lines = [
-        "| pipeline (seed 0) | evaluations | best one-shot top-1, evolution (%) | best, random (%) | evolution − "
-        "random (pp) |",
-        "|---|---|---|---|---|",
+    header = [
+        "pipeline (seed 0)",
+        "evaluations",
+        "best one-shot top-1, evolution (%)",
+        "best, random (%)",
+        "evolution − random (pp)",
     ]
+    rows = []
     for name, u in units.items():
         if (
             u["kind"] == "pipeline"
@@ -615,11 +623,10 @@ def evolution_vs_random(units: dict) -> str:
             and u.get("search", {}).get("random_supernet_acc") is not None
         ):
             ev, rnd = u["search"]["supernet_acc"], u["search"]["random_supernet_acc"]
-            lines.append(
-                f"| {name} | {u['search']['evaluations']} | {100 * ev:.2f} | {100 * rnd:.2f} | "
-                f"{100 * (ev - rnd):+.2f} |"
+            rows.append(
+                [name, u["search"]["evaluations"], f"{100 * ev:.2f}", f"{100 * rnd:.2f}", f"{100 * (ev - rnd):+.2f}"]
             )
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, rows))
 
 
 def status(units: dict) -> str:

@@ -49,11 +49,11 @@ def decide(lo: float, hi: float, mean: float, boot: dict | None = None) -> str:
     return "+" if up else "-"
 
 
-def paired_difference(a: list[float], b: list[float]) -> dict:
+def paired_difference(a: list[float], b: list[float], higher_is_better: bool = True) -> dict:
     """``a - b`` paired by position (by seed): mean, sd, t 95 % CI ``lo``/``hi``, ``n`` and the
-    verdict, "better" (the CI lies above 0), "worse" (below) or "within noise" (it contains 0, or
-    there is one pair only: no interval). "Better" means a larger value: for a metric where lower
-    is better (NLL, ECE) the caller reads it the other way."""
+    verdict on ``a``, "better" (the CI lies above 0), "worse" (below) or "within noise" (it contains
+    0, or there is one pair only: no interval). For a metric where lower is better (NLL, ECE:
+    ``higher_is_better=False``) the CI below 0 is "better" and above 0 "worse"."""
     if len(a) != len(b):
         raise ValueError(f"paired values differ in number: {len(a)} and {len(b)}")
     if not len(a):
@@ -62,5 +62,6 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     if math.isnan(lo):
         verdict = VERDICTS[2]
     else:
-        verdict = {"+": VERDICTS[0], "-": VERDICTS[1]}.get(decide(lo, hi, mean), VERDICTS[2])
+        above, below = VERDICTS[:2] if higher_is_better else VERDICTS[1::-1]  # the verdict of a CI above / below 0
+        verdict = {"+": above, "-": below}.get(decide(lo, hi, mean), VERDICTS[2])
     return {"mean": mean, "sd": sd, "lo": lo, "hi": hi, "n": len(a), "verdict": verdict}

@@ -14,20 +14,13 @@ from neas.recipes.retrain import RetrainConfig
 from neas.recipes.run import RunConfig, run_pipeline
 from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
+from ..helpers import tiny_supernet_section
+
 PIPELINE = {
     "data": "digits",
     "seed": 1,
     "device": "cpu",
-    "supernet": {
-        "epochs": 3,
-        "batch_size": 64,
-        "lr": 0.2,
-        "shrink_every": 1,
-        "shrink_drop": 3,
-        "shrink_samples": 4,
-        "bn_batches": 1,
-        "probe_images": 64,
-    },
+    "supernet": tiny_supernet_section(epochs=3),
     "search": {
         "max_macs": "0.9M",
         "population": 6,

@@ -9,6 +9,8 @@ from neas.config import from_dict
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
+from ..helpers import tiny_supernet
+
 
 def _check(calibration: dict, bn_images: int, score_images: int):
     assert calibration["bn_images"] == bn_images
@@ -40,21 +42,18 @@ def test_shrink_rounds_and_arch_json_record_balanced_sets(sorted_folder, tmp_pat
     supernet = train_supernet(
         from_dict(
             SupernetConfig,
-            dict(
+            tiny_supernet(
                 out=str(tmp_path / "supernet"),
-                space="tiny",
                 data="imagefolder",
                 data_dir=str(sorted_folder),
                 holdout=0.25,
                 epochs=3,
                 batch_size=16,
                 lr=0.1,
-                shrink_every=1,
                 shrink_drop=2,
                 shrink_samples=2,
                 bn_batches=2,
                 probe_images=40,
-                device="cpu",
                 workers=0,
             ),
         )

@@ -10,23 +10,14 @@ from neas.cli import main
 from neas.runfiles import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
 from neas.stats import VERDICTS
 
-from ..helpers import Killed, checkpoint_of
+from ..helpers import Killed, checkpoint_of, tiny_supernet_section
 
 TINY = {  # the digits demo shrunk to seconds a run
     "space": "tiny",
     "data": "digits",
     "seed": 4,
     "device": "cpu",
-    "supernet": {
-        "epochs": 1,
-        "batch_size": 64,
-        "lr": 0.2,
-        "shrink_every": 1,
-        "shrink_drop": 3,
-        "shrink_samples": 4,
-        "bn_batches": 1,
-        "probe_images": 64,
-    },
+    "supernet": tiny_supernet_section(epochs=1),
     "search": {"max_macs": "0.7M", "population": 4, "parents": 2, "generations": 1, "mutations": 2, "crossovers": 2},
     "retrain": {"epochs": 1, "batch_size": 64, "eval_every": 1, "holdout": 0.1},
 }

@@ -37,6 +37,8 @@ from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
 from neas.recipes.train_supernet import SupernetConfig, train_supernet
 
+from ..helpers import tiny_supernet
+
 LOSS_RTOL = 1e-9  # relative, per epoch: 4 orders above the largest difference measured between machines
 ACC_ATOL = 1e-12  # an accuracy is a count of images: exact (the float is compared with room for its last bit)
 
@@ -45,21 +47,7 @@ def supernet_curve(root) -> dict:
     run = train_supernet(
         from_dict(
             SupernetConfig,
-            dict(
-                out=str(root / "supernet"),
-                space="tiny",
-                data="digits",
-                epochs=4,
-                batch_size=32,
-                lr=0.1,
-                shrink_every=2,
-                shrink_drop=4,
-                shrink_samples=4,
-                bn_batches=1,
-                probe_images=64,
-                device="cpu",
-                seed=4,
-            ),
+            tiny_supernet(out=str(root / "supernet"), batch_size=32, lr=0.1, shrink_every=2, shrink_drop=4, seed=4),
         )
     )
     rows = MetricLogger.read(run)

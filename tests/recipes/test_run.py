@@ -14,23 +14,14 @@ from neas.log import MetricLogger
 from neas.recipes.run import DEMO, RunConfig, run_pipeline, stage_configs
 from neas.schemas.run import CONFIGS
 
-from ..helpers import Killed, checkpoint_of
+from ..helpers import Killed, checkpoint_of, tiny_supernet_section
 
 SMALL = {
     "space": "tiny",
     "data": "digits",
     "seed": 4,
     "device": "cpu",
-    "supernet": {
-        "epochs": 4,
-        "batch_size": 64,
-        "lr": 0.2,
-        "shrink_every": 1,
-        "shrink_drop": 3,
-        "shrink_samples": 4,
-        "bn_batches": 1,
-        "probe_images": 64,
-    },
+    "supernet": tiny_supernet_section(),
     "search": {
         "max_macs": "0.7M",
         "population": 6,

@@ -19,6 +19,8 @@ from neas.shrink.score import diversity_scores, quality_scores
 from neas.shrink.statistics import LayerStats
 from neas.space import EnsembleArch, SearchSpace
 
+from ..helpers import tiny_supernet_section
+
 
 def _k1_space(tmp_path):
     data = {**SearchSpace.preset("tiny").to_dict(), "num_paths": 1, "name": "tiny1"}
@@ -75,17 +77,7 @@ def test_k1_runs_end_to_end_and_refuses_diversity_shrinking(tmp_path, capsys):
             "seed": 1,
             "device": "cpu",
             "out": str(tmp_path / "k1"),
-            "supernet": {
-                "epochs": 2,
-                "batch_size": 64,
-                "lr": 0.2,
-                "shrink": "quality",
-                "shrink_every": 1,
-                "shrink_drop": 3,
-                "shrink_samples": 4,
-                "bn_batches": 1,
-                "probe_images": 64,
-            },
+            "supernet": tiny_supernet_section(epochs=2, shrink="quality"),
             "search": {
                 "max_macs": "0.4M",
                 "population": 6,

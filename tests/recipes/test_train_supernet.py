@@ -17,27 +17,11 @@ from neas.recipes.train_supernet import SupernetConfig, train_supernet
 from neas.space import EnsembleArch
 from neas.supernet.io import load_supernet
 
-from ..helpers import Killed
+from ..helpers import Killed, tiny_supernet, tiny_supernet_argv
 
 
 def small(out, **kw):
-    base = dict(
-        out=str(out),
-        space="tiny",
-        data="digits",
-        epochs=4,
-        batch_size=64,
-        lr=0.2,
-        shrink="diversity",
-        shrink_every=1,
-        shrink_drop=3,
-        shrink_samples=4,
-        bn_batches=1,
-        probe_images=64,
-        seed=3,
-        device="cpu",
-    )
-    return from_dict(SupernetConfig, {**base, **kw})
+    return from_dict(SupernetConfig, tiny_supernet(**{"out": str(out), "shrink": "diversity", "seed": 3, **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -110,34 +94,7 @@ def test_resume_after_a_kill_during_a_checkpoint_write(finished, tmp_path, kill_
 @pytest.mark.slow
 def test_sigkill_and_resume_from_the_cli(finished, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "--space",
-        "tiny",
-        "--data",
-        "digits",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "64",
-        "--lr",
-        "0.2",
-        "--shrink-every",
-        "1",
-        "--shrink-drop",
-        "3",
-        "--shrink-samples",
-        "4",
-        "--bn-batches",
-        "1",
-        "--probe-images",
-        "64",
-        "--seed",
-        "3",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
+    args = tiny_supernet_argv(seed=3, out=out)
     proc = subprocess.Popen(
         [sys.executable, "-m", "neas", "train-supernet", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -168,28 +125,7 @@ def test_ddp_two_processes(tmp_path):
         "-m",
         "neas",
         "train-supernet",
-        "--space",
-        "tiny",
-        "--data",
-        "digits",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--shrink-every",
-        "1",
-        "--shrink-drop",
-        "2",
-        "--shrink-samples",
-        "4",
-        "--bn-batches",
-        "1",
-        "--probe-images",
-        "32",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
+        *tiny_supernet_argv(epochs=2, batch_size=32, lr=None, shrink_drop=2, probe_images=32, out=out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -240,28 +176,7 @@ def test_resume_with_a_different_config(finished, capsys):
         "--out",
         str(finished),
         "--resume",
-        "--space",
-        "tiny",
-        "--data",
-        "digits",
-        "--epochs",
-        "9",
-        "--batch-size",
-        "64",
-        "--lr",
-        "0.2",
-        "--shrink-every",
-        "1",
-        "--shrink-drop",
-        "3",
-        "--shrink-samples",
-        "4",
-        "--bn-batches",
-        "1",
-        "--probe-images",
-        "64",
-        "--seed",
-        "3",
+        *tiny_supernet_argv(epochs=9, seed=3, device=None),
     )
     assert code == 2, err
     assert "config differs" in err

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 
 import yaml
@@ -47,6 +46,7 @@ from neas.io import read_json, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.records import read_eval
+from neas.report.compare import COMPARED, budget_statistics, format_table
 from neas.report.html import build_compare_report
 from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, releases_run_dir
 from neas.runfiles import (
@@ -66,24 +66,11 @@ from neas.runfiles import (
 from neas.schemas.compare import ROWS, CompareConfig
 from neas.search.constraints import check_budget
 from neas.space import SearchSpace
-from neas.stats import ci95, paired_difference
 
-__all__ = ["METRICS", "CompareConfig", "compare", "format_table"]
+__all__ = ["CompareConfig", "compare", "format_table"]
 
 log = logging.getLogger(__name__)
 
-# metric -> (label, scale, digits, higher is better)
-METRICS = {
-    "top1": ("top-1 (%)", 100, 2, True),
-    "nll": ("NLL", 1, 4, False),
-    "ece": ("ECE (%)", 100, 2, False),
-    "macs": ("MACs (M)", 1e-6, 3, False),
-    "params": ("params (M)", 1e-6, 3, False),
-    "latency_ms": ("latency (ms)", 1, 2, False),
-}
-# paired against the NEAS row; costs are fixed by the arch, and latency is measured inside each job beside
-# the jobs running at the same time (it depends on --max-parallel): it gets no verdict
-DIFFERENCES = ("top1", "nll", "ece")
 SHRINK_ROWS = {"none": "none", "accuracy": "accuracy", "quality": "quality"}  # row -> supernet shrink mode
 SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
 RETRAIN_SEED_STEP = 1000  # retraining seed r of pipeline seed s: s + 1000 r (the pipeline's own is r = 0)
@@ -299,34 +286,8 @@ def _seed_numbers(numbers: list) -> dict:
     each = [{**_numbers(path), "dir": str(run)} for run, path in numbers]
     if len(each) == 1:
         return each[0]
-    mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in METRICS}
+    mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in COMPARED}
     return {**mean, "dir": each[0]["dir"], "retrains": each}
-
-
-def _finite(x):
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
-def _row_stats(values: dict) -> dict:
-    """metric -> per-seed values, mean, sd and t 95 % CI."""
-    stats = {}
-    for metric in METRICS:
-        xs = [v[metric] for v in values.values()]
-        if any(x is None for x in xs):
-            continue
-        mean, sd, lo, hi = ci95(xs)
-        summary = dict(zip(("mean", "sd", "lo", "hi"), (mean, sd, lo, hi)))
-        stats[metric] = {"values": xs, **{k: _finite(v) for k, v in summary.items()}}
-    return stats
-
-
-def _difference(ref: dict, other: dict, metric: str) -> dict:
-    """NEAS minus the row, paired by seed; the verdict says whether NEAS is better on ``metric``."""
-    seeds = sorted(set(ref) & set(other))
-    d = paired_difference([ref[s][metric] for s in seeds], [other[s][metric] for s in seeds])
-    if not METRICS[metric][3] and d["verdict"] != "within noise":  # lower is better: a positive difference is worse
-        d["verdict"] = "worse" if d["verdict"] == "better" else "better"
-    return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
 
 
 def _section(cfg: CompareConfig, plan: _Plan, budget) -> dict:
@@ -335,13 +296,7 @@ def _section(cfg: CompareConfig, plan: _Plan, budget) -> dict:
     for (row, at, seed), numbers in plan.cells.items():
         if at == budget:
             per_seed[row][seed] = _seed_numbers(numbers)
-    rows = {row: {"what": ROWS[row], "seeds": per_seed[row], **_row_stats(per_seed[row])} for row in cfg.rows}
-    differences = {}
-    if "neas" in cfg.rows:
-        for row in cfg.rows:
-            if row != "neas":
-                differences[row] = {m: _difference(per_seed["neas"], per_seed[row], m) for m in DIFFERENCES}
-    return {"rows": rows, "differences": differences}
+    return budget_statistics(per_seed, {row: ROWS[row] for row in cfg.rows})
 
 
 def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
@@ -353,55 +308,6 @@ def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
     sections = {text: _section(cfg, plan, text) for text in base.budgets}
     largest = max(base.budgets, key=lambda text: budget_value(base.budget_metric, text))
     return {**record, **sections[largest], "budget_metric": base.budget_metric, "budgets": sections}
-
-
-def _cell(stats: dict | None, metric: str) -> str:
-    if stats is None:
-        return "-"
-    _, scale, digits, _ = METRICS[metric]
-    if stats["sd"] is None:
-        return f"{scale * stats['mean']:.{digits}f} (n=1)"
-    mean, sd, lo, hi = (scale * stats[k] for k in ("mean", "sd", "lo", "hi"))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _diff_cell(d: dict, metric: str) -> str:
-    _, scale, digits, _ = METRICS[metric]
-    ci = "" if d["lo"] is None else f" [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
-    return f"{scale * d['mean']:+.{digits}f}{ci} {d['verdict']}"
-
-
-def _tables(section: dict) -> list[str]:
-    """One budget's two tables: the rows, and NEAS minus each row."""
-    lines = ["| row | " + " | ".join(m[0] for m in METRICS.values()) + " |", "|---|" + "---|" * len(METRICS)]
-    for row, r in section["rows"].items():
-        lines.append(f"| {row} | " + " | ".join(_cell(r.get(m), m) for m in METRICS) + " |")
-    if section["differences"]:
-        lines += [
-            "",
-            "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise. "
-            "Latency is measured inside each job, beside the jobs running at the same time: no verdict.",
-            "",
-            "| NEAS minus | seeds | " + " | ".join(f"Δ {METRICS[m][0]}" for m in DIFFERENCES) + " |",
-            "|---|---|" + "---|" * len(DIFFERENCES),
-        ]
-        for row, diffs in section["differences"].items():
-            n = diffs[DIFFERENCES[0]]["n"]
-            lines.append(f"| {row} | {n} | " + " | ".join(_diff_cell(diffs[m], m) for m in DIFFERENCES) + " |")
-    return lines
-
-
-def format_table(record: dict) -> str:
-    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed; with
-    ``budgets:``, both at each budget."""
-    retrains = record.get("retrain_seeds", 1)
-    each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
-    lines = [f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
-    if "budgets" not in record:
-        return "\n".join(lines + _tables(record)) + "\n"
-    for text, section in record["budgets"].items():
-        lines += [f"### {record['budget_metric']} budget {text}", "", *_tables(section), ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 @releases_run_dir

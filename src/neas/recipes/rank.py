@@ -28,8 +28,10 @@ import torch
 from neas.dist import local_device
 from neas.errors import NeasError
 from neas.executor import Job, check_executor, run_jobs, stage_job
-from neas.io import read_json, save_figure, write_json, write_text
+from neas.io import read_json, write_json, write_text
 from neas.records import read_eval
+from neas.report.plots import plot_rank
+from neas.report.tables import ci_cell, markdown_table
 from neas.rundir import claim_dir, releases_run_dir
 from neas.runfiles import EVAL, JOB_LOGS, RANK, RANK_ARCHS, RANK_TABLE, SCRATCH, SCRATCH_RUNS, SUPERNET
 from neas.schemas.rank import RankConfig
@@ -177,7 +179,7 @@ def _rank_supernet(
         entry["in_shrunk_space_correlation"] = rank_correlation(
             [oneshot[i] for i in inside], [scratch[i] for i in inside], cfg.bootstrap, cfg.seed
         )
-    _scatter(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
+    plot_rank(oneshot, scratch, corr, out / f"rank_{path.parent.name}_{path.name}.png", str(path))
     return entry
 
 
@@ -272,51 +274,31 @@ def _read_scratch(path: str, recipe: dict) -> dict[EnsembleArch, float]:
 
 
 def _table(results: dict) -> str:
-    lines = [
-        f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs",
-        "",
-        "| supernet | shrinking | Kendall τ [95 % CI] | Spearman ρ [95 % CI] | mean supernet top-1 (%) "
-        "| in its shrunk space | Kendall τ on those [95 % CI] |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """rank.md: each supernet's rank correlations [bootstrap 95 % CI], then the τ difference of each pair."""
+    header = ["supernet", "shrinking", "Kendall τ [95 % CI]", "Spearman ρ [95 % CI]", "mean supernet top-1 (%)"]
+    header += ["in its shrunk space", "Kendall τ on those [95 % CI]"]
+    rows = []
     for path, r in results["supernets"].items():
-        (tl, th), (rl, rh) = r["kendall_tau_ci95"], r["spearman_rho_ci95"]
         sub = r.get("in_shrunk_space_correlation")
-        within = (
-            f"{sub['kendall_tau']:.3f} [{sub['kendall_tau_ci95'][0]:.3f}, {sub['kendall_tau_ci95'][1]:.3f}]"
-            if sub
-            else "(all)"
+        rows.append(
+            [
+                path,
+                r["shrink"],
+                ci_cell(r["kendall_tau"], r["kendall_tau_ci95"]),
+                ci_cell(r["spearman_rho"], r["spearman_rho_ci95"]),
+                f"{100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f}",
+                f"{len(r['in_shrunk_space'])} / {len(r['oneshot_acc'])}",
+                ci_cell(sub["kendall_tau"], sub["kendall_tau_ci95"]) if sub else "(all)",
+            ]
         )
-        lines.append(
-            f"| {path} | {r['shrink']} | {r['kendall_tau']:.3f} [{tl:.3f}, {th:.3f}] | "
-            f"{r['spearman_rho']:.3f} [{rl:.3f}, {rh:.3f}] | "
-            f"{100 * sum(r['oneshot_acc']) / len(r['oneshot_acc']):.2f} | "
-            f"{len(r['in_shrunk_space'])} / {len(r['oneshot_acc'])} | {within} |"
-        )
+    title = f"## Ranking: {results['archs']} ensembles, from scratch for {results['scratch_epochs']} epochs"
+    lines = [title, "", *markdown_table(header, rows)]
     if results["differences"]:
-        lines += ["", "| τ difference (paired bootstrap) | Δτ [95 % CI] |", "|---|---|"]
-        for pair, d in results["differences"].items():
-            lines.append(f"| {pair} | {d['tau_difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+        pairs = [
+            [pair, ci_cell(d["tau_difference"], d["ci95"], signed=True)] for pair, d in results["differences"].items()
+        ]
+        lines += ["", *markdown_table(["τ difference (paired bootstrap)", "Δτ [95 % CI]"], pairs)]
     return "\n".join(lines) + "\n"
-
-
-def _scatter(oneshot, scratch, corr, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.scatter([100 * a for a in oneshot], [100 * a for a in scratch], s=18)
-    lo, hi = corr["kendall_tau_ci95"]
-    ax.set(
-        xlabel="supernet top-1 (inherited weights, %)",
-        ylabel="from-scratch top-1 (%)",
-        title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], "
-        f"Spearman ρ {corr['spearman_rho']:.2f}",
-    )
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def main(cfg, args) -> None:

@@ -20,6 +20,7 @@ from neas.io import (
 )
 from neas.log import MetricLogger
 from neas.records import read_arch, read_generations
+from neas.report.tables import METRICS
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
 from neas.space import EnsembleArch
@@ -37,6 +38,7 @@ __all__ = [
     "plot_latency_validation",
     "plot_ood",
     "plot_pareto",
+    "plot_rank",
     "plot_reliability",
     "plot_risk_coverage",
     "plot_search_curves",
@@ -414,7 +416,7 @@ def plot_cascade(result: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-_COMPARED = {"top1": ("top-1 (%)", 100), "nll": ("NLL", 1), "ece": ("ECE (%)", 100)}
+_COMPARED = {m: (METRICS[m].label, METRICS[m].scale) for m in ("top1", "nll", "ece")}
 
 
 def plot_compare(record: dict, path: Path) -> Path | None:
@@ -442,6 +444,22 @@ def plot_compare(record: dict, path: Path) -> Path | None:
         ax.set_xticks(range(len(rows)), rows)
         ax.set(title=label, xlim=(-0.5, len(rows) - 0.5))
     fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI (squares)")
+    return _save(fig, path)
+
+
+def plot_rank(oneshot: list[float], scratch: list[float], corr: dict, path: Path, title: str) -> Path:
+    """``neas rank``: each ensemble's top-1 with the supernet's inherited weights against its top-1
+    trained from scratch, titled with their Kendall τ [bootstrap 95 % CI] and Spearman ρ (``corr``:
+    :func:`neas.search.ranking.rank_correlation`'s dict)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter([100 * a for a in oneshot], [100 * a for a in scratch], s=18)
+    lo, hi = corr["kendall_tau_ci95"]
+    ax.set(
+        xlabel="supernet top-1 (inherited weights, %)",
+        ylabel="from-scratch top-1 (%)",
+        title=f"{title}\nKendall τ {corr['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], "
+        f"Spearman ρ {corr['spearman_rho']:.2f}",
+    )
     return _save(fig, path)
 
 

@@ -2,19 +2,48 @@
 ``neas ablate`` and the CIFAR-10 study's tables (``experiments/cifar10``).
 
 Plain Python, no torch. The numbers come from :mod:`neas.stats` (a row: mean, sd, t 95 % CI; a
-paired difference: the same and its verdict); this module only lays them out.
+paired difference: the same and its verdict); this module only lays them out, each metric as
+:data:`METRICS` says (its label, the factor from the stored value, its decimal places).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-__all__ = ["diff_cell", "markdown_table", "stat_cell"]
+from neas.stats import ci95
+
+__all__ = ["METRICS", "Metric", "ci_cell", "diff_cell", "interval_cell", "markdown_table", "stat_cell", "values_cell"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is shown and read."""
+
+    label: str  # the column's header, with its unit
+    scale: float = 1.0  # stored value -> shown: 100 for a fraction in percent, 1e-6 for millions
+    digits: int = 2  # decimal places
+    higher_is_better: bool = True  # what "better" means in a paired difference (neas.stats.paired_difference)
+
+
+# the metrics of eval.json (and ablate.json) as neas compare and the CIFAR-10 study show them
+METRICS = {
+    "top1": Metric("top-1 (%)", 100, 2),
+    "nll": Metric("NLL", 1, 4, higher_is_better=False),
+    "ece": Metric("ECE (%)", 100, 2, higher_is_better=False),
+    "disagreement": Metric("disagreement (%)", 100, 2),  # the diversity the paper's shrinking seeks
+    "oracle_top1": Metric("oracle top-1 (%)", 100, 2),
+    "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False),
+    "params": Metric("params (M)", 1e-6, 3, higher_is_better=False),
+    "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False),
+}
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """The lines of a GitHub-flavoured Markdown table: the header, the separator, one line per row
-    (cells are ``str()``-ed; a ``|`` inside a cell is escaped). Every row must have the header's width."""
+    (cells are ``str()``-ed; a ``|`` inside a cell is escaped; an empty cell is ``| |``). Every row
+    must have the header's width."""
     header = [str(cell) for cell in header]
     lines = [_line(header), "|" + "---|" * len(header)]
     for row in rows:
@@ -26,7 +55,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> l
 
 
 def _line(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "|" + "".join(f" {_escape(cell)} |" if cell else " |" for cell in cells)
+
+
+def _escape(cell: str) -> str:
+    return cell.replace("|", "\\|")
 
 
 def stat_cell(stats: dict | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -40,7 +73,33 @@ def stat_cell(stats: dict | None, scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def values_cell(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """:func:`stat_cell` of the statistics of ``values`` (:func:`neas.stats.ci95`); ``mean (n=N)``
+    when they have no spread (one value, or a NaN among them)."""
+    mean, sd, lo, hi = ci95(values)
+    if math.isnan(sd):
+        return f"{scale * mean:.{digits}f} (n={len(values)})"
+    return stat_cell({"mean": mean, "sd": sd, "lo": lo, "hi": hi}, scale, digits)
+
+
+def ci_cell(
+    value: float, ci: Sequence[float], digits: int = 3, ci_digits: int | None = None, signed: bool = False
+) -> str:
+    """``value [lo, hi]``: an estimate and its 95 % interval (a rank correlation and its bootstrap CI,
+    say), ``+``-signed for a difference; the interval to ``ci_digits`` places (default ``digits``)."""
+    sign, places = "+" if signed else "", digits if ci_digits is None else ci_digits
+    return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{places}f}, {ci[1]:{sign}.{places}f}]"
+
+
+def interval_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """``+mean [lo, hi]`` of a difference (:func:`neas.stats.paired_difference`), signed; the mean
+    alone when there is no interval (``lo`` None or NaN: below 2 pairs)."""
+    mean, lo, hi = scale * diff["mean"], diff.get("lo"), diff.get("hi")
+    if lo is None or math.isnan(lo):
+        return f"{mean:+.{digits}f}"
+    return ci_cell(mean, (scale * lo, scale * hi), digits, signed=True)
+
+
 def diff_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
     """``+mean [lo, hi] verdict`` of :func:`neas.stats.paired_difference` (no interval below 2 pairs)."""
-    ci = "" if diff.get("lo") is None else f" [{scale * diff['lo']:+.{digits}f}, {scale * diff['hi']:+.{digits}f}]"
-    return f"{scale * diff['mean']:+.{digits}f}{ci} {diff['verdict']}"
+    return f"{interval_cell(diff, scale, digits)} {diff['verdict']}"

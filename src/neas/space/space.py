@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from neas.fields import from_dict, load_yaml, to_dict
 from neas.errors import NeasError, suggest
+from neas.fields import from_dict, load_yaml, to_dict
 from neas.space.ops import Op, parse_op
 from neas.space.presets import SPACE_PRESETS
 

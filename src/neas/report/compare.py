@@ -1,0 +1,98 @@
+"""The statistics of ``neas compare`` (compare.json) and their tables (compare.md).
+
+Per row, each metric's per-seed values, their mean ± sd and t 95 % CI; per row, NEAS minus the row
+paired by seed, with its CI and verdict. The numbers come from :mod:`neas.stats`, the cells and
+tables from :mod:`neas.report.tables`. Plain Python, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+from neas.report.tables import METRICS, diff_cell, markdown_table, stat_cell
+from neas.stats import ci95, paired_difference
+
+__all__ = ["COMPARED", "DIFFERENCES", "budget_statistics", "difference", "format_table", "row_stats"]
+
+COMPARED = ("top1", "nll", "ece", "macs", "params", "latency_ms")  # compare.json's metrics, in compare.md's order
+# paired against the NEAS row; costs are fixed by the arch, and latency is measured inside each job beside
+# the jobs running at the same time (it depends on --max-parallel): it gets no verdict
+DIFFERENCES = ("top1", "nll", "ece")
+
+
+def _finite(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def row_stats(values: dict) -> dict:
+    """metric -> per-seed values, mean, sd and t 95 % CI (None where one seed gives none);
+    ``values``: seed -> that seed's numbers. A metric some seed lacks is left out."""
+    stats = {}
+    for metric in COMPARED:
+        xs = [v[metric] for v in values.values()]
+        if any(x is None for x in xs):
+            continue
+        summary = dict(zip(("mean", "sd", "lo", "hi"), ci95(xs)))
+        stats[metric] = {"values": xs, **{k: _finite(v) for k, v in summary.items()}}
+    return stats
+
+
+def difference(ref: dict, other: dict, metric: str) -> dict:
+    """NEAS minus the row, paired by seed; the verdict says whether NEAS is better on ``metric``."""
+    seeds = sorted(set(ref) & set(other))
+    a, b = ([numbers[s][metric] for s in seeds] for numbers in (ref, other))
+    d = paired_difference(a, b, METRICS[metric].higher_is_better)
+    return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
+
+
+def budget_statistics(per_seed: dict[str, dict], what: dict[str, str]) -> dict:
+    """At one budget: every row's per-seed numbers, statistics and, with a ``neas`` row, its
+    differences from NEAS. ``per_seed``: row -> seed -> numbers; ``what``: row -> what it is."""
+    rows = {row: {"what": what[row], "seeds": seeds, **row_stats(seeds)} for row, seeds in per_seed.items()}
+    differences = {}
+    if "neas" in per_seed:
+        for row, seeds in per_seed.items():
+            if row != "neas":
+                differences[row] = {m: difference(per_seed["neas"], seeds, m) for m in DIFFERENCES}
+    return {"rows": rows, "differences": differences}
+
+
+_NOTE = (
+    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise. "
+    "Latency is measured inside each job, beside the jobs running at the same time: no verdict."
+)
+
+
+def _cell(stats: dict | None, metric: str) -> str:
+    return stat_cell(stats, METRICS[metric].scale, METRICS[metric].digits)
+
+
+def _diff_cell(d: dict, metric: str) -> str:
+    return diff_cell(d, METRICS[metric].scale, METRICS[metric].digits)
+
+
+def _tables(section: dict) -> list[str]:
+    """One budget's two tables: the rows, and NEAS minus each row."""
+    rows = [[row, *(_cell(r.get(m), m) for m in COMPARED)] for row, r in section["rows"].items()]
+    lines = markdown_table(["row", *(METRICS[m].label for m in COMPARED)], rows)
+    if not section["differences"]:
+        return lines
+    header = ["NEAS minus", "seeds", *(f"Δ {METRICS[m].label}" for m in DIFFERENCES)]
+    diffs = [
+        [row, d[DIFFERENCES[0]]["n"], *(_diff_cell(d[m], m) for m in DIFFERENCES)]
+        for row, d in section["differences"].items()
+    ]
+    return [*lines, "", _NOTE, "", *markdown_table(header, diffs)]
+
+
+def format_table(record: dict) -> str:
+    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed; with
+    ``budgets:``, both at each budget."""
+    retrains = record.get("retrain_seeds", 1)
+    each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
+    lines = [f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
+    if "budgets" not in record:
+        return "\n".join(lines + _tables(record)) + "\n"
+    for text, section in record["budgets"].items():
+        lines += [f"### {record['budget_metric']} budget {text}", "", *_tables(section), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
