@@ -206,3 +206,19 @@ def test_help_and_option_errors_of_every_command_import_no_torch():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_the_space_records_and_settings_import_no_torch():
+    """The space is data (docs/DESIGN.md): reading a space, an arch, the run's records or the algorithms'
+    settings needs neither torch nor numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import neas.space, neas.records, neas.fields, neas.search.settings, neas.shrink.settings; "
+        "from neas.space import EnsembleArch, SearchSpace; EnsembleArch.sample(SearchSpace.preset('tiny'), 0); "
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

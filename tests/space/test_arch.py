@@ -2,7 +2,6 @@ import json
 import random
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +55,7 @@ def test_sampling_respects_a_shrunk_space(seed, drop_seed):
 
 
 def test_sampling_is_uniform_over_split_points(tiny):
-    gen = torch.Generator().manual_seed(0)
+    gen = random.Random(0)
     counts = {s: 0 for s in tiny.split_points}
     for _ in range(2000):
         counts[EnsembleArch.sample(tiny, gen).split] += 1
@@ -65,7 +64,7 @@ def test_sampling_is_uniform_over_split_points(tiny):
 
 def test_same_seed_same_arch(tiny):
     assert EnsembleArch.sample(tiny, 7) == EnsembleArch.sample(tiny, 7)
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    g1, g2 = random.Random(3), random.Random(3)
     assert [EnsembleArch.sample(tiny, g1) for _ in range(5)] == [EnsembleArch.sample(tiny, g2) for _ in range(5)]
 
 

@@ -15,8 +15,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from neas.errors import NeasError, suggest
 from neas.io import write_json
 from neas.space.ops import Op, op_from_official, op_to_official, parse_op
@@ -27,27 +25,23 @@ from neas.space.space import SearchSpace
 __all__ = ["EnsembleArch", "arch_file_record", "resolve_arch_and_space"]
 
 
-def _randbelow(gen, n: int) -> int:
-    if isinstance(gen, torch.Generator):
-        return int(torch.randint(n, (1,), generator=gen).item())
+def _randbelow(gen: random.Random, n: int) -> int:
     return gen.randrange(n)
 
 
-def _permutation(gen, n: int) -> list[int]:
-    if isinstance(gen, torch.Generator):
-        return torch.randperm(n, generator=gen).tolist()
+def _permutation(gen: random.Random, n: int) -> list[int]:
     order = list(range(n))
     gen.shuffle(order)
     return order
 
 
-def as_generator(gen) -> random.Random | torch.Generator:
-    """Accepts a ``random.Random``, a ``torch.Generator``, a seed, or ``None`` (fresh entropy)."""
+def as_generator(gen) -> random.Random:
+    """Accepts a ``random.Random``, a seed, or ``None`` (fresh entropy)."""
     if gen is None or isinstance(gen, int):
         return random.Random(gen)
-    if isinstance(gen, (random.Random, torch.Generator)):
+    if isinstance(gen, random.Random):
         return gen
-    raise TypeError(f"expected random.Random, torch.Generator, int or None, got {type(gen).__name__}")
+    raise TypeError(f"expected random.Random, int or None, got {type(gen).__name__}")
 
 
 @dataclass(frozen=True)
