@@ -1,7 +1,11 @@
+import copy
 import random
 
 import pytest
 import torch
+import torch.nn as nn
+from timm.layers import FrozenBatchNormAct2d, freeze_batch_norm_2d
+from torchvision.ops import FrozenBatchNorm2d
 
 from neas.ensemble import build_ensemble
 from neas.errors import NeasError
@@ -78,9 +82,56 @@ def test_a_sub_ensemble_runs_the_chosen_paths_in_the_chosen_order(tiny):
                 torch.testing.assert_close(got, full[k], rtol=0, atol=0)
 
 
+class Scaled(nn.Module):
+    """``module`` with its output times ``factor``: a stand-in for module surgery."""
+
+    def __init__(self, module: nn.Module, factor: float):
+        super().__init__()
+        self.module, self.factor = module, factor
+
+    def forward(self, x):
+        return self.module(x) * self.factor
+
+
+def test_a_module_replaced_in_the_tree_is_the_one_that_runs(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10).eval()
+    _randomize_bn(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = net.path_logits(x)
+        net.blocks[1][0][0] = Scaled(net.blocks[1][0][0], 0.0)  # path 1's first private block (a layer)
+        got = net.path_logits(x)
+        torch.testing.assert_close(got[0], before[0], rtol=0, atol=0)
+        assert not torch.allclose(got[1], before[1])
+        net.classifiers[0] = Scaled(net.classifiers[0], 0.0)  # path 0's head
+        got = net.path_logits(x)
+        assert torch.equal(got[0], torch.zeros_like(got[0]))
+        for paths in ([1, 0], [1], [0]):  # a sub-ensemble wraps the modules in the tree now
+            for k, logits in zip(paths, net.select(paths).path_logits(x), strict=True):
+                torch.testing.assert_close(logits, got[k], rtol=0, atol=0)
+
+
+def test_frozen_batch_norms_are_the_ones_that_run(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10)  # train mode, as a detector's body
+    _randomize_bn(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = [features for _, features in copy.deepcopy(net).eval().path_outputs(x)]  # before dropout
+        freeze_batch_norm_2d(net)  # timm's surgery: the stem's bn1 and every block's BNs replaced in the tree
+        assert isinstance(net.bn1, FrozenBatchNormAct2d)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+        frozen = [m for m in net.modules() if isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d))]
+        ran = []
+        for m in frozen:
+            m.register_forward_hook(lambda m, i, o: ran.append(m))
+        got = [features for _, features in net.path_outputs(x)]  # a BatchNorm in train mode would differ
+    torch.testing.assert_close(got, expected)
+    assert {id(m) for m in ran} == {id(m) for m in frozen}
+
+
 def test_a_heads_dropout_follows_the_networks_mode(tiny):
     net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3), 10)
-    head = net.piece_module(Piece(HEAD, 1))  # a view over blocks.1.0.<last>, conv_heads.1, classifiers.1
+    head = net.piece_module(Piece(HEAD, 1))  # built now over blocks.1.0.<last>, conv_heads.1, classifiers.1
     x = torch.randn(4, tiny.last_channels, 4, 4)
     net.train()
     assert not torch.equal(head(x)[0], head(x)[0])

@@ -3,7 +3,8 @@
 Its modules are the pieces of its arch's layout (:func:`neas.space.layout.arch_pieces`), and its
 state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``, ``sharing_blocks.0.<j>``
 (L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's non-skip private blocks, then
-its head's last block), ``conv_heads.<k>``, ``classifiers.<k>``.
+its head's last block), ``conv_heads.<k>``, ``classifiers.<k>``. A piece is found at these paths
+whenever it runs, so surgery on the module tree (BN freezing, fusion, quantization) takes effect.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
-from neas.nn import make_piece, run_layout
+from neas.nn import PieceSite, make_piece, run_layout
 from neas.space import HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, trunk_pieces
 
 __all__ = ["DeepEnsemble", "EnsembleNet", "build_ensemble"]
 
 
 class EnsembleNet(nn.Module):
-    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits."""
+    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits.
+
+    Args:
+        space: the search space of ``arch``.
+        arch: the ensemble.
+        num_classes: classifier outputs of every head.
+        scale_shared_grad: divide the gradient entering the trunk by K.
+
+    Each piece's modules are found at their submodule paths whenever it runs
+    (:class:`~neas.nn.PieceSite`): a module replaced in the tree is the one that runs.
+    """
 
     def __init__(self, space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True):
         super().__init__()
@@ -43,16 +54,20 @@ class EnsembleNet(nn.Module):
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
-        # the stem and the heads as one module each: views over the modules registered above
-        self._by_piece = modules
+        self._sites = _sites(arch, space.dropout)  # paths, not modules: nothing outside the tree
 
     def piece_module(self, piece: Piece) -> nn.Module:
-        """The module that runs ``piece``, one of the pieces of this network's arch."""
-        return self._by_piece[piece]
+        """The module that runs ``piece``, one of the pieces of this network's arch: a registered
+        module, or for the stem and a head one built now over the registered ones."""
+        return self._sites[piece].module(self)
+
+    def run_piece(self, piece: Piece, x: torch.Tensor):
+        """Runs ``piece`` on its input with the modules registered now (a head: logits and features)."""
+        return self._sites[piece].run(self, x)
 
     def path_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per path: logits (B, num_classes) and pooled penultimate features (B, feature_channels)."""
-        return run_layout(self.arch, self.piece_module, x, self.scale_shared_grad)
+        return run_layout(self.arch, self.run_piece, x, self.scale_shared_grad)
 
     def path_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> K logits, each (B, num_classes)."""
@@ -87,11 +102,21 @@ class EnsembleNet(nn.Module):
             sub.blocks = nn.ModuleList(self.blocks[k] for k in paths)
         for name in ("conv_heads", "classifiers"):
             setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
-        # the trunk then the chosen paths, in walking order: the sub-ensemble's pieces, one path or many
-        modules = [self._by_piece[p] for p in trunk_pieces(self.arch)]
-        modules += [self._by_piece[p] for k in paths for p in path_pieces(self.arch, k)]
-        sub._by_piece = dict(zip(arch_pieces(sub.arch), modules, strict=True))
-        return sub.train(self.training)
+        return sub.train(self.training)  # its pieces' paths are those of its own layout
+
+
+def _sites(arch: EnsembleArch, dropout: float) -> dict[Piece, PieceSite]:
+    """Where :class:`EnsembleNet` registers each piece's modules: the released checkpoints' layout
+    (the module docstring)."""
+    sites = {Piece(STEM): PieceSite(STEM, ("conv_stem", "bn1"))}
+    trunk = [p for p in trunk_pieces(arch) if p.kind != STEM]
+    sites.update({p: PieceSite(p.kind, (f"sharing_blocks.0.{j}",)) for j, p in enumerate(trunk)})
+    for k in range(arch.num_paths):
+        *layers, head = path_pieces(arch, k)
+        sites.update({p: PieceSite(p.kind, (f"blocks.{k}.0.{j}",)) for j, p in enumerate(layers)})
+        parts = (f"blocks.{k}.0.{len(layers)}", f"conv_heads.{k}", f"classifiers.{k}")
+        sites[head] = PieceSite(HEAD, parts, dropout)
+    return sites
 
 
 class DeepEnsemble(nn.Module):
