@@ -7,7 +7,7 @@ import torch.nn as nn
 from timm.layers import FrozenBatchNormAct2d, freeze_batch_norm_2d
 from torchvision.ops import FrozenBatchNorm2d
 
-from neas.ensemble import build_ensemble
+from neas.ensemble import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.space import HEAD, EnsembleArch, Piece, SearchSpace, arch_pieces
 from neas.supernet import Supernet
@@ -80,6 +80,33 @@ def test_a_sub_ensemble_runs_the_chosen_paths_in_the_chosen_order(tiny):
         for paths in ([1, 0], [1]):
             for got, k in zip(net.select(paths).path_logits(x), paths, strict=True):
                 torch.testing.assert_close(got, full[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("paths", [[1, 0], [1], [0]])
+def test_a_sub_ensemble_wraps_this_networks_modules(tiny, paths):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10)
+    rng = torch.get_rng_state()
+    sub = net.select(paths)
+    assert torch.equal(torch.get_rng_state(), rng)  # no module built and initialised, then thrown away
+    assert list(sub.state_dict()) == list(build_ensemble(sub.space, sub.arch, 10).state_dict())
+    if len(paths) > 1:  # the trunk and the chosen paths' blocks
+        expected = [*net.sharing_blocks[0], *(m for k in paths for m in net.blocks[k][0])]
+    else:  # a single network: L0 alone is "shared", its path starts with the shared layers
+        expected = [*net.sharing_blocks[0], *net.blocks[paths[0]][0]]
+    assert [*sub.sharing_blocks[0], *(m for b in sub.blocks for m in b[0])] == expected
+    for name in ("conv_stem", "bn1"):
+        assert getattr(sub, name) is getattr(net, name)
+    assert list(sub.conv_heads) == [net.conv_heads[k] for k in paths]
+    assert list(sub.classifiers) == [net.classifiers[k] for k in paths]
+
+
+def test_given_modules_are_one_per_piece(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10)
+    modules = {piece: net.piece_module(piece) for piece in arch_pieces(net.arch)}
+    assert EnsembleNet(tiny, net.arch, 10, modules=modules).state_dict().keys() == net.state_dict().keys()
+    del modules[Piece(HEAD, 1)]
+    with pytest.raises(NeasError, match="modules: expected one module for each piece of the arch"):
+        EnsembleNet(tiny, net.arch, 10, modules=modules)
 
 
 class Scaled(nn.Module):

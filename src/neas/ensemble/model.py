@@ -30,19 +30,33 @@ class EnsembleNet(nn.Module):
         arch: the ensemble.
         num_classes: classifier outputs of every head.
         scale_shared_grad: divide the gradient entering the trunk by K.
+        modules: the module of each piece of ``arch``, as :func:`~neas.nn.make_piece` builds them
+            (the stem a ``Sequential(conv_stem, bn1)``, a head a ``PathHead``), to register instead
+            of building and initialising new ones: a network over existing modules (:meth:`select`).
 
     Each piece's modules are found at their submodule paths whenever it runs
     (:class:`~neas.nn.PieceSite`): a module replaced in the tree is the one that runs.
     """
 
-    def __init__(self, space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True):
+    def __init__(
+        self,
+        space: SearchSpace,
+        arch: EnsembleArch,
+        num_classes: int,
+        scale_shared_grad: bool = True,
+        modules: dict[Piece, nn.Module] | None = None,
+    ):
         super().__init__()
         arch.validate(space)
         if num_classes < 1:
             raise NeasError(f"num_classes must be positive, got {num_classes}")
         self.space, self.arch, self.num_classes = space, arch, num_classes
         self.scale_shared_grad = scale_shared_grad
-        modules = {piece: make_piece(space, piece, num_classes) for piece in arch_pieces(arch)}
+        fresh = modules is None
+        if fresh:
+            modules = {piece: make_piece(space, piece, num_classes) for piece in arch_pieces(arch)}
+        elif set(modules) != set(arch_pieces(arch)):
+            raise NeasError("modules: expected one module for each piece of the arch (neas.space.arch_pieces)")
         self.conv_stem, self.bn1 = modules[Piece(STEM)]
         trunk = [modules[p] for p in trunk_pieces(arch) if p.kind != STEM]  # L0, the shared layers
         self.sharing_blocks = nn.Sequential(nn.Sequential(*trunk))
@@ -53,7 +67,8 @@ class EnsembleNet(nn.Module):
         )
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
-        efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
+        if fresh:
+            efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
         self._sites = _sites(arch, space.dropout)  # paths, not modules: nothing outside the tree
 
     def piece_module(self, piece: Piece) -> nn.Module:
@@ -82,8 +97,8 @@ class EnsembleNet(nn.Module):
         return self.arch.num_paths
 
     def select(self, paths: list[int]) -> EnsembleNet:
-        """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
-        space has ``len(paths)`` paths and this split point."""
+        """The sub-ensemble of ``paths`` (in that order) over this network's modules (shared, not
+        copied): its space has ``len(paths)`` paths and this split point."""
         paths = list(paths)
         if not paths or len(set(paths)) != len(paths) or not all(0 <= k < self.arch.num_paths for k in paths):
             raise NeasError(f"paths {list(paths)}: expected distinct path indices in 0..{self.arch.num_paths - 1}")
@@ -91,18 +106,11 @@ class EnsembleNet(nn.Module):
         split = 0 if single else self.arch.split
         space = dataclasses.replace(self.space, num_paths=len(paths), split=(split, split))
         arch = EnsembleArch(split, tuple(self.arch.paths[k] for k in paths), distinct=self.arch.distinct)
-        sub = EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad)  # then given this network's modules
-        sub.conv_stem, sub.bn1 = self.conv_stem, self.bn1
-        if single:  # the canonical layout of a one-path network: L0 alone is "shared"
-            trunk = self.sharing_blocks[0]
-            sub.sharing_blocks = nn.Sequential(nn.Sequential(trunk[0]))
-            sub.blocks = nn.ModuleList([nn.Sequential(nn.Sequential(*trunk[1:], *self.blocks[paths[0]][0]))])
-        else:
-            sub.sharing_blocks = self.sharing_blocks
-            sub.blocks = nn.ModuleList(self.blocks[k] for k in paths)
-        for name in ("conv_heads", "classifiers"):
-            setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
-        return sub.train(self.training)  # its pieces' paths are those of its own layout
+        # the trunk then the chosen paths, in walking order: the sub-ensemble's pieces, one path or many
+        # (one path: L0 alone is "shared", the shared layers start its own)
+        pieces = [*trunk_pieces(self.arch), *(p for k in paths for p in path_pieces(self.arch, k))]
+        modules = dict(zip(arch_pieces(arch), map(self.piece_module, pieces), strict=True))
+        return EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad, modules).train(self.training)
 
 
 def _sites(arch: EnsembleArch, dropout: float) -> dict[Piece, PieceSite]:
