@@ -156,6 +156,22 @@ def test_frozen_batch_norms_are_the_ones_that_run(tiny):
     assert {id(m) for m in ran} == {id(m) for m in frozen}
 
 
+def test_torch_fx_traces_the_network_over_its_registered_modules(tiny):
+    net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3, split=2), 10).eval()
+    graph = torch.fx.symbolic_trace(net)
+    called = {node.target for node in graph.graph.nodes if node.op == "call_module"}
+    for prefix in ("conv_stem", "bn1.", "blocks.1.0.0.", "blocks.0.0.", "conv_heads.1", "classifiers.0"):
+        assert any(str(target).startswith(prefix) for target in called), prefix
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for model in (net, graph):  # the graph shares the network's parameters
+        net.zero_grad()
+        model(x).sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    torch.testing.assert_close(graph(x), net(x), rtol=0, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)  # scale_grad runs in the graph
+
+
 def test_a_heads_dropout_follows_the_networks_mode(tiny):
     net = build_ensemble(tiny, EnsembleArch.sample(tiny, 3), 10)
     head = net.piece_module(Piece(HEAD, 1))  # built now over blocks.1.0.<last>, conv_heads.1, classifiers.1

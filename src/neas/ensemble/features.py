@@ -5,8 +5,9 @@ stride, the output of the last layer at that stride (the last block of the stage
 dict of string keys torchvision's ``FeaturePyramidNetwork`` and ``BackboneWithFPN`` take, with the
 channel count of each map in ``out_channels``. It walks the network's layout itself
 (:func:`neas.space.layout.trunk_pieces` / :func:`~neas.space.layout.path_pieces`, each piece run by
-``EnsembleNet.run_piece``): torchvision's ``create_feature_extractor`` cannot trace the
-``scale_grad`` control flow of ``EnsembleNet.path_outputs``.
+``EnsembleNet.run_piece``), running only what the maps need and combining the paths' maps as
+``mode`` asks, which torchvision's ``create_feature_extractor`` (nodes of the whole traced network)
+does not.
 
 A map whose layer is at or before the split point is the shared trunk's, computed once. A map after
 it exists once per path, and ``mode`` says which map the detector sees:

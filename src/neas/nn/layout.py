@@ -23,6 +23,7 @@ __all__ = ["PieceSite", "make_piece", "measure_pieces", "run_layout", "run_piece
 
 Value = TypeVar("Value")
 RunPiece = Callable[[Piece, torch.Tensor], Any]  # runs a piece on its input: a network's ``run_piece``
+torch.fx.wrap("scale_grad")  # one call in a torch.fx graph: its branch on requires_grad cannot be traced
 
 
 def make_piece(space: SearchSpace, piece: Piece, num_classes: int) -> nn.Module:
