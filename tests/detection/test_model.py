@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from timm.layers import FrozenBatchNormAct2d
+from torchvision.ops import FrozenBatchNorm2d
 
 from neas.cost import cost_table
 from neas.detection.model import (
@@ -123,8 +125,13 @@ def test_frozen_bn_keeps_the_statistics_and_never_updates_them(kind):
     assert after.keys() == stats.keys()
     for key, value in stats.items():
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+    copies = [m for m in frozen.modules() if isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d))]
+    ran = []
+    for m in copies:
+        m.register_forward_hook(lambda m, i, o: ran.append(m))
     with torch.no_grad():
         got = frozen.train()(x)  # training mode: batch statistics would change the maps and the buffers
+    assert len(copies) == len(bns) and {id(m) for m in ran} == {id(m) for m in copies}  # the copies run
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4, msg=key)  # a rounding apart
     for key, value in frozen.state_dict().items():

@@ -10,7 +10,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from neas.ensemble import build_ensemble
 from neas.ensemble.features import EnsembleFeatures, stage_ends
 from neas.errors import NeasError
-from neas.space import HEAD, LAYER, EnsembleArch, Piece, SearchSpace, arch_pieces, parse_op
+from neas.space import HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, parse_op
 
 from ..supernet.test_supernet import _randomize_bn
 
@@ -36,6 +36,12 @@ def _net(name: str, arch: "int | str | EnsembleArch", seed: int = 0):
     net = build_ensemble(space, arch, num_classes=10)
     _randomize_bn(net)
     return net.eval()
+
+
+def _first_module(net, piece: Piece) -> nn.Module:
+    """The first registered module a piece runs (a stem and a head are built on demand over theirs)."""
+    module = net.piece_module(piece)
+    return module.last_block if piece.kind == HEAD else module[0] if piece.kind == STEM else module
 
 
 def _manual_outputs(net, x: torch.Tensor) -> list[dict[int, torch.Tensor]]:
@@ -122,9 +128,8 @@ def test_each_shared_layer_runs_once_and_no_classifier_runs(mode):
     net = _net("imagenet", 16)
     calls, hooks = Counter(), []
     for piece in arch_pieces(net.arch):
-        module = net.piece_module(piece)
-        module = module.last_block if piece.kind == HEAD else module  # the head's first module
-        hooks.append(module.register_forward_hook(lambda m, i, o, piece=piece: calls.update([piece])))
+        hook = _first_module(net, piece).register_forward_hook(lambda m, i, o, piece=piece: calls.update([piece]))
+        hooks.append(hook)
     for name in ("conv_heads", "classifiers"):
         for module in getattr(net, name):
             hooks.append(module.register_forward_hook(lambda m, i, o, name=name: calls.update([name])))
@@ -142,11 +147,11 @@ def test_shared_strides_alone_run_no_path():
     feat = EnsembleFeatures(net, strides=(4, 8))
     ran = Counter()
     for piece in arch_pieces(net.arch):
-        net.piece_module(piece).register_forward_hook(lambda m, i, o, piece=piece: ran.update([piece]))
+        _first_module(net, piece).register_forward_hook(lambda m, i, o, piece=piece: ran.update([piece]))
     with torch.no_grad():
         maps = feat(torch.randn(1, 3, 64, 64))
     assert list(maps) == ["4", "8"] and feat.out_channels == [24, 40]
-    assert all(p.path is None and (p.kind != LAYER or p.index <= 8) for p in ran)
+    assert Piece(STEM) in ran and all(p.path is None and (p.kind != LAYER or p.index <= 8) for p in ran)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +173,8 @@ def test_bad_mode_or_stride_is_one_error(kwargs, match):
 def test_paths_of_unequal_channels_are_refused_by_mean_and_concat():
     net = _net("tiny", 3)
     last = next(p for p in arch_pieces(net.arch) if p.path == 1 and p.kind == LAYER and p.index == 4)
-    net._by_piece[last] = nn.Conv2d(24, 8, 1)  # path 1 ends narrower than path 0
+    assert net.piece_module(last) is net.blocks[1][0][-2]  # path 1's last layer, before its head's last block
+    net.blocks[1][0][-2] = nn.Conv2d(24, 8, 1)  # replaced in the tree: path 1 now ends narrower than path 0
     x = torch.randn(1, 3, 32, 32)
     for mode in ("mean", "concat"):
         with pytest.raises(NeasError, match="differ in shape"):

@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+import torch.nn as nn
 
 from neas.errors import NeasError
 from neas.nn import scale_grad
@@ -71,7 +72,9 @@ def test_shared_part_is_computed_once(tiny_supernet):
 def test_forward_runs_the_pieces_of_the_walk_in_order(tiny_supernet):
     arch = EnsembleArch.sample(tiny_supernet.space, 7, split=2)
     ran = []
+    # each piece's first registered module (the stem's conv, a head's last block): what a forward runs
     modules = [tiny_supernet.piece_module(p) for p in arch_pieces(arch)]
+    modules = [m[0] if isinstance(m, nn.Sequential) else getattr(m, "last_block", m) for m in modules]
     handles = [m.register_forward_hook(lambda mod, i, o: ran.append(mod)) for m in modules]
     try:
         tiny_supernet(torch.randn(2, 3, 32, 32), arch)
@@ -79,6 +82,29 @@ def test_forward_runs_the_pieces_of_the_walk_in_order(tiny_supernet):
         for h in handles:
             h.remove()
     assert ran == modules
+
+
+def test_a_module_replaced_in_the_tree_is_the_one_that_runs():
+    space = SearchSpace.preset("tiny")
+    net = Supernet(space, num_classes=10).eval()
+    _randomize_bn(net)
+    arch = EnsembleArch.sample(space, 3, split=1)
+    op = str(arch.shared[0])  # the shared L1's op
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x, arch)
+        net.classifiers[1] = nn.Sequential(net.classifiers[1], _Zero())  # path 1's head
+        got = net(x, arch)
+        assert torch.equal(got[1], torch.zeros_like(got[1]))
+        torch.testing.assert_close(got[0], before[0], rtol=0, atol=0)
+        net.layers[0][op] = nn.Sequential(net.layers[0][op], _Zero())  # a layer's op, every path runs it
+        assert not net.forward_shared(x, arch).any()  # the trunk ends with L1
+        assert not torch.allclose(net(x, arch)[0], before[0])
+
+
+class _Zero(nn.Module):
+    def forward(self, x):
+        return x * 0.0
 
 
 def test_unsampled_blocks_get_no_gradient(tiny_supernet):

@@ -25,10 +25,10 @@ import timm
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from timm.layers import BatchNormAct2d, FrozenBatchNormAct2d
+from timm.layers import freeze_batch_norm_2d
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from neas.ensemble.features import EnsembleFeatures
@@ -36,7 +36,7 @@ from neas.ensemble.io import load_ensemble
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.ensemble.official import arch_name, load_official
 from neas.errors import NeasError, show, suggest
-from neas.space import SearchSpace, arch_pieces, resolve_arch_and_space
+from neas.space import SearchSpace, resolve_arch_and_space
 
 __all__ = [
     "DEFAULT_ANCHOR_SIZES",
@@ -45,7 +45,6 @@ __all__ = [
     "build_retinanet",
     "describe_backbone",
     "ensemble_body",
-    "freeze_batch_norm",
     "load_backbone_net",
     "timm_body",
 ]
@@ -171,51 +170,6 @@ def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
         raise NeasError(f"--backbone-weights {weights}: not a checkpoint of timm's {name} ({first[:200]})") from None
 
 
-def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """Replaces, in place, every ``BatchNorm2d`` of ``module`` by a frozen copy with the same
-    statistics and affine parameters (buffers, not parameters): torchvision's ``FrozenBatchNorm2d``,
-    or timm's ``FrozenBatchNormAct2d`` for a ``BatchNormAct2d`` (it keeps the activation).
-
-    An ensemble body's modules are also reachable through ``EnsembleNet.piece_module`` (the stem
-    as a ``Sequential`` of its own): those references are updated too, so the frozen copies run.
-    """
-    memo: dict[int, nn.Module] = {}
-    roots = [module]
-    net = getattr(module, "net", None)
-    if isinstance(net, EnsembleNet):
-        roots += [net.piece_module(piece) for piece in arch_pieces(net.arch)]
-    for root in roots:
-        _freeze_children(root, memo)
-    return module
-
-
-def _frozen(bn: nn.BatchNorm2d) -> nn.Module:
-    """A frozen copy of ``bn`` (eval-mode output unchanged, nothing updated in training)."""
-    frozen = (
-        FrozenBatchNormAct2d(bn.num_features) if isinstance(bn, BatchNormAct2d) else FrozenBatchNorm2d(bn.num_features)
-    )
-    frozen.eps = bn.eps
-    if isinstance(bn, BatchNormAct2d):
-        frozen.drop, frozen.act = bn.drop, bn.act
-    with torch.no_grad():
-        if bn.affine:
-            frozen.weight.copy_(bn.weight)
-            frozen.bias.copy_(bn.bias)
-        frozen.running_mean.copy_(bn.running_mean)
-        frozen.running_var.copy_(bn.running_var)
-    return frozen.to(bn.running_mean.device)
-
-
-def _freeze_children(module: nn.Module, memo: dict[int, nn.Module]) -> None:
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d):
-            if id(child) not in memo:
-                memo[id(child)] = _frozen(child)
-            module._modules[name] = memo[id(child)]
-        else:
-            _freeze_children(child, memo)
-
-
 def _anchor_generator(anchor_sizes) -> AnchorGenerator:
     """Each level's sizes times 2 ** (0, 1/3, 2/3), 3 aspect ratios: 9 anchors per location."""
     sizes = tuple(
@@ -246,8 +200,9 @@ def build_retinanet(
         num_classes: classification outputs; a target's labels index them (torchvision's convention).
         min_size, max_size: RetinaNet's resize of each image (short side, long side cap).
         anchor_sizes: base anchor size per FPN level (5 levels), each times 2 ** (0, 1/3, 2/3).
-        frozen_bn: replace the body's BatchNorm by frozen copies (:func:`freeze_batch_norm`), as
-            torchvision does for a pretrained backbone.
+        frozen_bn: replace, in place, the body's BatchNorm by frozen copies with its statistics and
+            affine parameters (timm's ``freeze_batch_norm_2d``: torchvision's ``FrozenBatchNorm2d``,
+            ``FrozenBatchNormAct2d`` for a ``BatchNormAct2d``), as torchvision does for a pretrained backbone.
         retinanet_kwargs: passed on (``score_thresh``, ``detections_per_img``, ``image_mean``, ...).
 
     The FPN and the heads are initialised by their torchvision constructors (the classification
@@ -261,8 +216,8 @@ def build_retinanet(
         )
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise NeasError(f"num_classes: expected a positive integer, got {show(num_classes)}")
-    if frozen_bn:
-        freeze_batch_norm(body)
+    if frozen_bn:  # an ensemble finds its modules in its tree whenever they run: the frozen copies run
+        body = freeze_batch_norm_2d(body)
     backbone = FeatureBackbone(body, in_channels, fpn_channels)
     return RetinaNet(
         backbone,

@@ -55,8 +55,8 @@ class _FirstStep(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> logits (B, num_classes), features (B, C', H', W')."""
-        features = run_pieces(trunk_pieces(self.net.arch), self.net.piece_module, images)
-        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.piece_module, features)
+        features = run_pieces(trunk_pieces(self.net.arch), self.net.run_piece, images)
+        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.run_piece, features)
         return logits, features
 
 
@@ -69,7 +69,7 @@ class _LaterStep(torch.nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C', H', W') -> logits (B, num_classes)."""
-        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.piece_module, features)
+        logits, _ = run_pieces(path_pieces(self.net.arch, self.path), self.net.run_piece, features)
         return logits
 
 
@@ -137,7 +137,7 @@ def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: E
     """Every step's ONNX file and ``cascade.json`` in ``folder``."""
     x = _images(net, 2)
     with torch.no_grad():
-        features = run_pieces(trunk_pieces(net.arch), net.piece_module, x)
+        features = run_pieces(trunk_pieces(net.arch), net.run_piece, x)
     base = onnx_metadata(net, info, None)
     k = len(spec["steps"])
     for j, step in enumerate(spec["steps"], start=1):

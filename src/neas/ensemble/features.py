@@ -4,9 +4,10 @@
 stride, the output of the last layer at that stride (the last block of the stage), as the ordered
 dict of string keys torchvision's ``FeaturePyramidNetwork`` and ``BackboneWithFPN`` take, with the
 channel count of each map in ``out_channels``. It walks the network's layout itself
-(:func:`neas.space.layout.trunk_pieces` / :func:`~neas.space.layout.path_pieces`, the modules of
-``EnsembleNet.piece_module``): torchvision's ``create_feature_extractor`` cannot trace the
-``scale_grad`` control flow of ``EnsembleNet.path_outputs``.
+(:func:`neas.space.layout.trunk_pieces` / :func:`~neas.space.layout.path_pieces`, each piece run by
+``EnsembleNet.run_piece``), running only what the maps need and combining the paths' maps as
+``mode`` asks, which torchvision's ``create_feature_extractor`` (nodes of the whole traced network)
+does not.
 
 A map whose layer is at or before the split point is the shared trunk's, computed once. A map after
 it exists once per path, and ``mode`` says which map the detector sees:
@@ -125,8 +126,7 @@ class EnsembleFeatures(nn.Module):
             if pos > stop:
                 break
             if piece.runs:
-                module = self.net.piece_module(piece)
-                x = module.last_block(x) if piece.kind == HEAD else module(x)
+                x = self.net.piece_module(piece).last_block(x) if piece.kind == HEAD else self.net.run_piece(piece, x)
             if pos in keys:
                 maps[keys[pos]] = x
         return x, maps

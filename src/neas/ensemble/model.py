@@ -3,7 +3,8 @@
 Its modules are the pieces of its arch's layout (:func:`neas.space.layout.arch_pieces`), and its
 state_dict follows the released NEAS checkpoints: ``conv_stem``, ``bn1``, ``sharing_blocks.0.<j>``
 (L0 then the shared non-skip blocks), ``blocks.<k>.0.<j>`` (path k's non-skip private blocks, then
-its head's last block), ``conv_heads.<k>``, ``classifiers.<k>``.
+its head's last block), ``conv_heads.<k>``, ``classifiers.<k>``. A piece is found at these paths
+whenever it runs, so surgery on the module tree (BN freezing, fusion, quantization) takes effect.
 """
 
 from __future__ import annotations
@@ -15,23 +16,47 @@ import torch.nn as nn
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.errors import NeasError
-from neas.nn import make_piece, run_layout
+from neas.nn import PieceSite, make_piece, run_layout
 from neas.space import HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces, path_pieces, trunk_pieces
 
 __all__ = ["DeepEnsemble", "EnsembleNet", "build_ensemble"]
 
 
 class EnsembleNet(nn.Module):
-    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits."""
+    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits.
 
-    def __init__(self, space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True):
+    Args:
+        space: the search space of ``arch``.
+        arch: the ensemble.
+        num_classes: classifier outputs of every head.
+        scale_shared_grad: divide the gradient entering the trunk by K.
+        modules: the module of each piece of ``arch``, as :func:`~neas.nn.make_piece` builds them
+            (the stem a ``Sequential(conv_stem, bn1)``, a head a ``PathHead``), to register instead
+            of building and initialising new ones: a network over existing modules (:meth:`select`).
+
+    Each piece's modules are found at their submodule paths whenever it runs
+    (:class:`~neas.nn.PieceSite`): a module replaced in the tree is the one that runs.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        arch: EnsembleArch,
+        num_classes: int,
+        scale_shared_grad: bool = True,
+        modules: dict[Piece, nn.Module] | None = None,
+    ):
         super().__init__()
         arch.validate(space)
         if num_classes < 1:
             raise NeasError(f"num_classes must be positive, got {num_classes}")
         self.space, self.arch, self.num_classes = space, arch, num_classes
         self.scale_shared_grad = scale_shared_grad
-        modules = {piece: make_piece(space, piece, num_classes) for piece in arch_pieces(arch)}
+        fresh = modules is None
+        if fresh:
+            modules = {piece: make_piece(space, piece, num_classes) for piece in arch_pieces(arch)}
+        elif set(modules) != set(arch_pieces(arch)):
+            raise NeasError("modules: expected one module for each piece of the arch (neas.space.arch_pieces)")
         self.conv_stem, self.bn1 = modules[Piece(STEM)]
         trunk = [modules[p] for p in trunk_pieces(arch) if p.kind != STEM]  # L0, the shared layers
         self.sharing_blocks = nn.Sequential(nn.Sequential(*trunk))
@@ -42,17 +67,22 @@ class EnsembleNet(nn.Module):
         )
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
-        efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
-        # the stem and the heads as one module each: views over the modules registered above
-        self._by_piece = modules
+        if fresh:
+            efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
+        self._sites = _sites(arch, space.dropout)  # paths, not modules: nothing outside the tree
 
     def piece_module(self, piece: Piece) -> nn.Module:
-        """The module that runs ``piece``, one of the pieces of this network's arch."""
-        return self._by_piece[piece]
+        """The module that runs ``piece``, one of the pieces of this network's arch: a registered
+        module, or for the stem and a head one built now over the registered ones."""
+        return self._sites[piece].module(self)
+
+    def run_piece(self, piece: Piece, x: torch.Tensor):
+        """Runs ``piece`` on its input with the modules registered now (a head: logits and features)."""
+        return self._sites[piece].run(self, x)
 
     def path_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per path: logits (B, num_classes) and pooled penultimate features (B, feature_channels)."""
-        return run_layout(self.arch, self.piece_module, x, self.scale_shared_grad)
+        return run_layout(self.arch, self.run_piece, x, self.scale_shared_grad)
 
     def path_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> K logits, each (B, num_classes)."""
@@ -67,8 +97,8 @@ class EnsembleNet(nn.Module):
         return self.arch.num_paths
 
     def select(self, paths: list[int]) -> EnsembleNet:
-        """The sub-ensemble of ``paths`` (in that order), sharing this network's modules: its
-        space has ``len(paths)`` paths and this split point."""
+        """The sub-ensemble of ``paths`` (in that order) over this network's modules (shared, not
+        copied): its space has ``len(paths)`` paths and this split point."""
         paths = list(paths)
         if not paths or len(set(paths)) != len(paths) or not all(0 <= k < self.arch.num_paths for k in paths):
             raise NeasError(f"paths {list(paths)}: expected distinct path indices in 0..{self.arch.num_paths - 1}")
@@ -76,22 +106,25 @@ class EnsembleNet(nn.Module):
         split = 0 if single else self.arch.split
         space = dataclasses.replace(self.space, num_paths=len(paths), split=(split, split))
         arch = EnsembleArch(split, tuple(self.arch.paths[k] for k in paths), distinct=self.arch.distinct)
-        sub = EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad)  # then given this network's modules
-        sub.conv_stem, sub.bn1 = self.conv_stem, self.bn1
-        if single:  # the canonical layout of a one-path network: L0 alone is "shared"
-            trunk = self.sharing_blocks[0]
-            sub.sharing_blocks = nn.Sequential(nn.Sequential(trunk[0]))
-            sub.blocks = nn.ModuleList([nn.Sequential(nn.Sequential(*trunk[1:], *self.blocks[paths[0]][0]))])
-        else:
-            sub.sharing_blocks = self.sharing_blocks
-            sub.blocks = nn.ModuleList(self.blocks[k] for k in paths)
-        for name in ("conv_heads", "classifiers"):
-            setattr(sub, name, nn.ModuleList(getattr(self, name)[k] for k in paths))
         # the trunk then the chosen paths, in walking order: the sub-ensemble's pieces, one path or many
-        modules = [self._by_piece[p] for p in trunk_pieces(self.arch)]
-        modules += [self._by_piece[p] for k in paths for p in path_pieces(self.arch, k)]
-        sub._by_piece = dict(zip(arch_pieces(sub.arch), modules, strict=True))
-        return sub.train(self.training)
+        # (one path: L0 alone is "shared", the shared layers start its own)
+        pieces = [*trunk_pieces(self.arch), *(p for k in paths for p in path_pieces(self.arch, k))]
+        modules = dict(zip(arch_pieces(arch), map(self.piece_module, pieces), strict=True))
+        return EnsembleNet(space, arch, self.num_classes, self.scale_shared_grad, modules).train(self.training)
+
+
+def _sites(arch: EnsembleArch, dropout: float) -> dict[Piece, PieceSite]:
+    """Where :class:`EnsembleNet` registers each piece's modules: the released checkpoints' layout
+    (the module docstring)."""
+    sites = {Piece(STEM): PieceSite(STEM, ("conv_stem", "bn1"))}
+    trunk = [p for p in trunk_pieces(arch) if p.kind != STEM]
+    sites.update({p: PieceSite(p.kind, (f"sharing_blocks.0.{j}",)) for j, p in enumerate(trunk)})
+    for k in range(arch.num_paths):
+        *layers, head = path_pieces(arch, k)
+        sites.update({p: PieceSite(p.kind, (f"blocks.{k}.0.{j}",)) for j, p in enumerate(layers)})
+        parts = (f"blocks.{k}.0.{len(layers)}", f"conv_heads.{k}", f"classifiers.{k}")
+        sites[head] = PieceSite(HEAD, parts, dropout)
+    return sites
 
 
 class DeepEnsemble(nn.Module):

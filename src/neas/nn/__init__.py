@@ -1,5 +1,5 @@
-"""Building blocks (thin wrappers over timm), the per-path head, the module of each layout piece, BN
-recalibration, gradient scaling."""
+"""Building blocks (thin wrappers over timm), the per-path head, the module of each layout piece and
+where a network registers it, BN recalibration, gradient scaling."""
 
 from neas.nn.blocks import (
     make_block,
@@ -12,12 +12,13 @@ from neas.nn.blocks import (
 )
 from neas.nn.bn import batch_norms, recalibrate_bn, recalibrating
 from neas.nn.grad import scale_grad
-from neas.nn.heads import GlobalAvgPool, PathHead
-from neas.nn.layout import make_piece, measure_pieces, run_layout, run_pieces
+from neas.nn.heads import GlobalAvgPool, PathHead, run_head
+from neas.nn.layout import PieceSite, make_piece, measure_pieces, run_layout, run_pieces, submodule
 
 __all__ = [
     "GlobalAvgPool",
     "PathHead",
+    "PieceSite",
     "batch_norms",
     "make_block",
     "make_classifier",
@@ -30,7 +31,9 @@ __all__ = [
     "measure_pieces",
     "recalibrate_bn",
     "recalibrating",
+    "run_head",
     "run_layout",
     "run_pieces",
     "scale_grad",
+    "submodule",
 ]

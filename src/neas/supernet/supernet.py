@@ -15,7 +15,7 @@ from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from neas.ensemble import EnsembleNet, build_ensemble
 from neas.errors import NeasError
-from neas.nn import make_piece, run_layout, run_pieces
+from neas.nn import PieceSite, make_piece, run_layout, run_pieces
 from neas.space import (
     FIRST,
     HEAD,
@@ -31,6 +31,16 @@ from neas.space import (
 )
 
 __all__ = ["Supernet"]
+
+
+def _site(piece: Piece, dropout: float) -> PieceSite:
+    """Where :class:`Supernet` registers the modules of ``piece``."""
+    if piece.kind == STEM:
+        return PieceSite(STEM, ("conv_stem", "bn1"))
+    if piece.kind == HEAD:
+        k = piece.path
+        return PieceSite(HEAD, (f"last_blocks.{k}", f"conv_heads.{k}", f"classifiers.{k}"), dropout)
+    return PieceSite(piece.kind, ("first_block",) if piece.kind == FIRST else (f"layers.{piece.index - 1}.{piece.op}",))
 
 
 @lru_cache(maxsize=8192)
@@ -67,17 +77,22 @@ class Supernet(nn.Module):
         self.conv_heads = nn.ModuleList(head.conv_head for head in heads)
         self.classifiers = nn.ModuleList(head.classifier for head in heads)
         efficientnet_init_weights(self)  # timm's (TensorFlow) init: fan-out normal convs, unit BN
-        # the stem and the heads as one module each: views over the modules registered above
-        self._by_weights = {piece.weights: module for piece, module in modules.items()}
+        # by piece.weights: paths, not modules, so nothing is held outside the tree
+        self._sites = {piece.weights: _site(piece, space.dropout) for piece in modules}
 
     def piece_module(self, piece: Piece) -> nn.Module:
-        """The module that runs ``piece`` (any path's op of a layer is the same module)."""
-        return self._by_weights[piece.weights]
+        """The module that runs ``piece`` (any path's op of a layer is the same module): a registered
+        module, or for the stem and a head one built now over the registered ones."""
+        return self._sites[piece.weights].module(self)
+
+    def run_piece(self, piece: Piece, x: torch.Tensor):
+        """Runs ``piece`` on its input with the modules registered now (a head: logits and features)."""
+        return self._sites[piece.weights].run(self, x)
 
     def forward_shared(self, x: torch.Tensor, arch: EnsembleArch) -> torch.Tensor:
         """Stem, L0 and L1..L{split}: (B, 3, H, W) -> the shared feature map."""
         _validated(self.space, arch)
-        return run_pieces(trunk_pieces(arch), self.piece_module, x)
+        return run_pieces(trunk_pieces(arch), self.run_piece, x)
 
     def forward_path(self, x: torch.Tensor, arch: EnsembleArch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Path ``k`` from the shared feature map: its private layers and head.
@@ -85,7 +100,7 @@ class Supernet(nn.Module):
         Returns:
             logits (B, num_classes) and pooled penultimate features (B, feature_channels).
         """
-        return run_pieces(path_pieces(arch, k), self.piece_module, x)
+        return run_pieces(path_pieces(arch, k), self.run_piece, x)
 
     def forward(self, x: torch.Tensor, arch: EnsembleArch, return_features: bool = False):
         """Runs ensemble ``arch``: (B, 3, H, W) -> K logits (B, num_classes).
@@ -93,7 +108,7 @@ class Supernet(nn.Module):
         With ``return_features`` also returns the K pooled penultimate features.
         """
         _validated(self.space, arch)
-        outs = run_layout(arch, self.piece_module, x, self.scale_shared_grad)
+        outs = run_layout(arch, self.run_piece, x, self.scale_shared_grad)
         logits = [o[0] for o in outs]
         return (logits, [o[1] for o in outs]) if return_features else logits
 
@@ -115,9 +130,10 @@ class Supernet(nn.Module):
             module.compile(**options)
 
     def used_modules(self, arch: EnsembleArch) -> list[nn.Module]:
-        """Every module that ``arch`` runs (stem, L0, its blocks, its heads)."""
+        """Every registered module that ``arch`` runs, in forward order: the stem's conv and BN, L0,
+        its blocks, each head's last block, conv head and classifier."""
         _validated(self.space, arch)
-        return list(dict.fromkeys(self.piece_module(piece) for piece in arch_pieces(arch)))
+        return list(dict.fromkeys(m for piece in arch_pieces(arch) for m in self._sites[piece.weights].parts(self)))
 
     @torch.no_grad()
     def copy_into(self, net: EnsembleNet) -> EnsembleNet:
