@@ -34,7 +34,7 @@ def test_nested_settings_are_spelled_flat_and_round_trip():
         ({"shrink_evry": 3}, "unknown key 'shrink_evry' (did you mean 'shrink_every'?)"),
         ({"shrink": {"every": 3}}, "shrink: expected a value, got a mapping"),
         ({"shrink_beta": float("nan")}, "shrink_beta must be a finite number >= 0"),
-        ({"shrink": "diversty"}, "unknown mode 'diversty'"),
+        ({"shrink": "diversty"}, "shrink: unknown 'diversty' (did you mean 'diversity'?)"),
         ({"workers": -1}, "workers must not be negative"),
     ],
 )

@@ -55,7 +55,7 @@ def test_input_checks():
         cascade_predict(logits, [0.5])
     with pytest.raises(NeasError, match="step costs"):
         fit_thresholds(logits, labels, [1.0, 2.0], 0.01)
-    with pytest.raises(NeasError, match="labels"):
+    with pytest.raises(ValueError, match="labels"):
         fit_thresholds(logits, labels[:5], _costs(3), 0.01)
 
 

@@ -88,5 +88,5 @@ def test_search_writes_a_front_of_mutually_non_dominated_members(trained_superne
     assert anchor["origin"] == "anchor"
     assert anchor["macs"] == min(m["macs"] for members in generations for m in members)
     assert front[0]["macs"] == anchor["macs"]
-    with pytest.raises(NeasError, match="pareto: unknown cost 'flops'"):
+    with pytest.raises(NeasError, match="pareto: unknown 'flops'"):
         from_dict(SearchConfig, {"pareto": "flops"})

@@ -26,10 +26,11 @@ _MAX_SWEEPS = 20
 
 
 def _check(path_logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """Shapes: a caller's bug, not a user's input (a ValueError keeps its traceback)."""
     if path_logits.dim() != 3 or path_logits.shape[0] == 0 or path_logits.shape[1] == 0:
-        raise NeasError(f"path_logits must have shape (K, N, C) with K, N > 0, got {tuple(path_logits.shape)}")
+        raise ValueError(f"path_logits must have shape (K, N, C) with K, N > 0, got {tuple(path_logits.shape)}")
     if labels is not None and labels.shape != path_logits.shape[1:2]:
-        raise NeasError(f"labels must have shape ({path_logits.shape[1]},), got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape ({path_logits.shape[1]},), got {tuple(labels.shape)}")
 
 
 def _steps(path_logits: torch.Tensor, temperature: float | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,8 +37,9 @@ CURVE_POINTS = 200  # risk-coverage points kept for storage; metrics use the ful
 
 
 def _check_path_logits(path_logits: torch.Tensor) -> None:
+    """Shapes: a caller's bug, not a user's input (a ValueError keeps its traceback)."""
     if path_logits.dim() != 3 or path_logits.shape[0] == 0 or path_logits.shape[1] == 0:
-        raise NeasError(f"path_logits must have shape (K, N, C) with K, N > 0, got {tuple(path_logits.shape)}")
+        raise ValueError(f"path_logits must have shape (K, N, C) with K, N > 0, got {tuple(path_logits.shape)}")
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neas.config import nested, option
-from neas.errors import NeasError, suggest
+from neas.errors import NeasError
 from neas.options import STRATEGIES, DecodeOptions, RunOptions, ScoringOptions
 from neas.search.settings import COST_METRICS, OBJECTIVES, Constraints, EvolutionSettings
 from neas.settings import validate_fields
@@ -19,17 +19,18 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
 
     supernet: str = option("runs/supernet", "the supernet-training run directory")
     out: str = option("runs/search", "search directory")
-    strategy: str = option("evolution", "evolution | random")
+    strategy: str = option("evolution", "evolution, or random search at equal evaluations", valid=STRATEGIES)
     objective: str = option(
         "top1",
         "what candidates are ranked by on the held-out part: top1 (the paper's) | nll (ensemble NLL) | aurc "
         "(area under the ensemble's risk-coverage curve: selective prediction)",
+        valid=OBJECTIVES,
     )
     pareto: str | None = option(
         None,
-        "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json: "
-        "macs | paper_flops | params | latency_ms",
+        "evolve the whole front of the objective vs this cost (NSGA-II), written to pareto.json",
         default_help="one budget, one best ensemble",
+        valid=COST_METRICS,
     )
     constraints: Constraints = nested(Constraints)
     split: list[int] | None = option(
@@ -50,21 +51,6 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
     data_dir: str | None = option(None, "where the supernet's dataset lives now", default_help="as trained")
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise NeasError(
-                f"strategy: unknown {self.strategy!r}{suggest(self.strategy, STRATEGIES)}; choose "
-                f"{' or '.join(STRATEGIES)}"
-            )
-        if self.pareto is not None and self.pareto not in COST_METRICS:
-            raise NeasError(
-                f"pareto: unknown cost {self.pareto!r}{suggest(self.pareto, COST_METRICS)}; choose "
-                f"{', '.join(COST_METRICS)}"
-            )
-        if self.objective not in OBJECTIVES:
-            raise NeasError(
-                f"objective: unknown {self.objective!r}{suggest(self.objective, OBJECTIVES)}; choose "
-                f"{', '.join(OBJECTIVES)}"
-            )
         if self.split is not None and len(self.split) == 1:
             self.split = [self.split[0], self.split[0]]
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
