@@ -35,6 +35,26 @@ def test_both_readers_refuse_a_file_over_the_cap_naming_it(tmp_path, monkeypatch
         read_jsonl(path)
 
 
+def test_read_json_takes_its_own_cap_and_keeps_the_default_otherwise(tmp_path, monkeypatch):
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps({"key": "x" * 32}))
+    with pytest.raises(NeasError, match=r"coco\.json: too large for a COCO file \(\d+ bytes\)"):
+        read_json(path, "a COCO file", max_bytes=16)
+    assert read_json(path, "a COCO file", max_bytes=1000) == {"key": "x" * 32}
+    monkeypatch.setattr(io, "MAX_JSON_BYTES", 16)
+    assert read_json(path, "a COCO file", max_bytes=1000) == {"key": "x" * 32}  # its own cap, above the default
+    with pytest.raises(NeasError, match="too large"):
+        read_json(path, "a COCO file")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_read_json_decodes_json_bytes_whatever_the_locale(tmp_path, encoding):
+    """As ``json.loads`` decodes bytes: UTF-8 (a byte-order mark from a Windows tool tolerated), UTF-16/32."""
+    path = tmp_path / "names.json"
+    path.write_bytes(json.dumps({"name": "caf\u00e9 \u72ac"}, ensure_ascii=False).encode(encoding))
+    assert read_json(path, "names") == {"name": "caf\u00e9 \u72ac"}
+
+
 @pytest.mark.parametrize(
     "text, message",
     [("{", "not a readable arch file"), ("[1]", "must be a JSON object, got list"), ("{}", "lacks 'split'")],

@@ -127,19 +127,26 @@ def append_line(path: str | Path, line: str) -> None:
 MAX_JSON_BYTES = 256 * 2**20  # no JSON file of ours is this large; a larger one is not ours
 
 
-def _read_capped(path: Path, what: str) -> str:
+def _check_size(path: Path, what: str, max_bytes: int) -> None:
     size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
+    if size > max_bytes:
         raise NeasError(f"{path}: too large for {what} ({size} bytes)")
+
+
+def _read_capped(path: Path, what: str) -> str:
+    _check_size(path, what, MAX_JSON_BYTES)
     return path.read_text()
 
 
-def read_json(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
-    """A JSON object read with a size cap, checked to be an object with the ``required`` keys;
-    every error names the file (and the key)."""
+def read_json(path: str | Path, what: str, required: tuple[str, ...] = (), *, max_bytes: int | None = None) -> dict:
+    """A JSON object read with a size cap (``max_bytes``, default :data:`MAX_JSON_BYTES`), checked to be
+    an object with the ``required`` keys; every error names the file (and the key). The bytes are
+    decoded as :func:`json.loads` decodes bytes: UTF-8 (a byte-order mark tolerated), UTF-16 or UTF-32,
+    whatever the locale."""
     path = Path(path)
     try:
-        value = json.loads(_read_capped(path, what))
+        _check_size(path, what, MAX_JSON_BYTES if max_bytes is None else max_bytes)
+        value = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise NeasError(f"{path}: no such file ({what})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

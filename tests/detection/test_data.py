@@ -112,6 +112,9 @@ BAD = [
     (lambda c: c["annotations"][0].update(iscrowd=2), "annotations[0].iscrowd: expected 0 or 1"),
     (lambda c: c["annotations"][0].update(area=-1), "annotations[0].area: expected a finite number >= 0"),
     (lambda c: c["annotations"].append(7), "annotations[3]: expected an object, got 7"),
+    (lambda c: c["annotations"][1].pop("id"), "annotations[1]: missing 'id' (an integer)"),
+    (lambda c: c["annotations"][2].update(id="13"), "annotations[2].id: expected an integer, got '13'"),
+    (lambda c: c["annotations"][2].update(id=11), "annotations[2].id: duplicate annotation id 11"),
 ]
 
 
@@ -127,8 +130,17 @@ def test_non_coco_json_is_refused_naming_the_file_and_the_entry(tmp_path, change
 def test_malformed_json_is_refused_naming_the_file(tmp_path, text):
     root = _write(tmp_path, BASE)
     (root / FILE).write_text(text)
-    with pytest.raises(NeasError, match=r"annotations/instances_val2017\.json: (not readable|expected a COCO)"):
+    message = r"instances_val2017\.json: (not a readable COCO annotation file|COCO annotation file must be a JSON obj)"
+    with pytest.raises(NeasError, match=message):
         load_coco(root, SPLIT)
+
+
+def test_a_file_written_with_a_byte_order_mark_or_in_utf16_loads(tmp_path):
+    text = json.dumps(BASE)
+    for encoding in ("utf-8-sig", "utf-16"):
+        root = _write(tmp_path / encoding, BASE)
+        (root / FILE).write_bytes(text.encode(encoding))
+        assert [img["id"] for img in load_coco(root, SPLIT).images] == [2, 7, 9]
 
 
 def test_a_file_over_the_size_cap_is_refused(tmp_path, monkeypatch):

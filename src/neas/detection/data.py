@@ -11,9 +11,10 @@ Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry,
 - a missing annotation file or image folder: refused, naming the path and the expected layout;
 - a file over ``MAX_ANNOTATION_BYTES``, malformed JSON, a value that is not COCO (``images``,
   ``annotations`` or ``categories`` missing or not a list, an entry of the wrong type, duplicate image
-  ids, duplicate category ids or names, an annotation naming an unknown image or category, a ``bbox``
-  that is not 4 finite numbers, ``iscrowd`` not 0/1, ``area`` not a finite number >= 0, a
-  ``file_name`` that is absolute or climbs out with ``..``): refused;
+  ids, duplicate category ids or names, an annotation without an integer ``id`` or with another's, an
+  annotation naming an unknown image or category, a ``bbox`` that is not 4 finite numbers, ``iscrowd``
+  not 0/1, ``area`` not a finite number >= 0, a ``file_name`` that is absolute or climbs out with
+  ``..``): refused, by the one COCO validator, :mod:`neas.detection.coco_format`;
 - a listed image file that is missing: refused when the split is loaded (never lazily in a worker);
 - a box of negative width or height: refused; of zero width or height: dropped, counted (one
   warning per split); partly outside the image: clipped to it; entirely outside: dropped, counted;
@@ -31,18 +32,18 @@ modified; ``ground_truth`` holds fresh dicts (annotation ids renumbered 1..n in 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from neas.data.datasets import rgb_array
-from neas.detection.coco import is_number as _is_number
+from neas.detection.coco_format import check_annotations, check_categories, check_dataset, check_images
 from neas.errors import NeasError, show
+from neas.io import read_json
 from neas.seeding import stream_seed
 
 __all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "collate", "load_coco"]
@@ -90,12 +91,14 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
     folder = root / split
     if not folder.is_dir():
         raise NeasError(f"{folder}: no such image folder ({layout})")
-    value = _read_json(path)
-    cats = _check_categories(value, path)
+    value = read_json(path, "COCO annotation file", max_bytes=MAX_ANNOTATION_BYTES)
+    check_dataset(value, str(path))
+    cats = check_categories(value["categories"], str(path))
     if categories is not None:
         _check_same_categories(cats, categories, path)
-    images = _check_images(value, path)
-    annotations, dropped = _check_annotations(value, path, images, cats)
+    images = check_images(value["images"], str(path), file_names=True)
+    check_annotations(value["annotations"], str(path), images, cats)
+    annotations, dropped = _clean_annotations(value["annotations"], images)
     if dropped["zero"] or dropped["outside"]:
         log.warning(
             "%s: dropped %d boxes of zero width or height and %d entirely outside their image",
@@ -115,56 +118,6 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
     )
 
 
-def _read_json(path: Path) -> dict:
-    """The JSON object in ``path``, read with a size cap."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_ANNOTATION_BYTES:
-            raise NeasError(f"{path}: too large for a COCO annotation file ({size} bytes > {MAX_ANNOTATION_BYTES})")
-        value = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, NeasError):
-            raise
-        raise NeasError(f"{path}: not readable COCO JSON ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(value, dict):
-        raise NeasError(f"{path}: expected a COCO JSON object with images, annotations, categories, got {show(value)}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(value.get(key), list):
-            got = "nothing" if key not in value else show(value[key])
-            raise NeasError(f"{path}: {key}: expected a list (COCO format), got {got}")
-    return value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _entry(entry, where: str, fields: dict) -> None:
-    """Checks that ``entry`` is a dict whose ``fields`` ({key: (check, what)}) pass."""
-    if not isinstance(entry, dict):
-        raise NeasError(f"{where}: expected an object, got {show(entry)}")
-    for key, (check, what) in fields.items():
-        if key not in entry:
-            raise NeasError(f"{where}: missing {key!r} ({what})")
-        if not check(entry[key]):
-            raise NeasError(f"{where}.{key}: expected {what}, got {show(entry[key])}")
-
-
-def _check_categories(value: dict, path: Path) -> list[dict]:
-    """[{"id", "name"}] sorted by id; duplicate ids or names refused."""
-    cats, names = {}, set()
-    for i, cat in enumerate(value["categories"]):
-        where = f"{path}: categories[{i}]"
-        _entry(cat, where, {"id": (_is_int, "an integer"), "name": (lambda v: isinstance(v, str), "a string")})
-        if cat["id"] in cats or cat["name"] in names:
-            raise NeasError(f"{where}: duplicate category id {cat['id']} or name {cat['name']!r}")
-        cats[cat["id"]] = cat["name"]
-        names.add(cat["name"])
-    if not cats:
-        raise NeasError(f"{path}: categories: expected at least one category, got none")
-    return [{"id": c, "name": cats[c]} for c in sorted(cats)]
-
-
 def _check_same_categories(cats: list[dict], expected: list[dict], path: Path) -> None:
     if cats != [{"id": c["id"], "name": c["name"]} for c in expected]:
         raise NeasError(
@@ -173,62 +126,11 @@ def _check_same_categories(cats: list[dict], expected: list[dict], path: Path) -
         )
 
 
-def _is_file_name(value) -> bool:
-    if not isinstance(value, str) or not value or "\\" in value:
-        return False
-    name = PurePosixPath(value)
-    return not name.is_absolute() and ".." not in name.parts
-
-
-def _check_images(value: dict, path: Path) -> dict:
-    """{image id: {"id", "file_name", "width", "height"}} (fresh dicts); duplicate ids refused."""
-    size = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-    fields = {
-        "id": (_is_int, "an integer"),
-        "file_name": (_is_file_name, "a relative file name inside the split folder"),
-        "width": size,
-        "height": size,
-    }
-    images = {}
-    for i, img in enumerate(value["images"]):
-        where = f"{path}: images[{i}]"
-        _entry(img, where, fields)
-        if img["id"] in images:
-            raise NeasError(f"{where}.id: duplicate image id {img['id']}")
-        images[img["id"]] = {k: img[k] for k in fields}
-    return images
-
-
-_BOX = "[x, y, w, h] with 4 finite numbers"
-_ANNOTATION = {
-    "image_id": (_is_int, "an integer image id"),
-    "category_id": (_is_int, "an integer category id"),
-    "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v), _BOX),
-}
-
-
-def _check_annotation(ann, where: str, images: dict, cat_ids: set) -> None:
-    _entry(ann, where, _ANNOTATION)
-    if ann["image_id"] not in images:
-        raise NeasError(f"{where}.image_id: no image has id {ann['image_id']}")
-    if ann["category_id"] not in cat_ids:
-        raise NeasError(f"{where}.category_id: no category has id {ann['category_id']} (ids: {sorted(cat_ids)})")
-    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
-        raise NeasError(f"{where}.iscrowd: expected 0 or 1, got {show(ann['iscrowd'])}")
-    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
-        raise NeasError(f"{where}.area: expected a finite number >= 0, got {show(ann['area'])}")
-    _x, _y, w, h = ann["bbox"]
-    if w < 0 or h < 0:
-        raise NeasError(f"{where}.bbox: width and height must be >= 0, got {show(ann['bbox'])}")
-
-
-def _check_annotations(value: dict, path: Path, images: dict, cats: list[dict]) -> tuple[list[dict], dict]:
-    """The cleaned annotations (boxes clipped; empty ones dropped), in a content order, ids 1..n; and the
-    numbers dropped {"zero", "outside"}."""
-    cat_ids = {c["id"] for c in cats}
+def _clean_annotations(entries: list, images: dict) -> tuple[list[dict], dict]:
+    """The checked annotations cleaned (boxes clipped; empty ones dropped), in a content order, ids 1..n;
+    and the numbers dropped {"zero", "outside"}."""
     kept, dropped = [], {"zero": 0, "outside": 0}
-    for i, ann in enumerate(value["annotations"]):
-        _check_annotation(ann, f"{path}: annotations[{i}]", images, cat_ids)
+    for ann in entries:
         x, y, w, h = (float(v) for v in ann["bbox"])
         if w == 0 or h == 0:
             dropped["zero"] += 1
