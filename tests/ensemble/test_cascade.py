@@ -168,3 +168,98 @@ def test_cascade_curve():
     assert curve[0] == {"threshold": 0.0, "top1": first, "mean_cost": 100.0}
     costs = [p["mean_cost"] for p in curve]
     assert costs == sorted(costs)  # a higher threshold stops fewer images early
+
+
+def _brute_force_fit(logits, labels, costs_of, tolerance):
+    """K = 2, every order and every threshold (NEVER and midway below each distinct confidence) tried:
+    the cheapest feasible cascade on these images, then the more correct, then the higher threshold."""
+    n = len(labels)
+    best = None
+    for order in [(0, 1), (1, 0)]:
+        in_order, costs = logits[list(order)], costs_of(order)
+        conf = in_order[0].double().softmax(-1).max(-1).values
+        right_first = in_order[0].argmax(-1) == labels
+        right_full = in_order.mean(0).argmax(-1) == labels
+        required = int(right_full.sum()) - int(tolerance * n + 1e-9)
+        values = sorted(set(conf.tolist()), reverse=True)
+        candidates = [NEVER] + [(v + (values[i + 1] if i + 1 < len(values) else 0.0)) / 2 for i, v in enumerate(values)]
+        for t in candidates:
+            stop = conf >= t
+            correct = int(torch.where(stop, right_first, right_full).sum())
+            if correct < required:
+                continue
+            cost = float(torch.where(stop, costs[0], costs[1]).sum()) / n
+            key = (cost, -correct, -t)
+            if best is None or key < best[0]:
+                best = (key, order, t)
+    return best[1], best[2]
+
+
+def test_the_cross_fitted_mean_cost_equals_a_brute_force_fit_scored_on_the_other_fold():
+    from neas.ensemble.cascade import cross_fit
+
+    logits, labels = _data(2, n=301, seed=5)
+    logits[1] *= 1.3  # the orders differ
+    costs_of = lambda order: [100.0, 160.0] if order == (0, 1) else [130.0, 160.0]
+    got = cross_fit(logits, labels, costs_of, tolerance=0.01, folds=2)
+    fold_of = torch.arange(301) % 2
+    cost = right = 0.0
+    for f in range(2):
+        fit, scored = fold_of != f, fold_of == f
+        order, t = _brute_force_fit(logits[:, fit], labels[fit], costs_of, 0.01)
+        in_order = logits[list(order)][:, scored]
+        stop = in_order[0].double().softmax(-1).max(-1).values >= t
+        costs = costs_of(order)
+        cost += float(torch.where(stop, costs[0], costs[1]).sum())
+        predicted = torch.where(stop[:, None], in_order[0], in_order.mean(0)).argmax(-1)
+        right += int((predicted == labels[scored]).sum())
+    assert got["mean_cost"] == pytest.approx(cost / 301, rel=1e-12)
+    assert got["top1"] == pytest.approx(right / 301, rel=1e-12)
+    # the reported cascade is the one fitted on all the images
+    order, t = _brute_force_fit(logits, labels, costs_of, 0.01)
+    assert got["order"] == list(order) and got["thresholds"] == pytest.approx([t], abs=1e-12)
+
+
+def test_a_cross_fitted_cascade_never_scores_thresholds_on_the_images_they_were_fitted_on(monkeypatch):
+    import neas.ensemble.cascade as cascade
+
+    logits, labels = _data(3, n=90, seed=2)
+    tag = (-50 + torch.arange(90) * 1e-3)[None, :, None].expand(3, 90, 1)  # a class never predicted: image i's id
+    logits = torch.cat([logits, tag], -1)
+    image_ids = lambda in_order: set(((in_order[0, :, -1] + 50) * 1e3).round().long().tolist())
+    events = []  # ("fit", images) / ("score", images), in call order
+    real_fit, real_summary = cascade.fit_thresholds, cascade.cascade_summary
+
+    def fit(lg, *args, **kwargs):
+        events.append(("fit", image_ids(lg)))
+        return real_fit(lg, *args, **kwargs)
+
+    def summary(lg, *args, **kwargs):
+        events.append(("score", image_ids(lg)))
+        return real_summary(lg, *args, **kwargs)
+
+    monkeypatch.setattr(cascade, "fit_thresholds", fit)
+    monkeypatch.setattr(cascade, "cascade_summary", summary)
+    cascade.cross_fit(logits, labels, lambda order: _costs(3), tolerance=0.01, folds=3)
+    folds, since = [], []  # per fold: the images its thresholds were fitted on, and those it was scored on
+    for kind, images in events:
+        if kind == "fit":
+            since.append(images)
+        elif len(images) == 30:  # a fold's own score (the in-sample choice of the order scores 60)
+            folds.append((set().union(*since), images))
+            since = []
+    assert len(folds) == 3
+    for fitted_on, scored_on in folds:
+        assert fitted_on and not fitted_on & scored_on
+        assert fitted_on | scored_on == set(range(90))
+    assert set().union(*(scored for _, scored in folds)) == set(range(90))
+
+
+@pytest.mark.parametrize("k, count", [(2, 2), (3, 6), (4, 24), (5, 5)])
+def test_every_order_is_tried_up_to_four_paths_and_each_first_path_above(k, count):
+    from neas.ensemble.cascade import cascade_orders
+
+    orders = cascade_orders(k)
+    assert len(orders) == len(set(orders)) == count
+    assert all(sorted(o) == list(range(k)) for o in orders)
+    assert {o[0] for o in orders} == set(range(k))

@@ -24,7 +24,18 @@ import torch.nn as nn
 from timm.models._efficientnet_blocks import SqueezeExcite
 
 from neas.nn import GlobalAvgPool, measure_pieces
-from neas.space import FIRST, HEAD, LAYER, STEM, EnsembleArch, Piece, SearchSpace, arch_pieces
+from neas.space import (
+    FIRST,
+    HEAD,
+    LAYER,
+    STEM,
+    EnsembleArch,
+    Piece,
+    SearchSpace,
+    arch_pieces,
+    path_pieces,
+    trunk_pieces,
+)
 
 __all__ = ["Cost", "CostTable", "cost_table", "count_cost"]
 
@@ -101,6 +112,21 @@ class CostTable:
     def cost(self, arch: EnsembleArch) -> Cost:
         """The sum over the pieces ``arch`` runs (a shared layer once)."""
         return sum((self.piece_cost(piece) for piece in arch_pieces(arch)), Cost())
+
+    def step_costs(self, arch: EnsembleArch, order, metric: str = "macs") -> list[float]:
+        """``metric`` of running the first j paths of ``order`` (j = 1..K): the trunk (stem, L0, the
+        shared layers) once, plus each path's private layers and head: a cascade's step costs. The
+        last equals :meth:`cost` of the whole ensemble."""
+        running = getattr(sum((self.piece_cost(p) for p in trunk_pieces(arch)), Cost()), metric)
+        steps = []
+        for k in order:
+            running += getattr(sum((self.piece_cost(p) for p in path_pieces(arch, k)), Cost()), metric)
+            steps.append(float(running))
+        return steps
+
+    def first_step_floor(self, arch: EnsembleArch, metric: str = "macs") -> float:
+        """The least a cascade of ``arch`` can cost per image: its cheapest path with the trunk."""
+        return min(self.step_costs(arch, [k], metric)[0] for k in range(arch.num_paths))
 
     def extremes(self, shrunk, metric: str) -> tuple[EnsembleArch, EnsembleArch]:
         """The cheapest and the most expensive ensemble of ``metric`` in a shrunk space (their
