@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from neas import dist
-from neas.cost import cost_table
+from neas.cost import CostTable, cost_table
 from neas.cost.latency import LatencyTable, check_table
 from neas.cost.runtime import device_name
 from neas.data.calibration import check_same_calibration
@@ -32,6 +32,7 @@ from neas.rundir import RunDir, releases_run_dir, truncate_metrics
 from neas.runfiles import ARCH, LATENCY_TABLE, PARETO, STATE, SUPERNET, generation_file
 from neas.schemas.search import SearchConfig
 from neas.search.constraints import (
+    check_cascade_feasible,
     check_feasible,
     check_latency_feasible,
     describe_range,
@@ -39,7 +40,7 @@ from neas.search.constraints import (
 )
 from neas.search.data import heldout_batches
 from neas.search.evolution import SearchProblem, evolve, random_search, sample_within
-from neas.search.fitness import CandidateEvaluator
+from neas.search.fitness import CandidateEvaluator, CascadePricing
 from neas.search.session import SearchSession
 from neas.space import ShrunkSpace
 from neas.supernet import Supernet
@@ -106,6 +107,9 @@ def _setup_constraints(cfg: SearchConfig, supernet: Supernet, shrunk: ShrunkSpac
     run directory is touched."""
     table = cost_table(supernet.space, supernet.num_classes)
     check_feasible(cfg.constraints, table, shrunk)
+    check_cascade_feasible(cfg.constraints, table, shrunk)
+    if cfg.pareto == "mean_macs" and supernet.space.num_paths < 2:
+        raise NeasError("pareto: mean_macs prices a cascade, and the supernet's space has K = 1 path; use macs")
     return table
 
 
@@ -122,14 +126,16 @@ def _setup_latency(cfg: SearchConfig, run: RunDir, supernet: Supernet, shrunk: S
 
 
 def _setup_evaluator(
-    cfg: SearchConfig, info: SupernetFile, supernet: Supernet, device
+    cfg: SearchConfig, info: SupernetFile, supernet: Supernet, device, table: CostTable
 ) -> tuple[CandidateEvaluator, dict]:
-    """The candidate evaluator on the held-out part (BN and scoring batches), and its calibration
-    record."""
+    """The candidate evaluator on the held-out part (BN and scoring batches), pricing each candidate as a
+    cascade when a bound or the Pareto front is on mean MACs; and its calibration record."""
     bn, val_batches, calibration = heldout_batches(
         info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers, cfg.decoding
     )
-    return CandidateEvaluator(supernet, bn, val_batches), calibration
+    priced = cfg.constraints.needs_cascade or cfg.pareto == "mean_macs"
+    pricing = CascadePricing(table, cfg.constraints.cascade_tolerance) if priced else None
+    return CandidateEvaluator(supernet, bn, val_batches, cascade=pricing), calibration
 
 
 def _setup_resume(
@@ -276,7 +282,7 @@ def search(cfg: SearchConfig) -> Path:
     table = _setup_constraints(cfg, supernet, shrunk)
     run = RunDir.open(cfg, "search", device)
     latency = _setup_latency(cfg, run, supernet, shrunk)
-    evaluator, calibration = _setup_evaluator(cfg, info, supernet, device)
+    evaluator, calibration = _setup_evaluator(cfg, info, supernet, device, table)
     session = SearchSession(
         constraints=cfg.constraints,
         objective=cfg.objective,

@@ -14,7 +14,9 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 
 __all__ = [
     "Constraints",
+    "cheapest_path_macs",
     "check_budget",
+    "check_cascade_feasible",
     "check_feasible",
     "check_latency_feasible",
     "describe_range",
@@ -65,6 +67,36 @@ def check_feasible(constraints: Constraints, table: CostTable, shrunk: ShrunkSpa
             )
 
 
+def check_cascade_feasible(constraints: Constraints, table: CostTable, shrunk: ShrunkSpace) -> None:
+    """Refuses a bound on the cascade's mean MACs that no cascade of ``shrunk`` can meet: a space of one
+    path has no cascade, and no cascade costs less per image than the cheapest path alone."""
+    if not constraints.needs_cascade:
+        return
+    space = shrunk.space
+    if space.num_paths < 2:
+        raise NeasError(
+            f"max_mean_macs: the space {space.name!r} has K = 1 path, and a single network has no cascade; "
+            "bound its MACs with max_macs"
+        )
+    floor = cheapest_path_macs(table, shrunk)
+    hi_c = constraints.max_mean_macs
+    if hi_c is not None and hi_c < floor:
+        raise NeasError(
+            f"max_mean_macs={hi_c}: below the cheapest path of the space alone ({floor} MACs, the least a cascade "
+            f"costs per image); {describe_range(table, shrunk)}"
+        )
+
+
+def cheapest_path_macs(table: CostTable, shrunk: ShrunkSpace) -> int:
+    """The MACs of the cheapest single path of ``shrunk`` (stem, L0, the cheapest op any path may run at
+    each layer, one head): a lower bound on any of its cascades' mean MACs."""
+    total = table.fixed.macs + table.head.macs
+    for spec in shrunk.space.layers:
+        allowed = set(shrunk.shared_ops(spec.index)) | {op for c in shrunk.layer_combinations(spec.index) for op in c}
+        total += min(table.layers[spec.index - 1][op].macs for op in allowed)
+    return total
+
+
 def check_budget(
     constraints: Constraints, space: SearchSpace, num_classes: int, split: list[int] | None = None
 ) -> None:
@@ -72,7 +104,9 @@ def check_budget(
     outputs, split points within ``split``) meets: it needs only the space, so `neas run` asks
     before training the supernet. (A latency budget needs the measured table; the search checks it
     when it starts.)"""
-    check_feasible(constraints, cost_table(space, num_classes), restrict_split(ShrunkSpace.full(space), split))
+    table, shrunk = cost_table(space, num_classes), restrict_split(ShrunkSpace.full(space), split)
+    check_feasible(constraints, table, shrunk)
+    check_cascade_feasible(constraints, table, shrunk)
 
 
 def check_latency_feasible(constraints: Constraints, latency: LatencyTable, shrunk: ShrunkSpace) -> None:

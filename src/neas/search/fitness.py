@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from neas.cost import CostTable
+from neas.ensemble.cascade import cross_fit
 from neas.ensemble.uncertainty import selective_metrics
 from neas.nn import recalibrate_bn, recalibrating
 from neas.nn.precision import full_precision
@@ -25,7 +27,18 @@ from neas.search.settings import OBJECTIVES
 from neas.space import LAYER, EnsembleArch, Piece, path_pieces, trunk_pieces
 from neas.supernet import Supernet
 
-__all__ = ["OBJECTIVES", "CandidateEvaluator", "Evaluation"]
+__all__ = ["OBJECTIVES", "CandidateEvaluator", "CascadePricing", "Evaluation"]
+
+
+@dataclass(frozen=True)
+class CascadePricing:
+    """How the search prices a candidate as a cascade (``neas.ensemble.cascade.cross_fit`` on the held-out
+    images it scores): step MACs from ``table`` (the shared trunk once), the exit rule's ``tolerance`` in
+    points of top-1 below the full ensemble, ``folds`` for the cross-fit."""
+
+    table: CostTable
+    tolerance: float = 0.5
+    folds: int = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,10 @@ class Evaluation:
     path_acc: tuple[float, ...]  # top-1 of each path
     ensemble_nll: float = float("nan")  # mean cross-entropy of the mean logits
     ensemble_aurc: float = float("nan")  # area under the risk-coverage curve (max softmax of the mean logits)
+    # priced as a cascade (CascadePricing): cross-fitted mean MACs per image; order, thresholds (fitted on
+    # every held-out image), the cross-fitted top-1 and the folds; a single network's mean MACs are its MACs
+    mean_macs: float | None = None
+    cascade: dict | None = None
 
     def fitness(self, objective: str = "top1") -> float:
         """What the search maximises: top-1, minus the NLL, or minus the AURC."""
@@ -51,16 +68,24 @@ class CandidateEvaluator:
         val_batches: (images, labels) batches of the held-out part.
         reuse_shared: reuse prefixes between paths and candidates (off: whole network each time).
         cache_bytes: memory for cached activations (least recently used prefixes are dropped).
+        cascade: price every candidate as a cascade too (its ``mean_macs``); None: not.
     """
 
     def __init__(
-        self, supernet: Supernet, bn_batches, val_batches, reuse_shared: bool = True, cache_bytes: int = 2 * 2**30
+        self,
+        supernet: Supernet,
+        bn_batches,
+        val_batches,
+        reuse_shared: bool = True,
+        cache_bytes: int = 2 * 2**30,
+        cascade: CascadePricing | None = None,
     ):
         self.supernet = supernet
         self.bn_batches = list(bn_batches)
         self.val_batches = list(val_batches)
         self.reuse_shared = reuse_shared
         self.cache_bytes = cache_bytes
+        self.cascade = cascade
         self.memo: dict[EnsembleArch, Evaluation] = {}
         self._prefixes: OrderedDict = OrderedDict()  # weights of a path's first pieces -> (bn, val activations)
         self._bytes = 0
@@ -118,8 +143,10 @@ class CandidateEvaluator:
     def _score(self, arch: EnsembleArch, logits_per_batch) -> Evaluation:
         k_paths = arch.num_paths
         correct, ens, nll, total = [0] * k_paths, 0, 0.0, 0
-        confidence, right = [], []
+        confidence, right, kept = [], [], []
         for logits, (_, y) in zip(logits_per_batch, self.val_batches):
+            if self.cascade is not None:
+                kept.append([full_precision(lg).cpu() for lg in logits])
             for k, lg in enumerate(logits):
                 correct[k] += int((lg.argmax(1) == y).sum())
             mean = full_precision(torch.stack(logits)).mean(0)
@@ -129,7 +156,23 @@ class CandidateEvaluator:
             right.append((mean.argmax(1) == y).cpu())
             total += len(y)
         aurc = selective_metrics(torch.cat(confidence), torch.cat(right))["aurc"]
-        return Evaluation(ens / total, tuple(c / total for c in correct), nll / total, aurc)
+        scores = (ens / total, tuple(c / total for c in correct), nll / total, aurc)
+        if self.cascade is None:
+            return Evaluation(*scores)
+        return Evaluation(*scores, *self._price(arch, kept))
+
+    def _price(self, arch: EnsembleArch, kept: list) -> tuple[float, dict | None]:
+        """The candidate's cross-fitted mean MACs as a cascade, and the cascade (None for one path)."""
+        pricing = self.cascade
+        if arch.num_paths == 1:
+            return float(pricing.table.cost(arch).macs), None
+        logits = torch.cat([torch.stack(per_batch) for per_batch in kept], 1)
+        labels = torch.cat([y.cpu() for _, y in self.val_batches])
+        fit = cross_fit(
+            logits, labels, lambda order: pricing.table.step_costs(arch, order), pricing.tolerance / 100, pricing.folds
+        )
+        cascade = {key: fit[key] for key in ("order", "thresholds", "top1", "folds")}
+        return fit["mean_cost"], {**cascade, "tolerance": pricing.tolerance}
 
     def evaluate(self, arch: EnsembleArch) -> Evaluation:
         """The (memoised) evaluation of one candidate."""

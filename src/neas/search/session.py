@@ -25,14 +25,20 @@ from neas.space import EnsembleArch, SearchSpace, ShrunkSpace
 __all__ = ["SearchSession", "scores"]
 
 
+INFEASIBLE = -1e6  # added to the fitness of a candidate whose priced cascade breaks a mean-MACs bound
+
+
 def scores(e: Evaluation) -> dict:
-    """A candidate's one-shot numbers as the search's records store them."""
-    return {
+    """A candidate's one-shot numbers as the search's records store them (and its priced cascade)."""
+    out = {
         "ensemble_acc": e.ensemble_acc,
         "ensemble_nll": e.ensemble_nll,
         "ensemble_aurc": e.ensemble_aurc,
         "path_acc": list(e.path_acc),
     }
+    if e.cascade is not None:
+        out["cascade"] = e.cascade
+    return out
 
 
 @dataclass(kw_only=True)
@@ -55,9 +61,18 @@ class SearchSession:
     generations_done: int = 0
 
     def ok(self, arch: EnsembleArch) -> bool:
-        """Whether ``arch`` meets the constraints (its costs measured once)."""
+        """Whether ``arch`` meets the constraints (its costs measured once). A bound on the cascade's mean
+        MACs is known only once the candidate is scored (:meth:`evaluate`); before, ``arch`` is refused only
+        when its cheapest path alone costs more."""
         if arch not in self.costs_of:
             self.costs_of[arch] = measure_costs(self.constraints, arch, self.table, self.latency)
+        hi = self.constraints.max_mean_macs
+        if hi is not None and "mean_macs" not in self.costs_of[arch] and self.table.first_step_floor(arch) > hi:
+            return False
+        return self.constraints.satisfied(self.costs_of[arch])
+
+    def feasible(self, arch: EnsembleArch) -> bool:
+        """Whether a scored candidate meets every bound, its priced cascade's included."""
         return self.constraints.satisfied(self.costs_of[arch])
 
     def evaluate(self, archs: list[EnsembleArch]) -> list[float]:
@@ -80,7 +95,16 @@ class SearchSession:
             results.update(part)
         for i, res in results.items():
             self.evaluator.memo[archs[i]] = res
-        return [results[i].fitness(self.objective) for i in range(len(archs))]
+        return [self._fitness(archs[i], results[i]) for i in range(len(archs))]
+
+    def _fitness(self, arch: EnsembleArch, res: Evaluation) -> float:
+        """The objective; with a priced cascade its mean MACs join the costs, and a candidate over a
+        mean-MACs bound ranks below every feasible one (by its objective among the infeasible)."""
+        self.ok(arch)  # its static costs (measured once)
+        if res.mean_macs is not None:
+            self.costs_of[arch]["mean_macs"] = res.mean_macs
+        fitness = res.fitness(self.objective)
+        return fitness if self.feasible(arch) else fitness + INFEASIBLE
 
     def objectives(self, archs) -> list[tuple[float, float]]:
         """The Pareto objectives of ``archs``, minimised: (-fitness, cost)."""
@@ -93,16 +117,19 @@ class SearchSession:
         return [archs[i] for i in nsga2_select(self.objectives(archs), k)]
 
     def restore(self, members: list[dict]) -> None:
-        """Takes back the candidates of a recorded generation (on resume): their scores and fitness."""
+        """Takes back the candidates of a recorded generation (on resume): their scores, costs and fitness."""
         for m in members:
             arch = EnsembleArch.from_json(m)
             nll, aurc = m.get("ensemble_nll", float("nan")), m.get("ensemble_aurc", float("nan"))
-            self.evaluator.memo[arch] = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll, aurc)
-            self.history[arch] = self.evaluator.memo[arch].fitness(self.objective)
+            res = Evaluation(m["ensemble_acc"], tuple(m["path_acc"]), nll, aurc, m.get("mean_macs"), m.get("cascade"))
+            self.evaluator.memo[arch] = res
+            self.history[arch] = self._fitness(arch, res)
 
     @property
     def best(self) -> EnsembleArch:
-        return max(self.history, key=lambda a: self.history[a])
+        """The fittest candidate that meets every bound (the fittest of all when none does yet)."""
+        feasible = [a for a in self.history if self.feasible(a)] or list(self.history)
+        return max(feasible, key=lambda a: self.history[a])
 
     def generation_record(self, g: int, members, origins) -> dict:
         """``generation_XX.json``: every member with its origin, costs and scores, and the best so far."""
@@ -125,6 +152,7 @@ class SearchSession:
         return {
             **best.to_json(),
             **(self.costs_of.get(best) or measure_costs(self.constraints, best, self.table, self.latency)),
+            **({"cascade": memo[best].cascade} if memo[best].cascade is not None else {}),
             "supernet_acc": memo[best].ensemble_acc,
             "supernet_nll": memo[best].ensemble_nll,
             "supernet_aurc": memo[best].ensemble_aurc,
@@ -142,8 +170,9 @@ class SearchSession:
         }
 
     def pareto_record(self) -> dict:
-        """``pareto.json``: the front of the objective vs the ``pareto`` cost over every candidate evaluated."""
-        archs = list(self.history)
+        """``pareto.json``: the front of the objective vs the ``pareto`` cost over every candidate evaluated
+        that meets every bound."""
+        archs = [a for a in self.history if self.feasible(a)]
         on_front = [archs[i] for i in front_indices(self.objectives(archs))]
         front = [
             {**a.to_json(), **self.costs_of[a], **scores(self.evaluator.memo[a]), "fitness": self.history[a]}

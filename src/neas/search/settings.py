@@ -17,7 +17,10 @@ from neas.settings import Amount, setting, validate_fields
 __all__ = ["COST_METRICS", "OBJECTIVES", "Constraints", "EvolutionSettings"]
 
 OBJECTIVES = ("top1", "nll", "aurc")  # what search candidates are ranked by (neas.search.fitness)
-COST_METRICS = (*COSTS, "latency_ms")  # budgets and Pareto fronts: the static costs and the measured latency
+# budgets and Pareto fronts: the static costs, the measured latency, and a cascade's mean MACs per image
+# (neas.ensemble.cascade.cross_fit on the search's held-out images: the cost users pay when the later
+# paths run only on the images the first ones do not settle)
+COST_METRICS = (*COSTS, "latency_ms", "mean_macs")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,15 @@ class Constraints:
         None, "upper bound on latency, from a table measured on this machine", valid=">= 0"
     )
     latency_mode: str = setting("sequential", "how the K paths' latencies combine", valid=("sequential", "parallel"))
+    min_mean_macs: Amount | None = setting(None, "lower bound on the cascade's mean MACs per image")
+    max_mean_macs: Amount | None = setting(
+        None,
+        "upper bound on the cascade's mean MACs per image (its exit rule: cascade_tolerance), cross-fitted "
+        "on the held-out images each candidate is scored on (K/M/G suffixes: 1.5M)",
+    )
+    cascade_tolerance: float = setting(
+        0.5, "the priced cascade's exit rule: top-1 at most this many points below the full ensemble", valid=">= 0"
+    )
 
     def __post_init__(self):
         validate_fields(self)
@@ -53,15 +65,22 @@ class Constraints:
     def needs_latency(self) -> bool:
         return self.min_latency_ms is not None or self.max_latency_ms is not None
 
+    @property
+    def needs_cascade(self) -> bool:
+        """Whether a bound is on the cascade's mean MACs (every candidate is then priced as a cascade)."""
+        return self.min_mean_macs is not None or self.max_mean_macs is not None
+
     def active(self) -> dict:
-        """The bounds that are set (and the latency mode when latency is bounded)."""
+        """The bounds that are set (and the latency mode / the cascade's exit rule when they matter)."""
         out = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "latency_mode" and getattr(self, f.name) is not None
+            if f.name not in ("latency_mode", "cascade_tolerance") and getattr(self, f.name) is not None
         }
         if self.needs_latency:
             out["latency_mode"] = self.latency_mode
+        if self.needs_cascade:
+            out["cascade_tolerance"] = self.cascade_tolerance
         return out
 
     def satisfied(self, costs: dict) -> bool:
