@@ -224,6 +224,7 @@ class Summary:
     constraints: dict
     arch: dict
     budgets: list[dict] | None = None
+    mean_macs: float | None = None  # the retrained cascade's measured mean MACs per image on the test split
 
     @classmethod
     def of(cls, report: Path, arch: ArchRecord, result: EvalRecord, budgets: list | None, constraints: dict) -> Summary:
@@ -240,6 +241,7 @@ class Summary:
             constraints=constraints,
             arch=arch.arch,
             budgets=budgets or None,
+            mean_macs=(result.get("cascade") or {}).get("mean_macs"),
         )
 
     def to_json(self) -> dict:
@@ -251,6 +253,7 @@ class Summary:
             "path_test_top1": self.path_test_top1,
             "supernet_acc": self.supernet_acc,
             **self.costs,
+            **({"mean_macs": self.mean_macs} if self.mean_macs is not None else {}),
             "constraints": self.constraints,
             "arch": self.arch,
         }
@@ -284,6 +287,7 @@ class Summary:
             constraints=constraints,
             arch=arch.arch,
             budgets=budgets,
+            mean_macs=_number(record, "mean_macs", where, 0),
         )
 
 

@@ -11,7 +11,7 @@ from neas.cli import main
 from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
 from neas.log import MetricLogger
-from neas.recipes.run import DEMO, RunConfig, run_pipeline, stage_configs
+from neas.recipes.run import DEMO, RunConfig, format_summary, run_pipeline, stage_configs
 from neas.schemas.run import CONFIGS
 
 from ..helpers import Killed, checkpoint_of, tiny_supernet_section
@@ -222,3 +222,23 @@ def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys, monkeypat
     assert len(list((tmp_path / "b" / "jobs").glob("*/*_log.err"))) == 3  # each in its own process
     assert main(["run", "--out", str(tmp_path / "x"), "budgets=[0.5M, lots]"]) == 2
     assert "budgets: 'lots' is not a macs amount" in capsys.readouterr().err
+
+
+def test_a_run_held_to_the_cascades_mean_macs_deploys_a_cascade_within_the_budget(tmp_path, capsys):
+    """search.max_mean_macs below the static MACs of what max_macs would pick: the retraining fits the
+    winner's cascade for the user, and the test split's measured mean MACs stay within 10 % of the budget."""
+    budget = 400_000  # the tiny space's ensembles cost 0.32M-1.65M statically; its unconstrained winners ~1.1M
+    search = {k: v for k, v in SMALL["search"].items() if k != "max_macs"}
+    retrain = {k: v for k, v in SMALL["retrain"].items() if k not in ("holdout", "corruptions", "severities")}
+    run = cfg(tmp_path / "run", search={**search, "max_mean_macs": budget}, retrain=retrain, compare_random=False)
+    summary = run_pipeline(run)
+    assert summary["mean_macs"] <= 1.1 * budget
+    arch = json.loads((tmp_path / "run" / "search" / "arch.json").read_text())
+    assert arch["mean_macs"] <= budget and "cascade" in arch
+    result = json.loads((tmp_path / "run" / "retrain" / "eval.json").read_text())
+    assert result["cascade"]["mean_macs"] == summary["mean_macs"]
+    assert "mean per image as a cascade" in format_summary(summary)
+    with pytest.raises(NeasError, match="retrain.cascade: False leaves no cascade to deploy"):
+        run_pipeline(
+            cfg(tmp_path / "no", search={**search, "max_mean_macs": budget}, retrain={**retrain, "cascade": False})
+        )

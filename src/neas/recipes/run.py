@@ -72,7 +72,35 @@ def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, Retrain
                     f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}"
                 )
         configs.append(from_dict(cls, {**getattr(cfg, section), **fixed}, section))
-    return tuple(configs)
+    return _follow_cascade_budget(cfg, *configs)
+
+
+CASCADE_HOLDOUT = 0.1  # the held-out part a retraining fits its cascade on, when a cascade budget asks for one
+
+
+def _follow_cascade_budget(cfg: RunConfig, sn, se, rt) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
+    """With a budget on the cascade's mean MACs, the retraining fits the winner's cascade on a held-out
+    part (``retrain.cascade``, ``retrain.holdout`` 0.1 unless set, the search's exit rule): set for the
+    user, or refused when the retrain section says otherwise."""
+    if not (se.constraints.needs_cascade or (cfg.budgets and cfg.budget_metric == "mean_macs")):
+        return sn, se, rt
+    given = cfg.retrain
+    for key, wrong in (("cascade", False), ("holdout", 0), ("eval_split", "holdout")):
+        if key in given and given[key] == wrong:
+            raise NeasError(
+                f"retrain.{key}: {wrong!r} leaves no cascade to deploy, and the search is held to the cascade's mean "
+                "MACs; the retraining fits it on a held-out part of the training split"
+            )
+    return (
+        sn,
+        se,
+        dataclasses.replace(
+            rt,
+            cascade=True,
+            holdout=rt.holdout or CASCADE_HOLDOUT,
+            cascade_tolerance=given.get("cascade_tolerance", se.constraints.cascade_tolerance),
+        ),
+    )
 
 
 def budget_value(metric: str, text: str) -> float:
@@ -183,6 +211,14 @@ def run_pipeline(cfg: RunConfig) -> dict:
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
     _check_before_training(sn, se, rt)
     _check_executor(cfg)
+    if rt.cascade and "cascade" not in cfg.retrain:
+        log.info(
+            "the search is held to the cascade's mean MACs: the retraining fits the winner's cascade on a held-out "
+            "%g of the training split (retrain.cascade, retrain.holdout %g, tolerance %g points)",
+            rt.holdout,
+            rt.holdout,
+            rt.cascade_tolerance,
+        )
     out = Path(cfg.out)
     resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
@@ -257,10 +293,14 @@ def format_summary(summary: dict) -> str:
         ", ".join(f"{k} {v / 1e6:g}M" if isinstance(v, int) else f"{k} {v}" for k, v in summary["constraints"].items())
         or "none"
     )
+    mean = summary.get("mean_macs")
+    macs = f"{summary['macs'] / 1e6:.3f}M MACs" + (
+        f" static, {mean / 1e6:.3f}M mean per image as a cascade (test split)" if mean is not None else ""
+    )
     return (
         f"final: test top-1 {100 * summary['test_top1']:.2f}% "
         f"(paths: {', '.join(f'{100 * a:.2f}%' for a in summary['path_test_top1'])}), "
-        f"{summary['macs'] / 1e6:.3f}M MACs, {summary['params'] / 1e6:.3f}M params; budget: {limits}\n"
+        f"{macs}, {summary['params'] / 1e6:.3f}M params; budget: {limits}\n"
         f"report: {summary['report']}"
     )
 
