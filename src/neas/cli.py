@@ -14,6 +14,8 @@ import importlib
 import logging
 import sys
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from neas.config import add_options, resolve_config
 from neas.errors import report_error
 from neas.parser import Parser
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
         handler = _schema(args.handler) if isinstance(args.handler, str) else args.handler
-        handler(cfg, args)
+        with logging_redirect_tqdm():  # a log line during a progress bar is written above it, not into it
+            handler(cfg, args)
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         return report_error(exc)
