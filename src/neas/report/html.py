@@ -13,7 +13,7 @@ from neas.detection.data import load_coco
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.records import COSTS, ArchRecord, EvalRecord, read_arch, read_eval
-from neas.report import plots
+from neas.report import explain, plots
 from neas.rundir import run_kind
 from neas.runfiles import (
     ARCH,
@@ -239,7 +239,7 @@ def build_report(run: str | Path) -> Path:
     chosen = read_arch(arch_file) if arch_file.is_file() else None
     eval_file = layout.retrain / EVAL
     result = read_eval(eval_file) if eval_file.is_file() else None
-    parts = _summary(chosen, result) + _training(run, out) + _search(run, out)
+    parts = explain.header(run, chosen, result) + _summary(chosen, result) + _training(run, out) + _search(run, out)
     if chosen:
         parts += _chosen(run, out, chosen)
     if result:
