@@ -8,7 +8,9 @@ holds, written by one function for both ``neas evaluate`` and ``neas retrain``:
   cost model counts it) and measured latency;
 - ``corruptions``: per corruption and severity, and averaged, the scores of the ensemble and of
   each path on corrupted copies of the split;
-- the whole ensemble's costs and latency.
+- the whole ensemble's costs and latency;
+- ``per_class`` and ``confusion``: the ensemble's (mean of the path logits) per-class top-1 and
+  confusion matrix on the split, from the logits already collected.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.records import CascadeRecord
 
-__all__ = ["EvalOptions", "assess"]
+__all__ = ["EvalOptions", "assess", "class_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def assess(net: EnsembleNet, data, device, options: EvalOptions = EvalOptions(),
         result = evaluate_ensemble(net, loader.epoch(0), bar, order=order, temperature=t, collect=batches)
     path_logits, labels = deployment.stack_logits(batches)
     del batches
+    result.update(class_scores(path_logits, labels, getattr(data, "classes", None)))
     if temperature:
         result["temperature"] = temperature
     result["anytime_order"] = {"order": order, "by": o.order_by}
@@ -91,6 +94,25 @@ def assess(net: EnsembleNet, data, device, options: EvalOptions = EvalOptions(),
             net, data, device, o.corruptions, severities, o.corruption_seed, batch_size, workers
         )
     return result
+
+
+def class_scores(path_logits: torch.Tensor, labels: torch.Tensor, classes=None) -> dict:
+    """``per_class`` (each class's name, test images and ensemble top-1, None for a class with no images)
+    and ``confusion`` (rows: true class, columns: the ensemble's prediction; image counts) of the
+    ensemble, the mean of the ``(K, N, C)`` path logits, on the ``(N,)`` labels."""
+    c = path_logits.shape[-1]
+    predicted = path_logits.mean(0).argmax(-1)
+    matrix = torch.bincount(labels * c + predicted, minlength=c * c).reshape(c, c)
+    images = matrix.sum(1)
+    names = [str(name) for name in classes] if classes is not None and len(classes) == c else [str(i) for i in range(c)]
+    return {
+        "per_class": {
+            "classes": names,
+            "images": images.tolist(),
+            "top1": [int(matrix[i, i]) / int(n) if n else None for i, n in enumerate(images.tolist())],
+        },
+        "confusion": {"rows": "true class", "columns": "predicted class", "matrix": matrix.tolist()},
+    }
 
 
 def _costs(result: dict, net: EnsembleNet, order: list[int], device, latency: bool) -> None:

@@ -13,7 +13,7 @@ from neas.detection.data import load_coco
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.records import COSTS, ArchRecord, EvalRecord, read_arch, read_eval
-from neas.report import plots
+from neas.report import explain, plots
 from neas.rundir import run_kind
 from neas.runfiles import (
     ARCH,
@@ -82,14 +82,18 @@ def _training(run: Path, out: Path) -> list[str]:
     """The training curves, and one figure per search-space shrinking round."""
     parts = []
     if plots.plot_training(run, out / figure("training")):
-        caption = "Supernet training (dotted: shrinking rounds) and retraining"
+        caption = (
+            "Supernet loss (sum over K paths; dotted: shrinking rounds), retraining loss (label-smoothed), "
+            "each on its own axis; accuracy of sampled ensembles on training batches and of the retrained "
+            "ensemble on test"
+        )
         parts.append("<h2>Training</h2>" + _figure(figure("training"), caption))
     rounds = sorted((PipelineLayout(run).supernet / SHRINK_ROUNDS).glob("round_*.json"))
     if rounds:
         parts.append(
             "<h2>Search-space shrinking</h2><p>Per layer: similarity S of the ops "
             "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
-            "score; red bars were dropped.</p>"
+            "score; a red × marks each combination dropped in the round.</p>"
         )
         for p in rounds:
             record = read_json(p, "shrinking round")
@@ -161,19 +165,28 @@ def _quality(out: Path, result: EvalRecord) -> list[str]:
     """The retrained ensemble's calibration, anytime inference and robustness figures that apply."""
     figures = [
         (
+            plots.plot_confusion,
+            figure("confusion"),
+            "Confusion matrix of the ensemble on the test split (counts; colour: fraction of the true class), "
+            "and per-class top-1 with Wilson 95 % CIs over each class's n images; dashed: chance",
+        ),
+        (
             plots.plot_reliability,
             figure("reliability"),
-            "Reliability diagram: accuracy vs confidence, ensemble and each path",
+            "Reliability diagram: accuracy vs confidence, ensemble and each path; "
+            "n= labels the ensemble's images per bin",
         ),
         (
             plots.plot_anytime,
             figure("anytime"),
-            "Anytime inference: the sub-ensemble of the first j paths, accuracy and NLL vs MACs",
+            "Anytime inference: the sub-ensemble of the first j paths, accuracy (Wilson 95 % CI over n test "
+            "images, dashed: chance) and NLL vs MACs",
         ),
         (
             plots.plot_corruptions,
             figure("corruptions"),
-            "Robustness: accuracy and NLL vs corruption severity, ensemble vs paths",
+            "Robustness: accuracy (Wilson 95 % CI over n images, dashed: chance) and NLL vs corruption "
+            "severity, ensemble vs paths",
         ),
         (
             plots.plot_risk_coverage,
@@ -192,7 +205,26 @@ def _quality(out: Path, result: EvalRecord) -> list[str]:
         ),
     ]
     shown = [_figure(name, caption) for plot, name, caption in figures if plot(result.raw, out / name)]
-    return ["<h2>Ensemble quality</h2>" + "".join(shown)] if shown else []
+    return ["<h2>Ensemble quality</h2>" + _per_class_table(result) + "".join(shown)] if shown else []
+
+
+def _per_class_table(result: EvalRecord) -> str:
+    """Per class: test images, the ensemble's top-1 and its Wilson 95 % CI (empty when eval.json has none)."""
+    per_class = result.get("per_class") or {}
+    rows = []
+    for name, n, top1 in zip(per_class.get("classes", []), per_class.get("images", []), per_class.get("top1", [])):
+        if top1 is None:
+            rows.append(f"<tr><td>{html.escape(str(name))}</td><td>{n}</td><td>n/a</td><td></td></tr>")
+            continue
+        low, high = explain.wilson_ci(top1 * n, n)
+        rows.append(
+            f"<tr><td>{html.escape(str(name))}</td><td>{n}</td><td>{100 * top1:.1f}</td>"
+            f"<td>{100 * low:.1f} – {100 * high:.1f}</td></tr>"
+        )
+    if not rows:
+        return ""
+    header = "<tr><th>class</th><th>test images</th><th>top-1 (%)</th><th>95 % CI (Wilson)</th></tr>"
+    return "<h3>Per class (ensemble, test split)</h3><table class='per-class'>" + header + "".join(rows) + "</table>"
 
 
 def _page(run: Path, parts: list[str]) -> str:
@@ -239,7 +271,7 @@ def build_report(run: str | Path) -> Path:
     chosen = read_arch(arch_file) if arch_file.is_file() else None
     eval_file = layout.retrain / EVAL
     result = read_eval(eval_file) if eval_file.is_file() else None
-    parts = _summary(chosen, result) + _training(run, out) + _search(run, out)
+    parts = explain.header(run, chosen, result) + _summary(chosen, result) + _training(run, out) + _search(run, out)
     if chosen:
         parts += _chosen(run, out, chosen)
     if result:

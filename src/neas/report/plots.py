@@ -20,6 +20,7 @@ from neas.io import (
 )
 from neas.log import MetricLogger
 from neas.records import read_arch, read_generations
+from neas.report.explain import wilson_ci
 from neas.report.tables import METRICS
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
@@ -30,6 +31,7 @@ __all__ = [
     "plot_arch",
     "plot_cascade",
     "plot_compare",
+    "plot_confusion",
     "plot_corruptions",
     "plot_detection_training",
     "plot_detections",
@@ -52,46 +54,71 @@ def _save(fig, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _num_classes(result: dict) -> int | None:
+    """The number of classes an ``eval.json`` records (its per-class block), None when it has none."""
+    classes = (result.get("per_class") or {}).get("classes")
+    return len(classes) if classes else None
+
+
+def _chance(ax, result: dict) -> None:
+    """A dashed line at chance, 1 / classes (percent), when the record says how many classes there are."""
+    c = _num_classes(result)
+    if c:
+        ax.axhline(100 / c, color="grey", ls="--", lw=1, label=f"chance (1/{c})")
+
+
+def _with_ci(ax, x, fractions, n: int, **style) -> None:
+    """Top-1 values (fractions) in percent with Wilson 95 % error bars over ``n`` images."""
+    lows, highs = zip(*(wilson_ci(a * n, n) for a in fractions))
+    err = [[100 * (a - lo) for a, lo in zip(fractions, lows)], [100 * (hi - a) for a, hi in zip(fractions, highs)]]
+    ax.errorbar(x, [100 * a for a in fractions], yerr=err, capsize=3, **style)
+
+
+def _supernet_loss(ax, sn: list[dict]) -> None:
+    ep = [m["epoch"] + 1 for m in sn]
+    ax.plot(ep, [m["loss"] for m in sn], "o-", color="C0", label="supernet loss")
+    shrinks = [
+        m["epoch"] + 1 for a, m in zip([None, *sn[:-1]], sn) if a is not None and m["combinations"] < a["combinations"]
+    ]
+    for i, e in enumerate(shrinks):
+        ax.axvline(e, color="grey", ls=":", lw=1, label="shrinking round" if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel="sum over K paths of cross-entropy", title="Supernet loss (sum of K paths)")
+    ax.legend(fontsize=8)
+
+
 def plot_training(run: Path, path: Path) -> Path | None:
-    """Supernet loss and sampled-ensemble accuracy; retraining loss and test top-1."""
+    """Three panels, each quantity on its own axis: the supernet loss (a sum over K paths), the
+    retraining loss (label-smoothed cross-entropy), and accuracy: the supernet's sampled ensembles
+    on training batches, the retrained ensemble on the test split."""
     layout = PipelineLayout(run)
     sn, rt = MetricLogger.read(layout.supernet), MetricLogger.read(layout.retrain)
     if not sn and not rt:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if sn:
+        _supernet_loss(axes[0], sn)
+    else:
+        axes[0].axis("off")
+    if rt:
+        axes[1].plot([m["epoch"] + 1 for m in rt], [m["loss"] for m in rt], "s-", color="C1", label="retrain loss")
+        axes[1].set(xlabel="epoch", ylabel="cross-entropy with label smoothing", title="Retraining loss")
+        axes[1].legend(fontsize=8)
+    else:
+        axes[1].axis("off")
+    ax = axes[2]
     if sn:
         ep = [m["epoch"] + 1 for m in sn]
-        ax.plot(ep, [m["loss"] for m in sn], "o-", label="supernet loss (sum of K paths)")
-        shrinks = [
-            m["epoch"] + 1
-            for a, m in zip([None, *sn[:-1]], sn)
-            if a is not None and m["combinations"] < a["combinations"]
-        ]
-        for i, e in enumerate(shrinks):
-            ax.axvline(e, color="grey", ls=":", lw=1, label="shrinking round" if i == 0 else None)
-    if rt:
-        ax.plot([m["epoch"] + 1 for m in rt], [m["loss"] for m in rt], "s-", label="retrain loss")
-    ax.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    ax.legend()
-    ax = axes[1]
-    if sn:
-        ax.plot(
-            [m["epoch"] + 1 for m in sn],
-            [100 * m["ensemble_acc"] for m in sn],
-            "o-",
-            label="supernet: sampled ensembles (train batches)",
-        )
+        ax.plot(ep, [100 * m["ensemble_acc"] for m in sn], "o-", label="supernet: sampled ensembles (train batches)")
     tests = [m for m in rt if "test_top1" in m]
     if tests:
         ax.plot(
             [m["epoch"] + 1 for m in tests],
             [100 * m["test_top1"] for m in tests],
             "s-",
-            label="retrained ensemble (test, EMA)",
+            label="retrained ensemble (test split, EMA)",
         )
-    ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Accuracy", ylim=(0, 100))
-    ax.legend(loc="lower right")
+    ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Accuracy (train batches vs test: not comparable)", ylim=(0, 100))
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
@@ -103,12 +130,12 @@ def _heat(ax, matrix, xlabels, ylabels, title, mask=None, vmin=None, vmax=None):
     ax.figure.colorbar(im, ax=ax, fraction=0.046)
     if mask is not None:
         for i, j in zip(*np.nonzero(mask)):
-            ax.text(j, i, "x", ha="center", va="center", color="red", fontsize=12, fontweight="bold")
+            ax.text(j, i, "×", ha="center", va="center", color="red", fontsize=12, fontweight="bold")
 
 
 def plot_shrink_round(record: dict, path: Path) -> Path:
     """Per layer, heat maps of the similarity S, the quality r and every surviving
-    combination's score (K = 2: an op x op matrix; otherwise one row), dropped ones marked x."""
+    combination's score (K = 2: an op x op matrix; otherwise one row), dropped ones marked with a red ×."""
     layers = record["layers"]
     fig, axes = plt.subplots(len(layers), 3, figsize=(13, 2.8 * len(layers)), squeeze=False)
     dropped = {(d["layer"], tuple(d["ops"])) for d in record["dropped"]}
@@ -128,7 +155,7 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
                 i, j = sorted(pos[o] for o in c["ops"])
                 matrix[i, j] = c["score"]
                 mask[i, j] = (name, tuple(c["ops"])) in dropped
-            _heat(row[2], matrix, ops, ops, f"{name}: combination scores (x: dropped)", mask)
+            _heat(row[2], matrix, ops, ops, f"{name}: combination scores (red ×: dropped)", mask)
         else:
             labels = ["/".join(c["ops"]) for c in scores]
             mask = np.array([[(name, tuple(c["ops"])) in dropped for c in scores]])
@@ -137,7 +164,7 @@ def plot_shrink_round(record: dict, path: Path) -> Path:
                 np.array([[c["score"] for c in scores]]),
                 labels,
                 ["score"],
-                f"{name}: combination scores (x: dropped)",
+                f"{name}: combination scores (red ×: dropped)",
                 mask,
             )
     fig.suptitle(
@@ -300,12 +327,17 @@ def plot_reliability(result: dict, path: Path) -> Path | None:
             else dict(lw=1, color=f"C{i}", marker=".", alpha=0.8)
         )
         ax.plot([100 * c for c, _ in pts], [100 * a for _, a in pts], label=f"{name} (ECE {100 * ece:.1f}%)", **style)
+    r = rel["ensemble"]
+    for c, a, n in zip(r["confidence"], r["accuracy"], r["count"]):
+        if n > 0:  # the ensemble's images per bin: a bin of 3 images says little
+            ax.annotate(f"n={n}", (100 * c, 100 * a), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.set(
         xlabel="confidence (%)",
         ylabel="accuracy (%)",
         xlim=(0, 100),
         ylim=(0, 100),
-        title=f"Reliability ({result['reliability']['ensemble']['bins']} bins, {result.get('split', '')} split)",
+        title=f"Reliability ({r['bins']} bins, {result.get('split', '')} split, n = {sum(r['count'])}; "
+        "labels: ensemble images per bin)",
     )
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -323,10 +355,14 @@ def plot_corruptions(result: dict, path: Path) -> Path | None:
         style = dict(lw=2.5, color="black", marker="o") if name == "ensemble" else dict(lw=1, color=f"C{i}", marker=".")
         acc = [result[name]["top1"]] + [block["by_severity"][str(s)][name]["top1"] for s in block["severities"]]
         nll = [result[name]["nll"]] + [block["by_severity"][str(s)][name]["nll"] for s in block["severities"]]
-        axes[0].plot(sev, [100 * a for a in acc], label=name, **style)
+        _with_ci(axes[0], sev, acc, block["images"], label=name, **style)
         axes[1].plot(sev, nll, label=name, **style)
+    _chance(axes[0], result)
     axes[0].set(
-        xlabel="severity (0: clean)", ylabel="top-1 (%)", title=f"Accuracy under {len(block['names'])} corruptions"
+        xlabel="severity (0: clean)",
+        ylabel="top-1 (%), Wilson 95 % CI",
+        title=f"Accuracy under {len(block['names'])} corruptions (n = {block['images']} images each)",
+        ylim=(0, 100),
     )
     axes[1].set(xlabel="severity (0: clean)", ylabel="NLL", title="NLL under corruption")
     for ax in axes:
@@ -342,7 +378,10 @@ def plot_anytime(result: dict, path: Path) -> Path | None:
         return None
     macs = [e["macs"] / 1e6 for e in anytime]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(macs, [100 * e["top1"] for e in anytime], "o-", color="black")
+    n = int(result.get("images") or 0)
+    _with_ci(axes[0], macs, [e["top1"] for e in anytime], n, fmt="o-", color="black", label="first j paths")
+    _chance(axes[0], result)
+    axes[0].legend(fontsize=8)
     axes[1].plot(macs, [e["nll"] for e in anytime], "o-", color="black")
     for e, x in zip(anytime, macs):
         axes[0].annotate(
@@ -350,7 +389,12 @@ def plot_anytime(result: dict, path: Path) -> Path | None:
         )
         axes[1].annotate(f"j={len(e['paths'])}", (x, e["nll"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     by = result.get("anytime_order", {}).get("by", "path index")
-    axes[0].set(xlabel="MACs (M)", ylabel="top-1 (%)", title=f"Anytime: the first j paths (by {by})")
+    axes[0].set(
+        xlabel="MACs (M)",
+        ylabel="top-1 (%), Wilson 95 % CI",
+        title=f"Anytime: the first j paths (by {by}), n = {n}",
+        ylim=(0, 100),
+    )
     axes[1].set(xlabel="MACs (M)", ylabel="NLL", title="Anytime: NLL")
     return _save(fig, path)
 
@@ -417,6 +461,35 @@ def plot_cascade(result: dict, path: Path) -> Path | None:
 
 
 _COMPARED = {m: (METRICS[m].label, METRICS[m].scale) for m in ("top1", "nll", "ece")}
+
+
+def plot_confusion(result: dict, path: Path) -> Path | None:
+    """The ensemble's confusion matrix on the split (rows: true class, row-normalised colour, counts
+    written) and its per-class top-1 with Wilson 95 % CIs and the chance line."""
+    per_class, confusion = result.get("per_class"), result.get("confusion")
+    if not per_class or not confusion:
+        return None
+    matrix, names = np.array(confusion["matrix"]), per_class["classes"]
+    c = len(names)
+    fig, axes = plt.subplots(1, 2, figsize=(min(6 + 0.5 * c, 20), min(3 + 0.4 * c, 14)))
+    rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    im = axes[0].imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=axes[0], fraction=0.046, label="fraction of the true class")
+    if c <= 20:
+        for i, j in np.ndindex(matrix.shape):
+            color = "white" if rows[i, j] > 0.5 else "black"
+            axes[0].text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    axes[0].set_xticks(range(c), names, rotation=45, fontsize=7)
+    axes[0].set_yticks(range(c), names, fontsize=7)
+    axes[0].set(xlabel="predicted class", ylabel="true class", title=f"Confusion (n = {int(matrix.sum())})")
+    shown = [(i, a, n) for i, (a, n) in enumerate(zip(per_class["top1"], per_class["images"])) if a is not None]
+    for i, a, n in shown:
+        _with_ci(axes[1], [i], [a], n, fmt="o", color="black")
+    _chance(axes[1], result)
+    axes[1].set_xticks(range(c), [f"{name}\n(n={n})" for name, n in zip(names, per_class["images"])], fontsize=7)
+    axes[1].set(ylabel="top-1 (%), Wilson 95 % CI", title="Per-class top-1 of the ensemble", ylim=(0, 100))
+    axes[1].legend(fontsize=8)
+    return _save(fig, path)
 
 
 def plot_compare(record: dict, path: Path) -> Path | None:
