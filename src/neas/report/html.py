@@ -271,14 +271,14 @@ def build_report(run: str | Path) -> Path:
     chosen = read_arch(arch_file) if arch_file.is_file() else None
     eval_file = layout.retrain / EVAL
     result = read_eval(eval_file) if eval_file.is_file() else None
-    parts = explain.header(run, chosen, result) + _summary(chosen, result) + _training(run, out) + _search(run, out)
+    parts = _summary(chosen, result) + _training(run, out) + _search(run, out)
     if chosen:
         parts += _chosen(run, out, chosen)
     if result:
         parts += _quality(out, result)
     if not parts:
         raise NeasError(f"{run} holds nothing to report (expected supernet/, search/ or retrain/ from `neas run`)")
-    write_text(out / REPORT_PAGE, _page(run, parts))
+    write_text(out / REPORT_PAGE, _page(run, explain.header(run, chosen, result) + parts))
     return out / REPORT_PAGE
 
 
