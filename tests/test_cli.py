@@ -48,6 +48,17 @@ def test_space(capsys):
     assert "26,000 ensembles" in out
 
 
+def test_space_prints_the_macs_range_a_budget_can_take(capsys):
+    from neas.cost import cost_table
+    from neas.space import SearchSpace, ShrunkSpace
+
+    code, out, _ = run(capsys, "space", "tiny", "--num-classes", "10")
+    assert code == 0
+    lo, hi = cost_table(SearchSpace.preset("tiny"), 10).range(ShrunkSpace.full(SearchSpace.preset("tiny")), "macs")
+    assert f"ensembles (10 classes): {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs" in out
+    assert "a cascade costs at least" in out
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

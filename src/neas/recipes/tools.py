@@ -59,7 +59,27 @@ def space(cfg: SpaceCommand) -> str:
     from neas.report.describe import space_report
 
     space = SearchSpace.resolve(cfg.space)
-    return space.to_yaml() if cfg.yaml else space_report(space)
+    if cfg.yaml:
+        return space.to_yaml()
+    return space_report(space) + "\n" + _cost_range(space, cfg.num_classes)
+
+
+def _cost_range(space: SearchSpace, num_classes: int) -> str:
+    """What a budget can be: the MACs and params its ensembles span (and, with K > 1, the cheapest path,
+    the least a cascade costs per image)."""
+    from neas.cost import cost_table
+    from neas.search.constraints import cheapest_path_macs
+    from neas.space import ShrunkSpace
+
+    table, full = cost_table(space, num_classes), ShrunkSpace.full(space)
+    (lo, hi), (plo, phi) = table.range(full, "macs"), table.range(full, "params")
+    line = (
+        f"ensembles ({num_classes} classes): {lo / 1e6:.3f}M-{hi / 1e6:.3f}M MACs, {plo / 1e6:.3f}M-{phi / 1e6:.3f}M "
+        "params (a budget outside is refused)"
+    )
+    if space.num_paths > 1:
+        line += f"; a cascade costs at least {cheapest_path_macs(table, full) / 1e6:.3f}M MACs per image"
+    return line
 
 
 def export_ensemble(cfg: ExportCommand) -> str:

@@ -43,6 +43,7 @@ class SpaceCommand:
 
     space: str = option(None, "preset (imagenet, cifar, tiny) or YAML file", positional=True)
     yaml: bool = option(False, "print the resolved space as YAML")
+    num_classes: int = option(1000, "classifier outputs, for the MACs range of the space's ensembles", valid=">= 1")
 
 
 @dataclass
