@@ -42,6 +42,15 @@ def test_arch_file_with_space(capsys, tmp_path):
     assert json.loads(out)["paths"] == arch.to_json()["paths"]
 
 
+def test_version_is_printed(capsys):
+    import neas
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"neas {neas.__version__}"
+
+
 def test_space(capsys):
     code, out, _ = run(capsys, "space", "tiny")
     assert code == 0

@@ -16,6 +16,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from neas import __version__
 from neas.config import add_options, resolve_config
 from neas.errors import report_error
 from neas.parser import Parser
@@ -68,6 +69,7 @@ def _names_a_config(cls: type) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="neas", description="One-shot neural ensemble architecture search (NEAS).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"neas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help, schema, handler, extra) in COMMANDS.items():
         _command(sub, name, help, schema, handler, extra)
