@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from neas.cost import count_cost
 from neas.data import BatchLoader
@@ -322,3 +323,67 @@ def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_p
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
     assert isinstance(info, EnsembleFile)
+
+
+def _by_hand(path_logits: np.ndarray, labels: np.ndarray, t: float, ood_logits: np.ndarray) -> dict:
+    """Every ensemble number of eval.json for the mean of ``path_logits`` (K, N, C) over ``t``, in NumPy."""
+    mean = path_logits.mean(0) / t
+    p = np.exp(mean - mean.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, right = p.max(1), p.argmax(1) == labels
+    nll, brier, ece = _reference(torch.from_numpy(mean), torch.from_numpy(labels))
+    bins = [(conf > lo) & (conf <= hi) for lo, hi in itertools.pairwise(np.linspace(0, 1, 16))]
+    gaps = [abs(right[b].mean() - conf[b].mean()) for b in bins if b.any()]
+    ranked = np.argsort(conf, kind="stable")
+    edges = [b * len(conf) // 15 for b in range(16)]  # equal mass: sorted positions [floor(bN/B), floor((b+1)N/B))
+    chunks = [ranked[lo:hi] for lo, hi in itertools.pairwise(edges) if hi > lo]
+    adaptive = sum(len(b) / len(conf) * abs(right[b].mean() - conf[b].mean()) for b in chunks)
+    wrong = (~right[np.argsort(-conf, kind="stable")]).cumsum()  # distinct confidences: one point per image
+    error = 1 - right.mean()
+    scaled = path_logits / t
+    q = np.exp(scaled - scaled.max(2, keepdims=True))
+    q /= q.sum(2, keepdims=True)
+    mi = (q * (np.log(q) - np.log(q.mean(0)))).sum(2).mean(0)
+
+    def energy(logits):
+        m = logits.mean(0) / t
+        return -t * (np.log(np.exp(m - m.max(1, keepdims=True)).sum(1)) + m.max(1))
+
+    is_ood = np.r_[np.zeros(len(labels)), np.ones(ood_logits.shape[1])]
+    return {
+        "nll": nll,
+        "brier": brier,
+        "ece": ece,
+        "mce": max(gaps),
+        "adaptive_ece": adaptive,
+        "aurc": (wrong / np.arange(1, len(conf) + 1)).mean(),
+        "augrc": error**2 / 2 + error * (1 - error) * (1 - roc_auc_score(right, conf)),
+        "mutual_information": mi.mean(),
+        "energy_auroc": roc_auc_score(is_ood, np.r_[energy(path_logits), energy(ood_logits)]),
+    }
+
+
+def test_every_number_under_ensemble_is_raw_and_every_one_under_calibrated_at_the_temperature(three_paths):
+    net, data = three_paths
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 64, (30, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    ood = ImageTensors(images, torch.zeros(30).long(), [str(c) for c in range(10)])
+    temperature = {"temperature": 0.2, "images": 10, "nll_before": 1.0, "nll_after": 1.0, "fitted_on": "test"}
+    held = []
+    options = EvalOptions(batch_size=16, latency=False, temperature=temperature, ood=ood)
+    result = assess(net, data, "cpu", options, logits=held)
+    logits, labels, out = held[0].double().numpy(), held[1].numpy(), held[2].double().numpy()
+    blocks = {1.0: result["ensemble"], 0.2: result["ensemble"]["calibrated"]}
+    ood_blocks = {1.0: result["ood"]["ensemble"], 0.2: result["ood"]["ensemble"]["calibrated"]}
+    for t, block in blocks.items():
+        expected = _by_hand(logits, labels, t, out)
+        for key in ("nll", "brier", "ece", "mce", "adaptive_ece"):
+            assert block[key] == pytest.approx(expected[key], abs=1e-5), (t, key)
+        for key in ("aurc", "augrc"):
+            assert block["selective"][key] == pytest.approx(expected[key], abs=1e-9), (t, key)
+        assert block["uncertainty"]["mutual_information"] == pytest.approx(expected["mutual_information"], abs=1e-9)
+        assert ood_blocks[t]["energy"]["auroc"] == pytest.approx(expected["energy_auroc"], abs=1e-6)  # float32
+        assert block["mce"] >= block["ece"] - 1e-6  # one predictor, one set of bins: the max is at least the mean
+    assert blocks[1.0]["mce"] != pytest.approx(blocks[0.2]["mce"])  # the temperature matters here
+    assert set(result["ood"]["histograms"]) == set(ood_blocks[1.0]) - {"calibrated"}
+    assert "calibrated" not in result["path0"] and "calibrated" not in result["ood"]["path0"]
