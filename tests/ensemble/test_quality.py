@@ -299,17 +299,43 @@ def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path
     )
 
 
+_TEMPERATURE = "temperature: 'temperature' must be a finite number in [0.001, 1000]"
+_CASCADE = '{"order": [0, 1, 2], "thresholds": [0.5, 0.5]'
+
+
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("temperature", '{"temperature": -1.0}', "temperature must be a finite number > 0, got -1.0"),
-        ("temperature", '{"temperature": 0}', "temperature must be a finite number > 0, got 0"),
-        ("path_order", '{"order": [0, 0, 1]}', "path_order must order the paths 0..2, got [0, 0, 1]"),
-        ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+        ("temperature", '{"temperature": -1.0}', f"{_TEMPERATURE}, got -1.0"),
+        ("temperature", '{"temperature": 0}', f"{_TEMPERATURE}, got 0"),
+        ("temperature", '{"temperature": 1e-300}', f"{_TEMPERATURE}, got 1e-300"),  # fuzz §6: NLL nan, exit 0
+        ("temperature", '{"temperature": 1e300}', f"{_TEMPERATURE}, got 1e+300"),  # fuzz §6: baked into ONNX
+        ("temperature", '{"temperature": NaN}', f"{_TEMPERATURE}, got nan"),
+        ("temperature", '{"temperature": true}', f"{_TEMPERATURE}, got True"),
+        ("temperature", "[2.0]", "metadata field 'temperature' must be a dict"),
+        ("path_order", '{"order": [0, 0, 1]}', "path_order: 'order' must order the paths 0..2, got [0, 0, 1]"),
+        ("path_order", '{"order": [0, "1", 2]}', "path_order: 'order' must order the paths 0..2"),  # fuzz §5
+        ("path_order", '{"order": 5}', "path_order: 'order' must order the paths 0..2, got 5"),  # fuzz §5
+        ("path_order", '{"order": [0, true, 2]}', "path_order: 'order' must order the paths 0..2"),
+        ("path_order", '{"path_top1": [0.5, NaN, 0.5]}', "path_order: 'path_top1' must be 3 numbers in [0, 1]"),
+        ("classes", '["a", "b"]', "classes names 2 classes, but the model has num_classes = 10"),  # fuzz §6
+        ("classes", json.dumps(["a"] * 10), "classes must be distinct names"),  # fuzz §6
+        ("classes", json.dumps(list(range(10))), "classes must be distinct names (strings)"),
+        ("cascade", '{"order": [0, true, 2], "thresholds": [0.5, 0.5]}', "cascade: 'order' must order the paths"),
+        ("cascade", '{"order": [0, 1, 2], "thresholds": [NaN, 0.5]}', "cascade: 'thresholds' must be 2 finite"),
+        ("cascade", _CASCADE + ', "temperature": 1e-300}', "cascade: 'temperature' must be a finite number in"),
+        ("holdout", "5", "holdout must be a fraction in [0, 1), got 5.0"),  # fuzz §5
+        ("holdout", "NaN", "holdout must be a fraction in [0, 1), got nan"),
+        ("holdout", "-0.5", "holdout must be a fraction in [0, 1), got -0.5"),
         ("holdout", "not json", "metadata field 'holdout' is not valid JSON"),
+        ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+        ("num_classes", "10000000000000", "'num_classes' is 10000000000000, but the classifier tensor"),  # fuzz §5
+        ("data", '{"data": 5}', "data: 'data' and 'data_dir' must be strings or null"),
     ],
 )
-def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_paths, tmp_path, field, value, message):
+def test_an_ensemble_files_metadata_is_range_checked_naming_the_file_and_field(
+    three_paths, tmp_path, field, value, message
+):
     from safetensors.torch import load_file, save_file
 
     from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
@@ -317,7 +343,9 @@ def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_p
     net, _ = three_paths
     path = tmp_path / "m.safetensors"
     info = save_ensemble(net, path, holdout=0.1)
-    save_file(load_file(str(path)), str(path), {**info.metadata(), field: value})
+    meta = {**info.metadata(), field: value}
+    del meta["record_sha256"]  # as a file written before the record hash: the range checks alone refuse it
+    save_file(load_file(str(path)), str(path), meta)
     with pytest.raises(NeasError) as caught:
         load_ensemble(path)
     assert str(path) in str(caught.value)
@@ -387,3 +415,52 @@ def test_every_number_under_ensemble_is_raw_and_every_one_under_calibrated_at_th
     assert blocks[1.0]["mce"] != pytest.approx(blocks[0.2]["mce"])  # the temperature matters here
     assert set(result["ood"]["histograms"]) == set(ood_blocks[1.0]) - {"calibrated"}
     assert "calibrated" not in result["path0"] and "calibrated" not in result["ood"]["path0"]
+
+
+def _edit_metadata(path, **fields) -> None:
+    """Replaces metadata fields of a safetensors file by hand: the tensors (and their SHA-256) unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), {k: v for k, v in (meta | fields).items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("temperature", '{"temperature": 2.0}'),
+        ("classes", json.dumps([str(c) for c in reversed(range(10))])),
+        ("path_order", '{"order": [2, 1, 0], "by": "test"}'),
+        ("cascade", _CASCADE + ', "temperature": null}'),
+        ("holdout", "0.3"),
+    ],
+)
+def test_an_in_range_edit_of_metadata_that_changes_predictions_is_refused_by_the_record_hash(
+    three_paths, tmp_path, capsys, field, value
+):
+    from neas.cli import main
+    from neas.ensemble.io import load_ensemble, save_ensemble, update_ensemble_file
+
+    net, _ = three_paths
+    path = tmp_path / "m.safetensors"
+    classes = tuple(str(c) for c in range(10))
+    save_ensemble(net, path, classes=classes, temperature={"temperature": 1.5}, path_order={"order": [1, 2, 0]})
+    _edit_metadata(path, data='{"data": "digits", "data_dir": "/elsewhere"}')  # where the data lives: not covered
+    assert load_ensemble(path)[1].data["data_dir"] == "/elsewhere"
+    _edit_metadata(path, **{field: value})
+    export = ["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    for argv in (["evaluate", "--checkpoint", str(path)], export):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path}: damaged or edited: its metadata" in err[0], err
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(NeasError, match="damaged or edited"):
+        update_ensemble_file(path, temperature={"temperature": 1.0})  # nothing is rewritten over a damaged record
+    # a file written before the record hash loads with the range checks alone; neas's next write adds the hash
+    _edit_metadata(path, record_sha256=None)
+    update_ensemble_file(path, temperature={"temperature": 1.25})
+    _edit_metadata(path, temperature='{"temperature": 1.3}')
+    with pytest.raises(NeasError, match="damaged or edited"):
+        load_ensemble(path)
