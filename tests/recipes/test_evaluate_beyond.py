@@ -203,3 +203,38 @@ def test_the_report_draws_risk_coverage_ood_histograms_and_the_cascade_curve(mod
         assert plot(result, tmp_path / f"{plot.__name__}.png").stat().st_size > 1000
         plain = {k: v for k, v in result.items() if k not in ("ood", "cascade", "ensemble")}
         assert plot({**plain, "ensemble": {"top1": 0.5}}, tmp_path / "none.png") is None
+
+
+def test_ignored_or_contradictory_evaluate_and_export_options_are_refused_before_the_work(
+    model, tmp_path, capsys, monkeypatch
+):
+    import neas.recipes.evaluate as recipe
+
+    monkeypatch.setattr(recipe, "evaluate", lambda cfg: pytest.fail("evaluated despite a refused option"))
+    base = ["evaluate", "--checkpoint", str(model), "--device", "cpu", "--no-latency"]
+    scores, needs = str(tmp_path / "s.npz"), "has no effect without"
+    cases = [
+        (["--ood-data-dir", str(tmp_path)], f"--ood-data-dir {needs} --ood-data"),  # fuzz §10
+        (["--ood-split", "train"], f"--ood-split {needs} --ood-data"),  # fuzz §10
+        (["--ood-download"], f"--ood-download {needs} --ood-data"),
+        (["--cascade-tolerance", "3"], f"--cascade-tolerance {needs} --cascade"),  # fuzz §10
+        (["--severities", "3"], f"--severities {needs} --corruptions"),
+        (["--corruption-seed", "4"], f"--corruption-seed {needs} --corruptions"),
+        (["--data", "digits", "--data-dir", "nope"], "--data-dir: digits is built in"),  # fuzz §13
+        (["--ood-data", "digits", "--ood-data-dir", "nope"], "--ood-data-dir: digits is built in"),
+        (["--split", "train", "--cascade"], "--cascade fits on the held-out part of the training split"),  # audit 6
+        (["--split", "train", "--temperature", "fit"], "--temperature fit fits on the held-out part"),  # audit 6
+        (["--arch", "neas-s"], "--arch is for --official-checkpoint"),
+        (["--json", scores, "--save-scores", scores], "--json and --save-scores are the same file"),  # fuzz §10
+        (["--save-scores", str(tmp_path / "nodir" / "s.npz")], "its folder"),  # fuzz §11: after the whole evaluation
+        (["--json", str(tmp_path / "nodir" / "e.json")], "its folder"),  # fuzz §11
+    ]
+    for extra, fragment in cases:
+        _one_line(capsys, main(base + extra), fragment)
+    assert not (tmp_path / "s.npz").exists()
+    monkeypatch.undo()  # a stored digits dataset is checked once the model is read
+    _one_line(capsys, main([*base, "--data-dir", str(tmp_path)]), "the model's dataset, digits, is built in")
+    export = ["export", "--checkpoint", str(model), "--out", str(tmp_path / "m.safetensors")]
+    _one_line(capsys, main([*export, "--format", "safetensors", "--opset", "12"]), "--opset 12 has no effect")
+    _one_line(capsys, main([*export, "--format", "onnx", "--arch", "neas-s"]), "--arch is for --official-checkpoint")
+    assert not (tmp_path / "m.safetensors").exists()

@@ -259,6 +259,8 @@ def load_model(checkpoint: str | None, official_checkpoint: str | None, arch: st
         raise NeasError(
             "give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)"
         )
+    if checkpoint is not None and arch is not None:
+        raise NeasError("--arch is for --official-checkpoint; a neas weights file (--checkpoint) stores its arch")
     if official_checkpoint is not None:
         if arch is None:
             raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")

@@ -66,6 +66,8 @@ def export_ensemble(cfg: ExportCommand) -> str:
     """Runs ``neas export``; returns what it prints."""
     if run_kind(cfg.checkpoint) == "detect":
         return export_detector(cfg)
+    if cfg.format == "safetensors" and cfg.opset != ExportCommand.opset:  # the default
+        raise NeasError(f"--opset {cfg.opset} has no effect with --format safetensors; drop it or use --format onnx")
     if cfg.cascade:
         return _export_cascade(cfg)
     check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))
