@@ -464,3 +464,16 @@ def test_an_in_range_edit_of_metadata_that_changes_predictions_is_refused_by_the
     _edit_metadata(path, temperature='{"temperature": 1.3}')
     with pytest.raises(NeasError, match="damaged or edited"):
         load_ensemble(path)
+
+
+def test_a_sub_ensemble_export_drops_the_stored_cascade_fitted_for_all_paths(three_paths, tmp_path, capsys):
+    from neas.cli import main
+    from neas.ensemble.io import load_ensemble, save_ensemble
+
+    net, _ = three_paths
+    cascade = {"order": [1, 2, 0], "thresholds": [0.4, 0.6], "temperature": None}
+    save_ensemble(net, tmp_path / "m.safetensors", path_order={"order": [1, 2, 0]}, cascade=cascade)
+    argv = ["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "2"]
+    assert main([*argv, "--out", str(tmp_path / "two.safetensors")]) == 0, capsys.readouterr().err
+    assert "the stored cascade was fitted for all paths and is not carried over" in capsys.readouterr().out
+    assert load_ensemble(tmp_path / "two.safetensors")[1].cascade is None

@@ -79,13 +79,15 @@ def export_ensemble(cfg: ExportCommand) -> str:
         chosen, total = info.order[: cfg.paths], net.arch.num_paths
         net = net.select(chosen)
         by = (info.path_order or {}).get("by", "path index")
-        if info.temperature is not None:
-            notes.append("the stored temperature was fitted for all paths and is not carried over")
+        for field in ("temperature", "cascade"):
+            if getattr(info, field) is not None:
+                notes.append(f"the stored {field} was fitted for all paths and is not carried over")
         info = dataclasses.replace(
             info,
             space=net.space,
             arch=net.arch,
             temperature=None,
+            cascade=None,
             path_order={"order": list(range(cfg.paths)), "by": f"paths {chosen} of the original, by {by}"},
         )
         notes.append(f"paths {chosen} of the {total}-path ensemble")
