@@ -297,3 +297,21 @@ def test_onnx_cascade_refuses_an_in_schema_edit_of_cascade_json_by_its_record_ha
     del spec["record_sha256"]  # an export from before the hash: the schema checks alone
     (folder / CASCADE_JSON).write_text(json.dumps(spec | {"thresholds": [0.9]}))
     assert OnnxCascade(folder).thresholds == [0.9]
+
+
+def test_onnx_cascade_stops_the_images_it_was_fitted_on_where_pytorch_does(tmp_path):
+    """Fitted thresholds sit between two confidences, so re-scoring the fit set in onnxruntime (float64 mean,
+    numpy softmax) stops every image at PyTorch's step (audit 2026-12, cascade item 3)."""
+    from neas.ensemble.cascade import fit_thresholds
+
+    net, order = _net(3, 1), [2, 0, 1]
+    x = _images(200, seed=9)
+    with torch.no_grad():
+        in_order = torch.stack([net.path_logits(x)[j] for j in order])
+    labels = in_order.mean(0).argmax(-1)
+    labels[::4] = (labels[::4] + 1) % 10  # a quarter wrong, so stopping early can cost nothing
+    thresholds = fit_thresholds(in_order, labels, [1.0, 2.0, 3.0], 0.05)
+    assert all(t < 1 for t in thresholds)  # both steps stop some images
+    export_cascade(net, {"order": order, "thresholds": thresholds, "temperature": None}, tmp_path / "c")
+    _, stops = OnnxCascade(tmp_path / "c")(x.numpy())
+    assert np.array_equal(stops, cascade_predict(in_order, thresholds)[1].numpy())
