@@ -36,6 +36,7 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "read_metadata",
+    "record_sha256",
     "save_figure",
     "save_tensors",
     "tensors_sha256",
@@ -192,6 +193,18 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         flat = tensors[key].detach().cpu().contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
     return digest.hexdigest()
+
+
+def record_sha256(fields: dict[str, Any]) -> str:
+    """The SHA-256 of a record's fields (JSON values; an absent one as null) as canonical JSON: sorted keys,
+    no spaces, NaN refused. What a file records beside the fields that change what it computes (a model
+    file's temperature, classes, path order, cascade; ``cascade.json``), so a hand edit reads as damage.
+    An integrity check against edits and damage, not a signature: whoever edits the file can recompute it."""
+    try:
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NeasError(f"a record to hash must be plain JSON ({exc})") from None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:

@@ -27,10 +27,13 @@ from neas.runfiles import generation_file
 
 __all__ = [
     "COSTS",
+    "TEMPERATURE_RANGE",
     "ArchRecord",
     "CascadeRecord",
     "EvalRecord",
     "Summary",
+    "check_order",
+    "check_temperature",
     "path_name",
     "predictor_names",
     "read_arch",
@@ -40,6 +43,10 @@ __all__ = [
 ]
 
 COSTS = ("macs", "paper_flops", "params")  # an ensemble's static costs, as every record stores them
+# a stored temperature, wherever it is read (model file, cascade record, cascade.json): fit_temperature
+# searches [0.05, 20]; outside [1e-3, 1e3] a temperature is an edit (1e-300 gives NLL nan, 1e300 uniform
+# probabilities), not a fit
+TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
 def path_name(j: int) -> str:
@@ -67,6 +74,29 @@ def _number(record: dict, key: str, where: str, low: float | None = None, high: 
     return value
 
 
+def check_temperature(value, where: str, nullable: bool = False) -> float | None:
+    """A stored temperature: a finite number (not a bool) in :data:`TEMPERATURE_RANGE` (or None when
+    ``nullable``); ``where`` names the file and field."""
+    if value is None and nullable:
+        return None
+    low, high = TEMPERATURE_RANGE
+    if not (_is_number(value) and low <= value <= high):
+        null = " or null" if nullable else ""
+        raise NeasError(f"{where} must be a finite number in [{low:g}, {high:g}]{null}, got {value!r:.80}")
+    return float(value)
+
+
+def check_order(order, k: int, where: str) -> tuple[int, ...]:
+    """An order of the ``k`` paths: a list of the integers 0..k-1 (not bools), each once."""
+    if (
+        not isinstance(order, (list, tuple))
+        or not all(isinstance(j, int) and not isinstance(j, bool) for j in order)
+        or sorted(order) != list(range(k))
+    ):
+        raise NeasError(f"{where} must order the paths 0..{k - 1}, got {order!r:.80}")
+    return tuple(order)
+
+
 def _costs(record: dict, where: str) -> dict:
     return {key: _number(record, key, where, 0) for key in COSTS}
 
@@ -87,30 +117,23 @@ class CascadeRecord:
     @classmethod
     def from_json(cls, record, k: int, where: str = "cascade") -> CascadeRecord:
         """Checks a stored cascade of a ``k``-path ensemble: a permutation of the paths, K - 1 finite
-        thresholds, a temperature that is null or a finite number > 0."""
+        thresholds, a temperature that is null or a finite number in :data:`TEMPERATURE_RANGE`."""
         if not isinstance(record, dict):
             raise NeasError(f"{where}: must be a JSON object, got {type(record).__name__}")
-        order, thresholds = record.get("order"), record.get("thresholds")
-        if (
-            not isinstance(order, list)
-            or not all(isinstance(j, int) and not isinstance(j, bool) for j in order)
-            or sorted(order) != list(range(k))
-        ):
-            raise NeasError(f"{where}: 'order' must order the paths 0..{k - 1}, got {order!r:.80}")
+        order = check_order(record.get("order"), k, f"{where}: 'order'")
+        thresholds = record.get("thresholds")
         if not (isinstance(thresholds, list) and len(thresholds) == k - 1 and all(map(_is_number, thresholds))):
             raise NeasError(f"{where}: 'thresholds' must be {k - 1} finite numbers, got {thresholds!r:.80}")
-        t = record.get("temperature")
-        if t is not None and not (_is_number(t) and t > 0):
-            raise NeasError(f"{where}: 'temperature' must be a finite number > 0 or null, got {t!r:.80}")
+        t = check_temperature(record.get("temperature"), f"{where}: 'temperature'", nullable=True)
         images = record.get("images")
         if images is not None and not (isinstance(images, int) and not isinstance(images, bool) and images > 0):
             raise NeasError(f"{where}: 'images' must be a positive integer or null, got {images!r:.80}")
         fitted_on = record.get("fitted_on")
         return cls(
-            order=tuple(order),
+            order=order,
             thresholds=tuple(float(x) for x in thresholds),
             tolerance=_number(record, "tolerance", where, 0),
-            temperature=None if t is None else float(t),
+            temperature=t,
             fitted_on=None if fitted_on is None else str(fitted_on),
             images=images,
         )

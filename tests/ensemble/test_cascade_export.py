@@ -2,6 +2,8 @@
 
 import json
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,9 +142,10 @@ def test_runtime_takes_a_later_step_on_the_images(tmp_path):
         per_path = net.path_logits(x)
     thresholds = _mixed_thresholds(torch.stack(per_path), None)
     export_cascade(net, {"order": [0, 1], "thresholds": thresholds, "temperature": None}, tmp_path / "c")
-    export(net.select([1]), "onnx", tmp_path / "c" / "alone.onnx")
+    export(net.select([1]), "onnx", tmp_path / "c" / "step2.onnx")  # path 1 alone, from the images
     spec = json.loads((tmp_path / "c" / CASCADE_JSON).read_text())
-    spec["steps"][1] |= {"file": "alone.onnx", "input": "images"}
+    spec["steps"][1]["input"] = "images"
+    del spec["record_sha256"]  # a cascade put together by hand: the schema checks alone
     (tmp_path / "c" / CASCADE_JSON).write_text(json.dumps(spec))
     runtime = OnnxCascade(tmp_path / "c")
     assert runtime.inputs == ["images", "images"]
@@ -224,3 +227,91 @@ def test_a_hand_edited_cascade_temperature_is_one_error_line_naming_the_file(tmp
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "cascade: 'temperature' must be" in err[0] and str(path) in err[0], err
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A 2-step cascade folder, and the ensemble's weights file beside it (outside the folder)."""
+    root = tmp_path_factory.mktemp("exported")
+    net = _net(2, 1)
+    save_ensemble(net, root / "model.safetensors")
+    export_cascade(net, {"order": [1, 0], "thresholds": [0.3], "temperature": None}, root / "c")
+    return root
+
+
+def _tampered(exported, tmp_path, edit) -> Path:
+    folder = tmp_path / "c"
+    shutil.copytree(exported / "c", folder)
+    spec = json.loads((folder / CASCADE_JSON).read_text())
+    spec.pop("record_sha256")  # the schema checks alone (an edit that keeps the schema is the hash's, below)
+    edit(spec, folder)
+    (folder / CASCADE_JSON).write_text(json.dumps(spec))
+    return folder
+
+
+def _outside(spec, folder):
+    (folder / "step2.onnx").unlink()
+    (folder / "step2.onnx").symlink_to(folder.parent.parent / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda s, f: s.pop("thresholds"), "'thresholds' must be 1 finite numbers, got None"),  # fuzz §7: KeyError
+        (lambda s, f: s.update(thresholds=["0.5"]), "'thresholds' must be 1 finite numbers"),  # fuzz §7: TypeError
+        (lambda s, f: s.update(thresholds=[float("nan")]), "'thresholds' must be 1 finite numbers"),  # §6: never stops
+        (lambda s, f: s.update(temperature=0), "'temperature' must be a finite number in [0.001, 1000] or null"),
+        (lambda s, f: s.update(temperature=-1), "'temperature' must be a finite number in [0.001, 1000] or null"),
+        (lambda s, f: s.update(order=[5, 6]), "'order' must order the paths 0..1, got [5, 6]"),
+        (lambda s, f: s.update(order=[1, True]), "'order' must order the paths 0..1"),
+        (lambda s, f: s["steps"][1].update(path=1), "steps[1] 'path' must be 0, got 1"),
+        (lambda s, f: s.update(steps=[]), "'steps' must be a list of K >= 2 objects"),
+        (lambda s, f: s["steps"][0].update(input="features"), "steps[0] 'input' must be 'images'"),
+        (lambda s, f: s.update(num_classes=0), "'num_classes' must be a positive integer"),
+        (lambda s, f: s.update(classes=["a", "b"]), "'classes' must be null or 10 distinct names"),
+        (lambda s, f: s["steps"][1].update(file="../../model.safetensors"), "steps[1] 'file' must be 'step2.onnx'"),
+        (lambda s, f: s["steps"][0].update(file="/etc/hostname"), "steps[0] 'file' must be 'step1.onnx'"),
+        (_outside, "step2.onnx leads outside the cascade's folder"),  # fuzz §7: opened a file outside the folder
+        (lambda s, f: (f / "step2.onnx").unlink(), "step2.onnx: no such step file"),  # fuzz §7: onnxruntime traceback
+        (lambda s, f: (f / "step2.onnx").write_bytes(b"not onnx"), "step2.onnx: not a readable ONNX step"),
+    ],
+)
+def test_onnx_cascade_refuses_a_cascade_json_outside_its_schema_or_a_step_outside_its_folder(
+    exported, tmp_path, edit, message
+):
+    folder = _tampered(exported, tmp_path, edit)
+    with pytest.raises(NeasError) as caught:
+        OnnxCascade(folder)
+    assert message in str(caught.value), caught.value
+    assert str(folder) in str(caught.value)
+
+
+def test_onnx_cascade_refuses_an_in_schema_edit_of_cascade_json_by_its_record_hash(exported, tmp_path):
+    folder = tmp_path / "c"
+    shutil.copytree(exported / "c", folder)
+    OnnxCascade(folder)  # intact
+    spec = json.loads((folder / CASCADE_JSON).read_text())
+    (folder / CASCADE_JSON).write_text(json.dumps(spec | {"thresholds": [0.9]}))
+    with pytest.raises(NeasError, match="damaged or edited"):
+        OnnxCascade(folder)
+    del spec["record_sha256"]  # an export from before the hash: the schema checks alone
+    (folder / CASCADE_JSON).write_text(json.dumps(spec | {"thresholds": [0.9]}))
+    assert OnnxCascade(folder).thresholds == [0.9]
+
+
+def test_onnx_cascade_stops_the_images_it_was_fitted_on_where_pytorch_does(tmp_path):
+    """Fitted thresholds sit between two confidences, so re-scoring the fit set in onnxruntime (float64 mean,
+    numpy softmax) stops every image at PyTorch's step (audit 2026-12, cascade item 3)."""
+    from neas.ensemble.cascade import fit_thresholds
+
+    net, order = _net(3, 1), [2, 0, 1]
+    x = _images(200, seed=9)
+    with torch.no_grad():
+        in_order = torch.stack([net.path_logits(x)[j] for j in order])
+    labels = in_order.mean(0).argmax(-1)
+    labels[::4] = (labels[::4] + 1) % 10  # a quarter wrong, so stopping early can cost nothing
+    thresholds = fit_thresholds(in_order, labels, [1.0, 2.0, 3.0], 0.05)
+    assert all(t < 1 for t in thresholds)  # both steps stop some images
+    export_cascade(net, {"order": order, "thresholds": thresholds, "temperature": None}, tmp_path / "c")
+    _, stops = OnnxCascade(tmp_path / "c")(x.numpy())
+    assert np.array_equal(stops, cascade_predict(in_order, thresholds)[1].numpy())

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from neas.cost import count_cost
 from neas.data import BatchLoader
@@ -298,17 +299,43 @@ def test_export_carries_the_temperature_and_a_sub_ensemble(three_paths, tmp_path
     )
 
 
+_TEMPERATURE = "temperature: 'temperature' must be a finite number in [0.001, 1000]"
+_CASCADE = '{"order": [0, 1, 2], "thresholds": [0.5, 0.5]'
+
+
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("temperature", '{"temperature": -1.0}', "temperature must be a finite number > 0, got -1.0"),
-        ("temperature", '{"temperature": 0}', "temperature must be a finite number > 0, got 0"),
-        ("path_order", '{"order": [0, 0, 1]}', "path_order must order the paths 0..2, got [0, 0, 1]"),
-        ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+        ("temperature", '{"temperature": -1.0}', f"{_TEMPERATURE}, got -1.0"),
+        ("temperature", '{"temperature": 0}', f"{_TEMPERATURE}, got 0"),
+        ("temperature", '{"temperature": 1e-300}', f"{_TEMPERATURE}, got 1e-300"),  # fuzz §6: NLL nan, exit 0
+        ("temperature", '{"temperature": 1e300}', f"{_TEMPERATURE}, got 1e+300"),  # fuzz §6: baked into ONNX
+        ("temperature", '{"temperature": NaN}', f"{_TEMPERATURE}, got nan"),
+        ("temperature", '{"temperature": true}', f"{_TEMPERATURE}, got True"),
+        ("temperature", "[2.0]", "metadata field 'temperature' must be a dict"),
+        ("path_order", '{"order": [0, 0, 1]}', "path_order: 'order' must order the paths 0..2, got [0, 0, 1]"),
+        ("path_order", '{"order": [0, "1", 2]}', "path_order: 'order' must order the paths 0..2"),  # fuzz §5
+        ("path_order", '{"order": 5}', "path_order: 'order' must order the paths 0..2, got 5"),  # fuzz §5
+        ("path_order", '{"order": [0, true, 2]}', "path_order: 'order' must order the paths 0..2"),
+        ("path_order", '{"path_top1": [0.5, NaN, 0.5]}', "path_order: 'path_top1' must be 3 numbers in [0, 1]"),
+        ("classes", '["a", "b"]', "classes names 2 classes, but the model has num_classes = 10"),  # fuzz §6
+        ("classes", json.dumps(["a"] * 10), "classes must be distinct names"),  # fuzz §6
+        ("classes", json.dumps(list(range(10))), "classes must be distinct names (strings)"),
+        ("cascade", '{"order": [0, true, 2], "thresholds": [0.5, 0.5]}', "cascade: 'order' must order the paths"),
+        ("cascade", '{"order": [0, 1, 2], "thresholds": [NaN, 0.5]}', "cascade: 'thresholds' must be 2 finite"),
+        ("cascade", _CASCADE + ', "temperature": 1e-300}', "cascade: 'temperature' must be a finite number in"),
+        ("holdout", "5", "holdout must be a fraction in [0, 1), got 5.0"),  # fuzz §5
+        ("holdout", "NaN", "holdout must be a fraction in [0, 1), got nan"),
+        ("holdout", "-0.5", "holdout must be a fraction in [0, 1), got -0.5"),
         ("holdout", "not json", "metadata field 'holdout' is not valid JSON"),
+        ("num_classes", '"ten"', "metadata field 'num_classes' must be a int"),
+        ("num_classes", "10000000000000", "'num_classes' is 10000000000000, but the classifier tensor"),  # fuzz §5
+        ("data", '{"data": 5}', "data: 'data' and 'data_dir' must be strings or null"),
     ],
 )
-def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_paths, tmp_path, field, value, message):
+def test_an_ensemble_files_metadata_is_range_checked_naming_the_file_and_field(
+    three_paths, tmp_path, field, value, message
+):
     from safetensors.torch import load_file, save_file
 
     from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
@@ -316,9 +343,137 @@ def test_an_ensemble_files_metadata_is_checked_naming_the_file_and_field(three_p
     net, _ = three_paths
     path = tmp_path / "m.safetensors"
     info = save_ensemble(net, path, holdout=0.1)
-    save_file(load_file(str(path)), str(path), {**info.metadata(), field: value})
+    meta = {**info.metadata(), field: value}
+    del meta["record_sha256"]  # as a file written before the record hash: the range checks alone refuse it
+    save_file(load_file(str(path)), str(path), meta)
     with pytest.raises(NeasError) as caught:
         load_ensemble(path)
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
     assert isinstance(info, EnsembleFile)
+
+
+def _by_hand(path_logits: np.ndarray, labels: np.ndarray, t: float, ood_logits: np.ndarray) -> dict:
+    """Every ensemble number of eval.json for the mean of ``path_logits`` (K, N, C) over ``t``, in NumPy."""
+    mean = path_logits.mean(0) / t
+    p = np.exp(mean - mean.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, right = p.max(1), p.argmax(1) == labels
+    nll, brier, ece = _reference(torch.from_numpy(mean), torch.from_numpy(labels))
+    bins = [(conf > lo) & (conf <= hi) for lo, hi in itertools.pairwise(np.linspace(0, 1, 16))]
+    gaps = [abs(right[b].mean() - conf[b].mean()) for b in bins if b.any()]
+    ranked = np.argsort(conf, kind="stable")
+    edges = [b * len(conf) // 15 for b in range(16)]  # equal mass: sorted positions [floor(bN/B), floor((b+1)N/B))
+    chunks = [ranked[lo:hi] for lo, hi in itertools.pairwise(edges) if hi > lo]
+    adaptive = sum(len(b) / len(conf) * abs(right[b].mean() - conf[b].mean()) for b in chunks)
+    wrong = (~right[np.argsort(-conf, kind="stable")]).cumsum()  # distinct confidences: one point per image
+    error = 1 - right.mean()
+    scaled = path_logits / t
+    q = np.exp(scaled - scaled.max(2, keepdims=True))
+    q /= q.sum(2, keepdims=True)
+    mi = (q * (np.log(q) - np.log(q.mean(0)))).sum(2).mean(0)
+
+    def energy(logits):
+        m = logits.mean(0) / t
+        return -t * (np.log(np.exp(m - m.max(1, keepdims=True)).sum(1)) + m.max(1))
+
+    is_ood = np.r_[np.zeros(len(labels)), np.ones(ood_logits.shape[1])]
+    return {
+        "nll": nll,
+        "brier": brier,
+        "ece": ece,
+        "mce": max(gaps),
+        "adaptive_ece": adaptive,
+        "aurc": (wrong / np.arange(1, len(conf) + 1)).mean(),
+        "augrc": error**2 / 2 + error * (1 - error) * (1 - roc_auc_score(right, conf)),
+        "mutual_information": mi.mean(),
+        "energy_auroc": roc_auc_score(is_ood, np.r_[energy(path_logits), energy(ood_logits)]),
+    }
+
+
+def test_every_number_under_ensemble_is_raw_and_every_one_under_calibrated_at_the_temperature(three_paths):
+    net, data = three_paths
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 64, (30, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    ood = ImageTensors(images, torch.zeros(30).long(), [str(c) for c in range(10)])
+    temperature = {"temperature": 0.2, "images": 10, "nll_before": 1.0, "nll_after": 1.0, "fitted_on": "test"}
+    held = []
+    options = EvalOptions(batch_size=16, latency=False, temperature=temperature, ood=ood)
+    result = assess(net, data, "cpu", options, logits=held)
+    logits, labels, out = held[0].double().numpy(), held[1].numpy(), held[2].double().numpy()
+    blocks = {1.0: result["ensemble"], 0.2: result["ensemble"]["calibrated"]}
+    ood_blocks = {1.0: result["ood"]["ensemble"], 0.2: result["ood"]["ensemble"]["calibrated"]}
+    for t, block in blocks.items():
+        expected = _by_hand(logits, labels, t, out)
+        for key in ("nll", "brier", "ece", "mce", "adaptive_ece"):
+            assert block[key] == pytest.approx(expected[key], abs=1e-5), (t, key)
+        for key in ("aurc", "augrc"):
+            assert block["selective"][key] == pytest.approx(expected[key], abs=1e-9), (t, key)
+        assert block["uncertainty"]["mutual_information"] == pytest.approx(expected["mutual_information"], abs=1e-9)
+        assert ood_blocks[t]["energy"]["auroc"] == pytest.approx(expected["energy_auroc"], abs=1e-6)  # float32
+        assert block["mce"] >= block["ece"] - 1e-6  # one predictor, one set of bins: the max is at least the mean
+    assert blocks[1.0]["mce"] != pytest.approx(blocks[0.2]["mce"])  # the temperature matters here
+    assert set(result["ood"]["histograms"]) == set(ood_blocks[1.0]) - {"calibrated"}
+    assert "calibrated" not in result["path0"] and "calibrated" not in result["ood"]["path0"]
+
+
+def _edit_metadata(path, **fields) -> None:
+    """Replaces metadata fields of a safetensors file by hand: the tensors (and their SHA-256) unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), {k: v for k, v in (meta | fields).items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("temperature", '{"temperature": 2.0}'),
+        ("classes", json.dumps([str(c) for c in reversed(range(10))])),
+        ("path_order", '{"order": [2, 1, 0], "by": "test"}'),
+        ("cascade", _CASCADE + ', "temperature": null}'),
+        ("holdout", "0.3"),
+    ],
+)
+def test_an_in_range_edit_of_metadata_that_changes_predictions_is_refused_by_the_record_hash(
+    three_paths, tmp_path, capsys, field, value
+):
+    from neas.cli import main
+    from neas.ensemble.io import load_ensemble, save_ensemble, update_ensemble_file
+
+    net, _ = three_paths
+    path = tmp_path / "m.safetensors"
+    classes = tuple(str(c) for c in range(10))
+    save_ensemble(net, path, classes=classes, temperature={"temperature": 1.5}, path_order={"order": [1, 2, 0]})
+    _edit_metadata(path, data='{"data": "digits", "data_dir": "/elsewhere"}')  # where the data lives: not covered
+    assert load_ensemble(path)[1].data["data_dir"] == "/elsewhere"
+    _edit_metadata(path, **{field: value})
+    export = ["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    for argv in (["evaluate", "--checkpoint", str(path)], export):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path}: damaged or edited: its metadata" in err[0], err
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(NeasError, match="damaged or edited"):
+        update_ensemble_file(path, temperature={"temperature": 1.0})  # nothing is rewritten over a damaged record
+    # a file written before the record hash loads with the range checks alone; neas's next write adds the hash
+    _edit_metadata(path, record_sha256=None)
+    update_ensemble_file(path, temperature={"temperature": 1.25})
+    _edit_metadata(path, temperature='{"temperature": 1.3}')
+    with pytest.raises(NeasError, match="damaged or edited"):
+        load_ensemble(path)
+
+
+def test_a_sub_ensemble_export_drops_the_stored_cascade_fitted_for_all_paths(three_paths, tmp_path, capsys):
+    from neas.cli import main
+    from neas.ensemble.io import load_ensemble, save_ensemble
+
+    net, _ = three_paths
+    cascade = {"order": [1, 2, 0], "thresholds": [0.4, 0.6], "temperature": None}
+    save_ensemble(net, tmp_path / "m.safetensors", path_order={"order": [1, 2, 0]}, cascade=cascade)
+    argv = ["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--format", "safetensors", "--paths", "2"]
+    assert main([*argv, "--out", str(tmp_path / "two.safetensors")]) == 0, capsys.readouterr().err
+    assert "the stored cascade was fitted for all paths and is not carried over" in capsys.readouterr().out
+    assert load_ensemble(tmp_path / "two.safetensors")[1].cascade is None

@@ -85,8 +85,8 @@ def test_disagreement_is_the_fraction_of_paths_off_the_ensemble_argmax():
 
 
 def _reference_selective(conf: np.ndarray, correct: np.ndarray) -> dict:
-    """Straightforward loop over distinct thresholds, highest first."""
-    n, aurc, augrc, prev = len(conf), 0.0, 0.0, 0.0
+    """Straightforward loop over distinct thresholds, highest first (AUGRC: see the fd-shifts test below)."""
+    n, aurc, prev = len(conf), 0.0, 0.0
     points = []
     for t in sorted(set(conf.tolist()), reverse=True):
         accepted = conf >= t
@@ -94,12 +94,11 @@ def _reference_selective(conf: np.ndarray, correct: np.ndarray) -> dict:
         wrong = (~correct[accepted]).sum()
         risk = wrong / accepted.sum()
         aurc += risk * (coverage - prev)
-        augrc += wrong / n * (coverage - prev)
         prev = coverage
         points.append((coverage, risk))
     risk_at_80 = next(r for c, r in points if c >= 0.8)
     safe = [c for c, r in points if r <= 0.05]
-    return {"aurc": aurc, "augrc": augrc, "risk_at_80": risk_at_80, "coverage_at_5_risk": max(safe, default=0.0)}
+    return {"aurc": aurc, "risk_at_80": risk_at_80, "coverage_at_5_risk": max(safe, default=0.0)}
 
 
 @pytest.mark.parametrize("n", [50, 1000])
@@ -121,9 +120,43 @@ def test_aurc_without_ties_is_the_mean_selective_risk():
     wrong = (~correct[np.argsort(-conf)]).cumsum()
     m = selective_metrics(torch.from_numpy(conf), torch.from_numpy(correct))
     assert m["aurc"] == pytest.approx((wrong / np.arange(1, 501)).mean(), abs=1e-9)
-    assert m["augrc"] == pytest.approx((wrong / 500).mean(), abs=1e-9)
+    # the trapezoid between consecutive images' generalized risks, from (0, 0)
+    assert m["augrc"] == pytest.approx(((wrong + np.r_[0, wrong[:-1]]) / 2 / 500).mean(), abs=1e-12)
     assert len(m["curve"]["risk"]) <= CURVE_POINTS and all(isinstance(v, float) for v in m["curve"]["risk"])
     assert m["curve"]["coverage"][-1] == 1.0
+
+
+def _fd_shifts_augrc(conf: np.ndarray, correct: np.ndarray) -> float:
+    """AUGRC as Traub et al.'s fd-shifts computes it (``generalized_risk_stats`` + ``evaluate_auc``), written
+    from its description: sort ascending, drop the least confident image one at a time, add a point
+    (coverage, errors kept / N) only where the next confidence differs (a block of ties leaves together),
+    end at (0, 0), integrate by the trapezoid rule."""
+    order = np.argsort(conf, kind="stable")
+    conf, residual = conf[order], (~correct[order]).astype(float)
+    n, errors = len(conf), residual.sum()
+    coverages, risks = [1.0], [errors / n]
+    for i in range(n - 1):
+        errors -= residual[i]
+        if conf[i] != conf[i + 1]:
+            coverages.append((n - i - 1) / n)
+            risks.append(errors / n)
+    coverages.append(0.0)
+    risks.append(0.0)
+    return float(-np.trapezoid(risks, coverages))  # coverages fall, so the integral is negated
+
+
+@pytest.mark.parametrize("decimals", [None, 2, 1])  # distinct, tied, heavily tied confidences
+def test_augrc_is_traub_et_als_trapezoid_not_a_right_riemann_sum(decimals):
+    rng = np.random.default_rng(7)
+    conf = rng.uniform(0, 1, 3000)
+    conf = conf if decimals is None else np.round(conf, decimals)
+    correct = rng.uniform(0, 1, 3000) < 0.2 + 0.7 * conf
+    augrc = selective_metrics(torch.from_numpy(conf), torch.from_numpy(correct))["augrc"]
+    assert augrc == pytest.approx(_fd_shifts_augrc(conf, correct), abs=1e-12)
+    # and their closed form: pi^2 / 2 + pi (1 - pi) (1 - AUROC_f), AUROC_f of confidence for right vs wrong
+    error = 1 - correct.mean()
+    closed = error**2 / 2 + error * (1 - error) * (1 - roc_auc_score(correct, conf))
+    assert augrc == pytest.approx(closed, abs=1e-12)
 
 
 def test_selective_metrics_edge_cases():

@@ -58,6 +58,11 @@ def _evaluate(model, tmp_path, *extra):
     return json.loads(out.read_text())
 
 
+def _raw(block: dict) -> dict:
+    """A predictor's block without the ensemble's temperature-scaled copy."""
+    return {key: value for key, value in block.items() if key != "calibrated"}
+
+
 def _aurc(confidence, correct):
     """AURC by definition: accept in decreasing confidence (equal ones together); sum risk x coverage step."""
     n, total, covered, accepted, wrong = len(confidence), 0.0, 0.0, 0, 0
@@ -79,24 +84,25 @@ def test_eval_json_carries_ood_selective_and_calibration_numbers_that_save_score
     )
     assert result["ood"]["images"] == 60
     ensemble_scores = {"msp", "entropy", "energy", "mutual_information", "disagreement"}
-    assert set(result["ood"]["ensemble"]) == ensemble_scores
+    assert set(_raw(result["ood"]["ensemble"])) == ensemble_scores
     for name in ("ensemble", "path0", "path1"):
         for field in ("adaptive_ece", "mce"):
             assert 0 <= result[name][field] <= 1
         assert {"aurc", "augrc", "risk_at_80", "coverage_at_5_risk", "curve"} <= set(result[name]["selective"])
-        if name != "ensemble":
-            assert set(result["ood"][name]) == {"msp", "entropy", "energy"}
     assert result["ensemble"]["uncertainty"]["mutual_information"] >= 0
 
     arrays = np.load(scores)
     labels = arrays["labels"]
     assert len(labels) == result["images"]
-    for name in ("ensemble", "path0", "path1"):
+    calibrated = {"ensemble_calibrated": (result["ensemble"]["calibrated"], result["ood"]["ensemble"]["calibrated"])}
+    blocks = {name: (result[name], _raw(result["ood"][name])) for name in ("ensemble", "path0", "path1")} | calibrated
+    for name, (block, ood) in blocks.items():
         correct = arrays[f"{name}_pred"] == labels
-        assert result[name]["top1"] == pytest.approx(correct.mean(), abs=1e-6)
+        assert result["ensemble" if name == "ensemble_calibrated" else name]["top1"] == pytest.approx(correct.mean())
         expected = _aurc(arrays[f"{name}_confidence"], correct)
-        assert result[name]["selective"]["aurc"] == pytest.approx(expected, abs=1e-6)
-        for score, reported in result["ood"][name].items():
+        assert block["selective"]["aurc"] == pytest.approx(expected, abs=1e-6)
+        assert set(ood) == (ensemble_scores if name.startswith("ensemble") else {"msp", "entropy", "energy"})
+        for score, reported in ood.items():
             inside, outside = arrays[f"in_{name}_{score}"], arrays[f"out_{name}_{score}"]
             y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
             s = np.r_[inside, outside]
@@ -105,13 +111,14 @@ def test_eval_json_carries_ood_selective_and_calibration_numbers_that_save_score
             assert reported["aupr_in"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-6)
             fpr, tpr, _ = roc_curve(y, s)
             assert reported["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-6)
-    # the ensemble's confidence is its softmax after the stored temperature, recomputed from the model
+    # the ensemble's confidence is its raw softmax, the calibrated one after the stored temperature
     net, info = load_ensemble(model)
     x, _ = zip(*BatchLoader(load_dataset("digits", "test", TINY.input_size), 512, False).epoch(0))
     with torch.no_grad():
         mean = torch.cat([torch.stack(net.eval().path_logits(b)).mean(0) for b in x])
-    expected = (mean.double() / info.temperature_value).softmax(1).max(1).values.numpy()
-    np.testing.assert_allclose(arrays["ensemble_confidence"], expected, atol=1e-5)
+    for name, t in (("ensemble", 1.0), ("ensemble_calibrated", info.temperature_value)):
+        expected = (mean.double() / t).softmax(1).max(1).values.numpy()
+        np.testing.assert_allclose(arrays[f"{name}_confidence"], expected, atol=1e-5)
     # the digits model tells noise from digits by its confidence
     assert result["ood"]["ensemble"]["msp"]["auroc"] > 0.8
 
@@ -196,3 +203,38 @@ def test_the_report_draws_risk_coverage_ood_histograms_and_the_cascade_curve(mod
         assert plot(result, tmp_path / f"{plot.__name__}.png").stat().st_size > 1000
         plain = {k: v for k, v in result.items() if k not in ("ood", "cascade", "ensemble")}
         assert plot({**plain, "ensemble": {"top1": 0.5}}, tmp_path / "none.png") is None
+
+
+def test_ignored_or_contradictory_evaluate_and_export_options_are_refused_before_the_work(
+    model, tmp_path, capsys, monkeypatch
+):
+    import neas.recipes.evaluate as recipe
+
+    monkeypatch.setattr(recipe, "evaluate", lambda cfg: pytest.fail("evaluated despite a refused option"))
+    base = ["evaluate", "--checkpoint", str(model), "--device", "cpu", "--no-latency"]
+    scores, needs = str(tmp_path / "s.npz"), "has no effect without"
+    cases = [
+        (["--ood-data-dir", str(tmp_path)], f"--ood-data-dir {needs} --ood-data"),  # fuzz §10
+        (["--ood-split", "train"], f"--ood-split {needs} --ood-data"),  # fuzz §10
+        (["--ood-download"], f"--ood-download {needs} --ood-data"),
+        (["--cascade-tolerance", "3"], f"--cascade-tolerance {needs} --cascade"),  # fuzz §10
+        (["--severities", "3"], f"--severities {needs} --corruptions"),
+        (["--corruption-seed", "4"], f"--corruption-seed {needs} --corruptions"),
+        (["--data", "digits", "--data-dir", "nope"], "--data-dir: digits is built in"),  # fuzz §13
+        (["--ood-data", "digits", "--ood-data-dir", "nope"], "--ood-data-dir: digits is built in"),
+        (["--split", "train", "--cascade"], "--cascade fits on the held-out part of the training split"),  # audit 6
+        (["--split", "train", "--temperature", "fit"], "--temperature fit fits on the held-out part"),  # audit 6
+        (["--arch", "neas-s"], "--arch is for --official-checkpoint"),
+        (["--json", scores, "--save-scores", scores], "--json and --save-scores are the same file"),  # fuzz §10
+        (["--save-scores", str(tmp_path / "nodir" / "s.npz")], "its folder"),  # fuzz §11: after the whole evaluation
+        (["--json", str(tmp_path / "nodir" / "e.json")], "its folder"),  # fuzz §11
+    ]
+    for extra, fragment in cases:
+        _one_line(capsys, main(base + extra), fragment)
+    assert not (tmp_path / "s.npz").exists()
+    monkeypatch.undo()  # a stored digits dataset is checked once the model is read
+    _one_line(capsys, main([*base, "--data-dir", str(tmp_path)]), "the model's dataset, digits, is built in")
+    export = ["export", "--checkpoint", str(model), "--out", str(tmp_path / "m.safetensors")]
+    _one_line(capsys, main([*export, "--format", "safetensors", "--opset", "12"]), "--opset 12 has no effect")
+    _one_line(capsys, main([*export, "--format", "onnx", "--arch", "neas-s"]), "--arch is for --official-checkpoint")
+    assert not (tmp_path / "m.safetensors").exists()

@@ -2,7 +2,10 @@
 holds, written by one function for both ``neas evaluate`` and ``neas retrain``:
 
 - the scores of :func:`neas.ensemble.metrics.evaluate_ensemble` (ensemble, paths, diversity,
-  reliability diagrams), calibrated with a temperature when one is given;
+  reliability diagrams) and of :mod:`neas.ensemble.deployment` (selective prediction, adaptive ECE /
+  MCE, OOD detection, the cascade). Every block holds raw numbers (T = 1); with a temperature the
+  ensemble's block adds ``calibrated``: the same numbers of its logits divided by T (``ensemble.calibrated``,
+  ``ood.ensemble.calibrated``; top-1 and top-5 are unchanged by T and not repeated);
 - ``anytime``: for j = 1..K the sub-ensemble of the first j paths of the anytime order (best
   held-out path first), with its scores, MACs / paper FLOPs / params (shared part once, as the
   cost model counts it) and measured latency;
@@ -130,16 +133,20 @@ def _costs(result: dict, net: EnsembleNet, order: list[int], device, latency: bo
 
 def _beyond_calibration(result: dict, path_logits, labels, t, out_logits, ood_name: str, cascade) -> None:
     """Adds selective prediction and adaptive ECE / MCE to every predictor, and ``ood`` and ``cascade``
-    when there are OOD images and a fitted cascade (:mod:`neas.ensemble.deployment`)."""
+    when there are OOD images and a fitted cascade (:mod:`neas.ensemble.deployment`); raw numbers in
+    each block, the ensemble's at temperature ``t`` beside the calibrated NLL / ECE / Brier."""
     for name, extra in deployment.selective_report(path_logits, labels, t).items():
+        calibrated = extra.pop(deployment.CALIBRATED, None)
         result[name].update(extra)
+        if calibrated is not None:
+            result[name].setdefault(deployment.CALIBRATED, {}).update(calibrated)
     if out_logits is not None:
         result["ood"] = {
             "data": ood_name,
             "images": out_logits.shape[1],
             "positive": "out-of-distribution; every score is higher for images more likely out of distribution",
             **deployment.ood_report(path_logits, out_logits, t),
-            "histograms": deployment.ood_histograms(path_logits, out_logits, t),
+            "histograms": deployment.ood_histograms(path_logits, out_logits),
         }
     if cascade is not None:
         if list(cascade.order) != result["anytime_order"]["order"]:

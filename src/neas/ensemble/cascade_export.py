@@ -16,6 +16,13 @@ have not stopped yet::
     cascade = OnnxCascade("cascade_dir")         # cascade.json and one session per step
     logits, stops = cascade(images)              # images: float32 (N, 3, S, S), normalised as cascade.json says
     predicted = logits.argmax(-1)                # logits (N, C): the mean of the paths run; stops (N,) in 1..K
+
+``cascade.json`` is checked against its schema when a cascade is opened (issue 40): K >= 2 steps named
+``step<j>.onnx``, each a file inside the folder (a symlink leading out of it is refused), the first
+taking the images; the order a permutation of the paths; K - 1 finite thresholds; a temperature null or
+in ``records.TEMPERATURE_RANGE``; ``num_classes`` classes. ``record_sha256`` covers the whole spec, so an
+edit is refused as damage; a spec without it (an older export, or one written by hand) is accepted with
+the schema checks.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from neas.ensemble.export import onnx_metadata
 from neas.ensemble.io import EnsembleFile
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
-from neas.io import read_json, write_bytes, write_json
+from neas.io import read_json, record_sha256, write_bytes, write_json
 from neas.nn import run_pieces
 from neas.records import CascadeRecord
 from neas.runfiles import CASCADE_JSON
@@ -43,7 +50,13 @@ __all__ = ["FORMAT", "OnnxCascade", "export_cascade"]
 
 
 FORMAT = "neas.cascade/1"
+RECORD_SHA256 = "record_sha256"  # of every other field of cascade.json
 _TOLERANCE = 1e-4  # max |difference| of the returned logits from PyTorch's
+_INPUTS = ("images", "features")  # what a step's ONNX file takes
+
+
+def _record_hash(spec: dict) -> str:
+    return record_sha256({key: value for key, value in spec.items() if key != RECORD_SHA256})
 
 
 class _FirstStep(torch.nn.Module):
@@ -104,7 +117,7 @@ def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -
         {"file": f"step{j}.onnx", "path": k, "input": "images" if j == 1 else "features"}
         for j, k in enumerate(order, start=1)
     ]
-    return {
+    spec = {
         "format": FORMAT,
         "order": order,
         "thresholds": list(cascade.thresholds),
@@ -124,6 +137,7 @@ def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -
             if key in ("tolerance", "fitted_on", "images") and value is not None
         },
     }
+    return spec | {RECORD_SHA256: _record_hash(spec)}
 
 
 def _check_cascade(net: EnsembleNet, cascade: CascadeRecord | dict) -> CascadeRecord:
@@ -247,11 +261,70 @@ def _softmax_max(logits: np.ndarray) -> np.ndarray:
     return exp.max(-1) / exp.sum(-1)
 
 
+def _check_steps(spec: dict, order: tuple[int, ...], where: str) -> None:
+    """Step j is ``step<j>.onnx``, runs path ``order[j - 1]`` and takes the images (j = 1) or the trunk's features."""
+    for j, step in enumerate(spec["steps"], start=1):
+        if step.get("file") != f"step{j}.onnx":
+            raise NeasError(f"{where}: steps[{j - 1}] 'file' must be 'step{j}.onnx', got {step.get('file')!r:.80}")
+        if step.get("input") not in _INPUTS[: 1 if j == 1 else 2]:
+            valid = "'images'" if j == 1 else "'images' or 'features'"
+            raise NeasError(f"{where}: steps[{j - 1}] 'input' must be {valid}, got {step.get('input')!r:.80}")
+        if step.get("path", order[j - 1]) != order[j - 1]:
+            raise NeasError(f"{where}: steps[{j - 1}] 'path' must be {order[j - 1]}, got {step['path']!r:.40}")
+
+
+def _check_spec(spec: dict, where: str) -> CascadeRecord:
+    """``cascade.json`` against its schema (see the module docstring); the cascade it describes."""
+    if spec.get("format") != FORMAT:
+        raise NeasError(f"{where}: not a {FORMAT} file")
+    steps = spec.get("steps")
+    if not (isinstance(steps, list) and len(steps) >= 2 and all(isinstance(step, dict) for step in steps)):
+        raise NeasError(f"{where}: 'steps' must be a list of K >= 2 objects, got {steps!r:.80}")
+    record = CascadeRecord.from_json(spec, len(steps), where)
+    _check_steps(spec, record.order, where)
+    num_classes, classes = spec.get("num_classes"), spec.get("classes")
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
+        raise NeasError(f"{where}: 'num_classes' must be a positive integer, got {num_classes!r:.80}")
+    if classes is not None and not (
+        isinstance(classes, list)
+        and len(classes) == num_classes
+        and all(isinstance(c, str) for c in classes)
+        and len(set(classes)) == num_classes
+    ):
+        raise NeasError(f"{where}: 'classes' must be null or {num_classes} distinct names, got {classes!r:.80}")
+    if RECORD_SHA256 in spec and spec[RECORD_SHA256] != _record_hash(spec):
+        raise NeasError(f"{where}: damaged or edited: it does not match the SHA-256 recorded in it; export it again")
+    return record
+
+
+def _step_file(folder: Path, name: str, where: str) -> Path:
+    """``folder / name``, refused unless it is a file inside ``folder`` (after following any symlink)."""
+    path = folder / name
+    real, root = path.resolve(), folder.resolve()
+    if real.parent != root:
+        raise NeasError(f"{where}: {path} leads outside the cascade's folder (to {real}); refused")
+    if not real.is_file():
+        raise NeasError(f"{path}: no such step file (listed in {where})")
+    return real
+
+
+def _session(ort, path: Path, expected_input: str):
+    """An onnxruntime session of one step; errors (not an ONNX file, another input) name the file."""
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NeasError(f"{path}: not a readable ONNX step ({detail:.200})") from None
+    if session.get_inputs()[0].name != expected_input:
+        raise NeasError(f"{path}: takes {session.get_inputs()[0].name!r}, but cascade.json says {expected_input!r}")
+    return session
+
+
 class OnnxCascade:
     """A cascade directory written by :func:`export_cascade`, run with onnxruntime on CPU.
 
     Attributes:
-        spec: ``cascade.json``.
+        spec: ``cascade.json`` (checked against its schema, see the module docstring).
         thresholds: K - 1 confidence thresholds (from ``cascade.json``; may be set to others).
         temperature: divides the mean logits for the stopping confidence (None: 1).
     """
@@ -262,17 +335,16 @@ class OnnxCascade:
         except ImportError:
             raise NeasError("running an ONNX cascade needs onnxruntime (pip install onnxruntime)") from None
         folder = Path(folder)
+        where = str(folder / CASCADE_JSON)
         self.spec = read_json(folder / CASCADE_JSON, "cascade")
-        if self.spec.get("format") != FORMAT:
-            raise NeasError(f"{folder / CASCADE_JSON}: not a {FORMAT} file")
+        record = _check_spec(self.spec, where)
+        self.thresholds, self.temperature = list(record.thresholds), record.temperature
         steps = self.spec["steps"]
-        self.thresholds, self.temperature = list(self.spec["thresholds"]), self.spec["temperature"]
-        if len(steps) < 2 or len(self.thresholds) != len(steps) - 1:
-            raise NeasError(f"{folder / CASCADE_JSON}: need K >= 2 steps and K - 1 thresholds")
-        self.sessions = [
-            ort.InferenceSession(str(folder / step["file"]), providers=["CPUExecutionProvider"]) for step in steps
-        ]
-        self.inputs = [session.get_inputs()[0].name for session in self.sessions]  # "images" | "features"
+        files = [_step_file(folder, step["file"], where) for step in steps]
+        self.sessions = [_session(ort, path, step["input"]) for path, step in zip(files, steps)]
+        self.inputs = [step["input"] for step in steps]  # "images" | "features"
+        if "features" in self.inputs and len(self.sessions[0].get_outputs()) < 2:
+            raise NeasError(f"{files[0]}: returns no features, but a later step of {where} takes them")
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, S, S) float32 -> logits (N, C) float32 of the sub-ensemble each image stopped at, and

@@ -3,13 +3,19 @@
 From the paths' logits on a split (K, N, C), computed once by :func:`neas.ensemble.assess.assess`:
 
 - :func:`selective_report`: per predictor (the ensemble, every path) the risk-coverage curve, AURC,
-  AUGRC, risk at 80 % coverage, coverage at 5 % risk (confidence = max softmax probability, the
-  ensemble's after its stored temperature), adaptive ECE and MCE; the ensemble's mean mutual
-  information and disagreement (:mod:`neas.ensemble.uncertainty` computes each number);
+  AUGRC, risk at 80 % coverage, coverage at 5 % risk (confidence = max softmax probability), adaptive
+  ECE and MCE; the ensemble's mean mutual information and disagreement (:mod:`neas.ensemble.uncertainty`
+  computes each number);
 - :func:`ood_report`: with the logits of out-of-distribution images, AUROC, AUPR-in, AUPR-out and
   FPR@95TPR of every score (OOD is the positive class; higher score = more likely OOD), for the
   ensemble (MSP, entropy, energy, mutual information, path disagreement) and every path (MSP,
   entropy, energy);
+
+One temperature convention for every number (issue 40): a predictor's block holds its raw numbers
+(T = 1); with a fitted temperature the ensemble's block also holds ``calibrated``, the same numbers of
+the ensemble's logits divided by T (``eval.json``: ``ensemble`` / ``ensemble.calibrated``,
+``ood.ensemble`` / ``ood.ensemble.calibrated``; ``--save-scores``: ``ensemble_*`` /
+``ensemble_calibrated_*``). Paths are never scaled: the temperature was fitted for the ensemble.
 - :func:`cascade_report`: a fitted confidence-gated cascade (:mod:`neas.ensemble.cascade`) on the
   split: top-1, mean MACs and latency per image, where images stop, and the whole curve;
 - :func:`score_arrays`: the per-image numbers behind all of it (``--save-scores``);
@@ -52,6 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 30
+CALIBRATED = "calibrated"  # the key of the ensemble's temperature-scaled numbers, beside its raw ones
 
 
 def stack_logits(batches: list[tuple[list[torch.Tensor], torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,16 +74,36 @@ def path_logits(net: EnsembleNet, batches) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _predictors(path_logits: torch.Tensor, temperature: float | None) -> dict[str, torch.Tensor]:
-    """Each predictor's logits: the ensemble's mean (over its temperature when there is one), every path's."""
+    """Each predictor's logits: the ensemble's mean, every path's, and with a temperature
+    ``ensemble_calibrated``, the mean over it."""
     mean = path_logits.mean(0)
-    out = {"ensemble": mean / temperature if temperature else mean}
+    out = {"ensemble": mean}
     out.update({f"path{j}": lg for j, lg in enumerate(path_logits)})
+    if temperature is not None:
+        out[f"ensemble_{CALIBRATED}"] = mean / temperature
     return out
+
+
+def _nest(blocks: dict[str, dict]) -> dict[str, dict]:
+    """``ensemble_calibrated``'s block moved to ``ensemble.calibrated``: the convention of the module docstring."""
+    calibrated = blocks.pop(f"ensemble_{CALIBRATED}", None)
+    if calibrated is not None:
+        blocks["ensemble"][CALIBRATED] = calibrated
+    return blocks
+
+
+def _uncertainty(path_logits: torch.Tensor, temperature: float | None) -> dict:
+    scores = ood_scores(path_logits, temperature)
+    return {
+        "mutual_information": float(scores["mutual_information"].mean()),
+        "disagreement": float(scores["disagreement"].mean()),
+    }
 
 
 def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict:
     """Per predictor: ``selective`` (selective_metrics), ``adaptive_ece``, ``mce``; and the
-    ensemble's ``uncertainty`` (mean mutual information and disagreement with K > 1)."""
+    ensemble's ``uncertainty`` (mean mutual information and disagreement with K > 1); all raw, and with a
+    ``temperature`` the ensemble's at T under ``ensemble.calibrated``."""
     out = {}
     for name, logits in _predictors(path_logits, temperature).items():
         probs = logits.double().softmax(-1)
@@ -86,33 +113,38 @@ def selective_report(path_logits: torch.Tensor, labels: torch.Tensor, temperatur
             **calibration_errors(probs, labels),
         }
     if path_logits.shape[0] > 1:
-        scores = ood_scores(path_logits, temperature)
-        out["ensemble"]["uncertainty"] = {
-            "mutual_information": float(scores["mutual_information"].mean()),
-            "disagreement": float(scores["disagreement"].mean()),
-        }
-    return out
+        out["ensemble"]["uncertainty"] = _uncertainty(path_logits, None)
+        if temperature is not None:
+            out[f"ensemble_{CALIBRATED}"]["uncertainty"] = _uncertainty(path_logits, temperature)
+    return _nest(out)
 
 
 def _scores(path_logits: torch.Tensor, temperature: float | None) -> dict[str, dict[str, torch.Tensor]]:
-    """Every OOD score of the ensemble and of each path (a path alone: MSP, entropy, energy)."""
-    out = {"ensemble": ood_scores(path_logits, temperature)}
+    """Every OOD score of the ensemble (raw, and at the temperature as ``ensemble_calibrated``) and of
+    each path (a path alone: MSP, entropy, energy)."""
+    out = {"ensemble": ood_scores(path_logits)}
     out.update({f"path{j}": ood_scores(path_logits[j : j + 1]) for j in range(path_logits.shape[0])})
+    if temperature is not None:
+        out[f"ensemble_{CALIBRATED}"] = ood_scores(path_logits, temperature)
     return out
 
 
 def ood_report(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: float | None = None) -> dict:
-    """Per predictor and score: ``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95`` (out-of-distribution positive)."""
+    """Per predictor and score: ``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95`` (out-of-distribution positive);
+    raw, and with a ``temperature`` the ensemble's at T under ``ensemble.calibrated``."""
     inside, outside = _scores(in_logits, temperature), _scores(out_logits, temperature)
-    return {
-        name: {score: ood_metrics(values, outside[name][score]) for score, values in scores.items()}
-        for name, scores in inside.items()
-    }
+    return _nest(
+        {
+            name: {score: ood_metrics(values, outside[name][score]) for score, values in scores.items()}
+            for name, scores in inside.items()
+        }
+    )
 
 
-def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor, temperature: float | None = None) -> dict:
-    """Per ensemble score: ``edges`` and the ``in`` / ``out`` counts of a shared histogram (the report's plot)."""
-    inside, outside = ood_scores(in_logits, temperature), ood_scores(out_logits, temperature)
+def ood_histograms(in_logits: torch.Tensor, out_logits: torch.Tensor) -> dict:
+    """Per ensemble score (raw, as ``ood.ensemble``): ``edges`` and the ``in`` / ``out`` counts of a shared
+    histogram (the report's plot)."""
+    inside, outside = ood_scores(in_logits), ood_scores(out_logits)
     out = {}
     for score, values in inside.items():
         both = torch.cat([values, outside[score]]).numpy()
@@ -242,7 +274,8 @@ def score_arrays(
 ) -> dict[str, np.ndarray]:
     """The per-image numbers behind the report, for ``--save-scores``: ``labels``; per predictor
     ``<name>_pred`` and ``<name>_confidence``; per predictor and OOD score ``in_<name>_<score>`` and,
-    with OOD images, ``out_<name>_<score>``."""
+    with OOD images, ``out_<name>_<score>``. Predictors: ``ensemble`` and ``path<j>`` (raw) and, with a
+    ``temperature``, ``ensemble_calibrated`` (the ensemble at T)."""
     arrays = {"labels": labels.numpy()}
     for name, logits in _predictors(path_logits, temperature).items():
         confidence, predicted = logits.double().softmax(-1).max(-1)

@@ -1,4 +1,13 @@
-"""The ensemble weights file: safetensors with the arch, space and classes in its metadata."""
+"""The ensemble weights file: safetensors with the arch, space and classes in its metadata.
+
+Two checks guard what a file says about itself (issue 40). Every field is range-checked where it is
+read (:class:`EnsembleFile`: a temperature in ``records.TEMPERATURE_RANGE``, one distinct class name per
+class, path orders that are permutations of the paths, a holdout fraction in [0, 1), classifier
+tensors with ``num_classes`` rows before anything is built). And the metadata that changes what the
+file computes (:data:`RECORD_KEYS`) is covered by ``record_sha256`` (:func:`neas.io.record_sha256`),
+beside the tensors' ``sha256``: a hand edit that passes the range checks is refused as damage. Files
+written before the record hash load with the range checks alone; the next neas write adds it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +20,31 @@ from pathlib import Path
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.ensemble.official import load_official
 from neas.errors import NeasError
-from neas.io import load_matching, load_weights, save_tensors
-from neas.records import CascadeRecord
+from neas.io import load_matching, load_weights, record_sha256, save_tensors
+from neas.records import CascadeRecord, check_order, check_temperature
 from neas.runfiles import MODEL
 from neas.space import EnsembleArch, SearchSpace
 
-__all__ = ["FORMAT", "EnsembleFile", "load_ensemble", "load_model", "save_ensemble", "update_ensemble_file"]
+__all__ = [
+    "FORMAT",
+    "RECORD_KEYS",
+    "EnsembleFile",
+    "load_ensemble",
+    "load_model",
+    "save_ensemble",
+    "update_ensemble_file",
+]
 
 FORMAT = "neas.ensemble/1"
+RECORD_SHA256 = "record_sha256"
+# the metadata that changes what the file computes (or what a refit on its held-out part uses), as
+# stored strings: covered by its record hash. ``data`` (where the dataset lives), ``weights`` and
+# ``recipe`` (labels) stay editable.
+RECORD_KEYS = ("format", "arch", "space", "num_classes", "classes", "holdout", "path_order", "temperature", "cascade")
+
+
+def _record_hash(meta: dict) -> str:
+    return record_sha256({key: meta.get(key) for key in RECORD_KEYS})
 
 
 def _field(meta: dict, key: str, kind, where: str, default=None):
@@ -37,9 +63,38 @@ def _field(meta: dict, key: str, kind, where: str, default=None):
     return value
 
 
-def _positive(value) -> bool:
-    """A finite number > 0 (not a bool): what a stored temperature must be."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+def _number(value) -> bool:
+    """A finite number, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_classes(classes, num_classes: int) -> None:
+    if classes is None:
+        return
+    if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise NeasError(f"classes must be distinct names (strings), got {list(classes)!r:.80}")
+    if len(classes) != num_classes:
+        raise NeasError(f"classes names {len(classes)} classes, but the model has num_classes = {num_classes}")
+
+
+def _check_path_order(path_order, k: int) -> None:
+    """``{"order": [...], "by": text, "path_top1": [K numbers in [0, 1]]}``; every key optional."""
+    if path_order is None:
+        return
+    if not isinstance(path_order, dict):
+        raise NeasError(f"path_order must be a JSON object, got {type(path_order).__name__}")
+    if "order" in path_order:
+        check_order(path_order["order"], k, "path_order: 'order'")
+    top1 = path_order.get("path_top1")
+    if top1 is not None and not (
+        isinstance(top1, list) and len(top1) == k and all(_number(a) and 0 <= a <= 1 for a in top1)
+    ):
+        raise NeasError(f"path_order: 'path_top1' must be {k} numbers in [0, 1], got {top1!r:.80}")
+
+
+def _check_data(data) -> None:
+    if data is not None and not all(isinstance(data.get(key), (str, type(None))) for key in ("data", "data_dir")):
+        raise NeasError(f"data: 'data' and 'data_dir' must be strings or null, got {data!r:.80}")
 
 
 @dataclass(frozen=True)
@@ -60,14 +115,22 @@ class EnsembleFile:
     cascade: CascadeRecord | None = None
 
     def __post_init__(self):
-        t = None if self.temperature is None else self.temperature.get("temperature")
-        if self.temperature is not None and not _positive(t):
-            raise NeasError(f"temperature must be a finite number > 0, got {t!r}")
-        order = self.order
-        if sorted(order) != list(range(self.arch.num_paths)):
-            raise NeasError(f"path_order must order the paths 0..{self.arch.num_paths - 1}, got {order}")
+        k = self.arch.num_paths
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
+            raise NeasError(f"num_classes must be a positive integer, got {self.num_classes!r:.40}")
+        _check_classes(self.classes, self.num_classes)
+        if not (_number(self.holdout) and 0 <= self.holdout < 1):
+            raise NeasError(f"holdout must be a fraction in [0, 1), got {self.holdout!r:.40}")
+        if self.temperature is not None:
+            if not isinstance(self.temperature, dict):
+                raise NeasError(f"temperature must be a JSON object, got {type(self.temperature).__name__}")
+            check_temperature(self.temperature.get("temperature"), "temperature: 'temperature'")
+        _check_path_order(self.path_order, k)
+        _check_data(self.data)
         if isinstance(self.cascade, dict):
-            object.__setattr__(self, "cascade", CascadeRecord.from_json(self.cascade, self.arch.num_paths))
+            object.__setattr__(self, "cascade", CascadeRecord.from_json(self.cascade, k))
+        elif self.cascade is not None:
+            check_order(self.cascade.order, k, "cascade: 'order'")
 
     @property
     def order(self) -> list[int]:
@@ -89,13 +152,14 @@ class EnsembleFile:
             "temperature": self.temperature,
             "cascade": None if self.cascade is None else self.cascade.to_json(),
         }
-        return {
+        meta = {
             "format": FORMAT,
             "arch": json.dumps(self.arch.to_json()),
             "space": json.dumps(self.space.to_dict()),
             "num_classes": str(self.num_classes),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None},
         }
+        return meta | {RECORD_SHA256: _record_hash(meta)}
 
     @classmethod
     def from_metadata(cls, meta: dict, where: str) -> EnsembleFile:
@@ -118,11 +182,11 @@ class EnsembleFile:
             )
         classes = _field(meta, "classes", list, where)
         try:
-            return cls(
+            info = cls(
                 space,
                 arch,
                 num_classes,
-                tuple(map(str, classes)) if classes is not None else None,
+                tuple(classes) if classes is not None else None,
                 _field(meta, "weights", str, where, "raw"),
                 _field(meta, "data", dict, where),
                 _field(meta, "recipe", str, where),
@@ -133,6 +197,13 @@ class EnsembleFile:
             )
         except NeasError as exc:
             raise NeasError(f"{where}: {exc}") from None
+        # after the range checks, which name the field; a file without the hash predates it
+        if RECORD_SHA256 in meta and meta[RECORD_SHA256] != _record_hash(meta):
+            raise NeasError(
+                f"{where}: damaged or edited: its metadata ({', '.join(RECORD_KEYS[1:])}) does not match the "
+                f"SHA-256 recorded with it; use an intact copy, or write the file with neas, not by hand"
+            )
+        return info
 
 
 def save_ensemble(net: EnsembleNet, path: str | Path, **fields) -> EnsembleFile:
@@ -152,9 +223,23 @@ def _read(path: str | Path) -> tuple[Path, dict, EnsembleFile]:
     return path, tensors, EnsembleFile.from_metadata(meta, str(path))
 
 
+def _check_classifiers(tensors: dict, info: EnsembleFile, path: Path) -> None:
+    """Every path's classifier has ``num_classes`` rows: checked before a model is built, so an absurd
+    ``num_classes`` is named, not allocated."""
+    heads = [f"classifiers.{j}.weight" for j in range(info.arch.num_paths)]
+    for key in heads:
+        rows = tensors[key].shape[0] if key in tensors and tensors[key].dim() > 0 else None
+        if rows != info.num_classes:
+            raise NeasError(
+                f"{path}: metadata field 'num_classes' is {info.num_classes}, but the classifier tensor {key} "
+                f"{'is missing' if rows is None else f'has {rows} rows'}"
+            )
+
+
 def load_ensemble(path: str | Path, device="cpu") -> tuple[EnsembleNet, EnsembleFile]:
     """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
     path, tensors, info = _read(path)
+    _check_classifiers(tensors, info, path)
     net = build_ensemble(info.space, info.arch, info.num_classes)
     load_matching(net, tensors, f"{path}: the weights do not fit the stored arch")
     return net.to(device).eval(), info
@@ -174,6 +259,8 @@ def load_model(checkpoint: str | None, official_checkpoint: str | None, arch: st
         raise NeasError(
             "give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)"
         )
+    if checkpoint is not None and arch is not None:
+        raise NeasError("--arch is for --official-checkpoint; a neas weights file (--checkpoint) stores its arch")
     if official_checkpoint is not None:
         if arch is None:
             raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")

@@ -12,8 +12,13 @@ the softmax of the *mean* of the paths' logits, as :class:`~neas.ensemble.model.
   sees them, so it never applies a sigmoid (which would saturate and tie large energies).
 - Selective prediction (:func:`selective_metrics`): images are accepted in decreasing confidence,
   images of equal confidence together, so the risk-coverage curve has one point per distinct
-  confidence. Areas are right Riemann sums over that curve: ``sum_i risk_i * (cov_i - cov_{i-1})``,
-  ``cov_0 = 0``; without ties AURC is the mean over images of the selective risk at each image's rank.
+  confidence (a block of tied confidences is one step: accepted or rejected as a whole). AURC is a
+  right Riemann sum over that curve, ``sum_i risk_i * (cov_i - cov_{i-1})``, ``cov_0 = 0`` (without ties
+  the mean over images of the selective risk at each image's rank, Geifman & El-Yaniv); AUGRC is the
+  trapezoid rule over the generalized-risk curve with the point (0, 0) added, as Traub et al. (2024)
+  define it and their fd-shifts code computes it, ``sum_i (gr_i + gr_{i-1}) / 2 * (cov_i - cov_{i-1})``,
+  ``gr_0 = 0`` — which equals their closed form ``pi^2 / 2 + pi (1 - pi) (1 - AUROC_f)`` (pi: the error
+  rate; AUROC_f: of the confidence telling right from wrong, ties counted half) exactly, ties included.
 - Adaptive ECE (:func:`calibration_errors`): images sorted by confidence (stable), bin ``b`` of ``B``
   holds sorted positions ``[floor(b N / B), floor((b + 1) N / B))`` — equal mass, ties may straddle a
   bin edge; empty bins (N < B) are skipped.
@@ -139,9 +144,10 @@ def selective_metrics(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
         correct: (N,) whether each prediction is right.
 
     Returns:
-        ``aurc`` (Geifman & El-Yaniv 2017) and ``augrc`` (Traub et al. 2024, generalized risk = the
-        fraction of all images accepted and wrong), both as ``sum_i r_i (c_i - c_{i-1})`` over the
-        distinct-confidence points, ``c_0 = 0``; ``risk_at_80`` (selective risk at the first point whose
+        ``aurc`` (Geifman & El-Yaniv 2017: ``sum_i r_i (c_i - c_{i-1})`` over the distinct-confidence
+        points, ``c_0 = 0``) and ``augrc`` (Traub et al. 2024, generalized risk g = the fraction of all
+        images accepted and wrong: the trapezoid ``sum_i (g_i + g_{i-1}) / 2 (c_i - c_{i-1})``, ``g_0 = 0``,
+        as fd-shifts integrates it); ``risk_at_80`` (selective risk at the first point whose
         coverage is >= 0.8); ``coverage_at_5_risk`` (largest coverage with selective risk <= 0.05, 0.0 if
         none); ``curve`` = ``{"coverage": [...], "risk": [...]}``, at most ``CURVE_POINTS`` points.
     """
@@ -152,11 +158,14 @@ def selective_metrics(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
     coverage = accepted.double() / n
     risk = wrong.double() / accepted.double()
     steps = torch.diff(coverage, prepend=coverage.new_zeros(1))
+    generalized = wrong.double() / n
+    # Traub et al. 2024 / fd-shifts: trapezoid between consecutive points, from (0, 0)
+    trapezoid = (generalized + torch.cat([generalized.new_zeros(1), generalized[:-1]])) / 2
     at_80 = (accepted * 5 >= 4 * n).nonzero()[0, 0]  # integer test: coverage >= 0.8 without rounding
     safe = wrong * 20 <= accepted  # risk <= 0.05
     return {
         "aurc": float((risk * steps).sum()),
-        "augrc": float((wrong.double() / n * steps).sum()),
+        "augrc": float((trapezoid * steps).sum()),
         "risk_at_80": float(risk[at_80]),
         "coverage_at_5_risk": float(coverage[safe].max()) if bool(safe.any()) else 0.0,
         "curve": {"coverage": _downsample(coverage), "risk": _downsample(risk)},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from neas.data import BatchLoader, load_dataset
 from neas.data.corruptions import parse_severities
@@ -83,6 +84,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     data_dir = cfg.data_dir or (info.data or {}).get("data_dir")
     if data is None:
         raise NeasError("--data is required for this checkpoint")
+    if data == "digits" and cfg.data_dir is not None:  # the schema checks an explicit --data digits
+        raise NeasError("--data-dir: the model's dataset, digits, is built in and reads no folder; drop --data-dir")
     if cfg.cascade and net.num_paths < 2:
         raise NeasError("--cascade needs an ensemble of at least 2 paths; this model has 1")
     dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)
@@ -172,9 +175,21 @@ def _check_detection_flags(cfg) -> None:
         raise NeasError(f"--save-scores: for classification ensembles, not a detection run ({cfg.checkpoint})")
 
 
+def _check_outputs(json_out: str | None, save_scores: str | None) -> None:
+    """``--json`` and ``--save-scores`` are two files, each in an existing folder: checked before the work."""
+    outputs = (("--json", json_out), ("--save-scores", save_scores))
+    given = {flag: Path(out) for flag, out in outputs if out is not None and out != "-"}  # -: stdout
+    if len(given) == 2 and len({out.resolve() for out in given.values()}) == 1:
+        raise NeasError(f"--json and --save-scores are the same file ({json_out}); one would overwrite the other")
+    for flag, out in given.items():
+        if not out.resolve().parent.is_dir():
+            raise NeasError(f"{flag} {out}: its folder {out.parent} does not exist; create it first")
+
+
 def main(cfg, args) -> None:
     """`neas evaluate`: prints the result, or writes it as JSON (``--json``)."""
     inputs = (cfg.checkpoint, cfg.official_checkpoint)
+    _check_outputs(args.json, cfg.save_scores)
     if args.json not in (None, "-"):
         check_output(args.json, inputs, args.force, "--json", inside=(MODEL, SUPERNET))
     if run_kind(cfg.checkpoint) == "detect":  # COCO box AP on its val split (or --split)

@@ -86,6 +86,8 @@ def export_ensemble(cfg: ExportCommand) -> str:
     """Runs ``neas export``; returns what it prints."""
     if run_kind(cfg.checkpoint) == "detect":
         return export_detector(cfg)
+    if cfg.format == "safetensors" and cfg.opset != ExportCommand.opset:  # the default
+        raise NeasError(f"--opset {cfg.opset} has no effect with --format safetensors; drop it or use --format onnx")
     if cfg.cascade:
         return _export_cascade(cfg)
     check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))
@@ -97,13 +99,15 @@ def export_ensemble(cfg: ExportCommand) -> str:
         chosen, total = info.order[: cfg.paths], net.arch.num_paths
         net = net.select(chosen)
         by = (info.path_order or {}).get("by", "path index")
-        if info.temperature is not None:
-            notes.append("the stored temperature was fitted for all paths and is not carried over")
+        for field in ("temperature", "cascade"):
+            if getattr(info, field) is not None:
+                notes.append(f"the stored {field} was fitted for all paths and is not carried over")
         info = dataclasses.replace(
             info,
             space=net.space,
             arch=net.arch,
             temperature=None,
+            cascade=None,
             path_order={"order": list(range(cfg.paths)), "by": f"paths {chosen} of the original, by {by}"},
         )
         notes.append(f"paths {chosen} of the {total}-path ensemble")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from neas.config import option
 from neas.errors import NeasError
@@ -10,6 +10,22 @@ from neas.options import DEVICE_HELP, DecodeOptions, QualityOptions
 from neas.settings import validate_fields
 
 __all__ = ["EvaluateConfig"]
+
+# options that do nothing without another: (option, the option it needs); given with a value other than
+# its default without the other, it is refused rather than ignored
+_NEEDS = (
+    ("ood_data_dir", "ood_data"),
+    ("ood_split", "ood_data"),
+    ("ood_download", "ood_data"),
+    ("cascade_tolerance", "cascade"),
+    ("severities", "corruptions"),
+    ("corruption_seed", "corruptions"),
+)
+TRAINING_SPLIT = "train"  # the split whose held-out part the temperature and the cascade are fitted on
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -35,3 +51,24 @@ class EvaluateConfig(QualityOptions, DecodeOptions):
         self.check_quality()
         if self.save_scores is not None and not str(self.save_scores).endswith(".npz"):
             raise NeasError(f"save_scores: {self.save_scores!r} must end in .npz")
+        self._check_no_ignored_options()
+
+    def _check_no_ignored_options(self) -> None:
+        """Refuses what would be silently ignored or contradict itself, before anything is loaded."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, needed in _NEEDS:
+            if getattr(self, name) != defaults[name] and not getattr(self, needed):
+                raise NeasError(f"{_flag(name)} has no effect without {_flag(needed)}; drop it or add {_flag(needed)}")
+        for data, data_dir in (("data", "data_dir"), ("ood_data", "ood_data_dir")):
+            if getattr(self, data) == "digits" and getattr(self, data_dir) is not None:
+                raise NeasError(f"{_flag(data_dir)}: digits is built in and reads no folder; drop {_flag(data_dir)}")
+        fits = [
+            flag for flag, on in (("--cascade", self.cascade), ("--temperature fit", self.temperature == "fit")) if on
+        ]
+        if self.split == TRAINING_SPLIT and fits:
+            raise NeasError(
+                f"{fits[0]} fits on the held-out part of the training split, which --split {self.split} reports "
+                "on; evaluate another split (the default, test)"
+            )
+        if self.arch is not None and self.checkpoint is not None:
+            raise NeasError("--arch is for --official-checkpoint; a neas weights file (--checkpoint) stores its arch")
