@@ -9,6 +9,7 @@ Every user-input error is a :class:`~neas.errors.NeasError`, printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         cfg = _config(args)
         handler = _schema(args.handler) if isinstance(args.handler, str) else args.handler
-        with logging_redirect_tqdm():  # a log line during a progress bar is written above it, not into it
+        # in a terminal (where bars are drawn), a log line during a bar is written above it, not into it
+        with logging_redirect_tqdm() if sys.stderr.isatty() else contextlib.nullcontext():
             handler(cfg, args)
         return 0
     except (Exception, KeyboardInterrupt) as exc:
