@@ -24,10 +24,13 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
 from safetensors import SafetensorError
 from timm.layers import freeze_batch_norm_2d
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -41,6 +44,7 @@ from neas.space import SearchSpace, resolve_arch_and_space
 __all__ = [
     "DEFAULT_ANCHOR_SIZES",
     "STRIDES",
+    "ExportableTransform",
     "FeatureBackbone",
     "build_retinanet",
     "describe_backbone",
@@ -170,6 +174,40 @@ def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
         raise NeasError(f"--backbone-weights {weights}: not a checkpoint of timm's {name} ({first[:200]})") from None
 
 
+class ExportableTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform (resize, normalise, batch), whose resize, when traced for ONNX,
+    computes the resized size as eager mode does.
+
+    Eager mode scales by ``min(min_size / shorter side, max_size / longer side)`` in float64 and floors
+    ``side x scale``; torchvision's traced graph computes the scale in float32 and lets ``Resize`` floor
+    ``side x scale`` again, which is a pixel short for many sizes (COCO's 375x500 becomes 799x1066, not
+    800x1066; 26 of 60 random sizes at min/max 128/256), so the exported detector saw another image than
+    PyTorch's. Here the traced size is computed in float64 from the traced shape and given to ``Resize``
+    as a size. Eager mode and training are torchvision's code, unchanged."""
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        if not (torchvision._is_tracing() and target is None and self.fixed_size is None and not self.training):
+            return super().resize(image, target)
+        shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)  # (H, W), dynamic in the graph
+        limits = torch.tensor([float(self.min_size[-1]), float(self.max_size)], dtype=torch.float64)
+        # 1-d tensors throughout: the exporter casts a 0-d operand of a division to float32
+        scale = (limits / torch.stack([shape.min(), shape.max()])).min()
+        size = torch.floor(shape * scale).to(torch.int64)
+        return F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0], None
+
+
+def _exportable(transform: GeneralizedRCNNTransform) -> ExportableTransform:
+    return ExportableTransform(
+        transform.min_size,
+        transform.max_size,
+        transform.image_mean,
+        transform.image_std,
+        size_divisible=transform.size_divisible,
+        fixed_size=transform.fixed_size,
+        _skip_resize=transform._skip_resize,
+    )
+
+
 def _anchor_generator(anchor_sizes) -> AnchorGenerator:
     """Each level's sizes times 2 ** (0, 1/3, 2/3), 3 aspect ratios: 9 anchors per location."""
     sizes = tuple(
@@ -219,7 +257,7 @@ def build_retinanet(
     if frozen_bn:  # an ensemble finds its modules in its tree whenever they run: the frozen copies run
         body = freeze_batch_norm_2d(body)
     backbone = FeatureBackbone(body, in_channels, fpn_channels)
-    return RetinaNet(
+    model = RetinaNet(
         backbone,
         num_classes,
         min_size=min_size,
@@ -227,6 +265,8 @@ def build_retinanet(
         anchor_generator=_anchor_generator(anchor_sizes),
         **retinanet_kwargs,
     )
+    model.transform = _exportable(model.transform)  # eager mode unchanged; traced, the sizes of eager mode
+    return model
 
 
 def _same_structure(a: SearchSpace, b: SearchSpace) -> bool:
