@@ -3,8 +3,10 @@
 Layout: ``ROOT/annotations/instances_<split>.json`` (COCO ``images``, ``annotations``, ``categories``)
 and the images in ``ROOT/<split>/<file_name>``. :func:`load_coco` reads and checks the file once, in the
 main process, and returns a :class:`CocoSplit`: the images sorted by id, the training targets per image
-(boxes ``[x1, y1, x2, y2]`` in pixels, labels ``0..C-1``) and the cleaned COCO ground truth for
-:func:`neas.detection.coco.coco_ap`. The result does not depend on the order of entries in the file.
+(boxes ``[x1, y1, x2, y2]`` in pixels, labels ``0..C-1``: cleaned, see below) and the COCO ground truth
+that :func:`neas.detection.coco.coco_ap` scores against: the file's annotations as given, so the AP is
+the one pycocotools computes on the file itself (a box past the border or of zero size included). The
+images and targets do not depend on the order of entries in the file.
 
 Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry, unless it says otherwise):
 
@@ -16,8 +18,9 @@ Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry,
   not 0/1, ``area`` not a finite number >= 0, a ``file_name`` that is absolute or climbs out with
   ``..``): refused, by the one COCO validator, :mod:`neas.detection.coco_format`;
 - a listed image file that is missing: refused when the split is loaded (never lazily in a worker);
-- a box of negative width or height: refused; of zero width or height: dropped, counted (one
-  warning per split); partly outside the image: clipped to it; entirely outside: dropped, counted;
+- a box of negative width or height: refused; of zero width or height: not a training target,
+  counted (one warning per split); partly outside the image: clipped to it as a target; entirely
+  outside: not a target, counted. The ground truth keeps every box as the file gives it;
 - ``iscrowd: 1``: kept in ``ground_truth`` (COCOeval ignores detections matched to it), not a target;
 - category ids with gaps (1, 3, 90): labels ``0..C-1`` in id order, ``categories[label]["id"]``;
 - an image without annotations: kept, a negative (boxes of shape ``[0, 4]``);
@@ -27,7 +30,7 @@ Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry,
 
 Images decode to RGB whatever their mode (L, LA, RGBA, P, CMYK; 16-bit grayscale scaled from 0..65535).
 EXIF orientation is not applied: COCO boxes are in stored-pixel coordinates. The input JSON is not
-modified; ``ground_truth`` holds fresh dicts (annotation ids renumbered 1..n in a content order).
+modified; ``ground_truth`` holds fresh dicts, the file's annotations in its order with its ids.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class CocoSplit:
     images: list[dict]  # {"id", "file_name", "width", "height"}, sorted by id
     targets: dict  # image id -> {"boxes": [[x1, y1, x2, y2], ...] (pixels, clipped), "labels": [int 0..C-1]}
     categories: list[dict]  # [{"id", "name"}] sorted by id; label i <-> categories[i]["id"]
-    ground_truth: dict = field(repr=False)  # COCO dict (images, cleaned annotations, categories) for coco_ap
+    ground_truth: dict = field(repr=False)  # COCO dict (images, the file's annotations, categories) for coco_ap
 
     @property
     def annotation_file(self) -> Path:
@@ -101,7 +104,8 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
     annotations, dropped = _clean_annotations(value["annotations"], images)
     if dropped["zero"] or dropped["outside"]:
         log.warning(
-            "%s: dropped %d boxes of zero width or height and %d entirely outside their image",
+            "%s: %d boxes of zero width or height and %d entirely outside their image are not training targets "
+            "(they stay in the ground truth that AP is scored against, as the file gives them)",
             path,
             dropped["zero"],
             dropped["outside"],
@@ -114,7 +118,11 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
         images=ordered,
         targets=_targets(ordered, annotations, cats),
         categories=cats,
-        ground_truth={"images": [dict(img) for img in ordered], "annotations": annotations, "categories": cats},
+        ground_truth={
+            "images": [dict(img) for img in ordered],
+            "annotations": [_as_given(ann) for ann in value["annotations"]],
+            "categories": cats,
+        },
     )
 
 
@@ -126,9 +134,17 @@ def _check_same_categories(cats: list[dict], expected: list[dict], path: Path) -
         )
 
 
+_GROUND_TRUTH_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")  # what COCOeval reads
+
+
+def _as_given(ann: dict) -> dict:
+    """A checked annotation as the file gives it (a fresh dict of the keys COCOeval reads)."""
+    return {k: list(ann[k]) if k == "bbox" else ann[k] for k in _GROUND_TRUTH_KEYS if k in ann}
+
+
 def _clean_annotations(entries: list, images: dict) -> tuple[list[dict], dict]:
-    """The checked annotations cleaned (boxes clipped; empty ones dropped), in a content order, ids 1..n;
-    and the numbers dropped {"zero", "outside"}."""
+    """The checked annotations cleaned for training (boxes clipped; empty ones dropped), in a content
+    order, ids 1..n; and the numbers dropped {"zero", "outside"}."""
     kept, dropped = [], {"zero": 0, "outside": 0}
     for ann in entries:
         x, y, w, h = (float(v) for v in ann["bbox"])
