@@ -138,13 +138,27 @@ def test_frozen_bn_keeps_the_statistics_and_never_updates_them(kind):
         torch.testing.assert_close(value, stats[key], rtol=0, atol=0, msg=key)
 
 
-def test_timm_body_returns_the_stride_8_16_32_maps():
+def test_the_timm_body_ends_at_its_last_stage_output_as_the_neas_body_does():
+    """The audit: MobileNetV3's C5 was its 960-channel final 1x1 conv while NEAS's is its 160-channel
+    stage output; both bodies now end at the last stage's output (neither runs its '960 conv')."""
+    import timm
+
     body, channels = timm_body("mobilenetv3_large_100")
-    assert channels == [40, 112, 960]
+    assert channels == [40, 112, 160]
+    assert not any(k.startswith("net.blocks.6.") for k in body.state_dict())  # gone, not unused (DDP)
+    full = timm.create_model("mobilenetv3_large_100", pretrained=False).eval()
+    body.net.load_state_dict(full.state_dict(), strict=False)  # the classification network's weights
+    x = torch.rand(1, 3, SIZE, SIZE)
     with torch.no_grad():
-        maps = body.eval()(torch.rand(1, 3, SIZE, SIZE))
+        maps = body.eval()(x)
+        # timm's own walk: the output of blocks.5 (the last stage of inverted residuals, 160 channels)
+        (stage_out,) = full.forward_intermediates(x, indices=[6], extra_blocks=True, intermediates_only=True)
     assert list(maps) == ["0", "1", "2"]
-    assert [tuple(m.shape[1:]) for m in maps.values()] == [(40, 8, 8), (112, 4, 4), (960, 2, 2)]
+    assert [tuple(m.shape[1:]) for m in maps.values()] == [(40, 8, 8), (112, 4, 4), (160, 2, 2)]
+    torch.testing.assert_close(maps["2"], stage_out, rtol=0, atol=0)
+    assert timm_body("efficientnet_b0")[1] == [40, 112, 320]  # a last stage of blocks is kept as it is
+    _, neas_channels = ensemble_body(_net(), "mean")
+    assert neas_channels[-1] == SPACE.stages[-1].channels  # NEAS's C5: its last stage's output, not its head
 
 
 def test_unknown_timm_model_is_refused_with_a_suggestion():

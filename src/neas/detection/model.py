@@ -9,7 +9,8 @@ the maps at output strides 8, 16 and 32 (C3-C5) as an ordered dict, then torchvi
   ensemble (``mode`` mean / concat / path:J); the modules that never run for that mode (the
   classifier heads, the last 1x1 convs, the private layers of paths ``path:J`` leaves out) are
   dropped, so every parameter gets a gradient (DistributedDataParallel's default requirement).
-- :func:`timm_body`: a timm network with ``features_only=True`` at the same strides (the baseline).
+- :func:`timm_body`: a timm network with ``features_only=True`` at the same strides (the baseline),
+  built the same way: stage outputs, the final 1x1 conv (MobileNetV3's 960 conv) left out.
 
 :func:`load_backbone_net` builds the ensemble from an arch and, optionally, the weights of a
 ``neas retrain`` run or a released checkpoint (nothing unpickled beyond tensors).
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 import torchvision
 from safetensors import SafetensorError
 from timm.layers import freeze_batch_norm_2d
+from timm.models._efficientnet_blocks import ConvBnAct
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -134,10 +136,15 @@ class _TimmFeatures(nn.Module):
 
 
 def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, list[int]]:
-    """timm's ``name`` as a body: its maps at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
+    """timm's ``name`` as a body: its stage outputs at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
     ``"2"``, and their channel counts. ``weights``: a timm checkpoint of the classification network
     (safetensors, or a torch file read with ``weights_only=True``: nothing unpickled beyond tensors),
-    loaded by timm's own pretrained loader; random init without (nothing is downloaded)."""
+    loaded by timm's own pretrained loader; random init without (nothing is downloaded).
+
+    Built as :func:`ensemble_body` builds a neas body: the stride-32 map is the last stage's output,
+    never the network's final 1x1 conv. timm lists MobileNetV3's 160 -> 960 ``ConvBnAct`` (its "960
+    conv", which neas's space counts as the head) as a stage of its own; it is removed
+    (:func:`_drop_last_conv`), so the map is the 160-channel stage output, as NEAS's is."""
     if not isinstance(name, str) or not timm.is_model(name):
         raise NeasError(
             f"timm model {show(name)}: not a model timm {timm.__version__} knows"
@@ -157,7 +164,29 @@ def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, 
         raise NeasError(f"timm model {name!r}: cannot return feature maps ({exc})") from None
     if weights is not None:  # built once, by timm's pretrained loader (its errors name the file)
         net = _timm_pretrained(name, Path(weights), indices)
-    return _TimmFeatures(net), list(net.feature_info.channels())
+    body = _TimmFeatures(_drop_last_conv(net))
+    with torch.no_grad():  # the channels after the drop: one tiny pass (timm's feature_info still lists 960)
+        maps = body.eval()(torch.zeros(1, 3, 2 * max(STRIDES), 2 * max(STRIDES)))
+    return body.train(), [int(m.shape[1]) for m in maps.values()]
+
+
+def _drop_last_conv(net: nn.Module) -> nn.Module:
+    """``net`` (a timm ``features_only`` network) without its final 1x1 conv where timm lists it as the
+    last stage (MobileNetV3, MobileNetV4, FBNetV3, HardCoReNAS: a stage of one stride-1 1x1 ``ConvBnAct``
+    without skip): that stage becomes ``nn.Identity``, so the stride-32 map is the stage before it (same
+    stride). Networks whose last feature is a stage of blocks (ResNet, EfficientNet, MobileNetV2) are
+    returned as they are."""
+    last = net.feature_info.module_name()[-1]
+    stage = net.get_submodule(last)
+    blocks = list(stage) if isinstance(stage, nn.Sequential) else [stage]
+    if len(blocks) != 1 or not isinstance(blocks[0], ConvBnAct) or blocks[0].has_skip:
+        return net
+    conv = blocks[0].conv
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1):
+        return net
+    parent, _, child = last.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+    return net
 
 
 def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
