@@ -234,3 +234,30 @@ def test_a_timm_backbone_starts_from_a_timm_checkpoint_read_without_unpickling(t
     for bad in ("other.safetensors", "missing.pth"):
         with pytest.raises(NeasError, match=f"--backbone-weights .*{bad}"):
             timm_body("mobilenetv3_large_100", tmp_path / bad)
+
+
+def test_a_timm_detector_recorded_before_issue_40_is_rebuilt_with_its_last_conv():
+    """Its weights were trained with the 960-channel C5: the record without ``last_conv`` rebuilds that body."""
+    from neas.detection.detector import DetectorSpec, build_detector
+
+    spec = DetectorSpec(
+        backbone="timm:mobilenetv3_large_100",
+        arch=None,
+        space=None,
+        backbone_classes=None,
+        feature_mode="mean",
+        categories=[{"id": 1, "name": "a"}],
+        min_size=SIZE,
+        max_size=SIZE,
+        anchor_sizes=[16, 32, 64, 128, 256],
+        fpn_channels=16,
+        frozen_bn=False,
+        last_conv=False,
+        score_thresh=0.05,
+        detections_per_img=10,
+        data={"data_dir": "d", "train_split": "train", "val_split": "val"},
+    )
+    old = {k: v for k, v in spec.to_json().items() if k != "last_conv"}
+    for record, channels in ((spec.to_json(), 160), (old, 960)):
+        model = build_detector(DetectorSpec.from_json(record, "detector.json"))
+        assert model.backbone.fpn.inner_blocks[2][0].in_channels == channels

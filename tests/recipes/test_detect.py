@@ -20,6 +20,7 @@ from neas.detection.synth import write_synthetic
 from neas.errors import NeasError
 from neas.log import MetricLogger
 from neas.recipes.detect import DetectConfig, detect
+from neas.runfiles import MARKER
 from neas.schemas.detect import DETECT_PRESETS
 
 from ..helpers import Killed
@@ -135,6 +136,64 @@ def test_a_detector_record_of_another_format_is_refused_in_one_line(detected, tm
         (copy / "detector.json").write_text(json.dumps({**record, "format": fmt}))
         with pytest.raises(NeasError, match=r"detector.json: not a neas.detector/1 detector record"):
             load_detector(copy)
+
+
+def _tampered(detected, tmp_path, change, weights=None) -> Path:
+    """A copy of the run's model.safetensors (or ``weights``) with its detector.json changed by ``change``."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir(parents=True, exist_ok=True)
+    shutil.copy(weights or detected / "model.safetensors", copy / "model.safetensors")
+    shutil.copy(detected / MARKER, copy / MARKER)  # a detection run to `neas evaluate`
+    record = json.loads((detected / "detector.json").read_text())
+    change(record)
+    (copy / "detector.json").write_text(json.dumps(record))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("score_thresh", float("nan"), r"score_thresh: expected a finite number in \[0, 1\), got nan"),
+        ("detections_per_img", -1, r"detections_per_img: expected an integer in 1\.\.100000, got -1"),
+        ("anchor_sizes", [-16, 32, 64, 128, 256], r"anchor_sizes: expected 5 integers >= 1 \(P3-P7\)"),
+        ("categories", [{"id": 1, "name": "a"}] * 10, r"categories\[1\]: duplicate category id 1 or name 'a'"),
+        ("fpn_channels", "x", r"fpn_channels: expected an integer in 8\.\.4096, got 'x'"),
+        ("fpn_channels", 0, r"fpn_channels: expected an integer in 8\.\.4096, got 0"),
+        ("min_size", "big", r"min_size: expected an integer in 16\.\.10000, got 'big'"),
+        ("backbone_classes", 10**12, r"backbone_classes: expected an integer in 1\.\.100000"),
+        ("feature_mode", "path:7", r"feature_mode: path:7 names a path the 2-path ensemble lacks"),
+        ("frozen_bn", "yes", r"frozen_bn: expected true or false, got 'yes'"),
+        ("data", {"data_dir": "d"}, r"data: lacks 'train_split', 'val_split'"),
+    ],
+)
+def test_every_value_of_a_tampered_detector_record_is_range_checked(detected, tmp_path, key, value, message):
+    """The fuzz pass: score_thresh NaN gave AP 0 and detections_per_img -1 dropped a detection, silently."""
+    from neas.detection.detector import load_detector
+
+    copy = _tampered(detected, tmp_path, lambda record: record.update({key: value}))
+    with pytest.raises(NeasError, match=r"copy/detector\.json: " + message):
+        load_detector(copy)
+
+
+def test_a_hand_edited_detector_record_differs_from_the_copy_in_the_weights_and_is_refused(detected, tmp_path, capsys):
+    from neas.detection.detector import FORMAT, load_detector
+    from neas.io import load_weights, save_tensors
+
+    copy = _tampered(detected, tmp_path, lambda record: record.update(score_thresh=0.5))  # in range, not what ran
+    assert main(["evaluate", "--checkpoint", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("neas: error: ") and "copy/detector.json: differs from the record" in err
+    assert "(score_thresh; score_thresh: 0.5 here, 0.001 saved)" in err
+    moved = _tampered(detected, tmp_path / "moved", lambda record: record["data"].update(data_dir="/elsewhere"))
+    assert load_detector(moved)[1].data["data_dir"] == "/elsewhere"  # where the data went: may change
+    tensors, _ = load_weights(detected / "model.safetensors")  # a run saved before the copy was kept
+    old = save_tensors(tmp_path / "old.safetensors", tensors, {"format": FORMAT})
+    assert (
+        load_detector(_tampered(detected, tmp_path / "old", lambda r: r.update(score_thresh=0.5), old))[1].score_thresh
+        == 0.5
+    )
 
 
 def test_a_relative_data_dir_is_recorded_resolved(data, tmp_path, monkeypatch):

@@ -135,7 +135,7 @@ class _TimmFeatures(nn.Module):
         return OrderedDict((str(i), f) for i, f in enumerate(self.net(x)))
 
 
-def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, list[int]]:
+def timm_body(name: str, weights: str | Path | None = None, *, last_conv: bool = False) -> tuple[nn.Module, list[int]]:
     """timm's ``name`` as a body: its stage outputs at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
     ``"2"``, and their channel counts. ``weights``: a timm checkpoint of the classification network
     (safetensors, or a torch file read with ``weights_only=True``: nothing unpickled beyond tensors),
@@ -144,7 +144,8 @@ def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, 
     Built as :func:`ensemble_body` builds a neas body: the stride-32 map is the last stage's output,
     never the network's final 1x1 conv. timm lists MobileNetV3's 160 -> 960 ``ConvBnAct`` (its "960
     conv", which neas's space counts as the head) as a stage of its own; it is removed
-    (:func:`_drop_last_conv`), so the map is the 160-channel stage output, as NEAS's is."""
+    (:func:`_drop_last_conv`), so the map is the 160-channel stage output, as NEAS's is. ``last_conv``
+    keeps it (the bodies of detectors trained before issue 40)."""
     if not isinstance(name, str) or not timm.is_model(name):
         raise NeasError(
             f"timm model {show(name)}: not a model timm {timm.__version__} knows"
@@ -164,7 +165,7 @@ def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, 
         raise NeasError(f"timm model {name!r}: cannot return feature maps ({exc})") from None
     if weights is not None:  # built once, by timm's pretrained loader (its errors name the file)
         net = _timm_pretrained(name, Path(weights), indices)
-    body = _TimmFeatures(_drop_last_conv(net))
+    body = _TimmFeatures(net if last_conv else _drop_last_conv(net))
     with torch.no_grad():  # the channels after the drop: one tiny pass (timm's feature_info still lists 960)
         maps = body.eval()(torch.zeros(1, 3, 2 * max(STRIDES), 2 * max(STRIDES)))
     return body.train(), [int(m.shape[1]) for m in maps.values()]

@@ -97,6 +97,7 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
         head_norm=cfg.head_norm,
         train_min_sizes=cfg.train_min_sizes,
         frozen_bn=cfg.frozen_bn,
+        last_conv=False,  # C5: the last stage's output (a timm network's final 1x1 conv left out)
         score_thresh=cfg.score_thresh,
         detections_per_img=cfg.detections_per_img,
         data={
