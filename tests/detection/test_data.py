@@ -312,13 +312,52 @@ def test_exif_orientation_is_not_applied(tmp_path):
     assert image.shape == (3, 30, 40)  # stored pixels, as COCO boxes are
 
 
-def test_an_image_of_another_size_than_listed_is_refused_when_read(tmp_path):
+def test_an_image_of_another_size_than_listed_is_refused_when_the_split_is_loaded(tmp_path):
     root = _write(tmp_path, BASE)
+    original = (root / SPLIT / "b.png").read_bytes()
     Image.new("RGB", (41, 30)).save(root / SPLIT / "b.png")
-    dataset = DetectionDataset(load_coco(root, SPLIT), train=False)
     size = r"val2017/b\.png: the image is 41x30 pixels but .*instances_val2017\.json says 40x30"
     with pytest.raises(NeasError, match=size):
+        load_coco(root, SPLIT)  # before any training
+    (root / SPLIT / "b.png").write_bytes(original)
+    dataset = DetectionDataset(load_coco(root, SPLIT), train=False)
+    Image.new("RGB", (41, 30)).save(root / SPLIT / "b.png")  # changed after the split was loaded
+    with pytest.raises(NeasError, match=size):
         dataset[1]
+
+
+def test_a_garbage_file_or_a_decompression_bomb_is_refused_when_the_split_is_loaded_naming_it(tmp_path, monkeypatch):
+    """The fuzz pass: they were found only when a worker decoded them, after training had started."""
+    root = _write(tmp_path, BASE)
+    (root / SPLIT / "b.png").write_bytes(b"not an image at all")
+    with pytest.raises(NeasError, match=r"val2017/b\.png: cannot read image \(UnidentifiedImageError: cannot identify"):
+        load_coco(root, SPLIT)
+    root = _write(tmp_path / "bomb", BASE)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 30 = 1200 pixels: over twice the limit
+    with pytest.raises(NeasError, match=r"val2017/a\.png: cannot read image \(DecompressionBombError: Image size"):
+        load_coco(root, SPLIT)
+
+
+def _truncated(tmp_path):
+    """A split whose image b.png is cut after its header (found only when decoded)."""
+    root = _write(tmp_path, BASE)
+    data = load_coco(root, SPLIT)
+    (root / SPLIT / "b.png").write_bytes((root / SPLIT / "b.png").read_bytes()[:200])
+    return data
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_image_is_one_error_line_naming_the_file_even_from_a_loader_worker(tmp_path, workers):
+    """The fuzz pass: in the main process 'image file is truncated' (which file?); from a worker, torch's
+    re-raised message carried the worker's whole traceback."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(DetectionDataset(_truncated(tmp_path), train=False), 1, num_workers=workers, collate_fn=collate)
+    with pytest.raises(data_module.ImageError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and "DataLoader worker" not in message
+    assert message.startswith(str(tmp_path / SPLIT / "b.png") + ": cannot read image (OSError: ")
 
 
 def test_negatives_give_empty_boxes_and_collate_keeps_sizes(tmp_path):

@@ -254,6 +254,29 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(data, tmp_path, capsys
     assert not out.exists()
 
 
+def test_a_bad_image_is_one_error_line_naming_it_and_a_garbage_one_is_refused_before_training(data, tmp_path, capsys):
+    """The fuzz pass: a truncated PNG under --workers 1 printed the worker's traceback inside the error line,
+    and a garbage file was found only after training had started."""
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(data, root)
+    image = root / "train2017" / "000000000001.png"
+    argv = ["detect", "--data-dir", str(root), "--arch", str(ARCH), "--recipe", "small", "--epochs", "1"]
+    argv += ["--batch-size", "4", "--min-size", "64", "--max-size", "64", "--fpn-channels", "16", "--no-flip"]
+    argv += ["--workers", "1", "--device", "cpu"]
+    image.write_bytes(image.read_bytes()[:200])  # its header is whole: found when a worker decodes it
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"neas: error: {image}: cannot read image (OSError: "), err
+    assert "Traceback" not in err[0] and "worker" not in err[0]
+    image.write_bytes(b"garbage")
+    assert main([*argv, "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"neas: error: {image}: cannot read image (UnidentifiedImageError")
+    assert not (tmp_path / "run2").exists()  # refused when the split was loaded, before the run directory
+
+
 def test_the_recipes_are_the_papers_protocol_and_flags_override_them():
     coco = DetectConfig(data_dir="x")
     assert (coco.recipe, coco.epochs, coco.lr_steps, coco.warmup_iters) == ("coco", 12, [8, 11], 500)
