@@ -103,6 +103,18 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(detected, data, tmp_pat
         detect(small(out, data, resume=True, lr_gamma=0.5))
 
 
+def test_resume_of_a_run_killed_before_its_directory_existed_starts_it_as_neas_run_does(detected, data, tmp_path):
+    """The fuzz pass: `neas detect --resume` refused ('does not exist, so there is no checkpoint') where
+    `neas run --resume` starts the run; the README's 'kill anywhere and rerun with --resume' holds for both."""
+    out = tmp_path / "never-made"
+    detect(small(out, data, resume=True))
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(detected / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (detect(small(empty, data, resume=True, epochs=1, lr_steps=[1])) / "eval.json").is_file()
+
+
 def test_sigkill_mid_training_then_resume_ends_with_the_same_weights(detected, data, tmp_path):
     """A real ``kill -9`` of a ``neas detect`` process after its first epoch's checkpoint, then ``--resume``."""
     out = tmp_path / "run"

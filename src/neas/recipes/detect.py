@@ -246,7 +246,9 @@ def detect(cfg: DetectConfig) -> Path:
     model, spec = _setup_model(cfg, train)
     memory = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory)
-    run = RunDir.open(cfg, "detect", device)
+    out = Path(cfg.out)
+    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # as `neas run`: a directory not there yet starts
+    run = RunDir.open(cfg, "detect", device, resume=resume)
     data = _setup_loader(cfg, train, run.rank, run.world)
     optimizer, set_lr, lr = _setup_optimizer(cfg, model, len(data[2]), run.world)
     banner = (
