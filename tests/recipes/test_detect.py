@@ -230,6 +230,26 @@ def test_evaluate_of_a_detection_run_reproduces_its_eval_json(detected, tmp_path
     assert not scores.exists()
 
 
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--ood-data", "digits"], "--ood-data"),
+        (["--cascade"], "--cascade"),
+        (["--corruptions", "fog"], "--corruptions"),
+        (["--temperature", "fit"], "--temperature"),
+        (["--data", "digits"], "--data"),
+        (["--batch-size", "4", "--no-latency"], "--batch-size, --no-latency"),
+    ],
+)
+def test_evaluate_of_a_detection_run_refuses_the_classification_options_it_would_ignore(detected, capsys, flags, named):
+    """The fuzz pass: each was accepted with status 0 and the usual AP table, the option silently dropped."""
+    assert main(["evaluate", "--checkpoint", str(detected), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(
+        f"neas: error: {named}: for classification ensembles, not a detection run"
+    )
+
+
 @pytest.mark.parametrize("mode", ["mean", "path:1"])
 def test_export_of_a_detection_run_is_verified_on_16_images_of_several_sizes(data, tmp_path, capsys, mode):
     # score_thresh 0.001: an untrained head's scores are all near its prior 0.01, full of near-ties that rank
@@ -244,6 +264,10 @@ def test_export_of_a_detection_run_is_verified_on_16_images_of_several_sizes(dat
     code = main(["export", "--checkpoint", str(run), "--format", "safetensors", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "a detection run exports as --format onnx" in capsys.readouterr().err
+    code = main(
+        ["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(tmp_path / "y"), "--arch", "neas-s"]
+    )
+    assert code == 2 and "--arch: for classification ensembles, not a detection run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -156,8 +156,15 @@ def export_detector(cfg) -> str:
         raise NeasError(
             f"a detection run exports as --format onnx (its model.safetensors already is the weights), got {cfg.format}"
         )
-    if cfg.paths is not None or cfg.cascade:
-        raise NeasError("--paths and --cascade are for classification ensembles, not a detection run")
+    ignored = {
+        "--paths": cfg.paths is not None,
+        "--cascade": cfg.cascade,
+        "--official-checkpoint": cfg.official_checkpoint is not None,
+        "--arch": cfg.arch is not None,
+    }
+    if any(ignored.values()):
+        given = ", ".join(flag for flag, set_ in ignored.items() if set_)
+        raise NeasError(f"{given}: for classification ensembles, not a detection run ({cfg.checkpoint})")
     check_output(cfg.out, (cfg.checkpoint,), cfg.force, inside=(MODEL,))
     model, spec = load_detector(cfg.checkpoint)
     images, which = _verification_images(spec)
