@@ -313,6 +313,23 @@ def test_a_bad_image_is_one_error_line_naming_it_and_a_garbage_one_is_refused_be
     assert not (tmp_path / "run2").exists()  # refused when the split was loaded, before the run directory
 
 
+def test_a_val_split_without_images_or_objects_is_refused_before_training(data, tmp_path):
+    """The fuzz pass: a val split of 0 images trained for the whole run, then reported n/a everywhere, status 0."""
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(data, root)
+    val = root / "annotations" / "instances_val2017.json"
+    coco = json.loads(val.read_text())
+    val.write_text(json.dumps({**coco, "annotations": [{**a, "iscrowd": 1} for a in coco["annotations"]]}))
+    with pytest.raises(NeasError, match=r"instances_val2017\.json: val_split 'val2017' holds no objects"):
+        detect(small(tmp_path / "run", root))
+    val.write_text(json.dumps({**coco, "images": [], "annotations": []}))
+    with pytest.raises(NeasError, match=r"instances_val2017\.json: val_split 'val2017' has no images"):
+        detect(small(tmp_path / "run", root))
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_recipes_are_the_papers_protocol_and_flags_override_them():
     coco = DetectConfig(data_dir="x")
     assert (coco.recipe, coco.epochs, coco.lr_steps, coco.warmup_iters) == ("coco", 12, [8, 11], 500)
