@@ -30,10 +30,19 @@ ARCH = ROOT / "configs" / "detect" / "arch.json"  # a 2-path ensemble whose spac
 DEMO = ROOT / "configs" / "detect-demo.yaml"
 
 
+CATEGORY_IDS = [10 * (d + 1) for d in range(10)]  # ids with gaps: a label's id is not label + 1
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "coco"
     write_synthetic(out, splits={"train2017": 32, "val2017": 8}, size=64, seed=0, max_objects=3)
+    for split in ("train2017", "val2017"):  # the digits' ids 1..10 become 10, 20, ..., 100
+        path = out / "annotations" / f"instances_{split}.json"
+        coco = json.loads(path.read_text())
+        coco["categories"] = [{**c, "id": 10 * c["id"]} for c in coco["categories"]]
+        coco["annotations"] = [{**a, "category_id": 10 * a["category_id"]} for a in coco["annotations"]]
+        path.write_text(json.dumps(coco))
     return out
 
 
@@ -70,12 +79,13 @@ def test_a_run_writes_its_evaluation_predictions_model_and_report(detected):
     assert set(result["per_class"]) <= {str(d) for d in range(10)}
     predictions = json.loads((detected / "predictions.json").read_text())
     assert predictions
-    assert {p["category_id"] for p in predictions} <= set(range(1, 11))  # COCO ids, not labels 0..9
+    assert {p["category_id"] for p in predictions} <= set(CATEGORY_IDS)  # COCO ids, not labels 0..9 nor label + 1
     assert all(len(p["bbox"]) == 4 and p["bbox"][2] >= 0 for p in predictions)
     assert [m["epoch"] for m in MetricLogger.read(detected)] == [0, 1]
     assert {"loss", "lr", "classification", "bbox_regression"} <= set(MetricLogger.read(detected)[0])
     record = json.loads((detected / "detector.json").read_text())
     assert (record["num_classes"], record["anchor_sizes"], record["fpn_channels"]) == (10, [16, 32, 64, 128, 256], 32)
+    assert [c["id"] for c in record["categories"]] == CATEGORY_IDS
     page = (detected / "report" / "index.html").read_text()
     assert "AP50" in page and "detections.png" in page and "training.png" in page
     assert (detected / "report" / "detections.png").stat().st_size > 0
