@@ -95,13 +95,31 @@ def test_every_parameter_of_the_detector_gets_a_gradient(mode, channels):
         assert d["boxes"].shape[1:] == (4,) and d["scores"].shape == d["labels"].shape == d["boxes"].shape[:1]
 
 
-def test_the_mode_decides_the_per_path_maps():
+def test_the_maps_are_the_plain_networks_own_stage_outputs_combined_as_the_mode_says():
+    """An independent reference (the audit's): forward hooks on the plain EnsembleNet's modules. The trunk
+    is L0-L3 (stride 8 after L3); each path's L4-L5 end stride 16, L6-L7 stride 32, then its head conv."""
     x = torch.rand(1, 3, SIZE, SIZE)
+    plain, seen = _net().eval(), {}
+    modules = {"8": plain.sharing_blocks[0][3]}
+    for k in range(2):
+        modules |= {f"16/{k}": plain.blocks[k][0][1], f"32/{k}": plain.blocks[k][0][3]}
+    for key, module in modules.items():
+        module.register_forward_hook(lambda m, i, out, key=key: seen.__setitem__(key, out))
     with torch.no_grad():
-        maps = {mode: ensemble_body(_net().eval(), mode)[0](x) for mode in ("mean", "path:0", "path:1")}
-    torch.testing.assert_close(maps["path:0"]["8"], maps["path:1"]["8"], rtol=0, atol=0)  # the trunk's
-    assert not torch.allclose(maps["path:0"]["32"], maps["path:1"]["32"])
-    torch.testing.assert_close(maps["mean"]["32"], (maps["path:0"]["32"] + maps["path:1"]["32"]) / 2)
+        plain(x)
+        maps = {mode: ensemble_body(_net(), mode)[0].eval()(x) for mode in ("mean", "concat", "path:0", "path:1")}
+    for mode, got in maps.items():
+        assert list(got) == ["8", "16", "32"]
+        torch.testing.assert_close(got["8"], seen["8"], rtol=0, atol=0)
+        for stride in ("16", "32"):
+            paths = [seen[f"{stride}/{k}"] for k in range(2)]
+            expected = {
+                "mean": (paths[0] + paths[1]) / 2,
+                "concat": torch.cat(paths, 1),
+                "path:0": paths[0],
+                "path:1": paths[1],
+            }[mode]
+            torch.testing.assert_close(got[stride], expected, rtol=1e-6, atol=1e-6, msg=f"{mode} {stride}")
 
 
 def _bodies():
