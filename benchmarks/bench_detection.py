@@ -17,8 +17,8 @@ detector spends less time per backbone MAC). Backbone MACs are of the body alone
 from the project's cost model (``neas.cost``: stem + L0 + shared layers once + each path's layers,
 the heads removed), checked against ``torch.utils.flop_counter.FlopCounterMode`` / 2, which also
 gives mobilenet's. The step time includes the FPN and the heads, the same work for both except the
-FPN's lateral 1x1 convs (960 input channels for mobilenet's C5, 160 for NEAS-S's), so the
-per-MAC ratio charges that shared work to the backbone MACs.
+FPN's lateral 1x1 convs (160 input channels for either C5 since issue 40: mobilenet's 960 conv is
+left out, as NEAS-S's is), so the per-MAC ratio charges that shared work to the backbone MACs.
 """
 
 from __future__ import annotations

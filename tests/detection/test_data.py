@@ -73,9 +73,12 @@ def test_load_cleans_a_split_and_scores_with_coco_ap(tmp_path):
     assert data.targets[2] == {"boxes": [[5.5, 6.0, 9.5, 9.0], [1.0, 2.0, 11.0, 7.0]], "labels": [1, 2]}
     assert data.targets[7] == {"boxes": [[30.0, 20.0, 40.0, 30.0]], "labels": [0]}  # clipped to 40x30
     assert data.targets[9] == {"boxes": [], "labels": []}  # a negative, kept
-    gt = data.ground_truth
-    assert [a["id"] for a in gt["annotations"]] == [1, 2, 3]
-    assert [a["area"] for a in gt["annotations"]] == [12.0, 40.0, 100.0]  # given area kept, else w * h clipped
+    gt = data.ground_truth  # the file's annotations as given: its order, its ids, its boxes (unclipped)
+    assert gt["annotations"] == [
+        {"id": 11, "image_id": 2, "category_id": 90, "bbox": [1, 2, 10, 5], "area": 40.0, "iscrowd": 0},
+        {"id": 12, "image_id": 7, "category_id": 1, "bbox": [30, 20, 20, 20]},
+        {"id": 13, "image_id": 2, "category_id": 3, "bbox": [5.5, 6, 4, 3], "iscrowd": 0},
+    ]
     detections = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
         for a in gt["annotations"]
@@ -90,8 +93,13 @@ def test_entry_order_in_the_file_does_not_matter(tmp_path):
         shuffled[key].reverse()
     one = load_coco(_write(tmp_path / "a", BASE), SPLIT)
     two = load_coco(_write(tmp_path / "b", shuffled), SPLIT)
-    for name in ("images", "targets", "categories", "ground_truth"):
+    for name in ("images", "targets", "categories"):
         assert getattr(one, name) == getattr(two, name), name
+    for key in ("images", "categories"):
+        assert one.ground_truth[key] == two.ground_truth[key], key
+    # the ground truth is the file's (in its order, as pycocotools reads it); the same annotations
+    by_id = sorted(one.ground_truth["annotations"], key=lambda a: a["id"])
+    assert by_id == sorted(two.ground_truth["annotations"], key=lambda a: a["id"])
 
 
 BAD = [
@@ -162,7 +170,7 @@ def test_missing_files_are_refused_when_loading_naming_the_layout(tmp_path):
         load_coco(root, SPLIT)
 
 
-def test_empty_and_outside_boxes_are_dropped_with_one_warning(tmp_path, caplog):
+def test_empty_and_outside_boxes_are_no_targets_with_one_warning_but_stay_ground_truth(tmp_path, caplog):
     def change(coco):
         anns = coco["annotations"]
         anns.append({"id": 20, "image_id": 2, "category_id": 1, "bbox": [3, 3, 0, 5]})  # zero width
@@ -172,10 +180,96 @@ def test_empty_and_outside_boxes_are_dropped_with_one_warning(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING, logger="neas.detection.data"):
         data = load_coco(_write(tmp_path, _broken(change)), SPLIT)
-    assert len(data.ground_truth["annotations"]) == 3
+    assert [a["id"] for a in data.ground_truth["annotations"]] == [11, 12, 13, 20, 21, 22, 23]  # scored as given
     assert sum(len(t["boxes"]) for t in data.targets.values()) == 3
     assert len(caplog.records) == 1
-    assert "dropped 2 boxes of zero width or height and 2 entirely outside" in caplog.records[0].getMessage()
+    message = caplog.records[0].getMessage()
+    assert "2 boxes of zero width or height and 2 entirely outside their image are not training targets" in message
+
+
+def _raw_file() -> dict:
+    """A val file as user datasets have them: six image sizes, ids with gaps, every 4th image empty, a
+    crowd region, and boxes partly past the border, of zero width or height, or entirely outside."""
+    rng = np.random.default_rng(5)
+    sizes = [(128, 128), (160, 96), (96, 160), (200, 120), (112, 144), (150, 100)]
+    images = [
+        {"id": 1000 + 7 * k, "file_name": f"{k}.png", "width": sizes[k % 6][0], "height": sizes[k % 6][1]}
+        for k in range(12)
+    ]
+    boxes = []  # (image index, category id, [x, y, w, h], iscrowd)
+    for k, img in enumerate(images):
+        for _ in range(k % 4):
+            w, h = (float(v) for v in rng.uniform(8, 60, 2))
+            x, y = float(rng.uniform(0, img["width"] - w)), float(rng.uniform(0, img["height"] - h))
+            boxes.append((k, int(rng.choice([2, 5, 9])), [x, y, w, h], 0))
+    boxes += [
+        (0, 5, [110.0, 100.0, 50.0, 50.0], 0),  # 32 x 22 px past the border of a 128x128 image
+        (1, 2, [20.0, 30.0, 0.0, 15.0], 0),  # zero width
+        (2, 9, [10.0, 40.0, 30.0, 0.0], 0),  # zero height
+        (3, 2, [205.0, 10.0, 20.0, 20.0], 0),  # entirely right of a 200x120 image
+        (4, 5, [-12.0, -8.0, 40.0, 30.0], 0),  # past the top-left corner
+        (5, 9, [10.0, 10.0, 60.0, 50.0], 1),  # a crowd region
+    ]
+    annotations = [
+        {"id": 500 + 3 * n, "image_id": images[k]["id"], "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": z}
+        for n, (k, c, b, z) in enumerate(boxes)
+    ]
+    categories = [{"id": 2, "name": "rect"}, {"id": 5, "name": "ellipse"}, {"id": 9, "name": "triangle"}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _jittered(coco: dict, seed: int) -> list[dict]:
+    """Detections near every true box (jittered, some of another class) and false positives, seeded."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for ann in coco["annotations"]:
+        x, y, w, h = np.asarray(ann["bbox"]) + rng.normal(0, 3, 4)
+        category = ann["category_id"] if rng.random() < 0.8 else int(rng.choice([2, 5, 9]))
+        box = [float(x), float(y), float(max(w, 1.0)), float(max(h, 1.0))]
+        detections.append({"image_id": ann["image_id"], "category_id": category, "bbox": box, "score": rng.random()})
+    for img in coco["images"]:
+        box = [float(v) for v in rng.uniform(0, 60, 4)]
+        detections.append({"image_id": img["id"], "category_id": 5, "bbox": box, "score": float(rng.random())})
+    return detections
+
+
+def _pycocotools(annotation_file, detections: list) -> tuple[list, dict]:
+    """pycocotools' COCOeval on the annotation file itself: stats[0:6] and AP per category id."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(annotation_file))
+        evaluator = COCOeval(truth, truth.loadRes(copy.deepcopy(detections)), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    per_class = {}
+    for k, cat in enumerate(evaluator.params.catIds):
+        values = evaluator.eval["precision"][:, :, k, 0, 2]
+        per_class[cat] = float(values[values > -1].mean()) if (values > -1).any() else None
+    return [None if v < 0 else float(v) for v in evaluator.stats[:6]], per_class
+
+
+@pytest.mark.parametrize("detections", ["jittered 0", "jittered 1", "the file's boxes"])
+def test_ap_is_scored_against_the_annotation_file_as_given(tmp_path, detections):
+    """The audit's case: boxes past the border or of zero size. AP was scored against load_coco's cleaned
+    copy (clipped, dropped): 0.1321 where pycocotools gives 0.1468 on the file itself."""
+    coco = _raw_file()
+    data = load_coco(_write(tmp_path, coco), SPLIT)
+    if detections == "the file's boxes":
+        found = [{**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 0.9} for a in coco["annotations"]]
+    else:
+        found = _jittered(coco, int(detections[-1]))
+    stats, per_class = _pycocotools(tmp_path / FILE, found)
+    got = coco_ap(data.ground_truth, found)
+    assert [got[name] for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(stats, abs=1e-12)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert got["per_class"] == pytest.approx({names[c]: ap for c, ap in per_class.items()}, abs=1e-12)
+    assert sum(len(t["boxes"]) for t in data.targets.values()) == len(coco["annotations"]) - 4  # training: cleaned
 
 
 def test_crowd_boxes_are_ground_truth_but_not_targets(tmp_path):
@@ -218,13 +312,52 @@ def test_exif_orientation_is_not_applied(tmp_path):
     assert image.shape == (3, 30, 40)  # stored pixels, as COCO boxes are
 
 
-def test_an_image_of_another_size_than_listed_is_refused_when_read(tmp_path):
+def test_an_image_of_another_size_than_listed_is_refused_when_the_split_is_loaded(tmp_path):
     root = _write(tmp_path, BASE)
+    original = (root / SPLIT / "b.png").read_bytes()
     Image.new("RGB", (41, 30)).save(root / SPLIT / "b.png")
-    dataset = DetectionDataset(load_coco(root, SPLIT), train=False)
     size = r"val2017/b\.png: the image is 41x30 pixels but .*instances_val2017\.json says 40x30"
     with pytest.raises(NeasError, match=size):
+        load_coco(root, SPLIT)  # before any training
+    (root / SPLIT / "b.png").write_bytes(original)
+    dataset = DetectionDataset(load_coco(root, SPLIT), train=False)
+    Image.new("RGB", (41, 30)).save(root / SPLIT / "b.png")  # changed after the split was loaded
+    with pytest.raises(NeasError, match=size):
         dataset[1]
+
+
+def test_a_garbage_file_or_a_decompression_bomb_is_refused_when_the_split_is_loaded_naming_it(tmp_path, monkeypatch):
+    """The fuzz pass: they were found only when a worker decoded them, after training had started."""
+    root = _write(tmp_path, BASE)
+    (root / SPLIT / "b.png").write_bytes(b"not an image at all")
+    with pytest.raises(NeasError, match=r"val2017/b\.png: cannot read image \(UnidentifiedImageError: cannot identify"):
+        load_coco(root, SPLIT)
+    root = _write(tmp_path / "bomb", BASE)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 30 = 1200 pixels: over twice the limit
+    with pytest.raises(NeasError, match=r"val2017/a\.png: cannot read image \(DecompressionBombError: Image size"):
+        load_coco(root, SPLIT)
+
+
+def _truncated(tmp_path):
+    """A split whose image b.png is cut after its header (found only when decoded)."""
+    root = _write(tmp_path, BASE)
+    data = load_coco(root, SPLIT)
+    (root / SPLIT / "b.png").write_bytes((root / SPLIT / "b.png").read_bytes()[:200])
+    return data
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_image_is_one_error_line_naming_the_file_even_from_a_loader_worker(tmp_path, workers):
+    """The fuzz pass: in the main process 'image file is truncated' (which file?); from a worker, torch's
+    re-raised message carried the worker's whole traceback."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(DetectionDataset(_truncated(tmp_path), train=False), 1, num_workers=workers, collate_fn=collate)
+    with pytest.raises(data_module.ImageError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and "DataLoader worker" not in message
+    assert message.startswith(str(tmp_path / SPLIT / "b.png") + ": cannot read image (OSError: ")
 
 
 def test_negatives_give_empty_boxes_and_collate_keeps_sizes(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neas.detection import export as detection_export
-from neas.detection.export import export_detector_onnx
+from neas.detection.export import CHECK_IMAGES, export_detector_onnx, random_images
 from neas.detection.model import build_retinanet, ensemble_body
 from neas.errors import NeasError
 
@@ -82,3 +82,80 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(NeasError, match=r"images: expected a non-empty list of \(3, H, W\)"):
         export_detector_onnx(model, tmp_path / "d.onnx", [torch.rand(1, 3, SIZE, SIZE)])
     assert list(tmp_path.iterdir()) == []
+
+
+class _Fixed:
+    """A stand-in for the PyTorch detector (and, with ``run``, for the onnxruntime session) that returns
+    given detections, with RetinaNet's two cut-offs."""
+
+    score_thresh, detections_per_img = 0.001, 100
+
+    def __init__(self, out: dict):
+        self.out = out
+
+    def __call__(self, images):
+        return [self.out]
+
+    def run(self, names, feeds):
+        return [self.out[k].numpy() for k in ("boxes", "scores", "labels")]
+
+
+def _detections(rows):
+    """{"boxes", "scores", "labels"} of rows (label, score, [x1, y1, x2, y2])."""
+    return {
+        "boxes": torch.tensor([box for _, _, box in rows], dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor([score for _, score, _ in rows], dtype=torch.float32),
+        "labels": torch.tensor([label for label, _, _ in rows], dtype=torch.int64),
+    }
+
+
+# the audit's image 1105: two label-0 detections whose scores differ by 7e-7, 128 px apart
+TIE = [
+    (1, 0.61, [10.0, 10.0, 50.0, 40.0]),
+    (0, 0.0428873, [0.0, 0.0, 20.0, 30.0]),
+    (0, 0.0428866, [128.0, 0.0, 150.0, 30.0]),
+]
+IMAGE = [torch.rand(3, 120, 200)]  # 200x120
+
+
+def test_near_tied_detections_of_one_label_that_come_out_swapped_are_matched(tmp_path):
+    swapped = [TIE[0], TIE[2], TIE[1]]
+    got = _detections([(label, score + 2e-7, box) for label, score, box in swapped])  # a rounding apart
+    boxes, scores = detection_export._compare(_Fixed(_detections(TIE)), _Fixed(got), IMAGE, tmp_path)
+    assert boxes == 0.0 and scores == pytest.approx(2e-7, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "got, message",
+    [
+        ([TIE[0], TIE[1]], r"PyTorch's detection \(label 0, score 0.042887, box \[128.0"),
+        ([TIE[0], TIE[1], (2, 0.0428866, [128.0, 0.0, 150.0, 30.0])], r"PyTorch's detection \(label 0"),
+        ([TIE[0], TIE[1], (0, 0.0428866, [64.0, 0.0, 86.0, 30.0])], r"PyTorch's detection \(label 0"),
+        ([TIE[0], TIE[1], TIE[2], (1, 0.3, [60.0, 60.0, 90.0, 90.0])], r"onnxruntime's detection \(label 1, score 0.3"),
+        ([(1, 0.65, TIE[0][2]), TIE[1], TIE[2]], r"PyTorch's detection \(label 1, score 0.61, .* score within 0.001"),
+        ([(1, 0.61, [10.0, 10.0, 50.0, 41.0]), TIE[1], TIE[2]], r"by 1 pixels in boxes \(tolerance 0.001 x 200\)"),
+    ],
+)
+def test_a_detection_without_its_counterpart_or_beyond_tolerance_is_refused(tmp_path, got, message):
+    with pytest.raises(NeasError, match=r"ONNX check failed on image 0: .*" + message + r".*\(the image is 200x120\)"):
+        detection_export._compare(_Fixed(_detections(TIE)), _Fixed(_detections(got)), IMAGE, tmp_path)
+
+
+def test_a_detection_one_runtime_cut_off_is_not_a_mismatch(tmp_path):
+    at_threshold = (2, 0.0015, [70.0, 70.0, 90.0, 90.0])  # within the score tolerance of score_thresh 0.001
+    expected = _Fixed(_detections([*TIE, at_threshold]))
+    detection_export._compare(expected, _Fixed(_detections(TIE)), IMAGE, tmp_path)
+    full = _Fixed(_detections(TIE))
+    full.detections_per_img = 3  # a full list: the last place went to one of two near-equal scores
+    other = _detections([*TIE[:2], (2, 0.0428870, [70.0, 70.0, 90.0, 90.0])])
+    detection_export._compare(full, _Fixed(other), IMAGE, tmp_path)
+
+
+def test_the_export_is_verified_on_images_of_several_sizes(tmp_path):
+    """The graph's dynamic height and width: images of 8 shapes, each resized by the detector's own transform."""
+    model = _detector("mean")
+    images = random_images(SIZE, CHECK_IMAGES)
+    assert len({tuple(x.shape[1:]) for x in images}) >= 8
+    result = export_detector_onnx(model, tmp_path / "detector.onnx", images)
+    assert (result["images"], result["sizes"]) == (16, 16)
+    assert result["max_abs_diff_boxes"] <= 1e-3 * SIZE and result["max_abs_diff_scores"] <= 1e-3

@@ -95,13 +95,31 @@ def test_every_parameter_of_the_detector_gets_a_gradient(mode, channels):
         assert d["boxes"].shape[1:] == (4,) and d["scores"].shape == d["labels"].shape == d["boxes"].shape[:1]
 
 
-def test_the_mode_decides_the_per_path_maps():
+def test_the_maps_are_the_plain_networks_own_stage_outputs_combined_as_the_mode_says():
+    """An independent reference (the audit's): forward hooks on the plain EnsembleNet's modules. The trunk
+    is L0-L3 (stride 8 after L3); each path's L4-L5 end stride 16, L6-L7 stride 32, then its head conv."""
     x = torch.rand(1, 3, SIZE, SIZE)
+    plain, seen = _net().eval(), {}
+    modules = {"8": plain.sharing_blocks[0][3]}
+    for k in range(2):
+        modules |= {f"16/{k}": plain.blocks[k][0][1], f"32/{k}": plain.blocks[k][0][3]}
+    for key, module in modules.items():
+        module.register_forward_hook(lambda m, i, out, key=key: seen.__setitem__(key, out))
     with torch.no_grad():
-        maps = {mode: ensemble_body(_net().eval(), mode)[0](x) for mode in ("mean", "path:0", "path:1")}
-    torch.testing.assert_close(maps["path:0"]["8"], maps["path:1"]["8"], rtol=0, atol=0)  # the trunk's
-    assert not torch.allclose(maps["path:0"]["32"], maps["path:1"]["32"])
-    torch.testing.assert_close(maps["mean"]["32"], (maps["path:0"]["32"] + maps["path:1"]["32"]) / 2)
+        plain(x)
+        maps = {mode: ensemble_body(_net(), mode)[0].eval()(x) for mode in ("mean", "concat", "path:0", "path:1")}
+    for mode, got in maps.items():
+        assert list(got) == ["8", "16", "32"]
+        torch.testing.assert_close(got["8"], seen["8"], rtol=0, atol=0)
+        for stride in ("16", "32"):
+            paths = [seen[f"{stride}/{k}"] for k in range(2)]
+            expected = {
+                "mean": (paths[0] + paths[1]) / 2,
+                "concat": torch.cat(paths, 1),
+                "path:0": paths[0],
+                "path:1": paths[1],
+            }[mode]
+            torch.testing.assert_close(got[stride], expected, rtol=1e-6, atol=1e-6, msg=f"{mode} {stride}")
 
 
 def _bodies():
@@ -138,13 +156,27 @@ def test_frozen_bn_keeps_the_statistics_and_never_updates_them(kind):
         torch.testing.assert_close(value, stats[key], rtol=0, atol=0, msg=key)
 
 
-def test_timm_body_returns_the_stride_8_16_32_maps():
+def test_the_timm_body_ends_at_its_last_stage_output_as_the_neas_body_does():
+    """The audit: MobileNetV3's C5 was its 960-channel final 1x1 conv while NEAS's is its 160-channel
+    stage output; both bodies now end at the last stage's output (neither runs its '960 conv')."""
+    import timm
+
     body, channels = timm_body("mobilenetv3_large_100")
-    assert channels == [40, 112, 960]
+    assert channels == [40, 112, 160]
+    assert not any(k.startswith("net.blocks.6.") for k in body.state_dict())  # gone, not unused (DDP)
+    full = timm.create_model("mobilenetv3_large_100", pretrained=False).eval()
+    body.net.load_state_dict(full.state_dict(), strict=False)  # the classification network's weights
+    x = torch.rand(1, 3, SIZE, SIZE)
     with torch.no_grad():
-        maps = body.eval()(torch.rand(1, 3, SIZE, SIZE))
+        maps = body.eval()(x)
+        # timm's own walk: the output of blocks.5 (the last stage of inverted residuals, 160 channels)
+        (stage_out,) = full.forward_intermediates(x, indices=[6], extra_blocks=True, intermediates_only=True)
     assert list(maps) == ["0", "1", "2"]
-    assert [tuple(m.shape[1:]) for m in maps.values()] == [(40, 8, 8), (112, 4, 4), (960, 2, 2)]
+    assert [tuple(m.shape[1:]) for m in maps.values()] == [(40, 8, 8), (112, 4, 4), (160, 2, 2)]
+    torch.testing.assert_close(maps["2"], stage_out, rtol=0, atol=0)
+    assert timm_body("efficientnet_b0")[1] == [40, 112, 320]  # a last stage of blocks is kept as it is
+    _, neas_channels = ensemble_body(_net(), "mean")
+    assert neas_channels[-1] == SPACE.stages[-1].channels  # NEAS's C5: its last stage's output, not its head
 
 
 def test_unknown_timm_model_is_refused_with_a_suggestion():
@@ -220,3 +252,30 @@ def test_a_timm_backbone_starts_from_a_timm_checkpoint_read_without_unpickling(t
     for bad in ("other.safetensors", "missing.pth"):
         with pytest.raises(NeasError, match=f"--backbone-weights .*{bad}"):
             timm_body("mobilenetv3_large_100", tmp_path / bad)
+
+
+def test_a_timm_detector_recorded_before_issue_40_is_rebuilt_with_its_last_conv():
+    """Its weights were trained with the 960-channel C5: the record without ``last_conv`` rebuilds that body."""
+    from neas.detection.detector import DetectorSpec, build_detector
+
+    spec = DetectorSpec(
+        backbone="timm:mobilenetv3_large_100",
+        arch=None,
+        space=None,
+        backbone_classes=None,
+        feature_mode="mean",
+        categories=[{"id": 1, "name": "a"}],
+        min_size=SIZE,
+        max_size=SIZE,
+        anchor_sizes=[16, 32, 64, 128, 256],
+        fpn_channels=16,
+        frozen_bn=False,
+        last_conv=False,
+        score_thresh=0.05,
+        detections_per_img=10,
+        data={"data_dir": "d", "train_split": "train", "val_split": "val"},
+    )
+    old = {k: v for k, v in spec.to_json().items() if k != "last_conv"}
+    for record, channels in ((spec.to_json(), 160), (old, 960)):
+        model = build_detector(DetectorSpec.from_json(record, "detector.json"))
+        assert model.backbone.fpn.inner_blocks[2][0].in_channels == channels

@@ -79,22 +79,79 @@ def test_an_existing_non_empty_folder_is_refused(tmp_path):
     with pytest.raises(NeasError, match="already exists and is not an empty folder"):
         synth.write_synthetic(tmp_path / "mine.txt", splits={"val2017": 1}, size=32)
     assert (tmp_path / "mine.txt").read_text() == "keep me" and not (tmp_path / "annotations").exists()
-    with pytest.raises(NeasError, match="size: expected an integer >= 16"):
+    with pytest.raises(NeasError, match=r"size: expected an integer in 16\.\.4096 \(pixels\), got 8"):
         synth.write_synthetic(tmp_path / "new", size=8)
     with pytest.raises(NeasError, match="is not a split name"):
         synth.write_synthetic(tmp_path / "new", splits={"../x": 1})
 
 
-def test_the_command_writes_a_set_and_refuses_to_write_into_it_again(tmp_path, capsys):
+def test_a_failed_or_killed_run_leaves_a_folder_its_rerun_replaces(tmp_path, monkeypatch):
+    """The fuzz pass: a killed run (33 images, no annotation file) left a folder the rerun refused."""
+    splits = {"train2017": 6, "val2017": 3}
+    synth.write_synthetic(tmp_path / "fresh", splits=splits, size=32)
+    png, calls = synth._png, []
+
+    def dies_at_the_fifth_image(canvas):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("killed")
+        return png(canvas)
+
+    monkeypatch.setattr(synth, "_png", dies_at_the_fifth_image)
+    out = tmp_path / "o"
+    with pytest.raises(MemoryError):
+        synth.write_synthetic(out, splits=splits, size=32)
+    monkeypatch.undo()
+    assert (out / synth.UNFINISHED).is_file() and len(list((out / "train2017").iterdir())) == 4
+    (out / "train2017" / ".000000000005.png.4242.tmp").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    assert synth.write_synthetic(out, splits={"train2017": 2}, size=32) == {"train2017": 2}  # other arguments
+    assert sorted(_files(out)) == ["annotations/instances_train2017.json", *(f"train2017/{i:012d}.png" for i in (1, 2))]
+    (out / synth.UNFINISHED).write_text("{}")  # unfinished again: the rerun with the first arguments replaces it
+    assert synth.write_synthetic(out, splits=splits, size=32) == splits
+    assert _files(out) == _files(tmp_path / "fresh") and not (out / synth.UNFINISHED).exists()
+
+
+def test_an_unfinished_set_with_a_file_it_never_writes_is_refused_untouched(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / synth.UNFINISHED).write_text("{}")
+    (out / "train2017").mkdir()
+    (out / "train2017" / "notes.txt").write_text("keep me")
+    with pytest.raises(NeasError, match=r"holds an unfinished synthetic set and .*train2017/notes\.txt, which neas"):
+        synth.write_synthetic(out, splits={"train2017": 1}, size=32)
+    assert (out / "train2017" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_absurd_size_is_refused_before_any_folder_is_made(tmp_path):
+    """The fuzz pass: --size 100000 ran out of memory and left two empty folders behind."""
+    with pytest.raises(NeasError, match=r"size: expected an integer in 16\.\.4096 \(pixels\), got 100000"):
+        synth.write_synthetic(tmp_path / "o", size=100000)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sigkilled_command_is_finished_by_its_rerun_and_a_finished_set_is_never_written_again(tmp_path, capsys):
+    """The fuzz pass's case: `kill -9` of `neas synth-detection` mid-way left a folder the same command refused."""
+    import os
+    import time
+
     from neas.cli import main
 
     out = tmp_path / "digits"
-    argv = ["synth-detection", "--out", str(out), "--train-images", "20", "--val-images", "5"]
-    done = subprocess.run([sys.executable, "-m", "neas", *argv], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "20 train2017, 5 val2017 images" in done.stdout
+    argv = ["synth-detection", "--out", str(out), "--train-images", "3000", "--val-images", "5", "--size", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "neas", *argv], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "train2017").is_dir() or len(list((out / "train2017").iterdir())) < 3:
+        assert proc.poll() is None and time.time() < deadline, "it finished or never started"
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert not (out / "annotations" / "instances_val2017.json").exists()
+    argv[argv.index("3000")] = "20"  # the rerun may ask for another set: the unfinished one is replaced
+    assert main(argv) == 0  # in process: a second interpreter would double the test's time
+    assert "20 train2017, 5 val2017 images" in capsys.readouterr().out
     assert len(load_coco(out, "val2017").images) == 5 and len(list((out / "train2017").iterdir())) == 20
-    assert main(argv) == 2  # in process: a second interpreter would double the test's time
+    assert main(argv) == 2  # finished: never written into again
     err = capsys.readouterr().err
     assert err.startswith("neas: error: ") and err.count("\n") == 1
     assert "already exists and is not an empty folder" in err

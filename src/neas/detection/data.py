@@ -3,8 +3,10 @@
 Layout: ``ROOT/annotations/instances_<split>.json`` (COCO ``images``, ``annotations``, ``categories``)
 and the images in ``ROOT/<split>/<file_name>``. :func:`load_coco` reads and checks the file once, in the
 main process, and returns a :class:`CocoSplit`: the images sorted by id, the training targets per image
-(boxes ``[x1, y1, x2, y2]`` in pixels, labels ``0..C-1``) and the cleaned COCO ground truth for
-:func:`neas.detection.coco.coco_ap`. The result does not depend on the order of entries in the file.
+(boxes ``[x1, y1, x2, y2]`` in pixels, labels ``0..C-1``: cleaned, see below) and the COCO ground truth
+that :func:`neas.detection.coco.coco_ap` scores against: the file's annotations as given, so the AP is
+the one pycocotools computes on the file itself (a box past the border or of zero size included). The
+images and targets do not depend on the order of entries in the file.
 
 Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry, unless it says otherwise):
 
@@ -15,19 +17,22 @@ Bad input (each a :class:`~neas.errors.NeasError` naming the file and the entry,
   annotation naming an unknown image or category, a ``bbox`` that is not 4 finite numbers, ``iscrowd``
   not 0/1, ``area`` not a finite number >= 0, a ``file_name`` that is absolute or climbs out with
   ``..``): refused, by the one COCO validator, :mod:`neas.detection.coco_format`;
-- a listed image file that is missing: refused when the split is loaded (never lazily in a worker);
-- a box of negative width or height: refused; of zero width or height: dropped, counted (one
-  warning per split); partly outside the image: clipped to it; entirely outside: dropped, counted;
+- a listed image file that is missing, that PIL cannot identify from its header (garbage, an
+  unsupported format), that is a decompression bomb, or whose size differs from its ``width`` /
+  ``height``: refused when the split is loaded, before any training (a header read per image, no
+  decoding); a file truncated after its header: refused when decoded, as an :class:`ImageError`
+  naming the file, in one line even from a DataLoader worker;
+- a box of negative width or height: refused; of zero width or height: not a training target,
+  counted (one warning per split); partly outside the image: clipped to it as a target; entirely
+  outside: not a target, counted. The ground truth keeps every box as the file gives it;
 - ``iscrowd: 1``: kept in ``ground_truth`` (COCOeval ignores detections matched to it), not a target;
 - category ids with gaps (1, 3, 90): labels ``0..C-1`` in id order, ``categories[label]["id"]``;
 - an image without annotations: kept, a negative (boxes of shape ``[0, 4]``);
-- ``categories=`` given (the training split's) and the file's differ: refused;
-- an image whose real size differs from its ``width``/``height``: refused by
-  :class:`DetectionDataset` when it is read, naming the file.
+- ``categories=`` given (the training split's) and the file's differ: refused.
 
 Images decode to RGB whatever their mode (L, LA, RGBA, P, CMYK; 16-bit grayscale scaled from 0..65535).
 EXIF orientation is not applied: COCO boxes are in stored-pixel coordinates. The input JSON is not
-modified; ``ground_truth`` holds fresh dicts (annotation ids renumbered 1..n in a content order).
+modified; ``ground_truth`` holds fresh dicts, the file's annotations in its order with its ids.
 """
 
 from __future__ import annotations
@@ -46,12 +51,31 @@ from neas.errors import NeasError, show
 from neas.io import read_json
 from neas.seeding import stream_seed
 
-__all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "collate", "load_coco"]
+__all__ = ["MAX_ANNOTATION_BYTES", "CocoSplit", "DetectionDataset", "ImageError", "collate", "load_coco"]
 
 log = logging.getLogger(__name__)
 
 MAX_ANNOTATION_BYTES = 2**30  # COCO's instances_train2017.json is 448 MB; a file over 1 GiB is not a COCO split
 _FLIP = "detection-flip"  # the stream_seed purpose of the training flips
+
+
+class ImageError(NeasError):
+    """An image file that cannot be read, or is not the size its entry says: the message names the file.
+
+    Raised in a DataLoader worker, it reaches the main process as ``ImageError(text)`` where torch's
+    ``ExceptionWrapper.reraise`` made ``text`` "Caught ImageError in DataLoader worker process N.",
+    the worker's traceback and, last, ``neas.detection.data.ImageError: <message>``: the message alone
+    is kept, so the CLI prints one line naming the file, never a worker's traceback."""
+
+    def __init__(self, message: str):
+        if "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message)
+
+
+def _image_error(path: Path, exc: BaseException) -> ImageError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__  # one line
+    return ImageError(f"{path}: cannot read image ({type(exc).__name__}: {reason})")
 
 
 @dataclass
@@ -63,7 +87,7 @@ class CocoSplit:
     images: list[dict]  # {"id", "file_name", "width", "height"}, sorted by id
     targets: dict  # image id -> {"boxes": [[x1, y1, x2, y2], ...] (pixels, clipped), "labels": [int 0..C-1]}
     categories: list[dict]  # [{"id", "name"}] sorted by id; label i <-> categories[i]["id"]
-    ground_truth: dict = field(repr=False)  # COCO dict (images, cleaned annotations, categories) for coco_ap
+    ground_truth: dict = field(repr=False)  # COCO dict (images, the file's annotations, categories) for coco_ap
 
     @property
     def annotation_file(self) -> Path:
@@ -101,7 +125,8 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
     annotations, dropped = _clean_annotations(value["annotations"], images)
     if dropped["zero"] or dropped["outside"]:
         log.warning(
-            "%s: dropped %d boxes of zero width or height and %d entirely outside their image",
+            "%s: %d boxes of zero width or height and %d entirely outside their image are not training targets "
+            "(they stay in the ground truth that AP is scored against, as the file gives them)",
             path,
             dropped["zero"],
             dropped["outside"],
@@ -114,7 +139,11 @@ def load_coco(root, split: str, *, categories: list[dict] | None = None) -> Coco
         images=ordered,
         targets=_targets(ordered, annotations, cats),
         categories=cats,
-        ground_truth={"images": [dict(img) for img in ordered], "annotations": annotations, "categories": cats},
+        ground_truth={
+            "images": [dict(img) for img in ordered],
+            "annotations": [_as_given(ann) for ann in value["annotations"]],
+            "categories": cats,
+        },
     )
 
 
@@ -126,9 +155,17 @@ def _check_same_categories(cats: list[dict], expected: list[dict], path: Path) -
         )
 
 
+_GROUND_TRUTH_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")  # what COCOeval reads
+
+
+def _as_given(ann: dict) -> dict:
+    """A checked annotation as the file gives it (a fresh dict of the keys COCOeval reads)."""
+    return {k: list(ann[k]) if k == "bbox" else ann[k] for k in _GROUND_TRUTH_KEYS if k in ann}
+
+
 def _clean_annotations(entries: list, images: dict) -> tuple[list[dict], dict]:
-    """The checked annotations cleaned (boxes clipped; empty ones dropped), in a content order, ids 1..n;
-    and the numbers dropped {"zero", "outside"}."""
+    """The checked annotations cleaned for training (boxes clipped; empty ones dropped), in a content
+    order, ids 1..n; and the numbers dropped {"zero", "outside"}."""
     kept, dropped = [], {"zero": 0, "outside": 0}
     for ann in entries:
         x, y, w, h = (float(v) for v in ann["bbox"])
@@ -153,10 +190,29 @@ def _clean_annotations(entries: list, images: dict) -> tuple[list[dict], dict]:
 
 
 def _check_files(images: list[dict], folder: Path, path: Path) -> None:
+    """Every listed image is a file whose header PIL reads (no decoding: a garbage file or a decompression
+    bomb is refused here, before any training) and whose size is its entry's; a file truncated after its
+    header is found when decoded, named by :class:`ImageError`."""
     missing = [img["file_name"] for img in images if not (folder / img["file_name"]).is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise NeasError(f"{folder / missing[0]}: no such image file{more} (listed in {path})")
+    for img in images:
+        file = folder / img["file_name"]
+        try:
+            with Image.open(file) as image:
+                size = image.size
+        except Exception as exc:  # PIL raises many types for broken files (and DecompressionBombError)
+            raise _image_error(file, exc) from None
+        _check_size(file, size, img, path)
+
+
+def _check_size(file: Path, size: tuple[int, int], img: dict, path: Path) -> None:
+    if size != (img["width"], img["height"]):
+        raise ImageError(
+            f"{file}: the image is {size[0]}x{size[1]} pixels but {path} says {img['width']}x{img['height']} "
+            f"(image id {img['id']})"
+        )
 
 
 def _targets(images: list[dict], annotations: list[dict], cats: list[dict]) -> dict:
@@ -196,13 +252,14 @@ class DetectionDataset(torch.utils.data.Dataset):
         the floats in torch's default dtype (float32; float64 where a test pins numbers)."""
         info = self.data.images[i]
         path = self.data.image_path(info)
-        with Image.open(path) as image:
-            if image.size != (info["width"], info["height"]):
-                raise NeasError(
-                    f"{path}: the image is {image.size[0]}x{image.size[1]} pixels but "
-                    f"{self.data.annotation_file} says {info['width']}x{info['height']} (image id {info['id']})"
-                )
-            pixels = rgb_array(image)
+        try:
+            with Image.open(path) as image:
+                _check_size(path, image.size, info, self.data.annotation_file)  # changed since it was loaded
+                pixels = rgb_array(image)
+        except ImageError:
+            raise
+        except Exception as exc:  # PIL raises many types for broken files (a truncated one: OSError)
+            raise _image_error(path, exc) from None
         tensor = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.get_default_dtype()).div_(255.0)  # (3, H, W)
         target = self.data.targets[info["id"]]
         boxes = torch.tensor(target["boxes"], dtype=torch.get_default_dtype()).reshape(-1, 4)  # (N, 4) x1 y1 x2 y2

@@ -5,25 +5,49 @@ detector's own transform normalises and resizes it), and returns ``boxes`` (N, 4
 in the input image's pixels, ``scores`` (N,) and ``labels`` (N,) int64, N varying per image. It is
 exported with torch.onnx's TorchScript exporter (``dynamo=False``, opset >= 11), as torchvision's
 own ONNX tests do (``test/test_onnx.py``: ``test_retinanet``), traced on the first sample image and
-checked on every sample image, the same content through onnxruntime and through PyTorch.
+checked on every sample image, the same content through onnxruntime and through PyTorch
+(``neas export`` gives at least :data:`CHECK_IMAGES` of several sizes: val images and
+:func:`random_images`). The two runtimes' detections are matched by content (label, IoU, score;
+:func:`_match`), not by position: two detections of one label with near-equal scores may come out
+in either order, and one at a cut (``score_thresh``, a full ``detections_per_img`` list) may be
+kept by one runtime only.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
 
 import torch
 from torchvision.models.detection import RetinaNet
+from torchvision.ops import box_iou
 
 from neas.errors import NeasError
 
-__all__ = ["BOX_TOLERANCE", "SCORE_TOLERANCE", "export_detector_onnx"]
+__all__ = ["BOX_TOLERANCE", "CHECK_IMAGES", "SCORE_TOLERANCE", "export_detector_onnx", "random_images"]
 
 BOX_TOLERANCE = 1e-3  # of the image's longer side, in pixels
 SCORE_TOLERANCE = 1e-3
+MATCH_IOU = 0.5  # a PyTorch detection and its onnxruntime counterpart overlap more than this
 OUTPUTS = ("boxes", "scores", "labels")
+CHECK_IMAGES = 16  # neas export verifies a detector on at least this many images
+_SHAPES = ((1.0, 1.0), (4 / 3, 1.0), (1.0, 4 / 3), (2.0, 1.0), (1.0, 2.0), (5 / 3, 1.0), (1.0, 3.0), (1.25, 1.25))
+
+
+def random_images(side: int, count: int, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` seeded uniform-noise images (3, H, W) of several shapes, their shorter side about
+    ``side``: width and height cycle through ``_SHAPES`` (square, 4:3, 3:4, 2:1, 1:2, 5:3, 1:3,
+    larger square), so the graph's dynamic height and width are exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for i in range(count):
+        w, h = _SHAPES[i % len(_SHAPES)]
+        scale = 1.0 + 0.1 * (i // len(_SHAPES))
+        shape = (3, max(16, round(side * h * scale)), max(16, round(side * w * scale)))
+        images.append(torch.rand(shape, generator=generator))
+    return images
 
 
 def _check_images(images) -> list[torch.Tensor]:
@@ -54,53 +78,87 @@ def _write(model: RetinaNet, path: Path, image: torch.Tensor, opset: int) -> Non
         )
 
 
-def _match(expected: dict, got: dict) -> tuple[float, float]:
-    """Max |difference| of the boxes and the scores between two detection lists of one image.
+def _match(expected: dict, got: dict, close: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Pairs PyTorch's detections of one image with onnxruntime's by content, never by position: each
+    PyTorch detection, in its score order, takes the unused onnxruntime detection of its label whose
+    score is within ``SCORE_TOLERANCE`` and whose box overlaps it (IoU > ``MATCH_IOU``, or every
+    coordinate within ``close`` pixels: a box clipped to zero area overlaps nothing), the closest
+    such box. Two near-equal scores may come out of the two runtimes in either order; they still pair.
 
-    Detections are paired in PyTorch's (score) order when their labels agree; where two near-equal
-    scores came out swapped, each PyTorch detection is paired with the closest unused box of its label.
-    """
-    if torch.equal(expected["labels"], got["labels"]):
-        return _diffs(expected, got, torch.arange(len(got["labels"])))
-    order, free = [], set(range(len(got["labels"])))
-    for box, label in zip(expected["boxes"], expected["labels"]):
-        same = [j for j in free if got["labels"][j] == label]
-        if not same:
-            return float("inf"), float("inf")
-        j = min(same, key=lambda j: (got["boxes"][j] - box).abs().max().item())
-        order.append(j)
-        free.discard(j)
-    return _diffs(expected, got, torch.tensor(order, dtype=torch.long))
+    Returns the pairs ``(k, j)`` and the unpaired indices of each side."""
+    n, m = len(expected["scores"]), len(got["scores"])
+    if n == 0 or m == 0:
+        return [], list(range(n)), list(range(m))
+    a, b = expected["boxes"].double(), got["boxes"].double()
+    distance = (a[:, None, :] - b[None, :, :]).abs().amax(-1)  # (n, m) pixels
+    fits = (box_iou(a, b) > MATCH_IOU) | (distance <= close)
+    fits &= expected["labels"][:, None] == got["labels"][None, :]
+    fits &= (expected["scores"].double()[:, None] - got["scores"].double()[None, :]).abs() <= SCORE_TOLERANCE
+    distance = torch.where(fits, distance, torch.full_like(distance, math.inf))
+    pairs, lost = [], []
+    for k in range(n):
+        j = int(distance[k].argmin())
+        if math.isinf(distance[k, j]):
+            lost.append(k)
+            continue
+        pairs.append((k, j))
+        distance[:, j] = math.inf  # taken
+    taken = {j for _, j in pairs}
+    return pairs, lost, [j for j in range(m) if j not in taken]
 
 
-def _diffs(expected: dict, got: dict, order: torch.Tensor) -> tuple[float, float]:
-    if len(order) == 0:
-        return 0.0, 0.0
-    boxes = (expected["boxes"] - got["boxes"][order]).abs().max().item()
-    return boxes, (expected["scores"] - got["scores"][order]).abs().max().item()
+def _at_a_cut(score: float, other: torch.Tensor, model: RetinaNet) -> bool:
+    """Whether a detection that one runtime kept and the other did not may have been cut by a rounding:
+    its score within ``SCORE_TOLERANCE`` of ``score_thresh``, or of the lowest score of the other's list
+    when that list is full (``detections_per_img``)."""
+    if score <= model.score_thresh + SCORE_TOLERANCE:
+        return True
+    return len(other) >= model.detections_per_img and score <= float(other.min()) + SCORE_TOLERANCE
+
+
+def _describe(detections: dict, k: int) -> str:
+    box = ", ".join(f"{v:.1f}" for v in detections["boxes"][k].tolist())
+    return f"label {int(detections['labels'][k])}, score {float(detections['scores'][k]):.5g}, box [{box}]"
+
+
+def _check_image(model: RetinaNet, expected: dict, got: dict, size: int) -> tuple[float, float]:
+    """The max box (pixels) and score differences of the paired detections of one image; NeasError on a
+    detection without a counterpart that no cut explains, or on a pair beyond the tolerances."""
+    pairs, lost, extra = _match(expected, got, BOX_TOLERANCE * size)
+    ks, js = [k for k, _ in pairs], [j for _, j in pairs]
+    boxes = (expected["boxes"][ks] - got["boxes"][js]).abs().max().item() if pairs else 0.0
+    scores = (expected["scores"][ks] - got["scores"][js]).abs().max().item() if pairs else 0.0
+    if not (boxes <= BOX_TOLERANCE * size and scores <= SCORE_TOLERANCE):
+        raise NeasError(
+            f"onnxruntime's detections differ from PyTorch's by {boxes:.3g} pixels in boxes (tolerance "
+            f"{BOX_TOLERANCE} x {size}) and {scores:.3g} in scores (tolerance {SCORE_TOLERANCE})"
+        )
+    for side, mine, other, unpaired in (("PyTorch", expected, got, lost), ("onnxruntime", got, expected, extra)):
+        for k in unpaired:
+            if not _at_a_cut(float(mine["scores"][k]), other["scores"], model):
+                raise NeasError(
+                    f"{side}'s detection ({_describe(mine, k)}) has no counterpart of its label with a "
+                    f"score within {SCORE_TOLERANCE} and IoU > {MATCH_IOU} ({len(expected['scores'])} detections "
+                    f"from PyTorch, {len(got['scores'])} from onnxruntime)"
+                )
+    return boxes, scores
 
 
 def _compare(model: RetinaNet, session, images: list[torch.Tensor], path: Path) -> tuple[float, float]:
-    """Runs every image through PyTorch and onnxruntime; the max box (pixels) and score differences.
-    NeasError on a different number of detections or a difference beyond the tolerances."""
+    """Runs every image through PyTorch and onnxruntime; the max box (pixels) and score differences of
+    the matched detections (:func:`_match`). NeasError when an image's detections do not match."""
     worst_boxes = worst_scores = 0.0
     for i, image in enumerate(images):
         with torch.no_grad():
             expected = model([image])[0]
         got = dict(zip(OUTPUTS, map(torch.from_numpy, session.run(None, {"image": image.numpy()}))))
-        if len(got["scores"]) != len(expected["scores"]):
+        height, width = image.shape[1:]
+        try:
+            boxes, scores = _check_image(model, expected, got, max(height, width))
+        except NeasError as exc:
             raise NeasError(
-                f"ONNX check failed on image {i}: {len(got['scores'])} detections from onnxruntime, "
-                f"{len(expected['scores'])} from PyTorch; {path} was not written"
-            )
-        boxes, scores = _match(expected, got)
-        size = max(image.shape[1:])
-        if not (boxes <= BOX_TOLERANCE * size and scores <= SCORE_TOLERANCE):
-            raise NeasError(
-                f"ONNX check failed on image {i}: onnxruntime's detections differ from PyTorch's by {boxes:.3g} "
-                f"pixels in boxes (tolerance {BOX_TOLERANCE} x {size}) and {scores:.3g} in scores (tolerance "
-                f"{SCORE_TOLERANCE}); {path} was not written"
-            )
+                f"ONNX check failed on image {i}: {exc} (the image is {width}x{height}); {path} was not written"
+            ) from None
         worst_boxes, worst_scores = max(worst_boxes, boxes), max(worst_scores, scores)
     return worst_boxes, worst_scores
 
@@ -115,13 +173,14 @@ def export_detector_onnx(model: RetinaNet, path: str | Path, images: list[torch.
         opset: ONNX opset (>= 11, what RetinaNet's export needs).
 
     Returns:
-        ``{"max_abs_diff_boxes"`` (pixels), ``"max_abs_diff_scores"``,
-        ``"images"``, ``"opset"}``.
+        ``{"max_abs_diff_boxes"`` (pixels), ``"max_abs_diff_scores"`` (of the matched detections),
+        ``"images"``, ``"sizes"`` (distinct image sizes), ``"opset"}``.
 
     Raises:
-        NeasError: the opset is too old, or onnxruntime's detections differ from PyTorch's (count,
-            labels, boxes beyond ``BOX_TOLERANCE`` or scores beyond ``SCORE_TOLERANCE``); nothing is
-            left at ``path`` then (an earlier file there is kept).
+        NeasError: the opset is too old, or onnxruntime's detections differ from PyTorch's (a detection
+            without a counterpart of its label, score and box, other than at a cut; boxes beyond
+            ``BOX_TOLERANCE`` or scores beyond ``SCORE_TOLERANCE``); nothing is left at ``path`` then
+            (an earlier file there is kept).
     """
     try:
         import onnxruntime as ort
@@ -141,4 +200,11 @@ def export_detector_onnx(model: RetinaNet, path: str | Path, images: list[torch.
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"max_abs_diff_boxes": boxes, "max_abs_diff_scores": scores, "images": len(images), "opset": opset}
+    sizes = len({tuple(image.shape[1:]) for image in images})
+    return {
+        "max_abs_diff_boxes": boxes,
+        "max_abs_diff_scores": scores,
+        "images": len(images),
+        "sizes": sizes,
+        "opset": opset,
+    }

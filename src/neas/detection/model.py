@@ -9,7 +9,8 @@ the maps at output strides 8, 16 and 32 (C3-C5) as an ordered dict, then torchvi
   ensemble (``mode`` mean / concat / path:J); the modules that never run for that mode (the
   classifier heads, the last 1x1 convs, the private layers of paths ``path:J`` leaves out) are
   dropped, so every parameter gets a gradient (DistributedDataParallel's default requirement).
-- :func:`timm_body`: a timm network with ``features_only=True`` at the same strides (the baseline).
+- :func:`timm_body`: a timm network with ``features_only=True`` at the same strides (the baseline),
+  built the same way: stage outputs, the final 1x1 conv (MobileNetV3's 960 conv) left out.
 
 :func:`load_backbone_net` builds the ensemble from an arch and, optionally, the weights of a
 ``neas retrain`` run or a released checkpoint (nothing unpickled beyond tensors).
@@ -24,10 +25,14 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
 from safetensors import SafetensorError
 from timm.layers import freeze_batch_norm_2d
+from timm.models._efficientnet_blocks import ConvBnAct
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -41,6 +46,7 @@ from neas.space import SearchSpace, resolve_arch_and_space
 __all__ = [
     "DEFAULT_ANCHOR_SIZES",
     "STRIDES",
+    "ExportableTransform",
     "FeatureBackbone",
     "build_retinanet",
     "describe_backbone",
@@ -129,11 +135,17 @@ class _TimmFeatures(nn.Module):
         return OrderedDict((str(i), f) for i, f in enumerate(self.net(x)))
 
 
-def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, list[int]]:
-    """timm's ``name`` as a body: its maps at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
+def timm_body(name: str, weights: str | Path | None = None, *, last_conv: bool = False) -> tuple[nn.Module, list[int]]:
+    """timm's ``name`` as a body: its stage outputs at strides 8, 16, 32 under the keys ``"0"``, ``"1"``,
     ``"2"``, and their channel counts. ``weights``: a timm checkpoint of the classification network
     (safetensors, or a torch file read with ``weights_only=True``: nothing unpickled beyond tensors),
-    loaded by timm's own pretrained loader; random init without (nothing is downloaded)."""
+    loaded by timm's own pretrained loader; random init without (nothing is downloaded).
+
+    Built as :func:`ensemble_body` builds a neas body: the stride-32 map is the last stage's output,
+    never the network's final 1x1 conv. timm lists MobileNetV3's 160 -> 960 ``ConvBnAct`` (its "960
+    conv", which neas's space counts as the head) as a stage of its own; it is removed
+    (:func:`_drop_last_conv`), so the map is the 160-channel stage output, as NEAS's is. ``last_conv``
+    keeps it (the bodies of detectors trained before issue 40)."""
     if not isinstance(name, str) or not timm.is_model(name):
         raise NeasError(
             f"timm model {show(name)}: not a model timm {timm.__version__} knows"
@@ -153,7 +165,29 @@ def timm_body(name: str, weights: str | Path | None = None) -> tuple[nn.Module, 
         raise NeasError(f"timm model {name!r}: cannot return feature maps ({exc})") from None
     if weights is not None:  # built once, by timm's pretrained loader (its errors name the file)
         net = _timm_pretrained(name, Path(weights), indices)
-    return _TimmFeatures(net), list(net.feature_info.channels())
+    body = _TimmFeatures(net if last_conv else _drop_last_conv(net))
+    with torch.no_grad():  # the channels after the drop: one tiny pass (timm's feature_info still lists 960)
+        maps = body.eval()(torch.zeros(1, 3, 2 * max(STRIDES), 2 * max(STRIDES)))
+    return body.train(), [int(m.shape[1]) for m in maps.values()]
+
+
+def _drop_last_conv(net: nn.Module) -> nn.Module:
+    """``net`` (a timm ``features_only`` network) without its final 1x1 conv where timm lists it as the
+    last stage (MobileNetV3, MobileNetV4, FBNetV3, HardCoReNAS: a stage of one stride-1 1x1 ``ConvBnAct``
+    without skip): that stage becomes ``nn.Identity``, so the stride-32 map is the stage before it (same
+    stride). Networks whose last feature is a stage of blocks (ResNet, EfficientNet, MobileNetV2) are
+    returned as they are."""
+    last = net.feature_info.module_name()[-1]
+    stage = net.get_submodule(last)
+    blocks = list(stage) if isinstance(stage, nn.Sequential) else [stage]
+    if len(blocks) != 1 or not isinstance(blocks[0], ConvBnAct) or blocks[0].has_skip:
+        return net
+    conv = blocks[0].conv
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1):
+        return net
+    parent, _, child = last.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+    return net
 
 
 def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
@@ -168,6 +202,40 @@ def _timm_pretrained(name: str, weights: Path, indices: list) -> nn.Module:
     except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NeasError(f"--backbone-weights {weights}: not a checkpoint of timm's {name} ({first[:200]})") from None
+
+
+class ExportableTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform (resize, normalise, batch), whose resize, when traced for ONNX,
+    computes the resized size as eager mode does.
+
+    Eager mode scales by ``min(min_size / shorter side, max_size / longer side)`` in float64 and floors
+    ``side x scale``; torchvision's traced graph computes the scale in float32 and lets ``Resize`` floor
+    ``side x scale`` again, which is a pixel short for many sizes (COCO's 375x500 becomes 799x1066, not
+    800x1066; 26 of 60 random sizes at min/max 128/256), so the exported detector saw another image than
+    PyTorch's. Here the traced size is computed in float64 from the traced shape and given to ``Resize``
+    as a size. Eager mode and training are torchvision's code, unchanged."""
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        if not (torchvision._is_tracing() and target is None and self.fixed_size is None and not self.training):
+            return super().resize(image, target)
+        shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)  # (H, W), dynamic in the graph
+        limits = torch.tensor([float(self.min_size[-1]), float(self.max_size)], dtype=torch.float64)
+        # 1-d tensors throughout: the exporter casts a 0-d operand of a division to float32
+        scale = (limits / torch.stack([shape.min(), shape.max()])).min()
+        size = torch.floor(shape * scale).to(torch.int64)
+        return F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0], None
+
+
+def _exportable(transform: GeneralizedRCNNTransform) -> ExportableTransform:
+    return ExportableTransform(
+        transform.min_size,
+        transform.max_size,
+        transform.image_mean,
+        transform.image_std,
+        size_divisible=transform.size_divisible,
+        fixed_size=transform.fixed_size,
+        _skip_resize=transform._skip_resize,
+    )
 
 
 def _anchor_generator(anchor_sizes) -> AnchorGenerator:
@@ -219,7 +287,7 @@ def build_retinanet(
     if frozen_bn:  # an ensemble finds its modules in its tree whenever they run: the frozen copies run
         body = freeze_batch_norm_2d(body)
     backbone = FeatureBackbone(body, in_channels, fpn_channels)
-    return RetinaNet(
+    model = RetinaNet(
         backbone,
         num_classes,
         min_size=min_size,
@@ -227,6 +295,8 @@ def build_retinanet(
         anchor_generator=_anchor_generator(anchor_sizes),
         **retinanet_kwargs,
     )
+    model.transform = _exportable(model.transform)  # eager mode unchanged; traced, the sizes of eager mode
+    return model
 
 
 def _same_structure(a: SearchSpace, b: SearchSpace) -> bool:

@@ -15,7 +15,7 @@ from neas import dist
 from neas.detection.coco import STAT_NAMES, coco_ap
 from neas.detection.data import CocoSplit, DetectionDataset, collate, load_coco
 from neas.detection.detector import DetectorSpec, load_detector
-from neas.detection.export import export_detector_onnx
+from neas.detection.export import CHECK_IMAGES, export_detector_onnx, random_images
 from neas.errors import NeasError
 from neas.io import check_output, read_json
 from neas.nn.precision import full_precision
@@ -122,30 +122,57 @@ def describe(spec: DetectorSpec) -> dict:
     return {"backbone": spec.backbone, "arch": arch, "feature_mode": spec.feature_mode}
 
 
+def _by_size(images: list[dict], count: int) -> list[int]:
+    """Indices of up to ``count`` of ``images``: the first of each size first, then the others, in order."""
+    seen, first, rest = set(), [], []
+    for i, img in enumerate(images):
+        size = (img["width"], img["height"])
+        (rest if size in seen else first).append(i)
+        seen.add(size)
+    return (first + rest)[:count]
+
+
+def _verification_images(spec: DetectorSpec) -> tuple[list[torch.Tensor], str]:
+    """The images an export is checked on: up to ``CHECK_IMAGES - 4`` val images (one of each size
+    first), then seeded random images of several shapes up to ``CHECK_IMAGES``; and how to say so."""
+    images, which = [], []
+    try:
+        val = load_coco(spec.data["data_dir"], spec.data["val_split"], categories=spec.categories)
+        dataset = DetectionDataset(val, train=False)
+        images = [dataset[i][0] for i in _by_size(val.images, CHECK_IMAGES - 4)]
+        which.append(f"{len(images)} {spec.data['val_split']} images")
+    except NeasError as exc:
+        log.warning("the val split cannot be read (%s): verifying on random images only", exc)
+    extra = random_images(spec.min_size, CHECK_IMAGES - len(images))
+    which.append(f"{len(extra)} random images")
+    return images + extra, " and ".join(which)
+
+
 def export_detector(cfg) -> str:
     """``neas export --format onnx --checkpoint RUN`` for a detection run (``cfg``: an ``ExportCommand``):
-    the detector as ONNX, checked against PyTorch on two val images (random ones when the data is gone)."""
+    the detector as ONNX, checked against PyTorch on ``CHECK_IMAGES`` images of several sizes (val images,
+    then random ones)."""
     if cfg.format != "onnx":
         raise NeasError(
             f"a detection run exports as --format onnx (its model.safetensors already is the weights), got {cfg.format}"
         )
-    if cfg.paths is not None or cfg.cascade:
-        raise NeasError("--paths and --cascade are for classification ensembles, not a detection run")
+    ignored = {
+        "--paths": cfg.paths is not None,
+        "--cascade": cfg.cascade,
+        "--official-checkpoint": cfg.official_checkpoint is not None,
+        "--arch": cfg.arch is not None,
+    }
+    if any(ignored.values()):
+        given = ", ".join(flag for flag, set_ in ignored.items() if set_)
+        raise NeasError(f"{given}: for classification ensembles, not a detection run ({cfg.checkpoint})")
     check_output(cfg.out, (cfg.checkpoint,), cfg.force, inside=(MODEL,))
     model, spec = load_detector(cfg.checkpoint)
-    try:
-        val = load_coco(spec.data["data_dir"], spec.data["val_split"], categories=spec.categories)
-        images = [DetectionDataset(val, train=False)[i][0] for i in range(min(2, len(val.images)))]
-        which = f"{len(images)} {spec.data['val_split']} images"
-    except NeasError as exc:
-        log.warning("the val split cannot be read (%s): verifying on random images instead", exc)
-        generator = torch.Generator().manual_seed(0)
-        images = [torch.rand(3, spec.min_size, spec.min_size, generator=generator) for _ in range(2)]
-        which = "2 random images (the val split cannot be read)"
+    images, which = _verification_images(spec)
     check = export_detector_onnx(model, cfg.out, images, opset=cfg.opset)
     return (
-        f"exported the detector as onnx to {cfg.out}; verified on {which}: max |difference| from "
-        f"PyTorch {check['max_abs_diff_boxes']:.2e} px (boxes), {check['max_abs_diff_scores']:.2e} (scores)"
+        f"exported the detector as onnx to {cfg.out}; verified on {which} ({check['sizes']} sizes), detections "
+        f"matched by label, IoU and score: max |difference| from PyTorch {check['max_abs_diff_boxes']:.2e} px "
+        f"(boxes), {check['max_abs_diff_scores']:.2e} (scores)"
     )
 
 

@@ -12,12 +12,15 @@ The digits are split once by a permutation seeded ``seed``: a split whose name s
 draws from 80 % of them, every other split from the other 20 %, so validation sees unseen digits.
 Every image is drawn from its own stream (``stream_seed(seed, "synth-detection", split, index)``): the
 same arguments give byte-identical files. Written: ``ROOT/<split>/<id:012d>.png`` and
-``ROOT/annotations/instances_<split>.json``, each atomically, the annotation file of a split last.
+``ROOT/annotations/instances_<split>.json``, each atomically, the annotation file of a split last; while
+it writes, ``ROOT`` holds :data:`UNFINISHED`, so a rerun after a kill or a failure replaces the
+unfinished set instead of refusing the folder.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from neas.errors import NeasError, show
 from neas.io import write_bytes, write_json
 from neas.seeding import stream_seed
 
-__all__ = ["CATEGORIES", "write_synthetic"]
+__all__ = ["CATEGORIES", "MAX_SIZE", "UNFINISHED", "write_synthetic"]
 
 CATEGORIES = [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
 _TRAIN_FRACTION = 0.8  # of the sklearn digits, drawn by the train* splits; the rest by the others
@@ -35,6 +38,18 @@ _MAX_IOU = 0.3
 _TRIES = 20
 _NEGATIVES = 0.05  # fraction of images without objects
 _LARGE, _SMALL = 0.15, 0.35  # chances of a large and a small side (medium: the rest)
+MAX_SIZE = 4096  # pixels of an image's side: a (size, size, 3) float64 canvas is drawn per image (400 MB here)
+
+
+def _written(pattern: str) -> re.Pattern:
+    """A file name this module writes, or the temporary name ``neas.io`` writes it under first."""
+    return re.compile(rf"{pattern}|\.{pattern}\.\d+\.tmp")
+
+
+UNFINISHED = ".neas-synth-detection-unfinished.json"  # in ``out`` while a run writes it
+_MARKER = _written(re.escape(UNFINISHED))
+_IMAGE_FILE = _written(r"\d{12}\.png")
+_ANNOTATION_FILE = _written(r"instances_\w+\.json")
 
 
 def write_synthetic(
@@ -45,14 +60,19 @@ def write_synthetic(
     seed: int = 0,
     max_objects: int = 4,
 ) -> dict:
-    """Writes the synthetic set into ``out`` (new or empty); returns {split: number of images}.
+    """Writes the synthetic set into ``out`` (new, empty, or a set of its own that a killed or failed
+    run left unfinished: replaced); returns {split: number of images}.
 
-    ``splits``: {name: images}, default ``{"train2017": 3000, "val2017": 150}``."""
+    ``splits``: {name: images}, default ``{"train2017": 3000, "val2017": 150}``. While it writes, ``out``
+    holds :data:`UNFINISHED`; a rerun that finds it (and nothing but the files this function writes)
+    deletes them and starts again, so a kill at any moment never leaves a folder the rerun refuses.
+    A finished set has no such file and is never written into again."""
     splits = {"train2017": 3000, "val2017": 150} if splits is None else dict(splits)
     out = Path(out)
-    _check_arguments(out, splits, size, max_objects)
+    _check_arguments(splits, size, max_objects)
+    _claim(out)
     digits, pools = _digit_pools(seed)
-    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(exist_ok=True)
     for split, count in splits.items():
         (out / split).mkdir(exist_ok=True)
         pool = pools[0] if split.startswith("train") else pools[1]
@@ -72,23 +92,69 @@ def write_synthetic(
             "categories": CATEGORIES,
         }
         write_json(out / "annotations" / f"instances_{split}.json", coco, indent=None)
+    (out / UNFINISHED).unlink()  # finished: a rerun refuses the folder from now on
     return {split: count for split, count in splits.items()}
 
 
-def _check_arguments(out: Path, splits: dict, size: int, max_objects: int) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise NeasError(
-            f"{out} already exists and is not an empty folder; choose another --out (nothing is overwritten)"
-        )
-    if not isinstance(size, int) or size < 16:
-        raise NeasError(f"size: expected an integer >= 16 (pixels), got {show(size)}")
+def _check_arguments(splits: dict, size: int, max_objects: int) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= MAX_SIZE:
+        raise NeasError(f"size: expected an integer in 16..{MAX_SIZE} (pixels), got {show(size)}")
     if not isinstance(max_objects, int) or max_objects < 1:
         raise NeasError(f"max_objects: expected an integer >= 1, got {show(max_objects)}")
     for name, count in splits.items():
-        if not isinstance(name, str) or not name or name == "annotations" or not name.replace("_", "").isalnum():
+        if not _is_split(name):
             raise NeasError(f"splits: {show(name)} is not a split name (letters, digits and _; not 'annotations')")
         if not isinstance(count, int) or count < 0:
             raise NeasError(f"splits[{name!r}]: expected a number of images >= 0, got {show(count)}")
+
+
+def _is_split(name) -> bool:
+    return isinstance(name, str) and bool(name) and name != "annotations" and name.replace("_", "").isalnum()
+
+
+def _claim(out: Path) -> None:
+    """Makes ``out`` this run's: new or empty, marked :data:`UNFINISHED` before anything else is written;
+    or, marked by an unfinished run, emptied of that run's files. Anything else is refused, untouched."""
+    refuse = f"{out} already exists and is not an empty folder; choose another --out (nothing is overwritten)"
+    if out.exists() and not out.is_dir():
+        raise NeasError(refuse)
+    if out.is_dir() and any(out.iterdir()):
+        if not any(_MARKER.fullmatch(entry.name) for entry in out.iterdir()):
+            raise NeasError(refuse)
+        files, folders = _unfinished_set(out)
+        for path in files:
+            path.unlink()
+        for folder in folders:
+            folder.rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / UNFINISHED, {"writer": "neas synth-detection", "state": "unfinished: a rerun replaces it"})
+
+
+def _unfinished_set(out: Path) -> tuple[list[Path], list[Path]]:
+    """The files and folders of an unfinished set in ``out``: the marker, the annotation files, the images
+    and the temporary files of each. NeasError naming the first other entry: a file this module never
+    writes is never deleted."""
+    files, folders = [], []
+    for entry in sorted(out.iterdir()):
+        if _MARKER.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            files.append(entry)
+            continue
+        if entry.is_symlink() or not entry.is_dir() or not (entry.name == "annotations" or _is_split(entry.name)):
+            raise _foreign(out, entry)
+        names = _ANNOTATION_FILE if entry.name == "annotations" else _IMAGE_FILE
+        for path in sorted(entry.iterdir()):
+            if path.is_symlink() or not path.is_file() or not names.fullmatch(path.name):
+                raise _foreign(out, path)
+            files.append(path)
+        folders.append(entry)
+    return files, folders
+
+
+def _foreign(out: Path, path: Path) -> NeasError:
+    return NeasError(
+        f"{out} holds an unfinished synthetic set and {path}, which neas synth-detection does not write; "
+        "choose another --out (nothing is overwritten)"
+    )
 
 
 def _digit_pools(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -32,6 +32,7 @@ from neas.detection.detector import DetectorSpec, build_detector, save_detector
 from neas.detection.model import ensemble_body, load_backbone_net, timm_body
 from neas.detection.predict import describe, format_eval, predict, score, subset
 from neas.ensemble.settings import parse_feature_mode
+from neas.errors import NeasError
 from neas.nn.precision import full_precision
 from neas.rundir import RunDir, releases_run_dir
 from neas.runfiles import EVAL, PREDICTIONS
@@ -52,7 +53,21 @@ def _setup_data(cfg: DetectConfig) -> tuple[CocoSplit, CocoSplit]:
     train = subset(load_coco(cfg.data_dir, cfg.train_split), cfg.max_train_images)
     val = subset(load_coco(cfg.data_dir, cfg.val_split, categories=train.categories), cfg.max_val_images)
     check_global_batch(len(train.images), cfg.batch_size, dist.get_world_size())  # before the run directory exists
+    _check_scorable(val, cfg.max_val_images)
     return train, val
+
+
+def _check_scorable(val: CocoSplit, max_images: int | None) -> None:
+    """A val split that COCO AP can score: some image, some object that is not a crowd region (else every
+    number is n/a after the whole training)."""
+    scored = f"the first {max_images} images of " if max_images is not None else ""
+    if not val.images:
+        raise NeasError(f"{val.annotation_file}: val_split {val.split!r} has no images; nothing would be scored")
+    if not any(not a.get("iscrowd", 0) for a in val.ground_truth["annotations"]):
+        raise NeasError(
+            f"{val.annotation_file}: {scored}val_split {val.split!r} holds no objects (crowd regions aside); every "
+            "AP would be n/a"
+        )
 
 
 def _check_backbone(cfg: DetectConfig) -> tuple | None:
@@ -97,6 +112,7 @@ def _setup_model(cfg: DetectConfig, train: CocoSplit) -> tuple[nn.Module, Detect
         head_norm=cfg.head_norm,
         train_min_sizes=cfg.train_min_sizes,
         frozen_bn=cfg.frozen_bn,
+        last_conv=False,  # C5: the last stage's output (a timm network's final 1x1 conv left out)
         score_thresh=cfg.score_thresh,
         detections_per_img=cfg.detections_per_img,
         data={
@@ -245,7 +261,9 @@ def detect(cfg: DetectConfig) -> Path:
     model, spec = _setup_model(cfg, train)
     memory = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory)
-    run = RunDir.open(cfg, "detect", device)
+    out = Path(cfg.out)
+    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # as `neas run`: a directory not there yet starts
+    run = RunDir.open(cfg, "detect", device, resume=resume)
     data = _setup_loader(cfg, train, run.rank, run.world)
     optimizer, set_lr, lr = _setup_optimizer(cfg, model, len(data[2]), run.world)
     banner = (

@@ -12,6 +12,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -169,10 +170,29 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+_DETECTION_FIELDS = ("checkpoint", "split", "data_dir", "workers", "device")  # what a detection run's evaluation reads
+
+
 def _check_detection_flags(cfg) -> None:
-    """Refuses the classification-only options on a detection run (they would be ignored)."""
-    if cfg.save_scores is not None:
-        raise NeasError(f"--save-scores: for classification ensembles, not a detection run ({cfg.checkpoint})")
+    """Refuses, in one line naming them, the options a detection run's evaluation would ignore: every
+    field of the schema but :data:`_DETECTION_FIELDS` that is not at its default (``--ood-data``,
+    ``--cascade``, ``--corruptions``, ``--temperature fit``, ``--data``, ``--save-scores``, ...;
+    a field added to the schema later is refused too until the detection evaluation reads it)."""
+    given = []
+    for f in dataclasses.fields(cfg):
+        if f.name in _DETECTION_FIELDS or (
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ):
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if getattr(cfg, f.name) != default:
+            flag = f.name.replace("_", "-")
+            given.append(f"--no-{flag}" if default is True else f"--{flag}")
+    if given:
+        raise NeasError(
+            f"{', '.join(given)}: for classification ensembles, not a detection run ({cfg.checkpoint}), "
+            "which is scored with COCO box AP on its val split (--split, --data-dir, --workers and --device apply)"
+        )
 
 
 def _check_outputs(json_out: str | None, save_scores: str | None) -> None:
