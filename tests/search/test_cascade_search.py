@@ -84,3 +84,13 @@ def test_a_mean_macs_budget_no_cascade_can_meet_is_refused_before_the_search(
     assert err.startswith("neas: error: ") and err.count("\n") == 1, err
     assert message in err
     assert not (tmp_path / "x").exists()
+
+
+def test_mean_macs_is_a_cost_for_the_pareto_front(trained_supernet, tmp_path):
+    run = search(cfg(trained_supernet, tmp_path / "front", max_macs=None, pareto="mean_macs", generations=1))
+    front = json.loads((run / "pareto.json").read_text())["front"]
+    assert json.loads((run / "pareto.json").read_text())["metric"] == "mean_macs"
+    costs = [m["mean_macs"] for m in front]
+    accs = [m["ensemble_acc"] for m in front]
+    assert costs == sorted(costs) and accs == sorted(accs)  # cheaper is worse along a front
+    assert all(m["mean_macs"] <= m["macs"] for m in front)
