@@ -242,3 +242,13 @@ def test_a_run_held_to_the_cascades_mean_macs_deploys_a_cascade_within_the_budge
         run_pipeline(
             cfg(tmp_path / "no", search={**search, "max_mean_macs": budget}, retrain={**retrain, "cascade": False})
         )
+
+
+def test_a_neas_run_directory_as_checkpoint_means_its_retrained_ensemble(finished, tmp_path):
+    from neas.ensemble.io import load_ensemble
+
+    net, info = load_ensemble(finished)
+    ref, ref_info = load_ensemble(finished / "retrain")
+    assert info == ref_info
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+    assert main(["evaluate", "--checkpoint", str(finished), "--json", str(tmp_path / "e.json"), "--no-latency"]) == 0

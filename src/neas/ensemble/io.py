@@ -22,7 +22,7 @@ from neas.ensemble.official import load_official
 from neas.errors import NeasError
 from neas.io import load_matching, load_weights, record_sha256, save_tensors
 from neas.records import CascadeRecord, check_order, check_temperature
-from neas.runfiles import MODEL
+from neas.runfiles import MODEL, PipelineLayout
 from neas.space import EnsembleArch, SearchSpace
 
 __all__ = [
@@ -214,11 +214,18 @@ def save_ensemble(net: EnsembleNet, path: str | Path, **fields) -> EnsembleFile:
     return info
 
 
-def _read(path: str | Path) -> tuple[Path, dict, EnsembleFile]:
-    """A neas weights file (or a run directory's ``model.safetensors``): its path, tensors and description."""
+def model_file(path: str | Path) -> Path:
+    """The weights file ``path`` names: the file itself, a retraining's ``model.safetensors``, or that of
+    a ``neas run`` directory's ``retrain/`` (the final ensemble, as ``neas report`` shows it)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / MODEL
+    if path.is_dir() and not (path / MODEL).exists() and (PipelineLayout(path).retrain / MODEL).exists():
+        return PipelineLayout(path).retrain / MODEL
+    return path / MODEL if path.is_dir() else path
+
+
+def _read(path: str | Path) -> tuple[Path, dict, EnsembleFile]:
+    """A neas weights file (or a run directory's): its path, tensors and description (:func:`model_file`)."""
+    path = model_file(path)
     tensors, meta = load_weights(path)
     return path, tensors, EnsembleFile.from_metadata(meta, str(path))
 
