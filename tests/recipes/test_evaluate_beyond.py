@@ -238,3 +238,15 @@ def test_ignored_or_contradictory_evaluate_and_export_options_are_refused_before
     _one_line(capsys, main([*export, "--format", "safetensors", "--opset", "12"]), "--opset 12 has no effect")
     _one_line(capsys, main([*export, "--format", "onnx", "--arch", "neas-s"]), "--arch is for --official-checkpoint")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_top5_is_printed_only_with_more_than_five_classes():
+    from neas.recipes.evaluate import format_result
+
+    block = {"top1": 0.5, "top5": 1.0, "nll": 1.0, "ece": 0.1, "brier": 0.5}
+    result = {"data": "d", "split": "test", "images": 10, "weights": "raw", "arch": {"paths": [[]]}}
+    result |= {"ensemble": block, "path0": block, "macs": 1e6, "paper_flops": 2e6, "params": 1e5}
+    few = format_result({**result, "per_class": {"classes": list("abcde")}})
+    many = format_result({**result, "per_class": {"classes": list("abcdef")}})
+    assert "top-5" not in few and "100.00%" not in few
+    assert "top-5" in many and "100.00%" in many

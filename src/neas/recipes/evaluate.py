@@ -123,10 +123,12 @@ def format_result(result: dict) -> str:
     """The human-readable table of an evaluation (``eval.json``)."""
     k = len(result["arch"]["paths"])
     lines = [f"{result['data']} / {result['split']}: {result['images']} images, {result['weights']} weights"]
-    lines.append(f"{'':<10}{'top-1':>8}{'top-5':>8}{'NLL':>8}{'ECE':>8}{'Brier':>8}")
+    classes = len((result.get("per_class") or {}).get("classes") or []) or None
+    top5 = classes is None or classes > 5  # with 5 classes or fewer, top-5 is 100 % by construction
+    lines.append(f"{'':<10}{'top-1':>8}" + (f"{'top-5':>8}" if top5 else "") + f"{'NLL':>8}{'ECE':>8}{'Brier':>8}")
 
     def row(name, r):
-        top = f"{name:<10}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
+        top = f"{name:<10}{100 * r['top1']:>7.2f}%" + (f"{100 * r['top5']:>7.2f}%" if top5 else "")
         return f"{top}{r['nll']:>8.4f}{100 * r['ece']:>7.2f}%{r['brier']:>8.4f}"
 
     for name in ["ensemble"] + [f"path{j}" for j in range(k)]:
