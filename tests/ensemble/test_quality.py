@@ -477,3 +477,16 @@ def test_a_sub_ensemble_export_drops_the_stored_cascade_fitted_for_all_paths(thr
     assert main([*argv, "--out", str(tmp_path / "two.safetensors")]) == 0, capsys.readouterr().err
     assert "the stored cascade was fitted for all paths and is not carried over" in capsys.readouterr().out
     assert load_ensemble(tmp_path / "two.safetensors")[1].cascade is None
+
+
+def test_a_temperature_fitted_on_few_images_is_applied_with_a_warning(caplog):
+    from neas.ensemble.deployment import FEW_IMAGES, fit_on_heldout
+
+    g = torch.Generator().manual_seed(0)
+    for n, warned in ((60, True), (FEW_IMAGES, False)):
+        logits, labels = torch.randn(2, n, 5, generator=g) * 3, torch.randint(5, (n,), generator=g)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            out = fit_on_heldout(None, logits, labels, "held-out", order=[0, 1], temperature=True)
+        assert out["temperature"]["temperature"] > 0
+        assert ("fitted on %d held-out images only" % n in caplog.text) == warned

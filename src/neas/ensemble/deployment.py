@@ -58,6 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 30
+FEW_IMAGES = 500  # a temperature fitted on fewer held-out images is applied with a warning
 CALIBRATED = "calibrated"  # the key of the ensemble's temperature-scaled numbers, beside its raw ones
 
 
@@ -219,6 +220,13 @@ def fit_on_heldout(
     if temperature:
         record = fit_temperature(logits.mean(0), labels)
         out["temperature"] = {**record, "fitted_on": where}
+        if len(labels) < FEW_IMAGES:
+            log.warning(
+                "the temperature is fitted on %d held-out images only (fewer than %d): it is applied, but it may "
+                "make the test NLL worse; hold out more (--holdout) or evaluate with --temperature none",
+                len(labels),
+                FEW_IMAGES,
+            )
         log.info(
             "temperature %.3f: held-out NLL %.4f -> %.4f on %d images",
             record["temperature"],
