@@ -489,4 +489,4 @@ def test_a_temperature_fitted_on_few_images_is_applied_with_a_warning(caplog):
         with caplog.at_level("WARNING"):
             out = fit_on_heldout(None, logits, labels, "held-out", order=[0, 1], temperature=True)
         assert out["temperature"]["temperature"] > 0
-        assert ("fitted on %d held-out images only" % n in caplog.text) == warned
+        assert (f"fitted on {n} held-out images only" in caplog.text) == warned
