@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -252,3 +253,14 @@ def test_a_neas_run_directory_as_checkpoint_means_its_retrained_ensemble(finishe
     assert info == ref_info
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
     assert main(["evaluate", "--checkpoint", str(finished), "--json", str(tmp_path / "e.json"), "--no-latency"]) == 0
+
+
+def test_a_dry_run_says_what_would_run_and_starts_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "--out", str(out), "--dry-run", "search.max_macs=0.7M"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("neas run --dry-run: nothing is started or written")
+    for fragment in ("data: digits, 10 classes", "supernet/", "search/", "retrain/", "MACs at 10 classes", "max_macs"):
+        assert fragment in text, fragment
+    assert re.search(r"budget \{'max_macs': 700000\}: [\d.]+% of 2000 random ensembles", text)
+    assert not out.exists()

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _SHARED = ("space", "data", "data_dir", "download", "decode", "max_memory_gb", "seed", "device")
 # not compared on --resume at the top: each stage checks its own section (a stage that has not started
 # may be corrected; a finished one is never reused under other settings), and random search may be added
-NOT_COMPARED = (*_ALWAYS_IGNORED, "compare_random", "supernet", "search", "retrain", "budgets")
+NOT_COMPARED = (*_ALWAYS_IGNORED, "compare_random", "supernet", "search", "retrain", "budgets", "dry_run")
 
 
 def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
@@ -306,7 +306,12 @@ def format_summary(summary: dict) -> str:
 
 
 def main(cfg, args) -> None:
-    """`neas run`: prints the summary."""
+    """`neas run`: prints the summary (with ``--dry-run``, what would run)."""
+    if cfg.dry_run:
+        from neas.recipes.run_plan import describe_plan
+
+        print(describe_plan(cfg, *stage_configs(cfg)))
+        return
     summary = run_pipeline(cfg)
     if dist.is_main_process():
         print(format_summary(summary))

@@ -34,6 +34,10 @@ class RunConfig(DataOptions, DeviceOptions, ExecutorOptions):
     search: dict = option(default_factory=dict, help="keys of `neas search`", cli=False)
     retrain: dict = option(default_factory=dict, help="keys of `neas retrain`", cli=False)
     resume: bool = option(False, "continue an interrupted run")
+    dry_run: bool = option(
+        False, "print what would run (config, stages, the space's MACs range and what fits the budget, the data), "
+        "and start nothing",
+    )  # fmt: skip
 
     def __post_init__(self):
         validate_fields(self)
