@@ -64,3 +64,16 @@ def test_read_json_names_the_file_and_what_is_wrong(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(NeasError, match=message):
         read_json(path, "arch file", ("split",))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("[" * 200_000 + "]" * 200_000, "nested too deeply"), ('{"a": 1' + "0" * 5000 + "}", "an integer of more than")],
+)
+def test_read_json_refuses_a_crafted_document_as_unreadable_naming_the_file(tmp_path, text, message):
+    """A document nested 200,000 deep raised RecursionError, past every reader's ``except ValueError``."""
+    path = tmp_path / "detector.json"
+    path.write_text(text)
+    with pytest.raises(NeasError, match=f"detector.json: not a readable detector record \\(ValueError: {message}"):
+        read_json(path, "detector record")
+    assert read_jsonl(path) == []  # a metrics file's damaged line is skipped, as a line cut by a kill is

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ __all__ = [
     "check_output_dir",
     "load_matching",
     "load_weights",
+    "loads_json",
     "read_json",
     "read_jsonl",
     "read_metadata",
@@ -133,6 +135,21 @@ def _check_size(path: Path, what: str, max_bytes: int) -> None:
         raise NeasError(f"{path}: too large for {what} ({size} bytes)")
 
 
+def loads_json(data: str | bytes):
+    """:func:`json.loads` whose every failure on bad input is a ``ValueError`` that says what is wrong: a
+    document nested deeper than the interpreter's recursion limit (``[[[[...]]]]``, 200,000 deep) raises
+    ``RecursionError`` there, which no reader's ``except ValueError`` would catch, and an integer of
+    thousands of digits advises ``sys.set_int_max_str_digits()``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError) or "integer string conversion" not in str(exc):
+            raise
+        raise ValueError(f"an integer of more than {sys.get_int_max_str_digits()} digits") from None
+
+
 def _read_capped(path: Path, what: str) -> str:
     _check_size(path, what, MAX_JSON_BYTES)
     return path.read_text()
@@ -146,7 +163,7 @@ def read_json(path: str | Path, what: str, required: tuple[str, ...] = (), *, ma
     path = Path(path)
     try:
         _check_size(path, what, MAX_JSON_BYTES if max_bytes is None else max_bytes)
-        value = json.loads(path.read_bytes())
+        value = loads_json(path.read_bytes())
     except FileNotFoundError:
         raise NeasError(f"{path}: no such file ({what})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -175,7 +192,7 @@ def read_jsonl(path: str | Path, what: str = "metric lines") -> list[dict]:
     records = []
     for line in text.splitlines():
         try:
-            record = json.loads(line)
+            record = loads_json(line)
         except ValueError:
             continue  # a line cut by a kill (or an empty one)
         if isinstance(record, dict):
