@@ -32,7 +32,10 @@ def suggest(word: str, choices) -> str:
 
 def show(value, limit: int = 200) -> str:
     """``repr(value)`` cut to about ``limit`` characters, for echoing user input in an error."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an integer of more digits than str() converts (sys.get_int_max_str_digits)
+        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

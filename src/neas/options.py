@@ -24,6 +24,7 @@ __all__ = [
     "DEVICE_HELP",
     "EXECUTORS",
     "EXECUTOR_KEYS",
+    "MAX_CLASSES",
     "STRATEGIES",
     "TEMPERATURE_MODES",
     "DataOptions",
@@ -45,6 +46,7 @@ STRATEGIES = ("evolution", "random")  # neas search
 TEMPERATURE_MODES = ("auto", "fit", "none")
 EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
+MAX_CLASSES = 100_000  # classifier outputs (ImageNet-21k has 21,841); more is a typo, and 10^13 an allocation error
 # The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
 CORRUPTIONS = (
     "gaussian_noise",
