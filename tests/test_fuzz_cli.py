@@ -130,3 +130,88 @@ def test_show_describes_an_integer_too_long_to_print():
 
     assert show(16**5000) == "an integer of about 6021 digits"
     assert os.environ.get("NEAS_DEBUG") is None  # the catch-all is what these tests must not reach
+
+
+_WRONG_PATHS = """
+import sys
+from neas.cli import main
+cases = [
+    (["compare", "--config", "nope.yaml", "--out", "x"], "config: no such file 'nope.yaml'"),
+    (["evaluate", "--checkpoint", "nope"], "checkpoint: no such file or directory 'nope'"),
+    (["retrain", "--arch", "nope.json", "--out", "x"], "arch: no such file 'nope.json'"),
+    (["export", "--checkpoint", "nope", "--format", "onnx", "--out", "x.onnx"], "checkpoint: no such file or"),
+    (["detect", "--data-dir", "nope"], "data_dir: no such directory 'nope' (expected COCO-format root"),
+    (["detect", "--data-dir", ".", "--backbone-weights", "w.safetensors"], "backbone_weights: no such file"),
+    (["evaluate", "--official-checkpoint", "n.pth.tar", "--arch", "neas-s"], "official_checkpoint: no such"),
+    (["search", "--supernet", "nope"], "supernet: no such file or directory 'nope'"),
+    (["search", "--supernet", "afile", "--latency-table", "nope.json"], "latency_table: no such file"),
+    (["retrain", "--data", "cifar10", "--data-dir", "nope"], "data_dir: no such directory 'nope'"),
+    (["retrain", "--data", "imagefolder", "--data-dir", "afile"], "'afile' is a file, not a directory"),
+    (["retrain", "--data-dir", "."], "data_dir: the digits dataset is bundled with scikit-learn"),
+    (["retrain", "--ood-data", "imagefolder", "--ood-data-dir", "nope"], "ood_data_dir: no such directory"),
+    (["retrain", "--space", "nope.yaml"], "space: no such file 'nope.yaml'"),
+    (["retrain", "--arch", "."], "arch: '.' is a directory, not a file"),
+    (["rank", "--supernet", "nope", "--out", "x"], "supernet: no such file or directory 'nope'"),
+    (["report", "nope"], "run: no such directory 'nope'"),
+    (["carve-test", "nope", "--out", "x"], "src: no such directory 'nope'"),
+    (["subimagenet", "--imagenet", "nope", "--out", "x"], "imagenet: no such directory 'nope'"),
+    (["ablate", "split", "--arch", "nope.json", "--out", "x"], "arch: no such file 'nope.json'"),
+    (["ablate", "paths", "--config", "nope.yaml", "--out", "x"], "config: no such file 'nope.yaml'"),
+    (["ablate", "search", "--run", "nope", "--out", "x"], "run: no such directory 'nope'"),
+    (["run", "--config", "c.yaml"], "c.yaml: data_dir: no such directory '/nonexistent/imagenet'"),
+]
+for argv, message in cases:
+    assert main(argv) == 2, argv
+    print(argv[0], message, file=sys.stderr)
+heavy = sorted(m for m in ("torch", "numpy", "timm", "torchvision", "matplotlib") if m in sys.modules)
+print("heavy:", heavy)
+"""
+
+
+def test_a_wrong_input_path_is_refused_before_torch_is_imported(tmp_path):
+    """A missing --checkpoint, --data-dir or --arch file cost 3-6 CPU-seconds of importing torch before
+    it was named (fuzz report §12); every command's input paths are now checked by the torch-free schema
+    layer (neas.config.check_inputs), each error naming the key, the value and what is expected."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "c.yaml").write_text("data: imagefolder\ndata_dir: /nonexistent/imagenet\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _WRONG_PATHS], capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("neas: error: ")]
+    expected = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if not line.startswith("neas: error: ")]
+    assert len(errors) == len(expected) == 23, done.stderr
+    for error, message in zip(errors, expected):
+        assert message in error and "unexpected" not in error, (error, message)
+
+
+def test_a_data_dir_given_to_the_bundled_digits_is_refused_not_ignored(tmp_path):
+    """``neas evaluate --data digits --data-dir nope`` was accepted: digits reads no directory."""
+    from neas.data import load_dataset
+    from neas.errors import NeasError
+
+    with pytest.raises(NeasError, match="digits dataset is bundled with scikit-learn and reads no directory"):
+        load_dataset("digits", "test", 8, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ood-data-dir", "."], "--ood-data-dir is read only with --ood-data, which is not given"),
+        (["--ood-split", "train"], "--ood-split is read only with --ood-data"),
+        (["--ood-download"], "--ood-download is read only with --ood-data"),
+        (["--cascade-tolerance", "3"], "--cascade-tolerance is read only with --cascade"),
+        (["--severities", "3"], "--severities is read only with --corruptions"),
+        (["--corruption-seed", "4"], "--corruption-seed is read only with --corruptions"),
+    ],
+)
+def test_an_option_without_the_one_it_refines_is_refused_not_ignored(tmp_path, capsys, flags, message):
+    """``neas retrain --ood-data-dir D`` without ``--ood-data`` (and evaluate's) was accepted, with no effect."""
+    model = _write(tmp_path / "model.safetensors", "")  # never read: the options are refused first
+    for argv in (["retrain", "--out", str(tmp_path / "o")], ["evaluate", "--checkpoint", model]):
+        _one_clean_line(capsys, main([*argv, *flags]), message)
