@@ -186,9 +186,21 @@ class QualityOptions:
     )
 
     def check_quality(self) -> None:
-
+        """The corruption names and severities, and no option given without the one it refines (it would
+        be silently ignored: ``--ood-data-dir`` without ``--ood-data``, fuzz report 2026-12 §10)."""
         self.corruptions = parse_corruptions(self.corruptions)
         parse_severities(self.severities)
+        defaults = QualityOptions()
+        for flag, needs, given in (
+            ("--ood-data-dir", "--ood-data", self.ood_data_dir is not None),
+            ("--ood-split", "--ood-data", self.ood_split != defaults.ood_split),
+            ("--ood-download", "--ood-data", self.ood_download),
+            ("--cascade-tolerance", "--cascade", self.cascade_tolerance != defaults.cascade_tolerance),
+            ("--severities", "--corruptions", self.severities != defaults.severities),
+            ("--corruption-seed", "--corruptions", self.corruption_seed != defaults.corruption_seed),
+        ):
+            if given and not getattr(self, needs[2:].replace("-", "_")):
+                raise NeasError(f"{flag} is read only with {needs}, which is not given; give {needs} or drop {flag}")
 
 
 @dataclass
