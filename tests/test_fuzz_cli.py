@@ -215,3 +215,18 @@ def test_an_option_without_the_one_it_refines_is_refused_not_ignored(tmp_path, c
     model = _write(tmp_path / "model.safetensors", "")  # never read: the options are refused first
     for argv in (["retrain", "--out", str(tmp_path / "o")], ["evaluate", "--checkpoint", model]):
         _one_clean_line(capsys, main([*argv, *flags]), message)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--checkpoint", "{model}", "--json", "{tmp}/nodir/e.json"],
+        ["evaluate", "--checkpoint", "{model}", "--save-scores", "{tmp}/nodir/s.npz"],
+        ["latency-table", "--space", "tiny", "--out", "{tmp}/nodir/l.json"],
+    ],
+)
+def test_an_output_in_a_missing_directory_is_refused_before_the_work(tmp_path, capsys, argv):
+    """The model is an empty file: had the work started, its error would have come first."""
+    model = _write(tmp_path / "model.safetensors", "")
+    argv = [a.replace("{model}", model).replace("{tmp}", str(tmp_path)) for a in argv]
+    _one_clean_line(capsys, main(argv), "nodir does not exist; create it first (nothing was done)")

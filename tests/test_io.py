@@ -77,3 +77,20 @@ def test_read_json_refuses_a_crafted_document_as_unreadable_naming_the_file(tmp_
     with pytest.raises(NeasError, match=f"detector.json: not a readable detector record \\(ValueError: {message}"):
         read_json(path, "detector record")
     assert read_jsonl(path) == []  # a metrics file's damaged line is skipped, as a line cut by a kill is
+
+
+def test_an_output_whose_directory_is_missing_is_refused_before_the_work(tmp_path):
+    """``--save-scores nodir/s.npz`` evaluated everything, then failed ``cannot write``."""
+    with pytest.raises(NeasError, match="--save-scores .*s.npz: its directory .*nodir does not exist; create it first"):
+        io.check_output(tmp_path / "nodir" / "s.npz", flag="--save-scores")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NeasError, match="its directory .*afile is a file"):
+        io.check_output(tmp_path / "afile" / "e.json", flag="--json")
+    assert io.check_output(tmp_path / "e.json") == tmp_path / "e.json"
+
+
+def test_two_outputs_naming_one_file_are_refused():
+    """``--json s.npz --save-scores s.npz``: the .npz was written, then the JSON replaced it."""
+    with pytest.raises(NeasError, match="--json and --save-scores name the same file ./s.npz; give each its own"):
+        io.check_distinct_outputs({"--json": "s.npz", "--save-scores": "./s.npz"})
+    io.check_distinct_outputs({"--json": "-", "--save-scores": "s.npz", "--out": None})

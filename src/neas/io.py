@@ -30,6 +30,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "append_line",
     "atomic_write",
+    "check_distinct_outputs",
     "check_output",
     "check_output_dir",
     "load_matching",
@@ -297,8 +298,9 @@ def check_output(
     out: str | Path, inputs=(), force: bool = False, flag: str = "--out", inside: tuple[str, ...] = ()
 ) -> Path:
     """Refuses an output path that is one of the ``inputs`` (or, for an input directory, its files
-    named in ``inside``) — never, even with ``force`` — a directory, or an existing file (unless
-    ``force``); returns it."""
+    named in ``inside``) — never, even with ``force`` — a directory, an existing file (unless
+    ``force``), or a file whose directory does not exist or is not writable (the work would be done,
+    then lost); returns it. Call it before the work starts."""
     out = Path(out)
     for given in inputs:
         if given is None:
@@ -311,7 +313,30 @@ def check_output(
         raise NeasError(f"{flag} {out} is a directory; give a file name")
     if out.exists() and not force:
         raise NeasError(f"{flag} {out} already exists; pass --force to overwrite it")
+    _check_parent(out, flag)
     return out
+
+
+def _check_parent(out: Path, flag: str) -> None:
+    parent = out.parent
+    if not parent.is_dir():
+        what = "is a file" if parent.exists() else "does not exist"
+        raise NeasError(f"{flag} {out}: its directory {parent} {what}; create it first (nothing was done)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NeasError(f"{flag} {out}: its directory {parent} is not writable (nothing was done)")
+
+
+def check_distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
+    """Refuses two output flags (``{"--json": ..., "--save-scores": ...}``) that name one file: the
+    second write would replace the first. ``None`` and ``"-"`` (standard output) name no file."""
+    seen: dict[Path, str] = {}
+    for flag, out in outputs.items():
+        if out is None or str(out) == "-":
+            continue
+        where = Path(out).resolve()
+        if where in seen:
+            raise NeasError(f"{seen[where]} and {flag} name the same file {out}; give each its own")
+        seen[where] = flag
 
 
 def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str = "--out") -> Path:
