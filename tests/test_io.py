@@ -1,6 +1,7 @@
 """The one capped JSON reader and the JSON-lines reader that keeps ``append_line``'s promise."""
 
 import json
+import os
 
 import pytest
 
@@ -94,3 +95,29 @@ def test_two_outputs_naming_one_file_are_refused():
     with pytest.raises(NeasError, match="--json and --save-scores name the same file ./s.npz; give each its own"):
         io.check_distinct_outputs({"--json": "s.npz", "--save-scores": "./s.npz"})
     io.check_distinct_outputs({"--json": "-", "--save-scores": "s.npz", "--out": None})
+
+
+def test_a_write_killed_mid_way_leaves_a_temporary_that_the_next_claim_of_its_run_removes(tmp_path):
+    """A SIGKILL during a report write left report/.shrink_round_00.png.<pid>.tmp, which no resume removed."""
+    import subprocess
+    import sys
+
+    from neas.rundir import claim_dir, release_run_dir
+    from neas.runfiles import MARKER
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a process that has ended
+    run = claim_dir(tmp_path / "run", "rank")
+    release_run_dir(run)
+    stale = run / "report" / f".shrink_round_00.png.{dead}.tmp"
+    live = run / "report" / f".plot.png.{os.getppid()}.tmp"  # a write of a process that still runs
+    nested = run / "job" / f".eval.json.{dead}.tmp"  # inside another run directory: its own run removes it
+    for path in (stale, live, nested):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (run / "job" / MARKER).write_text("{}")
+    (run / "report" / "notes.tmp").write_text("not ours")
+    claim_dir(run, "rank")
+    release_run_dir(run)
+    assert not stale.exists()
+    assert live.exists() and nested.exists() and (run / "report" / "notes.tmp").exists()

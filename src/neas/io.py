@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "read_metadata",
+    "remove_stale_temporaries",
     "save_figure",
     "save_tensors",
     "tensors_sha256",
@@ -94,6 +96,39 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: int = 0o6
         raise
     _fsync_dir(path.parent)
     return path
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.(\d+)\.tmp")  # the name atomic_write gives the bytes it has not renamed yet
+
+
+def remove_stale_temporaries(root: str | Path, nested_marker: str) -> list[Path]:
+    """Removes the temporary files that :func:`atomic_write` leaves when its process is killed mid-write
+    (``.name.<pid>.tmp``) under ``root``, except those of a process that still runs (other than this one)
+    and those below a nested directory holding ``nested_marker`` (another run's, with its own writer).
+    Call it with ``root`` locked by this process (no write of ours in progress there); returns the removed."""
+    removed = []
+    for folder, subfolders, files in os.walk(root):  # symlinked folders are not entered
+        subfolders[:] = [d for d in subfolders if not os.path.lexists(os.path.join(folder, d, nested_marker))]
+        for name in files:
+            match = _TEMPORARY.fullmatch(name)
+            if match and not _runs_elsewhere(int(match.group(2))):
+                path = Path(folder, name)
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _runs_elsewhere(pid: int) -> bool:
+    """Whether another process with ``pid`` runs (this process's own PID: a killed run's, reused)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or no PID at all: left alone
+    return True
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
