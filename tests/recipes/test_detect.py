@@ -177,7 +177,7 @@ def test_export_of_a_detection_run_is_verified_onnx(data, tmp_path, capsys, mode
     [
         (["--recipe", "huge"], "recipe: unknown 'huge'"),
         (["--backbone", "timm:nonexistent"], "is not a timm 1"),
-        (["--data-dir", "{missing}"], "no such annotation file"),
+        (["--data-dir", "{missing}"], "data_dir: no such directory"),
         (["--feature-mode", "path:5"], "feature_mode: path:5"),
         (["--feature-mode", "median"], "feature_mode: unknown 'median'"),
     ],
