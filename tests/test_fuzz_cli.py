@@ -230,3 +230,38 @@ def test_an_output_in_a_missing_directory_is_refused_before_the_work(tmp_path, c
     model = _write(tmp_path / "model.safetensors", "")
     argv = [a.replace("{model}", model).replace("{tmp}", str(tmp_path)) for a in argv]
     _one_clean_line(capsys, main(argv), "nodir does not exist; create it first (nothing was done)")
+
+
+class _Unreadable:
+    """A dataset whose every item fails as a truncated image does, in a loader worker."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc, line",
+    [
+        ("neas", "neas: error: b.png: cannot read image (image file is truncated) (in DataLoader worker process 0)"),
+        (OSError("image file is truncated"), "neas: error: image file is truncated (OSError in DataLoader worker"),
+    ],
+)
+def test_an_error_in_a_loader_worker_is_its_own_line_not_the_workers_traceback(capsys, exc, line):
+    """``neas detect --workers 1`` on a truncated PNG printed ``Caught OSError in DataLoader worker process 0.
+    Original Traceback (most recent call last): File ...`` inside the error line."""
+    import torch
+
+    from neas.errors import NeasError, report_error
+
+    exc = NeasError("b.png: cannot read image (image file is truncated)") if exc == "neas" else exc
+    with pytest.raises(type(exc)) as raised:
+        list(torch.utils.data.DataLoader(_Unreadable(exc), num_workers=1))
+    assert report_error(raised.value) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err, err
