@@ -129,6 +129,7 @@ def test_show_describes_an_integer_too_long_to_print():
     from neas.errors import show
 
     assert show(16**5000) == "an integer of about 6021 digits"
+    assert show([1, 16**5000]) == "a list holding an integer too long to print"
     assert os.environ.get("NEAS_DEBUG") is None  # the catch-all is what these tests must not reach
 
 

@@ -36,7 +36,8 @@ def show(value, limit: int = 200) -> str:
     try:
         text = _REPR.repr(value)
     except ValueError:  # an integer of more digits than str() converts (sys.get_int_max_str_digits)
-        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        digits = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits" if isinstance(value, int) else ""
+        text = digits or f"a {type(value).__name__} holding an integer too long to print"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
