@@ -1,6 +1,7 @@
 """The one capped JSON reader and the JSON-lines reader that keeps ``append_line``'s promise."""
 
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,59 @@ def test_read_json_names_the_file_and_what_is_wrong(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(NeasError, match=message):
         read_json(path, "arch file", ("split",))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("[" * 200_000 + "]" * 200_000, "nested too deeply"), ('{"a": 1' + "0" * 5000 + "}", "an integer of more than")],
+)
+def test_read_json_refuses_a_crafted_document_as_unreadable_naming_the_file(tmp_path, text, message):
+    """A document nested 200,000 deep raised RecursionError, past every reader's ``except ValueError``."""
+    path = tmp_path / "detector.json"
+    path.write_text(text)
+    with pytest.raises(NeasError, match=f"detector.json: not a readable detector record \\(ValueError: {message}"):
+        read_json(path, "detector record")
+    assert read_jsonl(path) == []  # a metrics file's damaged line is skipped, as a line cut by a kill is
+
+
+def test_an_output_whose_directory_is_missing_is_refused_before_the_work(tmp_path):
+    """``--save-scores nodir/s.npz`` evaluated everything, then failed ``cannot write``."""
+    with pytest.raises(NeasError, match="--save-scores .*s.npz: its directory .*nodir does not exist; create it first"):
+        io.check_output(tmp_path / "nodir" / "s.npz", flag="--save-scores")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NeasError, match="its directory .*afile is a file"):
+        io.check_output(tmp_path / "afile" / "e.json", flag="--json")
+    assert io.check_output(tmp_path / "e.json") == tmp_path / "e.json"
+
+
+def test_two_outputs_naming_one_file_are_refused():
+    """``--json s.npz --save-scores s.npz``: the .npz was written, then the JSON replaced it."""
+    with pytest.raises(NeasError, match="--json and --save-scores name the same file ./s.npz; give each its own"):
+        io.check_distinct_outputs({"--json": "s.npz", "--save-scores": "./s.npz"})
+    io.check_distinct_outputs({"--json": "-", "--save-scores": "s.npz", "--out": None})
+
+
+def test_a_write_killed_mid_way_leaves_a_temporary_that_the_next_claim_of_its_run_removes(tmp_path):
+    """A SIGKILL during a report write left report/.shrink_round_00.png.<pid>.tmp, which no resume removed."""
+    import subprocess
+    import sys
+
+    from neas.rundir import claim_dir, release_run_dir
+    from neas.runfiles import MARKER
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a process that has ended
+    run = claim_dir(tmp_path / "run", "rank")
+    release_run_dir(run)
+    stale = run / "report" / f".shrink_round_00.png.{dead}.tmp"
+    live = run / "report" / f".plot.png.{os.getppid()}.tmp"  # a write of a process that still runs
+    nested = run / "job" / f".eval.json.{dead}.tmp"  # inside another run directory: its own run removes it
+    for path in (stale, live, nested):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (run / "job" / MARKER).write_text("{}")
+    (run / "report" / "notes.tmp").write_text("not ours")
+    claim_dir(run, "rank")
+    release_run_dir(run)
+    assert not stale.exists()
+    assert live.exists() and nested.exists() and (run / "report" / "notes.tmp").exists()

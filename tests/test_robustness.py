@@ -322,7 +322,7 @@ BAD = [
     (["evaluate", "--checkpoint", "{missing}"], ""),
     (["export", "--format", "onnx", "--out", "{tmp}/m.onnx", "--opset", "3"], "opset must be in 9..21"),
     (["export", "--format", "onnx", "--out", "{tmp}/m.onnx", "--opset", "999"], "opset must be in 9..21"),
-    (["rank", "--supernet", "x", "--num-archs", "1"], "num_archs must be at least 3"),
+    (["rank", "--supernet", "{tmp}", "--num-archs", "1"], "num_archs must be at least 3"),
     (["subimagenet", "--imagenet", "{tmp}", "--out", "{tmp}/sub", "--classes", "0"], "classes must be at least 1"),
     (["carve-test", "{tmp}", "--out", "{tmp}/c", "--test-fraction", "1.5"], "test_fraction must be in (0, 1)"),
     (["latency-table", "--space", "tiny", "--out", "{tmp}/l.json", "--repeats", "0"], "repeats must be at least 1"),
@@ -336,7 +336,7 @@ BAD = [
     (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # an unwritable output
     (["train-supernet", "--out", "{file}"], "is a file, not a directory"),
     (["latency-table", "--space", "tiny", "--out", "{file}"], "already exists; pass --force"),
-    (["rank", "--supernet", "{missing}", "--out", "{tmp}"], "not a finished supernet run"),
+    (["rank", "--supernet", "{missing}", "--out", "{tmp}"], "supernet: no such file or directory"),
     # round two (issue 30): configs, overrides, argparse, budgets, sizes
     (["train-supernet", "--config", "{dup}"], "duplicate key 'space'"),
     (["train-supernet", "--config", "{bomb}"], "alias bomb"),

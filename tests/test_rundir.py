@@ -54,5 +54,5 @@ def test_report_of_a_file_says_it_is_a_file_not_that_the_directory_is_missing(tm
     assert main(["report", str(given)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("neas: error: ")
-    assert "is a file, not a run directory" in err
+    assert "is a file, not a directory (expected a `neas run` directory)" in err
     assert len(err.splitlines()) == 1

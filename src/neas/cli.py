@@ -92,7 +92,7 @@ def _config(args):
         args.config = args.config or DEMO
     fixed = {k: getattr(args, k) for k in args.fixed}  # given as flags only: a YAML file may not move them
     config_file = None if _names_a_config(cls) else getattr(args, "config", None)
-    return resolve_config(cls, config_file, vars(args), getattr(args, "overrides", None), fixed)
+    return resolve_config(cls, config_file, vars(args), getattr(args, "overrides", None), fixed, inputs=True)
 
 
 def main(argv: list[str] | None = None) -> int:

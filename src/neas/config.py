@@ -11,7 +11,9 @@ schema come:
   unknown one is named with the nearest valid key) and every value's type (they, the YAML reader
   and :func:`nested` live in :mod:`neas.fields`, below the CLI, and are re-exported here);
 - :func:`add_options`: the argparse flags of a command, with help and defaults;
-- :func:`resolve_config`: defaults <- ``--config`` YAML <- flags <- ``key=value`` overrides.
+- :func:`resolve_config`: defaults <- ``--config`` YAML <- flags <- ``key=value`` overrides;
+- :func:`check_inputs`: the input paths of :data:`INPUT_PATHS` exist, checked by the command line
+  before the schema's own checks and the command's module import anything heavy.
 
 Validation lives in each dataclass's ``__post_init__`` and raises :class:`NeasError`.
 """
@@ -29,8 +31,10 @@ from neas.errors import NeasError, show
 from neas.fields import flat_fields, from_dict, load_yaml, nested, parse_yaml_value, to_dict
 
 __all__ = [
+    "INPUT_PATHS",
     "add_options",
     "apply_overrides",
+    "check_inputs",
     "flat_fields",
     "from_dict",
     "load_yaml",
@@ -159,9 +163,12 @@ def resolve_config(
     flags: dict | None = None,
     overrides: list[str] | None = None,
     fixed: dict | None = None,
+    *,
+    inputs: bool = False,
 ) -> T:
     """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
-    that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values."""
+    that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values; with ``inputs``,
+    its input paths are checked first (:func:`check_inputs`)."""
     data = load_yaml(config_file) if config_file else {}
     source = dict.fromkeys(data, f"{config_file}: ")  # where each top-level key was last set: a prefix or suffix
     keys = {ff.key for ff in flat_fields(cls)}
@@ -173,8 +180,75 @@ def resolve_config(
         source[item.split("=", 1)[0].strip().split(".")[0]] = f" (in override {show(item)})"
     data.update(fixed or {})
     try:
+        if inputs:
+            check_inputs(cls, data)
         return from_dict(cls, data)
     except NeasError as exc:
         key, message = getattr(exc, "key", None), str(exc)
         blamed = source.get(key, f"{config_file}: " if config_file else "")
         raise NeasError(f"{message}{blamed}" if blamed.startswith(" ") else f"{blamed}{message}") from None
+
+
+# The keys that name an input mean the same in every command (a key is declared once: neas.options), so
+# they are listed once here, with what each must be: a file, a directory, either ("path"), or a preset name
+# or a file ("name or file": a file when it looks like one). The command line checks them before anything
+# heavy is imported: a wrong path costs 0.1 s, not the 3-6 CPU-seconds of importing torch (fuzz report
+# 2026-12, section 12). Existence only: what a file holds is its reader's to check.
+INPUT_PATHS = {
+    "checkpoint": "path",
+    "official_checkpoint": "file",
+    "backbone_weights": "file",
+    "config": "file",
+    "latency_table": "file",
+    "scratch": "file",
+    "arch": "name or file",
+    "space": "name or file",
+    "data_dir": "directory",
+    "ood_data_dir": "directory",
+    "supernet": "path",
+    "run": "directory",
+    "imagenet": "directory",
+    "src": "directory",
+}
+_NOUNS = {"file": "file", "directory": "directory", "path": "file or directory", "name or file": "file"}
+_BUILT_IN = {"data_dir": ("data", "download"), "ood_data_dir": ("ood_data", "ood_download")}  # its dataset, download
+
+
+def check_inputs(cls: type, data: dict) -> None:
+    """Refuses an input path given in ``data`` (keys of ``cls``) that does not exist, is a directory
+    where a file is expected or the reverse, or is given to a dataset that reads no directory (the
+    bundled digits); the error names the key and says what is expected. A default path (``neas
+    search``'s runs/supernet) is its command's to check: a value error comes first."""
+    fields = {ff.key: ff for ff in flat_fields(cls)}
+    values = {k: ff.default for k, ff in fields.items() if ff.default is not dataclasses.MISSING} | data
+    for key, kind in INPUT_PATHS.items():
+        given = data.get(key) if key in fields else None
+        if key in _BUILT_IN and given is not None:
+            dataset, download = (values.get(k) for k in _BUILT_IN[key])
+            if dataset == "digits":
+                raise _blamed(key, f"{key}: the digits dataset is bundled with scikit-learn and reads no directory")
+            if download:
+                continue  # torchvision downloads into it: it may not exist yet
+        for value in given if isinstance(given, list) else [given]:
+            if isinstance(value, str) and value:
+                _check_input(key, value, kind, fields[key].help)
+
+
+def _check_input(key: str, value: str, kind: str, help: str) -> None:
+    path = Path(value).expanduser()
+    if kind == "name or file" and not (path.suffix in (".json", ".yaml", ".yml") or "/" in value or path.exists()):
+        return  # a preset name: the command's own reader knows them
+    expected = f" (expected {help})" if help else ""
+    if not path.exists():
+        raise _blamed(key, f"{key}: no such {_NOUNS[kind]} {show(value)}{expected}")
+    if kind == "directory" and not path.is_dir():
+        raise _blamed(key, f"{key}: {show(value)} is a file, not a directory{expected}")
+    if kind in ("file", "name or file") and path.is_dir():
+        raise _blamed(key, f"{key}: {show(value)} is a directory, not a file{expected}")
+
+
+def _blamed(key: str, message: str) -> NeasError:
+    """An error about ``key``: :func:`resolve_config` says where it was given (a YAML file, an override)."""
+    exc = NeasError(message)
+    exc.key = key
+    return exc

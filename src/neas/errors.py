@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import reprlib
 import sys
 
@@ -32,8 +33,31 @@ def suggest(word: str, choices) -> str:
 
 def show(value, limit: int = 200) -> str:
     """``repr(value)`` cut to about ``limit`` characters, for echoing user input in an error."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an integer of more digits than str() converts (sys.get_int_max_str_digits)
+        digits = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits" if isinstance(value, int) else ""
+        text = digits or f"a {type(value).__name__} holding an integer too long to print"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# torch's DataLoader re-raises a worker's exception with the worker's whole traceback as its message
+_WORKER = re.compile(
+    r"Caught (?P<kind>\w+) in (?P<where>DataLoader worker process \d+)\.\s*Original Traceback \(most recent call "
+    r"last\):\n.*\n[\w.]+: ?(?P<message>.*?)\s*$",
+    re.S,
+)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``; for an exception a DataLoader worker raised, its own message and the worker, not the
+    traceback that torch puts in front of it."""
+    text = str(exc)
+    worker = _WORKER.match(text)
+    if worker is None:
+        return text
+    kind = "" if isinstance(exc, NeasError) else f"{worker['kind']} "
+    return f"{worker['message']} ({kind}in {worker['where']})"
 
 
 def report_error(exc: BaseException) -> int:
@@ -42,14 +66,14 @@ def report_error(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         message, status = "interrupted (a run resumes with --resume from its last checkpoint)", 130
     elif isinstance(exc, NeasError):
-        message, status = str(exc), 2
+        message, status = _text(exc), 2
     elif isinstance(exc, OSError):  # an unwritable, missing or wrong path
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        message, status = f"{exc.strerror or exc}{where}", 2
+        message, status = f"{exc.strerror or _text(exc)}{where}", 2
     elif os.environ.get("NEAS_DEBUG"):
         raise exc
     else:
-        message, status = f"unexpected {type(exc).__name__}: {exc} (set NEAS_DEBUG=1 to see the traceback)", 2
+        message, status = f"unexpected {type(exc).__name__}: {_text(exc)} (set NEAS_DEBUG=1 to see the traceback)", 2
     message = " ".join(message.split())
     if len(message) > MAX_MESSAGE:
         message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters cut)"

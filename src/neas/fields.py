@@ -107,10 +107,42 @@ def flat_fields(cls: type) -> tuple[FlatField, ...]:
 
 
 MAX_YAML_NODES = 100_000  # values a YAML document may expand to through aliases (a config has a few hundred)
+MAX_YAML_VALUES = 20_000  # values a YAML document may hold as written: composing each costs ~30 us
+MAX_INT_BITS = 63  # an integer option, like the tensors' sizes it sets, fits int64
+MAX_YAML_BYTES = 2**20  # a config or space file: the largest we ship is 1.5 KB; a larger one is not a config
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, refusing duplicate keys and documents that aliases blow up."""
+    """``yaml.safe_load``'s loader, refusing duplicate keys, documents that aliases blow up, documents
+    of more than :data:`MAX_YAML_VALUES` values (refused while they are read, not after) and integers
+    too long for Python to convert."""
+
+    composed = 0
+
+    def compose_node(self, parent, index):
+        self.composed += 1
+        if self.composed > MAX_YAML_VALUES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"more than {MAX_YAML_VALUES} values (a config has a few hundred)",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        try:
+            value = super().construct_yaml_int(node)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            value = None
+        if value is None or value.bit_length() > MAX_INT_BITS:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the integer {show(node.value, 40)} is too large (at most {2**MAX_INT_BITS - 1})",
+                node.start_mark,
+            )
+        return value
 
     def get_single_node(self):
         node = super().get_single_node()
@@ -143,6 +175,7 @@ class _OverrideLoader(_Loader):
     }
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _OverrideLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
@@ -189,6 +222,11 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise NeasError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise NeasError(
+            f"{path}: {size} bytes is too large for a YAML config (at most {MAX_YAML_BYTES}; a config has a few KB)"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -325,6 +363,8 @@ def _as_bool(value: Any, path: str) -> bool:
 def _as_int(value: Any, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise NeasError(f"{path}: expected an integer, got {show(value)}")
+    if value.bit_length() > MAX_INT_BITS:  # torch would fail "Overflow when unpacking long long"
+        raise NeasError(f"{path}: {show(value, 40)} is too large for an integer option (at most {2**MAX_INT_BITS - 1})")
     return value
 
 
@@ -336,7 +376,10 @@ def _as_float(value: Any, path: str) -> float:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NeasError(f"{path}: expected a number, got {show(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond 1.8e308
+        raise NeasError(f"{path}: {show(value, 40)} is too large for a number") from None
 
 
 def _as_str(value: Any, path: str) -> str:

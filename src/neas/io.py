@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,14 +31,17 @@ __all__ = [
     "MAX_JSON_BYTES",
     "append_line",
     "atomic_write",
+    "check_distinct_outputs",
     "check_output",
     "check_output_dir",
     "load_matching",
     "load_weights",
+    "loads_json",
     "read_json",
     "read_jsonl",
     "read_metadata",
     "record_sha256",
+    "remove_stale_temporaries",
     "save_figure",
     "save_tensors",
     "tensors_sha256",
@@ -94,6 +99,39 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: int = 0o6
     return path
 
 
+_TEMPORARY = re.compile(r"\.(.+)\.(\d+)\.tmp")  # the name atomic_write gives the bytes it has not renamed yet
+
+
+def remove_stale_temporaries(root: str | Path, nested_marker: str) -> list[Path]:
+    """Removes the temporary files that :func:`atomic_write` leaves when its process is killed mid-write
+    (``.name.<pid>.tmp``) under ``root``, except those of a process that still runs (other than this one)
+    and those below a nested directory holding ``nested_marker`` (another run's, with its own writer).
+    Call it with ``root`` locked by this process (no write of ours in progress there); returns the removed."""
+    removed = []
+    for folder, subfolders, files in os.walk(root):  # symlinked folders are not entered
+        subfolders[:] = [d for d in subfolders if not os.path.lexists(os.path.join(folder, d, nested_marker))]
+        for name in files:
+            match = _TEMPORARY.fullmatch(name)
+            if match and not _runs_elsewhere(int(match.group(2))):
+                path = Path(folder, name)
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _runs_elsewhere(pid: int) -> bool:
+    """Whether another process with ``pid`` runs (this process's own PID: a killed run's, reused)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or no PID at all: left alone
+    return True
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
@@ -134,6 +172,21 @@ def _check_size(path: Path, what: str, max_bytes: int) -> None:
         raise NeasError(f"{path}: too large for {what} ({size} bytes)")
 
 
+def loads_json(data: str | bytes):
+    """:func:`json.loads` whose every failure on bad input is a ``ValueError`` that says what is wrong: a
+    document nested deeper than the interpreter's recursion limit (``[[[[...]]]]``, 200,000 deep) raises
+    ``RecursionError`` there, which no reader's ``except ValueError`` would catch, and an integer of
+    thousands of digits advises ``sys.set_int_max_str_digits()``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError) or "integer string conversion" not in str(exc):
+            raise
+        raise ValueError(f"an integer of more than {sys.get_int_max_str_digits()} digits") from None
+
+
 def _read_capped(path: Path, what: str) -> str:
     _check_size(path, what, MAX_JSON_BYTES)
     return path.read_text()
@@ -147,7 +200,7 @@ def read_json(path: str | Path, what: str, required: tuple[str, ...] = (), *, ma
     path = Path(path)
     try:
         _check_size(path, what, MAX_JSON_BYTES if max_bytes is None else max_bytes)
-        value = json.loads(path.read_bytes())
+        value = loads_json(path.read_bytes())
     except FileNotFoundError:
         raise NeasError(f"{path}: no such file ({what})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -176,7 +229,7 @@ def read_jsonl(path: str | Path, what: str = "metric lines") -> list[dict]:
     records = []
     for line in text.splitlines():
         try:
-            record = json.loads(line)
+            record = loads_json(line)
         except ValueError:
             continue  # a line cut by a kill (or an empty one)
         if isinstance(record, dict):
@@ -293,8 +346,9 @@ def check_output(
     out: str | Path, inputs=(), force: bool = False, flag: str = "--out", inside: tuple[str, ...] = ()
 ) -> Path:
     """Refuses an output path that is one of the ``inputs`` (or, for an input directory, its files
-    named in ``inside``) — never, even with ``force`` — a directory, or an existing file (unless
-    ``force``); returns it."""
+    named in ``inside``) — never, even with ``force`` — a directory, an existing file (unless
+    ``force``), or a file whose directory does not exist or is not writable (the work would be done,
+    then lost); returns it. Call it before the work starts."""
     out = Path(out)
     for given in inputs:
         if given is None:
@@ -307,7 +361,30 @@ def check_output(
         raise NeasError(f"{flag} {out} is a directory; give a file name")
     if out.exists() and not force:
         raise NeasError(f"{flag} {out} already exists; pass --force to overwrite it")
+    _check_parent(out, flag)
     return out
+
+
+def _check_parent(out: Path, flag: str) -> None:
+    parent = out.parent
+    if not parent.is_dir():
+        what = "is a file" if parent.exists() else "does not exist"
+        raise NeasError(f"{flag} {out}: its directory {parent} {what}; create it first (nothing was done)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NeasError(f"{flag} {out}: its directory {parent} is not writable (nothing was done)")
+
+
+def check_distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
+    """Refuses two output flags (``{"--json": ..., "--save-scores": ...}``) that name one file: the
+    second write would replace the first. ``None`` and ``"-"`` (standard output) name no file."""
+    seen: dict[Path, str] = {}
+    for flag, out in outputs.items():
+        if out is None or str(out) == "-":
+            continue
+        where = Path(out).resolve()
+        if where in seen:
+            raise NeasError(f"{seen[where]} and {flag} name the same file {out}; give each its own")
+        seen[where] = flag
 
 
 def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str = "--out") -> Path:

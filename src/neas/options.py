@@ -24,6 +24,7 @@ __all__ = [
     "DEVICE_HELP",
     "EXECUTORS",
     "EXECUTOR_KEYS",
+    "MAX_CLASSES",
     "STRATEGIES",
     "TEMPERATURE_MODES",
     "DataOptions",
@@ -45,6 +46,7 @@ STRATEGIES = ("evolution", "random")  # neas search
 TEMPERATURE_MODES = ("auto", "fit", "none")
 EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
+MAX_CLASSES = 100_000  # classifier outputs (ImageNet-21k has 21,841); more is a typo, and 10^13 an allocation error
 # The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
 CORRUPTIONS = (
     "gaussian_noise",
@@ -184,9 +186,21 @@ class QualityOptions:
     )
 
     def check_quality(self) -> None:
-
+        """The corruption names and severities, and no option given without the one it refines (it would
+        be silently ignored: ``--ood-data-dir`` without ``--ood-data``, fuzz report 2026-12 §10)."""
         self.corruptions = parse_corruptions(self.corruptions)
         parse_severities(self.severities)
+        defaults = QualityOptions()
+        for flag, needs, given in (
+            ("--ood-data-dir", "--ood-data", self.ood_data_dir is not None),
+            ("--ood-split", "--ood-data", self.ood_split != defaults.ood_split),
+            ("--ood-download", "--ood-data", self.ood_download),
+            ("--cascade-tolerance", "--cascade", self.cascade_tolerance != defaults.cascade_tolerance),
+            ("--severities", "--corruptions", self.severities != defaults.severities),
+            ("--corruption-seed", "--corruptions", self.corruption_seed != defaults.corruption_seed),
+        ):
+            if given and not getattr(self, needs[2:].replace("-", "_")):
+                raise NeasError(f"{flag} is read only with {needs}, which is not given; give {needs} or drop {flag}")
 
 
 @dataclass

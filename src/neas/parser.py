@@ -59,6 +59,9 @@ class Parser(argparse.ArgumentParser):
         if kind:
             number = "an integer" if kind.group(2) == "int" else "a number"
             message = f"{kind.group(1)}: expected {number}, got {kind.group(3)}"
+            if re.fullmatch(r"'[-+]?\d+'", kind.group(3)):  # digits that int() refuses: more than it converts
+                digits = sum(c.isdigit() for c in kind.group(3))
+                message = f"{kind.group(1)}: an integer of {digits} digits is too large"
         where = "" if self.prog == "neas" else f"{self.prog}: "  # the top level: "neas: error:" says it already
         raise NeasError(f"{where}{message} (see {self.prog} --help)")
 

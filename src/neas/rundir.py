@@ -35,7 +35,7 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import MAX_JSON_BYTES, read_jsonl, write_json, write_text, write_yaml
+from neas.io import MAX_JSON_BYTES, loads_json, read_jsonl, remove_stale_temporaries, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, has_checkpoint
 
@@ -91,6 +91,8 @@ def _lock(run: Path) -> None:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     _LOCKS[key] = handle
+    for path in remove_stale_temporaries(run, MARKER):  # a killed write's leftovers: ours now, nobody renames them
+        log.info("removed %s, left by a write that was killed", path)
 
 
 def release_run_dir(run: str | Path) -> None:
@@ -124,7 +126,7 @@ def _marker(run: Path) -> dict:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise ValueError("too large")
-        marker = json.loads(path.read_text())
+        marker = loads_json(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
@@ -298,7 +300,7 @@ def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> list[
     path = run / CONFIG
     try:
         old = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
         raise NeasError(f"{path} is not a readable config") from None
     if not isinstance(old, dict):
         raise NeasError(f"{path} is not a neas config (not a mapping)")

@@ -35,5 +35,6 @@ def test_errors(imagenet, tmp_path, capsys):
         make_subimagenet(imagenet, tmp_path / "x", classes=10)
     with pytest.raises(NeasError, match="not enough images"):
         make_subimagenet(imagenet, tmp_path / "y", classes=2, train_per_class=250)
+    (tmp_path / "nothing").mkdir()  # a missing one is refused before (neas.config.check_inputs)
     assert main(["subimagenet", "--imagenet", str(tmp_path / "nothing"), "--out", str(tmp_path / "z")]) == 2
     assert "no train/ folder" in capsys.readouterr().err

@@ -285,7 +285,7 @@ def test_export_of_a_detection_run_is_verified_on_16_images_of_several_sizes(dat
     [
         (["--recipe", "huge"], "recipe: unknown 'huge'"),
         (["--backbone", "timm:nonexistent"], "is not a timm 1"),
-        (["--data-dir", "{missing}"], "no such annotation file"),
+        (["--data-dir", "{missing}"], "data_dir: no such directory"),
         (["--feature-mode", "path:5"], "feature_mode: path:5"),
         (["--feature-mode", "median"], "feature_mode: unknown 'median'"),
     ],

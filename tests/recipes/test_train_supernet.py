@@ -196,7 +196,7 @@ def test_unknown_yaml_key_suggests(tmp_path, capsys):
     [
         (
             ["--data", "imagefolder", "--data-dir", "/nonexistent/data"],
-            "data directory /nonexistent/data does not exist",
+            "data_dir: no such directory '/nonexistent/data'",
         ),
         (["--data", "imagenet"], "data: unknown 'imagenet' (did you mean 'imagefolder'?)"),
         (["--shrink", "diversty"], "did you mean 'diversity'"),

@@ -221,7 +221,7 @@ def test_missing_or_incomplete_supernet(tmp_path, capsys):
     code = main(["search", "--supernet", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "does not exist" in err
+    assert "supernet: no such file or directory" in err
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "state.json").write_text("{}")
     code = main(["search", "--supernet", str(tmp_path / "half"), "--out", str(tmp_path / "x")])

@@ -420,6 +420,8 @@ def load_dataset(
     if root is not None and root.exists() and not root.is_dir():
         raise NeasError(f"data_dir {root} is a file, not a directory")
     if name == "digits":
+        if root is not None:  # a --data-dir given for it would be silently ignored
+            raise NeasError(f"data_dir {root}: the digits dataset is bundled with scikit-learn and reads no directory")
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100", "svhn"):
         return _cifar(name, root, split, input_size, download, decode, max_memory_gb)

@@ -14,8 +14,9 @@ from neas.detection.predict import export_detector
 from neas.ensemble.cascade_export import export_cascade
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
-from neas.errors import NeasError
+from neas.errors import NeasError, show
 from neas.io import check_output, check_output_dir
+from neas.options import MAX_CLASSES
 from neas.rundir import run_kind
 from neas.runfiles import MODEL, SUPERNET
 from neas.schemas.commands import (
@@ -36,8 +37,10 @@ __all__ = ["arch", "carve_test", "export_ensemble", "report", "space", "subimage
 def _stored_num_classes(arch_spec: str) -> int:
     """The class count an arch file was searched for (a search's ``arch.json`` says), else ImageNet's."""
     stored = arch_file_record(arch_spec).get("num_classes", 1000)
-    if not isinstance(stored, int) or isinstance(stored, bool) or stored < 1:
-        raise NeasError(f"{arch_spec}: field 'num_classes' must be a positive integer, got {stored!r:.40}")
+    if not isinstance(stored, int) or isinstance(stored, bool) or not 1 <= stored <= MAX_CLASSES:
+        raise NeasError(
+            f"{arch_spec}: field 'num_classes' must be an integer in 1..{MAX_CLASSES}, got {show(stored, 40)}"
+        )
     return stored
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from neas.config import option
 from neas.cost.settings import RUNTIMES
 from neas.errors import NeasError
-from neas.options import DEVICE_HELP
+from neas.options import DEVICE_HELP, MAX_CLASSES
 from neas.settings import validate_fields
 
 __all__ = [
@@ -32,7 +32,7 @@ class ArchCommand:
     space: str | None = option(None, "search space preset or YAML file", default_help="the file's, else imagenet")
     input_size: int | None = option(None, "input resolution", default_help="the space's", valid=">= 8")
     num_classes: int | None = option(
-        None, "classifier outputs", default_help="the arch file's num_classes, else 1000", valid=">= 1"
+        None, "classifier outputs", default_help="the arch file's num_classes, else 1000", valid=f"1..{MAX_CLASSES}"
     )
     json: bool = option(False, "print one JSON object")
 
@@ -43,7 +43,9 @@ class SpaceCommand:
 
     space: str = option(None, "preset (imagenet, cifar, tiny) or YAML file", positional=True)
     yaml: bool = option(False, "print the resolved space as YAML")
-    num_classes: int = option(1000, "classifier outputs, for the MACs range of the space's ensembles", valid=">= 1")
+    num_classes: int = option(
+        1000, "classifier outputs, for the MACs range of the space's ensembles", valid=f"1..{MAX_CLASSES}"
+    )
 
 
 @dataclass
@@ -87,8 +89,8 @@ class LatencyTableCommand:
 
     space: str = option(None, "search space preset or YAML file", required=True)
     out: str = option(None, "JSON file to write", required=True)
-    num_classes: int = option(1000, "classifier outputs", valid=">= 1")
-    batch_size: int = option(1, "images per timed forward", valid=">= 1")
+    num_classes: int = option(1000, "classifier outputs", valid=f"1..{MAX_CLASSES}")
+    batch_size: int = option(1, "images per timed forward", valid="1..4096")
     repeats: int = option(20, "timed runs per piece (the median is kept)", valid=">= 1")
     device: str = option("auto", DEVICE_HELP)
     runtime: str = option(
@@ -144,14 +146,19 @@ class CarveTestCommand:
         validate_fields(self)
 
 
+MAX_SYNTH_IMAGES = 1_000_000  # per split: 3,000 train the demo; COCO's train2017 has 118,287
+
+
 @dataclass
 class SynthDetectionCommand:
     """write a small synthetic COCO-format detection set of pasted 8x8 digits"""
 
     out: str = option(None, "where to write ROOT/annotations/ and ROOT/<split>/ (new or empty)", required=True)
-    train_images: int = option(3000, "images in train2017 (what configs/detect-demo.yaml needs)", valid=">= 1")
-    val_images: int = option(150, "images in val2017 (digits unseen in train2017)", valid=">= 1")
-    size: int = option(128, "image side in pixels (over 100: large objects too)", valid=">= 16")
+    train_images: int = option(
+        3000, "images in train2017 (what configs/detect-demo.yaml needs)", valid=f"1..{MAX_SYNTH_IMAGES}"
+    )
+    val_images: int = option(150, "images in val2017 (digits unseen in train2017)", valid=f"1..{MAX_SYNTH_IMAGES}")
+    size: int = option(128, "image side in pixels (over 100: large objects too)", valid="16..4096")
     seed: int = option(0, "seed of the draw", valid=">= 0")
 
     def __post_init__(self):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError, suggest
-from neas.io import write_json
+from neas.io import loads_json, write_json
 from neas.space.ops import Op, op_from_official, op_to_official, parse_op
 from neas.space.presets import ARCH_PRESETS
 from neas.space.shrunk import ShrunkSpace
@@ -208,9 +208,11 @@ class EnsembleArch:
     def from_json(data: dict | str) -> EnsembleArch:
         if isinstance(data, str):
             try:
-                data = json.loads(data)
+                data = loads_json(data)
             except json.JSONDecodeError as exc:
                 raise NeasError(f"malformed arch JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+            except ValueError as exc:  # nested too deeply, an integer of thousands of digits
+                raise NeasError(f"malformed arch JSON: {exc}") from None
         if not isinstance(data, dict) or "split" not in data or "paths" not in data:
             raise NeasError("arch JSON must be an object with the keys 'split' and 'paths'")
         arch = EnsembleArch(data["split"], data["paths"], data.get("distinct", True))

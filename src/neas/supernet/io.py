@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError
-from neas.io import load_matching, load_weights, read_metadata, save_tensors
+from neas.io import load_matching, load_weights, loads_json, read_metadata, save_tensors
 from neas.runfiles import SUPERNET, has_checkpoint
 from neas.space import SearchSpace, ShrunkSpace
 from neas.supernet.supernet import Supernet
@@ -63,12 +63,12 @@ class SupernetFile:
         if meta.get("format") != FORMAT:
             raise NeasError(f"{where}: not a neas supernet file (format {meta.get('format')!r})")
         try:
-            space = SearchSpace.from_dict(json.loads(meta["space"]))
-            config = json.loads(meta["config"])
+            space = SearchSpace.from_dict(loads_json(meta["space"]))
+            config = loads_json(meta["config"])
             return SupernetFile(
                 space=space,
-                shrunk=ShrunkSpace.from_json(space, json.loads(meta["shrunk"])),
-                classes=tuple(json.loads(meta["classes"])),
+                shrunk=ShrunkSpace.from_json(space, loads_json(meta["shrunk"])),
+                classes=tuple(loads_json(meta["classes"])),
                 data=config["data"],
                 data_dir=config.get("data_dir"),
                 holdout=float(config["holdout"]),

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from neas.errors import NeasError
-from neas.io import MAX_JSON_BYTES, load_matching, load_weights, save_tensors, write_json
+from neas.io import MAX_JSON_BYTES, load_matching, load_weights, loads_json, save_tensors, write_json
 from neas.runfiles import CHECKPOINTS, STATE
 
 __all__ = ["load_checkpoint", "read_state", "save_checkpoint"]
@@ -97,7 +97,7 @@ def read_state(run_dir: str | Path) -> dict:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise NeasError(f"{path}: corrupt state file (too large)")
-        state = json.loads(path.read_text())
+        state = loads_json(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise NeasError(f"{path}: corrupt state file ({getattr(exc, 'msg', exc)})") from None
     return _check_state(state, str(path))
@@ -107,7 +107,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     """A checkpoint file's tensors, metadata and state, verified (size, SHA-256, state fields)."""
     tensors, meta = load_weights(path)
     try:
-        state = json.loads(meta.get("state", "null"))
+        state = loads_json(meta.get("state", "null"))
     except ValueError:
         state = None
     return tensors, meta, _check_state(state, f"{path} (its state)")
