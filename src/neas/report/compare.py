@@ -58,7 +58,8 @@ def budget_statistics(per_seed: dict[str, dict], what: dict[str, str]) -> dict:
 
 
 _NOTE = (
-    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise. "
+    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise "
+    "(a difference equal for every seed has no interval: its verdict is the sign test's, firm from 6 seeds on). "
     "Latency is measured inside each job, beside the jobs running at the same time: no verdict."
 )
 
