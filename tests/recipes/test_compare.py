@@ -96,9 +96,10 @@ def test_a_rerun_with_other_settings_is_refused(compared, capsys):
         (["--rows", "neas,singel"], {}, "did you mean 'single'?"),
         (["--executor", "slurm"], {}, "sbatch not found"),
         (["slurm.partiton=gpu"], {}, "did you mean 'partition'?"),
+        (["slurm.timeout_min=abc"], {}, "slurm.timeout_min: must be an integer >= 1, got 'abc'"),  # even not on SLURM
         (["--rows", "neas,deep"], {"max_macs": "0.5M"}, "--rows deep (one network at the budget / 2)"),
     ],
-    ids=["seeds0", "unknown-row", "slurm-without-sbatch", "slurm-typo", "budget"],
+    ids=["seeds0", "unknown-row", "slurm-without-sbatch", "slurm-typo", "slurm-value-not-on-slurm", "budget"],
 )
 def test_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, monkeypatch, flags, search, message):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
