@@ -8,9 +8,10 @@ A :class:`Job` is an ordinary ``neas`` command line in its own run directory, e.
 
 Decisions:
 
-- a job whose ``done`` file exists is skipped; one whose run directory has the marker (it was
-  started, then killed) is run again with ``--resume`` appended (unless ``resume=False``: ``rank``
-  and ``ablate`` continue their directory without the flag); any other job runs as given;
+- a job whose ``done`` file and ``reads`` (the other files its caller reads from it) exist is
+  skipped; one whose run directory has the marker (it was started, then killed, or lost one of
+  those files) is run again with ``--resume`` appended (unless ``resume=False``: ``rank`` and
+  ``ablate`` continue their directory without the flag); any other job runs as given;
 - the submitted callable is :class:`~neas.executor.command.NeasCommand` (the job's side: its
   threads, its device, its ties to this process), a small module-level class that calls the CLI's
   ``main(argv)`` in the job's process and raises when it returns non-zero. It names the CLI as the
@@ -100,16 +101,24 @@ class Job:
     out: Path  # the run directory the command writes
     done: str | None = None  # a file in ``out`` whose existence means the job finished
     resume: bool = True  # whether an unfinished run directory is continued with --resume
+    reads: tuple[Path, ...] = ()  # files the caller reads from the job besides ``done``: finished only with them
 
     def __post_init__(self):
         object.__setattr__(self, "argv", tuple(str(a) for a in self.argv))
         object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "reads", tuple(Path(p) for p in self.reads))
         if not self.argv:
             raise NeasError(f"job {self.name!r}: empty neas command line")
 
     @property
+    def missing(self) -> list[Path]:
+        """The job's ``done`` file and ``reads`` that are not there."""
+        wanted = [self.out / self.done] if self.done is not None else []
+        return [p for p in [*wanted, *self.reads] if not p.is_file()]
+
+    @property
     def finished(self) -> bool:
-        return self.done is not None and (self.out / self.done).is_file()
+        return self.done is not None and not self.missing
 
     def command(self) -> list[str]:
         """The argv to run now: with ``--resume`` when an earlier attempt left its run directory."""
@@ -417,8 +426,10 @@ def run_jobs(
         if job.finished:
             records[job.name] = JobResult(job.name, job.out, "skipped")
             log.info("%s: skipped: finished (%s)", job.name, job.out / job.done)
-        else:
-            todo.append(job)
+            continue
+        if job.done is not None and (job.out / job.done).is_file():
+            log.warning("%s: not finished: %s missing; running it again", job.name, ", ".join(map(str, job.missing)))
+        todo.append(job)
     if executor != "slurm":  # a job of an earlier, killed call may still hold its directory
         todo, held = _wait_while_held(todo)
         records.update((r.name, r) for r in held)
