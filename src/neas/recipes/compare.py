@@ -22,9 +22,11 @@ With ``budgets:`` in the config, every row's run retrains its pick within each b
 row's K = 1 run at each budget / K, its deep ensembles per budget: ``deep-seed<s>-<metric>_<b>``),
 and both tables are made at each budget; the top-level rows are the largest budget's.
 
-The runs are independent jobs (:func:`neas.executor.run_jobs`); the deep ensembles and extra
-retrainings follow once their run's search is done. Each job's config is written to ``OUT/configs/`` once; a rerun whose
-configs differ is refused, and one after a kill skips finished jobs and resumes the others. Then
+The runs are independent jobs (:func:`neas.executor.run_jobs`, each with ``--threads-per-job``
+threads whatever ``--max-parallel``); the deep ensembles and extra retrainings follow once their
+run's search is done. Each job's config is written to ``OUT/configs/`` once (headed by its SHA-256:
+a damaged one is rewritten from the plan, one of another plan refused); a rerun after a kill skips
+finished jobs (every file compare reads from them there and intact) and resumes the others. Then
 ``compare.json`` / ``compare.md``: per row the per-seed top-1, NLL, ECE, MACs, params and latency,
 their mean ± sd and t 95 % CI; per row the differences NEAS minus row, paired by seed, with their
 CI and a verdict (:func:`neas.stats.paired_difference`).
@@ -42,6 +44,7 @@ from neas.config import from_dict, load_yaml, to_dict
 from neas.data.datasets import load_dataset
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, check_executor, run_jobs
+from neas.executor.command import interrupted_by
 from neas.executor.configs import job_configs_to_write, write_job_config
 from neas.io import write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
@@ -334,7 +337,8 @@ def compare(cfg: CompareConfig) -> dict:
 
 
 def main(cfg: CompareConfig, args) -> None:
-    """`neas compare`: prints the table."""
-    record = compare(cfg)
+    """`neas compare`: prints the table. SIGTERM and SIGHUP stop it like Ctrl-C (and its jobs with it)."""
+    with interrupted_by():
+        record = compare(cfg)
     print(format_table(record).rstrip())
     print(f"compare: {Path(cfg.out) / COMPARE}; report: {Path(cfg.out) / REPORT / REPORT_PAGE}")
