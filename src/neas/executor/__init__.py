@@ -275,7 +275,7 @@ def _run_debug(todo: list[Job], command: NeasCommand, log_dir: Path, max_paralle
 def _run_local(todo: list[Job], command: NeasCommand, log_dir: Path, max_parallel: int, slurm) -> Iterator[JobResult]:
     """Subprocesses, at most ``max_parallel`` at once, each with its threads and one GPU, tied to this process."""
     executor = _submitit("local").LocalExecutor(folder=log_dir / "%j")
-    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=0)  # the job sets its own device
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
     threads = command.threads or max(1, _cpus() // max_parallel)
     parent, gpus = (os.getpid(), process_start(os.getpid())), _visible_gpus()
     queue, running, slots = list(todo), {}, {}  # slots: submitit job -> its parallel slot
@@ -284,7 +284,7 @@ def _run_local(todo: list[Job], command: NeasCommand, log_dir: Path, max_paralle
             while queue or running:
                 while queue and len(running) < max_parallel:
                     slot = min(set(range(max_parallel)) - set(slots.values()))
-                    env = {"CUDA_VISIBLE_DEVICES": str(gpus[slot % len(gpus)])} if gpus else {}
+                    env = _device(executor, gpus, slot)
                     job = queue.pop(0)
                     sjob = executor.submit(NeasCommand(command.target, threads, env, parent), job.command())
                     running[sjob], slots[sjob] = (job, time.perf_counter()), slot
@@ -293,6 +293,17 @@ def _run_local(todo: list[Job], command: NeasCommand, log_dir: Path, max_paralle
                     yield result
         finally:  # interrupted (Ctrl-C, SIGTERM, SIGHUP, an error): no job keeps training on its own
             _stop(list(running))
+
+
+def _device(executor, gpus: list, slot: int) -> dict:
+    """A local job's device: the slot's (an index also through submitit, so the job's process starts
+    with it; a GPU or MIG UUID through the job's environment, set before the CLI runs), or none."""
+    gpu = gpus[slot % len(gpus)] if gpus else None
+    if isinstance(gpu, int):
+        executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
+    else:
+        executor.update_parameters(gpus_per_node=0)
+    return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
 
 
 def _stop(sjobs: list) -> None:
