@@ -190,7 +190,7 @@ def _check(jobs: list[Job], executor: str, max_parallel: int, slurm: dict | None
 
 def check_executor(executor: str, slurm: dict | None = None) -> None:
     """What would stop every job of a command, refused before the command writes anything: no
-    submitit, an unknown SLURM option, ``--executor slurm`` without ``sbatch``."""
+    submitit, an unknown SLURM option, ``--executor slurm`` without ``sbatch``, ``srun`` or ``sacct``."""
     if importlib.util.find_spec("submitit") is None:
         raise NeasError(f"--executor {executor}: submitit is not installed (pip install 'submitit>=1.5')")
     unknown = sorted(set(slurm or {}) - set(SLURM_KEYS))
