@@ -5,18 +5,23 @@ Most jobs call :func:`fake_main` (a stand-in for ``neas.cli.main``, so no test d
 two run the real CLI."""
 
 import json
+import logging
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import neas.executor as executor_module
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, _slurm_executor, run_jobs
 from neas.runfiles import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "src")])  # a job's process imports this module and this neas
 FAKE = f"{__name__}:fake_main"
 
 
@@ -28,6 +33,9 @@ def fake_main(argv: "list[str]") -> int:
     start, met = time.time(), None
     if action == "sleep":
         time.sleep(float(argv[2]))
+    if action == "hold":  # say who runs it (this process and its parent, the submitit controller), then stay
+        (out / "pids.json").write_text(json.dumps([os.getpid(), os.getppid()]))
+        time.sleep(120)
     if action == "meet":  # wait (up to a minute) until N jobs of the folder have arrived: proof they ran at once
         (out.parent / f"{out.name}.arrived").touch()
         deadline = time.time() + 60
@@ -35,6 +43,7 @@ def fake_main(argv: "list[str]") -> int:
             time.sleep(0.05)
         time.sleep(float(argv[3]))  # then stay: jobs a broken throttle let in too would overlap this one
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+    env["torch_threads"] = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     (out / "record.json").write_text(json.dumps({"argv": argv, "env": env, "span": [start, time.time()], "met": met}))
     with open(out.parent / "order.txt", "a") as f:
         f.write(out.name + "\n")
@@ -58,8 +67,12 @@ def _order(tmp_path: Path) -> "list[str]":
     return path.read_text().split() if path.exists() else []
 
 
+def _local(jobs, tmp_path, **kw):
+    return run_jobs(jobs, executor="local", log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE), **kw)
+
+
 def _debug(jobs, tmp_path, **kw):
-    return run_jobs(jobs, executor="debug", log_dir=tmp_path / "logs", progress=False, target=FAKE, **kw)
+    return run_jobs(jobs, executor="debug", log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE), **kw)
 
 
 def test_debug_runs_the_jobs_in_order_and_records_them(tmp_path):
@@ -99,13 +112,13 @@ def test_a_killed_run_is_resumed_and_a_fresh_one_is_not(tmp_path):
 
 
 def test_local_runs_at_most_max_parallel_jobs_at_once_with_their_share(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' processes import this module
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)  # the jobs' processes import this module
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # nothing here uses CUDA: the variable is only handed on
     # each job waits until two have arrived: the first two can only finish by running at once (no timing
     # needed for the overlap: a loaded machine cannot fail it), and the throttle keeps the others out
     # until one of them has ended (a broken throttle lets a third in while the first two hold for 1 s)
     jobs = [_job(tmp_path, f"j{i}", "meet", "2", "1") for i in range(4)]
-    results = run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False, target=FAKE)
+    results = _local(jobs, tmp_path, max_parallel=2)
     assert [r.status for r in results] == ["done"] * 4
     records = [_record(tmp_path, job.name) for job in jobs]
     assert all(r["met"] for r in records)
@@ -124,10 +137,10 @@ def test_local_runs_at_most_max_parallel_jobs_at_once_with_their_share(tmp_path,
 
 
 def test_local_jobs_get_gpus_named_by_uuid_not_the_cpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,MIG-bbbb")  # only handed on
     jobs = [_job(tmp_path, f"u{i}") for i in range(2)]
-    run_jobs(jobs, executor="local", max_parallel=2, log_dir=tmp_path / "logs", progress=False, target=FAKE)
+    _local(jobs, tmp_path, max_parallel=2)
     assert {_record(tmp_path, job.name)["env"]["CUDA_VISIBLE_DEVICES"] for job in jobs} == {"GPU-aaaa", "MIG-bbbb"}
 
 
@@ -165,7 +178,7 @@ def test_the_real_cli_locally_a_failure_quotes_its_error_and_names_its_log(tmp_p
 )
 def test_bad_options_are_one_line_errors(tmp_path, kw, match):
     with pytest.raises(NeasError, match=match):
-        run_jobs([_job(tmp_path, "a")], log_dir=tmp_path / "logs", progress=False, target=FAKE, **kw)
+        run_jobs([_job(tmp_path, "a")], log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE), **kw)
     assert not (tmp_path / "a").exists()
 
 
@@ -188,15 +201,23 @@ def test_slurm_without_sbatch_is_a_one_line_error(tmp_path, monkeypatch):
         run_jobs([_job(tmp_path, "a")], executor="slurm", log_dir=tmp_path / "logs", progress=False)
 
 
-def _fake_slurm(tmp_path: Path, monkeypatch) -> Path:
-    """``sbatch`` and ``srun`` stand-ins on PATH; sbatch keeps a copy of the script it is given."""
+def _fake_slurm(tmp_path: Path, monkeypatch, tools=("sbatch", "srun", "sacct")) -> Path:
+    """``sbatch``, ``srun`` and ``sacct`` stand-ins on PATH (only ``tools``, and nothing else of the
+    PATH: no real SLURM tool gets in); sbatch keeps a copy of the script it is given, sacct prints
+    nothing SLURM would (accounting off)."""
     bin_dir, copy = tmp_path / "bin", tmp_path / "submitted.sh"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {copy}\necho "Submitted batch job 4242"\n')
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    for tool in ("sbatch", "srun"):
+    scripts = {
+        "sbatch": f'#!/bin/sh\ncp "$1" {copy}\necho "Submitted batch job 4242"\n',
+        "srun": "#!/bin/sh\nexit 1\n",
+        "sacct": "#!/bin/sh\necho garbage\n",
+    }
+    for tool in tools:
+        (bin_dir / tool).write_text(scripts[tool])
         (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for tool in ("sh", "cp", "echo"):  # what the stand-ins use
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
     return copy
 
 
@@ -242,3 +263,112 @@ def test_a_preempted_job_is_requeued_with_resume():
     assert requeued.args == ([*argv, "--resume"],) and requeued.function.target == FAKE
     again = DelayedSubmission(requeued.function, *requeued.args)._checkpoint_function()
     assert again.args == ([*argv, "--resume"],)  # --resume once, however often it is preempted
+
+
+def test_jobs_get_the_threads_they_are_given_whatever_max_parallel(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    monkeypatch.setattr("neas.executor._cpus", lambda: 8)  # the share would be 8 // 2 = 4
+    _local([_job(tmp_path, "a")], tmp_path, max_parallel=2)
+    assert _record(tmp_path, "a")["env"]["OMP_NUM_THREADS"] == "4"  # no threads given: the share, as before
+    local = [_job(tmp_path, f"l{i}") for i in range(2)]
+    run_jobs(local, "local", 2, log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE, threads=3))
+    debug = [_job(tmp_path, "d")]
+    run_jobs(debug, "debug", 2, log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE, threads=2))
+    assert [_record(tmp_path, job.name)["env"]["OMP_NUM_THREADS"] for job in (*local, *debug)] == ["3", "3", "2"]
+    assert [_record(tmp_path, job.name)["env"]["torch_threads"] for job in (*local, *debug)] == [3, 3, 2]
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # a debug job's are restored
+
+
+def _runner(tmp_path: Path) -> "subprocess.Popen":
+    """A process that runs one local job which stays (``hold``) until it is stopped; returns once the
+    job has said who runs it."""
+    script = (
+        "from neas.executor import Job, NeasCommand, run_jobs; from pathlib import Path; "
+        f"out = Path({str(tmp_path / 'a')!r}); "
+        f"run_jobs([Job('a', ['hold', out], out, 'done.json')], 'local', log_dir={str(tmp_path / 'logs')!r}, "
+        f"progress=False, command=NeasCommand({FAKE!r}))"
+    )
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    runner = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "a" / "pids.json").is_file():
+        assert runner.poll() is None and time.time() < deadline, runner.stderr.read() if runner.poll() else "slow"
+        time.sleep(0.1)
+    time.sleep(0.2)  # (the file is written, not yet closed)
+    return runner
+
+
+def _running(pids: "list[int]", within: float) -> "list[int]":
+    """Those of ``pids`` still running after up to ``within`` seconds (a zombie has ended)."""
+    from neas.executor.command import process_start
+
+    deadline = time.time() + within
+    while (alive := [p for p in pids if process_start(p) is not None]) and time.time() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_local_job_ends_with_the_process_that_runs_it_however_that_ends(tmp_path, how):
+    import signal
+
+    runner = _runner(tmp_path)
+    pids = json.loads((tmp_path / "a" / "pids.json").read_text())  # the job and its submitit controller
+    runner.send_signal(getattr(signal, how))
+    runner.wait(60)
+    if how != "SIGKILL":  # handled like Ctrl-C: the runner stopped its job before it ended
+        assert _running(pids, 0.5) == [] and "KeyboardInterrupt: " + how in runner.stderr.read()
+    assert _running(pids, 15) == []  # SIGKILL: the job saw its parent gone (it polls every second)
+
+
+def test_a_job_whose_directory_another_process_holds_is_waited_for_then_named(tmp_path, monkeypatch):
+    monkeypatch.setattr("neas.executor.HELD_WAIT_S", 1.0)
+    hold = "import sys, time; from neas.rundir import _lock; from pathlib import Path; _lock(Path(sys.argv[1])); "
+    holders = {}
+    for name, seconds in (("held", 60), ("freed", 0.3)):
+        (tmp_path / name).mkdir()
+        script = hold + f"print(flush=True); time.sleep({seconds})"
+        holders[name] = subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / name)],
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            stdout=subprocess.PIPE,
+        )
+        holders[name].stdout.readline()  # it holds the lock now
+    try:
+        results = _debug([_job(tmp_path, "held"), _job(tmp_path, "freed")], tmp_path, check=False)
+    finally:
+        for process in holders.values():
+            process.kill()
+            process.wait()
+    assert [r.status for r in results] == ["failed", "done"]  # "freed" ran once its holder had ended
+    assert f"still in use by PID {holders['held'].pid}, a process this call did not start" in results[0].error
+    assert f"kill {holders['held'].pid}" in results[0].error and not (tmp_path / "held" / "record.json").exists()
+
+
+def test_slurm_without_sacct_is_a_one_line_error_not_an_endless_wait(tmp_path, monkeypatch):
+    _fake_slurm(tmp_path, monkeypatch, tools=("sbatch", "srun"))
+    with pytest.raises(NeasError, match="--executor slurm: sacct not found on PATH \\(submitit follows"):
+        run_jobs([_job(tmp_path, "a")], executor="slurm", log_dir=tmp_path / "logs", progress=False)
+    assert not (tmp_path / "submitted.sh").exists()  # nothing submitted
+
+
+def test_a_slurm_array_whose_state_sacct_never_reports_ends_the_wait_and_logs_each_line_once(
+    tmp_path, monkeypatch, capfd, caplog
+):
+    _fake_slurm(tmp_path, monkeypatch)
+    (tmp_path / "bin" / "sacct").write_text(
+        "#!/bin/sh\necho 'sacct: error: accounting storage is disabled' >&2\nexit 1\n"
+    )
+    monkeypatch.setattr("neas.executor.SACCT_WAIT_S", 1.0)
+    monkeypatch.setitem(executor_module.POLL_S, "slurm", 0.05)
+    with caplog.at_level(logging.INFO), pytest.raises(NeasError) as info:
+        run_jobs([_job(tmp_path, "a")], executor="slurm", log_dir=tmp_path / "logs", progress=False)
+    message = str(info.value)
+    assert message.startswith("--executor slurm: sacct reported no state of job array 4242 in 1 s")
+    assert "were not cancelled (squeue -j 4242; scancel 4242)" in message
+    printed = "".join(capfd.readouterr())
+    assert "Bypassing sacct error" not in printed  # not by submitit's own handlers (on stdout and stderr)
+    once = [r for r in caplog.records if "Call #1 - Bypassing sacct error" in r.getMessage()]
+    assert len(once) == 1 and once[0].levelname == "WARNING"  # once, by the handlers of this process (the CLI's)

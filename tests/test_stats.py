@@ -19,7 +19,7 @@ def test_ci95_is_scipys_t_interval():
 def test_ci95_of_one_value_has_no_interval_and_of_equal_values_a_point():
     mean, sd, lo, hi = ci95([0.7])
     assert mean == 0.7 and all(math.isnan(v) for v in (sd, lo, hi))
-    assert ci95([0.5, 0.5, 0.5]) == (0.5, 0.0, 0.5, 0.5)
+    assert ci95([0.5, 0.5, 0.5]) == (0.5, 0.0, 0.5, 0.5)  # a row's statistics: no spread shown as a point
 
 
 @pytest.mark.parametrize(
@@ -41,13 +41,33 @@ def test_paired_difference_is_ttest_rels_interval(a, b, verdict):
     assert (verdict == "within noise") == (test.pvalue >= 0.05)
 
 
-def test_paired_difference_of_one_seed_is_within_noise_and_of_a_constant_shift_decided():
+def test_paired_difference_of_one_seed_is_within_noise():
     one = paired_difference([0.7], [0.6])
     assert one["mean"] == pytest.approx(0.1) and one["n"] == 1 and one["verdict"] == "within noise"
     assert math.isnan(one["lo"]) and math.isnan(one["hi"])
-    shift = paired_difference([0.7, 0.8, 0.9], [0.6, 0.7, 0.8])  # sd 0: the interval is the point
-    assert shift["sd"] == pytest.approx(0.0, abs=1e-12) and shift["verdict"] == "better"
     assert paired_difference([0.5, 0.5], [0.5, 0.5])["verdict"] == "within noise"
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([0.52, 0.61], [0.50, 0.59]),  # the audit's case: 2 seeds, sd 0
+        ([0.7, 0.8, 0.9], [0.6, 0.7, 0.8]),  # sd 1e-17: float rounding of equal differences
+        ([0.5] * 5, [0.4] * 5),
+    ],
+)
+def test_a_difference_without_spread_over_few_seeds_is_within_noise_not_better(a, b):
+    d = paired_difference(a, b)
+    assert d["verdict"] == "within noise" and d["sd"] == 0.0 and d["mean"] > 0
+    assert math.isnan(d["lo"]) and math.isnan(d["hi"])  # as scipy's t interval of scale 0: no interval
+
+
+def test_a_difference_without_spread_is_decided_by_the_sign_test_from_six_seeds():
+    assert stats.binomtest(6, 6).pvalue < 0.05 <= stats.binomtest(5, 5).pvalue
+    assert paired_difference([0.5] * 6, [0.4] * 6)["verdict"] == "better"
+    assert paired_difference([0.4] * 6, [0.5] * 6)["verdict"] == "worse"
+    assert paired_difference([0.4] * 6, [0.5] * 6, higher_is_better=False)["verdict"] == "better"  # lower NLL
+    assert paired_difference([0.4] * 6, [0.4] * 6)["verdict"] == "within noise"
 
 
 def test_paired_difference_of_a_metric_where_lower_is_better_calls_a_lower_a_better():

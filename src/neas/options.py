@@ -11,6 +11,7 @@ runtimes: ``neas.cost.settings``; feature modes: ``neas.ensemble.settings``).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ __all__ = [
     "EXECUTORS",
     "EXECUTOR_KEYS",
     "MAX_CLASSES",
+    "SLURM_OPTIONS",
     "STRATEGIES",
     "TEMPERATURE_MODES",
     "DataOptions",
@@ -47,6 +49,17 @@ TEMPERATURE_MODES = ("auto", "fit", "none")
 EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
 MAX_CLASSES = 100_000  # classifier outputs (ImageNet-21k has 21,841); more is a typo, and 10^13 an allocation error
+# slurm.KEY=VALUE: submitit's names (additional_parameters are extra #SBATCH options) and what each takes
+SLURM_OPTIONS = {
+    "partition": "a partition name",
+    "gpus_per_node": "an integer >= 0",
+    "cpus_per_task": "an integer >= 1",
+    "mem_gb": "a number > 0",
+    "timeout_min": "an integer >= 1",
+    "array_parallelism": "an integer >= 1",
+    "additional_parameters": "a mapping of #SBATCH option -> value",
+    "setup": "a list of shell lines",
+}
 # The 15 common corruptions of ImageNet-C / CIFAR-10-C (neas.data.corruptions)
 CORRUPTIONS = (
     "gaussian_noise",
@@ -220,6 +233,25 @@ class ExecutorOptions:
     )
 
     def check_executor_options(self) -> None:
-        """The checks a range cannot say (call from ``__post_init__``)."""
+        """The checks a range cannot say (call from ``__post_init__``): the SLURM options' values are
+        checked whatever the executor (a typo waits for no submission to show)."""
         if not isinstance(self.slurm, dict):
             raise NeasError(f"slurm: must be a mapping of SLURM options, got {show(self.slurm)}")
+        for key, value in self.slurm.items():
+            if key in SLURM_OPTIONS and not _slurm_value_ok(key, value):
+                raise NeasError(f"slurm.{key}: must be {SLURM_OPTIONS[key]}, got {show(value)}")
+
+
+def _slurm_value_ok(key: str, value) -> bool:
+    """Whether ``value`` is what :data:`SLURM_OPTIONS` says ``key`` takes (unknown keys: the executor's check)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if key == "partition":
+        return isinstance(value, str) and bool(value.strip())
+    if key == "mem_gb":
+        return number and math.isfinite(value) and value > 0
+    if key == "additional_parameters":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if key == "setup":
+        return isinstance(value, list) and all(isinstance(line, str) for line in value)
+    return integer and value >= (0 if key == "gpus_per_node" else 1)

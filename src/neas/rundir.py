@@ -46,6 +46,7 @@ __all__ = [
     "claim_dir",
     "config_differences",
     "is_run_dir",
+    "lock_holder",
     "prepare_run_dir",
     "release_run_dir",
     "releases_run_dir",
@@ -93,6 +94,25 @@ def _lock(run: Path) -> None:
     _LOCKS[key] = handle
     for path in remove_stale_temporaries(run, MARKER):  # a killed write's leftovers: ours now, nobody renames them
         log.info("removed %s, left by a write that was killed", path)
+
+
+def lock_holder(run: str | Path) -> str | None:
+    """The PID (as its lock file records it) of another process that holds ``run``'s lock, or None:
+    no lock file, free, or held by this process. Only probes: the lock is not kept."""
+    run = Path(run)
+    if str(run.resolve()) in _LOCKS:
+        return None
+    try:
+        fd = os.open(run / LOCK, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def release_run_dir(run: str | Path) -> None:

@@ -3,7 +3,10 @@
 One implementation for ``neas compare`` and the CIFAR-10 study's tables (``experiments/cifar10/tables.py``):
 a row reports the mean over seeds ± their standard deviation and a Student-t 95 % CI; two rows are
 compared by their differences paired by seed, whose t CI either excludes 0 (better / worse) or not
-(within noise). numpy and scipy only (no torch).
+(within noise). When every seed gives the same difference (no spread: top-1 values are multiples of
+1/N, so equal differences happen), the t interval has no width to report (scipy gives nan): the
+verdict is then the exact two-sided sign test's, which needs at least 6 seeds of one sign (2 · 2^-6 <
+0.05), so a constant shift over 2 to 5 seeds is "within noise". numpy and scipy only (no torch).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["VERDICTS", "ci95", "decide", "paired_difference"]
+__all__ = ["ALPHA", "VERDICTS", "ci95", "decide", "paired_difference"]
 
 VERDICTS = ("better", "worse", "within noise")  # of paired_difference: a - b > 0, < 0, CI contains 0
+ALPHA = 0.05  # the verdicts' two-sided level (the t CI is 95 %)
 
 
 def ci95(xs: list[float]) -> tuple[float, float, float, float]:
@@ -49,19 +53,40 @@ def decide(lo: float, hi: float, mean: float, boot: dict | None = None) -> str:
     return "+" if up else "-"
 
 
+def _no_spread(d: list[float]) -> bool:
+    """Whether the paired differences are all equal (up to float rounding of the subtraction)."""
+    return max(d) - min(d) <= 1e-9 * max(abs(x) for x in d) + 1e-15
+
+
+def _sign_test(d: list[float]) -> str:
+    """The exact two-sided sign test of differences that are all equal: "+" / "-" when ``len(d)``
+    equal signs are unlikely under a zero median (p < ALPHA: 6 seeds or more), else "noise"."""
+    if d[0] == 0 or stats.binomtest(len(d), len(d), 0.5).pvalue >= ALPHA:
+        return "noise"
+    return "+" if d[0] > 0 else "-"
+
+
 def paired_difference(a: list[float], b: list[float], higher_is_better: bool = True) -> dict:
     """``a - b`` paired by position (by seed): mean, sd, t 95 % CI ``lo``/``hi``, ``n`` and the
     verdict on ``a``, "better" (the CI lies above 0), "worse" (below) or "within noise" (it contains
     0, or there is one pair only: no interval). For a metric where lower is better (NLL, ECE:
-    ``higher_is_better=False``) the CI below 0 is "better" and above 0 "worse"."""
+    ``higher_is_better=False``) the CI below 0 is "better" and above 0 "worse". Differences without
+    spread (all equal) have no interval (``lo``/``hi`` nan, as scipy's) and the sign test's verdict:
+    "within noise" below 6 pairs (a firm verdict from 2 equal differences would claim a certainty
+    that a sample without spread cannot give)."""
     if len(a) != len(b):
         raise ValueError(f"paired values differ in number: {len(a)} and {len(b)}")
     if not len(a):
         raise ValueError("no paired values")
-    mean, sd, lo, hi = ci95([x - y for x, y in zip(a, b)])
-    if math.isnan(lo):
-        verdict = VERDICTS[2]
+    d = [x - y for x, y in zip(a, b)]
+    mean, sd, lo, hi = ci95(d)
+    if len(d) < 2:
+        outcome = "noise"
+    elif _no_spread(d):
+        sd, lo, hi = 0.0, float("nan"), float("nan")
+        outcome = _sign_test(d)
     else:
-        above, below = VERDICTS[:2] if higher_is_better else VERDICTS[1::-1]  # the verdict of a CI above / below 0
-        verdict = {"+": above, "-": below}.get(decide(lo, hi, mean), VERDICTS[2])
+        outcome = decide(lo, hi, mean)
+    above, below = VERDICTS[:2] if higher_is_better else VERDICTS[1::-1]  # the verdict of a CI above / below 0
+    verdict = {"+": above, "-": below}.get(outcome, VERDICTS[2])
     return {"mean": mean, "sd": sd, "lo": lo, "hi": hi, "n": len(a), "verdict": verdict}

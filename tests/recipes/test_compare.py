@@ -1,14 +1,21 @@
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from neas.cli import main
-from neas.runfiles import COMPARE, COMPARE_TABLE, EVAL, MARKER, SUMMARY
-from neas.stats import VERDICTS
+from neas.errors import NeasError
+from neas.executor.command import process_start
+from neas.runfiles import COMPARE, COMPARE_CONFIGS, COMPARE_TABLE, EVAL, MARKER, SUMMARY
 
 from ..helpers import Killed, checkpoint_of, tiny_supernet_section
 
@@ -58,7 +65,9 @@ def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
     assert len(single["paths"]) == 1  # K = 1
     diff = record["differences"]["single"]["top1"]
     neas, other = (record["rows"][r]["top1"]["values"] for r in ("neas", "single"))
-    assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] in VERDICTS
+    ci = stats.ttest_rel(neas, other).confidence_interval()  # nan without spread: no firm verdict then
+    want = "better" if ci.low > 0 else "worse" if ci.high < 0 else "within noise"
+    assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] == want
     assert "| NEAS minus |" in (out / COMPARE_TABLE).read_text()
     page = (out / "report" / "index.html").read_text()
     assert "compare.png" in page and "NEAS minus" in page
@@ -96,9 +105,10 @@ def test_a_rerun_with_other_settings_is_refused(compared, capsys):
         (["--rows", "neas,singel"], {}, "did you mean 'single'?"),
         (["--executor", "slurm"], {}, "sbatch not found"),
         (["slurm.partiton=gpu"], {}, "did you mean 'partition'?"),
+        (["slurm.timeout_min=abc"], {}, "slurm.timeout_min: must be an integer >= 1, got 'abc'"),  # even not on SLURM
         (["--rows", "neas,deep"], {"max_macs": "0.5M"}, "--rows deep (one network at the budget / 2)"),
     ],
-    ids=["seeds0", "unknown-row", "slurm-without-sbatch", "slurm-typo", "budget"],
+    ids=["seeds0", "unknown-row", "slurm-without-sbatch", "slurm-typo", "slurm-value-not-on-slurm", "budget"],
 )
 def test_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, monkeypatch, flags, search, message):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
@@ -229,3 +239,150 @@ def test_a_latency_budget_cannot_be_split_between_a_deep_ensembles_copies(tmp_pa
 
 def read_json_eval(path):
     return json.loads(path.read_text())
+
+
+def _numbers(out: Path) -> dict:
+    rows = json.loads((out / COMPARE).read_text())["rows"]
+    return {(row, seed): {k: n[k] for k in NUMBERS} for row, r in rows.items() for seed, n in r["seeds"].items()}
+
+
+def test_a_finished_job_that_lost_or_damaged_a_file_compare_reads_runs_again(compared, caplog):
+    config, out = compared  # left as it was: finished, the same numbers (and an eval.json.damaged)
+    numbers, evaluation = _numbers(out), out / "neas-seed4" / "retrain" / EVAL
+    evaluation.unlink()  # the job's summary.json is still there
+    with caplog.at_level(logging.INFO):
+        assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
+    assert f"neas-seed4: not finished: {evaluation} missing" in caplog.text
+    assert _numbers(out) == numbers
+    evaluation.write_text(evaluation.read_text()[:100])  # cut
+    assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
+    assert (
+        _numbers(out) == numbers and evaluation.with_name(EVAL + ".damaged").read_text() == evaluation.read_text()[:100]
+    )
+
+
+def test_a_damaged_job_config_is_rewritten_from_the_plan_and_one_of_another_plan_refused(tmp_path, caplog, capsys):
+    from neas.recipes.compare import _claim, _plan, _run_config
+    from neas.schemas.compare import CompareConfig
+
+    cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single"])
+    _claim(cfg, _plan(cfg, _run_config(cfg)))  # what compare writes before its jobs run
+    job = tmp_path / "c" / COMPARE_CONFIGS / "neas-seed4.yaml"
+    written = job.read_text()
+    for damage in (written[: len(written) // 2], written.replace("lr:", "lr: 9 #")):  # cut; edited by hand
+        job.write_text(damage)
+        with caplog.at_level(logging.WARNING):
+            _claim(cfg, _plan(cfg, _run_config(cfg)))
+        assert job.read_text() == written and f"{job}: damaged or edited since it was written" in caplog.text
+    changed = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    changed["retrain"]["epochs"] = 2  # --config edited: the finished jobs ran another plan
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(changed))
+    with pytest.raises(NeasError, match=f"{job}: differs from the config this call would run now \\(was --config"):
+        _claim(cfg, _plan(cfg, _run_config(cfg)))
+    job.write_text("x")  # its header gone too: what it held cannot be told
+    with pytest.raises(NeasError, match="damaged, and what it held cannot be told; if --config .* delete it"):
+        _claim(cfg, _plan(cfg, _run_config(cfg)))
+
+
+def test_the_jobs_threads_are_the_comparisons_option_not_a_share_of_max_parallel(tmp_path, monkeypatch, capsys):
+    import neas.recipes.compare as recipe
+
+    given = []
+
+    def stop(jobs, command, **kw):
+        given.append(command.threads)
+        raise NeasError("stop here")
+
+    monkeypatch.setattr(recipe, "run_jobs", stop)
+    config, out = _config(tmp_path), tmp_path / "out"
+    for flags in (["--max-parallel", "1"], ["--max-parallel", "4"], ["--threads-per-job", "3"]):
+        _compare(config, out, "--seeds", "1", "--rows", "neas", *flags)
+    assert given == [1, 1]  # whatever --max-parallel; the third call was refused before any job
+    assert "threads_per_job: 1 -> 3" in capsys.readouterr().err
+
+
+def test_the_deep_row_splits_a_params_budget_without_max_macs(tmp_path):
+    from neas.recipes.compare import _plan, _run_config
+    from neas.schemas.compare import CompareConfig
+
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    config["search"] = {**{k: v for k, v in config["search"].items() if k != "max_macs"}, "max_params": 200_000}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "deep"])
+    plan = _plan(cfg, _run_config(cfg))
+    k1 = yaml.safe_load(plan.files[tmp_path / "c" / COMPARE_CONFIGS / "deep-k1-seed4.yaml"])
+    assert k1["search"]["max_params"] == 100_000 and "max_macs" not in k1["search"]
+
+
+def test_a_missing_config_is_refused_before_torch_is_imported(tmp_path):
+    script = (
+        "import sys; from neas.cli import main; "
+        f"status = main(['compare', '--config', {str(tmp_path / 'nope.yaml')!r}, '--out', {str(tmp_path / 'o')!r}]); "
+        "print(status, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.stdout.split() == ["2", "False"] and "nope.yaml: no such `neas run` YAML file" in done.stderr
+
+
+def _env() -> dict:
+    src = Path(__file__).resolve().parents[2] / "src"
+    return {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _descendants(pid: int) -> "list[int]":
+    """The processes below ``pid`` (Linux /proc), found by their parent PIDs."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier}
+        found += sorted(frontier)
+    return found
+
+
+def _start_and_stop(argv: "list[str]", ready: Path, how: int) -> "tuple[subprocess.Popen, list[int]]":
+    """Starts ``neas compare`` (``argv``), sends it ``how`` once ``ready`` exists; returns it, ended, and
+    the processes it had started."""
+    compare = subprocess.Popen(argv, env=_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not ready.exists():
+        assert compare.poll() is None and time.time() < deadline, compare.stderr.read() if compare.poll() else ""
+        time.sleep(0.05)
+    below = _descendants(compare.pid)
+    assert below, "no job process"
+    compare.send_signal(how)
+    compare.wait(120)
+    return compare, below
+
+
+def _still_running(pids: "list[int]", within: float) -> "list[int]":
+    deadline = time.time() + within
+    while (alive := [p for p in pids if process_start(p) is not None]) and time.time() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the jobs' processes in /proc")
+def test_a_sigterm_and_a_sigkill_of_a_local_compare_leave_no_job_running_and_the_rerun_gets_its_numbers(
+    compared, tmp_path
+):
+    config, reference = compared
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "neas", "compare", "--config", str(config), "--out", str(out)]
+    argv += ["--seeds", "1", "--rows", "neas", "--executor", "local"]
+    run = out / "neas-seed4"
+    compare, below = _start_and_stop(argv, run / "supernet" / MARKER, signal.SIGTERM)  # the job is training
+    assert compare.returncode == 130 and "neas: error: interrupted" in compare.stderr.read()
+    assert _still_running(below, 1) == []  # stopped before compare ended
+    compare, below = _start_and_stop(argv, run / "search" / MARKER, signal.SIGKILL)  # resumed, searching now
+    assert compare.returncode == -signal.SIGKILL and not (run / SUMMARY).exists()
+    assert _still_running(below, 15) == []  # the job saw its parent gone (it polls every second)
+    assert _compare(config, out, "--seeds", "1", "--rows", "neas") == 0  # the rerun (here, in this process)
+    want = {key: n for key, n in _numbers(reference).items() if key == ("neas", "4")}
+    assert _numbers(out) == want  # the uninterrupted compare's (one thread per job in both)

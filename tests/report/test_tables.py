@@ -23,9 +23,11 @@ def test_a_statistics_cell_scales_and_shows_the_interval_or_n_1():
 
 
 def test_a_difference_cell_carries_the_verdict_of_neas_stats():
-    d = paired_difference([0.7, 0.8, 0.9], [0.5, 0.6, 0.7])
+    d = paired_difference([0.7, 0.8, 0.9], [0.5, 0.61, 0.69])
     assert diff_cell(d, 100, 1).endswith(" better")
     assert diff_cell({**d, "lo": None}, 100, 1) == "+20.0 better"
+    same = paired_difference([0.7, 0.8, 0.9], [0.5, 0.6, 0.7])  # no spread over 3 seeds: no interval, no verdict
+    assert diff_cell(same, 100, 1) == "+20.0 within noise"
 
 
 def test_an_empty_cell_is_a_bare_bar():

@@ -22,9 +22,11 @@ With ``budgets:`` in the config, every row's run retrains its pick within each b
 row's K = 1 run at each budget / K, its deep ensembles per budget: ``deep-seed<s>-<metric>_<b>``),
 and both tables are made at each budget; the top-level rows are the largest budget's.
 
-The runs are independent jobs (:func:`neas.executor.run_jobs`); the deep ensembles and extra
-retrainings follow once their run's search is done. Each job's config is written to ``OUT/configs/`` once; a rerun whose
-configs differ is refused, and one after a kill skips finished jobs and resumes the others. Then
+The runs are independent jobs (:func:`neas.executor.run_jobs`, each with ``--threads-per-job``
+threads whatever ``--max-parallel``); the deep ensembles and extra retrainings follow once their
+run's search is done. Each job's config is written to ``OUT/configs/`` once (headed by its SHA-256:
+a damaged one is rewritten from the plan, one of another plan refused); a rerun after a kill skips
+finished jobs (every file compare reads from them there and intact) and resumes the others. Then
 ``compare.json`` / ``compare.md``: per row the per-seed top-1, NLL, ECE, MACs, params and latency,
 their mean ± sd and t 95 % CI; per row the differences NEAS minus row, paired by seed, with their
 CI and a verdict (:func:`neas.stats.paired_difference`).
@@ -41,12 +43,13 @@ import yaml
 from neas.config import from_dict, load_yaml, to_dict
 from neas.data.datasets import load_dataset
 from neas.errors import NeasError
-from neas.executor import Job, check_executor, run_jobs
-from neas.io import read_json, write_json, write_text, write_yaml
+from neas.executor import Job, NeasCommand, check_executor, run_jobs
+from neas.executor.command import interrupted_by
+from neas.executor.configs import job_configs_to_write, write_job_config
+from neas.io import write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
-from neas.records import read_eval
-from neas.report.compare import COMPARED, budget_statistics, format_table
+from neas.report.compare import budget_statistics, format_table, read_source, seed_numbers
 from neas.report.html import build_compare_report
 from neas.rundir import NOT_COMPARED, check_resume_config, claim_dir, releases_run_dir
 from neas.runfiles import (
@@ -124,8 +127,11 @@ def _deep_search(base: RunConfig, k: int) -> tuple[dict, list[str] | None]:
         raise NeasError("--rows deep: a latency budget cannot be split between copies; bound MACs instead")
     if base.budgets:
         return search, [_share(base, base.budget_metric, text, k) for text in base.budgets]
-    if se.constraints.max_macs is None:
-        raise NeasError("--rows deep: the config sets no search.max_macs, so there is no budget to split")
+    if all(getattr(se.constraints, f"max_{metric}") is None for metric in SCALED):
+        raise NeasError(
+            "--rows deep: the config bounds none of search.max_macs, max_paper_flops, max_params, so there is "
+            "no budget to split"
+        )
     return search, None
 
 
@@ -195,9 +201,12 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
     for (row, seed), rc in configs.items():
         path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
         plan.files[path] = _yaml({k: v for k, v in to_dict(rc).items() if k not in EXECUTOR_KEYS})  # in-process
-        plan.first.append(Job(Path(rc.out).name, ["run", "--config", path, "--out", rc.out], rc.out, SUMMARY))
+        reads = []  # what compare reads from the run: its numbers (the deep row's: its ensembles')
         for budget, own in zip(base.budgets or [None], rc.budgets or [None]):
             plan.cells[row, budget, seed] = _sources(plan, cfg, rc, row, seed, budget, own, k)
+            reads += [numbers for run, numbers in plan.cells[row, budget, seed] if run.is_relative_to(rc.out)]
+        argv = ["run", "--config", path, "--out", rc.out]
+        plan.first.append(Job(Path(rc.out).name, argv, rc.out, SUMMARY, reads=reads))
     return plan
 
 
@@ -232,9 +241,10 @@ def _second(plan: _Plan, kind: str, name: str, retrain: dict, seed: int, arch: P
     plan.files[path] = _yaml({**retrain, "seed": seed})
     if kind == "deep":
         argv = ["ablate", "deep-ensemble", "--config", path, "--arch", arch, "--copies", copies, "--out", out / name]
-        job = Job(name, argv, out / name, ABLATE, resume=False)
+        job = Job(name, argv, out / name, ABLATE, resume=False, reads=(out / name / ABLATE,))
     else:
-        job = Job(name, ["retrain", "--config", path, "--arch", arch, "--out", out / name], out / name, EVAL)
+        argv = ["retrain", "--config", path, "--arch", arch, "--out", out / name]
+        job = Job(name, argv, out / name, EVAL, reads=(out / name / EVAL,))
     plan.second.append(job)
     plan.needs[name] = arch
     return job
@@ -242,30 +252,47 @@ def _second(plan: _Plan, kind: str, name: str, retrain: dict, seed: int, arch: P
 
 def _claim(cfg: CompareConfig, plan: _Plan) -> Path:
     """Claims OUT as a compare directory (or the one an earlier call of this comparison made) and
-    writes the job configs; a config that differs from the one written before is refused."""
+    writes the job configs (:func:`~neas.executor.configs.job_configs_to_write`: derived files,
+    rewritten when damaged; one that holds another plan is refused)."""
     out = claim_dir(cfg.out, "compare")
     if (out / CONFIG).is_file():
         check_resume_config(out, cfg, NOT_COMPARED)
-    for path, text in plan.files.items():
-        if path.is_file() and path.read_text() != text:
-            raise NeasError(
-                f"{path}: differs from the config this comparison would run now (was --config {cfg.config} "
-                "edited?); use another --out"
-            )
+    todo = job_configs_to_write(plan.files, f"--config {cfg.config}")
     write_yaml(out / CONFIG, to_dict(cfg))
-    for path, text in plan.files.items():
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(path, text)
+    for path in todo:
+        write_job_config(path, plan.files[path])
     return out
 
 
+def _set_aside_damaged(jobs: list[Job]) -> None:
+    """A file compare reads from a job (its ``reads``: numbers, a searched arch) that is there but does
+    not read back is renamed ``<name>.damaged`` (kept, never deleted), so the job runs again and rewrites it."""
+    for job in jobs:
+        for path in job.reads:
+            if path.is_file():
+                try:
+                    read_source(path)
+                except NeasError as exc:
+                    aside = path.with_name(path.name + ".damaged")
+                    path.replace(aside)
+                    log.warning("%s: %s; kept as %s, and the job runs again", job.name, exc, aside.name)
+
+
 def _run(cfg: CompareConfig, plan: _Plan, out: Path) -> None:
-    """The runs, then the jobs whose searched arch is there; one error for every failure."""
+    """The runs, then the jobs whose searched arch is there; one error for every failure. A run whose
+    searched arch an unfinished job needs is not finished without it."""
+    _set_aside_damaged(plan.second)
+    needed = {plan.needs[job.name] for job in plan.second if not job.finished}
+    first = [
+        dataclasses.replace(job, reads=(*job.reads, *(a for a in needed if a.is_relative_to(job.out))))
+        for job in plan.first
+    ]
+    _set_aside_damaged(first)
+    command = NeasCommand(threads=cfg.threads_per_job)
     options = {"executor": cfg.executor, "max_parallel": cfg.max_parallel, "slurm": cfg.slurm, "check": False}
-    results = run_jobs(plan.first, log_dir=out / JOB_LOGS, **options)
+    results = run_jobs(first, log_dir=out / JOB_LOGS, command=command, **options)
     ready = [job for job in plan.second if plan.needs[job.name].is_file()]
-    results += run_jobs(ready, log_dir=out / JOB_LOGS, **options) if ready else []
+    results += run_jobs(ready, log_dir=out / JOB_LOGS, command=command, **options) if ready else []
     failed = [r.error for r in results if r.status == "failed"]
     failed += [
         f"{job.name}: the run that searches its network did not finish" for job in plan.second if job not in ready
@@ -274,28 +301,12 @@ def _run(cfg: CompareConfig, plan: _Plan, out: Path) -> None:
         raise NeasError(f"{len(failed)} job(s) failed (rerun to retry only them): " + "; ".join(failed))
 
 
-def _numbers(path: Path) -> dict:
-    """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``."""
-    record = read_json(path, "deep ensemble", ("ensemble",)) if path.name == ABLATE else read_eval(path).raw
-    values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
-    return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
-
-
-def _seed_numbers(numbers: list) -> dict:
-    """One seed's numbers: with several retraining seeds, the mean of each metric and every retraining's own."""
-    each = [{**_numbers(path), "dir": str(run)} for run, path in numbers]
-    if len(each) == 1:
-        return each[0]
-    mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in COMPARED}
-    return {**mean, "dir": each[0]["dir"], "retrains": each}
-
-
 def _section(cfg: CompareConfig, plan: _Plan, budget) -> dict:
     """At one budget: every row's per-seed numbers, statistics and differences from NEAS."""
     per_seed = {row: {} for row in cfg.rows}
     for (row, at, seed), numbers in plan.cells.items():
         if at == budget:
-            per_seed[row][seed] = _seed_numbers(numbers)
+            per_seed[row][seed] = seed_numbers(numbers)
     return budget_statistics(per_seed, {row: ROWS[row] for row in cfg.rows})
 
 
@@ -326,7 +337,8 @@ def compare(cfg: CompareConfig) -> dict:
 
 
 def main(cfg: CompareConfig, args) -> None:
-    """`neas compare`: prints the table."""
-    record = compare(cfg)
+    """`neas compare`: prints the table. SIGTERM and SIGHUP stop it like Ctrl-C (and its jobs with it)."""
+    with interrupted_by():
+        record = compare(cfg)
     print(format_table(record).rstrip())
     print(f"compare: {Path(cfg.out) / COMPARE}; report: {Path(cfg.out) / REPORT / REPORT_PAGE}")

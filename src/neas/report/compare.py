@@ -8,16 +8,56 @@ tables from :mod:`neas.report.tables`. Plain Python, no torch.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+from neas.io import read_json
+from neas.records import read_arch, read_eval
 from neas.report.tables import METRICS, diff_cell, markdown_table, stat_cell
+from neas.runfiles import ABLATE, ARCH
 from neas.stats import ci95, paired_difference
 
-__all__ = ["COMPARED", "DIFFERENCES", "budget_statistics", "difference", "format_table", "row_stats"]
+__all__ = [
+    "COMPARED",
+    "DIFFERENCES",
+    "budget_statistics",
+    "difference",
+    "format_table",
+    "read_source",
+    "row_stats",
+    "seed_numbers",
+]
 
 COMPARED = ("top1", "nll", "ece", "macs", "params", "latency_ms")  # compare.json's metrics, in compare.md's order
 # paired against the NEAS row; costs are fixed by the arch, and latency is measured inside each job beside
 # the jobs running at the same time (it depends on --max-parallel): it gets no verdict
 DIFFERENCES = ("top1", "nll", "ece")
+
+
+def read_source(path: Path) -> dict:
+    """A file compare reads from a job, checked (:class:`~neas.errors.NeasError` when it does not read
+    back): a run's ``eval.json``, a deep ensemble's ``ablate.json``, a searched ``arch.json``."""
+    if path.name == ABLATE:
+        return read_json(path, "deep ensemble", ("ensemble",))
+    if path.name == ARCH:
+        return read_arch(path).raw
+    return read_eval(path).raw
+
+
+def _numbers(path: Path) -> dict:
+    """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``."""
+    record = read_source(path)
+    values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
+    return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
+
+
+def seed_numbers(sources: list) -> dict:
+    """One seed's numbers from ``sources`` ([(run directory, its numbers file)], one per retraining
+    seed): with several, the mean of each metric and every retraining's own."""
+    each = [{**_numbers(path), "dir": str(run)} for run, path in sources]
+    if len(each) == 1:
+        return each[0]
+    mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in COMPARED}
+    return {**mean, "dir": each[0]["dir"], "retrains": each}
 
 
 def _finite(x):
@@ -58,7 +98,8 @@ def budget_statistics(per_seed: dict[str, dict], what: dict[str, str]) -> dict:
 
 
 _NOTE = (
-    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise. "
+    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise "
+    "(a difference equal for every seed has no interval: its verdict is the sign test's, firm from 6 seeds on). "
     "Latency is measured inside each job, beside the jobs running at the same time: no verdict."
 )
 

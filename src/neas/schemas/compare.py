@@ -4,6 +4,7 @@ executor that runs their jobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from neas.config import option
 from neas.errors import NeasError, show, suggest
@@ -46,9 +47,17 @@ class CompareConfig(ExecutorOptions):
         None, "output directory: one run directory per row and seed, compare.json, compare.md", required=True
     )
     executor: str = option("local", "where the jobs run: local | slurm | debug (in this process)", valid=EXECUTORS)
+    threads_per_job: int = option(
+        1,
+        "CPU threads (torch, OpenMP, MKL) of each job, whatever --max-parallel: recorded with the comparison and "
+        "compared on a rerun (numbers differ in their last digits between thread counts)",
+        valid=">= 1",
+    )
 
     def __post_init__(self):
         validate_fields(self)
+        if self.config is not None and not Path(self.config).is_file():  # before anything heavy is imported
+            raise NeasError(f"--config {self.config}: no such `neas run` YAML file")
         rows = [self.rows] if isinstance(self.rows, str) else list(self.rows)
         self.rows = [r.strip() for item in rows for r in str(item).split(",") if r.strip()]
         for row in self.rows:
