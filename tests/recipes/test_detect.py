@@ -397,3 +397,13 @@ def test_the_demo_config_reaches_ap50_of_one_half(tmp_path):
     print(f"demo: AP50 {result['AP50']:.3f}, AP {result['AP']:.3f} in {minutes:.1f} minutes")
     assert result["AP50"] >= 0.5, (result["AP50"], minutes)
     assert minutes < 10, minutes
+
+
+@pytest.mark.parametrize("key, value", [("fpn_channels", 10**12), ("min_size", 10**12), ("max_size", 10**12)])
+def test_a_detector_size_option_beyond_what_the_record_allows_is_refused_as_it_is_read(key, value):
+    from neas.config import from_dict
+    from neas.errors import NeasError
+    from neas.schemas.detect import DetectConfig
+
+    with pytest.raises(NeasError, match=f"{key} must be in"):
+        from_dict(DetectConfig, {"data_dir": "/nowhere", key: value})

@@ -108,8 +108,10 @@ class DetectConfig(TrainOptions):
         default_help=_FROM_RECIPE,
         valid=">= 0",
     )
-    min_size: int | None = option(None, "shorter image side after resizing", default_help=_FROM_RECIPE, valid=">= 16")
-    max_size: int | None = option(None, "longer image side at most", default_help=_FROM_RECIPE, valid=">= 16")
+    min_size: int | None = option(
+        None, "shorter image side after resizing", default_help=_FROM_RECIPE, valid="16..10000"
+    )
+    max_size: int | None = option(None, "longer image side at most", default_help=_FROM_RECIPE, valid="16..10000")
     train_min_sizes: list[int] | None = option(
         None,
         "multi-scale training: each training image's shorter side drawn from these and --min-size",
@@ -118,7 +120,7 @@ class DetectConfig(TrainOptions):
     anchor_sizes: list[int] | None = option(
         None, "anchor size of each FPN level P3-P7 (5 values)", default_help=_FROM_RECIPE
     )
-    fpn_channels: int | None = option(None, "FPN channels", default_help=_FROM_RECIPE, valid=">= 8")
+    fpn_channels: int | None = option(None, "FPN channels", default_help=_FROM_RECIPE, valid="8..4096")
     head_norm: str | None = option(
         None,
         "the heads' convs: plain (RetinaNet's) or with GroupNorm (RetinaNet v2's; trains faster from scratch)",
