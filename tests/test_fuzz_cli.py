@@ -230,7 +230,7 @@ def test_an_output_in_a_missing_directory_is_refused_before_the_work(tmp_path, c
     """The model is an empty file: had the work started, its error would have come first."""
     model = _write(tmp_path / "model.safetensors", "")
     argv = [a.replace("{model}", model).replace("{tmp}", str(tmp_path)) for a in argv]
-    _one_clean_line(capsys, main(argv), "nodir does not exist; create it first (nothing was done)")
+    _one_clean_line(capsys, main(argv), "nodir does not exist; create it first")
 
 
 class _Unreadable:

@@ -321,7 +321,7 @@ def test_a_missing_config_is_refused_before_torch_is_imported(tmp_path):
         "print(status, 'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=120)
-    assert done.stdout.split() == ["2", "False"] and "nope.yaml: no such `neas run` YAML file" in done.stderr
+    assert done.stdout.split() == ["2", "False"] and "nope.yaml" in done.stderr and "no such file" in done.stderr
 
 
 def _env() -> dict:

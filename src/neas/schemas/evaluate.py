@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from neas.config import option
 from neas.errors import NeasError
@@ -13,14 +13,6 @@ __all__ = ["EvaluateConfig"]
 
 # options that do nothing without another: (option, the option it needs); given with a value other than
 # its default without the other, it is refused rather than ignored
-_NEEDS = (
-    ("ood_data_dir", "ood_data"),
-    ("ood_split", "ood_data"),
-    ("ood_download", "ood_data"),
-    ("cascade_tolerance", "cascade"),
-    ("severities", "corruptions"),
-    ("corruption_seed", "corruptions"),
-)
 TRAINING_SPLIT = "train"  # the split whose held-out part the temperature and the cascade are fitted on
 
 
@@ -55,10 +47,7 @@ class EvaluateConfig(QualityOptions, DecodeOptions):
 
     def _check_no_ignored_options(self) -> None:
         """Refuses what would be silently ignored or contradict itself, before anything is loaded."""
-        defaults = {f.name: f.default for f in fields(self)}
-        for name, needed in _NEEDS:
-            if getattr(self, name) != defaults[name] and not getattr(self, needed):
-                raise NeasError(f"{_flag(name)} has no effect without {_flag(needed)}; drop it or add {_flag(needed)}")
+        # an option without the one it refines: QualityOptions.check_quality (shared with neas retrain)
         for data, data_dir in (("data", "data_dir"), ("ood_data", "ood_data_dir")):
             if getattr(self, data) == "digits" and getattr(self, data_dir) is not None:
                 raise NeasError(f"{_flag(data_dir)}: digits is built in and reads no folder; drop {_flag(data_dir)}")
