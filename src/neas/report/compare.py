@@ -126,12 +126,48 @@ def _tables(section: dict) -> list[str]:
     return [*lines, "", _NOTE, "", *markdown_table(header, diffs)]
 
 
+MIN_SEEDS = 3  # fewer paired seeds decide nothing, whatever their interval says
+
+
+def seeds_to_decide(diff: dict) -> int | None:
+    """Seeds a paired difference with this mean and spread would need for its t 95 % CI to exclude 0
+    (the normal approximation, at least 3); None without a spread or an effect."""
+    mean, sd = diff.get("mean"), diff.get("sd")
+    if not mean or not sd or math.isnan(sd):
+        return None
+    return max(MIN_SEEDS, math.ceil((1.96 * sd / abs(mean)) ** 2) + 1)
+
+
+def answer(record: dict) -> list[str]:
+    """The answer in words, one line per row NEAS is compared with (top-1, paired by seed): better or
+    worse only when the CI excludes 0 with at least 3 seeds; otherwise undetermined, with the seeds that
+    would decide at the observed spread."""
+    lines = []
+    for row, diffs in record.get("differences", {}).items():
+        d, what = diffs["top1"], record["rows"][row].get("what") or row
+        effect = f"{100 * d['mean']:+.1f} points"
+        if d.get("lo") is not None:
+            effect += f" [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+        effect += f", {d['n']} seed(s)"
+        decided = d["n"] >= MIN_SEEDS and d["verdict"] in ("better", "worse")
+        if decided:
+            lines.append(f"The searched ensemble is {d['verdict']} than {what} in top-1: {effect}.")
+            continue
+        need = seeds_to_decide(d)
+        advice = f"run --seeds {need}" if need else "the seeds agree exactly; run more seeds"
+        why = "too few to decide" if d["n"] < MIN_SEEDS else "the interval is wider than the effect"
+        lines.append(f"Undetermined against {what} in top-1: {effect}, {why}; {advice}.")
+    return lines
+
+
 def format_table(record: dict) -> str:
-    """compare.md: the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus each row, paired by seed; with
-    ``budgets:``, both at each budget."""
+    """compare.md: the answer in words first, then the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus
+    each row, paired by seed; with ``budgets:``, both at each budget (the answer at the largest)."""
     retrains = record.get("retrain_seeds", 1)
     each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
-    lines = [f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
+    lines = [*answer(record), "", f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
+    if lines[0] == "":
+        lines = lines[1:]
     if "budgets" not in record:
         return "\n".join(lines + _tables(record)) + "\n"
     for text, section in record["budgets"].items():
