@@ -94,3 +94,31 @@ def test_mean_macs_is_a_cost_for_the_pareto_front(trained_supernet, tmp_path):
     accs = [m["ensemble_acc"] for m in front]
     assert costs == sorted(costs) and accs == sorted(accs)  # cheaper is worse along a front
     assert all(m["mean_macs"] <= m["macs"] for m in front)
+
+
+def test_a_candidate_over_the_mean_macs_bound_ranks_below_every_feasible_one_as_a_parent():
+    import dataclasses
+    import random
+
+    from neas.search.fitness import Evaluation
+    from neas.search.session import SearchSession
+    from neas.search.settings import Constraints
+    from neas.space import SearchSpace, ShrunkSpace
+
+    space = SearchSpace.preset("tiny")
+    session = SearchSession(
+        constraints=Constraints(max_mean_macs=MEAN_BUDGET), objective="top1", strategy="evolution", pareto=None,
+        space=space, num_classes=10, shrunk=ShrunkSpace.full(space), table=cost_table(space, 10), latency=None,
+        evaluator=None,
+    )  # fmt: skip
+    rng = random.Random(0)
+    cheap, dear = EnsembleArch.sample(space, rng), EnsembleArch.sample(space, rng)
+    feasible = session._fitness(cheap, Evaluation(0.30, (0.3, 0.3), mean_macs=MEAN_BUDGET - 1))
+    over = session._fitness(dear, Evaluation(0.90, (0.9, 0.9), mean_macs=MEAN_BUDGET + 1))
+    assert over < feasible  # better top-1, but over the bound: never preferred as a parent
+    assert session.feasible(cheap) and not session.feasible(dear)
+    # a candidate whose cheapest path alone costs more than the bound is never scored
+    floor = session.table.first_step_floor(dear)
+    tight = dataclasses.replace(session, constraints=Constraints(max_mean_macs=floor - 1), costs_of={})
+    assert not tight.ok(dear)
+    assert dataclasses.replace(tight, constraints=Constraints(max_mean_macs=floor), costs_of={}).ok(dear)

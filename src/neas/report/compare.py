@@ -165,9 +165,13 @@ def format_table(record: dict) -> str:
     each row, paired by seed; with ``budgets:``, both at each budget (the answer at the largest)."""
     retrains = record.get("retrain_seeds", 1)
     each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
-    lines = [*answer(record), "", f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}", ""]
-    if lines[0] == "":
-        lines = lines[1:]
+    said = answer(record)
+    lines = [
+        *said,
+        *([""] if said else []),
+        f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}",
+        "",
+    ]
     if "budgets" not in record:
         return "\n".join(lines + _tables(record)) + "\n"
     for text, section in record["budgets"].items():
