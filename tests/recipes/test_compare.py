@@ -133,11 +133,12 @@ def test_the_deep_row_is_k_copies_of_a_single_network_searched_at_budget_over_k(
 
 
 def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_uses(tmp_path):
-    from neas.recipes.compare import _plan, _run_config
+    from neas.recipes.compare import _plan
+    from neas.recipes.compare.rows import run_config
     from neas.schemas.compare import CompareConfig
 
     cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=3, rows=["neas", "deep"])
-    plan = _plan(cfg, _run_config(cfg))
+    plan = _plan(cfg, run_config(cfg.config))
     copies = []
     for job in (job for job in plan.second if job.argv[0] == "ablate"):
         config = yaml.safe_load(plan.files[Path(job.argv[job.argv.index("--config") + 1])])
@@ -167,7 +168,8 @@ def test_a_compare_killed_mid_job_resumes_on_the_next_call_with_the_same_numbers
 
 
 def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_path):
-    from neas.recipes.compare import _plan, _run_config
+    from neas.recipes.compare import _plan
+    from neas.recipes.compare.rows import run_config
     from neas.schemas.compare import CompareConfig
 
     config = yaml.safe_load(_config(tmp_path).read_text())
@@ -176,7 +178,7 @@ def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_pa
     cfg = CompareConfig(
         config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single", "deep"]
     )
-    plan = _plan(cfg, _run_config(cfg))
+    plan = _plan(cfg, run_config(cfg.config))
     written = {  # file names without the seed
         path.name.rsplit("-seed", 1)[0] + path.name.rsplit("-seed", 1)[-1].lstrip("0123456789"): yaml.safe_load(text)
         for path, text in plan.files.items()
@@ -262,26 +264,27 @@ def test_a_finished_job_that_lost_or_damaged_a_file_compare_reads_runs_again(com
 
 
 def test_a_damaged_job_config_is_rewritten_from_the_plan_and_one_of_another_plan_refused(tmp_path, caplog, capsys):
-    from neas.recipes.compare import _claim, _plan, _run_config
+    from neas.recipes.compare import _claim, _plan
+    from neas.recipes.compare.rows import run_config
     from neas.schemas.compare import CompareConfig
 
     cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single"])
-    _claim(cfg, _plan(cfg, _run_config(cfg)))  # what compare writes before its jobs run
+    _claim(cfg, _plan(cfg, run_config(cfg.config)))  # what compare writes before its jobs run
     job = tmp_path / "c" / COMPARE_CONFIGS / "neas-seed4.yaml"
     written = job.read_text()
     for damage in (written[: len(written) // 2], written.replace("lr:", "lr: 9 #")):  # cut; edited by hand
         job.write_text(damage)
         with caplog.at_level(logging.WARNING):
-            _claim(cfg, _plan(cfg, _run_config(cfg)))
+            _claim(cfg, _plan(cfg, run_config(cfg.config)))
         assert job.read_text() == written and f"{job}: damaged or edited since it was written" in caplog.text
     changed = yaml.safe_load((tmp_path / "run.yaml").read_text())
     changed["retrain"]["epochs"] = 2  # --config edited: the finished jobs ran another plan
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(changed))
     with pytest.raises(NeasError, match=f"{job}: differs from the config this call would run now \\(was --config"):
-        _claim(cfg, _plan(cfg, _run_config(cfg)))
+        _claim(cfg, _plan(cfg, run_config(cfg.config)))
     job.write_text("x")  # its header gone too: what it held cannot be told
     with pytest.raises(NeasError, match="damaged, and what it held cannot be told; if --config .* delete it"):
-        _claim(cfg, _plan(cfg, _run_config(cfg)))
+        _claim(cfg, _plan(cfg, run_config(cfg.config)))
 
 
 def test_the_jobs_threads_are_the_comparisons_option_not_a_share_of_max_parallel(tmp_path, monkeypatch, capsys):
@@ -302,14 +305,15 @@ def test_the_jobs_threads_are_the_comparisons_option_not_a_share_of_max_parallel
 
 
 def test_the_deep_row_splits_a_params_budget_without_max_macs(tmp_path):
-    from neas.recipes.compare import _plan, _run_config
+    from neas.recipes.compare import _plan
+    from neas.recipes.compare.rows import run_config
     from neas.schemas.compare import CompareConfig
 
     config = yaml.safe_load(_config(tmp_path).read_text())
     config["search"] = {**{k: v for k, v in config["search"].items() if k != "max_macs"}, "max_params": 200_000}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "deep"])
-    plan = _plan(cfg, _run_config(cfg))
+    plan = _plan(cfg, run_config(cfg.config))
     k1 = yaml.safe_load(plan.files[tmp_path / "c" / COMPARE_CONFIGS / "deep-k1-seed4.yaml"])
     assert k1["search"]["max_params"] == 100_000 and "max_macs" not in k1["search"]
 
@@ -386,3 +390,45 @@ def test_a_sigterm_and_a_sigkill_of_a_local_compare_leave_no_job_running_and_the
     assert _compare(config, out, "--seeds", "1", "--rows", "neas") == 0  # the rerun (here, in this process)
     want = {key: n for key, n in _numbers(reference).items() if key == ("neas", "4")}
     assert _numbers(out) == want  # the uninterrupted compare's (one thread per job in both)
+
+
+def test_the_cascade_row_holds_the_cascades_mean_macs_to_the_budget_and_is_judged_as_the_cascade(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "out"
+    assert _compare(config, out, "--seeds", "1", "--rows", "cascade,single") == 0
+    job = yaml.safe_load((out / COMPARE_CONFIGS / "cascade-seed4.yaml").read_text().split("\n", 1)[1])
+    assert job["search"]["max_mean_macs"] == "700000" and "max_macs" not in job["search"]
+    record = json.loads((out / COMPARE).read_text())
+    assert record["reference"] == "cascade" and list(record["differences"]) == ["single"]
+    evaluated = json.loads((out / "cascade-seed4" / "retrain" / EVAL).read_text())
+    cascade = record["rows"]["cascade"]["seeds"]["4"]
+    for key in ("top1", "nll", "ece", "mean_macs"):  # the cascade's numbers on the test split, not the full ensemble's
+        assert cascade[key] == evaluated["cascade"][key]
+    assert cascade["macs"] == evaluated["macs"] and cascade["mean_macs"] <= cascade["macs"]
+    single = record["rows"]["single"]["seeds"]["4"]
+    assert single["mean_macs"] == single["macs"]  # one network runs whole on every image
+    table = (out / COMPARE_TABLE).read_text()
+    assert "| cascade minus |" in table and "mean MACs (M)" in table
+
+
+@pytest.mark.parametrize(
+    ("search", "space", "message"),
+    [
+        ({"max_macs": None}, "tiny", "bounds no search.max_macs"),
+        ({}, "tiny-k1", "a cascade needs K >= 2"),
+    ],
+)
+def test_a_cascade_row_without_a_mac_budget_or_a_second_path_is_refused(tmp_path, search, space, message):
+    body = {**TINY, "search": {k: v for k, v in {**TINY["search"], **search}.items() if v is not None}}
+    if space == "tiny-k1":
+        from neas.space import SearchSpace
+
+        body["space"] = str(tmp_path / "k1.yaml")
+        (tmp_path / "k1.yaml").write_text(SearchSpace.resolve("tiny").to_yaml().replace("num_paths: 2", "num_paths: 1"))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(body))
+    with pytest.raises(NeasError, match=message):
+        from neas.recipes.compare import _plan
+        from neas.recipes.compare.rows import run_config
+        from neas.schemas.compare import CompareConfig
+
+        cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), rows=["cascade", "single"])
+        _plan(cfg, run_config(cfg.config))

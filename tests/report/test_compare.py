@@ -31,7 +31,7 @@ def test_one_seed_has_no_spread_and_a_missing_metric_is_a_dash():
     first, _, header = text.splitlines()[:3]
     assert first.startswith("Undetermined against deep in top-1: +10.0 points, 1 seed(s), too few to decide")
     assert header.startswith("## neas compare: c.yaml, 1 seed(s) × 2 retraining seeds")
-    assert "| neas | 70.00 (n=1) | 0.9000 (n=1) | 100.00 (n=1) | 0.000 (n=1) | 0.000 (n=1) | 1.00 (n=1) |" in text
+    assert "| neas | 70.00 (n=1) | 0.9000 (n=1) | 100.00 (n=1) | 0.000 (n=1) | - | 0.000 (n=1) | 1.00 (n=1) |" in text
     assert "| deep | 1 | +10.00 within noise | -0.1000 within noise | +0.00 within noise |" in text
     assert next(line for line in text.splitlines() if line.startswith("| deep | 60.00")).endswith("| - |")  # latency
 

@@ -33,8 +33,8 @@ import torch
 
 from neas.cost import count_cost
 from neas.ensemble.calibration import fit_temperature
-from neas.ensemble.cascade import cascade_curve, cascade_summary, fit_thresholds
-from neas.ensemble.metrics import path_logits_on, ranked_classes
+from neas.ensemble.cascade import cascade_curve, cascade_predict, cascade_summary, fit_thresholds
+from neas.ensemble.metrics import Scores, path_logits_on, ranked_classes
 from neas.ensemble.model import EnsembleNet
 from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
 from neas.nn.precision import full_precision
@@ -246,19 +246,25 @@ def cascade_report(
     cascade: CascadeRecord,
     steps: list[dict],
 ) -> dict:
-    """The fitted cascade on a split: ``top1``, ``mean_macs`` and ``mean_latency_ms`` per image (an image
-    stopping at step j costs the sub-ensemble of the first j paths, ``steps[j - 1]``: anytime-K's
-    ``macs`` and ``latency_ms``), ``stop_fraction`` per step, the full ensemble's ``full_top1`` and
-    ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
+    """The fitted cascade on a split: ``top1``, ``nll`` and ``ece`` of its output (the logits of the
+    sub-ensemble each image stopped at, at T = 1 like the ``ensemble`` block's), ``mean_macs`` and
+    ``mean_latency_ms`` per image (an image stopping at step j costs the sub-ensemble of the first j paths,
+    ``steps[j - 1]``: anytime-K's ``macs`` and ``latency_ms``), ``stop_fraction`` per step, the full
+    ensemble's ``full_top1`` and ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
     t = cascade.temperature
     macs = [float(s["macs"]) for s in steps]
     summary = cascade_summary(logits_in_order, labels, list(cascade.thresholds), macs, temperature=t)
+    scores = Scores(logits_in_order.shape[-1])
+    scores.update(cascade_predict(logits_in_order, list(cascade.thresholds), t)[0], labels)
+    output = scores.compute()
     out = {
         "thresholds": list(cascade.thresholds),
         "order": list(cascade.order),
         "tolerance_points": cascade.tolerance,
         "fitted_on": cascade.fitted_on,
         "top1": summary["top1"],
+        "nll": output["nll"],
+        "ece": output["ece"],
         "mean_macs": summary["mean_cost"],
         "stop_fraction": summary["stop_fraction"],
         "full_top1": float((logits_in_order.mean(0).argmax(-1) == labels).double().mean()),

@@ -1,8 +1,9 @@
 """The statistics of ``neas compare`` (compare.json) and their tables (compare.md).
 
-Per row, each metric's per-seed values, their mean ± sd and t 95 % CI; per row, NEAS minus the row
-paired by seed, with its CI and verdict. The numbers come from :mod:`neas.stats`, the cells and
-tables from :mod:`neas.report.tables`. Plain Python, no torch.
+Per row, each metric's per-seed values, their mean ± sd and t 95 % CI; per row, the reference row (NEAS,
+or the cascade-searched ensemble without a NEAS row) minus the row, paired by seed, with its CI and
+verdict. The numbers come from :mod:`neas.stats`, the cells and tables from :mod:`neas.report.tables`.
+Plain Python, no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from neas.errors import NeasError
 from neas.io import read_json
 from neas.records import read_arch, read_eval
 from neas.report.tables import METRICS, diff_cell, markdown_table, stat_cell
@@ -27,10 +29,13 @@ __all__ = [
     "seed_numbers",
 ]
 
-COMPARED = ("top1", "nll", "ece", "macs", "params", "latency_ms")  # compare.json's metrics, in compare.md's order
-# paired against the NEAS row; costs are fixed by the arch, and latency is measured inside each job beside
+# compare.json's metrics, in compare.md's order: mean MACs is the cost per image the row is deployed at (a
+# cascade's measured on the test split; every other row's equals its static MACs)
+COMPARED = ("top1", "nll", "ece", "macs", "mean_macs", "params", "latency_ms")
+# paired against the reference row; costs are fixed by the arch, and latency is measured inside each job beside
 # the jobs running at the same time (it depends on --max-parallel): it gets no verdict
 DIFFERENCES = ("top1", "nll", "ece")
+REFERENCES = {"neas": "the searched ensemble", "cascade": "the cascade-searched ensemble"}  # the first present
 
 
 def read_source(path: Path) -> dict:
@@ -43,17 +48,26 @@ def read_source(path: Path) -> dict:
     return read_eval(path).raw
 
 
-def _numbers(path: Path) -> dict:
-    """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``."""
+def _numbers(path: Path, cascade: bool = False) -> dict:
+    """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``;
+    with ``cascade``, the fitted cascade's (top-1, NLL, ECE, mean MACs and mean latency on the test split)."""
     record = read_source(path)
     values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
-    return {**values, **{k: record.get(k) for k in ("macs", "params", "latency_ms")}}
+    values.update({k: record.get(k) for k in ("macs", "params", "latency_ms")})
+    values["mean_macs"] = values["macs"]  # every image runs the whole ensemble
+    if cascade:
+        block = record.get("cascade")
+        if not isinstance(block, dict):
+            raise NeasError(f"{path}: no cascade block; the cascade row's retraining fits one (retrain.cascade)")
+        values.update({k: block.get(k) for k in ("top1", "nll", "ece", "mean_macs")})
+        values["latency_ms"] = block.get("mean_latency_ms")
+    return values
 
 
-def seed_numbers(sources: list) -> dict:
+def seed_numbers(sources: list, cascade: bool = False) -> dict:
     """One seed's numbers from ``sources`` ([(run directory, its numbers file)], one per retraining
-    seed): with several, the mean of each metric and every retraining's own."""
-    each = [{**_numbers(path), "dir": str(run)} for run, path in sources]
+    seed): with several, the mean of each metric and every retraining's own; ``cascade``: the cascade's."""
+    each = [{**_numbers(path, cascade), "dir": str(run)} for run, path in sources]
     if len(each) == 1:
         return each[0]
     mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in COMPARED}
@@ -69,7 +83,7 @@ def row_stats(values: dict) -> dict:
     ``values``: seed -> that seed's numbers. A metric some seed lacks is left out."""
     stats = {}
     for metric in COMPARED:
-        xs = [v[metric] for v in values.values()]
+        xs = [v.get(metric) for v in values.values()]
         if any(x is None for x in xs):
             continue
         summary = dict(zip(("mean", "sd", "lo", "hi"), ci95(xs)))
@@ -78,27 +92,32 @@ def row_stats(values: dict) -> dict:
 
 
 def difference(ref: dict, other: dict, metric: str) -> dict:
-    """NEAS minus the row, paired by seed; the verdict says whether NEAS is better on ``metric``."""
+    """The reference row minus the row, paired by seed; the verdict says whether the reference is better on
+    ``metric``."""
     seeds = sorted(set(ref) & set(other))
     a, b = ([numbers[s][metric] for s in seeds] for numbers in (ref, other))
     d = paired_difference(a, b, METRICS[metric].higher_is_better)
     return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
 
 
+def reference_row(rows) -> str | None:
+    """The row every other is judged against: ``neas``, else ``cascade``, else none."""
+    return next((row for row in REFERENCES if row in rows), None)
+
+
 def budget_statistics(per_seed: dict[str, dict], what: dict[str, str]) -> dict:
-    """At one budget: every row's per-seed numbers, statistics and, with a ``neas`` row, its
-    differences from NEAS. ``per_seed``: row -> seed -> numbers; ``what``: row -> what it is."""
+    """At one budget: every row's per-seed numbers, statistics and, with a reference row (:func:`reference_row`),
+    its differences from every other. ``per_seed``: row -> seed -> numbers; ``what``: row -> what it is."""
     rows = {row: {"what": what[row], "seeds": seeds, **row_stats(seeds)} for row, seeds in per_seed.items()}
-    differences = {}
-    if "neas" in per_seed:
-        for row, seeds in per_seed.items():
-            if row != "neas":
-                differences[row] = {m: difference(per_seed["neas"], seeds, m) for m in DIFFERENCES}
-    return {"rows": rows, "differences": differences}
+    ref, differences = reference_row(per_seed), {}
+    for row, seeds in per_seed.items():
+        if ref is not None and row != ref:
+            differences[row] = {m: difference(per_seed[ref], seeds, m) for m in DIFFERENCES}
+    return {"rows": rows, "reference": ref, "differences": differences}
 
 
 _NOTE = (
-    "NEAS minus each row, paired by seed: mean [t 95 % CI] and whether NEAS is better, worse or within noise "
+    "{ref} minus each row, paired by seed: mean [t 95 % CI] and whether {ref} is better, worse or within noise "
     "(a difference equal for every seed has no interval: its verdict is the sign test's, firm from 6 seeds on). "
     "Latency is measured inside each job, beside the jobs running at the same time: no verdict."
 )
@@ -113,17 +132,18 @@ def _diff_cell(d: dict, metric: str) -> str:
 
 
 def _tables(section: dict) -> list[str]:
-    """One budget's two tables: the rows, and NEAS minus each row."""
+    """One budget's two tables: the rows, and the reference row minus each row."""
     rows = [[row, *(_cell(r.get(m), m) for m in COMPARED)] for row, r in section["rows"].items()]
     lines = markdown_table(["row", *(METRICS[m].label for m in COMPARED)], rows)
     if not section["differences"]:
         return lines
-    header = ["NEAS minus", "seeds", *(f"Δ {METRICS[m].label}" for m in DIFFERENCES)]
+    ref = {"neas": "NEAS"}.get(section.get("reference", "neas"), section.get("reference"))
+    header = [f"{ref} minus", "seeds", *(f"Δ {METRICS[m].label}" for m in DIFFERENCES)]
     diffs = [
         [row, d[DIFFERENCES[0]]["n"], *(_diff_cell(d[m], m) for m in DIFFERENCES)]
         for row, d in section["differences"].items()
     ]
-    return [*lines, "", _NOTE, "", *markdown_table(header, diffs)]
+    return [*lines, "", _NOTE.format(ref=ref), "", *markdown_table(header, diffs)]
 
 
 MIN_SEEDS = 3  # fewer paired seeds decide nothing, whatever their interval says
@@ -139,10 +159,12 @@ def seeds_to_decide(diff: dict) -> int | None:
 
 
 def answer(record: dict) -> list[str]:
-    """The answer in words, one line per row NEAS is compared with (top-1, paired by seed): better or
-    worse only when the CI excludes 0 with at least 3 seeds; otherwise undetermined, with the seeds that
-    would decide at the observed spread."""
-    lines = []
+    """The answer in words, one line per row the reference row (NEAS, or the cascade-searched ensemble) is
+    compared with (top-1, paired by seed): better or worse only when the CI excludes 0 with at least 3 seeds;
+    otherwise undetermined, with the seeds that would decide at the observed spread."""
+    lines, ref = [], record.get("reference", "neas")
+    subject = REFERENCES.get(ref, ref)
+    whose = "" if ref == "neas" else f" for {subject}"
     for row, diffs in record.get("differences", {}).items():
         d, what = diffs["top1"], record["rows"][row].get("what") or row
         effect = f"{100 * d['mean']:+.1f} points"
@@ -151,12 +173,12 @@ def answer(record: dict) -> list[str]:
         effect += f", {d['n']} seed(s)"
         decided = d["n"] >= MIN_SEEDS and d["verdict"] in ("better", "worse")
         if decided:
-            lines.append(f"The searched ensemble is {d['verdict']} than {what} in top-1: {effect}.")
+            lines.append(f"{subject[0].upper()}{subject[1:]} is {d['verdict']} than {what} in top-1: {effect}.")
             continue
         need = seeds_to_decide(d)
         advice = f"run --seeds {need}" if need else "the seeds agree exactly; run more seeds"
         why = "too few to decide" if d["n"] < MIN_SEEDS else "the interval is wider than the effect"
-        lines.append(f"Undetermined against {what} in top-1: {effect}, {why}; {advice}.")
+        lines.append(f"Undetermined{whose} against {what} in top-1: {effect}, {why}; {advice}.")
     return lines
 
 

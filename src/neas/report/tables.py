@@ -35,6 +35,7 @@ METRICS = {
     "disagreement": Metric("disagreement (%)", 100, 2),  # the diversity the paper's shrinking seeks
     "oracle_top1": Metric("oracle top-1 (%)", 100, 2),
     "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False),
+    "mean_macs": Metric("mean MACs (M)", 1e-6, 3, higher_is_better=False),  # per image; a cascade's are below
     "params": Metric("params (M)", 1e-6, 3, higher_is_better=False),
     "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False),
 }

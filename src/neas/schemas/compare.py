@@ -13,11 +13,14 @@ from neas.settings import validate_fields
 
 __all__ = ["DEFAULT_ROWS", "EXECUTORS", "ROWS", "CompareConfig"]
 
-# row -> what it is (the study's rows, docs/RESULTS.md); every row is one `neas run` (deep: two steps) per seed
+# row -> what it is (the study's rows, docs/RESULTS.md, and the cascade); every row is one `neas run` (deep: two
+# steps) per seed
 ROWS = {
     "neas": "the NEAS pipeline as configured (K paths from the space)",
     "single": "the best single network (K = 1) at the same budget",
     "deep": "a deep ensemble: K copies of the best single network searched at budget / K",
+    "cascade": "the NEAS pipeline searched for its cascade: the budget bounds the cascade's mean MACs per image, "
+    "scored as the cascade fitted on a held-out part",
     "none": "the NEAS pipeline with shrink mode none",
     "accuracy": "the NEAS pipeline with shrink mode accuracy",
     "quality": "the NEAS pipeline with shrink mode quality (diversity's score with S = I)",

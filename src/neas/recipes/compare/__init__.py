@@ -11,7 +11,10 @@ For seed ``s`` (the config's seed + 0, 1, ...), every row is one ordinary run di
 - ``single-seed<s>``: ``neas run`` of the config with a K = 1 copy of its space, at the same budget
   (shrink mode none, like the study's K = 1 rows: diversity needs two paths);
 - ``deep-k1-seed<s>``: the same at budget / K, then ``deep-seed<s>``: ``neas ablate deep-ensemble``
-  of its searched network with K copies (equal total MACs).
+  of its searched network with K copies (equal total MACs);
+- ``cascade-seed<s>``: ``neas run`` of the config with its MAC budget on the cascade's mean MACs
+  (``search.max_mean_macs``), scored as the fitted cascade on the test split
+  (:mod:`neas.recipes.compare.rows`).
 
 With ``--retrain-seeds M``, each searched network is trained M times: the run's own retraining,
 then ``<row>-seed<s>-retrain<r>`` (``neas retrain`` from seed s + 1000 r; deep ensembles:
@@ -40,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from neas.config import from_dict, load_yaml, to_dict
+from neas.config import to_dict
 from neas.data.datasets import load_dataset
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, check_executor, run_jobs
@@ -48,6 +51,7 @@ from neas.executor.command import interrupted_by
 from neas.executor.configs import job_configs_to_write, write_job_config
 from neas.io import write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
+from neas.recipes.compare.rows import K1_ROWS, at_each_budget, k1_space, row_config, run_config
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.report.compare import budget_statistics, format_table, read_source, seed_numbers
 from neas.report.html import build_compare_report
@@ -74,8 +78,6 @@ __all__ = ["CompareConfig", "compare", "format_table"]
 
 log = logging.getLogger(__name__)
 
-SHRINK_ROWS = {"none": "none", "accuracy": "accuracy", "quality": "quality"}  # row -> supernet shrink mode
-SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
 RETRAIN_SEED_STEP = 1000  # retraining seed r of pipeline seed s: s + 1000 r (the pipeline's own is r = 0)
 
 
@@ -91,85 +93,16 @@ class _Plan:
     needs: dict = dataclasses.field(default_factory=dict)  # second-phase job name -> the arch file it needs
 
 
-def _run_config(cfg: CompareConfig) -> RunConfig:
-    path = Path(cfg.config)
-    if not path.is_file():
-        raise NeasError(f"--config {path}: no such `neas run` YAML file")
-    base = from_dict(RunConfig, load_yaml(path))
-    for text in base.budgets or ():
-        budget_value(base.budget_metric, text)
-    return base
-
-
-def _k1_space(base: RunConfig, out: Path) -> tuple[SearchSpace, Path]:
-    """The config's space with one path (the best single network's), and where its YAML goes."""
-    space = SearchSpace.resolve(base.space)
-    return dataclasses.replace(space, name=f"{space.name}-k1", num_paths=1), out / COMPARE_CONFIGS / "space-k1.yaml"
-
-
-def _share(base: RunConfig, metric: str, text: str, k: int) -> str:
-    """One copy's share of a budget: the budget / K."""
-    if metric not in SCALED:
-        raise NeasError(f"--rows deep: a {metric} budget cannot be split between copies; bound MACs instead")
-    return str(int(budget_value(metric, text)) // k)
-
-
-def _deep_search(base: RunConfig, k: int) -> tuple[dict, list[str] | None]:
-    """The search section and ``budgets:`` at budget / K: each of the K copies gets its share of every cost bound."""
-    _, se, _ = stage_configs(base)
-    search = dict(base.search)
-    for metric in SCALED:
-        for bound in ("min", "max"):
-            value = getattr(se.constraints, f"{bound}_{metric}")
-            if value is not None:
-                search[f"{bound}_{metric}"] = int(value) // k
-    if se.constraints.max_latency_ms is not None or se.constraints.min_latency_ms is not None:
-        raise NeasError("--rows deep: a latency budget cannot be split between copies; bound MACs instead")
-    if base.budgets:
-        return search, [_share(base, base.budget_metric, text, k) for text in base.budgets]
-    if all(getattr(se.constraints, f"max_{metric}") is None for metric in SCALED):
-        raise NeasError(
-            "--rows deep: the config bounds none of search.max_macs, max_paper_flops, max_params, so there is "
-            "no budget to split"
-        )
-    return search, None
-
-
-def _row_config(base: RunConfig, row: str, seed: int, out: Path, k1_space: Path) -> RunConfig:
-    """The ``neas run`` config of ``row`` (``deep``: its K = 1 search at budget / K) for ``seed``."""
-    changes = {"seed": seed, "out": str(out), "resume": False}
-    if row in SHRINK_ROWS:
-        changes["supernet"] = {**base.supernet, "shrink": SHRINK_ROWS[row]}
-    if row in ("single", "deep"):  # shrink none, as the study's K = 1 rows (diversity needs two paths)
-        changes["space"] = str(k1_space)
-        changes["supernet"] = {**base.supernet, "shrink": "none"}
-        search = base.search
-        if row == "deep":
-            search, budgets = _deep_search(base, SearchSpace.resolve(base.space).num_paths)
-            changes["budgets"] = budgets or base.budgets
-        changes["search"] = {k: v for k, v in search.items() if k != "split"}  # one path: no split point
-        changes["retrain"] = {k: v for k, v in base.retrain.items() if k != "cascade"}  # one path: nothing to exit
-    return dataclasses.replace(base, **changes)
-
-
-def _at_each_budget(rc: RunConfig) -> list:
-    """``rc`` once per budget of its ``budgets:`` (each as the search's bound), or ``[rc]`` without."""
-    if not rc.budgets:
-        return [rc]
-    bound = f"max_{rc.budget_metric}"
-    return [dataclasses.replace(rc, budgets=None, search={**rc.search, bound: text}) for text in rc.budgets]
-
-
 def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
     """Refuses, before anything starts, a budget some row's search cannot meet (``k1_paths``: the
     copies a deep ensemble's network shares the budget with)."""
     num_classes = {}
     for (row, _seed), rc in configs.items():
-        space = k1 if row in ("single", "deep") else SearchSpace.resolve(rc.space)
+        space = k1 if row in K1_ROWS else SearchSpace.resolve(rc.space)
         if rc.data not in num_classes:
             full = load_dataset(rc.data, "train", space.input_size, rc.data_dir, rc.download, decode="stream")
             num_classes[rc.data] = full.num_classes
-        for one in _at_each_budget(rc):
+        for one in at_each_budget(rc):
             try:
                 se = stage_configs(one)[1]
                 check_budget(se.constraints, space, num_classes[rc.data], se.split)
@@ -186,17 +119,18 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
     """The jobs and configs of every row and seed; refuses a row or budget that cannot run."""
     out = Path(cfg.out)
     k = SearchSpace.resolve(base.space).num_paths
-    if "deep" in cfg.rows and k < 2:
-        raise NeasError(f"--rows deep: the config's space has K = {k} path; a deep ensemble needs K >= 2")
-    k1, k1_file = _k1_space(base, out)
+    for row, what in (("deep", "a deep ensemble"), ("cascade", "a cascade")):
+        if row in cfg.rows and k < 2:
+            raise NeasError(f"--rows {row}: the config's space has K = {k} path; {what} needs K >= 2")
+    k1, k1_file = k1_space(base, out)
     configs = {}
     for s in range(cfg.seeds):
         for row in cfg.rows:
             name = f"{'deep-k1' if row == 'deep' else row}-seed{base.seed + s}"
-            configs[row, base.seed + s] = _row_config(base, row, base.seed + s, out / name, k1_file)
+            configs[row, base.seed + s] = row_config(base, row, base.seed + s, out / name, k1_file)
     _check_budgets(configs, k1, k)
     plan = _Plan(out, [], [], {}, {})
-    if any(row in ("single", "deep") for row in cfg.rows):
+    if any(row in K1_ROWS for row in cfg.rows):
         plan.files[k1_file] = k1.to_yaml()
     for (row, seed), rc in configs.items():
         path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
@@ -306,7 +240,7 @@ def _section(cfg: CompareConfig, plan: _Plan, budget) -> dict:
     per_seed = {row: {} for row in cfg.rows}
     for (row, at, seed), numbers in plan.cells.items():
         if at == budget:
-            per_seed[row][seed] = seed_numbers(numbers)
+            per_seed[row][seed] = seed_numbers(numbers, cascade=row == "cascade")
     return budget_statistics(per_seed, {row: ROWS[row] for row in cfg.rows})
 
 
@@ -325,7 +259,7 @@ def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
 def compare(cfg: CompareConfig) -> dict:
     """Runs every row and seed (skipping finished jobs); writes and returns compare.json's record."""
     check_executor(cfg.executor, cfg.slurm)
-    base = _run_config(cfg)
+    base = run_config(cfg.config)
     plan = _plan(cfg, base)
     out = _claim(cfg, plan)
     _run(cfg, plan, out)
