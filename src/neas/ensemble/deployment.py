@@ -249,14 +249,18 @@ def cascade_report(
     """The fitted cascade on a split: ``top1``, ``nll`` and ``ece`` of its output (the logits of the
     sub-ensemble each image stopped at, at T = 1 like the ``ensemble`` block's), ``mean_macs`` and
     ``mean_latency_ms`` per image (an image stopping at step j costs the sub-ensemble of the first j paths,
-    ``steps[j - 1]``: anytime-K's ``macs`` and ``latency_ms``), ``stop_fraction`` per step, the full
+    ``steps[j - 1]``: anytime-K's ``macs`` and ``latency_ms``), ``stop_fraction`` per step and
+    ``stop_top1``, the top-1 of the images that stop there (None where none does), the full
     ensemble's ``full_top1`` and ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
     t = cascade.temperature
     macs = [float(s["macs"]) for s in steps]
     summary = cascade_summary(logits_in_order, labels, list(cascade.thresholds), macs, temperature=t)
+    logits, stops = cascade_predict(logits_in_order, list(cascade.thresholds), t)
     scores = Scores(logits_in_order.shape[-1])
-    scores.update(cascade_predict(logits_in_order, list(cascade.thresholds), t)[0], labels)
+    scores.update(logits, labels)
     output = scores.compute()
+    right = (logits.argmax(-1) == labels).double()
+    stop_top1 = [float(right[stops == j].mean()) if bool((stops == j).any()) else None for j in range(1, len(macs) + 1)]
     out = {
         "thresholds": list(cascade.thresholds),
         "order": list(cascade.order),
@@ -267,6 +271,7 @@ def cascade_report(
         "ece": output["ece"],
         "mean_macs": summary["mean_cost"],
         "stop_fraction": summary["stop_fraction"],
+        "stop_top1": stop_top1,
         "full_top1": float((logits_in_order.mean(0).argmax(-1) == labels).double().mean()),
         "macs": macs[-1],
     }
