@@ -7,15 +7,27 @@ all K paths. A threshold above 1 (``NEVER``) never stops; a threshold of 0 alway
 
 ``step_costs[j]`` is the cost (e.g. MACs) of running the first j + 1 paths; it is given, not summed,
 because paths may share a trunk. :func:`fit_thresholds` minimises the mean cost per image subject
-to top-1 >= the full ensemble's top-1 - ``tolerance``, by coordinate descent that starts from
+to its exit rule (:data:`~neas.records.CASCADE_EXITS`), by coordinate descent that starts from
 "never stop early" and searches each threshold exactly over every distinct confidence (for K = 2 one
 pass is the exact optimum). A fitted threshold sits midway between the lowest confidence it stops
-and the next lower one, never on an image's own confidence.
+and the next lower one, never on an image's own confidence. The rules:
+
+- ``accuracy``: top-1 >= the full ensemble's top-1 - ``tolerance``;
+- ``risk`` (the uncertainty-first rule of Xia & Bouganis, ICCV 2023): coverage at 5 % selective risk
+  >= the full ensemble's - ``tolerance``. An image's confidence is its exit confidence: the max softmax
+  probability (at the temperature, when one is given) of the sub-ensemble it stopped at, the one its
+  stop was decided by (the full ensemble's, for the images that run every path). Coverage at 5 % risk
+  is :func:`neas.ensemble.uncertainty.accepted_at_risk` over those confidences: images accepted in
+  decreasing confidence, tied confidences accepted together, the largest fraction accepted whose error
+  rate is <= 5 %. A full ensemble whose most confident images are already wrong more than 5 % of the time
+  covers nothing at that risk, so the rule has nothing to keep: :class:`RiskUnreachable`.
 
 :func:`cross_fit` prices a cascade honestly on the images it is fitted on (the search's held-out
 scoring images): the images are dealt into folds by position (image i to fold i mod F); for each
 fold, the order of the paths and the thresholds are fitted on the other folds and the cascade is
-scored on this one, so no threshold is ever scored on an image it was fitted on. The order is
+scored on this one, so no threshold is ever scored on an image it was fitted on. (With the risk rule, a
+fold whose fitting images the full ensemble covers at no 5 % risk keeps the full ensemble there: no
+image stops early, nothing is saved.) The order is
 part of the fit: every order for K <= 4 (24 at most), above that the K orders that start with each
 path, the others in index order. The reported order and thresholds are then fitted on all images.
 """
@@ -27,11 +39,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from neas.ensemble.uncertainty import accepted_at_risk
 from neas.errors import NeasError
+from neas.records import CASCADE_EXITS
 
 __all__ = [
     "EXHAUSTIVE_ORDERS",
     "NEVER",
+    "RiskUnreachable",
     "cascade_curve",
     "cascade_orders",
     "cascade_predict",
@@ -43,6 +58,11 @@ __all__ = [
 NEVER = 2.0  # a threshold no softmax probability reaches
 EXHAUSTIVE_ORDERS = 4  # up to this K every order of the paths is tried (4! = 24)
 _MAX_SWEEPS = 20
+_CANDIDATES = 1 << 21  # (candidate thresholds x images) the risk rule's one-step search tries at once
+
+
+class RiskUnreachable(NeasError):
+    """The risk exit rule on images where the full ensemble covers nothing at 5 % selective risk."""
 
 
 def _check(path_logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
@@ -93,6 +113,13 @@ def cascade_predict(
         The logits of the sub-ensemble each image stopped at (N, C), unscaled, and the step (N,) long
         in 1..K.
     """
+    logits, stops, _ = _predict(path_logits_in_order, thresholds, temperature)
+    return logits, stops
+
+
+def _predict(path_logits_in_order: torch.Tensor, thresholds, temperature) -> tuple:
+    """:func:`cascade_predict`'s logits and stops, and each image's exit confidence (N,) float64: the
+    stopping confidence of the step it stopped at."""
     _check(path_logits_in_order)
     confidence, _ = _steps(path_logits_in_order, temperature)
     stops = _stops(confidence, thresholds)
@@ -100,7 +127,7 @@ def cascade_predict(
     for j in stops.unique().tolist():
         chosen = stops == j
         logits[chosen] = path_logits_in_order[:j, chosen].mean(0)
-    return logits, stops
+    return logits, stops, confidence[stops - 1, torch.arange(len(stops))]
 
 
 def _costs(step_costs, k: int) -> torch.Tensor:
@@ -121,17 +148,22 @@ def _best_threshold(conf: torch.Tensor, stop: tuple, go: tuple, fixed: tuple, re
     gain_cost = (stop[0] - go[0])[order.indices].cumsum(0)[ends]
     gain_correct = (stop[1] - go[1])[order.indices].cumsum(0)[ends]
     base_cost, base_correct = fixed[0] + float(go[0].sum()), fixed[1] + int(go[1].sum())
-    best = (base_cost, base_correct, NEVER) if base_correct >= required else (float("inf"), -1, NEVER)
-    total_cost, total_correct = base_cost + gain_cost, base_correct + gain_correct
-    feasible = total_correct >= required
+    total_cost = torch.cat([gain_cost.new_zeros(1), gain_cost]) + base_cost
+    total_correct = torch.cat([gain_correct.new_zeros(1), gain_correct]) + base_correct
+    return _pick(values, total_cost, total_correct, required)
+
+
+def _pick(values: torch.Tensor, total_cost: torch.Tensor, score: torch.Tensor, required: int) -> tuple:
+    """The cheapest candidate whose ``score`` (correct images, or images covered at 5 % risk) is at least
+    ``required``, then the higher score, then the higher threshold: candidate 0 is NEVER, candidate
+    i > 0 stops every image with confidence >= ``values[i - 1]`` (distinct, high to low). Returns (total
+    cost, score, threshold); cost inf when none is feasible."""
+    feasible = score >= required
     if not bool(feasible.any()):
-        return best
-    # lower cost, then more correct; ties keep the higher threshold (values run high to low)
+        return float("inf"), -1, NEVER
     cheapest = feasible & (total_cost == total_cost[feasible].min())
-    i = int(torch.where(cheapest, total_correct, -1).argmax())  # argmax returns the first maximum
-    if (float(total_cost[i]), -int(total_correct[i])) < (best[0], -best[1]):
-        best = (float(total_cost[i]), int(total_correct[i]), _between(values, i))
-    return best
+    i = int(torch.where(cheapest, score, -1).argmax())  # argmax returns the first maximum
+    return float(total_cost[i]), int(score[i]), NEVER if i == 0 else _between(values, i - 1)
 
 
 def _between(values: torch.Tensor, i: int) -> float:
@@ -145,73 +177,150 @@ def _between(values: torch.Tensor, i: int) -> float:
     return mid if low < mid <= high else high  # adjacent doubles have no midpoint between them
 
 
-def _coordinate(confidence, correct, costs, thresholds: list, j: int, required: int) -> tuple:
-    """The best threshold of step j + 1 (0-based j) with the others fixed."""
-    # where every image ends if this step never fires; the ones past step j are those that reach it
+def _outcomes(confidence, correct, costs, thresholds: list, j: int) -> tuple:
+    """Where every image ends if step j + 1 (0-based j) never fires, the others fixed: its stop (N,) 1..K,
+    whether it reaches step j + 1, and its exit (confidence, correct, cost) there."""
     stops = _stops(confidence, [*thresholds[:j], NEVER, *thresholds[j + 1 :]])
-    n = stops.shape[0]
-    reach = stops > j  # images that were not stopped before this step
-    idx = torch.arange(n)
-    stop = (torch.full((n,), float(costs[j]), dtype=torch.float64), correct[j, idx].long())
-    go = (costs[stops - 1], correct[stops - 1, idx].long())
-    fixed = (float(costs[stops[~reach] - 1].sum()), int(correct[stops[~reach] - 1, idx[~reach]].sum()))
+    idx = torch.arange(stops.shape[0])
+    return stops, stops > j, (confidence[stops - 1, idx], correct[stops - 1, idx], costs[stops - 1])
+
+
+def _coordinate(confidence, correct, costs, thresholds: list, j: int, required: int) -> tuple:
+    """The best threshold of step j + 1 (0-based j) with the others fixed, for the accuracy rule."""
+    _, reach, (_, right, cost) = _outcomes(confidence, correct, costs, thresholds, j)
+    stop = (torch.full(reach.shape, float(costs[j]), dtype=torch.float64), correct[j].long())
+    go = (cost, right.long())
+    fixed = (float(cost[~reach].sum()), int(right[~reach].sum()))
     sub = (stop[0][reach], stop[1][reach]), (go[0][reach], go[1][reach])
     return _best_threshold(confidence[j][reach], *sub, fixed, required)
 
 
+def _coordinate_risk(confidence, correct, costs, thresholds: list, j: int, required: int) -> tuple:
+    """The best threshold of step j + 1 (0-based j) with the others fixed, for the risk rule: every
+    candidate (NEVER, then stopping the R images reaching the step down to each distinct confidence)
+    priced and its coverage at 5 % risk counted exactly, a block of candidates at a time. The images
+    are N exits "if it goes on" (each image's, as :func:`_outcomes` gives them) and R exits "if it
+    stops here" (the reaching images', most confident first); candidate m keeps the first ``sizes[m]``
+    stop exits and the go exits of every other image."""
+    _, reach, (conf_go, right_go, cost_go) = _outcomes(confidence, correct, costs, thresholds, j)
+    reaching = reach.nonzero().squeeze(1)
+    order = torch.sort(confidence[j, reaching], descending=True, stable=True)
+    ranked = reaching[order.indices]
+    values, counts = torch.unique_consecutive(order.values, return_counts=True)
+    sizes = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # stop exits kept by each candidate
+    gain = (float(costs[j]) - cost_go[ranked]).cumsum(0)
+    total_cost = float(cost_go.sum()) + torch.cat([gain.new_zeros(1), gain[sizes[1:] - 1]])
+    rank = torch.full_like(right_go, -1, dtype=torch.long)
+    rank[ranked] = torch.arange(len(ranked))  # each reaching image's place among the stop exits
+    exits = (torch.cat([conf_go, confidence[j, ranked]]), torch.cat([right_go, correct[j, ranked]]))
+    rows = max(1, _CANDIDATES // len(exits[0]))
+    covered = []
+    for size in sizes.split(rows):
+        going = (rank < 0) | (rank >= size[:, None])  # (M, N): the go exit of images not stopped here
+        stopping = torch.arange(len(ranked)) < size[:, None]  # (M, R)
+        covered.append(accepted_at_risk(*exits, torch.cat([going, stopping], 1)))
+    return _pick(values, total_cost, torch.cat(covered), required)
+
+
+def _check_exit_rule(exit_rule: str) -> None:
+    if exit_rule not in CASCADE_EXITS:
+        raise NeasError(f"cascade_exit: unknown {exit_rule!r}; choose {' or '.join(CASCADE_EXITS)}")
+
+
+def _requirement(confidence, correct, tolerance: float, exit_rule: str) -> tuple[int, int]:
+    """The full ensemble's score under ``exit_rule`` (correct images, or images covered at 5 % risk) and
+    the least score a cascade must keep, both in images: the constraint in integers."""
+    n = correct.shape[1]
+    if exit_rule == "accuracy":
+        full = int(correct[-1].sum())
+    else:
+        full = int(accepted_at_risk(confidence[-1], correct[-1])[0])
+        if full == 0:
+            raise RiskUnreachable(
+                f"cascade_exit risk: the full ensemble covers none of the {n} images the thresholds are fitted on "
+                "at 5 % selective risk (its most confident predictions are wrong more than 5 % of the time), so "
+                "there is no coverage to keep; use cascade_exit accuracy (the top-1 rule), or a better-trained model"
+            )
+    return full, full - int(tolerance * n + 1e-9)
+
+
 def fit_thresholds(
-    path_logits_in_order: torch.Tensor, labels: torch.Tensor, step_costs, tolerance: float, temperature=None
+    path_logits_in_order: torch.Tensor,
+    labels: torch.Tensor,
+    step_costs,
+    tolerance: float,
+    temperature=None,
+    exit_rule: str = "accuracy",
 ) -> list[float]:
-    """Thresholds that minimise the mean cost per image with top-1 >= full top-1 - ``tolerance``.
+    """Thresholds that minimise the mean cost per image under ``exit_rule`` (module docstring).
 
     Coordinate descent from all ``NEVER`` (which meets the constraint): each sweep sets every
     threshold in turn to its exact best value given the others, over every distinct confidence of
     the images reaching that step; a change is kept only if it strictly lowers the cost (or keeps
-    it and gains correct images), so it terminates and never costs more than the full ensemble.
-    Deterministic; exact for K = 2.
+    it and gains correct, or covered, images), so it terminates and never costs more than the full
+    ensemble. Deterministic; exact for K = 2.
 
     Args:
         path_logits_in_order: (K, N, C) logits of the paths in running order.
         labels: (N,) true classes.
         step_costs: K costs, ``step_costs[j]`` of running the first j + 1 paths.
-        tolerance: allowed top-1 drop as a fraction (0.005 = half a point).
+        tolerance: allowed drop of top-1 (accuracy) or of the coverage at 5 % risk (risk), as a
+            fraction (0.005 = half a point).
         temperature: divides the logits for the stopping confidence only.
+        exit_rule: ``accuracy`` or ``risk``.
+
+    Raises:
+        RiskUnreachable: the risk rule where the full ensemble covers nothing at 5 % risk.
     """
     _check(path_logits_in_order, labels)
+    _check_exit_rule(exit_rule)
     if not tolerance >= 0:
         raise NeasError(f"tolerance must be >= 0, got {tolerance!r}")
     k, n = path_logits_in_order.shape[:2]
     costs = _costs(step_costs, k)
     confidence, predicted = _steps(path_logits_in_order, temperature)
     correct = predicted == labels  # (K, N)
-    required = int(correct[-1].sum()) - int(tolerance * n + 1e-9)  # integer form of the constraint
+    full, required = _requirement(confidence, correct, tolerance, exit_rule)
+    coordinate = _coordinate if exit_rule == "accuracy" else _coordinate_risk
     thresholds = [NEVER] * (k - 1)
-    best = (float(costs[-1]) * n, int(correct[-1].sum()))
+    best = (float(costs[-1]) * n, full)
     for _ in range(_MAX_SWEEPS):
         changed = False
         for j in range(k - 1):
-            cost, right, value = _coordinate(confidence, correct, costs, thresholds, j, required)
+            cost, score, value = coordinate(confidence, correct, costs, thresholds, j, required)
             eps = 1e-9 * max(abs(best[0]), 1.0)  # the same cascade summed in another order
-            if cost < best[0] - eps or (cost <= best[0] + eps and right > best[1]):
-                thresholds[j], best, changed = value, (cost, right), True
+            if cost < best[0] - eps or (cost <= best[0] + eps and score > best[1]):
+                thresholds[j], best, changed = value, (cost, score), True
         if not changed:
             break
     return thresholds
 
 
 def cascade_summary(
-    path_logits_in_order: torch.Tensor, labels: torch.Tensor, thresholds, step_costs, temperature=None
+    path_logits_in_order: torch.Tensor,
+    labels: torch.Tensor,
+    thresholds,
+    step_costs,
+    temperature=None,
+    per_image: bool = False,
 ) -> dict:
-    """``top1``, ``mean_cost`` per image and ``stop_fraction`` (K floats: images stopping at step j)."""
+    """``top1``, ``mean_cost`` per image, ``stop_fraction`` (K floats: images stopping at step j) and
+    ``coverage_at_5_risk`` (of the exit confidences, module docstring); with ``per_image``, also each
+    image's ``exit_confidence`` and ``correct`` (N,) tensors."""
     _check(path_logits_in_order, labels)
     k = path_logits_in_order.shape[0]
     costs = _costs(step_costs, k)
-    logits, stops = cascade_predict(path_logits_in_order, thresholds, temperature)
-    return {
-        "top1": float((logits.argmax(-1) == labels).double().mean()),
+    logits, stops, exit_confidence = _predict(path_logits_in_order, thresholds, temperature)
+    correct = logits.argmax(-1) == labels
+    out = {
+        "top1": float(correct.double().mean()),
         "mean_cost": float(costs[stops - 1].mean()),
         "stop_fraction": [float(f) for f in torch.bincount(stops - 1, minlength=k).double() / len(stops)],
+        "coverage_at_5_risk": int(accepted_at_risk(exit_confidence, correct)[0]) / len(labels),
     }
+    if per_image:
+        out |= {"exit_confidence": exit_confidence, "correct": correct}
+    return out
 
 
 def cascade_curve(
@@ -243,18 +352,29 @@ def _fit_order(
     step_costs: Callable[[tuple], Sequence[float]],
     tolerance: float,
     orders: list[tuple[int, ...]],
+    exit_rule: str = "accuracy",
 ) -> tuple[tuple[int, ...], list[float]]:
-    """The order and thresholds with the lowest mean cost on these images (then the higher top-1,
-    then the first order listed)."""
+    """The order and thresholds with the lowest mean cost on these images (then the higher top-1, or
+    coverage at 5 % risk under the risk rule, then the first order listed)."""
     best = None
+    score = "top1" if exit_rule == "accuracy" else "coverage_at_5_risk"
     for order in orders:
         in_order, costs = path_logits[list(order)], step_costs(order)
-        thresholds = fit_thresholds(in_order, labels, costs, tolerance)
+        thresholds = fit_thresholds(in_order, labels, costs, tolerance, exit_rule=exit_rule)
         summary = cascade_summary(in_order, labels, thresholds, costs)
-        key = (summary["mean_cost"], -summary["top1"])
+        key = (summary["mean_cost"], -summary[score])
         if best is None or key < best[0]:
             best = (key, order, thresholds)
     return best[1], best[2]
+
+
+def _fit_or_keep(path_logits, labels, step_costs, tolerance, orders, exit_rule) -> tuple:
+    """:func:`_fit_order`; under the risk rule, on images the full ensemble covers nothing of at 5 % risk,
+    the full ensemble (the first order, never stopping early) and False."""
+    try:
+        return *_fit_order(path_logits, labels, step_costs, tolerance, orders, exit_rule), True
+    except RiskUnreachable:
+        return orders[0], [NEVER] * (path_logits.shape[0] - 1), False
 
 
 def cross_fit(
@@ -263,6 +383,7 @@ def cross_fit(
     step_costs: Callable[[tuple], Sequence[float]],
     tolerance: float,
     folds: int = 2,
+    exit_rule: str = "accuracy",
 ) -> dict:
     """The cascade of an ensemble priced without scoring thresholds on their own images (module docstring).
 
@@ -271,31 +392,48 @@ def cross_fit(
         labels: (N,) true classes; N >= ``folds``.
         step_costs: the K step costs (e.g. MACs) of an order: ``step_costs(order)[j]`` runs its first
             j + 1 paths, a shared trunk once (:meth:`neas.cost.CostTable.step_costs`).
-        tolerance: allowed top-1 drop below the full ensemble, a fraction.
+        tolerance: allowed drop below the full ensemble (top-1, or coverage at 5 % risk), a fraction.
         folds: F >= 2.
+        exit_rule: ``accuracy`` or ``risk`` (:func:`fit_thresholds`).
 
     Returns:
-        ``mean_cost`` and ``top1``: the cross-fitted cascade's mean cost per image and top-1 over all
-        N images; ``order`` and ``thresholds``: the cascade fitted on all of them; ``folds``.
+        ``mean_cost``, ``top1`` and ``coverage_at_5_risk``: the cross-fitted cascade's mean cost per image,
+        top-1 and coverage at 5 % risk over all N images (each image's exit from the cascade fitted on the
+        other folds); ``order`` and ``thresholds``: the cascade fitted on all of them; ``folds``;
+        ``full_coverage_at_5_risk``: the full ensemble's on all N images; ``kept_full``: the folds (and
+        the fit on all images, counted as one more) on whose fitting images the risk rule had nothing to
+        keep, so the full ensemble was kept (always 0 under the accuracy rule).
     """
     _check(path_logits, labels)
+    _check_exit_rule(exit_rule)
     k, n = path_logits.shape[:2]
     if k < 2 or folds < 2 or n < folds:
         raise ValueError(f"a cross-fitted cascade needs K >= 2 paths and N >= F >= 2 images, got {k}, {n}, {folds}")
     orders = cascade_orders(k)
     fold_of = torch.arange(n) % folds
-    cost, right = 0.0, 0.0
+    cost, right, kept_full = 0.0, 0.0, 0
+    confidence, correct = [], []
     for f in range(folds):
         fit, scored = fold_of != f, fold_of == f
-        order, thresholds = _fit_order(path_logits[:, fit], labels[fit], step_costs, tolerance, orders)
-        summary = cascade_summary(path_logits[list(order)][:, scored], labels[scored], thresholds, step_costs(order))
+        order, thresholds, fitted = _fit_or_keep(
+            path_logits[:, fit], labels[fit], step_costs, tolerance, orders, exit_rule
+        )
+        summary = cascade_summary(
+            path_logits[list(order)][:, scored], labels[scored], thresholds, step_costs(order), per_image=True
+        )
         m = int(scored.sum())
-        cost, right = cost + summary["mean_cost"] * m, right + summary["top1"] * m
-    order, thresholds = _fit_order(path_logits, labels, step_costs, tolerance, orders)
+        cost, right, kept_full = cost + summary["mean_cost"] * m, right + summary["top1"] * m, kept_full + (not fitted)
+        confidence.append(summary["exit_confidence"])
+        correct.append(summary["correct"])
+    order, thresholds, fitted = _fit_or_keep(path_logits, labels, step_costs, tolerance, orders, exit_rule)
+    full = cascade_summary(path_logits, labels, [NEVER] * (k - 1), step_costs(orders[0]))
     return {
         "order": list(order),
         "thresholds": thresholds,
         "mean_cost": cost / n,
         "top1": right / n,
+        "coverage_at_5_risk": int(accepted_at_risk(torch.cat(confidence), torch.cat(correct))[0]) / n,
+        "full_coverage_at_5_risk": full["coverage_at_5_risk"],
+        "kept_full": kept_full + (not fitted),
         "folds": folds,
     }

@@ -99,6 +99,7 @@ def _follow_cascade_budget(cfg: RunConfig, sn, se, rt) -> tuple[SupernetConfig, 
             cascade=True,
             holdout=rt.holdout or CASCADE_HOLDOUT,
             cascade_tolerance=given.get("cascade_tolerance", se.constraints.cascade_tolerance),
+            cascade_exit=given.get("cascade_exit", se.constraints.cascade_exit),
         ),
     )
 
@@ -214,9 +215,10 @@ def run_pipeline(cfg: RunConfig) -> dict:
     if rt.cascade and "cascade" not in cfg.retrain:
         log.info(
             "the search is held to the cascade's mean MACs: the retraining fits the winner's cascade on a held-out "
-            "%g of the training split (retrain.cascade, retrain.holdout %g, tolerance %g points)",
+            "%g of the training split (retrain.cascade, retrain.holdout %g, exit rule %s, tolerance %g points)",
             rt.holdout,
             rt.holdout,
+            rt.cascade_exit,
             rt.cascade_tolerance,
         )
     out = Path(cfg.out)
