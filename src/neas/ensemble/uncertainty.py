@@ -49,7 +49,6 @@ __all__ = [
 CURVE_POINTS = 200  # risk-coverage points kept for storage; metrics use the full curve
 RISK_LEVEL = 0.05  # coverage at this selective risk: `coverage_at_5_risk`, the cascade's risk exit rule
 _RISK_DENOMINATOR = 20  # 1 / RISK_LEVEL: risk <= 5 % tested in integers, wrong * 20 <= accepted
-_CHUNK = 1 << 22  # (rows x images) a batch of accepted_at_risk works on at once
 
 
 def _check_path_logits(path_logits: torch.Tensor) -> None:
@@ -142,39 +141,22 @@ def _risk_coverage(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
     return {"accepted": accepted, "wrong": wrong[accepted - 1], "n": len(confidence)}
 
 
-def accepted_at_risk(
-    confidence: torch.Tensor, correct: torch.Tensor, active: torch.Tensor | None = None
-) -> torch.Tensor:
+def accepted_at_risk(confidence: torch.Tensor, correct: torch.Tensor) -> int:
     """How many images are accepted at the largest coverage whose selective risk is <= :data:`RISK_LEVEL`.
 
     Images are accepted in decreasing ``confidence``, images of equal confidence together (one point of
     the risk-coverage curve per distinct confidence, as :func:`selective_metrics` draws it); the answer is
     the largest number accepted at a point with ``wrong * 20 <= accepted`` (exact, in integers), 0 when
-    no point is that safe. With ``active`` (M, N) bool, the same for each of M subsets of the images at
-    once (row m: only the images it marks exist): how the risk exit rule of
-    :func:`neas.ensemble.cascade.fit_thresholds` tries every threshold in one pass.
+    no point is that safe. (The risk exit rule of :func:`neas.ensemble.cascade.fit_thresholds` counts
+    the same for many candidate cascades at once.)
 
     Args:
         confidence: (N,) confidences (higher = accepted earlier).
         correct: (N,) whether each prediction is right.
-        active: (M, N) bool or None (every image: M = 1).
-
-    Returns:
-        (M,) int64 numbers of images accepted.
     """
-    order = torch.sort(confidence.double().flatten(), descending=True, stable=True)
-    _, counts = torch.unique_consecutive(order.values, return_counts=True)
-    ends = counts.cumsum(0) - 1  # the last image of each block of tied confidences
-    wrong = ~correct.bool().flatten()[order.indices]
-    if active is None:
-        active = torch.ones(1, len(wrong), dtype=torch.bool)
-    rows = max(1, _CHUNK // max(len(wrong), 1))
-    out = []
-    for part in active[:, order.indices].split(rows):
-        accepted = part.long().cumsum(1)[:, ends]
-        bad = (part & wrong).long().cumsum(1)[:, ends]
-        out.append(torch.where(bad * _RISK_DENOMINATOR <= accepted, accepted, 0).amax(1))
-    return torch.cat(out)
+    rc = _risk_coverage(confidence.flatten(), correct.flatten())
+    safe = rc["wrong"] * _RISK_DENOMINATOR <= rc["accepted"]
+    return int(rc["accepted"][safe].max()) if bool(safe.any()) else 0
 
 
 def _downsample(values: torch.Tensor, points: int = CURVE_POINTS) -> list[float]:
@@ -212,7 +194,7 @@ def selective_metrics(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
         "aurc": float((risk * steps).sum()),
         "augrc": float((trapezoid * steps).sum()),
         "risk_at_80": float(risk[at_80]),
-        "coverage_at_5_risk": int(accepted_at_risk(confidence, correct)[0]) / n,
+        "coverage_at_5_risk": accepted_at_risk(confidence, correct) / n,
         "curve": {"coverage": _downsample(coverage), "risk": _downsample(risk)},
     }
 
