@@ -167,6 +167,13 @@ def test_retrain_fits_the_deployed_cascade_by_the_risk_rule_and_records_it(risk_
     assert info.cascade.exit_rule == "risk" and list(info.cascade.thresholds) == cascade["thresholds"]
 
 
+def test_the_report_draws_a_risk_fitted_cascade(risk_model, tmp_path):
+    from neas.report.plots import _KEPT, plot_cascade
+
+    assert _KEPT["risk"] == "coverage at 5 % risk"
+    assert plot_cascade(json.loads((risk_model / "eval.json").read_text()), tmp_path / "c.png").is_file()
+
+
 def test_evaluate_refits_by_either_rule_and_the_export_carries_the_rule(risk_model, tmp_path, capsys):
     from neas.ensemble.cascade_export import OnnxCascade
 
