@@ -25,11 +25,11 @@ and the next lower one, never on an image's own confidence. The rules:
 :func:`cross_fit` prices a cascade honestly on the images it is fitted on (the search's held-out
 scoring images): the images are dealt into folds by position (image i to fold i mod F); for each
 fold, the order of the paths and the thresholds are fitted on the other folds and the cascade is
-scored on this one, so no threshold is ever scored on an image it was fitted on. (With the risk rule, a
-fold whose fitting images the full ensemble covers at no 5 % risk keeps the full ensemble there: no
-image stops early, nothing is saved.) The order is
-part of the fit: every order for K <= 4 (24 at most), above that the K orders that start with each
-path, the others in index order. The reported order and thresholds are then fitted on all images.
+scored on this one, so no threshold is ever scored on an image it was fitted on. The order is part of
+the fit: every order for K <= 4 (24 at most), above that the K orders that start with each path, the
+others in index order. The reported order and thresholds are then fitted on all images. (With the risk
+rule, a fold whose fitting images the full ensemble covers nothing of at 5 % risk keeps the full
+ensemble there: no image stops early, nothing is saved.)
 """
 
 from __future__ import annotations
