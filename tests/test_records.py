@@ -107,6 +107,8 @@ def test_a_summary_round_trips_and_keeps_the_key_order_it_was_written_with(tmp_p
         ({"order": [0, 1], "thresholds": [0.5], "temperature": 1e300}, "'temperature' must be a finite number in"),
         ({"order": [0, 1], "thresholds": [0.5], "temperature": 1e-300}, "'temperature' must be a finite number in"),
         ({"order": [True, 0], "thresholds": [0.5]}, "'order' must order"),
+        ({"order": [0, 1], "thresholds": [0.5], "exit": "coverage"}, "'exit' must be one of accuracy, risk, got"),
+        ({"order": [0, 1], "thresholds": [0.5], "exit": 1}, "'exit' must be one of accuracy, risk, got 1"),
         ([0, 1], "must be a JSON object"),
     ],
 )
@@ -118,6 +120,9 @@ def test_a_tampered_cascade_is_refused(cascade, message):
 
 def test_a_cascade_round_trips():
     stored = {"order": [1, 0, 2], "thresholds": [0.5, 0.75], "tolerance": 0.5, "temperature": None, "fitted_on": "x"}
-    cascade = CascadeRecord.from_json(stored, 3)
-    assert cascade.to_json() == stored
-    assert CascadeRecord.from_json(cascade.to_json(), 3) == cascade
+    for rule in ("accuracy", "risk"):
+        cascade = CascadeRecord.from_json({**stored, "exit": rule}, 3)
+        assert cascade.exit_rule == rule and cascade.to_json() == {**stored, "exit": rule}
+        assert CascadeRecord.from_json(cascade.to_json(), 3) == cascade
+    # a record written before there were two rules was fitted for top-1
+    assert CascadeRecord.from_json(stored, 3).exit_rule == "accuracy"

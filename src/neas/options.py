@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from neas.config import option
 from neas.errors import NeasError, show, suggest
+from neas.records import CASCADE_EXITS
 
 __all__ = [
     "CORRUPTIONS",
@@ -195,7 +196,16 @@ class QualityOptions:
         "and report it on the evaluated split",
     )
     cascade_tolerance: float = option(
-        0.5, "the cascade keeps top-1 within this many points of the full ensemble", valid="[0, 100]"
+        0.5,
+        "the cascade keeps top-1 (or with --cascade-exit risk, the coverage at 5 % selective risk) within this "
+        "many points of the full ensemble's",
+        valid="[0, 100]",
+    )
+    cascade_exit: str = option(
+        "accuracy",
+        "what the cascade's thresholds keep within --cascade-tolerance of the full ensemble: accuracy (top-1) "
+        "or risk (coverage at 5 % selective risk, Xia & Bouganis 2023)",
+        valid=CASCADE_EXITS,
     )
 
     def check_quality(self) -> None:
@@ -209,6 +219,7 @@ class QualityOptions:
             ("--ood-split", "--ood-data", self.ood_split != defaults.ood_split),
             ("--ood-download", "--ood-data", self.ood_download),
             ("--cascade-tolerance", "--cascade", self.cascade_tolerance != defaults.cascade_tolerance),
+            ("--cascade-exit", "--cascade", self.cascade_exit != defaults.cascade_exit),
             ("--severities", "--corruptions", self.severities != defaults.severities),
             ("--corruption-seed", "--corruptions", self.corruption_seed != defaults.corruption_seed),
         ):

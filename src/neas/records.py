@@ -26,12 +26,14 @@ from neas.io import read_json
 from neas.runfiles import generation_file
 
 __all__ = [
+    "CASCADE_EXITS",
     "COSTS",
     "TEMPERATURE_RANGE",
     "ArchRecord",
     "CascadeRecord",
     "EvalRecord",
     "Summary",
+    "check_exit",
     "check_order",
     "check_temperature",
     "path_name",
@@ -47,6 +49,9 @@ COSTS = ("macs", "paper_flops", "params")  # an ensemble's static costs, as ever
 # searches [0.05, 20]; outside [1e-3, 1e3] a temperature is an edit (1e-300 gives NLL nan, 1e300 uniform
 # probabilities), not a fit
 TEMPERATURE_RANGE = (1e-3, 1e3)
+# how a cascade's thresholds were chosen (neas.ensemble.cascade.fit_thresholds): keep top-1, or keep the
+# coverage at 5 % selective risk, within the tolerance of the full ensemble's; provenance, not inference
+CASCADE_EXITS = ("accuracy", "risk")
 
 
 def path_name(j: int) -> str:
@@ -86,6 +91,16 @@ def check_temperature(value, where: str, nullable: bool = False) -> float | None
     return float(value)
 
 
+def check_exit(value, where: str) -> str:
+    """A stored exit rule: one of :data:`CASCADE_EXITS`; absent (None) in a record written before there
+    were two, which was fitted for top-1."""
+    if value is None:
+        return CASCADE_EXITS[0]
+    if value not in CASCADE_EXITS:
+        raise NeasError(f"{where} must be one of {', '.join(CASCADE_EXITS)}, got {value!r:.80}")
+    return value
+
+
 def check_order(order, k: int, where: str) -> tuple[int, ...]:
     """An order of the ``k`` paths: a list of the integers 0..k-1 (not bools), each once."""
     if (
@@ -105,7 +120,8 @@ def _costs(record: dict, where: str) -> dict:
 class CascadeRecord:
     """A fitted cascade: run the paths in ``order``; after step j (1-based, j < K) stop when the
     ensemble-so-far's confidence reaches ``thresholds[j - 1]``. ``temperature`` scales the stopping
-    confidence (None: raw softmax); ``tolerance`` is the fit's top-1 tolerance in points."""
+    confidence (None: raw softmax); ``tolerance`` is the fit's tolerance in points, of top-1 or of the
+    coverage at 5 % selective risk as ``exit_rule`` (JSON ``exit``, one of :data:`CASCADE_EXITS`) says."""
 
     order: tuple[int, ...]
     thresholds: tuple[float, ...]
@@ -113,11 +129,13 @@ class CascadeRecord:
     temperature: float | None = None
     fitted_on: str | None = None
     images: int | None = None
+    exit_rule: str = CASCADE_EXITS[0]
 
     @classmethod
     def from_json(cls, record, k: int, where: str = "cascade") -> CascadeRecord:
         """Checks a stored cascade of a ``k``-path ensemble: a permutation of the paths, K - 1 finite
-        thresholds, a temperature that is null or a finite number in :data:`TEMPERATURE_RANGE`."""
+        thresholds, a temperature that is null or a finite number in :data:`TEMPERATURE_RANGE`, an exit
+        rule of :data:`CASCADE_EXITS` (absent: accuracy)."""
         if not isinstance(record, dict):
             raise NeasError(f"{where}: must be a JSON object, got {type(record).__name__}")
         order = check_order(record.get("order"), k, f"{where}: 'order'")
@@ -136,6 +154,7 @@ class CascadeRecord:
             temperature=t,
             fitted_on=None if fitted_on is None else str(fitted_on),
             images=images,
+            exit_rule=check_exit(record.get("exit"), f"{where}: 'exit'"),
         )
 
     def to_json(self) -> dict:
@@ -143,6 +162,7 @@ class CascadeRecord:
             "order": list(self.order),
             "thresholds": list(self.thresholds),
             "tolerance": self.tolerance,
+            "exit": self.exit_rule,
             "temperature": self.temperature,
             "fitted_on": self.fitted_on,
         }

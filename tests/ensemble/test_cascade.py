@@ -220,7 +220,8 @@ def test_the_cross_fitted_mean_cost_equals_a_brute_force_fit_scored_on_the_other
     assert got["order"] == list(order) and got["thresholds"] == pytest.approx([t], abs=1e-12)
 
 
-def test_a_cross_fitted_cascade_never_scores_thresholds_on_the_images_they_were_fitted_on(monkeypatch):
+@pytest.mark.parametrize("exit_rule", ["accuracy", "risk"])
+def test_a_cross_fitted_cascade_never_scores_thresholds_on_the_images_they_were_fitted_on(monkeypatch, exit_rule):
     import neas.ensemble.cascade as cascade
 
     logits, labels = _data(3, n=90, seed=2)
@@ -240,7 +241,7 @@ def test_a_cross_fitted_cascade_never_scores_thresholds_on_the_images_they_were_
 
     monkeypatch.setattr(cascade, "fit_thresholds", fit)
     monkeypatch.setattr(cascade, "cascade_summary", summary)
-    cascade.cross_fit(logits, labels, lambda order: _costs(3), tolerance=0.01, folds=3)
+    cascade.cross_fit(logits, labels, lambda order: _costs(3), tolerance=0.01, folds=3, exit_rule=exit_rule)
     folds, since = [], []  # per fold: the images its thresholds were fitted on, and those it was scored on
     for kind, images in events:
         if kind == "fit":

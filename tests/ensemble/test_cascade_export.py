@@ -86,7 +86,7 @@ def test_threshold_extremes_and_round_trip(tmp_path):
     assert spec["order"] == [0, 2, 1] and spec["thresholds"] == [0.0, 0.0] and spec["temperature"] == 2.0
     assert [s["file"] for s in spec["steps"]] == ["step1.onnx", "step2.onnx", "step3.onnx"]
     assert spec["input"]["input_size"] == 32 and len(spec["input"]["mean"]) == 3 and len(spec["input"]["std"]) == 3
-    assert spec["num_classes"] == 10 and spec["fitted"] == {"tolerance": 0.5, "images": 7}
+    assert spec["num_classes"] == 10 and spec["fitted"] == {"tolerance": 0.5, "exit": "accuracy", "images": 7}
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
         CASCADE_JSON,
         "step1.onnx",

@@ -20,13 +20,15 @@ have not stopped yet::
 ``cascade.json`` is checked against its schema when a cascade is opened (issue 40): K >= 2 steps named
 ``step<j>.onnx``, each a file inside the folder (a symlink leading out of it is refused), the first
 taking the images; the order a permutation of the paths; K - 1 finite thresholds; a temperature null or
-in ``records.TEMPERATURE_RANGE``; ``num_classes`` classes. ``record_sha256`` covers the whole spec, so an
-edit is refused as damage; a spec without it (an older export, or one written by hand) is accepted with
-the schema checks.
+in ``records.TEMPERATURE_RANGE``; ``num_classes`` classes; ``fitted.exit`` (how the thresholds were
+chosen: provenance, which inference never reads), when there, one of ``records.CASCADE_EXITS``.
+``record_sha256`` covers the whole spec, so an edit is refused as damage; a spec without it (an older
+export, or one written by hand) is accepted with the schema checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import warnings
@@ -42,7 +44,7 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.io import read_json, record_sha256, write_bytes, write_json
 from neas.nn import run_pieces
-from neas.records import CascadeRecord
+from neas.records import CascadeRecord, check_exit
 from neas.runfiles import CASCADE_JSON
 from neas.space import path_pieces, trunk_pieces
 
@@ -134,7 +136,7 @@ def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -
         "fitted": {
             key: value
             for key, value in cascade.to_json().items()
-            if key in ("tolerance", "fitted_on", "images") and value is not None
+            if key in ("tolerance", "exit", "fitted_on", "images") and value is not None
         },
     }
     return spec | {RECORD_SHA256: _record_hash(spec)}
@@ -281,6 +283,11 @@ def _check_spec(spec: dict, where: str) -> CascadeRecord:
     if not (isinstance(steps, list) and len(steps) >= 2 and all(isinstance(step, dict) for step in steps)):
         raise NeasError(f"{where}: 'steps' must be a list of K >= 2 objects, got {steps!r:.80}")
     record = CascadeRecord.from_json(spec, len(steps), where)
+    fitted = spec.get("fitted", {})
+    if not isinstance(fitted, dict):
+        raise NeasError(f"{where}: 'fitted' must be an object, got {fitted!r:.80}")
+    # provenance: how the thresholds were chosen (inference reads none of it), a known rule when it is there
+    record = dataclasses.replace(record, exit_rule=check_exit(fitted.get("exit"), f"{where}: fitted 'exit'"))
     _check_steps(spec, record.order, where)
     num_classes, classes = spec.get("num_classes"), spec.get("classes")
     if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
@@ -327,6 +334,7 @@ class OnnxCascade:
         spec: ``cascade.json`` (checked against its schema, see the module docstring).
         thresholds: K - 1 confidence thresholds (from ``cascade.json``; may be set to others).
         temperature: divides the mean logits for the stopping confidence (None: 1).
+        exit_rule: how the thresholds were fitted (``fitted.exit``: accuracy or risk), for the record.
     """
 
     def __init__(self, folder: str | Path):
@@ -339,6 +347,7 @@ class OnnxCascade:
         self.spec = read_json(folder / CASCADE_JSON, "cascade")
         record = _check_spec(self.spec, where)
         self.thresholds, self.temperature = list(record.thresholds), record.temperature
+        self.exit_rule = record.exit_rule
         steps = self.spec["steps"]
         files = [_step_file(folder, step["file"], where) for step in steps]
         self.sessions = [_session(ort, path, step["input"]) for path, step in zip(files, steps)]

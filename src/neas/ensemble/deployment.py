@@ -33,7 +33,7 @@ import torch
 
 from neas.cost import count_cost
 from neas.ensemble.calibration import fit_temperature
-from neas.ensemble.cascade import cascade_curve, cascade_predict, cascade_summary, fit_thresholds
+from neas.ensemble.cascade import NEVER, cascade_curve, cascade_predict, cascade_summary, fit_thresholds
 from neas.ensemble.metrics import Scores, path_logits_on, ranked_classes
 from neas.ensemble.model import EnsembleNet
 from neas.ensemble.uncertainty import calibration_errors, ood_metrics, ood_scores, selective_metrics
@@ -165,19 +165,23 @@ def fit_cascade(
     labels: torch.Tensor,
     tolerance_points: float,
     where: str,
+    exit_rule: str = "accuracy",
 ) -> CascadeRecord:
     """The cascade's thresholds (``fit_thresholds``) on held-out images' ``(K, N, C)`` path ``logits`` — never the
-    reported split — for the paths in ``order``, at each sub-ensemble's MACs, keeping top-1 within
-    ``tolerance_points`` of the full ensemble (stopping confidence: raw softmax)."""
+    reported split — for the paths in ``order``, at each sub-ensemble's MACs, keeping top-1 (``exit_rule``
+    accuracy) or the coverage at 5 % selective risk (risk) within ``tolerance_points`` of the full ensemble's
+    (stopping confidence: raw softmax). The risk rule where the full ensemble covers none of these images
+    at 5 % risk: :class:`~neas.ensemble.cascade.RiskUnreachable`."""
     subs = [net.select(order[:j]) for j in range(1, len(order) + 1)]
     macs = [float(count_cost(sub.space, sub.arch, net.num_classes).macs) for sub in subs]
-    thresholds = fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100)
+    thresholds = fit_thresholds(logits[list(order)], labels, macs, tolerance_points / 100, exit_rule=exit_rule)
     return CascadeRecord(
         order=tuple(order),
         thresholds=tuple(thresholds),
         tolerance=tolerance_points,
         temperature=None,
         fitted_on=f"{where}, {len(labels)} images",
+        exit_rule=exit_rule,
     )
 
 
@@ -209,10 +213,12 @@ def fit_on_heldout(
     order: list[int] | None = None,
     temperature: bool = False,
     cascade_tolerance: float | None = None,
+    cascade_exit: str = "accuracy",
 ) -> dict:
     """What is fitted on held-out images, from their ``(K, N, C)`` path ``logits``: ``path_order`` (by each
     path's top-1; only when no ``order`` is given), ``temperature`` (of the ensemble's mean logits, when asked)
-    and ``cascade`` (in the order, at ``cascade_tolerance`` points, when given); each record says ``where``."""
+    and ``cascade`` (in the order, by the ``cascade_exit`` rule at ``cascade_tolerance`` points, when a
+    tolerance is given); each record says ``where``."""
     out: dict = {}
     if order is None:
         order, acc = held_out_order(logits, labels)
@@ -235,7 +241,7 @@ def fit_on_heldout(
             record["images"],
         )
     if cascade_tolerance is not None:
-        out["cascade"] = fit_cascade(net, order, logits, labels, cascade_tolerance, where)
+        out["cascade"] = fit_cascade(net, order, logits, labels, cascade_tolerance, where, cascade_exit)
         log.info("cascade thresholds %s (%s)", [round(t, 4) for t in out["cascade"].thresholds], where)
     return out
 
@@ -250,11 +256,15 @@ def cascade_report(
     sub-ensemble each image stopped at, at T = 1 like the ``ensemble`` block's), ``mean_macs`` and
     ``mean_latency_ms`` per image (an image stopping at step j costs the sub-ensemble of the first j paths,
     ``steps[j - 1]``: anytime-K's ``macs`` and ``latency_ms``), ``stop_fraction`` per step and
-    ``stop_top1``, the top-1 of the images that stop there (None where none does), the full
-    ensemble's ``full_top1`` and ``macs``, and ``curve``: top-1 vs mean MACs with one threshold shared by all steps."""
+    ``stop_top1``, the top-1 of the images that stop there (None where none does), the full ensemble's
+    ``full_top1`` and ``macs``, the exit rule the thresholds were fitted by (``exit``) and the coverage at
+    5 % selective risk of the cascade (its exit confidences) and of the full ensemble
+    (``coverage_at_5_risk``, ``full_coverage_at_5_risk``), and ``curve``: top-1 vs mean MACs with one
+    threshold shared by all steps."""
     t = cascade.temperature
     macs = [float(s["macs"]) for s in steps]
     summary = cascade_summary(logits_in_order, labels, list(cascade.thresholds), macs, temperature=t)
+    full = cascade_summary(logits_in_order, labels, [NEVER] * (len(macs) - 1), macs, temperature=t)
     logits, stops = cascade_predict(logits_in_order, list(cascade.thresholds), t)
     scores = Scores(logits_in_order.shape[-1])
     scores.update(logits, labels)
@@ -265,6 +275,7 @@ def cascade_report(
         "thresholds": list(cascade.thresholds),
         "order": list(cascade.order),
         "tolerance_points": cascade.tolerance,
+        "exit": cascade.exit_rule,
         "fitted_on": cascade.fitted_on,
         "top1": summary["top1"],
         "nll": output["nll"],
@@ -272,7 +283,9 @@ def cascade_report(
         "mean_macs": summary["mean_cost"],
         "stop_fraction": summary["stop_fraction"],
         "stop_top1": stop_top1,
-        "full_top1": float((logits_in_order.mean(0).argmax(-1) == labels).double().mean()),
+        "coverage_at_5_risk": summary["coverage_at_5_risk"],
+        "full_top1": full["top1"],
+        "full_coverage_at_5_risk": full["coverage_at_5_risk"],
         "macs": macs[-1],
     }
     if all("latency_ms" in s for s in steps):

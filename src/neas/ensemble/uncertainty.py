@@ -36,9 +36,19 @@ from torchmetrics.functional.classification import (
 
 from neas.errors import NeasError
 
-__all__ = ["CURVE_POINTS", "calibration_errors", "ood_metrics", "ood_scores", "selective_metrics"]
+__all__ = [
+    "CURVE_POINTS",
+    "RISK_LEVEL",
+    "accepted_at_risk",
+    "calibration_errors",
+    "ood_metrics",
+    "ood_scores",
+    "selective_metrics",
+]
 
 CURVE_POINTS = 200  # risk-coverage points kept for storage; metrics use the full curve
+RISK_LEVEL = 0.05  # coverage at this selective risk: `coverage_at_5_risk`, the cascade's risk exit rule
+_RISK_DENOMINATOR = 20  # 1 / RISK_LEVEL: risk <= 5 % tested in integers, wrong * 20 <= accepted
 
 
 def _check_path_logits(path_logits: torch.Tensor) -> None:
@@ -131,6 +141,24 @@ def _risk_coverage(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
     return {"accepted": accepted, "wrong": wrong[accepted - 1], "n": len(confidence)}
 
 
+def accepted_at_risk(confidence: torch.Tensor, correct: torch.Tensor) -> int:
+    """How many images are accepted at the largest coverage whose selective risk is <= :data:`RISK_LEVEL`.
+
+    Images are accepted in decreasing ``confidence``, images of equal confidence together (one point of
+    the risk-coverage curve per distinct confidence, as :func:`selective_metrics` draws it); the answer is
+    the largest number accepted at a point with ``wrong * 20 <= accepted`` (exact, in integers), 0 when
+    no point is that safe. (The risk exit rule of :func:`neas.ensemble.cascade.fit_thresholds` counts
+    the same for many candidate cascades at once.)
+
+    Args:
+        confidence: (N,) confidences (higher = accepted earlier).
+        correct: (N,) whether each prediction is right.
+    """
+    rc = _risk_coverage(confidence.flatten(), correct.flatten())
+    safe = rc["wrong"] * _RISK_DENOMINATOR <= rc["accepted"]
+    return int(rc["accepted"][safe].max()) if bool(safe.any()) else 0
+
+
 def _downsample(values: torch.Tensor, points: int = CURVE_POINTS) -> list[float]:
     index = torch.linspace(0, len(values) - 1, min(points, len(values))).round().long().unique()
     return [float(v) for v in values[index]]
@@ -162,12 +190,11 @@ def selective_metrics(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
     # Traub et al. 2024 / fd-shifts: trapezoid between consecutive points, from (0, 0)
     trapezoid = (generalized + torch.cat([generalized.new_zeros(1), generalized[:-1]])) / 2
     at_80 = (accepted * 5 >= 4 * n).nonzero()[0, 0]  # integer test: coverage >= 0.8 without rounding
-    safe = wrong * 20 <= accepted  # risk <= 0.05
     return {
         "aurc": float((risk * steps).sum()),
         "augrc": float((trapezoid * steps).sum()),
         "risk_at_80": float(risk[at_80]),
-        "coverage_at_5_risk": float(coverage[safe].max()) if bool(safe.any()) else 0.0,
+        "coverage_at_5_risk": accepted_at_risk(confidence, correct) / n,
         "curve": {"coverage": _downsample(coverage), "risk": _downsample(risk)},
     }
 

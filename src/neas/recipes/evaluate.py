@@ -72,7 +72,15 @@ def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, devic
         return info.cascade
     logits, labels = _heldout_logits(cfg, net, info, data, data_dir, device, "--cascade")
     where = heldout_description(info.holdout)
-    record = fit_on_heldout(net, logits, labels, where, order=info.order, cascade_tolerance=cfg.cascade_tolerance)
+    record = fit_on_heldout(
+        net,
+        logits,
+        labels,
+        where,
+        order=info.order,
+        cascade_tolerance=cfg.cascade_tolerance,
+        cascade_exit=cfg.cascade_exit,
+    )
     if cfg.checkpoint is not None:
         log.info("stored the cascade in %s", update_ensemble_file(cfg.checkpoint, cascade=record["cascade"]))
     return record["cascade"]

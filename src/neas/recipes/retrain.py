@@ -13,6 +13,7 @@ gradient is divided by K. Writes ``model.safetensors``, ``eval.json``, ``metrics
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from neas.data.datasets import check_same_classes, evaluation_view
 from neas.data.heldout import load_ood
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import EvalOptions, assess
+from neas.ensemble.cascade import RiskUnreachable
 from neas.ensemble.deployment import anytime_order, fit_on_heldout, heldout_description, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
@@ -121,23 +123,27 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
     return wrapped
 
 
-def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> dict:
+def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> tuple[dict, RiskUnreachable | None]:
     """The anytime order of the paths (by top-1 on the held-out part; without one, by the search's
     held-out supernet top-1 in the arch file; else index order) and, when configured, the fitted
-    temperature and cascade — all stored with the model."""
+    temperature and cascade — all stored with the model; and why the cascade could not be fitted (its
+    risk rule had no coverage to keep: the rest is fitted and stored without it), else None."""
     if held_out is not None and cfg.eval_split == "test":
         # one pass over the held-out part: its path logits serve the order, the temperature and the cascade
         logits, labels = path_logits(net, BatchLoader(held_out, cfg.batch_size * 2, False, device=device).epoch(0))
         tolerance = cfg.cascade_tolerance if cfg.cascade else None
         where = heldout_description(cfg.holdout)
         temperature = cfg.temperature in ("fit", "auto")
-        return fit_on_heldout(net, logits, labels, where, temperature=temperature, cascade_tolerance=tolerance)
+        fit = functools.partial(fit_on_heldout, net, logits, labels, where, temperature=temperature)
+        try:
+            return fit(cascade_tolerance=tolerance, cascade_exit=cfg.cascade_exit), None
+        except RiskUnreachable as exc:
+            return fit(), exc
     acc = _search_path_acc(cfg.arch)
     if acc:
-        return {
-            "path_order": {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
-        }
-    return {"path_order": {"order": list(range(net.arch.num_paths)), "by": "path index"}}
+        order = {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}
+        return {"path_order": order}, None
+    return {"path_order": {"order": list(range(net.arch.num_paths)), "by": "path index"}}, None
 
 
 def _search_path_acc(arch_spec: str) -> list[float] | None:
@@ -166,6 +172,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
     """Writes ``model.safetensors`` (with its anytime order, temperature and cascade) and ``eval.json`` (rank 0);
     ``data``: the training split, the evaluated split, the held-out part (or None) and the OOD images (or None)."""
     train_full, test, held_out, ood = data
+    fitted, unfitted = _order_and_temperature(cfg, report, held_out, device)
     info = save_ensemble(
         report,
         run / MODEL,
@@ -174,8 +181,13 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         data={"data": cfg.data, "data_dir": cfg.data_dir},
         recipe=cfg.recipe,
         holdout=cfg.holdout,
-        **_order_and_temperature(cfg, report, held_out, device),
+        **fitted,
     )
+    if unfitted is not None:  # the training is kept: the cascade can be fitted later by `neas evaluate`
+        raise NeasError(
+            f"{unfitted}; the trained model is saved without a cascade (and not evaluated) in {run / MODEL}: "
+            f"fit one by the top-1 rule with `neas evaluate --checkpoint {run.path} --cascade`"
+        )
     options = EvalOptions(
         batch_size=cfg.batch_size * 2,
         workers=cfg.workers,

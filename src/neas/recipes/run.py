@@ -36,7 +36,7 @@ from neas.rundir import (
 from neas.rundir import RunDir
 from neas.runfiles import ARCH, BUDGETS, EVAL, JOB_LOGS, MODEL, PARETO, RETRAIN_STAGE, SUMMARY, SUPERNET, PipelineLayout
 from neas.schemas.run import DEMO, RunConfig
-from neas.search.constraints import check_budget
+from neas.search.constraints import check_budget, check_cascade_paths
 from neas.search.pareto import pick_for_budgets
 from neas.search.settings import COST_METRICS
 from neas.space import SearchSpace
@@ -99,6 +99,7 @@ def _follow_cascade_budget(cfg: RunConfig, sn, se, rt) -> tuple[SupernetConfig, 
             cascade=True,
             holdout=rt.holdout or CASCADE_HOLDOUT,
             cascade_tolerance=given.get("cascade_tolerance", se.constraints.cascade_tolerance),
+            cascade_exit=given.get("cascade_exit", se.constraints.cascade_exit),
         ),
     )
 
@@ -214,9 +215,10 @@ def run_pipeline(cfg: RunConfig) -> dict:
     if rt.cascade and "cascade" not in cfg.retrain:
         log.info(
             "the search is held to the cascade's mean MACs: the retraining fits the winner's cascade on a held-out "
-            "%g of the training split (retrain.cascade, retrain.holdout %g, tolerance %g points)",
+            "%g of the training split (retrain.cascade, retrain.holdout %g, exit rule %s, tolerance %g points)",
             rt.holdout,
             rt.holdout,
+            rt.cascade_exit,
             rt.cascade_tolerance,
         )
     out = Path(cfg.out)
@@ -248,6 +250,7 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
     """What the space and the dataset's labels alone can refuse, before the run directory is
     written or anything trained: a budget no ensemble meets, a batch larger than a training part."""
     space = SearchSpace.resolve(sn.space)
+    check_cascade_paths(se.constraints, space)  # a mean-MACs bound on K = 1, named before the retrain.cascade it sets
     if rt.cascade and space.num_paths < 2:
         raise NeasError(f"retrain.cascade: the space {space.name!r} has K = 1 path; a cascade needs at least 2")
     full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")

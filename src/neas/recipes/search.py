@@ -134,7 +134,8 @@ def _setup_evaluator(
         info, device, cfg.bn_batches, cfg.batch_size, cfg.val_images, cfg.data_dir, cfg.workers, cfg.decoding
     )
     priced = cfg.constraints.needs_cascade or cfg.pareto == "mean_macs"
-    pricing = CascadePricing(table, cfg.constraints.cascade_tolerance) if priced else None
+    c = cfg.constraints
+    pricing = CascadePricing(table, c.cascade_tolerance, exit_rule=c.cascade_exit) if priced else None
     return CandidateEvaluator(supernet, bn, val_batches, cascade=pricing), calibration
 
 
@@ -174,8 +175,26 @@ class _Search:
     logger: MetricLogger
 
 
+def _check_risk_reachable(s: _Search, g: int, members) -> None:
+    """Refuses a search whose cascades are fitted by the risk rule when no candidate of its first generation
+    covers any held-out scoring image at 5 % selective risk, even as a full ensemble: the rule would have
+    nothing to keep anywhere, and every cascade would run every path."""
+    memo = s.session.evaluator.memo
+    priced = [memo[a].cascade for a in members if memo[a].cascade is not None]
+    if g != 0 or s.cfg.constraints.cascade_exit != "risk" or not priced:
+        return
+    if all(c["full_coverage_at_5_risk"] == 0 for c in priced):
+        raise NeasError(
+            f"cascade_exit risk: none of the {len(priced)} ensembles of the first generation covers any of the "
+            f"{s.calibration['score_images']} held-out scoring images at 5 % selective risk (their most confident "
+            "predictions are wrong more than 5 % of the time), so the rule has no coverage to keep; use "
+            "cascade_exit accuracy (the top-1 rule), or a better-trained supernet"
+        )
+
+
 def _record_generation(s: _Search, g: int, members, fits, origins) -> None:
     """Records generation ``g`` (rank 0): its file, a metric line, the resume state and a log line."""
+    _check_risk_reachable(s, g, members)
     session = s.session
     session.generations_done += 1
     session.history.update(zip(members, fits))

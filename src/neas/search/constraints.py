@@ -17,6 +17,7 @@ __all__ = [
     "cheapest_path_macs",
     "check_budget",
     "check_cascade_feasible",
+    "check_cascade_paths",
     "check_feasible",
     "check_latency_feasible",
     "describe_range",
@@ -72,18 +73,23 @@ def check_cascade_feasible(constraints: Constraints, table: CostTable, shrunk: S
     path has no cascade, and no cascade costs less per image than the cheapest path alone."""
     if not constraints.needs_cascade:
         return
-    space = shrunk.space
-    if space.num_paths < 2:
-        raise NeasError(
-            f"max_mean_macs: the space {space.name!r} has K = 1 path, and a single network has no cascade; "
-            "bound its MACs with max_macs"
-        )
+    check_cascade_paths(constraints, shrunk.space)
     floor = cheapest_path_macs(table, shrunk)
     hi_c = constraints.max_mean_macs
     if hi_c is not None and hi_c < floor:
         raise NeasError(
             f"max_mean_macs={hi_c}: below the cheapest path of the space alone ({floor} MACs, the least a cascade "
             f"costs per image); {describe_range(table, shrunk)}"
+        )
+
+
+def check_cascade_paths(constraints: Constraints, space: SearchSpace) -> None:
+    """Refuses a bound on the cascade's mean MACs for a space of one path: a single network has no cascade."""
+    if constraints.needs_cascade and space.num_paths < 2:
+        bound = "max_mean_macs" if constraints.max_mean_macs is not None else "min_mean_macs"
+        raise NeasError(
+            f"{bound}: the space {space.name!r} has K = 1 path, and a single network has no cascade; "
+            "bound its MACs with max_macs"
         )
 
 

@@ -33,12 +33,14 @@ __all__ = ["OBJECTIVES", "CandidateEvaluator", "CascadePricing", "Evaluation"]
 @dataclass(frozen=True)
 class CascadePricing:
     """How the search prices a candidate as a cascade (``neas.ensemble.cascade.cross_fit`` on the held-out
-    images it scores): step MACs from ``table`` (the shared trunk once), the exit rule's ``tolerance`` in
-    points of top-1 below the full ensemble, ``folds`` for the cross-fit."""
+    images it scores): step MACs from ``table`` (the shared trunk once), the exit rule (``exit_rule``:
+    accuracy or risk) and its ``tolerance`` in points (of top-1, or of the coverage at 5 % selective risk,
+    below the full ensemble's), ``folds`` for the cross-fit."""
 
     table: CostTable
     tolerance: float = 0.5
     folds: int = 2
+    exit_rule: str = "accuracy"
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,18 @@ class CandidateEvaluator:
         logits = torch.cat([torch.stack(per_batch) for per_batch in kept], 1)
         labels = torch.cat([y.cpu() for _, y in self.val_batches])
         fit = cross_fit(
-            logits, labels, lambda order: pricing.table.step_costs(arch, order), pricing.tolerance / 100, pricing.folds
+            logits,
+            labels,
+            lambda order: pricing.table.step_costs(arch, order),
+            pricing.tolerance / 100,
+            pricing.folds,
+            pricing.exit_rule,
         )
-        cascade = {key: fit[key] for key in ("order", "thresholds", "top1", "folds")}
-        return fit["mean_cost"], {**cascade, "tolerance": pricing.tolerance}
+        keys = ("order", "thresholds", "top1", "folds")
+        if pricing.exit_rule == "risk":
+            keys += ("coverage_at_5_risk", "full_coverage_at_5_risk", "kept_full")
+        cascade = {key: fit[key] for key in keys}
+        return fit["mean_cost"], {**cascade, "tolerance": pricing.tolerance, "exit": pricing.exit_rule}
 
     def evaluate(self, arch: EnsembleArch) -> Evaluation:
         """The (memoised) evaluation of one candidate."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from neas.errors import NeasError
-from neas.records import COSTS
+from neas.records import CASCADE_EXITS, COSTS
 from neas.settings import Amount, setting, validate_fields
 
 __all__ = ["COST_METRICS", "OBJECTIVES", "Constraints", "EvolutionSettings"]
@@ -47,7 +47,16 @@ class Constraints:
         "on the held-out images each candidate is scored on (K/M/G suffixes: 1.5M)",
     )
     cascade_tolerance: float = setting(
-        0.5, "the priced cascade's exit rule: top-1 at most this many points below the full ensemble", valid=">= 0"
+        0.5,
+        "the priced cascade's exit rule: top-1 (or with cascade_exit risk, the coverage at 5 % selective risk) at "
+        "most this many points below the full ensemble's",
+        valid=">= 0",
+    )
+    cascade_exit: str = setting(
+        "accuracy",
+        "what the priced cascade's thresholds keep within cascade_tolerance of the full ensemble: accuracy "
+        "(top-1) or risk (coverage at 5 % selective risk, Xia & Bouganis 2023)",
+        valid=CASCADE_EXITS,
     )
 
     def __post_init__(self):
@@ -75,12 +84,14 @@ class Constraints:
         out = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("latency_mode", "cascade_tolerance") and getattr(self, f.name) is not None
+            if f.name not in ("latency_mode", "cascade_tolerance", "cascade_exit") and getattr(self, f.name) is not None
         }
         if self.needs_latency:
             out["latency_mode"] = self.latency_mode
         if self.needs_cascade:
             out["cascade_tolerance"] = self.cascade_tolerance
+            if self.cascade_exit != "accuracy":  # records of the rule's default stay as they were
+                out["cascade_exit"] = self.cascade_exit
         return out
 
     def satisfied(self, costs: dict) -> bool:
