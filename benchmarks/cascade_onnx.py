@@ -56,7 +56,7 @@ def _untrained(arch: str, images: int, input_size: int, seed: int = 0):
     x = torch.randn(images, 3, space.input_size, space.input_size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         confidence = net.path_logits(x)[0].double().softmax(-1).max(-1).values.sort().values
-    i = images - round(STOP_AT_FIRST * images)  # the lowest i go on to step 2
+    i = max(1, images - round(STOP_AT_FIRST * images))  # the lowest i (at least one) go on to step 2
     threshold = float((confidence[i - 1] + confidence[i]) / 2)
     return net, {"order": [0, 1], "thresholds": [threshold], "temperature": None}, None, x
 
