@@ -137,8 +137,10 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=("demo", "neas-m"), default="demo", help="without --checkpoint")
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default: the size's)")
     args = parser.parse_args(argv)
-    result = cascade_onnx(SIZES[args.size], args.checkpoint, args.arch, args.images)
+    size = SIZES[args.size] | ({"repeats": args.repeats} if args.repeats else {})
+    result = cascade_onnx(size, args.checkpoint, args.arch, args.images)
     print(result.line())
     print(f"   {result.extra}")
     return 0 if result.ok else 1
