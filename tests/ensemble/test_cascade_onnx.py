@@ -116,20 +116,25 @@ def _export(path, out, *extra) -> int:
     return main(["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(out), *extra])
 
 
-def test_cli_writes_one_file(tmp_path, capsys):
+def test_cli_writes_one_file(tmp_path, capfd):
+    """... and nothing on stderr: no warning from the exporter or from onnxruntime's optimizer (which
+    warned at every session about a subgraph's outer-scope Cast in an earlier composition)."""
     net, path = _net(2, 1), tmp_path / "m.safetensors"
     _, _, thresholds = _fitted(net, [1, 0], None)
     save_ensemble(net, path)
     update_ensemble_file(path, cascade={"order": [1, 0], "thresholds": thresholds, "tolerance": 10.0})
     out = tmp_path / "m.onnx"
     assert _export(path, out, "--cascade", "--single-file") == 0
-    printed = capsys.readouterr().out
+    printed, err = capfd.readouterr()
+    assert err == ""
     assert f"exported the 2-step cascade (paths [1, 0], thresholds {thresholds[0]:.3f}) as one ONNX graph" in printed
     assert "same stops" in printed and "with the fitted thresholds" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.safetensors"]
-    assert _session(out).get_outputs()[1].name == "stops"
+    session = _session(out)
+    assert session.get_outputs()[1].name == "stops" and session.run(None, {"images": np.zeros((1, 3, 32, 32), "f")})
+    assert capfd.readouterr().err == ""
     assert _export(path, out, "--cascade", "--single-file") == 2  # an existing file needs --force
-    assert "already exists; pass --force" in capsys.readouterr().err
+    assert "already exists; pass --force" in capfd.readouterr().err
     assert _export(path, out, "--cascade", "--single-file", "--force") == 0
 
 

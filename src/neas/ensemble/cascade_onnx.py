@@ -124,15 +124,15 @@ class _Scope:
 
 
 def _branch(scope: _Scope, name: str, outputs: list[str]):
-    """An ``If`` branch: no inputs; outputs float64 logits (N, C) and int64 stops (N,)."""
+    """An ``If`` branch: no inputs; outputs float32 logits (N, C) and int64 stops (N,)."""
     from onnx import TensorProto, helper
 
-    kinds = (TensorProto.DOUBLE, TensorProto.INT64)
+    kinds = (TensorProto.FLOAT, TensorProto.INT64)
     return scope.graph(name, [], [helper.make_tensor_value_info(out, kind, None) for out, kind in zip(outputs, kinds)])
 
 
 def _stop(scope: _Scope, mean: str, j: int, threshold: float, temperature: float | None) -> str:
-    """bool (N,): the max softmax probability of ``mean`` / ``temperature`` reaches ``threshold``."""
+    """bool (N,): the max softmax probability of ``mean`` (float64) / ``temperature`` reaches ``threshold``."""
     scaled = (
         mean
         if temperature is None
@@ -143,20 +143,30 @@ def _stop(scope: _Scope, mean: str, j: int, threshold: float, temperature: float
 
 
 def _from_step(steps: list, j: int, cascade: tuple, state: tuple, scope: _Scope) -> tuple[str, str]:
-    """Appends to ``scope`` step j and everything after it; returns the names of the float64 logits
+    """Appends to ``scope`` step j and everything after it; returns the names of the float32 logits
     (N, C) and the int64 stops (N,) of every image that reaches step j. ``state``: ``running``, the
-    bool (N,) of the images no earlier step stopped, and ``total``, the float64 sum of the earlier
-    paths' logits (both None at step 1)."""
+    bool (N,) of the images no earlier step stopped, and ``total``, the sum of the earlier paths'
+    logits: float64, or at step 2 step 1's float32 logits (both None at step 1). As
+    ``cascade_predict``: the mean is summed in float64 and rounded to float32 (torch's CPU mean), and
+    the confidence is the float64 softmax of that float32 mean."""
     from onnx import TensorProto
 
     (thresholds, temperature), (running, total), k = cascade, state, len(steps)
-    logits = scope.op("Cast", [scope.add_step(steps[j - 1], j)], f"logits{j}", to=TensorProto.DOUBLE)
-    total = logits if total is None else scope.op("Add", [total, logits], f"sum{j}")
-    mean = total if j == 1 else scope.op("Div", [total, scope.const(f"count{j}", float(j), np.float64)], f"mean{j}")
+    path = scope.add_step(steps[j - 1], j)
+    if j == 1:  # the first path's logits are the mean; step 2 casts them to float64 in its own branch (with
+        # that Cast out here, read by the branch, onnxruntime 1.32's optimizer warns at every session)
+        mean, total = path, path
+    else:
+        earlier = scope.op("Cast", [total], "sum1", to=TensorProto.DOUBLE) if j == 2 else total
+        logits = scope.op("Cast", [path], f"logits{j}", to=TensorProto.DOUBLE)
+        total = scope.op("Add", [earlier, logits], f"sum{j}")
+        count = scope.const(f"count{j}", float(j), np.float64)
+        mean = scope.op("Cast", [scope.op("Div", [total, count], f"mean{j}_64")], f"mean{j}", to=TensorProto.FLOAT)
     here = scope.const(f"step{j}", j, np.int64)
     if j == k:  # the last step stops every image that reaches it
         return mean, scope.op("Expand", [here, scope.op("Shape", [running], f"n{j}")], f"stops{j}")
-    stop = _stop(scope, mean, j, thresholds[j - 1], temperature)
+    exact = scope.op("Cast", [mean], f"mean{j}_as_64", to=TensorProto.DOUBLE)
+    stop = _stop(scope, exact, j, thresholds[j - 1], temperature)
     going = scope.op("Not", [stop], f"going{j}")
     running = going if running is None else scope.op("And", [running, going], f"running{j}")
     count = scope.reduce("ReduceSum", scope.op("Cast", [running], f"running{j}_int", to=TensorProto.INT64), f"left{j}")
@@ -185,7 +195,7 @@ def cascade_model(steps: list, thresholds, temperature: float | None, metadata: 
     main = _Scope("cascade/", opset)
     state = (None, None)
     logits, stops = _from_step(steps, 1, ([float(t) for t in thresholds], temperature), state, main)
-    main.nodes.append(helper.make_node("Cast", [logits], ["logits"], "cascade/logits", to=TensorProto.FLOAT))
+    main.nodes.append(helper.make_node("Identity", [logits], ["logits"], "cascade/logits"))
     main.nodes.append(helper.make_node("Identity", [stops], ["stops"], "cascade/stops"))
     num_classes = first.graph.output[0].type.tensor_type.shape.dim[1]
     outputs = [
