@@ -4,15 +4,15 @@
 (:func:`neas.ensemble.cascade_export.step_models`: step 1 maps the images to the first path's logits and
 the shared trunk's features, step j > 1 the features to path j's logits) into one graph with the
 ``onnx`` helper API. Step 1 always runs; each later step sits in the then-branch of an ``If``, nested
-for K > 2; a subgraph reads the outer scope's ``features`` and running sum::
+for K > 2; a subgraph reads the outer scope's ``features``, running sum and mask of running images::
 
-    logits_1, features = step1(images);  sum_1 = float64(logits_1)
-    after step j < K:  mean_j = sum_j / j;  stop_j = max softmax(mean_j / T) >= t_j
+    logits_1, features = step1(images);  sum_1 = logits_1
+    after step j:      mean_j = sum_j / j   (float32, sum_j = sum_{j-1} + step_j(features) for j > 1)
+    after step j < K:  stop_j = max softmax(float64(mean_j) / T) >= t_j
         If(some image is still running after step j):
-            then: sum_{j+1} = sum_j + float64(step_{j+1}(features)), and on to step j + 1 (its own If)
+            then: step j + 1 and everything after it (its own If)
             else: mean_j, j
         logits = Where(stop_j, mean_j, the branch's logits);  stops = Where(stop_j, j, the branch's stops)
-    logits = float32(the merged logits)
 
 Inputs and outputs: ``images`` float32 (N, 3, S, S), normalised as the ``metadata_props`` say (those of
 :func:`neas.ensemble.export.onnx_metadata`) -> ``logits`` float32 (N, C), the mean of the logits of the
@@ -21,8 +21,8 @@ cascade itself is in ``metadata_props`` too: ``cascade_format`` (:data:`FORMAT`)
 ``cascade_thresholds``, ``cascade_temperature`` (divides the mean logits for the stopping confidence
 only; null: 1) and ``cascade_fitted``, each a JSON string.
 
-Per image the graph computes exactly what :func:`neas.ensemble.cascade.cascade_predict` does (sums and
-confidences in float64, as :class:`neas.ensemble.cascade_export.OnnxCascade`), at any batch size. At
+Per image the graph computes what :func:`neas.ensemble.cascade.cascade_predict` does, op for op (torch's
+mean of float32 logits, a float64 softmax of it for the confidence), at any batch size. At
 batch 1 a step after the image's stop never runs; at batch N a later step runs on the whole batch as
 soon as one image needs it, so for batched serving the multi-file cascade, which runs each step on the
 images left only, stays the better choice.
@@ -145,23 +145,18 @@ def _stop(scope: _Scope, mean: str, j: int, threshold: float, temperature: float
 def _from_step(steps: list, j: int, cascade: tuple, state: tuple, scope: _Scope) -> tuple[str, str]:
     """Appends to ``scope`` step j and everything after it; returns the names of the float32 logits
     (N, C) and the int64 stops (N,) of every image that reaches step j. ``state``: ``running``, the
-    bool (N,) of the images no earlier step stopped, and ``total``, the sum of the earlier paths'
-    logits: float64, or at step 2 step 1's float32 logits (both None at step 1). As
-    ``cascade_predict``: the mean is summed in float64 and rounded to float32 (torch's CPU mean), and
-    the confidence is the float64 softmax of that float32 mean."""
+    bool (N,) of the images no earlier step stopped, and ``total``, the float32 sum of the earlier
+    paths' logits (both None at step 1). As ``cascade_predict``: torch's mean of float32 logits (a
+    float32 sum, path by path, divided by j), and the confidence the float64 softmax of that mean."""
     from onnx import TensorProto
 
     (thresholds, temperature), (running, total), k = cascade, state, len(steps)
     path = scope.add_step(steps[j - 1], j)
-    if j == 1:  # the first path's logits are the mean; step 2 casts them to float64 in its own branch (with
-        # that Cast out here, read by the branch, onnxruntime 1.32's optimizer warns at every session)
-        mean, total = path, path
+    if j == 1:
+        mean = total = path
     else:
-        earlier = scope.op("Cast", [total], "sum1", to=TensorProto.DOUBLE) if j == 2 else total
-        logits = scope.op("Cast", [path], f"logits{j}", to=TensorProto.DOUBLE)
-        total = scope.op("Add", [earlier, logits], f"sum{j}")
-        count = scope.const(f"count{j}", float(j), np.float64)
-        mean = scope.op("Cast", [scope.op("Div", [total, count], f"mean{j}_64")], f"mean{j}", to=TensorProto.FLOAT)
+        total = scope.op("Add", [total, path], f"sum{j}")
+        mean = scope.op("Div", [total, scope.const(f"count{j}", float(j), np.float32)], f"mean{j}")
     here = scope.const(f"step{j}", j, np.int64)
     if j == k:  # the last step stops every image that reaches it
         return mean, scope.op("Expand", [here, scope.op("Shape", [running], f"n{j}")], f"stops{j}")
