@@ -158,3 +158,16 @@ def test_single_file_without_cascade_or_onnx_is_one_error_line_before_loading(
     assert len(err) == 1 and err[0].startswith("neas: error: --single-file") and given in err[0], err
     assert "--cascade and --format onnx" in err[0]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_step_the_fitted_thresholds_never_stop_at_is_checked_with_other_thresholds_and_named(tmp_path, capsys):
+    """Threshold 2 after step 1 (above any softmax): no image stops there with the fitted thresholds, so the
+    check with thresholds that stop images at every step is what exercises that branch; the line says so."""
+    path = _model_file(tmp_path, 3, {"order": [2, 0, 1], "thresholds": [2.0, 0.2], "temperature": None})
+    assert _export(path, tmp_path / "m.onnx", "--cascade", "--single-file") == 0
+    printed = capsys.readouterr().out
+    assert "(stopping at steps 1..3: 0, " in printed and "none can stop at step 1 with them" in printed
+    assert "12 with thresholds that stop images at every step" in printed
+    session = _session(tmp_path / "m.onnx")
+    _, stops = session.run(None, {"images": np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype("f")})
+    assert (stops > 1).all()
