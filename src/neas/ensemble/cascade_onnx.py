@@ -234,14 +234,17 @@ def _pool(net: EnsembleNet, order, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return x, torch.stack([per_path[k] for k in order])
 
 
-def _fitted_probe(net: EnsembleNet, cascade: CascadeRecord) -> tuple[torch.Tensor, torch.Tensor]:
-    """A pool in which, with the fitted thresholds, some image stops at every step, if up to
-    :data:`_ROUNDS` pools find one (a step that thresholds of 0 or above 1 make unreachable has none)."""
-    pools = [_pool(net, cascade.order, seed) for seed in range(1)]
-    while min(_chosen(pools[-1][1], cascade.thresholds, cascade.temperature)[1]) == 0 and len(pools) < _ROUNDS:
-        more = _pool(net, cascade.order, len(pools))
-        pools.append((torch.cat([pools[-1][0], more[0]]), torch.cat([pools[-1][1], more[1]], 1)))
-    return pools[-1]
+def _fitted_probe(net: EnsembleNet, cascade: CascadeRecord, first: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """``first`` (a :func:`_pool`), grown by more pools, up to :data:`_ROUNDS` in all, while with the
+    fitted thresholds no image of it stops at some step (thresholds of 0 or above 1 make a step
+    unreachable: then no pool has one)."""
+    images, in_order = first
+    for seed in range(1, _ROUNDS):
+        if min(_chosen(in_order, cascade.thresholds, cascade.temperature)[1]) > 0:
+            break
+        more = _pool(net, cascade.order, seed)
+        images, in_order = torch.cat([images, more[0]]), torch.cat([in_order, more[1]], 1)
+    return images, in_order
 
 
 def _every_step_thresholds(in_order: torch.Tensor, temperature: float | None) -> list[float]:
@@ -337,8 +340,8 @@ def export_cascade_onnx(
     steps = step_models(net, list(cascade.order), opset)
     model = cascade_model(steps, cascade.thresholds, cascade.temperature, _metadata(net, cascade, info))
     worst, counts = 0.0, {}
-    fitted = _fitted_probe(net, cascade)
     every_step = _pool(net, cascade.order, seed=0)
+    fitted = _fitted_probe(net, cascade, every_step)
     every_step_thresholds = _every_step_thresholds(every_step[1], cascade.temperature)
     for what, thresholds, (images, in_order) in (
         ("fitted thresholds", cascade.thresholds, fitted),

@@ -151,11 +151,11 @@ def _export_cascade(cfg: ExportCommand) -> str:
     fitted, every = checked["fitted_images"], checked["every_step_images"]
     unreached = [j for j, n in enumerate(fitted, start=1) if n == 0]
     return (
-        f"exported {what} as one ONNX graph to {cfg.out}; verified at batch 1 against PyTorch's cascade on "
-        f"random images, {sum(fitted)} with the fitted thresholds (stopping at steps 1..{len(order)}: "
+        f"exported {what} as one ONNX graph to {cfg.out}; verified at batch 1 against PyTorch's cascade: "
+        f"{sum(fitted)} random images with the fitted thresholds (stopping at steps 1..{len(order)}: "
         f"{', '.join(map(str, fitted))}"
-        + (f"; none of them reaches step {', '.join(map(str, unreached))}" if unreached else "")
-        + f") and {sum(every)} with thresholds that stop images at every step: "
+        + (f"; none can stop at step {', '.join(map(str, unreached))} with them" if unreached else "")
+        + f"), {sum(every)} with thresholds that stop images at every step; "
         f"max |difference| {checked['max_diff']:.2e}, same stops"
     )
 
