@@ -171,3 +171,17 @@ def test_a_step_the_fitted_thresholds_never_stop_at_is_checked_with_other_thresh
     session = _session(tmp_path / "m.onnx")
     _, stops = session.run(None, {"images": np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype("f")})
     assert (stops > 1).all()
+
+
+def test_the_check_skips_an_image_whose_confidence_sits_on_a_threshold(monkeypatch):
+    """Another runtime's last bit may stop such an image on the other side: the check does not judge by it."""
+    from neas.ensemble import cascade_onnx
+
+    monkeypatch.setattr(cascade_onnx, "_PER_STEP", 100)  # every eligible image
+    in_order = torch.randn(2, 12, 10, generator=torch.Generator().manual_seed(0)) * 3
+    confidence = in_order[0].double().softmax(-1).max(-1).values
+    on = int(confidence.argsort()[6])  # a middle one: some images stop at each step
+    index, counts = cascade_onnx._chosen(in_order, [float(confidence[on])], None)
+    assert on not in index.tolist() and len(index) == 11 and min(counts) > 0
+    index, _ = cascade_onnx._chosen(in_order, [float(confidence[on]) - 1e-3], None)  # clear of it: eligible
+    assert on in index.tolist()
