@@ -19,6 +19,7 @@ from benchmarks.bench_eval import candidate_evaluation
 from benchmarks.bench_retrain import compiled_retrain
 from benchmarks.bench_step import shared_once, supernet_vs_plain
 from benchmarks.bench_timm import versus_timm
+from benchmarks.cascade_onnx import cascade_onnx
 from benchmarks.common import SIZES, dump
 
 
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
         6: [lambda: versus_timm(size, args.device)],
         8: [lambda: ddp_reduction(size, "cifar"), lambda: ddp_reduction(size, "imagenet")],
         9: [lambda: compiled_blocks("cifar", size, args.device)],
+        10: [lambda: cascade_onnx(size), lambda: cascade_onnx(size, arch="neas-m")],  # onnxruntime on the CPU
     }
     meta = {
         "size": args.size,

@@ -35,3 +35,12 @@ def test_step_benchmarks_run():
     assert supernet_vs_plain("tiny", TINY).ratio > 0
     result = shared_once("tiny", TINY)
     assert {"full", "shared", "path0", "path1"} <= set(result.extra)
+
+
+def test_cascade_onnx_benchmark_runs_and_stops_as_pytorch():
+    from benchmarks.cascade_onnx import cascade_onnx
+
+    result = cascade_onnx(TINY, images=16)
+    assert result.extra["same_stops_as_pytorch"] and result.extra["images"] == 16
+    assert result.ours_s > 0 and result.baseline_s > 0 and result.extra["multi_file_ms"] > 0
+    assert result.extra["stop_fraction"] == [15 / 16, 1 / 16]  # the least confident image goes on

@@ -29,6 +29,7 @@ export, or one written by hand) is accepted with the schema checks.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import tempfile
 import warnings
@@ -48,7 +49,7 @@ from neas.records import CascadeRecord, check_exit
 from neas.runfiles import CASCADE_JSON
 from neas.space import path_pieces, trunk_pieces
 
-__all__ = ["FORMAT", "OnnxCascade", "export_cascade"]
+__all__ = ["FORMAT", "OnnxCascade", "export_cascade", "step_model", "step_models"]
 
 
 FORMAT = "neas.cascade/1"
@@ -88,27 +89,38 @@ class _LaterStep(torch.nn.Module):
         return logits
 
 
-def _export_step(module: torch.nn.Module, x: torch.Tensor, path: Path, first: bool, opset: int, metadata: dict):
-    """Writes one step's ONNX file (``metadata`` as its ``metadata_props``)."""
+def step_model(module: torch.nn.Module, x: torch.Tensor, first: bool, opset: int):
+    """One step's ONNX model (``onnx.ModelProto``), exported in memory: step 1 maps ``images`` to
+    ``logits`` and ``features``, a later step ``features`` to ``logits``; the batch axis is dynamic."""
     import onnx
 
     inputs, outputs = (["images"], ["logits", "features"]) if first else (["features"], ["logits"])
     axes = {name: {0: "batch"} for name in inputs + outputs}
+    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (x,),
-            str(path),
+            buffer,
             input_names=inputs,
             output_names=outputs,
             opset_version=opset,
             dynamic_axes=axes,
             dynamo=False,
         )
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, metadata)
-    onnx.save(model, str(path))
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def step_models(net: EnsembleNet, order, opset: int) -> list:
+    """The ONNX model of every step of a cascade running the paths in ``order`` (``onnx.ModelProto``s,
+    in memory, without metadata): :func:`step_model` of step 1 and of each later step."""
+    x = _images(net, 2)
+    with torch.no_grad():
+        features = run_pieces(trunk_pieces(net.arch), net.run_piece, x)
+    # each wrapper in eval mode itself: the exporter restores the wrapper's mode, recursively, into ``net``
+    models = [step_model(_FirstStep(net, order[0]).eval(), x, True, opset)]
+    return models + [step_model(_LaterStep(net, k).eval(), features, False, opset) for k in order[1:]]
 
 
 def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -> dict:
@@ -151,15 +163,13 @@ def _check_cascade(net: EnsembleNet, cascade: CascadeRecord | dict) -> CascadeRe
 
 def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: EnsembleFile | None) -> None:
     """Every step's ONNX file and ``cascade.json`` in ``folder``."""
-    x = _images(net, 2)
-    with torch.no_grad():
-        features = run_pieces(trunk_pieces(net.arch), net.run_piece, x)
+    import onnx
+
     base = onnx_metadata(net, info, None)
     k = len(spec["steps"])
-    for j, step in enumerate(spec["steps"], start=1):
+    models = step_models(net, [step["path"] for step in spec["steps"]], opset)
+    for j, (step, model) in enumerate(zip(spec["steps"], models), start=1):
         first = j == 1
-        # in eval mode itself: the exporter restores the wrapper's mode, recursively, into ``net``
-        module = (_FirstStep if first else _LaterStep)(net, step["path"]).eval()
         metadata = base | {
             "input": base["input"] if first else "features: float32, the output of step 1's 'features'",
             "output": f"logits: float32 (batch, num_classes) of path {step['path']}"
@@ -167,7 +177,8 @@ def _write_steps(net: EnsembleNet, spec: dict, folder: Path, opset: int, info: E
             "cascade_step": f"{j}/{k}",
             "temperature": json.dumps(None),
         }
-        _export_step(module, x if first else features, folder / step["file"], first, opset, metadata)
+        onnx.helper.set_model_props(model, metadata)
+        onnx.save(model, str(folder / step["file"]))
     write_json(folder / CASCADE_JSON, spec)
 
 

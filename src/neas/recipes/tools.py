@@ -12,6 +12,7 @@ from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
 from neas.detection.predict import export_detector
 from neas.ensemble.cascade_export import export_cascade
+from neas.ensemble.cascade_onnx import export_cascade_onnx
 from neas.ensemble.export import export
 from neas.ensemble.io import load_model
 from neas.errors import NeasError, show
@@ -125,19 +126,37 @@ def export_ensemble(cfg: ExportCommand) -> str:
 
 
 def _export_cascade(cfg: ExportCommand) -> str:
-    """``neas export --format onnx --cascade``: the stored cascade, one ONNX file per step."""
-    check_output_dir(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force)
+    """``neas export --format onnx --cascade [--single-file]``: the stored cascade, one ONNX file per step
+    (or one ONNX graph with the later steps inside If nodes)."""
+    inputs = (cfg.checkpoint, cfg.official_checkpoint)
+    if cfg.single_file:
+        check_output(cfg.out, inputs, cfg.force, inside=(MODEL, SUPERNET))
+    else:
+        check_output_dir(cfg.out, inputs, cfg.force)
     net, info = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     if info is None or info.cascade is None:
         raise NeasError(
             "--cascade needs thresholds fitted by `neas evaluate --cascade` stored in the model file; "
             f"{cfg.checkpoint or cfg.official_checkpoint} has none"
         )
-    diff = export_cascade(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
     order, thresholds = list(info.cascade.order), ", ".join(f"{t:.3f}" for t in info.cascade.thresholds)
+    what = f"the {len(order)}-step cascade (paths {order}, thresholds {thresholds})"
+    if not cfg.single_file:
+        diff = export_cascade(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
+        return (
+            f"exported {what} to {cfg.out}; "
+            f"verified on random images: max |difference| from PyTorch's cascade {diff:.2e}, same stops"
+        )
+    checked = export_cascade_onnx(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
+    fitted, every = checked["fitted_images"], checked["every_step_images"]
+    unreached = [j for j, n in enumerate(fitted, start=1) if n == 0]
     return (
-        f"exported the {len(order)}-step cascade (paths {order}, thresholds {thresholds}) to {cfg.out}; "
-        f"verified on random images: max |difference| from PyTorch's cascade {diff:.2e}, same stops"
+        f"exported {what} as one ONNX graph to {cfg.out}; verified at batch 1 against PyTorch's cascade: "
+        f"{sum(fitted)} random images with the fitted thresholds (stopping at steps 1..{len(order)}: "
+        f"{', '.join(map(str, fitted))}"
+        + (f"; none can stop at step {', '.join(map(str, unreached))} with them" if unreached else "")
+        + f"), {sum(every)} with thresholds that stop images at every step; "
+        f"max |difference| {checked['max_diff']:.2e}, same stops"
     )
 
 

@@ -56,7 +56,9 @@ class ExportCommand:
     official_checkpoint: str | None = option(None, "a released NEAS .pth.tar file")
     arch: str | None = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
     format: str = option(None, "safetensors | onnx", required=True)
-    out: str = option(None, "file to write (with --cascade: a directory)", required=True)
+    out: str = option(
+        None, "file to write (with --cascade: a directory; with --cascade --single-file: a file)", required=True
+    )
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
     paths: int | None = option(
         None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
@@ -66,10 +68,22 @@ class ExportCommand:
         "with --format onnx: the early-exit cascade fitted by `neas evaluate --cascade`, one ONNX file per step "
         "and cascade.json in the directory --out",
     )
+    single_file: bool = option(
+        False,
+        "with --cascade: the cascade as ONE ONNX graph, the later steps inside If nodes, in the file --out "
+        "(batch-1 serving from one file; outputs logits and stops)",
+    )
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
+        if self.single_file and not (self.cascade and self.format == "onnx"):
+            given = [f"--format {self.format}"] if self.format != "onnx" else []
+            given += [] if self.cascade else ["no --cascade"]
+            raise NeasError(
+                "--single-file writes the fitted cascade as one ONNX graph: it needs --cascade and --format onnx, "
+                f"got {' and '.join(given)}"
+            )
         if self.cascade and self.format != "onnx":
             raise NeasError(f"--cascade needs --format onnx, got --format {self.format}")
         if self.cascade and self.paths is not None:
