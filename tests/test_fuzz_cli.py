@@ -160,6 +160,8 @@ cases = [
     (["ablate", "paths", "--config", "nope.yaml", "--out", "x"], "config: no such file 'nope.yaml'"),
     (["ablate", "search", "--run", "nope", "--out", "x"], "run: no such directory 'nope'"),
     (["run", "--config", "c.yaml"], "c.yaml: data_dir: no such directory '/nonexistent/imagenet'"),
+    (["synth-detection", "--out", "."], ". already exists and is not an empty folder; choose another --out"),
+    (["synth-detection", "--out", "afile"], "afile already exists and is not an empty folder"),
 ]
 for argv, message in cases:
     assert main(argv) == 2, argv
@@ -186,7 +188,7 @@ def test_a_wrong_input_path_is_refused_before_torch_is_imported(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
     errors = [line for line in done.stderr.splitlines() if line.startswith("neas: error: ")]
     expected = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if not line.startswith("neas: error: ")]
-    assert len(errors) == len(expected) == 23, done.stderr
+    assert len(errors) == len(expected) == 25, done.stderr
     for error, message in zip(errors, expected):
         assert message in error and "unexpected" not in error, (error, message)
 
