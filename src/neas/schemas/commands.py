@@ -133,15 +133,6 @@ class SubImageNetCommand:
 
     def __post_init__(self):
         validate_fields(self)
-        out = Path(self.out) if self.out is not None else None  # refused before torch is imported (fuzz §12)
-        if out is not None and out.exists():
-            foreign = not out.is_dir() or (
-                any(out.iterdir()) and not any(SYNTH_UNFINISHED in entry.name for entry in out.iterdir())
-            )
-            if foreign:  # (an unfinished set of its own is for the writer to recognise and replace)
-                raise NeasError(
-                    f"{out} already exists and is not an empty folder; choose another --out (nothing is overwritten)"
-                )
 
 
 @dataclass
