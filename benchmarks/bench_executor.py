@@ -5,9 +5,9 @@ two at once (``--max-parallel 2``) against one after another, one thread each (i
     python -m benchmarks.bench_executor --epochs 5 --jobs 4
 
 Each job is ``neas retrain`` of one tiny-space ensemble on digits (seeds 0..3) in its own run
-directory. The executor gives a local job ``cpus // max_parallel`` threads; here the job count of
-threads is pinned to one for both sides (``neas.executor._cpus`` reports ``max_parallel`` CPUs), so
-the ratio measures running jobs side by side, not a change of thread count.
+directory. Every job runs one thread on both sides (``NeasCommand(threads=1)``, what
+``--threads-per-job`` gives), so the ratio measures running jobs side by side, not a change of
+thread count.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
-from neas import executor
-from neas.executor import Job, run_jobs
+from neas.executor import Job, NeasCommand, run_jobs
 from neas.runfiles import EVAL
 from neas.space import EnsembleArch, SearchSpace
 
@@ -39,9 +37,9 @@ def _jobs(home: Path, arch_file: Path, count: int, epochs: int) -> list[Job]:
 def _timed(home: Path, arch_file: Path, count: int, epochs: int, max_parallel: int) -> float:
     """Seconds for ``count`` retrainings, ``max_parallel`` at once, one thread each."""
     jobs = _jobs(home, arch_file, count, epochs)
-    with mock.patch.object(executor, "_cpus", lambda: max_parallel):  # one thread per job on both sides
-        start = time.perf_counter()
-        results = run_jobs(jobs, "local", max_parallel, log_dir=home / "jobs", progress=False)
+    start = time.perf_counter()
+    command = NeasCommand(threads=1)  # one thread per job on both sides
+    results = run_jobs(jobs, "local", max_parallel, log_dir=home / "jobs", progress=False, command=command)
     assert all(r.status == "done" for r in results), results
     return time.perf_counter() - start
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import neas.executor as executor_module
 from neas.errors import NeasError
@@ -269,9 +270,8 @@ def test_jobs_get_the_threads_they_are_given_whatever_max_parallel(tmp_path, mon
     import torch
 
     monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
-    monkeypatch.setattr("neas.executor._cpus", lambda: 8)  # the share would be 8 // 2 = 4
     _local([_job(tmp_path, "a")], tmp_path, max_parallel=2)
-    assert _record(tmp_path, "a")["env"]["OMP_NUM_THREADS"] == "4"  # no threads given: the share, as before
+    assert _record(tmp_path, "a")["env"]["OMP_NUM_THREADS"] == "1"  # no threads given: 1, never cores // max_parallel
     local = [_job(tmp_path, f"l{i}") for i in range(2)]
     run_jobs(local, "local", 2, log_dir=tmp_path / "logs", progress=False, command=NeasCommand(FAKE, threads=3))
     debug = [_job(tmp_path, "d")]
@@ -372,3 +372,40 @@ def test_a_slurm_array_whose_state_sacct_never_reports_ends_the_wait_and_logs_ea
     assert "Bypassing sacct error" not in printed  # not by submitit's own handlers (on stdout and stderr)
     once = [r for r in caplog.records if "Call #1 - Bypassing sacct error" in r.getMessage()]
     assert len(once) == 1 and once[0].levelname == "WARNING"  # once, by the handlers of this process (the CLI's)
+
+
+def test_run_rank_and_ablate_jobs_get_their_threads_per_job_option_whatever_max_parallel(tmp_path, monkeypatch, capsys):
+    """The audit (uncertainty-compare item 5): a local job's threads were cores // --max-parallel, so the
+    numbers of ``neas run`` budgets, ``rank`` and ``ablate`` depended on how many jobs ran at once.
+    Now ``--threads-per-job`` (default 1) of every command that fans out jobs; debug jobs keep this
+    process's threads, as the command's other stages do."""
+    import neas.recipes.run as run_recipe
+    from neas.cli import main
+    from neas.config import to_dict
+    from neas.executor import job_command
+    from neas.recipes.ablate.common import job_options
+    from neas.rundir import config_differences
+    from neas.schemas.ablate import RetrainAblation
+    from neas.schemas.rank import RankConfig
+    from neas.schemas.retrain import RetrainConfig
+    from neas.schemas.run import RunConfig
+
+    assert RunConfig().threads_per_job == RankConfig().threads_per_job == RetrainAblation().threads_per_job == 1
+    for argv in (["run"], ["rank", "--supernet", str(tmp_path)], ["ablate", "deep-ensemble", "--arch", "neas-s"]):
+        assert main([*argv, "--out", str(tmp_path / "o"), "--threads-per-job", "0"]) == 2  # the flag exists
+        assert "threads_per_job must be at least 1, got 0" in capsys.readouterr().err
+    assert [job_command(e, 3).threads for e in ("local", "slurm", "debug")] == [3, 3, None]
+    ablation = RetrainAblation(executor="local", max_parallel=4, threads_per_job=2)
+    assert job_options(ablation)["command"].threads == 2
+    given = []
+    monkeypatch.setattr(run_recipe, "run_jobs", lambda todo, command, **kw: given.append(command.threads))
+    stage = RetrainConfig(arch="neas-s", data="digits", out=str(tmp_path / "b" / "retrain"))
+    (tmp_path / "b").mkdir()
+    for max_parallel in (1, 4):
+        cfg = RunConfig(executor="local", max_parallel=max_parallel, threads_per_job=3)
+        run_recipe._run_budget_stages(cfg, tmp_path, {"0.5M": (5e5, {}, stage)})
+    assert given == [3, 3]
+    (tmp_path / "r").mkdir()  # a run directory started with one thread per job: a resume with 3 is refused
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(to_dict(RunConfig(out=str(tmp_path / "r")))))
+    other = RunConfig(out=str(tmp_path / "r"), threads_per_job=3, max_parallel=4)
+    assert config_differences(tmp_path / "r", other, run_recipe.NOT_COMPARED) == [("threads_per_job", 1, 3)]

@@ -109,14 +109,30 @@ def test_an_input_that_reached_the_catch_all_is_one_line_naming_what_is_wrong(tm
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
-def test_a_config_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path, capsys):
-    """A 100 MB --config (a comment, then ``epochs: [``) parsed for minutes."""
+def test_a_config_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path):
+    """A 100 MB --config (a comment, then ``epochs: [``) parsed for minutes: run in a subprocess with a
+    time limit, so that without the cap this test fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
     config = tmp_path / "big.yaml"
-    with open(config, "wb") as f:
-        f.truncate(100 * 2**20)  # sparse: 100 MB of NUL bytes, never read
-    for command in ("retrain", "run", "detect", "compare"):
-        argv = [command, "--config", str(config), "--out", str(tmp_path / "o")]
-        _one_clean_line(capsys, main(argv), f"{config}: 104857600 bytes is too large for a YAML config")
+    with open(config, "w") as f:  # the fuzz pass's: a 100 MB comment, then an open list (sparse here: fast)
+        f.write("# ")
+        f.seek(100 * 2**20)
+        f.write("x\nepochs: [\n")
+    script = (
+        "import sys; from neas.cli import main\n"
+        "for command in ('retrain', 'run', 'detect', 'compare'):\n"
+        f"    print(main([command, '--config', {str(config)!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.split() == ["2"] * 4 + ["False"], done.stderr[-2000:]  # compare's too, before torch
+    lines = done.stderr.splitlines()
+    assert len(lines) == 4 and all(line.startswith("neas: error: ") for line in lines), done.stderr[-2000:]
+    assert all(f"{config}: 104857612 bytes is too large for a YAML config" in line for line in lines), lines
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_yaml_document_of_too_many_values_is_refused_while_it_is_read(tmp_path, capsys):
@@ -160,6 +176,8 @@ cases = [
     (["ablate", "paths", "--config", "nope.yaml", "--out", "x"], "config: no such file 'nope.yaml'"),
     (["ablate", "search", "--run", "nope", "--out", "x"], "run: no such directory 'nope'"),
     (["run", "--config", "c.yaml"], "c.yaml: data_dir: no such directory '/nonexistent/imagenet'"),
+    (["synth-detection", "--out", "."], ". already exists and is not an empty folder; choose another --out"),
+    (["synth-detection", "--out", "afile"], "afile already exists and is not an empty folder"),
 ]
 for argv, message in cases:
     assert main(argv) == 2, argv
@@ -186,7 +204,7 @@ def test_a_wrong_input_path_is_refused_before_torch_is_imported(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
     errors = [line for line in done.stderr.splitlines() if line.startswith("neas: error: ")]
     expected = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if not line.startswith("neas: error: ")]
-    assert len(errors) == len(expected) == 23, done.stderr
+    assert len(errors) == len(expected) == 25, done.stderr
     for error, message in zip(errors, expected):
         assert message in error and "unexpected" not in error, (error, message)
 
@@ -214,7 +232,8 @@ def test_a_data_dir_given_to_the_bundled_digits_is_refused_not_ignored(tmp_path)
 def test_an_option_without_the_one_it_refines_is_refused_not_ignored(tmp_path, capsys, flags, message):
     """``neas retrain --ood-data-dir D`` without ``--ood-data`` (and evaluate's) was accepted, with no effect."""
     model = _write(tmp_path / "model.safetensors", "")  # never read: the options are refused first
-    for argv in (["retrain", "--out", str(tmp_path / "o")], ["evaluate", "--checkpoint", model]):
+    # evaluate first: without the check it fails at once on the empty model (retrain would train)
+    for argv in (["evaluate", "--checkpoint", model], ["retrain", "--out", str(tmp_path / "o")]):
         _one_clean_line(capsys, main([*argv, *flags]), message)
 
 

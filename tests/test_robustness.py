@@ -494,6 +494,21 @@ def test_ctrl_c_is_one_error_line_and_exit_code_130(monkeypatch, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_sigterm_or_sighup_handled_like_ctrl_c_exits_128_plus_its_number(monkeypatch, capsys, signal_name, status):
+    """``neas compare`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt(NAME)``; the exit status is the
+    shell's for that signal (143, 129), not Ctrl-C's 130, so a scheduler or script can tell them apart."""
+    import neas.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt(signal_name)
+
+    monkeypatch.setattr(neas.cli, "_config", interrupted)
+    assert main(["space", "tiny"]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(f"neas: error: interrupted by {signal_name} (a run resumes") and err.count("\n") == 1
+
+
 def test_an_arch_file_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
     arch = tmp_path / "arch.json"
     arch.write_bytes('{"split": 1, "paths": [["caf\xe9"]]}'.encode("latin-1"))

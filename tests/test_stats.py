@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from neas.stats import ci95, decide, paired_difference
+from neas.stats import ci95, decide, judge_differences, paired_difference
 
 
 def test_ci95_is_scipys_t_interval():
@@ -92,3 +92,13 @@ def test_decide_with_a_bootstrap_that_contains_zero_is_noise():
     assert decide(0.01, 0.2, 0.1, boot) == "noise"
     assert decide(-0.2, -0.01, -0.1) == "-"
     assert decide(-0.1, 0.1, 0.0) == "noise"
+
+
+def test_judge_differences_is_the_rule_of_paired_difference_and_takes_a_bootstrap():
+    assert judge_differences([0.1])[4] == "noise" and math.isnan(judge_differences([0.1])[2])
+    mean, sd, lo, hi, outcome = judge_differences([0.02, 0.02])  # no spread, 2 pairs
+    assert (mean, sd, outcome) == (0.02, 0.0, "noise") and math.isnan(lo) and math.isnan(hi)
+    assert judge_differences([0.02] * 6)[4] == "+"
+    boot = {"ci": [-0.01, 0.2], "mc": [[-0.02, -0.005], [0.19, 0.21]]}  # contains 0
+    assert judge_differences([0.02] * 6, boot)[4] == "noise"
+    assert judge_differences([0.01, 0.03, 0.02], boot)[4] == decide(*ci95([0.01, 0.03, 0.02])[2:], 0.02, boot)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from neas.stats import ci95
+
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "cifar10"
 
 
@@ -63,9 +65,12 @@ def test_tables_average_retrains_then_seeds_with_t_intervals(tmp_path):
     assert "not run yet" in text
     assert next(line for line in text.splitlines() if line.startswith("| deep ensemble")).split(" | ")[1] == "3 × 2/2/2"
     diffs = [p - b for p, b in zip(per_seed, (0.66, 0.69, 0.67))]
-    m, _, dlo, dhi = tables.ci95(diffs)
+    m, _, dlo, dhi = ci95(diffs)
     assert f"{100 * m:+.2f} [{100 * dlo:+.2f}, {100 * dhi:+.2f}]" in text
-    assert ("within noise" in text) == (dlo <= 0 <= dhi)
+    spread = "\n".join(line for line in text.splitlines() if "no spread" not in line)
+    assert ("within noise" in spread) == (dlo <= 0 <= dhi)
+    nll = next(line for line in text.splitlines() if "a deep ensemble of two copies at the same MACs (nll)" in line)
+    assert "+0.10 NLL (NEAS lower = +) no spread (n=3) | within noise" in nll  # 0.1 on each of 3 seeds: no verdict
     # the verdict table: the paper says diversity beats no shrinking, and here the CI excludes 0 on that side
     verdict = next(
         line
@@ -155,7 +160,7 @@ def test_ranking_pools_tau_over_seeds_and_pairs_differences_by_seed(tmp_path):
     for name, summary in units.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(summary))
     text = tables.write_tables(tmp_path, None)
-    mean, sd, lo, hi = tables.ci95(taus["diversity"])
+    mean, sd, lo, hi = ci95(taus["diversity"])
     assert f"{mean:.3f} ± {sd:.3f} [{lo:.3f}, {hi:.3f}]" in text
     diffs = [a - b for a, b in zip(taus["diversity"], taus["none"])]
     assert f"{np.mean(diffs):+.3f} [" in text
@@ -237,6 +242,17 @@ def test_a_bootstrap_bound_clear_of_0_gives_a_verdict():
     assert (
         tables._judge([0.1, -0.2, 0.15], 1, "τ", 0, clear)[1] == "within noise"
     )  # the t CI contains 0: the bootstrap cannot help
+
+
+def test_a_difference_without_spread_over_few_seeds_is_within_noise_in_the_study_tables_too():
+    """The study's tables judged ``ci95``'s point interval of equal differences: 2 seeds of +0.02 were
+    "better" (audit uncertainty-compare item 4 in neas compare; the tables kept it). Now one rule,
+    ``neas.stats.judge_differences``: no interval, and the sign test's verdict."""
+    tables = _module("tables")
+    text, verdict = tables._judge([0.02, 0.02], 100, "pp", 1)
+    assert verdict == "within noise" and "no spread" in text and "nan" not in text
+    assert tables._judge([0.02] * 6, 100, "pp", 1)[1] == "agrees"  # six of one sign: the sign test decides
+    assert tables._judge([0.02] * 6, 100, "pp", 0, _boot_with_lower_bound(-3.0))[1] == "within noise"  # boot too
 
 
 def test_ranking_tables_report_borderline_when_the_ensemble_bootstrap_is_within_monte_carlo_error(

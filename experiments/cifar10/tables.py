@@ -7,7 +7,7 @@ Each row's number per pipeline seed is the mean over its retraining seeds (the p
 retrain and the extra ones); the row reports the mean over pipeline seeds ± their standard
 deviation and a 95 % Student-t confidence interval. Differences between rows are paired by
 pipeline seed (the same seed pairs both), with a paired-t 95 % CI; a CI that contains 0 is
-reported as "within noise". Every verdict is ``neas.stats``' (``paired_difference``, ``decide``)
+reported as "within noise". Every verdict is ``neas.stats``' (``paired_difference``, ``judge_differences``)
 and every table and cell ``neas.report.tables``', as in ``neas compare``. Partial studies print
 what they have, with the number of seeds.
 
@@ -57,7 +57,7 @@ from neas.search.ranking import (
     rank_correlation,
     tau_difference,
 )
-from neas.stats import ci95, decide, paired_difference
+from neas.stats import judge_differences, paired_difference
 
 ROWS = {  # row name -> (unit prefix, what it is)
     "NEAS, diversity shrinking (K=2)": ("k2_diversity", "the paper's method"),
@@ -149,7 +149,7 @@ def _braces(boot: dict, signed: bool = True) -> str:
 
 def _tau_difference_row(by_mode: dict[str, dict[int, dict]], a: str, b: str) -> list[str]:
     """τ(a) − τ(b) paired by supernet seed: per seed (paired bootstrap CI), and their mean with a t CI
-    over seeds and a bootstrap CI over the ensembles; the verdict (``decide``) needs both to exclude 0."""
+    over seeds and a bootstrap CI over the ensembles; the verdict (``judge_differences``) needs both to exclude 0."""
     common = sorted(set(by_mode[a]) & set(by_mode[b]))
     per, diffs = [], []
     for s in common:
@@ -157,18 +157,16 @@ def _tau_difference_row(by_mode: dict[str, dict[int, dict]], a: str, b: str) -> 
         d = tau_difference(ua["rank"]["oneshot_acc"], ub["rank"]["oneshot_acc"], ua["scratch_acc"], RESAMPLES, s)
         per.append(f"s{s}: {ci_cell(d['tau_difference'], d['ci95'], 3, 2, signed=True)}")
         diffs.append(d["tau_difference"])
-    m, _, lo, hi = ci95(diffs)
     boot = _pooled_bootstrap(
         [by_mode[a][s]["rank"]["oneshot_acc"] for s in common],
         [by_mode[b][s]["rank"]["oneshot_acc"] for s in common],
         _scratch_of(by_mode[a].values()),
     )
-    if math.isnan(lo):
+    m, _, lo, hi, outcome = judge_differences(diffs, boot)  # no spread: no interval, the sign test's outcome
+    if len(diffs) < 2:
         verdict = "needs 2+ seeds"
     else:
-        verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[
-            decide(lo, hi, m, boot)
-        ]
+        verdict = {"noise": "within noise", "borderline": "borderline", "+": f"{a} better", "-": f"{b} better"}[outcome]
     mean = interval_cell({"mean": m, "lo": lo, "hi": hi}, 1, 3)
     return [f"{a} − {b}", "; ".join(per), f"{mean} {_braces(boot)}", _band(boot, m), verdict]
 
@@ -492,8 +490,9 @@ def _judge(
         return "-", "not run yet"
     if len(diffs) < 2:
         return f"{scale * diffs[0]:+.2f} {unit} (n=1)", "needs 2+ seeds"
-    m, _, lo, hi = ci95(diffs)
-    text = f"{scale * m:+.2f} {unit} [{scale * lo:+.2f}, {scale * hi:+.2f}] (n={len(diffs)})"
+    m, _, lo, hi, outcome = judge_differences(diffs, extra_ci)  # no spread: no interval, the sign test's outcome
+    interval = "no spread" if math.isnan(lo) else f"[{scale * lo:+.2f}, {scale * hi:+.2f}]"
+    text = f"{scale * m:+.2f} {unit} {interval} (n={len(diffs)})"
     if extra_ci is not None:
         (blo, bhi) = extra_ci["ci"]
         text += (
@@ -501,7 +500,6 @@ def _judge(
             "mean's side: "
             f"{_band(extra_ci, m, scale)})"
         )
-    outcome = decide(lo, hi, m, extra_ci)
     if outcome in ("noise", "borderline"):
         return text, "within noise" if outcome == "noise" else "borderline"
     if paper_sign == 0:

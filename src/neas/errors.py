@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import reprlib
+import signal
 import sys
 
 __all__ = ["NeasError", "report_error", "show", "suggest"]
@@ -60,11 +61,22 @@ def _text(exc: BaseException) -> str:
     return f"{worker['message']} ({kind}in {worker['where']})"
 
 
+def _interrupted(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The line and exit status of an interruption: 128 + the signal's number, the shell's convention
+    for a process a signal stopped (Ctrl-C 130; SIGTERM 143 and SIGHUP 129, which ``neas compare``
+    handles like Ctrl-C: ``KeyboardInterrupt("SIGTERM")``), so a caller can tell which stopped it."""
+    name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT"
+    number = getattr(signal.Signals, name, signal.SIGINT) if name.startswith("SIG") else signal.SIGINT
+    by = "" if number == signal.SIGINT else f" by {number.name}"
+    return f"interrupted{by} (a run resumes with --resume from its last checkpoint)", 128 + int(number)
+
+
 def report_error(exc: BaseException) -> int:
     """Prints ``exc`` as one line ``neas: error: ...`` on stderr; returns the exit status (2, or
-    130 for Ctrl-C). An unexpected exception is re-raised when ``NEAS_DEBUG`` is set."""
+    128 + the signal's number for an interruption: 130 for Ctrl-C, 143 for SIGTERM). An unexpected
+    exception is re-raised when ``NEAS_DEBUG`` is set."""
     if isinstance(exc, KeyboardInterrupt):
-        message, status = "interrupted (a run resumes with --resume from its last checkpoint)", 130
+        message, status = _interrupted(exc)
     elif isinstance(exc, NeasError):
         message, status = _text(exc), 2
     elif isinstance(exc, OSError):  # an unwritable, missing or wrong path

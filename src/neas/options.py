@@ -26,6 +26,7 @@ __all__ = [
     "DEVICE_HELP",
     "EXECUTORS",
     "EXECUTOR_KEYS",
+    "JOB_KEYS",
     "MAX_CLASSES",
     "SLURM_OPTIONS",
     "STRATEGIES",
@@ -49,6 +50,7 @@ STRATEGIES = ("evolution", "random")  # neas search
 TEMPERATURE_MODES = ("auto", "fit", "none")
 EXECUTORS = ("local", "slurm", "debug")  # where jobs run (neas.executor); torch-free, so --help shows them
 EXECUTOR_KEYS = ("executor", "max_parallel", "slurm")  # how jobs run, never what they compute
+JOB_KEYS = (*EXECUTOR_KEYS, "threads_per_job")  # every option of how a command runs its jobs (threads: compared)
 MAX_CLASSES = 100_000  # classifier outputs (ImageNet-21k has 21,841); more is a typo, and 10^13 an allocation error
 # slurm.KEY=VALUE: submitit's names (additional_parameters are extra #SBATCH options) and what each takes
 SLURM_OPTIONS = {
@@ -237,6 +239,13 @@ class ExecutorOptions:
         "debug", "where the jobs run: debug (in this process, one after another) | local | slurm", valid=EXECUTORS
     )
     max_parallel: int = option(1, "jobs at once (local; slurm: the job array's parallelism)", valid=">= 1")
+    threads_per_job: int = option(
+        1,
+        "CPU threads (torch, OpenMP, MKL) of each local or slurm job, whatever --max-parallel (debug jobs run "
+        "at this process's): recorded and compared on resume (numbers differ in their last digits between "
+        "thread counts)",
+        valid=">= 1",
+    )
     slurm: dict = option(
         default_factory=dict,
         help="--executor slurm: partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, additional_parameters",

@@ -52,6 +52,7 @@ __all__ = [
     "SUMMARY",
     "SUPERNET",
     "SUPERNET_STAGE",
+    "SYNTH_UNFINISHED",
     "TENSORBOARD",
     "PipelineLayout",
     "figure",
@@ -63,6 +64,7 @@ __all__ = [
 # every run directory
 MARKER = "neas-run.json"  # written first into every run directory: what a run may touch
 LOCK = ".neas.lock"
+SYNTH_UNFINISHED = ".neas-synth-detection-unfinished.json"  # in synth-detection's --out while a run writes it
 CONFIG = "config.yaml"  # the resolved config the run started with
 STATE = "state.json"  # names the last complete checkpoint
 METRICS = "metrics.jsonl"

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "VERDICTS", "ci95", "decide", "paired_difference"]
+__all__ = ["ALPHA", "VERDICTS", "ci95", "decide", "judge_differences", "paired_difference"]
 
 VERDICTS = ("better", "worse", "within noise")  # of paired_difference: a - b > 0, < 0, CI contains 0
 ALPHA = 0.05  # the verdicts' two-sided level (the t CI is 95 %)
@@ -66,6 +66,22 @@ def _sign_test(d: list[float]) -> str:
     return "+" if d[0] > 0 else "-"
 
 
+def judge_differences(d: list[float], boot: dict | None = None) -> tuple[float, float, float, float, str]:
+    """The one rule for paired differences ``d`` (``neas compare`` and the study's tables): mean, sd,
+    t 95 % CI low/high and the outcome of :func:`decide` ("+", "-", "noise", "borderline"). One pair:
+    no interval, "noise". No spread (all equal): no interval (nan, as scipy's) and the sign test's
+    outcome, which ``boot`` (a bootstrap CI that must also exclude 0) can still overrule."""
+    mean, sd, lo, hi = ci95(d)
+    if len(d) < 2:
+        return mean, sd, lo, hi, "noise"
+    if _no_spread(d):
+        outcome = _sign_test(d)
+        if outcome != "noise" and boot is not None:
+            outcome = decide(mean, mean, mean, boot)
+        return mean, 0.0, float("nan"), float("nan"), outcome
+    return mean, sd, lo, hi, decide(lo, hi, mean, boot)
+
+
 def paired_difference(a: list[float], b: list[float], higher_is_better: bool = True) -> dict:
     """``a - b`` paired by position (by seed): mean, sd, t 95 % CI ``lo``/``hi``, ``n`` and the
     verdict on ``a``, "better" (the CI lies above 0), "worse" (below) or "within noise" (it contains
@@ -78,15 +94,7 @@ def paired_difference(a: list[float], b: list[float], higher_is_better: bool = T
         raise ValueError(f"paired values differ in number: {len(a)} and {len(b)}")
     if not len(a):
         raise ValueError("no paired values")
-    d = [x - y for x, y in zip(a, b)]
-    mean, sd, lo, hi = ci95(d)
-    if len(d) < 2:
-        outcome = "noise"
-    elif _no_spread(d):
-        sd, lo, hi = 0.0, float("nan"), float("nan")
-        outcome = _sign_test(d)
-    else:
-        outcome = decide(lo, hi, mean)
+    mean, sd, lo, hi, outcome = judge_differences([x - y for x, y in zip(a, b)])
     above, below = VERDICTS[:2] if higher_is_better else VERDICTS[1::-1]  # the verdict of a CI above / below 0
     verdict = {"+": above, "-": below}.get(outcome, VERDICTS[2])
     return {"mean": mean, "sd": sd, "lo": lo, "hi": hi, "n": len(a), "verdict": verdict}

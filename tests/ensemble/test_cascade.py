@@ -132,13 +132,21 @@ def test_fit_thresholds_k4_with_uneven_costs(seed):
     full = cascade_summary(logits, labels, [NEVER] * 3, costs)
     assert summary["top1"] >= full["top1"] - 0.01 - 1e-12
     assert summary["mean_cost"] <= full["mean_cost"]
-    for j in range(3):  # coordinate-wise optimal
+    _assert_coordinate_wise_optimal(logits, labels, thresholds, costs, 0.01)
+
+
+def _assert_coordinate_wise_optimal(logits, labels, thresholds, costs, tolerance) -> None:
+    """No single threshold moved to another observed confidence (or NEVER) keeps top-1 within ``tolerance``
+    of the full ensemble's at a lower mean cost."""
+    summary = cascade_summary(logits, labels, thresholds, costs)
+    full = cascade_summary(logits, labels, [NEVER] * len(thresholds), costs)
+    for j in range(len(thresholds)):
         step_conf = logits[: j + 1].mean(0).double().softmax(-1).max(-1).values.unique().tolist()
         for value in [*step_conf, NEVER]:
             moved = list(thresholds)
             moved[j] = value
             other = cascade_summary(logits, labels, moved, costs)
-            if other["top1"] >= full["top1"] - 0.01 - 1e-12:
+            if other["top1"] >= full["top1"] - tolerance - 1e-12:
                 assert other["mean_cost"] >= summary["mean_cost"] - 1e-9
 
 
@@ -157,7 +165,9 @@ def test_fit_thresholds_never_costs_more_when_the_first_path_is_useless():
     thresholds = fit_thresholds(logits, labels, _costs(3), 0.0)
     summary = cascade_summary(logits, labels, thresholds, _costs(3))
     assert summary["top1"] >= cascade_summary(logits, labels, [NEVER] * 2, _costs(3))["top1"]
-    assert summary["mean_cost"] <= _costs(3)[-1]
+    # (its mean cost is at most the full ensemble's whatever the thresholds, since the step costs grow:
+    # the audit's "cannot fail"; what can is that no other threshold is cheaper at that top-1)
+    _assert_coordinate_wise_optimal(logits, labels, thresholds, _costs(3), 0.0)
 
 
 def test_cascade_curve():

@@ -382,7 +382,7 @@ def test_a_sigterm_and_a_sigkill_of_a_local_compare_leave_no_job_running_and_the
     argv += ["--seeds", "1", "--rows", "neas", "--executor", "local"]
     run = out / "neas-seed4"
     compare, below = _start_and_stop(argv, run / "supernet" / MARKER, signal.SIGTERM)  # the job is training
-    assert compare.returncode == 130 and "neas: error: interrupted" in compare.stderr.read()
+    assert compare.returncode == 143 and "neas: error: interrupted by SIGTERM" in compare.stderr.read()
     assert _still_running(below, 1) == []  # stopped before compare ended
     compare, below = _start_and_stop(argv, run / "search" / MARKER, signal.SIGKILL)  # resumed, searching now
     assert compare.returncode == -signal.SIGKILL and not (run / SUMMARY).exists()

@@ -7,7 +7,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import neas.executor as executor_mod
 from neas.cli import main
 from neas.config import from_dict, load_yaml
 from neas.errors import NeasError
@@ -214,7 +213,6 @@ def test_one_search_retrains_one_ensemble_per_budget(tmp_path, capsys, monkeypat
     assert (tmp_path / "b" / "report" / "front.png").stat().st_size > 5000
     # the budgets' retrainings again, two at once as local subprocesses (one thread each, as the suite
     # runs): the numbers of the default executor (in this process, one after another)
-    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
     for budget in budgets:
         shutil.rmtree(Path(budget["dir"]) / "retrain")
     again = run_pipeline(cfg(tmp_path / "b", resume=True, executor="local", max_parallel=2, **kw))

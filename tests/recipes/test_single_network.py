@@ -8,7 +8,6 @@ import pytest
 import torch
 import yaml
 
-import neas.executor as executor_mod
 from neas.cli import main
 from neas.config import from_dict
 from neas.ensemble import build_ensemble
@@ -152,7 +151,6 @@ def test_deep_ensemble_averages_independently_trained_copies(tmp_path, capsys):
 def test_deep_ensemble_copies_as_local_jobs_equal_those_trained_in_process(tmp_path, monkeypatch):
     """The copies, two at once as local subprocesses (one thread each, as the suite runs), give the
     numbers of the default executor: in this process, one after another."""
-    monkeypatch.setattr(executor_mod, "_cpus", lambda: 2)  # one thread per job on any machine
     space = SearchSpace.from_yaml(_k1_space(tmp_path))
     EnsembleArch.sample(space, 3).save(tmp_path / "k1.json", space=space.to_dict())
     argv = ["ablate", "deep-ensemble", "--arch", str(tmp_path / "k1.json"), "--data", "digits", "--epochs", "1"]

@@ -28,6 +28,7 @@ from PIL import Image
 
 from neas.errors import NeasError, show
 from neas.io import write_bytes, write_json
+from neas.runfiles import SYNTH_UNFINISHED
 from neas.seeding import stream_seed
 
 __all__ = ["CATEGORIES", "MAX_SIZE", "UNFINISHED", "write_synthetic"]
@@ -46,7 +47,7 @@ def _written(pattern: str) -> re.Pattern:
     return re.compile(rf"{pattern}|\.{pattern}\.\d+\.tmp")
 
 
-UNFINISHED = ".neas-synth-detection-unfinished.json"  # in ``out`` while a run writes it
+UNFINISHED = SYNTH_UNFINISHED  # in ``out`` while a run writes it
 _MARKER = _written(re.escape(UNFINISHED))
 _IMAGE_FILE = _written(r"\d{12}\.png")
 _ANNOTATION_FILE = _written(r"instances_\w+\.json")

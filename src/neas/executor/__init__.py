@@ -19,8 +19,9 @@ Decisions:
   import cycle through the recipes that use this module). Its pickles, written by submitit into
   ``log_dir``, hold only our own job descriptions (strings, numbers and an argv);
 - ``local`` runs at most ``max_parallel`` jobs at once (submitit's LocalExecutor would start all of
-  them), each with ``threads`` threads (torch, OpenMP, MKL; default ``max(1, cpus // max_parallel)``:
-  a caller whose numbers must not depend on ``max_parallel``, like ``neas compare``, fixes it) and,
+  them), each with ``threads`` threads (torch, OpenMP, MKL; default 1, never derived from
+  ``max_parallel``: results differ in their last digits between thread counts, and how many jobs run
+  at once must not change them; the commands pass their ``--threads-per-job``, :func:`job_command`) and,
   when there are CUDA devices, one of them (``CUDA_VISIBLE_DEVICES``, round-robin over the parallel
   slots). The devices are those ``CUDA_VISIBLE_DEVICES`` lists when it is set, else
   ``torch.cuda.device_count()`` (asked only then, and it creates no CUDA context in this process);
@@ -77,6 +78,7 @@ __all__ = [
     "JobResult",
     "NeasCommand",
     "check_executor",
+    "job_command",
     "run_jobs",
     "stage_job",
 ]
@@ -223,10 +225,6 @@ def _visible_gpus() -> list[int | str]:
     return list(range(torch.cuda.device_count()))
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _error_line(job: Job, sjob, exc: BaseException) -> str:
     """One line: the job, its run directory, the reason (its last ``neas: error:`` line when its log
     has one) and the path of its stderr log."""
@@ -276,7 +274,7 @@ def _run_local(todo: list[Job], command: NeasCommand, log_dir: Path, max_paralle
     """Subprocesses, at most ``max_parallel`` at once, each with its threads and one GPU, tied to this process."""
     executor = _submitit("local").LocalExecutor(folder=log_dir / "%j")
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
-    threads = command.threads or max(1, _cpus() // max_parallel)
+    threads = command.threads or 1  # never a share of the cores: max_parallel must not change the numbers
     parent, gpus = (os.getpid(), process_start(os.getpid())), _visible_gpus()
     queue, running, slots = list(todo), {}, {}  # slots: submitit job -> its parallel slot
     with interrupted_by():
@@ -409,6 +407,14 @@ def _wait_while_held(todo: list[Job]) -> tuple[list[Job], list[JobResult]]:
 _RUNNERS = {"debug": _run_debug, "local": _run_local, "slurm": _run_slurm}
 
 
+def job_command(executor: str, threads_per_job: int) -> NeasCommand:
+    """What the jobs of ``neas run``, ``rank`` and ``ablate`` call: the CLI with ``threads_per_job``
+    threads (their ``--threads-per-job``) when they run in processes of their own (``local``,
+    ``slurm``), whatever ``max_parallel``; a ``debug`` job runs in this process at its threads, as the
+    command's other stages do (and a job of ``neas compare``, a whole ``neas run``, at compare's)."""
+    return NeasCommand(threads=None if executor == "debug" else threads_per_job)
+
+
 def run_jobs(
     jobs: Sequence[Job],
     executor: str = "local",
@@ -427,7 +433,7 @@ def run_jobs(
         log_dir: submitit's folder: each job's pickles and its stdout/stderr logs, under its id.
         check: raise one NeasError naming every failed job (else return their records).
         command: what each job calls with its argv: ``NeasCommand(target, threads)`` (default: the neas
-            CLI; ``threads`` None: ``local`` gives each job ``cpus // max_parallel``, the others leave them).
+            CLI; ``threads`` None: ``local`` gives each job 1 thread, the others leave them).
     """
     jobs = list(jobs)
     _check(jobs, executor, max_parallel, slurm)

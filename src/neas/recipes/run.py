@@ -23,7 +23,7 @@ from neas.cost import parse_amount
 from neas.data.datasets import load_dataset
 from neas.data.split import holdout_split
 from neas.errors import NeasError
-from neas.executor import check_executor, run_jobs, stage_job
+from neas.executor import check_executor, job_command, run_jobs, stage_job
 from neas.io import read_json
 from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
@@ -163,7 +163,14 @@ def _run_budget_stages(cfg: RunConfig, run: RunDir, stages: dict) -> None:
     ]
     todo = [job for job in jobs if job is not None]
     if todo:
-        run_jobs(todo, executor=cfg.executor, max_parallel=cfg.max_parallel, slurm=cfg.slurm, log_dir=run / JOB_LOGS)
+        run_jobs(
+            todo,
+            executor=cfg.executor,
+            max_parallel=cfg.max_parallel,
+            slurm=cfg.slurm,
+            log_dir=run / JOB_LOGS,
+            command=job_command(cfg.executor, cfg.threads_per_job),
+        )
 
 
 def _retrain_budgets(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> list[dict]:

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from neas.config import option
 from neas.cost.settings import RUNTIMES
 from neas.errors import NeasError
 from neas.options import DEVICE_HELP, MAX_CLASSES
+from neas.runfiles import SYNTH_UNFINISHED
 from neas.settings import validate_fields
 
 __all__ = [
@@ -177,3 +179,12 @@ class SynthDetectionCommand:
 
     def __post_init__(self):
         validate_fields(self)
+        out = Path(self.out) if self.out is not None else None  # refused before torch is imported (fuzz §12)
+        if out is not None and out.exists():
+            foreign = not out.is_dir() or (
+                any(out.iterdir()) and not any(SYNTH_UNFINISHED in entry.name for entry in out.iterdir())
+            )
+            if foreign:  # (an unfinished set of its own is for the writer to recognise and replace)
+                raise NeasError(
+                    f"{out} already exists and is not an empty folder; choose another --out (nothing is overwritten)"
+                )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from neas.config import option
 from neas.errors import NeasError, show, suggest
+from neas.fields import load_yaml
 from neas.options import EXECUTORS, ExecutorOptions
 from neas.settings import validate_fields
 
@@ -61,6 +62,8 @@ class CompareConfig(ExecutorOptions):
         validate_fields(self)
         if self.config is not None and not Path(self.config).is_file():  # before anything heavy is imported
             raise NeasError(f"--config {self.config}: no such `neas run` YAML file")
+        if self.config is not None:
+            load_yaml(self.config)  # its size and syntax too (a 100 MB config: refused before torch, fuzz §9)
         rows = [self.rows] if isinstance(self.rows, str) else list(self.rows)
         self.rows = [r.strip() for item in rows for r in str(item).split(",") if r.strip()]
         for row in self.rows:

@@ -50,7 +50,7 @@ from neas.executor import Job, NeasCommand, check_executor, run_jobs
 from neas.executor.command import interrupted_by
 from neas.executor.configs import job_configs_to_write, write_job_config
 from neas.io import write_json, write_text, write_yaml
-from neas.options import EXECUTOR_KEYS
+from neas.options import JOB_KEYS
 from neas.recipes.compare.rows import K1_ROWS, at_each_budget, k1_space, row_config, run_config
 from neas.recipes.run import RunConfig, budget_folder, budget_value, stage_configs
 from neas.report.compare import budget_statistics, format_table, read_source, seed_numbers
@@ -134,7 +134,7 @@ def _plan(cfg: CompareConfig, base: RunConfig) -> _Plan:
         plan.files[k1_file] = k1.to_yaml()
     for (row, seed), rc in configs.items():
         path = out / COMPARE_CONFIGS / f"{Path(rc.out).name}.yaml"
-        plan.files[path] = _yaml({k: v for k, v in to_dict(rc).items() if k not in EXECUTOR_KEYS})  # in-process
+        plan.files[path] = _yaml({k: v for k, v in to_dict(rc).items() if k not in JOB_KEYS})  # in-process
         reads = []  # what compare reads from the run: its numbers (the deep row's: its ensembles')
         for budget, own in zip(base.budgets or [None], rc.budgets or [None]):
             plan.cells[row, budget, seed] = _sources(plan, cfg, rc, row, seed, budget, own, k)
