@@ -314,17 +314,19 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def load_matching(
-    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file"
-) -> torch.nn.Module:
-    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
-    otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
-    ``{source} (..) vs model (..)``)."""
+def check_matching(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file", skip=()
+) -> None:
+    """Checks that the keys and shapes of ``tensors`` match ``module``'s state_dict exactly (keys in ``skip``
+    need only be present in one of them); otherwise a one-line :class:`NeasError` starting with ``what`` lists
+    what differs (shapes as ``{source} (..) vs model (..)``)."""
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    skip = set(skip)
+    missing = sorted(set(own) - set(tensors) - skip)
+    unexpected = sorted(set(tensors) - set(own) - skip)
     mismatched = [
         f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(tensors))
+        for k in sorted(set(own) & set(tensors) - skip)
         if tensors[k].shape != own[k].shape
     ]
     parts = [
@@ -338,6 +340,14 @@ def load_matching(
         )
     if parts:
         raise NeasError(f"{what} ({'; '.join(parts)})")
+
+
+def load_matching(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file"
+) -> torch.nn.Module:
+    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly
+    (:func:`check_matching`); otherwise a :class:`NeasError` starting with ``what`` lists what differs."""
+    check_matching(module, tensors, what, source)
     module.load_state_dict(tensors)
     return module
 
