@@ -397,7 +397,9 @@ def check_distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
         seen[where] = flag
 
 
-def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str = "--out") -> Path:
+def check_output_dir(
+    out: str | Path, inputs=(), force: bool = False, flag: str = "--out", writes: str = "--cascade"
+) -> Path:
     """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
     or a directory holding one, never an existing file; an existing directory only with ``force``."""
     out = Path(out)
@@ -407,7 +409,7 @@ def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str 
         ):
             raise NeasError(f"{flag} {out} is or holds an input of this command; it would be overwritten")
     if out.exists() and not out.is_dir():
-        raise NeasError(f"{flag} {out} is a file; --cascade writes a directory")
+        raise NeasError(f"{flag} {out} is a file; {writes} writes a directory")
     if out.exists() and not force:
         raise NeasError(f"{flag} {out} already exists; pass --force to write into it")
     return out

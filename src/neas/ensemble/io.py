@@ -301,9 +301,14 @@ def check_timm_folder(folder: str | Path) -> EnsembleFile:
     arch, space, args = _timm_model(config, folder)
     cfg = config["pretrained_cfg"] if isinstance(config["pretrained_cfg"], dict) else {}
     pre = info.preprocess
+    named = (
+        "model_args '{}'"
+        if config["architecture"] == "neas_ensemble"
+        else f"'architecture' {config['architecture']}: {{}}"
+    )
     pairs = [
-        ("model_args 'arch'", arch.to_json(), info.arch.to_json()),
-        ("model_args 'space'", space.to_dict(), info.space.to_dict()),
+        (named.format("arch"), arch.to_json(), info.arch.to_json()),
+        (named.format("space"), space.to_dict(), info.space.to_dict()),
         ("model_args 'temperature'", args.get("temperature"), info.temperature_value),
         ("'num_classes'", config.get("num_classes", cfg.get("num_classes")), info.num_classes),
         ("pretrained_cfg 'input_size'", list(cfg.get("input_size") or []), [space.in_channels, *[pre.input_size] * 2]),

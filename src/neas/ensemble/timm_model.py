@@ -31,12 +31,12 @@ from timm.models._features import FeatureInfo, feature_take_indices
 from timm.models._manipulate import adapt_input_conv
 
 from neas.ensemble.features import EnsembleFeatures, stage_ends
-from neas.ensemble.io import check_timm_folder
+from neas.ensemble.io import FORMAT, check_timm_folder
 from neas.ensemble.model import EnsembleNet
 from neas.ensemble.official import IGNORED_SUFFIXES, read_official_state_dict
 from neas.ensemble.settings import parse_feature_mode
 from neas.errors import NeasError, show
-from neas.io import check_matching, load_weights
+from neas.io import check_matching, load_weights, read_metadata
 from neas.records import check_temperature
 from neas.runfiles import MODEL
 from neas.space import EnsembleArch, SearchSpace
@@ -191,7 +191,8 @@ def check_pretrained(state: dict, model: TimmEnsemble) -> dict:
     must fit the model ``config.json`` describes (heads aside when ``num_classes`` was changed, the stem
     aside when ``in_chans`` was), and a local folder's ``config.json`` must match its weights file's record."""
     where = model.pretrained_cfg.get("file") or model.pretrained_cfg.get("hf_hub_id") or "the weights"
-    if model.pretrained_cfg.get("source") == "local-dir":
+    # a folder neas wrote (its weights carry their record); one re-saved by timm has plain weights, checked below
+    if model.pretrained_cfg.get("source") == "local-dir" and read_metadata(Path(where) / MODEL).get("format") == FORMAT:
         check_timm_folder(where)
     own = model.state_dict()
     skip = {k for k in own if k.startswith("classifiers.")} if _heads_differ(state, own) else set()
@@ -220,11 +221,31 @@ def _overlay(variant: str, pretrained: bool, pretrained_cfg, overlay: dict | Non
     return overlay
 
 
-def create(variant: str, pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None, **kwargs):
-    """Builds ``variant`` with timm's ``build_model_with_cfg`` (see the module docstring); ``kwargs``:
-    ``arch``, ``space`` and :class:`TimmEnsemble`'s other arguments, timm's ``features_only`` /
-    ``out_indices`` and neas's ``feature_mode``."""
-    arch, space = _arch(kwargs.pop("arch", None)), _space(kwargs.pop("space", None))
+def _released(variant: str, preset: str, arch, space) -> tuple[EnsembleArch, SearchSpace]:
+    """A released name's arch and space; model arguments that say otherwise (a folder's config.json) are refused."""
+    fixed = EnsembleArch.preset(preset), SearchSpace.preset("imagenet")
+    given = (fixed[0] if arch is None else _arch(arch), fixed[1] if space is None else _space(space))
+    if given[0] != fixed[0] or given[1].to_dict() != fixed[1].to_dict():
+        raise NeasError(
+            f"{variant} is the released {preset.upper()} in the imagenet space; the model arguments arch and space "
+            "name another ensemble (build it as neas_ensemble)"
+        )
+    return fixed
+
+
+def create(
+    variant: str,
+    pretrained: bool = False,
+    pretrained_cfg=None,
+    pretrained_cfg_overlay=None,
+    released: str | None = None,
+    **kwargs,
+):
+    """Builds ``variant`` with timm's ``build_model_with_cfg`` (see the module docstring); ``released``: the arch
+    preset of a released name; ``kwargs``: ``arch``, ``space`` and :class:`TimmEnsemble`'s other arguments,
+    timm's ``features_only`` / ``out_indices`` and neas's ``feature_mode``."""
+    arch, space = kwargs.pop("arch", None), kwargs.pop("space", None)
+    arch, space = _released(variant, released, arch, space) if released else (_arch(arch), _space(space))
     features = kwargs.get("features_only", False)
     mode = kwargs.pop("feature_mode", "mean")
     parse_feature_mode(mode, arch.num_paths)

@@ -68,7 +68,7 @@ def neas_s(pretrained: bool = False, **kwargs):
     """NEAS-S (301.5M MACs, 8.66M params at 224 px): the released small ensemble."""
     from neas.ensemble.timm_model import create
 
-    return create("neas_s", pretrained, arch=RELEASED["neas_s"], space="imagenet", **kwargs)
+    return create("neas_s", pretrained, released=RELEASED["neas_s"], **kwargs)
 
 
 @register_model
@@ -76,7 +76,7 @@ def neas_m(pretrained: bool = False, **kwargs):
     """NEAS-M (449.4M MACs, 11.55M params at 224 px): the released medium ensemble."""
     from neas.ensemble.timm_model import create
 
-    return create("neas_m", pretrained, arch=RELEASED["neas_m"], space="imagenet", **kwargs)
+    return create("neas_m", pretrained, released=RELEASED["neas_m"], **kwargs)
 
 
 @register_model
@@ -84,7 +84,7 @@ def neas_l(pretrained: bool = False, **kwargs):
     """NEAS-L (553.1M MACs, 12.44M params at 224 px): the released large ensemble."""
     from neas.ensemble.timm_model import create
 
-    return create("neas_l", pretrained, arch=RELEASED["neas_l"], space="imagenet", **kwargs)
+    return create("neas_l", pretrained, released=RELEASED["neas_l"], **kwargs)
 
 
 @register_model

@@ -193,7 +193,8 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         cascade=info.cascade,
     )
     result = assess(report, test, device, options)
-    run.write_json(EVAL, {"split": cfg.eval_split, **result, "preprocessing": info.preprocess.to_json()})
+    view = info.preprocess.to_json()  # the record of how every image was seen, and how many it trained on
+    run.write_json(EVAL, {"split": cfg.eval_split, **result, "preprocessing": view, "train_images": len(train_full)})
     log.info(
         "test: ensemble top-1 %.2f%%  (%s)",
         100 * result["ensemble"]["top1"],

@@ -50,13 +50,18 @@ class SpaceCommand:
 
 @dataclass
 class ExportCommand:
-    """export an ensemble as one module (safetensors or ONNX), verified"""
+    """export an ensemble as one module (safetensors, ONNX, or a Hub-ready timm folder with a model card), verified"""
 
     checkpoint: str | None = option(None, "a neas weights file or retrain run directory")
     official_checkpoint: str | None = option(None, "a released NEAS .pth.tar file")
     arch: str | None = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
-    format: str = option(None, "safetensors | onnx", required=True)
-    out: str = option(None, "file to write (with --cascade: a directory)", required=True)
+    format: str = option(
+        None,
+        "safetensors | onnx | timm (a folder: config.json, model.safetensors and a model card README.md, for "
+        "timm.create_model('local-dir:DIR') and the Hugging Face Hub)",
+        required=True,
+    )
+    out: str = option(None, "file to write (with --cascade or --format timm: a directory)", required=True)
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
     paths: int | None = option(
         None, "export the sub-ensemble of the first J paths of the anytime order", default_help="all", valid=">= 1"
@@ -66,10 +71,20 @@ class ExportCommand:
         "with --format onnx: the early-exit cascade fitted by `neas evaluate --cascade`, one ONNX file per step "
         "and cascade.json in the directory --out",
     )
+    raw_logits: bool = option(
+        False,
+        "export the mean logits without the stored temperature (by default the exported model divides by it, "
+        "as neas.load_ensemble's model does)",
+    )
+    license: str = option("other", "with --format timm: the model card's license, a Hub license id (mit, apache-2.0)")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
         validate_fields(self)
+        if self.license != "other" and self.format != "timm":
+            raise NeasError(f"--license is for the model card of --format timm, got --format {self.format}")
+        if not self.license or not all(c.isalnum() or c in "-._" for c in self.license) or len(self.license) > 64:
+            raise NeasError(f"--license: a Hub license id (letters, digits, '-', '.', '_'), got {self.license!r:.80}")
         if self.cascade and self.format != "onnx":
             raise NeasError(f"--cascade needs --format onnx, got --format {self.format}")
         if self.cascade and self.paths is not None:
