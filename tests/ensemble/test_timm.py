@@ -416,3 +416,19 @@ def test_neas_reads_the_folder_too(exported):
     net, info = neas.load_ensemble(exported["root"] / "hub")
     assert info.classes == CLASSES and net.temperature == TEMPERATURE
     assert net.pretrained_cfg["crop_pct"] == exported["crop_pct"]
+
+
+def test_a_released_checkpoint_exports_to_a_folder_that_timm_loads_back(released_m, tmp_path):
+    out = tmp_path / "neas-m"
+    argv = ["export", "--official-checkpoint", str(released_m[0]), "--arch", "neas-m", "--format", "timm"]
+    assert main([*argv, "--out", str(out)]) == 0
+    loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    direct = timm.create_model(
+        "neas_m", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(released_m[0]))
+    )
+    assert loaded.pretrained_cfg["crop_pct"] == 0.875 and loaded.pretrained_cfg["input_size"] == (3, 224, 224)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), direct.eval()(x))
+    card = (out / "README.md").read_text()
+    assert "released by the authors of NEAS" in card and "neas's safe loader" in card

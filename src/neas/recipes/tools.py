@@ -100,7 +100,8 @@ def export_ensemble(cfg: ExportCommand) -> str:
         check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))
     net, info = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     notes = []
-    if cfg.paths is not None and cfg.paths != net.arch.num_paths:
+    whole = cfg.paths is None or cfg.paths == net.arch.num_paths
+    if not whole:
         if cfg.paths > net.arch.num_paths:
             raise NeasError(f"paths: the ensemble has {net.arch.num_paths} paths, got {cfg.paths}")
         chosen, total = info.order[: cfg.paths], net.arch.num_paths
@@ -123,7 +124,7 @@ def export_ensemble(cfg: ExportCommand) -> str:
         info = dataclasses.replace(info, temperature=None)
     temperature = info.temperature_value
     if cfg.format == "timm":
-        diff = _export_timm(cfg, net, info)
+        diff = _export_timm(cfg, net, info, whole)
     else:
         diff = export(net, cfg.format, cfg.out, info=info, opset=cfg.opset, temperature=temperature)
     if temperature is not None:
@@ -135,15 +136,16 @@ def export_ensemble(cfg: ExportCommand) -> str:
     )
 
 
-def _export_timm(cfg: ExportCommand, net, info) -> float:
-    """``neas export --format timm``: the Hub-ready folder with its model card (neas.ensemble.hub)."""
+def _export_timm(cfg: ExportCommand, net, info, whole: bool) -> float:
+    """``neas export --format timm``: the Hub-ready folder with its model card (neas.ensemble.hub); ``whole``:
+    False for some of the run's paths (``--paths``), whose test numbers the run's records do not hold."""
     from neas.ensemble.hub import export_timm
     from neas.report.card import model_card
 
     if cfg.opset != ExportCommand.opset:
         raise NeasError(f"--opset {cfg.opset} has no effect with --format timm; drop it")
     name = Path(cfg.out).resolve().name
-    card = model_card(cfg.checkpoint, net, info, name, cfg.license)
+    card = model_card(cfg.checkpoint, net, info, name, cfg.license, whole)
     return export_timm(net, info, cfg.out, card)
 
 

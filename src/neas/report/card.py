@@ -415,7 +415,7 @@ _ARRAYS = {
 }  # dataset names that are also Hub dataset ids
 
 
-def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, license: str) -> str:
+def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, license: str, where: str) -> str:
     """The Hub's YAML header: library, license, tags, datasets, metrics and the test scores as a model-index."""
     data = str((info.data or {}).get("data") or "")
     meta = {
@@ -428,7 +428,6 @@ def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, lice
     if data in _HUB_DATASETS:
         meta["datasets"] = [data]
     if result is not None:
-        where = "eval"
         values = [("accuracy", "top-1 accuracy", 100 * result.top1)]
         values += [(m, m.upper(), _num(result.ensemble, m, where, 0)) for m in ("nll", "ece")]
         meta["model-index"] = [
@@ -477,22 +476,45 @@ def _usage(name: str, info: EnsembleFile) -> list[str]:
     ]
 
 
-def model_card(source: str | Path | None, net, info: EnsembleFile, name: str, license: str = "other") -> str:
+def _intro(info: EnsembleFile, released: bool, subset: bool) -> list[str]:
+    paper = "Chen et al., *One-Shot Neural Ensemble Architecture Search by Diversity-Guided Search Space Shrinking*"
+    how = (
+        f"released by the authors of NEAS ({paper}, CVPR 2021)"
+        if released
+        else (f"found by NEAS ({paper}, CVPR 2021) with neas and retrained from scratch")
+    )
+    lines = [
+        f"An ensemble of {info.arch.num_paths} networks (paths) that share their first {info.arch.split} searchable "
+        f"layers, {how}. It predicts the mean of its paths' logits.",
+        "",
+    ]
+    if subset:
+        lines += [
+            "These are some of the paths of a retrained ensemble (`neas export --paths`): the run's test numbers "
+            "are the whole ensemble's and are left out (its `eval.json` `anytime` entries hold the sub-ensembles'; "
+            "or run `neas evaluate` on this folder).",
+            "",
+        ]
+    return lines
+
+
+def model_card(
+    source: str | Path | None, net, info: EnsembleFile, name: str, license: str = "other", whole: bool = True
+) -> str:
     """The README.md of an exported ensemble ``net`` (described by ``info``; its records found from the weights
-    ``source``, None for a released checkpoint): see the module docstring."""
+    ``source``, None for a released checkpoint; ``whole``: False for some of the run's paths, whose test numbers
+    the run's records do not hold): see the module docstring."""
     sources = locate(source) if source is not None else None
-    result = read_eval(sources.retrain / EVAL) if sources is not None and sources.retrain is not None else None
-    where = str(sources.retrain / EVAL) if result is not None else "eval"
+    has_eval = sources is not None and sources.retrain is not None
+    result = read_eval(sources.retrain / EVAL) if has_eval else None
+    where = str(sources.retrain / EVAL) if has_eval else "eval"
+    scores = result if whole else None
     k = info.arch.num_paths
     lines = [
-        _front_matter(name, info, result, license),
+        _front_matter(name, info, scores, license, where),
         f"# {_text(name)}",
         "",
-        f"An ensemble of {k} networks (paths) that share their first {info.arch.split} searchable layers, found by "
-        "NEAS (Chen et al., *One-Shot Neural Ensemble Architecture Search by Diversity-Guided Search Space "
-        "Shrinking*, CVPR 2021) with neas and retrained from scratch. It "
-        "predicts the mean of its paths' logits.",
-        "",
+        *_intro(info, sources is None, not whole),
         *_usage(name, info),
         "## Architecture",
         "",
@@ -500,10 +522,10 @@ def model_card(source: str | Path | None, net, info: EnsembleFile, name: str, li
         arch_report(info.space, info.arch, info.num_classes, title=name),
         "```",
         "",
-        *_cost_lines(net, info, result, where),
+        *_cost_lines(net, info, scores, where),
     ]
-    if result is not None:
-        lines += [*_scores(result, where, k), *_beyond(result, where)]
+    if scores is not None:
+        lines += [*_scores(scores, where, k), *_beyond(scores, where)]
     if sources is None:
         lines += ["## Provenance", "", "- the authors' released checkpoint, read by neas's safe loader", ""]
     else:
