@@ -18,8 +18,6 @@ from neas.errors import NeasError
 from neas.report.card import locate, model_card
 from neas.space import EnsembleArch, SearchSpace
 
-from ..helpers import tiny_supernet_section
-
 CLASSES = ("ant", "bee", "cat")
 
 
@@ -161,23 +159,10 @@ def test_text_from_a_record_cannot_break_the_card(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_run_exports_a_folder_whose_card_has_the_runs_provenance(tmp_path):
-    config = {
-        "space": "tiny",
-        "data": "digits",
-        "seed": 4,
-        "device": "cpu",
-        "supernet": tiny_supernet_section(),
-        "search": {
-            "max_macs": "0.7M",
-            "population": 4,
-            "parents": 2,
-            "generations": 2,
-            "mutations": 2,
-            "crossovers": 2,
-            "bn_batches": 1,
-        },
-        "retrain": {"epochs": 2, "batch_size": 64, "holdout": 0.1},
-    }
+    from ..recipes.test_run import SMALL
+
+    retrain = {"epochs": 2, "batch_size": 64, "holdout": 0.1}  # the pipeline test's run, a shorter retraining
+    config = {**SMALL, "compare_random": False, "retrain": retrain}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]) == 0
     assert (
