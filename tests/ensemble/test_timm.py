@@ -23,6 +23,7 @@ from neas.cli import main
 from neas.data.preprocess import Preprocessing
 from neas.ensemble.io import load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
+from neas.ensemble.official import RELEASED_PREPROCESSING
 from neas.errors import NeasError
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PRESETS
@@ -156,6 +157,7 @@ def test_each_released_name_builds_with_its_pretrained_cfg_and_features(name):
     model = timm.create_model(name).eval()
     assert model.arch == EnsembleArch.preset(name.replace("_", "-")) and model.space.name == "imagenet"
     cfg = model.pretrained_cfg
+    assert {k: cfg[k] for k in RELEASED_PREPROCESSING.data_config()} == RELEASED_PREPROCESSING.data_config()
     assert cfg["input_size"] == (3, 224, 224) and cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bicubic"
     assert cfg["num_classes"] == 1000 and cfg["first_conv"] == "conv_stem"
     assert tuple(cfg["classifier"]) == ("classifiers.0", "classifiers.1")

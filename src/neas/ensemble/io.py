@@ -31,6 +31,7 @@ from neas.io import load_matching, load_weights, read_json, read_metadata, recor
 from neas.records import CascadeRecord, check_order, check_temperature
 from neas.runfiles import MODEL, TIMM_CONFIG, PipelineLayout
 from neas.space import EnsembleArch, SearchSpace
+from neas.space.presets import TIMM_NAMES
 
 __all__ = [
     "FORMAT",
@@ -268,7 +269,7 @@ def model_file(path: str | Path) -> Path:
 
 
 # the timm names a `neas export --format timm` folder's config.json may give (neas.ensemble.timm_registry)
-TIMM_ARCHITECTURES = {"neas_ensemble": None, "neas_s": "neas-s", "neas_m": "neas-m", "neas_l": "neas-l"}
+TIMM_ARCHITECTURES = {"neas_ensemble": None, **TIMM_NAMES}
 
 
 def _timm_model(config: dict, folder: Path) -> tuple[EnsembleArch, SearchSpace, dict]:

@@ -1,8 +1,10 @@
 """neas's models in timm's registry: ``neas_s``, ``neas_m``, ``neas_l`` and ``neas_ensemble`` (issue 38).
 
 Imported by ``import neas`` once timm is imported (:func:`neas.lazy.after_import`), so it must stay
-cheap: it imports timm's registry and neas's torch-free preprocessing constants only; each entrypoint
-imports the model (:mod:`neas.ensemble.timm_model`) when it is called.
+cheap: it imports timm's registry and constants and neas's pure-Python presets only; each entrypoint
+imports the model (:mod:`neas.ensemble.timm_model`) when it is called. The data config of the released
+names is :data:`neas.ensemble.official.RELEASED_PREPROCESSING`'s, spelled in timm's constants (a test
+holds them equal).
 
 - ``neas_s`` / ``neas_m`` / ``neas_l``: the released architectures in the imagenet space (224 px,
   1000 classes). ``pretrained=True`` needs the released file, which neas never downloads::
@@ -23,13 +25,12 @@ mean logits by; a folder's ``config.json`` carries the fitted one).
 
 from __future__ import annotations
 
+from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
-from neas.data.preprocess import DEFAULT_CROP_PCT, MEAN, STD
+from neas.space.presets import TIMM_NAMES as RELEASED  # timm name -> neas arch preset
 
 __all__ = ["RELEASED", "neas_ensemble", "neas_l", "neas_m", "neas_s"]
-
-RELEASED = {"neas_s": "neas-s", "neas_m": "neas-m", "neas_l": "neas-l"}  # timm name -> neas arch preset
 
 
 def _cfg(**kwargs) -> dict:
@@ -39,8 +40,8 @@ def _cfg(**kwargs) -> dict:
         "crop_pct": DEFAULT_CROP_PCT,
         "crop_mode": "center",
         "interpolation": "bicubic",
-        "mean": MEAN,
-        "std": STD,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
         "num_classes": 1000,
         "first_conv": "conv_stem",
         "classifier": ("classifiers.0", "classifiers.1"),
