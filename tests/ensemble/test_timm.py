@@ -434,3 +434,15 @@ def test_a_released_checkpoint_exports_to_a_folder_that_timm_loads_back(released
         torch.testing.assert_close(loaded(x), direct.eval()(x))
     card = (out / "README.md").read_text()
     assert "released by the authors of NEAS" in card and "neas's safe loader" in card
+
+
+def test_a_folder_loads_with_fresh_heads_or_as_multi_scale_features(one):
+    hub = f"local-dir:{one['root'] / 'hub'}"
+    whole = timm.create_model(hub, pretrained=True).state_dict()
+    fresh = timm.create_model(hub, pretrained=True, num_classes=7)
+    assert fresh.num_classes == 7 and fresh.state_dict()["classifiers.1.weight"].shape[0] == 7
+    assert all(torch.equal(v, whole[k]) for k, v in fresh.state_dict().items() if not k.startswith("classifiers."))
+    features = timm.create_model(hub, pretrained=True, features_only=True).eval()
+    assert features.feature_info.reduction() == [2, 4, 8]
+    with torch.no_grad():
+        assert [m.shape[1] for m in features(torch.randn(1, 3, 32, 32))] == features.feature_info.channels()
