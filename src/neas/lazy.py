@@ -63,10 +63,17 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         run = loader.exec_module
 
         def exec_module(module):
+            if vars(loader).get("exec_module") is exec_module:
+                del loader.exec_module  # once: a loader shared with other modules (a zip's) is left as it was
             run(module)
             _import_quietly(self.target)
 
-        loader.exec_module = exec_module  # this spec's loader instance only
+        try:
+            loader.exec_module = exec_module  # on this loader instance only
+        except AttributeError:  # a loader without instance attributes: no hook, the import goes on
+            logging.getLogger(__name__).warning(
+                "cannot import %s after %s: its loader takes no hook", self.target, fullname
+            )
         return spec
 
 
