@@ -206,7 +206,10 @@ def test_the_onnx_export_says_what_input_it_expects(tmp_path):
     space = SearchSpace.preset("tiny")
     arch = EnsembleArch.sample(space, 0, split=2)
     net = EnsembleNet(space, arch, 3)
-    info = EnsembleFile(space=space, arch=arch, num_classes=3, classes=("cat", "dog", "eel"))
+    from neas.data.preprocess import Preprocessing
+
+    view = Preprocessing(32, 0.875)  # the model's recorded transform: the metadata reads it
+    info = EnsembleFile(space=space, arch=arch, num_classes=3, classes=("cat", "dog", "eel"), preprocessing=view)
     export(net, "onnx", tmp_path / "m.onnx", info=info, temperature=1.5)
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props["classes"]) == ["cat", "dog", "eel"]

@@ -6,9 +6,16 @@ Public API::
 
 Names load on first use, so ``import neas.ensemble`` (a deployed model) does not pull in the
 supernet or the search machinery.
+
+``import neas`` registers timm models (``neas_s``, ``neas_m``, ``neas_l``, ``neas_ensemble``:
+:mod:`neas.ensemble.timm_registry`) as soon as timm is imported, before or after neas, without
+importing timm itself (``neas --help`` stays light)::
+
+    import neas, timm
+    model = timm.create_model("local-dir:my_ensemble", pretrained=True)  # a `neas export --format timm` folder
 """
 
-from neas.lazy import lazy_exports
+from neas.lazy import after_import, lazy_exports
 
 __version__ = "0.1.0"
 
@@ -29,3 +36,4 @@ _EXPORTS = {
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+after_import("timm", "neas.ensemble.timm_registry")

@@ -314,17 +314,19 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def load_matching(
-    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file"
-) -> torch.nn.Module:
-    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly;
-    otherwise a :class:`NeasError` starting with ``what`` lists what differs (shapes as
-    ``{source} (..) vs model (..)``)."""
+def check_matching(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file", skip=()
+) -> None:
+    """Checks that the keys and shapes of ``tensors`` match ``module``'s state_dict exactly (keys in ``skip``
+    need only be present in one of them); otherwise a one-line :class:`NeasError` starting with ``what`` lists
+    what differs (shapes as ``{source} (..) vs model (..)``)."""
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    skip = set(skip)
+    missing = sorted(set(own) - set(tensors) - skip)
+    unexpected = sorted(set(tensors) - set(own) - skip)
     mismatched = [
         f"{k}: {source} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(tensors))
+        for k in sorted(set(own) & set(tensors) - skip)
         if tensors[k].shape != own[k].shape
     ]
     parts = [
@@ -338,6 +340,14 @@ def load_matching(
         )
     if parts:
         raise NeasError(f"{what} ({'; '.join(parts)})")
+
+
+def load_matching(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str = "file"
+) -> torch.nn.Module:
+    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match exactly
+    (:func:`check_matching`); otherwise a :class:`NeasError` starting with ``what`` lists what differs."""
+    check_matching(module, tensors, what, source)
     module.load_state_dict(tensors)
     return module
 
@@ -387,7 +397,9 @@ def check_distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
         seen[where] = flag
 
 
-def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str = "--out") -> Path:
+def check_output_dir(
+    out: str | Path, inputs=(), force: bool = False, flag: str = "--out", writes: str = "--cascade"
+) -> Path:
     """The rule of :func:`neas.io.check_output` for an output directory: never one of the ``inputs``
     or a directory holding one, never an existing file; an existing directory only with ``force``."""
     out = Path(out)
@@ -397,7 +409,7 @@ def check_output_dir(out: str | Path, inputs=(), force: bool = False, flag: str 
         ):
             raise NeasError(f"{flag} {out} is or holds an input of this command; it would be overwritten")
     if out.exists() and not out.is_dir():
-        raise NeasError(f"{flag} {out} is a file; --cascade writes a directory")
+        raise NeasError(f"{flag} {out} is a file; {writes} writes a directory")
     if out.exists() and not force:
         raise NeasError(f"{flag} {out} already exists; pass --force to write into it")
     return out

@@ -32,6 +32,7 @@ __all__ = [
     "MARKER",
     "METRICS",
     "MODEL",
+    "MODEL_CARD",
     "PARETO",
     "PREDICTIONS",
     "RANDOM_SEARCH_STAGE",
@@ -54,6 +55,7 @@ __all__ = [
     "SUPERNET_STAGE",
     "SYNTH_UNFINISHED",
     "TENSORBOARD",
+    "TIMM_CONFIG",
     "PipelineLayout",
     "figure",
     "generation_file",
@@ -87,6 +89,8 @@ EVAL = "eval.json"
 DETECTOR = "detector.json"  # detect: beside model.safetensors, how to rebuild the detector
 PREDICTIONS = "predictions.json"  # detect: the val split's detections in COCO results format
 CASCADE_JSON = "cascade.json"  # neas export --cascade: the steps' spec beside their ONNX files
+TIMM_CONFIG = "config.json"  # neas export --format timm: timm's config beside model.safetensors
+MODEL_CARD = "README.md"  # neas export --format timm: the model card (the Hub shows it)
 # run, rank, ablate, compare
 SUMMARY = "summary.json"  # run: the pipeline's result
 RANK = "rank.json"  # rank: the correlations

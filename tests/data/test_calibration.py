@@ -176,7 +176,9 @@ def test_streamed_training_applies_randaugment(tmp_path):
 
 
 def test_eval_view_of_large_images_is_timms(tmp_path):
-    """Test images larger than the input size get timm's eval transform (bicubic, crop_pct 0.875)."""
+    """Test images of another size get timm's eval transform (bicubic resize, centre crop) at the
+    model's crop: 0.875 for a model trained on streamed images, 1.0 for one trained in memory (the
+    split's own rule when no crop is given)."""
     from PIL import Image
     from timm.data import create_transform
 
@@ -186,8 +188,10 @@ def test_eval_view_of_large_images_is_timms(tmp_path):
     for c in ("a", "b"):
         (tmp_path / "test" / c).mkdir(parents=True)
         Image.fromarray(rng.integers(0, 255, (50, 64, 3), dtype=np.uint8)).save(tmp_path / "test" / c / "x.png")
-    image = load_dataset("imagefolder", "test", 32, tmp_path).images[0]
-    expected = create_transform(32, is_training=False, crop_pct=0.875, interpolation="bicubic", use_prefetcher=True)(
-        Image.open(tmp_path / "test" / "a" / "x.png").convert("RGB")
-    )
-    assert torch.equal(image, expected)
+    source = Image.open(tmp_path / "test" / "a" / "x.png").convert("RGB")
+    for crop_pct, given in ((0.875, 0.875), (1.0, 1.0), (1.0, None)):
+        image = load_dataset("imagefolder", "test", 32, tmp_path, crop_pct=given).images[0]
+        timm = create_transform(32, is_training=False, crop_pct=crop_pct, interpolation="bicubic", use_prefetcher=True)
+        assert torch.equal(image, timm(source)), crop_pct
+    streamed = load_dataset("imagefolder", "test", 32, tmp_path, decode="stream")
+    assert streamed.crop_pct == 0.875

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 import neas.train.recipe as training
 from neas.cli import main
 from neas.data import BatchLoader, calibration_sets, load_dataset
-from neas.data.datasets import ImageFiles, ImageTensors, crop_pct_for, decode_image
+from neas.data.datasets import ImageFiles, ImageTensors, decode_image
 from neas.data.loader import Augment, Training
+from neas.data.preprocess import DEFAULT_CROP_PCT, TRAIN_CROP_PCT
 from neas.seeding import stream_seed
 from neas.space import EnsembleArch, SearchSpace
 
@@ -170,9 +171,10 @@ def test_the_held_out_part_is_seen_exactly_as_the_test_split(folder, tmp_path, d
     order = [int(f.rsplit("/", 1)[1][:3]) for f in test_files]  # the test split lists the copies class by class
     assert sorted(order) == list(range(len(files)))
     assert torch.equal(held_images[order], test_images)
-    # while the training part keeps the training view, which differs for these images
-    as_train = torch.stack([decode_image(f, 32, crop_pct_for("train")) for f in files])
-    as_test = torch.stack([decode_image(f, 32, crop_pct_for("test")) for f in files])
+    # and the view matters for these images: the whole short side (the training view, and the evaluation
+    # view of images held in memory) is not timm's 0.875 crop (the evaluation view of streamed ones)
+    as_train = torch.stack([decode_image(f, 32, TRAIN_CROP_PCT) for f in files])
+    as_test = torch.stack([decode_image(f, 32, DEFAULT_CROP_PCT) for f in files])
     assert not torch.equal(as_train, as_test)
 
 

@@ -5,10 +5,13 @@ and kept in memory (:class:`ImageTensors`), so epochs never re-decode images. Im
 choose with ``decode``: ``memory``, ``stream`` (from disk, :class:`ImageFiles`) or ``auto``
 (stream when more than ``max_memory_gb`` once decoded). Search runs never see the ``test`` split.
 
-A training split is seen two ways: its training part is augmented from the whole short side
-(``crop_pct`` 1.0), its held-out part (:func:`evaluation_view`) exactly as an evaluation split
-is — timm's bicubic resize and centre crop at ``crop_pct`` 0.875 — so what is fitted on the
-held-out part (temperature, anytime order, candidate scores) sees the view it is reported on.
+Every image file is decoded by one transform, :class:`neas.data.preprocess.Preprocessing` (timm's
+bicubic resize of the short side to S / crop_pct and centre crop), whatever its size. A training split
+is seen two ways: its training part is augmented from the whole short side (``crop_pct`` 1.0), its
+held-out part (:func:`evaluation_view`) exactly as an evaluation split is — at the evaluation crop of
+the model (:func:`neas.data.preprocess.evaluation_crop_pct`: 1.0 for images held in memory, 0.875
+for streamed ones) — so what is fitted on the held-out part (temperature, anytime order, candidate
+scores) sees the view it is reported on.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 
+from neas.data.preprocess import TRAIN_CROP_PCT, Preprocessing, evaluation_crop_pct
 from neas.data.split import holdout_split
 from neas.errors import NeasError, suggest
 from neas.io import atomic_write
@@ -45,6 +48,7 @@ __all__ = [
     "check_same_classes",
     "evaluation_view",
     "load_dataset",
+    "preprocessing_of",
     "rgb_array",
 ]
 
@@ -62,6 +66,7 @@ class ImageTensors:
     labels: torch.Tensor
     classes: list[str]
     files: list[str] | None = None  # the image files, when decoded from a folder (for other views of them)
+    crop_pct: float | None = None  # the view the files were decoded at (None: not decoded from files)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,7 +77,7 @@ class ImageTensors:
 
     def subset(self, index: torch.Tensor) -> ImageTensors:
         files = None if self.files is None else [self.files[i] for i in index.tolist()]
-        return ImageTensors(self.images[index], self.labels[index], self.classes, files)
+        return ImageTensors(self.images[index], self.labels[index], self.classes, files, self.crop_pct)
 
 
 @dataclass
@@ -125,9 +130,10 @@ def _cifar(
     download: bool,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
+    crop_pct: float | None = None,
 ) -> ImageTensors | ImageFiles:
     if root is not None and (root / split).is_dir():
-        return _imagefolder(root, split, input_size, decode, max_memory_gb)
+        return _imagefolder(root, split, input_size, decode, max_memory_gb, crop_pct)
     from torchvision import datasets
 
     if root is None:
@@ -205,25 +211,22 @@ def _scan(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
     return paths, labels, classes
 
 
-def crop_pct_for(split: str) -> float:
-    """The evaluation view of a split: timm's center crop (``crop_pct`` 0.875) for held-out test
-    images, the whole short side (1.0) for the training split, which is augmented from it."""
-
-    return 1.0 if split == "train" else DEFAULT_CROP_PCT
+def preprocessing_of(data: ImageTensors | ImageFiles, input_size: int) -> Preprocessing:
+    """The evaluation transform of a model trained on ``data`` (a training split): the evaluation crop
+    follows how its training part is augmented (:func:`neas.data.preprocess.evaluation_crop_pct`)."""
+    return Preprocessing.for_training(input_size, isinstance(data, ImageFiles))
 
 
 _eval_transforms: dict = {}
 
 
 def eval_transform(input_size: int, crop_pct: float):
-    """timm's evaluation transform (bicubic resize to ``input_size / crop_pct``, center crop),
-    returning uint8 (3, S, S) tensors: normalisation happens on the device."""
+    """timm's evaluation transform at ``Preprocessing(input_size, crop_pct)`` (bicubic resize of the
+    short side to ``input_size / crop_pct``, centre crop), returning uint8 (3, S, S) tensors:
+    normalisation happens on the device."""
     key = (input_size, crop_pct)
     if key not in _eval_transforms:
-        config = resolve_data_config(
-            {"input_size": (3, input_size, input_size), "crop_pct": crop_pct, "interpolation": "bicubic"}
-        )
-        _eval_transforms[key] = create_transform(**config, is_training=False, use_prefetcher=True)
+        _eval_transforms[key] = Preprocessing(input_size, crop_pct).transform(normalized=False)
     return _eval_transforms[key]
 
 
@@ -255,14 +258,10 @@ def open_rgb(path: str) -> Image.Image:
         raise NeasError(f"cannot read image {path}: {exc}") from None
 
 
-def decode_image(path: str, input_size: int, crop_pct: float = 1.0) -> torch.Tensor:
-    """One image file -> (3, S, S) uint8 with timm's evaluation transform; an image already
-    S x S (e.g. CIFAR) is kept as it is. Errors name the file."""
-
-    img = open_rgb(path)
-    if img.size != (input_size, input_size):
-        return eval_transform(input_size, crop_pct)(img).contiguous()
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+def decode_image(path: str, input_size: int, crop_pct: float = TRAIN_CROP_PCT) -> torch.Tensor:
+    """One image file -> (3, S, S) uint8 with timm's evaluation transform at ``crop_pct``, whatever
+    its size (:mod:`neas.data.preprocess`). Errors name the file."""
+    return eval_transform(input_size, crop_pct)(open_rgb(path)).contiguous()
 
 
 def cache_dir() -> Path:
@@ -289,7 +288,8 @@ def _cache_key(paths: list[str], input_size: int, crop_pct: float) -> str:
     """The view and every file's name and bytes: a file rewritten with its old size and mtime
     (``tar x``, ``rsync -a``, ``cp -p``) is a new key. Hashing 50,000 CIFAR PNGs (197 MB) takes
     1.5 s from the page cache, 4 % of decoding them (docs/DECISIONS.md)."""
-    digest = hashlib.sha256(f"v3:{input_size}:{crop_pct}".encode())  # v3: wide grey images decoded, not clipped
+    # v4: every image through the transform (v3: S x S images kept; wide grey images decoded, not clipped)
+    digest = hashlib.sha256(f"v4:{input_size}:{crop_pct}".encode())
     for p in paths:
         try:
             with open(p, "rb") as f:
@@ -366,13 +366,21 @@ def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Ten
 
 
 def _imagefolder(
-    root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0
+    root: Path,
+    split: str,
+    input_size: int,
+    decode: str = "auto",
+    max_memory_gb: float = 8.0,
+    crop_pct: float | None = None,
 ) -> ImageTensors | ImageFiles:
+    """``crop_pct``: the view (None: the training view for ``train``, else this split's evaluation crop)."""
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
-    crop_pct = crop_pct_for(split)
     too_large = len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30
-    if decode == "stream" or (decode == "auto" and too_large):
+    streamed = decode == "stream" or (decode == "auto" and too_large)
+    if crop_pct is None:
+        crop_pct = TRAIN_CROP_PCT if split == "train" else evaluation_crop_pct(streamed)
+    if streamed:
         log.info(
             "%s/%s: %d images stream from disk (%s)",
             root,
@@ -381,20 +389,25 @@ def _imagefolder(
             "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded",
         )
         return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
-    return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths)
+    return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths, crop_pct)
 
 
-def evaluation_view(data: ImageTensors | ImageFiles, index: torch.Tensor) -> ImageTensors | ImageFiles:
+def evaluation_view(
+    data: ImageTensors | ImageFiles, index: torch.Tensor, crop_pct: float | None = None
+) -> ImageTensors | ImageFiles:
     """The images ``index`` of a training split seen exactly as an evaluation split is (timm's
-    evaluation transform at ``crop_pct_for("test")``): the held-out part of a split. Datasets
-    without files (digits, torchvision's CIFAR arrays) have one view."""
+    evaluation transform at ``crop_pct``; None: the evaluation crop of a model trained on ``data``,
+    :func:`preprocessing_of`): the held-out part of a split. Datasets without files (digits,
+    torchvision's CIFAR arrays) have one view."""
     part = data.subset(index)
-    crop_pct = crop_pct_for("test")
+    if crop_pct is None:
+        crop_pct = evaluation_crop_pct(isinstance(data, ImageFiles))
     if isinstance(part, ImageFiles):
         return dataclasses.replace(part, crop_pct=crop_pct)
-    if part.files is None:
+    if part.files is None or part.crop_pct == crop_pct:
         return part
-    return ImageTensors(_decode_all(part.files, part.images.shape[-1], crop_pct), part.labels, part.classes, part.files)
+    images = _decode_all(part.files, part.images.shape[-1], crop_pct)
+    return ImageTensors(images, part.labels, part.classes, part.files, crop_pct)
 
 
 def load_dataset(
@@ -405,9 +418,12 @@ def load_dataset(
     download: bool = False,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
+    crop_pct: float | None = None,
 ) -> ImageTensors | ImageFiles:
     """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``;
-    image folders are decoded into memory or streamed as ``decode`` says (see the module docstring)."""
+    image folders are decoded into memory or streamed as ``decode`` says (see the module docstring),
+    at the view ``crop_pct`` (None: the training view for ``train``, else the split's own evaluation
+    crop; pass the model's, ``Preprocessing.crop_pct``, to evaluate it). Arrays (digits, CIFAR) have one view."""
     if decode not in DECODE_MODES:
         raise NeasError(f"decode: unknown {decode!r}{suggest(decode, DECODE_MODES)}; choose {', '.join(DECODE_MODES)}")
     if name not in DATASETS:
@@ -424,10 +440,10 @@ def load_dataset(
             raise NeasError(f"data_dir {root}: the digits dataset is bundled with scikit-learn and reads no directory")
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100", "svhn"):
-        return _cifar(name, root, split, input_size, download, decode, max_memory_gb)
+        return _cifar(name, root, split, input_size, download, decode, max_memory_gb, crop_pct)
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
-    return _imagefolder(root, split, input_size, decode, max_memory_gb)
+    return _imagefolder(root, split, input_size, decode, max_memory_gb, crop_pct)
 
 
 def check_same_classes(expected: list[str], got: list[str], where: str) -> None:

@@ -11,21 +11,32 @@ from neas.errors import NeasError
 __all__ = ["heldout_images", "load_ood"]
 
 
-def heldout_images(data: str, data_dir, holdout: float, input_size: int, decoding: dict | None = None):
-    """The held-out part of the training split a retraining with ``--holdout`` left out, seen as the test split is."""
+def heldout_images(
+    data: str, data_dir, holdout: float, input_size: int, decoding: dict | None = None, crop_pct: float | None = None
+):
+    """The held-out part of the training split a retraining with ``--holdout`` left out, seen as the test split
+    is: at the model's evaluation crop ``crop_pct`` (``Preprocessing.crop_pct``; None: the rule for this data)."""
     train = load_dataset(data, "train", input_size, data_dir, **(decoding or {}))
     _, held = holdout_split(train.labels, holdout)
-    return evaluation_view(train, held)
+    return evaluation_view(train, held, crop_pct)
 
 
-def load_ood(data: str | None, split: str, input_size: int, data_dir=None, download: bool = False, decoding=None):
+def load_ood(
+    data: str | None,
+    split: str,
+    input_size: int,
+    data_dir=None,
+    download: bool = False,
+    decoding=None,
+    crop_pct: float | None = None,
+):
     """The out-of-distribution images ``data``/``split`` (None without ``data``), seen with the model's own
-    transform: resized to its input size and normalised as the evaluated split is, whatever their own size
-    and mode. Errors name ``ood_data``."""
+    transform (``crop_pct``: its ``Preprocessing.crop_pct``): resized to its input size and normalised as the
+    evaluated split is, whatever their own size and mode. Errors name ``ood_data``."""
     if data is None:
         return None
     try:
-        ood = load_dataset(data, split, input_size, data_dir, download, **(decoding or {}))
+        ood = load_dataset(data, split, input_size, data_dir, download, crop_pct=crop_pct, **(decoding or {}))
     except NeasError as exc:
         raise NeasError(f"ood_data: {exc}") from None
     if len(ood) == 0:

@@ -29,13 +29,11 @@ from timm.data.auto_augment import rand_augment_transform
 
 from neas.data.corruptions import CorruptedImages
 from neas.data.datasets import ImageFiles, ImageTensors, decode_image, open_rgb
+from neas.data.preprocess import MEAN, STD
 from neas.errors import NeasError
 from neas.seeding import per_image_rng, seeded_globals, stream_seed
 
 __all__ = ["MEAN", "STD", "Augment", "BatchLoader", "Training", "normalize"]
-
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

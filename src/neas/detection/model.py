@@ -338,7 +338,7 @@ def load_backbone_net(
         return load_official(official_checkpoint, arch_obj).train()
     if backbone_weights is None:
         return build_ensemble(space, arch_obj, num_classes_hint or 1000).train()
-    net, info = load_ensemble(backbone_weights)
+    net, info = load_ensemble(backbone_weights, calibrated=False)
     if info.arch != arch_obj or not _same_structure(info.space, space):
         raise NeasError(
             f"backbone_weights {backbone_weights}: they are of {arch_name(info.arch)} in space {info.space.name!r}, "

@@ -1,5 +1,6 @@
-"""Export the whole ensemble as one module — safetensors or ONNX (output: the mean logits) —
-and verify the export by running it on a batch and comparing with PyTorch."""
+"""Export the whole ensemble as one module — safetensors or ONNX (output: the mean logits, divided by
+the temperature when one is given: ``EnsembleNet.temperature``, the rule ``neas.load_ensemble`` and the
+timm model follow too) — and verify the export by running it on a batch and comparing with PyTorch."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from pathlib import Path
 
 import torch
 
-from neas.data.datasets import crop_pct_for
-from neas.data.loader import MEAN, STD
+from neas.data.preprocess import Preprocessing
 from neas.ensemble.io import EnsembleFile, load_ensemble, save_ensemble
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError, suggest
 
-__all__ = ["FORMATS", "Calibrated", "export", "onnx_metadata"]
+__all__ = ["FORMATS", "export", "onnx_metadata"]
 
-FORMATS = ("safetensors", "onnx")
+FORMATS = ("safetensors", "onnx", "timm")
 
 
 def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
@@ -29,16 +29,20 @@ def _batch(net: EnsembleNet, batch_size: int) -> torch.Tensor:
 
 
 def onnx_metadata(net: EnsembleNet, info: EnsembleFile | None, temperature: float | None) -> dict[str, str]:
-    """What a user of the ONNX file needs to feed it: the input it expects and what its outputs mean
+    """What a user of the ONNX file needs to feed it: the input it expects (the model's
+    :class:`~neas.data.preprocess.Preprocessing`, recorded with it) and what its outputs mean
     (``metadata_props``, every value a string; lists and the arch as JSON)."""
     classes = list(info.classes) if info is not None and info.classes else None
+    pre = info.preprocess if info is not None else Preprocessing(net.space.input_size, 1.0)
     return {
         "input": "images: float32 (batch, 3, input_size, input_size), RGB, (pixel / 255 - mean) / std",
-        "input_size": str(net.space.input_size),
-        "mean": json.dumps(list(MEAN)),
-        "std": json.dumps(list(STD)),
-        "crop_pct": str(crop_pct_for("test")),  # resize the short side to input_size / crop_pct, center crop
-        "interpolation": "bicubic",
+        "input_size": str(pre.input_size),
+        "mean": json.dumps(list(pre.mean)),
+        "std": json.dumps(list(pre.std)),
+        "crop_pct": str(pre.crop_pct),  # resize the short side to floor(input_size / crop_pct), centre crop
+        "crop_mode": "center",
+        "interpolation": pre.interpolation,
+        "preprocess": pre.describe(),
         "output": "logits: float32 (batch, num_classes), the mean of the paths' logits"
         + (" divided by the temperature" if temperature is not None else ""),
         "classes": json.dumps(classes),
@@ -74,17 +78,6 @@ def _onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, opset: int, metadat
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
-class Calibrated(torch.nn.Module):
-    """The ensemble's mean logits divided by a fitted temperature (what ONNX exports then)."""
-
-    def __init__(self, net: EnsembleNet, temperature: float):
-        super().__init__()
-        self.net, self.temperature = net, float(temperature)
-
-    def forward(self, x):
-        return self.net(x) / self.temperature
-
-
 def export(
     net: EnsembleNet,
     fmt: str,
@@ -94,32 +87,32 @@ def export(
     info: EnsembleFile | None = None,
     temperature: float | None = None,
 ) -> float:
-    """Writes ``net`` to ``out`` in ``fmt``; returns the max |difference| of the exported
-    model's output from PyTorch's on a random batch (raises if it exceeds 1e-4). With a
-    ``temperature``, the ONNX graph outputs the scaled logits; safetensors keeps ``info``'s
-    fields (its temperature too)."""
-    if fmt not in FORMATS:
-        raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
+    """Writes ``net`` to ``out`` in ``fmt`` (``safetensors`` or ``onnx``; a timm folder:
+    :func:`neas.ensemble.hub.export_timm`); returns the max |difference| of the exported model's output
+    from PyTorch's on a random batch (raises if it exceeds 1e-4). With a ``temperature``, the ONNX graph
+    outputs the mean logits divided by it (``EnsembleNet.temperature``); safetensors keeps ``info``'s fields
+    (its temperature too, which ``neas.load_ensemble`` applies)."""
+    if fmt not in FORMATS or fmt == "timm":
+        single = [f for f in FORMATS if f != "timm"]
+        raise NeasError(f"unknown export format {fmt!r}{suggest(fmt, single)}; formats: {', '.join(single)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval()
+    kept, net.temperature = net.temperature, temperature if fmt == "onnx" else None
     x = _batch(net, batch_size)
-    with torch.no_grad():
-        expected = net(x)
-    if fmt == "onnx" and temperature is not None:
-        expected = expected / temperature
     tmp = out.with_name(f".{out.name}.tmp")  # verified before it replaces anything at ``out``
     try:
+        with torch.no_grad():
+            expected = net(x)
         if fmt == "onnx":
-            module = net if temperature is None else Calibrated(net, temperature)
-            got = _onnx(module, tmp, x, opset, onnx_metadata(net, info, temperature))
+            got = _onnx(net, tmp, x, opset, onnx_metadata(net, info, temperature))
         else:
             fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)} if info is not None else {}
             for name in ("space", "arch", "num_classes"):
                 fields.pop(name, None)
             save_ensemble(net, tmp, **fields)
             with torch.no_grad():
-                got = load_ensemble(tmp)[0](x)
+                got = load_ensemble(tmp, calibrated=False)[0](x)
         diff = (got - expected).abs().max().item()
         if not diff <= 1e-4:
             raise NeasError(
@@ -128,5 +121,6 @@ def export(
             )
         os.replace(tmp, out)
     finally:
+        net.temperature = kept
         tmp.unlink(missing_ok=True)
     return diff

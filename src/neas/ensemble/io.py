@@ -7,6 +7,12 @@ tensors with ``num_classes`` rows before anything is built). And the metadata th
 file computes (:data:`RECORD_KEYS`) is covered by ``record_sha256`` (:func:`neas.io.record_sha256`),
 beside the tensors' ``sha256``: a hand edit that passes the range checks is refused as damage. Files
 written before the record hash load with the range checks alone; the next neas write adds it.
+
+The file also says how an image becomes the model's input (``preprocessing``,
+:class:`neas.data.preprocess.Preprocessing`) and carries the fitted temperature; :func:`load_ensemble`
+returns a network that applies that temperature (one rule for the Python model, the ONNX file and the
+timm model: docs/DECISIONS.md, "One temperature rule") and whose ``pretrained_cfg`` is timm's data config,
+so ``timm.data.resolve_data_config(model=net)`` finds the transform.
 """
 
 from __future__ import annotations
@@ -17,18 +23,22 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from neas.data.preprocess import TRAIN_CROP_PCT, Preprocessing
 from neas.ensemble.model import EnsembleNet, build_ensemble
-from neas.ensemble.official import load_official
-from neas.errors import NeasError
-from neas.io import load_matching, load_weights, record_sha256, save_tensors
+from neas.ensemble.official import RELEASED_PREPROCESSING, load_official
+from neas.errors import NeasError, show
+from neas.io import load_matching, load_weights, read_json, read_metadata, record_sha256, save_tensors
 from neas.records import CascadeRecord, check_order, check_temperature
-from neas.runfiles import MODEL, PipelineLayout
+from neas.runfiles import MODEL, TIMM_CONFIG, PipelineLayout
 from neas.space import EnsembleArch, SearchSpace
+from neas.space.presets import TIMM_NAMES
 
 __all__ = [
     "FORMAT",
     "RECORD_KEYS",
+    "TIMM_ARCHITECTURES",
     "EnsembleFile",
+    "check_timm_folder",
     "load_ensemble",
     "load_model",
     "save_ensemble",
@@ -41,10 +51,13 @@ RECORD_SHA256 = "record_sha256"
 # stored strings: covered by its record hash. ``data`` (where the dataset lives), ``weights`` and
 # ``recipe`` (labels) stay editable.
 RECORD_KEYS = ("format", "arch", "space", "num_classes", "classes", "holdout", "path_order", "temperature", "cascade")
+# covered by the record hash when present: files written before a key existed keep their hash
+LATER_RECORD_KEYS = ("preprocessing",)
 
 
 def _record_hash(meta: dict) -> str:
-    return record_sha256({key: meta.get(key) for key in RECORD_KEYS})
+    later = {key: meta[key] for key in LATER_RECORD_KEYS if key in meta}
+    return record_sha256({**{key: meta.get(key) for key in RECORD_KEYS}, **later})
 
 
 def _field(meta: dict, key: str, kind, where: str, default=None):
@@ -113,6 +126,9 @@ class EnsembleFile:
     temperature: dict | None = None  # fit_temperature's record: {"temperature": T > 0, ...}
     # the fitted cascade (`neas retrain --cascade`, `neas evaluate --cascade`); a dict is read as its JSON
     cascade: CascadeRecord | None = None
+    # how an image file becomes the model's input; None in files written before it was recorded (see
+    # :attr:`preprocess`); a dict is read as its JSON
+    preprocessing: Preprocessing | None = None
 
     def __post_init__(self):
         k = self.arch.num_paths
@@ -131,6 +147,13 @@ class EnsembleFile:
             object.__setattr__(self, "cascade", CascadeRecord.from_json(self.cascade, k))
         elif self.cascade is not None:
             check_order(self.cascade.order, k, "cascade: 'order'")
+        if isinstance(self.preprocessing, dict):
+            object.__setattr__(self, "preprocessing", Preprocessing.from_json(self.preprocessing, "metadata"))
+        if self.preprocessing is not None and self.preprocessing.input_size != self.space.input_size:
+            raise NeasError(
+                f"preprocessing: 'input_size' is {self.preprocessing.input_size}, but the space's input size is "
+                f"{self.space.input_size}"
+            )
 
     @property
     def order(self) -> list[int]:
@@ -140,6 +163,25 @@ class EnsembleFile:
     @property
     def temperature_value(self) -> float | None:
         return None if self.temperature is None else float(self.temperature["temperature"])
+
+    @property
+    def preprocess(self) -> Preprocessing:
+        """How an image file becomes the model's input: the recorded transform; for a file written before
+        it was recorded, the transform of a model trained on images held in memory (``crop_pct`` 1.0,
+        docs/DECISIONS.md)."""
+        return self.preprocessing or Preprocessing(self.space.input_size, TRAIN_CROP_PCT)
+
+    def pretrained_cfg(self) -> dict:
+        """timm's ``pretrained_cfg`` of the model (the data config, classes, first conv and classifiers):
+        what ``timm.data.resolve_data_config(model=...)`` reads."""
+        pre = self.preprocess
+        cfg = {
+            **pre.data_config(),
+            "num_classes": self.num_classes,
+            "first_conv": "conv_stem",
+            "classifier": [f"classifiers.{k}" for k in range(self.arch.num_paths)],
+        }
+        return cfg | ({"label_names": list(self.classes)} if self.classes else {})
 
     def metadata(self) -> dict[str, str]:
         fields = {
@@ -151,6 +193,7 @@ class EnsembleFile:
             "path_order": self.path_order,
             "temperature": self.temperature,
             "cascade": None if self.cascade is None else self.cascade.to_json(),
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
         }
         meta = {
             "format": FORMAT,
@@ -194,13 +237,15 @@ class EnsembleFile:
                 _field(meta, "path_order", dict, where),
                 _field(meta, "temperature", dict, where),
                 _field(meta, "cascade", dict, where),
+                _field(meta, "preprocessing", dict, where),
             )
         except NeasError as exc:
             raise NeasError(f"{where}: {exc}") from None
         # after the range checks, which name the field; a file without the hash predates it
         if RECORD_SHA256 in meta and meta[RECORD_SHA256] != _record_hash(meta):
+            keys = ", ".join([*RECORD_KEYS[1:], *(k for k in LATER_RECORD_KEYS if k in meta)])
             raise NeasError(
-                f"{where}: damaged or edited: its metadata ({', '.join(RECORD_KEYS[1:])}) does not match the "
+                f"{where}: damaged or edited: its metadata ({keys}) does not match the "
                 f"SHA-256 recorded with it; use an intact copy, or write the file with neas, not by hand"
             )
         return info
@@ -223,8 +268,73 @@ def model_file(path: str | Path) -> Path:
     return path / MODEL if path.is_dir() else path
 
 
+# the timm names a `neas export --format timm` folder's config.json may give (neas.ensemble.timm_registry)
+TIMM_ARCHITECTURES = {"neas_ensemble": None, **TIMM_NAMES}
+
+
+def _timm_model(config: dict, folder: Path) -> tuple[EnsembleArch, SearchSpace, dict]:
+    """The arch, space and model arguments a timm ``config.json`` gives (checked; errors name the field)."""
+    name, args = config.get("architecture"), config.get("model_args") or {}
+    if name not in TIMM_ARCHITECTURES:
+        names = ", ".join(TIMM_ARCHITECTURES)
+        raise NeasError(f"{folder / TIMM_CONFIG}: 'architecture' must be one of {names}, got {show(name, 60)}")
+    if not isinstance(args, dict):
+        raise NeasError(f"{folder / TIMM_CONFIG}: 'model_args' must be an object, got {type(args).__name__}")
+    try:
+        if TIMM_ARCHITECTURES[name] is not None:
+            return EnsembleArch.preset(TIMM_ARCHITECTURES[name]), SearchSpace.preset("imagenet"), args
+        return EnsembleArch.from_json(args.get("arch")), SearchSpace.from_dict(args.get("space")), args
+    except (NeasError, TypeError, AttributeError) as exc:
+        raise NeasError(f"{folder / TIMM_CONFIG}: 'model_args': {exc}") from None
+
+
+def check_timm_folder(folder: str | Path) -> EnsembleFile:
+    """A folder written by ``neas export --format timm``: its ``config.json`` (timm's architecture, model
+    arguments and ``pretrained_cfg``) must describe the model its ``model.safetensors`` records (arch, space,
+    classes, temperature, preprocessing). Returns the weights file's record; a difference is one
+    :class:`NeasError` line naming the field and both values."""
+    folder = Path(folder)
+    config = read_json(folder / TIMM_CONFIG, "timm config", ("architecture", "pretrained_cfg"))
+    weights = folder / MODEL
+    if not weights.is_file():
+        raise NeasError(f"{folder}: no {MODEL} beside {TIMM_CONFIG}")
+    info = EnsembleFile.from_metadata(read_metadata(weights), str(weights))
+    arch, space, args = _timm_model(config, folder)
+    cfg = config["pretrained_cfg"] if isinstance(config["pretrained_cfg"], dict) else {}
+    pre = info.preprocess
+    named = (
+        "model_args '{}'"
+        if config["architecture"] == "neas_ensemble"
+        else f"'architecture' {config['architecture']}: {{}}"
+    )
+    pairs = [
+        (named.format("arch"), arch.to_json(), info.arch.to_json()),
+        (named.format("space"), space.to_dict(), info.space.to_dict()),
+        ("model_args 'temperature'", args.get("temperature"), info.temperature_value),
+        ("'num_classes'", config.get("num_classes", cfg.get("num_classes")), info.num_classes),
+        ("pretrained_cfg 'input_size'", list(cfg.get("input_size") or []), [space.in_channels, *[pre.input_size] * 2]),
+        ("pretrained_cfg 'crop_pct'", cfg.get("crop_pct"), pre.crop_pct),
+        ("pretrained_cfg 'interpolation'", cfg.get("interpolation"), pre.interpolation),
+        ("pretrained_cfg 'mean'", list(cfg.get("mean") or []), list(pre.mean)),
+        ("pretrained_cfg 'std'", list(cfg.get("std") or []), list(pre.std)),
+    ]
+    labels = config.get("label_names", cfg.get("label_names"))
+    if labels is not None and info.classes is not None:
+        pairs.append(("'label_names'", list(labels) if isinstance(labels, list) else labels, list(info.classes)))
+    for field, got, recorded in pairs:
+        if got != recorded:
+            raise NeasError(
+                f"{folder}: {TIMM_CONFIG} does not match {MODEL}: {field} is {show(got, 80)}, the weights file "
+                f"records {show(recorded, 80)}"
+            )
+    return info
+
+
 def _read(path: str | Path) -> tuple[Path, dict, EnsembleFile]:
-    """A neas weights file (or a run directory's): its path, tensors and description (:func:`model_file`)."""
+    """A neas weights file (or a run directory's, or a timm folder's, checked against its ``config.json``):
+    its path, tensors and description (:func:`model_file`)."""
+    if Path(path).is_dir() and (Path(path) / TIMM_CONFIG).is_file():
+        check_timm_folder(path)
     path = model_file(path)
     tensors, meta = load_weights(path)
     return path, tensors, EnsembleFile.from_metadata(meta, str(path))
@@ -243,13 +353,40 @@ def _check_classifiers(tensors: dict, info: EnsembleFile, path: Path) -> None:
             )
 
 
-def load_ensemble(path: str | Path, device="cpu") -> tuple[EnsembleNet, EnsembleFile]:
-    """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
+def describe(net: EnsembleNet, info: EnsembleFile, calibrated: bool = True) -> EnsembleNet:
+    """``net`` as its file describes it: ``net.temperature`` the stored temperature (with ``calibrated``;
+    else None) and ``net.pretrained_cfg`` timm's data config (:meth:`EnsembleFile.pretrained_cfg`)."""
+    net.temperature = info.temperature_value if calibrated else None
+    net.pretrained_cfg = info.pretrained_cfg()
+    return net
+
+
+def load_ensemble(path: str | Path, device="cpu", calibrated: bool = True) -> tuple[EnsembleNet, EnsembleFile]:
+    """Rebuilds the ensemble of a weights file (a neas ``model.safetensors``, a retraining's or a
+    ``neas run`` directory, or a folder written by ``neas export --format timm``).
+
+    Args:
+        path: the weights file or a directory holding one.
+        device: where the network goes.
+        calibrated: ``net(x)`` returns the mean of the paths' logits divided by the stored temperature
+            (when the file has one); False: the raw mean (``net.temperature`` is None). ``net.path_logits(x)``
+            is always raw. The ONNX export and the timm model apply the same rule.
+
+    Returns:
+        The network in eval mode (``net.pretrained_cfg``: timm's data config, so
+        ``timm.data.resolve_data_config(model=net)`` gives its transform) and the file's :class:`EnsembleFile`.
+
+    Example::
+
+        net, info = neas.load_ensemble("runs/demo/retrain")
+        transform = timm.data.create_transform(**timm.data.resolve_data_config(model=net))
+        probs = net(transform(image)[None]).softmax(-1)  # calibrated when a temperature was fitted
+    """
     path, tensors, info = _read(path)
     _check_classifiers(tensors, info, path)
     net = build_ensemble(info.space, info.arch, info.num_classes)
     load_matching(net, tensors, f"{path}: the weights do not fit the stored arch")
-    return net.to(device).eval(), info
+    return describe(net.to(device).eval(), info, calibrated), info
 
 
 def update_ensemble_file(path: str | Path, **fields) -> Path:
@@ -261,7 +398,8 @@ def update_ensemble_file(path: str | Path, **fields) -> Path:
 
 def load_model(checkpoint: str | None, official_checkpoint: str | None, arch: str | None):
     """The ensemble of a neas weights file, or of a released checkpoint (with ``arch``), and its
-    :class:`EnsembleFile`."""
+    :class:`EnsembleFile`; raw: ``net(x)`` applies no temperature (the commands apply the stored one
+    where they report or export calibrated numbers)."""
     if (checkpoint is None) == (official_checkpoint is None):
         raise NeasError(
             "give exactly one of --checkpoint (a neas weights file) or --official-checkpoint (a released .pth.tar)"
@@ -272,5 +410,8 @@ def load_model(checkpoint: str | None, official_checkpoint: str | None, arch: st
         if arch is None:
             raise NeasError("--official-checkpoint needs --arch (neas-s, neas-m or neas-l)")
         net = load_official(official_checkpoint, arch)
-        return net, EnsembleFile(net.space, net.arch, net.num_classes, weights="official")
-    return load_ensemble(checkpoint)
+        info = EnsembleFile(
+            net.space, net.arch, net.num_classes, weights="official", preprocessing=RELEASED_PREPROCESSING
+        )
+        return describe(net, info, calibrated=False), info
+    return load_ensemble(checkpoint, calibrated=False)

@@ -36,7 +36,15 @@ class EnsembleNet(nn.Module):
 
     Each piece's modules are found at their submodule paths whenever it runs
     (:class:`~neas.nn.PieceSite`): a module replaced in the tree is the one that runs.
+
+    Attributes:
+        temperature: None (the default: ``forward`` returns the raw mean logits) or the temperature
+            ``forward`` divides them by: the one rule of the Python model, the ONNX export and the timm
+            model (``neas.load_ensemble`` sets the stored one; set it to None for raw logits).
+            :meth:`path_logits` is always raw; :meth:`select` does not carry it over.
     """
+
+    temperature: float | None = None
 
     def __init__(
         self,
@@ -89,8 +97,10 @@ class EnsembleNet(nn.Module):
         return [logits for logits, _ in self.path_outputs(x)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> mean of the K path logits, (B, num_classes)."""
-        return torch.stack(self.path_logits(x)).mean(0)
+        """(B, 3, H, W) -> mean of the K path logits, (B, num_classes), divided by :attr:`temperature`
+        when one is set (``neas.load_ensemble`` sets the stored one)."""
+        logits = torch.stack(self.path_logits(x)).mean(0)
+        return logits if self.temperature is None else logits / self.temperature
 
     @property
     def num_paths(self) -> int:

@@ -18,13 +18,17 @@ from pathlib import Path
 
 import torch
 
+from neas.data.preprocess import DEFAULT_CROP_PCT, Preprocessing
 from neas.ensemble.model import EnsembleNet, build_ensemble
 from neas.errors import NeasError
 from neas.io import load_matching
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PRESETS
 
-__all__ = ["IGNORED_SUFFIXES", "load_official", "read_official_state_dict"]
+__all__ = ["IGNORED_SUFFIXES", "RELEASED_PREPROCESSING", "load_official", "read_official_state_dict"]
+
+# how the released models were evaluated: ImageNet at 224 px, timm's resize to 256 and centre crop
+RELEASED_PREPROCESSING = Preprocessing(224, DEFAULT_CROP_PCT)
 
 _ALLOWED_GLOBALS = {"argparse.Namespace"}
 IGNORED_SUFFIXES = (

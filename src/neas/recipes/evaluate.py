@@ -46,7 +46,7 @@ def _heldout_logits(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir
             f"{what} needs the held-out part of the training split, and this model was trained on all of it; "
             "retrain with --holdout 0.1"
         )
-    held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding)
+    held = heldout_images(data, data_dir, info.holdout, net.space.input_size, cfg.decoding, info.preprocess.crop_pct)
     return path_logits(net.to(device), BatchLoader(held, cfg.batch_size, False, device=device).epoch(0))
 
 
@@ -59,10 +59,6 @@ def _temperature(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, d
     record = fit_on_heldout(net, logits, labels, heldout_description(info.holdout), order=info.order, temperature=True)
     log.info("stored the temperature in %s", update_ensemble_file(cfg.checkpoint, temperature=record["temperature"]))
     return record["temperature"]
-
-
-def _ood(cfg: EvaluateConfig, input_size: int):
-    return load_ood(cfg.ood_data, cfg.ood_split, input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding)
 
 
 def _cascade(cfg: EvaluateConfig, net, info: EnsembleFile, data, data_dir, device) -> CascadeRecord | None:
@@ -97,7 +93,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise NeasError("--data-dir: the model's dataset, digits, is built in and reads no folder; drop --data-dir")
     if cfg.cascade and net.num_paths < 2:
         raise NeasError("--cascade needs an ensemble of at least 2 paths; this model has 1")
-    dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)
+    crop_pct = info.preprocess.crop_pct  # the model's view of every image it is evaluated on (neas.data.preprocess)
+    dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, crop_pct=crop_pct, **cfg.decoding)
     if dataset.num_classes != net.num_classes:
         raise NeasError(f"the model has {net.num_classes} classes but {data!r}/{cfg.split} has {dataset.num_classes}")
     if info.classes is not None:  # matched by name: a test folder with other classes is not scored by position
@@ -116,7 +113,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         latency=cfg.latency,
         desc=f"evaluate {cfg.split}",
         ood=load_ood(
-            cfg.ood_data, cfg.ood_split, net.space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding
+            cfg.ood_data,
+            cfg.ood_split,
+            net.space.input_size,
+            cfg.ood_data_dir,
+            cfg.ood_download,
+            cfg.decoding,
+            crop_pct,
         ),
         ood_name=f"{cfg.ood_data}/{cfg.ood_split}",
         cascade=_cascade(cfg, net, info, data, data_dir, device),
@@ -124,7 +127,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     result = assess(net, dataset, device, options, logits=held)
     if cfg.save_scores is not None:
         write_npz(cfg.save_scores, score_arrays(*held[:2], temperature and temperature["temperature"], held[2]))
-    return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}
+    arch, view = net.arch.to_json(), info.preprocess.to_json()
+    return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": arch, "preprocessing": view}
 
 
 def format_result(result: dict) -> str:

@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3
 from neas import dist
 from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
-from neas.data.datasets import check_same_classes, evaluation_view
+from neas.data.datasets import check_same_classes, evaluation_view, preprocessing_of
 from neas.data.heldout import load_ood
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import EvalOptions, assess
@@ -66,17 +66,18 @@ def _setup_data(cfg: RetrainConfig, space):
     """(training split without its held-out part, evaluation split, held-out part or None);
     ``eval_split`` picks the test split or the held-out part."""
     train = load_dataset(cfg.data, "train", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
+    crop = preprocessing_of(train, space.input_size).crop_pct  # the model's evaluation view (neas.data.preprocess)
     test = (
         None
         if cfg.eval_split == "holdout"
-        else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download, **cfg.decoding)
+        else load_dataset(cfg.data, "test", space.input_size, cfg.data_dir, cfg.download, crop_pct=crop, **cfg.decoding)
     )
     if test is not None:
         check_same_classes(train.classes, test.classes, f"{cfg.data} test split")
     held_out = None
     if cfg.holdout:
         keep, held = holdout_split(train.labels, cfg.holdout)
-        train, held_out = train.subset(keep), evaluation_view(train, held)  # held out: seen as the test split is
+        train, held_out = train.subset(keep), evaluation_view(train, held, crop)  # held out: seen as the test split is
         test = test if test is not None else held_out
     check_global_batch(len(train), cfg.batch_size, dist.get_world_size())  # before the run directory exists
     return train, test, held_out
@@ -181,6 +182,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         data={"data": cfg.data, "data_dir": cfg.data_dir},
         recipe=cfg.recipe,
         holdout=cfg.holdout,
+        preprocessing=preprocessing_of(train_full, report.space.input_size),
         **fitted,
     )
     if unfitted is not None:  # the training is kept: the cascade can be fitted later by `neas evaluate`
@@ -203,7 +205,8 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         cascade=info.cascade,
     )
     result = assess(report, test, device, options)
-    run.write_json(EVAL, {"split": cfg.eval_split, **result})
+    view = info.preprocess.to_json()  # the record of how every image was seen, and how many it trained on
+    run.write_json(EVAL, {"split": cfg.eval_split, **result, "preprocessing": view, "train_images": len(train_full)})
     log.info(
         "test: ensemble top-1 %.2f%%  (%s)",
         100 * result["ensemble"]["top1"],
@@ -290,7 +293,10 @@ def retrain(cfg: RetrainConfig) -> Path:
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
     # refused before the run directory exists
-    ood = load_ood(cfg.ood_data, cfg.ood_split, space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding)
+    crop = preprocessing_of(train_full, space.input_size).crop_pct
+    ood = load_ood(
+        cfg.ood_data, cfg.ood_split, space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding, crop
+    )
     run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from neas.data.carve import carve_test_split
 from neas.data.subimagenet import make_subimagenet
@@ -94,10 +95,14 @@ def export_ensemble(cfg: ExportCommand) -> str:
         raise NeasError(f"--opset {cfg.opset} has no effect with --format safetensors; drop it or use --format onnx")
     if cfg.cascade:
         return _export_cascade(cfg)
-    check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))
+    if cfg.format == "timm":
+        check_output_dir(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, writes="--format timm")
+    else:
+        check_output(cfg.out, (cfg.checkpoint, cfg.official_checkpoint), cfg.force, inside=(MODEL, SUPERNET))
     net, info = load_model(cfg.checkpoint, cfg.official_checkpoint, cfg.arch)
     notes = []
-    if cfg.paths is not None and cfg.paths != net.arch.num_paths:
+    whole = cfg.paths is None or cfg.paths == net.arch.num_paths
+    if not whole:
         if cfg.paths > net.arch.num_paths:
             raise NeasError(f"paths: the ensemble has {net.arch.num_paths} paths, got {cfg.paths}")
         chosen, total = info.order[: cfg.paths], net.arch.num_paths
@@ -115,14 +120,34 @@ def export_ensemble(cfg: ExportCommand) -> str:
             path_order={"order": list(range(cfg.paths)), "by": f"paths {chosen} of the original, by {by}"},
         )
         notes.append(f"paths {chosen} of the {total}-path ensemble")
+    if cfg.raw_logits and info.temperature is not None:
+        notes.append(f"raw logits: the stored temperature {info.temperature_value:.3f} is left out")
+        info = dataclasses.replace(info, temperature=None)
     temperature = info.temperature_value
-    diff = export(net, cfg.format, cfg.out, info=info, opset=cfg.opset, temperature=temperature)
+    if cfg.format == "timm":
+        diff = _export_timm(cfg, net, info, whole)
+    else:
+        diff = export(net, cfg.format, cfg.out, info=info, opset=cfg.opset, temperature=temperature)
     if temperature is not None:
-        notes.append(f"temperature {temperature:.3f} {'in the graph' if cfg.format == 'onnx' else 'in the metadata'}")
+        where = {"onnx": "in the graph", "timm": "applied by the timm model"}.get(cfg.format, "in the metadata")
+        notes.append(f"temperature {temperature:.3f} {where}")
     return (
         f"exported {cfg.format} to {cfg.out}{' (' + '; '.join(notes) + ')' if notes else ''}; "
         f"verified on a batch: max |difference| from PyTorch {diff:.2e}"
     )
+
+
+def _export_timm(cfg: ExportCommand, net, info, whole: bool) -> float:
+    """``neas export --format timm``: the Hub-ready folder with its model card (neas.ensemble.hub); ``whole``:
+    False for some of the run's paths (``--paths``), whose test numbers the run's records do not hold."""
+    from neas.ensemble.hub import export_timm
+    from neas.report.card import model_card
+
+    if cfg.opset != ExportCommand.opset:
+        raise NeasError(f"--opset {cfg.opset} has no effect with --format timm; drop it")
+    name = Path(cfg.out).resolve().name
+    card = model_card(cfg.checkpoint, net, info, name, cfg.license, whole)
+    return export_timm(net, info, cfg.out, card)
 
 
 def _export_cascade(cfg: ExportCommand) -> str:

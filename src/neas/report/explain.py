@@ -14,10 +14,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from neas.data.preprocess import Preprocessing
+from neas.errors import NeasError
 from neas.fields import load_yaml
 from neas.log import MetricLogger
 from neas.records import ArchRecord, EvalRecord
-from neas.runfiles import CONFIG, PipelineLayout
+from neas.runfiles import CONFIG, EVAL, PipelineLayout
 
 __all__ = ["FEW_STEPS", "FEW_TEMPERATURE_IMAGES", "HELD_OUT_GAP", "Flag", "flags", "header", "wilson_ci"]
 
@@ -31,8 +33,7 @@ _RESIZE = {
     "cifar10": "resized once to {s} x {s} (bilinear, antialiased)",
     "cifar100": "resized once to {s} x {s} (bilinear, antialiased)",
     "svhn": "resized once to {s} x {s} (bilinear, antialiased)",
-    "imagefolder": "evaluation: bicubic resize of the short side to {s} / 0.875, centre crop {s} x {s}; "
-    "training: random resized crops of the whole short side",
+    "imagefolder": "evaluation: {evaluation}; training: augmented from the whole short side",
 }
 
 
@@ -144,9 +145,20 @@ def _data_lines(run: Path, chosen: ArchRecord | None, result: EvalRecord | None)
         lines.append(f"<li>images: {html.escape('; '.join(splits))}</li>")
     size = ((chosen.get("space") or {}).get("input_size")) if chosen else None
     if size:
-        rule = _RESIZE.get(name, "as the dataset loader decodes it").format(s=size)
+        rule = _RESIZE.get(name, "as the dataset loader decodes it").format(s=size, evaluation=_evaluation_view(result))
         lines.append(f"<li>input {size} x {size}; {html.escape(rule)}</li>")
     return lines
+
+
+def _evaluation_view(result: EvalRecord | None) -> str:
+    """The evaluation transform the retraining recorded (eval.json's ``preprocessing``, the model's own)."""
+    recorded = result.get("preprocessing") if result is not None else None
+    if recorded is None:
+        return "timm's resize and centre crop (not recorded by this older run)"
+    try:
+        return Preprocessing.from_json(recorded, EVAL).describe()
+    except NeasError as exc:
+        return f"unreadable ({exc})"
 
 
 def _verdict(result: EvalRecord) -> str:

@@ -52,14 +52,21 @@ class SpaceCommand:
 
 @dataclass
 class ExportCommand:
-    """export an ensemble as one module (safetensors or ONNX), verified"""
+    """export an ensemble as one module (safetensors, ONNX, or a Hub-ready timm folder with a model card), verified"""
 
     checkpoint: str | None = option(None, "a neas weights file or retrain run directory")
     official_checkpoint: str | None = option(None, "a released NEAS .pth.tar file")
     arch: str | None = option(None, "with --official-checkpoint: neas-s, neas-m or neas-l")
-    format: str = option(None, "safetensors | onnx", required=True)
+    format: str = option(
+        None,
+        "safetensors | onnx | timm (a folder: config.json, model.safetensors and a model card README.md, for "
+        "timm.create_model('local-dir:DIR') and the Hugging Face Hub)",
+        required=True,
+    )
     out: str = option(
-        None, "file to write (with --cascade: a directory; with --cascade --single-file: a file)", required=True
+        None,
+        "file to write (with --cascade or --format timm: a directory; with --cascade --single-file: a file)",
+        required=True,
     )
     opset: int = option(17, "ONNX opset (9-21)", valid="9..21")
     paths: int | None = option(
@@ -75,6 +82,12 @@ class ExportCommand:
         "with --cascade: the cascade as ONE ONNX graph, the later steps inside If nodes, in the file --out "
         "(batch-1 serving from one file; outputs logits and stops)",
     )
+    raw_logits: bool = option(
+        False,
+        "export the mean logits without the stored temperature (by default the exported model divides by it, "
+        "as neas.load_ensemble's model does)",
+    )
+    license: str = option("other", "with --format timm: the model card's license, a Hub license id (mit, apache-2.0)")
     force: bool = option(False, "overwrite an existing --out")
 
     def __post_init__(self):
@@ -86,6 +99,10 @@ class ExportCommand:
                 "--single-file writes the fitted cascade as one ONNX graph: it needs --cascade and --format onnx, "
                 f"got {' and '.join(given)}"
             )
+        if self.license != "other" and self.format != "timm":
+            raise NeasError(f"--license is for the model card of --format timm, got --format {self.format}")
+        if not self.license or not all(c.isalnum() or c in "-._" for c in self.license) or len(self.license) > 64:
+            raise NeasError(f"--license: a Hub license id (letters, digits, '-', '.', '_'), got {self.license!r:.80}")
         if self.cascade and self.format != "onnx":
             raise NeasError(f"--cascade needs --format onnx, got --format {self.format}")
         if self.cascade and self.paths is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ARCH_PAPER_RESULTS", "ARCH_PRESETS", "SPACE_PRESETS"]
+__all__ = ["ARCH_PAPER_RESULTS", "ARCH_PRESETS", "SPACE_PRESETS", "TIMM_NAMES"]
 
 _PAPER_OPS = ["k3e4", "k3e6", "k5e4", "k5e6", "k7e4", "k7e6", "skip"]
 _PAPER_STAGES = [
@@ -74,3 +74,6 @@ ARCH_PAPER_RESULTS: dict[str, dict] = {
     "neas-m": {"paper_flops": 472_000_000, "top1": 79.5, "top5": 94.6},
     "neas-l": {"paper_flops": 574_000_000, "top1": 80.0, "top5": 94.8},
 }
+
+# Their names in timm's registry (neas.ensemble.timm_registry), in the imagenet space.
+TIMM_NAMES: dict[str, str] = {"neas_s": "neas-s", "neas_m": "neas-m", "neas_l": "neas-l"}

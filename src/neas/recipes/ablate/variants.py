@@ -164,7 +164,7 @@ def _train_copies(arch_file: Path, base: RetrainConfig, copies: int, out: Path, 
     members, singles, costs = [], [], []
     for stage in stages.values():
         run = Path(stage.out)
-        members.append(load_ensemble(run)[0])
+        members.append(load_ensemble(run, calibrated=False)[0])
         ev = read_eval(run / EVAL)
         singles.append({"seed": stage.seed, **{k: ev.ensemble[k] for k in ("top1", "nll", "ece", "brier")}})
         costs.append(eval_cost(run, ev))
@@ -175,10 +175,13 @@ def _score_copies(members: list, base: RetrainConfig, space: SearchSpace) -> tup
     """The scores of the average of ``members``' logits on the evaluation split, and its latency."""
     device = local_device(base.device)
     net = DeepEnsemble(members).to(device, memory_format=torch.channels_last).eval()
-    split = "test" if base.eval_split == "test" else "train"
-    data = load_dataset(base.data, split, space.input_size, base.data_dir, **base.decoding)
+    # the copies' evaluation view, recorded with each (neas.data.preprocess)
+    crop = members[0].pretrained_cfg["crop_pct"]
     if base.eval_split == "holdout":
-        data = evaluation_view(data, holdout_split(data.labels, base.holdout)[1])
+        data = load_dataset(base.data, "train", space.input_size, base.data_dir, **base.decoding)
+        data = evaluation_view(data, holdout_split(data.labels, base.holdout)[1], crop)
+    else:
+        data = load_dataset(base.data, "test", space.input_size, base.data_dir, crop_pct=crop, **base.decoding)
     scores = evaluate_ensemble(net, BatchLoader(data, 256, False, device=device).epoch(0))
     return scores, measure_latency_ms(net, device)
 
