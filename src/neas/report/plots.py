@@ -21,7 +21,7 @@ from neas.io import (
 from neas.log import MetricLogger
 from neas.records import read_arch, read_generations
 from neas.report.explain import wilson_ci
-from neas.report.tables import METRICS
+from neas.report.tables import METRICS, clip_interval
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
 from neas.space import EnsembleArch
@@ -508,15 +508,13 @@ def plot_compare(record: dict, path: Path) -> Path | None:
             ax.plot(
                 [i - 0.1] * len(stats["values"]), [scale * v for v in stats["values"]], "o", color=f"C{i}", alpha=0.6
             )
-            if stats["lo"] is not None:
-                mean, err = (
-                    scale * stats["mean"],
-                    [[scale * (stats["mean"] - stats["lo"])], [scale * (stats["hi"] - stats["mean"])]],
-                )
-                ax.errorbar(i + 0.1, mean, yerr=err, fmt="s", color="black", capsize=4)
+            if stats["lo"] is not None:  # within the quantity's bounds, as compare.md shows it
+                lo, hi, _, _ = clip_interval(stats["lo"], stats["hi"], METRICS[metric].bounds)
+                err = [[scale * (stats["mean"] - lo)], [scale * (hi - stats["mean"])]]
+                ax.errorbar(i + 0.1, scale * stats["mean"], yerr=err, fmt="s", color="black", capsize=4)
         ax.set_xticks(range(len(rows)), rows)
         ax.set(title=label, xlim=(-0.5, len(rows) - 0.5))
-    fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI (squares)")
+    fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI within bounds (squares)")
     return _save(fig, path)
 
 

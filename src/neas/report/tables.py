@@ -14,7 +14,18 @@ from dataclasses import dataclass
 
 from neas.stats import ci95
 
-__all__ = ["METRICS", "Metric", "ci_cell", "diff_cell", "interval_cell", "markdown_table", "stat_cell", "values_cell"]
+__all__ = [
+    "CLIPPED",
+    "METRICS",
+    "Metric",
+    "ci_cell",
+    "clip_interval",
+    "diff_cell",
+    "interval_cell",
+    "markdown_table",
+    "stat_cell",
+    "values_cell",
+]
 
 
 @dataclass(frozen=True)
@@ -25,18 +36,23 @@ class Metric:
     scale: float = 1.0  # stored value -> shown: 100 for a fraction in percent, 1e-6 for millions
     digits: int = 2  # decimal places
     higher_is_better: bool = True  # what "better" means in a paired difference (neas.stats.paired_difference)
+    bounds: tuple[float | None, float | None] = (None, None)  # the stored value's range: an interval is clipped to it
+
+
+FRACTION, NON_NEGATIVE = (0.0, 1.0), (0.0, None)
+CLIPPED = "†"  # marks an interval end clipped at its quantity's bound (stat_cell)
 
 
 # the metrics of eval.json (and ablate.json) as neas compare and the CIFAR-10 study show them
 METRICS = {
-    "top1": Metric("top-1 (%)", 100, 2),
-    "nll": Metric("NLL", 1, 4, higher_is_better=False),
-    "ece": Metric("ECE (%)", 100, 2, higher_is_better=False),
-    "disagreement": Metric("disagreement (%)", 100, 2),  # the diversity the paper's shrinking seeks
-    "oracle_top1": Metric("oracle top-1 (%)", 100, 2),
-    "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False),
-    "params": Metric("params (M)", 1e-6, 3, higher_is_better=False),
-    "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False),
+    "top1": Metric("top-1 (%)", 100, 2, bounds=FRACTION),
+    "nll": Metric("NLL", 1, 4, higher_is_better=False, bounds=NON_NEGATIVE),
+    "ece": Metric("ECE (%)", 100, 2, higher_is_better=False, bounds=FRACTION),
+    "disagreement": Metric("disagreement (%)", 100, 2, bounds=FRACTION),  # the diversity the paper's shrinking seeks
+    "oracle_top1": Metric("oracle top-1 (%)", 100, 2, bounds=FRACTION),
+    "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False, bounds=NON_NEGATIVE),
+    "params": Metric("params (M)", 1e-6, 3, higher_is_better=False, bounds=NON_NEGATIVE),
+    "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False, bounds=NON_NEGATIVE),
 }
 
 
@@ -62,15 +78,29 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|")
 
 
-def stat_cell(stats: dict | None, scale: float = 1.0, digits: int = 2) -> str:
+def clip_interval(lo: float, hi: float, bounds: tuple[float | None, float | None]) -> tuple[float, float, bool, bool]:
+    """``[lo, hi]`` within ``bounds`` (low, high; None: unbounded), and whether each end was clipped. A
+    quantity that cannot leave its bounds (a proportion, a cost) lies in the clipped interval whenever it
+    lies in the unclipped one: clipping keeps the coverage and drops only impossible values."""
+    low, high = bounds
+    clip_lo, clip_hi = low is not None and lo < low, high is not None and hi > high
+    return (low if clip_lo else lo), (high if clip_hi else hi), clip_lo, clip_hi
+
+
+def stat_cell(
+    stats: dict | None, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
     """``mean ± sd [lo, hi]`` of a row's statistics (:func:`neas.stats.ci95` as a dict with ``mean``,
-    ``sd``, ``lo``, ``hi``), scaled (100 for percent); ``mean (n=1)`` without a spread; ``-`` when absent."""
+    ``sd``, ``lo``, ``hi``), scaled (100 for percent); ``mean (n=1)`` without a spread; ``-`` when absent.
+    The interval is clipped to ``bounds`` (of the stored value), a clipped end marked :data:`CLIPPED`."""
     if stats is None:
         return "-"
     if stats.get("sd") is None:
         return f"{scale * stats['mean']:.{digits}f} (n=1)"
-    mean, sd, lo, hi = (scale * stats[k] for k in ("mean", "sd", "lo", "hi"))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    lo, hi, clip_lo, clip_hi = clip_interval(stats["lo"], stats["hi"], bounds)
+    mean, sd = scale * stats["mean"], scale * stats["sd"]
+    ends = (f"{scale * lo:.{digits}f}" + CLIPPED * clip_lo, f"{scale * hi:.{digits}f}" + CLIPPED * clip_hi)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{ends[0]}, {ends[1]}]"
 
 
 def values_cell(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
