@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from neas.config import from_dict, load_yaml, to_dict
+from neas.config import from_dict, to_dict
 from neas.data.datasets import load_dataset
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, check_executor, run_jobs
@@ -95,7 +95,7 @@ def _run_config(cfg: CompareConfig) -> RunConfig:
     path = Path(cfg.config)
     if not path.is_file():
         raise NeasError(f"--config {path}: no such `neas run` YAML file")
-    base = from_dict(RunConfig, load_yaml(path))
+    base = from_dict(RunConfig, cfg.run_config_data())  # the YAML and the `neas run` overrides
     for text in base.budgets or ():
         budget_value(base.budget_metric, text)
     return base

@@ -288,6 +288,8 @@ def answer(record: dict) -> list[str]:
             continue
         need = seeds_to_decide(d)
         advice = f"run --seeds {need}" if need else "the seeds agree exactly; run more seeds"
+        if d["n"] < 2:  # no spread to size the seeds from
+            advice = f"run --seeds {MIN_SEEDS} or more"
         why = "too few to decide" if d["n"] < MIN_SEEDS else "the interval is wider than the effect"
         lines.append(f"Undetermined against {what} in top-1: {effect}, {why}; {advice}.")
     return lines
