@@ -46,6 +46,7 @@ __all__ = [
     "evaluation_view",
     "load_dataset",
     "rgb_array",
+    "scan_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,10 @@ def _cifar(
     download: bool,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
+    announce: bool = True,
 ) -> ImageTensors | ImageFiles:
     if root is not None and (root / split).is_dir():
-        return _imagefolder(root, split, input_size, decode, max_memory_gb)
+        return _imagefolder(root, split, input_size, decode, max_memory_gb, announce)
     from torchvision import datasets
 
     if root is None:
@@ -366,22 +368,27 @@ def _decode_all(paths: list[str], input_size: int, crop_pct: float) -> torch.Ten
 
 
 def _imagefolder(
-    root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0
+    root: Path, split: str, input_size: int, decode: str = "auto", max_memory_gb: float = 8.0, announce: bool = True
 ) -> ImageTensors | ImageFiles:
+    """The folder's split, streamed or decoded into memory as ``decode`` says; with ``announce``, one line
+    saying which (a listing for its labels alone, ``decode="stream"`` without ``announce``, says nothing)."""
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     crop_pct = crop_pct_for(split)
-    too_large = len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30
-    if decode == "stream" or (decode == "auto" and too_large):
-        log.info(
-            "%s/%s: %d images stream from disk (%s)",
-            root,
-            split,
-            len(paths),
-            "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded",
-        )
+    decoded_bytes = len(paths) * 3 * input_size * input_size
+    if decode == "stream" or (decode == "auto" and decoded_bytes > max_memory_gb * 2**30):
+        why = "decode: stream" if decode == "stream" else f"more than --max-memory-gb {max_memory_gb:g} GiB decoded"
+        if announce:
+            log.info("%s/%s: %d images stream from disk, decoded per step (%s)", root, split, len(paths), why)
         return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
-    return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths)
+    images = _decode_all(paths, input_size, crop_pct)
+    if announce:
+        why = "decode: memory" if decode == "memory" else f"decode: auto, within --max-memory-gb {max_memory_gb:g}"
+        log.info(
+            "%s/%s: %d images decoded into memory at %d x %d (%.1f MiB; %s)",
+            *(root, split, len(paths), input_size, input_size, decoded_bytes / 2**20, why),
+        )
+    return ImageTensors(images, label_tensor, classes, paths)
 
 
 def evaluation_view(data: ImageTensors | ImageFiles, index: torch.Tensor) -> ImageTensors | ImageFiles:
@@ -405,9 +412,11 @@ def load_dataset(
     download: bool = False,
     decode: str = "auto",
     max_memory_gb: float = 8.0,
+    announce: bool = True,
 ) -> ImageTensors | ImageFiles:
     """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``;
-    image folders are decoded into memory or streamed as ``decode`` says (see the module docstring)."""
+    image folders are decoded into memory or streamed as ``decode`` says (see the module docstring),
+    and say which in one line (``announce``)."""
     if decode not in DECODE_MODES:
         raise NeasError(f"decode: unknown {decode!r}{suggest(decode, DECODE_MODES)}; choose {', '.join(DECODE_MODES)}")
     if name not in DATASETS:
@@ -424,10 +433,16 @@ def load_dataset(
             raise NeasError(f"data_dir {root}: the digits dataset is bundled with scikit-learn and reads no directory")
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100", "svhn"):
-        return _cifar(name, root, split, input_size, download, decode, max_memory_gb)
+        return _cifar(name, root, split, input_size, download, decode, max_memory_gb, announce)
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
-    return _imagefolder(root, split, input_size, decode, max_memory_gb)
+    return _imagefolder(root, split, input_size, decode, max_memory_gb, announce)
+
+
+def scan_split(name: str, split: str, input_size: int, data_dir=None, download: bool = False):
+    """``split``'s labels and classes (and an image folder's files) for checks before a run starts: image
+    folders are listed, not decoded, and print no data line (the run's own loading says how it holds them)."""
+    return load_dataset(name, split, input_size, data_dir, download, decode="stream", announce=False)
 
 
 def check_same_classes(expected: list[str], got: list[str], where: str) -> None:

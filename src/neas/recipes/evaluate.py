@@ -87,6 +87,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise NeasError("--data is required for this checkpoint")
     if data == "digits" and cfg.data_dir is not None:  # the schema checks an explicit --data digits
         raise NeasError("--data-dir: the model's dataset, digits, is built in and reads no folder; drop --data-dir")
+    if cfg.data_dir is None and data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise NeasError(
+            f"data directory {data_dir}, recorded in the model file when it was trained, does not exist "
+            "(a relative path is read from this directory); give the dataset's place with --data-dir"
+        )
     if cfg.cascade and net.num_paths < 2:
         raise NeasError("--cascade needs an ensemble of at least 2 paths; this model has 1")
     dataset = load_dataset(data, cfg.split, net.space.input_size, data_dir, **cfg.decoding)

@@ -171,7 +171,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         run / MODEL,
         classes=tuple(train_full.classes),
         weights="ema" if cfg.ema_decay > 0 else "raw",
-        data={"data": cfg.data, "data_dir": cfg.data_dir},
+        data={"data": cfg.data, "data_dir": cfg.resolved_data_dir},  # `neas evaluate` from anywhere
         recipe=cfg.recipe,
         holdout=cfg.holdout,
         **_order_and_temperature(cfg, report, held_out, device),
