@@ -89,6 +89,7 @@ def test_run_directory_and_report(finished):
         "reliability.png",
         "anytime.png",
         "corruptions.png",
+        "mistakes.png",  # the most confident mistakes with the paths' votes, from the reloaded test split
     ]
     images += [f"shrink_round_{i:02d}.png" for i in range(3)]
     result = json.loads((finished / "retrain" / "eval.json").read_text())

@@ -44,6 +44,7 @@ __all__ = [
     "ImageTensors",
     "check_same_classes",
     "evaluation_view",
+    "image_arrays",
     "load_dataset",
     "rgb_array",
     "scan_split",
@@ -265,6 +266,15 @@ def decode_image(path: str, input_size: int, crop_pct: float = 1.0) -> torch.Ten
     if img.size != (input_size, input_size):
         return eval_transform(input_size, crop_pct)(img).contiguous()
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def image_arrays(data: ImageTensors | ImageFiles, indices: list[int]) -> list[np.ndarray]:
+    """The images ``indices`` of ``data`` as the model sees them before normalisation: (S, S, 3) uint8 each."""
+    if isinstance(data, ImageFiles):
+        pixels = [decode_image(data.paths[i], data.input_size, data.crop_pct) for i in indices]
+    else:
+        pixels = [data.images[i] for i in indices]
+    return [x.permute(1, 2, 0).numpy() for x in pixels]
 
 
 def cache_dir() -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from neas.data import BatchLoader, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes
-from neas.data.heldout import heldout_images, load_ood
+from neas.data.heldout import heldout_images, load_ood, split_source
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import EvalOptions, assess
@@ -119,6 +119,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         cascade=_cascade(cfg, net, info, data, data_dir, device),
     )
     result = assess(net, dataset, device, options, logits=held)
+    result["mistakes"]["source"] = split_source(data, data_dir, cfg.split, net.space.input_size)
     if cfg.save_scores is not None:
         write_npz(cfg.save_scores, score_arrays(*held[:2], temperature and temperature["temperature"], held[2]))
     return {"split": cfg.split, "data": data, "weights": info.weights, **result, "arch": net.arch.to_json()}

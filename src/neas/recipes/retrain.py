@@ -28,7 +28,7 @@ from neas import dist
 from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view
-from neas.data.heldout import load_ood
+from neas.data.heldout import load_ood, split_source
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import EvalOptions, assess
 from neas.ensemble.deployment import anytime_order, fit_on_heldout, heldout_description, path_logits
@@ -191,6 +191,9 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         cascade=info.cascade,
     )
     result = assess(report, test, device, options)
+    holdout = cfg.holdout if cfg.eval_split == "holdout" else None
+    source = split_source(cfg.data, cfg.data_dir, cfg.eval_split, report.space.input_size, holdout)
+    result["mistakes"]["source"] = source  # the report shows the misclassified images from it
     run.write_json(EVAL, {"split": cfg.eval_split, **result})
     log.info(
         "test: ensemble top-1 %.2f%%  (%s)",

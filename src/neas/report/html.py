@@ -14,6 +14,7 @@ from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.records import COSTS, ArchRecord, EvalRecord, read_arch, read_eval
 from neas.report import compare, explain, plots
+from neas.report.mistakes import mistakes_section
 from neas.rundir import run_kind
 from neas.runfiles import (
     ARCH,
@@ -204,6 +205,9 @@ def _quality(out: Path, result: EvalRecord) -> list[str]:
         ),
     ]
     shown = [_figure(name, caption) for plot, name, caption in figures if plot(result.raw, out / name)]
+    grid = mistakes_section(out, result.raw)
+    if grid:
+        shown.insert(min(1, len(shown)), grid)  # after the confusion matrix
     return ["<h2>Ensemble quality</h2>" + _per_class_table(result) + "".join(shown)] if shown else []
 
 
