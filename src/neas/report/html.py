@@ -95,8 +95,9 @@ def _training(run: Path, out: Path) -> list[str]:
             "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
             "score; a red × marks each combination dropped in the round.</p>"
         )
-        for p in rounds:
-            record = read_json(p, "shrinking round")
+        records = [read_json(p, "shrinking round") for p in rounds]
+        parts.append(_similarity_note(records))
+        for record in records:
             name = figure(f"shrink_round_{record['round']:02d}")
             plots.plot_shrink_round(record, out / name)
             parts.append(
@@ -107,6 +108,19 @@ def _training(run: Path, out: Path) -> list[str]:
                 )
             )
     return parts
+
+
+def _similarity_note(records: list[dict]) -> str:
+    """A line when the similarity S varies little across every round and layer: the diversity part of the
+    score then barely reorders the combinations (the new-user review: S within [0.985, 1] everywhere)."""
+    values = [x for r in records for layer in r["layers"] for row in layer["S"] for x in row]
+    if not values or max(values) - min(values) >= 0.05:
+        return ""
+    return (
+        f"<p class='note'>S lies within [{min(values):.3f}, {max(values):.3f}] in every layer and round: the ops' "
+        "features barely differ, so the diversity part of the score does little here and the quality r "
+        "decides what is dropped.</p>"
+    )
 
 
 def _search(run: Path, out: Path) -> list[str]:
