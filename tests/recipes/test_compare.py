@@ -68,9 +68,13 @@ def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
     ci = stats.ttest_rel(neas, other).confidence_interval()  # nan without spread: no firm verdict then
     want = "better" if ci.low > 0 else "worse" if ci.high < 0 else "within noise"
     assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] == want
-    assert "| NEAS minus |" in (out / COMPARE_TABLE).read_text()
+    table = (out / COMPARE_TABLE).read_text()
+    assert "| NEAS minus |" in table
+    # the legend: what each row is and the budget its search was held to (from its arch.json); the classes
+    assert record["classes"] == 10 and record["rows"]["single"]["held_to"]["constraints"] == {"max_macs": 700000}
+    assert "- single: the best single network (K = 1) at the same budget; held to ≤ 0.7M MACs" in table
     page = (out / "report" / "index.html").read_text()
-    assert "compare.png" in page and "NEAS minus" in page
+    assert "compare.png" in page and "<th>NEAS minus</th>" in page and "|---|" not in page
     assert (out / "report" / "compare.png").stat().st_size > 1000
 
 
@@ -81,7 +85,7 @@ def test_a_rerun_skips_finished_jobs(compared, caplog, capsys):
         assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
     assert sum("skipped: finished" in r.getMessage() for r in caplog.records) == 4
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/" + SUMMARY)} == before
-    assert "| single |" in capsys.readouterr().out
+    assert "| single" in capsys.readouterr().out  # near chance after one epoch: "| single (near chance) |"
 
 
 def test_numbers_equal_a_direct_neas_run(compared, tmp_path):
@@ -130,6 +134,8 @@ def test_the_deep_row_is_k_copies_of_a_single_network_searched_at_budget_over_k(
     deep = json.loads((out / COMPARE).read_text())["rows"]["deep"]
     assert deep["seeds"]["4"]["top1"] == ablate["ensemble"]["top1"] and deep["top1"]["sd"] is None
     assert "(n=1)" in (out / COMPARE_TABLE).read_text()
+    assert deep["held_to"] == {"constraints": {"max_macs": 350000}, "copies": 2}  # from its K = 1 search
+    assert "each copy ≤ 0.35M MACs, 2 copies: ≤ 0.7M MACs in all" in (out / COMPARE_TABLE).read_text()
 
 
 def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_uses(tmp_path):
