@@ -1,8 +1,10 @@
-"""The statistics of ``neas compare`` (compare.json) and their tables (compare.md).
+"""The statistics of ``neas compare`` (compare.json) and their page (compare.md, the console, the report).
 
-Per row, each metric's per-seed values, their mean ± sd and t 95 % CI; per row, NEAS minus the row
-paired by seed, with its CI and verdict. The numbers come from :mod:`neas.stats`, the cells and
-tables from :mod:`neas.report.tables`. Plain Python, no torch.
+Per row, each metric's per-seed values, their mean ± sd and t 95 % CI, the budget its search was held to
+and the data's classes; per row, NEAS minus the row paired by seed, with its CI and verdict. The page
+(:func:`page`) starts with the answer in words and the rows near chance, then per budget a legend and the
+tables, intervals clipped to their quantity's bounds. The numbers come from :mod:`neas.stats`, the cells
+and tables from :mod:`neas.report.tables`. Plain Python, no torch.
 """
 
 from __future__ import annotations
