@@ -140,3 +140,13 @@ def test_the_html_page_renders_tables_not_markdown(tmp_path):
     assert "<td>neas (near chance)</td>" in page and "<th>Δ top-1 (%)</th>" in page
     assert page.index("Undetermined against one searched network") < page.index("<table>")
     assert "class='flag'>⚠ Near chance: neas, single" in page
+
+
+def test_a_difference_of_proportions_is_shown_within_plus_minus_100_points():
+    from neas.report.compare import answer
+
+    record = _review_record({"neas": [0.2, 0.9], "single": [0.8, 0.1]})  # differences -0.6, +0.8: t CI ±9 points
+    assert record["differences"]["single"]["top1"]["lo"] < -1  # stored as computed
+    line = next(line for line in format_table(record).splitlines() if line.startswith("| single | 2 |"))
+    assert line.startswith("| single | 2 | +10.00 [-100.00†, +100.00†] within noise |")
+    assert "+10.0 points [-100.0†, +100.0†], 2 seed(s)" in answer(record)[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 from neas.errors import NeasError
 from neas.io import read_json
 from neas.records import read_arch, read_eval
-from neas.report.tables import CLIPPED, METRICS, diff_cell, markdown_table, stat_cell
+from neas.report.tables import CLIPPED, METRICS, clip_interval, diff_cell, difference_bounds, markdown_table, stat_cell
 from neas.runfiles import ABLATE, ARCH, PipelineLayout
 from neas.stats import ci95, paired_difference
 
@@ -145,9 +145,9 @@ _NOTE = (
 )
 NEAR_CHANCE = 0.1  # a row whose mean top-1 is less than this share of the way from chance to 100 % is near chance
 _CLIPPED_NOTE = (
-    f"{CLIPPED}: an end of the t interval clipped at its quantity's bound (top-1 and ECE within [0, 100] %; NLL, "
-    "MACs, params and latency >= 0); a quantity that cannot pass its bound is in the clipped interval whenever it "
-    "is in the unclipped one"
+    f"{CLIPPED}: an end of the t interval clipped at its quantity's bound (top-1 and ECE within [0, 100] %, their "
+    "differences within ±100 points; NLL, MACs, params and latency >= 0); a quantity that cannot pass its bound "
+    "is in the clipped interval whenever it is in the unclipped one"
 )
 # how a search bound reads: constraint's metric -> (unit, scale of the stored value)
 _BOUNDS = {
@@ -227,7 +227,8 @@ def _cell(stats: dict | None, metric: str) -> str:
 
 
 def _diff_cell(d: dict, metric: str) -> str:
-    return diff_cell(d, METRICS[metric].scale, METRICS[metric].digits)
+    m = METRICS[metric]
+    return diff_cell(d, m.scale, m.digits, difference_bounds(m.bounds))
 
 
 def _tables(section: dict) -> list[Table]:
@@ -281,8 +282,9 @@ def answer(record: dict) -> list[str]:
     for row, diffs in record.get("differences", {}).items():
         d, what = diffs["top1"], record["rows"][row].get("what") or row
         effect = f"{100 * d['mean']:+.1f} points"
-        if d.get("lo") is not None:
-            effect += f" [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+        if d.get("lo") is not None:  # within [-100, +100] points
+            lo, hi, clip_lo, clip_hi = clip_interval(d["lo"], d["hi"], difference_bounds(METRICS["top1"].bounds))
+            effect += f" [{100 * lo:+.1f}{CLIPPED * clip_lo}, {100 * hi:+.1f}{CLIPPED * clip_hi}]"
         effect += f", {d['n']} seed(s)"
         decided = d["n"] >= MIN_SEEDS and d["verdict"] in ("better", "worse")
         if decided:

@@ -21,6 +21,7 @@ __all__ = [
     "ci_cell",
     "clip_interval",
     "diff_cell",
+    "difference_bounds",
     "interval_cell",
     "markdown_table",
     "stat_cell",
@@ -121,15 +122,31 @@ def ci_cell(
     return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{places}f}, {ci[1]:{sign}.{places}f}]"
 
 
-def interval_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
+def difference_bounds(bounds: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """The range of a difference of two quantities within ``bounds``: [low - high, high - low] (a difference
+    of proportions within [-1, 1]); unbounded when either bound is."""
+    low, high = bounds
+    return (None, None) if low is None or high is None else (low - high, high - low)
+
+
+def interval_cell(
+    diff: dict, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
     """``+mean [lo, hi]`` of a difference (:func:`neas.stats.paired_difference`), signed; the mean
-    alone when there is no interval (``lo`` None or NaN: below 2 pairs)."""
+    alone when there is no interval (``lo`` None or NaN: below 2 pairs). The interval is clipped to
+    ``bounds`` (of the stored difference), a clipped end marked :data:`CLIPPED`."""
     mean, lo, hi = scale * diff["mean"], diff.get("lo"), diff.get("hi")
     if lo is None or math.isnan(lo):
         return f"{mean:+.{digits}f}"
-    return ci_cell(mean, (scale * lo, scale * hi), digits, signed=True)
+    lo, hi, clip_lo, clip_hi = clip_interval(lo, hi, bounds)
+    return (
+        f"{mean:+.{digits}f} [{scale * lo:+.{digits}f}{CLIPPED * clip_lo}, {scale * hi:+.{digits}f}{CLIPPED * clip_hi}]"
+    )
 
 
-def diff_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
-    """``+mean [lo, hi] verdict`` of :func:`neas.stats.paired_difference` (no interval below 2 pairs)."""
-    return f"{interval_cell(diff, scale, digits)} {diff['verdict']}"
+def diff_cell(
+    diff: dict, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
+    """``+mean [lo, hi] verdict`` of :func:`neas.stats.paired_difference` (no interval below 2 pairs), the
+    interval within ``bounds``."""
+    return f"{interval_cell(diff, scale, digits, bounds)} {diff['verdict']}"
