@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from neas.cli import main
+from neas.errors import NeasError
 
 
 def run(capsys, *argv):
@@ -100,3 +101,46 @@ def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "neas", "arch", "neas-s", "--json"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["split"] == 20
+
+
+def _resolved(*argv):
+    from neas.cli import _config, build_parser
+
+    return _config(build_parser().parse_args(list(argv)))
+
+
+def test_compare_passes_its_run_configs_overrides_on_and_keeps_its_own(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("space: tiny\ndata: digits\nsupernet: {epochs: 30}\nsearch: {max_macs: 0.7M}\n")
+    argv = ["compare", "--config", str(config), "--out", str(tmp_path / "c"), "--rows", "neas", "single"]
+    cfg = _resolved(*argv, "supernet.epochs=6", "slurm.partition=gpu", "seed=3")
+    assert cfg.rows == ["neas", "single"]  # a list flag before the overrides does not take them as values
+    assert cfg.run_overrides == ["supernet.epochs=6", "seed=3"] and cfg.slurm["partition"] == "gpu"
+    assert cfg.run_config_data()["supernet"] == {"epochs": 6} and cfg.run_config_data()["seed"] == 3
+    with pytest.raises(NeasError, match="the supernet stage has no key 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        _resolved(*argv, "supernet.epoch=6")
+
+
+def test_compares_overrides_reach_every_rows_job_config(tmp_path):
+    import yaml
+
+    from neas.recipes.compare import _plan, _run_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("space: tiny\ndata: digits\nsupernet: {epochs: 30}\nsearch: {max_macs: 0.7M}\n")
+    cfg = _resolved(
+        "compare", "--config", str(config), "--out", str(tmp_path / "c"), "--seeds", "1", "retrain.epochs=2"
+    )
+    plan = _plan(cfg, _run_config(cfg))
+    runs = [yaml.safe_load(text) for path, text in plan.files.items() if path.name.endswith("-seed0.yaml")]
+    assert len(runs) == 3 and all(r["retrain"]["epochs"] == 2 and r["supernet"]["epochs"] == 30 for r in runs)
+
+
+def test_run_refuses_a_bare_stage_key_naming_its_dotted_forms(capsys):
+    code, _, err = run(capsys, "run", "epochs=3")
+    assert code == 2
+    assert (
+        "override 'epochs=3': epochs is a key of a stage, not of the pipeline; give it as supernet.epochs=3 or "
+        "retrain.epochs=3" in err
+    )
+    assert _resolved("run", "--budgets", "1M", "2M", "retrain.epochs=3").budgets == ["1M", "2M"]

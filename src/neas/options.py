@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from neas.config import option
 from neas.errors import NeasError, show, suggest
@@ -138,6 +139,12 @@ class DataOptions(DecodeOptions):
     data: str = option("digits", "the dataset", valid=DATASETS)
     data_dir: str | None = option(None, "dataset root (cifar: a download directory or an ImageFolder copy)")
     download: bool = option(False, "let torchvision download cifar10/cifar100/svhn")
+
+    @property
+    def resolved_data_dir(self) -> str | None:
+        """``data_dir`` as an absolute path (None when not given): what a run's records store, so a model
+        or supernet file names its data from any working directory."""
+        return None if self.data_dir is None else str(Path(self.data_dir).expanduser().resolve())
 
 
 @dataclass

@@ -16,6 +16,8 @@ from neas.errors import NeasError, suggest
 
 __all__ = ["Parser"]
 
+_OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")  # a key=value override (supernet.epochs=6)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse without prefix matching (``--epoch`` is not ``--epochs``), whose errors are one
@@ -34,7 +36,23 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self._filled()
-        return super().parse_known_args(args, namespace)
+        return super().parse_known_args(self._overrides_last(args), namespace)
+
+    def _overrides_last(self, args):
+        """``key=value`` overrides moved behind ``--``, so a list flag before them (``--rows neas
+        supernet.epochs=6``, ``--budgets 1M 2M seed=1``) does not take them as its values; a token that is
+        a one-value flag's value (``--out a=b``) stays."""
+        if args is None or not any(a.dest == "overrides" for a in self._actions):
+            return args
+        single = {f for a in self._actions if a.nargs in (None, "?") for f in a.option_strings}
+        kept, moved = [], []
+        for i, token in enumerate(args):
+            after_separator = "--" in kept
+            if not after_separator and _OVERRIDE.match(token) and not (i and args[i - 1] in single):
+                moved.append(token)
+            else:
+                kept.append(token)
+        return kept + ([] if not moved or "--" in kept else ["--"]) + moved
 
     def format_help(self) -> str:
         self._filled()

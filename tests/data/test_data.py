@@ -103,3 +103,48 @@ def test_decoded_folders_are_cached_and_invalidated(tmp_path):
     third = load_dataset("imagefolder", "train", 8, tmp_path)
     assert not torch.equal(third.images, first.images)
     assert len(list(cache_dir().glob("*.npy"))) == len(files) + 1
+
+
+def _two_classes(root, n=3):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (20, 18), (i * 40, 0, 0)).save(root / "train" / c / f"{i}.png")
+
+
+def test_the_data_line_says_how_images_are_held_and_a_listing_for_checks_says_nothing(tmp_path, caplog):
+    """issue 39 item 4: a run's checks before training listed the folder with decode=stream and printed
+    "stream from disk"; then the run decoded the images into memory."""
+    import logging
+
+    from neas.data.datasets import scan_split
+
+    _two_classes(tmp_path)
+    with caplog.at_level(logging.INFO, logger="neas.data.datasets"):
+        assert len(scan_split("imagefolder", "train", 16, tmp_path)) == 6
+        assert caplog.messages == []
+        load_dataset("imagefolder", "train", 16, tmp_path)
+        assert caplog.messages[-1].endswith(
+            "train: 6 images decoded into memory at 16 x 16 (0.0 MiB; decode: auto, within --max-memory-gb 8)"
+        )
+        load_dataset("imagefolder", "train", 16, tmp_path, max_memory_gb=0)
+        assert caplog.messages[-1].endswith(
+            "train: 6 images stream from disk, decoded per step (more than --max-memory-gb 0 GiB decoded)"
+        )
+
+
+def test_a_count_over_what_its_part_holds_is_clipped_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from neas.data import calibration_sets
+
+    _two_classes(tmp_path, n=10)
+    full = load_dataset("imagefolder", "train", 16, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="neas.data.calibration"):
+        sets = calibration_sets(full, 0.2, 8, 360, ("bn_batches x batch_size", "probe_images"))
+    assert len(sets.score) == 4 and len(sets.bn) == 8
+    assert caplog.messages == [
+        "probe_images 360: clipped to the 4 held-out images (holdout 0.2 of 20); every one is used"
+    ]

@@ -68,9 +68,13 @@ def test_compare_runs_every_row_and_seed_as_a_run_directory(compared, capsys):
     ci = stats.ttest_rel(neas, other).confidence_interval()  # nan without spread: no firm verdict then
     want = "better" if ci.low > 0 else "worse" if ci.high < 0 else "within noise"
     assert diff["mean"] == pytest.approx(np.mean(np.subtract(neas, other))) and diff["verdict"] == want
-    assert "| NEAS minus |" in (out / COMPARE_TABLE).read_text()
+    table = (out / COMPARE_TABLE).read_text()
+    assert "| NEAS minus |" in table
+    # the legend: what each row is and the budget its search was held to (from its arch.json); the classes
+    assert record["classes"] == 10 and record["rows"]["single"]["held_to"]["constraints"] == {"max_macs": 700000}
+    assert "- single: the best single network (K = 1) at the same budget; held to ≤ 0.7M MACs" in table
     page = (out / "report" / "index.html").read_text()
-    assert "compare.png" in page and "NEAS minus" in page
+    assert "compare.png" in page and "<th>NEAS minus</th>" in page and "|---|" not in page
     assert (out / "report" / "compare.png").stat().st_size > 1000
 
 
@@ -81,7 +85,7 @@ def test_a_rerun_skips_finished_jobs(compared, caplog, capsys):
         assert _compare(config, out, "--seeds", "2", "--rows", "neas,single") == 0
     assert sum("skipped: finished" in r.getMessage() for r in caplog.records) == 4
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/" + SUMMARY)} == before
-    assert "| single |" in capsys.readouterr().out
+    assert "| single" in capsys.readouterr().out  # near chance after one epoch: "| single (near chance) |"
 
 
 def test_numbers_equal_a_direct_neas_run(compared, tmp_path):
@@ -130,6 +134,8 @@ def test_the_deep_row_is_k_copies_of_a_single_network_searched_at_budget_over_k(
     deep = json.loads((out / COMPARE).read_text())["rows"]["deep"]
     assert deep["seeds"]["4"]["top1"] == ablate["ensemble"]["top1"] and deep["top1"]["sd"] is None
     assert "(n=1)" in (out / COMPARE_TABLE).read_text()
+    assert deep["held_to"] == {"constraints": {"max_macs": 350000}, "copies": 2}  # from its K = 1 search
+    assert "each copy ≤ 0.35M MACs, 2 copies: ≤ 0.7M MACs in all" in (out / COMPARE_TABLE).read_text()
 
 
 def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_uses(tmp_path):
@@ -138,7 +144,7 @@ def test_the_deep_rows_copies_are_trained_from_seeds_no_other_seed_of_the_row_us
     from neas.schemas.compare import CompareConfig
 
     cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=3, rows=["neas", "deep"])
-    plan = _plan(cfg, run_config(cfg.config))
+    plan = _plan(cfg, run_config(cfg))
     copies = []
     for job in (job for job in plan.second if job.argv[0] == "ablate"):
         config = yaml.safe_load(plan.files[Path(job.argv[job.argv.index("--config") + 1])])
@@ -178,7 +184,7 @@ def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_pa
     cfg = CompareConfig(
         config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single", "deep"]
     )
-    plan = _plan(cfg, run_config(cfg.config))
+    plan = _plan(cfg, run_config(cfg))
     written = {  # file names without the seed
         path.name.rsplit("-seed", 1)[0] + path.name.rsplit("-seed", 1)[-1].lstrip("0123456789"): yaml.safe_load(text)
         for path, text in plan.files.items()
@@ -269,22 +275,22 @@ def test_a_damaged_job_config_is_rewritten_from_the_plan_and_one_of_another_plan
     from neas.schemas.compare import CompareConfig
 
     cfg = CompareConfig(config=str(_config(tmp_path)), out=str(tmp_path / "c"), seeds=1, rows=["neas", "single"])
-    _claim(cfg, _plan(cfg, run_config(cfg.config)))  # what compare writes before its jobs run
+    _claim(cfg, _plan(cfg, run_config(cfg)))  # what compare writes before its jobs run
     job = tmp_path / "c" / COMPARE_CONFIGS / "neas-seed4.yaml"
     written = job.read_text()
     for damage in (written[: len(written) // 2], written.replace("lr:", "lr: 9 #")):  # cut; edited by hand
         job.write_text(damage)
         with caplog.at_level(logging.WARNING):
-            _claim(cfg, _plan(cfg, run_config(cfg.config)))
+            _claim(cfg, _plan(cfg, run_config(cfg)))
         assert job.read_text() == written and f"{job}: damaged or edited since it was written" in caplog.text
     changed = yaml.safe_load((tmp_path / "run.yaml").read_text())
     changed["retrain"]["epochs"] = 2  # --config edited: the finished jobs ran another plan
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(changed))
     with pytest.raises(NeasError, match=f"{job}: differs from the config this call would run now \\(was --config"):
-        _claim(cfg, _plan(cfg, run_config(cfg.config)))
+        _claim(cfg, _plan(cfg, run_config(cfg)))
     job.write_text("x")  # its header gone too: what it held cannot be told
     with pytest.raises(NeasError, match="damaged, and what it held cannot be told; if --config .* delete it"):
-        _claim(cfg, _plan(cfg, run_config(cfg.config)))
+        _claim(cfg, _plan(cfg, run_config(cfg)))
 
 
 def test_the_jobs_threads_are_the_comparisons_option_not_a_share_of_max_parallel(tmp_path, monkeypatch, capsys):
@@ -313,7 +319,7 @@ def test_the_deep_row_splits_a_params_budget_without_max_macs(tmp_path):
     config["search"] = {**{k: v for k, v in config["search"].items() if k != "max_macs"}, "max_params": 200_000}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=["neas", "deep"])
-    plan = _plan(cfg, run_config(cfg.config))
+    plan = _plan(cfg, run_config(cfg))
     k1 = yaml.safe_load(plan.files[tmp_path / "c" / COMPARE_CONFIGS / "deep-k1-seed4.yaml"])
     assert k1["search"]["max_params"] == 100_000 and "max_macs" not in k1["search"]
 
@@ -431,4 +437,4 @@ def test_a_cascade_row_without_a_mac_budget_or_a_second_path_is_refused(tmp_path
         from neas.schemas.compare import CompareConfig
 
         cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), rows=["cascade", "single"])
-        _plan(cfg, run_config(cfg.config))
+        _plan(cfg, run_config(cfg))

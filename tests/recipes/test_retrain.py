@@ -145,3 +145,32 @@ def test_evaluate_and_export_outputs_never_overwrite_inputs_or_existing_files(re
     )
     assert main(["evaluate", "--checkpoint", str(retrained), "--json", str(tmp_path), "--no-latency"]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_model_trained_from_one_directory_evaluates_from_another(arch_file, tmp_path, monkeypatch, capsys):
+    """issue 39 item 5: the model file stored ``data_dir`` as given (relative), so `neas evaluate` from
+    another directory looked for the data there."""
+    from PIL import Image
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    for split, n in (("train", 12), ("test", 4)):
+        for c in ("a", "b"):
+            (home / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (16, 16), (200 * (c == "a"), 20 * i, 0)).save(home / "data" / split / c / f"{i}.png")
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    argv = ["retrain", "--arch", str(arch_file), "--data", "imagefolder", "--data-dir", "data", "--out", "runs/rt"]
+    assert main([*argv, "--epochs", "1", "--batch-size", "8", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert load_ensemble(home / "runs" / "rt")[1].data["data_dir"] == str(home / "data")  # resolved
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(home / "runs" / "rt"), "--device", "cpu"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "imagefolder / test: 8 images" in capsys.readouterr().out
+    (home / "data").rename(home / "moved")
+    assert main(["evaluate", "--checkpoint", str(home / "runs" / "rt"), "--device", "cpu"]) == 2
+    assert f"data directory {home / 'data'}, recorded in the model file when it was trained, does not exist" in (
+        capsys.readouterr().err
+    )

@@ -88,6 +88,7 @@ def test_run_directory_and_report(finished):
         "reliability.png",
         "anytime.png",
         "corruptions.png",
+        "mistakes.png",  # the most confident mistakes with the paths' votes, from the reloaded test split
     ]
     images += [f"shrink_round_{i:02d}.png" for i in range(3)]
     result = json.loads((finished / "retrain" / "eval.json").read_text())
@@ -262,3 +263,25 @@ def test_a_dry_run_says_what_would_run_and_starts_nothing(tmp_path, capsys):
         assert fragment in text, fragment
     assert re.search(r"budget \{'max_macs': 700000\}: [\d.]+% of 2000 random ensembles", text)
     assert not out.exists()
+
+
+def test_the_checks_before_a_run_list_an_image_folder_without_a_data_line(tmp_path, caplog):
+    """Only the loading that holds the images says how (issue 39 item 4: the checks' listing said "stream
+    from disk", then the run decoded the images into memory)."""
+    import logging
+
+    from PIL import Image
+
+    from neas.recipes.run import _check_before_training
+    from neas.recipes.run_plan import describe_plan
+
+    for c in ("a", "b"):
+        (tmp_path / "data" / "train" / c).mkdir(parents=True)
+        for i in range(40):
+            Image.new("RGB", (32, 32), (i * 6, 0, 0)).save(tmp_path / "data" / "train" / c / f"{i}.png")
+    config = cfg(tmp_path / "x", data="imagefolder", data_dir=str(tmp_path / "data"))
+    config.supernet["batch_size"] = config.retrain["batch_size"] = 16
+    with caplog.at_level(logging.INFO, logger="neas.data"):
+        _check_before_training(*stage_configs(config))
+        describe_plan(config, *stage_configs(config))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("neas.data")] == []

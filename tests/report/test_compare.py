@@ -1,3 +1,5 @@
+import pytest
+
 from neas.report.compare import DIFFERENCES, budget_statistics, format_table
 from neas.stats import ci95
 
@@ -67,3 +69,84 @@ def test_compare_md_starts_with_the_answer_and_two_seeds_are_undetermined():
     ]
     wide = _record({"mean": 0.01, "sd": 0.05, "lo": -0.05, "hi": 0.07, "n": 5, "verdict": "within noise"})
     assert "the interval is wider than the effect; run --seeds 98" in answer(wide)[0]
+
+
+def _review_record(top1: dict, classes: int | None = 5) -> dict:
+    """The new-user review's 2-seed comparison: ECE and latency t intervals reaching below 0."""
+    held = {"constraints": {"max_macs": 700000}, "copies": 1}
+    per_seed = {
+        row: {
+            s: {"top1": t, "nll": 1.6, "ece": e, "macs": 5e5, "params": 4e4 + 1e4 * s, "latency_ms": 2.0 + 5 * s}
+            | {
+                "classes": classes,
+                "held_to": {**held, "copies": 2, "constraints": {"max_macs": 350000}} if row == "deep" else held,
+            }
+            for s, (t, e) in enumerate(zip(values, (0.001, 0.07)))
+        }
+        for row, values in top1.items()
+    }
+    what = {"neas": "the NEAS pipeline", "single": "one searched network (K = 1)", "deep": "K copies of one network"}
+    return {"config": "c.yaml", "seeds": 2, **budget_statistics(per_seed, what)}
+
+
+def test_rows_near_chance_are_flagged_first_and_marked_in_the_table():
+    from neas.report.compare import near_chance
+
+    record = _review_record({"neas": [0.24, 0.28], "single": [0.19, 0.22], "deep": [0.45, 0.50]})
+    assert record["classes"] == 5 and near_chance(record) == (["neas", "single"], pytest.approx(0.28))
+    lines = format_table(record).splitlines()
+    assert lines[2].startswith(
+        "Near chance: neas, single (mean top-1 below 28.0 %, with chance at 20.0 % for 5 classes)"
+    )
+    assert any(line.startswith("| neas (near chance) | 26.00 ±") for line in lines)
+    assert any(line.startswith("| deep | 47.50 ±") for line in lines)
+    legend = (
+        "- (near chance): a mean top-1 below 28.0 %, less than a tenth of the way from chance (1/5 = 20.0 %) to 100 %"
+    )
+    assert legend in lines
+    unknown = _review_record({"neas": [0.24, 0.28], "single": [0.19, 0.22]}, classes=None)
+    assert near_chance(unknown) == ([], None) and "near chance" not in format_table(unknown)
+
+
+def test_the_legend_says_what_every_row_is_and_the_budget_it_was_held_to():
+    text = format_table(_review_record({"neas": [0.5, 0.6], "single": [0.5, 0.5], "deep": [0.4, 0.6]}))
+    assert "- neas: the NEAS pipeline; held to ≤ 0.7M MACs" in text
+    assert "- single: one searched network (K = 1); held to ≤ 0.7M MACs" in text
+    assert "- deep: K copies of one network; each copy ≤ 0.35M MACs, 2 copies: ≤ 0.7M MACs in all" in text
+
+
+def test_intervals_of_bounded_quantities_stay_within_their_bounds_and_clipped_ends_are_marked():
+    import re
+
+    record = _review_record({"neas": [0.9, 0.99], "single": [0.5, 0.6]})
+    assert record["rows"]["neas"]["ece"]["lo"] < 0 and record["rows"]["neas"]["top1"]["hi"] > 1  # stored as computed
+    rows = [line for line in format_table(record).splitlines() if line.startswith("| neas")]
+    cells = rows[0].split(" | ")
+    assert cells[1].endswith("94.50 ± 6.36 [37.32, 100.00†]")  # top-1 within [0, 100] %
+    assert cells[3].endswith("[0.00†, 47.39]")  # ECE within [0, 100] %
+    assert cells[6].startswith("4.50 ± 3.54 [0.00†,")  # latency >= 0
+    assert not re.search(r"\[-", rows[0])  # no negative lower bound anywhere in the row
+    assert "†: an end of the t interval clipped at its quantity's bound" in format_table(record)
+
+
+def test_the_html_page_renders_tables_not_markdown(tmp_path):
+    import json
+
+    from neas.report.html import build_compare_report
+
+    (tmp_path / "compare.json").write_text(json.dumps(_review_record({"neas": [0.24, 0.28], "single": [0.19, 0.22]})))
+    page = build_compare_report(tmp_path).read_text()
+    assert page.count("<table>") == 2 and "|---|" not in page and "| neas" not in page
+    assert "<td>neas (near chance)</td>" in page and "<th>Δ top-1 (%)</th>" in page
+    assert page.index("Undetermined against one searched network") < page.index("<table>")
+    assert "class='flag'>⚠ Near chance: neas, single" in page
+
+
+def test_a_difference_of_proportions_is_shown_within_plus_minus_100_points():
+    from neas.report.compare import answer
+
+    record = _review_record({"neas": [0.2, 0.9], "single": [0.8, 0.1]})  # differences -0.6, +0.8: t CI ±9 points
+    assert record["differences"]["single"]["top1"]["lo"] < -1  # stored as computed
+    line = next(line for line in format_table(record).splitlines() if line.startswith("| single | 2 |"))
+    assert line.startswith("| single | 2 | +10.00 [-100.00†, +100.00†] within noise |")
+    assert "+10.0 points [-100.0†, +100.0†], 2 seed(s)" in answer(record)[0]

@@ -93,3 +93,11 @@ def test_the_report_page_starts_with_the_header(tmp_path):
     assert page.index("<h2>Data</h2>") < page.index("<h2>Result</h2>")
     assert "data-flag='ensemble_below_path'" in page and "data-flag='short_retrain'" in page
     assert (run / REPORT).is_dir()
+
+
+def test_a_similarity_that_barely_varies_is_said_beside_the_shrinking_figures():
+    from neas.report.html import _similarity_note
+
+    narrow = [{"layers": [{"S": [[1.0, 0.985], [0.985, 1.0]]}, {"S": [[1.0, 0.99], [0.99, 1.0]]}]}]
+    assert "S lies within [0.985, 1.000] in every layer and round" in _similarity_note(narrow)
+    assert _similarity_note([{"layers": [{"S": [[1.0, 0.6], [0.6, 1.0]]}]}]) == ""

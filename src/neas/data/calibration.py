@@ -10,6 +10,7 @@ a reader sees at a glance that the sets cover every class.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,8 @@ from neas.data.split import class_counts, holdout_split, stratified_subset
 from neas.errors import NeasError
 
 __all__ = ["CalibrationSets", "calibration_sets", "check_same_calibration"]
+
+log = logging.getLogger(__name__)
 
 Dataset = ImageTensors | ImageFiles
 
@@ -48,15 +51,28 @@ class CalibrationSets:
         }
 
 
-def calibration_sets(full: Dataset, holdout: float, bn_images: int, score_images: int | None = None) -> CalibrationSets:
+def calibration_sets(
+    full: Dataset,
+    holdout: float,
+    bn_images: int,
+    score_images: int | None = None,
+    names: tuple[str, str] = ("BN images", "scoring images"),
+) -> CalibrationSets:
     """Splits ``full`` (a training split) and draws ``bn_images`` BN and ``score_images`` scoring
-    images (all held-out images when None), each stratified, seeded and in interleaved class order."""
+    images (all held-out images when None), each stratified, seeded and in interleaved class order.
+    A count over what its part holds is clipped to it, with a warning that uses ``names`` (the
+    settings that asked for each)."""
     labels = full.labels.cpu()
     keep, held = holdout_split(labels, holdout)
     if not len(held):
         raise NeasError(
             f"holdout {holdout} holds out no image: candidates would be scored on their own training images"
         )
+    parts = ((names[0], bn_images, len(keep), "images of the training part"), (names[1], score_images, len(held), ""))
+    for name, asked, there, part in parts:
+        if asked is not None and asked > there:
+            part = part or f"held-out images (holdout {holdout:g} of {len(labels)})"
+            log.warning("%s %d: clipped to the %d %s; every one is used", name, asked, there, part)
     bn = keep[stratified_subset(labels[keep], bn_images, "bn")]
     score = held[stratified_subset(labels[held], score_images, "score")]
     return CalibrationSets(full.subset(keep), full.subset(bn), evaluation_view(full, score))

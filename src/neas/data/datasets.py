@@ -47,9 +47,11 @@ __all__ = [
     "ImageTensors",
     "check_same_classes",
     "evaluation_view",
+    "image_arrays",
     "load_dataset",
     "preprocessing_of",
     "rgb_array",
+    "scan_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,12 +130,11 @@ def _cifar(
     split: str,
     input_size: int,
     download: bool,
-    decode: str = "auto",
-    max_memory_gb: float = 8.0,
-    crop_pct: float | None = None,
+    **folder,
 ) -> ImageTensors | ImageFiles:
+    """torchvision's arrays, or an image folder copy (``folder``: :func:`_imagefolder`'s options)."""
     if root is not None and (root / split).is_dir():
-        return _imagefolder(root, split, input_size, decode, max_memory_gb, crop_pct)
+        return _imagefolder(root, split, input_size, **folder)
     from torchvision import datasets
 
     if root is None:
@@ -264,6 +265,15 @@ def decode_image(path: str, input_size: int, crop_pct: float = TRAIN_CROP_PCT) -
     return eval_transform(input_size, crop_pct)(open_rgb(path)).contiguous()
 
 
+def image_arrays(data: ImageTensors | ImageFiles, indices: list[int]) -> list[np.ndarray]:
+    """The images ``indices`` of ``data`` as the model sees them before normalisation: (S, S, 3) uint8 each."""
+    if isinstance(data, ImageFiles):
+        pixels = [decode_image(data.paths[i], data.input_size, data.crop_pct) for i in indices]
+    else:
+        pixels = [data.images[i] for i in indices]
+    return [x.permute(1, 2, 0).numpy() for x in pixels]
+
+
 def cache_dir() -> Path:
     """Where decoded image folders are cached (``$NEAS_CACHE_DIR``, else ``~/.cache/neas``)."""
     return Path(os.environ.get("NEAS_CACHE_DIR") or Path.home() / ".cache" / "neas")
@@ -372,24 +382,30 @@ def _imagefolder(
     decode: str = "auto",
     max_memory_gb: float = 8.0,
     crop_pct: float | None = None,
+    announce: bool = True,
 ) -> ImageTensors | ImageFiles:
-    """``crop_pct``: the view (None: the training view for ``train``, else this split's evaluation crop)."""
+    """The folder's split, streamed or decoded into memory as ``decode`` says, at the view ``crop_pct``
+    (None: the training view for ``train``, else this split's evaluation crop); with ``announce``, one line
+    saying which (a listing for its labels alone, ``decode="stream"`` without ``announce``, says nothing)."""
     paths, labels, classes = _scan(root, split)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
-    too_large = len(paths) * 3 * input_size * input_size > max_memory_gb * 2**30
-    streamed = decode == "stream" or (decode == "auto" and too_large)
+    decoded_bytes = len(paths) * 3 * input_size * input_size
+    streamed = decode == "stream" or (decode == "auto" and decoded_bytes > max_memory_gb * 2**30)
     if crop_pct is None:
         crop_pct = TRAIN_CROP_PCT if split == "train" else evaluation_crop_pct(streamed)
     if streamed:
-        log.info(
-            "%s/%s: %d images stream from disk (%s)",
-            root,
-            split,
-            len(paths),
-            "decode: stream" if decode == "stream" else f"more than {max_memory_gb:g} GiB decoded",
-        )
+        why = "decode: stream" if decode == "stream" else f"more than --max-memory-gb {max_memory_gb:g} GiB decoded"
+        if announce:
+            log.info("%s/%s: %d images stream from disk, decoded per step (%s)", root, split, len(paths), why)
         return ImageFiles(paths, label_tensor, classes, input_size, crop_pct)
-    return ImageTensors(_decode_all(paths, input_size, crop_pct), label_tensor, classes, paths, crop_pct)
+    images = _decode_all(paths, input_size, crop_pct)
+    if announce:
+        why = "decode: memory" if decode == "memory" else f"decode: auto, within --max-memory-gb {max_memory_gb:g}"
+        log.info(
+            "%s/%s: %d images decoded into memory at %d x %d (%.1f MiB; %s)",
+            *(root, split, len(paths), input_size, input_size, decoded_bytes / 2**20, why),
+        )
+    return ImageTensors(images, label_tensor, classes, paths, crop_pct)
 
 
 def evaluation_view(
@@ -422,10 +438,14 @@ def load_dataset(
 ) -> ImageTensors | ImageFiles:
     """Loads ``split`` ('train' or 'test') of dataset ``name`` at ``input_size`` x ``input_size``;
     image folders are decoded into memory or streamed as ``decode`` says (see the module docstring),
+    and say which in one line (``decode="list"``, for checks before a run: streamed, without the line),
     at the view ``crop_pct`` (None: the training view for ``train``, else the split's own evaluation
-    crop; pass the model's, ``Preprocessing.crop_pct``, to evaluate it). Arrays (digits, CIFAR) have one view."""
-    if decode not in DECODE_MODES:
+    crop; pass the model's, ``Preprocessing.crop_pct``, to evaluate it). Arrays (digits, CIFAR) have
+    one view."""
+    if decode not in (*DECODE_MODES, "list"):
         raise NeasError(f"decode: unknown {decode!r}{suggest(decode, DECODE_MODES)}; choose {', '.join(DECODE_MODES)}")
+    folder = {"decode": "stream" if decode == "list" else decode, "max_memory_gb": max_memory_gb}
+    folder.update(crop_pct=crop_pct, announce=decode != "list")
     if name not in DATASETS:
         raise NeasError(f"unknown dataset {name!r}{suggest(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
     if name != "imagefolder" and split not in ("train", "test"):
@@ -440,10 +460,16 @@ def load_dataset(
             raise NeasError(f"data_dir {root}: the digits dataset is bundled with scikit-learn and reads no directory")
         return _digits(split, input_size)
     if name in ("cifar10", "cifar100", "svhn"):
-        return _cifar(name, root, split, input_size, download, decode, max_memory_gb, crop_pct)
+        return _cifar(name, root, split, input_size, download, **folder)
     if root is None:
         raise NeasError("imagefolder: --data-dir is required (a root/<split>/<class>/<image> tree)")
-    return _imagefolder(root, split, input_size, decode, max_memory_gb, crop_pct)
+    return _imagefolder(root, split, input_size, **folder)
+
+
+def scan_split(name: str, split: str, input_size: int, data_dir=None, download: bool = False):
+    """``split``'s labels and classes (and an image folder's files) for checks before a run starts: image
+    folders are listed, not decoded, and print no data line (the run's own loading says how it holds them)."""
+    return load_dataset(name, split, input_size, data_dir, download, decode="list")
 
 
 def check_same_classes(expected: list[str], got: list[str], where: str) -> None:

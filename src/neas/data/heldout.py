@@ -4,11 +4,13 @@ images (its OOD scores)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from neas.data.datasets import evaluation_view, load_dataset
 from neas.data.split import holdout_split
 from neas.errors import NeasError
 
-__all__ = ["heldout_images", "load_ood"]
+__all__ = ["evaluated_images", "heldout_images", "load_ood", "split_source"]
 
 
 def heldout_images(
@@ -42,3 +44,20 @@ def load_ood(
     if len(ood) == 0:
         raise NeasError(f"ood_data: {data!r}/{split} has no images")
     return ood
+
+
+def split_source(data: str, data_dir, split: str, input_size: int, holdout: float | None = None) -> dict:
+    """What an evaluated split is, for :func:`evaluated_images` to load it again elsewhere (the report's
+    misclassified images): the dataset, its directory resolved, the split (``holdout``: the held-out part
+    of the training split, with its fraction) and the input size."""
+    where = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+    return {"data": data, "data_dir": where, "split": split, "holdout": holdout, "input_size": input_size}
+
+
+def evaluated_images(source: dict):
+    """The split :func:`split_source` describes, as it was evaluated (image folders listed, not decoded:
+    a few of its images are read)."""
+    decoding = {"decode": "list"}
+    if source["split"] == "holdout":
+        return heldout_images(source["data"], source["data_dir"], source["holdout"], source["input_size"], decoding)
+    return load_dataset(source["data"], source["split"], source["input_size"], source["data_dir"], **decoding)

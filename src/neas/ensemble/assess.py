@@ -13,7 +13,9 @@ holds, written by one function for both ``neas evaluate`` and ``neas retrain``:
   each path on corrupted copies of the split;
 - the whole ensemble's costs and latency;
 - ``per_class`` and ``confusion``: the ensemble's (mean of the path logits) per-class top-1 and
-  confusion matrix on the split, from the logits already collected.
+  confusion matrix on the split, from the logits already collected;
+- ``mistakes``: its most confident wrong predictions with every path's vote (the report's grid; the
+  recipe adds ``source``, what the split is, so the report can show the images).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.records import CascadeRecord
 
-__all__ = ["EvalOptions", "assess", "class_scores"]
+__all__ = ["MISTAKES", "EvalOptions", "assess", "class_scores", "mistakes"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def assess(net: EnsembleNet, data, device, options: EvalOptions = EvalOptions(),
     path_logits, labels = deployment.stack_logits(batches)
     del batches
     result.update(class_scores(path_logits, labels, getattr(data, "classes", None)))
+    result["mistakes"] = mistakes(path_logits, labels, getattr(data, "files", None) or getattr(data, "paths", None))
     if temperature:
         result["temperature"] = temperature
     result["anytime_order"] = {"order": order, "by": o.order_by}
@@ -116,6 +119,33 @@ def class_scores(path_logits: torch.Tensor, labels: torch.Tensor, classes=None) 
         },
         "confusion": {"rows": "true class", "columns": "predicted class", "matrix": matrix.tolist()},
     }
+
+
+MISTAKES = 12  # misclassified images the report shows with the paths' votes
+
+
+def mistakes(path_logits: torch.Tensor, labels: torch.Tensor, files=None, count: int = MISTAKES) -> dict:
+    """``mistakes``: the ensemble's most confident wrong predictions (up to ``count``, ties by index), each
+    with its index in the split, its file when the split has files, its label, the ensemble's prediction
+    and confidence, and each path's vote (prediction and confidence); ``of``: the misclassified images."""
+    probs = path_logits.double().softmax(-1)  # (K, N, C)
+    confidence, predicted = path_logits.mean(0).double().softmax(-1).max(-1)
+    wrong = (predicted != labels).nonzero().flatten()
+    ranked = sorted(wrong.tolist(), key=lambda i: (-float(confidence[i]), i))[:count]
+    path_conf, path_pred = probs.max(-1)  # (K, N)
+    images = [
+        {
+            "index": i,
+            "file": None if files is None else os.path.abspath(files[i]),  # the report reads it from anywhere
+            "label": int(labels[i]),
+            "ensemble": int(predicted[i]),
+            "confidence": float(confidence[i]),
+            "paths": path_pred[:, i].tolist(),
+            "path_confidence": path_conf[:, i].tolist(),
+        }
+        for i in ranked
+    ]
+    return {"of": len(wrong), "order": "most confident first", "images": images}
 
 
 def _costs(result: dict, net: EnsembleNet, order: list[int], device, latency: bool) -> None:

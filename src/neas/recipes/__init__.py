@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["ABLATIONS", "COMMANDS"]
+__all__ = ["ABLATIONS", "COMMANDS", "EXAMPLES"]
 
 
 def _artefact(runner: str, constant: str, show: str | None = None):
@@ -169,4 +169,39 @@ ABLATIONS = {
         _ABLATE + "AblateSearchConfig",
         (),
     ),
+}
+
+# command ("ablate <name>" for an ablation) -> the example commands its --help shows (None: `neas --help`'s);
+# each runs as written from a checkout (configs/), in this order (tests/test_help_examples.py runs every one
+# at tiny size)
+EXAMPLES = {
+    None: [
+        "neas run                                   # the digits demo: train, search, retrain, evaluate, report",
+        "neas run --config configs/demo.yaml --out runs/mine supernet.epochs=10 retrain.epochs=5",
+        "neas compare --config configs/demo.yaml --seeds 3 --out runs/compare --max-parallel 2 supernet.epochs=6",
+        "neas evaluate --checkpoint runs/demo       # a `neas run` directory: its retrained ensemble",
+        "neas report runs/demo",
+    ],
+    "run": [
+        "neas run                                   # = neas run --config configs/demo.yaml --out runs/demo",
+        "neas run --config configs/demo.yaml --out runs/mine supernet.epochs=10 retrain.epochs=5",
+        "neas run --config configs/demo.yaml --out runs/plan --dry-run    # what would run; starts nothing",
+        "neas run --out runs/demo --resume          # continue an interrupted run (finished stages are skipped)",
+    ],
+    "compare": [
+        "neas compare --config configs/demo.yaml --seeds 3 --out runs/compare --max-parallel 2 supernet.epochs=6",
+    ],
+    "train-supernet": [
+        "neas train-supernet --space tiny --data digits --out runs/sn --epochs 30 --shrink-every 6 --shrink-drop 3",
+    ],
+    "search": ["neas search --supernet runs/sn --out runs/search --max-macs 0.6M --population 16 --generations 6"],
+    "retrain": ["neas retrain --arch runs/search/arch.json --data digits --out runs/retrain --epochs 15"],
+    "evaluate": [
+        "neas evaluate --checkpoint runs/retrain --json eval.json",
+        "neas evaluate --checkpoint runs/retrain --temperature none --corruptions fog --severities 1,5",
+    ],
+    "export": ["neas export --checkpoint runs/retrain --format onnx --out ensemble.onnx"],
+    "report": ["neas report runs/demo"],
+    "arch": ["neas arch runs/search/arch.json"],
+    "space": ["neas space tiny"],
 }

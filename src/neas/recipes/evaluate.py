@@ -20,7 +20,7 @@ from pathlib import Path
 from neas.data import BatchLoader, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes
-from neas.data.heldout import heldout_images, load_ood
+from neas.data.heldout import heldout_images, load_ood, split_source
 from neas.detection.predict import evaluate_detector, format_eval
 from neas.dist import local_device
 from neas.ensemble.assess import EvalOptions, assess
@@ -91,6 +91,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise NeasError("--data is required for this checkpoint")
     if data == "digits" and cfg.data_dir is not None:  # the schema checks an explicit --data digits
         raise NeasError("--data-dir: the model's dataset, digits, is built in and reads no folder; drop --data-dir")
+    if cfg.data_dir is None and data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise NeasError(
+            f"data directory {data_dir}, recorded in the model file when it was trained, does not exist "
+            "(a relative path is read from this directory); give the dataset's place with --data-dir"
+        )
     if cfg.cascade and net.num_paths < 2:
         raise NeasError("--cascade needs an ensemble of at least 2 paths; this model has 1")
     crop_pct = info.preprocess.crop_pct  # the model's view of every image it is evaluated on (neas.data.preprocess)
@@ -125,6 +130,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         cascade=_cascade(cfg, net, info, data, data_dir, device),
     )
     result = assess(net, dataset, device, options, logits=held)
+    result["mistakes"]["source"] = split_source(data, data_dir, cfg.split, net.space.input_size)
     if cfg.save_scores is not None:
         write_npz(cfg.save_scores, score_arrays(*held[:2], temperature and temperature["temperature"], held[2]))
     arch, view = net.arch.to_json(), info.preprocess.to_json()

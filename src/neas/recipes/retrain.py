@@ -29,7 +29,7 @@ from neas import dist
 from neas.data import Augment, BatchLoader, Training, holdout_split, load_dataset
 from neas.data.corruptions import parse_severities
 from neas.data.datasets import check_same_classes, evaluation_view, preprocessing_of
-from neas.data.heldout import load_ood
+from neas.data.heldout import load_ood, split_source
 from neas.ensemble import build_ensemble
 from neas.ensemble.assess import EvalOptions, assess
 from neas.ensemble.cascade import RiskUnreachable
@@ -179,7 +179,7 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         run / MODEL,
         classes=tuple(train_full.classes),
         weights="ema" if cfg.ema_decay > 0 else "raw",
-        data={"data": cfg.data, "data_dir": cfg.data_dir},
+        data={"data": cfg.data, "data_dir": cfg.resolved_data_dir},  # `neas evaluate` from anywhere
         recipe=cfg.recipe,
         holdout=cfg.holdout,
         preprocessing=preprocessing_of(train_full, report.space.input_size),
@@ -205,6 +205,9 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
         cascade=info.cascade,
     )
     result = assess(report, test, device, options)
+    holdout = cfg.holdout if cfg.eval_split == "holdout" else None
+    source = split_source(cfg.data, cfg.data_dir, cfg.eval_split, report.space.input_size, holdout)
+    result["mistakes"]["source"] = source  # the report shows the misclassified images from it
     view = info.preprocess.to_json()  # the record of how every image was seen, and how many it trained on
     run.write_json(EVAL, {"split": cfg.eval_split, **result, "preprocessing": view, "train_images": len(train_full)})
     log.info(

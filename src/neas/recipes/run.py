@@ -20,7 +20,7 @@ from pathlib import Path
 from neas import dist
 from neas.config import flat_fields, from_dict
 from neas.cost import parse_amount
-from neas.data.datasets import load_dataset
+from neas.data.datasets import scan_split
 from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.executor import check_executor, job_command, run_jobs, stage_job
@@ -260,7 +260,7 @@ def _check_before_training(sn: SupernetConfig, se: SearchConfig, rt: RetrainConf
     check_cascade_paths(se.constraints, space)  # a mean-MACs bound on K = 1, named before the retrain.cascade it sets
     if rt.cascade and space.num_paths < 2:
         raise NeasError(f"retrain.cascade: the space {space.name!r} has K = 1 path; a cascade needs at least 2")
-    full = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
+    full = scan_split(sn.data, "train", space.input_size, sn.data_dir, sn.download)
     check_budget(se.constraints, space, full.num_classes, se.split)
     for section, cfg in (("supernet", sn), ("retrain", rt)):
         train = len(holdout_split(full.labels, cfg.holdout)[0]) if cfg.holdout else len(full.labels)

@@ -12,7 +12,7 @@ import yaml
 
 from neas.config import to_dict
 from neas.cost import cost_table
-from neas.data.datasets import load_dataset
+from neas.data.datasets import scan_split
 from neas.data.split import holdout_split
 from neas.schemas.run import RunConfig
 from neas.search.constraints import measure_costs, restrict_split
@@ -26,7 +26,7 @@ DRAWS = 2000  # random ensembles drawn to estimate the share of the space within
 def describe_plan(cfg: RunConfig, sn, se, rt) -> str:
     """The text ``--dry-run`` prints for the stage configs ``sn``, ``se``, ``rt`` of ``cfg``."""
     space = SearchSpace.resolve(sn.space)
-    data = load_dataset(sn.data, "train", space.input_size, sn.data_dir, sn.download, decode="stream")
+    data = scan_split(sn.data, "train", space.input_size, sn.data_dir, sn.download)
     kept, held = holdout_split(data.labels, sn.holdout) if sn.holdout else (data.labels, [])
     lines = ["neas run --dry-run: nothing is started or written", "", "config:"]
     lines += ["  " + line for line in yaml.safe_dump(to_dict(cfg), sort_keys=False).splitlines()]

@@ -51,7 +51,8 @@ def _setup_data(cfg: SupernetConfig, space: SearchSpace, device, rank: int, worl
         )
     if full.num_classes < 2:
         raise NeasError(f"dataset {cfg.data!r} has {full.num_classes} class; at least 2 are needed")
-    sets = calibration_sets(full, cfg.holdout, cfg.bn_batches * cfg.batch_size, cfg.probe_images)
+    names = ("bn_batches x batch_size", "probe_images")
+    sets = calibration_sets(full, cfg.holdout, cfg.bn_batches * cfg.batch_size, cfg.probe_images, names)
     train = sets.train
     check_global_batch(len(train), cfg.batch_size, world, what="images of the training part")
     augment = Augment(pad=max(1, space.input_size // 8), flip=cfg.data != "digits") if cfg.augment else None
@@ -134,7 +135,7 @@ def _write_supernet(run: RunDir, model, cfg: SupernetConfig, space: SearchSpace,
         shrunk,
         tuple(classes),
         cfg.data,
-        cfg.data_dir,
+        cfg.resolved_data_dir,  # `neas search` from anywhere
         cfg.holdout,
         cfg.shrink.mode,
         cfg.epochs - 1,

@@ -1,29 +1,38 @@
-"""The statistics of ``neas compare`` (compare.json) and their tables (compare.md).
+"""The statistics of ``neas compare`` (compare.json) and their page (compare.md, the console, the report).
 
-Per row, each metric's per-seed values, their mean ± sd and t 95 % CI; per row, the reference row (NEAS,
-or the cascade-searched ensemble without a NEAS row) minus the row, paired by seed, with its CI and
-verdict. The numbers come from :mod:`neas.stats`, the cells and tables from :mod:`neas.report.tables`.
-Plain Python, no torch.
+Per row, each metric's per-seed values, their mean ± sd and t 95 % CI, the budget its search was held to
+and the data's classes; per row, the reference row (NEAS, or the cascade-searched ensemble without a NEAS
+row) minus the row paired by seed, with its CI and verdict. The page
+(:func:`page`) starts with the answer in words and the rows near chance, then per budget a legend and the
+tables, intervals clipped to their quantity's bounds. The numbers come from :mod:`neas.stats`, the cells
+and tables from :mod:`neas.report.tables`. Plain Python, no torch.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from neas.errors import NeasError
 from neas.io import read_json
 from neas.records import read_arch, read_eval
-from neas.report.tables import METRICS, diff_cell, markdown_table, stat_cell
-from neas.runfiles import ABLATE, ARCH
+from neas.report.tables import CLIPPED, METRICS, clip_interval, diff_cell, difference_bounds, markdown_table, stat_cell
+from neas.runfiles import ABLATE, ARCH, PipelineLayout
 from neas.stats import ci95, paired_difference
 
 __all__ = [
     "COMPARED",
     "DIFFERENCES",
+    "NEAR_CHANCE",
+    "Table",
+    "answer",
     "budget_statistics",
+    "budget_text",
     "difference",
     "format_table",
+    "near_chance",
+    "page",
     "read_source",
     "row_stats",
     "seed_numbers",
@@ -48,9 +57,27 @@ def read_source(path: Path) -> dict:
     return read_eval(path).raw
 
 
+def _held_to(path: Path, record: dict) -> dict | None:
+    """What the network behind a numbers file was searched under: its search's ``constraints`` (the
+    ``arch.json`` beside its retraining, or the deep ensemble's source) and the ``copies`` that share
+    them; None when that file is not there (a later retraining's own directory)."""
+    if path.name == ABLATE:
+        arch, copies = Path(str(record.get("source", ""))), int(record.get("copies") or 1)
+    else:
+        stage = path.parent.parent  # <run or budget folder>/retrain/eval.json
+        arch, copies = stage / ARCH if (stage / ARCH).is_file() else PipelineLayout(stage).search / ARCH, 1
+    if not arch.is_file():
+        return None
+    try:
+        return {"constraints": read_arch(arch).get("constraints") or {}, "copies": copies}
+    except NeasError:
+        return None
+
+
 def _numbers(path: Path, cascade: bool = False) -> dict:
     """A row's numbers for one seed: ``eval.json`` of a run's retraining, or a deep ensemble's ``ablate.json``;
-    with ``cascade``, the fitted cascade's (top-1, NLL, ECE, mean MACs and mean latency on the test split)."""
+    with the classes of the data (when the record says) and the budget the network was held to; with
+    ``cascade``, the fitted cascade's (top-1, NLL, ECE, mean MACs and mean latency on the test split)."""
     record = read_source(path)
     values = {k: record["ensemble"].get(k) for k in ("top1", "nll", "ece")}
     values.update({k: record.get(k) for k in ("macs", "params", "latency_ms")})
@@ -61,7 +88,8 @@ def _numbers(path: Path, cascade: bool = False) -> dict:
             raise NeasError(f"{path}: no cascade block; the cascade row's retraining fits one (retrain.cascade)")
         values.update({k: block.get(k) for k in ("top1", "nll", "ece", "mean_macs")})
         values["latency_ms"] = block.get("mean_latency_ms")
-    return values
+    classes = len((record.get("per_class") or {}).get("classes") or []) or None
+    return {**values, "classes": classes, "held_to": _held_to(path, record)}
 
 
 def seed_numbers(sources: list, cascade: bool = False) -> dict:
@@ -71,7 +99,8 @@ def seed_numbers(sources: list, cascade: bool = False) -> dict:
     if len(each) == 1:
         return each[0]
     mean = {m: None if any(e[m] is None for e in each) else sum(e[m] for e in each) / len(each) for m in COMPARED}
-    return {**mean, "dir": each[0]["dir"], "retrains": each}
+    first = {k: each[0][k] for k in ("dir", "classes", "held_to")}
+    return {**mean, **first, "retrains": each}
 
 
 def _finite(x):
@@ -100,20 +129,30 @@ def difference(ref: dict, other: dict, metric: str) -> dict:
     return {**{k: _finite(v) for k, v in d.items()}, "seeds": seeds}
 
 
+def _first(seeds: dict, key: str):
+    """The first seed's ``key`` that is known (None when no seed has it)."""
+    return next((numbers[key] for numbers in seeds.values() if numbers.get(key) is not None), None)
+
+
 def reference_row(rows) -> str | None:
     """The row every other is judged against: ``neas``, else ``cascade``, else none."""
     return next((row for row in REFERENCES if row in rows), None)
 
 
 def budget_statistics(per_seed: dict[str, dict], what: dict[str, str]) -> dict:
-    """At one budget: every row's per-seed numbers, statistics and, with a reference row (:func:`reference_row`),
-    its differences from every other. ``per_seed``: row -> seed -> numbers; ``what``: row -> what it is."""
-    rows = {row: {"what": what[row], "seeds": seeds, **row_stats(seeds)} for row, seeds in per_seed.items()}
+    """At one budget: every row's per-seed numbers, statistics, the budget it was held to and, with a
+    reference row (:func:`reference_row`), its differences from every other; the data's classes when a
+    record says. ``per_seed``: row -> seed -> numbers; ``what``: row -> what it is."""
+    rows = {}
+    for row, seeds in per_seed.items():
+        held = _first(seeds, "held_to")
+        rows[row] = {"what": what[row], **({"held_to": held} if held else {}), "seeds": seeds, **row_stats(seeds)}
     ref, differences = reference_row(per_seed), {}
     for row, seeds in per_seed.items():
         if ref is not None and row != ref:
             differences[row] = {m: difference(per_seed[ref], seeds, m) for m in DIFFERENCES}
-    return {"rows": rows, "reference": ref, "differences": differences}
+    classes = next((c for seeds in per_seed.values() if (c := _first(seeds, "classes"))), None)
+    return {"rows": rows, "reference": ref, "differences": differences, **({"classes": classes} if classes else {})}
 
 
 _NOTE = (
@@ -121,29 +160,124 @@ _NOTE = (
     "(a difference equal for every seed has no interval: its verdict is the sign test's, firm from 6 seeds on). "
     "Latency is measured inside each job, beside the jobs running at the same time: no verdict."
 )
+NEAR_CHANCE = 0.1  # a row whose mean top-1 is less than this share of the way from chance to 100 % is near chance
+_CLIPPED_NOTE = (
+    f"{CLIPPED}: an end of the t interval clipped at its quantity's bound (top-1 and ECE within [0, 100] %, their "
+    "differences within ±100 points; NLL, MACs, params and latency >= 0); a quantity that cannot pass its bound "
+    "is in the clipped interval whenever it is in the unclipped one"
+)
+# how a search bound reads: constraint's metric -> (unit, scale of the stored value)
+_BOUNDS = {
+    "macs": ("MACs", 1e-6),
+    "paper_flops": ("paper FLOPs", 1e-6),
+    "params": ("params", 1e-6),
+    "mean_macs": ("mean MACs of the cascade", 1e-6),
+    "latency_ms": ("ms latency", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of compare's page, rendered as Markdown (compare.md, the console) or HTML (the report)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""  # a sentence shown before it
+
+
+def budget_text(constraints: dict, times: int = 1) -> str:
+    """The search bounds of ``constraints`` (``{"max_macs": 700000}``) in words, ``≤ 0.7M MACs``; each
+    times ``times`` (the copies that each had one share of a budget). Empty without bounds."""
+    parts = []
+    for key, value in constraints.items():
+        bound, _, metric = key.partition("_")
+        if bound not in ("max", "min") or metric not in _BOUNDS or value is None:
+            continue
+        unit, scale = _BOUNDS[metric]
+        amount = f"{scale * value * times:.3g}" + ("M" if scale != 1 else "")
+        parts.append(f"{'≤' if bound == 'max' else '≥'} {amount} {unit}")
+    return ", ".join(parts)
+
+
+def _held_text(held: dict | None) -> str:
+    """What a row was held to, in words (empty when unknown)."""
+    if not held or not budget_text(held["constraints"]):
+        return ""
+    each, copies = budget_text(held["constraints"]), held.get("copies", 1)
+    if copies > 1:
+        return f"each copy {each}, {copies} copies: {budget_text(held['constraints'], copies)} in all"
+    return f"held to {each}"
+
+
+def near_chance(section: dict) -> tuple[list[str], float | None]:
+    """The rows of ``section`` near chance and the top-1 below which a row is: less than
+    :data:`NEAR_CHANCE` of the way from chance (1 / classes) to 100 %. ``([], None)`` when the classes are unknown."""
+    classes = section.get("classes")
+    if not classes:
+        return [], None
+    chance = 1 / classes
+    below = chance + NEAR_CHANCE * (1 - chance)
+    rows = [row for row, r in section["rows"].items() if "top1" in r and r["top1"]["mean"] < below]
+    return rows, below
+
+
+def _legend(section: dict) -> list[str]:
+    """What every row is and what it was held to, what the cells are, and what near chance means."""
+    lines = []
+    for row, r in section["rows"].items():
+        held = _held_text(r.get("held_to"))
+        lines.append(f"{row}: {r.get('what') or row}" + (f"; {held}" if held else ""))
+    lines.append(f"cells: mean ± sd [t 95 % CI] over seeds; {_CLIPPED_NOTE}")
+    classes = section.get("classes")
+    if classes:
+        _, below = near_chance(section)
+        lines.append(
+            f"(near chance): a mean top-1 below {100 * below:.1f} %, less than a tenth of the way from chance "
+            f"(1/{classes} = {100 / classes:.1f} %) to 100 %"
+        )
+    return lines
 
 
 def _cell(stats: dict | None, metric: str) -> str:
-    return stat_cell(stats, METRICS[metric].scale, METRICS[metric].digits)
+    m = METRICS[metric]
+    return stat_cell(stats, m.scale, m.digits, m.bounds)
 
 
 def _diff_cell(d: dict, metric: str) -> str:
-    return diff_cell(d, METRICS[metric].scale, METRICS[metric].digits)
+    m = METRICS[metric]
+    return diff_cell(d, m.scale, m.digits, difference_bounds(m.bounds))
 
 
-def _tables(section: dict) -> list[str]:
-    """One budget's two tables: the rows, and the reference row minus each row."""
-    rows = [[row, *(_cell(r.get(m), m) for m in COMPARED)] for row, r in section["rows"].items()]
-    lines = markdown_table(["row", *(METRICS[m].label for m in COMPARED)], rows)
-    if not section["differences"]:
-        return lines
-    ref = {"neas": "NEAS"}.get(section.get("reference", "neas"), section.get("reference"))
-    header = [f"{ref} minus", "seeds", *(f"Δ {METRICS[m].label}" for m in DIFFERENCES)]
-    diffs = [
-        [row, d[DIFFERENCES[0]]["n"], *(_diff_cell(d[m], m) for m in DIFFERENCES)]
-        for row, d in section["differences"].items()
+def _tables(section: dict) -> list[Table]:
+    """One budget's two tables: the rows (near-chance ones marked), and the reference row minus each row."""
+    flagged, _ = near_chance(section)
+    rows = [
+        [row + (" (near chance)" if row in flagged else ""), *(_cell(r.get(m), m) for m in COMPARED)]
+        for row, r in section["rows"].items()
     ]
-    return [*lines, "", _NOTE.format(ref=ref), "", *markdown_table(header, diffs)]
+    tables = [Table(["row", *(METRICS[m].label for m in COMPARED)], rows)]
+    if section["differences"]:
+        ref = {"neas": "NEAS"}.get(section.get("reference", "neas"), section.get("reference"))
+        header = [f"{ref} minus", "seeds", *(f"Δ {METRICS[m].label}" for m in DIFFERENCES)]
+        diffs = [
+            [row, str(d[DIFFERENCES[0]]["n"]), *(_diff_cell(d[m], m) for m in DIFFERENCES)]
+            for row, d in section["differences"].items()
+        ]
+        tables.append(Table(header, diffs, _NOTE.format(ref=ref)))
+    return tables
+
+
+def warnings(record: dict) -> list[str]:
+    """What the answer must be read with: the rows near chance (at the largest budget)."""
+    flagged, below = near_chance(record)
+    if not flagged:
+        return []
+    classes = record["classes"]
+    return [
+        f"Near chance: {', '.join(flagged)} (mean top-1 below {100 * below:.1f} %, with chance at "
+        f"{100 / classes:.1f} % for {classes} classes): rows that have barely learned say little about each other; "
+        "train longer before comparing."
+    ]
 
 
 MIN_SEEDS = 3  # fewer paired seeds decide nothing, whatever their interval says
@@ -168,8 +302,9 @@ def answer(record: dict) -> list[str]:
     for row, diffs in record.get("differences", {}).items():
         d, what = diffs["top1"], record["rows"][row].get("what") or row
         effect = f"{100 * d['mean']:+.1f} points"
-        if d.get("lo") is not None:
-            effect += f" [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+        if d.get("lo") is not None:  # within [-100, +100] points
+            lo, hi, clip_lo, clip_hi = clip_interval(d["lo"], d["hi"], difference_bounds(METRICS["top1"].bounds))
+            effect += f" [{100 * lo:+.1f}{CLIPPED * clip_lo}, {100 * hi:+.1f}{CLIPPED * clip_hi}]"
         effect += f", {d['n']} seed(s)"
         decided = d["n"] >= MIN_SEEDS and d["verdict"] in ("better", "worse")
         if decided:
@@ -177,25 +312,40 @@ def answer(record: dict) -> list[str]:
             continue
         need = seeds_to_decide(d)
         advice = f"run --seeds {need}" if need else "the seeds agree exactly; run more seeds"
+        if d["n"] < 2:  # no spread to size the seeds from
+            advice = f"run --seeds {MIN_SEEDS} or more"
         why = "too few to decide" if d["n"] < MIN_SEEDS else "the interval is wider than the effect"
         lines.append(f"Undetermined{whose} against {what} in top-1: {effect}, {why}; {advice}.")
     return lines
 
 
-def format_table(record: dict) -> str:
-    """compare.md: the answer in words first, then the rows (mean ± sd [t 95 % CI] over seeds) and NEAS minus
-    each row, paired by seed; with ``budgets:``, both at each budget (the answer at the largest)."""
+def page(record: dict) -> dict:
+    """compare's page, for any rendering: ``answer`` and ``warnings`` (lines), ``title``, and ``sections``:
+    [(heading or None, legend lines, tables)], one per budget (one without ``budgets:``)."""
     retrains = record.get("retrain_seeds", 1)
     each = f" × {retrains} retraining seeds (a seed's number is their mean)" if retrains > 1 else ""
-    said = answer(record)
-    lines = [
-        *said,
-        *([""] if said else []),
-        f"## neas compare: {record['config']}, {record['seeds']} seed(s){each}",
-        "",
-    ]
-    if "budgets" not in record:
-        return "\n".join(lines + _tables(record)) + "\n"
-    for text, section in record["budgets"].items():
-        lines += [f"### {record['budget_metric']} budget {text}", "", *_tables(section), ""]
+    title = f"neas compare: {record['config']}, {record['seeds']} seed(s){each}"
+    if "budgets" in record:
+        sections = [
+            (f"{record['budget_metric']} budget {text}", _legend(section), _tables(section))
+            for text, section in record["budgets"].items()
+        ]
+    else:
+        sections = [(None, _legend(record), _tables(record))]
+    return {"answer": answer(record), "warnings": warnings(record), "title": title, "sections": sections}
+
+
+def format_table(record: dict) -> str:
+    """compare.md: the answer in words first (and what to read it with), then per budget a legend, the rows
+    (mean ± sd [t 95 % CI] over seeds) and the reference row minus each row, paired by seed (the answer at
+    the largest budget)."""
+    shown = page(record)
+    said = shown["answer"] + shown["warnings"]
+    lines = [*said, *([""] if said else []), f"## {shown['title']}", ""]
+    for heading, legend, tables in shown["sections"]:
+        lines += [f"### {heading}", ""] if heading else []
+        lines += [*(f"- {line}" for line in legend), ""]
+        for table in tables:
+            lines += [table.note, ""] if table.note else []
+            lines += [*markdown_table(table.header, table.rows), ""]
     return "\n".join(lines).rstrip("\n") + "\n"

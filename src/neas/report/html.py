@@ -13,12 +13,12 @@ from neas.detection.data import load_coco
 from neas.errors import NeasError
 from neas.io import read_json, write_text
 from neas.records import COSTS, ArchRecord, EvalRecord, read_arch, read_eval
-from neas.report import explain, plots
+from neas.report import compare, explain, plots
+from neas.report.mistakes import mistakes_section
 from neas.rundir import run_kind
 from neas.runfiles import (
     ARCH,
     COMPARE,
-    COMPARE_TABLE,
     DETECTOR,
     EVAL,
     PREDICTIONS,
@@ -95,8 +95,9 @@ def _training(run: Path, out: Path) -> list[str]:
             "(mean exp(−β·feature distance) between paths), quality r, and every surviving combination's "
             "score; a red × marks each combination dropped in the round.</p>"
         )
-        for p in rounds:
-            record = read_json(p, "shrinking round")
+        records = [read_json(p, "shrinking round") for p in rounds]
+        parts.append(_similarity_note(records))
+        for record in records:
             name = figure(f"shrink_round_{record['round']:02d}")
             plots.plot_shrink_round(record, out / name)
             parts.append(
@@ -107,6 +108,19 @@ def _training(run: Path, out: Path) -> list[str]:
                 )
             )
     return parts
+
+
+def _similarity_note(records: list[dict]) -> str:
+    """A line when the similarity S varies little across every round and layer: the diversity part of the
+    score then barely reorders the combinations (the new-user review: S within [0.985, 1] everywhere)."""
+    values = [x for r in records for layer in r["layers"] for row in layer["S"] for x in row]
+    if not values or max(values) - min(values) >= 0.05:
+        return ""
+    return (
+        f"<p class='note'>S lies within [{min(values):.3f}, {max(values):.3f}] in every layer and round: the ops' "
+        "features barely differ, so the diversity part of the score does little here and the quality r "
+        "decides what is dropped.</p>"
+    )
 
 
 def _search(run: Path, out: Path) -> list[str]:
@@ -205,6 +219,9 @@ def _quality(out: Path, result: EvalRecord) -> list[str]:
         ),
     ]
     shown = [_figure(name, caption) for plot, name, caption in figures if plot(result.raw, out / name)]
+    grid = mistakes_section(out, result.raw)
+    if grid:
+        shown.insert(min(1, len(shown)), grid)  # after the confusion matrix
     return ["<h2>Ensemble quality</h2>" + _per_class_table(result) + "".join(shown)] if shown else []
 
 
@@ -232,24 +249,43 @@ def _page(run: Path, parts: list[str]) -> str:
 <html><head><meta charset="utf-8"><title>NEAS report: {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} figure{{margin:1em 0}}
 img{{max-width:100%;border:1px solid #ddd}} figcaption{{color:#555;font-size:90%}}
-code{{background:#f4f4f4}}</style></head>
+code{{background:#f4f4f4}} div.table{{overflow-x:auto;margin:0.5em 0}}
+table{{border-collapse:collapse;font-size:90%}} th,td{{border:1px solid #ddd;padding:2px 8px;text-align:left}}
+th{{background:#f4f4f4}} .flag{{color:#8a4b00}}</style></head>
 <body><h1>NEAS report: {html.escape(str(run))}</h1>
 {"".join(parts)}
 </body></html>
 """
 
 
+def _html_table(table: compare.Table) -> str:
+    """A table of compare's page as HTML (scrolling sideways inside the page when wider)."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
+    return f"{note}<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
 def build_compare_report(run: Path) -> Path:
-    """A `neas compare` directory's page: every seed of every row with its mean and CI, and compare.md's tables."""
+    """A `neas compare` directory's page: the answer in words and what to read it with, every seed of every
+    row with its mean and CI, then per budget a legend and compare.md's tables as HTML tables."""
     record = read_json(run / COMPARE, "neas compare results", ("rows",))
     out = run / REPORT
     out.mkdir(exist_ok=True)
+    shown = compare.page(record)
     parts = ["<h2>Is the ensemble worth it?</h2>"]
+    parts += [f"<p class='answer'><b>{html.escape(line)}</b></p>" for line in shown["answer"]]
+    if shown["warnings"]:
+        items = "".join(f"<li class='flag'>⚠ {html.escape(line)}</li>" for line in shown["warnings"])
+        parts.append(f"<ul class='flags'>{items}</ul>")
     if plots.plot_compare(record, out / figure("compare")):
-        parts.append(_figure(figure("compare"), "Each seed of each row (dots); mean and t 95 % CI (squares)"))
-    table = run / COMPARE_TABLE
-    if table.is_file():
-        parts.append(f"<pre>{html.escape(table.read_text())}</pre>")
+        caption = "Each seed of each row (dots); mean and t 95 % CI, clipped to the quantity's bounds (squares)"
+        parts.append(_figure(figure("compare"), caption))
+    parts.append(f"<h2>{html.escape(shown['title'])}</h2>")
+    for heading, legend, tables in shown["sections"]:
+        parts += [f"<h3>{html.escape(heading)}</h3>"] if heading else []
+        parts.append("<ul class='legend'>" + "".join(f"<li>{html.escape(line)}</li>" for line in legend) + "</ul>")
+        parts += [_html_table(table) for table in tables]
     write_text(out / REPORT_PAGE, _page(run, parts))
     return out / REPORT_PAGE
 

@@ -21,7 +21,7 @@ from neas.io import (
 from neas.log import MetricLogger
 from neas.records import read_arch, read_generations
 from neas.report.explain import wilson_ci
-from neas.report.tables import METRICS
+from neas.report.tables import METRICS, clip_interval
 from neas.runfiles import ARCH, PARETO, PipelineLayout
 from neas.search.pareto import front_indices
 from neas.space import EnsembleArch
@@ -38,6 +38,7 @@ __all__ = [
     "plot_evolution",
     "plot_front",
     "plot_latency_validation",
+    "plot_mistakes",
     "plot_ood",
     "plot_pareto",
     "plot_rank",
@@ -513,15 +514,13 @@ def plot_compare(record: dict, path: Path) -> Path | None:
             ax.plot(
                 [i - 0.1] * len(stats["values"]), [scale * v for v in stats["values"]], "o", color=f"C{i}", alpha=0.6
             )
-            if stats["lo"] is not None:
-                mean, err = (
-                    scale * stats["mean"],
-                    [[scale * (stats["mean"] - stats["lo"])], [scale * (stats["hi"] - stats["mean"])]],
-                )
-                ax.errorbar(i + 0.1, mean, yerr=err, fmt="s", color="black", capsize=4)
+            if stats["lo"] is not None:  # within the quantity's bounds, as compare.md shows it
+                lo, hi, _, _ = clip_interval(stats["lo"], stats["hi"], METRICS[metric].bounds)
+                err = [[scale * (stats["mean"] - lo)], [scale * (hi - stats["mean"])]]
+                ax.errorbar(i + 0.1, scale * stats["mean"], yerr=err, fmt="s", color="black", capsize=4)
         ax.set_xticks(range(len(rows)), rows)
         ax.set(title=label, xlim=(-0.5, len(rows) - 0.5))
-    fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI (squares)")
+    fig.suptitle(f"{record.get('seeds')} seed(s): each seed (dots), mean and t 95 % CI within bounds (squares)")
     return _save(fig, path)
 
 
@@ -657,6 +656,34 @@ def plot_detections(images: list, path: Path, threshold: float = 0.5) -> Path | 
             ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=color, lw=1.5))
             ax.text(x, y, f"{name} {score:.2f}", color="black", fontsize=6, va="bottom", backgroundcolor=color)
         ax.set_title(f"{len(truth)} true, {len(shown)} found", fontsize=8)
+    return _save(fig, path)
+
+
+def _vote(name: str, predicted: int, confidence: float, truth: int, classes: list[str]) -> str:
+    mark = " ✓" if predicted == truth else ""
+    return f"{name}: {classes[predicted]} {100 * confidence:.0f}%{mark}"
+
+
+def plot_mistakes(images: list, entries: list[dict], classes: list[str], path: Path) -> Path | None:
+    """A grid of misclassified images (``images``: (H, W, 3) uint8 each), titled with the true class, the
+    ensemble's prediction and confidence, and each path's vote (✓: that path was right); ``entries``: the
+    ``mistakes.images`` of ``eval.json``."""
+    if not images:
+        return None
+    cols = min(4, len(images))
+    rows = -(-len(images) // cols)
+    k = len(entries[0]["paths"])
+    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, (2.2 + 0.25 * k) * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, pixels, e in zip(axes.flat, images, entries):
+        ax.imshow(pixels, interpolation="nearest")
+        votes = [
+            _vote(f"path{j}", p, c, e["label"], classes)
+            for j, (p, c) in enumerate(zip(e["paths"], e["path_confidence"]))
+        ]
+        ensemble = _vote("ensemble", e["ensemble"], e["confidence"], e["label"], classes)
+        ax.set_title("\n".join([f"true: {classes[e['label']]}", ensemble, *votes]), fontsize=7, loc="left")
     return _save(fig, path)
 
 

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 
 from neas.stats import ci95
 
-__all__ = ["METRICS", "Metric", "ci_cell", "diff_cell", "interval_cell", "markdown_table", "stat_cell", "values_cell"]
+__all__ = [
+    "CLIPPED",
+    "METRICS",
+    "Metric",
+    "ci_cell",
+    "clip_interval",
+    "diff_cell",
+    "difference_bounds",
+    "interval_cell",
+    "markdown_table",
+    "stat_cell",
+    "values_cell",
+]
 
 
 @dataclass(frozen=True)
@@ -25,19 +37,24 @@ class Metric:
     scale: float = 1.0  # stored value -> shown: 100 for a fraction in percent, 1e-6 for millions
     digits: int = 2  # decimal places
     higher_is_better: bool = True  # what "better" means in a paired difference (neas.stats.paired_difference)
+    bounds: tuple[float | None, float | None] = (None, None)  # the stored value's range: an interval is clipped to it
+
+
+FRACTION, NON_NEGATIVE = (0.0, 1.0), (0.0, None)
+CLIPPED = "†"  # marks an interval end clipped at its quantity's bound (stat_cell)
 
 
 # the metrics of eval.json (and ablate.json) as neas compare and the CIFAR-10 study show them
 METRICS = {
-    "top1": Metric("top-1 (%)", 100, 2),
-    "nll": Metric("NLL", 1, 4, higher_is_better=False),
-    "ece": Metric("ECE (%)", 100, 2, higher_is_better=False),
-    "disagreement": Metric("disagreement (%)", 100, 2),  # the diversity the paper's shrinking seeks
-    "oracle_top1": Metric("oracle top-1 (%)", 100, 2),
-    "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False),
-    "mean_macs": Metric("mean MACs (M)", 1e-6, 3, higher_is_better=False),  # per image; a cascade's are below
-    "params": Metric("params (M)", 1e-6, 3, higher_is_better=False),
-    "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False),
+    "top1": Metric("top-1 (%)", 100, 2, bounds=FRACTION),
+    "nll": Metric("NLL", 1, 4, higher_is_better=False, bounds=NON_NEGATIVE),
+    "ece": Metric("ECE (%)", 100, 2, higher_is_better=False, bounds=FRACTION),
+    "disagreement": Metric("disagreement (%)", 100, 2, bounds=FRACTION),  # the diversity the paper's shrinking seeks
+    "oracle_top1": Metric("oracle top-1 (%)", 100, 2, bounds=FRACTION),
+    "macs": Metric("MACs (M)", 1e-6, 3, higher_is_better=False, bounds=NON_NEGATIVE),
+    "mean_macs": Metric("mean MACs (M)", 1e-6, 3, higher_is_better=False, bounds=NON_NEGATIVE),  # per image
+    "params": Metric("params (M)", 1e-6, 3, higher_is_better=False, bounds=NON_NEGATIVE),
+    "latency_ms": Metric("latency (ms)", 1, 2, higher_is_better=False, bounds=NON_NEGATIVE),
 }
 
 
@@ -63,15 +80,29 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|")
 
 
-def stat_cell(stats: dict | None, scale: float = 1.0, digits: int = 2) -> str:
+def clip_interval(lo: float, hi: float, bounds: tuple[float | None, float | None]) -> tuple[float, float, bool, bool]:
+    """``[lo, hi]`` within ``bounds`` (low, high; None: unbounded), and whether each end was clipped. A
+    quantity that cannot leave its bounds (a proportion, a cost) lies in the clipped interval whenever it
+    lies in the unclipped one: clipping keeps the coverage and drops only impossible values."""
+    low, high = bounds
+    clip_lo, clip_hi = low is not None and lo < low, high is not None and hi > high
+    return (low if clip_lo else lo), (high if clip_hi else hi), clip_lo, clip_hi
+
+
+def stat_cell(
+    stats: dict | None, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
     """``mean ± sd [lo, hi]`` of a row's statistics (:func:`neas.stats.ci95` as a dict with ``mean``,
-    ``sd``, ``lo``, ``hi``), scaled (100 for percent); ``mean (n=1)`` without a spread; ``-`` when absent."""
+    ``sd``, ``lo``, ``hi``), scaled (100 for percent); ``mean (n=1)`` without a spread; ``-`` when absent.
+    The interval is clipped to ``bounds`` (of the stored value), a clipped end marked :data:`CLIPPED`."""
     if stats is None:
         return "-"
     if stats.get("sd") is None:
         return f"{scale * stats['mean']:.{digits}f} (n=1)"
-    mean, sd, lo, hi = (scale * stats[k] for k in ("mean", "sd", "lo", "hi"))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    lo, hi, clip_lo, clip_hi = clip_interval(stats["lo"], stats["hi"], bounds)
+    mean, sd = scale * stats["mean"], scale * stats["sd"]
+    ends = (f"{scale * lo:.{digits}f}" + CLIPPED * clip_lo, f"{scale * hi:.{digits}f}" + CLIPPED * clip_hi)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} [{ends[0]}, {ends[1]}]"
 
 
 def values_cell(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -92,15 +123,31 @@ def ci_cell(
     return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{places}f}, {ci[1]:{sign}.{places}f}]"
 
 
-def interval_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
+def difference_bounds(bounds: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """The range of a difference of two quantities within ``bounds``: [low - high, high - low] (a difference
+    of proportions within [-1, 1]); unbounded when either bound is."""
+    low, high = bounds
+    return (None, None) if low is None or high is None else (low - high, high - low)
+
+
+def interval_cell(
+    diff: dict, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
     """``+mean [lo, hi]`` of a difference (:func:`neas.stats.paired_difference`), signed; the mean
-    alone when there is no interval (``lo`` None or NaN: below 2 pairs)."""
+    alone when there is no interval (``lo`` None or NaN: below 2 pairs). The interval is clipped to
+    ``bounds`` (of the stored difference), a clipped end marked :data:`CLIPPED`."""
     mean, lo, hi = scale * diff["mean"], diff.get("lo"), diff.get("hi")
     if lo is None or math.isnan(lo):
         return f"{mean:+.{digits}f}"
-    return ci_cell(mean, (scale * lo, scale * hi), digits, signed=True)
+    lo, hi, clip_lo, clip_hi = clip_interval(lo, hi, bounds)
+    return (
+        f"{mean:+.{digits}f} [{scale * lo:+.{digits}f}{CLIPPED * clip_lo}, {scale * hi:+.{digits}f}{CLIPPED * clip_hi}]"
+    )
 
 
-def diff_cell(diff: dict, scale: float = 1.0, digits: int = 2) -> str:
-    """``+mean [lo, hi] verdict`` of :func:`neas.stats.paired_difference` (no interval below 2 pairs)."""
-    return f"{interval_cell(diff, scale, digits)} {diff['verdict']}"
+def diff_cell(
+    diff: dict, scale: float = 1.0, digits: int = 2, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
+    """``+mean [lo, hi] verdict`` of :func:`neas.stats.paired_difference` (no interval below 2 pairs), the
+    interval within ``bounds``."""
+    return f"{interval_cell(diff, scale, digits, bounds)} {diff['verdict']}"

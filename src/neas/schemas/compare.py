@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neas.config import option
+from neas.config import apply_overrides, option
 from neas.errors import NeasError, show, suggest
 from neas.fields import load_yaml
 from neas.options import EXECUTORS, ExecutorOptions
+from neas.schemas.run import check_override
 from neas.settings import validate_fields
 
 __all__ = ["DEFAULT_ROWS", "EXECUTORS", "ROWS", "CompareConfig"]
@@ -57,6 +58,12 @@ class CompareConfig(ExecutorOptions):
         "compared on a rerun (numbers differ in their last digits between thread counts)",
         valid=">= 1",
     )
+    run_overrides: list[str] = option(
+        default_factory=list,
+        help="KEY=VALUE overrides of the `neas run` config's keys for every row (supernet.epochs=6, seed=1); on "
+        "the command line, every KEY=VALUE whose key is not compare's own (slurm.partition=gpu)",
+        cli=False,
+    )
 
     def __post_init__(self):
         validate_fields(self)
@@ -72,3 +79,15 @@ class CompareConfig(ExecutorOptions):
         if not self.rows or len(set(self.rows)) != len(self.rows):
             raise NeasError(f"--rows: name each row once, at least one, got {show(self.rows)}")
         self.check_executor_options()
+        self.run_overrides = [str(item) for item in self.run_overrides or []]
+        for item in self.run_overrides:
+            check_override(item)
+        if self.config is not None:
+            self.run_config_data()  # a malformed override is refused now
+
+    def run_config_data(self) -> dict:
+        """The `neas run` config of every row: the ``config`` YAML with :attr:`run_overrides` applied."""
+        try:
+            return apply_overrides(load_yaml(self.config), self.run_overrides)
+        except NeasError as exc:
+            raise NeasError(f"--config {self.config}: {exc}") from None

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neas.config import option
+from neas.config import flat_fields, option
+from neas.errors import NeasError, show, suggest
 from neas.options import DataOptions, DeviceOptions, ExecutorOptions
+from neas.schemas.retrain import RetrainConfig
+from neas.schemas.search import SearchConfig
+from neas.schemas.supernet import SupernetConfig
 from neas.search.settings import COST_METRICS
 from neas.settings import validate_fields
 
-__all__ = ["CONFIGS", "DEMO", "RunConfig"]
+__all__ = ["CONFIGS", "DEMO", "STAGES", "RunConfig", "check_override"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped configs (also ./configs in the repo)
 DEMO = CONFIGS / "demo.yaml"  # what `neas run` runs with no arguments
@@ -42,3 +46,26 @@ class RunConfig(DataOptions, DeviceOptions, ExecutorOptions):
     def __post_init__(self):
         validate_fields(self)
         self.check_executor_options()
+
+
+STAGES = {"supernet": SupernetConfig, "search": SearchConfig, "retrain": RetrainConfig}  # section -> its schema
+
+
+def check_override(item: str) -> None:
+    """A ``key=value`` override of a `neas run` config names a key it has: a top-level key, or a stage's
+    own key under its section (``supernet.epochs=3``). A stage's key given bare (``epochs=3``) is refused
+    with the dotted forms; an unknown key of a section, with the nearest one. Other keys are
+    :func:`~neas.config.from_dict`'s to check."""
+    key, _, value = item.partition("=")
+    top, _, rest = key.strip().partition(".")
+    stages = {section: {ff.key for ff in flat_fields(cls)} for section, cls in STAGES.items()}
+    if top in stages and rest:
+        if rest not in stages[top]:
+            raise NeasError(f"override {show(item)}: the {top} stage has no key {rest!r}{suggest(rest, stages[top])}")
+        return
+    if top in {ff.key for ff in flat_fields(RunConfig)}:
+        return
+    having = [section for section, keys in stages.items() if top in keys]
+    if having:
+        dotted = " or ".join(f"{section}.{top}={value}" for section in having)
+        raise NeasError(f"override {show(item)}: {top} is a key of a stage, not of the pipeline; give it as {dotted}")

@@ -30,6 +30,8 @@ def heldout_batches(
     check_same_classes(
         list(info.classes), full.classes, f"the supernet's training data ({data_dir or info.data_dir or info.data})"
     )
-    sets = calibration_sets(full, info.holdout, bn_batches * batch_size, val_images)
+    sets = calibration_sets(
+        full, info.holdout, bn_batches * batch_size, val_images, ("bn_batches x batch_size", "val_images")
+    )
     bn = [x for x, _ in sets.bn_batches(batch_size, device, workers)]
     return bn, sets.score_batches(batch_size, device, workers), sets.record()

@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 
 from neas.config import to_dict
-from neas.data.datasets import load_dataset
+from neas.data.datasets import scan_split
 from neas.errors import NeasError
 from neas.executor import Job, NeasCommand, check_executor, run_jobs
 from neas.executor.command import interrupted_by
@@ -100,7 +100,7 @@ def _check_budgets(configs: dict, k1: SearchSpace, k1_paths: int) -> None:
     for (row, _seed), rc in configs.items():
         space = k1 if row in K1_ROWS else SearchSpace.resolve(rc.space)
         if rc.data not in num_classes:
-            full = load_dataset(rc.data, "train", space.input_size, rc.data_dir, rc.download, decode="stream")
+            full = scan_split(rc.data, "train", space.input_size, rc.data_dir, rc.download)
             num_classes[rc.data] = full.num_classes
         for one in at_each_budget(rc):
             try:
@@ -259,7 +259,7 @@ def _collect(cfg: CompareConfig, plan: _Plan, base: RunConfig) -> dict:
 def compare(cfg: CompareConfig) -> dict:
     """Runs every row and seed (skipping finished jobs); writes and returns compare.json's record."""
     check_executor(cfg.executor, cfg.slurm)
-    base = run_config(cfg.config)
+    base = run_config(cfg)
     plan = _plan(cfg, base)
     out = _claim(cfg, plan)
     _run(cfg, plan, out)

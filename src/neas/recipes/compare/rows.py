@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from neas.config import from_dict, load_yaml
+from neas.config import from_dict
 from neas.errors import NeasError
 from neas.recipes.run import RunConfig, budget_value, stage_configs
 from neas.runfiles import COMPARE_CONFIGS
+from neas.schemas.compare import CompareConfig
 from neas.space import SearchSpace
 
 __all__ = ["K1_ROWS", "at_each_budget", "k1_space", "row_config", "run_config"]
@@ -26,11 +27,11 @@ K1_ROWS = ("single", "deep")  # rows searched in the K = 1 copy of the space
 SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
 
 
-def run_config(path: str) -> RunConfig:
-    """The user's ``neas run`` config, its ``budgets:`` checked."""
-    if not Path(path).is_file():
-        raise NeasError(f"--config {path}: no such `neas run` YAML file")
-    base = from_dict(RunConfig, load_yaml(Path(path)))
+def run_config(cfg: CompareConfig) -> RunConfig:
+    """The user's ``neas run`` config with compare's ``neas run`` overrides, its ``budgets:`` checked."""
+    if not Path(cfg.config).is_file():
+        raise NeasError(f"--config {cfg.config}: no such `neas run` YAML file")
+    base = from_dict(RunConfig, cfg.run_config_data())  # the YAML and the `neas run` overrides
     for text in base.budgets or ():
         budget_value(base.budget_metric, text)
     return base
