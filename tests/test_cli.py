@@ -124,14 +124,15 @@ def test_compare_passes_its_run_configs_overrides_on_and_keeps_its_own(tmp_path)
 def test_compares_overrides_reach_every_rows_job_config(tmp_path):
     import yaml
 
-    from neas.recipes.compare import _plan, _run_config
+    from neas.recipes.compare import _plan
+    from neas.recipes.compare.rows import run_config
 
     config = tmp_path / "run.yaml"
     config.write_text("space: tiny\ndata: digits\nsupernet: {epochs: 30}\nsearch: {max_macs: 0.7M}\n")
     cfg = _resolved(
         "compare", "--config", str(config), "--out", str(tmp_path / "c"), "--seeds", "1", "retrain.epochs=2"
     )
-    plan = _plan(cfg, _run_config(cfg))
+    plan = _plan(cfg, run_config(cfg))
     runs = [yaml.safe_load(text) for path, text in plan.files.items() if path.name.endswith("-seed0.yaml")]
     assert len(runs) == 3 and all(r["retrain"]["epochs"] == 2 and r["supernet"]["epochs"] == 30 for r in runs)
 

@@ -124,7 +124,7 @@ def test_intervals_of_bounded_quantities_stay_within_their_bounds_and_clipped_en
     cells = rows[0].split(" | ")
     assert cells[1].endswith("94.50 ± 6.36 [37.32, 100.00†]")  # top-1 within [0, 100] %
     assert cells[3].endswith("[0.00†, 47.39]")  # ECE within [0, 100] %
-    assert cells[6].startswith("4.50 ± 3.54 [0.00†,")  # latency >= 0
+    assert cells[7].startswith("4.50 ± 3.54 [0.00†,")  # latency >= 0
     assert not re.search(r"\[-", rows[0])  # no negative lower bound anywhere in the row
     assert "†: an end of the t interval clipped at its quantity's bound" in format_table(record)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neas.data.datasets import crop_pct_for, decode_image, image_arrays
+from neas.data.datasets import decode_image, image_arrays
 from neas.data.heldout import evaluated_images
 from neas.errors import NeasError
 from neas.report import plots
@@ -23,15 +23,15 @@ from neas.runfiles import figure
 __all__ = ["mistake_images", "mistakes_section"]
 
 
-def mistake_images(block: dict) -> list[np.ndarray]:
-    """The images of ``block`` (``eval.json``'s ``mistakes``) as the model saw them; a
-    :class:`~neas.errors.NeasError` when they cannot be read back as they were."""
+def mistake_images(block: dict, crop_pct: float = 1.0) -> list[np.ndarray]:
+    """The images of ``block`` (``eval.json``'s ``mistakes``) as the model saw them (image files at the
+    model's ``crop_pct``, eval.json's ``preprocessing``); a :class:`~neas.errors.NeasError` when they cannot
+    be read back as they were."""
     entries, source = block["images"], block.get("source") or {}
     if not source.get("input_size"):
         raise NeasError("the evaluation did not record where its images are")
     if all(e.get("file") for e in entries):
-        crop = crop_pct_for(source["split"])
-        return [decode_image(e["file"], source["input_size"], crop).permute(1, 2, 0).numpy() for e in entries]
+        return [decode_image(e["file"], source["input_size"], crop_pct).permute(1, 2, 0).numpy() for e in entries]
     data = evaluated_images(source)
     index = [e["index"] for e in entries]
     if max(index) >= len(data) or [int(data.labels[i]) for i in index] != [e["label"] for e in entries]:
@@ -47,8 +47,11 @@ def mistakes_section(out: Path, result: dict) -> str:
     if not entries or not classes:
         return ""
     split = (block.get("source") or {}).get("split", result.get("split", "test"))
+    crop = (result.get("preprocessing") or {}).get("crop_pct", 1.0)  # records before it: the whole image
     try:
-        images = mistake_images(block)
+        if not (isinstance(crop, float | int) and 0 < crop <= 1):
+            raise NeasError(f"eval.json's preprocessing crop_pct {crop!r} is not in (0, 1]")
+        images = mistake_images(block, float(crop))
     except NeasError as exc:
         return f"<p class='note'>(the misclassified images are not shown: {html.escape(str(exc))})</p>"
     name = figure("mistakes")
