@@ -53,6 +53,7 @@ __all__ = [
     "SUPERNET",
     "SUPERNET_STAGE",
     "TENSORBOARD",
+    "TIMM_CONFIG",
     "PipelineLayout",
     "figure",
     "generation_file",
@@ -107,6 +108,8 @@ BUDGETS = "budgets"  # one folder per budget: its arch file and its retrain
 # data tools
 CLASS_LISTING = "classes.json"  # neas subimagenet: the classes and images it took
 SPLIT_LISTING = "split.json"  # neas carve: which images went where
+# a timm model folder (config.json + model.safetensors): what `neas retrain --init` reads beside the weights
+TIMM_CONFIG = "config.json"
 
 
 def generation_file(generation: int) -> str:
