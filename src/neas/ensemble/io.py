@@ -207,8 +207,30 @@ class EnsembleFile:
 
 
 def save_ensemble(net: EnsembleNet, path: str | Path, **fields) -> EnsembleFile:
-    """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it, with the
-    :class:`EnsembleFile` ``fields`` (weights, data, classes, path_order, temperature, ...)."""
+    """Writes ``net``'s weights (the released checkpoints' key layout) and what is needed to rebuild
+    it (arch, space, num_classes) to a safetensors file, atomically.
+
+    Args:
+        net: the ensemble.
+        path: the file to write (``model.safetensors`` in a run directory).
+        **fields: further :class:`EnsembleFile` fields: ``classes`` (names in label order),
+            ``weights``, ``data``, ``recipe``, ``holdout``, ``path_order``, ``temperature``, ``cascade``.
+
+    Returns:
+        The :class:`EnsembleFile` written, as :func:`load_ensemble` will read it.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from neas import EnsembleArch, SearchSpace, build_ensemble, load_ensemble, save_ensemble
+        >>> space = SearchSpace.preset("tiny")
+        >>> net = build_ensemble(space, EnsembleArch.sample(space, 0), num_classes=3)
+        >>> path = Path(tempfile.mkdtemp()) / "model.safetensors"
+        >>> save_ensemble(net, path, classes=("cat", "dog", "frog")).num_classes
+        3
+        >>> load_ensemble(path)[1].classes
+        ('cat', 'dog', 'frog')
+    """
     info = EnsembleFile(net.space, net.arch, net.num_classes, **fields)
     save_tensors(path, net.state_dict(), info.metadata())
     return info
@@ -244,7 +266,32 @@ def _check_classifiers(tensors: dict, info: EnsembleFile, path: Path) -> None:
 
 
 def load_ensemble(path: str | Path, device="cpu") -> tuple[EnsembleNet, EnsembleFile]:
-    """Rebuilds the ensemble of a weights file (or of a run directory's ``model.safetensors``)."""
+    """Rebuilds the ensemble of a neas weights file, checked against the SHA-256s it records.
+
+    Args:
+        path: a ``model.safetensors`` written by neas (:func:`save_ensemble`, ``neas retrain``), or a
+            ``neas retrain`` / ``neas run`` directory holding one.
+        device: where to put the network.
+
+    Returns:
+        ``(net, info)``: the :class:`~neas.ensemble.model.EnsembleNet` in eval mode, and the
+        :class:`EnsembleFile` describing it (``classes``, ``space``, ``arch``, ``temperature``, ...).
+
+    Raises:
+        NeasError: a missing, damaged or hand-edited file, naming it.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from neas import EnsembleArch, SearchSpace, build_ensemble, load_ensemble, save_ensemble
+        >>> space = SearchSpace.preset("tiny")
+        >>> run = Path(tempfile.mkdtemp())  # a retrain's run directory
+        >>> _ = save_ensemble(build_ensemble(space, EnsembleArch.sample(space, 0), 3), run / "model.safetensors")
+        >>> net, info = load_ensemble(run)
+        >>> net(torch.zeros(1, 3, info.space.input_size, info.space.input_size)).shape
+        torch.Size([1, 3])
+    """
     path, tensors, info = _read(path)
     _check_classifiers(tensors, info, path)
     net = build_ensemble(info.space, info.arch, info.num_classes)
