@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from neas.io import write_text
-from neas.runfiles import EVAL, METRICS, MODEL
+from neas.runfiles import ARCH, EVAL, METRICS, MODEL
 from neas.stats import ci95, paired_difference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def build_data() -> None:
 
 def arch_file() -> Path:
     """The CIFAR-10 study's NEAS ensemble (seed 0) as an arch file in the study's space."""
-    path = WORK / "arch.json"
+    path = WORK / ARCH
     if not path.exists():
         arch = json.loads(ARCH_SOURCE.read_text())["arch"]
         path.parent.mkdir(parents=True, exist_ok=True)
