@@ -86,6 +86,7 @@ EVAL = "eval.json"
 DETECTOR = "detector.json"  # detect: beside model.safetensors, how to rebuild the detector
 PREDICTIONS = "predictions.json"  # detect: the val split's detections in COCO results format
 CASCADE_JSON = "cascade.json"  # neas export --cascade: the steps' spec beside their ONNX files
+TIMM_CONFIG = "config.json"  # neas export --format timm: timm's config beside model.safetensors
 # run, rank, ablate, compare
 SUMMARY = "summary.json"  # run: the pipeline's result
 RANK = "rank.json"  # rank: the correlations
@@ -108,8 +109,6 @@ BUDGETS = "budgets"  # one folder per budget: its arch file and its retrain
 # data tools
 CLASS_LISTING = "classes.json"  # neas subimagenet: the classes and images it took
 SPLIT_LISTING = "split.json"  # neas carve: which images went where
-# a timm model folder (config.json + model.safetensors): what `neas retrain --init` reads beside the weights
-TIMM_CONFIG = "config.json"
 
 
 def generation_file(generation: int) -> str:
