@@ -16,7 +16,9 @@ Per seed s (the networks' seed, paired across arms):
 - ``scratch``: the same ensemble trained from scratch on the target classes, ``--recipe small``;
 - ``finetune``: ``--init`` the seed's pre-trained model, ``--recipe finetune`` (heads re-initialised:
   the classes differ);
-- ``finetune_frozenbn``: the same with ``--frozen-bn``.
+- ``finetune_frozenbn``: the same with ``--frozen-bn``;
+- ``finetune_lr10x``: the same at the small recipe's learning rate (0.5 per 2048 images, 10x the
+  finetune recipe's): is the recipe's lower rate the right choice?
 
 All target arms train EPOCHS epochs on the same images and are scored on the same test images. Each
 finished run's small JSON summary is written to docs/results/finetune/<arm>_seed<s>.json (and, with
@@ -58,7 +60,7 @@ TRAIN = 1000  # target images per class: "a few thousand images of their own"
 TEST = 1000  # test images per class (source and target alike)
 EPOCHS = 10  # every target arm; the pre-training too
 SEEDS = (0, 1, 2)
-ARMS = ("scratch", "finetune", "finetune_frozenbn")
+ARMS = ("scratch", "finetune", "finetune_frozenbn", "finetune_lr10x")
 COMMON = ["--data", "imagefolder", "--batch-size", "64", "--workers", "0", "--device", "cpu"]
 COMMON += ["--epochs", str(EPOCHS), "--eval-every", str(EPOCHS)]
 
@@ -100,7 +102,8 @@ def command(arm: str, seed: int) -> list[str]:
     if arm == "scratch":
         return [*base, "--recipe", "small"]
     init = ["--init", str(RUNS / f"pretrain_seed{seed}"), "--recipe", "finetune"]
-    return [*base, *init, *(["--frozen-bn"] if arm == "finetune_frozenbn" else [])]
+    extra = {"finetune_frozenbn": ["--frozen-bn"], "finetune_lr10x": ["--lr-per-2048", "0.5"]}.get(arm, [])
+    return [*base, *init, *extra]
 
 
 def summary_path(arm: str, seed: int) -> Path:
@@ -189,32 +192,44 @@ def _pct(values: list[float]) -> str:
     return f"{mean:.2f} ± {sd:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def tables() -> str:
-    """The arms' table (top-1, NLL, ECE: mean ± sd [t 95 % CI] over seeds) and the paired differences."""
-    found = _load()
-    seeds = sorted(set.intersection(*(set(found.get(a, {})) for a in ("pretrain", *ARMS))))
+def _row(arm: str, rows: list[dict]) -> str:
+    nll = ci95([r["nll"] for r in rows])
+    cpu = sum(r["cpu_s"] for r in rows) / len(rows)
+    return (
+        f"| {arm} | {len(rows)} | {_pct([r['top1'] for r in rows])} | {nll[0]:.3f} ± {nll[1]:.3f} "
+        f"[{nll[2]:.3f}, {nll[3]:.3f}] | {_pct([r['ece'] for r in rows])} | {cpu:.0f} |"
+    )
+
+
+def _difference(a: dict[int, dict], b: dict[int, dict], label: str) -> str:
+    """One line of paired differences ``a - b`` over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
     if not seeds:
-        return "no seed has every arm yet"
+        return f"| {label} | 0 | | | not run yet |"
+    top1 = paired_difference([100 * a[s]["top1"] for s in seeds], [100 * b[s]["top1"] for s in seeds])
+    nll = paired_difference([a[s]["nll"] for s in seeds], [b[s]["nll"] for s in seeds], higher_is_better=False)
+    return (
+        f"| {label} | {len(seeds)} | {top1['mean']:+.2f} [{top1['lo']:+.2f}, {top1['hi']:+.2f}] | "
+        f"{nll['mean']:+.4f} [{nll['lo']:+.4f}, {nll['hi']:+.4f}] | {top1['verdict']} |"
+    )
+
+
+def tables() -> str:
+    """The arms' table (top-1, NLL, ECE: mean ± sd [t 95 % CI] over seeds) and the paired differences
+    (over the seeds both arms have), then every seed's top-1 per arm."""
+    found = _load()
     lines = ["| arm | seeds | test top-1 (%) | NLL | ECE (%) | CPU (s) |", "|---|---|---|---|---|---|"]
-    for arm in ("pretrain", *ARMS):
-        rows = [found[arm][s] for s in seeds]
-        nll = ci95([r["nll"] for r in rows])
-        cpu = sum(r["cpu_s"] for r in rows) / len(rows)
-        lines.append(
-            f"| {arm} | {len(rows)} | {_pct([r['top1'] for r in rows])} | {nll[0]:.3f} ± {nll[1]:.3f} "
-            f"[{nll[2]:.3f}, {nll[3]:.3f}] | {_pct([r['ece'] for r in rows])} | {cpu:.0f} |"
-        )
-    lines += ["", "| difference (paired by seed) | Δ top-1 (pp) [95 % CI] | Δ NLL [95 % CI] | verdict (top-1) |"]
-    lines.append("|---|---|---|---|")
-    for a, b in (("finetune", "scratch"), ("finetune_frozenbn", "scratch"), ("finetune_frozenbn", "finetune")):
-        top1 = paired_difference([100 * found[a][s]["top1"] for s in seeds], [100 * found[b][s]["top1"] for s in seeds])
-        nll = paired_difference([found[a][s]["nll"] for s in seeds], [found[b][s]["nll"] for s in seeds], False)
-        lines.append(
-            f"| {a} − {b} | {top1['mean']:+.2f} [{top1['lo']:+.2f}, {top1['hi']:+.2f}] | "
-            f"{nll['mean']:+.4f} [{nll['lo']:+.4f}, {nll['hi']:+.4f}] | {top1['verdict']} |"
-        )
-    per_seed = ", ".join(f"seed {s}: " + " / ".join(f"{100 * found[a][s]['top1']:.1f}" for a in ARMS) for s in seeds)
-    return "\n".join(lines) + f"\n\nPer seed, top-1 (%) of {' / '.join(ARMS)}: {per_seed}."
+    lines += [_row(arm, [found[arm][s] for s in sorted(found[arm])]) for arm in ("pretrain", *ARMS) if arm in found]
+    header = "| difference (paired by seed) | seeds | Δ top-1 (pp) [95 % CI] | Δ NLL [95 % CI] | verdict (top-1) |"
+    lines += ["", header]
+    lines.append("|---|---|---|---|---|")
+    pairs = [(arm, "scratch") for arm in ARMS[1:]] + [(arm, "finetune") for arm in ARMS[2:]]
+    lines += [_difference(found.get(a, {}), found.get(b, {}), f"{a} − {b}") for a, b in pairs]
+    per_seed = [
+        f"seed {s}: " + " / ".join(f"{100 * found[a][s]['top1']:.2f}" if s in found.get(a, {}) else "–" for a in ARMS)
+        for s in SEEDS
+    ]
+    return "\n".join(lines) + f"\n\nTest top-1 (%) per seed, {' / '.join(ARMS)}: {'; '.join(per_seed)}."
 
 
 def write_tables(text: str) -> None:
