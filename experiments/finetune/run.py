@@ -17,8 +17,8 @@ Per seed s (the networks' seed, paired across arms):
 - ``finetune``: ``--init`` the seed's pre-trained model, ``--recipe finetune`` (heads re-initialised:
   the classes differ);
 - ``finetune_frozenbn``: the same with ``--frozen-bn``;
-- ``finetune_lr10x``: the same at the small recipe's learning rate (0.5 per 2048 images, 10x the
-  finetune recipe's): is the recipe's lower rate the right choice?
+- ``finetune_lr3x``, ``finetune_lr10x``: the same at 0.15 and 0.5 (the small recipe's) learning rate
+  per 2048 images, 3x and 10x the finetune recipe's: is the recipe's lower rate the right choice?
 
 All target arms train EPOCHS epochs on the same images and are scored on the same test images. Each
 finished run's small JSON summary is written to docs/results/finetune/<arm>_seed<s>.json (and, with
@@ -60,7 +60,7 @@ TRAIN = 1000  # target images per class: "a few thousand images of their own"
 TEST = 1000  # test images per class (source and target alike)
 EPOCHS = 10  # every target arm; the pre-training too
 SEEDS = (0, 1, 2)
-ARMS = ("scratch", "finetune", "finetune_frozenbn", "finetune_lr10x")
+ARMS = ("scratch", "finetune", "finetune_frozenbn", "finetune_lr3x", "finetune_lr10x")
 COMMON = ["--data", "imagefolder", "--batch-size", "64", "--workers", "0", "--device", "cpu"]
 COMMON += ["--epochs", str(EPOCHS), "--eval-every", str(EPOCHS)]
 
@@ -102,7 +102,8 @@ def command(arm: str, seed: int) -> list[str]:
     if arm == "scratch":
         return [*base, "--recipe", "small"]
     init = ["--init", str(RUNS / f"pretrain_seed{seed}"), "--recipe", "finetune"]
-    extra = {"finetune_frozenbn": ["--frozen-bn"], "finetune_lr10x": ["--lr-per-2048", "0.5"]}.get(arm, [])
+    lr = {"finetune_lr3x": "0.15", "finetune_lr10x": "0.5"}
+    extra = ["--frozen-bn"] if arm == "finetune_frozenbn" else ["--lr-per-2048", lr[arm]] if arm in lr else []
     return [*base, *init, *extra]
 
 
