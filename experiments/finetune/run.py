@@ -14,11 +14,16 @@ Per seed s (the networks' seed, paired across arms):
 - ``pretrain``: ``neas retrain --recipe small`` of the NEAS ensemble found by the CIFAR-10 study
   (docs/results/study/k2_diversity_seed0.json, in experiments/cifar10/space.yaml) on the source classes;
 - ``scratch``: the same ensemble trained from scratch on the target classes, ``--recipe small``;
-- ``finetune``: ``--init`` the seed's pre-trained model, ``--recipe finetune`` (heads re-initialised:
-  the classes differ);
+- ``finetune``: ``--init`` the seed's pre-trained model, ``--recipe finetune --lr-per-2048 0.05``
+  (heads re-initialised: the classes differ);
 - ``finetune_frozenbn``: the same with ``--frozen-bn``;
 - ``finetune_lr3x``, ``finetune_lr10x``: the same at 0.15 and 0.5 (the small recipe's) learning rate
-  per 2048 images, 3x and 10x the finetune recipe's: is the recipe's lower rate the right choice?
+  per 2048 images.
+
+The finetune recipe first had lr 0.05 per 2048 images (a tenth of small's); these runs moved it to small's
+0.5. The summaries of ``finetune``, ``finetune_frozenbn`` and ``finetune_lr10x`` committed before that ran
+``--recipe finetune`` with its lr at 0.05 (and ``--lr-per-2048 0.5`` for lr10x); the commands now say the
+rate of every arm.
 
 All target arms train EPOCHS epochs on the same images and are scored on the same test images. Each
 finished run's small JSON summary is written to docs/results/finetune/<arm>_seed<s>.json (and, with
@@ -102,9 +107,8 @@ def command(arm: str, seed: int) -> list[str]:
     if arm == "scratch":
         return [*base, "--recipe", "small"]
     init = ["--init", str(RUNS / f"pretrain_seed{seed}"), "--recipe", "finetune"]
-    lr = {"finetune_lr3x": "0.15", "finetune_lr10x": "0.5"}
-    extra = ["--frozen-bn"] if arm == "finetune_frozenbn" else ["--lr-per-2048", lr[arm]] if arm in lr else []
-    return [*base, *init, *extra]
+    lr = {"finetune_lr3x": "0.15", "finetune_lr10x": "0.5"}.get(arm, "0.05")
+    return [*base, *init, "--lr-per-2048", lr, *(["--frozen-bn"] if arm == "finetune_frozenbn" else [])]
 
 
 def summary_path(arm: str, seed: int) -> Path:
