@@ -196,6 +196,7 @@ def resolve_config(
 # 2026-12, section 12). Existence only: what a file holds is its reader's to check.
 INPUT_PATHS = {
     "checkpoint": "path",
+    "init": "path",
     "official_checkpoint": "file",
     "backbone_weights": "file",
     "config": "file",

@@ -23,7 +23,22 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
 
 
 class NeasError(ValueError):
-    """A user-facing error: bad input, named precisely."""
+    """A user-facing error: bad input, named precisely.
+
+    Args:
+        message: one line that names the option, field or file, what was given and what is valid.
+
+    The CLI prints it as ``neas: error: <message>`` and exits with status 2; from Python it is a
+    ``ValueError``, so ``except ValueError`` catches it too.
+
+    Example:
+        >>> from neas import NeasError, Op
+        >>> try:
+        ...     Op.parse("k4e6")
+        ... except NeasError as error:
+        ...     print(error)
+        op 'k4e6': the kernel size must be odd and positive
+    """
 
 
 def suggest(word: str, choices) -> str:

@@ -29,7 +29,11 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable, Calla
     def __getattr__(name: str):
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(exports[name]), name)
+        value = getattr(importlib.import_module(exports[name]), name)
+        # kept in the namespace, where a later read finds it directly and tools that read a module's
+        # __dict__ (pdoc, for the API reference) see it
+        setattr(sys.modules[package], name, value)
+        return value
 
     def __dir__() -> list[str]:
         return sorted({*vars(sys.modules[package]), *exports})

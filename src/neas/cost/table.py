@@ -42,6 +42,19 @@ __all__ = ["Cost", "CostTable", "cost_table", "count_cost"]
 
 @dataclass(frozen=True)
 class Cost:
+    """The cost of a network or of a part of one; costs add (``a + b``) and scale (``3 * a``).
+
+    Args:
+        macs: multiply-accumulates of one image's forward (convolutions and linear layers).
+        paper_flops: FLOPs as the paper counts them: MACs plus one per output of a layer with a bias.
+        params: parameters (BN's affine ones included).
+
+    Example:
+        >>> from neas import Cost
+        >>> Cost(macs=10, params=2) + 2 * Cost(macs=1)
+        Cost(macs=12, paper_flops=0, params=2)
+    """
+
     macs: int = 0
     paper_flops: int = 0
     params: int = 0
@@ -189,6 +202,23 @@ def cost_table(space: SearchSpace, num_classes: int = 1000, input_size: int | No
 
 
 def count_cost(space: SearchSpace, arch: EnsembleArch, num_classes: int = 1000, input_size: int | None = None) -> Cost:
-    """MACs, paper FLOPs and params of ensemble ``arch`` in ``space`` (shared layers once)."""
+    """MACs, paper FLOPs and params of ensemble ``arch`` in ``space``, its shared layers counted once.
+
+    Args:
+        space: the search space of ``arch``.
+        arch: the ensemble.
+        num_classes: outputs of every classifier.
+        input_size: the square input resolution; the space's by default.
+
+    Returns:
+        The :class:`Cost` of one image's forward through the whole ensemble.
+
+    Example:
+        >>> from neas import EnsembleArch, SearchSpace, count_cost
+        >>> space = SearchSpace.preset("tiny")
+        >>> arch = EnsembleArch(2, (("k3e3", "k5e6", "k3e6", "k5e3"), ("k3e3", "k5e6", "k5e3", "k3e6")))
+        >>> count_cost(space, arch, num_classes=10).macs
+        1073408
+    """
     arch.validate(space)
     return cost_table(space, num_classes, input_size).cost(arch)

@@ -252,8 +252,30 @@ class EnsembleFile:
 
 
 def save_ensemble(net: EnsembleNet, path: str | Path, **fields) -> EnsembleFile:
-    """Writes ``net``'s state_dict (released key layout) and what is needed to rebuild it, with the
-    :class:`EnsembleFile` ``fields`` (weights, data, classes, path_order, temperature, ...)."""
+    """Writes ``net``'s weights (the released checkpoints' key layout) and what is needed to rebuild
+    it (arch, space, num_classes) to a safetensors file, atomically.
+
+    Args:
+        net: the ensemble.
+        path: the file to write (``model.safetensors`` in a run directory).
+        **fields: further :class:`EnsembleFile` fields: ``classes`` (names in label order),
+            ``weights``, ``data``, ``recipe``, ``holdout``, ``path_order``, ``temperature``, ``cascade``.
+
+    Returns:
+        The :class:`EnsembleFile` written, as :func:`load_ensemble` will read it.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from neas import EnsembleArch, SearchSpace, build_ensemble, load_ensemble, save_ensemble
+        >>> space = SearchSpace.preset("tiny")
+        >>> net = build_ensemble(space, EnsembleArch.sample(space, 0), num_classes=3)
+        >>> path = Path(tempfile.mkdtemp()) / "model.safetensors"
+        >>> save_ensemble(net, path, classes=("cat", "dog", "frog")).num_classes
+        3
+        >>> load_ensemble(path)[1].classes
+        ('cat', 'dog', 'frog')
+    """
     info = EnsembleFile(net.space, net.arch, net.num_classes, **fields)
     save_tensors(path, net.state_dict(), info.metadata())
     return info
@@ -362,25 +384,36 @@ def describe(net: EnsembleNet, info: EnsembleFile, calibrated: bool = True) -> E
 
 
 def load_ensemble(path: str | Path, device="cpu", calibrated: bool = True) -> tuple[EnsembleNet, EnsembleFile]:
-    """Rebuilds the ensemble of a weights file (a neas ``model.safetensors``, a retraining's or a
-    ``neas run`` directory, or a folder written by ``neas export --format timm``).
+    """Rebuilds the ensemble of a weights file, checked against the SHA-256s it records.
 
     Args:
-        path: the weights file or a directory holding one.
-        device: where the network goes.
+        path: a ``model.safetensors`` written by neas (:func:`save_ensemble`, ``neas retrain``), a
+            ``neas retrain`` / ``neas run`` directory holding one, or a folder written by
+            ``neas export --format timm``.
+        device: where to put the network.
         calibrated: ``net(x)`` returns the mean of the paths' logits divided by the stored temperature
             (when the file has one); False: the raw mean (``net.temperature`` is None). ``net.path_logits(x)``
             is always raw. The ONNX export and the timm model apply the same rule.
 
     Returns:
-        The network in eval mode (``net.pretrained_cfg``: timm's data config, so
-        ``timm.data.resolve_data_config(model=net)`` gives its transform) and the file's :class:`EnsembleFile`.
+        ``(net, info)``: the :class:`~neas.ensemble.model.EnsembleNet` in eval mode (``net.pretrained_cfg``:
+        timm's data config, so ``timm.data.resolve_data_config(model=net)`` gives its transform), and the
+        :class:`EnsembleFile` describing it (``classes``, ``space``, ``arch``, ``temperature``, ...).
 
-    Example::
+    Raises:
+        NeasError: a missing, damaged or hand-edited file, naming it.
 
-        net, info = neas.load_ensemble("runs/demo/retrain")
-        transform = timm.data.create_transform(**timm.data.resolve_data_config(model=net))
-        probs = net(transform(image)[None]).softmax(-1)  # calibrated when a temperature was fitted
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from neas import EnsembleArch, SearchSpace, build_ensemble, load_ensemble, save_ensemble
+        >>> space = SearchSpace.preset("tiny")
+        >>> run = Path(tempfile.mkdtemp())  # a retrain's run directory
+        >>> _ = save_ensemble(build_ensemble(space, EnsembleArch.sample(space, 0), 3), run / "model.safetensors")
+        >>> net, info = load_ensemble(run)
+        >>> net(torch.zeros(1, 3, info.space.input_size, info.space.input_size)).shape
+        torch.Size([1, 3])
     """
     path, tensors, info = _read(path)
     _check_classifiers(tensors, info, path)

@@ -23,7 +23,7 @@ __all__ = ["DeepEnsemble", "EnsembleNet", "build_ensemble"]
 
 
 class EnsembleNet(nn.Module):
-    """An ensemble of K paths that share a trunk; ``forward`` returns the mean of the K logits.
+    """An ensemble of K paths that share a trunk: the plain network of an arch (no supernet machinery).
 
     Args:
         space: the search space of ``arch``.
@@ -36,6 +36,18 @@ class EnsembleNet(nn.Module):
 
     Each piece's modules are found at their submodule paths whenever it runs
     (:class:`~neas.nn.PieceSite`): a module replaced in the tree is the one that runs.
+
+    Calling it, ``net(x)`` with ``x`` (B, 3, S, S) normalised images, returns the mean of the K
+    paths' logits, (B, num_classes); :meth:`path_logits` returns the K logits. Build one with
+    :func:`build_ensemble`, load a trained one with :func:`~neas.ensemble.io.load_ensemble`.
+
+    Example:
+        >>> import torch
+        >>> from neas import EnsembleArch, EnsembleNet, SearchSpace
+        >>> space = SearchSpace.preset("tiny")
+        >>> net = EnsembleNet(space, EnsembleArch.sample(space, 0), num_classes=10).eval()
+        >>> net(torch.zeros(1, 3, 32, 32)).shape, len(net.path_logits(torch.zeros(1, 3, 32, 32)))
+        (torch.Size([1, 10]), 2)
 
     Attributes:
         temperature: None (the default: ``forward`` returns the raw mean logits) or the temperature
@@ -165,5 +177,23 @@ class DeepEnsemble(nn.Module):
 def build_ensemble(
     space: SearchSpace, arch: EnsembleArch, num_classes: int, scale_shared_grad: bool = True
 ) -> EnsembleNet:
-    """Builds the plain network of ``arch`` (weights inherited from a supernet: ``Supernet.extract``)."""
+    """Builds the plain network of ``arch``, freshly initialised (timm's EfficientNet init).
+
+    Args:
+        space: the search space of ``arch``.
+        arch: the ensemble.
+        num_classes: outputs of every classifier.
+        scale_shared_grad: divide the gradient entering the shared trunk by K while training.
+
+    Returns:
+        An :class:`EnsembleNet` in train mode (weights inherited from a supernet: ``Supernet.extract``).
+
+    Example:
+        >>> import torch
+        >>> from neas import EnsembleArch, SearchSpace, build_ensemble
+        >>> space = SearchSpace.preset("tiny")
+        >>> net = build_ensemble(space, EnsembleArch.sample(space, 0), num_classes=10).eval()
+        >>> net(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
     return EnsembleNet(space, arch, num_classes, scale_shared_grad)

@@ -93,11 +93,27 @@ def read_official_state_dict(path: str | Path, ema: bool = True) -> dict[str, to
 def load_official(
     path: str | Path, arch: str | EnsembleArch, num_classes: int | None = None, ema: bool = True
 ) -> EnsembleNet:
-    """Builds the released ensemble ``arch`` (``neas-s``/``neas-m``/``neas-l`` or an arch) in the
-    imagenet space and loads the authors' checkpoint into it. The unused ``conv_dwl``/``bn4``
-    tensors are ignored; any other missing or unexpected key, or a shape mismatch, is an error
-    that lists them. ``forward`` returns the mean of the paths' logits, like the authors' model.
-    ``num_classes`` defaults to what the checkpoint's classifier holds (1000 for ImageNet)."""
+    """Builds the released ensemble ``arch`` in the imagenet space and loads the authors' checkpoint
+    into it, without executing code from the file (see the module docstring). The unused
+    ``conv_dwl``/``bn4`` tensors are ignored; any other missing or unexpected key, or a shape
+    mismatch, is an error that lists them.
+
+    Args:
+        path: the released ``.pth.tar`` (``neas_s.pth.tar``, ...).
+        arch: ``neas-s``, ``neas-m``, ``neas-l`` or an :class:`~neas.space.EnsembleArch`.
+        num_classes: the classifiers' outputs; by default what the checkpoint's classifier holds
+            (1000 for ImageNet).
+        ema: load the EMA weights when the checkpoint has them (the reported ones).
+
+    Returns:
+        The :class:`~neas.ensemble.model.EnsembleNet` in eval mode; ``forward`` returns the mean of
+        the paths' logits, like the authors' model.
+
+    Example:
+        >>> from neas import load_official
+        >>> net = load_official("neas_m.pth.tar", "neas-m")  # doctest: +SKIP
+        >>> net(images).argmax(1)  # images: (B, 3, 224, 224), ImageNet-normalised  # doctest: +SKIP
+    """
     arch = EnsembleArch.resolve(arch)
     state = {k: v for k, v in read_official_state_dict(path, ema).items() if not k.endswith(IGNORED_SUFFIXES)}
     if num_classes is None:

@@ -1,6 +1,9 @@
-"""Retrain the found ensemble from scratch with the released models' recipe (docs/DESIGN.md §9).
+"""Retrain the found ensemble from scratch with the released models' recipe (docs/DESIGN.md §9),
+or fine-tune trained weights (``--init``, :mod:`neas.ensemble.pretrained`).
 
     neas retrain --arch runs/search/arch.json --data digits --out runs/retrain
+    neas retrain --arch runs/search/arch.json --init runs/retrain --recipe finetune --data imagefolder \\
+        --data-dir my_images --out runs/finetune
     torchrun --nproc_per_node 8 -m neas retrain --arch neas-m --data imagefolder \\
         --data-dir /data/imagenet --recipe imagenet --out runs/neas-m
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from timm.layers import freeze_batch_norm_2d, unfreeze_batch_norm_2d
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import RMSpropTF, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
@@ -36,6 +40,7 @@ from neas.ensemble.cascade import RiskUnreachable
 from neas.ensemble.deployment import anytime_order, fit_on_heldout, heldout_description, path_logits
 from neas.ensemble.io import save_ensemble
 from neas.ensemble.metrics import evaluate_ensemble
+from neas.ensemble.pretrained import InitWeights, check_init, load_init, read_init
 from neas.errors import NeasError
 from neas.io import read_json
 from neas.nn.precision import full_precision
@@ -124,6 +129,29 @@ def _setup_forward(cfg: RetrainConfig, net, steps: int, device, world: int):
     return wrapped
 
 
+def _setup_init(cfg: RetrainConfig, space, arch, classes: list[str]) -> InitWeights | None:
+    """The ``--init`` weights, checked against the network to be trained before the run directory
+    exists: a network of the same shapes is built on the meta device (no memory, no draw from the seed)."""
+    if not cfg.init:
+        return None
+    weights = read_init(cfg.init)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        probe = build_ensemble(space, arch, len(classes))
+    check_init(weights, space, probe.state_dict(), classes)
+    return weights
+
+
+def _setup_model(cfg: RetrainConfig, space, arch, classes: list[str], init: InitWeights | None, device):
+    """The network trained: fresh (a function of the seed), then the ``--init`` weights, then frozen BN."""
+    seed_everything(cfg.seed)  # the initial weights are a function of the seed
+    net = build_ensemble(space, arch, len(classes))
+    if init is not None:
+        log.info(load_init(net, init, classes))
+    if cfg.frozen_bn:  # the frozen copies run: an ensemble finds its modules in its tree
+        net = freeze_batch_norm_2d(net)
+    return net.to(device, memory_format=torch.channels_last)
+
+
 def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> tuple[dict, RiskUnreachable | None]:
     """The anytime order of the paths (by top-1 on the held-out part; without one, by the search's
     held-out supernet top-1 in the arch file; else index order) and, when configured, the fitted
@@ -173,6 +201,8 @@ def _finish(cfg: RetrainConfig, run: RunDir, report, data: tuple, device) -> Non
     """Writes ``model.safetensors`` (with its anytime order, temperature and cascade) and ``eval.json`` (rank 0);
     ``data``: the training split, the evaluated split, the held-out part (or None) and the OOD images (or None)."""
     train_full, test, held_out, ood = data
+    if cfg.frozen_bn:  # back to BatchNorm2d (the same statistics and affine): the file's layout
+        report = unfreeze_batch_norm_2d(report)
     fitted, unfitted = _order_and_temperature(cfg, report, held_out, device)
     info = save_ensemble(
         report,
@@ -296,20 +326,22 @@ def retrain(cfg: RetrainConfig) -> Path:
     space = dataclasses.replace(space, dropout=cfg.dropout)
     train_full, test, held_out = _setup_data(cfg, space)
     # refused before the run directory exists
+    init = _setup_init(cfg, space, arch, list(train_full.classes))
     crop = preprocessing_of(train_full, space.input_size).crop_pct
     ood = load_ood(
         cfg.ood_data, cfg.ood_split, space.input_size, cfg.ood_data_dir, cfg.ood_download, cfg.decoding, crop
     )
     run = RunDir.open(cfg, "retrain", device)
     loader, test_loader = _setup_loaders(cfg, space, train_full, test, device, run.rank, run.world)
-    seed_everything(cfg.seed)  # the initial weights are a function of the seed
-    net = build_ensemble(space, arch, train_full.num_classes).to(device, memory_format=torch.channels_last)
+    net = _setup_model(cfg, space, arch, list(train_full.classes), init, device)
     optimizer, scheduler, lr = _setup_optimizer(cfg, net, len(loader), run.world)
     ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     banner = (
         f"retrain {arch} in space {space.name!r}: {len(train_full)} train / {len(test)} test images, "
         f"{train_full.num_classes} classes, {len(loader)} steps/epoch, lr {lr:.4g}, recipe {cfg.recipe}, "
         f"device {device} x{run.world}"
+        + (f", init {init.path}" if init is not None else "")
+        + (", frozen BN" if cfg.frozen_bn else "")
     )
     data = (train_full, test, held_out, ood)
     precision = Precision.of(device, cfg.amp)

@@ -46,14 +46,28 @@ def as_generator(gen) -> random.Random:
 
 @dataclass(frozen=True)
 class EnsembleArch:
-    """An ensemble of K paths sharing layers L1..L{split}.
+    """An ensemble of K paths sharing layers L1..L{split}: what a search finds and a retraining trains.
 
-    Attributes:
+    Args:
         split: the split point s; layers L0..Ls are computed once and shared.
         paths: K tuples with one :class:`Op` per searchable layer (index i is layer L{i+1}).
         distinct: the paths use K distinct ops on every private layer (the search space's rule);
             ``False`` allows repeats — homogeneous (mirrored) ensembles and unshared copies,
             which can be built and retrained but are never searched.
+
+    Build one from ops (as below), :meth:`preset` (``neas-s``, ``neas-m``, ``neas-l``), :meth:`load`
+    (a search's ``arch.json``), :meth:`from_official` (the authors' flat ``arch_list``) or
+    :meth:`sample`; :meth:`validate` checks it against a space.
+
+    Example:
+        >>> from neas import EnsembleArch, SearchSpace
+        >>> arch = EnsembleArch(2, (("k3e3", "k5e6", "k3e6", "k5e3"), ("k3e3", "k5e6", "k5e3", "k3e6")))
+        >>> print(arch)
+        split=2 shared=[k3e3 k5e6] paths=[k3e6 k5e3 | k5e3 k3e6]
+        >>> arch.validate(SearchSpace.preset("tiny")) == arch
+        True
+        >>> EnsembleArch.from_json(arch.to_json()) == arch, EnsembleArch.preset("neas-s").num_paths
+        (True, 2)
     """
 
     split: int

@@ -19,10 +19,21 @@ _PATTERN = re.compile(r"^k(\d+)e(\d+)$")
 
 @dataclass(frozen=True, order=True)
 class Op:
-    """One candidate operation of a searchable layer.
+    """One candidate operation of a searchable layer, written ``k<kernel>e<expansion>`` or ``skip``.
 
-    ``kernel == 0`` encodes skip (identity); otherwise an MBConv with a depthwise
-    ``kernel x kernel`` convolution and expansion ratio ``expansion``.
+    Args:
+        kernel: the depthwise convolution's kernel size (odd); 0 encodes skip (identity).
+        expansion: the inverted bottleneck's expansion ratio; 0 for skip.
+
+    An op that is not skip is an MBConv with a depthwise ``kernel x kernel`` convolution and
+    expansion ratio ``expansion``. :meth:`parse` reads the written form.
+
+    Example:
+        >>> from neas import Op
+        >>> Op.parse("k5e6") == Op(5, 6)
+        True
+        >>> str(Op(3, 4)), Op.parse("skip").is_skip
+        ('k3e4', True)
     """
 
     kernel: int  # depthwise kernel size; 0 for skip
@@ -40,6 +51,7 @@ class Op:
 
     @staticmethod
     def parse(name: str | Op) -> Op:
+        """The op written ``name`` (``"k5e6"``, ``"skip"``); raises :class:`~neas.errors.NeasError` otherwise."""
         return parse_op(name)
 
 

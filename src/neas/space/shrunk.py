@@ -19,7 +19,21 @@ Combination = tuple[Op, ...]  # K distinct ops, in the space's op order
 
 @dataclass(frozen=True)
 class ShrunkSpace:
-    """A search space with, per searchable layer, the surviving op combinations."""
+    """A search space with, per searchable layer, the op combinations that survived shrinking (§3.2).
+
+    Args:
+        space: the full search space.
+        combinations: per searchable layer L1..Ln, the surviving combinations, each K distinct ops
+            (sorted into the space's op order when built).
+
+    Example:
+        >>> from neas import SearchSpace, ShrunkSpace
+        >>> full = ShrunkSpace.full(SearchSpace.preset("tiny"))
+        >>> full.num_combinations
+        32
+        >>> full.without({3: [("k3e3", "k3e6")]}).num_combinations
+        31
+    """
 
     space: SearchSpace
     combinations: tuple[tuple[Combination, ...], ...]  # [layer L1..Ln][combination]

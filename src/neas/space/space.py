@@ -64,7 +64,33 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """An ensemble search space (docs/DESIGN.md §2). Channels are scaled by ``width_mult``."""
+    """An ensemble search space (docs/DESIGN.md §2): a fixed stem and first block, searchable
+    stages of layers that each pick one of ``ops``, K paths that share layers L1..Ls for a split
+    point s in ``split``, and K heads. Channels are scaled by ``width_mult``.
+
+    Args:
+        stages: the searchable stages, in order, each ``{channels, layers, stride}``.
+        ops: the candidate ops of every searchable layer (``"k5e6"``, ``"skip"``, ...).
+        split: the inclusive range of split points.
+        name: a label (a preset's name, a YAML file's stem).
+        num_paths: K, the number of ensemble members.
+        input_size: the square input resolution.
+        in_channels, stem_channels, stem_stride, first_block_channels: the fixed stem and first block L0.
+        head_channels, feature_channels: each head's 1x1 conv + BN + Swish width, and its pooled conv's.
+        width_mult: multiplies every channel count (rounded to multiples of 8).
+        dropout: dropout before each path's classifier while training.
+
+    Build one with :meth:`preset` (``imagenet``, ``cifar``, ``tiny``), :meth:`from_yaml` or
+    :meth:`from_dict`; :meth:`resolve` takes whichever a ``--space`` option was given.
+
+    Example:
+        >>> from neas import SearchSpace
+        >>> space = SearchSpace.preset("tiny")
+        >>> space.num_layers, space.num_paths, space.input_size
+        (4, 2, 32)
+        >>> SearchSpace.from_dict(space.to_dict()) == space
+        True
+    """
 
     stages: tuple[Stage, ...]  # searchable stages, in order
     ops: tuple[Op, ...]  # candidate ops of every searchable layer ('skip' allowed)

@@ -49,12 +49,25 @@ def _validated(space: SearchSpace, arch: EnsembleArch) -> EnsembleArch:
 
 
 class Supernet(nn.Module):
-    """Weight-sharing supernet of an ensemble search space.
+    """Weight-sharing supernet of an ensemble search space: one module per (layer, op) and K heads.
 
     Args:
         space: the search space.
         num_classes: classifier outputs of every head.
         scale_shared_grad: divide the gradient entering the shared part by K.
+
+    It holds no "active" subnet: ``supernet(x, arch)`` runs ensemble ``arch`` on ``x`` (B, 3, S, S) and
+    returns its K logits, each (B, num_classes), the shared part run once; :meth:`extract` gives the
+    plain :class:`~neas.ensemble.model.EnsembleNet` of an arch with the supernet's weights.
+
+    Example:
+        >>> import torch
+        >>> from neas import EnsembleArch, SearchSpace, Supernet
+        >>> space = SearchSpace.preset("tiny")
+        >>> supernet = Supernet(space, num_classes=10)
+        >>> logits = supernet(torch.zeros(2, 3, 32, 32), EnsembleArch.sample(space, 0))
+        >>> len(logits), logits[0].shape
+        (2, torch.Size([2, 10]))
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, scale_shared_grad: bool = True):
