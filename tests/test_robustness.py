@@ -330,7 +330,7 @@ BAD = [
     (["space", "huge"], "huge"),
     (["report", "{missing}"], ""),
     (["run", "--config", "{missing}"], "no such file"),
-    (["run", "supernet.epochs.x=3"], "is a value, not a section"),
+    (["run", "supernet.epochs.x=3"], "the supernet stage has no key 'epochs.x'"),
     (["ablate", "search", "--run", "{missing}", "--out", "{tmp}/ab"], "no such directory"),
     (["ablate", "paths", "--config", "{missing}", "--out", "{tmp}/ap"], ""),
     (["train-supernet", "--out", "/proc/neas-cannot-write-here"], ""),  # an unwritable output

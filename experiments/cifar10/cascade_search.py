@@ -2,7 +2,7 @@
 
     python experiments/cifar10/cascade_search.py run --commit   # neas compare --rows cascade, 3 seeds
     python experiments/cifar10/cascade_search.py collect --commit  # summaries of finished seeds
-    python experiments/cifar10/cascade_search.py table          # docs/RESULTS.md §9 from the summaries
+    python experiments/cifar10/cascade_search.py table --write  # docs/RESULTS.md §10 from the summaries
 
 ``run`` is ``neas compare --rows cascade`` of experiments/cifar10/k2_cascade.yaml (the study's K = 2
 diversity pipeline, 1.5M MACs, without the random-search comparison) for pipeline seeds 0, 1, 2: the
@@ -162,6 +162,16 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write_table(text: str) -> None:
+    """Writes ``text`` between docs/RESULTS.md's ``<!-- table:cascade_search -->`` markers."""
+    doc = RESULTS_MD.read_text()
+    begin, end = "<!-- table:cascade_search -->\n", "<!-- /table:cascade_search -->"
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{RESULTS_MD} has no {begin.strip()} ... {end} markers")
+    head, rest = doc.split(begin, 1)
+    write_text(RESULTS_MD, head + begin + text + "\n" + end + rest.split(end, 1)[1])
+
+
 def _cells(numbers: dict) -> list[str]:
     return [
         f"{100 * numbers['top1']:.2f}",
@@ -177,9 +187,13 @@ def main() -> int:
     parser.add_argument("action", choices=["run", "collect", "table"])
     parser.add_argument("--commit", action="store_true", help="commit each seed's summary when it finishes")
     parser.add_argument("--max-parallel", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help="table: write it into docs/RESULTS.md")
     args = parser.parse_args()
     if args.action == "table":
-        print(table())
+        text = table()
+        if args.write:
+            write_table(text)
+        print(text)
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.action == "collect":
