@@ -89,9 +89,10 @@ def cascade_onnx(size: dict, checkpoint: str | None = None, arch: str = "demo", 
         net, cascade, info, x = _trained(checkpoint, images)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        export_cascade_onnx(net, cascade, tmp / "cascade.onnx", info=info)
-        export(net, "onnx", tmp / "full.onnx", info=info)
-        export_cascade(net, cascade, tmp / "steps", info=info)
+        t = info.temperature_value if info is not None else None  # as `neas export` applies it, to all three
+        export_cascade_onnx(net, cascade, tmp / "cascade.onnx", info=info, temperature=t)
+        export(net, "onnx", tmp / "full.onnx", info=info, temperature=t)
+        export_cascade(net, cascade, tmp / "steps", info=info, temperature=t)
         single, full, steps = _session(tmp / "cascade.onnx"), _session(tmp / "full.onnx"), OnnxCascade(tmp / "steps")
         steps.sessions = [_session(tmp / "steps" / step["file"]) for step in steps.spec["steps"]]  # one thread too
         batch = [x[i : i + 1].numpy() for i in range(len(x))]

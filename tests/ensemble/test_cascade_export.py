@@ -262,6 +262,8 @@ def _outside(spec, folder):
         (lambda s, f: s.update(thresholds=[float("nan")]), "'thresholds' must be 1 finite numbers"),  # §6: never stops
         (lambda s, f: s.update(temperature=0), "'temperature' must be a finite number in [0.001, 1000] or null"),
         (lambda s, f: s.update(temperature=-1), "'temperature' must be a finite number in [0.001, 1000] or null"),
+        (lambda s, f: s.update(output_temperature=0), "'output_temperature' must be a finite number in [0.001, 1000]"),
+        (lambda s, f: s.update(output_temperature="0.8"), "'output_temperature' must be a finite number"),
         (lambda s, f: s.update(order=[5, 6]), "'order' must order the paths 0..1, got [5, 6]"),
         (lambda s, f: s.update(order=[1, True]), "'order' must order the paths 0..1"),
         (lambda s, f: s["steps"][1].update(path=1), "steps[1] 'path' must be 0, got 1"),

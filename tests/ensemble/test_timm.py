@@ -350,6 +350,70 @@ def test_the_python_onnx_and_timm_models_apply_the_temperature_alike(exported, t
     )
 
 
+def _cascade_file(root: Path, to: Path, x: torch.Tensor) -> tuple[Path, torch.Tensor, list[float]]:
+    """A copy of the model file with a fitted 2-step cascade (paths [1, 0]; the threshold in the widest gap
+    of the middle half of the step-1 confidences on ``x``, raw as `neas evaluate --cascade` fits it), the
+    path logits in that order and the thresholds."""
+    from neas.ensemble.io import update_ensemble_file
+
+    path = to / "model.safetensors"
+    path.write_bytes((root / "model.safetensors").read_bytes())
+    net, _ = load_ensemble(path, calibrated=False)
+    with torch.no_grad():
+        in_order = torch.stack([net.path_logits(x)[k] for k in (1, 0)])
+    confidence = in_order[0].double().softmax(-1).max(-1).values.sort().values
+    lo, hi = len(confidence) // 4, 3 * len(confidence) // 4
+    i = lo + int((confidence[lo + 1 : hi + 1] - confidence[lo:hi]).argmax())
+    thresholds = [float((confidence[i] + confidence[i + 1]) / 2)]
+    cascade = {"order": [1, 0], "thresholds": thresholds, "tolerance": 0.5, "temperature": None}
+    update_ensemble_file(path, cascade=cascade)
+    return path, in_order, thresholds
+
+
+def test_the_cascade_exports_apply_the_temperature_as_the_python_model_does(one, tmp_path, capsys):
+    """Both cascade exports (one graph; a folder run by OnnxCascade) return, per image at batch 1, what the
+    Python model gives: cascade_predict's logits / T (the full model's own output where an image runs
+    every step); with --raw-logits, the raw ones. The stops are the same either way."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+
+    from neas.ensemble.cascade import cascade_predict
+    from neas.ensemble.cascade_export import OnnxCascade
+
+    net, info = load_ensemble(one["root"] / "model.safetensors")
+    assert info.temperature_value == net.temperature == TEMPERATURE
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=net))
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in one["files"]])
+    path, in_order, thresholds = _cascade_file(one["root"], tmp_path, x)
+    raw, stops = cascade_predict(in_order, thresholds, None)
+    assert set(stops.tolist()) == {1, 2}  # images stop at each step
+    with torch.no_grad():
+        full = net(x)[stops == 2]  # the calibrated Python model, on the images that run every path
+    torch.testing.assert_close(raw[stops == 2] / TEMPERATURE, full, atol=1e-5, rtol=1e-5)
+    said = ("logits divided by the temperature 0.800)", "raw logits)")
+    for extra, expected, t, says in (
+        ([], raw / TEMPERATURE, TEMPERATURE, said[0]),
+        (["--raw-logits"], raw, None, said[1]),
+    ):
+        out = tmp_path / f"out{len(extra)}"
+        out.mkdir()
+        argv = ["export", "--checkpoint", str(path), "--format", "onnx", "--cascade", *extra]
+        assert main([*argv, "--single-file", "--out", str(out / "c.onnx")]) == 0
+        assert main([*argv, "--out", str(out / "dir")]) == 0
+        assert capsys.readouterr().out.count(says) == 2
+        meta = {p.key: p.value for p in onnx.load(str(out / "c.onnx")).metadata_props}
+        assert json.loads(meta["temperature"]) == t and json.loads(meta["cascade_temperature"]) is None
+        folder = OnnxCascade(out / "dir")
+        assert folder.output_temperature == t and folder.spec["output_temperature"] == t
+        single = ort.InferenceSession(str(out / "c.onnx"), providers=["CPUExecutionProvider"])
+        for i in range(len(x)):
+            image = x[i : i + 1].numpy()
+            for logits, stop in (single.run(None, {"images": image}), folder(image)):
+                assert stop.tolist() == [int(stops[i])]
+                torch.testing.assert_close(torch.from_numpy(logits), expected[i : i + 1], atol=1e-4, rtol=1e-4)
+
+
 # ---- bad input ---------------------------------------------------------------------------------------------
 
 

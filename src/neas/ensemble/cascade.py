@@ -110,7 +110,10 @@ def cascade_predict(
 
     Returns:
         The logits of the sub-ensemble each image stopped at (N, C), unscaled, and the step (N,) long
-        in 1..K.
+        in 1..K. Raw on purpose (``eval.json``'s numbers are raw): the exported cascades
+        (``cascade_export``, ``cascade_onnx``) return these logits divided by the model's stored
+        temperature, as ``neas.load_ensemble``'s model does; divide by ``EnsembleNet.temperature`` to
+        get what they return.
     """
     logits, stops, _ = _predict(path_logits_in_order, thresholds, temperature)
     return logits, stops

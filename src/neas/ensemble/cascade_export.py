@@ -15,13 +15,19 @@ have not stopped yet::
 
     cascade = OnnxCascade("cascade_dir")         # cascade.json and one session per step
     logits, stops = cascade(images)              # images: float32 (N, 3, S, S), normalised as cascade.json says
-    predicted = logits.argmax(-1)                # logits (N, C): the mean of the paths run; stops (N,) in 1..K
+    predicted = logits.argmax(-1)                # logits (N, C): the mean of the paths run / T; stops (N,) in 1..K
+
+The logits returned follow the one temperature rule of ``neas.load_ensemble`` and the ONNX file: the
+mean logits of the sub-ensemble each image stopped at, divided by the model's stored temperature
+(``output_temperature`` in ``cascade.json``; null: raw, as ``neas export --raw-logits`` writes it).
+The cascade's own ``temperature`` only scales the stopping confidence, as in ``cascade_predict``.
 
 ``cascade.json`` is checked against its schema when a cascade is opened (issue 40): K >= 2 steps named
 ``step<j>.onnx``, each a file inside the folder (a symlink leading out of it is refused), the first
-taking the images; the order a permutation of the paths; K - 1 finite thresholds; a temperature null or
-in ``records.TEMPERATURE_RANGE``; ``num_classes`` classes; ``fitted.exit`` (how the thresholds were
-chosen: provenance, which inference never reads), when there, one of ``records.CASCADE_EXITS``.
+taking the images; the order a permutation of the paths; K - 1 finite thresholds; ``temperature`` and
+``output_temperature`` (absent in an older export: null) each null or in ``records.TEMPERATURE_RANGE``;
+``num_classes`` classes; ``fitted.exit`` (how the thresholds were chosen: provenance, which inference
+never reads), when there, one of ``records.CASCADE_EXITS``.
 ``record_sha256`` covers the whole spec, so an edit is refused as damage; a spec without it (an older
 export, or one written by hand) is accepted with the schema checks.
 """
@@ -45,7 +51,7 @@ from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.io import read_json, record_sha256, write_bytes, write_json
 from neas.nn import run_pieces
-from neas.records import CascadeRecord, check_exit
+from neas.records import CascadeRecord, check_exit, check_temperature
 from neas.runfiles import CASCADE_JSON
 from neas.space import path_pieces, trunk_pieces
 
@@ -123,8 +129,9 @@ def step_models(net: EnsembleNet, order, opset: int) -> list:
     return models + [step_model(_LaterStep(net, k).eval(), features, False, opset) for k in order[1:]]
 
 
-def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -> dict:
-    """What ``cascade.json`` says: the cascade, the file of each step and the input the first one expects."""
+def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None, temperature: float | None) -> dict:
+    """What ``cascade.json`` says: the cascade, the file of each step, the input the first one expects and the
+    temperature the returned logits are divided by (``output_temperature``)."""
     meta = onnx_metadata(net, info, None)
     order = list(cascade.order)
     steps = [
@@ -136,11 +143,13 @@ def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -
         "order": order,
         "thresholds": list(cascade.thresholds),
         "temperature": cascade.temperature,
+        "output_temperature": temperature,
         "steps": steps,
         "input": {key: meta[key] for key in ("input", "interpolation")}
         | {key: json.loads(meta[key]) for key in ("input_size", "mean", "std", "crop_pct")},
-        "output": "logits (N, num_classes): the mean of the logits of the paths run, unscaled; "
-        "stops (N,): the step each image stopped at, 1..K",
+        "output": "logits (N, num_classes): the mean of the logits of the paths run"
+        + (", divided by output_temperature" if temperature is not None else ", unscaled (raw)")
+        + "; stops (N,): the step each image stopped at, 1..K",
         "num_classes": net.num_classes,
         "classes": json.loads(meta["classes"]),
         "arch": net.arch.to_json(),
@@ -204,17 +213,19 @@ def _mixed_thresholds(path_logits: torch.Tensor, temperature: float | None) -> l
 
 
 def _verify(net: EnsembleNet, spec: dict, folder: Path, batch_size: int) -> float:
-    """Max |difference| of the ONNX cascade's logits from :func:`cascade_predict`'s on random images,
-    with the fitted thresholds and with thresholds that stop images at every step; stops must agree."""
+    """Max |difference| of the ONNX cascade's logits from :func:`cascade_predict`'s (divided by the
+    ``output_temperature``, like with like) on random images, with the fitted thresholds and with
+    thresholds that stop images at every step; stops must agree."""
     runtime = OnnxCascade(folder)
     x = _images(net, batch_size, seed=1)
     with torch.no_grad():
         per_path = net.path_logits(x)
     in_order = torch.stack([per_path[k] for k in spec["order"]])
-    temperature = spec["temperature"]
+    temperature, scale = spec["temperature"], spec["output_temperature"]
     worst = 0.0
     for thresholds in (spec["thresholds"], _mixed_thresholds(in_order, temperature)):
         expected, expected_stops = cascade_predict(in_order, thresholds, temperature)
+        expected = expected if scale is None else expected / scale
         runtime.thresholds = thresholds
         got, stops = runtime(x.numpy())
         if not np.array_equal(stops, expected_stops.numpy()):
@@ -238,6 +249,7 @@ def export_cascade(
     info: EnsembleFile | None = None,
     opset: int = 17,
     batch_size: int = 16,
+    temperature: float | None = None,
 ) -> float:
     """Writes the cascade as one ONNX file per step and ``cascade.json`` into ``out_dir``.
 
@@ -247,15 +259,19 @@ def export_cascade(
             ``temperature``.
         out_dir: the directory (created; files in it with the same names are replaced).
         info: the model file's record (its classes go into the metadata).
+        temperature: divides the returned logits (``output_temperature``: the model file's stored one,
+            as ``neas export`` passes it; None: raw mean logits). The stopping rule is ``cascade``'s.
 
     Returns:
-        The max |difference| of the ONNX cascade's logits from PyTorch's ``cascade_predict`` on random
-        images (raises, writing nothing, above 1e-4 or when any image stops at another step).
+        The max |difference| of the ONNX cascade's logits from PyTorch's ``cascade_predict`` (divided by
+        ``temperature``) on random images (raises, writing nothing, above 1e-4 or when any image stops at
+        another step).
     """
     cascade = _check_cascade(net, cascade)
     out_dir = Path(out_dir)
     net = net.cpu().eval()
-    spec = _spec(net, cascade, info)
+    temperature = check_temperature(temperature, "export temperature", nullable=True)
+    spec = _spec(net, cascade, info, temperature)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as staging:
         staging = Path(staging)
@@ -294,6 +310,7 @@ def _check_spec(spec: dict, where: str) -> CascadeRecord:
     if not (isinstance(steps, list) and len(steps) >= 2 and all(isinstance(step, dict) for step in steps)):
         raise NeasError(f"{where}: 'steps' must be a list of K >= 2 objects, got {steps!r:.80}")
     record = CascadeRecord.from_json(spec, len(steps), where)
+    check_temperature(spec.get("output_temperature"), f"{where}: 'output_temperature'", nullable=True)
     fitted = spec.get("fitted", {})
     if not isinstance(fitted, dict):
         raise NeasError(f"{where}: 'fitted' must be an object, got {fitted!r:.80}")
@@ -345,6 +362,7 @@ class OnnxCascade:
         spec: ``cascade.json`` (checked against its schema, see the module docstring).
         thresholds: K - 1 confidence thresholds (from ``cascade.json``; may be set to others).
         temperature: divides the mean logits for the stopping confidence (None: 1).
+        output_temperature: divides the returned logits (``cascade.json``'s; None: raw).
         exit_rule: how the thresholds were fitted (``fitted.exit``: accuracy or risk), for the record.
     """
 
@@ -359,6 +377,8 @@ class OnnxCascade:
         record = _check_spec(self.spec, where)
         self.thresholds, self.temperature = list(record.thresholds), record.temperature
         self.exit_rule = record.exit_rule
+        scale = self.spec.get("output_temperature")  # checked by _check_spec
+        self.output_temperature = None if scale is None else float(scale)
         steps = self.spec["steps"]
         files = [_step_file(folder, step["file"], where) for step in steps]
         self.sessions = [_session(ort, path, step["input"]) for path, step in zip(files, steps)]
@@ -367,8 +387,9 @@ class OnnxCascade:
             raise NeasError(f"{files[0]}: returns no features, but a later step of {where} takes them")
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, S, S) float32 -> logits (N, C) float32 of the sub-ensemble each image stopped at, and
-        the step (N,) int64 in 1..K. Step j runs only on the images that no earlier step stopped."""
+        """(N, 3, S, S) float32 -> logits (N, C) float32 of the sub-ensemble each image stopped at
+        (divided by :attr:`output_temperature` when there is one), and the step (N,) int64 in 1..K.
+        Step j runs only on the images that no earlier step stopped."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         k, n = len(self.sessions), images.shape[0]
         if n == 0:
@@ -391,4 +412,6 @@ class OnnxCascade:
             features = features[~stop] if features is not None else None
             if not active.size:
                 break
+        if self.output_temperature is not None:
+            logits /= np.float32(self.output_temperature)
         return logits, stops

@@ -13,13 +13,16 @@ for K > 2; a subgraph reads the outer scope's ``features``, running sum and mask
             then: step j + 1 and everything after it (its own If)
             else: mean_j, j
         logits = Where(stop_j, mean_j, the branch's logits);  stops = Where(stop_j, j, the branch's stops)
+    with the model's stored temperature T_out:  logits = logits / T_out
 
 Inputs and outputs: ``images`` float32 (N, 3, S, S), normalised as the ``metadata_props`` say (those of
 :func:`neas.ensemble.export.onnx_metadata`) -> ``logits`` float32 (N, C), the mean of the logits of the
-paths each image ran, unscaled; ``stops`` int64 (N,), the step each image stopped at, 1..K. The
-cascade itself is in ``metadata_props`` too: ``cascade_format`` (:data:`FORMAT`), ``cascade_order``,
-``cascade_thresholds``, ``cascade_temperature`` (divides the mean logits for the stopping confidence
-only; null: 1) and ``cascade_fitted``, each a JSON string.
+paths each image ran divided by the model's stored temperature (``metadata_props`` ``temperature``, as
+in the whole ensemble's ONNX file and ``neas.load_ensemble``'s model; null: raw, ``neas export
+--raw-logits``); ``stops`` int64 (N,), the step each image stopped at, 1..K. The cascade itself is in
+``metadata_props`` too: ``cascade_format`` (:data:`FORMAT`), ``cascade_order``, ``cascade_thresholds``,
+``cascade_temperature`` (divides the mean logits for the stopping confidence only; null: 1) and
+``cascade_fitted``, each a JSON string.
 
 Per image the graph computes what :func:`neas.ensemble.cascade.cascade_predict` does, op for op (torch's
 mean of float32 logits, a float64 softmax of it for the confidence), at any batch size. At
@@ -30,7 +33,8 @@ images left only, stays the better choice.
 The export is checked before anything is written: onnxruntime at batch 1 (and once with all of them in
 one batch) against PyTorch's cascade with the *fitted* thresholds, on random images over a wide range
 of contrasts chosen to stop at every step the thresholds let them reach; then the same graph built with
-thresholds that stop images at every step. Same stop for every image, logits within 1e-4, or no file.
+thresholds that stop images at every step. Same stop for every image, logits within 1e-4 of PyTorch's
+divided by the same output temperature, or no file.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from neas.ensemble.io import EnsembleFile
 from neas.ensemble.model import EnsembleNet
 from neas.errors import NeasError
 from neas.io import write_bytes
-from neas.records import CascadeRecord
+from neas.records import CascadeRecord, check_temperature
 
 __all__ = ["FORMAT", "cascade_model", "export_cascade_onnx"]
 
@@ -176,11 +180,18 @@ def _from_step(steps: list, j: int, cascade: tuple, state: tuple, scope: _Scope)
     return merged, scope.op("Where", [stop, here, rest[1]], f"stops_from{j}")
 
 
-def cascade_model(steps: list, thresholds, temperature: float | None, metadata: dict[str, str]):
+def cascade_model(
+    steps: list,
+    thresholds,
+    temperature: float | None,
+    metadata: dict[str, str],
+    output_temperature: float | None = None,
+):
     """The single-file cascade (``onnx.ModelProto``) of the step models ``steps`` (those of
     :func:`~neas.ensemble.cascade_export.step_models`, in running order; not modified), stopping at
     step j < K when the max softmax of the mean logits so far, divided by ``temperature``, reaches
-    ``thresholds[j - 1]`` (module docstring); ``metadata`` becomes its ``metadata_props``."""
+    ``thresholds[j - 1]`` (module docstring); its ``logits`` are divided by ``output_temperature`` (None:
+    raw); ``metadata`` becomes its ``metadata_props``."""
     from onnx import TensorProto, checker, helper
 
     if len(steps) < 2 or len(thresholds) != len(steps) - 1:
@@ -190,6 +201,8 @@ def cascade_model(steps: list, thresholds, temperature: float | None, metadata: 
     main = _Scope("cascade/", opset)
     state = (None, None)
     logits, stops = _from_step(steps, 1, ([float(t) for t in thresholds], temperature), state, main)
+    if output_temperature is not None:
+        logits = main.op("Div", [logits, main.const("t_out", output_temperature, np.float32)], "scaled_logits")
     main.nodes.append(helper.make_node("Identity", [logits], ["logits"], "cascade/logits"))
     main.nodes.append(helper.make_node("Identity", [stops], ["stops"], "cascade/stops"))
     num_classes = first.graph.output[0].type.tensor_type.shape.dim[1]
@@ -208,12 +221,16 @@ def cascade_model(steps: list, thresholds, temperature: float | None, metadata: 
     return model
 
 
-def _metadata(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None) -> dict[str, str]:
-    base = onnx_metadata(net, info, None)
+def _metadata(
+    net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None, temperature: float | None
+) -> dict[str, str]:
+    """The whole ensemble's ONNX metadata (``temperature``: what the logits are divided by) and the cascade's."""
+    base = onnx_metadata(net, info, temperature)
     fitted = {key: value for key, value in cascade.to_json().items() if key in ("tolerance", "fitted_on", "images")}
     return base | {
-        "output": "logits: float32 (batch, num_classes), the mean of the logits of the paths each image ran, "
-        "unscaled; stops: int64 (batch,), the step each image stopped at, 1..K",
+        "output": "logits: float32 (batch, num_classes), the mean of the logits of the paths each image ran"
+        + (" divided by the temperature" if temperature is not None else ", unscaled (raw)")
+        + "; stops: int64 (batch,), the step each image stopped at, 1..K",
         "cascade_format": FORMAT,
         "cascade_order": json.dumps(list(cascade.order)),
         "cascade_thresholds": json.dumps(list(cascade.thresholds)),
@@ -319,6 +336,7 @@ def export_cascade_onnx(
     out: str | Path,
     info: EnsembleFile | None = None,
     opset: int = 17,
+    temperature: float | None = None,
 ) -> dict:
     """Writes the cascade as one ONNX file ``out`` (module docstring), verified first.
 
@@ -328,17 +346,21 @@ def export_cascade_onnx(
             ``temperature``.
         out: the file (replaced atomically; nothing is written when the check fails).
         info: the model file's record (its classes go into the metadata).
+        temperature: divides the graph's ``logits`` (the model file's stored one, as ``neas export``
+            passes it; None: raw mean logits); metadata ``temperature``. The stopping rule is ``cascade``'s.
 
     Returns:
-        ``max_diff``: the max |difference| of the graph's logits from PyTorch's cascade over every
-        check; ``fitted_images``: how many images the check with the fitted thresholds stopped at
-        each step (0 where no image reached that step); ``every_step_images``: the same for the check
-        with thresholds that stop images at every step.
+        ``max_diff``: the max |difference| of the graph's logits from PyTorch's cascade (divided by
+        ``temperature``) over every check; ``fitted_images``: how many images the check with the
+        fitted thresholds stopped at each step (0 where no image reached that step);
+        ``every_step_images``: the same for the check with thresholds that stop images at every step.
     """
     cascade = _check_cascade(net, cascade)
+    temperature = check_temperature(temperature, "export temperature", nullable=True)
     net = net.cpu().eval()
     steps = step_models(net, list(cascade.order), opset)
-    model = cascade_model(steps, cascade.thresholds, cascade.temperature, _metadata(net, cascade, info))
+    metadata = _metadata(net, cascade, info, temperature)
+    model = cascade_model(steps, cascade.thresholds, cascade.temperature, metadata, temperature)
     worst, counts = 0.0, {}
     every_step = _pool(net, cascade.order, seed=0)
     fitted = _fitted_probe(net, cascade, every_step)
@@ -348,10 +370,13 @@ def export_cascade_onnx(
         ("thresholds stopping at every step", every_step_thresholds, every_step),
     ):
         checked = (
-            model if thresholds is cascade.thresholds else cascade_model(steps, thresholds, cascade.temperature, {})
+            model
+            if thresholds is cascade.thresholds
+            else cascade_model(steps, thresholds, cascade.temperature, {}, temperature)
         )
         index, counts[what] = _chosen(in_order, thresholds, cascade.temperature)
-        expected = cascade_predict(in_order[:, index], thresholds, cascade.temperature)
+        logits, stops = cascade_predict(in_order[:, index], thresholds, cascade.temperature)
+        expected = (logits if temperature is None else logits / temperature, stops)  # like with like
         worst = max(worst, _check(checked, images[index], expected, what))
     write_bytes(out, model.SerializeToString())
     return {

@@ -165,14 +165,18 @@ def _export_cascade(cfg: ExportCommand) -> str:
             f"{cfg.checkpoint or cfg.official_checkpoint} has none"
         )
     order, thresholds = list(info.cascade.order), ", ".join(f"{t:.3f}" for t in info.cascade.thresholds)
-    what = f"the {len(order)}-step cascade (paths {order}, thresholds {thresholds})"
+    # one temperature rule: the logits output divided by the stored temperature, as the ensemble's ONNX file
+    temperature = None if cfg.raw_logits else info.temperature_value
+    scaled = "raw logits" if temperature is None else f"logits divided by the temperature {temperature:.3f}"
+    scaled = f"; {scaled}" if info.temperature is not None else ""
+    what = f"the {len(order)}-step cascade (paths {order}, thresholds {thresholds}{scaled})"
     if not cfg.single_file:
-        diff = export_cascade(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
+        diff = export_cascade(net, info.cascade, cfg.out, info=info, opset=cfg.opset, temperature=temperature)
         return (
             f"exported {what} to {cfg.out}; "
             f"verified on random images: max |difference| from PyTorch's cascade {diff:.2e}, same stops"
         )
-    checked = export_cascade_onnx(net, info.cascade, cfg.out, info=info, opset=cfg.opset)
+    checked = export_cascade_onnx(net, info.cascade, cfg.out, info=info, opset=cfg.opset, temperature=temperature)
     fitted, every = checked["fitted_images"], checked["every_step_images"]
     unreached = [j for j, n in enumerate(fitted, start=1) if n == 0]
     return (

@@ -84,8 +84,8 @@ class ExportCommand:
     )
     raw_logits: bool = option(
         False,
-        "export the mean logits without the stored temperature (by default the exported model divides by it, "
-        "as neas.load_ensemble's model does)",
+        "export the mean logits without the stored temperature (by default the exported model, a cascade's "
+        "too, divides by it, as neas.load_ensemble's model does)",
     )
     license: str = option("other", "with --format timm: the model card's license, a Hub license id (mit, apache-2.0)")
     force: bool = option(False, "overwrite an existing --out")
