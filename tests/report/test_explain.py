@@ -101,3 +101,12 @@ def test_a_similarity_that_barely_varies_is_said_beside_the_shrinking_figures():
     narrow = [{"layers": [{"S": [[1.0, 0.985], [0.985, 1.0]]}, {"S": [[1.0, 0.99], [0.99, 1.0]]}]}]
     assert "S lies within [0.985, 1.000] in every layer and round" in _similarity_note(narrow)
     assert _similarity_note([{"layers": [{"S": [[1.0, 0.6], [0.6, 1.0]]}]}]) == ""
+
+
+@pytest.mark.parametrize("n", range(1, 400))
+def test_the_wilson_interval_holds_the_proportion_itself_at_every_count(n):
+    """At 0 and n of n the formula's bound can miss p by a rounding error (10 of 10: 1 - 1e-16), and a
+    figure's error bar then has a negative length, which matplotlib refuses (the report crashed)."""
+    for k in (0, n // 3, n):
+        low, high = wilson_ci(k, n)
+        assert low <= k / n <= high

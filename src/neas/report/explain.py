@@ -39,13 +39,15 @@ _RESIZE = {
 
 def wilson_ci(correct: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """The Wilson score 95 % interval of a proportion: ``correct`` successes out of ``n`` (a fraction
-    times ``n`` is fine); (0, 1) when ``n`` is 0."""
+    times ``n`` is fine); (0, 1) when ``n`` is 0. It always holds the proportion itself: at 0 or 1 the
+    formula's bound can miss it by a rounding error (``wilson_ci(10, 10)`` computed 1 - 1e-16), which
+    would give an error bar a negative length."""
     if n <= 0:
         return 0.0, 1.0
     p = min(max(correct / n, 0.0), 1.0)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 @dataclass(frozen=True)
