@@ -25,6 +25,7 @@ from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.executor import check_executor, job_command, run_jobs, stage_job
 from neas.io import read_json
+from neas.outputs import resumes
 from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
@@ -243,8 +244,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             rt.cascade_exit,
             rt.cascade_tolerance,
         )
-    out = Path(cfg.out)
-    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
+    resume = resumes(cfg.out, cfg.resume)  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
     layout = PipelineLayout(run.path)
     run_stage(layout.supernet, [SUPERNET], train_supernet, sn, "supernet")
