@@ -179,6 +179,10 @@ cases = [
     (["synth-detection", "--out", "."], ". already exists and is not an empty folder; choose another --out"),
     (["synth-detection", "--out", "afile"], "afile already exists and is not an empty folder"),
 ]
+"""
+
+
+_RUN_CASES = """
 for argv, message in cases:
     assert main(argv) == 2, argv
     print(argv[0], message, file=sys.stderr)
@@ -187,26 +191,121 @@ print("heavy:", heavy)
 """
 
 
-def test_a_wrong_input_path_is_refused_before_torch_is_imported(tmp_path):
-    """A missing --checkpoint, --data-dir or --arch file cost 3-6 CPU-seconds of importing torch before
-    it was named (fuzz report §12); every command's input paths are now checked by the torch-free schema
-    layer (neas.config.check_inputs), each error naming the key, the value and what is expected."""
+def _refused_in_a_subprocess(tmp_path, script: str, count: int) -> None:
+    """Runs ``script`` (``cases``: argv and the message expected) in a
+    fresh interpreter: each case is one clean line with its message, and nothing heavy was imported."""
     import subprocess
     import sys
 
-    (tmp_path / "afile").write_text("x")
-    (tmp_path / "c.yaml").write_text("data: imagefolder\ndata_dir: /nonexistent/imagenet\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-c", _WRONG_PATHS], capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env
+        [sys.executable, "-c", script + _RUN_CASES], capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
     errors = [line for line in done.stderr.splitlines() if line.startswith("neas: error: ")]
     expected = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if not line.startswith("neas: error: ")]
-    assert len(errors) == len(expected) == 25, done.stderr
+    assert len(errors) == len(expected) == count, done.stderr
     for error, message in zip(errors, expected):
         assert message in error and "unexpected" not in error, (error, message)
+
+
+def test_a_wrong_input_path_is_refused_before_torch_is_imported(tmp_path):
+    """A missing --checkpoint, --data-dir or --arch file cost 3-6 CPU-seconds of importing torch before
+    it was named (fuzz report §12); every command's input paths are now checked by the torch-free schema
+    layer (neas.config.check_inputs), each error naming the key, the value and what is expected."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "c.yaml").write_text("data: imagefolder\ndata_dir: /nonexistent/imagenet\n")
+    _refused_in_a_subprocess(tmp_path, _WRONG_PATHS, 25)
+
+
+_RUN_EXISTS = "run directory old already exists: pass --resume to continue it, or choose another --out"
+_EXISTING_OUTS = f"""
+import sys
+from neas.cli import main
+cases = [
+    (["export", "--format", "timm", "--out", "old"], "--out old already exists; pass --force to write into it"),
+    (["export", "--format", "onnx", "--cascade", "--out", "old"], "--out old already exists; pass --force to write"),
+    (["export", "--format", "onnx", "--cascade", "--single-file", "--out", "f.onnx"], "--out f.onnx already exists;"),
+    (["export", "--format", "onnx", "--out", "f.onnx"], "--out f.onnx already exists; pass --force to overwrite it"),
+    (["export", "--format", "onnx", "--checkpoint", "det", "--out", "f.onnx"], "--out f.onnx already exists;"),
+    (["export", "--format", "onnx", "--force", "--out", "old"], "--out old is a directory; give a file name"),
+    (["latency-table", "--space", "tiny", "--out", "f.onnx"], "--out f.onnx already exists; pass --force"),
+    (["retrain", "--out", "old"], "{_RUN_EXISTS}"),
+    (["train-supernet", "--out", "old"], "{_RUN_EXISTS}"),
+    (["search", "--supernet", "old", "--out", "old"], "{_RUN_EXISTS}"),
+    (["run", "--out", "old"], "{_RUN_EXISTS}"),
+    (["run", "--out", "f.onnx", "--resume"], "--out f.onnx is a file, not a directory"),
+    (["detect", "--data-dir", "old", "--out", "old"], "{_RUN_EXISTS}"),
+    (["retrain", "--out", "det", "--resume"], "det is a detect directory, not a retrain one; choose another --out"),
+    (["retrain", "--out", "old", "--resume"], "--resume: old is not a neas run directory (no neas-run.json)"),
+    (["rank", "--out", "old"], "--out old exists and is not a neas rank directory (no neas-run.json)"),
+    (["compare", "--config", "c.yaml", "--out", "det"], "det is a detect directory, not a compare one"),
+    (["ablate", "split", "--arch", "neas-s", "--out", "old"], "--out old exists and is not a neas ablate split"),
+    (["ablate", "homo-hetero", "--arch", "neas-s", "--out", "old"], "not a neas ablate homo-hetero directory"),
+    (["ablate", "deep-ensemble", "--arch", "neas-s", "--out", "old"], "not a neas ablate deep-ensemble directory"),
+    (["ablate", "paths", "--config", "c.yaml", "--out", "old"], "not a neas ablate paths directory"),
+    (["ablate", "search", "--run", "old", "--out", "old"], "not a neas ablate search directory"),
+    (["subimagenet", "--imagenet", "old", "--out", "old"], "old already exists and is not empty; choose another"),
+    (["carve-test", "old", "--out", "f.onnx"], "--out f.onnx is a file; choose another --out"),
+    (["synth-detection", "--out", "old"], "old already exists and is not an empty folder"),
+]
+"""
+
+
+def test_an_existing_out_is_refused_before_torch_is_imported(tmp_path):
+    """Refusing an existing --out cost 4-5 CPU-seconds of importing torch (issue 39 item 4; `neas run --out
+    OLD` 5.1 s): every command's output is now checked by its torch-free schema (``check_outputs``, the rule
+    its recipe applies again when it writes), with the line the recipe says, and torch is never imported."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "mine.txt").write_text("keep me")
+    (tmp_path / "f.onnx").write_text("keep me")
+    (tmp_path / "det").mkdir()
+    (tmp_path / "det" / "neas-run.json").write_text('{"kind": "detect", "cwd": "/"}')
+    (tmp_path / "c.yaml").write_text("space: tiny\n")
+    _refused_in_a_subprocess(tmp_path, _EXISTING_OUTS, 25)
+    assert (tmp_path / "old" / "mine.txt").read_text() == (tmp_path / "f.onnx").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "det", "f.onnx", "old"]
+
+
+def test_every_command_with_an_out_checks_it_before_torch():
+    """A command added with an ``out`` key must say how an existing one is refused (its schema's
+    ``check_outputs``), or `neas NEW --out OLD` would import torch before refusing it."""
+    from neas.cli import _schema
+    from neas.config import flat_fields
+    from neas.recipes import ABLATIONS, COMMANDS
+
+    schemas = [spec[1] for spec in COMMANDS.values()] + [spec[1] for spec in ABLATIONS.values()]
+    with_out = [_schema(s) for s in schemas if s and "out" in {ff.key for ff in flat_fields(_schema(s))}]
+    assert len(with_out) >= 17
+    assert [cls.__name__ for cls in with_out if not hasattr(cls, "check_outputs")] == []
+
+
+def test_what_a_command_may_write_into_passes_the_early_check(tmp_path):
+    """The early check refuses exactly what the command would: a run it may --resume, a directory of its
+    own kind that results accumulate in, --force over a file, --dry-run (writes nothing) and `neas run
+    --resume` of a directory not there yet all pass."""
+    from neas.config import check_outputs
+    from neas.errors import NeasError
+    from neas.schemas.commands import ExportCommand
+    from neas.schemas.rank import RankConfig
+    from neas.schemas.retrain import RetrainConfig
+    from neas.schemas.run import RunConfig
+
+    for kind in ("retrain", "rank", "run"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "neas-run.json").write_text(json.dumps({"kind": kind, "cwd": str(tmp_path)}))
+    (tmp_path / "f.onnx").write_text("x")
+    check_outputs(RetrainConfig, {"out": str(tmp_path / "retrain"), "resume": True})
+    check_outputs(RankConfig, {"out": str(tmp_path / "rank")})
+    check_outputs(ExportCommand, {"out": str(tmp_path / "f.onnx"), "format": "onnx", "force": True})
+    check_outputs(RunConfig, {"out": str(tmp_path / "run"), "dry_run": True})
+    check_outputs(RunConfig, {"out": str(tmp_path / "run"), "resume": True})
+    check_outputs(RunConfig, {"out": str(tmp_path / "new"), "resume": True})
+    with pytest.raises(NeasError, match="is a retrain directory, not a rank one"):
+        check_outputs(RankConfig, {"out": str(tmp_path / "retrain")})
+    with pytest.raises(NeasError, match="already exists: pass --resume"):
+        check_outputs(RunConfig, {"out": str(tmp_path / "run")})
 
 
 def test_a_data_dir_given_to_the_bundled_digits_is_refused_not_ignored(tmp_path):

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("errors", "lazy", "runfiles"),
     ("io",),
+    ("outputs",),  # whether an output may be written (the run directory's refusals, read-only): torch-free
     ("records",),  # the typed records of a run's files: torch-free, readable by the algorithm and the report
     ("settings",),  # neas.settings and every algorithm package's settings module: torch-free, below the CLI
     ("fields",),  # typed values: the YAML reader and from_dict/to_dict, below the CLI (spaces read it)

@@ -12,8 +12,9 @@ schema come:
   and :func:`nested` live in :mod:`neas.fields`, below the CLI, and are re-exported here);
 - :func:`add_options`: the argparse flags of a command, with help and defaults;
 - :func:`resolve_config`: defaults <- ``--config`` YAML <- flags <- ``key=value`` overrides;
-- :func:`check_inputs`: the input paths of :data:`INPUT_PATHS` exist, checked by the command line
-  before the schema's own checks and the command's module import anything heavy.
+- :func:`check_inputs`: the input paths of :data:`INPUT_PATHS` exist, and :func:`check_outputs`: an
+  existing output is refused as its command would refuse it, checked by the command line before the
+  schema's own checks and the command's module import anything heavy.
 
 Validation lives in each dataclass's ``__post_init__`` and raises :class:`NeasError`.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "add_options",
     "apply_overrides",
     "check_inputs",
+    "check_outputs",
     "flat_fields",
     "from_dict",
     "load_yaml",
@@ -168,7 +171,7 @@ def resolve_config(
 ) -> T:
     """``cls`` from its defaults, then the YAML ``config_file``, then the given ``flags`` (those
     that are not ``None``), then ``key=value`` ``overrides``, then ``fixed`` values; with ``inputs``,
-    its input paths are checked first (:func:`check_inputs`)."""
+    its input paths are checked first (:func:`check_inputs`), then an existing output (:func:`check_outputs`)."""
     data = load_yaml(config_file) if config_file else {}
     source = dict.fromkeys(data, f"{config_file}: ")  # where each top-level key was last set: a prefix or suffix
     keys = {ff.key for ff in flat_fields(cls)}
@@ -182,11 +185,21 @@ def resolve_config(
     try:
         if inputs:
             check_inputs(cls, data)
+    except NeasError as exc:
+        raise _blamed_on(exc, source, config_file) from None
+    if inputs:
+        check_outputs(cls, data)  # the line the command itself would say, as it says it
+    try:
         return from_dict(cls, data)
     except NeasError as exc:
-        key, message = getattr(exc, "key", None), str(exc)
-        blamed = source.get(key, f"{config_file}: " if config_file else "")
-        raise NeasError(f"{message}{blamed}" if blamed.startswith(" ") else f"{blamed}{message}") from None
+        raise _blamed_on(exc, source, config_file) from None
+
+
+def _blamed_on(exc: NeasError, source: dict, config_file: str | Path | None) -> NeasError:
+    """``exc`` with where its key was given: the YAML file (a prefix) or an override (a suffix)."""
+    key, message = getattr(exc, "key", None), str(exc)
+    blamed = source.get(key, f"{config_file}: " if config_file else "")
+    return NeasError(f"{message}{blamed}" if blamed.startswith(" ") else f"{blamed}{message}")
 
 
 # The keys that name an input mean the same in every command (a key is declared once: neas.options), so
@@ -233,6 +246,21 @@ def check_inputs(cls: type, data: dict) -> None:
         for value in given if isinstance(given, list) else [given]:
             if isinstance(value, str) and value:
                 _check_input(key, value, kind, fields[key].help)
+
+
+def check_outputs(cls: type, data: dict) -> None:
+    """Refuses an existing output (``--out``) before the schema's own checks and the command's module
+    import torch (issue 39 item 4): ``cls.check_outputs(values)`` (the schema's flat keys, defaults
+    included) applies the rule its command applies later when it writes (:mod:`neas.outputs`), with the
+    command's ``--force`` and ``--resume``. Under torchrun only rank 0, the one that creates the directory,
+    checks. A malformed ``out`` is :func:`from_dict`'s to name."""
+    check = getattr(cls, "check_outputs", None)
+    fields = {ff.key: ff for ff in flat_fields(cls)}
+    values = {k: ff.default for k, ff in fields.items() if ff.default is not dataclasses.MISSING} | data
+    if check is None or not isinstance(values.get("out"), str) or not values["out"]:
+        return
+    if os.environ.get("RANK", "0") == "0":
+        check(values)
 
 
 def _check_input(key: str, value: str, kind: str, help: str) -> None:

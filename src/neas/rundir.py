@@ -35,8 +35,9 @@ from tqdm import tqdm
 from neas import dist
 from neas.config import from_dict, to_dict
 from neas.errors import NeasError
-from neas.io import MAX_JSON_BYTES, loads_json, read_jsonl, remove_stale_temporaries, write_json, write_text, write_yaml
+from neas.io import read_jsonl, remove_stale_temporaries, write_json, write_text, write_yaml
 from neas.options import EXECUTOR_KEYS
+from neas.outputs import check_claim_dir, check_run_dir, is_run_dir, read_marker, run_kind
 from neas.runfiles import CONFIG, LOCK, MARKER, METRICS, has_checkpoint
 
 __all__ = [
@@ -135,48 +136,10 @@ def releases_run_dir(recipe):
     return run
 
 
-def is_run_dir(run: Path) -> bool:
-    """Whether ``run`` is a neas run directory (it has the marker)."""
-    return (run / MARKER).is_file()
-
-
-def _marker(run: Path) -> dict:
-    """The marker's fields ({} when there is none); a damaged marker is an error naming it."""
-    path = run / MARKER
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError("too large")
-        marker = loads_json(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        marker = exc
-    if not isinstance(marker, dict) or not all(isinstance(marker.get(k, ""), str) for k in ("kind", "cwd")):
-        why = marker if isinstance(marker, Exception) else "not a JSON object with kind and cwd strings"
-        raise NeasError(f"{path}: damaged run marker ({why}); nothing was touched: restore it, or choose another --out")
-    return marker
-
-
-def run_kind(path: str | Path | None) -> str | None:
-    """The kind a run directory records in its marker (``retrain``, ``detect``, ``compare``, ...), of
-    ``path`` or, for a file in one (its ``model.safetensors``), of its folder; None when there is none."""
-    if path is None:
-        return None
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    return _marker(folder).get("kind") if folder.is_dir() else None
-
-
-def _check_kind(run: Path, kind: str) -> None:
-    found = _marker(run).get("kind", kind)
-    if found != kind:
-        raise NeasError(f"{run} is a {found} directory, not a {kind} one; choose another --out")
-
-
 def _write_marker(run: Path, kind: str) -> None:
     """Writes the marker (kept once written), with ``cwd``: what the relative paths of the
     ``config.yaml`` written beside it mean."""
-    marker = _marker(run) or {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    marker = read_marker(run) or {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if marker.get("cwd") != str(Path.cwd()):
         write_json(run / MARKER, {**marker, "cwd": str(Path.cwd())}, indent=None)
 
@@ -193,16 +156,7 @@ def claim_dir(out: str | Path, kind: str) -> Path:
     ``ablate``: each call reuses what earlier ones finished): created with the marker, or one this
     kind of command made before; any other non-empty directory is refused, untouched. Locked like
     a run directory."""
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise NeasError(f"--out {run} is a file, not a directory")
-    if run.is_dir() and any(run.iterdir()):
-        if not is_run_dir(run):
-            raise NeasError(
-                f"--out {run} exists and is not a neas {kind} directory (no {MARKER}); choose another --out; nothing "
-                "was touched"
-            )
-        _check_kind(run, kind)
+    run = check_claim_dir(out, kind)
     _claim(run, kind)
     return run
 
@@ -216,23 +170,14 @@ def prepare_run_dir(out: str | Path, resume: bool, config, kind: str, ignore: tu
     not at all, so a moved or copied run resumes). A run that stopped before its first checkpoint
     starts over in place.
     """
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise NeasError(f"--out {run} is a file, not a directory")
+    run = check_run_dir(out, resume, kind)
     if resume:
-        if not run.is_dir():
-            raise NeasError(f"--resume: {run} does not exist, so there is no checkpoint to resume from")
-        if not is_run_dir(run):
-            raise NeasError(f"--resume: {run} is not a neas run directory (no {MARKER}); nothing in it was touched")
-        _check_kind(run, kind)
         if has_checkpoint(run):
             check_resume_config(run, config, ignore)
         else:  # nothing to continue: start over in place, with the corrected config if it changed
             log.info("%s stopped before its first checkpoint: starting it over in place", run)
             _lock(run)
             (run / METRICS).unlink(missing_ok=True)  # ours (the directory carries the marker)
-    elif run.exists() and any(run.iterdir()):
-        raise NeasError(f"run directory {run} already exists: pass --resume to continue it, or choose another --out")
     _claim(run, kind)
     write_yaml(run / CONFIG, to_dict(config))
     return run
@@ -327,7 +272,7 @@ def config_differences(run: Path, config, ignore: tuple = NOT_COMPARED) -> list[
     with contextlib.suppress(NeasError):
         old = to_dict(from_dict(type(config), old))
     new = to_dict(config)
-    old_cwd = Path(_marker(run).get("cwd") or Path.cwd())
+    old_cwd = Path(read_marker(run).get("cwd") or Path.cwd())
     old_home = (old_cwd / str(old.get("out") or run)).resolve().parent
     new_home = Path(str(new.get("out") or run)).resolve().parent
     return [

@@ -265,6 +265,28 @@ def test_a_dry_run_says_what_would_run_and_starts_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("search.max_mean_macs=0.1M", "max_mean_macs=100000: below the cheapest path of the space alone"),
+        ("search.max_macs=0.1M", "max_macs"),
+        ("retrain.batch_size=100000", "retrain.batch_size"),
+    ],
+)
+def test_a_dry_run_refuses_what_the_run_would_refuse_with_the_same_line(tmp_path, capsys, override, fragment):
+    """``neas run --dry-run search.max_mean_macs=0.1M`` printed a plan the run then refused (issue 39
+    item 4, review): the dry run makes the run's checks before training, and says the same line."""
+    lines = []
+    for dry in (["--dry-run"], []):
+        out = tmp_path / ("dry" if dry else "real")
+        assert main(["run", "--out", str(out), *dry, override]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("neas: error: ") and fragment in err and "\n" not in err, err
+        lines.append(err)
+        assert not out.exists()
+    assert lines[0] == lines[1]
+
+
 def test_the_checks_before_a_run_list_an_image_folder_without_a_data_line(tmp_path, caplog):
     """Only the loading that holds the images says how (issue 39 item 4: the checks' listing said "stream
     from disk", then the run decoded the images into memory)."""

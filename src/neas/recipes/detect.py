@@ -34,6 +34,7 @@ from neas.detection.predict import describe, format_eval, predict, score, subset
 from neas.ensemble.settings import parse_feature_mode
 from neas.errors import NeasError
 from neas.nn.precision import full_precision
+from neas.outputs import resumes
 from neas.rundir import RunDir, releases_run_dir
 from neas.runfiles import EVAL, PREDICTIONS
 from neas.schemas.detect import DetectConfig
@@ -261,8 +262,7 @@ def detect(cfg: DetectConfig) -> Path:
     model, spec = _setup_model(cfg, train)
     memory = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory)
-    out = Path(cfg.out)
-    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # as `neas run`: a directory not there yet starts
+    resume = resumes(cfg.out, cfg.resume)  # --resume of a directory not there yet just starts it
     run = RunDir.open(cfg, "detect", device, resume=resume)
     data = _setup_loader(cfg, train, run.rank, run.world)
     optimizer, set_lr, lr = _setup_optimizer(cfg, model, len(data[2]), run.world)

@@ -25,6 +25,7 @@ from neas.data.split import holdout_split
 from neas.errors import NeasError
 from neas.executor import check_executor, job_command, run_jobs, stage_job
 from neas.io import read_json
+from neas.outputs import resumes
 from neas.pipeline import run_stage
 from neas.recipes.retrain import RetrainConfig, retrain
 from neas.recipes.search import SearchConfig, search
@@ -42,7 +43,15 @@ from neas.search.settings import COST_METRICS
 from neas.space import SearchSpace
 from neas.train.recipe import check_global_batch
 
-__all__ = ["DEMO", "RunConfig", "budget_folder", "budget_value", "run_pipeline", "stage_configs"]
+__all__ = [
+    "DEMO",
+    "RunConfig",
+    "budget_folder",
+    "budget_value",
+    "checked_stage_configs",
+    "run_pipeline",
+    "stage_configs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +219,9 @@ def _check_executor(cfg: RunConfig) -> None:
         )
 
 
-def run_pipeline(cfg: RunConfig) -> dict:
-    """Runs every stage; returns the final summary (also written to ``summary.json``)."""
+def checked_stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, RetrainConfig]:
+    """The stages' configs (:func:`stage_configs`; with ``budgets``, the search's Pareto front), after
+    every check a run makes before training: the real run and ``--dry-run`` refuse the same configs."""
     sn, se, rt = stage_configs(cfg)
     if cfg.budgets:  # one search for every budget: its Pareto front
         for text in cfg.budgets:
@@ -219,6 +229,12 @@ def run_pipeline(cfg: RunConfig) -> dict:
         se = dataclasses.replace(se, pareto=cfg.budget_metric)
     _check_before_training(sn, se, rt)
     _check_executor(cfg)
+    return sn, se, rt
+
+
+def run_pipeline(cfg: RunConfig) -> dict:
+    """Runs every stage; returns the final summary (also written to ``summary.json``)."""
+    sn, se, rt = checked_stage_configs(cfg)
     if rt.cascade and "cascade" not in cfg.retrain:
         log.info(
             "the search is held to the cascade's mean MACs: the retraining fits the winner's cascade on a held-out "
@@ -228,8 +244,7 @@ def run_pipeline(cfg: RunConfig) -> dict:
             rt.cascade_exit,
             rt.cascade_tolerance,
         )
-    out = Path(cfg.out)
-    resume = cfg.resume and out.is_dir() and any(out.iterdir())  # --resume of a directory not there yet just starts it
+    resume = resumes(cfg.out, cfg.resume)  # --resume of a directory not there yet just starts it
     run = RunDir.open(dataclasses.replace(cfg, resume=False), "run", ignore=NOT_COMPARED, resume=resume)
     layout = PipelineLayout(run.path)
     run_stage(layout.supernet, [SUPERNET], train_supernet, sn, "supernet")
@@ -320,7 +335,7 @@ def main(cfg, args) -> None:
     if cfg.dry_run:
         from neas.recipes.run_plan import describe_plan
 
-        print(describe_plan(cfg, *stage_configs(cfg)))
+        print(describe_plan(cfg, *checked_stage_configs(cfg)))  # refused as the run would refuse it
         return
     summary = run_pipeline(cfg)
     if dist.is_main_process():

@@ -10,10 +10,12 @@ recipe (:class:`~neas.schemas.retrain.RetrainConfig`, nested and spelled flat, s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from neas.config import nested, option
 from neas.errors import NeasError, show
 from neas.options import ExecutorOptions
+from neas.outputs import check_claim_dir
 from neas.schemas.retrain import RetrainConfig
 from neas.settings import validate_fields
 
@@ -38,6 +40,13 @@ class RetrainAblation(ExecutorOptions, _RetrainRecipe):  # this order: the retra
     this process, one after another), each with the recipe ``retrain`` (the ``neas retrain`` keys,
     spelled flat)."""
 
+    KIND: ClassVar[str] = ""  # the kind of output directory it accumulates in (neas.rundir.claim_dir)
+
+    @classmethod
+    def check_outputs(cls, values: dict) -> None:
+        """An --out this ablation did not make is refused before torch is imported (neas.config.check_outputs)."""
+        check_claim_dir(values["out"], cls.KIND)
+
     def __post_init__(self):
         validate_fields(self)
         self.check_executor_options()
@@ -47,10 +56,14 @@ class RetrainAblation(ExecutorOptions, _RetrainRecipe):  # this order: the retra
 class AblateHomoHeteroConfig(RetrainAblation):
     """Table 3: the searched ensemble against its mirrored (homogeneous) ones."""
 
+    KIND: ClassVar[str] = "ablate homo-hetero"
+
 
 @dataclass
 class AblateSplitConfig(RetrainAblation):
     """Table 4: the ensemble with and without shared layers."""
+
+    KIND: ClassVar[str] = "ablate split"
 
     equal_budget: bool = option(True, "also search the best unshared ensemble under the search's budget")
 
@@ -58,6 +71,8 @@ class AblateSplitConfig(RetrainAblation):
 @dataclass
 class AblateDeepEnsembleConfig(RetrainAblation):
     """One arch retrained from independent initialisations, the average of their logits scored."""
+
+    KIND: ClassVar[str] = "ablate deep-ensemble"
 
     copies: int = option(2, "independently trained copies (seeds seed, seed+1, ...)", valid=">= 2")
 
@@ -72,6 +87,11 @@ class AblatePathsConfig:
         default_factory=list, help="K=RUN: a finished `neas run` of the same config to use for K, e.g. 2=runs/cifar10"
     )
     out: str = option(None, "output directory: one run per K, ablate.json, ablate.md", required=True)
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An --out this command did not make is refused before torch is imported (neas.config.check_outputs)."""
+        check_claim_dir(values["out"], "ablate paths")
 
     def __post_init__(self):
         for k in self.paths:
@@ -104,6 +124,11 @@ class AblateSearchConfig:
     )
     top: int = option(10, "also track the mean of the top-N ensembles found", valid=">= 1")
     out: str = option(None, "output directory: ablate.json, ablate.md, search_curve.png", required=True)
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An --out this command did not make is refused before torch is imported (neas.config.check_outputs)."""
+        check_claim_dir(values["out"], "ablate search")
 
     def __post_init__(self):
         validate_fields(self)

@@ -10,8 +10,10 @@ from pathlib import Path
 from neas.config import option
 from neas.cost.settings import RUNTIMES
 from neas.errors import NeasError
+from neas.io import check_output, check_output_dir
 from neas.options import DEVICE_HELP, MAX_CLASSES
-from neas.runfiles import SYNTH_UNFINISHED
+from neas.outputs import check_new_folder, run_kind
+from neas.runfiles import MODEL, SUPERNET, SYNTH_UNFINISHED
 from neas.settings import validate_fields
 
 __all__ = [
@@ -90,6 +92,22 @@ class ExportCommand:
     license: str = option("other", "with --format timm: the model card's license, a Hub license id (mit, apache-2.0)")
     force: bool = option(False, "overwrite an existing --out")
 
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs), by the rule
+        `neas export` applies when it writes (neas.recipes.tools; a detection run's: neas.detection.predict)."""
+        out, force, checkpoint = values["out"], bool(values["force"]), values["checkpoint"]
+        inputs = (checkpoint, values["official_checkpoint"])
+        if run_kind(checkpoint) == "detect":  # (its other flags are the detector export's to refuse first)
+            if values["format"] == "onnx" and not values["cascade"]:
+                check_output(out, (checkpoint,), force, inside=(MODEL,))
+        elif values["format"] == "timm" and not values["cascade"]:
+            check_output_dir(out, inputs, force, writes="--format timm")
+        elif values["cascade"] and not values["single_file"]:
+            check_output_dir(out, inputs, force)
+        else:
+            check_output(out, inputs, force, inside=(MODEL, SUPERNET))
+
     def __post_init__(self):
         validate_fields(self)
         if self.single_file and not (self.cascade and self.format == "onnx"):
@@ -143,6 +161,11 @@ class LatencyTableCommand:
     )
     force: bool = option(False, "overwrite an existing --out")
 
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_output(values["out"], (values["space"],), bool(values["force"]))
+
     def __post_init__(self):
         validate_fields(self)
         for name in ("fit_networks", "validate"):
@@ -162,6 +185,11 @@ class SubImageNetCommand:
     val_per_class: int = option(50, "validation images per class", valid=">= 1")
     seed: int = option(0, "seed of the draw", valid=">= 0")
 
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing, non-empty --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_new_folder(values["out"])
+
     def __post_init__(self):
         validate_fields(self)
 
@@ -174,6 +202,11 @@ class CarveTestCommand:
     out: str = option(None, "where to write the carved copy", required=True)
     test_fraction: float = option(0.2, "fraction of every class moved to test/", valid="(0, 1)")
     split: str = option("train", "the sub-folder to split")
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing, non-empty --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_new_folder(values["out"])
 
     def __post_init__(self):
         validate_fields(self)
@@ -196,8 +229,13 @@ class SynthDetectionCommand:
 
     def __post_init__(self):
         validate_fields(self)
-        out = Path(self.out) if self.out is not None else None  # refused before torch is imported (fuzz §12)
-        if out is not None and out.exists():
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An --out that is not new, empty or an unfinished set of its own is refused before torch is
+        imported (fuzz §12; neas.config.check_outputs; neas.detection.synth checks again when it writes)."""
+        out = Path(values["out"])
+        if out.exists():
             foreign = not out.is_dir() or (
                 any(out.iterdir()) and not any(SYNTH_UNFINISHED in entry.name for entry in out.iterdir())
             )

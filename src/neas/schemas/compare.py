@@ -10,6 +10,7 @@ from neas.config import apply_overrides, option
 from neas.errors import NeasError, show, suggest
 from neas.fields import load_yaml
 from neas.options import EXECUTORS, ExecutorOptions
+from neas.outputs import check_claim_dir
 from neas.schemas.run import check_override
 from neas.settings import validate_fields
 
@@ -64,6 +65,11 @@ class CompareConfig(ExecutorOptions):
         "the command line, every KEY=VALUE whose key is not compare's own (slurm.partition=gpu)",
         cli=False,
     )
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An --out this command did not make is refused before torch is imported (neas.config.check_outputs)."""
+        check_claim_dir(values["out"], "compare")
 
     def __post_init__(self):
         validate_fields(self)

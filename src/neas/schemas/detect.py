@@ -16,6 +16,7 @@ from neas.config import option
 from neas.ensemble.settings import FEATURE_MODES, parse_feature_mode
 from neas.errors import NeasError
 from neas.options import TrainOptions
+from neas.outputs import check_run_dir, resumes
 from neas.settings import check_valid, validate_fields
 
 __all__ = ["DETECT_PRESETS", "FEATURE_MODES", "DetectConfig"]
@@ -142,6 +143,12 @@ class DetectConfig(TrainOptions):
     detections_per_img: int = option(100, "detections kept per image (COCO AP counts 100)", valid=">= 1")
     eval_every: int = option(0, "also score the val split every N epochs (0: at the end only)", valid=">= 0")
     channels_last: bool = option(True, "channels-last memory format on CUDA")
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs); --resume of a
+        directory not there yet starts it."""
+        check_run_dir(values["out"], resumes(values["out"], bool(values["resume"])), "detect")
 
     def __post_init__(self):
         check_valid(tuple(DETECT_PRESETS), self.recipe, "recipe")

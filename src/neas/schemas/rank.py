@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from neas.config import option
 from neas.options import DecodeOptions, DeviceOptions, ExecutorOptions, ScoringOptions
+from neas.outputs import check_claim_dir
 from neas.settings import validate_fields
 
 __all__ = ["RankConfig"]
@@ -25,6 +26,11 @@ class RankConfig(DeviceOptions, ScoringOptions, DecodeOptions, ExecutorOptions):
     scratch: str | None = option(
         None, "a scratch.json of an earlier rank (same recipe): its from-scratch scores are reused"
     )
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An --out this command did not make is refused before torch is imported (neas.config.check_outputs)."""
+        check_claim_dir(values["out"], "rank")
 
     def __post_init__(self):
         validate_fields(self)

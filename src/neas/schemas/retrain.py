@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from neas.config import option
 from neas.errors import NeasError
 from neas.options import DataOptions, QualityOptions, TrainOptions
+from neas.outputs import check_run_dir
 from neas.settings import check_valid, validate_fields
 
 __all__ = ["RETRAIN_PRESETS", "RetrainConfig"]
@@ -94,6 +95,11 @@ class RetrainConfig(DataOptions, TrainOptions, QualityOptions):
     compile: str = option(
         "auto", "torch.compile the training forward (auto: runs of >= 5000 steps)", valid=("auto", "on", "off")
     )
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_run_dir(values["out"], bool(values["resume"]), "retrain")
 
     def __post_init__(self):
         check_valid(tuple(RETRAIN_PRESETS), self.recipe, "recipe")

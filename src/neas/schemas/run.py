@@ -8,6 +8,7 @@ from pathlib import Path
 from neas.config import flat_fields, option
 from neas.errors import NeasError, show, suggest
 from neas.options import DataOptions, DeviceOptions, ExecutorOptions
+from neas.outputs import check_run_dir, resumes
 from neas.schemas.retrain import RetrainConfig
 from neas.schemas.search import SearchConfig
 from neas.schemas.supernet import SupernetConfig
@@ -42,6 +43,13 @@ class RunConfig(DataOptions, DeviceOptions, ExecutorOptions):
         False, "print what would run (config, stages, the space's MACs range and what fits the budget, the data), "
         "and start nothing",
     )  # fmt: skip
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs); --resume of a
+        directory not there yet starts it; --dry-run writes nothing."""
+        if not values["dry_run"]:
+            check_run_dir(values["out"], resumes(values["out"], bool(values["resume"])), "run")
 
     def __post_init__(self):
         validate_fields(self)

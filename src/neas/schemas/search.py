@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from neas.config import nested, option
 from neas.errors import NeasError
 from neas.options import STRATEGIES, DecodeOptions, RunOptions, ScoringOptions
+from neas.outputs import check_run_dir
 from neas.search.settings import COST_METRICS, OBJECTIVES, Constraints, EvolutionSettings
 from neas.settings import validate_fields
 
@@ -49,6 +50,11 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
         default_help="measured here in torch",
     )
     data_dir: str | None = option(None, "where the supernet's dataset lives now", default_help="as trained")
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_run_dir(values["out"], bool(values["resume"]), "search")
 
     def __post_init__(self):
         if self.split is not None and len(self.split) == 1:

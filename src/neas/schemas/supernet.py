@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from neas.config import nested, option
 from neas.errors import NeasError
 from neas.options import DataOptions, TrainOptions
+from neas.outputs import check_run_dir
 from neas.settings import validate_fields
 from neas.shrink.settings import ShrinkSettings
 
@@ -41,6 +42,11 @@ class SupernetConfig(DataOptions, TrainOptions):
         "(docs/PERFORMANCE.md: when it pays)",
         valid=("off", "blocks"),
     )
+
+    @staticmethod
+    def check_outputs(values: dict) -> None:
+        """An existing --out is refused before torch is imported (neas.config.check_outputs)."""
+        check_run_dir(values["out"], bool(values["resume"]), "train-supernet")
 
     def __post_init__(self):
         validate_fields(self)
