@@ -106,7 +106,8 @@ class TimmEnsemble(EnsembleNet):
         return self.classifiers
 
     def reset_classifier(self, num_classes: int) -> None:
-        """New, freshly initialised heads of ``num_classes`` outputs on every path."""
+        """New, freshly initialised heads of ``num_classes`` outputs on every path; :attr:`temperature` is
+        cleared (None: raw logits), since it was fitted to the old heads."""
         if num_classes < 1:
             raise NeasError(f"num_classes must be positive, got {show(num_classes)}")
         for k, old in enumerate(self.classifiers):
@@ -114,18 +115,26 @@ class TimmEnsemble(EnsembleNet):
             efficientnet_init_weights(head)
             self.classifiers[k] = head
         self.num_classes = num_classes
+        self.temperature = None
 
     def load_pretrained(self, path: str, *_) -> None:
         """timm's ``custom_load``: the weights of ``path`` (a released ``.pth.tar`` or a safetensors file),
         read safely and loaded only when every key and shape fits; heads that differ in ``num_classes`` keep
-        their fresh initialisation and a stem that differs in ``in_chans`` is adapted (timm's rule)."""
+        their fresh initialisation (and :attr:`temperature`, fitted to the old heads, is cleared) and a stem
+        that differs in ``in_chans`` is adapted (timm's rule)."""
         state = read_weights(path)
         own = self.state_dict()
         heads = [k for k in own if k.startswith("classifiers.")]
         if any(k in state and state[k].shape != own[k].shape for k in heads):
             rows = state.get("classifiers.0.weight", torch.empty(0)).shape[:1]
-            log.info("%s: %s classes in the file, %d in the model: heads re-initialised", path, *rows, self.num_classes)
+            log.info(
+                "%s: %s classes in the file, %d in the model: heads re-initialised, raw logits (no temperature)",
+                path,
+                *rows,
+                self.num_classes,
+            )
             state.update({k: own[k] for k in heads})
+            self.temperature = None
         stem = state.get("conv_stem.weight")
         if stem is not None and stem.dim() == 4 and stem.shape[1] != self.in_chans:
             state["conv_stem.weight"] = adapt_input_conv(self.in_chans, stem)
@@ -189,13 +198,17 @@ def _heads_differ(state: dict, own: dict) -> bool:
 def check_pretrained(state: dict, model: TimmEnsemble) -> dict:
     """timm's ``pretrained_filter_fn`` for folders (``local-dir:``, ``hf-hub:``): the weights timm read
     must fit the model ``config.json`` describes (heads aside when ``num_classes`` was changed, the stem
-    aside when ``in_chans`` was), and a local folder's ``config.json`` must match its weights file's record."""
+    aside when ``in_chans`` was), and a local folder's ``config.json`` must match its weights file's record.
+    Fresh heads clear the model's ``temperature`` (``config.json``'s was fitted to the folder's heads)."""
     where = model.pretrained_cfg.get("file") or model.pretrained_cfg.get("hf_hub_id") or "the weights"
     # a folder neas wrote (its weights carry their record); one re-saved by timm has plain weights, checked below
     if model.pretrained_cfg.get("source") == "local-dir" and read_metadata(Path(where) / MODEL).get("format") == FORMAT:
         check_timm_folder(where)
     own = model.state_dict()
-    skip = {k for k in own if k.startswith("classifiers.")} if _heads_differ(state, own) else set()
+    skip = set()
+    if _heads_differ(state, own):
+        skip = {k for k in own if k.startswith("classifiers.")}
+        model.temperature = None
     stem = state.get("conv_stem.weight")
     if stem is not None and stem.dim() == 4 and stem.shape[1] != model.in_chans:
         skip.add("conv_stem.weight")

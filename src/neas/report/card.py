@@ -452,7 +452,8 @@ def _usage(name: str, info: EnsembleFile) -> list[str]:
     temperature = (
         f"The model returns the mean of its {info.arch.num_paths} paths' logits divided by the fitted temperature "
         f"{t:.4f} (`model_args.temperature` in `config.json`), as `neas.load_ensemble` and the ONNX export do; "
-        "`model.temperature = None` gives the raw mean logits."
+        "`model.temperature = None` gives the raw mean logits. Fresh heads (`num_classes=N` of another count, "
+        "`model.reset_classifier(N)`) clear it: the temperature belongs to these heads."
         if t is not None
         else f"The model returns the mean of its {info.arch.num_paths} paths' logits (no temperature was fitted)."
     )
