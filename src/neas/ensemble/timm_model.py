@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import zipfile
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from timm.models._manipulate import adapt_input_conv
 from neas.ensemble.features import EnsembleFeatures, stage_ends
 from neas.ensemble.io import FORMAT, check_timm_folder
 from neas.ensemble.model import EnsembleNet
-from neas.ensemble.official import IGNORED_SUFFIXES, read_official_state_dict
+from neas.ensemble.official import IGNORED_SUFFIXES, NOT_A_CHECKPOINT, checkpoint_format, read_official_state_dict
 from neas.ensemble.settings import parse_feature_mode
 from neas.errors import NeasError, show
 from neas.io import check_matching, load_weights, read_metadata
@@ -152,13 +151,12 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         path = path / MODEL
     if not path.is_file():
         raise NeasError(f"{path}: no such weights file")
-    with path.open("rb") as f:
-        head = f.read(16)
-    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # a torch zip, or a legacy pickle
+    kind = checkpoint_format(path)
+    if kind == "torch":
         return {k: v for k, v in read_official_state_dict(path).items() if not k.endswith(IGNORED_SUFFIXES)}
-    if len(head) > 8 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
+    if kind == "safetensors":
         return load_weights(path)[0]
-    raise NeasError(f"{path}: not a checkpoint (neither a torch .pth.tar nor a safetensors file)")
+    raise NeasError(f"{path}: {NOT_A_CHECKPOINT}")
 
 
 class EnsembleFeatureList(nn.Module):
