@@ -211,10 +211,14 @@ def test_evaluate_refits_by_either_rule_and_the_export_carries_the_rule(risk_mod
         OnnxCascade(tmp_path / "c")
 
 
-def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model(tmp_path, capsys, monkeypatch):
+def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model(tmp_path, capsys, monkeypatch, caplog):
     """Held-out labels shifted by one class: the full ensemble is confidently wrong, so the risk rule has no
-    coverage to keep; the training is not lost."""
+    coverage to keep; the training is not lost, and the order and temperature are fitted once."""
+    import logging
+
     import neas.recipes.retrain as recipe
+
+    caplog.set_level(logging.INFO, logger="neas")
 
     real = recipe.path_logits
     monkeypatch.setattr(
@@ -225,6 +229,8 @@ def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model
     assert "use cascade_exit accuracy" in err and "the trained model is saved without a cascade" in err
     _, info = load_ensemble(tmp_path / "run" / "model.safetensors")
     assert info.cascade is None and info.path_order is not None
+    assert info.temperature is not None
+    assert sum("held-out NLL" in r.getMessage() for r in caplog.records) == 1  # not refitted after the refusal
     assert not (tmp_path / "run" / "eval.json").exists()
 
 
