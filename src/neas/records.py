@@ -170,6 +170,12 @@ class CascadeRecord:
             out["images"] = self.images
         return out
 
+    def fitted(self) -> dict:
+        """How the cascade was fitted, as both cascade exports record it (the single file's ``cascade_fitted``,
+        ``cascade.json``'s ``fitted``): ``tolerance``, the exit rule ``exit``, ``fitted_on``, ``images`` (those set)."""
+        keys = ("tolerance", "exit", "fitted_on", "images")
+        return {key: value for key, value in self.to_json().items() if key in keys and value is not None}
+
 
 @dataclass(frozen=True)
 class EvalRecord:

@@ -86,7 +86,8 @@ def test_later_steps_sit_inside_nested_if_nodes_and_the_cascade_is_in_the_metada
     assert meta["cascade_format"] == FORMAT
     assert json.loads(meta["cascade_order"]) == order and json.loads(meta["cascade_thresholds"]) == [0.3, 0.2]
     assert json.loads(meta["cascade_temperature"]) == 0.5 and json.loads(meta["temperature"]) is None
-    assert json.loads(meta["cascade_fitted"]) == {"tolerance": 0.5, "fitted_on": None, "images": 7}
+    # how it was fitted, exit rule included, as the multi-file cascade.json's "fitted" records it
+    assert json.loads(meta["cascade_fitted"]) == {"tolerance": 0.5, "exit": "accuracy", "images": 7}
     assert meta["input_size"] == "32" and "stops" in meta["output"]
 
 

@@ -141,5 +141,18 @@ def test_a_released_checkpoint_through_the_safe_loader(tmp_path):
     )
     evil = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": ema, "hook": print}, evil)
-    with pytest.raises(NeasError, match="refused"):
+    with pytest.raises(NeasError, match="refused") as info:
         read_init(evil)
+    assert str(info.value).startswith(f"--init {evil}: refused") and "a released .pth.tar" in str(info.value)
+
+
+@pytest.mark.parametrize("head", [b"\x08\x07\x12\x07pytorch\x1a\x052.1.0", b"hello, not weights at all", b""])
+def test_a_file_of_another_format_is_refused_naming_init_and_the_forms_it_takes(tmp_path, head):
+    path = tmp_path / "c.onnx"  # an ONNX file begins with protobuf field 1 (0x08); torch would say "operand 8"
+    path.write_bytes(head)
+    with pytest.raises(NeasError) as info:
+        read_init(path)
+    text = str(info.value)
+    assert text.startswith(f"--init {path}: not a checkpoint (neither a torch .pth.tar nor a safetensors file)")
+    assert "expected a neas model.safetensors, a `neas retrain` / `neas run` directory, a timm folder" in text
+    assert "operand" not in text

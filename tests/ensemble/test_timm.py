@@ -219,6 +219,16 @@ def test_the_released_checkpoint_loads_through_the_safe_loader_and_num_classes_g
     heads = {k for k in expected if k.startswith("classifiers.")}
     assert fresh.num_classes == 7 and fresh.state_dict()["classifiers.0.weight"].shape == (7, 1280)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in expected.items() if k not in heads)
+    kept = timm.create_model(
+        "neas_m", pretrained=True, temperature=0.5, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
+    )
+    assert kept.temperature == 0.5
+    kept.reset_classifier(10)
+    assert kept.temperature is None  # any fresh heads drop the old heads' temperature
+    refit = timm.create_model(
+        "neas_m", pretrained=True, temperature=0.5, num_classes=7, pretrained_cfg_overlay=dict(file=str(path))
+    )
+    assert refit.temperature is None
     feats = timm.create_model(
         "neas_m", pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=str(path))
     )
@@ -505,6 +515,7 @@ def test_a_folder_loads_with_fresh_heads_or_as_multi_scale_features(one):
     whole = timm.create_model(hub, pretrained=True).state_dict()
     fresh = timm.create_model(hub, pretrained=True, num_classes=7)
     assert fresh.num_classes == 7 and fresh.state_dict()["classifiers.1.weight"].shape[0] == 7
+    assert fresh.temperature is None  # fitted to the old heads: fresh heads return raw logits
     assert all(torch.equal(v, whole[k]) for k, v in fresh.state_dict().items() if not k.startswith("classifiers."))
     features = timm.create_model(hub, pretrained=True, features_only=True).eval()
     assert features.feature_info.reduction() == [2, 4, 8]

@@ -79,6 +79,9 @@ def test_a_search_whose_scoring_images_no_candidate_covers_at_5_percent_risk_sto
         (["--max-mean-macs", "10K", "--cascade-exit", "risk"], "max_mean_macs=10000: below the cheapest path"),
         (["--max-mean-macs=-1M"], "max_mean_macs: amount '-1M' must be"),
         (["--max-mean-macs", "inf"], "max_mean_macs: amount 'inf' must be a finite number"),
+        # the exit rule of a cascade the search does not price: refused, not silently ignored
+        (["--cascade-exit", "risk", "--max-macs", "700K"], "cascade_exit (--cascade-exit): 'risk' is read only when"),
+        (["--cascade-tolerance", "7", "--max-macs", "700K"], "cascade_tolerance (--cascade-tolerance): 7.0 is read"),
     ],
 )
 def test_bad_search_cascade_options_are_one_line_before_anything_runs(
@@ -105,6 +108,8 @@ def _never_train(monkeypatch):
         (["search.max_mean_macs=-2M"], "max_mean_macs: amount '-2M' must be"),
         (["search.max_mean_macs=1M", "search.cascade_exit=bayes"], "cascade_exit: unknown 'bayes'"),
         (["retrain.cascade=true", "retrain.holdout=0.1", "retrain.cascade_exit=bayes"], "cascade_exit: unknown"),
+        (["search.cascade_exit=risk"], "give max_mean_macs (--max-mean-macs) or min_mean_macs, or pareto mean_macs"),
+        (["budgets=[1M]", "search.cascade_tolerance=2"], "cascade_tolerance (--cascade-tolerance): 2.0 is read only"),
     ],
 )
 def test_neas_run_refuses_a_bad_cascade_budget_or_rule_before_the_supernet_is_trained(
@@ -138,6 +143,14 @@ def test_neas_run_hands_the_searchs_exit_rule_to_the_retraining():
     assert retrain.cascade and retrain.cascade_exit == "risk"
     given = dataclasses.replace(cfg, retrain={"cascade_exit": "accuracy"})
     assert stage_configs(given)[2].cascade_exit == "accuracy"  # the retrain section's own choice wins
+    # budgets: on mean MACs price every candidate as a cascade (the search's Pareto front on mean_macs):
+    # the exit rule counts there, with no mean-MACs bound in the search section
+    fronts = dataclasses.replace(
+        cfg, budgets=["1M"], budget_metric="mean_macs", search={"cascade_exit": "risk", "cascade_tolerance": 2}
+    )
+    _, search, retrain = stage_configs(fronts)
+    assert search.pareto == "mean_macs" and search.constraints.cascade_tolerance == 2
+    assert retrain.cascade and (retrain.cascade_exit, retrain.cascade_tolerance) == ("risk", 2)
 
 
 # --- the deployed cascade: retrain, evaluate, export --------------------------------------------------------
@@ -198,10 +211,14 @@ def test_evaluate_refits_by_either_rule_and_the_export_carries_the_rule(risk_mod
         OnnxCascade(tmp_path / "c")
 
 
-def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model(tmp_path, capsys, monkeypatch):
+def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model(tmp_path, capsys, monkeypatch, caplog):
     """Held-out labels shifted by one class: the full ensemble is confidently wrong, so the risk rule has no
-    coverage to keep; the training is not lost."""
+    coverage to keep; the training is not lost, and the order and temperature are fitted once."""
+    import logging
+
     import neas.recipes.retrain as recipe
+
+    caplog.set_level(logging.INFO, logger="neas")
 
     real = recipe.path_logits
     monkeypatch.setattr(
@@ -212,6 +229,8 @@ def test_a_risk_fit_with_nothing_to_keep_is_one_line_and_keeps_the_trained_model
     assert "use cascade_exit accuracy" in err and "the trained model is saved without a cascade" in err
     _, info = load_ensemble(tmp_path / "run" / "model.safetensors")
     assert info.cascade is None and info.path_order is not None
+    assert info.temperature is not None
+    assert sum("held-out NLL" in r.getMessage() for r in caplog.records) == 1  # not refitted after the refusal
     assert not (tmp_path / "run" / "eval.json").exists()
 
 

@@ -196,6 +196,26 @@ def test_one_path_rows_drop_the_configs_cascade_and_the_neas_row_keeps_it(tmp_pa
     assert not written["deep-retrain.yaml"].get("cascade"), written["deep-retrain.yaml"]
 
 
+def test_the_search_exit_rule_is_the_cascade_rows_and_the_rows_that_price_no_cascade_drop_it(tmp_path):
+    from neas.recipes.compare import _plan
+    from neas.recipes.compare.rows import run_config
+    from neas.schemas.compare import CompareConfig
+
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    config["search"].update(cascade_exit="risk", cascade_tolerance=2)  # for the cascade row; max_macs prices none
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    rows = ["neas", "single", "deep", "cascade"]
+    cfg = CompareConfig(config=str(tmp_path / "run.yaml"), out=str(tmp_path / "c"), seeds=1, rows=rows)
+    plan = _plan(cfg, run_config(cfg))  # a search refuses an exit rule it does not read: no row may carry one
+    written = {path.name: yaml.safe_load(text) for path, text in plan.files.items()}
+    assert {k: written["cascade-seed4.yaml"]["search"][k] for k in ("cascade_exit", "cascade_tolerance")} == {
+        "cascade_exit": "risk",
+        "cascade_tolerance": 2,
+    }
+    for name in ("neas-seed4.yaml", "single-seed4.yaml", "deep-k1-seed4.yaml"):
+        assert not {"cascade_exit", "cascade_tolerance"} & set(written[name]["search"]), name
+
+
 def test_retrain_seeds_train_each_searched_network_again_and_a_seed_is_their_mean(tmp_path):
     out = tmp_path / "out"
     assert _compare(_config(tmp_path), out, "--seeds", "1", "--retrain-seeds", "2", "--rows", "neas,deep") == 0

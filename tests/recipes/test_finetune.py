@@ -80,6 +80,11 @@ def test_a_mismatched_init_is_refused_before_anything_is_written(arch_file, pret
     assert "recipe finetune starts from trained weights: give --init FILE" in capsys.readouterr().err
     assert main(["retrain", "--arch", str(arch_file), "--init", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "init" in capsys.readouterr().err
+    (tmp_path / "c.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    assert main(["retrain", "--arch", str(arch_file), "--init", str(tmp_path / "c.onnx"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"neas: error: --init {tmp_path / 'c.onnx'}: not a checkpoint")
+    assert "a timm folder (`neas export --format timm`) or a released .pth.tar" in err[0]
     assert not out.exists()
 
 

@@ -98,7 +98,8 @@ def test_the_card_carries_the_records_numbers_and_the_searchs_provenance(tmp_pat
     assert front["library_name"] == "timm" and front["license"] == "mit" and "neas" in front["tags"]
     assert front["metrics"] == ["accuracy"]
     scores = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
-    assert scores == {"accuracy": 55.0, "nll": 1.1, "ece": 0.05}
+    assert scores == {"accuracy": 0.55, "nll": 1.1, "ece": 0.05}  # one unit: fractions (ECE 0.05 = 5 %)
+    assert "# metric values are plain fractions: accuracy and ECE in [0, 1]" in card.split("\n---\n")[0]
     for text in (
         "| ensemble (raw logits) | 55.00 % | 1.1000 | 5.00 % | 0.6000 |",
         "| ensemble at temperature 1.300 | 55.00 % | 1.0000 | 3.00 % | 0.5800 |",

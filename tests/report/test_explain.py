@@ -83,8 +83,17 @@ def test_the_header_names_the_data_the_verdict_with_its_ci_and_the_flags(tmp_pat
     text = "".join(header(run, ArchRecord.from_json(_arch(), "arch"), record))
     assert "cifar10" in text and "5 classes: cat, dog, fox, owl, yak" in text
     assert "test: 100" in text and "input 32 x 32" in text and "resized once to 32 x 32" in text
+    assert "held out of train (temperature, anytime order): 2000" in text
     assert "31.0 %" in text and "95 % CI 22.8 % – 40.6 %" in text and "n = 100" in text and "chance 20.0 %" in text
     assert "data-flag='short_retrain'" in text and "⚠" in text
+
+
+def test_the_header_counts_the_training_images_and_says_when_the_held_out_part_fitted_a_cascade(tmp_path):
+    run = _run(tmp_path)
+    cascade = {"order": [1, 0], "thresholds": [0.9], "exit": "accuracy", "top1": 0.45, "mean_macs": 1e6}
+    record = EvalRecord.from_json(_eval(train_images=12000, cascade=cascade), "eval")
+    text = "".join(header(run, ArchRecord.from_json(_arch(), "arch"), record))
+    assert "images: train: 12000; test: 1000; held out of train (temperature, anytime order, cascade): 2000" in text
 
 
 def test_the_report_page_starts_with_the_header(tmp_path):

@@ -154,11 +154,7 @@ def _spec(net: EnsembleNet, cascade: CascadeRecord, info: EnsembleFile | None, t
         "classes": json.loads(meta["classes"]),
         "arch": net.arch.to_json(),
         "space": net.space.name,
-        "fitted": {
-            key: value
-            for key, value in cascade.to_json().items()
-            if key in ("tolerance", "exit", "fitted_on", "images") and value is not None
-        },
+        "fitted": cascade.fitted(),
     }
     return spec | {RECORD_SHA256: _record_hash(spec)}
 

@@ -22,7 +22,8 @@ in the whole ensemble's ONNX file and ``neas.load_ensemble``'s model; null: raw,
 --raw-logits``); ``stops`` int64 (N,), the step each image stopped at, 1..K. The cascade itself is in
 ``metadata_props`` too: ``cascade_format`` (:data:`FORMAT`), ``cascade_order``, ``cascade_thresholds``,
 ``cascade_temperature`` (divides the mean logits for the stopping confidence only; null: 1) and
-``cascade_fitted``, each a JSON string.
+``cascade_fitted`` (how it was fitted: ``tolerance``, the exit rule ``exit``, ``fitted_on``, ``images``, as
+``cascade.json``'s ``fitted``), each a JSON string.
 
 Per image the graph computes what :func:`neas.ensemble.cascade.cascade_predict` does, op for op (torch's
 mean of float32 logits, a float64 softmax of it for the confidence), at any batch size. At
@@ -226,7 +227,6 @@ def _metadata(
 ) -> dict[str, str]:
     """The whole ensemble's ONNX metadata (``temperature``: what the logits are divided by) and the cascade's."""
     base = onnx_metadata(net, info, temperature)
-    fitted = {key: value for key, value in cascade.to_json().items() if key in ("tolerance", "fitted_on", "images")}
     return base | {
         "output": "logits: float32 (batch, num_classes), the mean of the logits of the paths each image ran"
         + (" divided by the temperature" if temperature is not None else ", unscaled (raw)")
@@ -235,7 +235,7 @@ def _metadata(
         "cascade_order": json.dumps(list(cascade.order)),
         "cascade_thresholds": json.dumps(list(cascade.thresholds)),
         "cascade_temperature": json.dumps(cascade.temperature),
-        "cascade_fitted": json.dumps(fitted),
+        "cascade_fitted": json.dumps(cascade.fitted()),
     }
 
 

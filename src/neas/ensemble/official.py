@@ -25,7 +25,14 @@ from neas.io import load_matching
 from neas.space import EnsembleArch, SearchSpace
 from neas.space.presets import ARCH_PRESETS
 
-__all__ = ["IGNORED_SUFFIXES", "RELEASED_PREPROCESSING", "load_official", "read_official_state_dict"]
+__all__ = [
+    "IGNORED_SUFFIXES",
+    "NOT_A_CHECKPOINT",
+    "RELEASED_PREPROCESSING",
+    "checkpoint_format",
+    "load_official",
+    "read_official_state_dict",
+]
 
 # how the released models were evaluated: ImageNet at 224 px, timm's resize to 256 and centre crop
 RELEASED_PREPROCESSING = Preprocessing(224, DEFAULT_CROP_PCT)
@@ -39,6 +46,22 @@ IGNORED_SUFFIXES = (
     "bn4.running_var",
     "bn4.num_batches_tracked",
 )
+
+
+NOT_A_CHECKPOINT = "not a checkpoint (neither a torch .pth.tar nor a safetensors file)"
+
+
+def checkpoint_format(path: Path) -> str | None:
+    """How a weights file is stored, by its first bytes (nothing is read further): ``torch`` (a torch zip or
+    a legacy pickle: a released ``.pth.tar``), ``safetensors`` (an 8-byte header length, then a JSON object:
+    a neas or timm ``model.safetensors``), or None for anything else (:data:`NOT_A_CHECKPOINT`)."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{":
+        return "safetensors"
+    return None
 
 
 def _load(path: Path) -> dict:

@@ -6,14 +6,16 @@ The file is read without executing anything from it:
   directory holding one (:func:`neas.ensemble.io.model_file`): its tensors, space, arch and classes;
 - a safetensors file without neas metadata, e.g. the ``model.safetensors`` of a timm folder
   (``config.json`` beside it): its tensors, and the input size of ``config.json``'s ``pretrained_cfg``;
-- a released ``.pth.tar`` (any other file) through the safe loader of :mod:`neas.ensemble.official`:
+- a released ``.pth.tar`` (a torch file) through the safe loader of :mod:`neas.ensemble.official`:
   its EMA tensors, in the imagenet space at 224 pixels.
 
 Every tensor of the network being trained must be in the file under its name with its shape, and the
 file may hold no other — except the classifiers (``classifiers.<k>.weight`` / ``.bias``), which keep
 their fresh initialisation when the file was trained on other classes (another count, or other class
 names when the file records them). A file of another arch, space or input size is refused, naming the
-first key that differs (or the space field) and what was expected.
+first key that differs (or the space field) and what was expected. Which of these a file is comes from
+its first bytes (:func:`neas.ensemble.official.checkpoint_format`, as the timm loader tells them apart);
+anything else (an ONNX file, say) is refused naming ``--init``, the file and the forms it takes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from neas.ensemble.io import EnsembleFile, model_file
-from neas.ensemble.official import IGNORED_SUFFIXES, read_official_state_dict
+from neas.ensemble.official import IGNORED_SUFFIXES, NOT_A_CHECKPOINT, checkpoint_format, read_official_state_dict
 from neas.errors import NeasError
 from neas.io import load_weights, read_metadata
 from neas.runfiles import TIMM_CONFIG
@@ -104,11 +106,20 @@ def _timm_input_size(folder: Path) -> int | None:
     return size[1]
 
 
-def _is_safetensors(path: Path) -> bool:
-    """A safetensors file by its first bytes: an 8-byte header length, then a JSON object."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+# what --init takes, for its error messages
+INIT_FORMS = (
+    "expected a neas model.safetensors, a `neas retrain` / `neas run` directory, a timm folder "
+    "(`neas export --format timm`) or a released .pth.tar"
+)
+
+
+def _released(path: Path, spec) -> dict[str, torch.Tensor]:
+    """A released checkpoint's EMA tensors through the safe loader, never unpickled freely; errors name --init."""
+    try:
+        state = read_official_state_dict(path)
+    except NeasError as exc:
+        raise NeasError(f"--init {spec}: {str(exc).removeprefix(f'{path}: ')}; {INIT_FORMS}") from None
+    return {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
 
 
 def read_init(spec: str | Path) -> InitWeights:
@@ -127,12 +138,14 @@ def read_init(spec: str | Path) -> InitWeights:
         check_init(weights, net.space, net.state_dict(), classes)
     """
     path = model_file(spec)
-    if not path.exists():
-        raise NeasError(f"--init {spec}: no such file (expected a model.safetensors, a run directory or a .pth.tar)")
-    if not _is_safetensors(path):  # the released checkpoints: read by the safe loader, never unpickled freely
-        state = {k: v for k, v in read_official_state_dict(path).items() if not k.endswith(IGNORED_SUFFIXES)}
+    if not path.is_file():
+        raise NeasError(f"--init {spec}: no such file ({INIT_FORMS})")
+    kind = checkpoint_format(path)
+    if kind is None:
+        raise NeasError(f"--init {spec}: {NOT_A_CHECKPOINT}; {INIT_FORMS}")
+    if kind == "torch":
         space = SearchSpace.preset("imagenet")
-        return InitWeights(path, "released", state, space, space.input_size)
+        return InitWeights(path, "released", _released(path, spec), space, space.input_size)
     if "format" not in read_metadata(path):  # a plain safetensors file (a timm folder's)
         tensors, _ = load_weights(path)
         return InitWeights(path, "safetensors", tensors, input_size=_timm_input_size(path.parent))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import zipfile
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from timm.models._manipulate import adapt_input_conv
 from neas.ensemble.features import EnsembleFeatures, stage_ends
 from neas.ensemble.io import FORMAT, check_timm_folder
 from neas.ensemble.model import EnsembleNet
-from neas.ensemble.official import IGNORED_SUFFIXES, read_official_state_dict
+from neas.ensemble.official import IGNORED_SUFFIXES, NOT_A_CHECKPOINT, checkpoint_format, read_official_state_dict
 from neas.ensemble.settings import parse_feature_mode
 from neas.errors import NeasError, show
 from neas.io import check_matching, load_weights, read_metadata
@@ -106,7 +105,8 @@ class TimmEnsemble(EnsembleNet):
         return self.classifiers
 
     def reset_classifier(self, num_classes: int) -> None:
-        """New, freshly initialised heads of ``num_classes`` outputs on every path."""
+        """New, freshly initialised heads of ``num_classes`` outputs on every path; :attr:`temperature` is
+        cleared (None: raw logits), since it was fitted to the old heads."""
         if num_classes < 1:
             raise NeasError(f"num_classes must be positive, got {show(num_classes)}")
         for k, old in enumerate(self.classifiers):
@@ -114,18 +114,26 @@ class TimmEnsemble(EnsembleNet):
             efficientnet_init_weights(head)
             self.classifiers[k] = head
         self.num_classes = num_classes
+        self.temperature = None
 
     def load_pretrained(self, path: str, *_) -> None:
         """timm's ``custom_load``: the weights of ``path`` (a released ``.pth.tar`` or a safetensors file),
         read safely and loaded only when every key and shape fits; heads that differ in ``num_classes`` keep
-        their fresh initialisation and a stem that differs in ``in_chans`` is adapted (timm's rule)."""
+        their fresh initialisation (and :attr:`temperature`, fitted to the old heads, is cleared) and a stem
+        that differs in ``in_chans`` is adapted (timm's rule)."""
         state = read_weights(path)
         own = self.state_dict()
         heads = [k for k in own if k.startswith("classifiers.")]
         if any(k in state and state[k].shape != own[k].shape for k in heads):
             rows = state.get("classifiers.0.weight", torch.empty(0)).shape[:1]
-            log.info("%s: %s classes in the file, %d in the model: heads re-initialised", path, *rows, self.num_classes)
+            log.info(
+                "%s: %s classes in the file, %d in the model: heads re-initialised, raw logits (no temperature)",
+                path,
+                *rows,
+                self.num_classes,
+            )
             state.update({k: own[k] for k in heads})
+            self.temperature = None
         stem = state.get("conv_stem.weight")
         if stem is not None and stem.dim() == 4 and stem.shape[1] != self.in_chans:
             state["conv_stem.weight"] = adapt_input_conv(self.in_chans, stem)
@@ -143,13 +151,12 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         path = path / MODEL
     if not path.is_file():
         raise NeasError(f"{path}: no such weights file")
-    with path.open("rb") as f:
-        head = f.read(16)
-    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # a torch zip, or a legacy pickle
+    kind = checkpoint_format(path)
+    if kind == "torch":
         return {k: v for k, v in read_official_state_dict(path).items() if not k.endswith(IGNORED_SUFFIXES)}
-    if len(head) > 8 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
+    if kind == "safetensors":
         return load_weights(path)[0]
-    raise NeasError(f"{path}: not a checkpoint (neither a torch .pth.tar nor a safetensors file)")
+    raise NeasError(f"{path}: {NOT_A_CHECKPOINT}")
 
 
 class EnsembleFeatureList(nn.Module):
@@ -189,13 +196,17 @@ def _heads_differ(state: dict, own: dict) -> bool:
 def check_pretrained(state: dict, model: TimmEnsemble) -> dict:
     """timm's ``pretrained_filter_fn`` for folders (``local-dir:``, ``hf-hub:``): the weights timm read
     must fit the model ``config.json`` describes (heads aside when ``num_classes`` was changed, the stem
-    aside when ``in_chans`` was), and a local folder's ``config.json`` must match its weights file's record."""
+    aside when ``in_chans`` was), and a local folder's ``config.json`` must match its weights file's record.
+    Fresh heads clear the model's ``temperature`` (``config.json``'s was fitted to the folder's heads)."""
     where = model.pretrained_cfg.get("file") or model.pretrained_cfg.get("hf_hub_id") or "the weights"
     # a folder neas wrote (its weights carry their record); one re-saved by timm has plain weights, checked below
     if model.pretrained_cfg.get("source") == "local-dir" and read_metadata(Path(where) / MODEL).get("format") == FORMAT:
         check_timm_folder(where)
     own = model.state_dict()
-    skip = {k for k in own if k.startswith("classifiers.")} if _heads_differ(state, own) else set()
+    skip = set()
+    if _heads_differ(state, own):
+        skip = {k for k in own if k.startswith("classifiers.")}
+        model.temperature = None
     stem = state.get("conv_stem.weight")
     if stem is not None and stem.dim() == 4 and stem.shape[1] != model.in_chans:
         skip.add("conv_stem.weight")

@@ -20,7 +20,7 @@ holds them equal).
 Every entrypoint takes timm's ``num_classes`` (fresh heads when it differs from the weights'),
 ``in_chans``, ``drop_rate`` (the heads' dropout), ``features_only`` / ``out_indices`` /
 ``feature_mode`` (``mean``, ``concat`` or ``path:J``) and ``temperature`` (what ``forward`` divides the
-mean logits by; a folder's ``config.json`` carries the fitted one).
+mean logits by; a folder's ``config.json`` carries the fitted one, cleared when the heads are fresh).
 """
 
 from __future__ import annotations

@@ -160,14 +160,14 @@ def _order_and_temperature(cfg: RetrainConfig, net, held_out, device) -> tuple[d
     if held_out is not None and cfg.eval_split == "test":
         # one pass over the held-out part: its path logits serve the order, the temperature and the cascade
         logits, labels = path_logits(net, BatchLoader(held_out, cfg.batch_size * 2, False, device=device).epoch(0))
-        tolerance = cfg.cascade_tolerance if cfg.cascade else None
         where = heldout_description(cfg.holdout)
-        temperature = cfg.temperature in ("fit", "auto")
-        fit = functools.partial(fit_on_heldout, net, logits, labels, where, temperature=temperature)
-        try:
-            return fit(cascade_tolerance=tolerance, cascade_exit=cfg.cascade_exit), None
+        fit = functools.partial(fit_on_heldout, net, logits, labels, where)
+        fitted = fit(temperature=cfg.temperature in ("fit", "auto"))  # the order and temperature, fitted once
+        rule = {"order": fitted["path_order"]["order"], "cascade_exit": cfg.cascade_exit}
+        try:  # the cascade in that order; without it (nothing to keep), the rest is stored as fitted
+            return (fitted | fit(**rule, cascade_tolerance=cfg.cascade_tolerance)) if cfg.cascade else fitted, None
         except RiskUnreachable as exc:
-            return fit(), exc
+            return fitted, exc
     acc = _search_path_acc(cfg.arch)
     if acc:
         order = {"order": anytime_order(acc), "by": "supernet held-out top-1 in the search", "path_top1": acc}

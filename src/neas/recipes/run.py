@@ -80,6 +80,8 @@ def stage_configs(cfg: RunConfig) -> tuple[SupernetConfig, SearchConfig, Retrain
                 raise NeasError(
                     f"{section}.{key}: set by `neas run` itself{' (use the top-level key)' if key in _SHARED else ''}"
                 )
+        if section == "search" and cfg.budgets:  # one search for every budget: its Pareto front on the metric
+            fixed["pareto"] = cfg.budget_metric
         configs.append(from_dict(cls, {**getattr(cfg, section), **fixed}, section))
     return _follow_cascade_budget(cfg, *configs)
 

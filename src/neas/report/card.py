@@ -415,6 +415,10 @@ _ARRAYS = {
 }  # dataset names that are also Hub dataset ids
 
 
+# the model-index's unit, stated in the front matter (a YAML comment) and the README
+FRONT_MATTER_UNITS = "metric values are plain fractions: accuracy and ECE in [0, 1] (0.95 = 95 %), NLL in nats"
+
+
 def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, license: str, where: str) -> str:
     """The Hub's YAML header: library, license, tags, datasets, metrics and the test scores as a model-index."""
     data = str((info.data or {}).get("data") or "")
@@ -428,7 +432,7 @@ def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, lice
     if data in _HUB_DATASETS:
         meta["datasets"] = [data]
     if result is not None:
-        values = [("accuracy", "top-1 accuracy", 100 * result.top1)]
+        values = [("accuracy", "top-1 accuracy", result.top1)]  # one unit: fractions, as ECE (FRONT_MATTER_UNITS)
         values += [(m, m.upper(), _num(result.ensemble, m, where, 0)) for m in ("nll", "ece")]
         meta["model-index"] = [
             {
@@ -444,7 +448,8 @@ def _front_matter(name: str, info: EnsembleFile, result: EvalRecord | None, lice
                 ],
             }
         ]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+    units = f"# {FRONT_MATTER_UNITS}\n" if result is not None else ""
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + units + "---\n"
 
 
 def _usage(name: str, info: EnsembleFile) -> list[str]:
@@ -452,7 +457,8 @@ def _usage(name: str, info: EnsembleFile) -> list[str]:
     temperature = (
         f"The model returns the mean of its {info.arch.num_paths} paths' logits divided by the fitted temperature "
         f"{t:.4f} (`model_args.temperature` in `config.json`), as `neas.load_ensemble` and the ONNX export do; "
-        "`model.temperature = None` gives the raw mean logits."
+        "`model.temperature = None` gives the raw mean logits. Fresh heads (`num_classes=N` of another count, "
+        "`model.reset_classifier(N)`) clear it: the temperature belongs to these heads."
         if t is not None
         else f"The model returns the mean of its {info.arch.num_paths} paths' logits (no temperature was fitted)."
     )

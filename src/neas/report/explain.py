@@ -138,11 +138,14 @@ def _data_lines(run: Path, chosen: ArchRecord | None, result: EvalRecord | None)
         shown = ", ".join(map(str, classes[:20])) + (", ..." if len(classes) > 20 else "")
         lines.append(f"<li>{len(classes)} classes: {html.escape(shown)}</li>")
     splits = []
+    if result is not None and result.get("train_images"):  # the whole training split, held-out part included
+        splits.append(f"train: {result.get('train_images')}")
     if result is not None and result.get("images"):
         splits.append(f"{result.get('split', 'test')}: {result.get('images')}")
     fitted = (result.get("temperature") or {}) if result else {}
     if fitted.get("images"):
-        splits.append(f"held out of train (temperature, anytime order): {fitted['images']}")
+        uses = "temperature, anytime order" + (", cascade" if result.get("cascade") else "")
+        splits.append(f"held out of train ({uses}): {fitted['images']}")
     if splits:
         lines.append(f"<li>images: {html.escape('; '.join(splits))}</li>")
     size = ((chosen.get("space") or {}).get("input_size")) if chosen else None

@@ -62,3 +62,4 @@ class SearchConfig(RunOptions, ScoringOptions, DecodeOptions):
         if self.split is not None and (len(self.split) != 2 or not 0 <= self.split[0] <= self.split[1]):
             raise NeasError(f"split must be [lo, hi] with 0 <= lo <= hi, got {self.split}")
         validate_fields(self)
+        self.constraints.check_cascade_rule(priced=self.pareto == "mean_macs")

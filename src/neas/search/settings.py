@@ -79,6 +79,23 @@ class Constraints:
         """Whether a bound is on the cascade's mean MACs (every candidate is then priced as a cascade)."""
         return self.min_mean_macs is not None or self.max_mean_macs is not None
 
+    def check_cascade_rule(self, priced: bool) -> None:
+        """Refuses an exit rule nothing reads: ``cascade_exit`` and ``cascade_tolerance`` shape only the cascade
+        the search prices (``priced``: a Pareto front on mean MACs; or a min/max_mean_macs bound), and would
+        otherwise be silently ignored."""
+        if priced or self.needs_cascade:
+            return
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in ("cascade_exit", "cascade_tolerance"):
+            value = getattr(self, name)
+            if value != defaults[name]:
+                flag = "--" + name.replace("_", "-")
+                raise NeasError(
+                    f"{name} ({flag}): {value!r} is read only when the search prices cascades, and nothing bounds "
+                    "the cascade's mean MACs: give max_mean_macs (--max-mean-macs) or min_mean_macs, or pareto "
+                    f"mean_macs (in `neas run`: budgets: with budget_metric: mean_macs); or drop {name}"
+                )
+
     def active(self) -> dict:
         """The bounds that are set (and the latency mode / the cascade's exit rule when they matter)."""
         out = {

@@ -25,6 +25,7 @@ __all__ = ["K1_ROWS", "at_each_budget", "k1_space", "row_config", "run_config"]
 SHRINK_ROWS = {"none": "none", "accuracy": "accuracy", "quality": "quality"}  # row -> supernet shrink mode
 K1_ROWS = ("single", "deep")  # rows searched in the K = 1 copy of the space
 SCALED = ("macs", "paper_flops", "params")  # budgets a deep ensemble's K copies share
+CASCADE_RULE = ("cascade_exit", "cascade_tolerance")  # the search's exit rule: read by the rows that price cascades
 
 
 def run_config(cfg: CompareConfig) -> RunConfig:
@@ -52,7 +53,7 @@ def _share(base: RunConfig, metric: str, text: str, k: int) -> str:
 
 def _deep_search(base: RunConfig, k: int) -> tuple[dict, list[str] | None]:
     """The search section and ``budgets:`` at budget / K: each of the K copies gets its share of every cost bound."""
-    _, se, _ = stage_configs(base)
+    _, se, _ = stage_configs(_without_cascade_rule(base))
     search = dict(base.search)
     for metric in SCALED:
         for bound in ("min", "max"):
@@ -83,7 +84,7 @@ def _cascade_search(base: RunConfig) -> dict:
             )
         search.pop("max_macs", None)
         return {"search": search, "budget_metric": "mean_macs"}
-    bound = stage_configs(base)[1].constraints.max_macs
+    bound = stage_configs(_without_cascade_rule(base))[1].constraints.max_macs
     if bound is None:
         raise NeasError(
             "--rows cascade: the config bounds no search.max_macs, so there is no MAC budget for the cascade's "
@@ -93,6 +94,20 @@ def _cascade_search(base: RunConfig) -> dict:
     if search.get("max_mean_macs") is not None:
         raise NeasError("--rows cascade: the config sets search.max_mean_macs already; the row sets it from max_macs")
     return {"search": {**search, "max_mean_macs": str(int(bound))}}
+
+
+def _prices_cascades(base: RunConfig) -> bool:
+    """Whether the config's own search prices cascades (a mean-MACs bound, or ``budgets:`` on mean MACs)."""
+    bounded = any(base.search.get(f"{bound}_mean_macs") is not None for bound in ("min", "max"))
+    return bounded or bool(base.budgets and base.budget_metric == "mean_macs")
+
+
+def _without_cascade_rule(base: RunConfig) -> RunConfig:
+    """``base`` without the search's exit rule when its own search prices no cascade (the rule is then the
+    cascade row's alone, and a search that prices none refuses it)."""
+    if _prices_cascades(base):
+        return base
+    return dataclasses.replace(base, search={k: v for k, v in base.search.items() if k not in CASCADE_RULE})
 
 
 def row_config(base: RunConfig, row: str, seed: int, out: Path, k1_file: Path) -> RunConfig:
@@ -111,6 +126,8 @@ def row_config(base: RunConfig, row: str, seed: int, out: Path, k1_file: Path) -
             changes["budgets"] = budgets or base.budgets
         changes["search"] = {k: v for k, v in search.items() if k != "split"}  # one path: no split point
         changes["retrain"] = {k: v for k, v in base.retrain.items() if k != "cascade"}  # one path: nothing to exit
+    if row != "cascade" and not _prices_cascades(base):  # the exit rule is the cascade row's; the others price none
+        changes["search"] = {k: v for k, v in changes.get("search", base.search).items() if k not in CASCADE_RULE}
     return dataclasses.replace(base, **changes)
 
 
