@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -111,9 +112,15 @@ def run(max_parallel: int, commit: bool) -> int:
     argv += ["--out", str(RUNS / "compare")]
     log = (RUNS / "compare.log").open("a")
     job = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    while job.poll() is None:
-        time.sleep(60)
-        collect(commit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a SIGTERM runs the finally below, as Ctrl-C does
+    try:
+        while job.poll() is None:
+            time.sleep(60)
+            collect(commit)
+    finally:  # compare (and with it its jobs) ends with this driver; a rerun resumes it
+        if job.poll() is None:
+            job.terminate()
+            job.wait()
     collect(commit)
     return job.returncode
 

@@ -79,6 +79,7 @@ __all__ = [
     "NeasCommand",
     "check_executor",
     "job_command",
+    "job_options",
     "run_jobs",
     "stage_job",
 ]
@@ -413,6 +414,17 @@ def job_command(executor: str, threads_per_job: int) -> NeasCommand:
     ``slurm``), whatever ``max_parallel``; a ``debug`` job runs in this process at its threads, as the
     command's other stages do (and a job of ``neas compare``, a whole ``neas run``, at compare's)."""
     return NeasCommand(threads=None if executor == "debug" else threads_per_job)
+
+
+def job_options(options) -> dict:
+    """:func:`run_jobs`' options from a command's executor settings (``neas.options.ExecutorOptions``:
+    ``executor``, ``max_parallel``, ``slurm`` and ``threads_per_job``, the command of :func:`job_command`)."""
+    return {
+        "executor": options.executor,
+        "max_parallel": options.max_parallel,
+        "slurm": options.slurm,
+        "command": job_command(options.executor, options.threads_per_job),
+    }
 
 
 def run_jobs(

@@ -27,7 +27,7 @@ import torch
 
 from neas.dist import local_device
 from neas.errors import NeasError
-from neas.executor import Job, check_executor, job_command, run_jobs, stage_job
+from neas.executor import Job, check_executor, job_options, run_jobs, stage_job
 from neas.io import read_json, write_json, write_text
 from neas.records import read_eval
 from neas.report.plots import plot_rank
@@ -127,14 +127,7 @@ def _train_from_scratch(
     runs, jobs = zip(*(_scratch_job(cfg, out, arch, space, info) for arch in archs)) if archs else ((), ())
     todo = [job for job in jobs if job is not None]
     if todo:
-        run_jobs(
-            todo,
-            executor=cfg.executor,
-            max_parallel=cfg.max_parallel,
-            slurm=cfg.slurm,
-            log_dir=out / JOB_LOGS,
-            command=job_command(cfg.executor, cfg.threads_per_job),
-        )
+        run_jobs(todo, log_dir=out / JOB_LOGS, **job_options(cfg))
     return [read_eval(run / EVAL).top1 for run in runs]
 
 

@@ -23,7 +23,7 @@ from neas.cost import parse_amount
 from neas.data.datasets import scan_split
 from neas.data.split import holdout_split
 from neas.errors import NeasError
-from neas.executor import check_executor, job_command, run_jobs, stage_job
+from neas.executor import check_executor, job_options, run_jobs, stage_job
 from neas.io import read_json
 from neas.outputs import resumes
 from neas.pipeline import run_stage
@@ -174,14 +174,7 @@ def _run_budget_stages(cfg: RunConfig, run: RunDir, stages: dict) -> None:
     ]
     todo = [job for job in jobs if job is not None]
     if todo:
-        run_jobs(
-            todo,
-            executor=cfg.executor,
-            max_parallel=cfg.max_parallel,
-            slurm=cfg.slurm,
-            log_dir=run / JOB_LOGS,
-            command=job_command(cfg.executor, cfg.threads_per_job),
-        )
+        run_jobs(todo, log_dir=run / JOB_LOGS, **job_options(cfg))
 
 
 def _retrain_budgets(cfg: RunConfig, run: RunDir, rt: RetrainConfig) -> list[dict]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from neas.cost import Cost
 from neas.errors import NeasError
-from neas.executor import check_executor, job_command, run_jobs, stage_job
+from neas.executor import check_executor, run_jobs, stage_job
+from neas.executor import job_options as run_options
 from neas.io import write_json, write_text
 from neas.options import ExecutorOptions
 from neas.records import COSTS, EvalRecord
@@ -68,12 +69,7 @@ def job_options(executor: ExecutorOptions | None) -> dict:
     if executor is None:
         return IN_PROCESS
     check_executor(executor.executor, executor.slurm)
-    return {
-        "executor": executor.executor,
-        "max_parallel": executor.max_parallel,
-        "slurm": executor.slurm,
-        "command": job_command(executor.executor, executor.threads_per_job),
-    }
+    return run_options(executor)
 
 
 def retrain_all(stages: dict[str, RetrainConfig], jobs: dict, log_dir: Path) -> None:
